@@ -1,0 +1,41 @@
+# Two commands matter: `make demo` and `make test`. Everything else is what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: demo test lint setup venv engine image bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+venv: $(STAMP)
+
+# Docker engine (Debian's docker.io, started in the background when none answers),
+# PostgreSQL 15 for the test suite, and the offline-built runner image.
+engine:
+	bash scripts/ensure-system.sh
+
+image: venv engine
+	$(PY) -m containers.image ensure
+
+setup: venv engine image
+
+demo: setup
+	$(PY) -m sandbox.demo
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: setup lint
+	$(VENV)/bin/pytest -q
+
+bench: setup
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

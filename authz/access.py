@@ -1,0 +1,274 @@
+"""Access requests, per-provider decisions, permits and revocation.
+
+A request over several providers' datasets becomes a permit only when every provider has
+approved its own items; the permit's conditions are the strictest of all approvals.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+
+from authz import catalog
+from authz import validate as v
+from authz.context import Ctx
+from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
+from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
+
+USE_KINDS = ("statistics", "joint_statistics", "modelling", "verification")
+DEFAULT_MIN_CELL = 10
+UNCONDITIONAL_DAYS = 90
+UNCONDITIONAL_RUNS = 100
+
+REQUEST_SPEC = [
+    v.Field("purpose", v.text(2000, min_len=10)),
+    v.Field("use_kind", v.choice(*USE_KINDS)),
+    v.Field("business_system", v.text(200)),
+    v.Field("items", v.list_of(v.obj([
+        v.Field("dataset_id", v.text(40)),
+        v.Field("columns", v.list_of(v.text(64, pattern=v.NAME_RX), 1, 1000, unique=True)),
+    ]), min_items=1, max_items=20)),
+]
+
+APPROVE_SPEC = [
+    v.Field("columns", v.list_of(v.text(64, pattern=v.NAME_RX), 1, 1000, unique=True),
+            required=False),
+    v.Field("expires_at", v.aware_datetime),
+    v.Field("max_runs", v.integer(1, 10_000)),
+    v.Field("min_cell_count", v.integer(1, 1_000_000), required=False,
+            default=DEFAULT_MIN_CELL),
+    v.Field("risk_assessment", v.text(2000)),
+]
+
+
+def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
+    data = v.parse(body, REQUEST_SPEC)
+    seen: set[str] = set()
+    req = AccessRequest(id=new_id("req"), requester_id=requester.id, purpose=data["purpose"],
+                        use_kind=data["use_kind"], business_system=data["business_system"])
+    for i, item in enumerate(data["items"]):
+        where = f"items[{i}]"
+        ds = ctx.session.get(Dataset, item["dataset_id"])
+        if ds is None or ds.status != "active":
+            raise InvalidInput(f"{where}.dataset_id", "must be an active dataset in the catalog")
+        if ds.id in seen:
+            raise InvalidInput(f"{where}.dataset_id", "each dataset may appear once")
+        seen.add(ds.id)
+        if ds.openness == "not_open":
+            raise InvalidInput(f"{where}.dataset_id", "dataset is not open (不予开放): it never "
+                                                       "enters a job")
+        known = catalog.field_map(ds)
+        for j, col in enumerate(item["columns"]):
+            if col not in known:
+                raise InvalidInput(f"{where}.columns[{j}]", f"no field {col!r} in {ds.code}")
+        req.items.append(RequestItem(position=i, dataset_id=ds.id, provider_id=ds.provider_id,
+                                     columns=item["columns"]))
+    ctx.session.add(req)
+    ctx.session.flush()
+    ctx.record("request.created", requester.id, {
+        "request_id": req.id, "requester_id": requester.id, "purpose": req.purpose,
+        "use_kind": req.use_kind, "business_system": req.business_system,
+        "items": [{"dataset_id": it.dataset_id, "columns": it.columns} for it in req.items],
+    })
+    for item in req.items:
+        ds = ctx.session.get(Dataset, item.dataset_id)
+        assert ds is not None
+        if ds.openness == "unconditional":
+            # Unconditional data needs no per-use decision, but still runs in the sandbox
+            # under default conditions, and the automatic approval is on the record.
+            _decide(ctx, "system:unconditional", item, "approved", None, {
+                "columns": item.columns, "max_runs": UNCONDITIONAL_RUNS,
+                "min_cell_count": DEFAULT_MIN_CELL,
+                "expires_at": (ctx.now() + timedelta(days=UNCONDITIONAL_DAYS)).isoformat(),
+                "risk_assessment": "unconditional openness class",
+            })
+    _settle(ctx, req)
+    return req
+
+
+def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: str
+                       ) -> tuple[AccessRequest, RequestItem]:
+    req = ctx.session.get(AccessRequest, request_id)
+    if req is None:
+        raise NotFound("no such request")
+    mine = [it for it in req.items if it.provider_id == provider.id]
+    if not mine:
+        raise NotFound("no such request")
+    for it in mine:
+        if it.dataset_id == dataset_id:
+            return req, it
+    raise NotFound("no such item in this request")
+
+
+def _decide(ctx: Ctx, actor: str, item: RequestItem, decision: str, reason: str | None,
+            conditions: dict[str, Any] | None) -> None:
+    item.decision = decision
+    item.decided_by = actor
+    item.decided_at = ctx.now()
+    item.reason = reason
+    item.conditions = conditions
+    ctx.record(f"request.{decision}", actor, {
+        "request_id": item.request_id, "dataset_id": item.dataset_id, "reason": reason,
+        "conditions": conditions,
+    })
+
+
+def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: object
+            ) -> AccessRequest:
+    req, item = _item_for_provider(ctx, provider, request_id, dataset_id)
+    if item.decision != "pending" or req.status != "pending":
+        raise Conflict(f"item already {item.decision}")
+    data = v.parse(body, APPROVE_SPEC)
+    allowed = data["columns"] if data["columns"] is not None else item.columns
+    for j, col in enumerate(allowed):
+        if col not in item.columns:
+            raise InvalidInput(f"columns[{j}]", "may only narrow the requested columns")
+    if data["expires_at"] <= ctx.now():
+        raise InvalidInput("expires_at", "must be in the future")
+    conditions = {
+        "columns": allowed, "expires_at": data["expires_at"].isoformat(),
+        "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
+        "risk_assessment": data["risk_assessment"],
+    }
+    _decide(ctx, provider.id, item, "approved", None, conditions)
+    _settle(ctx, req)
+    return req
+
+
+def deny(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: object
+         ) -> AccessRequest:
+    req, item = _item_for_provider(ctx, provider, request_id, dataset_id)
+    if item.decision != "pending" or req.status != "pending":
+        raise Conflict(f"item already {item.decision}")
+    data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    _decide(ctx, provider.id, item, "denied", data["reason"], None)
+    _settle(ctx, req)
+    return req
+
+
+def _settle(ctx: Ctx, req: AccessRequest) -> None:
+    """Deny the whole request on any denial; issue the permit once all items approved."""
+    decisions = {it.decision for it in req.items}
+    if "denied" in decisions:
+        req.status = "denied"
+        return
+    if decisions != {"approved"}:
+        return
+    req.status = "approved"
+    conds = [it.conditions or {} for it in req.items]
+    expires = min(datetime.fromisoformat(c["expires_at"]) for c in conds)
+    columns = {it.dataset_id: [c for c in it.columns if c in (it.conditions or {})["columns"]]
+               for it in req.items}
+    levels = []
+    for it in req.items:
+        ds = ctx.session.get(Dataset, it.dataset_id)
+        assert ds is not None
+        fm = catalog.field_map(ds)
+        levels += [catalog.level(fm[c]["sensitivity"]) for c in columns[it.dataset_id]]
+    permit = Permit(
+        id=new_id("pmt"), request_id=req.id, requester_id=req.requester_id, columns=columns,
+        expires_at=expires, max_runs=min(c["max_runs"] for c in conds),
+        min_cell_count=max(c["min_cell_count"] for c in conds),
+        classification=catalog.SENSITIVITY[max(levels)],
+    )
+    ctx.session.add(permit)
+    ctx.session.flush()
+    ctx.record("permit.issued", "system", {
+        "permit_id": permit.id, "request_id": req.id, "requester_id": req.requester_id,
+        "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
+        "min_cell_count": permit.min_cell_count, "classification": permit.classification,
+        "approved_by": sorted({it.decided_by or "" for it in req.items}),
+    })
+
+
+def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
+    permit = ctx.session.get(Permit, permit_id)
+    if permit is None or provider.id not in permit_providers(ctx, permit):
+        raise NotFound("no such permit")
+    if permit.status == "revoked":
+        raise Conflict("permit already revoked")
+    data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    permit.status = "revoked"
+    permit.revoked_by = provider.id
+    permit.revoked_reason = data["reason"]
+    ctx.record("permit.revoked", provider.id, {"permit_id": permit.id, "reason": data["reason"]})
+    queued = ctx.session.scalars(select(Job).where(Job.permit_id == permit.id,
+                                                   Job.state == "queued"))
+    for job in queued:
+        job.state = "cancelled"
+        job.reason = "permit revoked"
+        job.finished_at = ctx.now()
+        ctx.record("job.cancelled", provider.id, {"job_id": job.id, "reason": job.reason})
+    return permit
+
+
+def permit_providers(ctx: Ctx, permit: Permit) -> set[str]:
+    req = ctx.session.get(AccessRequest, permit.request_id)
+    assert req is not None
+    return {it.provider_id for it in req.items}
+
+
+def check_permit(ctx: Ctx, permit: Permit, dataset_ids: list[str], *, new_run: bool) -> None:
+    """Raise PolicyViolation unless the permit may run this job on these datasets.
+
+    ``new_run`` is False for a job already counted against the permit (requeued after its
+    agent died), which must not be refused for using its own run.
+    """
+    if permit.status != "active":
+        raise PolicyViolation(f"permit is {permit.status}")
+    if permit.expires_at <= ctx.now():
+        raise PolicyViolation("permit has expired")
+    if new_run and permit.runs_used >= permit.max_runs:
+        raise PolicyViolation(f"permit has no runs left ({permit.runs_used}/{permit.max_runs})")
+    for ds_id in dataset_ids:
+        if ds_id not in permit.columns:
+            raise PolicyViolation(f"dataset {ds_id} is not covered by the permit")
+        ds = ctx.session.get(Dataset, ds_id)
+        if ds is None or ds.status != "active" or ds.openness == "not_open":
+            raise PolicyViolation(f"dataset {ds_id} is not available for jobs")
+        known = catalog.field_map(ds)
+        for col in permit.columns[ds_id]:
+            if col not in known:
+                raise PolicyViolation(f"column {col} no longer exists in {ds.code}")
+
+
+def request_json(req: AccessRequest, ctx: Ctx) -> dict[str, Any]:
+    permit = ctx.session.scalar(select(Permit).where(Permit.request_id == req.id))
+    return {
+        "id": req.id, "requester_id": req.requester_id, "purpose": req.purpose,
+        "use_kind": req.use_kind, "business_system": req.business_system,
+        "status": req.status, "created_at": req.created_at.isoformat(),
+        "permit_id": permit.id if permit else None,
+        "items": [{
+            "dataset_id": it.dataset_id, "provider_id": it.provider_id, "columns": it.columns,
+            "decision": it.decision, "decided_by": it.decided_by, "reason": it.reason,
+            "decided_at": it.decided_at.isoformat() if it.decided_at else None,
+            "conditions": it.conditions,
+        } for it in req.items],
+    }
+
+
+def permit_json(p: Permit) -> dict[str, Any]:
+    return {
+        "id": p.id, "request_id": p.request_id, "requester_id": p.requester_id,
+        "columns": p.columns, "expires_at": p.expires_at.isoformat(), "max_runs": p.max_runs,
+        "runs_used": p.runs_used, "min_cell_count": p.min_cell_count,
+        "classification": p.classification, "status": p.status,
+        "revoked_reason": p.revoked_reason,
+    }
+
+
+def visible_requests(ctx: Ctx, party: Party) -> list[AccessRequest]:
+    rows = ctx.session.scalars(select(AccessRequest).order_by(AccessRequest.created_at))
+    return [r for r in rows if can_see_request(party, r)]
+
+
+def can_see_request(party: Party, req: AccessRequest) -> bool:
+    if party.role == "requester":
+        return req.requester_id == party.id
+    if party.role == "provider":
+        return any(it.provider_id == party.id for it in req.items)
+    # Regulators and the operator audit through the ledger, not through others' objects.
+    return False

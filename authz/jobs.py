@@ -1,0 +1,163 @@
+"""Jobs: submission against a permit, the state machine, and what each party may see.
+
+States: queued → dispatched → running → (checking at the agent) → released | blocked |
+failed; queued → cancelled. The permit is checked at submission and again at dispatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from sqlalchemy import select
+
+from authz import access
+from authz import validate as v
+from authz.context import Ctx
+from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
+from authz.models import Dataset, Job, Party, Permit, new_id
+
+STATES = ("queued", "dispatched", "running", "checking", "released", "blocked", "failed",
+          "cancelled")
+TERMINAL = frozenset({"released", "blocked", "failed", "cancelled"})
+MAX_SCRIPT_BYTES = 256 * 1024
+
+SUBMIT_SPEC = [
+    v.Field("permit_id", v.text(40)),
+    v.Field("dataset_ids", v.list_of(v.text(40), 1, 20, unique=True)),
+    v.Field("script", v.text(MAX_SCRIPT_BYTES, min_len=1)),
+]
+
+
+def submit(ctx: Ctx, requester: Party, body: object) -> Job:
+    data = v.parse(body, SUBMIT_SPEC)
+    script = data["script"].encode()
+    if len(script) > MAX_SCRIPT_BYTES:
+        raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
+    permit = ctx.session.get(Permit, data["permit_id"])
+    if permit is None or permit.requester_id != requester.id:
+        raise InvalidInput("permit_id", "must be one of your permits")
+    providers = set()
+    for i, ds_id in enumerate(data["dataset_ids"]):
+        ds = ctx.session.get(Dataset, ds_id)
+        if ds is None or ds_id not in permit.columns:
+            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
+        providers.add(ds.provider_id)
+    if len(providers) != 1:
+        # Raw data never leaves its domain, so one container only ever sees one provider's
+        # data; statistics across providers go through a joint (homomorphic) job.
+        raise InvalidInput("dataset_ids", "must all belong to one provider's domain")
+    access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    queued = _count_open(ctx, permit.id)
+    if permit.runs_used + queued >= permit.max_runs:
+        raise PolicyViolation(
+            f"permit has no runs left ({permit.runs_used} used, {queued} queued, "
+            f"{permit.max_runs} allowed)")
+    job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
+              provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
+              script_sha256=hashlib.sha256(script).hexdigest(), state="queued")
+    ctx.session.add(job)
+    ctx.session.flush()
+    ctx.record("job.submitted", requester.id, {
+        "job_id": job.id, "permit_id": permit.id, "dataset_ids": job.dataset_ids,
+        "provider_id": job.provider_id, "script_sha256": job.script_sha256,
+        "script_bytes": len(script),
+    })
+    return job
+
+
+def _count_open(ctx: Ctx, permit_id: str) -> int:
+    rows = ctx.session.scalars(select(Job.id).where(Job.permit_id == permit_id,
+                                                    Job.state == "queued"))
+    return len(list(rows))
+
+
+def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
+    job = get_visible(ctx, requester, job_id)
+    if job.requester_id != requester.id:
+        raise NotFound("no such job")
+    if job.state != "queued":
+        raise Conflict(f"job is {job.state}; only queued jobs can be cancelled")
+    job.state = "cancelled"
+    job.reason = "cancelled by requester"
+    job.finished_at = ctx.now()
+    ctx.record("job.cancelled", requester.id, {"job_id": job.id, "reason": job.reason})
+    return job
+
+
+def can_see(party: Party, job: Job) -> bool:
+    if party.role == "requester":
+        return job.requester_id == party.id
+    if party.role == "provider":
+        # 可溯源: the provider knows who used its data, when and how — but not the results.
+        return job.provider_id == party.id
+    return False
+
+
+def get_visible(ctx: Ctx, party: Party, job_id: str) -> Job:
+    job = ctx.session.get(Job, job_id)
+    if job is None or not can_see(party, job):
+        raise NotFound("no such job")
+    return job
+
+
+def list_visible(ctx: Ctx, party: Party) -> list[Job]:
+    q = select(Job).order_by(Job.submitted_at, Job.id)
+    if party.role == "requester":
+        q = q.where(Job.requester_id == party.id)
+    elif party.role == "provider":
+        q = q.where(Job.provider_id == party.id)
+    else:
+        return []
+    return list(ctx.session.scalars(q))
+
+
+def to_json(job: Job, party: Party) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": job.id, "permit_id": job.permit_id, "requester_id": job.requester_id,
+        "provider_id": job.provider_id, "dataset_ids": job.dataset_ids,
+        "script_sha256": job.script_sha256, "state": job.state, "reason": job.reason,
+        "submitted_at": job.submitted_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "exit_code": job.exit_code, "rows_read": job.rows_read, "bytes_read": job.bytes_read,
+        "input_sha256": job.input_sha256, "runner_image": job.runner_image,
+        "ledger_index": job.ledger_index,
+        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.bytes,
+                     "decision": o.decision, "reasons": o.reasons} for o in job.outputs],
+    }
+    if party.id == job.requester_id:
+        out["log"] = job.log
+    return out
+
+
+def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes:
+    job = get_visible(ctx, requester, job_id)
+    if job.requester_id != requester.id:
+        raise NotFound("no such output")
+    for o in job.outputs:
+        if o.name == name and o.decision == "released" and o.content is not None:
+            return o.content
+    raise NotFound("no such output")
+
+
+def usage(ctx: Ctx, provider: Party) -> list[dict[str, Any]]:
+    """Who used the provider's data, when, for what, and how much (可溯源原则)."""
+    out = []
+    for job in list_visible(ctx, provider):
+        permit = ctx.session.get(Permit, job.permit_id)
+        assert permit is not None
+        request = ctx.session.get(access.AccessRequest, permit.request_id)
+        assert request is not None
+        requester = ctx.session.get(Party, job.requester_id)
+        out.append({
+            "job_id": job.id, "requester_id": job.requester_id,
+            "requester_name": requester.name if requester else None,
+            "purpose": request.purpose, "business_system": request.business_system,
+            "dataset_ids": job.dataset_ids, "state": job.state,
+            "submitted_at": job.submitted_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "rows_read": job.rows_read, "bytes_read": job.bytes_read,
+            "script_sha256": job.script_sha256, "ledger_index": job.ledger_index,
+        })
+    return out

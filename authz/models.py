@@ -1,0 +1,217 @@
+"""Parties, catalog, access requests, permits and jobs.
+
+The controller's whole state lives here (plus the ledger's tables in ``ledger``). No raw
+data is ever stored: a dataset row holds metadata and a location that only the owning
+provider's agent resolves.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class AuthzBase(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    # Unguessable ids: object ids appear in URLs, and a guessable id would let a party
+    # probe for the existence of another party's objects by timing or enumeration.
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC timestamps on SQLite too (it stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime: timestamps must carry a timezone")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Party(AuthzBase):
+    __tablename__ = "parties"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # provider | requester | regulator | admin
+    code: Mapped[str | None] = mapped_column(String(64), unique=True)  # provider/org code
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Agent(AuthzBase):
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    # Ed25519 public key (raw, hex) used to verify what the agent signs (HE submissions).
+    public_key: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    providers: Mapped[list[AgentProvider]] = relationship(cascade="all, delete-orphan")
+
+
+class AgentProvider(AuthzBase):
+    """Which providers' domains an agent serves: it only ever receives their tasks."""
+
+    __tablename__ = "agent_providers"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), primary_key=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), primary_key=True)
+
+
+class Dataset(AuthzBase):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str] = mapped_column(String(100))
+    summary: Mapped[str] = mapped_column(Text)
+    format: Mapped[str] = mapped_column(String(10))  # csv | parquet
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    openness: Mapped[str] = mapped_column(String(20))  # unconditional | conditional | not_open
+    sharing: Mapped[str] = mapped_column(String(20))  # unconditional | conditional | none
+    update_cycle: Mapped[str] = mapped_column(String(20))
+    publish_date: Mapped[str] = mapped_column(String(10))
+    related_codes: Mapped[list[Any]] = mapped_column(default=list)
+    fields: Mapped[list[Any]] = mapped_column()  # [{name, type, sensitivity, description}]
+    location: Mapped[str] = mapped_column(Text)  # resolved only by the provider's agent
+    status: Mapped[str] = mapped_column(String(20), default="checking",
+                                        index=True)  # checking|active|rejected
+    status_reason: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    rows: Mapped[int | None] = mapped_column(Integer, default=None)
+    registered_by: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class AccessRequest(AuthzBase):
+    __tablename__ = "access_requests"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    purpose: Mapped[str] = mapped_column(Text)
+    use_kind: Mapped[str] = mapped_column(String(30))
+    business_system: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|approved|denied
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    items: Mapped[list[RequestItem]] = relationship(
+        cascade="all, delete-orphan", order_by="RequestItem.position"
+    )
+
+
+class RequestItem(AuthzBase):
+    """One dataset of a request, decided by that dataset's provider alone."""
+
+    __tablename__ = "request_items"
+    __table_args__ = (UniqueConstraint("request_id", "dataset_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"))
+    position: Mapped[int] = mapped_column(Integer)
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    columns: Mapped[list[Any]] = mapped_column()
+    decision: Mapped[str] = mapped_column(String(20), default="pending")  # pending|approved|denied
+    decided_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    conditions: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+
+
+class Permit(AuthzBase):
+    """Issued once every provider approved; conditions are the strictest of all approvals."""
+
+    __tablename__ = "permits"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("access_requests.id"), unique=True)
+    requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    # {dataset_id: [columns]} — requested ∩ allowed, per dataset.
+    columns: Mapped[dict[str, Any]] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    max_runs: Mapped[int] = mapped_column(Integer)
+    runs_used: Mapped[int] = mapped_column(Integer, default=0)
+    min_cell_count: Mapped[int] = mapped_column(Integer)
+    classification: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="active")  # active|revoked
+    revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
+    revoked_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Job(AuthzBase):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"))
+    requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    dataset_ids: Mapped[list[Any]] = mapped_column()
+    kind: Mapped[str] = mapped_column(String(20), default="script")
+    script: Mapped[bytes] = mapped_column(LargeBinary)
+    script_sha256: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    agent_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    rows_read: Mapped[int | None] = mapped_column(Integer, default=None)
+    bytes_read: Mapped[int | None] = mapped_column(Integer, default=None)
+    input_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    runner_image: Mapped[str | None] = mapped_column(String(100), default=None)
+    log: Mapped[str | None] = mapped_column(Text, default=None)
+    ledger_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    outputs: Mapped[list[JobOutput]] = relationship(
+        cascade="all, delete-orphan", order_by="JobOutput.name"
+    )
+
+
+class JobOutput(AuthzBase):
+    __tablename__ = "job_outputs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    sha256: Mapped[str] = mapped_column(String(64))
+    bytes: Mapped[int] = mapped_column(Integer)
+    decision: Mapped[str] = mapped_column(String(20))  # released | blocked
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    # Only released outputs keep content: a blocked output never reaches the controller.
+    content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)

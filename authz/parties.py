@@ -1,0 +1,103 @@
+"""Parties, agents and their API tokens.
+
+A token is ``<kind>_<id>.<secret>``. Only SHA-256(secret) is stored; the id part finds the
+row without scanning, and the digest comparison is constant-time, so neither a database
+reader nor a timing observer learns a usable token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from authz.context import Ctx
+from authz.errors import Conflict, InvalidInput, NotFound, Unauthenticated
+from authz.models import Agent, AgentProvider, Party, new_id
+
+ROLES = ("provider", "requester", "regulator", "admin")
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _issue(object_id: str) -> tuple[str, str]:
+    secret = secrets.token_urlsafe(32)
+    return f"{object_id}.{secret}", _digest(secret)
+
+
+@dataclass(frozen=True)
+class Issued:
+    id: str
+    token: str
+
+
+def create_party(ctx: Ctx, actor: str, name: str, role: str, code: str | None) -> Issued:
+    if role not in ROLES:
+        raise InvalidInput("role", f"must be one of {', '.join(ROLES)}")
+    if role == "provider" and not code:
+        raise InvalidInput("code", "required for a provider (its provider code)")
+    if code and ctx.session.scalar(select(Party).where(Party.code == code)):
+        raise Conflict(f"code {code!r} is already taken")
+    pid = new_id("pty")
+    token, digest = _issue(pid)
+    ctx.session.add(Party(id=pid, name=name, role=role, code=code, token_hash=digest))
+    ctx.session.flush()
+    ctx.record("party.created", actor, {"party_id": pid, "name": name, "role": role, "code": code})
+    return Issued(pid, token)
+
+
+def create_agent(
+    ctx: Ctx, actor: str, name: str, provider_ids: list[str], public_key: str | None
+) -> Issued:
+    for i, pid in enumerate(provider_ids):
+        p = ctx.session.get(Party, pid)
+        if p is None or p.role != "provider":
+            raise InvalidInput(f"providers[{i}]", "must be the id of a provider party")
+    aid = new_id("agt")
+    token, digest = _issue(aid)
+    agent = Agent(id=aid, name=name, token_hash=digest, public_key=public_key)
+    agent.providers = [AgentProvider(agent_id=aid, provider_id=p) for p in provider_ids]
+    ctx.session.add(agent)
+    ctx.session.flush()
+    ctx.record(
+        "agent.created", actor, {"agent_id": aid, "name": name, "providers": provider_ids}
+    )
+    return Issued(aid, token)
+
+
+def _split(token: str) -> tuple[str, str]:
+    object_id, sep, secret = token.partition(".")
+    if not sep or not object_id or not secret or len(token) > 200:
+        raise Unauthenticated("malformed token")
+    return object_id, secret
+
+
+def authenticate(ctx: Ctx, token: str) -> Party | Agent:
+    object_id, secret = _split(token)
+    row: Party | Agent | None
+    if object_id.startswith("agt_"):
+        row = ctx.session.get(Agent, object_id)
+    else:
+        row = ctx.session.get(Party, object_id)
+    # Compare even when the row is missing so timing does not reveal which ids exist.
+    stored = row.token_hash if row is not None else "0" * 64
+    ok = hmac.compare_digest(stored, _digest(secret))
+    if row is None or not ok or (isinstance(row, Party) and not row.active):
+        raise Unauthenticated("invalid token")
+    return row
+
+
+def get_party(ctx: Ctx, party_id: str) -> Party:
+    p = ctx.session.get(Party, party_id)
+    if p is None:
+        raise NotFound("no such party")
+    return p
+
+
+def agent_provider_ids(agent: Agent) -> set[str]:
+    return {ap.provider_id for ap in agent.providers}

@@ -1,0 +1,192 @@
+"""Statistics from exact pooled sums (requester side, after decryption and rounding).
+
+Sums arrive as exact rationals on the 2^-40 grid, so cancellation-prone quantities
+(n*S2 - S1^2, n*Sxy - Sx*Sy) are formed exactly with Fractions and only the final ratio is
+rounded to float64: the only error left is each provider's float64 summation and 2^-41
+quantization, not the HE path. Shifts are public constants, so sums and means are unshifted
+exactly; variances and slopes do not depend on them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from compute.layout import Sums
+from compute.spec import GroupKey, JointSpec
+
+
+@dataclass
+class JointResult:
+    n_providers: int
+    rows: int
+    suppressed_cells: int
+    columns: dict[str, dict[str, float | int | None]] = field(default_factory=dict)
+    covariance: dict[str, Any] | None = None
+    correlation: dict[str, Any] | None = None
+    ols: dict[str, Any] | None = None
+    histograms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contingency: dict[str, Any] | None = None
+    grouped: dict[str, Any] | None = None
+    quantiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dp: dict[str, Any] | None = None
+    ledger: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ratio(num: Fraction, den: Fraction | int) -> float | None:
+    return float(num / den) if den > 0 else None
+
+
+def _var(n: int, s1: Fraction, s2: Fraction) -> float | None:
+    # Clamp at 0: with DP noise n*S2 - S1^2 can go slightly negative.
+    return max(float((n * s2 - s1 * s1) / (n * (n - 1))), 0.0) if n > 1 else None
+
+
+def _tri(k: int, s2: list[Fraction]) -> list[list[Fraction]]:
+    m = [[Fraction(0)] * k for _ in range(k)]
+    pos = 0
+    for i in range(k):
+        for j in range(i, k):
+            m[i][j] = m[j][i] = s2[pos]
+            pos += 1
+    return m
+
+
+def _centered(sums: Sums, name: str, k: int) -> tuple[int, list[Fraction], list[list[Fraction]]]:
+    """n, S_i and the exact centered cross-product matrix M_ij = S_ij - S_i S_j / n."""
+    n = sums.counts[f"{name}.n"][0]
+    s1 = sums.reals[f"{name}.s1"]
+    s2 = _tri(k, sums.reals[f"{name}.s2"])
+    if n < 1:
+        return n, s1, s2
+    return n, s1, [[s2[i][j] - s1[i] * s1[j] / n for j in range(k)] for i in range(k)]
+
+
+def _label(key: GroupKey, i: int) -> str:
+    if key.categories:
+        return str(key.categories[i])
+    return f"[{key.edges[i]:g}, {key.edges[i + 1]:g})"
+
+
+def _quantile(counts: list[int], edges: tuple[float, ...], p: float) -> float | None:
+    """Linear interpolation inside the fine bin holding the p-th quantile (error <= bin width)."""
+    total = sum(max(c, 0) for c in counts)
+    if total == 0:
+        return None
+    target = p * total
+    cum = counts[0]
+    if target < cum or (p == 0 and cum > 0):
+        return -math.inf  # below the public grid: the grid did not cover the data
+    for j in range(1, len(edges)):
+        c = max(counts[j], 0)
+        if c > 0 and cum + c >= target:
+            return edges[j - 1] + (target - cum) / c * (edges[j] - edges[j - 1])
+        cum += c
+    return math.inf
+
+
+def derive(spec: JointSpec, sums: Sums) -> JointResult:
+    st, cnt, rl = spec.statistics, sums.counts, sums.reals
+    res = JointResult(sums.n_providers, cnt["rows"][0], cnt["disclosure.suppressed"][0])
+    has_cols = bool(spec.columns) and f"col.{spec.columns[0]}.n" in cnt
+    for c in spec.columns if has_cols else ():
+        n = cnt[f"col.{c}.n"][0]
+        out: dict[str, float | int | None] = {"n": n, "missing": cnt[f"col.{c}.missing"][0]}
+        if f"col.{c}.s1" in rl:
+            shift = Fraction(spec.shift.get(c, 0.0))
+            s1 = rl[f"col.{c}.s1"][0]
+            if "sum" in st:
+                out["sum"] = float(s1 + n * shift)
+            if "mean" in st:
+                out["mean"] = _ratio(s1 + n * shift, n)
+            if st & {"variance", "std"}:
+                var = _var(n, s1, rl[f"col.{c}.s2"][0])
+                if "variance" in st:
+                    out["variance"] = var
+                if "std" in st:
+                    out["std"] = None if var is None else math.sqrt(var)
+        res.columns[c] = out
+    if st & {"covariance", "correlation"}:
+        k = len(spec.columns)
+        n, _, m = _centered(sums, "mom", k)
+        cov = [[float(m[i][j] / (n - 1)) if n > 1 else math.nan for j in range(k)]
+               for i in range(k)]
+        if "covariance" in st:
+            res.covariance = {"columns": list(spec.columns), "n": n, "matrix": cov}
+        if "correlation" in st:
+            corr = [[cov[i][j] / math.sqrt(cov[i][i] * cov[j][j])
+                     if cov[i][i] > 0 and cov[j][j] > 0 else math.nan for j in range(k)]
+                    for i in range(k)]
+            res.correlation = {"columns": list(spec.columns), "n": n, "matrix": corr}
+    if "ols" in st:
+        res.ols = _ols(spec, sums)
+    for c, edges in spec.bins.items():
+        h = cnt[f"hist.{c}"]
+        res.histograms[c] = {"edges": list(edges), "counts": h[1:-1], "underflow": h[0],
+                             "overflow": h[-1], "missing": cnt[f"hist.{c}.missing"][0]}
+    if spec.contingency is not None:
+        r, k_, rc, cc = spec.contingency
+        w = len(cc) + 1
+        table = [cnt["ct"][i * w:(i + 1) * w] for i in range(len(rc) + 1)]
+        res.contingency = {"rows": r, "cols": k_, "row_categories": [*map(str, rc), "other"],
+                           "col_categories": [*map(str, cc), "other"], "counts": table,
+                           "missing": cnt["ct.missing"][0]}
+    if spec.group_keys:
+        res.grouped = _grouped(spec, sums)
+    for c, (probs, edges) in spec.quantiles.items():
+        h = cnt[f"q.{c}"]
+        res.quantiles[c] = {"probs": list(probs), "values": [_quantile(h, edges, p) for p in probs],
+                            "n": sum(h), "missing": cnt[f"q.{c}.missing"][0],
+                            "resolution": max(b - a for a, b in itertools.pairwise(edges))}
+    return res
+
+
+def _ols(spec: JointSpec, sums: Sums) -> dict[str, Any]:
+    assert spec.ols_y is not None
+    xs = list(spec.ols_x)
+    k = 1 + len(xs)
+    n, s1, m = _centered(sums, "ols", k)
+    out: dict[str, Any] = {"y": spec.ols_y, "x": xs, "n": n, "beta": None, "r2": None}
+    if n <= k:
+        return out
+    mf = np.array([[float(v) for v in row] for row in m])
+    try:
+        beta = np.linalg.solve(mf[1:, 1:], mf[1:, 0])
+    except np.linalg.LinAlgError:
+        return out  # collinear regressors: no unique solution to release
+    means = [float(s1[i] / n) + spec.shift.get(c, 0.0) for i, c in enumerate([spec.ols_y, *xs])]
+    intercept = means[0] - float(np.dot(beta, means[1:]))
+    out["beta"] = {"intercept": intercept, **{c: float(b) for c, b in zip(xs, beta, strict=True)}}
+    out["r2"] = float(np.dot(beta, mf[1:, 0]) / mf[0, 0]) if mf[0, 0] > 0 else None
+    return out
+
+
+def _grouped(spec: JointSpec, sums: Sums) -> dict[str, Any]:
+    cnt, rl = sums.counts, sums.reals
+    keys = spec.group_keys
+    g = spec.group_cells
+    cells = []
+    for idx in range(g + 1):
+        if idx == g:
+            label: list[str] = ["other"]
+        else:
+            label, rest = [], idx
+            for key in reversed(keys):
+                label.insert(0, _label(key, rest % key.size))
+                rest //= key.size
+        cell: dict[str, Any] = {"key": label, "rows": cnt["grp.rows"][idx]}
+        for v in spec.group_values:
+            n = cnt[f"grp.{v}.n"][idx]
+            s = rl[f"grp.{v}.s1"][idx] + n * Fraction(spec.shift.get(v, 0.0))
+            cell[v] = {"n": n, "sum": float(s), "mean": _ratio(s, n)}
+        cells.append(cell)
+    return {"by": [k.column for k in keys], "values": list(spec.group_values), "cells": cells,
+            "missing": cnt["grp.missing"][0]}

@@ -1,0 +1,239 @@
+"""Slot layout: which sufficient statistic lives in which CKKS slot, and exact fixed-point limbs.
+
+Two ciphertext families keep magnitudes apart (CKKS encoding error grows with the largest
+slot of a ciphertext, measured in docs/joint-statistics.md):
+
+* **count** ciphertexts hold integer counts directly (|slot| <= 2^30 per submission);
+* **real** ciphertexts hold every real sum as a signed fixed-point integer
+  ``V = round(v * 2^40)`` split into ``LIMBS`` balanced base-2^20 digits, one per slot.
+
+After decryption each slot is rounded to the nearest integer. CKKS noise here is ~1e-8
+absolute, far below 0.5, so rounding recovers the exact integer sum of the providers' limbs
+and ``sum(d_i * 2^(20 i))`` recombines the exact sum of the providers' fixed-point values:
+the homomorphic path adds no error beyond each provider's 2^-41 quantization.
+
+Slot 0 of every ciphertext is a check slot holding 1.0: the aggregate's check slot must
+decrypt to the number of providers, which catches ciphertexts under another key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from authz.errors import InvalidInput
+from compute.errors import KeyMismatch, LayoutMismatch, MagnitudeOverflow
+from compute.spec import MAX_CIPHERTEXTS, MOMENT_STATS, NUMERIC_UNIVARIATE, JointSpec
+
+LAYOUT_VERSION = 1
+SLOTS = 4096  # N/2 for N = 8192
+DATA_SLOTS = SLOTS - 1  # slot 0 is the check slot
+FRAC_BITS = 40  # fixed-point resolution 2^-40 ~ 9.1e-13 per sum
+LIMB_BITS = 20
+LIMBS = 6  # 120 bits of signed fixed point
+MAX_REAL = 2.0**70  # |sum| bound; 2^110 fixed-point fits 6 balanced limbs with room
+MAX_COUNT = 2**30  # per submission; keeps encoding error < 1e-5 (docs: magnitude guard)
+CHECK_TOLERANCE = 0.01
+INTEGRAL_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: str  # "count" | "real"
+    length: int
+    governor: str | None = None  # count entry whose suppression zeroes this real entry
+    elementwise: bool = False  # governor cell i governs cell i (else governor[0] governs all)
+
+
+@dataclass(frozen=True)
+class Layout:
+    entries: tuple[Entry, ...]
+
+    def of_kind(self, kind: str) -> list[Entry]:
+        return [e for e in self.entries if e.kind == kind]
+
+    def n_values(self, kind: str) -> int:
+        return sum(e.length for e in self.of_kind(kind))
+
+    def n_slots(self, kind: str) -> int:
+        return self.n_values(kind) * (LIMBS if kind == "real" else 1)
+
+    def n_ciphertexts(self, kind: str) -> int:
+        return math.ceil(self.n_slots(kind) / DATA_SLOTS)
+
+    def slot_lengths(self, kind: str) -> list[int]:
+        total = self.n_slots(kind)
+        return [1 + min(DATA_SLOTS, total - i) for i in range(0, total, DATA_SLOTS)]
+
+    @property
+    def digest(self) -> str:
+        body = {
+            "version": LAYOUT_VERSION, "slots": SLOTS, "frac_bits": FRAC_BITS,
+            "limb_bits": LIMB_BITS, "limbs": LIMBS,
+            "entries": [[e.name, e.kind, e.length] for e in self.entries],
+        }
+        return hashlib.sha256(canonical_json(body)).hexdigest()
+
+    def entry(self, name: str) -> Entry:
+        for e in self.entries:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+
+def canonical_json(obj: object) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def build_layout(spec: JointSpec) -> Layout:
+    st = spec.statistics
+    es: list[Entry] = [Entry("rows", "count", 1), Entry("disclosure.suppressed", "count", 1)]
+    if st & (NUMERIC_UNIVARIATE | {"count"}):
+        for c in spec.columns:
+            es += [Entry(f"col.{c}.n", "count", 1), Entry(f"col.{c}.missing", "count", 1)]
+            if st & NUMERIC_UNIVARIATE:
+                es.append(Entry(f"col.{c}.s1", "real", 1, f"col.{c}.n"))
+            if st & {"variance", "std"}:
+                es.append(Entry(f"col.{c}.s2", "real", 1, f"col.{c}.n"))
+    blocks = []
+    if st & MOMENT_STATS:
+        blocks.append(("mom", len(spec.columns)))
+    if "ols" in st:
+        blocks.append(("ols", 1 + len(spec.ols_x)))
+    for name, k in blocks:
+        es += [Entry(f"{name}.n", "count", 1), Entry(f"{name}.s1", "real", k, f"{name}.n"),
+               Entry(f"{name}.s2", "real", k * (k + 1) // 2, f"{name}.n")]
+    for c, edges in spec.bins.items():
+        es += [Entry(f"hist.{c}", "count", len(edges) + 1), Entry(f"hist.{c}.missing", "count", 1)]
+    if spec.contingency is not None:
+        _, _, rc, cc = spec.contingency
+        es += [Entry("ct", "count", (len(rc) + 1) * (len(cc) + 1)),
+               Entry("ct.missing", "count", 1)]
+    if spec.group_keys:
+        g = spec.group_cells + 1
+        es += [Entry("grp.rows", "count", g), Entry("grp.missing", "count", 1)]
+        for v in spec.group_values:
+            es += [Entry(f"grp.{v}.n", "count", g),
+                   Entry(f"grp.{v}.s1", "real", g, f"grp.{v}.n", elementwise=True)]
+    for c, (_, edges) in spec.quantiles.items():
+        es += [Entry(f"q.{c}", "count", len(edges) + 1), Entry(f"q.{c}.missing", "count", 1)]
+    layout = Layout(tuple(es))
+    for kind in ("count", "real"):
+        if layout.n_ciphertexts(kind) > MAX_CIPHERTEXTS:
+            raise InvalidInput("spec", "too_many_slots",
+                               f"spec: {layout.n_slots(kind)} {kind} slots exceed "
+                               f"{MAX_CIPHERTEXTS} ciphertexts of {DATA_SLOTS}")
+    return layout
+
+
+def to_limbs(value: float, field: str) -> list[int]:
+    """Balanced base-2^20 digits of round(value * 2^40); exact (scaling by 2^k is exact)."""
+    if not math.isfinite(value) or abs(value) > MAX_REAL:
+        raise MagnitudeOverflow(field, f"{field}: |{value}| exceeds {MAX_REAL:.3g} or is not "
+                                "finite; use a public shift closer to the data")
+    v = round(math.ldexp(value, FRAC_BITS))
+    half, base = 1 << (LIMB_BITS - 1), 1 << LIMB_BITS
+    out = []
+    for _ in range(LIMBS):
+        d = v & (base - 1)
+        if d >= half:
+            d -= base
+        out.append(d)
+        v = (v - d) >> LIMB_BITS
+    assert v == 0
+    return out
+
+
+def from_limbs(limbs: Sequence[int]) -> Fraction:
+    return Fraction(sum(d << (LIMB_BITS * i) for i, d in enumerate(limbs)), 1 << FRAC_BITS)
+
+
+def _chunks(values: list[float]) -> list[list[float]]:
+    return [[1.0, *values[i:i + DATA_SLOTS]] for i in range(0, len(values), DATA_SLOTS)]
+
+
+def pack(layout: Layout, aggregates: Mapping[str, object]) -> tuple[list[list[float]],
+                                                                     list[list[float]]]:
+    """Flatten checked local aggregates into (count vectors, real-limb vectors)."""
+    counts = _family(aggregates, "counts")
+    reals = _family(aggregates, "reals")
+    cvals: list[float] = []
+    for e in layout.of_kind("count"):
+        for i, x in enumerate(_values(counts, e)):
+            if not (isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT):
+                raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: count {x!r} is not "
+                                        f"an integer in [0, {MAX_COUNT}]")
+            cvals.append(float(x))
+    rvals: list[float] = []
+    for e in layout.of_kind("real"):
+        for i, x in enumerate(_values(reals, e)):
+            if isinstance(x, bool) or not isinstance(x, int | float):
+                raise LayoutMismatch(f"{e.name}[{i}] is not a number")
+            rvals.extend(float(d) for d in to_limbs(float(x), f"{e.name}[{i}]"))
+    if extra := (set(counts) | set(reals)) - {e.name for e in layout.entries}:
+        raise LayoutMismatch(f"aggregates carry entries outside the layout: {sorted(extra)}")
+    return _chunks(cvals), _chunks(rvals)
+
+
+def _family(aggregates: Mapping[str, object], key: str) -> Mapping[str, Sequence[object]]:
+    fam = aggregates.get(key)
+    if not isinstance(fam, Mapping):
+        raise LayoutMismatch(f"aggregates lack the {key!r} family")
+    return fam
+
+
+def _values(fam: Mapping[str, Sequence[object]], e: Entry) -> Sequence[object]:
+    vals = fam.get(e.name)
+    if not isinstance(vals, list) or len(vals) != e.length:
+        raise LayoutMismatch(f"entry {e.name} must be a list of {e.length} values")
+    return vals
+
+
+@dataclass(frozen=True)
+class Sums:
+    """Exact pooled sufficient statistics recovered from an aggregate."""
+
+    n_providers: int
+    counts: dict[str, list[int]]
+    reals: dict[str, list[Fraction]]
+
+
+def _integral(slots: Sequence[float], n_providers: int, where: str) -> list[int]:
+    if abs(slots[0] - n_providers) > CHECK_TOLERANCE:
+        raise KeyMismatch(f"{where}: check slot decrypts to {slots[0]:.6g}, expected "
+                          f"{n_providers}: a ciphertext is under another key or corrupted")
+    out = []
+    for x in slots[1:]:
+        r = round(x)
+        if abs(x - r) > INTEGRAL_TOLERANCE:
+            raise KeyMismatch(f"{where}: slot {x!r} is not near an integer: wrong key, "
+                              "corrupted ciphertext or magnitude overflow")
+        out.append(int(r))
+    return out
+
+
+def unpack(layout: Layout, count_slots: Sequence[Sequence[float]],
+           real_slots: Sequence[Sequence[float]], n_providers: int) -> Sums:
+    """Round decrypted slots to integers (this is the release precision) and recombine limbs."""
+    if [len(s) for s in count_slots] != layout.slot_lengths("count") or \
+            [len(s) for s in real_slots] != layout.slot_lengths("real"):
+        raise LayoutMismatch("decrypted vectors do not match the layout's slot counts")
+    cint = [v for i, s in enumerate(count_slots) for v in _integral(s, n_providers, f"count[{i}]")]
+    rint = [v for i, s in enumerate(real_slots) for v in _integral(s, n_providers, f"real[{i}]")]
+    counts: dict[str, list[int]] = {}
+    pos = 0
+    for e in layout.of_kind("count"):
+        counts[e.name] = cint[pos:pos + e.length]
+        pos += e.length
+    reals: dict[str, list[Fraction]] = {}
+    pos = 0
+    for e in layout.of_kind("real"):
+        reals[e.name] = [from_limbs(rint[pos + i * LIMBS:pos + (i + 1) * LIMBS])
+                         for i in range(e.length)]
+        pos += e.length * LIMBS
+    return Sums(n_providers, counts, reals)

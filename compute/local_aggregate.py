@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""Local aggregation for a joint-statistics job: runs INSIDE the provider's container.
+
+Self-contained on purpose: the runner image has only Debian bookworm's python3 (3.11),
+numpy 1.24 and pandas 1.5, and none of this project's code. It reads the normalized spec
+(``JointSpec.to_json``) and the provider's projected table, and writes plaintext sufficient
+statistics -- counts and real sums, never rows -- which the provider's agent then checks for
+disclosure, encrypts and signs outside the container.
+
+Usage: local_aggregate.py [SPEC [DATA [OUT]]]; defaults /job/spec.json, /in/data.csv,
+/out/aggregates.json, overridable by JOINT_SPEC / JOINT_DATA / JOINT_OUT.
+
+Output: {"version": 1, "counts": {entry: [int, ...]}, "reals": {entry: [float, ...]}} with
+entry names exactly as ``compute/layout.py`` lays them out. Missing values: univariate
+statistics use every non-missing value of the column (available case); covariance,
+correlation and OLS use complete cases over their columns (listwise). Non-numeric text in a
+numeric column counts as missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+AGGREGATES_VERSION = 1
+NUMERIC_UNIVARIATE = {"sum", "mean", "variance", "std"}
+FloatArray = Any  # numpy float64 vectors; numpy 1.24's typing differs from the host's
+
+
+def _norm(v: object) -> str:
+    """One spelling for a category whether it came from CSV, JSON or a DataFrame."""
+    if isinstance(v, bool | np.bool_):
+        return "true" if v else "false"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        f = float(v)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return str(v)
+
+
+def _bin_index(x: FloatArray, edges: list[float]) -> FloatArray:
+    """0 = below the first edge, 1..B = bins [e_i, e_i+1) (last one closed), B+1 = above; -1 NaN."""
+    e = np.asarray(edges, dtype=float)
+    idx: FloatArray = np.searchsorted(e, x, side="right")
+    idx[x == e[-1]] = len(e) - 1
+    idx[np.isnan(x)] = -1
+    return idx
+
+
+def _codes(s: Any, cats: list[Any]) -> FloatArray:
+    """Category index, len(cats) for values outside the public list, -1 for missing."""
+    miss = s.isna().to_numpy()
+    numeric_cats = all(isinstance(c, int | float) and not isinstance(c, bool) for c in cats)
+    if numeric_cats and pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        codes = pd.Categorical(s.to_numpy(dtype=float, na_value=np.nan),
+                               categories=[float(c) for c in cats]).codes
+    elif all(isinstance(c, str) for c in cats) and s.dtype == object:
+        codes = pd.Categorical(s.to_numpy(), categories=cats).codes
+    else:
+        codes = pd.Categorical(s.map(_norm, na_action="ignore").to_numpy(),
+                               categories=[_norm(c) for c in cats]).codes
+    out = np.asarray(codes, dtype=np.int64)
+    out[out < 0] = len(cats)
+    out[miss] = -1
+    return out
+
+
+def _counts(idx: FloatArray, length: int) -> list[int]:
+    return [int(v) for v in np.bincount(idx[idx >= 0], minlength=length)]
+
+
+def _floats(a: Any) -> list[float]:
+    return [float(v) for v in np.asarray(a, dtype=float).ravel()]
+
+
+def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
+    """Sufficient statistics of one provider's table for a normalized spec."""
+    stats = set(spec["statistics"])
+    shift: dict[str, float] = spec.get("shift") or {}
+    dp = spec.get("dp") or {}
+    bounds: dict[str, list[float]] = dp.get("bounds") or {}
+    cache: dict[str, FloatArray] = {}
+
+    def col(c: str) -> FloatArray:
+        if c not in cache:
+            s = df[c]
+            if pd.api.types.is_bool_dtype(s):
+                s = s.astype(float)
+            cache[c] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return cache[c]
+
+    def summed(c: str) -> FloatArray:
+        """Shifted values for sums; clipped to the public DP bounds when DP is on."""
+        x = col(c)
+        if c in bounds:
+            x = np.clip(x, bounds[c][0], bounds[c][1])
+        return x - shift.get(c, 0.0)
+
+    counts: dict[str, list[int]] = {"rows": [len(df)], "disclosure.suppressed": [0]}
+    reals: dict[str, list[float]] = {}
+
+    if stats & (NUMERIC_UNIVARIATE | {"count"}):
+        for c in spec["columns"]:
+            miss = df[c].isna().to_numpy() if not stats & NUMERIC_UNIVARIATE else np.isnan(col(c))
+            n_miss = int(miss.sum())
+            counts[f"col.{c}.n"], counts[f"col.{c}.missing"] = [len(df) - n_miss], [n_miss]
+            if stats & NUMERIC_UNIVARIATE:
+                z = np.where(miss, 0.0, summed(c))
+                reals[f"col.{c}.s1"] = [float(z.sum())]
+                if stats & {"variance", "std"}:
+                    reals[f"col.{c}.s2"] = [float(z @ z)]
+
+    def block(name: str, cols: list[str]) -> None:
+        # One BLAS call for every cross-product: the single pass the benchmark relies on.
+        x = np.column_stack([summed(c) for c in cols])
+        ok = ~np.isnan(x).any(axis=1)
+        if not ok.all():
+            x = x[ok]
+        counts[f"{name}.n"] = [int(x.shape[0])]
+        reals[f"{name}.s1"] = _floats(x.sum(axis=0))
+        reals[f"{name}.s2"] = _floats((x.T @ x)[np.triu_indices(len(cols))])
+
+    if stats & {"covariance", "correlation"}:
+        block("mom", list(spec["columns"]))
+    if "ols" in stats:
+        block("ols", [spec["ols"]["y"], *spec["ols"]["x"]])
+
+    def histogram(prefix: str, c: str, edges: list[float]) -> None:
+        idx = _bin_index(col(c), edges)
+        counts[prefix] = _counts(idx, len(edges) + 1)
+        counts[f"{prefix}.missing"] = [int((idx < 0).sum())]
+
+    for c, edges in (spec.get("bins") or {}).items():
+        histogram(f"hist.{c}", c, edges)
+    for c, q in (spec.get("quantiles") or {}).items():
+        histogram(f"q.{c}", c, q["edges"])
+
+    if ct := spec.get("contingency"):
+        r = _codes(df[ct["rows"]], ct["row_categories"])
+        k = _codes(df[ct["cols"]], ct["col_categories"])
+        width = len(ct["col_categories"]) + 1
+        cell = np.where((r < 0) | (k < 0), -1, r * width + k)
+        counts["ct"] = _counts(cell, (len(ct["row_categories"]) + 1) * width)
+        counts["ct.missing"] = [int((cell < 0).sum())]
+
+    if groups := spec.get("groups"):
+        _grouped(groups, df, col, summed, counts, reals)
+    return {"version": AGGREGATES_VERSION, "counts": counts, "reals": reals}
+
+
+def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
+             summed: Callable[[str], FloatArray], counts: dict[str, list[int]],
+             reals: dict[str, list[float]]) -> None:
+    """Cells are the Cartesian product of the keys, plus one 'other' cell (any key unlisted)."""
+    cell = np.zeros(len(df), dtype=np.int64)
+    other = np.zeros(len(df), dtype=bool)
+    missing = np.zeros(len(df), dtype=bool)
+    g = 1
+    for key in groups["by"]:
+        if key.get("edges") is not None:
+            size = len(key["edges"]) - 1
+            code = _bin_index(col(key["column"]), key["edges"]) - 1
+            missing |= code == -2
+            other |= (code == -1) | (code == size)
+        else:
+            size = len(key["categories"])
+            code = _codes(df[key["column"]], key["categories"])
+            missing |= code == -1
+            other |= code == size
+        cell = cell * size + np.clip(code, 0, size - 1)
+        g *= size
+    cell[other] = g
+    cell[missing] = -1
+    counts["grp.rows"] = _counts(cell, g + 1)
+    counts["grp.missing"] = [int(missing.sum())]
+    for v in groups["values"]:
+        z = summed(v)
+        ok = (cell >= 0) & ~np.isnan(z)
+        counts[f"grp.{v}.n"] = _counts(cell[ok], g + 1)
+        reals[f"grp.{v}.s1"] = _floats(np.bincount(cell[ok], weights=z[ok], minlength=g + 1))
+
+
+def main(argv: list[str]) -> int:
+    paths = [os.environ.get("JOINT_SPEC", "/job/spec.json"),
+             os.environ.get("JOINT_DATA", "/in/data.csv"),
+             os.environ.get("JOINT_OUT", "/out/aggregates.json")]
+    paths[: len(argv)] = argv[:3]
+    with open(paths[0], encoding="utf-8") as fh:
+        spec = json.load(fh)
+    result = local_aggregate(spec, pd.read_csv(paths[1]))
+    tmp = paths[2] + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, allow_nan=False)
+    os.replace(tmp, paths[2])  # the agent never sees a half-written file
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

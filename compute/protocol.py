@@ -1,0 +1,228 @@
+"""The joint-statistics protocol steps, one function per party (see docs/joint-statistics.md).
+
+requester SDK: :func:`requester_keygen`, :func:`decrypt_aggregate`
+provider agent: :func:`provider_submit` (disclosure check, pack, encrypt, sign)
+controller: :func:`combine` (verify, add ciphertexts; never holds a secret key)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from authz.errors import Conflict, InvalidInput
+from compute.backend import HEBackend, TensealCKKSBackend, fingerprint
+from compute.disclosure import DisclosureReport, check_disclosure
+from compute.errors import BadSignature, KeyMismatch, LayoutMismatch, TooFewProviders
+from compute.layout import LAYOUT_VERSION, Layout, Sums, build_layout, canonical_json, pack, unpack
+from compute.spec import JointSpec
+
+SUBMISSION_TYPE = "joint-submission"
+AGGREGATE_TYPE = "joint-aggregate"
+SIGNING_DOMAIN = b"data-sandbox/joint-submission/v1\x00"  # no signature reuse across formats
+DEFAULT_MIN_PROVIDERS = 3
+
+Backend = HEBackend[Any, Any]
+
+
+def default_backend() -> Backend:
+    return TensealCKKSBackend()
+
+
+@dataclass(frozen=True)
+class RequesterKeys:
+    """Held by the requester only. ``public_bytes`` is all that is ever uploaded."""
+
+    secret: Any
+    public_bytes: bytes
+    fingerprint: str
+
+
+def requester_keygen(backend: Backend | None = None) -> RequesterKeys:
+    """A fresh key pair per joint job, so aggregates of different jobs cannot be mixed."""
+    be = backend or default_backend()
+    secret = be.keygen()
+    public = be.export_public(secret)
+    return RequesterKeys(secret, public, fingerprint(public))
+
+
+def ciphertexts_digest(ciphertexts: Sequence[bytes]) -> str:
+    """SHA-256 over the ordered list of per-ciphertext SHA-256s: what the ledger records."""
+    return hashlib.sha256(
+        canonical_json([hashlib.sha256(c).hexdigest() for c in ciphertexts])
+    ).hexdigest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: object, where: str) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidInput(where, "type", f"{where}: must be base64 text")
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(where, "base64", f"{where}: not base64") from exc
+
+
+def _signed_body(sub: Mapping[str, Any]) -> bytes:
+    header = {k: v for k, v in sub.items()
+              if k not in ("signature", "count_ciphertexts", "real_ciphertexts")}
+    return SIGNING_DOMAIN + canonical_json(header)
+
+
+def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_context_bytes: bytes,
+                    expected_fingerprint: str, *, job_id: str, provider_id: str,
+                    signing_key: Ed25519PrivateKey, min_cell_count: int = 10,
+                    backend: Backend | None = None) -> tuple[dict[str, Any], DisclosureReport]:
+    """Agent side: disclosure check, pack, encrypt under the public context, sign."""
+    be = backend or default_backend()
+    if fingerprint(public_context_bytes) != expected_fingerprint:
+        raise KeyMismatch("public context does not match the job's fingerprint")
+    layout = build_layout(spec)
+    if aggregates.get("version") != 1:
+        raise LayoutMismatch("local aggregates are not version 1")
+    checked, report = check_disclosure(aggregates, layout, min_cell_count)
+    count_vecs, real_vecs = pack(layout, checked)
+    public = be.load_public(public_context_bytes)
+    cts = [be.encrypt(public, v) for v in count_vecs], [be.encrypt(public, v) for v in real_vecs]
+    sub: dict[str, Any] = {
+        "type": SUBMISSION_TYPE,
+        "layout_version": LAYOUT_VERSION,
+        "layout_digest": layout.digest,
+        "context_fingerprint": expected_fingerprint,
+        "job_id": job_id,
+        "provider_id": provider_id,
+        "ciphertext_sha256": [hashlib.sha256(c).hexdigest() for c in cts[0] + cts[1]],
+        "count_ciphertexts": [_b64(c) for c in cts[0]],
+        "real_ciphertexts": [_b64(c) for c in cts[1]],
+    }
+    sub["signature"] = _b64(signing_key.sign(_signed_body(sub)))
+    return sub, report
+
+
+def _public_key(raw: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
+    return raw if isinstance(raw, Ed25519PublicKey) else Ed25519PublicKey.from_public_bytes(raw)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    provider_id: str
+    counts: list[bytes]
+    reals: list[bytes]
+
+
+def _verify(sub: Mapping[str, Any], expected_fingerprint: str,
+            keys: Mapping[str, Ed25519PublicKey | bytes]) -> _Checked:
+    if not isinstance(sub, Mapping) or sub.get("type") != SUBMISSION_TYPE:
+        raise InvalidInput("submission", "type", "not a joint submission")
+    pid = sub.get("provider_id")
+    if sub.get("layout_version") != LAYOUT_VERSION:
+        raise LayoutMismatch(f"{pid}: layout version {sub.get('layout_version')!r}, "
+                             f"expected {LAYOUT_VERSION}")
+    if sub.get("context_fingerprint") != expected_fingerprint:
+        raise KeyMismatch(f"{pid}: encrypted under another context")
+    if not isinstance(pid, str) or pid not in keys:
+        raise BadSignature(f"no registered agent key for provider {pid!r}")
+    counts = [_unb64(c, f"{pid}.count_ciphertexts") for c in sub.get("count_ciphertexts", [])]
+    reals = [_unb64(c, f"{pid}.real_ciphertexts") for c in sub.get("real_ciphertexts", [])]
+    if [hashlib.sha256(c).hexdigest() for c in counts + reals] != sub.get("ciphertext_sha256"):
+        raise BadSignature(f"{pid}: ciphertexts do not match their signed hashes")
+    try:
+        _public_key(keys[pid]).verify(_unb64(sub.get("signature"), f"{pid}.signature"),
+                                      _signed_body(sub))
+    except InvalidSignature as exc:
+        raise BadSignature(f"{pid}: signature does not verify") from exc
+    return _Checked(pid, counts, reals)
+
+
+def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: bytes,
+            expected_fingerprint: str, agent_public_keys: Mapping[str, Ed25519PublicKey | bytes],
+            min_providers: int = DEFAULT_MIN_PROVIDERS, *, expected_layout_digest: str | None
+            = None, backend: Backend | None = None) -> dict[str, Any]:
+    """Controller side: verify every submission, then add ciphertexts slot-wise.
+
+    With two providers each could subtract its own share from the decrypted total and learn
+    the other's, hence ``min_providers=3`` by default (still only protects if the requester
+    is not itself colluding with all but one provider).
+    """
+    be = backend or default_backend()
+    if fingerprint(public_context_bytes) != expected_fingerprint:
+        raise KeyMismatch("public context does not match the job's fingerprint")
+    if len(submissions) < min_providers:
+        raise TooFewProviders(f"{len(submissions)} submission(s); at least {min_providers} "
+                              "providers are needed")
+    checked = [_verify(s, expected_fingerprint, agent_public_keys) for s in submissions]
+    ids = [c.provider_id for c in checked]
+    if len(set(ids)) != len(ids):
+        raise Conflict("a provider submitted twice")
+    if len({s.get("job_id") for s in submissions}) != 1:
+        raise Conflict("submissions belong to different jobs")
+    digests = {s.get("layout_digest") for s in submissions}
+    if len(digests) != 1 or (expected_layout_digest and digests != {expected_layout_digest}):
+        raise LayoutMismatch("submissions disagree on the slot layout")
+    shapes = {(len(c.counts), len(c.reals)) for c in checked}
+    if len(shapes) != 1:
+        raise LayoutMismatch("submissions carry different numbers of ciphertexts")
+    public = be.load_public(public_context_bytes)
+    n_counts, n_reals = shapes.pop()
+    counts = [be.add(public, [c.counts[i] for c in checked]) for i in range(n_counts)]
+    reals = [be.add(public, [c.reals[i] for c in checked]) for i in range(n_reals)]
+    return {
+        "type": AGGREGATE_TYPE,
+        "layout_version": LAYOUT_VERSION,
+        "layout_digest": digests.pop(),
+        "context_fingerprint": expected_fingerprint,
+        "job_id": submissions[0]["job_id"],
+        "providers": sorted(ids),
+        "n_providers": len(ids),
+        "submission_sha256": {c.provider_id: ciphertexts_digest(c.counts + c.reals)
+                              for c in checked},
+        "count_ciphertexts": [_b64(c) for c in counts],
+        "real_ciphertexts": [_b64(c) for c in reals],
+        "aggregate_sha256": ciphertexts_digest(counts + reals),
+        "dp": None,
+    }
+
+
+def aggregate_ciphertexts(aggregate: Mapping[str, Any]) -> tuple[list[bytes], list[bytes]]:
+    counts = [_unb64(c, "aggregate.count_ciphertexts") for c in aggregate["count_ciphertexts"]]
+    reals = [_unb64(c, "aggregate.real_ciphertexts") for c in aggregate["real_ciphertexts"]]
+    if ciphertexts_digest(counts + reals) != aggregate.get("aggregate_sha256"):
+        raise KeyMismatch("aggregate ciphertexts do not match aggregate_sha256")
+    return counts, reals
+
+
+def check_aggregate(aggregate: Mapping[str, Any], layout: Layout, fp: str) -> None:
+    if aggregate.get("type") != AGGREGATE_TYPE or aggregate.get("layout_version") != \
+            LAYOUT_VERSION or aggregate.get("layout_digest") != layout.digest:
+        raise LayoutMismatch("aggregate was built for another layout or version")
+    if aggregate.get("context_fingerprint") != fp:
+        raise KeyMismatch("aggregate is under another context than the requester's")
+
+
+def decrypt_aggregate(aggregate: Mapping[str, Any], keys: RequesterKeys, spec: JointSpec,
+                      backend: Backend | None = None) -> Sums:
+    """Requester side: decrypt, then round every slot to an integer before anything is used.
+
+    Rounding is what is released: raw CKKS decryptions carry the encryption noise, from
+    which the secret key can be recovered (Li & Micciancio, EUROCRYPT 2021, section 4), so
+    the noisy floats never leave this function.
+    """
+    be = backend or default_backend()
+    layout = build_layout(spec)
+    check_aggregate(aggregate, layout, keys.fingerprint)
+    counts, reals = aggregate_ciphertexts(aggregate)
+    n = aggregate.get("n_providers")
+    if not isinstance(n, int) or n < 1:
+        raise InvalidInput("aggregate.n_providers", "type", "must be a positive integer")
+    return unpack(layout, [be.decrypt(keys.secret, c) for c in counts],
+                  [be.decrypt(keys.secret, c) for c in reals], n)

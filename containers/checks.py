@@ -1,0 +1,231 @@
+"""Output checks, run by the agent inside the provider's domain before anything leaves it.
+
+Rules (docs/architecture.md, "Output checks", is the user-facing statement):
+- Only regular files directly in /out, named ``[A-Za-z0-9][A-Za-z0-9._-]*.(csv|json)``, are
+  candidates. Symlinks, hard links, directories, devices and FIFOs block the run; links are
+  never followed and every path must resolve under /out.
+- Each file must parse as a table: CSV with a header, or JSON (a list of flat records or
+  one flat object). Size, row and file-count caps apply.
+- A table is an aggregate only if it has a count column (``n`` or ``count``) stating how
+  many records each row summarises: counts are non-negative integers, none above the rows
+  read, and their sum is at most the rows read (one grouping per file, so no record is
+  counted twice). Rows whose count is between 1 and the permit's minimum cell count minus
+  one are suppressed (removed), and the suppression is recorded.
+- A column named after a restricted or identifier field of the input blocks the output.
+- Any blocked file blocks the whole run: nothing of a suspect run is released.
+
+stdout/stderr are a leak channel too: the requester only ever receives the structure of a
+Python traceback (frame lines of the job script and the exception's class name, message
+withheld). Everything else is withheld and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.(csv|json)")
+COUNT_COLUMNS = ("n", "count")
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    min_cell_count: int
+    rows_read: int
+    blocked_columns: frozenset[str] = frozenset()
+    max_files: int = 20
+    max_file_bytes: int = 1024 * 1024
+    max_rows: int = 1000
+    max_log_bytes: int = 4096
+
+
+@dataclass
+class Verdict:
+    name: str
+    decision: str  # released | blocked
+    reasons: list[str] = field(default_factory=list)
+    content: bytes | None = None  # what would be released (after suppression)
+    sha256: str = ""
+    size: int = 0
+
+
+class _Blocked(Exception):
+    pass
+
+
+def check_outputs(out_dir: Path, policy: OutputPolicy) -> list[Verdict]:
+    root = os.path.realpath(out_dir)
+    verdicts: list[Verdict] = []
+    with os.scandir(root) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    if len(entries) > policy.max_files:
+        return [Verdict("outputs-dir", "blocked",
+                        [f"{len(entries)} entries in /out; at most {policy.max_files}"])]
+    for entry in entries:
+        verdicts.append(_check_entry(root, entry, policy))
+    return verdicts
+
+
+def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Verdict:
+    name = entry.name
+    # A hostile name is never echoed back: it is replaced by a digest of itself.
+    safe_name = name if NAME_RX.fullmatch(name) else (
+        "entry-" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12])
+    st = entry.stat(follow_symlinks=False)
+    if stat.S_ISLNK(st.st_mode):
+        return Verdict(safe_name, "blocked", ["symbolic link: links are never followed"])
+    if not stat.S_ISREG(st.st_mode):
+        return Verdict(safe_name, "blocked", ["not a regular file"])
+    if st.st_nlink != 1:
+        return Verdict(safe_name, "blocked", ["hard link: a file with other names is refused"])
+    if not NAME_RX.fullmatch(name):
+        return Verdict(safe_name, "blocked", ["name must be [A-Za-z0-9._-] ending in "
+                                                     ".csv or .json"])
+    path = os.path.join(root, name)
+    if os.path.dirname(os.path.realpath(path)) != root:
+        return Verdict(name, "blocked", ["path does not resolve inside /out"])
+    if st.st_size > policy.max_file_bytes:
+        return Verdict(name, "blocked", [f"{st.st_size} bytes; at most {policy.max_file_bytes}"])
+    raw = _read_nofollow(path, st, policy.max_file_bytes)
+    digest = hashlib.sha256(raw).hexdigest()
+    try:
+        header, rows = _parse(name, raw)
+        released, notes = _check_table(header, rows, policy)
+    except _Blocked as e:
+        return Verdict(name, "blocked", [str(e)], None, digest, len(raw))
+    content = _to_csv(header, released) if name.endswith(".csv") else _to_json(header, released)
+    return Verdict(name, "released", notes, content, hashlib.sha256(content).hexdigest(),
+                   len(content))
+
+
+def _read_nofollow(path: str, st: os.stat_result, cap: int) -> bytes:
+    # O_NOFOLLOW plus an inode comparison: the file read is the file that was checked.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        fst = os.fstat(fd)
+        if (fst.st_ino, fst.st_dev) != (st.st_ino, st.st_dev) or not stat.S_ISREG(fst.st_mode):
+            raise _Blocked("file changed while being checked")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(cap + 1)[:cap]
+    finally:
+        os.close(fd)
+
+
+def _parse(name: str, raw: bytes) -> tuple[list[str], list[list[str]]]:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _Blocked("not UTF-8 text") from None
+    if name.endswith(".csv"):
+        rows = list(csv.reader(io.StringIO(text)))
+        if not rows or not rows[0]:
+            raise _Blocked("CSV without a header row")
+        header = rows[0]
+        body = [r for r in rows[1:] if r]
+        if any(len(r) != len(header) for r in body):
+            raise _Blocked("CSV rows differ in length from the header")
+        return header, body
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise _Blocked("malformed JSON") from None
+    records = [data] if isinstance(data, dict) else data
+    if not isinstance(records, list) or not records or not all(
+            isinstance(r, dict) for r in records):
+        raise _Blocked("JSON must be a flat object or a list of flat objects")
+    header = list(records[0].keys())
+    out = []
+    for r in records:
+        if list(r.keys()) != header:
+            raise _Blocked("JSON records must all have the same keys")
+        if not all(v is None or isinstance(v, str | int | float | bool) for v in r.values()):
+            raise _Blocked("JSON values must be scalars (no nesting)")
+        out.append(["" if v is None else json.dumps(v) if not isinstance(v, str) else v
+                    for v in r.values()])
+    return header, out
+
+
+def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
+                 ) -> tuple[list[list[str]], list[str]]:
+    lowered = [h.strip().lower() for h in header]
+    if len(set(lowered)) != len(lowered):
+        raise _Blocked("duplicate column names")
+    blocked = sorted(set(lowered) & {c.lower() for c in policy.blocked_columns})
+    if blocked:
+        raise _Blocked(f"carries high-sensitivity or identifier column(s): {', '.join(blocked)}")
+    if len(rows) > policy.max_rows:
+        raise _Blocked(f"{len(rows)} rows; at most {policy.max_rows} for an aggregate")
+    count_idx = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
+    if count_idx is None:
+        raise _Blocked("no count column ('n' or 'count'): every row must state how many "
+                       "records it aggregates")
+    counts = []
+    for r in rows:
+        try:
+            c = float(r[count_idx])
+        except ValueError:
+            raise _Blocked("count column holds a non-number") from None
+        if c != int(c) or c < 0 or c > policy.rows_read:
+            raise _Blocked("count column holds a non-integer, negative or impossible count")
+        counts.append(int(c))
+    if sum(counts) > policy.rows_read:
+        raise _Blocked(f"counts sum to {sum(counts)}, more than the {policy.rows_read} rows "
+                       "read: one grouping per file")
+    kept = [r for r, c in zip(rows, counts, strict=True)
+            if c == 0 or c >= policy.min_cell_count]
+    notes = []
+    if len(kept) != len(rows):
+        notes.append(f"suppressed {len(rows) - len(kept)} row(s) with counts below "
+                     f"{policy.min_cell_count}")
+    return kept, notes
+
+
+def _to_csv(header: list[str], rows: list[list[str]]) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue().encode()
+
+
+def _to_json(header: list[str], rows: list[list[str]]) -> bytes:
+    def value(v: str) -> Any:
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+
+    return json.dumps([{h: value(v) for h, v in zip(header, r, strict=True)} for r in rows],
+                      sort_keys=False).encode()
+
+
+TRACE_RX = re.compile(r'(Traceback \(most recent call last\):|  File "/job/[\w.-]+", line \d+, '
+                      r"in [\w<>]+)")
+EXC_RX = re.compile(r"([A-Za-z_][\w.]{0,100}(?:Error|Exception|Exit|Interrupt|Warning))(?::.*)?")
+
+
+def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
+    """What of the job's console output the requester may see: traceback structure only."""
+    kept: list[str] = []
+    withheld = 0
+    for line in (stdout + b"\n" + stderr).decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        if TRACE_RX.fullmatch(line):
+            kept.append(line)
+        elif m := EXC_RX.fullmatch(line):
+            kept.append(f"{m.group(1)}: <message withheld>" if ":" in line else m.group(1))
+        else:
+            withheld += 1
+    kept.append(f"[{withheld} line(s) of console output withheld: console output can carry "
+                "raw data]")
+    text = "\n".join(kept)
+    return text[-policy.max_log_bytes:]

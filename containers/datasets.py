@@ -1,0 +1,102 @@
+"""Reading a provider's dataset inside its domain: schema checks and column projection.
+
+Only the agent calls this, on the provider's side. Locations are resolved under the
+agent's configured data roots, so a controller that names ``/etc/shadow`` as a dataset
+location gets a refusal, not a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from authz.errors import InvalidInput
+
+TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
+
+
+def resolve(location: str, roots: Sequence[Path]) -> Path:
+    if not roots:
+        raise InvalidInput("location", "the agent has no data roots configured")
+    candidate = Path(location)
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    real = Path(os.path.realpath(candidate))
+    for root in roots:
+        if real.is_relative_to(os.path.realpath(root)):
+            return real
+    raise InvalidInput("location", "must resolve inside the agent's data roots")
+
+
+def _read(path: Path, fmt: str, columns: Sequence[str] | None) -> pd.DataFrame:
+    if not path.is_file():
+        raise InvalidInput("location", "file not found or not a regular file")
+    if not os.access(path, os.R_OK):
+        raise InvalidInput("location", "file is not readable by the agent")
+    try:
+        if fmt == "parquet":
+            return pd.read_parquet(path, columns=list(columns) if columns else None)
+        # Everything as text first: types are checked against the declared schema below,
+        # not guessed by the parser.
+        return pd.read_csv(path, dtype=str, keep_default_na=False,
+                           usecols=list(columns) if columns else None)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise InvalidInput("location", f"cannot be read as {fmt}: {type(e).__name__}") from None
+
+
+def _check_column(name: str, kind: str, series: pd.Series) -> None:
+    text = series.astype(str).str.strip()
+    present = text[(text != "") & (text.str.lower() != "nan") & (text.str.lower() != "none")]
+    where = f"fields[{name}].type"
+    if kind in ("integer", "number"):
+        nums = pd.to_numeric(present, errors="coerce")
+        if nums.isna().any():
+            raise InvalidInput(where, f"column {name!r} holds values that are not {kind}s")
+        if kind == "integer" and not (nums == nums.round()).all():
+            raise InvalidInput(where, f"column {name!r} holds non-integer values")
+    elif kind == "boolean":
+        if not present.str.lower().isin(TRUE_FALSE).all():
+            raise InvalidInput(where, f"column {name!r} holds values that are not booleans")
+    elif kind == "date":
+        parsed = pd.to_datetime(present, errors="coerce", format="%Y-%m-%d")
+        if parsed.isna().any():
+            raise InvalidInput(where, f"column {name!r} holds values that are not YYYY-MM-DD")
+
+
+def schema_check(path: Path, fmt: str, fields: Sequence[dict[str, Any]]) -> int:
+    """Return the row count, or raise InvalidInput naming the first mismatch."""
+    frame = _read(path, fmt, None)
+    declared = [f["name"] for f in fields]
+    missing = [c for c in declared if c not in frame.columns]
+    if missing:
+        raise InvalidInput("fields", f"declared field(s) missing from the file: {missing}")
+    extra = [str(c) for c in frame.columns if c not in declared]
+    if extra:
+        # An undeclared column carries no sensitivity level, so it cannot be governed.
+        raise InvalidInput("fields", f"file has undeclared column(s): {extra}")
+    for f in fields:
+        _check_column(f["name"], f["type"], frame[f["name"]])
+    return len(frame)
+
+
+@dataclass(frozen=True)
+class ProjectedInput:
+    path: Path
+    rows: int
+    size: int
+    sha256: str
+
+
+def project(src: Path, fmt: str, columns: Sequence[str], dest: Path) -> ProjectedInput:
+    """Write only the permitted columns to ``dest`` as CSV (the job's read-only input)."""
+    frame = _read(src, fmt, columns)
+    frame = frame[list(columns)]
+    frame.to_csv(dest, index=False)
+    data = dest.read_bytes()
+    return ProjectedInput(dest, len(frame), len(data), hashlib.sha256(data).hexdigest())

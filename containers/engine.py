@@ -1,0 +1,75 @@
+"""Connection to the local Docker engine.
+
+One function, :func:`docker_client`, so every caller gets the same settings: the client is
+built from the environment (``DOCKER_HOST`` etc., default the local unix socket), negotiates
+the API version with the daemon (the engine here is Debian's 20.10, API 1.41; the SDK would
+otherwise ask for a newer one), and uses a bounded per-request timeout so a wedged daemon
+turns into a :class:`RetryableExecutorError` instead of a hung agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from authz.errors import RetryableExecutorError
+
+#: Seconds one API request may take. Long enough for an image import of a few hundred MB on
+#: a slow disk, short enough that a daemon that stopped answering is noticed.
+DEFAULT_TIMEOUT_S = 120
+
+
+def docker_client(timeout_s: int = DEFAULT_TIMEOUT_S) -> docker.DockerClient:
+    """A client for the local engine, verified to answer (``ping``).
+
+    Raises :class:`RetryableExecutorError` when no engine answers: the caller may retry once
+    the operator (or ``make engine``) has started one.
+    """
+    try:
+        client = docker.from_env(version="auto", timeout=timeout_s)
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as e:
+        raise RetryableExecutorError(
+            f"the Docker engine does not answer ({e.__class__.__name__}: {e}); "
+            "start it with `make engine` (scripts/ensure-system.sh)"
+        ) from e
+    return client
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What the running engine offers, recorded so the executor can fail or warn knowingly."""
+
+    server_version: str
+    api_version: str
+    cgroup_version: str
+    seccomp: bool
+    apparmor: bool
+    userns: bool
+    live_restore: bool
+    runtimes: tuple[str, ...]
+    security_options: tuple[str, ...]
+
+
+def engine_facts(client: docker.DockerClient) -> EngineFacts:
+    """Summarise ``docker info`` (security options, runtimes, cgroup version)."""
+    try:
+        info = client.info()
+        version = client.version()
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        raise RetryableExecutorError(f"docker info failed: {e}") from e
+    sec = tuple(str(s) for s in (info.get("SecurityOptions") or []))
+    return EngineFacts(
+        server_version=str(version.get("Version", "")),
+        api_version=str(version.get("ApiVersion", "")),
+        cgroup_version=str(info.get("CgroupVersion", "1")),
+        seccomp=any(s.startswith("name=seccomp") for s in sec),
+        apparmor=any(s.startswith("name=apparmor") for s in sec),
+        userns=any(s.startswith("name=userns") for s in sec),
+        live_restore=bool(info.get("LiveRestoreEnabled", False)),
+        runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+        security_options=sec,
+    )

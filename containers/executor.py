@@ -1,0 +1,396 @@
+"""The Docker executor: runs one outsider's analysis script against one job's input.
+
+Contract (see also docs/executor.md)
+====================================
+
+A job is identified by ``job_id`` (1-63 chars ``[A-Za-z0-9_.-]``). The executor keeps no state
+of its own: everything it needs later (job id, deadline, log bound, /out path) is stored on
+the container as labels and in the tmpfs name of the /out mount, so a new executor (after an
+agent restart) picks up where the old one stopped.
+
+States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
+
+    ABSENT --start()--> CREATED --(engine)--> RUNNING --(exit | kill at deadline)--> EXITED
+       ^                                                                               |
+       +------------------------------------ cleanup() --------------------------------+
+
+- ``start(spec)`` is idempotent: if a container for ``job_id`` exists it is not replaced;
+  a CREATED one (a start interrupted by a crash) is started, RUNNING/EXITED are left alone.
+  The deadline is fixed when the container is created: ``created + limits.timeout_s``.
+- ``wait(job_id)`` blocks until the job exits or its deadline passes, kills it at the
+  deadline, and returns a :class:`RunResult`. It may be called again (and from another
+  executor instance) any time before ``cleanup``; it returns the same facts each time.
+- ``cleanup(job_id)`` is idempotent: removes the container and unmounts the /out tmpfs.
+  The caller must collect the outputs (``result.out_dir``) BEFORE calling it.
+- ``list_jobs()`` lists our containers (any state) with their deadlines, for reconciliation
+  after a crash: jobs the caller doesn't know about should be cleaned up.
+
+Errors: :class:`RetryableExecutorError` — the engine did not answer or failed transiently;
+the same call may be repeated (all calls are idempotent). :class:`ExecutorError` — the call
+cannot succeed as made (no such job, /out mount failed, image missing); fail the job.
+:class:`InvalidInput` — the spec broke a rule (job id, env name, file name, limits).
+
+What the caller must do: give each job its own ``work_dir`` (the executor mounts a tmpfs on
+``work_dir/out``); treat stdout/stderr and every file under ``out_dir`` as hostile (read
+regular files only, never follow symlinks: use :func:`read_outputs`); run its checks before
+anything is released; call ``cleanup`` afterwards, also for failed jobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from authz.errors import ExecutorError, InvalidInput, RetryableExecutorError
+from containers import hardening
+from containers.engine import EngineFacts, engine_facts
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int = 512
+    cpus: float = 1.0
+    pids: int = 128
+    timeout_s: float = 300
+    tmpfs_mb: int = 64
+    out_mb: int = 32
+    nofile: int = 256
+    fsize_mb: int = 32
+    log_bytes: int = 64 * 1024
+
+    def check(self) -> None:
+        bounds: dict[str, tuple[float, float]] = {
+            "memory_mb": (16, 64 * 1024), "cpus": (0.01, 64), "pids": (8, 4096),
+            "timeout_s": (0.1, 7 * 24 * 3600), "tmpfs_mb": (1, 16 * 1024),
+            "out_mb": (1, 16 * 1024), "nofile": (16, 65536), "fsize_mb": (1, 16 * 1024),
+            "log_bytes": (1024, 16 * 1024 * 1024),
+        }
+        for name, (lo, hi) in bounds.items():
+            v = getattr(self, name)
+            if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
+                raise InvalidInput(f"limits.{name}", f"must be between {lo} and {hi}")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    job_id: str
+    image: str
+    script_path: Path  # host file, mounted read-only at /job/script.py
+    input_dir: Path  # host dir, mounted read-only at /in
+    work_dir: Path  # host dir for this job; the executor mounts the /out tmpfs on work_dir/out
+    limits: Limits = field(default_factory=Limits)
+    extra_files: Mapping[str, Path] = field(default_factory=dict)  # read-only at /job/<name>
+    env: Mapping[str, str] = field(default_factory=dict)  # non-secret only
+
+
+class RunState(enum.Enum):
+    ABSENT = "absent"
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    job_id: str
+    exit_code: int | None
+    timed_out: bool
+    oom_killed: bool
+    stdout: bytes  # first limits.log_bytes bytes of what the engine kept
+    stderr: bytes
+    stdout_truncated: bool
+    stderr_truncated: bool
+    out_dir: Path  # host path of /out's contents; valid until cleanup()
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None  # None only for a clean exit 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+_STATUS = {
+    "created": RunState.CREATED,
+    "running": RunState.RUNNING, "paused": RunState.RUNNING, "restarting": RunState.RUNNING,
+    "exited": RunState.EXITED, "dead": RunState.EXITED, "removing": RunState.EXITED,
+}
+
+
+def _parse_time(s: str | None) -> datetime | None:
+    if not s or s.startswith("0001-01-01"):
+        return None
+    s = s.rstrip("Z")
+    head, _, frac = s.partition(".")
+    frac = (frac + "000000")[:6]  # the engine gives nanoseconds; datetime keeps micro
+    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def _engine(what: str) -> Iterator[None]:
+    """Map engine failures: transient ones to RetryableExecutorError, others to ExecutorError."""
+    try:
+        yield
+    except docker.errors.APIError as e:
+        if e.is_server_error():
+            raise RetryableExecutorError(f"{what}: engine error: {e.explanation or e}") from e
+        raise ExecutorError(f"{what}: {e.explanation or e}") from e
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise RetryableExecutorError(f"{what}: the engine did not answer: {e}") from e
+
+
+class DockerExecutor:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        *,
+        label_prefix: str = "data-sandbox",
+        runtime: str | None = None,
+        extra_labels: Mapping[str, str] | None = None,
+    ) -> None:
+        """``label_prefix`` names our containers/labels/mounts (tests use their own);
+        ``runtime`` e.g. ``"runsc"`` (gVisor) when the operator installed it;
+        ``extra_labels`` are added to every container (e.g. marking test containers)."""
+        if not hardening.check_prefix(label_prefix):
+            raise InvalidInput("label_prefix", "[a-z0-9][a-z0-9.-]{0,30}")
+        self.client = client
+        self.extra_labels = dict(extra_labels or {})
+        self.prefix = label_prefix
+        self.runtime = runtime
+        self.l_job = f"{label_prefix}.job"
+        self.l_deadline = f"{label_prefix}.deadline"
+        self.l_log_bytes = f"{label_prefix}.log-bytes"
+        self.l_out = f"{label_prefix}.out-dir"
+
+    # ---- naming / lookup ---------------------------------------------------------------
+
+    def container_name(self, job_id: str) -> str:
+        return f"{self.prefix}-job-{hardening.check_job_id(job_id)}"
+
+    def _find(self, job_id: str) -> Any | None:
+        name = self.container_name(job_id)
+        with _engine(f"inspect {name}"):
+            try:
+                c = self.client.containers.get(name)
+            except docker.errors.NotFound:
+                return None
+        if c.labels.get(self.l_job) != job_id:
+            # Same name but not ours (no label): never touch somebody else's container.
+            raise ExecutorError(f"container {name} exists but is not labelled as job {job_id}")
+        return c
+
+    def _get(self, job_id: str) -> Any:
+        c = self._find(job_id)
+        if c is None:
+            raise ExecutorError(f"job {job_id}: no container (never started, or cleaned up)")
+        return c
+
+    # ---- the contract ------------------------------------------------------------------
+
+    def start(self, spec: RunSpec) -> None:
+        """Create and start the job's container; no-op if it already exists (idempotent)."""
+        job_id = hardening.check_job_id(spec.job_id)
+        existing = self._find(job_id)
+        if existing is None:
+            existing = self._create(spec)
+        if existing.status == "created":
+            with _engine(f"start job {job_id}"):
+                existing.start()
+
+    def _create(self, spec: RunSpec) -> Any:
+        spec.limits.check()
+        env = hardening.check_env(spec.env)
+        extra = {hardening.check_file_name(k): Path(v) for k, v in spec.extra_files.items()}
+        script, input_dir = Path(spec.script_path), Path(spec.input_dir)
+        if not script.is_file():
+            raise InvalidInput("script_path", "must be an existing file")
+        if not input_dir.is_dir():
+            raise InvalidInput("input_dir", "must be an existing directory")
+        for name, p in extra.items():
+            if not p.is_file():
+                raise InvalidInput("extra_files", f"{name}: must be an existing file")
+        work = Path(spec.work_dir)
+        if not work.is_absolute():
+            raise InvalidInput("work_dir", "must be an absolute path")
+        out_dir = work / "out"
+        # Fail closed: no container unless /out is the capped tmpfs.
+        hardening.mount_out(out_dir, spec.limits.out_mb,
+                            hardening.out_mount_source(self.prefix, spec.job_id))
+        deadline = datetime.now(UTC) + timedelta(seconds=spec.limits.timeout_s)
+        labels = {
+            **self.extra_labels,
+            self.l_job: spec.job_id,
+            self.l_deadline: deadline.isoformat(),
+            self.l_log_bytes: str(spec.limits.log_bytes),
+            self.l_out: str(out_dir),
+        }
+        kw = hardening.container_kwargs(hardening.HardeningInput(
+            image=spec.image, name=self.container_name(spec.job_id), labels=labels,
+            script_path=script.resolve(), input_dir=input_dir.resolve(), out_dir=out_dir,
+            extra_files={k: v.resolve() for k, v in extra.items()}, env=env,
+            memory_mb=spec.limits.memory_mb, cpus=spec.limits.cpus, pids=spec.limits.pids,
+            tmpfs_mb=spec.limits.tmpfs_mb, nofile=spec.limits.nofile,
+            fsize_mb=spec.limits.fsize_mb, log_bytes=spec.limits.log_bytes,
+            runtime=self.runtime,
+        ))
+        try:
+            with _engine(f"create job {spec.job_id}"):
+                return self.client.containers.create(**kw)
+        except ExecutorError as e:
+            cause = e.__cause__
+            if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
+                return self._get(spec.job_id)  # a concurrent start() won the race: fine
+            # No container: don't leave the /out mount behind.
+            hardening.unmount_out(hardening.out_mount_source(self.prefix, spec.job_id))
+            if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
+                raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
+            raise
+
+    def state(self, job_id: str) -> RunState:
+        c = self._find(job_id)
+        if c is None:
+            return RunState.ABSENT
+        return _STATUS.get(c.status, RunState.EXITED)
+
+    def deadline(self, job_id: str) -> datetime:
+        return self._deadline_of(self._get(job_id))
+
+    def _deadline_of(self, c: Any) -> datetime:
+        try:
+            return datetime.fromisoformat(c.labels[self.l_deadline])
+        except (KeyError, ValueError) as e:
+            raise ExecutorError(f"container {c.name} has no valid deadline label") from e
+
+    def wait(self, job_id: str, *, poll_s: float = 2.0) -> RunResult:
+        """Block until the job exits or its deadline passes (then kill it); return the facts."""
+        c = self._get(job_id)
+        if c.status == "created":
+            raise ExecutorError(f"job {job_id} was created but not started; call start() again")
+        deadline = self._deadline_of(c)
+        killed = False
+        while True:
+            with _engine(f"inspect job {job_id}"):
+                c.reload()
+            if _STATUS.get(c.status, RunState.EXITED) == RunState.EXITED:
+                break
+            remaining = (deadline - datetime.now(UTC)).total_seconds()
+            if remaining <= 0:
+                with _engine(f"kill job {job_id}"), contextlib.suppress(docker.errors.APIError):
+                    c.kill(signal="SIGKILL")  # 409 if it exited meanwhile: fine
+                killed = True
+                remaining = 10.0  # the engine reports the exit within moments
+            try:
+                self.client.api.wait(c.id, timeout=max(0.05, min(remaining, poll_s)))
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+                pass  # not exited yet: loop, re-check the deadline
+            except docker.errors.APIError as e:
+                if e.is_server_error():
+                    raise RetryableExecutorError(f"wait job {job_id}: {e}") from e
+        return self._result(c, deadline, killed)
+
+    def _result(self, c: Any, deadline: datetime, killed: bool) -> RunResult:
+        st = c.attrs["State"]
+        exit_code = st.get("ExitCode")
+        finished = _parse_time(st.get("FinishedAt"))
+        # After a restart we did not see the kill; a 137 at or after the deadline is ours.
+        timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
+        oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
+        log_bytes = int(c.labels.get(self.l_log_bytes, str(Limits().log_bytes)))
+        out, out_trunc = self._log(c, log_bytes, stdout=True)
+        err, err_trunc = self._log(c, log_bytes, stdout=False)
+        if timed_out:
+            error: str | None = "timed out: killed at the deadline"
+        elif oom:
+            error = "out of memory: killed by the memory limit"
+        elif exit_code != 0:
+            error = f"exit code {exit_code}"
+        else:
+            error = None
+        return RunResult(
+            job_id=c.labels[self.l_job], exit_code=exit_code, timed_out=timed_out,
+            oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
+            stderr_truncated=err_trunc, out_dir=Path(c.labels[self.l_out]),
+            started_at=_parse_time(st.get("StartedAt")), finished_at=finished, error=error,
+        )
+
+    def _log(self, c: Any, limit: int, *, stdout: bool) -> tuple[bytes, bool]:
+        # The local log driver keeps at most log_driver_cap() bytes, so this read is bounded.
+        with _engine(f"logs of {c.name}"):
+            data = c.logs(stdout=stdout, stderr=not stdout, stream=False, timestamps=False)
+        data = bytes(data)
+        return data[:limit], len(data) > limit
+
+    def cleanup(self, job_id: str) -> None:
+        """Remove the container and unmount the /out tmpfs. Idempotent."""
+        c = self._find(job_id)
+        if c is not None:
+            with _engine(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True, v=True)
+        hardening.unmount_out(hardening.out_mount_source(self.prefix, job_id))
+
+    def list_jobs(self) -> list[tuple[str, RunState, datetime]]:
+        """(job id, state, deadline) of every container labelled as ours."""
+        with _engine("list jobs"):
+            cs = self.client.containers.list(all=True, filters={"label": self.l_job})
+        jobs = []
+        for c in cs:
+            try:
+                deadline = self._deadline_of(c)
+            except ExecutorError:
+                deadline = datetime.min.replace(tzinfo=UTC)  # unreadable: already overdue
+            jobs.append((c.labels[self.l_job], _STATUS.get(c.status, RunState.EXITED), deadline))
+        return sorted(jobs)
+
+    def run(self, spec: RunSpec) -> RunResult:
+        """start + wait. The caller collects outputs from ``result.out_dir``, then cleanup()."""
+        self.start(spec)
+        return self.wait(spec.job_id)
+
+    def hardening_report(self) -> EngineFacts:
+        """What the engine enforces beyond our settings (seccomp, apparmor, userns, runtimes)."""
+        return engine_facts(self.client)
+
+
+def read_outputs(
+    out_dir: Path, *, max_files: int = 64, max_bytes: int = 32 * 1024 * 1024
+) -> dict[str, bytes]:
+    """Regular files directly under ``out_dir``, read safely (the job wrote them: hostile).
+
+    Symlinks, FIFOs, devices and directories are skipped, never followed or opened blocking;
+    more than ``max_files`` entries or ``max_bytes`` in total raises :class:`ExecutorError`.
+    """
+    out: dict[str, bytes] = {}
+    total = 0
+    names = sorted(os.listdir(out_dir))
+    if len(names) > max_files:
+        raise ExecutorError(f"/out holds {len(names)} entries (max {max_files})")
+    for name in names:
+        try:
+            fd = os.open(out_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # symlink (ELOOP) or vanished: skipped
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            total += st.st_size
+            if total > max_bytes:
+                raise ExecutorError(f"/out holds more than {max_bytes} bytes")
+            chunks = []
+            while chunk := os.read(fd, 1024 * 1024):
+                chunks.append(chunk)
+            out[name] = b"".join(chunks)
+        finally:
+            os.close(fd)
+    return out

@@ -1,0 +1,248 @@
+"""The hardened container configuration and the host-side /out mount.
+
+Kept apart from :mod:`containers.executor` so the settings can be read (and reviewed) in one
+place. Every setting carries the reason it is there; ``docs/executor.md`` has the same table.
+The code that runs in these containers is written by outsiders and sits next to raw data:
+assume it is hostile and wants out (network, host files, other jobs, the engine) or wants to
+take the host down (memory, processes, disk, logs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker.types
+
+from authz.errors import ExecutorError, InvalidInput
+
+RUNNER_UID = 10001
+RUNNER_GID = 10001
+MiB = 1024 * 1024
+
+#: In-container paths of the job's files.
+SCRIPT_TARGET = "/job/script.py"
+INPUT_TARGET = "/in"
+OUTPUT_TARGET = "/out"
+#: The job's scratch dir: a sized tmpfs INSIDE the container (not the host's /tmp).
+JOB_TMP = "/tmp"  # noqa: S108
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+#: Names that suggest a credential: refused, secrets never go into a job's environment.
+_SECRET_HINT = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|PRIVATE|API_?KEY|AUTH", re.I)
+#: Environment the executor sets itself; a spec may not override it.
+BASE_ENV: dict[str, str] = {
+    "HOME": JOB_TMP,  # the only writable place besides /out
+    "PYTHONDONTWRITEBYTECODE": "1",  # root fs is read-only; don't even try to write .pyc
+    "LANG": "C.UTF-8",  # the only locale left in the image
+    "TMPDIR": JOB_TMP,
+}
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids become container names, labels and mount names: a tight charset."""
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise InvalidInput("job_id", "1-63 chars of [A-Za-z0-9_.-], starting alphanumeric")
+    return job_id
+
+
+def check_prefix(prefix: str) -> bool:
+    return re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,30}", prefix) is not None
+
+
+def check_env(env: Mapping[str, str]) -> dict[str, str]:
+    out = dict(BASE_ENV)
+    for k, v in env.items():
+        if not _ENV_NAME.match(k) or k in BASE_ENV:
+            raise InvalidInput("env", f"name {k!r} not allowed (UPPER_CASE, not preset)")
+        if _SECRET_HINT.search(k):
+            raise InvalidInput("env", f"{k!r} looks like a secret; secrets never enter a job")
+        if not isinstance(v, str) or "\0" in v or len(v) > 4096:
+            raise InvalidInput("env", f"value of {k!r} must be a short string")
+        out[k] = v
+    return out
+
+
+def check_file_name(name: str) -> str:
+    if not _FILE_NAME.match(name) or name == "script.py":
+        raise InvalidInput("extra_files", f"name {name!r} not allowed (plain file name)")
+    return name
+
+
+@dataclass(frozen=True)
+class HardeningInput:
+    """What :func:`container_kwargs` needs, already validated by the executor."""
+
+    image: str
+    name: str
+    labels: Mapping[str, str]
+    script_path: Path
+    input_dir: Path
+    out_dir: Path
+    extra_files: Mapping[str, Path]
+    env: Mapping[str, str]
+    memory_mb: int
+    cpus: float
+    pids: int
+    tmpfs_mb: int
+    nofile: int
+    fsize_mb: int
+    log_bytes: int
+    runtime: str | None
+
+
+def log_driver_cap(log_bytes: int) -> int:
+    """Bytes the engine keeps per container log: enough to return ``log_bytes`` of each stream
+    plus some, and a hard bound on host disk a chatty job can use."""
+    return max(1 * MiB, 4 * log_bytes)
+
+
+def container_kwargs(h: HardeningInput) -> dict[str, Any]:
+    """Keyword arguments for ``client.containers.create`` (docker SDK 7.x)."""
+    ro_binds = [
+        # Input data: read-only, the job may read but never alter or delete the raw data.
+        docker.types.Mount(INPUT_TARGET, str(h.input_dir), type="bind", read_only=True),
+        # The outsider's script: read-only so it cannot rewrite itself for a later re-run.
+        docker.types.Mount(SCRIPT_TARGET, str(h.script_path), type="bind", read_only=True),
+    ]
+    for name, path in sorted(h.extra_files.items()):
+        ro_binds.append(docker.types.Mount(f"/job/{name}", str(path), type="bind", read_only=True))
+    # /out: a host tmpfs of out_mb (mounted by mount_out) bound read-write, so the job's output
+    # is size-capped for real and the agent can read it after the container exits.
+    ro_binds.append(docker.types.Mount(OUTPUT_TARGET, str(h.out_dir), type="bind", read_only=False))
+
+    kw: dict[str, Any] = dict(
+        image=h.image,
+        name=h.name,  # deterministic name: a second create for the same job id fails (409)
+        command=["/usr/bin/python3", "-I", "-B", SCRIPT_TARGET],  # -I: ignore PYTHON* env,
+        entrypoint=[],  # user site and cwd on sys.path; -B: no .pyc writes
+        labels=dict(h.labels),  # job id + deadline: survive an agent restart
+        environment=dict(h.env),  # non-secret only (check_env refuses credential-like names)
+        working_dir=JOB_TMP,  # cwd must be writable-but-bounded, never the read-only root
+        user=f"{RUNNER_UID}:{RUNNER_GID}",  # never root: escaping then needs a kernel bug
+        hostname="job",  # don't hand out the container id / host naming
+        network_mode="none",  # no interface but lo: raw data cannot be sent anywhere
+        read_only=True,  # root fs read-only: no tampering with the interpreter or libraries
+        tmpfs={
+            # scratch space, sized (counts against the memory limit); noexec/nosuid/nodev so
+            # dropped binaries or device nodes are useless.
+            JOB_TMP: f"rw,noexec,nosuid,nodev,size={h.tmpfs_mb}m,mode=1777",
+        },
+        mounts=ro_binds,
+        cap_drop=["ALL"],  # no capabilities at all (CapEff 0): no raw sockets, chown, mknod...
+        # no-new-privileges: setuid binaries and file capabilities cannot raise privileges.
+        # The engine applies its default seccomp profile unless told otherwise (we never say
+        # seccomp=unconfined); executor.hardening_report() records whether it is compiled in.
+        security_opt=["no-new-privileges:true"],
+        privileged=False,  # explicit: never
+        pids_limit=h.pids,  # fork bombs hit this ceiling instead of the host's pid table
+        mem_limit=h.memory_mb * MiB,  # memory bombs are OOM-killed inside the job's cgroup
+        memswap_limit=h.memory_mb * MiB,  # equal to mem_limit: no swap to thrash the host
+        nano_cpus=int(h.cpus * 1e9),  # CPU quota: a busy loop can't starve the agent or db
+        oom_score_adj=500,  # if the HOST runs out of memory, the kernel kills jobs first
+        ulimits=[
+            # bounded open files: no fd-table exhaustion
+            docker.types.Ulimit(name="nofile", soft=h.nofile, hard=h.nofile),
+            # max size of any single file written (/tmp, /out): SIGXFSZ beyond this
+            docker.types.Ulimit(name="fsize", soft=h.fsize_mb * MiB, hard=h.fsize_mb * MiB),
+            # no core dumps: a core would be a copy of memory that held raw data
+            docker.types.Ulimit(name="core", soft=0, hard=0),
+        ],
+        init=True,  # tini as pid 1: reaps zombies, forwards signals, kill works on pid 1
+        ipc_mode="private",  # own IPC namespace; no shared memory with the host or other jobs
+        shm_size=16 * MiB,  # /dev/shm is a tmpfs too: keep it small (counts against memory)
+        # pid/uts namespaces stay private (the defaults); we never set pid_mode/uts_mode=host.
+        stop_signal="SIGKILL",  # a stop is a kill: the job gets no grace period to misbehave
+        restart_policy={"Name": "no"},  # a finished/killed job is never restarted by the engine
+        auto_remove=False,  # keep the exited container: its state (exit, OOM) and logs are read
+        log_config=docker.types.LogConfig(
+            # `local` driver, size-capped, one file: a runaway print cannot fill the host disk.
+            type="local",
+            config={"max-size": f"{log_driver_cap(h.log_bytes) // 1024}k", "max-file": "1",
+                    "compress": "false"},
+        ),
+        stdin_open=False,  # no stdin: nothing can be attached to the job
+        tty=False,
+        detach=True,
+    )
+    if h.runtime:
+        kw["runtime"] = h.runtime  # e.g. gVisor `runsc`: a user-space kernel between job and host
+    # Never mounted, by construction: the Docker socket, /proc or /sys of the host, devices.
+    return kw
+
+
+# ---- /out: a per-job tmpfs mounted on the host -------------------------------------------
+
+def out_mount_source(label_prefix: str, job_id: str) -> str:
+    """The tmpfs 'device' name; lets cleanup find the mount after an agent restart."""
+    return f"{label_prefix}-out-{job_id}"
+
+
+def mount_out(out_dir: Path, size_mb: int, source: str) -> None:
+    """Mount a size-capped tmpfs on ``out_dir`` (idempotent). Fails closed."""
+    if out_dir.is_symlink():
+        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if mounted_source(out_dir) == source:
+        return
+    if os.path.ismount(out_dir):
+        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
+    opts = (
+        f"size={size_mb}m,nr_inodes=4096,mode=0700,uid={RUNNER_UID},gid={RUNNER_GID},"
+        "nosuid,nodev,noexec"  # output is data: no devices, setuid files or executables
+    )
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, source, str(out_dir)],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0 or mounted_source(out_dir) != source:
+        raise ExecutorError(f"cannot mount the /out tmpfs on {out_dir}: {proc.stderr.strip()}")
+
+
+def _mountinfo() -> list[tuple[str, str]]:
+    """(mount point, source) pairs of this mount namespace, innermost last."""
+    rows = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].replace("\\040", " ")
+            parts = right.split()
+            rows.append((point, parts[1] if len(parts) > 1 else ""))
+    return rows
+
+
+def mounted_source(path: Path) -> str | None:
+    """Source of the top mount on exactly ``path``, or None."""
+    target = os.path.realpath(path)
+    found = None
+    for point, source in _mountinfo():
+        if point == target:
+            found = source
+    return found
+
+
+def find_out_mounts(source: str) -> list[str]:
+    return [point for point, src in _mountinfo() if src == source]
+
+
+def unmount_out(source: str) -> None:
+    """Unmount every tmpfs named ``source`` (idempotent), then remove the empty mount points."""
+    for point in reversed(find_out_mounts(source)):
+        proc = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:  # still busy: detach now, the kernel frees it when unused
+            proc = subprocess.run(["umount", "-l", point], capture_output=True, text=True,
+                                  check=False)
+        if proc.returncode != 0 and point in find_out_mounts(source):
+            raise ExecutorError(f"cannot unmount {point}: {proc.stderr.strip()}")
+        try:
+            st = os.lstat(point)
+            if stat.S_ISDIR(st.st_mode) and not os.path.ismount(point):
+                os.rmdir(point)
+        except OSError:
+            pass

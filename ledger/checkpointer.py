@@ -1,0 +1,114 @@
+"""Signs checkpoints of the stored log: on demand and from a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from ledger.checkpoint import Checkpoint, verify_checkpoint
+from ledger.entry import format_ts
+from ledger.errors import KeyConfigError, LedgerError
+from ledger.log import TransparencyLog
+from ledger.store import checkpoints_t
+
+log_ = logging.getLogger(__name__)
+
+
+def sign_checkpoint(log: TransparencyLog, session: Session) -> tuple[int, str]:
+    """Sign the current tree head and store it (idempotent: Ed25519 is deterministic)."""
+    if log.signer is None:
+        raise KeyConfigError("this TransparencyLog has no signing key")
+    size = log.size(session)
+    root = log.root(session, size)
+    note = log.signer.sign(Checkpoint(log.origin, size, root))
+    values = {"size": size, "root": root, "note": note,
+              "created_at": format_ts(datetime.now(UTC))}
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(checkpoints_t).values(values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        session.execute(sqlite.insert(checkpoints_t).values(values).on_conflict_do_nothing())
+    else:
+        session.execute(insert(checkpoints_t).values(values))
+    return size, note
+
+
+def store_cosigned(log: TransparencyLog, session: Session, note: str) -> None:
+    """Record the cosigned version of a stored checkpoint (after ``collect_cosignatures``)."""
+    if log.signer is None:
+        raise KeyConfigError("this TransparencyLog has no signing key")
+    cp = verify_checkpoint(note, log.signer.verifier, log.origin)
+    stored = session.execute(select(checkpoints_t.c.root)
+                             .where(checkpoints_t.c.size == cp.size)).scalar()
+    if stored is None or bytes(stored) != cp.root:
+        raise LedgerError(f"no stored checkpoint matches size {cp.size}")
+    session.execute(update(checkpoints_t).where(checkpoints_t.c.size == cp.size)
+                    .values(cosigned_note=note))
+
+
+def checkpoint_history(session: Session, limit: int = 100) -> list[tuple[int, str]]:
+    rows = session.execute(select(checkpoints_t.c.size, checkpoints_t.c.note)
+                           .order_by(checkpoints_t.c.size.desc()).limit(limit)).all()
+    return [(int(r.size), str(r.note)) for r in rows]
+
+
+class Checkpointer:
+    """Background thread that signs a checkpoint within ``interval_s`` of any append.
+
+    Batching is implicit: one checkpoint covers every append since the previous one.
+    """
+
+    def __init__(self, session_factory: Callable[[], Session], log: TransparencyLog,
+                 interval_s: float = 0.2) -> None:
+        if log.signer is None:
+            raise KeyConfigError("a Checkpointer needs a TransparencyLog with a signer")
+        self._factory = session_factory
+        self._log = log
+        self._interval = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._last_size = -1
+
+    def sign_now(self) -> str:
+        """Sign and store the current head; return the note text."""
+        with self._lock, self._factory() as session:
+            size, note = sign_checkpoint(self._log, session)
+            session.commit()
+            self._last_size = size
+            return note
+
+    def _tick(self) -> None:
+        with self._factory() as session:
+            size = self._log.size(session)
+        if size != self._last_size:
+            self.sign_now()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._tick()
+            except (SQLAlchemyError, LedgerError):
+                # A busy or restarting database must not kill the signer; next tick retries.
+                log_.exception("checkpoint signing failed")
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="ledger-checkpointer",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None

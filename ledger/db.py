@@ -1,0 +1,53 @@
+"""Database plumbing shared by every package that writes state.
+
+Ledger appends must commit in the same transaction as the state change they record
+(nothing half-written), so the ledger and the authorization catalog share one engine.
+This module lives in ``ledger`` because the ledger is the lowest layer: ``authz`` may
+import it, never the reverse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with the settings the ledger's guarantees rely on.
+
+    SQLite: WAL so readers never block the writer; ``BEGIN IMMEDIATE`` so every
+    transaction takes the write lock up front. With SQLite's default deferred
+    transactions two writers can both read the same ledger head and only one can then
+    commit (the other fails with SQLITE_BUSY_SNAPSHOT); taking the lock first turns
+    that race into a wait, which is what serialized appends need.
+    """
+    if url.startswith("sqlite"):
+        kwargs.setdefault("connect_args", {})
+        kwargs["connect_args"].setdefault("timeout", 30)
+        kwargs["connect_args"].setdefault("check_same_thread", False)
+        engine = create_engine(url, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # pysqlite's own transaction handling is disabled so that BEGIN below is ours.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kwargs)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,0 +1,68 @@
+"""The ledger's exception hierarchy.
+
+Callers (the controller, the CLI, tests) catch these instead of ValueError/IndexError so a
+bad proof from an untrusted server can never be confused with a programming error.
+"""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Base of every error the ledger raises on purpose."""
+
+
+class VerificationError(LedgerError):
+    """A proof, signature, checkpoint, receipt or entry did not verify."""
+
+
+class MalformedProofError(VerificationError):
+    """A proof is structurally wrong (hash length, proof length, sizes)."""
+
+
+class MalformedNoteError(VerificationError):
+    """A signed note, checkpoint, key or cosignature cannot be parsed."""
+
+
+class MalformedEntryError(VerificationError):
+    """An entry's bytes are not a valid version-1 canonical entry."""
+
+
+class AuditError(VerificationError):
+    """A full audit found a bad entry; ``index`` names the first one (-1: not an entry)."""
+
+    def __init__(self, index: int, reason: str) -> None:
+        super().__init__(f"entry {index}: {reason}" if index >= 0 else reason)
+        self.index = index
+        self.reason = reason
+
+
+class InvalidEntryError(LedgerError):
+    """An append was refused: the kind, actor or body is not acceptable."""
+
+
+class EntryNotFoundError(LedgerError):
+    """No entry has the requested leaf hash or index."""
+
+
+class ProofRequestError(LedgerError):
+    """A proof or root was asked for sizes/indexes the log does not have."""
+
+
+class CheckpointUnavailableError(LedgerError):
+    """No signed checkpoint covers the requested entry yet."""
+
+
+class KeyConfigError(LedgerError):
+    """The log or witness key is missing, unreadable or malformed."""
+
+
+class WitnessError(LedgerError):
+    """A witness refused or failed to cosign."""
+
+    def __init__(self, message: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class QuorumError(WitnessError):
+    """Fewer than the required number of witnesses cosigned."""

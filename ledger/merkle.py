@@ -1,0 +1,151 @@
+"""Merkle tree hashes and proofs of RFC 9162 §2.1 (identical to RFC 6962 §2.1), SHA-256.
+
+Byte-compatible with Certificate Transparency and transparency-dev/merkle. Standard library
+only: the regulator's verifier imports this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from hashlib import sha256
+
+from ledger.errors import MalformedProofError, VerificationError
+from ledger.treemath import consistency_ranges, inclusion_ranges
+
+HASH_SIZE = 32
+EMPTY_ROOT = sha256(b"").digest()
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 9162 §2.1.1: MTH({d0}) = HASH(0x00 || d0)."""
+    return sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 §2.1.1: HASH(0x01 || MTH(left) || MTH(right))."""
+    return sha256(b"\x01" + left + right).digest()
+
+
+def _mth(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
+    """MTH over already leaf-hashed D[lo:hi], folding the aligned perfect subtrees."""
+    if hi == lo:
+        return EMPTY_ROOT
+    stack: list[bytes] = []
+    for i in range(lo, hi):
+        h = hashes[i]
+        count = i - lo + 1
+        while count & 1 == 0:
+            h = node_hash(stack.pop(), h)
+            count >>= 1
+        stack.append(h)
+    h = stack.pop()
+    while stack:
+        h = node_hash(stack.pop(), h)
+    return h
+
+
+def root_hash(leaves: Sequence[bytes]) -> bytes:
+    """RFC 9162 §2.1.1 Merkle Tree Hash of raw entries."""
+    hashes = [leaf_hash(d) for d in leaves]
+    return _mth(hashes, 0, len(hashes))
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """RFC 9162 §2.1.3.1 PATH(index, D[n])."""
+    if not 0 <= index < len(leaves):
+        raise MalformedProofError(f"index {index} outside tree of size {len(leaves)}")
+    hashes = [leaf_hash(d) for d in leaves]
+    return [_mth(hashes, lo, hi) for lo, hi in inclusion_ranges(index, len(hashes))]
+
+
+def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """RFC 9162 §2.1.4.1 PROOF(m, D[n]); empty when m is 0 or n."""
+    if not 0 <= old_size <= len(leaves):
+        raise MalformedProofError(f"old size {old_size} outside 0..{len(leaves)}")
+    hashes = [leaf_hash(d) for d in leaves]
+    return [_mth(hashes, lo, hi) for lo, hi in consistency_ranges(old_size, len(hashes))]
+
+
+def _check_hash(h: bytes, what: str) -> None:
+    if not isinstance(h, bytes) or len(h) != HASH_SIZE:
+        raise MalformedProofError(f"{what} is not a {HASH_SIZE}-byte hash")
+
+
+def verify_inclusion(
+    leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> None:
+    """RFC 9162 §2.1.3.2: check that ``leaf_hash`` sits at ``index`` in the tree ``root``."""
+    _check_hash(leaf_hash, "leaf hash")
+    _check_hash(root, "root")
+    if index < 0 or index >= size:
+        raise MalformedProofError(f"index {index} outside tree of size {size}")
+    fn, sn, r = index, size - 1, leaf_hash
+    for p in proof:
+        _check_hash(p, "proof hash")
+        if sn == 0:
+            raise MalformedProofError("inclusion proof too long")
+        if fn & 1 or fn == sn:
+            r = sha256(b"\x01" + p + r).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise MalformedProofError("inclusion proof too short")
+    if r != root:
+        raise VerificationError("inclusion proof does not lead to the root")
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> None:
+    """RFC 9162 §2.1.4.2: check that the tree ``old_root`` is a prefix of ``new_root``."""
+    _check_hash(old_root, "old root")
+    _check_hash(new_root, "new root")
+    for p in proof:
+        _check_hash(p, "proof hash")
+    if old_size < 0 or new_size < old_size:
+        raise MalformedProofError(f"sizes {old_size} -> {new_size} go backwards")
+    if old_size == new_size:
+        if proof:
+            raise MalformedProofError("proof between equal sizes must be empty")
+        if old_root != new_root:
+            raise VerificationError("same size, different roots: the log forked")
+        return
+    if old_size == 0:
+        # Every tree extends the empty tree; RFC 9162 §2.1.4 defines no proof for it.
+        if proof:
+            raise MalformedProofError("proof from the empty tree must be empty")
+        return
+    if not proof:
+        raise MalformedProofError("empty consistency proof")
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            raise MalformedProofError("consistency proof too long")
+        if fn & 1 or fn == sn:
+            fr = sha256(b"\x01" + c + fr).digest()
+            sr = sha256(b"\x01" + c + sr).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = sha256(b"\x01" + sr + c).digest()
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise MalformedProofError("consistency proof too short")
+    if fr != old_root or sr != new_root:
+        raise VerificationError("consistency proof does not match the roots")

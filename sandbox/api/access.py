@@ -1,0 +1,90 @@
+"""Access requests, provider decisions, permits, revocation and provider usage reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from authz import access, jobs
+from authz.errors import NotFound
+from authz.models import AccessRequest, Permit
+from sandbox import auth, db
+
+bp = Blueprint("access", __name__, url_prefix="/api/v1")
+
+
+def _request(request_id: str) -> AccessRequest:
+    req = db.session().get(AccessRequest, request_id)
+    if req is None or not access.can_see_request(auth.party(), req):
+        raise NotFound("no such request")
+    return req
+
+
+@bp.post("/requests")
+@auth.roles("requester")
+def create_request() -> tuple[dict[str, Any], int]:
+    req = access.create_request(db.ctx(), auth.party(), auth.body())
+    db.commit()
+    return access.request_json(req, db.ctx()), 201
+
+
+@bp.get("/requests")
+@auth.roles("requester", "provider")
+def list_requests() -> dict[str, Any]:
+    rows = access.visible_requests(db.ctx(), auth.party())
+    return {"requests": [access.request_json(r, db.ctx()) for r in rows]}
+
+
+@bp.get("/requests/<request_id>")
+@auth.roles("requester", "provider")
+def get_request(request_id: str) -> dict[str, Any]:
+    return access.request_json(_request(request_id), db.ctx())
+
+
+@bp.post("/requests/<request_id>/items/<dataset_id>/approve")
+@auth.roles("provider")
+def approve(request_id: str, dataset_id: str) -> dict[str, Any]:
+    req = access.approve(db.ctx(), auth.party(), request_id, dataset_id, auth.body())
+    db.commit()
+    return access.request_json(req, db.ctx())
+
+
+@bp.post("/requests/<request_id>/items/<dataset_id>/deny")
+@auth.roles("provider")
+def deny(request_id: str, dataset_id: str) -> dict[str, Any]:
+    req = access.deny(db.ctx(), auth.party(), request_id, dataset_id, auth.body())
+    db.commit()
+    return access.request_json(req, db.ctx())
+
+
+def _permit(permit_id: str) -> Permit:
+    p = auth.party()
+    permit = db.session().get(Permit, permit_id)
+    if permit is None:
+        raise NotFound("no such permit")
+    if p.role == "requester" and permit.requester_id == p.id:
+        return permit
+    if p.role == "provider" and p.id in access.permit_providers(db.ctx(), permit):
+        return permit
+    raise NotFound("no such permit")
+
+
+@bp.get("/permits/<permit_id>")
+@auth.roles("requester", "provider")
+def get_permit(permit_id: str) -> dict[str, Any]:
+    return access.permit_json(_permit(permit_id))
+
+
+@bp.post("/permits/<permit_id>/revoke")
+@auth.roles("provider")
+def revoke(permit_id: str) -> dict[str, Any]:
+    permit = access.revoke(db.ctx(), auth.party(), permit_id, auth.body())
+    db.commit()
+    return access.permit_json(permit)
+
+
+@bp.get("/usage")
+@auth.roles("provider")
+def usage() -> dict[str, Any]:
+    return {"usage": jobs.usage(db.ctx(), auth.party())}

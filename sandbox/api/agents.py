@@ -1,0 +1,77 @@
+"""The agent API: agents pull tasks and report verdicts. Agents are never called into."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flask import Blueprint, current_app, request
+
+from authz import catalog, runs
+from authz import validate as v
+from authz.errors import InvalidInput, NotFound
+from authz.models import Dataset
+from authz.parties import agent_provider_ids
+from sandbox import auth, db
+
+bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
+
+SCHEMA_SPEC = [
+    v.Field("ok", lambda path, x: x if isinstance(x, bool) else _bad(path)),
+    v.Field("rows", v.integer(0, 1 << 62), required=False),
+    v.Field("error", v.obj([v.Field("field", v.text(200)), v.Field("rule", v.text(500))]),
+            required=False),
+]
+
+
+def _bad(path: str) -> bool:
+    raise InvalidInput(path, "must be a boolean")
+
+
+@bp.get("/tasks/next")
+@auth.agent_only
+def next_task() -> tuple[dict[str, Any], int]:
+    try:
+        wait = min(float(request.args.get("wait", "0")),
+                   float(current_app.config["AGENT_POLL_WAIT_S"]))
+    except ValueError:
+        raise InvalidInput("wait", "must be a number of seconds") from None
+    deadline = time.monotonic() + max(wait, 0.0)
+    while True:
+        task = runs.next_task(db.ctx(), auth.agent())
+        db.commit()
+        if task is not None:
+            return {"task": task}, 200
+        if time.monotonic() >= deadline:
+            return {"task": None}, 200
+        time.sleep(0.1)
+
+
+@bp.post("/datasets/<dataset_id>/schema")
+@auth.agent_only
+def schema_verdict(dataset_id: str) -> dict[str, Any]:
+    agent = auth.agent()
+    ds = db.session().get(Dataset, dataset_id)
+    if ds is None or ds.provider_id not in agent_provider_ids(agent):
+        raise NotFound("no such dataset")
+    data = v.parse(auth.body(), SCHEMA_SPEC)
+    catalog.record_schema_check(db.ctx(), f"agent:{agent.id}", ds, data["ok"], data["rows"],
+                                data["error"])
+    db.commit()
+    return {"status": ds.status}
+
+
+@bp.post("/jobs/<job_id>/started")
+@auth.agent_only
+def started(job_id: str) -> dict[str, Any]:
+    job = runs.mark_started(db.ctx(), auth.agent(), job_id)
+    db.commit()
+    return {"state": job.state}
+
+
+@bp.post("/jobs/<job_id>/result")
+@auth.agent_only
+def result(job_id: str) -> dict[str, Any]:
+    job = runs.finish(db.ctx(), auth.agent(), job_id, auth.body())
+    db.commit()
+    return {"state": job.state, "ledger_index": job.ledger_index}

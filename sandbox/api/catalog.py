@@ -1,0 +1,49 @@
+"""The catalog. No endpoint here, or anywhere, returns raw rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from authz import catalog
+from authz.models import Dataset
+from sandbox import auth, db
+from sandbox.waiting import wait_until
+
+bp = Blueprint("catalog", __name__, url_prefix="/api/v1/datasets")
+
+
+@bp.post("")
+@auth.roles("provider")
+def register() -> tuple[dict[str, Any], int]:
+    provider = auth.party()
+    ds = catalog.register(db.ctx(), provider, auth.body())
+    db.commit()
+    # The provider's agent checks the file against the declared schema. Wait briefly for
+    # its verdict so a mismatch is reported to the caller as a 4xx; the rejected dataset
+    # stays on record, inert, and the agent's verdict is on the ledger.
+    timeout = float(current_app.config["SCHEMA_CHECK_WAIT_S"])
+    ds = wait_until(lambda s: s.get(Dataset, ds.id), lambda d: d.status != "checking",
+                    timeout)
+    body = catalog.to_json(ds, provider)
+    if ds.status == "rejected":
+        reason = ds.status_reason or {}
+        return {"error": "invalid_input", "field": reason.get("field", "location"),
+                "rule": reason.get("rule", "schema check failed"),
+                "message": "the provider's agent rejected the dataset file", "dataset": body}, 422
+    return body, (201 if ds.status == "active" else 202)
+
+
+@bp.get("")
+@auth.roles("provider", "requester", "regulator", "admin")
+def list_datasets() -> dict[str, Any]:
+    p = auth.party()
+    return {"datasets": [catalog.to_json(d, p) for d in catalog.list_visible(db.ctx(), p)]}
+
+
+@bp.get("/<dataset_id>")
+@auth.roles("provider", "requester", "regulator", "admin")
+def get_dataset(dataset_id: str) -> dict[str, Any]:
+    p = auth.party()
+    return catalog.to_json(catalog.get_visible(db.ctx(), p, dataset_id), p)

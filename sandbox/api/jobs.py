@@ -1,0 +1,55 @@
+"""Jobs: submit, inspect, cancel, fetch released outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+
+from authz import jobs
+from sandbox import auth, db
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
+
+
+@bp.post("")
+@auth.roles("requester")
+def submit() -> tuple[dict[str, Any], int]:
+    p = auth.party()
+    job = jobs.submit(db.ctx(), p, auth.body())
+    db.commit()
+    return jobs.to_json(job, p), 201
+
+
+@bp.get("")
+@auth.roles("requester", "provider")
+def list_jobs() -> dict[str, Any]:
+    p = auth.party()
+    return {"jobs": [jobs.to_json(j, p) for j in jobs.list_visible(db.ctx(), p)]}
+
+
+@bp.get("/<job_id>")
+@auth.roles("requester", "provider")
+def get_job(job_id: str) -> dict[str, Any]:
+    p = auth.party()
+    return jobs.to_json(jobs.get_visible(db.ctx(), p, job_id), p)
+
+
+@bp.post("/<job_id>/cancel")
+@auth.roles("requester")
+def cancel(job_id: str) -> dict[str, Any]:
+    p = auth.party()
+    job = jobs.cancel(db.ctx(), p, job_id)
+    db.commit()
+    return jobs.to_json(job, p)
+
+
+@bp.get("/<job_id>/outputs/<name>")
+@auth.roles("requester")
+def output(job_id: str, name: str) -> Response:
+    content = jobs.released_output(db.ctx(), auth.party(), job_id, name)
+    mimetype = "application/json" if name.endswith(".json") else "text/csv"
+    # Served as an attachment so a browser never renders job-produced content inline.
+    return Response(content, mimetype=mimetype,
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "X-Content-Type-Options": "nosniff"})

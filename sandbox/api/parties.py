@@ -1,0 +1,50 @@
+"""Parties and agents. The operator (admin) creates them; tokens are shown once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from authz import parties
+from authz import validate as v
+from sandbox import auth, db
+
+bp = Blueprint("parties", __name__, url_prefix="/api/v1")
+
+PARTY_SPEC = [
+    v.Field("name", v.text(200)),
+    v.Field("role", v.choice(*parties.ROLES)),
+    v.Field("code", v.text(64, pattern=v.CODE_RX), required=False),
+]
+AGENT_SPEC = [
+    v.Field("name", v.text(200)),
+    v.Field("providers", v.list_of(v.text(40), 1, 100, unique=True)),
+    v.Field("public_key", v.text(64, pattern=r"[0-9a-f]{64}"), required=False),
+]
+
+
+@bp.post("/parties")
+@auth.roles("admin")
+def create_party() -> tuple[dict[str, Any], int]:
+    data = v.parse(auth.body(), PARTY_SPEC)
+    issued = parties.create_party(db.ctx(), auth.party().id, data["name"], data["role"],
+                                  data["code"])
+    db.commit()
+    return {"id": issued.id, "token": issued.token, "role": data["role"]}, 201
+
+
+@bp.post("/agents")
+@auth.roles("admin")
+def create_agent() -> tuple[dict[str, Any], int]:
+    data = v.parse(auth.body(), AGENT_SPEC)
+    issued = parties.create_agent(db.ctx(), auth.party().id, data["name"], data["providers"],
+                                  data["public_key"])
+    db.commit()
+    return {"id": issued.id, "token": issued.token}, 201
+
+
+@bp.get("/me")
+def me() -> dict[str, Any]:
+    p = auth.party()
+    return {"id": p.id, "name": p.name, "role": p.role, "code": p.code}

@@ -1,0 +1,238 @@
+"""The ``sandbox`` command: server administration, and every party's API calls over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from sandbox.client import ApiError, Client
+
+
+def _print(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+@click.group()
+@click.option("--url", envvar="SANDBOX_URL", default="http://127.0.0.1:8080", show_default=True)
+@click.option("--token", envvar="SANDBOX_TOKEN", default=None, help="API token (or SANDBOX_TOKEN)")
+@click.pass_context
+def main(ctx: click.Context, url: str, token: str | None) -> None:
+    ctx.obj = {"url": url, "token": token}
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client(ctx.obj["url"], ctx.obj["token"])
+
+
+def _call(fn: Any, *args: Any) -> None:
+    try:
+        _print(fn(*args))
+    except ApiError as e:
+        _print(e.body)
+        sys.exit(1)
+
+
+# --- server administration (local, on the controller host) ---------------------------
+
+@main.command("init-db")
+def init_db() -> None:
+    """Create or upgrade the database schema (Alembic)."""
+    from sandbox import create_app
+    from sandbox.migrate import upgrade
+
+    app = create_app({"START_CHECKPOINTER": False})
+    upgrade(app.config["DATABASE_URL"])
+    click.echo(f"database at {app.config['DATABASE_URL']} is at the latest schema")
+
+
+@main.command("create-admin")
+@click.argument("name")
+def create_admin(name: str) -> None:
+    """Create an operator (admin) party; its token is printed once and never stored."""
+    from sandbox import create_app
+    from sandbox.bootstrap import create_first_admin
+
+    app = create_app({"START_CHECKPOINTER": False})
+    issued = create_first_admin(app, name)
+    _print({"id": issued.id, "token": issued.token})
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True)
+def serve(host: str, port: int) -> None:
+    """Run the controller (threaded WSGI server) with its checkpoint signer."""
+    from werkzeug.serving import run_simple
+
+    from sandbox import create_app
+
+    run_simple(host, port, create_app(), threaded=True)
+
+
+@main.command("agent")
+@click.option("--data-root", "data_roots", multiple=True, required=True, type=click.Path())
+@click.option("--work-root", required=True, type=click.Path())
+def agent(data_roots: tuple[str, ...], work_root: str) -> None:
+    """Run a provider-side agent against the controller at --url with the agent's --token."""
+    from containers.agent import Agent, AgentConfig
+    from containers.engine import docker_client
+    from containers.executor import DockerExecutor
+    from containers.image import ensure_runner_image
+
+    ctx = click.get_current_context().find_root()
+    client = docker_client()
+    image = ensure_runner_image(client)
+    cfg = AgentConfig(controller_url=ctx.obj["url"], token=ctx.obj["token"] or "",
+                      data_roots=[Path(p) for p in data_roots], work_root=Path(work_root),
+                      image=image.tag)
+    Agent(cfg, DockerExecutor(client)).serve(threading.Event())
+
+
+# --- API calls -----------------------------------------------------------------------
+
+@main.command("me")
+@click.pass_context
+def me(ctx: click.Context) -> None:
+    _call(_client(ctx).get, "/me")
+
+
+@main.command("party-create")
+@click.option("--name", required=True)
+@click.option("--role", required=True)
+@click.option("--code")
+@click.pass_context
+def party_create(ctx: click.Context, name: str, role: str, code: str | None) -> None:
+    body = {"name": name, "role": role, **({"code": code} if code else {})}
+    _call(_client(ctx).post, "/parties", body)
+
+
+@main.command("agent-create")
+@click.option("--name", required=True)
+@click.option("--provider", "providers", multiple=True, required=True)
+@click.pass_context
+def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...]) -> None:
+    _call(_client(ctx).post, "/agents", {"name": name, "providers": list(providers)})
+
+
+@main.command("dataset-register")
+@click.argument("metadata", type=click.File())
+@click.pass_context
+def dataset_register(ctx: click.Context, metadata: Any) -> None:
+    """Register a dataset from a JSON file of catalog metadata."""
+    _call(_client(ctx).post, "/datasets", json.load(metadata))
+
+
+@main.command("datasets")
+@click.pass_context
+def datasets(ctx: click.Context) -> None:
+    _call(_client(ctx).get, "/datasets")
+
+
+@main.command("request-create")
+@click.argument("request", type=click.File())
+@click.pass_context
+def request_create(ctx: click.Context, request: Any) -> None:
+    _call(_client(ctx).post, "/requests", json.load(request))
+
+
+@main.command("requests")
+@click.pass_context
+def requests_(ctx: click.Context) -> None:
+    _call(_client(ctx).get, "/requests")
+
+
+@main.command("approve")
+@click.argument("request_id")
+@click.argument("dataset_id")
+@click.option("--days", default=30, show_default=True)
+@click.option("--max-runs", default=10, show_default=True)
+@click.option("--min-cell-count", default=10, show_default=True)
+@click.option("--column", "columns", multiple=True, help="narrow to these columns")
+@click.option("--risk-assessment", required=True)
+@click.pass_context
+def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max_runs: int,
+            min_cell_count: int, columns: tuple[str, ...], risk_assessment: str) -> None:
+    body: dict[str, Any] = {
+        "expires_at": (datetime.now(UTC) + timedelta(days=days)).isoformat(),
+        "max_runs": max_runs, "min_cell_count": min_cell_count,
+        "risk_assessment": risk_assessment,
+    }
+    if columns:
+        body["columns"] = list(columns)
+    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/approve", body)
+
+
+@main.command("deny")
+@click.argument("request_id")
+@click.argument("dataset_id")
+@click.option("--reason", required=True)
+@click.pass_context
+def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> None:
+    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/deny",
+          {"reason": reason})
+
+
+@main.command("revoke")
+@click.argument("permit_id")
+@click.option("--reason", required=True)
+@click.pass_context
+def revoke(ctx: click.Context, permit_id: str, reason: str) -> None:
+    _call(_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
+
+
+@main.command("submit")
+@click.option("--permit", required=True)
+@click.option("--dataset", "dataset_ids", multiple=True, required=True)
+@click.argument("script", type=click.File())
+@click.pass_context
+def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], script: Any) -> None:
+    _call(_client(ctx).post, "/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
+                                       "script": script.read()})
+
+
+@main.command("job")
+@click.argument("job_id")
+@click.pass_context
+def job(ctx: click.Context, job_id: str) -> None:
+    _call(_client(ctx).get, f"/jobs/{job_id}")
+
+
+@main.command("output")
+@click.argument("job_id")
+@click.argument("name")
+@click.pass_context
+def output(ctx: click.Context, job_id: str, name: str) -> None:
+    try:
+        sys.stdout.buffer.write(_client(ctx).raw(f"/jobs/{job_id}/outputs/{name}"))
+    except ApiError as e:
+        _print(e.body)
+        sys.exit(1)
+
+
+@main.command("usage")
+@click.pass_context
+def usage(ctx: click.Context) -> None:
+    """Provider: who used my data, when, for what, how much."""
+    _call(_client(ctx).get, "/usage")
+
+
+@main.command("checkpoint")
+@click.pass_context
+def checkpoint(ctx: click.Context) -> None:
+    """Regulator: the log's latest signed checkpoint."""
+    try:
+        click.echo(_client(ctx).text("/ledger/checkpoint"), nl=False)
+    except ApiError as e:
+        _print(e.body)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name=os.path.basename(sys.argv[0]))

@@ -1,0 +1,45 @@
+"""A thin HTTP client for the controller's API, used by the CLI, the demo and the SDK."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body
+        super().__init__(f"HTTP {status}: {body}")
+
+
+class Client:
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.http = requests.Session()
+        if token:
+            self.http.headers["Authorization"] = f"Bearer {token}"
+        self.timeout_s = timeout_s
+
+    def _do(self, method: str, path: str, **kw: Any) -> requests.Response:
+        r = self.http.request(method, f"{self.url}/api/v1{path}", timeout=self.timeout_s, **kw)
+        if r.status_code >= 400:
+            try:
+                body: Any = r.json()
+            except ValueError:
+                body = r.text
+            raise ApiError(r.status_code, body)
+        return r
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._do("GET", path, params=params).json()
+
+    def post(self, path: str, body: Any | None = None) -> Any:
+        return self._do("POST", path, json=body if body is not None else {}).json()
+
+    def text(self, path: str, **params: Any) -> str:
+        return self._do("GET", path, params=params).text
+
+    def raw(self, path: str) -> bytes:
+        return self._do("GET", path).content

@@ -1,0 +1,52 @@
+"""The embedded default: controller and local agents in one process, talking over HTTP.
+
+The agent is given only the controller's URL and its own token, exactly as a separate
+process on a provider's host would be, so nothing here bypasses the API.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from containers.agent import Agent, AgentConfig
+from containers.engine import docker_client
+from containers.executor import DockerExecutor, Limits
+
+
+class EmbeddedStack:
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.app = app
+        self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+
+    def start(self) -> EmbeddedStack:
+        t = threading.Thread(target=self.server.serve_forever, name="controller", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def start_agent(self, token: str, data_roots: list[Path], work_root: Path, image: str,
+                    limits: Limits | None = None, poll_wait_s: float = 1.0) -> Agent:
+        executor = DockerExecutor(docker_client())
+        agent = Agent(AgentConfig(controller_url=self.url, token=token, data_roots=data_roots,
+                                  work_root=work_root, image=image,
+                                  limits=limits or Limits(), poll_wait_s=poll_wait_s),
+                      executor)
+        t = threading.Thread(target=agent.serve, args=(self._stop,), name="agent", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return agent
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        for t in self._threads:
+            t.join(timeout=30)
+        self.app.extensions["sandbox"]["checkpointer"].stop()
+        self.app.extensions["sandbox"]["engine"].dispose()

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Actor
+
+
+def test_missing_token_is_401(client: Any) -> None:
+    r = client.get("/api/v1/datasets")
+    assert r.status_code == 401
+    assert r.json["error"] == "unauthenticated"
+
+
+@pytest.mark.parametrize("header", ["Bearer nonsense", "Bearer pty_0000.wrong", "Basic abc",
+                                    "Bearer " + "x" * 300])
+def test_bad_tokens_are_401(client: Any, admin: Actor, header: str) -> None:
+    r = client.get("/api/v1/me", headers={"Authorization": header})
+    assert r.status_code == 401
+
+
+def test_wrong_secret_for_real_id_is_401(admin: Actor) -> None:
+    forged = Actor(admin.client, admin.id, admin.id + ".not-the-secret", "admin")
+    assert forged.get("/me").status_code == 401
+
+
+def test_token_is_stored_only_as_hash(app: Any, admin: Actor) -> None:
+    from authz.models import Party
+
+    with app.extensions["sandbox"]["sessions"]() as s:
+        row = s.get(Party, admin.id)
+        assert row is not None
+        secret = admin.token.split(".", 1)[1]
+        assert secret not in row.token_hash and len(row.token_hash) == 64
+
+
+def test_role_is_enforced(make_party: Any) -> None:
+    requester = make_party("requester")
+    r = requester.post("/parties", {"name": "x", "role": "admin"})
+    assert r.status_code == 403
+    assert r.json["error"] == "forbidden"
+
+
+def test_agent_token_cannot_use_party_api(make_party: Any, make_agent: Any) -> None:
+    agent = make_agent(make_party("provider"))
+    assert agent.get("/datasets").status_code == 403
+    assert agent.get("/agent/tasks/next").status_code == 200
+
+
+def test_party_token_cannot_use_agent_api(make_party: Any) -> None:
+    provider = make_party("provider")
+    assert provider.get("/agent/tasks/next").status_code == 403
+
+
+def test_provider_needs_code(admin: Actor) -> None:
+    r = admin.post("/parties", {"name": "Hospital", "role": "provider"})
+    assert r.status_code == 400
+    assert r.json["field"] == "code"

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from authz.jobs import MAX_SCRIPT_BYTES
+from authz.models import Permit
+from tests.api.helpers import SCRIPT, permit_for, register, request_access
+from tests.conftest import Actor
+
+
+def submit(requester: Actor, permit_id: str, ds_id: str, script: str = SCRIPT) -> Any:
+    return requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds_id],
+                                    "script": script})
+
+
+def setup(make_party: Any, make_agent: Any, **approve: Any
+          ) -> tuple[Actor, Actor, Actor, dict[str, Any], str]:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    ds, permit_id = permit_for(requester, provider, agent, **approve)
+    return provider, requester, agent, ds, permit_id
+
+
+def test_submit_dispatch_finish(app: Any, make_party: Any, make_agent: Any) -> None:
+    provider, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    r = submit(requester, permit_id, ds["id"])
+    assert r.status_code == 201 and r.json["state"] == "queued"
+    job_id = r.json["id"]
+    task = agent.get("/agent/tasks/next").json["task"]
+    assert task["type"] == "run" and task["job_id"] == job_id
+    assert base64.b64decode(task["script_b64"]).decode() == SCRIPT
+    assert [f["name"] for f in task["datasets"][0]["fields"]] == ["age", "sex", "diagnosis",
+                                                                  "cost"]
+    assert task["min_cell_count"] == 10
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 1
+    assert agent.post(f"/agent/jobs/{job_id}/started").json["state"] == "running"
+    content = b"age_band,n\n0-17,12\n"
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "released", "exit_code": 0, "rows_read": 500, "bytes_read": 9000,
+        "input_sha256": "a" * 64, "runner_image": "data-sandbox-runner:test", "log": "",
+        "outputs": [{"name": "table.csv", "sha256": hashlib.sha256(content).hexdigest(),
+                     "bytes": len(content), "decision": "released", "reasons": [],
+                     "content_b64": base64.b64encode(content).decode()}]})
+    assert r.status_code == 200, r.json
+    job = requester.get(f"/jobs/{job_id}").json
+    assert job["state"] == "released" and job["rows_read"] == 500
+    assert requester.get(f"/jobs/{job_id}/outputs/table.csv").data == content
+    # The provider sees the use of its data but never the result.
+    assert provider.get(f"/jobs/{job_id}").json["state"] == "released"
+    assert provider.get(f"/jobs/{job_id}/outputs/table.csv").status_code == 403
+    usage = provider.get("/usage").json["usage"]
+    assert usage[0]["requester_id"] == requester.id and usage[0]["rows_read"] == 500
+
+
+def test_blocked_output_content_is_refused(make_party: Any, make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    agent.get("/agent/tasks/next")
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "blocked", "rows_read": 1, "bytes_read": 1, "input_sha256": "b" * 64,
+        "runner_image": "img", "outputs": [{"name": "raw.csv", "sha256": "c" * 64,
+                                            "bytes": 3, "decision": "blocked",
+                                            "content_b64": "YWJj"}]})
+    assert r.status_code == 400 and r.json["field"] == "outputs[0].content_b64"
+    assert requester.get(f"/jobs/{job_id}").json["state"] == "dispatched"
+
+
+def test_released_content_must_match_hash(make_party: Any, make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    agent.get("/agent/tasks/next")
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "released", "rows_read": 1, "bytes_read": 1, "input_sha256": "b" * 64,
+        "runner_image": "img", "outputs": [{"name": "t.csv", "sha256": "c" * 64, "bytes": 3,
+                                            "decision": "released", "content_b64": "YWJj"}]})
+    assert r.status_code == 400 and r.json["field"] == "outputs[0].sha256"
+
+
+def test_oversized_script(make_party: Any, make_agent: Any) -> None:
+    _, requester, _, ds, permit_id = setup(make_party, make_agent)
+    r = submit(requester, permit_id, ds["id"], "#" * (MAX_SCRIPT_BYTES + 1))
+    assert r.status_code == 400 and r.json["field"] == "script"
+
+
+def test_runs_are_capped_at_submission_and_dispatch(make_party: Any, make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent, max_runs=2)
+    assert submit(requester, permit_id, ds["id"]).status_code == 201
+    assert submit(requester, permit_id, ds["id"]).status_code == 201
+    r = submit(requester, permit_id, ds["id"])
+    assert r.status_code == 409 and r.json["error"] == "policy_violation"
+    assert agent.get("/agent/tasks/next").json["task"] is not None
+    assert agent.get("/agent/tasks/next").json["task"] is not None
+    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 2
+
+
+def test_revocation_cancels_queued_jobs(make_party: Any, make_agent: Any) -> None:
+    provider, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    r = provider.post(f"/permits/{permit_id}/revoke", {"reason": "purpose changed"})
+    assert r.status_code == 200 and r.json["status"] == "revoked"
+    assert requester.get(f"/jobs/{job_id}").json["state"] == "cancelled"
+    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert submit(requester, permit_id, ds["id"]).status_code == 409
+
+
+def test_expiry_is_rechecked_at_dispatch(app: Any, make_party: Any, make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    with app.extensions["sandbox"]["sessions"]() as s:
+        permit = s.get(Permit, permit_id)
+        assert permit is not None
+        permit.expires_at = datetime.now(UTC) - timedelta(seconds=1)
+        s.commit()
+    assert agent.get("/agent/tasks/next").json["task"] is None
+    job = requester.get(f"/jobs/{job_id}").json
+    assert job["state"] == "blocked" and "expired" in job["reason"]
+
+
+def test_jobs_must_stay_in_one_domain(make_party: Any, make_agent: Any) -> None:
+    a, b = make_party("provider"), make_party("provider")
+    agent = make_agent(a, b)
+    ds_a, ds_b = register(a, agent), register(b, agent)
+    requester = make_party("requester")
+    req = request_access(requester, ds_a, ds_b)
+    from tests.api.helpers import approval
+
+    a.post(f"/requests/{req['id']}/items/{ds_a['id']}/approve", approval())
+    permit_id = b.post(f"/requests/{req['id']}/items/{ds_b['id']}/approve",
+                       approval()).json["permit_id"]
+    r = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds_a["id"], ds_b["id"]],
+                                 "script": SCRIPT})
+    assert r.status_code == 400 and r.json["field"] == "dataset_ids"
+
+
+def test_agent_only_gets_tasks_of_its_providers(make_party: Any, make_agent: Any) -> None:
+    _, requester, _, ds, permit_id = setup(make_party, make_agent)
+    submit(requester, permit_id, ds["id"])
+    stranger = make_agent(make_party("provider"))
+    assert stranger.get("/agent/tasks/next").json["task"] is None
+
+
+def test_cancel_by_requester(make_party: Any, make_agent: Any) -> None:
+    _, requester, _, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    assert requester.post(f"/jobs/{job_id}/cancel").json["state"] == "cancelled"
+    assert requester.post(f"/jobs/{job_id}/cancel").status_code == 409

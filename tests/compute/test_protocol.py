@@ -1,0 +1,174 @@
+"""Keys, signatures and the guards: nothing secret ships, nothing mismatched combines."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import tempfile
+from typing import Any
+
+import pandas as pd
+import pytest
+import tenseal as ts
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from authz.errors import Conflict, InvalidInput
+from compute.backend import TensealCKKSBackend, fingerprint
+from compute.errors import (
+    BadSignature,
+    KeyMismatch,
+    LayoutMismatch,
+    MagnitudeOverflow,
+    TooFewProviders,
+)
+from compute.layout import build_layout
+from compute.local_aggregate import local_aggregate
+from compute.protocol import (
+    RequesterKeys,
+    _signed_body,
+    combine,
+    decrypt_aggregate,
+    provider_submit,
+)
+from compute.spec import JointSpec, parse_spec
+from tests.compute.conftest import SCHEMA
+
+SPEC = {"columns": ["age", "cost"], "statistics": ["count", "mean", "variance"],
+        "shift": {"cost": 8000.0}}
+AGENTS = {f"h{i}": Ed25519PrivateKey.generate() for i in range(4)}
+PUBS = {p: k.public_key() for p, k in AGENTS.items()}
+
+
+@pytest.fixture(scope="module")
+def spec() -> JointSpec:
+    return parse_spec(SPEC, SCHEMA)
+
+
+def submit(spec: JointSpec, keys: RequesterKeys, frame: pd.DataFrame, pid: str,
+           **kw: Any) -> dict[str, Any]:
+    agg = local_aggregate(spec.to_json(), frame)
+    sub, _ = provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id="j1",
+                             provider_id=pid, signing_key=AGENTS[pid], **kw)
+    return sub
+
+
+@pytest.fixture(scope="module")
+def subs(spec: JointSpec, keys: RequesterKeys,
+         hospitals: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    return [submit(spec, keys, f, f"h{i}") for i, f in enumerate(hospitals.values())]
+
+
+def test_public_context_ships_no_secret(keys: RequesterKeys) -> None:
+    public = ts.context_from(keys.public_bytes)
+    assert not public.has_secret_key() and not public.is_private()
+    assert not public.has_galois_keys() and not public.has_relin_keys()
+    vec = ts.ckks_vector(public, [1.0, 2.0])
+    with pytest.raises(ValueError, match="secret"):
+        vec.decrypt()
+    assert keys.fingerprint == fingerprint(keys.public_bytes)
+
+
+def test_secret_key_bytes_absent_from_public_context(keys: RequesterKeys) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = f"{d}/sk"
+        keys.secret.secret_key().data.save(path)
+        with open(path, "rb") as fh:
+            sk = fh.read()
+    assert len(sk) > 1000
+    window = sk[len(sk) // 2: len(sk) // 2 + 64]  # key material, past any header
+    # The window is findable where the key IS shipped, so its absence below means something.
+    assert window in keys.secret.serialize(save_secret_key=True)
+    assert window not in keys.public_bytes
+
+
+def test_roundtrip_and_check_slot(spec: JointSpec, keys: RequesterKeys,
+                                  subs: list[dict[str, Any]]) -> None:
+    agg = combine(subs, keys.public_bytes, keys.fingerprint, PUBS)
+    sums = decrypt_aggregate(agg, keys, spec)
+    assert sums.n_providers == 3 and agg["providers"] == ["h0", "h1", "h2"]
+    assert set(agg["submission_sha256"]) == {"h0", "h1", "h2"}
+    assert len(agg["aggregate_sha256"]) == 64
+
+
+def test_too_few_providers(keys: RequesterKeys, subs: list[dict[str, Any]]) -> None:
+    with pytest.raises(TooFewProviders):
+        combine(subs[:2], keys.public_bytes, keys.fingerprint, PUBS)
+
+
+def test_wrong_fingerprint_and_foreign_key(spec: JointSpec, keys: RequesterKeys,
+                                           other_keys: RequesterKeys,
+                                           subs: list[dict[str, Any]],
+                                           hospitals: dict[str, pd.DataFrame]) -> None:
+    with pytest.raises(KeyMismatch):
+        combine(subs, other_keys.public_bytes, keys.fingerprint, PUBS)
+    # A provider encrypts under another key but lies about the fingerprint: TenSEAL cannot
+    # tell, the check slot can.
+    frame = next(iter(hospitals.values()))
+    foreign = submit(spec, other_keys, frame, "h3")
+    foreign["context_fingerprint"] = keys.fingerprint
+    foreign["signature"] = base64.b64encode(AGENTS["h3"].sign(_signed_body(foreign))).decode()
+    agg = combine([*subs, foreign], keys.public_bytes, keys.fingerprint, PUBS)
+    with pytest.raises(KeyMismatch, match="check slot"):
+        decrypt_aggregate(agg, keys, spec)
+    with pytest.raises(KeyMismatch):
+        decrypt_aggregate(combine(subs, keys.public_bytes, keys.fingerprint, PUBS), other_keys,
+                          spec)
+
+
+def test_signature_and_tampering(keys: RequesterKeys, subs: list[dict[str, Any]]) -> None:
+    forged = copy.deepcopy(subs)
+    forged[1]["provider_id"] = "h0"
+    with pytest.raises(BadSignature):
+        combine(forged, keys.public_bytes, keys.fingerprint, PUBS)
+    swapped = copy.deepcopy(subs)
+    swapped[0]["count_ciphertexts"] = swapped[1]["count_ciphertexts"]
+    with pytest.raises(BadSignature, match="hashes"):
+        combine(swapped, keys.public_bytes, keys.fingerprint, PUBS)
+    with pytest.raises(BadSignature, match="no registered"):
+        combine(subs, keys.public_bytes, keys.fingerprint, {"h0": PUBS["h0"]})
+    with pytest.raises(Conflict):
+        combine([*subs, subs[0]], keys.public_bytes, keys.fingerprint, PUBS)
+
+
+def test_layout_mismatch(spec: JointSpec, keys: RequesterKeys, subs: list[dict[str, Any]],
+                         hospitals: dict[str, pd.DataFrame]) -> None:
+    other = parse_spec({**SPEC, "statistics": ["count", "mean"]}, SCHEMA)
+    odd = submit(other, keys, next(iter(hospitals.values())), "h3")
+    with pytest.raises(LayoutMismatch):
+        combine([*subs, odd], keys.public_bytes, keys.fingerprint, PUBS)
+    old = copy.deepcopy(subs)
+    old[0]["layout_version"] = 0
+    with pytest.raises(LayoutMismatch):
+        combine(old, keys.public_bytes, keys.fingerprint, PUBS)
+    agg = combine(subs, keys.public_bytes, keys.fingerprint, PUBS)
+    with pytest.raises(LayoutMismatch):
+        decrypt_aggregate(agg, keys, other)
+    with pytest.raises(LayoutMismatch):
+        combine(subs, keys.public_bytes, keys.fingerprint, PUBS,
+                expected_layout_digest=build_layout(other).digest)
+
+
+def test_magnitude_overflow(spec: JointSpec, keys: RequesterKeys) -> None:
+    frame = pd.DataFrame({"age": [1, 2, 3] * 5, "cost": [1e300, 2.0, 3.0] * 5})
+    with pytest.raises(MagnitudeOverflow) as err:
+        submit(spec, keys, frame, "h0", min_cell_count=1)
+    assert err.value.http_status == 400 and err.value.field.startswith("col.cost.s")
+    agg = local_aggregate(spec.to_json(), frame.iloc[:3])
+    agg["counts"]["rows"] = [2**31]
+    with pytest.raises(MagnitudeOverflow):
+        provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id="j",
+                        provider_id="h0", signing_key=AGENTS["h0"], min_cell_count=1)
+    with pytest.raises(KeyMismatch):
+        provider_submit(spec, agg, keys.public_bytes, "0" * 64, job_id="j",
+                        provider_id="h0", signing_key=AGENTS["h0"])
+    with pytest.raises(InvalidInput):
+        provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id="j",
+                        provider_id="h0", signing_key=AGENTS["h0"], min_cell_count=0)
+
+
+def test_backend_rejects_secret_as_public(keys: RequesterKeys) -> None:
+    be = TensealCKKSBackend()
+    with pytest.raises(KeyMismatch):
+        be.load_public(keys.secret.serialize(save_secret_key=True))
+    with pytest.raises(KeyMismatch):
+        be.load_public(b"not a context")

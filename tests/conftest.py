@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from ledger.db import make_engine
+from sandbox import create_app
+from sandbox.bootstrap import create_first_admin
+from sandbox.migrate import upgrade
+from tests import pgcluster
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """URL of a throwaway PostgreSQL cluster shared by the session's postgres tests."""
+    if not pgcluster.available():
+        pytest.fail("PostgreSQL 15 binaries not found; run `make setup`")
+    with pgcluster.cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test: migrations run once per session."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_url: str) -> str:
+    """A migrated PostgreSQL database used as CREATE DATABASE … TEMPLATE for each test."""
+    engine = make_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text("CREATE DATABASE sandbox_template"))
+    engine.dispose()
+    upgrade(pg_url.replace("/sandbox?", "/sandbox_template?"))
+    return "sandbox_template"
+
+
+def _fresh_pg(pg_url: str, template: str) -> str:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    engine = make_engine(pg_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    engine.dispose()
+    return pg_url.replace("/sandbox?", f"/{name}?")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("sqlite_template")
+        db = tmp_path / "sandbox.db"
+        shutil.copy(template, db)
+        return f"sqlite:///{db}"
+    return _fresh_pg(request.getfixturevalue("pg_url"), request.getfixturevalue("pg_template"))
+
+
+@pytest.fixture
+def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
+    app = create_app({
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "LOG_KEY_FILE": str(tmp_path / "log.key"),
+        "START_CHECKPOINTER": False,
+        "SCHEMA_CHECK_WAIT_S": 0.0,
+        "AGENT_POLL_WAIT_S": 0.0,
+    })
+    yield app
+    app.extensions["sandbox"]["engine"].dispose()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+class Actor:
+    """A party (or agent) calling the API through the test client with its own token."""
+
+    def __init__(self, client: FlaskClient, id: str, token: str, role: str) -> None:
+        self.client, self.id, self.token, self.role = client, id, token, role
+
+    def _h(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kw: Any) -> Any:
+        return self.client.get(f"/api/v1{path}", headers=self._h(), **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Any:
+        return self.client.post(f"/api/v1{path}", headers=self._h(),
+                                json=body if body is not None else {}, **kw)
+
+
+@pytest.fixture
+def admin(app: Flask, client: FlaskClient) -> Actor:
+    issued = create_first_admin(app, "operator")
+    return Actor(client, issued.id, issued.token, "admin")
+
+
+@pytest.fixture
+def make_party(admin: Actor) -> Any:
+    def make(role: str, name: str | None = None, code: str | None = None) -> Actor:
+        body: dict[str, Any] = {"name": name or f"{role}-{uuid.uuid4().hex[:6]}", "role": role}
+        if role == "provider":
+            body["code"] = code or f"P{uuid.uuid4().hex[:8]}"
+        r = admin.post("/parties", body)
+        assert r.status_code == 201, r.json
+        return Actor(admin.client, r.json["id"], r.json["token"], role)
+
+    return make
+
+
+@pytest.fixture
+def make_agent(admin: Actor) -> Any:
+    def make(*providers: Actor) -> Actor:
+        r = admin.post("/agents", {"name": "agent", "providers": [p.id for p in providers]})
+        assert r.status_code == 201, r.json
+        return Actor(admin.client, r.json["id"], r.json["token"], "agent")
+
+    return make

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import base64
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.checkpoint import (
+    Checkpoint,
+    CheckpointSigner,
+    generate_key_file,
+    parse_checkpoint_body,
+    verify_checkpoint,
+)
+from ledger.checkpointer import Checkpointer, checkpoint_history
+from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
+from ledger.errors import KeyConfigError, MalformedNoteError, VerificationError
+from ledger.log import TransparencyLog
+from ledger.note import (
+    ALG_COSIGNATURE_V1,
+    generate_signer,
+    key_id,
+    parse_skey,
+    parse_vkey,
+    sign_note,
+    verify_note,
+)
+from tests.ledger.conftest import ORIGIN, fill
+
+ROOT = bytes(range(32))
+
+
+def test_key_formats_roundtrip(tmp_path: Path) -> None:
+    s = generate_signer("example.com/log")
+    v = parse_vkey(s.verifier.vkey())
+    assert v == s.verifier
+    assert parse_skey(s.skey()) == s
+    assert v.key_id == key_id("example.com/log", 1, v.public_key)
+    name, hexid, blob = v.vkey().split("+")
+    assert base64.b64decode(blob)[0] == 1 and len(hexid) == 8
+    path = tmp_path / "log.key"
+    vkey = generate_key_file(path, ORIGIN)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert CheckpointSigner.from_file(path).vkey() == vkey
+    assert CheckpointSigner.from_env({"SANDBOX_LOG_KEY_FILE": str(path)}).vkey() == vkey
+    assert CheckpointSigner.from_env({"SANDBOX_LOG_KEY": path.read_text()}).vkey() == vkey
+    with pytest.raises(KeyConfigError):
+        generate_key_file(path, ORIGIN)  # never overwrites
+    with pytest.raises(KeyConfigError):
+        CheckpointSigner.from_env({})
+    for bad in ["", "a+b", "name+00000000+AAAA", v.vkey().replace("+", "+f", 1),
+                "name with space+00+AA=="]:
+        with pytest.raises(KeyConfigError):
+            parse_vkey(bad)
+
+
+def test_known_answer_key_id_and_signature() -> None:
+    """Seed 0x00..1f: deterministic Ed25519 (RFC 8032) makes the note byte-stable."""
+    s = parse_skey(generate_signer("x").skey())  # shape check
+    seed = bytes(range(32))
+    blob = base64.b64encode(b"\x01" + seed).decode()
+    from ledger.note import NoteSigner
+
+    signer = NoteSigner("example.com/log", 1, seed)
+    assert parse_skey(f"PRIVATE+KEY+example.com/log+{signer.verifier.key_id.hex()}+{blob}") \
+        == signer
+    note1 = sign_note("example.com/log\n1\n" + base64.b64encode(ROOT).decode() + "\n", signer)
+    note2 = sign_note("example.com/log\n1\n" + base64.b64encode(ROOT).decode() + "\n", signer)
+    assert note1 == note2 and s.name == "x"
+
+
+def test_checkpoint_sign_verify_and_tamper(signer: CheckpointSigner) -> None:
+    cp = Checkpoint(ORIGIN, 42, ROOT)
+    note = signer.sign(cp)
+    lines = note.split("\n")
+    assert lines[:3] == [ORIGIN, "42", base64.b64encode(ROOT).decode()]
+    assert lines[4].startswith("\u2014 " + ORIGIN + " ")
+    assert verify_checkpoint(note, signer.verifier, ORIGIN) == cp
+    with pytest.raises(VerificationError):
+        verify_checkpoint(note, signer.verifier, "other/origin")
+    with pytest.raises(VerificationError):
+        verify_checkpoint(note.replace("\n42\n", "\n43\n"), signer.verifier)
+    other = CheckpointSigner(generate_signer(ORIGIN))
+    with pytest.raises(VerificationError):
+        verify_checkpoint(note, other.verifier)  # swapped key
+    for bad in ["", "no signature\n", note.replace("\u2014", "-"), note + "garbage\n",
+                note.replace("\n\n", "\n"), "a\n\n\u2014 a !!!\n", "o\n01\nAAAA\n"]:
+        with pytest.raises(VerificationError):
+            verify_checkpoint(bad, signer.verifier)
+    for body in ["o\n1\n", "o\n-1\n" + base64.b64encode(ROOT).decode() + "\n",
+                 "o\n1\nAAAA\n", "o\n1\n" + base64.b64encode(ROOT).decode(),
+                 "\n1\n" + base64.b64encode(ROOT).decode() + "\n"]:
+        with pytest.raises(MalformedNoteError):
+            parse_checkpoint_body(body)
+
+
+def test_cosignature_v1(signer: CheckpointSigner) -> None:
+    w = generate_signer("witness.test/w1", ALG_COSIGNATURE_V1)
+    note = signer.sign(Checkpoint(ORIGIN, 7, ROOT))
+    body, _ = verify_note(note, signer.verifier)
+    line = cosign(body, w, timestamp=1679315147)
+    raw = base64.b64decode(line.split(" ")[2])
+    assert len(raw) == 4 + 8 + 64 and raw[4:12] == (1679315147).to_bytes(8, "big")
+    cosigned = add_signature_lines(note, [line, line])
+    assert cosigned.count("witness.test/w1") == 1
+    assert verified_cosigners(cosigned, [w.verifier]) == {"witness.test/w1"}
+    verify_checkpoint(cosigned, signer.verifier)  # log signature still found
+    stranger = generate_signer("witness.test/w1", ALG_COSIGNATURE_V1)
+    assert verified_cosigners(cosigned, [stranger.verifier]) == set()
+    forged = cosigned.replace(line.strip(), line.strip()[:-8] + "AAAAAAA=")
+    assert verified_cosigners(forged, [w.verifier]) == set()
+    with pytest.raises(MalformedNoteError):
+        cosign(body, generate_signer("not-a-witness"))
+
+
+def test_checkpointer_signs_within_a_second(
+    factory: sessionmaker[Session], tlog: TransparencyLog, signer: CheckpointSigner
+) -> None:
+    cp = Checkpointer(factory, tlog, interval_s=0.05)
+    cp.start()
+    try:
+        fill(factory, tlog, 3)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with factory() as s:
+                latest = tlog.latest_checkpoint(s)
+            if latest and latest[0] == 3:
+                break
+            time.sleep(0.02)
+        assert latest is not None and latest[0] == 3
+        with factory() as s:
+            assert verify_checkpoint(latest[1], signer.verifier).root == tlog.root(s)
+    finally:
+        cp.stop()
+    fill(factory, tlog, 2, start=3)
+    note = cp.sign_now()
+    assert verify_checkpoint(note, signer.verifier).size == 5
+    with factory() as s:
+        assert [size for size, _ in checkpoint_history(s)][:2] == [5, 3]
+    with pytest.raises(KeyConfigError):
+        Checkpointer(factory, TransparencyLog(ORIGIN))
