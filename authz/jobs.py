@@ -123,7 +123,7 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         "exit_code": job.exit_code, "rows_read": job.rows_read, "bytes_read": job.bytes_read,
         "input_sha256": job.input_sha256, "runner_image": job.runner_image,
         "ledger_index": job.ledger_index,
-        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.bytes,
+        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
                      "decision": o.decision, "reasons": o.reasons} for o in job.outputs],
     }
     if party.id == job.requester_id:

@@ -210,7 +210,7 @@ class JobOutput(AuthzBase):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
-    bytes: Mapped[int] = mapped_column(Integer)
+    size: Mapped[int] = mapped_column(Integer)  # bytes
     decision: Mapped[str] = mapped_column(String(20))  # released | blocked
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     # Only released outputs keep content: a blocked output never reaches the controller.

@@ -155,6 +155,7 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
     for i, o in enumerate(data["outputs"]):
         where = f"outputs[{i}]"
         content = o.pop("content_b64")
+        o["size"] = o.pop("bytes")
         if o["decision"] == "blocked":
             if content is not None:
                 raise InvalidInput(f"{where}.content_b64", "a blocked output never leaves "
@@ -168,7 +169,7 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
             raw = base64.b64decode(content, validate=True)
         except ValueError:
             raise InvalidInput(f"{where}.content_b64", "must be base64") from None
-        if hashlib.sha256(raw).hexdigest() != o["sha256"] or len(raw) != o["bytes"]:
+        if hashlib.sha256(raw).hexdigest() != o["sha256"] or len(raw) != o["size"]:
             raise InvalidInput(f"{where}.sha256", "must match the content")
         outputs.append(JobOutput(**o, content=raw))
     if data["state"] == "released" and any(o.decision == "blocked" for o in outputs):
@@ -198,7 +199,7 @@ def _finish(ctx: Ctx, actor: str, job: Job, state: str, reason: str | None) -> N
     job.ledger_index = ctx.record("run.finished", actor, _run_body(ctx, job))
     for o in job.outputs:
         ctx.record(f"output.{o.decision}", actor, {
-            "job_id": job.id, "name": o.name, "sha256": o.sha256, "bytes": o.bytes,
+            "job_id": job.id, "name": o.name, "sha256": o.sha256, "bytes": o.size,
             "reasons": o.reasons,
         })
 
@@ -231,7 +232,7 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
         "runner_image": job.runner_image or "",
         "input_sha256": job.input_sha256,
         "exit_code": job.exit_code,
-        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.bytes,
+        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
                      "decision": o.decision} for o in job.outputs],
         "reasons": [job.reason] if job.reason else [],
     }

@@ -48,7 +48,8 @@ class ControllerClient:
         self.timeout_s = timeout_s
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        r = self.http.request(method, self.url + path, timeout=self.timeout_s, **kw)
+        kw.setdefault("timeout", self.timeout_s)
+        r = self.http.request(method, self.url + path, **kw)
         if r.status_code >= 400:
             raise RuntimeError(f"controller answered {r.status_code} to {path}: {r.text[:500]}")
         data: dict[str, Any] = r.json()
@@ -127,11 +128,13 @@ class Agent:
         single = len(task["datasets"]) == 1
         rows = size = 0
         digests = []
+        rare: set[str] = set()
         for ds in task["datasets"]:
             src = datasets.resolve(ds["location"], self.config.data_roots)
             name = "data.csv" if single else f"{ds['code']}.csv"
             projected = datasets.project(src, ds["format"], [f["name"] for f in ds["fields"]],
-                                         in_dir / name)
+                                         in_dir / name, task["min_cell_count"])
+            rare |= projected.rare_values
             rows += projected.rows
             size += projected.size
             digests.append(projected.sha256)
@@ -145,7 +148,8 @@ class Agent:
         self.controller.started(job_id)
         result = self.executor.wait(job_id)
         policy = checks.OutputPolicy(min_cell_count=task["min_cell_count"], rows_read=rows,
-                                     blocked_columns=frozenset(task["blocked_columns"]))
+                                     blocked_columns=frozenset(task["blocked_columns"]),
+                                     rare_values=frozenset(rare))
         base: dict[str, Any] = {
             "rows_read": rows, "bytes_read": size, "input_sha256": input_sha,
             "runner_image": self.config.image, "exit_code": result.exit_code,

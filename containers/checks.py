@@ -12,6 +12,9 @@ Rules (docs/architecture.md, "Output checks", is the user-facing statement):
   counted twice). Rows whose count is between 1 and the permit's minimum cell count minus
   one are suppressed (removed), and the suppression is recorded.
 - A column named after a restricted or identifier field of the input blocks the output.
+- A cell equal to a value that fewer than k input records hold in its column blocks the
+  output: it reproduces an individual's value (a raw row, a minimum, a maximum), whatever
+  the count column claims.
 - Any blocked file blocks the whole run: nothing of a suspect run is released.
 
 stdout/stderr are a leak channel too: the requester only ever receives the structure of a
@@ -32,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from containers.datasets import canonical
+
 NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.(csv|json)")
 COUNT_COLUMNS = ("n", "count")
 
@@ -41,6 +46,8 @@ class OutputPolicy:
     min_cell_count: int
     rows_read: int
     blocked_columns: frozenset[str] = frozenset()
+    # Canonical spellings of input values held by fewer than min_cell_count records.
+    rare_values: frozenset[str] = frozenset()
     max_files: int = 20
     max_file_bytes: int = 1024 * 1024
     max_rows: int = 1000
@@ -181,6 +188,13 @@ def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
                        "read: one grouping per file")
     kept = [r for r, c in zip(rows, counts, strict=True)
             if c == 0 or c >= policy.min_cell_count]
+    if policy.rare_values:
+        for r in kept:
+            for i, cell in enumerate(r):
+                if i != count_idx and cell.strip() and canonical(cell) in policy.rare_values:
+                    raise _Blocked(f"column {header[i]!r} reproduces a value that fewer than "
+                                   f"{policy.min_cell_count} input records hold (an individual"
+                                   " value, a raw row, a minimum or a maximum)")
     notes = []
     if len(kept) != len(rows):
         notes.append(f"suppressed {len(rows) - len(kept)} row(s) with counts below "

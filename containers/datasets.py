@@ -91,12 +91,40 @@ class ProjectedInput:
     rows: int
     size: int
     sha256: str
+    rare_values: frozenset[str]
 
 
-def project(src: Path, fmt: str, columns: Sequence[str], dest: Path) -> ProjectedInput:
+def canonical(value: str) -> str:
+    """One spelling per value, so ``12.50`` in an output matches ``12.5`` in the input."""
+    v = value.strip()
+    try:
+        return repr(float(v))
+    except ValueError:
+        return v
+
+
+def rare_values(frame: pd.DataFrame, k: int) -> frozenset[str]:
+    """Values held by fewer than ``k`` records in their column.
+
+    An output cell equal to one of them reproduces an individual's value (a raw row, a
+    minimum or maximum): the output checks block it.
+    """
+    rare: set[str] = set()
+    common: set[str] = set()
+    for col in frame.columns:
+        counts = frame[col].astype(str).map(canonical).value_counts()
+        for v, c in counts.items():
+            (rare if c < k else common).add(str(v))
+    # A value common in some column (an age of 40, a diagnosis code) reveals no one.
+    return frozenset(rare - common - {"", "nan"})
+
+
+def project(src: Path, fmt: str, columns: Sequence[str], dest: Path, min_cell_count: int
+            ) -> ProjectedInput:
     """Write only the permitted columns to ``dest`` as CSV (the job's read-only input)."""
     frame = _read(src, fmt, columns)
     frame = frame[list(columns)]
     frame.to_csv(dest, index=False)
     data = dest.read_bytes()
-    return ProjectedInput(dest, len(frame), len(data), hashlib.sha256(data).hexdigest())
+    return ProjectedInput(dest, len(frame), len(data), hashlib.sha256(data).hexdigest(),
+                          rare_values(frame, min_cell_count))

@@ -22,8 +22,11 @@ States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
   executor instance) any time before ``cleanup``; it returns the same facts each time.
 - ``cleanup(job_id)`` is idempotent: removes the container and unmounts the /out tmpfs.
   The caller must collect the outputs (``result.out_dir``) BEFORE calling it.
-- ``list_jobs()`` lists our containers (any state) with their deadlines, for reconciliation
-  after a crash: jobs the caller doesn't know about should be cleaned up.
+- ``list_jobs()`` lists our containers (any state) with their deadlines, and ABSENT entries
+  for /out mounts left without a container, for reconciliation after a crash: jobs the
+  caller doesn't know about should be cleaned up.
+- The deadline is enforced by ``wait`` and, should no agent be waiting, by an in-container
+  backstop (``timeout --signal=KILL``) a few seconds later.
 
 Errors: :class:`RetryableExecutorError` — the engine did not answer or failed transiently;
 the same call may be repeated (all calls are idempotent). :class:`ExecutorError` — the call
@@ -40,8 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
-import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,11 @@ import requests.exceptions
 from authz.errors import ExecutorError, InvalidInput, RetryableExecutorError
 from containers import hardening
 from containers.engine import EngineFacts, engine_facts
+from containers.hardening import read_outputs
+
+__all__ = [
+    "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "read_outputs",
+]
 
 
 @dataclass(frozen=True)
@@ -158,13 +164,18 @@ class DockerExecutor:
         label_prefix: str = "data-sandbox",
         runtime: str | None = None,
         extra_labels: Mapping[str, str] | None = None,
+        require_seccomp: bool = True,
     ) -> None:
         """``label_prefix`` names our containers/labels/mounts (tests use their own);
         ``runtime`` e.g. ``"runsc"`` (gVisor) when the operator installed it;
-        ``extra_labels`` are added to every container (e.g. marking test containers)."""
+        ``extra_labels`` are added to every container (e.g. marking test containers);
+        ``require_seccomp``: refuse to start jobs on an engine without seccomp support unless
+        a sandboxing runtime is configured (fail closed; see docs/executor.md)."""
         if not hardening.check_prefix(label_prefix):
             raise InvalidInput("label_prefix", "[a-z0-9][a-z0-9.-]{0,30}")
         self.client = client
+        self.require_seccomp = require_seccomp and runtime is None
+        self._facts: EngineFacts | None = None
         self.extra_labels = dict(extra_labels or {})
         self.prefix = label_prefix
         self.runtime = runtime
@@ -210,6 +221,11 @@ class DockerExecutor:
 
     def _create(self, spec: RunSpec) -> Any:
         spec.limits.check()
+        if self.require_seccomp and not self.hardening_report().seccomp:
+            raise ExecutorError(
+                "the engine has no seccomp support: refusing to run outsider code "
+                "(configure a runtime such as runsc, or pass require_seccomp=False knowingly)"
+            )
         env = hardening.check_env(spec.env)
         extra = {hardening.check_file_name(k): Path(v) for k, v in spec.extra_files.items()}
         script, input_dir = Path(spec.script_path), Path(spec.input_dir)
@@ -242,7 +258,7 @@ class DockerExecutor:
             memory_mb=spec.limits.memory_mb, cpus=spec.limits.cpus, pids=spec.limits.pids,
             tmpfs_mb=spec.limits.tmpfs_mb, nofile=spec.limits.nofile,
             fsize_mb=spec.limits.fsize_mb, log_bytes=spec.limits.log_bytes,
-            runtime=self.runtime,
+            timeout_s=spec.limits.timeout_s, runtime=self.runtime,
         ))
         try:
             with _engine(f"create job {spec.job_id}"):
@@ -340,7 +356,10 @@ class DockerExecutor:
         hardening.unmount_out(hardening.out_mount_source(self.prefix, job_id))
 
     def list_jobs(self) -> list[tuple[str, RunState, datetime]]:
-        """(job id, state, deadline) of every container labelled as ours."""
+        """(job id, state, deadline) of every container labelled as ours, plus ABSENT entries
+        (deadline ``datetime.min``) for jobs whose container is gone but whose /out tmpfs is
+        still mounted (a crash between mount and create, or a container removed by hand):
+        ``cleanup`` them too."""
         with _engine("list jobs"):
             cs = self.client.containers.list(all=True, filters={"label": self.l_job})
         jobs = []
@@ -350,7 +369,10 @@ class DockerExecutor:
             except ExecutorError:
                 deadline = datetime.min.replace(tzinfo=UTC)  # unreadable: already overdue
             jobs.append((c.labels[self.l_job], _STATUS.get(c.status, RunState.EXITED), deadline))
-        return sorted(jobs)
+        seen = {j for j, _, _ in jobs}
+        for job_id in hardening.out_mount_jobs(self.prefix) - seen:
+            jobs.append((job_id, RunState.ABSENT, datetime.min.replace(tzinfo=UTC)))
+        return sorted(jobs, key=lambda j: j[0])
 
     def run(self, spec: RunSpec) -> RunResult:
         """start + wait. The caller collects outputs from ``result.out_dir``, then cleanup()."""
@@ -359,38 +381,6 @@ class DockerExecutor:
 
     def hardening_report(self) -> EngineFacts:
         """What the engine enforces beyond our settings (seccomp, apparmor, userns, runtimes)."""
-        return engine_facts(self.client)
-
-
-def read_outputs(
-    out_dir: Path, *, max_files: int = 64, max_bytes: int = 32 * 1024 * 1024
-) -> dict[str, bytes]:
-    """Regular files directly under ``out_dir``, read safely (the job wrote them: hostile).
-
-    Symlinks, FIFOs, devices and directories are skipped, never followed or opened blocking;
-    more than ``max_files`` entries or ``max_bytes`` in total raises :class:`ExecutorError`.
-    """
-    out: dict[str, bytes] = {}
-    total = 0
-    names = sorted(os.listdir(out_dir))
-    if len(names) > max_files:
-        raise ExecutorError(f"/out holds {len(names)} entries (max {max_files})")
-    for name in names:
-        try:
-            fd = os.open(out_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except OSError:
-            continue  # symlink (ELOOP) or vanished: skipped
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            total += st.st_size
-            if total > max_bytes:
-                raise ExecutorError(f"/out holds more than {max_bytes} bytes")
-            chunks = []
-            while chunk := os.read(fd, 1024 * 1024):
-                chunks.append(chunk)
-            out[name] = b"".join(chunks)
-        finally:
-            os.close(fd)
-    return out
+        if self._facts is None:
+            self._facts = engine_facts(self.client)
+        return self._facts

@@ -9,6 +9,7 @@ take the host down (memory, processes, disk, logs).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import stat
@@ -25,6 +26,8 @@ from authz.errors import ExecutorError, InvalidInput
 RUNNER_UID = 10001
 RUNNER_GID = 10001
 MiB = 1024 * 1024
+#: Seconds after the deadline at which the in-container backstop kills the job.
+BACKSTOP_GRACE_S = 5
 
 #: In-container paths of the job's files.
 SCRIPT_TARGET = "/job/script.py"
@@ -96,6 +99,7 @@ class HardeningInput:
     nofile: int
     fsize_mb: int
     log_bytes: int
+    timeout_s: float
     runtime: str | None
 
 
@@ -107,23 +111,29 @@ def log_driver_cap(log_bytes: int) -> int:
 
 def container_kwargs(h: HardeningInput) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.create`` (docker SDK 7.x)."""
-    ro_binds = [
+    mounts = [
         # Input data: read-only, the job may read but never alter or delete the raw data.
         docker.types.Mount(INPUT_TARGET, str(h.input_dir), type="bind", read_only=True),
         # The outsider's script: read-only so it cannot rewrite itself for a later re-run.
         docker.types.Mount(SCRIPT_TARGET, str(h.script_path), type="bind", read_only=True),
     ]
     for name, path in sorted(h.extra_files.items()):
-        ro_binds.append(docker.types.Mount(f"/job/{name}", str(path), type="bind", read_only=True))
+        mounts.append(docker.types.Mount(f"/job/{name}", str(path), type="bind", read_only=True))
     # /out: a host tmpfs of out_mb (mounted by mount_out) bound read-write, so the job's output
     # is size-capped for real and the agent can read it after the container exits.
-    ro_binds.append(docker.types.Mount(OUTPUT_TARGET, str(h.out_dir), type="bind", read_only=False))
+    mounts.append(docker.types.Mount(OUTPUT_TARGET, str(h.out_dir), type="bind", read_only=False))
 
     kw: dict[str, Any] = dict(
         image=h.image,
         name=h.name,  # deterministic name: a second create for the same job id fails (409)
-        command=["/usr/bin/python3", "-I", "-B", SCRIPT_TARGET],  # -I: ignore PYTHON* env,
-        entrypoint=[],  # user site and cwd on sys.path; -B: no .pyc writes
+        # python -I: ignore PYTHON* env, user site and cwd on sys.path; -B: no .pyc writes.
+        # coreutils `timeout` is a backstop for the deadline when no agent is watching (the
+        # agent kills at the deadline; this fires BACKSTOP_GRACE_S later). Killing it only
+        # ends the job early: when it exits, tini exits and the container stops.
+        command=["/usr/bin/timeout", "--signal=KILL",
+                 f"{math.ceil(h.timeout_s) + BACKSTOP_GRACE_S}s",
+                 "/usr/bin/python3", "-I", "-B", SCRIPT_TARGET],
+        entrypoint=[],
         labels=dict(h.labels),  # job id + deadline: survive an agent restart
         environment=dict(h.env),  # non-secret only (check_env refuses credential-like names)
         working_dir=JOB_TMP,  # cwd must be writable-but-bounded, never the read-only root
@@ -136,7 +146,7 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
             # dropped binaries or device nodes are useless.
             JOB_TMP: f"rw,noexec,nosuid,nodev,size={h.tmpfs_mb}m,mode=1777",
         },
-        mounts=ro_binds,
+        mounts=mounts,
         cap_drop=["ALL"],  # no capabilities at all (CapEff 0): no raw sockets, chown, mknod...
         # no-new-privileges: setuid binaries and file capabilities cannot raise privileges.
         # The engine applies its default seccomp profile unless told otherwise (we never say
@@ -167,7 +177,7 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
             # `local` driver, size-capped, one file: a runaway print cannot fill the host disk.
             type="local",
             config={"max-size": f"{log_driver_cap(h.log_bytes) // 1024}k", "max-file": "1",
-                    "compress": "false"},
+                    "compress": "false"},  # the engine refuses compression with one file
         ),
         stdin_open=False,  # no stdin: nothing can be attached to the job
         tty=False,
@@ -227,6 +237,12 @@ def mounted_source(path: Path) -> str | None:
     return found
 
 
+def out_mount_jobs(label_prefix: str) -> set[str]:
+    """Job ids that still have an /out tmpfs mounted (for reconciliation after a crash)."""
+    head = out_mount_source(label_prefix, "")
+    return {src[len(head):] for _, src in _mountinfo() if src.startswith(head)}
+
+
 def find_out_mounts(source: str) -> list[str]:
     return [point for point, src in _mountinfo() if src == source]
 
@@ -246,3 +262,39 @@ def unmount_out(source: str) -> None:
                 os.rmdir(point)
         except OSError:
             pass
+
+
+# ---- reading what the job left in /out ------------------------------------------------
+
+def read_outputs(
+    out_dir: Path, *, max_files: int = 64, max_bytes: int = 32 * 1024 * 1024
+) -> dict[str, bytes]:
+    """Regular files directly under ``out_dir``, read safely (the job wrote them: hostile).
+
+    Symlinks, FIFOs, devices and directories are skipped, never followed or opened blocking;
+    more than ``max_files`` entries or ``max_bytes`` in total raises :class:`ExecutorError`.
+    """
+    out: dict[str, bytes] = {}
+    total = 0
+    names = sorted(os.listdir(out_dir))
+    if len(names) > max_files:
+        raise ExecutorError(f"/out holds {len(names)} entries (max {max_files})")
+    for name in names:
+        try:
+            fd = os.open(out_dir / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue  # symlink (ELOOP) or vanished: skipped
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            total += st.st_size
+            if total > max_bytes:
+                raise ExecutorError(f"/out holds more than {max_bytes} bytes")
+            chunks = []
+            while chunk := os.read(fd, 1024 * 1024):
+                chunks.append(chunk)
+            out[name] = b"".join(chunks)
+        finally:
+            os.close(fd)
+    return out

@@ -186,6 +186,9 @@ def ensure_runner_image(
         found = find_image(client, tag)  # another process may have built it meanwhile
         if found is not None:
             return found
+        # We hold the lock: any build-* dir is debris of a build that was killed midway.
+        for stale in cache_dir.glob("build-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         t0 = time.monotonic()
         tarball = build_rootfs_tarball(cache_dir, digest, mirror or host_mirror())
         t1 = time.monotonic()

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from ledger.entry import ZERO_HASH_HEX, encode_entry, format_ts
+from ledger.entry import ZERO_HASH_HEX, encode_entry
 from ledger.errors import EntryNotFoundError, LedgerError, ProofRequestError
 from ledger.merkle import EMPTY_ROOT, leaf_hash, node_hash
 from ledger.store import checkpoints_t, entries_t, head_t, nodes_t
@@ -48,6 +49,25 @@ def fold_right(hashes: list[bytes]) -> bytes:
     for left in reversed(hashes[:-1]):
         h = node_hash(left, h)
     return h
+
+
+def now_ts() -> str:
+    """Current UTC time as fixed-width RFC 3339 with microseconds (see ledger.entry)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1e6) % 1_000_000:06d}Z"
+
+
+_SQLITE_SQL = {
+    # SQLite: make_engine's BEGIN IMMEDIATE already holds the write lock, no FOR UPDATE.
+    "lock": "SELECT size, last_hash, last_ts, frontier FROM ledger_head WHERE id = :id",
+    "entry": "INSERT INTO ledger_entries (idx, leaf_hash, data) VALUES (:idx, :leaf_hash, :data)",
+    "node": "INSERT INTO ledger_nodes (level, idx, hash) VALUES (:level, :idx, :hash)",
+    "head": "UPDATE ledger_head SET size = :size, last_hash = :last_hash, last_ts = :last_ts, "
+            "frontier = :frontier WHERE id = :id",
+}
+_PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQLITE_SQL.items()}
+_PG_SQL["lock"] += " FOR UPDATE"
+_DRIVER_SQL = {"sqlite": _SQLITE_SQL, "postgresql": _PG_SQL}
 
 
 def _split_frontier(raw: bytes) -> list[bytes]:
@@ -91,13 +111,36 @@ class TransparencyLog:
     def append(
         self, session: Session, kind: str, actor: str, body: Mapping[str, Any]
     ) -> AppendResult:
-        head = self._lock_head(session)
-        index = head.size
-        ts = max(format_ts(datetime.now(UTC)), head.last_ts)
-        prev = head.last_hash.hex() if index else ZERO_HASH_HEX
+        conn = session.connection()
+        sql = _DRIVER_SQL.get(conn.dialect.name)
+        if sql is None:
+            return self._append_core(session, kind, actor, body)
+        row = conn.exec_driver_sql(sql["lock"], {"id": HEAD_ID}).first()
+        if row is None:
+            self._lock_head(session)
+            row = conn.exec_driver_sql(sql["lock"], {"id": HEAD_ID}).one()
+        index, last_hash, last_ts = int(row[0]), bytes(row[1]), str(row[2])
+        frontier = _split_frontier(bytes(row[3]))
+        data, lh, ts, frontier, nodes = self._next(index, last_hash, last_ts, frontier,
+                                                   kind, actor, body)
+        # Driver-level SQL: per-append statement compilation cost more than the fsync.
+        conn.exec_driver_sql(sql["entry"], {"idx": index, "leaf_hash": lh, "data": data})
+        if nodes:
+            conn.exec_driver_sql(sql["node"], nodes)
+        conn.exec_driver_sql(sql["head"], {"id": HEAD_ID, "size": index + 1, "last_hash": lh,
+                                           "last_ts": ts, "frontier": b"".join(frontier)})
+        return AppendResult(index, lh, ts)
+
+    @staticmethod
+    def _next(index: int, last_hash: bytes, last_ts: str, frontier: list[bytes], kind: str,
+              actor: str, body: Mapping[str, Any]
+              ) -> tuple[bytes, bytes, str, list[bytes], list[dict[str, Any]]]:
+        """The entry after the head, and the subtree hashes it completes."""
+        ts = max(now_ts(), last_ts)
+        prev = last_hash.hex() if index else ZERO_HASH_HEX
         data = encode_entry(index, ts, kind, actor, prev, body)
         lh = leaf_hash(data)
-        frontier, nodes = head.frontier, []
+        nodes = []
         h, count, level = lh, index + 1, 0
         while count & 1 == 0:
             h = node_hash(frontier.pop(), h)
@@ -105,6 +148,15 @@ class TransparencyLog:
             level += 1
             nodes.append({"level": level, "idx": index >> level, "hash": h})
         frontier.append(h)
+        return data, lh, ts, frontier, nodes
+
+    def _append_core(
+        self, session: Session, kind: str, actor: str, body: Mapping[str, Any]
+    ) -> AppendResult:
+        head = self._lock_head(session)
+        index = head.size
+        data, lh, ts, frontier, nodes = self._next(index, head.last_hash, head.last_ts,
+                                                   head.frontier, kind, actor, body)
         session.execute(insert(entries_t).values(idx=index, leaf_hash=lh, data=data))
         if nodes:
             session.execute(insert(nodes_t), nodes)

@@ -14,10 +14,10 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from ledger.audit import Auditor, AuditResult
+from ledger.audit import AuditResult, audit_chunks, default_workers
 from ledger.checkpoint import Checkpoint, verify_checkpoint
 from ledger.cosignature import require_cosignatures
 from ledger.errors import AuditError, KeyConfigError, LedgerError, VerificationError
@@ -64,18 +64,33 @@ def check_new_checkpoint(
 
 
 def run_audit(source: LogSource, log_key: NoteVerifier, page: int = PAGE,
-              checkpoint_note: str | None = None) -> tuple[Checkpoint, AuditResult]:
+              checkpoint_note: str | None = None, workers: int = 1,
+              chunk: int = 20 * PAGE) -> tuple[Checkpoint, AuditResult]:
     """Fetch every entry up to the signed checkpoint, check each, rebuild and match root."""
     note = checkpoint_note if checkpoint_note is not None else source.checkpoint()
     cp = verify_checkpoint(note, log_key)
-    auditor = Auditor()
-    while auditor.size < cp.size:
-        start = auditor.size
-        batch = source.entries(start, min(start + page, cp.size))
-        if not batch:
-            raise AuditError(start, f"log stops at {start} entries; checkpoint claims {cp.size}")
-        auditor.feed(batch)
-    result = auditor.result()
+
+    def chunks() -> Iterator[tuple[int, list[bytes]]]:
+        start = 0
+        while start < cp.size:
+            batch: list[bytes] = []
+            while len(batch) < chunk and start + len(batch) < cp.size:
+                pos = start + len(batch)
+                got = source.entries(pos, min(pos + page, cp.size))
+                if not got:
+                    break
+                batch.extend(got)
+            if batch:
+                yield start, batch
+            if start + len(batch) < cp.size and (not batch or len(batch) < chunk):
+                raise AuditError(start + len(batch), f"log stops at {start + len(batch)} "
+                                 f"entries; checkpoint claims {cp.size}")
+            start += len(batch)
+
+    result = audit_chunks(chunks(), workers)
+    if result.size != cp.size:
+        raise AuditError(result.size, f"log has {result.size} entries; checkpoint claims "
+                                      f"{cp.size}")
     if result.root != cp.root:
         raise AuditError(-1, f"rebuilt root of {cp.size} entries does not match the signed "
                              "checkpoint")
@@ -110,6 +125,8 @@ def _parser() -> argparse.ArgumentParser:
             sp.add_argument("--url", required=True)
             sp.add_argument("--token", default=os.environ.get("SANDBOX_TOKEN"))
             sp.add_argument("--state", type=Path, required=name == "checkpoint")
+            sp.add_argument("--workers", type=int, default=default_workers(),
+                            help="processes checking entries during an audit")
         sp.add_argument("--log-key", required=True, help="log vkey, inline or a file path")
         sp.add_argument("--witness-key", action="append", default=[])
         sp.add_argument("--min-cosignatures", "-k", type=int, default=0)
@@ -137,7 +154,7 @@ def main(argv: Sequence[str] | None = None, source: LogSource | None = None) -> 
         cp, note = check_new_checkpoint(src, log_key, trusted, witnesses,
                                         args.min_cosignatures)
         if args.cmd == "audit":
-            _, result = run_audit(src, log_key, checkpoint_note=note)
+            _, result = run_audit(src, log_key, checkpoint_note=note, workers=args.workers)
             kinds = ", ".join(f"{k}={v}" for k, v in sorted(result.kinds.items()))
             print(f"OK: audited {result.size} entries; root matches checkpoint ({kinds})")
         else:

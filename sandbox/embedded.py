@@ -6,6 +6,7 @@ process on a provider's host would be, so nothing here bypasses the API.
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from containers.executor import DockerExecutor, Limits
 
 class EmbeddedStack:
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        # Per-request access lines would drown what the demo and tests print.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.app = app
         self.server: BaseWSGIServer = make_server(host, port, app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"

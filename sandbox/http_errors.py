@@ -6,7 +6,12 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from authz.errors import SandboxError
-from ledger.errors import EntryNotFoundError, LedgerError, ProofRequestError
+from ledger.errors import (
+    CheckpointUnavailableError,
+    EntryNotFoundError,
+    LedgerError,
+    ProofRequestError,
+)
 
 
 def _json(status: int, body: dict[str, object]) -> tuple[Response, int]:
@@ -20,7 +25,7 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(LedgerError)
     def _ledger(e: LedgerError) -> tuple[Response, int]:
-        if isinstance(e, EntryNotFoundError):
+        if isinstance(e, EntryNotFoundError | CheckpointUnavailableError):
             return _json(404, {"error": "not_found", "message": str(e)})
         if isinstance(e, ProofRequestError):
             return _json(400, {"error": "invalid_input", "message": str(e)})

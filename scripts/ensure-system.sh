@@ -11,6 +11,7 @@ set -euo pipefail
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/data-sandbox-dockerd.log}
 DOCKERD_WAIT_S=${DOCKERD_WAIT_S:-60}
 say() { echo "ensure-system: $*" >&2; }
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # dockerd, debootstrap live in sbin
 
 if [ "$(id -u)" != 0 ]; then
     say "must run as root (it installs packages and starts dockerd)"
@@ -19,7 +20,8 @@ fi
 
 # ---- packages: apt only when something is missing --------------------------------------
 missing=()
-command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+{ command -v dockerd && command -v docker; } >/dev/null 2>&1 || missing+=(docker.io)
+command -v mount >/dev/null 2>&1 || missing+=(mount)  # the executor mounts /out tmpfs
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)

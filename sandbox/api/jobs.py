@@ -7,6 +7,8 @@ from typing import Any
 from flask import Blueprint, Response
 
 from authz import jobs
+from authz.errors import NotFound
+from ledger import api_payloads as payloads
 from sandbox import auth, db
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
@@ -42,6 +44,16 @@ def cancel(job_id: str) -> dict[str, Any]:
     job = jobs.cancel(db.ctx(), p, job_id)
     db.commit()
     return jobs.to_json(job, p)
+
+
+@bp.get("/<job_id>/receipt")
+@auth.roles("requester")
+def receipt(job_id: str) -> dict[str, Any]:
+    """The offline-verifiable receipt of the run's ledger entry (its released result)."""
+    job = jobs.get_visible(db.ctx(), auth.party(), job_id)
+    if job.ledger_index is None:
+        raise NotFound("this job has no run entry")
+    return payloads.receipt_payload(db.log(), db.session(), job.ledger_index)
 
 
 @bp.get("/<job_id>/outputs/<name>")

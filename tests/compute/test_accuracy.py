@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -71,8 +72,9 @@ def test_histogram_contingency_grouped_exact(synthetic: tuple[JointResult, pd.Da
     assert res.contingency["missing"] == pooled["diagnosis"].isna().sum()
     assert res.grouped is not None
     band = pd.cut(known["age"], edges, right=False, labels=False)
+    labels = [f"[{a:g}, {z:g})" for a, z in itertools.pairwise(edges)]
     for cell in res.grouped["cells"][:-1]:
-        b = [f"[{a:g}, {z:g})" for a, z in zip(edges, edges[1:], strict=False)].index(cell["key"][0])
+        b = labels.index(cell["key"][0])
         sel = known[(band == b) & (known["diagnosis"] == cell["key"][1])]
         assert cell["rows"] == len(sel)
         assert cell["cost"]["n"] == sel["cost"].notna().sum()

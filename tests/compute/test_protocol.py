@@ -148,6 +148,7 @@ def test_layout_mismatch(spec: JointSpec, keys: RequesterKeys, subs: list[dict[s
                 expected_layout_digest=build_layout(other).digest)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered")
 def test_magnitude_overflow(spec: JointSpec, keys: RequesterKeys) -> None:
     frame = pd.DataFrame({"age": [1, 2, 3] * 5, "cost": [1e300, 2.0, 3.0] * 5})
     with pytest.raises(MagnitudeOverflow) as err:

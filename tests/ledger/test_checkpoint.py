@@ -39,7 +39,7 @@ def test_key_formats_roundtrip(tmp_path: Path) -> None:
     assert v == s.verifier
     assert parse_skey(s.skey()) == s
     assert v.key_id == key_id("example.com/log", 1, v.public_key)
-    name, hexid, blob = v.vkey().split("+")
+    _name, hexid, blob = v.vkey().split("+", 2)
     assert base64.b64decode(blob)[0] == 1 and len(hexid) == 8
     path = tmp_path / "log.key"
     vkey = generate_key_file(path, ORIGIN)
@@ -57,19 +57,28 @@ def test_key_formats_roundtrip(tmp_path: Path) -> None:
             parse_vkey(bad)
 
 
-def test_known_answer_key_id_and_signature() -> None:
-    """Seed 0x00..1f: deterministic Ed25519 (RFC 8032) makes the note byte-stable."""
-    s = parse_skey(generate_signer("x").skey())  # shape check
-    seed = bytes(range(32))
-    blob = base64.b64encode(b"\x01" + seed).decode()
-    from ledger.note import NoteSigner
+def test_keys_with_plus_in_base64() -> None:
+    for _ in range(40):  # '+' shows up in ~half of all 44-char base64 keys
+        s = generate_signer("example.com/log")
+        assert parse_vkey(s.verifier.vkey()) == s.verifier
+        assert parse_skey(s.skey()) == s
 
-    signer = NoteSigner("example.com/log", 1, seed)
-    assert parse_skey(f"PRIVATE+KEY+example.com/log+{signer.verifier.key_id.hex()}+{blob}") \
-        == signer
-    note1 = sign_note("example.com/log\n1\n" + base64.b64encode(ROOT).decode() + "\n", signer)
-    note2 = sign_note("example.com/log\n1\n" + base64.b64encode(ROOT).decode() + "\n", signer)
-    assert note1 == note2 and s.name == "x"
+
+def test_interop_with_go_sumdb_note_example() -> None:
+    """The example keys and note from golang.org/x/mod/sumdb/note's documentation."""
+    skey = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
+    vkey = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
+    text = ("If you think cryptography is the answer to your problem,\n"
+            "then you don't know what your problem is.\n")
+    note = text + ("\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1"
+                   "FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n")
+    signer = parse_skey(skey)
+    assert signer.verifier == parse_vkey(vkey) and signer.verifier.vkey() == vkey
+    assert signer.skey() == skey
+    assert sign_note(text, signer) == note  # Ed25519 is deterministic (RFC 8032)
+    assert verify_note(note, parse_vkey(vkey))[0] == text
+    with pytest.raises(VerificationError):
+        verify_note(note.replace("cryptography", "cryptographY"), parse_vkey(vkey))
 
 
 def test_checkpoint_sign_verify_and_tamper(signer: CheckpointSigner) -> None:

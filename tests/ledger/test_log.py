@@ -88,7 +88,7 @@ def test_timestamps_never_decrease(factory: sessionmaker[Session], tlog: Transpa
     fill(factory, tlog, 2)
     import ledger.log as logmod
 
-    monkeypatch.setattr(logmod, "format_ts", lambda _dt: "2000-01-01T00:00:00.000000Z")
+    monkeypatch.setattr(logmod, "now_ts", lambda: "2000-01-01T00:00:00.000000Z")
     with factory() as s:
         r = tlog.append(s, "clock.skewed", "system", {})
         s.commit()

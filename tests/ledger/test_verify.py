@@ -23,7 +23,7 @@ from ledger.errors import (
     VerificationError,
 )
 from ledger.log import TransparencyLog
-from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+from ledger.merkle import verify_consistency, verify_inclusion
 from ledger.note import generate_signer
 from ledger.receipt import verify_receipt
 from ledger.store import entries_t, head_t

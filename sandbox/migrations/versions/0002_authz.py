@@ -158,10 +158,10 @@ def upgrade() -> None:
     sa.Column('job_id', sa.String(length=40), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
     sa.Column('sha256', sa.String(length=64), nullable=False),
-    sa.Column('bytes', sa.Integer(), nullable=False),
+    sa.Column('size', sa.Integer(), nullable=False),
     sa.Column('decision', sa.String(length=20), nullable=False),
     sa.Column('reasons', sa.JSON(), nullable=False),
-    sa.Column('content', sa.LargeBinary(), nullable=False),
+    sa.Column('content', sa.LargeBinary(), nullable=True),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ),
     sa.PrimaryKeyConstraint('id')
     )

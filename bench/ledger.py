@@ -1,0 +1,183 @@
+"""Ledger benchmarks. Prints one ``name=value`` per line (goals in docs/performance.md).
+
+appends_per_s      durable appends to a SQLite file, each its own committed transaction
+checkpoint_s       worst latency from a committed append to a stored signed checkpoint
+audit_1m_s         full audit (schema, chain, time order, tree, root vs checkpoint) of
+                   1,000,000 entries from an in-memory source (no HTTP, no database)
+verify_us          one RFC 9162 inclusion proof verification in a 1M-leaf tree
+pg_appends_per_s   the same appends on a throwaway PostgreSQL 15 (fsync off, as in tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ledger.audit import AuditResult
+from ledger.checkpoint import Checkpoint, CheckpointSigner
+from ledger.checkpointer import Checkpointer
+from ledger.db import make_engine, make_session_factory
+from ledger.entry import canonical_json
+from ledger.log import TransparencyLog
+from ledger.merkle import leaf_hash, node_hash, root_hash, verify_inclusion
+from ledger.note import generate_signer
+from ledger.store import LedgerBase
+from ledger.treemath import inclusion_ranges
+from ledger.verify_cli import run_audit
+
+ORIGIN = "bench.sandbox/ledger"
+BODY = {"job_id": "job-1", "permit_id": "permit-1", "dataset_ids": ["d1", "d2"], "rows": 1200}
+
+
+def bench_appends(url: str, n: int) -> float:
+    eng = make_engine(url)
+    LedgerBase.metadata.drop_all(eng)
+    LedgerBase.metadata.create_all(eng)
+    factory = make_session_factory(eng)
+    log = TransparencyLog(ORIGIN)
+    with factory() as s:  # create the head row outside the timed loop
+        log.append(s, "bench.start", "system", {})
+        s.commit()
+    t = time.perf_counter()
+    for i in range(n):
+        with factory() as s:
+            log.append(s, "job.submitted", f"party:{i % 7}", BODY)
+            s.commit()
+    rate = n / (time.perf_counter() - t)
+    eng.dispose()
+    return rate
+
+
+def bench_checkpoint(url: str, trials: int = 5) -> float:
+    eng = make_engine(url)
+    LedgerBase.metadata.create_all(eng)
+    factory = make_session_factory(eng)
+    log = TransparencyLog(ORIGIN, CheckpointSigner(generate_signer(ORIGIN)))
+    cp = Checkpointer(factory, log, interval_s=0.2)
+    cp.start()
+    worst = 0.0
+    try:
+        for _ in range(trials):
+            t = time.perf_counter()
+            with factory() as s:
+                idx = log.append(s, "job.submitted", "party:1", BODY).index
+                s.commit()
+            while True:
+                with factory() as s:
+                    latest = log.latest_checkpoint(s)
+                if latest and latest[0] > idx:
+                    break
+                time.sleep(0.005)
+            worst = max(worst, time.perf_counter() - t)
+            time.sleep(0.05)
+    finally:
+        cp.stop()
+        eng.dispose()
+    return worst
+
+
+def synth_entries(n: int) -> list[bytes]:
+    """Canonical v1 entries built from a template: the fast bulk path for the audit bench."""
+    body = canonical_json(BODY).decode()
+    run = canonical_json({
+        "job_id": "job-1", "permit_id": "permit-1", "state": "released",
+        "audit": {"authorizing_system": "authz", "authorizing_operator": "provider:h1",
+                  "business_system": "insurer", "user": "user:alice",
+                  "access_method": "sandbox-job", "access_time": "2025-03-01T10:00:00Z",
+                  "data_volume": {"rows": 1200, "bytes": 48000}},
+        "script_sha256": "a" * 64, "runner_image": "runner:1", "input_sha256": "b" * 64,
+        "outputs": [{"name": "m.csv", "sha256": "c" * 64, "bytes": 300,
+                     "decision": "released"}], "reasons": []}).decode()
+    out, prev = [], "0" * 64
+    for i in range(n):
+        kind, b = ("run.finished", run) if i % 8 == 7 else ("job.submitted", body)
+        ts = f"2025-03-01T10:{(i // 60_000_000) % 60:02d}:{(i // 1_000_000) % 60:02d}." \
+             f"{i % 1_000_000:06d}Z"
+        data = (f'{{"actor":"party:{i % 7}","body":{b},"index":{i},"kind":"{kind}",'
+                f'"prev":"{prev}","ts":"{ts}","v":1}}').encode()
+        out.append(data)
+        prev = leaf_hash(data).hex()
+    return out
+
+
+class MemorySource:
+    def __init__(self, entries: list[bytes], note: str) -> None:
+        self._entries, self._note = entries, note
+
+    def checkpoint(self) -> str:
+        return self._note
+
+    def entries(self, start: int, end: int) -> list[bytes]:
+        return self._entries[start:end]
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        raise NotImplementedError
+
+
+def bench_audit(n: int) -> tuple[float, AuditResult]:
+    entries = synth_entries(n)
+    signer = CheckpointSigner(generate_signer(ORIGIN))
+    # The checkpoint's root comes from the plain RFC 9162 implementation, not the auditor.
+    note = signer.sign(Checkpoint(ORIGIN, n, root_hash(entries)))
+    t = time.perf_counter()
+    _, result = run_audit(MemorySource(entries, note), signer.verifier)
+    return time.perf_counter() - t, result
+
+
+def bench_verify(size: int = 1_000_000, rounds: int = 20000) -> float:
+    import hashlib
+
+    index = size - 12345
+    lh = leaf_hash(b"x")
+    proof = [hashlib.sha256(bytes([i])).digest() for i in range(len(inclusion_ranges(index, size)))]
+    # Root from the proof itself so verification succeeds (the path arithmetic is what costs).
+    fn, sn, r = index, size - 1, lh
+    for p in proof:
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    verify_inclusion(lh, index, size, proof, r)
+    t = time.perf_counter()
+    for _ in range(rounds):
+        verify_inclusion(lh, index, size, proof, r)
+    return (time.perf_counter() - t) / rounds * 1e6
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--appends", type=int, default=2000)
+    ap.add_argument("--audit-n", type=int, default=1_000_000)
+    ap.add_argument("--no-pg", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        print(f"appends_per_s={bench_appends(f'sqlite:///{d}/a.db', args.appends):.0f}",
+              flush=True)
+        print(f"checkpoint_s={bench_checkpoint(f'sqlite:///{d}/c.db'):.3f}", flush=True)
+    secs, result = bench_audit(args.audit_n)
+    assert result.size == args.audit_n
+    print(f"audit_{args.audit_n // 1_000_000 or args.audit_n}"
+          f"{'m' if args.audit_n >= 1_000_000 else ''}_s={secs:.2f}", flush=True)
+    print(f"verify_us={bench_verify():.2f}", flush=True)
+    if not args.no_pg:
+        from tests import pgcluster
+
+        if pgcluster.available():
+            with pgcluster.cluster() as url:
+                print(f"pg_appends_per_s={bench_appends(url, args.appends):.0f}", flush=True)
+        else:
+            print("pg_appends_per_s=unavailable")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""A C2SP tlog-witness: add-checkpoint over HTTP, cosignature/v1 answers, and its client.
+
+Server side (``Witness``/``serve``) implements tlog-witness "add-checkpoint": it checks the
+log's signature, the old size against its state (409 + text/x.tlog.size), the RFC 9162
+consistency proof (422), then persists the new state atomically before cosigning
+(tlog-cosignature). Client side: ``request_cosignature`` and ``collect_cosignatures``.
+Standard library and ``cryptography`` only; listens on 127.0.0.1 unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import tempfile
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from ledger.checkpoint import parse_checkpoint_body
+from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
+from ledger.errors import LedgerError, MalformedNoteError, QuorumError, WitnessError
+from ledger.merkle import verify_consistency
+from ledger.note import (
+    NoteSigner,
+    NoteVerifier,
+    b64decode,
+    parse_skey,
+    parse_vkey,
+    split_note,
+    verify_note,
+)
+
+SIZE_TYPE = "text/x.tlog.size"
+MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+
+
+def _reply(status: int, text: str, ctype: str = "text/plain; charset=utf-8") -> Reply:
+    return Reply(status, text.encode(), ctype)
+
+
+class Witness:
+    def __init__(self, signer: NoteSigner, logs: Sequence[NoteVerifier], state: Path) -> None:
+        self.signer = signer
+        self.logs = {v.name: v for v in logs}  # log key name == checkpoint origin
+        self.state = state
+        self._lock = threading.Lock()
+
+    def _load(self) -> dict[str, dict[str, object]]:
+        if not self.state.exists():
+            return {}
+        data = json.loads(self.state.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+
+    def _store(self, data: dict[str, dict[str, object]]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.state.parent, prefix=self.state.name + ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state)
+        dfd = os.open(self.state.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    def add_checkpoint(self, request: bytes) -> Reply:
+        try:
+            text = request.decode("utf-8")
+            head, sep, note = text.partition("\n\n")
+            lines = head.split("\n")
+            if not sep or not lines[0].startswith("old ") or len(lines) > 64:
+                raise MalformedNoteError("request must be 'old N', proof lines, blank, note")
+            old_txt = lines[0][4:]
+            if not old_txt.isdigit() or (old_txt != "0" and old_txt.startswith("0")):
+                raise MalformedNoteError("bad old size")
+            old = int(old_txt)
+            proof = [b64decode(x) for x in lines[1:]]
+            body, _ = split_note(note)
+            cp = parse_checkpoint_body(body)
+        except (UnicodeDecodeError, LedgerError) as exc:
+            return _reply(400, f"malformed request: {exc}\n")
+        log_key = self.logs.get(cp.origin)
+        if log_key is None:
+            return _reply(404, "unknown log origin\n")
+        try:
+            verify_note(note, log_key)
+        except LedgerError:
+            return _reply(403, "no valid signature from a known log key\n")
+        if old > cp.size:
+            return _reply(400, "old size exceeds checkpoint size\n")
+        with self._lock, open(str(self.state) + ".lock", "a") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            data = self._load()
+            cur = data.get(cp.origin, {})
+            cur_size = int(cur.get("size", 0))  # type: ignore[call-overload]
+            cur_root = base64.b64decode(str(cur.get("root", ""))) if cur else b""
+            if old != cur_size:
+                return _reply(409, f"{cur_size}\n", SIZE_TYPE)
+            if old == cp.size and cur and cur_root != cp.root:
+                return _reply(409, f"{cur_size}\n", SIZE_TYPE)
+            if old == 0:
+                if proof:
+                    return _reply(422, "proof from size 0 must be empty\n")
+            else:
+                try:
+                    verify_consistency(old, cp.size, cur_root, cp.root, proof)
+                except LedgerError as exc:
+                    return _reply(422, f"consistency proof does not verify: {exc}\n")
+            data[cp.origin] = {"size": cp.size, "root": base64.b64encode(cp.root).decode()}
+            self._store(data)
+        return _reply(200, cosign(body, self.signer))
+
+
+def make_server(witness: Witness, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if self.path.rstrip("/").split("/")[-1] != "add-checkpoint":
+                rep = _reply(404, "not found\n")
+            else:
+                length = int(self.headers.get("Content-Length") or 0)
+                rep = _reply(400, "body too large\n") if length > MAX_BODY else \
+                    witness.add_checkpoint(self.rfile.read(length))
+            self.send_response(rep.status)
+            self.send_header("Content-Type", rep.content_type)
+            self.send_header("Content-Length", str(len(rep.body)))
+            self.end_headers()
+            self.wfile.write(rep.body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    return ThreadingHTTPServer((host, port), Handler)
+
+
+# -- client ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    url: str  # submission prefix, e.g. http://127.0.0.1:8901
+    vkey: str  # the witness's cosignature/v1 verifier key
+
+
+def request_cosignature(url: str, checkpoint: str, old_size: int, proof: Sequence[bytes],
+                        timeout: float = 5.0) -> str:
+    """POST add-checkpoint; return the signature lines or raise WitnessError(status)."""
+    body = f"old {old_size}\n" + "".join(base64.b64encode(p).decode() + "\n" for p in proof)
+    target = url.rstrip("/") + "/add-checkpoint"
+    if not target.startswith(("http://", "https://")):
+        raise WitnessError(f"refusing non-HTTP witness URL {url}")
+    req = urllib.request.Request(target, data=(body + "\n" + checkpoint).encode(),  # noqa: S310
+                                 method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+            return str(resp.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        raise WitnessError(detail.strip(), exc.code) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise WitnessError(f"{url}: {exc}") from exc
+
+
+_known_sizes: dict[tuple[str, str], int] = {}
+
+
+def _one(w: WitnessConfig, checkpoint: str, proof_fn: Callable[[int, int], Sequence[bytes]],
+         timeout: float) -> str:
+    body, _ = split_note(checkpoint)
+    cp = parse_checkpoint_body(body)
+    verifier = parse_vkey(w.vkey)
+    key = (w.url, cp.origin)
+    old = min(_known_sizes.get(key, 0), cp.size)
+    for _attempt in range(2):
+        proof = proof_fn(old, cp.size) if 0 < old < cp.size else []
+        try:
+            lines = request_cosignature(w.url, checkpoint, old, proof, timeout)
+        except WitnessError as exc:
+            if exc.status == 409 and str(exc).isdigit() and int(str(exc)) != old:
+                old = int(str(exc))
+                if old > cp.size:
+                    raise WitnessError(f"{w.url} has seen a larger tree ({old})", 409) from exc
+                continue
+            raise
+        _known_sizes[key] = cp.size
+        note = add_signature_lines(checkpoint, [lines])
+        if verifier.name not in verified_cosigners(note, [verifier]):
+            raise WitnessError(f"{w.url} returned no valid cosignature")
+        return next(ln for ln in lines.splitlines() if ln.split(" ")[1:2] == [verifier.name])
+    raise WitnessError(f"{w.url} kept changing its size")
+
+
+def collect_cosignatures(
+    checkpoint: str, witnesses: Sequence[WitnessConfig], k: int,
+    proof_fn: Callable[[int, int], Sequence[bytes]], timeout: float = 5.0,
+) -> str:
+    """Ask every witness in parallel; return the note with the valid cosignatures added.
+
+    ``proof_fn(old, new)`` gives consistency proofs (e.g. ``log.consistency_proof`` bound
+    to a session). Raises QuorumError when fewer than ``k`` witnesses cosign.
+    """
+    lines: list[str] = []
+    failures: list[str] = []
+    with ThreadPoolExecutor(max_workers=max(1, len(witnesses))) as pool:
+        futures = [pool.submit(_one, w, checkpoint, proof_fn, timeout) for w in witnesses]
+        for w, f in zip(witnesses, futures, strict=True):
+            try:
+                lines.append(f.result())
+            except LedgerError as exc:
+                failures.append(f"{w.url}: {exc}")
+    if len(lines) < k:
+        raise QuorumError(f"{len(lines)} of {k} required cosignatures; " + "; ".join(failures))
+    return add_signature_lines(checkpoint, lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ledger.witness")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve")
+    s.add_argument("--state", type=Path, required=True)
+    s.add_argument("--key", type=Path, required=True, help="witness skey file (type 0x04)")
+    s.add_argument("--log-vkey", action="append", required=True)
+    s.add_argument("--port", type=int, default=0)
+    s.add_argument("--host", default="127.0.0.1")
+    g = sub.add_parser("keygen")
+    g.add_argument("--key", type=Path, required=True)
+    g.add_argument("--name", required=True)
+    args = p.parse_args(argv)
+    if args.cmd == "keygen":
+        from ledger.checkpoint import generate_key_file
+        from ledger.note import ALG_COSIGNATURE_V1
+
+        print(generate_key_file(args.key, args.name, ALG_COSIGNATURE_V1))
+        return 0
+    signer = parse_skey(args.key.read_text(encoding="ascii"))
+    logs = [parse_vkey(Path(v).read_text() if Path(v).exists() else v) for v in args.log_vkey]
+    server = make_server(Witness(signer, logs, args.state), args.host, args.port)
+    print(f"listening on {args.host}:{server.server_address[1]}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""`make demo`: scenario 1 of the brief, end to end, on embedded defaults.
+
+An insurer asks three hospitals for average treatment cost by age band and diagnosis.
+Every hospital keeps its table in its own domain, served by its own agent; jobs run in
+isolated containers; only checked aggregates come out; a regulator verifies the ledger.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from containers.engine import docker_client
+from containers.image import ensure_runner_image
+from sandbox import create_app
+from sandbox.bootstrap import create_first_admin
+from sandbox.client import ApiError, Client
+from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS, RAW_ROW_DUMP, write_hospital
+from sandbox.embedded import EmbeddedStack
+from sandbox.migrate import upgrade
+
+HOSPITALS = [("City General Hospital", "H-CITY", 11, 2400),
+             ("Riverside Hospital", "H-RIVER", 12, 1800),
+             ("Mountain Clinic", "H-MOUNT", 13, 900)]
+TERMINAL = {"released", "blocked", "failed", "cancelled"}
+
+
+def step(n: int, text: str) -> None:
+    print(f"\n[{n:02d}] {text}", flush=True)
+
+
+def say(text: str) -> None:
+    print(f"     {text}", flush=True)
+
+
+def wait_job(client: Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job: dict[str, Any] = client.get(f"/jobs/{job_id}")
+        if job["state"] in TERMINAL:
+            return job
+        time.sleep(0.3)
+    raise SystemExit(f"job {job_id} did not finish within {timeout_s}s")
+
+
+def dataset_metadata(name: str, code: str, location: str) -> dict[str, Any]:
+    return {"code": f"{code}-IPE", "name": f"{name} inpatient episodes", "category": "health",
+            "summary": "One row per inpatient episode: age, sex, diagnosis, length of stay, "
+                       "cost.", "format": "csv", "openness": "conditional",
+            "update_cycle": "monthly", "publish_date": "2026-10-01", "fields": FIELDS,
+            "location": location}
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="sandbox-demo-"))
+    url = f"sqlite:///{work / 'sandbox.db'}"
+    step(1, f"Embedded controller: SQLite at {work / 'sandbox.db'}, Alembic migrations applied")
+    upgrade(url)
+    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
+                      "LOG_ORIGIN": "demo.data-sandbox.local/log"})
+    admin_token = create_first_admin(app, "Platform operator").token
+    stack = EmbeddedStack(app).start()
+    image = ensure_runner_image(docker_client())
+    say(f"controller listening on {stack.url}; runner image {image.tag}")
+    try:
+        return run(stack, Client(stack.url, admin_token), image.tag, work)
+    finally:
+        stack.stop()
+
+
+def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
+    step(2, "Operator registers parties; each hospital gets its own agent and domain")
+    hospitals = []
+    for name, code, seed, rows in HOSPITALS:
+        p = admin.post("/parties", {"name": name, "role": "provider", "code": code})
+        root = work / "domains" / code
+        write_hospital(root, seed, rows, code)
+        agent = admin.post("/agents", {"name": f"{code} agent", "providers": [p["id"]]})
+        stack.start_agent(agent["token"], [root], work / "jobs" / code, image)
+        hospitals.append({"name": name, "code": code, "id": p["id"], "rows": rows,
+                          "client": Client(stack.url, p["token"])})
+        say(f"{name} ({code}): {rows} synthetic episodes in {root}")
+    insurer_p = admin.post("/parties", {"name": "Harbor Mutual Insurance", "role": "requester"})
+    insurer = Client(stack.url, insurer_p["token"])
+    regulator_p = admin.post("/parties", {"name": "Municipal Data Bureau", "role": "regulator"})
+    regulator_token = regulator_p["token"]
+    regulator = Client(stack.url, regulator_token)
+    say("requester: Harbor Mutual Insurance; regulator: Municipal Data Bureau")
+
+    step(3, "Hospitals register datasets; each agent checks the file against the schema")
+    for h in hospitals:
+        ds = h["client"].post("/datasets", dataset_metadata(h["name"], h["code"],
+                                                            "inpatient_episodes.csv"))
+        h["dataset"] = ds["id"]
+        say(f"{ds['code']}: {ds['status']}, {ds['rows']} rows (raw rows never leave)")
+        if ds["status"] != "active":
+            return 1
+    bad = dataset_metadata("City General Hospital", "H-CITY", "inpatient_episodes.csv")
+    bad["code"] = "H-CITY-WRONG"
+    bad["fields"] = [{**f, "type": "integer"} if f["name"] == "cost" else f for f in FIELDS]
+    try:
+        hospitals[0]["client"].post("/datasets", bad)
+    except ApiError as e:
+        say(f"a mis-declared dataset is refused: HTTP {e.status} {e.body['field']}: "
+            f"{e.body['rule']}")
+
+    step(4, "Insurer applies for age, sex, diagnosis and cost of all three hospitals")
+    req = insurer.post("/requests", {
+        "purpose": "Average treatment cost by age band and diagnosis, for pricing review.",
+        "use_kind": "statistics", "business_system": "harbor-pricing-2026",
+        "items": [{"dataset_id": h["dataset"], "columns": ["age", "sex", "diagnosis", "cost"]}
+                  for h in hospitals]})
+    say(f"request {req['id']}: {req['status']}")
+
+    step(5, "Each hospital approves its own item after a risk assessment")
+    expires = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    for i, h in enumerate(hospitals):
+        r = h["client"].post(f"/requests/{req['id']}/items/{h['dataset']}/approve", {
+            "expires_at": expires, "max_runs": 10, "min_cell_count": 10 + 5 * (i == 2),
+            "risk_assessment": "aggregates by band only; identifiers not requested"})
+        say(f"{h['code']} approved -> request {r['status']}")
+    permit = insurer.get(f"/permits/{r['permit_id']}")
+    say(f"permit {permit['id']}: max_runs={permit['max_runs']}, min_cell_count="
+        f"{permit['min_cell_count']} (strictest wins), classification={permit['classification']}")
+
+    step(6, "A second request asks for patient identifiers; the hospital denies it")
+    req2 = insurer.post("/requests", {
+        "purpose": "Link episodes to our policyholders by patient number.",
+        "use_kind": "statistics", "business_system": "harbor-claims",
+        "items": [{"dataset_id": hospitals[0]["dataset"], "columns": ["patient_id", "cost"]}]})
+    r2 = hospitals[0]["client"].post(f"/requests/{req2['id']}/items/{hospitals[0]['dataset']}"
+                                     "/deny", {"reason": "identifiers never leave the hospital"})
+    say(f"request {req2['id']}: {r2['status']} ({r2['items'][0]['reason']})")
+
+    step(7, "Insurer runs its analysis in each hospital's domain")
+    for h in hospitals:
+        job = insurer.post("/jobs", {"permit_id": permit["id"], "dataset_ids": [h["dataset"]],
+                                     "script": COST_BY_AGE_AND_DIAGNOSIS})
+        h["job"] = job["id"]
+    for h in hospitals:
+        job = wait_job(insurer, h["job"])
+        out = job["outputs"][0]
+        say(f"{h['code']}: job {job['state']}, read {job['rows_read']} rows; "
+            f"{out['name']} {out['decision']} {'; '.join(out['reasons'])}")
+        table = insurer.http.get(f"{insurer.url}/api/v1/jobs/{h['job']}/outputs/{out['name']}",
+                                 timeout=30).text.splitlines()
+        for line in table[:4]:
+            say(f"    {line}")
+        if job["state"] != "released":
+            print("unexpected state", job)
+            return 1
+
+    step(8, "A hostile script dumps raw rows with a fake count column and prints them")
+    job = insurer.post("/jobs", {"permit_id": permit["id"], "dataset_ids":
+                                 [hospitals[0]["dataset"]], "script": RAW_ROW_DUMP})
+    job = wait_job(insurer, job["id"])
+    say(f"job {job['state']}: {job['reason']}")
+    say(f"console output the insurer receives: {job['log'].splitlines()[-1]}")
+    if job["state"] != "blocked":
+        return 1
+
+    step(9, "City General sees who used its data, when, for what and how much")
+    for u in hospitals[0]["client"].get("/usage")["usage"]:
+        say(f"{u['submitted_at'][:19]} {u['requester_name']} ({u['business_system']}): "
+            f"{u['state']}, {u['rows_read']} rows, script {u['script_sha256'][:12]}")
+
+    step(10, "Regulator verifies a result's receipt offline, then audits the whole log")
+    from sandbox import regulator as reg
+
+    vkey = regulator.text("/ledger/public-key")
+    say(f"log public key: {vkey.strip()[:60]}...")
+    receipt = wait_receipt(insurer, hospitals[0]["job"])
+    say(f"the insurer hands over the receipt of job {hospitals[0]['job']} "
+        f"(entry {receipt['index']}); ledger-verify checks it with the public key only:")
+    ok = reg.verify_receipt(receipt, vkey, say)
+    say("full audit with ledger-verify (rebuilds the Merkle tree from every entry):")
+    ok = reg.audit(stack.url, regulator_token, vkey, work / "regulator-state", say) and ok
+    print("\nledger verified" if ok else "\nLEDGER VERIFICATION FAILED", flush=True)
+    return 0 if ok else 1
+
+
+def wait_receipt(client: Client, job_id: str, timeout_s: float = 10) -> dict[str, Any]:
+    # The checkpointer signs within a fraction of a second of an append.
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            receipt: dict[str, Any] = client.get(f"/jobs/{job_id}/receipt")
+            return receipt
+        except ApiError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from ledger.checkpoint import Checkpoint, CheckpointSigner, generate_key_file
+from ledger.checkpointer import sign_checkpoint, store_cosigned
+from ledger.cosignature import verified_cosigners
+from ledger.errors import QuorumError, WitnessError
+from ledger.log import TransparencyLog
+from ledger.note import ALG_COSIGNATURE_V1, NoteSigner, generate_signer
+from ledger.receipt import verify_receipt
+from ledger.witness import (
+    SIZE_TYPE,
+    Witness,
+    WitnessConfig,
+    collect_cosignatures,
+    make_server,
+    request_cosignature,
+)
+from tests.ledger.conftest import ORIGIN, fill
+
+
+class Running:
+    def __init__(self, signer: NoteSigner, log_key: CheckpointSigner, state: Path) -> None:
+        self.signer, self.state = signer, state
+        self.witness = Witness(signer, [log_key.verifier], state)
+        self.server = make_server(self.witness)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def config(self) -> WitnessConfig:
+        return WitnessConfig(self.url, self.signer.verifier.vkey())
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def witnesses(tmp_path: Path, signer: CheckpointSigner) -> Iterator[list[Running]]:
+    ws = [Running(generate_signer(f"witness.test/w{i}", ALG_COSIGNATURE_V1), signer,
+                  tmp_path / f"w{i}.json") for i in range(2)]
+    yield ws
+    for w in ws:
+        w.close()
+
+
+def _signed(factory: sessionmaker[Session], log: TransparencyLog) -> str:
+    with factory() as s:
+        _, note = sign_checkpoint(log, s)
+        s.commit()
+    return note
+
+
+def _proof_fn(factory: sessionmaker[Session], log: TransparencyLog):  # type: ignore[no-untyped-def]
+    def fn(old: int, new: int) -> list[bytes]:
+        with factory() as s:
+            return log.consistency_proof(s, old, new)
+    return fn
+
+
+def test_collect_and_receipt(factory: sessionmaker[Session], tlog: TransparencyLog,
+                             signer: CheckpointSigner, witnesses: list[Running]) -> None:
+    configs = [w.config for w in witnesses]
+    keys = [w.signer.verifier for w in witnesses]
+    for n in (3, 9, 9, 20):
+        with factory() as s:
+            need = n - tlog.size(s)
+        fill(factory, tlog, need, start=n - need)
+        cosigned = collect_cosignatures(_signed(factory, tlog), configs, 2,
+                                        _proof_fn(factory, tlog))
+        assert verified_cosigners(cosigned, keys) == {"witness.test/w0", "witness.test/w1"}
+    with factory() as s:
+        store_cosigned(tlog, s, cosigned)
+        s.commit()
+        from ledger.api_payloads import checkpoint_text, receipt_payload
+
+        assert checkpoint_text(tlog, s) == cosigned
+        receipt = receipt_payload(tlog, s, 4)
+    verify_receipt(receipt, signer.vkey(), [w.config.vkey for w in witnesses], k=2)
+    with pytest.raises(QuorumError):
+        collect_cosignatures(cosigned, [*configs, WitnessConfig("http://127.0.0.1:9",
+                             configs[0].vkey)], 3, _proof_fn(factory, tlog), timeout=1)
+
+
+def test_protocol_errors_leave_state_unchanged(
+    factory: sessionmaker[Session], tlog: TransparencyLog, signer: CheckpointSigner,
+    witnesses: list[Running],
+) -> None:
+    w = witnesses[0]
+    fill(factory, tlog, 10)
+    note10 = _signed(factory, tlog)
+    request_cosignature(w.url, note10, 0, [])
+    state = w.state.read_bytes()
+    with factory() as s:
+        root5 = tlog.root(s, 5)
+        proof_5_10 = tlog.consistency_proof(s, 5, 10)
+    note5 = signer.sign(Checkpoint(ORIGIN, 5, root5))
+
+    def status(note: str, old: int, proof: list[bytes]) -> tuple[int, str]:
+        with pytest.raises(WitnessError) as info:
+            request_cosignature(w.url, note, old, proof)
+        return info.value.status, str(info.value)
+
+    assert status(note5, 0, []) == (409, "10")  # rollback
+    assert status(note5, 10, []) == (400, status(note5, 10, [])[1])  # old > size
+    forked = signer.sign(Checkpoint(ORIGIN, 10, b"\x07" * 32))
+    assert status(forked, 10, [])[0] == 409  # same size, other root
+    fill(factory, tlog, 4, start=10)
+    note14 = _signed(factory, tlog)
+    assert status(note14, 10, proof_5_10)[0] == 422  # proof that does not fit
+    forked14 = signer.sign(Checkpoint(ORIGIN, 14, b"\x07" * 32))
+    with factory() as s:
+        assert status(forked14, 10, tlog.consistency_proof(s, 10, 14))[0] == 422
+    stranger = CheckpointSigner(generate_signer(ORIGIN))
+    assert status(stranger.sign(Checkpoint(ORIGIN, 14, root5)), 10, [])[0] == 403
+    other = CheckpointSigner(generate_signer("other.test/log"))
+    assert status(other.sign(Checkpoint("other.test/log", 1, root5)), 0, [])[0] == 404
+    assert status("garbage", 0, [])[0] == 400
+    assert w.state.read_bytes() == state
+    with factory() as s:
+        lines = request_cosignature(w.url, note14, 10, tlog.consistency_proof(s, 10, 14))
+    assert lines.startswith("\u2014 witness.test/w0 ")
+    assert w.state.read_bytes() != state
+
+
+def test_409_content_type(factory: sessionmaker[Session], tlog: TransparencyLog,
+                          witnesses: list[Running]) -> None:
+    fill(factory, tlog, 2)
+    note = _signed(factory, tlog)
+    rep = witnesses[0].witness.add_checkpoint(f"old 1\n\n{note}".encode())
+    assert (rep.status, rep.content_type, rep.body) == (409, SIZE_TYPE, b"0\n")
+
+
+@pytest.mark.slow
+def test_serve_cli(tmp_path: Path, factory: sessionmaker[Session], tlog: TransparencyLog,
+                   signer: CheckpointSigner) -> None:
+    key = tmp_path / "w.key"
+    vkey = generate_key_file(key, "witness.test/cli", ALG_COSIGNATURE_V1)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ledger.witness", "serve", "--state", str(tmp_path / "s.json"),
+         "--key", str(key), "--log-vkey", signer.vkey(), "--port", "0"],
+        stdout=subprocess.PIPE, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline().decode().rsplit(":", 1)[1])
+        fill(factory, tlog, 3)
+        note = collect_cosignatures(_signed(factory, tlog),
+                                    [WitnessConfig(f"http://127.0.0.1:{port}", vkey)], 1,
+                                    _proof_fn(factory, tlog))
+        assert "witness.test/cli" in note
+    finally:
+        proc.kill()
+        proc.wait()
