@@ -201,6 +201,11 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
         job.reason = "permit revoked"
         job.finished_at = ctx.now()
         ctx.record("job.cancelled", provider.id, {"job_id": job.id, "reason": job.reason})
+        if job.joint_id is not None:
+            # Imported here: the joint module builds on this one.
+            from authz import joint
+
+            joint.on_part_finished(ctx, job)
     return permit
 
 

@@ -15,7 +15,7 @@ from authz import access
 from authz import validate as v
 from authz.context import Ctx
 from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
-from authz.models import Dataset, Job, Party, Permit, new_id
+from authz.models import AccessRequest, Dataset, Job, Party, Permit, new_id
 
 STATES = ("queued", "dispatched", "running", "checking", "released", "blocked", "failed",
           "cancelled")
@@ -133,7 +133,9 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
 
 def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes:
     job = get_visible(ctx, requester, job_id)
-    if job.requester_id != requester.id:
+    if job.requester_id != requester.id or job.kind == "joint":
+        # A joint part's output is one provider's encrypted figures: the requester holds
+        # the key, so only the combined aggregate is ever served to it.
         raise NotFound("no such output")
     for o in job.outputs:
         if o.name == name and o.decision == "released" and o.content is not None:
@@ -147,7 +149,7 @@ def usage(ctx: Ctx, provider: Party) -> list[dict[str, Any]]:
     for job in list_visible(ctx, provider):
         permit = ctx.session.get(Permit, job.permit_id)
         assert permit is not None
-        request = ctx.session.get(access.AccessRequest, permit.request_id)
+        request = ctx.session.get(AccessRequest, permit.request_id)
         assert request is not None
         requester = ctx.session.get(Party, job.requester_id)
         out.append({

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -27,7 +27,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
 class AuthzBase(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
 def utcnow() -> datetime:
@@ -198,6 +198,9 @@ class Job(AuthzBase):
     runner_image: Mapped[str | None] = mapped_column(String(100), default=None)
     log: Mapped[str | None] = mapped_column(Text, default=None)
     ledger_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Set on the per-provider parts of a joint (homomorphic) job.
+    joint_id: Mapped[str | None] = mapped_column(ForeignKey("joint_jobs.id"), default=None,
+                                                 index=True)
     outputs: Mapped[list[JobOutput]] = relationship(
         cascade="all, delete-orphan", order_by="JobOutput.name"
     )
@@ -215,3 +218,27 @@ class JobOutput(AuthzBase):
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     # Only released outputs keep content: a blocked output never reaches the controller.
     content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+
+
+class JointJob(AuthzBase):
+    """Statistics over several providers' data, combined under homomorphic encryption.
+
+    The controller holds the requester's public CKKS context and the providers' encrypted
+    submissions; it adds them and never holds a key that decrypts them.
+    """
+
+    __tablename__ = "joint_jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"))
+    requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    spec: Mapped[dict[str, Any]] = mapped_column()
+    public_context: Mapped[bytes] = mapped_column(LargeBinary)
+    context_fingerprint: Mapped[str] = mapped_column(String(64))
+    min_providers: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), default="running")  # running|combined|failed
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    aggregate: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    aggregate_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

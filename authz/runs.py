@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import access, catalog
+from authz import access, catalog, joint
 from authz import validate as v
 from authz.context import Ctx
 from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
@@ -35,7 +35,8 @@ def next_task(ctx: Ctx, agent: Agent) -> dict[str, Any] | None:
         .order_by(Dataset.created_at).limit(1)
     ).first()
     if ds is not None:
-        return {"type": "schema_check", "dataset": _dataset_task(ds, [f["name"] for f in ds.fields])}
+        columns = [f["name"] for f in ds.fields]
+        return {"type": "schema_check", "dataset": _dataset_task(ds, columns)}
     _requeue_expired(ctx, providers)
     while True:
         job = ctx.session.scalars(
@@ -95,12 +96,15 @@ def _dispatch(ctx: Ctx, agent: Agent, job: Job, permit: Permit) -> dict[str, Any
         datasets.append(_dataset_task(ds, cols))
         fm = catalog.field_map(ds)
         high += [c for c in cols if fm[c]["sensitivity"] in catalog.HIGH_SENSITIVITY]
-    return {
+    task: dict[str, Any] = {
         "type": "run", "job_id": job.id, "kind": job.kind, "permit_id": permit.id,
         "script_b64": base64.b64encode(job.script).decode(), "script_sha256": job.script_sha256,
         "datasets": datasets, "min_cell_count": permit.min_cell_count,
         "blocked_columns": sorted(set(high)), "timeout_s": RUN_TIMEOUT_S,
     }
+    if job.joint_id is not None:
+        task["joint"] = joint.task_fields(ctx, job)
+    return task
 
 
 def _leased(ctx: Ctx, agent: Agent, job_id: str) -> Job:
@@ -192,16 +196,17 @@ def _finish(ctx: Ctx, actor: str, job: Job, state: str, reason: str | None) -> N
     job.reason = reason
     job.finished_at = ctx.now()
     job.lease_expires_at = None
-    ran = job.input_sha256 is not None
-    if not ran:
+    if job.input_sha256 is None:
         ctx.record(f"job.{state}", actor, {"job_id": job.id, "reason": reason})
-        return
-    job.ledger_index = ctx.record("run.finished", actor, _run_body(ctx, job))
-    for o in job.outputs:
-        ctx.record(f"output.{o.decision}", actor, {
-            "job_id": job.id, "name": o.name, "sha256": o.sha256, "bytes": o.size,
-            "reasons": o.reasons,
-        })
+    else:
+        job.ledger_index = ctx.record("run.finished", actor, _run_body(ctx, job))
+        for o in job.outputs:
+            ctx.record(f"output.{o.decision}", actor, {
+                "job_id": job.id, "name": o.name, "sha256": o.sha256, "bytes": o.size,
+                "reasons": o.reasons,
+            })
+    if job.joint_id is not None:
+        joint.on_part_finished(ctx, job)
 
 
 def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def integer(lo: int, hi: int) -> Check:
             raise InvalidInput(path, "must be an integer")
         if not lo <= v <= hi:
             raise InvalidInput(path, f"must be between {lo} and {hi}")
-        return v
+        return int(v)
 
     return check
 

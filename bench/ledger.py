@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.audit import AuditResult
+from ledger.audit import AuditResult, default_workers
 from ledger.checkpoint import Checkpoint, CheckpointSigner
 from ledger.checkpointer import Checkpointer
 from ledger.db import make_engine, make_session_factory
@@ -125,7 +125,8 @@ def bench_audit(n: int) -> tuple[float, AuditResult]:
     # The checkpoint's root comes from the plain RFC 9162 implementation, not the auditor.
     note = signer.sign(Checkpoint(ORIGIN, n, root_hash(entries)))
     t = time.perf_counter()
-    _, result = run_audit(MemorySource(entries, note), signer.verifier)
+    _, result = run_audit(MemorySource(entries, note), signer.verifier,
+                          workers=default_workers())
     return time.perf_counter() - t, result
 
 
@@ -168,6 +169,7 @@ def main() -> None:
     assert result.size == args.audit_n
     print(f"audit_{args.audit_n // 1_000_000 or args.audit_n}"
           f"{'m' if args.audit_n >= 1_000_000 else ''}_s={secs:.2f}", flush=True)
+    print(f"audit_workers={default_workers()}", flush=True)
     print(f"verify_us={bench_verify():.2f}", flush=True)
     if not args.no_pg:
         from tests import pgcluster

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import shutil
 import threading
@@ -18,10 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.errors import InvalidInput, SandboxError
+from authz.errors import ExecutorError, InvalidInput, SandboxError
+from compute.protocol import provider_submit
+from compute.spec import spec_from_json
 from containers import checks, datasets
 from containers.executor import DockerExecutor, Limits, RunResult, RunSpec
+from containers.hardening import read_outputs
 
 log = logging.getLogger("data-sandbox.agent")
 
@@ -36,6 +41,8 @@ class AgentConfig:
     limits: Limits = field(default_factory=Limits)
     poll_wait_s: float = 5.0
     http_timeout_s: float = 30.0
+    # Signs joint-statistics submissions; its public half is registered with the agent.
+    signing_key: Ed25519PrivateKey | None = None
 
 
 class ControllerClient:
@@ -141,8 +148,14 @@ class Agent:
         input_sha = digests[0] if single else _combine(digests)
         for p in [in_dir, *in_dir.iterdir()]:
             p.chmod(0o755 if p.is_dir() else 0o644)
+        extra: dict[str, Path] = {}
+        if "joint" in task:
+            spec_path = job_dir / "spec.json"
+            spec_path.write_text(json.dumps(task["joint"]["spec"]))
+            extra["spec.json"] = spec_path
         spec = RunSpec(job_id=job_id, image=self.config.image, script_path=script_path,
-                       input_dir=in_dir, work_dir=job_dir / "work", limits=self.config.limits)
+                       input_dir=in_dir, work_dir=job_dir / "work", limits=self.config.limits,
+                       extra_files=extra)
         spec.work_dir.mkdir(exist_ok=True)
         self.executor.start(spec)
         self.controller.started(job_id)
@@ -157,9 +170,11 @@ class Agent:
         }
         if not result.ok:
             return {**base, "state": "failed", "reason": _failure(result), "outputs": []}
+        if "joint" in task:
+            return {**base, **self._joint_submission(task, result.out_dir)}
         verdicts = checks.check_outputs(result.out_dir, policy)
         blocked = [v for v in verdicts if v.decision == "blocked"]
-        outputs = [{
+        outputs: list[dict[str, Any]] = [{
             "name": v.name, "sha256": v.sha256, "bytes": v.size, "decision": v.decision,
             "reasons": v.reasons,
             "content_b64": (base64.b64encode(v.content).decode()
@@ -170,11 +185,43 @@ class Agent:
             for o in outputs:
                 if o["decision"] == "released":
                     o["decision"] = "blocked"
-                    o["reasons"] = [*o["reasons"], "withheld: another output of this run "
+                    o["reasons"] = [*_reasons(o), "withheld: another output of this run "
                                                    "was blocked"]
             reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
             return {**base, "state": "blocked", "reason": reason[:2000], "outputs": outputs}
         return {**base, "state": "released", "outputs": outputs}
+
+
+    def _joint_submission(self, task: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+        """Encrypt the local aggregates; the plaintext never leaves the provider's domain."""
+        if self.config.signing_key is None:
+            raise ExecutorError("this agent has no signing key for joint submissions")
+        files = read_outputs(out_dir, max_files=4, max_bytes=64 * 1024 * 1024)
+        if set(files) != {"aggregates.json"}:
+            raise ExecutorError("the local aggregation must write exactly aggregates.json")
+        joint = task["joint"]
+        schema = {f["name"]: f["type"] for ds in task["datasets"] for f in ds["fields"]}
+        try:
+            aggregates = json.loads(files["aggregates.json"])
+        except ValueError:
+            raise ExecutorError("aggregates.json is not JSON") from None
+        submission, report = provider_submit(
+            spec_from_json(joint["spec"], schema), aggregates,
+            base64.b64decode(joint["public_context_b64"]), joint["context_fingerprint"],
+            job_id=joint["joint_id"], provider_id=task["datasets"][0]["provider_id"],
+            signing_key=self.config.signing_key, min_cell_count=task["min_cell_count"])
+        raw = json.dumps(submission, sort_keys=True).encode()
+        note = (f"encrypted submission; {report.suppressed_cells} cell(s) below "
+                f"{report.min_cell_count} suppressed before encryption")
+        return {"state": "released", "outputs": [{
+            "name": "submission.json", "sha256": hashlib.sha256(raw).hexdigest(),
+            "bytes": len(raw), "decision": "released", "reasons": [note],
+            "content_b64": base64.b64encode(raw).decode()}]}
+
+
+def _reasons(output: dict[str, Any]) -> list[str]:
+    reasons: list[str] = output["reasons"]
+    return reasons
 
 
 def _failure(result: RunResult) -> str:

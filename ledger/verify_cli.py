@@ -74,17 +74,17 @@ def run_audit(source: LogSource, log_key: NoteVerifier, page: int = PAGE,
         start = 0
         while start < cp.size:
             batch: list[bytes] = []
-            while len(batch) < chunk and start + len(batch) < cp.size:
+            end = min(start + chunk, cp.size)
+            while start + len(batch) < end:
                 pos = start + len(batch)
-                got = source.entries(pos, min(pos + page, cp.size))
+                got = source.entries(pos, min(pos + page, end))
                 if not got:
                     break
                 batch.extend(got)
-            if batch:
-                yield start, batch
-            if start + len(batch) < cp.size and (not batch or len(batch) < chunk):
-                raise AuditError(start + len(batch), f"log stops at {start + len(batch)} "
-                                 f"entries; checkpoint claims {cp.size}")
+            if not batch:
+                raise AuditError(start, f"log stops at {start} entries; checkpoint claims "
+                                        f"{cp.size}")
+            yield start, batch
             start += len(batch)
 
     result = audit_chunks(chunks(), workers)

@@ -28,6 +28,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         AGENT_POLL_WAIT_S=10.0,
         SCHEMA_CHECK_WAIT_S=20.0,
         # Release a result only once this many witnesses cosigned a checkpoint covering it.
+        JOINT_MIN_PROVIDERS=3,
         WITNESSES=[],
         WITNESS_QUORUM=0,
     )
@@ -36,11 +37,12 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     from sandbox import db, http_errors
-    from sandbox.api import access, agents, catalog, jobs, ledger_api, parties
+    from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, parties
 
     engine = make_engine(app.config["DATABASE_URL"])
     db.init_app(app, engine, make_session_factory(engine))
     http_errors.register(app)
-    for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, agents.bp, ledger_api.bp):
+    for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
+               ledger_api.bp):
         app.register_blueprint(bp)
     return app

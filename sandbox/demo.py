@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from compute.joint import format_result
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app
@@ -22,6 +25,7 @@ from sandbox.client import ApiError, Client
 from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS, RAW_ROW_DUMP, write_hospital
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
+from sandbox.sdk import JointStatistics
 
 HOSPITALS = [("City General Hospital", "H-CITY", 11, 2400),
              ("Riverside Hospital", "H-RIVER", 12, 1800),
@@ -79,8 +83,10 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         p = admin.post("/parties", {"name": name, "role": "provider", "code": code})
         root = work / "domains" / code
         write_hospital(root, seed, rows, code)
-        agent = admin.post("/agents", {"name": f"{code} agent", "providers": [p["id"]]})
-        stack.start_agent(agent["token"], [root], work / "jobs" / code, image)
+        key = Ed25519PrivateKey.generate()
+        agent = admin.post("/agents", {"name": f"{code} agent", "providers": [p["id"]],
+                                       "public_key": key.public_key().public_bytes_raw().hex()})
+        stack.start_agent(agent["token"], [root], work / "jobs" / code, image, signing_key=key)
         hospitals.append({"name": name, "code": code, "id": p["id"], "rows": rows,
                           "client": Client(stack.url, p["token"])})
         say(f"{name} ({code}): {rows} synthetic episodes in {root}")
@@ -163,12 +169,16 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     if job["state"] != "blocked":
         return 1
 
-    step(9, "City General sees who used its data, when, for what and how much")
+    step(9, "Joint statistics over all three hospitals, combined under homomorphic encryption")
+    if not joint_statistics(insurer, permit["id"], hospitals):
+        return 1
+
+    step(10, "City General sees who used its data, when, for what and how much")
     for u in hospitals[0]["client"].get("/usage")["usage"]:
         say(f"{u['submitted_at'][:19]} {u['requester_name']} ({u['business_system']}): "
             f"{u['state']}, {u['rows_read']} rows, script {u['script_sha256'][:12]}")
 
-    step(10, "Regulator verifies a result's receipt offline, then audits the whole log")
+    step(11, "Regulator verifies a result's receipt offline, then audits the whole log")
     from sandbox import regulator as reg
 
     vkey = regulator.text("/ledger/public-key")
@@ -181,6 +191,38 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     ok = reg.audit(stack.url, regulator_token, vkey, work / "regulator-state", say) and ok
     print("\nledger verified" if ok else "\nLEDGER VERIFICATION FAILED", flush=True)
     return 0 if ok else 1
+
+
+JOINT_SPEC = {
+    "version": 1, "columns": ["age", "cost"],
+    "statistics": ["count", "mean", "std", "correlation", "ols", "histogram", "grouped"],
+    "ols": {"y": "cost", "x": ["age"]}, "bins": {"age": [0, 18, 40, 65, 120]},
+    "groups": {"by": "diagnosis", "categories": ["I21", "J18", "E11", "K35", "S72"],
+               "values": ["cost"]},
+}
+
+
+def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]]
+                     ) -> bool:
+    sdk = JointStatistics(insurer)
+    run = sdk.submit(permit_id, [h["dataset"] for h in hospitals], JOINT_SPEC)
+    say(f"joint job {run.joint_id}: the insurer keeps the CKKS secret key; only the public "
+        f"context (fingerprint {run.keys.fingerprint[:12]}) was uploaded")
+    joint = sdk.wait(run)
+    names = {h["id"]: h["code"] for h in hospitals}
+    for part in joint["parts"]:
+        say(f"part {part['job_id']} at {names[part['provider_id']]}: {part['state']}, "
+            f"{part['rows_read']} rows aggregated and encrypted inside the hospital's domain")
+    if joint["state"] != "combined":
+        say(f"joint job {joint['state']}: {joint['reason']}")
+        return False
+    say(f"the controller added {len(joint['parts'])} encrypted submissions without a key; "
+        f"aggregate sha256 {joint['aggregate']['aggregate_sha256'][:16]}")
+    say("what each hospital saw of the others: nothing (only its own rows, in its domain)")
+    say("what the insurer decrypts, rounded before use:")
+    for line in format_result(sdk.result(run, joint)).splitlines():
+        say(f"    {line}")
+    return True
 
 
 def wait_receipt(client: Client, job_id: str, timeout_s: float = 10) -> dict[str, Any]:

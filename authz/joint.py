@@ -1,0 +1,189 @@
+"""Joint statistics across providers: one part per provider domain, combined encrypted.
+
+The requester uploads a public CKKS context (no secret key) and a statistics spec. Each
+provider's agent runs the local aggregation in its container, applies the permit's
+disclosure check, encrypts under the public context and signs. The controller adds the
+ciphertexts once every part is in; only the requester can decrypt the sum. A provider's
+own submission is never served to anyone: decrypting it would reveal that provider's
+figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+import compute.local_aggregate
+from authz import access, catalog
+from authz import validate as v
+from authz.context import Ctx
+from authz.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
+from authz.models import Agent, Dataset, Job, JointJob, Party, Permit, new_id
+from compute.backend import fingerprint
+from compute.joint import ledger_record
+from compute.protocol import combine, default_backend
+from compute.spec import parse_spec
+
+DEFAULT_MIN_PROVIDERS = 3
+MAX_CONTEXT_BYTES = 4 * 1024 * 1024
+SUBMISSION = "submission.json"
+
+SUBMIT_SPEC = [
+    v.Field("permit_id", v.text(40)),
+    v.Field("dataset_ids", v.list_of(v.text(40), 1, 50, unique=True)),
+    v.Field("spec", lambda path, x: x),  # parsed by compute.spec against the schema
+    v.Field("public_context_b64", v.text(MAX_CONTEXT_BYTES * 2)),
+    v.Field("context_fingerprint", v.text(64, pattern=r"[0-9a-f]{64}")),
+]
+
+
+def local_aggregate_script() -> bytes:
+    """The container-side aggregation, shipped as the part's job script (stdlib+pandas)."""
+    return Path(compute.local_aggregate.__file__).read_bytes()
+
+
+def _schema(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> dict[str, str]:
+    """Column types every dataset agrees on, among the columns the permit allows."""
+    schema: dict[str, str] | None = None
+    for ds_id in dataset_ids:
+        ds = ctx.session.get(Dataset, ds_id)
+        assert ds is not None
+        fm = catalog.field_map(ds)
+        mine = {c: fm[c]["type"] for c in permit.columns[ds_id]}
+        schema = mine if schema is None else {c: t for c, t in schema.items()
+                                              if mine.get(c) == t}
+    return schema or {}
+
+
+def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> JointJob:
+    data = v.parse(body, SUBMIT_SPEC)
+    permit = ctx.session.get(Permit, data["permit_id"])
+    if permit is None or permit.requester_id != requester.id:
+        raise InvalidInput("permit_id", "must be one of your permits")
+    providers = set()
+    for i, ds_id in enumerate(data["dataset_ids"]):
+        ds = ctx.session.get(Dataset, ds_id)
+        if ds is None or ds_id not in permit.columns:
+            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
+        if ds.provider_id in providers:
+            raise InvalidInput(f"dataset_ids[{i}]", "one dataset per provider")
+        providers.add(ds.provider_id)
+    if len(providers) < min_providers:
+        # With two providers each could subtract its own share from the released sum.
+        raise InvalidInput("dataset_ids", f"at least {min_providers} providers are needed")
+    spec = parse_spec(data["spec"], _schema(ctx, permit, data["dataset_ids"]))
+    try:
+        context = base64.b64decode(data["public_context_b64"], validate=True)
+    except ValueError:
+        raise InvalidInput("public_context_b64", "must be base64") from None
+    if fingerprint(context) != data["context_fingerprint"]:
+        raise InvalidInput("context_fingerprint", "must be the SHA-256 of the public context")
+    try:
+        default_backend().load_public(context)  # refuses a context holding a secret key
+    except SandboxError as e:
+        raise InvalidInput("public_context_b64", str(e)) from None
+    access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    open_jobs = len(list(ctx.session.scalars(select(Job.id).where(
+        Job.permit_id == permit.id, Job.state == "queued"))))
+    if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
+        raise PolicyViolation("permit has too few runs left for one part per provider")
+    joint = JointJob(id=new_id("jnt"), permit_id=permit.id, requester_id=requester.id,
+                     spec=spec.to_json(), public_context=context,
+                     context_fingerprint=data["context_fingerprint"],
+                     min_providers=min_providers)
+    ctx.session.add(joint)
+    script = local_aggregate_script()
+    digest = hashlib.sha256(script).hexdigest()
+    parts = []
+    for ds_id in data["dataset_ids"]:
+        ds = ctx.session.get(Dataset, ds_id)
+        assert ds is not None
+        parts.append(Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
+                         provider_id=ds.provider_id, dataset_ids=[ds_id], kind="joint",
+                         script=script, script_sha256=digest, joint_id=joint.id))
+    ctx.session.add_all(parts)
+    ctx.session.flush()
+    ctx.record("joint.submitted", requester.id, {
+        "joint_id": joint.id, "permit_id": permit.id, "dataset_ids": data["dataset_ids"],
+        "spec_sha256": hashlib.sha256(json.dumps(joint.spec, sort_keys=True).encode())
+        .hexdigest(), "context_fingerprint": joint.context_fingerprint,
+        "parts": [p.id for p in parts], "script_sha256": digest,
+    })
+    return joint
+
+
+def task_fields(ctx: Ctx, job: Job) -> dict[str, Any]:
+    joint = ctx.session.get(JointJob, job.joint_id)
+    assert joint is not None
+    return {"joint_id": joint.id, "spec": joint.spec,
+            "public_context_b64": base64.b64encode(joint.public_context).decode(),
+            "context_fingerprint": joint.context_fingerprint}
+
+
+def on_part_finished(ctx: Ctx, job: Job) -> None:
+    """Called in the transaction that records a part's result: combine once all are in."""
+    joint = ctx.session.get(JointJob, job.joint_id)
+    assert joint is not None
+    if joint.state != "running":
+        return
+    parts = list(ctx.session.scalars(select(Job).where(Job.joint_id == joint.id)))
+    failed = [p for p in parts if p.state in ("blocked", "failed", "cancelled")]
+    if failed:
+        _fail(ctx, joint, f"part {failed[0].id} {failed[0].state}: {failed[0].reason}")
+        return
+    if any(p.state != "released" for p in parts):
+        return
+    submissions, keys = [], {}
+    for p in parts:
+        sub = next(o for o in p.outputs if o.name == SUBMISSION)
+        assert sub.content is not None
+        submissions.append(json.loads(sub.content))
+        agent = ctx.session.get(Agent, p.agent_id)
+        if agent is None or agent.public_key is None:
+            _fail(ctx, joint, f"agent of part {p.id} has no registered signing key")
+            return
+        keys[p.provider_id] = bytes.fromhex(agent.public_key)
+    try:
+        aggregate = combine(submissions, joint.public_context, joint.context_fingerprint, keys,
+                            joint.min_providers)
+    except SandboxError as e:
+        _fail(ctx, joint, f"{type(e).__name__}: {e}")
+        return
+    raw = json.dumps(aggregate, sort_keys=True).encode()
+    joint.aggregate = raw
+    joint.aggregate_sha256 = aggregate["aggregate_sha256"]
+    joint.state = "combined"
+    joint.finished_at = ctx.now()
+    ctx.record("joint.combined", "system", {"joint_id": joint.id, **ledger_record(aggregate)})
+
+
+def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:
+    joint.state = "failed"
+    joint.reason = reason[:2000]
+    joint.finished_at = ctx.now()
+    ctx.record("joint.failed", "system", {"joint_id": joint.id, "reason": joint.reason})
+
+
+def get_for_requester(ctx: Ctx, requester: Party, joint_id: str) -> JointJob:
+    joint = ctx.session.get(JointJob, joint_id)
+    if joint is None or joint.requester_id != requester.id:
+        raise NotFound("no such joint job")
+    return joint
+
+
+def to_json(ctx: Ctx, joint: JointJob) -> dict[str, Any]:
+    parts = ctx.session.scalars(select(Job).where(Job.joint_id == joint.id).order_by(Job.id))
+    return {
+        "id": joint.id, "permit_id": joint.permit_id, "state": joint.state,
+        "reason": joint.reason, "spec": joint.spec,
+        "context_fingerprint": joint.context_fingerprint,
+        "parts": [{"job_id": p.id, "provider_id": p.provider_id, "dataset_ids": p.dataset_ids,
+                   "state": p.state, "rows_read": p.rows_read} for p in parts],
+        "aggregate": json.loads(joint.aggregate) if joint.aggregate else None,
+        "submitted_at": joint.submitted_at.isoformat(),
+    }

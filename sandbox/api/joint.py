@@ -1,0 +1,27 @@
+"""Joint statistics: submit with a public context, poll, fetch the encrypted aggregate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app
+
+from authz import joint
+from sandbox import auth, db
+
+bp = Blueprint("joint", __name__, url_prefix="/api/v1/joint-jobs")
+
+
+@bp.post("")
+@auth.roles("requester")
+def submit() -> tuple[dict[str, Any], int]:
+    j = joint.submit(db.ctx(), auth.party(), auth.body(),
+                     int(current_app.config["JOINT_MIN_PROVIDERS"]))
+    db.commit()
+    return joint.to_json(db.ctx(), j), 201
+
+
+@bp.get("/<joint_id>")
+@auth.roles("requester")
+def get(joint_id: str) -> dict[str, Any]:
+    return joint.to_json(db.ctx(), joint.get_for_requester(db.ctx(), auth.party(), joint_id))

@@ -1,0 +1,69 @@
+"""Requester SDK for joint statistics: the secret key is made, kept and used here only.
+
+A fresh CKKS context per joint job; only its public part is uploaded. The aggregate comes
+back encrypted; it is decrypted and rounded here before anything is derived or shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from compute.derive import JointResult, derive
+from compute.joint import ledger_record
+from compute.protocol import RequesterKeys, decrypt_aggregate, requester_keygen
+from compute.spec import JointSpec, parse_spec
+from sandbox.client import Client
+
+
+@dataclass
+class JointRun:
+    joint_id: str
+    spec: JointSpec
+    keys: RequesterKeys
+
+
+class JointStatistics:
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
+        """Column types all datasets agree on, among the permit's columns (as the server)."""
+        permit = self.client.get(f"/permits/{permit_id}")
+        schema: dict[str, str] | None = None
+        for ds_id in dataset_ids:
+            fields = {f["name"]: f["type"] for f in self.client.get(f"/datasets/{ds_id}")["fields"]}
+            mine = {c: fields[c] for c in permit["columns"][ds_id]}
+            schema = mine if schema is None else {c: t for c, t in schema.items()
+                                                  if mine.get(c) == t}
+        return schema or {}
+
+    def submit(self, permit_id: str, dataset_ids: Sequence[str], spec: dict[str, Any]
+               ) -> JointRun:
+        parsed = parse_spec(spec, self.schema(permit_id, dataset_ids))
+        keys = requester_keygen()
+        joint = self.client.post("/joint-jobs", {
+            "permit_id": permit_id, "dataset_ids": list(dataset_ids), "spec": spec,
+            "public_context_b64": base64.b64encode(keys.public_bytes).decode(),
+            "context_fingerprint": keys.fingerprint,
+        })
+        return JointRun(joint["id"], parsed, keys)
+
+    def wait(self, run: JointRun, timeout_s: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}")
+            if joint["state"] != "running" or time.monotonic() > deadline:
+                return joint
+            time.sleep(0.3)
+
+    def result(self, run: JointRun, joint: dict[str, Any]) -> JointResult:
+        if joint["state"] != "combined":
+            raise RuntimeError(f"joint job {run.joint_id} {joint['state']}: {joint['reason']}")
+        sums = decrypt_aggregate(joint["aggregate"], run.keys, run.spec)
+        result = derive(run.spec, sums)
+        result.ledger = ledger_record(joint["aggregate"])
+        return result

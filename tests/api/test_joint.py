@@ -1,0 +1,141 @@
+"""Joint statistics through the API, with agents played by the real compute code (TenSEAL).
+
+The container run itself is covered by the Docker tests and the demo; here the agent's
+side is the same functions the agent calls, so the controller's checks are exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from compute.derive import derive
+from compute.local_aggregate import local_aggregate
+from compute.protocol import decrypt_aggregate, provider_submit, requester_keygen
+from compute.spec import spec_from_json
+from sandbox.demo_data import hospital_table
+from tests.api.helpers import approval, register
+from tests.conftest import Actor
+
+SPEC = {"version": 1, "columns": ["age", "cost"], "statistics": ["count", "mean", "variance"]}
+
+
+@pytest.fixture(scope="module")
+def keys() -> Any:
+    return requester_keygen()
+
+
+def world(make_party: Any, admin: Actor, n: int) -> dict[str, Any]:
+    requester = make_party("requester")
+    hospitals = []
+    for i in range(n):
+        p = make_party("provider")
+        key = Ed25519PrivateKey.generate()
+        r = admin.post("/agents", {"name": f"a{i}", "providers": [p.id],
+                                   "public_key": key.public_key().public_bytes_raw().hex()})
+        agent = Actor(admin.client, r.json["id"], r.json["token"], "agent")
+        ds = register(p, agent)
+        hospitals.append({"provider": p, "agent": agent, "key": key, "ds": ds,
+                          "frame": hospital_table(100 + i, 300, f"H{i}")})
+    r = requester.post("/requests", {
+        "purpose": "Joint mean cost across hospitals.", "use_kind": "joint_statistics",
+        "business_system": "pricing", "items": [{"dataset_id": h["ds"]["id"],
+                                                 "columns": ["age", "cost"]} for h in hospitals]})
+    for h in hospitals:
+        r = h["provider"].post(f"/requests/{r.json['id']}/items/{h['ds']['id']}/approve",
+                               approval(max_runs=10))
+    return {"requester": requester, "hospitals": hospitals, "permit": r.json["permit_id"]}
+
+
+def submit(w: dict[str, Any], keys: Any, spec: Any = SPEC, **over: Any) -> Any:
+    body = {"permit_id": w["permit"], "dataset_ids": [h["ds"]["id"] for h in w["hospitals"]],
+            "spec": spec, "public_context_b64": base64.b64encode(keys.public_bytes).decode(),
+            "context_fingerprint": keys.fingerprint}
+    body.update(over)
+    return w["requester"].post("/joint-jobs", body)
+
+
+def play_agent(h: dict[str, Any], key: Ed25519PrivateKey | None = None) -> Any:
+    task = h["agent"].get("/agent/tasks/next").json["task"]
+    assert task["kind"] == "joint"
+    joint = task["joint"]
+    schema = {f["name"]: f["type"] for f in task["datasets"][0]["fields"]}
+    spec = spec_from_json(joint["spec"], schema)
+    frame = h["frame"][[f["name"] for f in task["datasets"][0]["fields"]]]
+    sub, _ = provider_submit(spec, local_aggregate(joint["spec"], frame),
+                             base64.b64decode(joint["public_context_b64"]),
+                             joint["context_fingerprint"], job_id=joint["joint_id"],
+                             provider_id=task["datasets"][0]["provider_id"],
+                             signing_key=key or h["key"], min_cell_count=task["min_cell_count"])
+    raw = json.dumps(sub).encode()
+
+
+    return h["agent"].post(f"/agent/jobs/{task['job_id']}/result", {
+        "state": "released", "rows_read": len(frame), "bytes_read": 1, "input_sha256": "a" * 64,
+        "runner_image": "img", "outputs": [{
+            "name": "submission.json", "sha256": hashlib.sha256(raw).hexdigest(),
+            "bytes": len(raw), "decision": "released",
+            "content_b64": base64.b64encode(raw).decode()}]})
+
+
+def test_joint_statistics_end_to_end(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    r = submit(w, keys)
+    assert r.status_code == 201, r.json
+    joint_id = r.json["id"]
+    for h in w["hospitals"]:
+        assert play_agent(h).status_code == 200
+    joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
+    assert joint["state"] == "combined", joint["reason"]
+    schema = {"age": "integer", "cost": "number"}
+    spec = spec_from_json(joint["spec"], schema)
+    result = derive(spec, decrypt_aggregate(joint["aggregate"], keys, spec))
+    pooled = np.concatenate([h["frame"]["cost"].to_numpy() for h in w["hospitals"]])
+    assert result.columns["cost"]["n"] == 900
+    mean = result.columns["cost"]["mean"]
+    assert mean is not None and abs(mean - pooled.mean()) <= 1e-9 * (abs(pooled.mean()) + 1)
+    # The requester can never fetch one provider's encrypted figures.
+    part = joint["parts"][0]["job_id"]
+    assert w["requester"].get(f"/jobs/{part}/outputs/submission.json").status_code == 404
+
+
+def test_fewer_than_three_providers_refused(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 2)
+    r = submit(w, keys)
+    assert r.status_code == 400 and r.json["field"] == "dataset_ids"
+
+
+def test_context_checks(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    r = submit(w, keys, context_fingerprint="0" * 64)
+    assert r.status_code == 400 and r.json["field"] == "context_fingerprint"
+    secret = keys.secret.serialize(save_secret_key=True)
+
+
+    r = submit(w, keys, public_context_b64=base64.b64encode(secret).decode(),
+               context_fingerprint=hashlib.sha256(secret).hexdigest())
+    assert r.status_code == 400 and r.json["field"] == "public_context_b64"
+
+
+def test_bad_spec_is_refused_before_any_job(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    r = submit(w, keys, spec={"version": 1, "columns": ["salary"], "statistics": ["mean"]})
+    assert r.status_code == 400 and r.json["field"].startswith("columns")
+    assert w["hospitals"][0]["agent"].get("/agent/tasks/next").json["task"] is None
+
+
+def test_forged_signature_fails_the_joint_job(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    joint_id = submit(w, keys).json["id"]
+    play_agent(w["hospitals"][0], key=Ed25519PrivateKey.generate())
+    for h in w["hospitals"][1:]:
+        play_agent(h)
+    joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
+    assert joint["state"] == "failed" and "signature" in joint["reason"].lower()
+    assert joint["aggregate"] is None
