@@ -101,3 +101,22 @@ def get_party(ctx: Ctx, party_id: str) -> Party:
 
 def agent_provider_ids(agent: Agent) -> set[str]:
     return {ap.provider_id for ap in agent.providers}
+
+
+def rotate_token(ctx: Ctx, party: Party) -> Issued:
+    """A new token for the caller; the old one stops working at commit."""
+    token, digest = _issue(party.id)
+    party.token_hash = digest
+    ctx.record("party.token_rotated", party.id, {"party_id": party.id})
+    return Issued(party.id, token)
+
+
+def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party:
+    party = get_party(ctx, party_id)
+    if party.id == actor:
+        raise Conflict("an operator cannot deactivate itself")
+    if not party.active:
+        raise Conflict("party already deactivated")
+    party.active = False
+    ctx.record("party.deactivated", actor, {"party_id": party.id})
+    return party

@@ -61,7 +61,7 @@ def _requeue_expired(ctx: Ctx, providers: set[str]) -> None:
     # and the job is queued again. It was already counted against its permit at its first
     # dispatch, and is not counted twice.
     stale = ctx.session.scalars(select(Job).where(
-        Job.state.in_(("dispatched", "running")), Job.provider_id.in_(providers),
+        Job.state.in_(("dispatched", "running", "checking")), Job.provider_id.in_(providers),
         Job.lease_expires_at < ctx.now()))
     for job in stale:
         job.state = "queued"
@@ -126,6 +126,18 @@ def mark_started(ctx: Ctx, agent: Agent, job_id: str) -> Job:
     return job
 
 
+def mark_checking(ctx: Ctx, agent: Agent, job_id: str) -> Job:
+    """The container has exited; the agent is checking its outputs in the domain."""
+    job = _leased(ctx, agent, job_id)
+    if job.state == "checking":
+        return job
+    if job.state not in ("dispatched", "running"):
+        raise Conflict(f"job is {job.state}")
+    job.state = "checking"
+    ctx.record("job.checking", f"agent:{agent.id}", {"job_id": job.id})
+    return job
+
+
 OUTPUT_SPEC = [
     v.Field("name", v.text(200, pattern=r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")),
     v.Field("sha256", v.text(64, pattern=HEX64)),
@@ -152,7 +164,7 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
     job = _leased(ctx, agent, job_id)
     if job.state in ("released", "blocked", "failed"):
         raise Conflict(f"job already {job.state}")
-    if job.state not in ("dispatched", "running"):
+    if job.state not in ("dispatched", "running", "checking"):
         raise Conflict(f"job is {job.state}")
     data = v.parse(body, RESULT_SPEC)
     outputs = []
@@ -178,6 +190,15 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         outputs.append(JobOutput(**o, content=raw))
     if data["state"] == "released" and any(o.decision == "blocked" for o in outputs):
         raise InvalidInput("state", "a run with a blocked output is blocked as a whole")
+    permit = ctx.session.get(Permit, job.permit_id)
+    assert permit is not None
+    if data["state"] == "released" and permit.status != "active":
+        # Revoked while the job ran: nothing of it is released (fail closed).
+        data["state"] = "blocked"
+        data["reason"] = f"permit {permit.status} during the run; outputs withheld"
+        for o in outputs:
+            o.decision, o.content = "blocked", None
+            o.reasons = [*o.reasons, "withheld: permit revoked during the run"]
     job.exit_code = data["exit_code"]
     job.rows_read = data["rows_read"]
     job.bytes_read = data["bytes_read"]

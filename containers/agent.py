@@ -14,7 +14,7 @@ import json
 import logging
 import shutil
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,12 @@ class AgentConfig:
     signing_key: Ed25519PrivateKey | None = None
 
 
+class ControllerRefused(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class ControllerClient:
     """The few calls an agent makes; every one authenticated with the agent's own token."""
 
@@ -58,7 +64,8 @@ class ControllerClient:
         kw.setdefault("timeout", self.timeout_s)
         r = self.http.request(method, self.url + path, **kw)
         if r.status_code >= 400:
-            raise RuntimeError(f"controller answered {r.status_code} to {path}: {r.text[:500]}")
+            raise ControllerRefused(r.status_code, f"controller answered {r.status_code} to "
+                                                   f"{path}: {r.text[:500]}")
         data: dict[str, Any] = r.json()
         return data
 
@@ -73,6 +80,9 @@ class ControllerClient:
 
     def started(self, job_id: str) -> None:
         self._call("POST", f"/jobs/{job_id}/started", json={})
+
+    def checking(self, job_id: str) -> None:
+        self._call("POST", f"/jobs/{job_id}/checking", json={})
 
     def result(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{job_id}/result", json=body)
@@ -123,7 +133,18 @@ class Agent:
         finally:
             self.executor.cleanup(job_id)
             shutil.rmtree(job_dir, ignore_errors=True)
-        self.controller.result(job_id, report)
+        try:
+            self.controller.result(job_id, report)
+        except ControllerRefused as e:
+            if e.status >= 500:
+                raise
+            # A report the controller refuses must not leave the job leased until it is
+            # requeued and run again: report a plain failure, which carries no output.
+            log.error("result for %s refused: %s", job_id, e)
+            self.controller.result(job_id, {
+                "state": "failed", "reason": f"agent report refused by the controller: {e}"[:2000],
+                "rows_read": report.get("rows_read", 0), "bytes_read": report.get("bytes_read", 0),
+                "outputs": []})
 
     def _run(self, task: dict[str, Any], job_dir: Path) -> dict[str, Any]:
         job_id = task["job_id"]
@@ -153,13 +174,17 @@ class Agent:
             spec_path = job_dir / "spec.json"
             spec_path.write_text(json.dumps(task["joint"]["spec"]))
             extra["spec.json"] = spec_path
+        # The controller's lease is sized for its timeout: never run longer than that.
+        limits = replace(self.config.limits,
+                         timeout_s=min(self.config.limits.timeout_s, float(task["timeout_s"])))
         spec = RunSpec(job_id=job_id, image=self.config.image, script_path=script_path,
-                       input_dir=in_dir, work_dir=job_dir / "work", limits=self.config.limits,
+                       input_dir=in_dir, work_dir=job_dir / "work", limits=limits,
                        extra_files=extra)
         spec.work_dir.mkdir(exist_ok=True)
         self.executor.start(spec)
         self.controller.started(job_id)
         result = self.executor.wait(job_id)
+        self.controller.checking(job_id)
         policy = checks.OutputPolicy(min_cell_count=task["min_cell_count"], rows_read=rows,
                                      blocked_columns=frozenset(task["blocked_columns"]),
                                      rare_values=frozenset(rare))

@@ -17,17 +17,20 @@ Rules (docs/architecture.md, "Output checks", is the user-facing statement):
   the count column claims.
 - Any blocked file blocks the whole run: nothing of a suspect run is released.
 
-stdout/stderr are a leak channel too: the requester only ever receives the structure of a
-Python traceback (frame lines of the job script and the exception's class name, message
-withheld). Everything else is withheld and counted.
+stdout/stderr are a leak channel too: the requester only ever receives the structure of the
+last Python traceback on stderr (the line numbers of at most 8 frames of the job script and
+the exception's class name if builtin, message withheld). Everything else is withheld and
+counted.
 """
 
 from __future__ import annotations
 
+import builtins
 import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import stat
@@ -37,6 +40,10 @@ from typing import Any
 
 from containers.datasets import canonical
 
+#: The digest recorded for an entry whose content was never read (a link, a directory, a bad
+#: name, too many files): the controller requires a sha256 for every output, and "nothing
+#: was read" must not look like a digest of the file a link points at.
+NOTHING_READ_SHA256 = hashlib.sha256(b"").hexdigest()
 NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.(csv|json)")
 COUNT_COLUMNS = ("n", "count")
 
@@ -60,7 +67,7 @@ class Verdict:
     decision: str  # released | blocked
     reasons: list[str] = field(default_factory=list)
     content: bytes | None = None  # what would be released (after suppression)
-    sha256: str = ""
+    sha256: str = NOTHING_READ_SHA256  # of the bytes read (released: of ``content``)
     size: int = 0
 
 
@@ -180,7 +187,8 @@ def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
             c = float(r[count_idx])
         except ValueError:
             raise _Blocked("count column holds a non-number") from None
-        if c != int(c) or c < 0 or c > policy.rows_read:
+        # NaN and infinity first: int() of either raises, which would crash the agent's run.
+        if not math.isfinite(c) or c != int(c) or c < 0 or c > policy.rows_read:
             raise _Blocked("count column holds a non-integer, negative or impossible count")
         counts.append(int(c))
     if sum(counts) > policy.rows_read:
@@ -192,7 +200,8 @@ def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
         for r in kept:
             for i, cell in enumerate(r):
                 if i != count_idx and cell.strip() and canonical(cell) in policy.rare_values:
-                    raise _Blocked(f"column {header[i]!r} reproduces a value that fewer than "
+                    # By position, never by name: a column name is job-chosen text.
+                    raise _Blocked(f"column {i + 1} reproduces a value that fewer than "
                                    f"{policy.min_cell_count} input records hold (an individual"
                                    " value, a raw row, a minimum or a maximum)")
     notes = []
@@ -221,24 +230,44 @@ def _to_json(header: list[str], rows: list[list[str]]) -> bytes:
                       sort_keys=False).encode()
 
 
-TRACE_RX = re.compile(r'(Traceback \(most recent call last\):|  File "/job/[\w.-]+", line \d+, '
-                      r"in [\w<>]+)")
-EXC_RX = re.compile(r"([A-Za-z_][\w.]{0,100}(?:Error|Exception|Exit|Interrupt|Warning))(?::.*)?")
+TRACEBACK = "Traceback (most recent call last):"
+FRAME_RX = re.compile(r'  File "/job/[\w.-]{1,64}", line (\d{1,7}), in ([\w<>]{1,100})')
+EXC_RX = re.compile(r"([A-Za-z_][\w.]{0,100})(:.*)?")
+MAX_FRAMES = 8
+#: Exception classes the log may name: the builtin ones. A job can define a class named
+#: after a value (``class E1234567Error``), so any other name is withheld.
+BUILTIN_EXCEPTIONS = frozenset(n for n, o in vars(builtins).items()
+                               if isinstance(o, type) and issubclass(o, BaseException))
 
 
 def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
-    """What of the job's console output the requester may see: traceback structure only."""
+    """What of the job's console output the requester may see: traceback structure only.
+
+    Every line is job-controlled, so structure is a channel too; it is kept narrow: stdout
+    is withheld entirely (Python writes tracebacks to stderr); of stderr only the LAST
+    traceback is kept, at most its MAX_FRAMES innermost frames of the job script, each
+    reduced to its line number (function names are job-chosen identifiers), then the
+    exception's class if builtin, message withheld.
+    """
+    out_lines = [ln for ln in stdout.decode("utf-8", "replace").splitlines() if ln.strip()]
+    err_lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    starts = [i for i, ln in enumerate(err_lines) if ln == TRACEBACK]
     kept: list[str] = []
-    withheld = 0
-    for line in (stdout + b"\n" + stderr).decode("utf-8", "replace").splitlines():
-        if not line.strip():
-            continue
-        if TRACE_RX.fullmatch(line):
-            kept.append(line)
-        elif m := EXC_RX.fullmatch(line):
-            kept.append(f"{m.group(1)}: <message withheld>" if ":" in line else m.group(1))
-        else:
-            withheld += 1
+    if starts:
+        frames: list[str] = []
+        exc: str | None = None
+        for line in err_lines[starts[-1] + 1:]:
+            if m := FRAME_RX.fullmatch(line):
+                fn = "<module>" if m.group(2) == "<module>" else "<function>"
+                frames.append(f'  File "/job/script.py", line {m.group(1)}, in {fn}')
+            elif not line.startswith(" ") and (e := EXC_RX.fullmatch(line)):
+                name = e.group(1)
+                exc = name if name in BUILTIN_EXCEPTIONS else "<exception class withheld>"
+                exc += ": <message withheld>" if e.group(2) else ""
+                break
+        if frames or exc:
+            kept = [TRACEBACK, *frames[-MAX_FRAMES:], *([exc] if exc else [])]
+    withheld = len(out_lines) + len(err_lines) - len(kept)
     kept.append(f"[{withheld} line(s) of console output withheld: console output can carry "
                 "raw data]")
     text = "\n".join(kept)

@@ -76,11 +76,28 @@ def serve(host: str, port: int) -> None:
     run_simple(host, port, create_app(), threaded=True)
 
 
+@main.command("agent-key")
+@click.argument("path", type=click.Path(dir_okay=False))
+def agent_key(path: str) -> None:
+    """Create an agent's Ed25519 signing key (mode 0600); print its public key (hex)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.private_bytes_raw().hex() + "\n")
+    click.echo(key.public_key().public_bytes_raw().hex())
+
+
 @main.command("agent")
 @click.option("--data-root", "data_roots", multiple=True, required=True, type=click.Path())
 @click.option("--work-root", required=True, type=click.Path())
-def agent(data_roots: tuple[str, ...], work_root: str) -> None:
+@click.option("--signing-key-file", type=click.Path(exists=True, dir_okay=False),
+              help="Ed25519 key from `sandbox agent-key` (needed for joint statistics)")
+def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from containers.agent import Agent, AgentConfig
     from containers.engine import docker_client
     from containers.executor import DockerExecutor
@@ -91,7 +108,9 @@ def agent(data_roots: tuple[str, ...], work_root: str) -> None:
     image = ensure_runner_image(client)
     cfg = AgentConfig(controller_url=ctx.obj["url"], token=ctx.obj["token"] or "",
                       data_roots=[Path(p) for p in data_roots], work_root=Path(work_root),
-                      image=image.tag)
+                      image=image.tag, signing_key=None if signing_key_file is None else
+                      Ed25519PrivateKey.from_private_bytes(
+                          bytes.fromhex(Path(signing_key_file).read_text().strip())))
     Agent(cfg, DockerExecutor(client)).serve(threading.Event())
 
 
@@ -116,9 +135,21 @@ def party_create(ctx: click.Context, name: str, role: str, code: str | None) -> 
 @main.command("agent-create")
 @click.option("--name", required=True)
 @click.option("--provider", "providers", multiple=True, required=True)
+@click.option("--public-key", help="hex public key printed by `sandbox agent-key`")
 @click.pass_context
-def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...]) -> None:
-    _call(_client(ctx).post, "/agents", {"name": name, "providers": list(providers)})
+def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
+                 public_key: str | None) -> None:
+    body: dict[str, Any] = {"name": name, "providers": list(providers)}
+    if public_key:
+        body["public_key"] = public_key
+    _call(_client(ctx).post, "/agents", body)
+
+
+@main.command("rotate-token")
+@click.pass_context
+def rotate_token(ctx: click.Context) -> None:
+    """Replace the caller's token; the new one is printed once."""
+    _call(_client(ctx).post, "/me/rotate-token")
 
 
 @main.command("dataset-register")

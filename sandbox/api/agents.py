@@ -69,6 +69,14 @@ def started(job_id: str) -> dict[str, Any]:
     return {"state": job.state}
 
 
+@bp.post("/jobs/<job_id>/checking")
+@auth.agent_only
+def checking(job_id: str) -> dict[str, Any]:
+    job = runs.mark_checking(db.ctx(), auth.agent(), job_id)
+    db.commit()
+    return {"state": job.state}
+
+
 @bp.post("/jobs/<job_id>/result")
 @auth.agent_only
 def result(job_id: str) -> dict[str, Any]:

@@ -48,3 +48,18 @@ def create_agent() -> tuple[dict[str, Any], int]:
 def me() -> dict[str, Any]:
     p = auth.party()
     return {"id": p.id, "name": p.name, "role": p.role, "code": p.code}
+
+
+@bp.post("/me/rotate-token")
+def rotate_token() -> dict[str, Any]:
+    issued = parties.rotate_token(db.ctx(), auth.party())
+    db.commit()
+    return {"id": issued.id, "token": issued.token}
+
+
+@bp.post("/parties/<party_id>/deactivate")
+@auth.roles("admin")
+def deactivate(party_id: str) -> dict[str, Any]:
+    p = parties.deactivate(db.ctx(), auth.party().id, party_id)
+    db.commit()
+    return {"id": p.id, "active": p.active}

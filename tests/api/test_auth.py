@@ -57,3 +57,20 @@ def test_provider_needs_code(admin: Actor) -> None:
     r = admin.post("/parties", {"name": "Hospital", "role": "provider"})
     assert r.status_code == 400
     assert r.json["field"] == "code"
+
+
+def test_rotated_token_replaces_the_old(make_party: Any) -> None:
+    requester = make_party("requester")
+    r = requester.post("/me/rotate-token")
+    assert r.status_code == 200
+    assert requester.get("/me").status_code == 401
+    fresh = Actor(requester.client, requester.id, r.json["token"], "requester")
+    assert fresh.get("/me").json["id"] == requester.id
+
+
+def test_deactivated_party_is_locked_out(admin: Actor, make_party: Any) -> None:
+    requester = make_party("requester")
+    assert admin.post(f"/parties/{requester.id}/deactivate").json["active"] is False
+    assert requester.get("/me").status_code == 401
+    assert admin.post(f"/parties/{admin.id}/deactivate").status_code == 409
+    assert requester.post(f"/parties/{admin.id}/deactivate").status_code == 401

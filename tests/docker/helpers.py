@@ -97,7 +97,7 @@ def submit(s: Stack, permit_id: str, dataset_id: str, script: str) -> str:
     return job_id
 
 
-def wait_job(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
+def wait_job(client: Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         job: dict[str, Any] = client.get(f"/jobs/{job_id}")

