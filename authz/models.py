@@ -115,6 +115,7 @@ class Dataset(AuthzBase):
     registered_by: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    check_leased_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
 class AccessRequest(AuthzBase):

@@ -12,7 +12,7 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
 from authz import access, catalog, joint
 from authz import validate as v
@@ -26,25 +26,43 @@ LEASE_MARGIN_S = 120
 HEX64 = r"[0-9a-f]{64}"
 
 
+ACTIVE = ("dispatched", "running", "checking")
+SCHEMA_LEASE_S = 60
+CANDIDATES = 64
+
+
 def next_task(ctx: Ctx, agent: Agent) -> dict[str, Any] | None:
     providers = agent_provider_ids(agent)
     if not providers:
         return None
+    now = ctx.now()
     ds = ctx.session.scalars(
-        select(Dataset).where(Dataset.status == "checking", Dataset.provider_id.in_(providers))
-        .order_by(Dataset.created_at).limit(1)
+        select(Dataset).where(Dataset.status == "checking", Dataset.provider_id.in_(providers),
+                              or_(Dataset.check_leased_until.is_(None),
+                                  Dataset.check_leased_until < now))
+        .order_by(Dataset.created_at).limit(1).with_for_update(skip_locked=True)
     ).first()
     if ds is not None:
+        # Leased, so that several agents (or slots) never check the same file twice.
+        ds.check_leased_until = now + timedelta(seconds=SCHEMA_LEASE_S)
         columns = [f["name"] for f in ds.fields]
         return {"type": "schema_check", "dataset": _dataset_task(ds, columns)}
     _requeue_expired(ctx, providers)
-    while True:
-        job = ctx.session.scalars(
-            select(Job).where(Job.state == "queued", Job.provider_id.in_(providers))
-            .order_by(Job.submitted_at, Job.id).limit(1).with_for_update(skip_locked=True)
-        ).first()
-        if job is None:
-            return None
+    # SKIP LOCKED: rows another agent is dispatching right now are passed over, not waited
+    # for (PostgreSQL; SQLite serializes whole transactions instead).
+    candidates = list(ctx.session.scalars(
+        select(Job).where(Job.state == "queued", Job.provider_id.in_(providers))
+        .order_by(Job.submitted_at, Job.id).limit(CANDIDATES).with_for_update(skip_locked=True)
+    ))
+    if not candidates:
+        return None
+    busy: dict[str, int] = {str(r): int(n) for r, n in ctx.session.execute(
+        select(Job.requester_id, func.count()).where(
+            Job.state.in_(ACTIVE), Job.provider_id.in_(providers)).group_by(Job.requester_id))}
+    # Fair across requesters: the one with the fewest runs in flight goes first, so a burst
+    # from one requester does not starve another; within a requester, oldest first.
+    candidates.sort(key=lambda j: (busy.get(j.requester_id, 0), j.submitted_at, j.id))
+    for job in candidates:
         permit = ctx.session.get(Permit, job.permit_id)
         assert permit is not None
         try:
@@ -54,6 +72,13 @@ def next_task(ctx: Ctx, agent: Agent) -> dict[str, Any] | None:
             _finish(ctx, f"agent:{agent.id}", job, "blocked", f"at dispatch: {e}")
             continue
         return _dispatch(ctx, agent, job, permit)
+    return None
+
+
+def leased_state(ctx: Ctx, agent: Agent, job_id: str) -> dict[str, Any]:
+    """What a restarted agent needs to reconcile a container it finds labelled as its own."""
+    job = _leased(ctx, agent, job_id)
+    return {"job_id": job.id, "state": job.state, "active": job.state in ACTIVE}
 
 
 def _requeue_expired(ctx: Ctx, providers: set[str]) -> None:
@@ -61,7 +86,7 @@ def _requeue_expired(ctx: Ctx, providers: set[str]) -> None:
     # and the job is queued again. It was already counted against its permit at its first
     # dispatch, and is not counted twice.
     stale = ctx.session.scalars(select(Job).where(
-        Job.state.in_(("dispatched", "running", "checking")), Job.provider_id.in_(providers),
+        Job.state.in_(ACTIVE), Job.provider_id.in_(providers),
         Job.lease_expires_at < ctx.now()))
     for job in stale:
         job.state = "queued"

@@ -38,6 +38,45 @@ POLL_S = 0.02
 BENCH_LABEL = {"data-sandbox.bench": "job-overhead"}
 
 
+TIMINGS: dict[str, list[float]] = {}
+
+
+def instrument() -> None:
+    """Time the agent's steps in-process (wrappers only; nothing in the product changes)."""
+    import functools
+    import importlib
+
+    from containers import checks, datasets
+    from containers.executor import DockerExecutor
+
+    try:  # the agent's HTTP client lives in its own module since the agent's refactor
+        client_mod = importlib.import_module("containers.controller_client")
+    except ImportError:  # an older tree: it was in containers.agent
+        client_mod = importlib.import_module("containers.agent")
+    controller_client = client_mod.ControllerClient
+
+    def wrap(owner: Any, name: str, label: str) -> None:
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed(*a: Any, **kw: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **kw)
+            finally:
+                TIMINGS.setdefault(label, []).append(time.perf_counter() - t0)
+
+        setattr(owner, name, timed)
+
+    wrap(datasets, "project", "agent: project input (pandas read/write, rare values)")
+    wrap(DockerExecutor, "start", "executor.start (mount /out, create, start)")
+    wrap(DockerExecutor, "wait", "executor.wait (run to exit, logs)")
+    wrap(checks, "check_outputs", "agent: check outputs")
+    wrap(DockerExecutor, "cleanup", "executor.cleanup (remove, unmount)")
+    wrap(controller_client, "started", "POST started")
+    wrap(controller_client, "result", "POST result")
+
+
 def wait_job(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -112,13 +151,14 @@ def phases(job: dict[str, Any]) -> tuple[float, float]:
 
 
 def main(n: int = 10) -> int:
+    instrument()
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     url = f"sqlite:///{work / 'sandbox.db'}"
     upgrade(url)
     app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key")})
-    admin = Client("", create_first_admin(app, "operator").token)
+    token = create_first_admin(app, "operator").token
     stack = EmbeddedStack(app).start()
-    admin = Client(stack.url, admin.http.headers["Authorization"].split()[1])
+    admin = Client(stack.url, token)
     docker = docker_client()
     image = ensure_runner_image(docker).tag
     try:
@@ -152,6 +192,9 @@ def main(n: int = 10) -> int:
           f"{running:.3f} s")
     print(f"  rest (submit request, observing the result by polling):             "
           f"{job_med - to_start - running:.3f} s")
+    print("agent steps (medians over all runs incl. warm-up):")
+    for label, ts in TIMINGS.items():
+        print(f"  {label:<58} {statistics.median(ts):.3f} s")
     print(f"ratio={job_med / bare_med:.2f}")
     return 0
 

@@ -91,7 +91,6 @@ class ProjectedInput:
     rows: int
     size: int
     sha256: str
-    rare_values: frozenset[str]
 
 
 def canonical(value: str) -> str:
@@ -119,12 +118,10 @@ def rare_values(frame: pd.DataFrame, k: int) -> frozenset[str]:
     return frozenset(rare - common - {"", "nan"})
 
 
-def project(src: Path, fmt: str, columns: Sequence[str], dest: Path, min_cell_count: int
-            ) -> ProjectedInput:
+def project(src: Path, fmt: str, columns: Sequence[str], dest: Path) -> ProjectedInput:
     """Write only the permitted columns to ``dest`` as CSV (the job's read-only input)."""
     frame = _read(src, fmt, columns)
     frame = frame[list(columns)]
     frame.to_csv(dest, index=False)
     data = dest.read_bytes()
-    return ProjectedInput(dest, len(frame), len(data), hashlib.sha256(data).hexdigest(),
-                          rare_values(frame, min_cell_count))
+    return ProjectedInput(dest, len(frame), len(data), hashlib.sha256(data).hexdigest())

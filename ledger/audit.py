@@ -177,14 +177,18 @@ def default_workers() -> int:
 
 
 def audit_chunks(chunks: Iterator[tuple[int, list[bytes]]], workers: int) -> AuditResult:
-    """Audit consecutive (start, entries) chunks, checking them in ``workers`` processes."""
+    """Audit consecutive (start, entries) chunks, checking them in ``workers`` processes.
+
+    With workers > 1 this forks: call it from single-threaded programs (the CLI, bench).
+    """
     auditor = Auditor()
     if workers <= 1:
         for start, entries in chunks:
             auditor.merge(check_entries(start, entries))
         return auditor.result()
-    # spawn, not fork: the caller may hold threads and database connections.
-    ctx = multiprocessing.get_context("spawn")
+    # fork: workers need no re-import of __main__ (spawn breaks scripts run from stdin
+    # and respawns forever); the verifier CLI that uses this is single-threaded.
+    ctx = multiprocessing.get_context("fork")
     with ctx.Pool(workers) as pool:
         for checked in pool.imap(_check_job, chunks):
             auditor.merge(checked)

@@ -94,7 +94,9 @@ def agent_key(path: str) -> None:
 @click.option("--work-root", required=True, type=click.Path())
 @click.option("--signing-key-file", type=click.Path(exists=True, dir_okay=False),
               help="Ed25519 key from `sandbox agent-key` (needed for joint statistics)")
-def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None) -> None:
+@click.option("--slots", default=1, show_default=True, help="jobs run side by side")
+def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
+          slots: int) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -108,7 +110,8 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     image = ensure_runner_image(client)
     cfg = AgentConfig(controller_url=ctx.obj["url"], token=ctx.obj["token"] or "",
                       data_roots=[Path(p) for p in data_roots], work_root=Path(work_root),
-                      image=image.tag, signing_key=None if signing_key_file is None else
+                      image=image.tag, slots=slots,
+                      signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))
     Agent(cfg, DockerExecutor(client)).serve(threading.Event())

@@ -61,6 +61,12 @@ def schema_verdict(dataset_id: str) -> dict[str, Any]:
     return {"status": ds.status}
 
 
+@bp.get("/jobs/<job_id>")
+@auth.agent_only
+def leased(job_id: str) -> dict[str, Any]:
+    return runs.leased_state(db.ctx(), auth.agent(), job_id)
+
+
 @bp.post("/jobs/<job_id>/started")
 @auth.agent_only
 def started(job_id: str) -> dict[str, Any]:

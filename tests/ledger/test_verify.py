@@ -260,3 +260,27 @@ def test_cli_receipt_and_audit(filled: api.LocalSource, factory: sessionmaker[Se
 def test_errors_are_ledger_errors() -> None:
     assert issubclass(AuditError, VerificationError)
     assert issubclass(VerificationError, LedgerError)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_chunked_audit_reports_first_bad_index(
+    workers: int, filled: api.LocalSource, factory: sessionmaker[Session],
+    tlog: TransparencyLog, signer: CheckpointSigner,
+) -> None:
+    cp, result = run_audit(filled, signer.verifier, page=3, workers=workers, chunk=8)
+    assert result.size == N and result.root == cp.root
+    with factory() as s:
+        original = tlog.entries(s, 0, N)
+    for bad in (8, 13, 16, 29):  # chunk starts and middles
+        forged = canonical_json({**decode_entry(original[bad]), "actor": "party:evil"})
+        _tamper(factory, update(entries_t).where(entries_t.c.idx == bad).values(data=forged))
+        with pytest.raises(AuditError) as info:
+            run_audit(filled, signer.verifier, page=3, workers=workers, chunk=8)
+        assert info.value.index in (bad + 1, -1)  # chain breaks at the next entry
+        _tamper(factory, update(entries_t).where(entries_t.c.idx == bad)
+                .values(data=b"not json"))
+        with pytest.raises(AuditError) as info:
+            run_audit(filled, signer.verifier, page=3, workers=workers, chunk=8)
+        assert info.value.index == bad
+        _tamper(factory, update(entries_t).where(entries_t.c.idx == bad)
+                .values(data=original[bad]))

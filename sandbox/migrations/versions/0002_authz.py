@@ -75,6 +75,7 @@ def upgrade() -> None:
     sa.Column('registered_by', sa.String(length=40), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('checked_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('check_leased_until', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['provider_id'], ['parties.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('code')

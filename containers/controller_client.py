@@ -1,0 +1,56 @@
+"""The few HTTP calls an agent makes, each authenticated with the agent's own token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+
+class ControllerRefused(RuntimeError):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class ControllerClient:
+    def __init__(self, url: str, token: str, timeout_s: float) -> None:
+        self.url = url.rstrip("/") + "/api/v1/agent"
+        self.http = requests.Session()
+        self.http.headers["Authorization"] = f"Bearer {token}"
+        self.timeout_s = timeout_s
+
+    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        kw.setdefault("timeout", self.timeout_s)
+        r = self.http.request(method, self.url + path, **kw)
+        if r.status_code >= 400:
+            raise ControllerRefused(r.status_code, f"controller answered {r.status_code} to "
+                                                   f"{path}: {r.text[:500]}")
+        data: dict[str, Any] = r.json()
+        return data
+
+    def next_task(self, wait_s: float) -> dict[str, Any] | None:
+        data = self._call("GET", "/tasks/next", params={"wait": wait_s},
+                          timeout=wait_s + self.timeout_s)
+        task: dict[str, Any] | None = data.get("task")
+        return task
+
+    def leased(self, job_id: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/jobs/{job_id}")
+        except ControllerRefused as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def schema_verdict(self, dataset_id: str, body: dict[str, Any]) -> None:
+        self._call("POST", f"/datasets/{dataset_id}/schema", json=body)
+
+    def started(self, job_id: str) -> None:
+        self._call("POST", f"/jobs/{job_id}/started", json={})
+
+    def checking(self, job_id: str) -> None:
+        self._call("POST", f"/jobs/{job_id}/checking", json={})
+
+    def result(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{job_id}/result", json=body)

@@ -1,0 +1,145 @@
+"""One run in the provider's domain: project the input, run, check, build the report.
+
+Everything a run needs after its container started is on disk in the job directory
+(``task.json``, ``input.json``, the projected input), so an agent restarted after a crash
+can finish a run it did not see start.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from authz.errors import ExecutorError
+from compute.protocol import provider_submit
+from compute.spec import spec_from_json
+from containers import checks, datasets
+from containers.executor import Limits, RunResult, RunSpec
+from containers.hardening import read_outputs
+
+
+def prepare(task: dict[str, Any], job_dir: Path, roots: list[Path], image: str,
+            base_limits: Limits) -> RunSpec:
+    """Write the script and the permitted columns; record what was read (input.json)."""
+    in_dir = job_dir / "in"
+    in_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "task.json").write_text(json.dumps(task))
+    script_path = job_dir / "script.py"
+    script_path.write_bytes(base64.b64decode(task["script_b64"]))
+    single = len(task["datasets"]) == 1
+    rows = size = 0
+    digests = []
+    for ds in task["datasets"]:
+        src = datasets.resolve(ds["location"], roots)
+        name = "data.csv" if single else f"{ds['code']}.csv"
+        projected = datasets.project(src, ds["format"], [f["name"] for f in ds["fields"]],
+                                     in_dir / name)
+        rows += projected.rows
+        size += projected.size
+        digests.append(projected.sha256)
+    sha = digests[0] if single else hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    (job_dir / "input.json").write_text(json.dumps({"rows": rows, "bytes": size,
+                                                    "sha256": sha}))
+    for p in [in_dir, *in_dir.iterdir()]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return run_spec(task, job_dir, image, base_limits)
+
+
+def run_spec(task: dict[str, Any], job_dir: Path, image: str, base_limits: Limits) -> RunSpec:
+    extra: dict[str, Path] = {}
+    if "joint" in task:
+        spec_path = job_dir / "spec.json"
+        spec_path.write_text(json.dumps(task["joint"]["spec"]))
+        extra["spec.json"] = spec_path
+    # The controller's lease is sized for its timeout: never run longer than that.
+    limits = replace(base_limits, timeout_s=min(base_limits.timeout_s, float(task["timeout_s"])))
+    work = job_dir / "work"
+    work.mkdir(exist_ok=True)
+    return RunSpec(job_id=task["job_id"], image=image, script_path=job_dir / "script.py",
+                   input_dir=job_dir / "in", work_dir=work, limits=limits, extra_files=extra)
+
+
+def _rare_values(in_dir: Path, k: int) -> frozenset[str]:
+    rare: set[str] = set()
+    for f in sorted(in_dir.iterdir()):
+        frame = pd.read_csv(f, dtype=str, keep_default_na=False)
+        rare |= datasets.rare_values(frame, k)
+    return frozenset(rare)
+
+
+def report(task: dict[str, Any], job_dir: Path, result: RunResult, image: str,
+           signing_key: Ed25519PrivateKey | None) -> dict[str, Any]:
+    """Check what the run left behind; only what passed is in the report with content."""
+    stats = json.loads((job_dir / "input.json").read_text())
+    k = int(task["min_cell_count"])
+    policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
+                                 blocked_columns=frozenset(task["blocked_columns"]),
+                                 rare_values=_rare_values(job_dir / "in", k))
+    base: dict[str, Any] = {
+        "rows_read": stats["rows"], "bytes_read": stats["bytes"],
+        "input_sha256": stats["sha256"], "runner_image": image, "exit_code": result.exit_code,
+        "log": checks.check_log(result.stdout, result.stderr, policy),
+    }
+    if not result.ok:
+        return {**base, "state": "failed", "reason": failure(result), "outputs": []}
+    if "joint" in task:
+        return {**base, **joint_submission(task, result.out_dir, signing_key)}
+    verdicts = checks.check_outputs(result.out_dir, policy)
+    blocked = [v for v in verdicts if v.decision == "blocked"]
+    outputs: list[dict[str, Any]] = []
+    for v in verdicts:
+        reasons = list(v.reasons)
+        if blocked and v.decision == "released":
+            # Nothing of a suspect run leaves: released-looking siblings are withheld too.
+            reasons.append("withheld: another output of this run was blocked")
+        outputs.append({"name": v.name, "sha256": v.sha256, "bytes": v.size,
+                        "decision": "blocked" if blocked else v.decision, "reasons": reasons,
+                        "content_b64": (base64.b64encode(v.content).decode()
+                                        if not blocked and v.content is not None else None)})
+    if blocked:
+        reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
+        return {**base, "state": "blocked", "reason": reason[:2000], "outputs": outputs}
+    return {**base, "state": "released", "outputs": outputs}
+
+
+def joint_submission(task: dict[str, Any], out_dir: Path,
+                     signing_key: Ed25519PrivateKey | None) -> dict[str, Any]:
+    """Encrypt the local aggregates; the plaintext never leaves the provider's domain."""
+    if signing_key is None:
+        raise ExecutorError("this agent has no signing key for joint submissions")
+    files = read_outputs(out_dir, max_files=4, max_bytes=64 * 1024 * 1024)
+    if set(files) != {"aggregates.json"}:
+        raise ExecutorError("the local aggregation must write exactly aggregates.json")
+    joint = task["joint"]
+    schema = {f["name"]: f["type"] for ds in task["datasets"] for f in ds["fields"]}
+    try:
+        aggregates = json.loads(files["aggregates.json"])
+    except ValueError:
+        raise ExecutorError("aggregates.json is not JSON") from None
+    submission, disclosure = provider_submit(
+        spec_from_json(joint["spec"], schema), aggregates,
+        base64.b64decode(joint["public_context_b64"]), joint["context_fingerprint"],
+        job_id=joint["joint_id"], provider_id=task["datasets"][0]["provider_id"],
+        signing_key=signing_key, min_cell_count=task["min_cell_count"])
+    raw = json.dumps(submission, sort_keys=True).encode()
+    note = (f"encrypted submission; {disclosure.suppressed_cells} cell(s) below "
+            f"{disclosure.min_cell_count} suppressed before encryption")
+    return {"state": "released", "outputs": [{
+        "name": "submission.json", "sha256": hashlib.sha256(raw).hexdigest(),
+        "bytes": len(raw), "decision": "released", "reasons": [note],
+        "content_b64": base64.b64encode(raw).decode()}]}
+
+
+def failure(result: RunResult) -> str:
+    if result.timed_out:
+        return "timed out: killed at the wall-clock limit"
+    if result.oom_killed:
+        return "out of memory: killed at the memory limit"
+    return result.error or f"exited with status {result.exit_code}"
