@@ -184,7 +184,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
 
 
 def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
-    permit = ctx.session.get(Permit, permit_id)
+    permit = ctx.session.get(Permit, permit_id, with_for_update=True, populate_existing=True)
     if permit is None or provider.id not in permit_providers(ctx, permit):
         raise NotFound("no such permit")
     if permit.status == "revoked":

@@ -63,7 +63,10 @@ def next_task(ctx: Ctx, agent: Agent) -> dict[str, Any] | None:
     # from one requester does not starve another; within a requester, oldest first.
     candidates.sort(key=lambda j: (busy.get(j.requester_id, 0), j.submitted_at, j.id))
     for job in candidates:
-        permit = ctx.session.get(Permit, job.permit_id)
+        # Row lock: the check and the increment of runs_used below must not interleave
+        # with another agent's dispatch (a lost update would let a permit overrun).
+        permit = ctx.session.get(Permit, job.permit_id, with_for_update=True,
+                                 populate_existing=True)
         assert permit is not None
         try:
             access.check_permit(ctx, permit, job.dataset_ids,

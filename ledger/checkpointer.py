@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import insert, select, update
@@ -17,6 +17,7 @@ from ledger.entry import format_ts
 from ledger.errors import KeyConfigError, LedgerError
 from ledger.log import TransparencyLog
 from ledger.store import checkpoints_t
+from ledger.witness import WitnessConfig, collect_cosignatures
 
 log_ = logging.getLogger(__name__)
 
@@ -112,3 +113,25 @@ class Checkpointer:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+
+def cosign_latest(log: TransparencyLog, session_factory: Callable[[], Session],
+                  witnesses: Sequence[WitnessConfig], k: int, timeout: float = 5.0) -> str:
+    """Sign the current head, get >= k witness cosignatures, store and return the note.
+
+    The controller calls this before releasing an output; QuorumError means "do not
+    release yet".
+    """
+    with session_factory() as s:
+        _, note = sign_checkpoint(log, s)
+        s.commit()
+
+    def proof(old: int, new: int) -> list[bytes]:
+        with session_factory() as s:
+            return log.consistency_proof(s, old, new)
+
+    cosigned = collect_cosignatures(note, witnesses, k, proof, timeout)
+    with session_factory() as s:
+        store_cosigned(log, s, cosigned)
+        s.commit()
+    return cosigned

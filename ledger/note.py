@@ -21,7 +21,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from ledger.errors import KeyConfigError, MalformedNoteError, VerificationError
 
@@ -95,8 +100,6 @@ class NoteSigner:
 
 def generate_signer(name: str, alg: int = ALG_ED25519) -> NoteSigner:
     _check_name(name)
-    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
-
     seed = Ed25519PrivateKey.generate().private_bytes(
         Encoding.Raw, PrivateFormat.Raw, NoEncryption())
     return NoteSigner(name, alg, seed)

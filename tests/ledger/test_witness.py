@@ -92,6 +92,24 @@ def test_collect_and_receipt(factory: sessionmaker[Session], tlog: TransparencyL
                              configs[0].vkey)], 3, _proof_fn(factory, tlog), timeout=1)
 
 
+def test_cosign_latest(factory: sessionmaker[Session], tlog: TransparencyLog,
+                       signer: CheckpointSigner, witnesses: list[Running]) -> None:
+    from ledger.api_payloads import checkpoint_text
+    from ledger.checkpointer import cosign_latest
+
+    for n in (4, 11):
+        with factory() as s:
+            have = tlog.size(s)
+        fill(factory, tlog, n - have, start=have)
+        note = cosign_latest(tlog, factory, [w.config for w in witnesses], 2)
+        with factory() as s:
+            assert checkpoint_text(tlog, s) == note
+    assert verified_cosigners(note, [w.signer.verifier for w in witnesses]) == {
+        "witness.test/w0", "witness.test/w1"}
+    with pytest.raises(QuorumError):
+        cosign_latest(tlog, factory, [witnesses[0].config], 2)
+
+
 def test_protocol_errors_leave_state_unchanged(
     factory: sessionmaker[Session], tlog: TransparencyLog, signer: CheckpointSigner,
     witnesses: list[Running],
