@@ -159,7 +159,8 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     joint.aggregate_sha256 = aggregate["aggregate_sha256"]
     joint.state = "combined"
     joint.finished_at = ctx.now()
-    ctx.record("joint.combined", "system", {"joint_id": joint.id, **ledger_record(aggregate)})
+    joint.ledger_index = ctx.record("joint.combined", "system",
+                                    {"joint_id": joint.id, **ledger_record(aggregate)})
 
 
 def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:

@@ -241,5 +241,6 @@ class JointJob(AuthzBase):
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     aggregate: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     aggregate_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
+    ledger_index: Mapped[int | None] = mapped_column(Integer, default=None)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)

@@ -33,8 +33,11 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session]) -> None
     signer = load_signer(Path(app.config["LOG_KEY_FILE"]), app.config["LOG_ORIGIN"])
     log = TransparencyLog(app.config["LOG_ORIGIN"], signer)
     checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"])
+    from sandbox.waiting import WorkSignal
+
     app.extensions["sandbox"] = {"engine": engine, "sessions": factory, "log": log,
-                                 "signer": signer, "checkpointer": checkpointer}
+                                 "signer": signer, "checkpointer": checkpointer,
+                                 "work_signal": WorkSignal()}
     if app.config["START_CHECKPOINTER"]:
         checkpointer.start()
 

@@ -56,7 +56,8 @@ class JointStatistics:
         deadline = time.monotonic() + timeout_s
         while True:
             joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}")
-            if joint["state"] != "running" or time.monotonic() > deadline:
+            if joint["state"] not in ("running", "awaiting_witnesses") or \
+                    time.monotonic() > deadline:
                 return joint
             time.sleep(0.3)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -11,6 +12,33 @@ from sqlalchemy.orm import Session
 from sandbox import db
 
 T = TypeVar("T")
+
+
+class WorkSignal:
+    """Wakes long-polling agents in this process as soon as work is committed.
+
+    Agents served by another controller process still find the work on their next
+    database probe; the signal only removes the wait in between.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._generation = 0
+
+    def notify(self) -> None:
+        with self._cond:
+            self._generation += 1
+            self._cond.notify_all()
+
+    def wait(self, timeout_s: float) -> None:
+        with self._cond:
+            seen = self._generation
+            self._cond.wait_for(lambda: self._generation != seen, timeout_s)
+
+
+def work_signal() -> WorkSignal:
+    sig: WorkSignal = db.ext()["work_signal"]
+    return sig
 
 
 def wait_until(load: Callable[[Session], T | None], done: Callable[[T], bool],

@@ -13,6 +13,7 @@ from authz.errors import InvalidInput, NotFound
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from sandbox import auth, db
+from sandbox.waiting import work_signal
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
 
@@ -42,9 +43,11 @@ def next_task() -> tuple[dict[str, Any], int]:
         db.commit()
         if task is not None:
             return {"task": task}, 200
-        if time.monotonic() >= deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             return {"task": None}, 200
-        time.sleep(0.1)
+        # Woken at once by a commit in this process; otherwise probe again shortly.
+        work_signal().wait(min(0.25, remaining))
 
 
 @bp.post("/datasets/<dataset_id>/schema")

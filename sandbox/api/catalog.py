@@ -9,7 +9,7 @@ from flask import Blueprint, current_app
 from authz import catalog
 from authz.models import Dataset
 from sandbox import auth, db
-from sandbox.waiting import wait_until
+from sandbox.waiting import wait_until, work_signal
 
 bp = Blueprint("catalog", __name__, url_prefix="/api/v1/datasets")
 
@@ -20,6 +20,7 @@ def register() -> tuple[dict[str, Any], int]:
     provider = auth.party()
     ds = catalog.register(db.ctx(), provider, auth.body())
     db.commit()
+    work_signal().notify()
     # The provider's agent checks the file against the declared schema. Wait briefly for
     # its verdict so a mismatch is reported to the caller as a 4xx; the rejected dataset
     # stays on record, inert, and the agent's verdict is on the ledger.

@@ -8,8 +8,8 @@ from flask import Blueprint, Response
 
 from authz import jobs
 from authz.errors import NotFound
-from ledger import api_payloads as payloads
-from sandbox import auth, db
+from sandbox import auth, db, release
+from sandbox.waiting import work_signal
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -20,6 +20,7 @@ def submit() -> tuple[dict[str, Any], int]:
     p = auth.party()
     job = jobs.submit(db.ctx(), p, auth.body())
     db.commit()
+    work_signal().notify()
     return jobs.to_json(job, p), 201
 
 
@@ -51,15 +52,18 @@ def cancel(job_id: str) -> dict[str, Any]:
 def receipt(job_id: str) -> dict[str, Any]:
     """The offline-verifiable receipt of the run's ledger entry (its released result)."""
     job = jobs.get_visible(db.ctx(), auth.party(), job_id)
-    if job.ledger_index is None:
+    if job.ledger_index is None or job.requester_id != auth.party().id:
         raise NotFound("this job has no run entry")
-    return payloads.receipt_payload(db.log(), db.session(), job.ledger_index)
+    return release.witnessed_receipt(job.ledger_index)
 
 
 @bp.get("/<job_id>/outputs/<name>")
 @auth.roles("requester")
 def output(job_id: str, name: str) -> Response:
     content = jobs.released_output(db.ctx(), auth.party(), job_id, name)
+    job = jobs.get_visible(db.ctx(), auth.party(), job_id)
+    assert job.ledger_index is not None
+    release.require_witnessed(job.ledger_index)
     mimetype = "application/json" if name.endswith(".json") else "text/csv"
     # Served as an attachment so a browser never renders job-produced content inline.
     return Response(content, mimetype=mimetype,

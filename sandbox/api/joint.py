@@ -7,7 +7,8 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from authz import joint
-from sandbox import auth, db
+from sandbox import auth, db, release
+from sandbox.waiting import work_signal
 
 bp = Blueprint("joint", __name__, url_prefix="/api/v1/joint-jobs")
 
@@ -18,10 +19,19 @@ def submit() -> tuple[dict[str, Any], int]:
     j = joint.submit(db.ctx(), auth.party(), auth.body(),
                      int(current_app.config["JOINT_MIN_PROVIDERS"]))
     db.commit()
+    work_signal().notify()
     return joint.to_json(db.ctx(), j), 201
 
 
 @bp.get("/<joint_id>")
 @auth.roles("requester")
 def get(joint_id: str) -> dict[str, Any]:
-    return joint.to_json(db.ctx(), joint.get_for_requester(db.ctx(), auth.party(), joint_id))
+    j = joint.get_for_requester(db.ctx(), auth.party(), joint_id)
+    out = joint.to_json(db.ctx(), j)
+    if j.ledger_index is not None:
+        try:
+            release.require_witnessed(j.ledger_index)
+        except release.AwaitingWitnesses as e:
+            # The aggregate is withheld, not lost: the requester polls again.
+            out["aggregate"], out["state"], out["reason"] = None, "awaiting_witnesses", str(e)
+    return out

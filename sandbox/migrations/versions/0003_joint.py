@@ -28,6 +28,7 @@ def upgrade() -> None:
     sa.Column('reason', sa.Text(), nullable=True),
     sa.Column('aggregate', sa.LargeBinary(), nullable=True),
     sa.Column('aggregate_sha256', sa.String(length=64), nullable=True),
+    sa.Column('ledger_index', sa.Integer(), nullable=True),
     sa.Column('submitted_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['permit_id'], ['permits.id'], ),
