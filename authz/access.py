@@ -40,6 +40,7 @@ APPROVE_SPEC = [
     v.Field("min_cell_count", v.integer(1, 1_000_000), required=False,
             default=DEFAULT_MIN_CELL),
     v.Field("risk_assessment", v.text(2000)),
+    v.Field("epsilon_budget", v.number(0.001, 100.0), required=False),
 ]
 
 
@@ -130,7 +131,7 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
     conditions = {
         "columns": allowed, "expires_at": data["expires_at"].isoformat(),
         "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
-        "risk_assessment": data["risk_assessment"],
+        "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
     }
     _decide(ctx, provider.id, item, "approved", None, conditions)
     _settle(ctx, req)
@@ -172,6 +173,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         expires_at=expires, max_runs=min(c["max_runs"] for c in conds),
         min_cell_count=max(c["min_cell_count"] for c in conds),
         classification=catalog.SENSITIVITY[max(levels)],
+        epsilon_budget=_smallest([c.get("epsilon_budget") for c in conds]),
     )
     ctx.session.add(permit)
     ctx.session.flush()
@@ -179,8 +181,15 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         "permit_id": permit.id, "request_id": req.id, "requester_id": req.requester_id,
         "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
+        "epsilon_budget": permit.epsilon_budget,
         "approved_by": sorted({it.decided_by or "" for it in req.items}),
     })
+
+
+def _smallest(budgets: list[float | None]) -> float | None:
+    """Strictest wins: the smallest ε any provider granted (None if none granted any)."""
+    granted = [b for b in budgets if b is not None]
+    return min(granted) if granted else None
 
 
 def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
@@ -261,6 +270,7 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "columns": p.columns, "expires_at": p.expires_at.isoformat(), "max_runs": p.max_runs,
         "runs_used": p.runs_used, "min_cell_count": p.min_cell_count,
         "classification": p.classification, "status": p.status,
+        "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
         "revoked_reason": p.revoked_reason,
     }
 

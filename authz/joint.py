@@ -25,9 +25,10 @@ from authz.context import Ctx
 from authz.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
 from authz.models import Agent, Dataset, Job, JointJob, Party, Permit, new_id
 from compute.backend import fingerprint
+from compute.dp import PrivacyBudget, add_dp_noise
 from compute.joint import ledger_record
 from compute.protocol import combine, default_backend
-from compute.spec import parse_spec
+from compute.spec import parse_spec, spec_from_json
 
 DEFAULT_MIN_PROVIDERS = 3
 MAX_CONTEXT_BYTES = 4 * 1024 * 1024
@@ -88,6 +89,11 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
     except SandboxError as e:
         raise InvalidInput("public_context_b64", str(e)) from None
     access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    if spec.dp_epsilon is not None:
+        left = (permit.epsilon_budget or 0.0) - permit.epsilon_spent
+        if permit.epsilon_budget is None or spec.dp_epsilon > left + 1e-12:
+            raise PolicyViolation(f"the permit's differential-privacy budget has {left:g} "
+                                  f"epsilon left; the spec asks for {spec.dp_epsilon:g}")
     open_jobs = len(list(ctx.session.scalars(select(Job.id).where(
         Job.permit_id == permit.id, Job.state == "queued"))))
     if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
@@ -151,6 +157,7 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     try:
         aggregate = combine(submissions, joint.public_context, joint.context_fingerprint, keys,
                             joint.min_providers)
+        aggregate = _add_noise(ctx, joint, parts, aggregate)
     except SandboxError as e:
         _fail(ctx, joint, f"{type(e).__name__}: {e}")
         return
@@ -161,6 +168,26 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     joint.finished_at = ctx.now()
     joint.ledger_index = ctx.record("joint.combined", "system",
                                     {"joint_id": joint.id, **ledger_record(aggregate)})
+
+
+def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str, Any]
+               ) -> dict[str, Any]:
+    """Laplace noise added to the encrypted aggregate, charged to the permit's ε budget.
+
+    The controller adds it, not the requester, who holds the key and could remove it.
+    """
+    permit = ctx.session.get(Permit, joint.permit_id, with_for_update=True,
+                             populate_existing=True)
+    assert permit is not None
+    spec = spec_from_json(joint.spec, _schema(ctx, permit, [p.dataset_ids[0] for p in parts]))
+    if spec.dp_epsilon is None:
+        return aggregate
+    budget = PrivacyBudget(permit.id, permit.epsilon_budget or 0.0,
+                           [{"epsilon": permit.epsilon_spent}])
+    noisy = add_dp_noise(aggregate, spec, joint.public_context, [budget],
+                         min_cell_count=permit.min_cell_count)
+    permit.epsilon_spent = budget.spent
+    return noisy
 
 
 def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -167,6 +168,9 @@ class Permit(AuthzBase):
     runs_used: Mapped[int] = mapped_column(Integer, default=0)
     min_cell_count: Mapped[int] = mapped_column(Integer)
     classification: Mapped[str] = mapped_column(String(20))
+    # Differential privacy for joint statistics: the smallest budget any provider granted.
+    epsilon_budget: Mapped[float | None] = mapped_column(Float, default=None)
+    epsilon_spent: Mapped[float] = mapped_column(Float, default=0.0)
     status: Mapped[str] = mapped_column(String(20), default="active")  # active|revoked
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
     revoked_reason: Mapped[str | None] = mapped_column(Text, default=None)

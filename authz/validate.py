@@ -80,6 +80,17 @@ def integer(lo: int, hi: int) -> Check:
     return check
 
 
+def number(lo: float, hi: float) -> Check:
+    def check(path: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != v:
+            raise InvalidInput(path, "must be a number")
+        if not lo <= v <= hi:
+            raise InvalidInput(path, f"must be between {lo} and {hi}")
+        return float(v)
+
+    return check
+
+
 def iso_date(path: str, v: Any) -> str:
     if not isinstance(v, str):
         raise InvalidInput(path, "must be a date YYYY-MM-DD")

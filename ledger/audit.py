@@ -1,9 +1,10 @@
 """Full audit of a log's entries: schema, hash chain, time order, tree root. Stdlib only.
 
-``Auditor`` is fed entries in order (pages from any source) and rebuilds the RFC 9162
-tree with a compact range, so memory stays O(log n) for any log size. ``audit_chunks``
-spreads the per-entry checks over worker processes: they are independent except at
-chunk boundaries, which the parent re-checks.
+``check_entries`` checks a run of consecutive entries and reduces it to the hashes of the
+aligned perfect subtrees it covers (RFC 9162 §2.1.1); ``Auditor`` joins those runs in
+order with a compact range, so memory stays O(log n) for any log size. ``audit_chunks``
+spreads the runs over worker processes: they are independent except at chunk
+boundaries, which the parent re-checks.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
+from typing import Any
 
 from ledger.entry import (
     ENTRY_KEYS,
@@ -25,7 +28,8 @@ from ledger.entry import (
     check_run_finished,
 )
 from ledger.errors import AuditError, MalformedEntryError
-from ledger.merkle import EMPTY_ROOT
+from ledger.merkle import EMPTY_ROOT, node_sha256
+from ledger.treemath import perfect_subtrees
 
 
 def _reject_constant(name: str) -> object:
@@ -33,6 +37,16 @@ def _reject_constant(name: str) -> object:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+# The top level of a canonical v1 entry is ``{"actor":S,"body":B,"index":I,"kind":"K",
+# "prev":"P","ts":"T","v":1}``: sorted keys, no whitespace. Matching that layout replaces
+# parsing the envelope with json; only B is parsed, and must be one whole JSON object.
+# K, P and T hold no quote, so a valid suffix starts at the last ``,"index":``; if the
+# pieces match, the entry is that JSON object (any split that parses is the parse).
+# Entries that do not match are re-examined by ``_slow_reason`` for the error message.
+_HEAD = re.compile(r'\{"actor":"((?:[^"\\\x00-\x1f]|\\.)*)","body":', re.DOTALL)
+_TAIL = re.compile(r',"index":(0|[1-9][0-9]*),"kind":"([^"\\\x00-\x1f]*)",'
+                   r'"prev":"([0-9a-f]{64})","ts":"([^"\\\x00-\x1f]*)","v":1\}')
 
 
 @dataclass(frozen=True)
@@ -44,63 +58,108 @@ class AuditResult:
 
 @dataclass
 class Checked:
-    """Outcome of checking consecutive entries, boundary facts kept for the parent."""
+    """Outcome of checking consecutive entries, boundary facts kept for the parent.
+
+    ``subtrees`` are (level, hash) of the aligned perfect subtrees that make up the
+    entries that passed, ``[start, start + count)``, left to right.
+    """
 
     start: int
+    count: int = 0
     first_prev: str = ""
     first_ts: str = ""
     last_hash: str = ""
     last_ts: str = ""
-    hashes: list[bytes] = field(default_factory=list)
+    subtrees: list[tuple[int, bytes]] = field(default_factory=list)
     kinds: dict[str, int] = field(default_factory=dict)
     error: tuple[int, str] | None = None
+
+
+def _slow_reason(data: bytes, index: int) -> str:
+    """Why an entry failed the canonical-envelope fast path, from a full json parse."""
+    try:
+        obj = _DECODER.decode(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"not UTF-8 JSON: {exc}"
+    if type(obj) is not dict or obj.keys() != ENTRY_KEYS:
+        return "wrong set of top-level fields"
+    if obj["v"] != ENTRY_VERSION or type(obj["v"]) is not int:
+        return f"unsupported version {obj['v']!r}"
+    if obj["index"] != index or type(obj["index"]) is not int:
+        return f"claims index {obj['index']!r}"
+    if type(obj["prev"]) is not str or not re.fullmatch(r"[0-9a-f]{64}", obj["prev"]):
+        return "prev is not 64 lower-case hex digits"
+    for name in ("ts", "kind", "actor"):
+        if type(obj[name]) is not str:
+            return f"{name} is not a string"
+    if type(obj["body"]) is not dict:
+        return "body is not an object"
+    return "top level is not canonical JSON (key order, whitespace or number form)"
+
+
+def _perfect_root(hashes: list[bytes]) -> bytes:
+    """MTH of a power-of-two run of leaf hashes, one level at a time."""
+    node = node_sha256
+    while len(hashes) > 1:
+        it = iter(hashes)
+        hashes = [node(b"\x01" + left + right).digest() for left, right in zip(it, it)]
+    return hashes[0]
 
 
 def check_entries(start: int, entries: list[bytes]) -> Checked:
     """Check entries that claim indexes start, start+1, ...; the first prev is not judged.
 
     Inlined rather than calling ``decode_entry`` per entry: this loop is the cost of
-    auditing a million entries. Canonical re-encoding is not re-checked here (the hashes
-    bind the exact bytes); ``decode_entry`` still checks it for single receipts.
+    auditing a million entries. The top level must be canonical (``_HEAD``, ``_TAIL``); the
+    body's own canonical form is not re-checked here (the hashes bind the exact bytes);
+    ``decode_entry`` still checks it for single receipts.
     """
     out = Checked(start)
-    hashes, kinds = out.hashes, out.kinds
-    index, prev, last_ts = start, None, ""
-    loads, ts_ok, kind_ok = _DECODER.decode, TS_RE.match, KIND_RE.match
+    hashes: list[bytes] = []
+    kinds = out.kinds
+    index, prev, last_ts = start, "", ""
+    head_match, tail_match, raw_decode = _HEAD.match, _TAIL.fullmatch, _DECODER.raw_decode
+    ts_ok, kind_ok, leaf = TS_RE.match, KIND_RE.match, sha256
     try:
         for data in entries:
             try:
-                obj = loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise AuditError(index, f"not UTF-8 JSON: {exc}") from exc
-            if type(obj) is not dict or obj.keys() != ENTRY_KEYS:
-                raise AuditError(index, "wrong set of top-level fields")
-            if obj["v"] != ENTRY_VERSION or type(obj["v"]) is not int:
-                raise AuditError(index, f"unsupported version {obj['v']!r}")
-            if obj["index"] != index or type(obj["index"]) is not int:
-                raise AuditError(index, f"claims index {obj['index']!r}")
-            if prev is None:
-                out.first_prev = obj["prev"]
-            elif obj["prev"] != prev:
+                text = data.decode("utf-8")
+                head = head_match(text)
+                cut = text.rfind(',"index":')
+                tail = tail_match(text, cut) if head and cut > 0 else None
+                if head is None or tail is None:
+                    raise ValueError
+                actor = head.group(1)
+                idx, kind, entry_prev, ts = tail.groups()
+                body: Any
+                body, end = raw_decode(text, head.end())
+                if end != cut or type(body) is not dict:
+                    raise ValueError
+                if "\\" in actor:
+                    actor = _DECODER.decode(f'"{actor}"')
+            except (UnicodeDecodeError, ValueError):
+                raise AuditError(index, _slow_reason(data, index)) from None
+            if idx != str(index):
+                raise AuditError(index, f"claims index {idx}")
+            if not prev:
+                out.first_prev = entry_prev
+            elif entry_prev != prev:
                 raise AuditError(index, "prev does not match the previous entry's hash")
-            ts, kind, actor = obj["ts"], obj["kind"], obj["actor"]
-            if type(ts) is not str or not ts_ok(ts):
+            if not ts_ok(ts):
                 raise AuditError(index, "ts is not RFC 3339 UTC with microseconds")
             if ts < last_ts:
                 raise AuditError(index, f"timestamp {ts} is before {last_ts}")
-            if type(kind) is not str or not kind_ok(kind):
+            if not kind_ok(kind):
                 raise AuditError(index, "kind is not a dotted event name")
-            if type(actor) is not str or not actor or len(actor) > MAX_ACTOR:
+            if not actor or len(actor) > MAX_ACTOR:
                 raise AuditError(index, "actor is not a non-empty string")
-            if type(obj["body"]) is not dict:
-                raise AuditError(index, "body is not an object")
             if kind == "run.finished":
                 try:
-                    check_run_finished(obj["body"])
+                    check_run_finished(body)
                 except MalformedEntryError as exc:
                     raise AuditError(index, str(exc)) from exc
             kinds[kind] = kinds.get(kind, 0) + 1
-            h = sha256(b"\x00" + data).digest()
+            h = leaf(b"\x00" + data).digest()
             hashes.append(h)
             if not last_ts:
                 out.first_ts = ts
@@ -108,7 +167,10 @@ def check_entries(start: int, entries: list[bytes]) -> Checked:
             index += 1
     except AuditError as exc:
         out.error = (exc.index, exc.reason)
-    out.last_hash, out.last_ts = prev or "", last_ts
+    out.count, out.last_hash, out.last_ts = len(hashes), prev, last_ts
+    for level, i in perfect_subtrees(start, start + len(hashes)):
+        lo = (i << level) - start
+        out.subtrees.append((level, _perfect_root(hashes[lo:lo + (1 << level)])))
     return out
 
 
@@ -121,15 +183,15 @@ class Auditor:
         self.size = 0
         self._prev = ZERO_HASH_HEX
         self._last_ts = ""
-        self._stack: list[bytes] = []
+        self._stack: list[tuple[int, bytes]] = []  # compact range: (level, hash), big first
         self.kinds: dict[str, int] = {}
 
     def merge(self, c: Checked) -> None:
         """Accept a checked run of entries that must directly follow what came before."""
         if c.start != self.size:
             raise AuditError(self.size, f"entries resume at {c.start}")
-        if c.hashes or c.error:
-            if c.error and c.error[0] == c.start and not c.hashes:
+        if c.count or c.error:
+            if c.error and c.error[0] == c.start and not c.count:
                 raise AuditError(*c.error)
             if c.first_prev != self._prev:
                 raise AuditError(c.start, "prev does not match the previous entry's hash")
@@ -137,19 +199,18 @@ class Auditor:
                 raise AuditError(c.start, f"timestamp {c.first_ts} is before {self._last_ts}")
         if c.error:
             raise AuditError(*c.error)
-        stack, index = self._stack, self.size
-        for h in c.hashes:
-            index += 1
-            # Compact range (RFC 9162 §2.1.1): merge one level per trailing zero bit.
-            count = index
-            while count & 1 == 0:
-                h = sha256(b"\x01" + stack.pop() + h).digest()
-                count >>= 1
-            stack.append(h)
+        stack, node = self._stack, node_sha256
+        for level, h in c.subtrees:
+            # Binary addition (RFC 9162 §2.1.1): the new subtree starts where the range
+            # ends, so it merges with every equal-sized subtree on top.
+            while stack and stack[-1][0] == level:
+                h = node(b"\x01" + stack.pop()[1] + h).digest()
+                level += 1
+            stack.append((level, h))
         for k, v in c.kinds.items():
             self.kinds[k] = self.kinds.get(k, 0) + v
-        if c.hashes:
-            self.size, self._prev, self._last_ts = index, c.last_hash, c.last_ts
+        if c.count:
+            self.size, self._prev, self._last_ts = c.start + c.count, c.last_hash, c.last_ts
 
     def feed(self, entries: Iterable[bytes]) -> None:
         self.merge(check_entries(self.size, list(entries)))
@@ -157,9 +218,9 @@ class Auditor:
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT
-        h = self._stack[-1]
-        for left in reversed(self._stack[:-1]):
-            h = sha256(b"\x01" + left + h).digest()
+        h = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            h = node_sha256(b"\x01" + left + h).digest()
         return h
 
     def result(self) -> AuditResult:

@@ -6,14 +6,40 @@ only: the regulator's verifier imports this module.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+from collections.abc import Callable, Sequence
 from hashlib import sha256
+from typing import Protocol
 
 from ledger.errors import MalformedProofError, VerificationError
 from ledger.treemath import consistency_ranges, inclusion_ranges
 
 HASH_SIZE = 32
 EMPTY_ROOT = sha256(b"").digest()
+
+
+class _Hash(Protocol):
+    def digest(self) -> bytes: ...
+
+
+def _small_input_sha256() -> Callable[[bytes], _Hash]:
+    """The SHA-256 constructor for 65-byte node inputs: CPython's built-in one.
+
+    Same function, same digests as ``hashlib.sha256``; it skips OpenSSL's per-call
+    context set-up, which is most of the cost of hashing 65 bytes (~1.0 vs 1.2 µs on the
+    development VM). ``hashlib.sha256`` (OpenSSL) stays faster for entries (~330 bytes).
+    """
+    for name in ("_sha2", "_sha256"):  # CPython >= 3.12, <= 3.11
+        try:
+            ctor: Callable[[bytes], _Hash] = getattr(importlib.import_module(name), "sha256")
+        except (ImportError, AttributeError):
+            continue
+        if ctor(b"abc").digest() == sha256(b"abc").digest():
+            return ctor
+    return sha256
+
+
+node_sha256 = _small_input_sha256()
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -23,7 +49,7 @@ def leaf_hash(data: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """RFC 9162 §2.1.1: HASH(0x01 || MTH(left) || MTH(right))."""
-    return sha256(b"\x01" + left + right).digest()
+    return node_sha256(b"\x01" + left + right).digest()
 
 
 def _mth(hashes: Sequence[bytes], lo: int, hi: int) -> bytes:
@@ -79,25 +105,25 @@ def verify_inclusion(
     _check_hash(root, "root")
     if index < 0 or index >= size:
         raise MalformedProofError(f"index {index} outside tree of size {size}")
-    # The proof length is fixed by (index, size): check it up front so the loop below
-    # need not (this function is on the regulator's hot path).
+    # The proof length is fixed by (index, size): check it up front so the loops below
+    # need not (this function is on the regulator's hot path). The first ``inner`` hashes
+    # are siblings below the point where the paths to index and size-1 part, left or
+    # right as index's bits say; the rest are left siblings on the right border.
     inner = (index ^ (size - 1)).bit_length()
     expected = inner + bin(index >> inner).count("1")
     if len(proof) != expected:
         raise MalformedProofError(f"inclusion proof has {len(proof)} hashes, needs {expected}")
-    fn, sn, r = index, size - 1, leaf_hash
-    for p in proof:
-        if type(p) is not bytes or len(p) != HASH_SIZE:
-            raise MalformedProofError("proof hash is not a 32-byte hash")
-        if fn & 1 or fn == sn:
-            r = sha256(b"\x01" + p + r).digest()
-            while fn and not fn & 1:
-                fn >>= 1
-                sn >>= 1
+    if {*map(type, proof)} - {bytes} or {*map(len, proof)} - {HASH_SIZE}:
+        raise MalformedProofError("proof hash is not a 32-byte hash")
+    sha, one, r, bits = node_sha256, b"\x01", leaf_hash, index
+    for p in proof[:inner]:
+        if bits & 1:
+            r = sha(one + p + r).digest()
         else:
-            r = sha256(b"\x01" + r + p).digest()
-        fn >>= 1
-        sn >>= 1
+            r = sha(one + r + p).digest()
+        bits >>= 1
+    for p in proof[inner:]:
+        r = sha(one + p + r).digest()
     if r != root:
         raise VerificationError("inclusion proof does not lead to the root")
 
@@ -137,14 +163,14 @@ def verify_consistency(
         if sn == 0:
             raise MalformedProofError("consistency proof too long")
         if fn & 1 or fn == sn:
-            fr = sha256(b"\x01" + c + fr).digest()
-            sr = sha256(b"\x01" + c + sr).digest()
+            fr = node_sha256(b"\x01" + c + fr).digest()
+            sr = node_sha256(b"\x01" + c + sr).digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            sr = sha256(b"\x01" + sr + c).digest()
+            sr = node_sha256(b"\x01" + sr + c).digest()
         fn >>= 1
         sn >>= 1
     if sn != 0:

@@ -231,6 +231,36 @@ def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], script
                                        "script": script.read()})
 
 
+@main.command("joint")
+@click.option("--permit", required=True)
+@click.option("--dataset", "dataset_ids", multiple=True, required=True,
+              help="one dataset per provider (at least three providers)")
+@click.option("--json", "as_json", is_flag=True, help="print the statistics as JSON")
+@click.argument("spec", type=click.File())
+@click.pass_context
+def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json: bool,
+          spec: Any) -> None:
+    """Requester: joint statistics under homomorphic encryption.
+
+    A fresh CKKS key pair is made in this process; only its public part is uploaded, and
+    the secret key never leaves memory. The aggregate is decrypted and rounded here.
+    """
+    from compute.joint import format_result
+    from sandbox.sdk import JointStatistics
+
+    sdk = JointStatistics(_client(ctx))
+    try:
+        run = sdk.submit(permit, dataset_ids, json.load(spec))
+        result = sdk.result(run, sdk.wait(run))
+    except ApiError as e:
+        _print(e.body)
+        sys.exit(1)
+    except RuntimeError as e:
+        click.echo(str(e), err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
+
+
 @main.command("job")
 @click.argument("job_id")
 @click.pass_context

@@ -31,7 +31,8 @@ def keys() -> Any:
     return requester_keygen()
 
 
-def world(make_party: Any, admin: Actor, n: int) -> dict[str, Any]:
+def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None
+          ) -> dict[str, Any]:
     requester = make_party("requester")
     hospitals = []
     for i in range(n):
@@ -47,9 +48,10 @@ def world(make_party: Any, admin: Actor, n: int) -> dict[str, Any]:
         "purpose": "Joint mean cost across hospitals.", "use_kind": "joint_statistics",
         "business_system": "pricing", "items": [{"dataset_id": h["ds"]["id"],
                                                  "columns": ["age", "cost"]} for h in hospitals]})
-    for h in hospitals:
+    for i, h in enumerate(hospitals):
+        extra = {} if epsilon is None else {"epsilon_budget": epsilon + i + 1}
         r = h["provider"].post(f"/requests/{r.json['id']}/items/{h['ds']['id']}/approve",
-                               approval(max_runs=10))
+                               approval(max_runs=10, **extra))
     return {"requester": requester, "hospitals": hospitals, "permit": r.json["permit_id"]}
 
 
@@ -139,3 +141,30 @@ def test_forged_signature_fails_the_joint_job(make_party: Any, admin: Actor, key
     joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
     assert joint["state"] == "failed" and "signature" in joint["reason"].lower()
     assert joint["aggregate"] is None
+
+
+DP_SPEC = {"version": 1, "columns": ["cost"], "statistics": ["count", "mean"],
+           "dp": {"epsilon": 0.5, "bounds": {"cost": [0, 60000]}}}
+
+
+def test_differential_privacy_is_charged_to_the_permit(make_party: Any, admin: Actor,
+                                                       keys: Any) -> None:
+    w = world(make_party, admin, 3, epsilon=0.0)  # budgets 1, 2, 3: strictest is 1.0
+    permit = w["requester"].get(f"/permits/{w['permit']}").json
+    assert permit["epsilon_budget"] == 1.0 and permit["epsilon_spent"] == 0.0
+    joint_id = submit(w, keys, spec=DP_SPEC).json["id"]
+    for h in w["hospitals"]:
+        play_agent(h)
+    joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
+    assert joint["state"] == "combined", joint["reason"]
+    assert joint["aggregate"]["dp"]["epsilon"] == 0.5
+    assert w["requester"].get(f"/permits/{w['permit']}").json["epsilon_spent"] == 0.5
+    again = dict(DP_SPEC, dp={"epsilon": 0.6, "bounds": {"cost": [0, 60000]}})
+    r = submit(w, keys, spec=again)
+    assert r.status_code == 409 and "budget" in r.json["message"]
+
+
+def test_dp_needs_a_granted_budget(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    r = submit(w, keys, spec=DP_SPEC)
+    assert r.status_code == 409 and r.json["error"] == "policy_violation"

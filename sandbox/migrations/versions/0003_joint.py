@@ -38,12 +38,19 @@ def upgrade() -> None:
     with op.batch_alter_table('joint_jobs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_joint_jobs_requester_id'), ['requester_id'], unique=False)
 
+    with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('epsilon_budget', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('epsilon_spent', sa.Float(), nullable=False,
+                                      server_default='0'))
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('joint_id', sa.String(length=40), nullable=True))
         batch_op.create_index(batch_op.f('ix_jobs_joint_id'), ['joint_id'], unique=False)
         batch_op.create_foreign_key("fk_jobs_joint_id", 'joint_jobs', ['joint_id'], ['id'])
 
 def downgrade() -> None:
+    with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.drop_column('epsilon_spent')
+        batch_op.drop_column('epsilon_budget')
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.drop_constraint("fk_jobs_joint_id", type_='foreignkey')
