@@ -116,7 +116,7 @@ def main() -> None:
     ref = pandas_baseline(pooled)
     t_pd = time.perf_counter() - t
 
-    mean_err = max(abs(result.columns[c]["mean"] - ref["mean"][c])  # type: ignore[operator]
+    mean_err = max(abs(result.columns[c]["mean"] - ref["mean"][c])
                    for c in COLS)
     n_ct = len(subs[0]["count_ciphertexts"]) + len(subs[0]["real_ciphertexts"])
     ct_bytes = sum(len(c) * 3 // 4 for k in ("count_ciphertexts", "real_ciphertexts")

@@ -95,8 +95,10 @@ def agent_key(path: str) -> None:
 @click.option("--signing-key-file", type=click.Path(exists=True, dir_okay=False),
               help="Ed25519 key from `sandbox agent-key` (needed for joint statistics)")
 @click.option("--slots", default=1, show_default=True, help="jobs run side by side")
+@click.option("--runtime", default=None,
+              help="OCI runtime registered with the engine, e.g. runsc (gVisor)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
-          slots: int) -> None:
+          slots: int, runtime: str | None) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -114,7 +116,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
                       signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))
-    Agent(cfg, DockerExecutor(client)).serve(threading.Event())
+    Agent(cfg, DockerExecutor(client, runtime=runtime)).serve(threading.Event())
 
 
 # --- API calls -----------------------------------------------------------------------

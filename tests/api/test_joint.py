@@ -49,7 +49,7 @@ def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None
         "business_system": "pricing", "items": [{"dataset_id": h["ds"]["id"],
                                                  "columns": ["age", "cost"]} for h in hospitals]})
     for i, h in enumerate(hospitals):
-        extra = {} if epsilon is None else {"epsilon_budget": epsilon + i + 1}
+        extra: dict[str, Any] = {} if epsilon is None else {"epsilon_budget": epsilon + i + 1}
         r = h["provider"].post(f"/requests/{r.json['id']}/items/{h['ds']['id']}/approve",
                                approval(max_runs=10, **extra))
     return {"requester": requester, "hospitals": hospitals, "permit": r.json["permit_id"]}

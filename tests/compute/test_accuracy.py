@@ -35,8 +35,8 @@ def test_counts_and_univariate(synthetic: tuple[JointResult, pd.DataFrame]) -> N
         got = res.columns[c]
         assert got["n"] == len(x) and got["missing"] == pooled[c].isna().sum()
         mu, sd = x.mean(), x.std(ddof=1)
-        assert abs(got["mean"] - mu) <= 1e-9 * (abs(mu) + sd)  # type: ignore[operator]
-        assert abs(got["sum"] - x.sum()) <= 1e-9 * abs(x.sum())  # type: ignore[operator]
+        assert abs(got["mean"] - mu) <= 1e-9 * (abs(mu) + sd)
+        assert abs(got["sum"] - x.sum()) <= 1e-9 * abs(x.sum())
         assert rel(got["variance"], x.var(ddof=1)) <= 1e-8
         assert rel(got["std"], sd) <= 1e-8
 
@@ -112,7 +112,7 @@ def test_diabetes_split_across_four_providers() -> None:
     x = data.to_numpy(dtype=float)
     for i, c in enumerate(cols):
         mu, sd = x[:, i].mean(), x[:, i].std(ddof=1)
-        assert abs(res.columns[c]["mean"] - mu) <= 1e-9 * (abs(mu) + sd)  # type: ignore[operator]
+        assert abs(res.columns[c]["mean"] - mu) <= 1e-9 * (abs(mu) + sd)
         assert rel(res.columns[c]["variance"], sd**2) <= 1e-8
     assert res.covariance and res.correlation and res.ols
     assert rel(res.covariance["matrix"], np.cov(x, rowvar=False)) <= 1e-8
