@@ -67,8 +67,10 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
 
 
 def _count_open(ctx: Ctx, permit_id: str) -> int:
+    """Queued jobs not yet counted in runs_used (a requeued job was counted at dispatch)."""
     rows = ctx.session.scalars(select(Job.id).where(Job.permit_id == permit_id,
-                                                    Job.state == "queued"))
+                                                    Job.state == "queued",
+                                                    Job.dispatched_at.is_(None)))
     return len(list(rows))
 
 

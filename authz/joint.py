@@ -95,7 +95,7 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
             raise PolicyViolation(f"the permit's differential-privacy budget has {left:g} "
                                   f"epsilon left; the spec asks for {spec.dp_epsilon:g}")
     open_jobs = len(list(ctx.session.scalars(select(Job.id).where(
-        Job.permit_id == permit.id, Job.state == "queued"))))
+        Job.permit_id == permit.id, Job.state == "queued", Job.dispatched_at.is_(None)))))
     if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
         raise PolicyViolation("permit has too few runs left for one part per provider")
     joint = JointJob(id=new_id("jnt"), permit_id=permit.id, requester_id=requester.id,
@@ -213,5 +213,6 @@ def to_json(ctx: Ctx, joint: JointJob) -> dict[str, Any]:
         "parts": [{"job_id": p.id, "provider_id": p.provider_id, "dataset_ids": p.dataset_ids,
                    "state": p.state, "rows_read": p.rows_read} for p in parts],
         "aggregate": json.loads(joint.aggregate) if joint.aggregate else None,
+        "ledger_index": joint.ledger_index,
         "submitted_at": joint.submitted_at.isoformat(),
     }

@@ -80,6 +80,7 @@ class Agent(AuthzBase):
     # Ed25519 public key (raw, hex) used to verify what the agent signs (HE submissions).
     public_key: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
     providers: Mapped[list[AgentProvider]] = relationship(cascade="all, delete-orphan")
 
 

@@ -87,7 +87,7 @@ def authenticate(ctx: Ctx, token: str) -> Party | Agent:
     # Compare even when the row is missing so timing does not reveal which ids exist.
     stored = row.token_hash if row is not None else "0" * 64
     ok = hmac.compare_digest(stored, _digest(secret))
-    if row is None or not ok or (isinstance(row, Party) and not row.active):
+    if row is None or not ok or not row.active:
         raise Unauthenticated("invalid token")
     return row
 
@@ -111,7 +111,17 @@ def rotate_token(ctx: Ctx, party: Party) -> Issued:
     return Issued(party.id, token)
 
 
-def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party:
+def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party | Agent:
+    """Lock a party or an agent out; its token stops working at commit. Kept on record."""
+    if party_id.startswith("agt_"):
+        agent = ctx.session.get(Agent, party_id)
+        if agent is None:
+            raise NotFound("no such agent")
+        if not agent.active:
+            raise Conflict("agent already deactivated")
+        agent.active = False
+        ctx.record("agent.deactivated", actor, {"agent_id": agent.id})
+        return agent
     party = get_party(ctx, party_id)
     if party.id == actor:
         raise Conflict("an operator cannot deactivate itself")

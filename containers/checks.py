@@ -267,8 +267,8 @@ def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
                 break
         if frames or exc:
             kept = [TRACEBACK, *frames[-MAX_FRAMES:], *([exc] if exc else [])]
-    withheld = len(out_lines) + len(err_lines) - len(kept)
-    kept.append(f"[{withheld} line(s) of console output withheld: console output can carry "
-                "raw data]")
+    # Whether anything was withheld, not how much: a count is a number the script chooses.
+    if len(out_lines) + len(err_lines) > len(kept):
+        kept.append("[console output withheld: console output can carry raw data]")
     text = "\n".join(kept)
     return text[-policy.max_log_bytes:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,13 +28,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         START_CHECKPOINTER=True,
         AGENT_POLL_WAIT_S=10.0,
         SCHEMA_CHECK_WAIT_S=20.0,
-        # Release a result only once this many witnesses cosigned a checkpoint covering it.
-        JOINT_MIN_PROVIDERS=3,
-        WITNESSES=[],
-        WITNESS_QUORUM=0,
+        JOINT_MIN_PROVIDERS=int(os.environ.get("SANDBOX_JOINT_MIN_PROVIDERS", "3")),
+        # Witnesses as JSON: [{"url": "http://…", "vkey": "name+id+key"}, …]. With a quorum
+        # k > 0 a result is released only under a checkpoint k of them cosigned.
+        WITNESSES=json.loads(os.environ.get("SANDBOX_WITNESSES", "[]")),
+        WITNESS_QUORUM=int(os.environ.get("SANDBOX_WITNESS_QUORUM", "0")),
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
+    _check_witness_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     from sandbox import db, http_errors
@@ -46,3 +49,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                ledger_api.bp):
         app.register_blueprint(bp)
     return app
+
+
+def _check_witness_config(app: Flask) -> None:
+    """Refuse to start with a quorum the configured witnesses cannot meet (fail closed)."""
+    ws, k = app.config["WITNESSES"], app.config["WITNESS_QUORUM"]
+    if not isinstance(ws, list) or not all(
+            isinstance(w, dict) and set(w) == {"url", "vkey"} for w in ws):
+        raise ValueError("SANDBOX_WITNESSES must be a JSON list of {\"url\", \"vkey\"}")
+    if not isinstance(k, int) or not 0 <= k <= len(ws):
+        raise ValueError(f"SANDBOX_WITNESS_QUORUM must be between 0 and {len(ws)}")

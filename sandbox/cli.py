@@ -150,6 +150,15 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
     _call(_client(ctx).post, "/agents", body)
 
 
+@main.command("deactivate")
+@click.argument("party_or_agent_id")
+@click.pass_context
+def deactivate(ctx: click.Context, party_or_agent_id: str) -> None:
+    """Operator: lock a party or an agent out (its token stops working)."""
+    kind = "agents" if party_or_agent_id.startswith("agt_") else "parties"
+    _call(_client(ctx).post, f"/{kind}/{party_or_agent_id}/deactivate")
+
+
 @main.command("rotate-token")
 @click.pass_context
 def rotate_token(ctx: click.Context) -> None:

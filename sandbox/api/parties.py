@@ -58,6 +58,7 @@ def rotate_token() -> dict[str, Any]:
 
 
 @bp.post("/parties/<party_id>/deactivate")
+@bp.post("/agents/<party_id>/deactivate")
 @auth.roles("admin")
 def deactivate(party_id: str) -> dict[str, Any]:
     p = parties.deactivate(db.ctx(), auth.party().id, party_id)

@@ -74,3 +74,11 @@ def test_deactivated_party_is_locked_out(admin: Actor, make_party: Any) -> None:
     assert requester.get("/me").status_code == 401
     assert admin.post(f"/parties/{admin.id}/deactivate").status_code == 409
     assert requester.post(f"/parties/{admin.id}/deactivate").status_code == 401
+
+
+def test_deactivated_agent_is_locked_out(admin: Actor, make_party: Any,
+                                         make_agent: Any) -> None:
+    agent = make_agent(make_party("provider"))
+    assert agent.get("/agent/tasks/next").status_code == 200
+    assert admin.post(f"/agents/{agent.id}/deactivate").json["active"] is False
+    assert agent.get("/agent/tasks/next").status_code == 401
