@@ -91,7 +91,10 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
 
 def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: str
                        ) -> tuple[AccessRequest, RequestItem]:
-    req = ctx.session.get(AccessRequest, request_id)
+    # Locked: two providers approving the last two items at once must not both see the
+    # other's item pending (READ COMMITTED), or no permit would ever be issued.
+    req = ctx.session.get(AccessRequest, request_id, with_for_update=True,
+                          populate_existing=True)
     if req is None:
         raise NotFound("no such request")
     mine = [it for it in req.items if it.provider_id == provider.id]
@@ -199,23 +202,42 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
     if permit.status == "revoked":
         raise Conflict("permit already revoked")
     data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    revoke_permit(ctx, provider.id, permit, data["reason"])
+    return permit
+
+
+def permits_of(ctx: Ctx, party: Party) -> list[Permit]:
+    """Active permits a party holds (requester) or that cover its data (provider)."""
+    active = list(ctx.session.scalars(select(Permit).where(Permit.status == "active")
+                                      .with_for_update()))
+    if party.role == "requester":
+        return [p for p in active if p.requester_id == party.id]
+    if party.role == "provider":
+        return [p for p in active if party.id in permit_providers(ctx, p)]
+    return []
+
+
+def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     permit.status = "revoked"
-    permit.revoked_by = provider.id
-    permit.revoked_reason = data["reason"]
-    ctx.record("permit.revoked", provider.id, {"permit_id": permit.id, "reason": data["reason"]})
+    permit.revoked_by = actor
+    permit.revoked_reason = reason
+    ctx.record("permit.revoked", actor, {"permit_id": permit.id, "reason": reason})
+    # SKIP LOCKED: a job a dispatcher holds right now is left to it; the dispatcher
+    # waits for this permit row, then sees it revoked and blocks the job. Waiting for the
+    # job row here instead would deadlock with that dispatcher (opposite lock order).
     queued = ctx.session.scalars(select(Job).where(Job.permit_id == permit.id,
-                                                   Job.state == "queued"))
+                                                   Job.state == "queued")
+                                 .with_for_update(skip_locked=True))
     for job in queued:
         job.state = "cancelled"
         job.reason = "permit revoked"
         job.finished_at = ctx.now()
-        ctx.record("job.cancelled", provider.id, {"job_id": job.id, "reason": job.reason})
+        ctx.record("job.cancelled", actor, {"job_id": job.id, "reason": job.reason})
         if job.joint_id is not None:
             # Imported here: the joint module builds on this one.
             from authz import joint
 
             joint.on_part_finished(ctx, job)
-    return permit
 
 
 def permit_providers(ctx: Ctx, permit: Permit) -> set[str]:

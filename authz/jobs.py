@@ -47,6 +47,12 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         # Raw data never leaves its domain, so one container only ever sees one provider's
         # data; statistics across providers go through a joint (homomorphic) job.
         raise InvalidInput("dataset_ids", "must all belong to one provider's domain")
+    request = ctx.session.get(AccessRequest, permit.request_id)
+    assert request is not None
+    if request.use_kind == "joint_statistics":
+        # Approved for encrypted, multi-provider, possibly noised aggregates only: a plain
+        # job would return one provider's exact figures.
+        raise PolicyViolation("this permit is for joint statistics only (POST /joint-jobs)")
     access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
     queued = _count_open(ctx, permit.id)
     if permit.runs_used + queued >= permit.max_runs:
@@ -84,6 +90,10 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     job.reason = "cancelled by requester"
     job.finished_at = ctx.now()
     ctx.record("job.cancelled", requester.id, {"job_id": job.id, "reason": job.reason})
+    if job.joint_id is not None:
+        from authz import joint  # the joint module builds on this one
+
+        joint.on_part_finished(ctx, job)
     return job
 
 

@@ -23,7 +23,7 @@ from authz import access, catalog
 from authz import validate as v
 from authz.context import Ctx
 from authz.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
-from authz.models import Agent, Dataset, Job, JointJob, Party, Permit, new_id
+from authz.models import AccessRequest, Agent, Dataset, Job, JointJob, Party, Permit, new_id
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
 from compute.joint import ledger_record
@@ -66,6 +66,14 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
     permit = ctx.session.get(Permit, data["permit_id"])
     if permit is None or permit.requester_id != requester.id:
         raise InvalidInput("permit_id", "must be one of your permits")
+    request = ctx.session.get(AccessRequest, permit.request_id)
+    assert request is not None
+    if request.use_kind != "joint_statistics":
+        raise PolicyViolation("this permit was not granted for joint statistics")
+    if set(data["dataset_ids"]) != set(permit.columns):
+        # Joint jobs over different subsets of providers could be differenced to recover
+        # one provider's figures: every joint job covers exactly the permit's datasets.
+        raise InvalidInput("dataset_ids", "must be exactly the datasets of the permit")
     providers = set()
     for i, ds_id in enumerate(data["dataset_ids"]):
         ds = ctx.session.get(Dataset, ds_id)
@@ -89,6 +97,9 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
     except SandboxError as e:
         raise InvalidInput("public_context_b64", str(e)) from None
     access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    if permit.epsilon_budget is not None and spec.dp_epsilon is None:
+        raise PolicyViolation("the providers granted a differential-privacy budget: the "
+                              "spec must ask for dp")
     if spec.dp_epsilon is not None:
         left = (permit.epsilon_budget or 0.0) - permit.epsilon_spent
         if permit.epsilon_budget is None or spec.dp_epsilon > left + 1e-12:
@@ -146,9 +157,13 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
         return
     submissions, keys = [], {}
     for p in parts:
-        sub = next(o for o in p.outputs if o.name == SUBMISSION)
-        assert sub.content is not None
-        submissions.append(json.loads(sub.content))
+        sub = next((o for o in p.outputs if o.name == SUBMISSION), None)
+        try:
+            assert sub is not None and sub.content is not None
+            submissions.append(json.loads(sub.content))
+        except (AssertionError, ValueError):
+            _fail(ctx, joint, f"part {p.id} carries no readable {SUBMISSION}")
+            return
         agent = ctx.session.get(Agent, p.agent_id)
         if agent is None or agent.public_key is None:
             _fail(ctx, joint, f"agent of part {p.id} has no registered signing key")

@@ -129,4 +129,10 @@ def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party | Agent:
         raise Conflict("party already deactivated")
     party.active = False
     ctx.record("party.deactivated", actor, {"party_id": party.id})
+    # Work already in the system stops too: the party's permits (as requester, or over its
+    # data as provider) are revoked, which cancels their queued jobs.
+    from authz import access  # access builds on this module
+
+    for permit in access.permits_of(ctx, party):
+        access.revoke_permit(ctx, actor, permit, f"party {party.id} deactivated")
     return party

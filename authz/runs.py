@@ -32,7 +32,9 @@ CANDIDATES = 64
 
 
 def next_task(ctx: Ctx, agent: Agent) -> dict[str, Any] | None:
-    providers = agent_provider_ids(agent)
+    # A deactivated provider's data takes no new work.
+    providers = {p for p in agent_provider_ids(agent)
+                 if (party := ctx.session.get(Party, p)) is not None and party.active}
     if not providers:
         return None
     now = ctx.now()
@@ -216,6 +218,11 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         if hashlib.sha256(raw).hexdigest() != o["sha256"] or len(raw) != o["size"]:
             raise InvalidInput(f"{where}.sha256", "must match the content")
         outputs.append(JobOutput(**o, content=raw))
+    if data["state"] != "failed" or outputs:
+        # A run that produced anything must be fully on the record (run.finished).
+        for name in ("input_sha256", "runner_image"):
+            if data[name] is None:
+                raise InvalidInput(name, "required for a run that is not failed or has outputs")
     if data["state"] == "released" and any(o.decision == "blocked" for o in outputs):
         raise InvalidInput("state", "a run with a blocked output is blocked as a whole")
     permit = ctx.session.get(Permit, job.permit_id)

@@ -9,18 +9,21 @@ Rules (docs/architecture.md, "Output checks", is the user-facing statement):
 - A table is an aggregate only if it has a count column (``n`` or ``count``) stating how
   many records each row summarises: counts are non-negative integers, none above the rows
   read, and their sum is at most the rows read (one grouping per file, so no record is
-  counted twice). Rows whose count is between 1 and the permit's minimum cell count minus
-  one are suppressed (removed), and the suppression is recorded.
+  counted twice). Rows whose count is below the permit's minimum cell count are
+  suppressed (removed), and that suppression happened (not how often) is recorded.
 - A column named after a restricted or identifier field of the input blocks the output.
 - A cell equal to a value that fewer than k input records hold in its column blocks the
   output: it reproduces an individual's value (a raw row, a minimum, a maximum), whatever
   the count column claims.
-- Any blocked file blocks the whole run: nothing of a suspect run is released.
+- Any blocked file blocks the whole run: nothing of a suspect run is released, and its
+  outputs are reported by position only (no names, digests or sizes: those are numbers
+  and text the script chose).
+- Rows whose count is 0 are suppressed like small ones: their other cells are free text.
 
 stdout/stderr are a leak channel too: the requester only ever receives the structure of the
-last Python traceback on stderr (the line numbers of at most 8 frames of the job script and
-the exception's class name if builtin, message withheld). Everything else is withheld and
-counted.
+last Python traceback on stderr: the line number of its innermost frame (only if the
+submitted script has such a line) and the exception's class name if builtin, message
+withheld. Everything else is withheld; that something was withheld is said, not how much.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class OutputPolicy:
     max_file_bytes: int = 1024 * 1024
     max_rows: int = 1000
     max_log_bytes: int = 4096
+    # Lines in the submitted script: a traceback frame must point at one of them.
+    script_lines: int = 0
 
 
 @dataclass
@@ -82,10 +87,25 @@ def check_outputs(out_dir: Path, policy: OutputPolicy) -> list[Verdict]:
         entries = sorted(it, key=lambda e: e.name)
     if len(entries) > policy.max_files:
         return [Verdict("outputs-dir", "blocked",
-                        [f"{len(entries)} entries in /out; at most {policy.max_files}"])]
+                        [f"more entries in /out than the {policy.max_files} allowed"])]
     for entry in entries:
         verdicts.append(_check_entry(root, entry, policy))
+    if any(v.decision == "blocked" for v in verdicts):
+        return _withhold_all(verdicts)
     return verdicts
+
+
+def _withhold_all(verdicts: list[Verdict]) -> list[Verdict]:
+    """Nothing of a suspect run leaves, not even its file names, digests or sizes.
+
+    Names are replaced by their position, because a name is text the script chose.
+    """
+    out = []
+    for i, v in enumerate(verdicts, 1):
+        reasons = v.reasons if v.decision == "blocked" else [
+            "withheld: another output of this run was blocked"]
+        out.append(Verdict(f"output-{i}", "blocked", reasons))
+    return out
 
 
 def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Verdict:
@@ -107,14 +127,15 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
     if os.path.dirname(os.path.realpath(path)) != root:
         return Verdict(name, "blocked", ["path does not resolve inside /out"])
     if st.st_size > policy.max_file_bytes:
-        return Verdict(name, "blocked", [f"{st.st_size} bytes; at most {policy.max_file_bytes}"])
+        return Verdict(name, "blocked", [f"larger than the {policy.max_file_bytes}-byte cap"])
     raw = _read_nofollow(path, st, policy.max_file_bytes)
-    digest = hashlib.sha256(raw).hexdigest()
     try:
         header, rows = _parse(name, raw)
         released, notes = _check_table(header, rows, policy)
     except _Blocked as e:
-        return Verdict(name, "blocked", [str(e)], None, digest, len(raw))
+        # No digest and no size: both are numbers the script chooses, and a digest of a
+        # short secret can be brute-forced offline.
+        return Verdict(name, "blocked", [str(e)])
     content = _to_csv(header, released) if name.endswith(".csv") else _to_json(header, released)
     return Verdict(name, "released", notes, content, hashlib.sha256(content).hexdigest(),
                    len(content))
@@ -176,7 +197,7 @@ def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
     if blocked:
         raise _Blocked(f"carries high-sensitivity or identifier column(s): {', '.join(blocked)}")
     if len(rows) > policy.max_rows:
-        raise _Blocked(f"{len(rows)} rows; at most {policy.max_rows} for an aggregate")
+        raise _Blocked(f"more rows than the {policy.max_rows} an aggregate may have")
     count_idx = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
     if count_idx is None:
         raise _Blocked("no count column ('n' or 'count'): every row must state how many "
@@ -192,10 +213,9 @@ def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
             raise _Blocked("count column holds a non-integer, negative or impossible count")
         counts.append(int(c))
     if sum(counts) > policy.rows_read:
-        raise _Blocked(f"counts sum to {sum(counts)}, more than the {policy.rows_read} rows "
-                       "read: one grouping per file")
+        raise _Blocked("counts sum to more than the rows read: one grouping per file")
     kept = [r for r, c in zip(rows, counts, strict=True)
-            if c == 0 or c >= policy.min_cell_count]
+            if c >= policy.min_cell_count]
     if policy.rare_values:
         for r in kept:
             for i, cell in enumerate(r):
@@ -206,8 +226,8 @@ def _check_table(header: list[str], rows: list[list[str]], policy: OutputPolicy
                                    " value, a raw row, a minimum or a maximum)")
     notes = []
     if len(kept) != len(rows):
-        notes.append(f"suppressed {len(rows) - len(kept)} row(s) with counts below "
-                     f"{policy.min_cell_count}")
+        # How many is not said: the script chooses that number.
+        notes.append(f"rows with counts below {policy.min_cell_count} were suppressed")
     return kept, notes
 
 
@@ -233,7 +253,7 @@ def _to_json(header: list[str], rows: list[list[str]]) -> bytes:
 TRACEBACK = "Traceback (most recent call last):"
 FRAME_RX = re.compile(r'  File "/job/[\w.-]{1,64}", line (\d{1,7}), in ([\w<>]{1,100})')
 EXC_RX = re.compile(r"([A-Za-z_][\w.]{0,100})(:.*)?")
-MAX_FRAMES = 8
+MAX_FRAMES = 1
 #: Exception classes the log may name: the builtin ones. A job can define a class named
 #: after a value (``class E1234567Error``), so any other name is withheld.
 BUILTIN_EXCEPTIONS = frozenset(n for n, o in vars(builtins).items()
@@ -245,7 +265,7 @@ def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
 
     Every line is job-controlled, so structure is a channel too; it is kept narrow: stdout
     is withheld entirely (Python writes tracebacks to stderr); of stderr only the LAST
-    traceback is kept, at most its MAX_FRAMES innermost frames of the job script, each
+    traceback is kept, at most its MAX_FRAMES innermost frame(s) of the job script, each
     reduced to its line number (function names are job-chosen identifiers), then the
     exception's class if builtin, message withheld.
     """
@@ -258,8 +278,12 @@ def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
         exc: str | None = None
         for line in err_lines[starts[-1] + 1:]:
             if m := FRAME_RX.fullmatch(line):
-                fn = "<module>" if m.group(2) == "<module>" else "<function>"
-                frames.append(f'  File "/job/script.py", line {m.group(1)}, in {fn}')
+                # A script can print a traceback of its own: a line number is kept only
+                # if the script has that line, and only the innermost frame, so at most
+                # log2(script lines) bits leave per run this way.
+                if 1 <= int(m.group(1)) <= policy.script_lines:
+                    fn = "<module>" if m.group(2) == "<module>" else "<function>"
+                    frames.append(f'  File "/job/script.py", line {m.group(1)}, in {fn}')
             elif not line.startswith(" ") and (e := EXC_RX.fullmatch(line)):
                 name = e.group(1)
                 exc = name if name in BUILTIN_EXCEPTIONS else "<exception class withheld>"

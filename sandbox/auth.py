@@ -72,7 +72,10 @@ def body() -> object:
 
     if not request.is_json:
         raise InvalidInput("body", "Content-Type must be application/json")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:
+        raise InvalidInput("body", "JSON nested too deeply") from None
     if data is None:
         raise InvalidInput("body", "must be well-formed JSON")
     return data

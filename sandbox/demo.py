@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compute.joint import format_result
@@ -87,7 +88,7 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         agent = admin.post("/agents", {"name": f"{code} agent", "providers": [p["id"]],
                                        "public_key": key.public_key().public_bytes_raw().hex()})
         stack.start_agent(agent["token"], [root], work / "jobs" / code, image, signing_key=key)
-        hospitals.append({"name": name, "code": code, "id": p["id"], "rows": rows,
+        hospitals.append({"name": name, "code": code, "id": p["id"], "rows": rows, "root": root,
                           "client": Client(stack.url, p["token"])})
         say(f"{name} ({code}): {rows} synthetic episodes in {root}")
     insurer_p = admin.post("/parties", {"name": "Harbor Mutual Insurance", "role": "requester"})
@@ -170,7 +171,18 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         return 1
 
     step(9, "Joint statistics over all three hospitals, combined under homomorphic encryption")
-    if not joint_statistics(insurer, permit["id"], hospitals):
+    jreq = insurer.post("/requests", {
+        "purpose": "Joint cost statistics across hospitals, encrypted; no hospital's own "
+                   "figures to be revealed.", "use_kind": "joint_statistics",
+        "business_system": "harbor-pricing-2026",
+        "items": [{"dataset_id": h["dataset"], "columns": ["age", "diagnosis", "cost"]}
+                  for h in hospitals]})
+    for h in hospitals:
+        r = h["client"].post(f"/requests/{jreq['id']}/items/{h['dataset']}/approve", {
+            "expires_at": expires, "max_runs": 3, "min_cell_count": 10,
+            "risk_assessment": "encrypted aggregates over three hospitals only"})
+    say(f"joint-statistics permit {r['permit_id']}: approved by all three hospitals")
+    if not joint_statistics(insurer, r["permit_id"], hospitals):
         return 1
 
     step(10, "City General sees who used its data, when, for what and how much")
@@ -218,8 +230,12 @@ def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, 
         return False
     say(f"the controller added {len(joint['parts'])} encrypted submissions without a key; "
         f"aggregate sha256 {joint['aggregate']['aggregate_sha256'][:16]}")
-    say("what each hospital saw of the others: nothing (only its own rows, in its domain)")
-    say("what the insurer decrypts, rounded before use:")
+    say("what each hospital could see: its own rows only, inside its own domain")
+    for h in hospitals:
+        own = pd.read_csv(h["root"] / "inpatient_episodes.csv")
+        say(f"    {h['code']:<8} n={len(own):>5}  mean age={own['age'].mean():7.2f}  "
+            f"mean cost={own['cost'].mean():10,.2f}   (others' figures: none)")
+    say("what the insurer decrypts, rounded before use (no single hospital's figures):")
     for line in format_result(sdk.result(run, joint)).splitlines():
         say(f"    {line}")
     return True

@@ -31,6 +31,12 @@ def register(app: Flask) -> None:
             return _json(400, {"error": "invalid_input", "message": str(e)})
         return _json(503, {"error": "ledger_unavailable", "message": str(e)})
 
+    @app.errorhandler(Exception)
+    def _unexpected(e: Exception) -> tuple[Response, int]:
+        # Never an HTML page or a traceback to the caller; the details go to the log.
+        app.logger.exception("unhandled error")
+        return _json(500, {"error": "internal", "message": "internal error"})
+
     @app.errorhandler(HTTPException)
     def _http(e: HTTPException) -> tuple[Response, int]:
         code = (e.name or "error").lower().replace(" ", "_")

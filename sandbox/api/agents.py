@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -33,10 +34,12 @@ def _bad(path: str) -> bool:
 @auth.agent_only
 def next_task() -> tuple[dict[str, Any], int]:
     try:
-        wait = min(float(request.args.get("wait", "0")),
-                   float(current_app.config["AGENT_POLL_WAIT_S"]))
+        wait = float(request.args.get("wait", "0"))
     except ValueError:
         raise InvalidInput("wait", "must be a number of seconds") from None
+    if not math.isfinite(wait):
+        raise InvalidInput("wait", "must be a finite number of seconds")
+    wait = min(wait, float(current_app.config["AGENT_POLL_WAIT_S"]))
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
         task = runs.next_task(db.ctx(), auth.agent())

@@ -62,7 +62,8 @@ def receipt(job_id: str) -> dict[str, Any]:
 def output(job_id: str, name: str) -> Response:
     content = jobs.released_output(db.ctx(), auth.party(), job_id, name)
     job = jobs.get_visible(db.ctx(), auth.party(), job_id)
-    assert job.ledger_index is not None
+    if job.ledger_index is None:
+        raise NotFound("no such output")
     release.require_witnessed(job.ledger_index)
     mimetype = "application/json" if name.endswith(".json") else "text/csv"
     # Served as an attachment so a browser never renders job-produced content inline.

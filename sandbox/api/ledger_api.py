@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -12,6 +13,7 @@ from sandbox import auth, db
 
 bp = Blueprint("ledger", __name__, url_prefix="/api/v1/ledger")
 AUDITORS = ("regulator", "admin")
+DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() accepts "²"
 
 
 def _int_arg(name: str, required: bool = True) -> int | None:
@@ -20,7 +22,7 @@ def _int_arg(name: str, required: bool = True) -> int | None:
         if required:
             raise InvalidInput(name, "required")
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not DIGITS.fullmatch(raw):
         raise InvalidInput(name, "must be a non-negative integer")
     return int(raw)
 
