@@ -13,7 +13,7 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
@@ -37,16 +37,23 @@ def _reject_constant(name: str) -> object:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+# The decoder's scanner (C): one JSON value at a position -> (value, end), no wrapper.
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
-# The top level of a canonical v1 entry is ``{"actor":S,"body":B,"index":I,"kind":"K",
-# "prev":"P","ts":"T","v":1}``: sorted keys, no whitespace. Matching that layout replaces
-# parsing the envelope with json; only B is parsed, and must be one whole JSON object.
-# K, P and T hold no quote, so a valid suffix starts at the last ``,"index":``; if the
-# pieces match, the entry is that JSON object (any split that parses is the parse).
-# Entries that do not match are re-examined by ``_slow_reason`` for the error message.
-_HEAD = re.compile(r'\{"actor":"((?:[^"\\\x00-\x1f]|\\.)*)","body":', re.DOTALL)
-_TAIL = re.compile(r',"index":(0|[1-9][0-9]*),"kind":"([^"\\\x00-\x1f]*)",'
-                   r'"prev":"([0-9a-f]{64})","ts":"([^"\\\x00-\x1f]*)","v":1\}')
+# The top level of a canonical v1 entry, sorted keys and no whitespace, is
+#   {"actor":"A","body":B,"index":I,"kind":"K","prev":"P","ts":"T","v":1}
+# with P 64 and T 27 characters. ``check_entries`` cuts an entry along that layout with
+# string operations instead of parsing it: A must decode as a JSON string, B must parse
+# as one whole JSON object, I must be the expected index written in decimal, K a kind,
+# T a timestamp and P the previous leaf hash (compared as a string, here or by the
+# parent). Any cut whose pieces all pass is the JSON parse of the entry, so the checks are
+# those of ``json.loads`` plus canonical layout. In a canonical entry A holds no
+# unescaped quote and K, P, T no quote, so the first ``","body":`` and the last
+# ``,"index":`` are the cut points. Entries that fail are re-examined by
+# ``_slow_reason`` for the error message.
+_HEAD, _BODY, _INDEX, _KIND = '{"actor":"', '","body":', ',"index":', ',"kind":"'
+_PREV, _TS, _END = '","prev":"', '","ts":"', '","v":1}'
+_KIND_FULL = KIND_RE.fullmatch  # not .match: "$" would let a trailing newline through
 
 
 @dataclass(frozen=True)
@@ -89,9 +96,13 @@ def _slow_reason(data: bytes, index: int) -> str:
         return f"claims index {obj['index']!r}"
     if type(obj["prev"]) is not str or not re.fullmatch(r"[0-9a-f]{64}", obj["prev"]):
         return "prev is not 64 lower-case hex digits"
-    for name in ("ts", "kind", "actor"):
-        if type(obj[name]) is not str:
-            return f"{name} is not a string"
+    ts, kind, actor = obj["ts"], obj["kind"], obj["actor"]
+    if type(ts) is not str or not TS_RE.match(ts) or len(ts) != 27:
+        return "ts is not RFC 3339 UTC with microseconds"
+    if type(kind) is not str or not _KIND_FULL(kind):
+        return "kind is not a dotted event name"
+    if type(actor) is not str or not actor or len(actor) > MAX_ACTOR:
+        return "actor is not a non-empty string"
     if type(obj["body"]) is not dict:
         return "body is not an object"
     return "top level is not canonical JSON (key order, whitespace or number form)"
@@ -102,7 +113,7 @@ def _perfect_root(hashes: list[bytes]) -> bytes:
     node = node_sha256
     while len(hashes) > 1:
         it = iter(hashes)
-        hashes = [node(b"\x01" + left + right).digest() for left, right in zip(it, it)]
+        hashes = [node(b"\x01" + left + right).digest() for left, right in zip(it, it, strict=True)]
     return hashes[0]
 
 
@@ -110,7 +121,7 @@ def check_entries(start: int, entries: list[bytes]) -> Checked:
     """Check entries that claim indexes start, start+1, ...; the first prev is not judged.
 
     Inlined rather than calling ``decode_entry`` per entry: this loop is the cost of
-    auditing a million entries. The top level must be canonical (``_HEAD``, ``_TAIL``); the
+    auditing a million entries. The top level must be canonical (see ``_HEAD``); the
     body's own canonical form is not re-checked here (the hashes bind the exact bytes);
     ``decode_entry`` still checks it for single receipts.
     """
@@ -118,26 +129,26 @@ def check_entries(start: int, entries: list[bytes]) -> Checked:
     hashes: list[bytes] = []
     kinds = out.kinds
     index, prev, last_ts = start, "", ""
-    head_match, tail_match, raw_decode = _HEAD.match, _TAIL.fullmatch, _DECODER.raw_decode
-    ts_ok, kind_ok, leaf = TS_RE.match, KIND_RE.match, sha256
+    scan, ts_ok, kind_ok, leaf = _SCAN, TS_RE.match, _KIND_FULL, sha256
     try:
         for data in entries:
             try:
                 text = data.decode("utf-8")
-                head = head_match(text)
-                cut = text.rfind(',"index":')
-                tail = tail_match(text, cut) if head and cut > 0 else None
-                if head is None or tail is None:
+                n = len(text)
+                cut, body_at = text.rfind(_INDEX), text.find(_BODY)
+                if not (text.startswith(_HEAD) and text.endswith(_END) and body_at >= 10
+                        and body_at + 9 < cut < n - 126 and text[n - 117:n - 107] == _PREV
+                        and text[n - 43:n - 35] == _TS):
                     raise ValueError
-                actor = head.group(1)
-                idx, kind, entry_prev, ts = tail.groups()
+                idx, sep, kind = text[cut + 9:n - 117].partition(_KIND)
+                entry_prev, ts, actor = text[n - 107:n - 43], text[n - 35:n - 8], text[10:body_at]
                 body: Any
-                body, end = raw_decode(text, head.end())
-                if end != cut or type(body) is not dict:
+                body, end = scan(text, body_at + 9)
+                if end != cut or type(body) is not dict or not sep:
                     raise ValueError
-                if "\\" in actor:
-                    actor = _DECODER.decode(f'"{actor}"')
-            except (UnicodeDecodeError, ValueError):
+                if not actor.isprintable() or "\\" in actor or '"' in actor:
+                    actor = _DECODER.decode(f'"{actor}"')  # strict: no raw control chars
+            except (UnicodeDecodeError, ValueError, StopIteration):
                 raise AuditError(index, _slow_reason(data, index)) from None
             if idx != str(index):
                 raise AuditError(index, f"claims index {idx}")
@@ -149,8 +160,11 @@ def check_entries(start: int, entries: list[bytes]) -> Checked:
                 raise AuditError(index, "ts is not RFC 3339 UTC with microseconds")
             if ts < last_ts:
                 raise AuditError(index, f"timestamp {ts} is before {last_ts}")
-            if not kind_ok(kind):
-                raise AuditError(index, "kind is not a dotted event name")
+            count = kinds.get(kind)
+            if count is None:  # each distinct kind is checked once
+                if not kind_ok(kind):
+                    raise AuditError(index, "kind is not a dotted event name")
+                count = 0
             if not actor or len(actor) > MAX_ACTOR:
                 raise AuditError(index, "actor is not a non-empty string")
             if kind == "run.finished":
@@ -158,7 +172,7 @@ def check_entries(start: int, entries: list[bytes]) -> Checked:
                     check_run_finished(body)
                 except MalformedEntryError as exc:
                     raise AuditError(index, str(exc)) from exc
-            kinds[kind] = kinds.get(kind, 0) + 1
+            kinds[kind] = count + 1
             h = leaf(b"\x00" + data).digest()
             hashes.append(h)
             if not last_ts:

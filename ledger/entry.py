@@ -29,6 +29,8 @@ RFC3339_RE = re.compile(
     r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
 )
 HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+# Every pattern above is used with fullmatch: with re.match, "$" lets a trailing newline
+# through ("ab\n" matches r"^ab$"), which would make two spellings of one entry valid.
 MAX_ACTOR = 256
 RUN_STATES = frozenset({"released", "blocked", "failed"})
 AUDIT_STR_FIELDS = (
@@ -54,7 +56,8 @@ def format_ts(dt: datetime) -> str:
 def encode_entry(
     index: int, ts: str, kind: str, actor: str, prev_hex: str, body: Mapping[str, Any]
 ) -> bytes:
-    if not isinstance(kind, str) or not KIND_RE.match(kind) or len(kind) > 64:
+    # fullmatch: ``$`` alone would also let a trailing newline through.
+    if not isinstance(kind, str) or not KIND_RE.fullmatch(kind) or len(kind) > 64:
         raise InvalidEntryError(f"kind {kind!r} is not a dotted lower-case event name")
     if not isinstance(actor, str) or not actor or len(actor) > MAX_ACTOR:
         raise InvalidEntryError("actor must be a non-empty string of at most 256 characters")
@@ -86,15 +89,15 @@ def decode_entry(data: bytes, *, check_canonical: bool = True) -> dict[str, Any]
     if type(obj["index"]) is not int or obj["index"] < 0:
         raise _fail("index is not a non-negative integer")
     ts = obj["ts"]
-    if not isinstance(ts, str) or not TS_RE.match(ts):
+    if not isinstance(ts, str) or not TS_RE.fullmatch(ts):
         raise _fail("ts is not RFC 3339 UTC with microseconds")
     kind = obj["kind"]
-    if not isinstance(kind, str) or not KIND_RE.match(kind):
+    if not isinstance(kind, str) or not KIND_RE.fullmatch(kind):
         raise _fail("kind is not a dotted event name")
     actor = obj["actor"]
     if not isinstance(actor, str) or not actor or len(actor) > MAX_ACTOR:
         raise _fail("actor is not a non-empty string")
-    if not isinstance(obj["prev"], str) or not HEX64_RE.match(obj["prev"]):
+    if not isinstance(obj["prev"], str) or not HEX64_RE.fullmatch(obj["prev"]):
         raise _fail("prev is not 64 lower-case hex digits")
     if not isinstance(obj["body"], dict):
         raise _fail("body is not an object")
@@ -106,7 +109,7 @@ def decode_entry(data: bytes, *, check_canonical: bool = True) -> dict[str, Any]
 
 
 def _is_hex64(v: Any) -> bool:
-    return isinstance(v, str) and HEX64_RE.match(v) is not None
+    return isinstance(v, str) and HEX64_RE.fullmatch(v) is not None
 
 
 def _is_count(v: Any) -> bool:
@@ -130,7 +133,7 @@ def check_run_finished(body: Mapping[str, Any]) -> None:
         if not isinstance(audit.get(key), str) or not audit[key]:
             raise _fail(f"run.finished: audit.{key} missing")
     at = audit.get("access_time")
-    if not isinstance(at, str) or not RFC3339_RE.match(at):
+    if not isinstance(at, str) or not RFC3339_RE.fullmatch(at):
         raise _fail("run.finished: audit.access_time is not RFC 3339")
     vol = audit.get("data_volume")
     if not isinstance(vol, dict) or not _is_count(vol.get("rows")) \

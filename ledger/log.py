@@ -67,7 +67,17 @@ _SQLITE_SQL = {
 }
 _PG_SQL = {k: re.sub(r":(\w+)", r"%(\1)s", v) for k, v in _SQLITE_SQL.items()}
 _PG_SQL["lock"] += " FOR UPDATE"
+# PostgreSQL: entry, nodes and head in one statement (one round trip; DML in WITH).
+_PG_SQL["write"] = (
+    "WITH e AS (INSERT INTO ledger_entries (idx, leaf_hash, data) "
+    "SELECT * FROM unnest(%(idx)s::bigint[], %(leaf_hash)s::bytea[], %(data)s::bytea[])), "
+    "n AS (INSERT INTO ledger_nodes (level, idx, hash) "
+    "SELECT * FROM unnest(%(n_level)s::smallint[], %(n_idx)s::bigint[], %(n_hash)s::bytea[])) "
+    "UPDATE ledger_head SET size = %(size)s, last_hash = %(last_hash)s, "
+    "last_ts = %(last_ts)s, frontier = %(frontier)s WHERE id = %(id)s"
+)
 _DRIVER_SQL = {"sqlite": _SQLITE_SQL, "postgresql": _PG_SQL}
+Item = tuple[str, str, Mapping[str, Any]]
 
 
 def _split_frontier(raw: bytes) -> list[bytes]:
@@ -111,60 +121,97 @@ class TransparencyLog:
     def append(
         self, session: Session, kind: str, actor: str, body: Mapping[str, Any]
     ) -> AppendResult:
+        return self.append_many(session, [(kind, actor, body)])[0]
+
+    def append_many(self, session: Session, items: Iterable[Item]) -> list[AppendResult]:
+        """Append several (kind, actor, body) entries in order, under one head lock.
+
+        Like ``append`` it never commits; the entries commit (or roll back) together with
+        the caller's transaction. One lock, one write per table: for callers that record
+        several events in one transaction.
+        """
+        items = list(items)
+        if not items:
+            return []
         conn = session.connection()
         sql = _DRIVER_SQL.get(conn.dialect.name)
         if sql is None:
-            return self._append_core(session, kind, actor, body)
-        row = conn.exec_driver_sql(sql["lock"], {"id": HEAD_ID}).first()
-        if row is None:
-            self._lock_head(session)
-            row = conn.exec_driver_sql(sql["lock"], {"id": HEAD_ID}).one()
-        index, last_hash, last_ts = int(row[0]), bytes(row[1]), str(row[2])
-        frontier = _split_frontier(bytes(row[3]))
-        data, lh, ts, frontier, nodes = self._next(index, last_hash, last_ts, frontier,
-                                                   kind, actor, body)
-        # Driver-level SQL: per-append statement compilation cost more than the fsync.
-        conn.exec_driver_sql(sql["entry"], {"idx": index, "leaf_hash": lh, "data": data})
-        if nodes:
-            conn.exec_driver_sql(sql["node"], nodes)
-        conn.exec_driver_sql(sql["head"], {"id": HEAD_ID, "size": index + 1, "last_hash": lh,
-                                           "last_ts": ts, "frontier": b"".join(frontier)})
-        return AppendResult(index, lh, ts)
+            return self._append_core(session, items)
+        # The DB-API cursor of the session's own connection, inside its transaction:
+        # SQLAlchemy's per-statement execution machinery cost more than the statements.
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.execute(sql["lock"], {"id": HEAD_ID})
+            row = cur.fetchone()
+            if row is None:
+                self._lock_head(session)
+                cur.execute(sql["lock"], {"id": HEAD_ID})
+                row = cur.fetchone()
+                if row is None:
+                    raise LedgerError("ledger head row missing after creating it")
+            index, last_hash, last_ts = int(row[0]), bytes(row[1]), str(row[2])
+            frontier = _split_frontier(bytes(row[3]))
+            results, entries, nodes = self._next_many(index, last_hash, last_ts, frontier,
+                                                      items)
+            head = {"id": HEAD_ID, "size": index + len(items), "last_hash": results[-1].leaf_hash,
+                    "last_ts": results[-1].timestamp, "frontier": b"".join(frontier)}
+            if "write" in sql:
+                cur.execute(sql["write"], {
+                    **head, "idx": [e[0] for e in entries], "leaf_hash": [e[1] for e in entries],
+                    "data": [e[2] for e in entries], "n_level": [n[0] for n in nodes],
+                    "n_idx": [n[1] for n in nodes], "n_hash": [n[2] for n in nodes]})
+            else:
+                cur.executemany(sql["entry"], [{"idx": i, "leaf_hash": lh, "data": data}
+                                               for i, lh, data in entries])
+                if nodes:
+                    cur.executemany(sql["node"], [{"level": lv, "idx": i, "hash": h}
+                                                  for lv, i, h in nodes])
+                cur.execute(sql["head"], head)
+        finally:
+            cur.close()
+        return results
 
     @staticmethod
-    def _next(index: int, last_hash: bytes, last_ts: str, frontier: list[bytes], kind: str,
-              actor: str, body: Mapping[str, Any]
-              ) -> tuple[bytes, bytes, str, list[bytes], list[dict[str, Any]]]:
-        """The entry after the head, and the subtree hashes it completes."""
-        ts = max(now_ts(), last_ts)
-        prev = last_hash.hex() if index else ZERO_HASH_HEX
-        data = encode_entry(index, ts, kind, actor, prev, body)
-        lh = leaf_hash(data)
-        nodes = []
-        h, count, level = lh, index + 1, 0
-        while count & 1 == 0:
-            h = node_hash(frontier.pop(), h)
-            count >>= 1
-            level += 1
-            nodes.append({"level": level, "idx": index >> level, "hash": h})
-        frontier.append(h)
-        return data, lh, ts, frontier, nodes
+    def _next_many(index: int, last_hash: bytes, last_ts: str, frontier: list[bytes],
+                   items: list[Item]
+                   ) -> tuple[list[AppendResult], list[tuple[int, bytes, bytes]],
+                              list[tuple[int, int, bytes]]]:
+        """The entries after the head and the subtree hashes they complete (frontier too)."""
+        results: list[AppendResult] = []
+        entries: list[tuple[int, bytes, bytes]] = []
+        nodes: list[tuple[int, int, bytes]] = []
+        for kind, actor, body in items:
+            last_ts = max(now_ts(), last_ts)
+            prev = last_hash.hex() if index else ZERO_HASH_HEX
+            data = encode_entry(index, last_ts, kind, actor, prev, body)
+            h = last_hash = leaf_hash(data)
+            results.append(AppendResult(index, h, last_ts))
+            entries.append((index, h, data))
+            count, level = index + 1, 0
+            while count & 1 == 0:  # the subtrees this leaf completes, smallest first
+                h = node_hash(frontier.pop(), h)
+                count >>= 1
+                level += 1
+                nodes.append((level, index >> level, h))
+            frontier.append(h)
+            index += 1
+        return results, entries, nodes
 
-    def _append_core(
-        self, session: Session, kind: str, actor: str, body: Mapping[str, Any]
-    ) -> AppendResult:
+    def _append_core(self, session: Session, items: list[Item]) -> list[AppendResult]:
         head = self._lock_head(session)
-        index = head.size
-        data, lh, ts, frontier, nodes = self._next(index, head.last_hash, head.last_ts,
-                                                   head.frontier, kind, actor, body)
-        session.execute(insert(entries_t).values(idx=index, leaf_hash=lh, data=data))
+        results, entries, nodes = self._next_many(head.size, head.last_hash, head.last_ts,
+                                                  head.frontier, items)
+        session.execute(insert(entries_t), [{"idx": i, "leaf_hash": lh, "data": data}
+                                            for i, lh, data in entries])
         if nodes:
-            session.execute(insert(nodes_t), nodes)
+            session.execute(insert(nodes_t), [{"level": lv, "idx": i, "hash": h}
+                                              for lv, i, h in nodes])
         session.execute(
             update(head_t).where(head_t.c.id == HEAD_ID).values(
-                size=index + 1, last_hash=lh, last_ts=ts, frontier=b"".join(frontier))
+                size=head.size + len(items), last_hash=results[-1].leaf_hash,
+                last_ts=results[-1].timestamp, frontier=b"".join(head.frontier))
         )
-        return AppendResult(index, lh, ts)
+        return results
 
     # -- reading -------------------------------------------------------------------------
 

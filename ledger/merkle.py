@@ -31,7 +31,7 @@ def _small_input_sha256() -> Callable[[bytes], _Hash]:
     """
     for name in ("_sha2", "_sha256"):  # CPython >= 3.12, <= 3.11
         try:
-            ctor: Callable[[bytes], _Hash] = getattr(importlib.import_module(name), "sha256")
+            ctor: Callable[[bytes], _Hash] = importlib.import_module(name).sha256
         except (ImportError, AttributeError):
             continue
         if ctor(b"abc").digest() == sha256(b"abc").digest():
@@ -117,10 +117,7 @@ def verify_inclusion(
         raise MalformedProofError("proof hash is not a 32-byte hash")
     sha, one, r, bits = node_sha256, b"\x01", leaf_hash, index
     for p in proof[:inner]:
-        if bits & 1:
-            r = sha(one + p + r).digest()
-        else:
-            r = sha(one + r + p).digest()
+        r = sha(one + p + r).digest() if bits & 1 else sha(one + r + p).digest()
         bits >>= 1
     for p in proof[inner:]:
         r = sha(one + p + r).digest()
