@@ -50,7 +50,7 @@ def parse_checkpoint_body(body: str) -> Checkpoint:
     if len(lines) < 4 or lines[-1] != "":
         raise MalformedNoteError("checkpoint needs origin, size and root lines")
     origin, size, root, *ext = lines[:-1]
-    if not origin or not _SIZE_RE.match(size):
+    if not origin or not _SIZE_RE.fullmatch(size):
         raise MalformedNoteError("checkpoint origin or size line is malformed")
     raw = b64decode(root)
     if len(raw) != 32:

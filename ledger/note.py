@@ -37,7 +37,7 @@ _NAME_RE = re.compile(r"^[^\s+]+$")
 
 
 def _check_name(name: str) -> None:
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise KeyConfigError(f"key name {name!r} must be non-empty, without spaces or '+'")
 
 
