@@ -7,8 +7,11 @@ Side by side in one run, N times each after one warm-up each:
 - bare: ``client.containers.run(image, ["python3", "-c", SCRIPT], network_mode="none")``
         with the same input mounted read-only at /in and a host dir at /out.
 
-Prints both medians, a breakdown of the job from its own timestamps, and last ``ratio=<x>``
-(median job / median bare). Usage: ``.venv/bin/python -m bench.job_overhead [N]``.
+Each bare run starts once the agent has cleaned up the previous job (so the two never share
+the engine). Then a realistic scenario the same way (M runs each): a pandas script
+aggregating a 10,000-row input. Prints both medians, a breakdown of the trivial job from its
+own timestamps, the realistic ratio, and last ``ratio=<x>`` (median job / median bare, trivial
+script). Usage: ``.venv/bin/python -m bench.job_overhead [N] [M]`` (M=0: trivial only).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,12 +37,22 @@ from sandbox.migrate import upgrade
 # The trivial job: count the rows, write a one-row aggregate.
 SCRIPT = ("n = sum(1 for _ in open('/in/data.csv')) - 1\n"
           "open('/out/total.csv', 'w').write(f'n\\n{n}\\n')\n")
+# The realistic job: pandas, an aggregate of 10,000 rows (every cell well above k).
+REALISTIC = """import pandas as pd
+df = pd.read_csv("/in/data.csv")
+df["age_band"] = pd.cut(df["age"], [0, 18, 40, 65, 120], right=False,
+                        labels=["0-17", "18-39", "40-64", "65+"])
+t = df.groupby(["age_band", "sex"], observed=True)["cost"].agg(n="count", mean="mean")
+t.round(2).reset_index().to_csv("/out/cost_by_age_and_sex.csv", index=False)
+"""
+BIG_ROWS = 10_000
 TERMINAL = {"released", "blocked", "failed", "cancelled"}
 POLL_S = 0.02
 BENCH_LABEL = {"data-sandbox.bench": "job-overhead"}
 
 
 TIMINGS: dict[str, list[float]] = {}
+CLEANED = threading.Event()  # set when the agent has cleaned up a job
 
 
 def instrument() -> None:
@@ -68,12 +82,25 @@ def instrument() -> None:
 
         setattr(owner, name, timed)
 
+    cleanup = DockerExecutor.cleanup
+
+    @functools.wraps(cleanup)
+    def cleanup_then_signal(*a: Any, **kw: Any) -> Any:
+        try:
+            return cleanup(*a, **kw)
+        finally:
+            CLEANED.set()
+
+    DockerExecutor.cleanup = cleanup_then_signal  # type: ignore[method-assign]
+
     wrap(datasets, "project", "agent: project input (pandas read/write, rare values)")
     wrap(DockerExecutor, "start", "executor.start (mount /out, create, start)")
     wrap(DockerExecutor, "wait", "executor.wait (run to exit, logs)")
     wrap(checks, "check_outputs", "agent: check outputs")
     wrap(DockerExecutor, "cleanup", "executor.cleanup (remove, unmount)")
     wrap(controller_client, "started", "POST started")
+    if hasattr(controller_client, "checking"):
+        wrap(controller_client, "checking", "POST checking")
     wrap(controller_client, "result", "POST result")
 
 
@@ -87,55 +114,68 @@ def wait_job(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, A
     raise SystemExit(f"job {job_id} did not finish within {timeout_s}s")
 
 
+def bare_input(src: Path, dest: Path) -> Path:
+    """The projected columns, written once like the agent does, for the bare run."""
+    import pandas as pd
+
+    dest.mkdir()
+    (pd.read_csv(src, dtype=str, keep_default_na=False)
+     [["age", "sex", "diagnosis", "cost"]].to_csv(dest / "data.csv", index=False))
+    return dest
+
+
 def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
-          ) -> tuple[Client, str, str, Path]:
+          ) -> tuple[Client, list[tuple[str, str, Path]]]:
+    """(requester, [(permit, dataset, bare input dir)] for the trivial and realistic data)."""
     p = admin.post("/parties", {"name": "Bench Hospital", "role": "provider",
                                 "code": "H-BENCH"})
     root = work / "domain"
     write_hospital(root, 7, 300, "H-BENCH")
+    write_hospital(root / "big", 11, BIG_ROWS, "H-BIG")
     agent = admin.post("/agents", {"name": "bench agent", "providers": [p["id"]]})
     stack.start_agent(agent["token"], [root], work / "jobs", image)
     provider = Client(stack.url, p["token"])
-    ds = provider.post("/datasets", {
-        "code": "H-BENCH-IPE", "name": "Episodes", "category": "health",
-        "summary": "bench", "format": "csv", "openness": "conditional",
-        "update_cycle": "monthly", "publish_date": "2026-10-01", "fields": FIELDS,
-        "location": "inpatient_episodes.csv"})
-    assert ds["status"] == "active", ds
     r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
     requester = Client(stack.url, r["token"])
-    req = requester.post("/requests", {
-        "purpose": "Benchmark of the job overhead.", "use_kind": "statistics",
-        "business_system": "bench", "items": [{"dataset_id": ds["id"],
-                                              "columns": ["age", "sex", "diagnosis", "cost"]}]})
-    approved = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
-        "expires_at": (datetime.now().astimezone() + timedelta(days=1)).isoformat(),
-        "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench"})
-    # The bare run reads the same projected columns: write them once, like the agent does.
-    bare_in = work / "bare-in"
-    bare_in.mkdir()
     (work / "bare-out").mkdir(mode=0o777)
     (work / "bare-out").chmod(0o777)
-    import pandas as pd
+    out = []
+    for code, location in (("H-BENCH-IPE", "inpatient_episodes.csv"),
+                           ("H-BENCH-BIG", "big/inpatient_episodes.csv")):
+        ds = provider.post("/datasets", {
+            "code": code, "name": "Episodes", "category": "health",
+            "summary": "bench", "format": "csv", "openness": "conditional",
+            "update_cycle": "monthly", "publish_date": "2026-10-01", "fields": FIELDS,
+            "location": location})
+        assert ds["status"] == "active", ds
+        req = requester.post("/requests", {
+            "purpose": "Benchmark of the job overhead.", "use_kind": "statistics",
+            "business_system": "bench", "items": [
+                {"dataset_id": ds["id"], "columns": ["age", "sex", "diagnosis", "cost"]}]})
+        approved = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
+            "expires_at": (datetime.now().astimezone() + timedelta(days=1)).isoformat(),
+            "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench"})
+        out.append((approved["permit_id"], ds["id"],
+                    bare_input(root / location, work / f"bare-in-{code}")))
+    return requester, out
 
-    (pd.read_csv(root / "inpatient_episodes.csv", dtype=str, keep_default_na=False)
-     [["age", "sex", "diagnosis", "cost"]].to_csv(bare_in / "data.csv", index=False))
-    return requester, approved["permit_id"], ds["id"], bare_in
 
-
-def one_job(requester: Client, permit_id: str, dataset_id: str) -> tuple[float, dict[str, Any]]:
+def one_job(requester: Client, permit_id: str, dataset_id: str, script: str = SCRIPT
+            ) -> tuple[float, dict[str, Any]]:
+    CLEANED.clear()
     t0 = time.perf_counter()
     job = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [dataset_id],
-                                   "script": SCRIPT})
+                                   "script": script})
     job = wait_job(requester, job["id"])
     elapsed = time.perf_counter() - t0
     assert job["state"] == "released", job
     return elapsed, job
 
 
-def one_bare(client: Any, image: str, bare_in: Path) -> float:
+def one_bare(client: Any, image: str, bare_in: Path, script: str = SCRIPT) -> float:
+    CLEANED.wait(30)  # the agent's cleanup of the last job must not overlap the bare run
     t0 = time.perf_counter()
-    client.containers.run(image, ["python3", "-c", SCRIPT], network_mode="none",
+    client.containers.run(image, ["python3", "-c", script], network_mode="none",
                           remove=True, entrypoint=[], labels=BENCH_LABEL,
                           volumes={str(bare_in): {"bind": "/in", "mode": "ro"},
                                    str(bare_in.parent / "bare-out"): {"bind": "/out",
@@ -150,7 +190,23 @@ def phases(job: dict[str, Any]) -> tuple[float, float]:
     return (start - sub).total_seconds(), (fin - start).total_seconds()
 
 
-def main(n: int = 10) -> int:
+def side_by_side(n: int, requester: Client, permit: str, dataset: str, bare_in: Path,
+                 docker: Any, image: str, script: str
+                 ) -> tuple[list[float], list[float], list[tuple[float, float]]]:
+    one_job(requester, permit, dataset, script)  # warm-up
+    one_bare(docker, image, bare_in, script)
+    jobs: list[float] = []
+    bares: list[float] = []
+    split: list[tuple[float, float]] = []
+    for _ in range(n):  # interleaved, so drift in the host affects both alike
+        elapsed, job = one_job(requester, permit, dataset, script)
+        jobs.append(elapsed)
+        split.append(phases(job))
+        bares.append(one_bare(docker, image, bare_in, script))
+    return jobs, bares, split
+
+
+def main(n: int = 10, m: int = 5) -> int:
     instrument()
     work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
     url = f"sqlite:///{work / 'sandbox.db'}"
@@ -162,17 +218,14 @@ def main(n: int = 10) -> int:
     docker = docker_client()
     image = ensure_runner_image(docker).tag
     try:
-        requester, permit_id, dataset_id, bare_in = setup(stack, admin, image, work)
-        one_job(requester, permit_id, dataset_id)  # warm-up
-        one_bare(docker, image, bare_in)
-        jobs: list[float] = []
-        bares: list[float] = []
-        split: list[tuple[float, float]] = []
-        for _ in range(n):  # interleaved, so drift in the host affects both alike
-            elapsed, job = one_job(requester, permit_id, dataset_id)
-            jobs.append(elapsed)
-            split.append(phases(job))
-            bares.append(one_bare(docker, image, bare_in))
+        requester, data = setup(stack, admin, image, work)
+        (permit, dataset, bare_in), big = data
+        jobs, bares, split = side_by_side(n, requester, permit, dataset, bare_in, docker,
+                                          image, SCRIPT)
+        steps = {label: statistics.median(ts) for label, ts in TIMINGS.items()}
+        real: tuple[list[float], list[float], Any] | None = None
+        if m:
+            real = side_by_side(m, requester, *big, docker, image, REALISTIC)
     finally:
         stack.stop()
         for c in docker.containers.list(all=True, filters={"label": "data-sandbox.bench"}):
@@ -192,12 +245,18 @@ def main(n: int = 10) -> int:
           f"{running:.3f} s")
     print(f"  rest (submit request, observing the result by polling):             "
           f"{job_med - to_start - running:.3f} s")
-    print("agent steps (medians over all runs incl. warm-up):")
-    for label, ts in TIMINGS.items():
-        print(f"  {label:<58} {statistics.median(ts):.3f} s")
+    print("agent steps, trivial script (medians over all runs incl. warm-up; POST started/"
+          "checking may overlap the run):")
+    for label, med in steps.items():
+        print(f"  {label:<58} {med:.3f} s")
+    if real is not None:
+        rj, rb = statistics.median(real[0]), statistics.median(real[1])
+        print(f"realistic (pandas, group-by over {BIG_ROWS} rows), M={m}: job median {rj:.3f} s"
+              f" [{min(real[0]):.3f}-{max(real[0]):.3f}], bare median {rb:.3f} s"
+              f" [{min(real[1]):.3f}-{max(real[1]):.3f}], realistic_ratio={rj / rb:.2f}")
     print(f"ratio={job_med / bare_med:.2f}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10))
+    sys.exit(main(*(int(a) for a in sys.argv[1:3])))

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import shutil
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +47,63 @@ class AgentConfig:
     poll_wait_s: float = 5.0
     http_timeout_s: float = 30.0
     slots: int = 1
+    # Per-provider data roots. An agent serving several providers must list each one's
+    # roots here, so one provider cannot name another's files as its dataset location;
+    # ``data_roots`` then serves no one. With a single provider, ``data_roots`` suffice.
+    provider_roots: dict[str, list[Path]] = field(default_factory=dict)
     # Signs joint-statistics submissions; its public half is registered with the agent.
     signing_key: Ed25519PrivateKey | None = None
+
+
+class _Notices:
+    """One job's calls that need not hold up its run, made in order on one thread.
+
+    The controller hears ``started`` and then ``checking`` while the container runs and
+    the outputs are checked; :meth:`flush` (called before the result is sent) waits until
+    each was acknowledged and re-raises the first failure, so the ledger still reads
+    running < checking < result, and a refused notice stops the job as before (no result:
+    its lease expires or a restarted agent reconciles). After a failed notice the later
+    ones are not sent. ``side`` work (not a notice) runs on the same thread, in order.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        self._q: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any], bool]
+                             | None] = queue.Queue()
+        self._sent: list[Future[Any]] = []
+        threading.Thread(target=self._run, daemon=True, name=f"notices-{job_id}").start()
+
+    def _run(self) -> None:
+        failed: BaseException | None = None
+        while (item := self._q.get()) is not None:
+            fn, args, fut, notice = item
+            if notice and failed is not None:
+                fut.set_exception(failed)
+                continue
+            try:
+                fut.set_result(fn(*args))
+            except Exception as e:  # handed to whoever waits on the future
+                failed = e if notice else failed
+                fut.set_exception(e)
+
+    def send(self, fn: Callable[..., Any], *args: Any) -> None:
+        fut: Future[Any] = Future()
+        self._sent.append(fut)
+        self._q.put((fn, args, fut, True))
+
+    def side(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        fut: Future[Any] = Future()
+        self._q.put((fn, args, fut, False))
+        return fut
+
+    def close(self) -> None:
+        """End the thread once the queued calls are done, without waiting."""
+        self._q.put(None)
+
+    def flush(self) -> None:
+        """Wait for every notice to be acknowledged; raise the first failure. Ends the thread."""
+        self.close()
+        for fut in self._sent:
+            fut.result()
 
 
 class Agent:
@@ -91,7 +149,7 @@ class Agent:
 
     def check_schema(self, ds: dict[str, Any]) -> None:
         try:
-            path = datasets.resolve(ds["location"], self.config.data_roots)
+            path = datasets.resolve(ds["location"], self.roots(ds["provider_id"]))
             rows = datasets.schema_check(path, ds["format"], ds["fields"])
             verdict: dict[str, Any] = {"ok": True, "rows": rows}
         except InvalidInput as e:
@@ -101,30 +159,60 @@ class Agent:
     def _job_dir(self, job_id: str) -> Path:
         return self.config.work_root / job_id
 
+    def roots(self, provider_id: str) -> list[Path]:
+        if self.config.provider_roots:
+            if provider_id not in self.config.provider_roots:
+                raise InvalidInput("location", "this agent holds no data roots for the "
+                                               "dataset's provider")
+            return self.config.provider_roots[provider_id]
+        return self.config.data_roots
+
     def run_job(self, task: dict[str, Any]) -> None:
         job_id = task["job_id"]
         try:
-            spec = runjob.prepare(task, self._job_dir(job_id), self.config.data_roots,
-                                  self.config.image, self.config.limits)
+            job_dir = runjob.check_task(task, self.config.work_root)
+        except InvalidInput as e:
+            # Nothing was written; report without touching the disk under this job id.
+            log.error("refusing task %r: %s", job_id, e)
+            self.controller.result(str(job_id), {
+                "state": "failed", "reason": f"agent refused the task: {e}", "rows_read": 0,
+                "bytes_read": 0, "outputs": []})
+            return
+        notices = _Notices(job_id)
+        try:
+            spec = runjob.prepare(task, job_dir, self.roots, self.config.image,
+                                  self.config.limits)
             self.executor.start(spec)
-            self.controller.started(job_id)
-        except SandboxError as e:
+        except BaseException as e:
+            notices.close()
+            if not isinstance(e, SandboxError):
+                raise
             self._deliver(task, {"state": "failed", "reason": f"{type(e).__name__}: {e}",
                                  "rows_read": 0, "bytes_read": 0, "outputs": []})
             return
-        self._complete(task)
+        notices.send(self.controller.started, job_id)  # acknowledged before the result
+        self._complete(task, notices)
 
-    def _complete(self, task: dict[str, Any]) -> None:
+    def _complete(self, task: dict[str, Any], notices: _Notices | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
         job_id = task["job_id"]
+        notices = notices or _Notices(job_id)
+        job_dir = self._job_dir(job_id)
+        # Read while the job runs: the input's rare values, for the output checks.
+        rare = notices.side(runjob.rare_values, task, job_dir)
         try:
             result = self.executor.wait(job_id)
-            self.controller.checking(job_id)
-            body = runjob.report(task, self._job_dir(job_id), result, self.config.image,
-                                 self.config.signing_key)
+            notices.send(self.controller.checking, job_id)
+            body = runjob.report(task, job_dir, result, self.config.image,
+                                 self.config.signing_key,
+                                 rare_values=None if rare.exception() else rare.result())
         except SandboxError as e:
             body = {"state": "failed", "reason": f"{type(e).__name__}: {e}", "rows_read": 0,
                     "bytes_read": 0, "outputs": []}
+        except BaseException:
+            notices.close()
+            raise
+        notices.flush()  # running and checking are on the ledger before the result
         self._deliver(task, body)
 
     def _deliver(self, task: dict[str, Any], body: dict[str, Any]) -> None:

@@ -214,12 +214,15 @@ class DockerExecutor:
         job_id = hardening.check_job_id(spec.job_id)
         existing = self._find(job_id)
         if existing is None:
-            existing = self._create(spec)
-        if existing.status == "created":
+            cid, status = self._create(spec)
+        else:
+            cid, status = existing.id, existing.status
+        if status == "created":
             with _engine(f"start job {job_id}"):
-                existing.start()
+                self.client.api.start(cid)
 
-    def _create(self, spec: RunSpec) -> Any:
+    def _create(self, spec: RunSpec) -> tuple[str, str]:
+        """Mount /out and create the container: (container id, engine status)."""
         spec.limits.check()
         if self.require_seccomp and not self.hardening_report().seccomp:
             raise ExecutorError(
@@ -262,16 +265,24 @@ class DockerExecutor:
         ))
         try:
             with _engine(f"create job {spec.job_id}"):
-                return self.client.containers.create(**kw)
+                return self._create_container(kw), "created"
         except ExecutorError as e:
             cause = e.__cause__
             if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
-                return self._get(spec.job_id)  # a concurrent start() won the race: fine
+                c = self._get(spec.job_id)  # a concurrent start() won the race: fine
+                return c.id, c.status
             # No container: don't leave the /out mount behind.
             hardening.unmount_out(hardening.out_mount_source(self.prefix, spec.job_id))
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
+
+    def _create_container(self, kw: dict[str, Any]) -> str:
+        """``client.containers.create(**kw)`` minus its follow-up inspect."""
+        create, host = hardening.split_create_kwargs(kw)
+        create["host_config"] = self.client.api.create_host_config(**host)
+        cid: str = self.client.api.create_container(**create)["Id"]
+        return cid
 
     def state(self, job_id: str) -> RunState:
         c = self._find(job_id)
@@ -295,11 +306,7 @@ class DockerExecutor:
             raise ExecutorError(f"job {job_id} was created but not started; call start() again")
         deadline = self._deadline_of(c)
         killed = False
-        while True:
-            with _engine(f"inspect job {job_id}"):
-                c.reload()
-            if _STATUS.get(c.status, RunState.EXITED) == RunState.EXITED:
-                break
+        while _STATUS.get(c.status, RunState.EXITED) != RunState.EXITED:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
                 with _engine(f"kill job {job_id}"), contextlib.suppress(docker.errors.APIError):
@@ -313,6 +320,8 @@ class DockerExecutor:
             except docker.errors.APIError as e:
                 if e.is_server_error():
                     raise RetryableExecutorError(f"wait job {job_id}: {e}") from e
+            with _engine(f"inspect job {job_id}"):
+                c.reload()
         return self._result(c, deadline, killed)
 
     def _result(self, c: Any, deadline: datetime, killed: bool) -> RunResult:
@@ -323,8 +332,8 @@ class DockerExecutor:
         timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
         oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
         log_bytes = int(c.labels.get(self.l_log_bytes, str(Limits().log_bytes)))
-        out, out_trunc = self._log(c, log_bytes, stdout=True)
-        err, err_trunc = self._log(c, log_bytes, stdout=False)
+        (out, out_trunc), (err, err_trunc) = ((b[:log_bytes], len(b) > log_bytes)
+                                              for b in self._logs(c))
         if timed_out:
             error: str | None = "timed out: killed at the deadline"
         elif oom:
@@ -340,12 +349,17 @@ class DockerExecutor:
             started_at=_parse_time(st.get("StartedAt")), finished_at=finished, error=error,
         )
 
-    def _log(self, c: Any, limit: int, *, stdout: bool) -> tuple[bytes, bool]:
-        # The local log driver keeps at most log_driver_cap() bytes, so this read is bounded.
+    def _logs(self, c: Any) -> tuple[bytes, bytes]:
+        # (stdout, stderr) in one read, bounded: the local driver keeps <= log_driver_cap().
+        api = self.client.api
         with _engine(f"logs of {c.name}"):
-            data = c.logs(stdout=stdout, stderr=not stdout, stream=False, timestamps=False)
-        data = bytes(data)
-        return data[:limit], len(data) > limit
+            if c.attrs.get("Config", {}).get("Tty"):  # never ours (tty=False): no framing
+                return bytes(c.logs(stdout=True, stderr=False)), b""
+            # Both streams at once, without the SDK's per-call inspect (whether it is a tty).
+            res = api._get(api._url("/containers/{0}/logs", c.id),
+                           params={"stdout": 1, "stderr": 1, "timestamps": 0, "tail": "all"})
+            buf: bytes = api._result(res, binary=True)
+        return hardening.demux_logs(buf)
 
     def cleanup(self, job_id: str) -> None:
         """Remove the container and unmount the /out tmpfs. Idempotent."""
@@ -361,7 +375,9 @@ class DockerExecutor:
         still mounted (a crash between mount and create, or a container removed by hand):
         ``cleanup`` them too."""
         with _engine("list jobs"):
-            cs = self.client.containers.list(all=True, filters={"label": self.l_job})
+            # ignore_removed: another agent may remove its container between list and inspect.
+            cs = self.client.containers.list(all=True, filters={"label": self.l_job},
+                                             ignore_removed=True)
         jobs = []
         for c in cs:
             try:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,17 +19,39 @@ from typing import Any
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.errors import ExecutorError
+from authz.errors import ExecutorError, InvalidInput
 from compute.protocol import provider_submit
 from compute.spec import spec_from_json
 from containers import checks, datasets
 from containers.executor import Limits, RunResult, RunSpec
-from containers.hardening import read_outputs
+from containers.hardening import check_job_id, read_outputs
+
+CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def prepare(task: dict[str, Any], job_dir: Path, roots: list[Path], image: str,
-            base_limits: Limits) -> RunSpec:
-    """Write the script and the permitted columns; record what was read (input.json)."""
+def check_task(task: dict[str, Any], work_root: Path) -> Path:
+    """Validate what becomes a path before anything touches the disk; return the job dir.
+
+    The controller is not trusted with the provider's file system: a job id or dataset
+    code like ``../x`` must not write outside the agent's work root.
+    """
+    check_job_id(task["job_id"])
+    for ds in task["datasets"]:
+        if not isinstance(ds.get("code"), str) or not CODE.fullmatch(ds["code"]):
+            raise InvalidInput("datasets.code", "must be a catalog code")
+    job_dir: Path = (work_root / str(task["job_id"])).resolve()
+    if job_dir.parent != work_root.resolve():
+        raise InvalidInput("job_id", "must name a directory inside the agent's work root")
+    return job_dir
+
+
+def prepare(task: dict[str, Any], job_dir: Path, roots: Callable[[str], list[Path]],
+            image: str, base_limits: Limits) -> RunSpec:
+    """Write the script and the permitted columns; record what was read (input.json).
+
+    ``roots`` gives the data roots of one provider: a location resolves only under the
+    roots of the provider that owns the dataset.
+    """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "task.json").write_text(json.dumps(task))
@@ -37,7 +61,7 @@ def prepare(task: dict[str, Any], job_dir: Path, roots: list[Path], image: str,
     rows = size = 0
     digests = []
     for ds in task["datasets"]:
-        src = datasets.resolve(ds["location"], roots)
+        src = datasets.resolve(ds["location"], roots(ds["provider_id"]))
         name = "data.csv" if single else f"{ds['code']}.csv"
         projected = datasets.project(src, ds["format"], [f["name"] for f in ds["fields"]],
                                      in_dir / name)
@@ -74,14 +98,25 @@ def _rare_values(in_dir: Path, k: int) -> frozenset[str]:
     return frozenset(rare)
 
 
+def rare_values(task: dict[str, Any], job_dir: Path) -> frozenset[str]:
+    """The projected input's values rarer than the task's k (the agent reads them while the
+    job runs: the input is read-only to the job)."""
+    return _rare_values(job_dir / "in", int(task["min_cell_count"]))
+
+
 def report(task: dict[str, Any], job_dir: Path, result: RunResult, image: str,
-           signing_key: Ed25519PrivateKey | None) -> dict[str, Any]:
-    """Check what the run left behind; only what passed is in the report with content."""
+           signing_key: Ed25519PrivateKey | None,
+           rare_values: frozenset[str] | None = None) -> dict[str, Any]:
+    """Check what the run left behind; only what passed is in the report with content.
+    ``rare_values``: :func:`rare_values` of this job if already read, else read here."""
     stats = json.loads((job_dir / "input.json").read_text())
     k = int(task["min_cell_count"])
+    if rare_values is None:
+        rare_values = _rare_values(job_dir / "in", k)
+    script_lines = (job_dir / "script.py").read_bytes().count(b"\n") + 1
     policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
                                  blocked_columns=frozenset(task["blocked_columns"]),
-                                 rare_values=_rare_values(job_dir / "in", k))
+                                 rare_values=rare_values, script_lines=script_lines)
     base: dict[str, Any] = {
         "rows_read": stats["rows"], "bytes_read": stats["bytes"],
         "input_sha256": stats["sha256"], "runner_image": image, "exit_code": result.exit_code,

@@ -90,7 +90,8 @@ def agent_key(path: str) -> None:
 
 
 @main.command("agent")
-@click.option("--data-root", "data_roots", multiple=True, required=True, type=click.Path())
+@click.option("--data-root", "data_roots", multiple=True, required=True,
+              help="PATH, or PROVIDER_ID=PATH (required when serving several providers)")
 @click.option("--work-root", required=True, type=click.Path())
 @click.option("--signing-key-file", type=click.Path(exists=True, dir_okay=False),
               help="Ed25519 key from `sandbox agent-key` (needed for joint statistics)")
@@ -111,12 +112,22 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     client = docker_client()
     image = ensure_runner_image(client)
     cfg = AgentConfig(controller_url=ctx.obj["url"], token=ctx.obj["token"] or "",
-                      data_roots=[Path(p) for p in data_roots], work_root=Path(work_root),
+                      data_roots=[Path(p) for p in data_roots if "=" not in p],
+                      provider_roots=_provider_roots(data_roots), work_root=Path(work_root),
                       image=image.tag, slots=slots,
                       signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))
     Agent(cfg, DockerExecutor(client, runtime=runtime)).serve(threading.Event())
+
+
+def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
+    roots: dict[str, list[Path]] = {}
+    for spec in specs:
+        if "=" in spec:
+            provider, _, path = spec.partition("=")
+            roots.setdefault(provider, []).append(Path(path))
+    return roots
 
 
 # --- API calls -----------------------------------------------------------------------

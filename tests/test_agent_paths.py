@@ -1,0 +1,40 @@
+"""The agent does not trust the controller with its file system (no Docker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authz.errors import InvalidInput
+from containers.agent import Agent, AgentConfig
+from containers.runjob import check_task
+
+
+def task(job_id: str = "job_ok", code: str = "DS-1") -> dict[str, Any]:
+    return {"job_id": job_id, "datasets": [{"code": code, "provider_id": "pty_a"}]}
+
+
+@pytest.mark.parametrize("bad", [task(job_id="../escaped"), task(job_id="a/b"),
+                                 task(job_id=".."), task(code="../x"), task(code="a/b")])
+def test_path_like_ids_are_refused_before_any_write(tmp_path: Path, bad: Any) -> None:
+    work = tmp_path / "work"
+    with pytest.raises(InvalidInput):
+        check_task(bad, work)
+    assert not any(tmp_path.rglob("*"))
+
+
+def test_a_valid_task_stays_in_the_work_root(tmp_path: Path) -> None:
+    assert check_task(task(), tmp_path) == (tmp_path / "job_ok").resolve()
+
+
+def test_locations_resolve_only_under_the_owning_providers_roots(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    cfg = AgentConfig(controller_url="http://127.0.0.1:9", token="agt_x.y", data_roots=[],
+                      work_root=tmp_path / "w", image="img",
+                      provider_roots={"pty_a": [a], "pty_b": [b]})
+    agent = Agent(cfg, executor=None)  # type: ignore[arg-type]  # paths only
+    assert agent.roots("pty_a") == [a]
+    with pytest.raises(InvalidInput):
+        agent.roots("pty_c")
