@@ -790,17 +790,15 @@ def test_symlinks_out_of_out_are_blocked_never_followed(adversary: Adversary) ->
         succeeded()  # planted: the agent's checks must block them, never follow them
     """))
     assert_outcome(adversary, t, job, "blocked", exit_code=0, reason="symbolic link")
-    outputs = {o["name"]: o for o in job["outputs"]}
-    assert len(outputs) == len(links) + 1, outputs
-    for name, o in outputs.items():
-        if name == "total.csv":
-            assert any("withheld" in r for r in o["reasons"]), o
-            continue
-        assert o["decision"] == "blocked", o
-        assert o["reasons"] == ["symbolic link: links are never followed"], o
-        # Never followed: nothing was read, whatever the link points at.
-        assert (o["bytes"], o["sha256"]) == (0, NOTHING_READ_SHA256), o
-    assert "indir" not in outputs  # a name outside the output charset is not echoed
+    # A blocked run's outputs are reported by position only (names are script text).
+    outputs = job["outputs"]
+    assert [o["name"] for o in outputs] == [f"output-{i}" for i in range(1, len(links) + 2)]
+    assert all(o["decision"] == "blocked" for o in outputs), outputs
+    reasons = sorted(o["reasons"][0] for o in outputs)
+    assert reasons == ["symbolic link: links are never followed"] * len(links) + [
+        "withheld: another output of this run was blocked"], reasons
+    # Never followed: nothing was read, whatever the link points at.
+    assert {(o["bytes"], o["sha256"]) for o in outputs} == {(0, NOTHING_READ_SHA256)}
 
 
 def test_hardlink_to_the_input_is_refused(adversary: Adversary) -> None:
@@ -829,6 +827,6 @@ def test_hardlink_inside_out_is_blocked(adversary: Adversary) -> None:
     """))
     assert_outcome(adversary, t, job, "blocked", exit_code=0, reason="hard link")
     by_name = {o["name"]: o for o in job["outputs"]}
-    assert set(by_name) == {"total.csv", "again.csv"}
+    assert set(by_name) == {"output-1", "output-2"}  # by position: names are script text
     for o in by_name.values():
         assert o["reasons"] == ["hard link: a file with other names is refused"], o
