@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -76,7 +78,8 @@ def test_consistency_vectors(old: int, new: int, path: list[str]) -> None:
     merkle.verify_consistency(old, new, ROOTS[old], ROOTS[new], proof)
 
 
-def _inclusion_mutations(index: int, size: int, proof: list[bytes], root: bytes, lh: bytes):
+def _inclusion_mutations(index: int, size: int, proof: list[bytes], root: bytes, lh: bytes
+                         ) -> Iterator[tuple[int, int, list[bytes], bytes, bytes]]:
     yield index + 1, size, proof, root, lh
     if index:
         yield index - 1, size, proof, root, lh
@@ -133,7 +136,7 @@ def test_malformed_inputs_raise_ledger_errors() -> None:
         (lh, -1, 1, [], lh), (lh, 0, 0, [], lh), (lh, 0, 2, [b"x" * 31], lh),
     ]:
         with pytest.raises(VerificationError):
-            merkle.verify_inclusion(*args)  # type: ignore[arg-type]
+            merkle.verify_inclusion(*args)
     with pytest.raises(VerificationError):
         merkle.verify_consistency(2, 1, lh, lh, [])
     with pytest.raises(VerificationError):

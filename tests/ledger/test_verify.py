@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, text, update
@@ -84,7 +85,7 @@ def test_receipt_roundtrip_and_tamper(filled: api.LocalSource, factory: sessionm
     entry = verify_receipt(json.dumps(receipt), signer.vkey())
     assert entry["index"] == 5 and entry["kind"] == "run.finished"
     other_key = CheckpointSigner(generate_signer(ORIGIN)).vkey()
-    mutations = [
+    mutations: list[dict[str, Any]] = [
         {"index": 6}, {"tree_size": N + 1}, {"entry": base64.b64encode(b"{}").decode()},
         {"inclusion_proof": receipt["inclusion_proof"][:-1]}, {"inclusion_proof": [1]},
         {"checkpoint": receipt["checkpoint"].replace(f"\n{N}\n", f"\n{N - 1}\n")},
