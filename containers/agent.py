@@ -113,12 +113,25 @@ class Agent:
         self.controller = ControllerClient(config.controller_url, config.token,
                                            config.http_timeout_s)
 
+    def check_config(self) -> None:
+        """Fail closed on roots that would let one provider reach another's files."""
+        providers = self.controller.me()["providers"]
+        if len(providers) > 1 and not self.config.provider_roots:
+            raise InvalidInput("data_roots", "this agent serves several providers: give each "
+                                             "its own roots (PROVIDER_ID=PATH)")
+        if self.config.provider_roots and self.config.data_roots:
+            raise InvalidInput("data_roots", "mix of shared and per-provider roots")
+
     def serve(self, stop: threading.Event) -> None:
-        """Reconcile, then run ``slots`` workers until ``stop`` is set."""
+        """Check the configuration, reconcile, then run ``slots`` workers until ``stop``."""
         while not stop.is_set():
             try:
+                self.check_config()
                 self.reconcile()
                 break
+            except InvalidInput:
+                log.exception("agent configuration refused; not serving")
+                return
             except Exception:  # the controller may not be up yet: try again
                 log.exception("reconcile failed")
                 stop.wait(1.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -22,12 +23,15 @@ class ControllerClient:
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         kw.setdefault("timeout", self.timeout_s)
-        r = self.http.request(method, self.url + path, **kw)
+        r = self.http.request(method, self.url + path, **kw)  # ids in path are quoted
         if r.status_code >= 400:
             raise ControllerRefused(r.status_code, f"controller answered {r.status_code} to "
                                                    f"{path}: {r.text[:500]}")
         data: dict[str, Any] = r.json()
         return data
+
+    def me(self) -> dict[str, Any]:
+        return self._call("GET", "/me")
 
     def next_task(self, wait_s: float) -> dict[str, Any] | None:
         data = self._call("GET", "/tasks/next", params={"wait": wait_s},
@@ -37,20 +41,20 @@ class ControllerClient:
 
     def leased(self, job_id: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", f"/jobs/{job_id}")
+            return self._call("GET", f"/jobs/{quote(job_id, safe='')}")
         except ControllerRefused as e:
             if e.status == 404:
                 return None
             raise
 
     def schema_verdict(self, dataset_id: str, body: dict[str, Any]) -> None:
-        self._call("POST", f"/datasets/{dataset_id}/schema", json=body)
+        self._call("POST", f"/datasets/{quote(dataset_id, safe='')}/schema", json=body)
 
     def started(self, job_id: str) -> None:
-        self._call("POST", f"/jobs/{job_id}/started", json={})
+        self._call("POST", f"/jobs/{quote(job_id, safe='')}/started", json={})
 
     def checking(self, job_id: str) -> None:
-        self._call("POST", f"/jobs/{job_id}/checking", json={})
+        self._call("POST", f"/jobs/{quote(job_id, safe='')}/checking", json={})
 
     def result(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/jobs/{job_id}/result", json=body)
+        return self._call("POST", f"/jobs/{quote(job_id, safe='')}/result", json=body)

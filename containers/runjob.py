@@ -164,8 +164,10 @@ def joint_submission(task: dict[str, Any], out_dir: Path,
         job_id=joint["joint_id"], provider_id=task["datasets"][0]["provider_id"],
         signing_key=signing_key, min_cell_count=task["min_cell_count"])
     raw = json.dumps(submission, sort_keys=True).encode()
-    note = (f"encrypted submission; {disclosure.suppressed_cells} cell(s) below "
-            f"{disclosure.min_cell_count} suppressed before encryption")
+    # How many cells were suppressed stays in the domain: it is this provider's own figure,
+    # and the requester learns the pooled count (encrypted) from the aggregate only.
+    del disclosure
+    note = "encrypted submission; cells below the minimum count suppressed before encryption"
     return {"state": "released", "outputs": [{
         "name": "submission.json", "sha256": hashlib.sha256(raw).hexdigest(),
         "bytes": len(raw), "decision": "released", "reasons": [note],

@@ -36,7 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     )
     if test_config is not None:
         app.config.from_mapping(test_config)
-    _check_witness_config(app)
+    _check_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
     from sandbox import db, http_errors
@@ -51,7 +51,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
-def _check_witness_config(app: Flask) -> None:
+def _check_config(app: Flask) -> None:
     """Refuse to start with a quorum the configured witnesses cannot meet (fail closed)."""
     ws, k = app.config["WITNESSES"], app.config["WITNESS_QUORUM"]
     if not isinstance(ws, list) or not all(
@@ -59,3 +59,7 @@ def _check_witness_config(app: Flask) -> None:
         raise ValueError("SANDBOX_WITNESSES must be a JSON list of {\"url\", \"vkey\"}")
     if not isinstance(k, int) or not 0 <= k <= len(ws):
         raise ValueError(f"SANDBOX_WITNESS_QUORUM must be between 0 and {len(ws)}")
+    # With one provider the "joint" aggregate is its exact figures; with two, each provider
+    # can subtract its own share. Three is the default; two is allowed, knowingly.
+    if int(app.config["JOINT_MIN_PROVIDERS"]) < 2:
+        raise ValueError("SANDBOX_JOINT_MIN_PROVIDERS must be at least 2")

@@ -113,6 +113,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     image = ensure_runner_image(client)
     cfg = AgentConfig(controller_url=ctx.obj["url"], token=ctx.obj["token"] or "",
                       data_roots=[Path(p) for p in data_roots if "=" not in p],
+                      # Mixing both forms is refused by Agent.check_config at start.
                       provider_roots=_provider_roots(data_roots), work_root=Path(work_root),
                       image=image.tag, slots=slots,
                       signing_key=None if signing_key_file is None else

@@ -38,3 +38,14 @@ def test_locations_resolve_only_under_the_owning_providers_roots(tmp_path: Path)
     assert agent.roots("pty_a") == [a]
     with pytest.raises(InvalidInput):
         agent.roots("pty_c")
+
+
+def test_an_agent_for_several_providers_needs_per_provider_roots(tmp_path: Path) -> None:
+    cfg = AgentConfig(controller_url="http://127.0.0.1:9", token="agt_x.y",
+                      data_roots=[tmp_path], work_root=tmp_path / "w", image="img")
+    agent = Agent(cfg, executor=None)  # type: ignore[arg-type]  # configuration only
+    agent.controller.me = lambda: {"providers": ["pty_a", "pty_b"]}  # type: ignore[method-assign]
+    with pytest.raises(InvalidInput):
+        agent.check_config()
+    agent.controller.me = lambda: {"providers": ["pty_a"]}  # type: ignore[method-assign]
+    agent.check_config()

@@ -30,6 +30,14 @@ def _bad(path: str) -> bool:
     raise InvalidInput(path, "must be a boolean")
 
 
+@bp.get("/me")
+@auth.agent_only
+def me() -> dict[str, Any]:
+    """The agent's identity and the providers it serves (it checks its own config)."""
+    agent = auth.agent()
+    return {"id": agent.id, "name": agent.name, "providers": sorted(agent_provider_ids(agent))}
+
+
 @bp.get("/tasks/next")
 @auth.agent_only
 def next_task() -> tuple[dict[str, Any], int]:

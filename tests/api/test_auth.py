@@ -82,3 +82,9 @@ def test_deactivated_agent_is_locked_out(admin: Actor, make_party: Any,
     assert agent.get("/agent/tasks/next").status_code == 200
     assert admin.post(f"/agents/{agent.id}/deactivate").json["active"] is False
     assert agent.get("/agent/tasks/next").status_code == 401
+
+
+def test_agent_learns_which_providers_it_serves(make_party: Any, make_agent: Any) -> None:
+    a, b = make_party("provider"), make_party("provider")
+    agent = make_agent(a, b)
+    assert agent.get("/agent/me").json["providers"] == sorted([a.id, b.id])
