@@ -148,3 +148,22 @@ def test_cancel_by_requester(make_party: Any, make_agent: Any) -> None:
     job_id = submit(requester, permit_id, ds["id"]).json["id"]
     assert requester.post(f"/jobs/{job_id}/cancel").json["state"] == "cancelled"
     assert requester.post(f"/jobs/{job_id}/cancel").status_code == 409
+
+
+def test_dispatch_is_fair_across_requesters(make_party: Any, make_agent: Any) -> None:
+    provider = make_party("provider")
+    agent = make_agent(provider)
+    busy, patient = make_party("requester"), make_party("requester")
+    ds, busy_permit = permit_for(busy, provider, agent, max_runs=10)
+    from tests.api.helpers import approval, request_access
+
+    req = request_access(patient, ds)
+    patient_permit = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve",
+                                   approval()).json["permit_id"]
+    burst = [submit(busy, busy_permit, ds["id"]).json["id"] for _ in range(4)]
+    late = submit(patient, patient_permit, ds["id"]).json["id"]
+    first = agent.get("/agent/tasks/next").json["task"]["job_id"]
+    second = agent.get("/agent/tasks/next").json["task"]["job_id"]
+    # The burst's first job goes first (oldest); then the other requester, who has nothing
+    # in flight, goes before the rest of the burst although it submitted last.
+    assert (first, second) == (burst[0], late)
