@@ -25,7 +25,7 @@ import pandas as pd
 import pytest
 
 from containers.engine import docker_client
-from containers.executor import DockerExecutor, Limits
+from containers.executor import Limits
 from containers.image import ensure_runner_image
 from sandbox import create_app
 from sandbox.bootstrap import create_first_admin
@@ -34,11 +34,11 @@ from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 from tests.docker.helpers import (
     COLUMNS,
-    JOB_LABEL,
     Provider,
     Stack,
     grant,
     register,
+    remove_labelled,
     write_table,
 )
 from tests.docker.test_attacks import Target
@@ -64,15 +64,7 @@ class Adversary:
 
 
 def remove_ours(client: docker.DockerClient) -> None:
-    """Remove containers (and their /out tmpfs) carrying this suite's labels, nobody else's."""
-    executor = DockerExecutor(client)
-    filters = {"label": [f"{k}={v}" for k, v in LABELS.items()]}
-    for c in client.containers.list(all=True, filters=filters):
-        job_id = c.labels.get(JOB_LABEL)
-        if job_id:
-            executor.cleanup(job_id)
-        else:
-            c.remove(force=True)
+    remove_labelled(client, LABELS)
 
 
 def make_target(stack: Stack, which: str, file: str, seed: int) -> Target:

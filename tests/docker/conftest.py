@@ -30,19 +30,11 @@ from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
-from tests.docker.helpers import JOB_LABEL, TEST_LABELS, TIGHT, Provider, Stack
+from tests.docker.helpers import TEST_LABELS, TIGHT, Provider, Stack, remove_labelled
 
 
 def remove_leftovers(client: docker.DockerClient) -> None:
-    """Remove containers (and their /out tmpfs) carrying this suite's labels, nobody else's."""
-    executor = DockerExecutor(client)
-    filters = {"label": [f"{k}={v}" for k, v in TEST_LABELS.items()]}
-    for c in client.containers.list(all=True, filters=filters):
-        job_id = c.labels.get(JOB_LABEL)
-        if job_id:
-            executor.cleanup(job_id)
-        else:
-            c.remove(force=True)
+    remove_labelled(client, TEST_LABELS)
 
 
 def start_agent(stack: EmbeddedStack, token: str, root: Path, work_root: Path, image: str,

@@ -7,12 +7,15 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from containers.executor import Limits
+import docker
+
+from containers.executor import DockerExecutor, Limits
 from sandbox.client import Client
 from sandbox.demo_data import FIELDS, hospital_table
 from sandbox.embedded import EmbeddedStack
@@ -132,3 +135,15 @@ def sha256(data: bytes) -> str:
 def fetch_output(client: Client, job_id: str, name: str) -> tuple[int, bytes]:
     r = client.http.get(f"{client.url}/api/v1/jobs/{job_id}/outputs/{name}", timeout=30)
     return r.status_code, r.content
+
+
+def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> None:
+    """Remove containers (and their /out tmpfs) carrying all ``labels``, nobody else's."""
+    executor = DockerExecutor(client)
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    for c in client.containers.list(all=True, filters=filters):
+        job_id = c.labels.get(JOB_LABEL)
+        if job_id:
+            executor.cleanup(job_id)
+        else:
+            c.remove(force=True)
