@@ -246,6 +246,27 @@ def permit_providers(ctx: Ctx, permit: Permit) -> set[str]:
     return {it.provider_id for it in req.items}
 
 
+def requester_permit(ctx: Ctx, requester: Party, permit_id: str
+                     ) -> tuple[Permit, AccessRequest]:
+    """The requester's own permit and the request it was issued for (400 otherwise)."""
+    permit = ctx.session.get(Permit, permit_id)
+    if permit is None or permit.requester_id != requester.id:
+        raise InvalidInput("permit_id", "must be one of your permits")
+    request = ctx.session.get(AccessRequest, permit.request_id)
+    assert request is not None
+    return permit, request
+
+
+def covered_datasets(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> list[Dataset]:
+    out = []
+    for i, ds_id in enumerate(dataset_ids):
+        ds = ctx.session.get(Dataset, ds_id)
+        if ds is None or ds_id not in permit.columns:
+            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
+        out.append(ds)
+    return out
+
+
 def check_permit(ctx: Ctx, permit: Permit, dataset_ids: list[str], *, new_run: bool) -> None:
     """Raise PolicyViolation unless the permit may run this job on these datasets.
 

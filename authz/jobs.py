@@ -15,7 +15,7 @@ from authz import access
 from authz import validate as v
 from authz.context import Ctx
 from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
-from authz.models import AccessRequest, Dataset, Job, Party, Permit, new_id
+from authz.models import AccessRequest, Job, Party, Permit, new_id
 
 STATES = ("queued", "dispatched", "running", "checking", "released", "blocked", "failed",
           "cancelled")
@@ -34,21 +34,13 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     script = data["script"].encode()
     if len(script) > MAX_SCRIPT_BYTES:
         raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
-    permit = ctx.session.get(Permit, data["permit_id"])
-    if permit is None or permit.requester_id != requester.id:
-        raise InvalidInput("permit_id", "must be one of your permits")
-    providers = set()
-    for i, ds_id in enumerate(data["dataset_ids"]):
-        ds = ctx.session.get(Dataset, ds_id)
-        if ds is None or ds_id not in permit.columns:
-            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
-        providers.add(ds.provider_id)
+    permit, request = access.requester_permit(ctx, requester, data["permit_id"])
+    providers = {ds.provider_id for ds in access.covered_datasets(ctx, permit,
+                                                                  data["dataset_ids"])}
     if len(providers) != 1:
         # Raw data never leaves its domain, so one container only ever sees one provider's
         # data; statistics across providers go through a joint (homomorphic) job.
         raise InvalidInput("dataset_ids", "must all belong to one provider's domain")
-    request = ctx.session.get(AccessRequest, permit.request_id)
-    assert request is not None
     if request.use_kind == "joint_statistics":
         # Approved for encrypted, multi-provider, possibly noised aggregates only: a plain
         # job would return one provider's exact figures.

@@ -23,7 +23,7 @@ from authz import access, catalog
 from authz import validate as v
 from authz.context import Ctx
 from authz.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
-from authz.models import AccessRequest, Agent, Dataset, Job, JointJob, Party, Permit, new_id
+from authz.models import Agent, Dataset, Job, JointJob, Party, Permit, new_id
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
 from compute.joint import ledger_record
@@ -63,22 +63,16 @@ def _schema(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> dict[str, str]:
 
 def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> JointJob:
     data = v.parse(body, SUBMIT_SPEC)
-    permit = ctx.session.get(Permit, data["permit_id"])
-    if permit is None or permit.requester_id != requester.id:
-        raise InvalidInput("permit_id", "must be one of your permits")
-    request = ctx.session.get(AccessRequest, permit.request_id)
-    assert request is not None
+    permit, request = access.requester_permit(ctx, requester, data["permit_id"])
     if request.use_kind != "joint_statistics":
         raise PolicyViolation("this permit was not granted for joint statistics")
     if set(data["dataset_ids"]) != set(permit.columns):
         # Joint jobs over different subsets of providers could be differenced to recover
         # one provider's figures: every joint job covers exactly the permit's datasets.
         raise InvalidInput("dataset_ids", "must be exactly the datasets of the permit")
-    providers = set()
-    for i, ds_id in enumerate(data["dataset_ids"]):
-        ds = ctx.session.get(Dataset, ds_id)
-        if ds is None or ds_id not in permit.columns:
-            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
+    providers: set[str] = set()
+    datasets = access.covered_datasets(ctx, permit, data["dataset_ids"])
+    for i, ds in enumerate(datasets):
         if ds.provider_id in providers:
             raise InvalidInput(f"dataset_ids[{i}]", "one dataset per provider")
         providers.add(ds.provider_id)
@@ -114,14 +108,13 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
                      context_fingerprint=data["context_fingerprint"],
                      min_providers=min_providers)
     ctx.session.add(joint)
+    ctx.session.flush()  # the parts reference it (a foreign key with no ORM relationship)
     script = local_aggregate_script()
     digest = hashlib.sha256(script).hexdigest()
     parts = []
-    for ds_id in data["dataset_ids"]:
-        ds = ctx.session.get(Dataset, ds_id)
-        assert ds is not None
+    for ds in datasets:
         parts.append(Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
-                         provider_id=ds.provider_id, dataset_ids=[ds_id], kind="joint",
+                         provider_id=ds.provider_id, dataset_ids=[ds.id], kind="joint",
                          script=script, script_sha256=digest, joint_id=joint.id))
     ctx.session.add_all(parts)
     ctx.session.flush()
