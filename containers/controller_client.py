@@ -34,7 +34,7 @@ class ControllerClient:
         return self._call("GET", "/me")
 
     def next_task(self, wait_s: float) -> dict[str, Any] | None:
-        data = self._call("GET", "/tasks/next", params={"wait": wait_s},
+        data = self._call("POST", "/tasks/next", params={"wait": wait_s},
                           timeout=wait_s + self.timeout_s)
         task: dict[str, Any] | None = data.get("task")
         return task

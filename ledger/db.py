@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """Create an engine with the settings the ledger's guarantees rely on.
 
     SQLite: WAL so readers never block the writer; ``BEGIN IMMEDIATE`` so every
@@ -22,6 +22,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     transactions two writers can both read the same ledger head and only one can then
     commit (the other fails with SQLITE_BUSY_SNAPSHOT); taking the lock first turns
     that race into a wait, which is what serialized appends need.
+
+    ``read_only`` (SQLite): for requests that only read. Deferred transactions, which in
+    WAL mode run beside the writer instead of queueing for its lock, and ``query_only`` so
+    that a write attempted through this engine fails instead of racing the writers.
     """
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
@@ -38,11 +42,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            if read_only:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -43,7 +43,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, parties
 
     engine = make_engine(app.config["DATABASE_URL"])
-    db.init_app(app, engine, make_session_factory(engine))
+    readers = None
+    if app.config["DATABASE_URL"].startswith("sqlite"):
+        reader_engine = make_engine(app.config["DATABASE_URL"], read_only=True)
+        readers = make_session_factory(reader_engine)
+    db.init_app(app, engine, make_session_factory(engine), readers)
     http_errors.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
                ledger_api.bp):

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, current_app, g
+from flask import Flask, current_app, g, request
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,13 +29,15 @@ def load_signer(key_file: Path, origin: str) -> CheckpointSigner:
     return CheckpointSigner.from_file(key_file)
 
 
-def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session]) -> None:
+def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
+             readers: sessionmaker[Session] | None = None) -> None:
     signer = load_signer(Path(app.config["LOG_KEY_FILE"]), app.config["LOG_ORIGIN"])
     log = TransparencyLog(app.config["LOG_ORIGIN"], signer)
     checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"])
     from sandbox.waiting import WorkSignal
 
     app.extensions["sandbox"] = {"engine": engine, "sessions": factory, "log": log,
+                                 "readers": readers or factory,
                                  "signer": signer, "checkpointer": checkpointer,
                                  "work_signal": WorkSignal()}
     if app.config["START_CHECKPOINTER"]:
@@ -56,8 +58,10 @@ def ext() -> dict[str, Any]:
 
 
 def session() -> Session:
+    """The request's session: safe methods read through the read-only engine."""
     if "session" not in g:
-        g.session = ext()["sessions"]()
+        read_only = request.method in ("GET", "HEAD", "OPTIONS")
+        g.session = ext()["readers" if read_only else "sessions"]()
     s: Session = g.session
     return s
 
@@ -76,3 +80,13 @@ def ctx() -> Ctx:
 
 def commit() -> None:
     session().commit()
+
+
+def dispose(app: Flask) -> None:
+    """Close every pooled connection of the app's engines (tests, embedded shutdown)."""
+    ext_ = app.extensions["sandbox"]
+    ext_["checkpointer"].stop()
+    for factory in {ext_["sessions"], ext_["readers"]}:
+        bind = factory.kw.get("bind")
+        if bind is not None:
+            bind.dispose()

@@ -17,6 +17,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from containers.agent import Agent, AgentConfig
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits
+from sandbox import db
 
 
 class EmbeddedStack:
@@ -54,5 +55,4 @@ class EmbeddedStack:
         self.server.shutdown()
         for t in self._threads:
             t.join(timeout=30)
-        self.app.extensions["sandbox"]["checkpointer"].stop()
-        self.app.extensions["sandbox"]["engine"].dispose()
+        db.dispose(self.app)

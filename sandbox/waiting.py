@@ -45,7 +45,7 @@ def wait_until(load: Callable[[Session], T | None], done: Callable[[T], bool],
                timeout_s: float, interval_s: float = 0.05) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
-        with db.ext()["sessions"]() as s:
+        with db.ext()["readers"]() as s:
             value = load(s)
             # Detach before ending the transaction, so the loaded state stays readable.
             s.expunge_all()

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import text
 
 from ledger.db import make_engine
-from sandbox import create_app
+from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.migrate import upgrade
 from tests import pgcluster
@@ -76,7 +76,7 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
         "AGENT_POLL_WAIT_S": 0.0,
     })
     yield app
-    app.extensions["sandbox"]["engine"].dispose()
+    db.dispose(app)
 
 
 @pytest.fixture

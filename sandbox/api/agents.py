@@ -38,7 +38,7 @@ def me() -> dict[str, Any]:
     return {"id": agent.id, "name": agent.name, "providers": sorted(agent_provider_ids(agent))}
 
 
-@bp.get("/tasks/next")
+@bp.post("/tasks/next")
 @auth.agent_only
 def next_task() -> tuple[dict[str, Any], int]:
     try:

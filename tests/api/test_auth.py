@@ -45,12 +45,12 @@ def test_role_is_enforced(make_party: Any) -> None:
 def test_agent_token_cannot_use_party_api(make_party: Any, make_agent: Any) -> None:
     agent = make_agent(make_party("provider"))
     assert agent.get("/datasets").status_code == 403
-    assert agent.get("/agent/tasks/next").status_code == 200
+    assert agent.post("/agent/tasks/next").status_code == 200
 
 
 def test_party_token_cannot_use_agent_api(make_party: Any) -> None:
     provider = make_party("provider")
-    assert provider.get("/agent/tasks/next").status_code == 403
+    assert provider.post("/agent/tasks/next").status_code == 403
 
 
 def test_provider_needs_code(admin: Actor) -> None:
@@ -79,9 +79,9 @@ def test_deactivated_party_is_locked_out(admin: Actor, make_party: Any) -> None:
 def test_deactivated_agent_is_locked_out(admin: Actor, make_party: Any,
                                          make_agent: Any) -> None:
     agent = make_agent(make_party("provider"))
-    assert agent.get("/agent/tasks/next").status_code == 200
+    assert agent.post("/agent/tasks/next").status_code == 200
     assert admin.post(f"/agents/{agent.id}/deactivate").json["active"] is False
-    assert agent.get("/agent/tasks/next").status_code == 401
+    assert agent.post("/agent/tasks/next").status_code == 401
 
 
 def test_agent_learns_which_providers_it_serves(make_party: Any, make_agent: Any) -> None:

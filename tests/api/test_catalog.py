@@ -21,7 +21,7 @@ def test_register_then_agent_activates(app: Any, make_party: Any, make_agent: An
     r = provider.post("/datasets", dataset_body())
     assert r.status_code == 202
     assert r.json["status"] == "checking"
-    task = agent.get("/agent/tasks/next").json["task"]
+    task = agent.post("/agent/tasks/next").json["task"]
     assert task["type"] == "schema_check" and task["dataset"]["id"] == r.json["id"]
     v = agent.post(f"/agent/datasets/{r.json['id']}/schema", {"ok": True, "rows": 42})
     assert v.status_code == 200 and v.json["status"] == "active"
@@ -46,7 +46,7 @@ def test_agent_of_other_provider_cannot_answer(make_party: Any, make_agent: Any)
     provider = make_party("provider")
     stranger = make_agent(make_party("provider"))
     r = provider.post("/datasets", dataset_body())
-    assert stranger.get("/agent/tasks/next").json["task"] is None
+    assert stranger.post("/agent/tasks/next").json["task"] is None
     v = stranger.post(f"/agent/datasets/{r.json['id']}/schema", {"ok": True, "rows": 1})
     assert v.status_code == 404
 

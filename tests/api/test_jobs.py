@@ -29,7 +29,7 @@ def test_submit_dispatch_finish(app: Any, make_party: Any, make_agent: Any) -> N
     r = submit(requester, permit_id, ds["id"])
     assert r.status_code == 201 and r.json["state"] == "queued"
     job_id = r.json["id"]
-    task = agent.get("/agent/tasks/next").json["task"]
+    task = agent.post("/agent/tasks/next").json["task"]
     assert task["type"] == "run" and task["job_id"] == job_id
     assert base64.b64decode(task["script_b64"]).decode() == SCRIPT
     assert [f["name"] for f in task["datasets"][0]["fields"]] == ["age", "sex", "diagnosis",
@@ -58,7 +58,7 @@ def test_submit_dispatch_finish(app: Any, make_party: Any, make_agent: Any) -> N
 def test_blocked_output_content_is_refused(make_party: Any, make_agent: Any) -> None:
     _, requester, agent, ds, permit_id = setup(make_party, make_agent)
     job_id = submit(requester, permit_id, ds["id"]).json["id"]
-    agent.get("/agent/tasks/next")
+    agent.post("/agent/tasks/next")
     r = agent.post(f"/agent/jobs/{job_id}/result", {
         "state": "blocked", "rows_read": 1, "bytes_read": 1, "input_sha256": "b" * 64,
         "runner_image": "img", "outputs": [{"name": "raw.csv", "sha256": "c" * 64,
@@ -71,7 +71,7 @@ def test_blocked_output_content_is_refused(make_party: Any, make_agent: Any) -> 
 def test_released_content_must_match_hash(make_party: Any, make_agent: Any) -> None:
     _, requester, agent, ds, permit_id = setup(make_party, make_agent)
     job_id = submit(requester, permit_id, ds["id"]).json["id"]
-    agent.get("/agent/tasks/next")
+    agent.post("/agent/tasks/next")
     r = agent.post(f"/agent/jobs/{job_id}/result", {
         "state": "released", "rows_read": 1, "bytes_read": 1, "input_sha256": "b" * 64,
         "runner_image": "img", "outputs": [{"name": "t.csv", "sha256": "c" * 64, "bytes": 3,
@@ -91,9 +91,9 @@ def test_runs_are_capped_at_submission_and_dispatch(make_party: Any, make_agent:
     assert submit(requester, permit_id, ds["id"]).status_code == 201
     r = submit(requester, permit_id, ds["id"])
     assert r.status_code == 409 and r.json["error"] == "policy_violation"
-    assert agent.get("/agent/tasks/next").json["task"] is not None
-    assert agent.get("/agent/tasks/next").json["task"] is not None
-    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert agent.post("/agent/tasks/next").json["task"] is not None
+    assert agent.post("/agent/tasks/next").json["task"] is not None
+    assert agent.post("/agent/tasks/next").json["task"] is None
     assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 2
 
 
@@ -103,7 +103,7 @@ def test_revocation_cancels_queued_jobs(make_party: Any, make_agent: Any) -> Non
     r = provider.post(f"/permits/{permit_id}/revoke", {"reason": "purpose changed"})
     assert r.status_code == 200 and r.json["status"] == "revoked"
     assert requester.get(f"/jobs/{job_id}").json["state"] == "cancelled"
-    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert agent.post("/agent/tasks/next").json["task"] is None
     assert submit(requester, permit_id, ds["id"]).status_code == 409
 
 
@@ -115,7 +115,7 @@ def test_expiry_is_rechecked_at_dispatch(app: Any, make_party: Any, make_agent: 
         assert permit is not None
         permit.expires_at = datetime.now(UTC) - timedelta(seconds=1)
         s.commit()
-    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert agent.post("/agent/tasks/next").json["task"] is None
     job = requester.get(f"/jobs/{job_id}").json
     assert job["state"] == "blocked" and "expired" in job["reason"]
 
@@ -140,7 +140,7 @@ def test_agent_only_gets_tasks_of_its_providers(make_party: Any, make_agent: Any
     _, requester, _, ds, permit_id = setup(make_party, make_agent)
     submit(requester, permit_id, ds["id"])
     stranger = make_agent(make_party("provider"))
-    assert stranger.get("/agent/tasks/next").json["task"] is None
+    assert stranger.post("/agent/tasks/next").json["task"] is None
 
 
 def test_cancel_by_requester(make_party: Any, make_agent: Any) -> None:
@@ -162,8 +162,8 @@ def test_dispatch_is_fair_across_requesters(make_party: Any, make_agent: Any) ->
                                    approval()).json["permit_id"]
     burst = [submit(busy, busy_permit, ds["id"]).json["id"] for _ in range(4)]
     late = submit(patient, patient_permit, ds["id"]).json["id"]
-    first = agent.get("/agent/tasks/next").json["task"]["job_id"]
-    second = agent.get("/agent/tasks/next").json["task"]["job_id"]
+    first = agent.post("/agent/tasks/next").json["task"]["job_id"]
+    second = agent.post("/agent/tasks/next").json["task"]["job_id"]
     # The burst's first job goes first (oldest); then the other requester, who has nothing
     # in flight, goes before the rest of the burst although it submitted last.
     assert (first, second) == (burst[0], late)

@@ -64,7 +64,7 @@ def submit(w: dict[str, Any], keys: Any, spec: Any = SPEC, **over: Any) -> Any:
 
 
 def play_agent(h: dict[str, Any], key: Ed25519PrivateKey | None = None) -> Any:
-    task = h["agent"].get("/agent/tasks/next").json["task"]
+    task = h["agent"].post("/agent/tasks/next").json["task"]
     assert task["kind"] == "joint"
     joint = task["joint"]
     schema = {f["name"]: f["type"] for f in task["datasets"][0]["fields"]}
@@ -129,7 +129,7 @@ def test_bad_spec_is_refused_before_any_job(make_party: Any, admin: Actor, keys:
     w = world(make_party, admin, 3)
     r = submit(w, keys, spec={"version": 1, "columns": ["salary"], "statistics": ["mean"]})
     assert r.status_code == 400 and r.json["field"].startswith("columns")
-    assert w["hospitals"][0]["agent"].get("/agent/tasks/next").json["task"] is None
+    assert w["hospitals"][0]["agent"].post("/agent/tasks/next").json["task"] is None
 
 
 def test_forged_signature_fails_the_joint_job(make_party: Any, admin: Actor, keys: Any) -> None:

@@ -68,7 +68,7 @@ def test_deactivating_a_requester_revokes_its_permits(admin: Actor, make_party: 
     job = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
                                    "script": SCRIPT}).json
     assert admin.post(f"/parties/{requester.id}/deactivate").status_code == 200
-    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert agent.post("/agent/tasks/next").json["task"] is None
     seen = provider.get(f"/permits/{permit_id}").json
     assert seen["status"] == "revoked" and requester.id in seen["revoked_reason"]
     assert provider.get(f"/jobs/{job['id']}").json["state"] == "cancelled"
@@ -82,13 +82,13 @@ def test_deactivated_provider_gets_no_work(admin: Actor, make_party: Any,
 
     provider.post("/datasets", dataset_body())
     admin.post(f"/parties/{provider.id}/deactivate")
-    assert agent.get("/agent/tasks/next").json["task"] is None
+    assert agent.post("/agent/tasks/next").json["task"] is None
 
 
 def test_bad_numbers_in_query_strings_are_400(make_party: Any, make_agent: Any) -> None:
     agent = make_agent(make_party("provider"))
     for wait in ("nan", "inf", "-inf", "abc"):
-        r = agent.get(f"/agent/tasks/next?wait={wait}")
+        r = agent.post(f"/agent/tasks/next?wait={wait}")
         assert r.status_code == 400 and r.json["field"] == "wait"
     regulator = make_party("regulator")
     r = regulator.get("/ledger/entries?start=²&end=3")
@@ -101,7 +101,7 @@ def test_released_result_must_name_its_input(make_party: Any, make_agent: Any) -
     ds, permit_id = permit_for(requester, provider, agent)
     job = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
                                    "script": SCRIPT}).json
-    agent.get("/agent/tasks/next")
+    agent.post("/agent/tasks/next")
     r = agent.post(f"/agent/jobs/{job['id']}/result", {
         "state": "released", "rows_read": 1, "bytes_read": 1, "outputs": []})
     assert r.status_code == 400 and r.json["field"] == "input_sha256"

@@ -34,7 +34,7 @@ def world(make_party: Any, make_agent: Any) -> dict[str, Any]:
     ds, permit_id = permit_for(requester, owner, agent, max_runs=5)
     job = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
                                    "script": SCRIPT}).json
-    agent.get("/agent/tasks/next")  # the job is now leased to the owner's agent
+    agent.post("/agent/tasks/next")  # the job is now leased to the owner's agent
     pending = owner.post("/datasets", dataset_body()).json
     req_id = requester.get(f"/permits/{permit_id}").json["request_id"]
     ids = {"req": req_id, "ds": ds["id"], "permit": permit_id, "job": job["id"],

@@ -16,7 +16,7 @@ from flask import Flask
 from ledger.note import ALG_COSIGNATURE_V1, generate_signer, parse_vkey
 from ledger.receipt import verify_receipt
 from ledger.witness import Witness, make_server
-from sandbox import create_app
+from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from tests.api.helpers import SCRIPT, permit_for
 from tests.conftest import Actor
@@ -41,7 +41,7 @@ def witnessed(database_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     probe = create_app({"DATABASE_URL": database_url, "LOG_KEY_FILE": str(tmp_path / "k"),
                         "START_CHECKPOINTER": False})
     vkey = probe.extensions["sandbox"]["signer"].vkey()
-    probe.extensions["sandbox"]["engine"].dispose()
+    db.dispose(probe)
     ws = [RunningWitness(f"witness.test/w{i}", vkey, tmp_path / f"w{i}.json") for i in range(2)]
     app: Flask = create_app({
         "TESTING": True, "DATABASE_URL": database_url, "LOG_KEY_FILE": str(tmp_path / "k"),
@@ -52,7 +52,7 @@ def witnessed(database_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     yield {"app": app, "witnesses": ws, "log_vkey": vkey}
     for w in ws:
         w.stop()
-    app.extensions["sandbox"]["engine"].dispose()
+    db.dispose(app)
 
 
 def released_job(client: Any, admin: Actor) -> tuple[Actor, str]:
@@ -67,7 +67,7 @@ def released_job(client: Any, admin: Actor) -> tuple[Actor, str]:
     ds, permit_id = permit_for(requester, provider, agent)
     job_id = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
                                       "script": SCRIPT}).json["id"]
-    agent.get("/agent/tasks/next")
+    agent.post("/agent/tasks/next")
     r = agent.post(f"/agent/jobs/{job_id}/result", {
         "state": "released", "rows_read": 100, "bytes_read": 10, "input_sha256": "a" * 64,
         "runner_image": "img", "outputs": [{

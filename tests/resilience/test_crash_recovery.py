@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from containers.engine import docker_client
-from sandbox import create_app
+from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.demo_data import FIELDS, write_hospital
@@ -113,7 +113,7 @@ def setup_world(cluster: Cluster, jobs: int) -> dict[str, Any]:
     app = create_app({"DATABASE_URL": cluster.db_url, "LOG_KEY_FILE": cluster.env[
         "SANDBOX_LOG_KEY_FILE"], "START_CHECKPOINTER": False})
     admin = Client(cluster.url, create_first_admin(app, "operator").token)
-    app.extensions["sandbox"]["engine"].dispose()
+    db.dispose(app)
     provider = admin.post("/parties", {"name": "Hospital", "role": "provider", "code": "H1"})
     requester = admin.post("/parties", {"name": "Insurer", "role": "requester"})
     regulator = admin.post("/parties", {"name": "Bureau", "role": "regulator"})
