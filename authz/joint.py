@@ -95,10 +95,15 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         raise PolicyViolation("the providers granted a differential-privacy budget: the "
                               "spec must ask for dp")
     if spec.dp_epsilon is not None:
+        # Reserved now, under the permit's row lock, so two joint jobs submitted at once
+        # cannot both count on the same budget; refunded if the job fails before release.
+        permit = ctx.session.get(Permit, permit.id, with_for_update=True,
+                                 populate_existing=True) or permit
         left = (permit.epsilon_budget or 0.0) - permit.epsilon_spent
         if permit.epsilon_budget is None or spec.dp_epsilon > left + 1e-12:
             raise PolicyViolation(f"the permit's differential-privacy budget has {left:g} "
                                   f"epsilon left; the spec asks for {spec.dp_epsilon:g}")
+        permit.epsilon_spent += spec.dp_epsilon
     open_jobs = len(list(ctx.session.scalars(select(Job.id).where(
         Job.permit_id == permit.id, Job.state == "queued", Job.dispatched_at.is_(None)))))
     if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
@@ -123,6 +128,7 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         "spec_sha256": hashlib.sha256(json.dumps(joint.spec, sort_keys=True).encode())
         .hexdigest(), "context_fingerprint": joint.context_fingerprint,
         "parts": [p.id for p in parts], "script_sha256": digest,
+        "epsilon_reserved": spec.dp_epsilon,
     })
     return joint
 
@@ -190,19 +196,25 @@ def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str,
     spec = spec_from_json(joint.spec, _schema(ctx, permit, [p.dataset_ids[0] for p in parts]))
     if spec.dp_epsilon is None:
         return aggregate
-    budget = PrivacyBudget(permit.id, permit.epsilon_budget or 0.0,
-                           [{"epsilon": permit.epsilon_spent}])
-    noisy = add_dp_noise(aggregate, spec, joint.public_context, [budget],
-                         min_cell_count=permit.min_cell_count)
-    permit.epsilon_spent = budget.spent
-    return noisy
+    # The permit was charged when the job was submitted: this budget is that reservation.
+    budget = PrivacyBudget(permit.id, spec.dp_epsilon)
+    return add_dp_noise(aggregate, spec, joint.public_context, [budget],
+                        min_cell_count=permit.min_cell_count)
 
 
 def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:
     joint.state = "failed"
     joint.reason = reason[:2000]
     joint.finished_at = ctx.now()
-    ctx.record("joint.failed", "system", {"joint_id": joint.id, "reason": joint.reason})
+    # Nothing was released, so the ε reserved at submission is given back.
+    refund = float((joint.spec.get("dp") or {}).get("epsilon") or 0.0)
+    if refund:
+        permit = ctx.session.get(Permit, joint.permit_id, with_for_update=True,
+                                 populate_existing=True)
+        assert permit is not None
+        permit.epsilon_spent = max(0.0, permit.epsilon_spent - refund)
+    ctx.record("joint.failed", "system", {"joint_id": joint.id, "reason": joint.reason,
+                                          "epsilon_refunded": refund or None})
 
 
 def get_for_requester(ctx: Ctx, requester: Party, joint_id: str) -> JointJob:

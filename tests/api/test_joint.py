@@ -168,3 +168,19 @@ def test_dp_needs_a_granted_budget(make_party: Any, admin: Actor, keys: Any) -> 
     w = world(make_party, admin, 3)
     r = submit(w, keys, spec=DP_SPEC)
     assert r.status_code == 409 and r.json["error"] == "policy_violation"
+
+
+def test_epsilon_is_reserved_at_submission_and_refunded_on_failure(
+        make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3, epsilon=0.0)  # strictest budget: 1.0
+    first = submit(w, keys, spec=DP_SPEC).json["id"]
+    assert w["requester"].get(f"/permits/{w['permit']}").json["epsilon_spent"] == 0.5
+    assert submit(w, keys, spec=DP_SPEC).status_code == 201  # 0.5 + 0.5 = 1.0
+    r = submit(w, keys, spec=DP_SPEC)  # nothing left, though nothing was released yet
+    assert r.status_code == 409 and "budget" in r.json["message"]
+    # The first job fails (a forged signature): its reservation is given back.
+    play_agent(w["hospitals"][0], key=Ed25519PrivateKey.generate())
+    for h in w["hospitals"][1:]:
+        play_agent(h)
+    assert w["requester"].get(f"/joint-jobs/{first}").json["state"] == "failed"
+    assert w["requester"].get(f"/permits/{w['permit']}").json["epsilon_spent"] == 0.5
