@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from sandbox import db
+from sandbox import create_app, db
+from sandbox.bootstrap import create_first_admin
 from tests.conftest import Actor
 
 
 @pytest.fixture
-def sqlite_app(app: Flask) -> Flask:
-    if not app.config["DATABASE_URL"].startswith("sqlite"):
-        pytest.skip("the read-only engine exists for SQLite")
-    return app
+def sqlite_app(sqlite_template: Path, tmp_path: Path) -> Iterator[Flask]:
+    """The read-only engine exists for SQLite only (PostgreSQL readers never queue)."""
+    shutil.copy(sqlite_template, tmp_path / "sandbox.db")
+    app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'sandbox.db'}",
+                      "LOG_KEY_FILE": str(tmp_path / "log.key"), "START_CHECKPOINTER": False})
+    yield app
+    db.dispose(app)
 
 
-def test_a_get_is_served_while_a_writer_holds_the_lock(sqlite_app: Flask, admin: Actor) -> None:
+def test_a_get_is_served_while_a_writer_holds_the_lock(sqlite_app: Flask) -> None:
+    issued = create_first_admin(sqlite_app, "operator")
+    admin = Actor(sqlite_app.test_client(), issued.id, issued.token, "admin")
     writer = sqlite_app.extensions["sandbox"]["sessions"]()
     writer.execute(text("UPDATE parties SET name = name"))  # BEGIN IMMEDIATE: write lock held
     try:
