@@ -46,7 +46,6 @@ t = df.groupby(["age_band", "sex"], observed=True)["cost"].agg(n="count", mean="
 t.round(2).reset_index().to_csv("/out/cost_by_age_and_sex.csv", index=False)
 """
 BIG_ROWS = 10_000
-TERMINAL = {"released", "blocked", "failed", "cancelled"}
 POLL_S = 0.02
 BENCH_LABEL = {"data-sandbox.bench": "job-overhead"}
 
@@ -104,16 +103,6 @@ def instrument() -> None:
     wrap(controller_client, "result", "POST result")
 
 
-def wait_job(client: Client, job_id: str, timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/jobs/{job_id}")
-        if job["state"] in TERMINAL:
-            return job
-        time.sleep(POLL_S)
-    raise SystemExit(f"job {job_id} did not finish within {timeout_s}s")
-
-
 def bare_input(src: Path, dest: Path) -> Path:
     """The projected columns, written once like the agent does, for the bare run."""
     import pandas as pd
@@ -166,7 +155,7 @@ def one_job(requester: Client, permit_id: str, dataset_id: str, script: str = SC
     t0 = time.perf_counter()
     job = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [dataset_id],
                                    "script": script})
-    job = wait_job(requester, job["id"])
+    job = requester.wait_job(job["id"], poll_s=POLL_S)
     elapsed = time.perf_counter() - t0
     assert job["state"] == "released", job
     return elapsed, job

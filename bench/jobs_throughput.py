@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from authz.jobs import TERMINAL
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits
 from containers.image import ensure_runner_image
@@ -37,7 +38,6 @@ from sandbox.migrate import upgrade
 
 SCRIPT = ("n = sum(1 for _ in open('/in/data.csv')) - 1\n"
           "open('/out/total.csv', 'w').write(f'n\\n{n}\\n')\n")
-TERMINAL = {"released", "blocked", "failed", "cancelled"}
 POLL_S = 0.05
 LABELS = {"data-sandbox.bench": "jobs-throughput"}
 ROWS = 300

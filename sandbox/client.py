@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import requests
+
+from authz.jobs import TERMINAL
 
 
 class ApiError(Exception):
@@ -43,3 +46,15 @@ class Client:
 
     def raw(self, path: str) -> bytes:
         return self._do("GET", path).content
+
+    def wait_job(self, job_id: str, timeout_s: float = 120.0, poll_s: float = 0.1
+                 ) -> dict[str, Any]:
+        """Poll a job until it is in a terminal state; TimeoutError past ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job: dict[str, Any] = self.get(f"/jobs/{job_id}")
+            if job["state"] in TERMINAL:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")
+            time.sleep(poll_s)

@@ -31,7 +31,6 @@ from sandbox.sdk import JointStatistics
 HOSPITALS = [("City General Hospital", "H-CITY", 11, 2400),
              ("Riverside Hospital", "H-RIVER", 12, 1800),
              ("Mountain Clinic", "H-MOUNT", 13, 900)]
-TERMINAL = {"released", "blocked", "failed", "cancelled"}
 
 
 def step(n: int, text: str) -> None:
@@ -40,16 +39,6 @@ def step(n: int, text: str) -> None:
 
 def say(text: str) -> None:
     print(f"     {text}", flush=True)
-
-
-def wait_job(client: Client, job_id: str, timeout_s: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job: dict[str, Any] = client.get(f"/jobs/{job_id}")
-        if job["state"] in TERMINAL:
-            return job
-        time.sleep(0.3)
-    raise SystemExit(f"job {job_id} did not finish within {timeout_s}s")
 
 
 def dataset_metadata(name: str, code: str, location: str) -> dict[str, Any]:
@@ -149,7 +138,7 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
                                      "script": COST_BY_AGE_AND_DIAGNOSIS})
         h["job"] = job["id"]
     for h in hospitals:
-        job = wait_job(insurer, h["job"])
+        job = insurer.wait_job(h["job"], timeout_s=180, poll_s=0.3)
         out = job["outputs"][0]
         say(f"{h['code']}: job {job['state']}, read {job['rows_read']} rows; "
             f"{out['name']} {out['decision']} {'; '.join(out['reasons'])}")
@@ -164,7 +153,7 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     step(8, "A hostile script dumps raw rows with a fake count column and prints them")
     job = insurer.post("/jobs", {"permit_id": permit["id"], "dataset_ids":
                                  [hospitals[0]["dataset"]], "script": RAW_ROW_DUMP})
-    job = wait_job(insurer, job["id"])
+    job = insurer.wait_job(job["id"], timeout_s=180, poll_s=0.3)
     say(f"job {job['state']}: {job['reason']}")
     say(f"console output the insurer receives: {job['log'].splitlines()[-1]}")
     if job["state"] != "blocked":

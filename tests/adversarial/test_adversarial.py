@@ -38,13 +38,13 @@ from typing import Any
 
 import pytest
 
+from authz.jobs import TERMINAL
 from containers import hardening
 from containers.checks import NOTHING_READ_SHA256
 from containers.engine import docker_client
 from tests.adversarial.conftest import MAIN_LIMITS, TIGHT_LIMITS, Adversary
 from tests.docker.helpers import (
     JOB_LABEL,
-    TERMINAL,
     run_entry,
     sha256,
     submit,

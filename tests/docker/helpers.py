@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,6 @@ from sandbox.embedded import EmbeddedStack
 
 TEST_LABELS = {"data-sandbox.test": "1", "data-sandbox.suite": "docker"}
 JOB_LABEL = "data-sandbox.job"
-TERMINAL = frozenset({"released", "blocked", "failed", "cancelled"})
 ROWS = 300
 MIN_CELL = 10
 COLUMNS = ["age", "sex", "diagnosis", "cost"]
@@ -101,14 +99,7 @@ def submit(s: Stack, permit_id: str, dataset_id: str, script: str) -> str:
 
 
 def wait_job(client: Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job: dict[str, Any] = client.get(f"/jobs/{job_id}")
-        if job["state"] in TERMINAL:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"job {job_id} still {job['state']} after {timeout_s}s")
-        time.sleep(0.1)
+    return client.wait_job(job_id, timeout_s)
 
 
 def ledger_entries(regulator: Client) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from authz.jobs import TERMINAL
 from containers.engine import docker_client
 from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
@@ -41,7 +42,6 @@ t = df.groupby("diagnosis")["cost"].agg(n="count", mean_cost="mean").reset_index
 t["mean_cost"] = t["mean_cost"].round(0)
 t.to_csv("/out/t.csv", index=False)
 """
-TERMINAL = {"released", "blocked", "failed", "cancelled"}
 
 
 def free_port() -> int:
