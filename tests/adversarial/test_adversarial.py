@@ -45,12 +45,13 @@ from containers.engine import docker_client
 from tests.adversarial.conftest import MAIN_LIMITS, TIGHT_LIMITS, Adversary
 from tests.docker.helpers import (
     JOB_LABEL,
+    Target,
     run_entry,
     sha256,
     submit,
     wait_job,
 )
-from tests.docker.test_attacks import Target, assert_nothing_out, host_listener
+from tests.docker.test_attacks import assert_nothing_out, host_listener
 
 pytestmark = [pytest.mark.docker]
 

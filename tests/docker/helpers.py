@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pandas as pd
 
 from containers.executor import DockerExecutor, Limits
+from containers.image import ensure_runner_image
+from sandbox import create_app
+from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.demo_data import FIELDS, hospital_table
 from sandbox.embedded import EmbeddedStack
+from sandbox.migrate import upgrade
 
 TEST_LABELS = {"data-sandbox.test": "1", "data-sandbox.suite": "docker"}
 JOB_LABEL = "data-sandbox.job"
@@ -138,3 +143,70 @@ def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> N
             executor.cleanup(job_id)
         else:
             c.remove(force=True)
+
+
+@dataclass
+class Target:
+    """A registered dataset, the requester's permit on it, and the values it holds."""
+
+    provider: Provider
+    source: Path
+    dataset_id: str
+    permit_id: str
+    values: frozenset[str]  # distinctive input values that must never reach the requester
+
+
+def make_target(stack: Stack, which: str, file: str, seed: int,
+                columns: list[str] = COLUMNS, max_runs: int = 50) -> Target:
+    """Register ``file`` for provider ``which``; the requester gets a permit on ``columns``."""
+    p = stack.providers[which]
+    source = write_table(p.root, file, seed=seed)
+    status, ds = register(p, file)
+    assert status == 201, ds
+    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
+    # Costs (two decimals, unique per record) and patient numbers identify records; a
+    # console or output channel that carried rows would carry these. Also the two-decimal
+    # spelling pandas' own printing would use.
+    values = set(frame["cost"]) | {f"{float(c):.2f}" for c in frame["cost"]}
+    values |= set(frame["patient_id"])
+    return Target(p, source, ds["id"], grant(stack, p, ds["id"], columns, max_runs),
+                  frozenset(values))
+
+
+def boot_stack(work: Path, engine: docker.DockerClient) -> tuple[Stack, list[str]]:
+    """An embedded controller (SQLite in ``work``) with an operator, a requester and a
+    regulator; returns the stack and every token issued. The caller stops ``stack.stack``."""
+    url = f"sqlite:///{work / 'sandbox.db'}"
+    upgrade(url)
+    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
+                      "LOG_ORIGIN": "test.data-sandbox.local/log", "AGENT_POLL_WAIT_S": 0.5,
+                      "SCHEMA_CHECK_WAIT_S": 30.0})
+    admin_token = create_first_admin(app, "operator").token
+    embedded = EmbeddedStack(app).start()
+    try:
+        image = ensure_runner_image(engine).tag
+        admin = Client(embedded.url, admin_token)
+        requester = admin.post("/parties", {"name": "Harbor Mutual", "role": "requester"})
+        regulator = admin.post("/parties", {"name": "Data Bureau", "role": "regulator"})
+    except BaseException:
+        embedded.stop()
+        raise
+    stack = Stack(embedded, admin, Client(embedded.url, requester["token"]),
+                  Client(embedded.url, regulator["token"]), image, work)
+    return stack, [admin_token, requester["token"], regulator["token"]]
+
+
+def add_hospital(s: Stack, name: str, code: str, limits: Limits, labels: Mapping[str, str],
+                 slots: int = 1) -> list[str]:
+    """A provider with its own domain and agent (containers labelled ``labels``); returns
+    the tokens issued."""
+    p = s.admin.post("/parties", {"name": f"{name} hospital", "role": "provider",
+                                  "code": code})
+    root = s.work / "domains" / name
+    root.mkdir(parents=True)
+    a = s.admin.post("/agents", {"name": f"{name} agent", "providers": [p["id"]]})
+    s.stack.start_agent(a["token"], [root], s.work / "jobs" / name, s.image, limits,
+                        poll_wait_s=0.5, labels=dict(labels), slots=slots)
+    s.providers[name] = Provider(f"{name} hospital", code, p["id"],
+                                 Client(s.url, p["token"]), root)
+    return [p["token"], a["token"]]

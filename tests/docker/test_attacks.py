@@ -15,8 +15,6 @@ import socket
 import textwrap
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,56 +23,31 @@ import pytest
 from tests.docker.helpers import (
     COLUMNS,
     MIN_CELL,
-    Provider,
     Stack,
+    Target,
     fetch_output,
     grant,
-    register,
+    make_target,
     run_entry,
     sha256,
     submit,
     wait_job,
-    write_table,
 )
 
 pytestmark = pytest.mark.docker
 
 
-@dataclass
-class Target:
-    """A registered dataset, the requester's permit on it, and the values it holds."""
-
-    provider: Provider
-    source: Path
-    dataset_id: str
-    permit_id: str
-    values: frozenset[str]  # distinctive input values that must never reach the requester
-
-
-def _target(stack: Stack, which: str, file: str, seed: int, columns: list[str]) -> Target:
-    p = stack.providers[which]
-    source = write_table(p.root, file, seed=seed)
-    status, ds = register(p, file)
-    assert status == 201, ds
-    frame = pd.read_csv(source, dtype=str, keep_default_na=False)
-    # Costs (two decimals, unique per record) and patient numbers identify records; a
-    # console or output channel that carried rows would carry these. Also the two-decimal
-    # spelling pandas' own printing would use.
-    values = set(frame["cost"]) | {f"{float(c):.2f}" for c in frame["cost"]}
-    values |= set(frame["patient_id"])
-    return Target(p, source, ds["id"], grant(stack, p, ds["id"], columns),
-                  frozenset(values))
 
 
 @pytest.fixture(scope="module")
 def target(stack: Stack) -> Target:
-    return _target(stack, "main", "attacked.csv", 31, COLUMNS)
+    return make_target(stack, "main", "attacked.csv", 31)
 
 
 @pytest.fixture(scope="module")
 def tight_target(stack: Stack) -> Target:
     """A dataset served by the agent with small limits (5 s, 128 MB)."""
-    return _target(stack, "tight", "tight.csv", 32, COLUMNS)
+    return make_target(stack, "tight", "tight.csv", 32)
 
 
 def run_attack(stack: Stack, t: Target, script: str) -> dict[str, Any]:
