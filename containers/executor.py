@@ -127,20 +127,12 @@ class RunResult:
         return self.error is None
 
 
+OVERDUE = datetime.min.replace(tzinfo=UTC)
 _STATUS = {
     "created": RunState.CREATED,
     "running": RunState.RUNNING, "paused": RunState.RUNNING, "restarting": RunState.RUNNING,
     "exited": RunState.EXITED, "dead": RunState.EXITED, "removing": RunState.EXITED,
 }
-
-
-def _parse_time(s: str | None) -> datetime | None:
-    if not s or s.startswith("0001-01-01"):
-        return None
-    s = s.rstrip("Z")
-    head, _, frac = s.partition(".")
-    frac = (frac + "000000")[:6]  # the engine gives nanoseconds; datetime keeps micro
-    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
 
 
 @contextlib.contextmanager
@@ -327,7 +319,7 @@ class DockerExecutor:
     def _result(self, c: Any, deadline: datetime, killed: bool) -> RunResult:
         st = c.attrs["State"]
         exit_code = st.get("ExitCode")
-        finished = _parse_time(st.get("FinishedAt"))
+        finished = hardening.parse_engine_time(st.get("FinishedAt"))
         # After a restart we did not see the kill; a 137 at or after the deadline is ours.
         timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
         oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
@@ -346,7 +338,8 @@ class DockerExecutor:
             job_id=c.labels[self.l_job], exit_code=exit_code, timed_out=timed_out,
             oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
             stderr_truncated=err_trunc, out_dir=Path(c.labels[self.l_out]),
-            started_at=_parse_time(st.get("StartedAt")), finished_at=finished, error=error,
+            started_at=hardening.parse_engine_time(st.get("StartedAt")), finished_at=finished,
+            error=error,
         )
 
     def _logs(self, c: Any) -> tuple[bytes, bytes]:
@@ -375,19 +368,18 @@ class DockerExecutor:
         still mounted (a crash between mount and create, or a container removed by hand):
         ``cleanup`` them too."""
         with _engine("list jobs"):
-            # ignore_removed: another agent may remove its container between list and inspect.
-            cs = self.client.containers.list(all=True, filters={"label": self.l_job},
-                                             ignore_removed=True)
+            cs = self.client.containers.list(  # removed meanwhile (another agent): skipped
+                all=True, filters={"label": self.l_job}, ignore_removed=True)
         jobs = []
         for c in cs:
             try:
                 deadline = self._deadline_of(c)
             except ExecutorError:
-                deadline = datetime.min.replace(tzinfo=UTC)  # unreadable: already overdue
+                deadline = OVERDUE  # unreadable label: treat as passed
             jobs.append((c.labels[self.l_job], _STATUS.get(c.status, RunState.EXITED), deadline))
         seen = {j for j, _, _ in jobs}
         for job_id in hardening.out_mount_jobs(self.prefix) - seen:
-            jobs.append((job_id, RunState.ABSENT, datetime.min.replace(tzinfo=UTC)))
+            jobs.append((job_id, RunState.ABSENT, OVERDUE))
         return sorted(jobs, key=lambda j: j[0])
 
     def run(self, spec: RunSpec) -> RunResult:

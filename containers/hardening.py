@@ -18,6 +18,7 @@ import struct
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -332,6 +333,16 @@ def unmount_out(source: str) -> None:
 
 
 # ---- reading what the job left in /out ------------------------------------------------
+
+def parse_engine_time(s: str | None) -> datetime | None:
+    """The engine's RFC 3339 timestamps (nanoseconds, or the zero time for "never")."""
+    if not s or s.startswith("0001-01-01"):
+        return None
+    s = s.rstrip("Z")
+    head, _, frac = s.partition(".")
+    frac = (frac + "000000")[:6]  # the engine gives nanoseconds; datetime keeps micro
+    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
+
 
 def demux_logs(buf: bytes) -> tuple[bytes, bytes]:
     """Split the engine's multiplexed log stream (8-byte frame headers: stream 1 = stdout,
