@@ -51,7 +51,7 @@ BENCH_LABEL = {"data-sandbox.bench": "job-overhead"}
 
 
 TIMINGS: dict[str, list[float]] = {}
-CLEANED = threading.Event()  # set when the agent has cleaned up a job
+CLEANED = threading.Event()  # set when the agent cleaned up and prewarmed after a job
 
 
 def instrument() -> None:
@@ -81,19 +81,23 @@ def instrument() -> None:
 
         setattr(owner, name, timed)
 
-    cleanup = DockerExecutor.cleanup
+    from containers import warm
 
-    @functools.wraps(cleanup)
-    def cleanup_then_signal(*a: Any, **kw: Any) -> Any:
+    prewarm = warm.prewarm
+
+    @functools.wraps(prewarm)
+    def prewarm_then_signal(*a: Any, **kw: Any) -> Any:
         try:
-            return cleanup(*a, **kw)
+            return prewarm(*a, **kw)
         finally:
             CLEANED.set()
 
-    DockerExecutor.cleanup = cleanup_then_signal  # type: ignore[method-assign]
+    # After a job the agent cleans up, then starts the slot's next container: the bare run
+    # waits for both, so neither overlaps it.
+    warm.prewarm = prewarm_then_signal
 
     wrap(datasets, "project", "agent: project input (pandas read/write, rare values)")
-    wrap(DockerExecutor, "start", "executor.start (mount /out, create, start)")
+    wrap(DockerExecutor, "start", "executor.start (bind the warm container, trigger)")
     wrap(DockerExecutor, "wait", "executor.wait (run to exit, logs)")
     wrap(checks, "check_outputs", "agent: check outputs")
     wrap(DockerExecutor, "cleanup", "executor.cleanup (remove, unmount)")

@@ -28,6 +28,11 @@ States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 - The deadline is enforced by ``wait`` and, should no agent be waiting, by an in-container
   backstop (``timeout --signal=KILL``) a few seconds later.
 
+Warm starts (:mod:`containers.warm`): ``start(spec, warm=...)`` may run the job in a
+container started ahead, bound to the job by taking its name; such a container carries a
+``warm`` label instead of the job label and keeps its deadline in the job directory. The
+states and calls above are the same for it.
+
 Errors: :class:`RetryableExecutorError` — the engine did not answer or failed transiently;
 the same call may be repeated (all calls are idempotent). :class:`ExecutorError` — the call
 cannot succeed as made (no such job, /out mount failed, image missing); fail the job.
@@ -42,9 +47,7 @@ anything is released; call ``cleanup`` afterwards, also for failed jobs.
 from __future__ import annotations
 
 import contextlib
-import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -55,76 +58,15 @@ import requests.exceptions
 
 from authz.errors import ExecutorError, InvalidInput, RetryableExecutorError
 from containers import hardening
+from containers import warm as warm_start
 from containers.engine import EngineFacts, engine_facts
 from containers.hardening import read_outputs
+from containers.runspec import Limits, RunResult, RunSpec, RunState
+from containers.warm import WarmContainer
 
 __all__ = [
     "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "read_outputs",
 ]
-
-
-@dataclass(frozen=True)
-class Limits:
-    memory_mb: int = 512
-    cpus: float = 1.0
-    pids: int = 128
-    timeout_s: float = 300
-    tmpfs_mb: int = 64
-    out_mb: int = 32
-    nofile: int = 256
-    fsize_mb: int = 32
-    log_bytes: int = 64 * 1024
-
-    def check(self) -> None:
-        bounds: dict[str, tuple[float, float]] = {
-            "memory_mb": (16, 64 * 1024), "cpus": (0.01, 64), "pids": (8, 4096),
-            "timeout_s": (0.1, 7 * 24 * 3600), "tmpfs_mb": (1, 16 * 1024),
-            "out_mb": (1, 16 * 1024), "nofile": (16, 65536), "fsize_mb": (1, 16 * 1024),
-            "log_bytes": (1024, 16 * 1024 * 1024),
-        }
-        for name, (lo, hi) in bounds.items():
-            v = getattr(self, name)
-            if not isinstance(v, int | float) or isinstance(v, bool) or not lo <= v <= hi:
-                raise InvalidInput(f"limits.{name}", f"must be between {lo} and {hi}")
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    job_id: str
-    image: str
-    script_path: Path  # host file, mounted read-only at /job/script.py
-    input_dir: Path  # host dir, mounted read-only at /in
-    work_dir: Path  # host dir for this job; the executor mounts the /out tmpfs on work_dir/out
-    limits: Limits = field(default_factory=Limits)
-    extra_files: Mapping[str, Path] = field(default_factory=dict)  # read-only at /job/<name>
-    env: Mapping[str, str] = field(default_factory=dict)  # non-secret only
-
-
-class RunState(enum.Enum):
-    ABSENT = "absent"
-    CREATED = "created"
-    RUNNING = "running"
-    EXITED = "exited"
-
-
-@dataclass(frozen=True)
-class RunResult:
-    job_id: str
-    exit_code: int | None
-    timed_out: bool
-    oom_killed: bool
-    stdout: bytes  # first limits.log_bytes bytes of what the engine kept
-    stderr: bytes
-    stdout_truncated: bool
-    stderr_truncated: bool
-    out_dir: Path  # host path of /out's contents; valid until cleanup()
-    started_at: datetime | None
-    finished_at: datetime | None
-    error: str | None  # None only for a clean exit 0
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 OVERDUE = datetime.min.replace(tzinfo=UTC)
@@ -175,6 +117,8 @@ class DockerExecutor:
         self.l_deadline = f"{label_prefix}.deadline"
         self.l_log_bytes = f"{label_prefix}.log-bytes"
         self.l_out = f"{label_prefix}.out-dir"
+        self.l_warm = f"{label_prefix}.warm"  # token of a warm container (containers.warm)
+        self.l_root = f"{label_prefix}.work-root"  # where a warm container's job dir will be
 
     # ---- naming / lookup ---------------------------------------------------------------
 
@@ -188,8 +132,9 @@ class DockerExecutor:
                 c = self.client.containers.get(name)
             except docker.errors.NotFound:
                 return None
-        if c.labels.get(self.l_job) != job_id:
-            # Same name but not ours (no label): never touch somebody else's container.
+        if c.labels.get(self.l_job) != job_id and self.l_warm not in c.labels:
+            # Same name but not ours (no label): never touch somebody else's container. A
+            # warm container is bound to a job by taking the job's name (containers.warm).
             raise ExecutorError(f"container {name} exists but is not labelled as job {job_id}")
         return c
 
@@ -201,26 +146,43 @@ class DockerExecutor:
 
     # ---- the contract ------------------------------------------------------------------
 
-    def start(self, spec: RunSpec) -> None:
-        """Create and start the job's container; no-op if it already exists (idempotent)."""
+    def start(self, spec: RunSpec, warm: WarmContainer | None = None) -> None:
+        """Create and start the job's container; no-op if it already exists (idempotent).
+
+        ``warm``: a container started ahead whose directory the caller already renamed to
+        the job's (:mod:`containers.warm`); used if it fits the spec, else discarded."""
         job_id = hardening.check_job_id(spec.job_id)
         existing = self._find(job_id)
+        if existing is None and warm is not None and warm_start.bind(self, warm, spec):
+            return
         if existing is None:
             cid, status = self._create(spec)
+        elif self.l_warm in existing.labels:  # bound before a crash: start it if not yet
+            job_dir = warm_start.job_dir_of(self, existing, job_id)
+            since = hardening.parse_engine_time(existing.attrs["State"].get("StartedAt"))
+            age = (datetime.now(UTC) - since).total_seconds() if since else warm_start.READY_S
+            warm_start.trigger(job_dir, warm_start.deadline_of(job_dir),
+                               ready_s=max(0.0, warm_start.READY_S - age))
+            return
         else:
             cid, status = existing.id, existing.status
         if status == "created":
             with _engine(f"start job {job_id}"):
                 self.client.api.start(cid)
 
+    def create_and_start(self, kw: dict[str, Any], what: str) -> str:
+        """Create and start a container from :func:`hardening.container_kwargs`; its id."""
+        self._check_seccomp()
+        with _engine(f"create {what}"):
+            cid = self._create_container(kw)
+        with _engine(f"start {what}"):
+            self.client.api.start(cid)
+        return cid
+
     def _create(self, spec: RunSpec) -> tuple[str, str]:
         """Mount /out and create the container: (container id, engine status)."""
         spec.limits.check()
-        if self.require_seccomp and not self.hardening_report().seccomp:
-            raise ExecutorError(
-                "the engine has no seccomp support: refusing to run outsider code "
-                "(configure a runtime such as runsc, or pass require_seccomp=False knowingly)"
-            )
+        self._check_seccomp()
         env = hardening.check_env(spec.env)
         extra = {hardening.check_file_name(k): Path(v) for k, v in spec.extra_files.items()}
         script, input_dir = Path(spec.script_path), Path(spec.input_dir)
@@ -269,6 +231,13 @@ class DockerExecutor:
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
 
+    def _check_seccomp(self) -> None:
+        if self.require_seccomp and not self.hardening_report().seccomp:
+            raise ExecutorError(
+                "the engine has no seccomp support: refusing to run outsider code "
+                "(configure a runtime such as runsc, or pass require_seccomp=False knowingly)"
+            )
+
     def _create_container(self, kw: dict[str, Any]) -> str:
         """``client.containers.create(**kw)`` minus its follow-up inspect."""
         create, host = hardening.split_create_kwargs(kw)
@@ -286,6 +255,8 @@ class DockerExecutor:
         return self._deadline_of(self._get(job_id))
 
     def _deadline_of(self, c: Any) -> datetime:
+        if self.l_warm in c.labels:
+            return warm_start.deadline_of(warm_start.job_dir_of(self, c, self._job_of(c)))
         try:
             return datetime.fromisoformat(c.labels[self.l_deadline])
         except (KeyError, ValueError) as e:
@@ -334,10 +305,13 @@ class DockerExecutor:
             error = f"exit code {exit_code}"
         else:
             error = None
+        job_id = self._job_of(c)
+        out_dir = (warm_start.job_dir_of(self, c, job_id) / "work" / "out"
+                   if self.l_warm in c.labels else Path(c.labels[self.l_out]))
         return RunResult(
-            job_id=c.labels[self.l_job], exit_code=exit_code, timed_out=timed_out,
+            job_id=job_id, exit_code=exit_code, timed_out=timed_out,
             oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
-            stderr_truncated=err_trunc, out_dir=Path(c.labels[self.l_out]),
+            stderr_truncated=err_trunc, out_dir=out_dir,
             started_at=hardening.parse_engine_time(st.get("StartedAt")), finished_at=finished,
             error=error,
         )
@@ -360,7 +334,13 @@ class DockerExecutor:
         if c is not None:
             with _engine(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True, v=True)
+            if self.l_warm in c.labels:
+                hardening.unmount_out(warm_start.out_source(self, c.labels[self.l_warm]))
         hardening.unmount_out(hardening.out_mount_source(self.prefix, job_id))
+
+    def _job_of(self, c: Any) -> str:
+        """The job a container runs: its label, or for a warm one the name it was bound by."""
+        return str(c.labels.get(self.l_job) or c.name.removeprefix(f"{self.prefix}-job-"))
 
     def list_jobs(self) -> list[tuple[str, RunState, datetime]]:
         """(job id, state, deadline) of every container labelled as ours, plus ABSENT entries
@@ -368,15 +348,18 @@ class DockerExecutor:
         still mounted (a crash between mount and create, or a container removed by hand):
         ``cleanup`` them too."""
         with _engine("list jobs"):
-            cs = self.client.containers.list(  # removed meanwhile (another agent): skipped
-                all=True, filters={"label": self.l_job}, ignore_removed=True)
+            cs = [c for label in (self.l_job, self.l_warm)  # removed meanwhile: skipped
+                  for c in self.client.containers.list(all=True, filters={"label": label},
+                                                       ignore_removed=True)]
         jobs = []
         for c in cs:
+            if self.l_job not in c.labels and not c.name.startswith(f"{self.prefix}-job-"):
+                continue  # warm, not bound to a job yet
             try:
                 deadline = self._deadline_of(c)
             except ExecutorError:
                 deadline = OVERDUE  # unreadable label: treat as passed
-            jobs.append((c.labels[self.l_job], _STATUS.get(c.status, RunState.EXITED), deadline))
+            jobs.append((self._job_of(c), _STATUS.get(c.status, RunState.EXITED), deadline))
         seen = {j for j, _, _ in jobs}
         for job_id in hardening.out_mount_jobs(self.prefix) - seen:
             jobs.append((job_id, RunState.ABSENT, OVERDUE))

@@ -55,7 +55,10 @@ def prepare(task: dict[str, Any], job_dir: Path, roots: Callable[[str], list[Pat
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
     (job_dir / "task.json").write_text(json.dumps(task))
-    script_path = job_dir / "script.py"
+    # job/ is mounted whole at /job in a warm container (containers.warm), the script
+    # alone in a cold one; files of the job other than its input go there.
+    script_path = job_dir / "job" / "script.py"
+    script_path.parent.mkdir(mode=0o755, exist_ok=True)
     script_path.write_bytes(base64.b64decode(task["script_b64"]))
     single = len(task["datasets"]) == 1
     rows = size = 0
@@ -79,14 +82,14 @@ def prepare(task: dict[str, Any], job_dir: Path, roots: Callable[[str], list[Pat
 def run_spec(task: dict[str, Any], job_dir: Path, image: str, base_limits: Limits) -> RunSpec:
     extra: dict[str, Path] = {}
     if "joint" in task:
-        spec_path = job_dir / "spec.json"
+        spec_path = job_dir / "job" / "spec.json"
         spec_path.write_text(json.dumps(task["joint"]["spec"]))
         extra["spec.json"] = spec_path
     # The controller's lease is sized for its timeout: never run longer than that.
     limits = replace(base_limits, timeout_s=min(base_limits.timeout_s, float(task["timeout_s"])))
     work = job_dir / "work"
     work.mkdir(exist_ok=True)
-    return RunSpec(job_id=task["job_id"], image=image, script_path=job_dir / "script.py",
+    return RunSpec(job_id=task["job_id"], image=image, script_path=job_dir / "job" / "script.py",
                    input_dir=job_dir / "in", work_dir=work, limits=limits, extra_files=extra)
 
 
@@ -113,7 +116,7 @@ def report(task: dict[str, Any], job_dir: Path, result: RunResult, image: str,
     k = int(task["min_cell_count"])
     if rare_values is None:
         rare_values = _rare_values(job_dir / "in", k)
-    script_lines = (job_dir / "script.py").read_bytes().count(b"\n") + 1
+    script_lines = (job_dir / "job" / "script.py").read_bytes().count(b"\n") + 1
     policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
                                  blocked_columns=frozenset(task["blocked_columns"]),
                                  rare_values=rare_values, script_lines=script_lines)

@@ -98,8 +98,10 @@ def agent_key(path: str) -> None:
 @click.option("--slots", default=1, show_default=True, help="jobs run side by side")
 @click.option("--runtime", default=None,
               help="OCI runtime registered with the engine, e.g. runsc (gVisor)")
+@click.option("--warm-start/--no-warm-start", default=True, show_default=True,
+              help="keep each slot's next container started ahead of its job")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
-          slots: int, runtime: str | None) -> None:
+          slots: int, runtime: str | None, warm_start: bool) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -115,7 +117,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
                       data_roots=[Path(p) for p in data_roots if "=" not in p],
                       # Mixing both forms is refused by Agent.check_config at start.
                       provider_roots=_provider_roots(data_roots), work_root=Path(work_root),
-                      image=image.tag, slots=slots,
+                      image=image.tag, slots=slots, warm_start=warm_start,
                       signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))

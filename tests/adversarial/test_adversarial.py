@@ -44,8 +44,8 @@ from containers.checks import NOTHING_READ_SHA256
 from containers.engine import docker_client
 from tests.adversarial.conftest import MAIN_LIMITS, TIGHT_LIMITS, Adversary
 from tests.docker.helpers import (
-    JOB_LABEL,
     Target,
+    job_containers,
     run_entry,
     sha256,
     submit,
@@ -141,8 +141,7 @@ def assert_cleaned_up(adv: Adversary, agent: str, job_id: str, timeout_s: float 
         while True:
             left = {
                 "mounts": hardening.find_out_mounts(source),
-                "containers": client.containers.list(
-                    all=True, filters={"label": f"{JOB_LABEL}={job_id}"}),
+                "containers": job_containers(client, job_id),
                 "job dir": adv.job_dir(agent, job_id).exists(),
             }
             if not any(left.values()):
@@ -445,8 +444,7 @@ def test_runaway_stdout_is_bounded_and_the_agent_survives(adversary: Adversary) 
     docker_root = Path(client.info().get("DockerRootDir") or "/var/lib/docker")
     try:
         while adversary.stack.requester.get(f"/jobs/{job_id}")["state"] not in TERMINAL:
-            for c in client.containers.list(all=True,
-                                            filters={"label": f"{JOB_LABEL}={job_id}"}):
+            for c in job_containers(client, job_id):
                 log_dir = Path(c.attrs.get("LogPath") or "").parent
                 if not c.attrs.get("LogPath"):  # the `local` driver leaves LogPath empty
                     log_dir = docker_root / "containers" / c.id / "local-logs"

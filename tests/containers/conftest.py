@@ -29,15 +29,17 @@ SpecFactory = Callable[..., RunSpec]
 
 
 def remove_leftovers(client: docker.DockerClient) -> None:
-    for c in client.containers.list(all=True, filters={"label": f"{TEST_PREFIX}.job"}):
-        with contextlib.suppress(docker.errors.NotFound):
-            c.remove(force=True)
+    for label in (f"{TEST_PREFIX}.job", f"{TEST_PREFIX}.warm"):
+        for c in client.containers.list(all=True, filters={"label": label}):
+            with contextlib.suppress(docker.errors.NotFound):
+                c.remove(force=True)
     with open("/proc/self/mountinfo") as f:
         points = [
             line.split()[4]
             for line in f
             if line.partition(" - ")[2].split()[1:2] != []
-            and line.partition(" - ")[2].split()[1].startswith(f"{TEST_PREFIX}-out-")
+            and line.partition(" - ")[2].split()[1].startswith(
+                (f"{TEST_PREFIX}-out-", f"{TEST_PREFIX}-warm-out-"))
         ]
     for p in reversed(points):
         subprocess.run(["umount", "-l", p], check=False, capture_output=True)

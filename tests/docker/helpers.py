@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import pandas as pd
 
+from containers import warm
 from containers.executor import DockerExecutor, Limits
 from containers.image import ensure_runner_image
 from sandbox import create_app
@@ -133,6 +134,16 @@ def fetch_output(client: Client, job_id: str, name: str) -> tuple[int, bytes]:
     return r.status_code, r.content
 
 
+def job_containers(client: docker.DockerClient, job_id: str) -> list[Any]:
+    """A job's containers: labelled with its id (cold start) or named after it (warm start)."""
+    name = f"data-sandbox-job-{job_id}"
+    found: list[Any] = client.containers.list(all=True,
+                                              filters={"label": f"{JOB_LABEL}={job_id}"})
+    found += [c for c in client.containers.list(all=True, filters={"name": name})
+              if c.name == name and c.id not in {f.id for f in found}]
+    return found
+
+
 def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> None:
     """Remove containers (and their /out tmpfs) carrying all ``labels``, nobody else's."""
     executor = DockerExecutor(client)
@@ -141,6 +152,8 @@ def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> N
         job_id = c.labels.get(JOB_LABEL)
         if job_id:
             executor.cleanup(job_id)
+        elif executor.l_warm in c.labels:  # started ahead by an agent (containers.warm)
+            warm.remove(executor, c)
         else:
             c.remove(force=True)
 
