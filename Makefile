@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py ledger/_merkle_accel.c | sha256sum | cut -c1-12)
 
 .PHONY: demo test lint setup venv engine image bench clean
 
@@ -22,7 +22,7 @@ engine:
 image: venv engine
 	$(PY) -m containers.image ensure
 
-setup: venv engine image
+setup: engine venv image
 
 demo: setup
 	$(PY) -m sandbox.demo

@@ -1,13 +1,21 @@
 """Ledger benchmarks. Prints one ``name=value`` per line (goals in docs/performance.md).
 
-appends_per_s      durable appends to a SQLite file, each its own committed transaction
-appends_per_s_batched  the same, ``append_many`` of BATCH entries per committed transaction
+appends_per_s      durable appends to a SQLite file from THREADS concurrent appenders through
+                   the group-commit Sequencer (each waits until its entry is committed;
+                   only acknowledged appends count), the writer waiting up to MAX_WAIT_S
+                   for the callers of its last batch (a lone appender never waits)
+appends_batch_mean mean entries per commit in that run (how the throughput arises)
+appends_per_s_nowait   the same with the Sequencer's default max_wait_s=0 (batches then
+                   alternate between two halves of the callers: appends_batch_mean_nowait)
+appends_per_s_serial   the same appends from one caller, each its own committed transaction
+appends_per_s_batched  one caller, ``append_many`` of BATCH entries per committed transaction
 checkpoint_s       worst latency from a committed append to a stored signed checkpoint
 audit_1m_s         full audit (schema, chain, time order, tree, root vs checkpoint) of
                    1,000,000 entries from an in-memory source (no HTTP, no database)
 verify_us          one RFC 9162 inclusion proof verification in a 1M-leaf tree (best of 5
                    runs of 20,000, as timeit does: the least disturbed by other load)
-pg_appends_per_s   the same appends on a throwaway PostgreSQL 15 (fsync off, as in tests)
+pg_appends_per_s   the same appends on a throwaway PostgreSQL 15 (fsync off, as in tests);
+                   also pg_appends_batch_mean, pg_appends_per_s_nowait, _serial, _batched
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -28,12 +37,15 @@ from ledger.entry import canonical_json
 from ledger.log import TransparencyLog
 from ledger.merkle import leaf_hash, node_hash, root_hash, verify_inclusion
 from ledger.note import generate_signer
+from ledger.sequencer import Sequencer
 from ledger.store import LedgerBase
 from ledger.treemath import inclusion_ranges
 from ledger.verify_cli import run_audit
 
 ORIGIN = "bench.sandbox/ledger"
 BATCH = 16
+THREADS = 32
+MAX_WAIT_S = 0.002
 BODY = {"job_id": "job-1", "permit_id": "permit-1", "dataset_ids": ["d1", "d2"], "rows": 1200}
 
 
@@ -62,6 +74,38 @@ def bench_appends(url: str, n: int, batch: int = 1) -> float:
     rate = n / (time.perf_counter() - t)
     eng.dispose()
     return rate
+
+
+def bench_sequencer(url: str, n: int, max_wait_s: float = MAX_WAIT_S,
+                    threads: int = THREADS) -> tuple[float, float]:
+    """(acknowledged appends/s, mean entries per commit): ``threads`` callers of one Sequencer."""
+    eng = make_engine(url)
+    LedgerBase.metadata.drop_all(eng)
+    LedgerBase.metadata.create_all(eng)
+    log = TransparencyLog(ORIGIN)
+    acked = [0] * threads
+    start = threading.Barrier(threads + 1)
+
+    def appender(w: int) -> None:
+        start.wait()
+        for i in range(n // threads):
+            seq.append("job.submitted", f"party:{(w + i) % 7}", BODY)
+            acked[w] += 1  # only once the entry is durable
+
+    with Sequencer(make_session_factory(eng), log, max_wait_s=max_wait_s) as seq:
+        seq.append("bench.start", "system", {})  # head row and connection, outside the timing
+        before = seq.stats()
+        workers = [threading.Thread(target=appender, args=(w,)) for w in range(threads)]
+        for w in workers:
+            w.start()
+        start.wait()
+        t = time.perf_counter()
+        for w in workers:
+            w.join()
+        rate = sum(acked) / (time.perf_counter() - t)
+        after = seq.stats()
+    eng.dispose()
+    return rate, (after.units - before.units) / max(1, after.batches - before.batches)
 
 
 def bench_checkpoint(url: str, trials: int = 5) -> float:
@@ -141,8 +185,11 @@ def bench_audit(n: int) -> tuple[float, AuditResult]:
     return time.perf_counter() - t, result
 
 
-def bench_verify(size: int = 1_000_000, rounds: int = 20000) -> float:
+def bench_verify(size: int = 1_000_000, rounds: int = 20000, pure: bool = False) -> float:
+    """µs per verify_inclusion; ``pure``: without the C accelerator (verify_us_pure)."""
     import hashlib
+
+    from ledger import merkle
 
     index = size - 12345
     lh = leaf_hash(b"x")
@@ -159,13 +206,19 @@ def bench_verify(size: int = 1_000_000, rounds: int = 20000) -> float:
             r = node_hash(r, p)
         fn >>= 1
         sn >>= 1
-    verify_inclusion(lh, index, size, proof, r)
-    best = float("inf")
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(rounds):
-            verify_inclusion(lh, index, size, proof, r)
-        best = min(best, time.perf_counter() - t)
+    saved = merkle.accel
+    if pure:
+        merkle.accel = None  # what LEDGER_PURE_PYTHON=1 does at import
+    try:
+        verify_inclusion(lh, index, size, proof, r)
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            for _ in range(rounds):
+                verify_inclusion(lh, index, size, proof, r)
+            best = min(best, time.perf_counter() - t)
+    finally:
+        merkle.accel = saved
     return best / rounds * 1e6
 
 
@@ -176,7 +229,11 @@ def main() -> None:
     ap.add_argument("--no-pg", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        print(f"appends_per_s={bench_appends(f'sqlite:///{d}/a.db', args.appends):.0f}",
+        for suffix, wait in (("", MAX_WAIT_S), ("_nowait", 0.0)):
+            rate, mean = bench_sequencer(f"sqlite:///{d}/s{suffix}.db", args.appends, wait)
+            print(f"appends_per_s{suffix}={rate:.0f}", flush=True)
+            print(f"appends_batch_mean{suffix}={mean:.1f}", flush=True)
+        print(f"appends_per_s_serial={bench_appends(f'sqlite:///{d}/a.db', args.appends):.0f}",
               flush=True)
         if hasattr(TransparencyLog, "append_many"):
             rate = bench_appends(f"sqlite:///{d}/b.db", args.appends, BATCH)
@@ -187,13 +244,22 @@ def main() -> None:
     print(f"audit_{args.audit_n // 1_000_000 or args.audit_n}"
           f"{'m' if args.audit_n >= 1_000_000 else ''}_s={secs:.2f}", flush=True)
     print(f"audit_workers={default_workers()}", flush=True)
+    from ledger.merkle import ACCELERATED
+
+    print(f"merkle_accel={'yes' if ACCELERATED else 'no'}", flush=True)
     print(f"verify_us={bench_verify():.2f}", flush=True)
+    print(f"verify_us_pure={bench_verify(pure=True):.2f}", flush=True)
     if not args.no_pg:
         from tests import pgcluster
 
         if pgcluster.available():
             with pgcluster.cluster() as url:
-                print(f"pg_appends_per_s={bench_appends(url, args.appends):.0f}", flush=True)
+                for suffix, wait in (("", MAX_WAIT_S), ("_nowait", 0.0)):
+                    rate, mean = bench_sequencer(url, args.appends, wait)
+                    print(f"pg_appends_per_s{suffix}={rate:.0f}", flush=True)
+                    print(f"pg_appends_batch_mean{suffix}={mean:.1f}", flush=True)
+                print(f"pg_appends_per_s_serial={bench_appends(url, args.appends):.0f}",
+                      flush=True)
                 if hasattr(TransparencyLog, "append_many"):
                     rate = bench_appends(url, args.appends, BATCH)
                     print(f"pg_appends_per_s_batched={rate:.0f}", flush=True)

@@ -50,6 +50,14 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
         def _sqlite_begin(conn: Any) -> None:
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
+        @event.listens_for(engine, "checkin")
+        def _sqlite_end_failed_commit(dbapi_conn: Any, _record: Any) -> None:
+            # A COMMIT that failed (deferred foreign key, full disk, I/O error) leaves SQLite
+            # inside the transaction, holding the write lock, while SQLAlchemy counts it as
+            # ended and skips its own reset: end it here, before the pool hands it out.
+            if dbapi_conn.in_transaction:
+                dbapi_conn.execute("ROLLBACK")
+
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(url, **kwargs)

@@ -66,3 +66,31 @@ class WitnessError(LedgerError):
 
 class QuorumError(WitnessError):
     """Fewer than the required number of witnesses cosigned."""
+
+
+class SequencerError(LedgerError):
+    """The group-commit sequencer refused or failed a unit of work (see ledger.sequencer)."""
+
+
+class SequencerClosedError(SequencerError):
+    """Work was submitted to a sequencer that is not running (never started, or closed)."""
+
+
+class BatchCommitError(SequencerError):
+    """The batch holding this unit could not be committed: the unit is not acknowledged.
+
+    The whole batch was rolled back. Only if the database connection was lost during
+    COMMIT itself can the outcome be unknown, as for any client of a SQL database.
+    """
+
+
+class SequencerTimeoutError(SequencerError, TimeoutError):
+    """``Sequencer.run`` gave up waiting; ``started`` tells whether the unit was in a batch.
+
+    ``started=False``: the unit was withdrawn from the queue and will never run.
+    ``started=True``: its batch was already running; it may still commit.
+    """
+
+    def __init__(self, message: str, started: bool) -> None:
+        super().__init__(message)
+        self.started = started

@@ -2,11 +2,19 @@
 
 Byte-compatible with Certificate Transparency and transparency-dev/merkle. Standard library
 only: the regulator's verifier imports this module.
+
+The optional C extension ``ledger._merkle_accel`` (OpenSSL SHA-256, built by setup.py when
+a compiler and the libssl headers are present) computes the node hashes of an inclusion
+proof and of the audit's perfect subtrees; this module keeps every check and the final
+comparison, and its pure-Python code is the reference and the fallback. ``ACCELERATED``
+says which one runs; ``LEDGER_PURE_PYTHON=1`` in the environment forces the pure code.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import warnings
 from collections.abc import Callable, Sequence
 from hashlib import sha256
 from typing import Protocol
@@ -92,9 +100,71 @@ def consistency_proof(old_size: int, leaves: Sequence[bytes]) -> list[bytes]:
     return [_mth(hashes, lo, hi) for lo, hi in consistency_ranges(old_size, len(hashes))]
 
 
+class Accelerator(Protocol):
+    """The C extension's interface (see ledger/_merkle_accel.c and .pyi)."""
+
+    def inclusion_root(
+        self, leaf_hash: bytes, index: int, inner: int, proof: Sequence[bytes], /
+    ) -> bytes: ...
+
+    def perfect_root(self, hashes: Sequence[bytes], /) -> bytes: ...
+
+    def leaf_hashes(self, entries: Sequence[bytes], /) -> list[bytes]: ...
+
+
+def _load_accelerator() -> Accelerator | None:
+    """The C extension if it is built, allowed and agrees with this module on a sample."""
+    if os.environ.get("LEDGER_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from ledger import _merkle_accel
+    except ImportError:
+        return None
+    a, b = leaf_hash(b"a"), leaf_hash(b"b")
+    ab = node_hash(a, b)
+    c = node_hash(ab, ab)
+    try:  # both placements of a sibling, the border part and a perfect root
+        agrees = (_merkle_accel.perfect_root([a, b, a, b]) == c
+                  and _merkle_accel.inclusion_root(a, 0, 2, [b, ab]) == c
+                  and _merkle_accel.inclusion_root(b, 3, 2, [a, ab]) == c
+                  and _merkle_accel.inclusion_root(b, 1, 1, [a, ab]) == c)
+    except Exception:
+        agrees = False
+    if not agrees:
+        warnings.warn("ledger._merkle_accel disagrees with ledger.merkle; not using it",
+                      RuntimeWarning, stacklevel=2)
+        return None
+    return _merkle_accel
+
+
+accel = _load_accelerator()
+ACCELERATED = accel is not None
+
+
 def _check_hash(h: bytes, what: str) -> None:
     if not isinstance(h, bytes) or len(h) != HASH_SIZE:
         raise MalformedProofError(f"{what} is not a {HASH_SIZE}-byte hash")
+
+
+def _inclusion_root_py(leaf_hash: bytes, index: int, inner: int, proof: Sequence[bytes]
+                       ) -> bytes:
+    """The root ``proof`` leads to: the reference for ``_merkle_accel.inclusion_root``.
+
+    The first ``inner`` hashes are siblings below the point where the paths to index and
+    size-1 part, left or right as index's bits say; the rest are left siblings on the
+    right border. Each hash is checked (exactly ``bytes``, 32 long) before it is used.
+    """
+    sha, one, r, bits, size = node_sha256, b"\x01", leaf_hash, index, HASH_SIZE
+    for p in proof[:inner]:
+        if type(p) is not bytes or len(p) != size:
+            raise MalformedProofError("proof hash is not a 32-byte hash")
+        r = sha(one + p + r).digest() if bits & 1 else sha(one + r + p).digest()
+        bits >>= 1
+    for p in proof[inner:]:
+        if type(p) is not bytes or len(p) != size:
+            raise MalformedProofError("proof hash is not a 32-byte hash")
+        r = sha(one + p + r).digest()
+    return r
 
 
 def verify_inclusion(
@@ -105,22 +175,21 @@ def verify_inclusion(
     _check_hash(root, "root")
     if index < 0 or index >= size:
         raise MalformedProofError(f"index {index} outside tree of size {size}")
-    # The proof length is fixed by (index, size): check it up front so the loops below
-    # need not (this function is on the regulator's hot path). The first ``inner`` hashes
-    # are siblings below the point where the paths to index and size-1 part, left or
-    # right as index's bits say; the rest are left siblings on the right border.
+    # The proof length is fixed by (index, size): check it up front so the hashing need
+    # not (this function is on the regulator's hot path). ``inner``: see _inclusion_root_py.
     inner = (index ^ (size - 1)).bit_length()
-    expected = inner + bin(index >> inner).count("1")
+    expected = inner + (index >> inner).bit_count()
     if len(proof) != expected:
         raise MalformedProofError(f"inclusion proof has {len(proof)} hashes, needs {expected}")
-    if {*map(type, proof)} - {bytes} or {*map(len, proof)} - {HASH_SIZE}:
-        raise MalformedProofError("proof hash is not a 32-byte hash")
-    sha, one, r, bits = node_sha256, b"\x01", leaf_hash, index
-    for p in proof[:inner]:
-        r = sha(one + p + r).digest() if bits & 1 else sha(one + r + p).digest()
-        bits >>= 1
-    for p in proof[inner:]:
-        r = sha(one + p + r).digest()
+    if accel is None:
+        r = _inclusion_root_py(leaf_hash, index, inner, proof)
+    else:
+        try:  # the C code checks each proof hash as _inclusion_root_py does
+            r = accel.inclusion_root(leaf_hash, index, inner, proof)
+        except (TypeError, ValueError) as exc:
+            raise MalformedProofError(str(exc)) from None
+        except OverflowError:  # index >= 2**64 does not fit the C code; stay exact
+            r = _inclusion_root_py(leaf_hash, index, inner, proof)
     if r != root:
         raise VerificationError("inclusion proof does not lead to the root")
 

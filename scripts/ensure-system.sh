@@ -25,6 +25,14 @@ command -v mount >/dev/null 2>&1 || missing+=(mount)  # the executor mounts /out
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
+# A C toolchain and the OpenSSL and Python headers build the optional
+# ledger/_merkle_accel.c (pip install -e; without them the install still succeeds and the
+# ledger runs its slower pure-Python Merkle code). libc6-dev: only a Recommends of gcc.
+command -v gcc >/dev/null 2>&1 || missing+=(gcc)
+[ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
+[ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
+py_inc=$(python3 -c 'import sysconfig; print(sysconfig.get_path("include"))' 2>/dev/null || true)
+[ -n "$py_inc" ] && [ -f "$py_inc/Python.h" ] || missing+=(python3-dev)
 if [ "${#missing[@]}" -gt 0 ]; then
     say "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -1,0 +1,9 @@
+"""Stub for the optional C extension ledger/_merkle_accel.c (RFC 9162 node hashing)."""
+
+from collections.abc import Sequence
+
+def inclusion_root(
+    leaf_hash: bytes, index: int, inner: int, proof: Sequence[bytes], /
+) -> bytes: ...
+def perfect_root(hashes: Sequence[bytes], /) -> bytes: ...
+def leaf_hashes(entries: Sequence[bytes], /) -> list[bytes]: ...
