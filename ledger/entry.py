@@ -24,7 +24,8 @@ ENTRY_VERSION = 1
 ZERO_HASH_HEX = "0" * 64
 ENTRY_KEYS = frozenset({"v", "index", "ts", "kind", "actor", "prev", "body"})
 KIND_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
-TS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+# [0-9], not \d: on str, \d also matches other scripts' digits (e.g. fullwidth ２).
+TS_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z$")
 RFC3339_RE = re.compile(
     r"^\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
 )

@@ -5,9 +5,9 @@ only: the regulator's verifier imports this module.
 
 The optional C extension ``ledger._merkle_accel`` (OpenSSL SHA-256, built by setup.py when
 a compiler and the libssl headers are present) computes the node hashes of an inclusion
-proof and of the audit's perfect subtrees; this module keeps every check and the final
-comparison, and its pure-Python code is the reference and the fallback. ``ACCELERATED``
-says which one runs; ``LEDGER_PURE_PYTHON=1`` in the environment forces the pure code.
+proof, and the audit's leaf hashes and perfect subtrees; this module keeps every check and
+the final comparison, and its pure-Python code is the reference and the fallback.
+``ACCELERATED`` says which one runs; ``LEDGER_PURE_PYTHON=1`` forces the pure code.
 """
 
 from __future__ import annotations

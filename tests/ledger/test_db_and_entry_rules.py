@@ -29,3 +29,10 @@ def test_a_failed_commit_does_not_poison_the_pool(tmp_path: Path) -> None:
         assert s.execute(text("SELECT count(*) FROM child")).scalar() == 0
         assert s.execute(text("SELECT count(*) FROM parent")).scalar() == 1
     engine.dispose()
+
+
+def test_timestamps_take_ascii_digits_only() -> None:
+    from ledger.entry import TS_RE
+
+    assert TS_RE.match("2025-03-01T10:00:00.000000Z")
+    assert not TS_RE.match("２０２５-03-01T10:00:00.000000Z")
