@@ -208,15 +208,10 @@ class DockerExecutor:
             self.l_log_bytes: str(spec.limits.log_bytes),
             self.l_out: str(out_dir),
         }
-        kw = hardening.container_kwargs(hardening.HardeningInput(
-            image=spec.image, name=self.container_name(spec.job_id), labels=labels,
-            script_path=script.resolve(), input_dir=input_dir.resolve(), out_dir=out_dir,
-            extra_files={k: v.resolve() for k, v in extra.items()}, env=env,
-            memory_mb=spec.limits.memory_mb, cpus=spec.limits.cpus, pids=spec.limits.pids,
-            tmpfs_mb=spec.limits.tmpfs_mb, nofile=spec.limits.nofile,
-            fsize_mb=spec.limits.fsize_mb, log_bytes=spec.limits.log_bytes,
-            timeout_s=spec.limits.timeout_s, runtime=self.runtime,
-        ))
+        kw = self.container_settings(
+            spec.image, self.container_name(spec.job_id), labels, script.resolve(),
+            input_dir.resolve(), out_dir, {k: v.resolve() for k, v in extra.items()}, env,
+            spec.limits)
         try:
             with _engine(f"create job {spec.job_id}"):
                 return self._create_container(kw), "created"
@@ -230,6 +225,18 @@ class DockerExecutor:
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
+
+    def container_settings(self, image: str, name: str, labels: Mapping[str, str],
+                           script: Path, input_dir: Path, out_dir: Path,
+                           extra: Mapping[str, Path], env: Mapping[str, str], limits: Limits
+                           ) -> dict[str, Any]:
+        """:func:`hardening.container_kwargs` for a run under ``limits`` on this executor."""
+        return hardening.container_kwargs(hardening.HardeningInput(
+            image=image, name=name, labels=labels, script_path=script, input_dir=input_dir,
+            out_dir=out_dir, extra_files=extra, env=env, memory_mb=limits.memory_mb,
+            cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb,
+            nofile=limits.nofile, fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes,
+            timeout_s=limits.timeout_s, runtime=self.runtime))
 
     def _check_seccomp(self) -> None:
         if self.require_seccomp and not self.hardening_report().seccomp:
@@ -331,11 +338,12 @@ class DockerExecutor:
     def cleanup(self, job_id: str) -> None:
         """Remove the container and unmount the /out tmpfs. Idempotent."""
         c = self._find(job_id)
-        if c is not None:
+        if c is not None and self.l_warm in c.labels:
+            with _engine(f"remove job {job_id}"):
+                warm_start.remove(self, c)  # and its /out, named after the warm token
+        elif c is not None:
             with _engine(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True, v=True)
-            if self.l_warm in c.labels:
-                hardening.unmount_out(warm_start.out_source(self, c.labels[self.l_warm]))
         hardening.unmount_out(hardening.out_mount_source(self.prefix, job_id))
 
     def _job_of(self, c: Any) -> str:

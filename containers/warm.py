@@ -99,13 +99,9 @@ def prewarm(ex: DockerExecutor, root: Path, image: str, limits: Limits) -> WarmC
     hardening.mount_out(warm_dir / "work" / "out", limits.out_mb, out_source(ex, token))
     labels = {**ex.extra_labels, ex.l_warm: token, ex.l_root: str(root),
               ex.l_log_bytes: str(limits.log_bytes)}
-    kw = hardening.container_kwargs(hardening.HardeningInput(
-        image=image, name=f"{ex.prefix}-warm-{token}", labels=labels,
-        script_path=job / FIFO, input_dir=warm_dir / "in", out_dir=warm_dir / "work" / "out",
-        extra_files={}, env=hardening.check_env({}), memory_mb=limits.memory_mb,
-        cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb, nofile=limits.nofile,
-        fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes, timeout_s=limits.timeout_s,
-        runtime=ex.runtime))
+    kw = ex.container_settings(image, f"{ex.prefix}-warm-{token}", labels, job / FIFO,
+                               warm_dir / "in", warm_dir / "work" / "out", {},
+                               hardening.check_env({}), limits)
     kw["mounts"] = [m for m in kw["mounts"] if m["Target"] != hardening.SCRIPT_TARGET]
     kw["mounts"].append(docker.types.Mount("/job", str(job), type="bind", read_only=True))
     kw["command"] = ["/usr/bin/python3", "-I", "-B", "-c", LAUNCHER]
@@ -193,18 +189,20 @@ def job_dir_of(ex: DockerExecutor, c: Any, job_id: str) -> Path:
 
 def discard(ex: DockerExecutor, warm: WarmContainer) -> None:
     """Remove an unbound warm container, its /out tmpfs and its directory. Idempotent."""
-    if warm.container_id:
-        with contextlib.suppress(docker.errors.NotFound):
-            ex.client.api.remove_container(warm.container_id, force=True, v=True)
-    hardening.unmount_out(out_source(ex, warm.token))
+    _remove(ex, warm.container_id, warm.token)
     shutil.rmtree(warm.dir, ignore_errors=True)
 
 
 def remove(ex: DockerExecutor, c: Any) -> None:
     """Remove a warm container found on the engine (bound or not) and its /out tmpfs."""
-    with contextlib.suppress(docker.errors.NotFound):
-        c.remove(force=True, v=True)
-    hardening.unmount_out(out_source(ex, c.labels[ex.l_warm]))
+    _remove(ex, c.id, c.labels[ex.l_warm])
+
+
+def _remove(ex: DockerExecutor, container_id: str, token: str) -> None:
+    if container_id:
+        with contextlib.suppress(docker.errors.NotFound):
+            ex.client.api.remove_container(container_id, force=True, v=True)
+    hardening.unmount_out(out_source(ex, token))
 
 
 def unmount_job_dir(ex: DockerExecutor, job_dir: Path) -> None:
