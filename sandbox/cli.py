@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
@@ -121,7 +122,12 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
                       signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))
-    Agent(cfg, DockerExecutor(client, runtime=runtime)).serve(threading.Event())
+    stop = threading.Event()
+    # SIGTERM/SIGINT end the slots after their current job, and each slot removes its warm
+    # container on the way out (a SIGKILLed agent leaves it to its next start's reset).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Agent(cfg, DockerExecutor(client, runtime=runtime)).serve(stop)
 
 
 def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:

@@ -24,7 +24,9 @@ from typing import Any
 import pytest
 
 from authz.jobs import TERMINAL
+from containers import warm
 from containers.engine import docker_client
+from containers.executor import DockerExecutor
 from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
@@ -62,6 +64,7 @@ class Cluster:
                     "SANDBOX_LOG_KEY_FILE": str(tmp / "log.key"),
                     "SANDBOX_INSTANCE": str(tmp / "instance")}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.work_roots: set[Path] = set()
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
@@ -80,6 +83,7 @@ class Cluster:
         raise AssertionError("controller did not start")
 
     def start_agent(self, name: str, token: str, root: Path, slots: int = 2) -> None:
+        self.work_roots.add(self.tmp / f"work-{name}")
         self._spawn(name, ["--url", self.url, "--token", token, "agent", "--data-root",
                            str(root), "--work-root", str(self.tmp / f"work-{name}"),
                            "--slots", str(slots)])
@@ -90,8 +94,21 @@ class Cluster:
         p.wait()
 
     def stop_all(self) -> None:
+        """Agents get SIGTERM (a graceful stop removes their warm containers), the rest
+        SIGKILL; a warm container an agent still left behind is the test's failure."""
+        for name in [n for n in self.procs if n != "controller"]:
+            p = self.procs.pop(name)
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
         for name in list(self.procs):
             self.kill(name)
+        executor = DockerExecutor(docker_client())
+        left = {root: warm.reset(executor, root) for root in self.work_roots}
+        assert not any(left.values()), f"warm containers left by stopped agents: {left}"
 
 
 @pytest.fixture
