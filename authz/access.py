@@ -11,11 +11,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import catalog
+from authz import catalog, lifecycle
 from authz import validate as v
 from authz.context import Ctx
-from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
+from authz.permits import permit_providers
+from authz.states import DatasetStatus, Decision, JobState, PermitStatus
+from compute.errors import Conflict, InvalidInput, NotFound
 
 USE_KINDS = ("statistics", "joint_statistics", "modelling", "verification")
 DEFAULT_MIN_CELL = 10
@@ -52,7 +54,7 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
     for i, item in enumerate(data["items"]):
         where = f"items[{i}]"
         ds = ctx.session.get(Dataset, item["dataset_id"])
-        if ds is None or ds.status != "active":
+        if ds is None or ds.status != DatasetStatus.ACTIVE:
             raise InvalidInput(f"{where}.dataset_id", "must be an active dataset in the catalog")
         if ds.id in seen:
             raise InvalidInput(f"{where}.dataset_id", "each dataset may appear once")
@@ -79,7 +81,7 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
         if ds.openness == "unconditional":
             # Unconditional data needs no per-use decision, but still runs in the sandbox
             # under default conditions, and the automatic approval is on the record.
-            _decide(ctx, "system:unconditional", item, "approved", None, {
+            _decide(ctx, "system:unconditional", item, Decision.APPROVED, None, {
                 "columns": item.columns, "max_runs": UNCONDITIONAL_RUNS,
                 "min_cell_count": DEFAULT_MIN_CELL,
                 "expires_at": (ctx.now() + timedelta(days=UNCONDITIONAL_DAYS)).isoformat(),
@@ -106,7 +108,7 @@ def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: s
     raise NotFound("no such item in this request")
 
 
-def _decide(ctx: Ctx, actor: str, item: RequestItem, decision: str, reason: str | None,
+def _decide(ctx: Ctx, actor: str, item: RequestItem, decision: Decision, reason: str | None,
             conditions: dict[str, Any] | None) -> None:
     item.decision = decision
     item.decided_by = actor
@@ -122,7 +124,7 @@ def _decide(ctx: Ctx, actor: str, item: RequestItem, decision: str, reason: str 
 def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: object
             ) -> AccessRequest:
     req, item = _item_for_provider(ctx, provider, request_id, dataset_id)
-    if item.decision != "pending" or req.status != "pending":
+    if item.decision != Decision.PENDING or req.status != Decision.PENDING:
         raise Conflict(f"item already {item.decision}")
     data = v.parse(body, APPROVE_SPEC)
     allowed = data["columns"] if data["columns"] is not None else item.columns
@@ -136,7 +138,7 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
         "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
         "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
     }
-    _decide(ctx, provider.id, item, "approved", None, conditions)
+    _decide(ctx, provider.id, item, Decision.APPROVED, None, conditions)
     _settle(ctx, req)
     return req
 
@@ -144,10 +146,10 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
 def deny(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: object
          ) -> AccessRequest:
     req, item = _item_for_provider(ctx, provider, request_id, dataset_id)
-    if item.decision != "pending" or req.status != "pending":
+    if item.decision != Decision.PENDING or req.status != Decision.PENDING:
         raise Conflict(f"item already {item.decision}")
     data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
-    _decide(ctx, provider.id, item, "denied", data["reason"], None)
+    _decide(ctx, provider.id, item, Decision.DENIED, data["reason"], None)
     _settle(ctx, req)
     return req
 
@@ -155,12 +157,12 @@ def deny(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: obje
 def _settle(ctx: Ctx, req: AccessRequest) -> None:
     """Deny the whole request on any denial; issue the permit once all items approved."""
     decisions = {it.decision for it in req.items}
-    if "denied" in decisions:
-        req.status = "denied"
+    if Decision.DENIED in decisions:
+        req.status = Decision.DENIED
         return
-    if decisions != {"approved"}:
+    if decisions != {Decision.APPROVED}:
         return
-    req.status = "approved"
+    req.status = Decision.APPROVED
     conds = [it.conditions or {} for it in req.items]
     expires = min(datetime.fromisoformat(c["expires_at"]) for c in conds)
     columns = {it.dataset_id: [c for c in it.columns if c in (it.conditions or {})["columns"]]
@@ -199,7 +201,7 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
     permit = ctx.session.get(Permit, permit_id, with_for_update=True, populate_existing=True)
     if permit is None or provider.id not in permit_providers(ctx, permit):
         raise NotFound("no such permit")
-    if permit.status == "revoked":
+    if permit.status == PermitStatus.REVOKED:
         raise Conflict("permit already revoked")
     data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
     revoke_permit(ctx, provider.id, permit, data["reason"])
@@ -208,7 +210,7 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
 
 def permits_of(ctx: Ctx, party: Party) -> list[Permit]:
     """Active permits a party holds (requester) or that cover its data (provider)."""
-    active = list(ctx.session.scalars(select(Permit).where(Permit.status == "active")
+    active = list(ctx.session.scalars(select(Permit).where(Permit.status == PermitStatus.ACTIVE)
                                       .with_for_update()))
     if party.role == "requester":
         return [p for p in active if p.requester_id == party.id]
@@ -218,7 +220,7 @@ def permits_of(ctx: Ctx, party: Party) -> list[Permit]:
 
 
 def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
-    permit.status = "revoked"
+    permit.status = PermitStatus.REVOKED
     permit.revoked_by = actor
     permit.revoked_reason = reason
     ctx.record("permit.revoked", actor, {"permit_id": permit.id, "reason": reason})
@@ -226,69 +228,10 @@ def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     # waits for this permit row, then sees it revoked and blocks the job. Waiting for the
     # job row here instead would deadlock with that dispatcher (opposite lock order).
     queued = ctx.session.scalars(select(Job).where(Job.permit_id == permit.id,
-                                                   Job.state == "queued")
+                                                   Job.state == JobState.QUEUED)
                                  .with_for_update(skip_locked=True))
     for job in queued:
-        job.state = "cancelled"
-        job.reason = "permit revoked"
-        job.finished_at = ctx.now()
-        ctx.record("job.cancelled", actor, {"job_id": job.id, "reason": job.reason})
-        if job.joint_id is not None:
-            # Imported here: the joint module builds on this one.
-            from authz import joint
-
-            joint.on_part_finished(ctx, job)
-
-
-def permit_providers(ctx: Ctx, permit: Permit) -> set[str]:
-    req = ctx.session.get(AccessRequest, permit.request_id)
-    assert req is not None
-    return {it.provider_id for it in req.items}
-
-
-def requester_permit(ctx: Ctx, requester: Party, permit_id: str
-                     ) -> tuple[Permit, AccessRequest]:
-    """The requester's own permit and the request it was issued for (400 otherwise)."""
-    permit = ctx.session.get(Permit, permit_id)
-    if permit is None or permit.requester_id != requester.id:
-        raise InvalidInput("permit_id", "must be one of your permits")
-    request = ctx.session.get(AccessRequest, permit.request_id)
-    assert request is not None
-    return permit, request
-
-
-def covered_datasets(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> list[Dataset]:
-    out = []
-    for i, ds_id in enumerate(dataset_ids):
-        ds = ctx.session.get(Dataset, ds_id)
-        if ds is None or ds_id not in permit.columns:
-            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
-        out.append(ds)
-    return out
-
-
-def check_permit(ctx: Ctx, permit: Permit, dataset_ids: list[str], *, new_run: bool) -> None:
-    """Raise PolicyViolation unless the permit may run this job on these datasets.
-
-    ``new_run`` is False for a job already counted against the permit (requeued after its
-    agent died), which must not be refused for using its own run.
-    """
-    if permit.status != "active":
-        raise PolicyViolation(f"permit is {permit.status}")
-    if permit.expires_at <= ctx.now():
-        raise PolicyViolation("permit has expired")
-    if new_run and permit.runs_used >= permit.max_runs:
-        raise PolicyViolation(f"permit has no runs left ({permit.runs_used}/{permit.max_runs})")
-    for ds_id in dataset_ids:
-        if ds_id not in permit.columns:
-            raise PolicyViolation(f"dataset {ds_id} is not covered by the permit")
-        ds = ctx.session.get(Dataset, ds_id)
-        if ds is None or ds.status != "active" or ds.openness == "not_open":
-            raise PolicyViolation(f"dataset {ds_id} is not available for jobs")
-        known = catalog.field_map(ds)
-        for col in permit.columns[ds_id]:
-            if col not in known:
-                raise PolicyViolation(f"column {col} no longer exists in {ds.code}")
+        lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, "permit revoked")
 
 
 def request_json(req: AccessRequest, ctx: Ctx) -> dict[str, Any]:

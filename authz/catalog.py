@@ -8,8 +8,10 @@ from sqlalchemy import select
 
 from authz import validate as v
 from authz.context import Ctx
-from authz.errors import Conflict, InvalidInput, NotFound
 from authz.models import Dataset, Party, new_id
+from authz.states import DatasetStatus
+from authz.wire import SchemaVerdict
+from compute.errors import Conflict, InvalidInput, NotFound
 
 FIELD_TYPES = ("integer", "number", "string", "date", "boolean")
 # Ordered from least to most sensitive: a fused job's classification is the highest level
@@ -57,7 +59,7 @@ def register(ctx: Ctx, provider: Party, body: object) -> Dataset:
     if ctx.session.scalar(select(Dataset).where(Dataset.code == data["code"])):
         raise Conflict(f"dataset code {data['code']!r} is already registered")
     ds = Dataset(id=new_id("ds"), provider_id=provider.id, registered_by=provider.id,
-                 status="checking", **data)
+                 status=DatasetStatus.CHECKING, **data)
     ctx.session.add(ds)
     ctx.session.flush()
     ctx.record("dataset.registered", provider.id, {
@@ -69,13 +71,13 @@ def register(ctx: Ctx, provider: Party, body: object) -> Dataset:
     return ds
 
 
-def record_schema_check(
-    ctx: Ctx, actor: str, ds: Dataset, ok: bool, rows: int | None, error: dict[str, Any] | None
-) -> None:
+def record_schema_check(ctx: Ctx, actor: str, ds: Dataset, verdict: SchemaVerdict) -> None:
     """Store the agent's verdict. A rejected dataset stays as a record but is inert."""
-    if ds.status != "checking":
+    ok, rows = verdict.ok, verdict.rows
+    error = verdict.error.model_dump() if verdict.error is not None else None
+    if ds.status != DatasetStatus.CHECKING:
         raise Conflict(f"dataset is {ds.status}, not awaiting a schema check")
-    ds.status = "active" if ok else "rejected"
+    ds.status = DatasetStatus.ACTIVE if ok else DatasetStatus.REJECTED
     ds.rows = rows if ok else None
     ds.status_reason = None if ok else error
     ds.checked_at = ctx.now()
@@ -92,7 +94,7 @@ def get_visible(ctx: Ctx, party: Party, dataset_id: str) -> Dataset:
 
 def visible(party: Party, ds: Dataset) -> bool:
     # Providers see their own datasets in every state; everyone sees active catalog entries.
-    return ds.provider_id == party.id or ds.status == "active"
+    return ds.provider_id == party.id or ds.status == DatasetStatus.ACTIVE
 
 
 def list_visible(ctx: Ctx, party: Party) -> list[Dataset]:

@@ -1,7 +1,7 @@
-"""Jobs: submission against a permit, the state machine, and what each party may see.
+"""Jobs: submission against a permit, cancellation, and what each party may see.
 
-States: queued → dispatched → running → (checking at the agent) → released | blocked |
-failed; queued → cancelled. The permit is checked at submission and again at dispatch.
+The states and their moves are in :mod:`authz.states`; a job ends through
+:func:`authz.lifecycle.end_job`. The permit is checked at submission and again at dispatch.
 """
 
 from __future__ import annotations
@@ -11,15 +11,13 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import access
+from authz import lifecycle, permits
 from authz import validate as v
 from authz.context import Ctx
-from authz.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from authz.models import AccessRequest, Job, Party, Permit, new_id
+from authz.states import JobState, OutputDecision
+from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 
-STATES = ("queued", "dispatched", "running", "checking", "released", "blocked", "failed",
-          "cancelled")
-TERMINAL = frozenset({"released", "blocked", "failed", "cancelled"})
 MAX_SCRIPT_BYTES = 256 * 1024
 
 SUBMIT_SPEC = [
@@ -34,8 +32,8 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     script = data["script"].encode()
     if len(script) > MAX_SCRIPT_BYTES:
         raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
-    permit, request = access.requester_permit(ctx, requester, data["permit_id"])
-    providers = {ds.provider_id for ds in access.covered_datasets(ctx, permit,
+    permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
+    providers = {ds.provider_id for ds in permits.covered_datasets(ctx, permit,
                                                                   data["dataset_ids"])}
     if len(providers) != 1:
         # Raw data never leaves its domain, so one container only ever sees one provider's
@@ -45,7 +43,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         # Approved for encrypted, multi-provider, possibly noised aggregates only: a plain
         # job would return one provider's exact figures.
         raise PolicyViolation("this permit is for joint statistics only (POST /joint-jobs)")
-    access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    permits.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
     queued = _count_open(ctx, permit.id)
     if permit.runs_used + queued >= permit.max_runs:
         raise PolicyViolation(
@@ -53,7 +51,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
             f"{permit.max_runs} allowed)")
     job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
               provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
-              script_sha256=hashlib.sha256(script).hexdigest(), state="queued")
+              script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED)
     ctx.session.add(job)
     ctx.session.flush()
     ctx.record("job.submitted", requester.id, {
@@ -67,7 +65,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
 def _count_open(ctx: Ctx, permit_id: str) -> int:
     """Queued jobs not yet counted in runs_used (a requeued job was counted at dispatch)."""
     rows = ctx.session.scalars(select(Job.id).where(Job.permit_id == permit_id,
-                                                    Job.state == "queued",
+                                                    Job.state == JobState.QUEUED,
                                                     Job.dispatched_at.is_(None)))
     return len(list(rows))
 
@@ -76,16 +74,9 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     job = get_visible(ctx, requester, job_id)
     if job.requester_id != requester.id:
         raise NotFound("no such job")
-    if job.state != "queued":
+    if job.state != JobState.QUEUED:
         raise Conflict(f"job is {job.state}; only queued jobs can be cancelled")
-    job.state = "cancelled"
-    job.reason = "cancelled by requester"
-    job.finished_at = ctx.now()
-    ctx.record("job.cancelled", requester.id, {"job_id": job.id, "reason": job.reason})
-    if job.joint_id is not None:
-        from authz import joint  # the joint module builds on this one
-
-        joint.on_part_finished(ctx, job)
+    lifecycle.end_job(ctx, requester.id, job, JobState.CANCELLED, "cancelled by requester")
     return job
 
 
@@ -142,7 +133,7 @@ def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes
         # the key, so only the combined aggregate is ever served to it.
         raise NotFound("no such output")
     for o in job.outputs:
-        if o.name == name and o.decision == "released" and o.content is not None:
+        if o.name == name and o.decision == OutputDecision.RELEASED and o.content is not None:
             return o.content
     raise NotFound("no such output")
 

@@ -19,18 +19,18 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import access, catalog
+from authz import catalog, permits
 from authz import validate as v
 from authz.context import Ctx
-from authz.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
 from authz.models import Agent, Dataset, Job, JointJob, Party, Permit, new_id
+from authz.states import TERMINAL, JobState, JointJobState
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
+from compute.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
 from compute.joint import ledger_record
 from compute.protocol import combine, default_backend
 from compute.spec import parse_spec, spec_from_json
 
-DEFAULT_MIN_PROVIDERS = 3
 MAX_CONTEXT_BYTES = 4 * 1024 * 1024
 SUBMISSION = "submission.json"
 
@@ -63,7 +63,7 @@ def _schema(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> dict[str, str]:
 
 def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> JointJob:
     data = v.parse(body, SUBMIT_SPEC)
-    permit, request = access.requester_permit(ctx, requester, data["permit_id"])
+    permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
     if request.use_kind != "joint_statistics":
         raise PolicyViolation("this permit was not granted for joint statistics")
     if set(data["dataset_ids"]) != set(permit.columns):
@@ -71,7 +71,7 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         # one provider's figures: every joint job covers exactly the permit's datasets.
         raise InvalidInput("dataset_ids", "must be exactly the datasets of the permit")
     providers: set[str] = set()
-    datasets = access.covered_datasets(ctx, permit, data["dataset_ids"])
+    datasets = permits.covered_datasets(ctx, permit, data["dataset_ids"])
     for i, ds in enumerate(datasets):
         if ds.provider_id in providers:
             raise InvalidInput(f"dataset_ids[{i}]", "one dataset per provider")
@@ -90,7 +90,7 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         default_backend().load_public(context)  # refuses a context holding a secret key
     except SandboxError as e:
         raise InvalidInput("public_context_b64", str(e)) from None
-    access.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    permits.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
     if permit.epsilon_budget is not None and spec.dp_epsilon is None:
         raise PolicyViolation("the providers granted a differential-privacy budget: the "
                               "spec must ask for dp")
@@ -105,7 +105,8 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
                                   f"epsilon left; the spec asks for {spec.dp_epsilon:g}")
         permit.epsilon_spent += spec.dp_epsilon
     open_jobs = len(list(ctx.session.scalars(select(Job.id).where(
-        Job.permit_id == permit.id, Job.state == "queued", Job.dispatched_at.is_(None)))))
+        Job.permit_id == permit.id, Job.state == JobState.QUEUED,
+        Job.dispatched_at.is_(None)))))
     if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
         raise PolicyViolation("permit has too few runs left for one part per provider")
     joint = JointJob(id=new_id("jnt"), permit_id=permit.id, requester_id=requester.id,
@@ -145,14 +146,14 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     """Called in the transaction that records a part's result: combine once all are in."""
     joint = ctx.session.get(JointJob, job.joint_id)
     assert joint is not None
-    if joint.state != "running":
+    if joint.state != JointJobState.RUNNING:
         return
     parts = list(ctx.session.scalars(select(Job).where(Job.joint_id == joint.id)))
-    failed = [p for p in parts if p.state in ("blocked", "failed", "cancelled")]
+    failed = [p for p in parts if p.state in TERMINAL and p.state != JobState.RELEASED]
     if failed:
         _fail(ctx, joint, f"part {failed[0].id} {failed[0].state}: {failed[0].reason}")
         return
-    if any(p.state != "released" for p in parts):
+    if any(p.state != JobState.RELEASED for p in parts):
         return
     submissions, keys = [], {}
     for p in parts:
@@ -178,7 +179,7 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     raw = json.dumps(aggregate, sort_keys=True).encode()
     joint.aggregate = raw
     joint.aggregate_sha256 = aggregate["aggregate_sha256"]
-    joint.state = "combined"
+    joint.state = JointJobState.COMBINED
     joint.finished_at = ctx.now()
     joint.ledger_index = ctx.record("joint.combined", "system",
                                     {"joint_id": joint.id, **ledger_record(aggregate)})
@@ -203,7 +204,7 @@ def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str,
 
 
 def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:
-    joint.state = "failed"
+    joint.state = JointJobState.FAILED
     joint.reason = reason[:2000]
     joint.finished_at = ctx.now()
     # Nothing was released, so the ε reserved at submission is given back.

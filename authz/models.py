@@ -7,9 +7,10 @@ provider's agent resolves.
 
 from __future__ import annotations
 
+import enum
 import secrets
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -26,6 +27,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from authz.states import (
+    DatasetStatus,
+    Decision,
+    JobState,
+    JointJobState,
+    OutputDecision,
+    PermitStatus,
+)
+
 
 class AuthzBase(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON}
@@ -39,6 +49,29 @@ def new_id(prefix: str) -> str:
     # Unguessable ids: object ids appear in URLs, and a guessable id would let a party
     # probe for the existence of another party's objects by timing or enumeration.
     return f"{prefix}_{secrets.token_hex(8)}"
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StateText(TypeDecorator[E], Generic[E]):
+    """A state stored as its plain name (VARCHAR(20)) and read back as its enum.
+
+    Writing a name the enum does not have raises before the row is written (fail closed).
+    """
+
+    impl = String(20)
+    cache_ok = True
+
+    def __init__(self, states: type[E]) -> None:
+        super().__init__()
+        self.states = states
+
+    def process_bind_param(self, value: Any, dialect: Any) -> str | None:
+        return None if value is None else str(self.states(value).value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> E | None:
+        return None if value is None else self.states(value)
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -110,8 +143,8 @@ class Dataset(AuthzBase):
     related_codes: Mapped[list[Any]] = mapped_column(default=list)
     fields: Mapped[list[Any]] = mapped_column()  # [{name, type, sensitivity, description}]
     location: Mapped[str] = mapped_column(Text)  # resolved only by the provider's agent
-    status: Mapped[str] = mapped_column(String(20), default="checking",
-                                        index=True)  # checking|active|rejected
+    status: Mapped[DatasetStatus] = mapped_column(StateText(DatasetStatus),
+                                                  default=DatasetStatus.CHECKING, index=True)
     status_reason: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     rows: Mapped[int | None] = mapped_column(Integer, default=None)
     registered_by: Mapped[str] = mapped_column(String(40))
@@ -128,7 +161,7 @@ class AccessRequest(AuthzBase):
     purpose: Mapped[str] = mapped_column(Text)
     use_kind: Mapped[str] = mapped_column(String(30))
     business_system: Mapped[str] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(20), default="pending")  # pending|approved|denied
+    status: Mapped[Decision] = mapped_column(StateText(Decision), default=Decision.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     items: Mapped[list[RequestItem]] = relationship(
         cascade="all, delete-orphan", order_by="RequestItem.position"
@@ -147,7 +180,7 @@ class RequestItem(AuthzBase):
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id"))
     provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
     columns: Mapped[list[Any]] = mapped_column()
-    decision: Mapped[str] = mapped_column(String(20), default="pending")  # pending|approved|denied
+    decision: Mapped[Decision] = mapped_column(StateText(Decision), default=Decision.PENDING)
     decided_by: Mapped[str | None] = mapped_column(String(40), default=None)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
@@ -172,7 +205,8 @@ class Permit(AuthzBase):
     # Differential privacy for joint statistics: the smallest budget any provider granted.
     epsilon_budget: Mapped[float | None] = mapped_column(Float, default=None)
     epsilon_spent: Mapped[float] = mapped_column(Float, default=0.0)
-    status: Mapped[str] = mapped_column(String(20), default="active")  # active|revoked
+    status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
+                                                 default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
     revoked_reason: Mapped[str | None] = mapped_column(Text, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -189,7 +223,8 @@ class Job(AuthzBase):
     kind: Mapped[str] = mapped_column(String(20), default="script")
     script: Mapped[bytes] = mapped_column(LargeBinary)
     script_sha256: Mapped[str] = mapped_column(String(64))
-    state: Mapped[str] = mapped_column(String(20), default="queued", index=True)
+    state: Mapped[JobState] = mapped_column(StateText(JobState), default=JobState.QUEUED,
+                                            index=True)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
@@ -220,7 +255,7 @@ class JobOutput(AuthzBase):
     name: Mapped[str] = mapped_column(String(200))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer)  # bytes
-    decision: Mapped[str] = mapped_column(String(20))  # released | blocked
+    decision: Mapped[OutputDecision] = mapped_column(StateText(OutputDecision))
     reasons: Mapped[list[Any]] = mapped_column(default=list)
     # Only released outputs keep content: a blocked output never reaches the controller.
     content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
@@ -242,7 +277,8 @@ class JointJob(AuthzBase):
     public_context: Mapped[bytes] = mapped_column(LargeBinary)
     context_fingerprint: Mapped[str] = mapped_column(String(64))
     min_providers: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(20), default="running")  # running|combined|failed
+    state: Mapped[JointJobState] = mapped_column(StateText(JointJobState),
+                                                 default=JointJobState.RUNNING)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     aggregate: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
     aggregate_sha256: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
+from authz import access
 from authz.context import Ctx
-from authz.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 from authz.models import Agent, AgentProvider, Party, new_id
+from compute.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
 ROLES = ("provider", "requester", "regulator", "admin")
 
@@ -131,8 +132,6 @@ def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party | Agent:
     ctx.record("party.deactivated", actor, {"party_id": party.id})
     # Work already in the system stops too: the party's permits (as requester, or over its
     # data as provider) are revoked, which cancels their queued jobs.
-    from authz import access  # access builds on this module
-
     for permit in access.permits_of(ctx, party):
         access.revoke_permit(ctx, actor, permit, f"party {party.id} deactivated")
     return party

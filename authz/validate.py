@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from authz.errors import InvalidInput
+from compute.errors import InvalidInput
 
 Check = Callable[[str, Any], Any]
 

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from authz.jobs import TERMINAL
+from authz.wire import TERMINAL
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits
 from containers.image import ensure_runner_image

@@ -18,8 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from authz.errors import InvalidInput
-from compute.errors import LayoutMismatch
+from compute.errors import InvalidInput, LayoutMismatch
 from compute.layout import Layout
 
 META_ENTRIES = frozenset({"disclosure.suppressed"})

@@ -25,8 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from authz.errors import InvalidInput
-from compute.errors import BudgetExceeded
+from compute.errors import BudgetExceeded, InvalidInput
 from compute.layout import DATA_SLOTS, LIMBS, Layout, build_layout, to_limbs
 from compute.protocol import (
     Backend,

@@ -25,8 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
-from authz.errors import InvalidInput
-from compute.errors import KeyMismatch, LayoutMismatch, MagnitudeOverflow
+from compute.errors import InvalidInput, KeyMismatch, LayoutMismatch, MagnitudeOverflow
 from compute.spec import MAX_CIPHERTEXTS, MOMENT_STATS, NUMERIC_UNIVARIATE, JointSpec
 
 LAYOUT_VERSION = 1

@@ -17,10 +17,16 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from authz.errors import Conflict, InvalidInput
 from compute.backend import HEBackend, TensealCKKSBackend, fingerprint
 from compute.disclosure import DisclosureReport, check_disclosure
-from compute.errors import BadSignature, KeyMismatch, LayoutMismatch, TooFewProviders
+from compute.errors import (
+    BadSignature,
+    Conflict,
+    InvalidInput,
+    KeyMismatch,
+    LayoutMismatch,
+    TooFewProviders,
+)
 from compute.layout import LAYOUT_VERSION, Layout, Sums, build_layout, canonical_json, pack, unpack
 from compute.spec import JointSpec
 

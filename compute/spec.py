@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authz.errors import InvalidInput
+from compute.errors import InvalidInput
 
 SPEC_VERSION = 1
 

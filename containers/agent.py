@@ -15,7 +15,6 @@ removes what the controller no longer leases to it.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import shutil
@@ -28,7 +27,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.errors import InvalidInput, SandboxError
+from authz.wire import DatasetTask, RunReport, RunTask, SchemaCheckTask, SchemaVerdict, VerdictError
+from compute.errors import InvalidInput, SandboxError
 from containers import datasets, runjob
 from containers import warm as warm_start
 from containers.controller_client import ControllerClient, ControllerRefused
@@ -130,7 +130,7 @@ class Agent:
 
     def check_config(self) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
-        providers = self.controller.me()["providers"]
+        providers = self.controller.me().providers
         if len(providers) > 1 and not self.config.provider_roots:
             raise InvalidInput("data_roots", "this agent serves several providers: give each "
                                              "its own roots (PROVIDER_ID=PATH)")
@@ -182,20 +182,21 @@ class Agent:
         task = self.controller.next_task(wait_s)
         if task is None:
             return False
-        if task["type"] == "schema_check":
-            self.check_schema(task["dataset"])
-        elif task["type"] == "run":
+        if isinstance(task, SchemaCheckTask):
+            self.check_schema(task.dataset)
+        else:
             self.run_job(task, slot.take() if slot else None)
         return True
 
-    def check_schema(self, ds: dict[str, Any]) -> None:
+    def check_schema(self, ds: DatasetTask) -> None:
         try:
-            path = datasets.resolve(ds["location"], self.roots(ds["provider_id"]))
-            rows = datasets.schema_check(path, ds["format"], ds["fields"])
-            verdict: dict[str, Any] = {"ok": True, "rows": rows}
+            path = datasets.resolve(ds.location, self.roots(ds.provider_id))
+            rows = datasets.schema_check(path, ds.format,
+                                         [f.model_dump() for f in ds.fields])
+            verdict = SchemaVerdict(ok=True, rows=rows)
         except InvalidInput as e:
-            verdict = {"ok": False, "error": {"field": e.field, "rule": e.rule}}
-        self.controller.schema_verdict(ds["id"], verdict)
+            verdict = SchemaVerdict(ok=False, error=VerdictError(field=e.field, rule=e.rule))
+        self.controller.schema_verdict(ds.id, verdict)
 
     def _job_dir(self, job_id: str) -> Path:
         return self.config.work_root / job_id
@@ -208,9 +209,9 @@ class Agent:
             return self.config.provider_roots[provider_id]
         return self.config.data_roots
 
-    def run_job(self, task: dict[str, Any],
+    def run_job(self, task: RunTask,
                 warm: warm_start.WarmContainer | None = None) -> None:
-        job_id = task["job_id"]
+        job_id = task.job_id
         try:
             job_dir = runjob.check_task(task, self.config.work_root)
         except InvalidInput as e:
@@ -218,9 +219,7 @@ class Agent:
                 warm_start.discard(self.executor, warm)
             # Nothing was written; report without touching the disk under this job id.
             log.error("refusing task %r: %s", job_id, e)
-            self.controller.result(str(job_id), {
-                "state": "failed", "reason": f"agent refused the task: {e}", "rows_read": 0,
-                "bytes_read": 0, "outputs": []})
+            self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
             return
         notices = _Notices(job_id)
         try:
@@ -241,15 +240,14 @@ class Agent:
                 warm_start.discard(self.executor, warm)  # never handed over: not the job's
             if not isinstance(e, SandboxError):
                 raise
-            self._deliver(task, {"state": "failed", "reason": f"{type(e).__name__}: {e}",
-                                 "rows_read": 0, "bytes_read": 0, "outputs": []})
+            self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
         notices.send(self.controller.started, job_id)  # acknowledged before the result
         self._complete(task, notices)
 
-    def _complete(self, task: dict[str, Any], notices: _Notices | None = None) -> None:
+    def _complete(self, task: RunTask, notices: _Notices | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
-        job_id = task["job_id"]
+        job_id = task.job_id
         notices = notices or _Notices(job_id)
         job_dir = self._job_dir(job_id)
         # Read while the job runs: the input's rare values, for the output checks.
@@ -257,22 +255,20 @@ class Agent:
         try:
             result = self.executor.wait(job_id)
             notices.send(self.controller.checking, job_id)
-            body = runjob.report(task, job_dir, result, self.config.image,
-                                 self.config.signing_key,
-                                 rare_values=None if rare.exception() else rare.result())
+            report = runjob.report(task, job_dir, result, self.config.image,
+                                   self.config.signing_key,
+                                   rare_values=None if rare.exception() else rare.result())
         except SandboxError as e:
-            body = {"state": "failed", "reason": f"{type(e).__name__}: {e}", "rows_read": 0,
-                    "bytes_read": 0, "outputs": []}
+            report = RunReport.failed(f"{type(e).__name__}: {e}")
         except BaseException:
             notices.close()
             raise
         notices.flush()  # running and checking are on the ledger before the result
-        self._deliver(task, body)
+        self._deliver(job_id, report)
 
-    def _deliver(self, task: dict[str, Any], body: dict[str, Any]) -> None:
-        job_id = task["job_id"]
+    def _deliver(self, job_id: str, report: RunReport) -> None:
         try:
-            self.controller.result(job_id, body)
+            self.controller.result(job_id, report)
         except ControllerRefused as e:
             if e.status >= 500:
                 raise  # keep the job's files: a restart reconciles and reports again
@@ -280,11 +276,9 @@ class Agent:
             # requeued and run again: report a plain failure, which carries no output.
             log.error("result for %s refused: %s", job_id, e)
             if e.status != 409:
-                self.controller.result(job_id, {
-                    "state": "failed", "outputs": [],
-                    "reason": f"agent report refused by the controller: {e}"[:2000],
-                    "rows_read": body.get("rows_read", 0),
-                    "bytes_read": body.get("bytes_read", 0)})
+                self.controller.result(job_id, RunReport.failed(
+                    f"agent report refused by the controller: {e}",
+                    report.rows_read, report.bytes_read))
         self._cleanup(job_id)
 
     def _cleanup(self, job_id: str) -> None:
@@ -317,16 +311,15 @@ class Agent:
         lease = self.controller.leased(job_id)
         task_file = self._job_dir(job_id) / "task.json"
         prepared = task_file.exists() and (self._job_dir(job_id) / "input.json").exists()
-        if lease is None or not lease["active"]:
+        if lease is None or not lease.active:
             self._cleanup(job_id)  # not ours any more, or already finished
             return False
         if not prepared:
             self._cleanup(job_id)
-            self._deliver({"job_id": job_id}, {
-                "state": "failed", "reason": "agent restarted before the run was prepared",
-                "rows_read": 0, "bytes_read": 0, "outputs": []})
+            self._deliver(job_id, RunReport.failed("agent restarted before the run was "
+                                                   "prepared"))
             return False
-        task = json.loads(task_file.read_text())
+        task = runjob.load_task(self._job_dir(job_id))
         if state == RunState.ABSENT:
             # Prepared but never started (or started and already collected): start is
             # idempotent, and the deadline is set afresh only for a new container.

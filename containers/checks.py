@@ -41,7 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from authz.states import OutputDecision
 from containers.datasets import canonical
+
+RELEASED, BLOCKED = OutputDecision.RELEASED, OutputDecision.BLOCKED
 
 #: The digest recorded for an entry whose content was never read (a link, a directory, a bad
 #: name, too many files): the controller requires a sha256 for every output, and "nothing
@@ -69,7 +72,7 @@ class OutputPolicy:
 @dataclass
 class Verdict:
     name: str
-    decision: str  # released | blocked
+    decision: OutputDecision
     reasons: list[str] = field(default_factory=list)
     content: bytes | None = None  # what would be released (after suppression)
     sha256: str = NOTHING_READ_SHA256  # of the bytes read (released: of ``content``)
@@ -86,11 +89,11 @@ def check_outputs(out_dir: Path, policy: OutputPolicy) -> list[Verdict]:
     with os.scandir(root) as it:
         entries = sorted(it, key=lambda e: e.name)
     if len(entries) > policy.max_files:
-        return [Verdict("outputs-dir", "blocked",
+        return [Verdict("outputs-dir", BLOCKED,
                         [f"more entries in /out than the {policy.max_files} allowed"])]
     for entry in entries:
         verdicts.append(_check_entry(root, entry, policy))
-    if any(v.decision == "blocked" for v in verdicts):
+    if any(v.decision == BLOCKED for v in verdicts):
         return _withhold_all(verdicts)
     return verdicts
 
@@ -102,9 +105,9 @@ def _withhold_all(verdicts: list[Verdict]) -> list[Verdict]:
     """
     out = []
     for i, v in enumerate(verdicts, 1):
-        reasons = v.reasons if v.decision == "blocked" else [
+        reasons = v.reasons if v.decision == BLOCKED else [
             "withheld: another output of this run was blocked"]
-        out.append(Verdict(f"output-{i}", "blocked", reasons))
+        out.append(Verdict(f"output-{i}", BLOCKED, reasons))
     return out
 
 
@@ -115,19 +118,19 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
         "entry-" + hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:12])
     st = entry.stat(follow_symlinks=False)
     if stat.S_ISLNK(st.st_mode):
-        return Verdict(safe_name, "blocked", ["symbolic link: links are never followed"])
+        return Verdict(safe_name, BLOCKED, ["symbolic link: links are never followed"])
     if not stat.S_ISREG(st.st_mode):
-        return Verdict(safe_name, "blocked", ["not a regular file"])
+        return Verdict(safe_name, BLOCKED, ["not a regular file"])
     if st.st_nlink != 1:
-        return Verdict(safe_name, "blocked", ["hard link: a file with other names is refused"])
+        return Verdict(safe_name, BLOCKED, ["hard link: a file with other names is refused"])
     if not NAME_RX.fullmatch(name):
-        return Verdict(safe_name, "blocked", ["name must be [A-Za-z0-9._-] ending in "
+        return Verdict(safe_name, BLOCKED, ["name must be [A-Za-z0-9._-] ending in "
                                                      ".csv or .json"])
     path = os.path.join(root, name)
     if os.path.dirname(os.path.realpath(path)) != root:
-        return Verdict(name, "blocked", ["path does not resolve inside /out"])
+        return Verdict(name, BLOCKED, ["path does not resolve inside /out"])
     if st.st_size > policy.max_file_bytes:
-        return Verdict(name, "blocked", [f"larger than the {policy.max_file_bytes}-byte cap"])
+        return Verdict(name, BLOCKED, [f"larger than the {policy.max_file_bytes}-byte cap"])
     raw = _read_nofollow(path, st, policy.max_file_bytes)
     try:
         header, rows = _parse(name, raw)
@@ -135,9 +138,9 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
     except _Blocked as e:
         # No digest and no size: both are numbers the script chooses, and a digest of a
         # short secret can be brute-forced offline.
-        return Verdict(name, "blocked", [str(e)])
+        return Verdict(name, BLOCKED, [str(e)])
     content = _to_csv(header, released) if name.endswith(".csv") else _to_json(header, released)
-    return Verdict(name, "released", notes, content, hashlib.sha256(content).hexdigest(),
+    return Verdict(name, RELEASED, notes, content, hashlib.sha256(content).hexdigest(),
                    len(content))
 
 

@@ -7,6 +7,18 @@ from urllib.parse import quote
 
 import requests
 
+from authz.wire import (
+    AgentIdentity,
+    LeaseState,
+    RunReport,
+    RunTask,
+    SchemaCheckTask,
+    SchemaVerdict,
+    dump,
+    parse,
+    parse_task,
+)
+
 
 class ControllerRefused(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
@@ -30,25 +42,26 @@ class ControllerClient:
         data: dict[str, Any] = r.json()
         return data
 
-    def me(self) -> dict[str, Any]:
-        return self._call("GET", "/me")
+    def me(self) -> AgentIdentity:
+        return parse(AgentIdentity, self._call("GET", "/me"))
 
-    def next_task(self, wait_s: float) -> dict[str, Any] | None:
+    def next_task(self, wait_s: float) -> SchemaCheckTask | RunTask | None:
         data = self._call("POST", "/tasks/next", params={"wait": wait_s},
                           timeout=wait_s + self.timeout_s)
-        task: dict[str, Any] | None = data.get("task")
-        return task
+        task = data.get("task")
+        return None if task is None else parse_task(task)
 
-    def leased(self, job_id: str) -> dict[str, Any] | None:
+    def leased(self, job_id: str) -> LeaseState | None:
         try:
-            return self._call("GET", f"/jobs/{quote(job_id, safe='')}")
+            return parse(LeaseState, self._call("GET", f"/jobs/{quote(job_id, safe='')}"))
         except ControllerRefused as e:
             if e.status == 404:
                 return None
             raise
 
-    def schema_verdict(self, dataset_id: str, body: dict[str, Any]) -> None:
-        self._call("POST", f"/datasets/{quote(dataset_id, safe='')}/schema", json=body)
+    def schema_verdict(self, dataset_id: str, verdict: SchemaVerdict) -> None:
+        self._call("POST", f"/datasets/{quote(dataset_id, safe='')}/schema",
+                   json=dump(verdict))
 
     def started(self, job_id: str) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/started", json={})
@@ -56,5 +69,5 @@ class ControllerClient:
     def checking(self, job_id: str) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/checking", json={})
 
-    def result(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/jobs/{quote(job_id, safe='')}/result", json=body)
+    def result(self, job_id: str, report: RunReport) -> dict[str, Any]:
+        return self._call("POST", f"/jobs/{quote(job_id, safe='')}/result", json=dump(report))

@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from authz.errors import InvalidInput
+from compute.errors import InvalidInput
 
 TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
 

@@ -15,7 +15,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from authz.errors import RetryableExecutorError
+from containers.runspec import RetryableExecutorError
 
 #: Seconds one API request may take. Long enough for an image import of a few hundred MB on
 #: a slow disk, short enough that a daemon that stopped answering is noticed.

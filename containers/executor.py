@@ -56,12 +56,19 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from authz.errors import ExecutorError, InvalidInput, RetryableExecutorError
+from compute.errors import InvalidInput
 from containers import hardening
 from containers import warm as warm_start
 from containers.engine import EngineFacts, engine_facts
 from containers.hardening import read_outputs
-from containers.runspec import Limits, RunResult, RunSpec, RunState
+from containers.runspec import (
+    ExecutorError,
+    Limits,
+    RetryableExecutorError,
+    RunResult,
+    RunSpec,
+    RunState,
+)
 from containers.warm import WarmContainer
 
 __all__ = [

@@ -25,7 +25,8 @@ from typing import Any
 import docker.types
 from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
-from authz.errors import ExecutorError, InvalidInput
+from compute.errors import InvalidInput
+from containers.runspec import ExecutorError
 
 RUNNER_UID = 10001
 RUNNER_GID = 10001

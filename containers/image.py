@@ -35,9 +35,9 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from authz.errors import ExecutorError
 from containers.engine import docker_client
 from containers.hardening import RUNNER_GID, RUNNER_UID
+from containers.runspec import ExecutorError
 
 REPOSITORY = "data-sandbox-runner"
 CACHE_DIR = Path(os.environ.get("DATA_SANDBOX_CACHE", "/var/cache/data-sandbox"))

@@ -14,38 +14,40 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.errors import ExecutorError, InvalidInput
+from authz.states import JobState, OutputDecision
+from authz.wire import OutputReport, RunReport, RunTask
+from compute.errors import InvalidInput
 from compute.protocol import provider_submit
 from compute.spec import spec_from_json
 from containers import checks, datasets
 from containers.executor import Limits, RunResult, RunSpec
 from containers.hardening import check_job_id, read_outputs
+from containers.runspec import ExecutorError
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
-def check_task(task: dict[str, Any], work_root: Path) -> Path:
+def check_task(task: RunTask, work_root: Path) -> Path:
     """Validate what becomes a path before anything touches the disk; return the job dir.
 
     The controller is not trusted with the provider's file system: a job id or dataset
     code like ``../x`` must not write outside the agent's work root.
     """
-    check_job_id(task["job_id"])
-    for ds in task["datasets"]:
-        if not isinstance(ds.get("code"), str) or not CODE.fullmatch(ds["code"]):
+    check_job_id(task.job_id)
+    for ds in task.datasets:
+        if not isinstance(ds.code, str) or not CODE.fullmatch(ds.code):
             raise InvalidInput("datasets.code", "must be a catalog code")
-    job_dir: Path = (work_root / str(task["job_id"])).resolve()
+    job_dir: Path = (work_root / task.job_id).resolve()
     if job_dir.parent != work_root.resolve():
         raise InvalidInput("job_id", "must name a directory inside the agent's work root")
     return job_dir
 
 
-def prepare(task: dict[str, Any], job_dir: Path, roots: Callable[[str], list[Path]],
+def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
             image: str, base_limits: Limits) -> RunSpec:
     """Write the script and the permitted columns; record what was read (input.json).
 
@@ -54,19 +56,19 @@ def prepare(task: dict[str, Any], job_dir: Path, roots: Callable[[str], list[Pat
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
-    (job_dir / "task.json").write_text(json.dumps(task))
+    (job_dir / "task.json").write_text(task.model_dump_json())
     # job/ is mounted whole at /job in a warm container (containers.warm), the script
     # alone in a cold one; files of the job other than its input go there.
     script_path = job_dir / "job" / "script.py"
     script_path.parent.mkdir(mode=0o755, exist_ok=True)
-    script_path.write_bytes(base64.b64decode(task["script_b64"]))
-    single = len(task["datasets"]) == 1
+    script_path.write_bytes(base64.b64decode(task.script_b64))
+    single = len(task.datasets) == 1
     rows = size = 0
     digests = []
-    for ds in task["datasets"]:
-        src = datasets.resolve(ds["location"], roots(ds["provider_id"]))
-        name = "data.csv" if single else f"{ds['code']}.csv"
-        projected = datasets.project(src, ds["format"], [f["name"] for f in ds["fields"]],
+    for ds in task.datasets:
+        src = datasets.resolve(ds.location, roots(ds.provider_id))
+        name = "data.csv" if single else f"{ds.code}.csv"
+        projected = datasets.project(src, ds.format, [f.name for f in ds.fields],
                                      in_dir / name)
         rows += projected.rows
         size += projected.size
@@ -79,17 +81,22 @@ def prepare(task: dict[str, Any], job_dir: Path, roots: Callable[[str], list[Pat
     return run_spec(task, job_dir, image, base_limits)
 
 
-def run_spec(task: dict[str, Any], job_dir: Path, image: str, base_limits: Limits) -> RunSpec:
+def load_task(job_dir: Path) -> RunTask:
+    """The task as :func:`prepare` wrote it (an agent restarted after a crash reads it)."""
+    return RunTask.model_validate_json((job_dir / "task.json").read_bytes())
+
+
+def run_spec(task: RunTask, job_dir: Path, image: str, base_limits: Limits) -> RunSpec:
     extra: dict[str, Path] = {}
-    if "joint" in task:
+    if task.joint is not None:
         spec_path = job_dir / "job" / "spec.json"
-        spec_path.write_text(json.dumps(task["joint"]["spec"]))
+        spec_path.write_text(json.dumps(task.joint.spec))
         extra["spec.json"] = spec_path
     # The controller's lease is sized for its timeout: never run longer than that.
-    limits = replace(base_limits, timeout_s=min(base_limits.timeout_s, float(task["timeout_s"])))
+    limits = replace(base_limits, timeout_s=min(base_limits.timeout_s, task.timeout_s))
     work = job_dir / "work"
     work.mkdir(exist_ok=True)
-    return RunSpec(job_id=task["job_id"], image=image, script_path=job_dir / "job" / "script.py",
+    return RunSpec(job_id=task.job_id, image=image, script_path=job_dir / "job" / "script.py",
                    input_dir=job_dir / "in", work_dir=work, limits=limits, extra_files=extra)
 
 
@@ -101,80 +108,84 @@ def _rare_values(in_dir: Path, k: int) -> frozenset[str]:
     return frozenset(rare)
 
 
-def rare_values(task: dict[str, Any], job_dir: Path) -> frozenset[str]:
+def rare_values(task: RunTask, job_dir: Path) -> frozenset[str]:
     """The projected input's values rarer than the task's k (the agent reads them while the
     job runs: the input is read-only to the job)."""
-    return _rare_values(job_dir / "in", int(task["min_cell_count"]))
+    return _rare_values(job_dir / "in", task.min_cell_count)
 
 
-def report(task: dict[str, Any], job_dir: Path, result: RunResult, image: str,
+def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
            signing_key: Ed25519PrivateKey | None,
-           rare_values: frozenset[str] | None = None) -> dict[str, Any]:
+           rare_values: frozenset[str] | None = None) -> RunReport:
     """Check what the run left behind; only what passed is in the report with content.
     ``rare_values``: :func:`rare_values` of this job if already read, else read here."""
     stats = json.loads((job_dir / "input.json").read_text())
-    k = int(task["min_cell_count"])
+    k = task.min_cell_count
     if rare_values is None:
         rare_values = _rare_values(job_dir / "in", k)
     script_lines = (job_dir / "job" / "script.py").read_bytes().count(b"\n") + 1
     policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
-                                 blocked_columns=frozenset(task["blocked_columns"]),
+                                 blocked_columns=frozenset(task.blocked_columns),
                                  rare_values=rare_values, script_lines=script_lines)
-    base: dict[str, Any] = {
-        "rows_read": stats["rows"], "bytes_read": stats["bytes"],
-        "input_sha256": stats["sha256"], "runner_image": image, "exit_code": result.exit_code,
-        "log": checks.check_log(result.stdout, result.stderr, policy),
-    }
+    def ran(state: JobState, outputs: list[OutputReport], reason: str | None = None
+            ) -> RunReport:
+        return RunReport(state=state, reason=reason, outputs=tuple(outputs),
+                         rows_read=stats["rows"], bytes_read=stats["bytes"],
+                         input_sha256=stats["sha256"], runner_image=image,
+                         exit_code=result.exit_code,
+                         log=checks.check_log(result.stdout, result.stderr, policy))
+
     if not result.ok:
-        return {**base, "state": "failed", "reason": failure(result), "outputs": []}
-    if "joint" in task:
-        return {**base, **joint_submission(task, result.out_dir, signing_key)}
+        return ran(JobState.FAILED, [], failure(result))
+    if task.joint is not None:
+        return ran(JobState.RELEASED, [joint_submission(task, result.out_dir, signing_key)])
     verdicts = checks.check_outputs(result.out_dir, policy)
-    blocked = [v for v in verdicts if v.decision == "blocked"]
-    outputs: list[dict[str, Any]] = []
+    blocked = [v for v in verdicts if v.decision == OutputDecision.BLOCKED]
+    outputs: list[OutputReport] = []
     for v in verdicts:
         reasons = list(v.reasons)
-        if blocked and v.decision == "released":
+        if blocked and v.decision == OutputDecision.RELEASED:
             # Nothing of a suspect run leaves: released-looking siblings are withheld too.
             reasons.append("withheld: another output of this run was blocked")
-        outputs.append({"name": v.name, "sha256": v.sha256, "bytes": v.size,
-                        "decision": "blocked" if blocked else v.decision, "reasons": reasons,
-                        "content_b64": (base64.b64encode(v.content).decode()
-                                        if not blocked and v.content is not None else None)})
+        outputs.append(OutputReport(
+            name=v.name, sha256=v.sha256, bytes=v.size,
+            decision=OutputDecision.BLOCKED if blocked else v.decision, reasons=tuple(reasons),
+            content_b64=(base64.b64encode(v.content).decode()
+                         if not blocked and v.content is not None else None)))
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
-        return {**base, "state": "blocked", "reason": reason[:2000], "outputs": outputs}
-    return {**base, "state": "released", "outputs": outputs}
+        return ran(JobState.BLOCKED, outputs, reason[:2000])
+    return ran(JobState.RELEASED, outputs)
 
 
-def joint_submission(task: dict[str, Any], out_dir: Path,
-                     signing_key: Ed25519PrivateKey | None) -> dict[str, Any]:
+def joint_submission(task: RunTask, out_dir: Path,
+                     signing_key: Ed25519PrivateKey | None) -> OutputReport:
     """Encrypt the local aggregates; the plaintext never leaves the provider's domain."""
     if signing_key is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
     files = read_outputs(out_dir, max_files=4, max_bytes=64 * 1024 * 1024)
     if set(files) != {"aggregates.json"}:
         raise ExecutorError("the local aggregation must write exactly aggregates.json")
-    joint = task["joint"]
-    schema = {f["name"]: f["type"] for ds in task["datasets"] for f in ds["fields"]}
+    joint = task.joint
+    assert joint is not None
+    schema = {f.name: f.type for ds in task.datasets for f in ds.fields}
     try:
         aggregates = json.loads(files["aggregates.json"])
     except ValueError:
         raise ExecutorError("aggregates.json is not JSON") from None
     submission, disclosure = provider_submit(
-        spec_from_json(joint["spec"], schema), aggregates,
-        base64.b64decode(joint["public_context_b64"]), joint["context_fingerprint"],
-        job_id=joint["joint_id"], provider_id=task["datasets"][0]["provider_id"],
-        signing_key=signing_key, min_cell_count=task["min_cell_count"])
+        spec_from_json(joint.spec, schema), aggregates,
+        base64.b64decode(joint.public_context_b64), joint.context_fingerprint,
+        job_id=joint.joint_id, provider_id=task.datasets[0].provider_id,
+        signing_key=signing_key, min_cell_count=task.min_cell_count)
     raw = json.dumps(submission, sort_keys=True).encode()
     # How many cells were suppressed stays in the domain: it is this provider's own figure,
     # and the requester learns the pooled count (encrypted) from the aggregate only.
     del disclosure
     note = "encrypted submission; cells below the minimum count suppressed before encryption"
-    return {"state": "released", "outputs": [{
-        "name": "submission.json", "sha256": hashlib.sha256(raw).hexdigest(),
-        "bytes": len(raw), "decision": "released", "reasons": [note],
-        "content_b64": base64.b64encode(raw).decode()}]}
+    return OutputReport(name="submission.json", sha256=hashlib.sha256(raw).hexdigest(),
+                        bytes=len(raw), decision=OutputDecision.RELEASED, reasons=(note,),
+                        content_b64=base64.b64encode(raw).decode())
 
 
 def failure(result: RunResult) -> str:

@@ -9,7 +9,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from authz.errors import InvalidInput
+from compute.errors import InvalidInput, SandboxError
+
+
+class ExecutorError(SandboxError):
+    """The executor could not do what was asked; the job is failed with this reason."""
+
+    code = "executor_error"
+
+
+class RetryableExecutorError(ExecutorError):
+    """A transient engine failure: the same idempotent call may be made again."""
+
+    code = "executor_retry"
 
 
 @dataclass(frozen=True)

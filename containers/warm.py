@@ -43,9 +43,8 @@ from typing import TYPE_CHECKING, Any
 import docker.errors
 import docker.types
 
-from authz.errors import ExecutorError
 from containers import hardening
-from containers.runspec import Limits, RunSpec
+from containers.runspec import ExecutorError, Limits, RunSpec
 
 if TYPE_CHECKING:
     from containers.executor import DockerExecutor

@@ -8,9 +8,9 @@ from typing import ParamSpec, TypeVar
 
 from flask import g, request
 
-from authz.errors import Forbidden, Unauthenticated
 from authz.models import Agent, Party
 from authz.parties import authenticate
+from compute.errors import Forbidden, InvalidInput, Unauthenticated
 from sandbox import db
 
 P = ParamSpec("P")
@@ -68,8 +68,6 @@ def agent_only(view: Callable[P, R]) -> Callable[P, R]:
 
 def body() -> object:
     """The JSON body; malformed or non-JSON bodies are a 400 naming the rule."""
-    from authz.errors import InvalidInput
-
     if not request.is_json:
         raise InvalidInput("body", "Content-Type must be application/json")
     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from authz.jobs import TERMINAL
+from authz.wire import TERMINAL
 
 
 class ApiError(Exception):

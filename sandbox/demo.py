@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from authz.wire import JobState, JointJobState
 from compute.joint import format_result
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
@@ -146,7 +147,7 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
                                  timeout=30).text.splitlines()
         for line in table[:4]:
             say(f"    {line}")
-        if job["state"] != "released":
+        if job["state"] != JobState.RELEASED:
             print("unexpected state", job)
             return 1
 
@@ -156,7 +157,7 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     job = insurer.wait_job(job["id"], timeout_s=180, poll_s=0.3)
     say(f"job {job['state']}: {job['reason']}")
     say(f"console output the insurer receives: {job['log'].splitlines()[-1]}")
-    if job["state"] != "blocked":
+    if job["state"] != JobState.BLOCKED:
         return 1
 
     step(9, "Joint statistics over all three hospitals, combined under homomorphic encryption")
@@ -214,7 +215,7 @@ def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, 
     for part in joint["parts"]:
         say(f"part {part['job_id']} at {names[part['provider_id']]}: {part['state']}, "
             f"{part['rows_read']} rows aggregated and encrypted inside the hospital's domain")
-    if joint["state"] != "combined":
+    if joint["state"] != JointJobState.COMBINED:
         say(f"joint job {joint['state']}: {joint['reason']}")
         return False
     say(f"the controller added {len(joint['parts'])} encrypted submissions without a key; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from authz.errors import SandboxError
+from compute.errors import SandboxError
 from ledger.errors import (
     CheckpointUnavailableError,
     EntryNotFoundError,

@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import current_app
 
-from authz.errors import SandboxError
+from compute.errors import SandboxError
 from ledger import api_payloads as payloads
 from ledger.checkpointer import cosign_latest
 from ledger.errors import LedgerError, VerificationError

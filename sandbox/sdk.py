@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from authz.wire import JointJobState
 from compute.derive import JointResult, derive
 from compute.joint import ledger_record
 from compute.protocol import RequesterKeys, decrypt_aggregate, requester_keygen
@@ -56,13 +57,13 @@ class JointStatistics:
         deadline = time.monotonic() + timeout_s
         while True:
             joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}")
-            if joint["state"] not in ("running", "awaiting_witnesses") or \
+            if joint["state"] not in (JointJobState.RUNNING, JointJobState.AWAITING_WITNESSES) or \
                     time.monotonic() > deadline:
                 return joint
             time.sleep(0.3)
 
     def result(self, run: JointRun, joint: dict[str, Any]) -> JointResult:
-        if joint["state"] != "combined":
+        if joint["state"] != JointJobState.COMBINED:
             raise RuntimeError(f"joint job {run.joint_id} {joint['state']}: {joint['reason']}")
         sums = decrypt_aggregate(joint["aggregate"], run.keys, run.spec)
         result = derive(run.spec, sums)

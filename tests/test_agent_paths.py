@@ -7,13 +7,20 @@ from typing import Any
 
 import pytest
 
-from authz.errors import InvalidInput
+from authz.wire import AgentIdentity, DatasetTask, RunTask
+from compute.errors import InvalidInput
 from containers.agent import Agent, AgentConfig
 from containers.runjob import check_task
 
 
-def task(job_id: str = "job_ok", code: str = "DS-1") -> dict[str, Any]:
-    return {"job_id": job_id, "datasets": [{"code": code, "provider_id": "pty_a"}]}
+def task(job_id: str = "job_ok", code: str = "DS-1") -> RunTask:
+    # Unvalidated on purpose: the agent's own path rules must hold whatever the wire allows.
+    return RunTask.model_construct(job_id=job_id, datasets=(
+        DatasetTask.model_construct(code=code, provider_id="pty_a"),))
+
+
+def identity(*providers: str) -> AgentIdentity:
+    return AgentIdentity(id="agt_x", name="agent", providers=providers)
 
 
 @pytest.mark.parametrize("bad", [task(job_id="../escaped"), task(job_id="a/b"),
@@ -44,8 +51,8 @@ def test_an_agent_for_several_providers_needs_per_provider_roots(tmp_path: Path)
     cfg = AgentConfig(controller_url="http://127.0.0.1:9", token="agt_x.y",
                       data_roots=[tmp_path], work_root=tmp_path / "w", image="img")
     agent = Agent(cfg, executor=None)  # type: ignore[arg-type]  # configuration only
-    agent.controller.me = lambda: {"providers": ["pty_a", "pty_b"]}  # type: ignore[method-assign]
+    agent.controller.me = lambda: identity("pty_a", "pty_b")  # type: ignore[method-assign]
     with pytest.raises(InvalidInput):
         agent.check_config()
-    agent.controller.me = lambda: {"providers": ["pty_a"]}  # type: ignore[method-assign]
+    agent.controller.me = lambda: identity("pty_a")  # type: ignore[method-assign]
     agent.check_config()

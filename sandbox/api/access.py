@@ -6,9 +6,9 @@ from typing import Any
 
 from flask import Blueprint
 
-from authz import access, jobs
-from authz.errors import NotFound
+from authz import access, jobs, permits
 from authz.models import AccessRequest, Permit
+from compute.errors import NotFound
 from sandbox import auth, db
 
 bp = Blueprint("access", __name__, url_prefix="/api/v1")
@@ -65,7 +65,7 @@ def _permit(permit_id: str) -> Permit:
         raise NotFound("no such permit")
     if p.role == "requester" and permit.requester_id == p.id:
         return permit
-    if p.role == "provider" and p.id in access.permit_providers(db.ctx(), permit):
+    if p.role == "provider" and p.id in permits.permit_providers(db.ctx(), permit):
         return permit
     raise NotFound("no such permit")
 

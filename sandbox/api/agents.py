@@ -8,34 +8,22 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from authz import catalog, runs
-from authz import validate as v
-from authz.errors import InvalidInput, NotFound
+from authz import catalog, runs, wire
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
+from compute.errors import InvalidInput, NotFound
 from sandbox import auth, db
 from sandbox.waiting import work_signal
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
-
-SCHEMA_SPEC = [
-    v.Field("ok", lambda path, x: x if isinstance(x, bool) else _bad(path)),
-    v.Field("rows", v.integer(0, 1 << 62), required=False),
-    v.Field("error", v.obj([v.Field("field", v.text(200)), v.Field("rule", v.text(500))]),
-            required=False),
-]
-
-
-def _bad(path: str) -> bool:
-    raise InvalidInput(path, "must be a boolean")
-
 
 @bp.get("/me")
 @auth.agent_only
 def me() -> dict[str, Any]:
     """The agent's identity and the providers it serves (it checks its own config)."""
     agent = auth.agent()
-    return {"id": agent.id, "name": agent.name, "providers": sorted(agent_provider_ids(agent))}
+    return wire.dump(wire.AgentIdentity(id=agent.id, name=agent.name,
+                                        providers=tuple(sorted(agent_provider_ids(agent)))))
 
 
 @bp.post("/tasks/next")
@@ -53,7 +41,7 @@ def next_task() -> tuple[dict[str, Any], int]:
         task = runs.next_task(db.ctx(), auth.agent())
         db.commit()
         if task is not None:
-            return {"task": task}, 200
+            return {"task": wire.dump(task)}, 200
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return {"task": None}, 200
@@ -68,9 +56,8 @@ def schema_verdict(dataset_id: str) -> dict[str, Any]:
     ds = db.session().get(Dataset, dataset_id)
     if ds is None or ds.provider_id not in agent_provider_ids(agent):
         raise NotFound("no such dataset")
-    data = v.parse(auth.body(), SCHEMA_SPEC)
-    catalog.record_schema_check(db.ctx(), f"agent:{agent.id}", ds, data["ok"], data["rows"],
-                                data["error"])
+    verdict = wire.parse(wire.SchemaVerdict, auth.body())
+    catalog.record_schema_check(db.ctx(), f"agent:{agent.id}", ds, verdict)
     db.commit()
     return {"status": ds.status}
 
@@ -78,7 +65,7 @@ def schema_verdict(dataset_id: str) -> dict[str, Any]:
 @bp.get("/jobs/<job_id>")
 @auth.agent_only
 def leased(job_id: str) -> dict[str, Any]:
-    return runs.leased_state(db.ctx(), auth.agent(), job_id)
+    return wire.dump(runs.leased_state(db.ctx(), auth.agent(), job_id))
 
 
 @bp.post("/jobs/<job_id>/started")

@@ -8,6 +8,7 @@ from flask import Blueprint, current_app
 
 from authz import catalog
 from authz.models import Dataset
+from authz.states import DatasetStatus
 from sandbox import auth, db
 from sandbox.waiting import wait_until, work_signal
 
@@ -25,7 +26,7 @@ def register() -> tuple[dict[str, Any], int]:
     # its verdict so a mismatch is reported to the caller as a 4xx; the rejected dataset
     # stays on record, inert, and the agent's verdict is on the ledger.
     timeout = float(current_app.config["SCHEMA_CHECK_WAIT_S"])
-    ds = wait_until(lambda s: s.get(Dataset, ds.id), lambda d: d.status != "checking",
+    ds = wait_until(lambda s: s.get(Dataset, ds.id), lambda d: d.status != DatasetStatus.CHECKING,
                     timeout)
     body = catalog.to_json(ds, provider)
     if ds.status == "rejected":

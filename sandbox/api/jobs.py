@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from authz import jobs
-from authz.errors import NotFound
+from compute.errors import NotFound
 from sandbox import auth, db, release
 from sandbox.waiting import work_signal
 

@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app
 
 from authz import joint
+from authz.states import JointJobState
 from sandbox import auth, db, release
 from sandbox.waiting import work_signal
 
@@ -33,5 +34,6 @@ def get(joint_id: str) -> dict[str, Any]:
             release.require_witnessed(j.ledger_index)
         except release.AwaitingWitnesses as e:
             # The aggregate is withheld, not lost: the requester polls again.
-            out["aggregate"], out["state"], out["reason"] = None, "awaiting_witnesses", str(e)
+            out["aggregate"], out["reason"] = None, str(e)
+            out["state"] = JointJobState.AWAITING_WITNESSES
     return out

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from authz.errors import InvalidInput
+from compute.errors import InvalidInput
 from ledger import api_payloads as payloads
 from sandbox import auth, db
 

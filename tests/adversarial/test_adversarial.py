@@ -38,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from authz.jobs import TERMINAL
+from authz.wire import TERMINAL
 from containers import hardening
 from containers.checks import NOTHING_READ_SHA256
 from containers.engine import docker_client

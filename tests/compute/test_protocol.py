@@ -12,10 +12,11 @@ import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.errors import Conflict, InvalidInput
 from compute.backend import TensealCKKSBackend, fingerprint
 from compute.errors import (
     BadSignature,
+    Conflict,
+    InvalidInput,
     KeyMismatch,
     LayoutMismatch,
     MagnitudeOverflow,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from authz.errors import InvalidInput
+from compute.errors import InvalidInput
 from compute.layout import build_layout
 from compute.spec import parse_spec, spec_from_json
 from tests.compute.conftest import FULL_SPEC, SCHEMA

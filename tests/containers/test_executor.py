@@ -11,8 +11,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from authz.errors import ExecutorError, InvalidInput
+from compute.errors import InvalidInput
 from containers.executor import DockerExecutor, RunResult, RunState, read_outputs
+from containers.runspec import ExecutorError
 from tests.containers.conftest import TEST_LABEL, TEST_PREFIX, SpecFactory
 
 pytestmark = pytest.mark.docker

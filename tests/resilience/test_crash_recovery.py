@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from authz.jobs import TERMINAL
+from authz.wire import TERMINAL
 from containers import warm
 from containers.engine import docker_client
 from containers.executor import DockerExecutor

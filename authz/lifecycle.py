@@ -1,0 +1,82 @@
+"""Ending a job: the one place a job reaches a final state, with its ledger entries.
+
+Whoever ends a job — the requester cancelling, a provider revoking the permit, the
+dispatcher blocking it, its agent reporting the run — comes through :func:`end_job`, so
+every end is checked against the transition table (:mod:`authz.states`), is on the
+record, and lets the joint job it belongs to move on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authz import joint
+from authz.context import Ctx
+from authz.models import AccessRequest, Job, Party, Permit
+from authz.states import TERMINAL, JobState, check_job_move
+
+
+def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None) -> None:
+    """Move ``job`` to the final ``state`` (Conflict if the table forbids it) and record it.
+
+    A run that read input is recorded in full (``run.finished``, the data-flow audit record,
+    and one entry per output); a job that never read anything gets ``job.<state>``.
+    """
+    if state not in TERMINAL:
+        raise ValueError(f"{state} is not a final state")
+    job.state = check_job_move(job.state, state)
+    job.reason = reason
+    job.finished_at = ctx.now()
+    job.lease_expires_at = None
+    if job.input_sha256 is None:
+        ctx.record(f"job.{state}", actor, {"job_id": job.id, "reason": reason})
+    else:
+        job.ledger_index = ctx.record("run.finished", actor, _run_body(ctx, job))
+        for o in job.outputs:
+            ctx.record(f"output.{o.decision}", actor, {
+                "job_id": job.id, "name": o.name, "sha256": o.sha256, "bytes": o.size,
+                "reasons": o.reasons,
+            })
+    if job.joint_id is not None:
+        joint.on_part_finished(ctx, job)
+
+
+def requeue(ctx: Ctx, job: Job, reason: str) -> None:
+    """Back to the queue: its agent's lease expired (it was already counted once)."""
+    job.state = check_job_move(job.state, JobState.QUEUED)
+    job.agent_id = None
+    ctx.record("job.requeued", "system", {"job_id": job.id, "reason": reason})
+
+
+def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
+    """The data-flow audit record (数据流通审计) plus what ran and what came out."""
+    permit = ctx.session.get(Permit, job.permit_id)
+    assert permit is not None
+    request = ctx.session.get(AccessRequest, permit.request_id)
+    assert request is not None
+    requester = ctx.session.get(Party, job.requester_id)
+    approvers = sorted({it.decided_by or "" for it in request.items
+                        if it.dataset_id in job.dataset_ids})
+    assert job.started_at is not None
+    return {
+        "job_id": job.id, "permit_id": job.permit_id, "state": job.state,
+        "dataset_ids": job.dataset_ids,
+        "audit": {
+            "authorizing_system": ctx.authorizing_system,
+            "authorizing_operator": ", ".join(approvers),
+            "business_system": request.business_system,
+            "user": f"{job.requester_id} ({requester.name if requester else '?'})",
+            "access_method": f"isolated container run by agent {job.agent_id}, "
+                             "network none, permitted columns only",
+            "access_time": job.started_at.isoformat(),
+            "data_volume": {"rows": job.rows_read or 0, "bytes": job.bytes_read or 0},
+        },
+        "purpose": request.purpose,
+        "script_sha256": job.script_sha256,
+        "runner_image": job.runner_image or "",
+        "input_sha256": job.input_sha256,
+        "exit_code": job.exit_code,
+        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
+                     "decision": o.decision} for o in job.outputs],
+        "reasons": [job.reason] if job.reason else [],
+    }

@@ -1,0 +1,64 @@
+"""A requester's permit, the datasets it covers, and whether it allows a run now.
+
+Checked at submission (:mod:`authz.jobs`, :mod:`authz.joint`) and again at dispatch
+(:mod:`authz.runs`), always against the permit's current row.
+"""
+
+from __future__ import annotations
+
+from authz import catalog
+from authz.context import Ctx
+from authz.models import AccessRequest, Dataset, Party, Permit
+from authz.states import DatasetStatus, PermitStatus
+from compute.errors import InvalidInput, PolicyViolation
+
+
+def permit_providers(ctx: Ctx, permit: Permit) -> set[str]:
+    req = ctx.session.get(AccessRequest, permit.request_id)
+    assert req is not None
+    return {it.provider_id for it in req.items}
+
+
+def requester_permit(ctx: Ctx, requester: Party, permit_id: str
+                     ) -> tuple[Permit, AccessRequest]:
+    """The requester's own permit and the request it was issued for (400 otherwise)."""
+    permit = ctx.session.get(Permit, permit_id)
+    if permit is None or permit.requester_id != requester.id:
+        raise InvalidInput("permit_id", "must be one of your permits")
+    request = ctx.session.get(AccessRequest, permit.request_id)
+    assert request is not None
+    return permit, request
+
+
+def covered_datasets(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> list[Dataset]:
+    out = []
+    for i, ds_id in enumerate(dataset_ids):
+        ds = ctx.session.get(Dataset, ds_id)
+        if ds is None or ds_id not in permit.columns:
+            raise InvalidInput(f"dataset_ids[{i}]", "must be a dataset covered by the permit")
+        out.append(ds)
+    return out
+
+
+def check_permit(ctx: Ctx, permit: Permit, dataset_ids: list[str], *, new_run: bool) -> None:
+    """Raise PolicyViolation unless the permit may run this job on these datasets.
+
+    ``new_run`` is False for a job already counted against the permit (requeued after its
+    agent died), which must not be refused for using its own run.
+    """
+    if permit.status != PermitStatus.ACTIVE:
+        raise PolicyViolation(f"permit is {permit.status}")
+    if permit.expires_at <= ctx.now():
+        raise PolicyViolation("permit has expired")
+    if new_run and permit.runs_used >= permit.max_runs:
+        raise PolicyViolation(f"permit has no runs left ({permit.runs_used}/{permit.max_runs})")
+    for ds_id in dataset_ids:
+        if ds_id not in permit.columns:
+            raise PolicyViolation(f"dataset {ds_id} is not covered by the permit")
+        ds = ctx.session.get(Dataset, ds_id)
+        if ds is None or ds.status != DatasetStatus.ACTIVE or ds.openness == "not_open":
+            raise PolicyViolation(f"dataset {ds_id} is not available for jobs")
+        known = catalog.field_map(ds)
+        for col in permit.columns[ds_id]:
+            if col not in known:
+                raise PolicyViolation(f"column {col} no longer exists in {ds.code}")

@@ -1,0 +1,92 @@
+"""Every state an object of the domain can be in, and which moves between them are legal.
+
+One place for the names the controller stores, the agent reports and the client waits on
+(:mod:`authz.wire` re-exports what crosses the wire). Pure: no SQLAlchemy, no Flask, so
+the agent and the requester's client import it without the server.
+
+A job::
+
+    queued ──▶ dispatched ──▶ running ──▶ checking ──▶ released | blocked | failed
+      │  ▲          │            │           │
+      │  └──────────┴────────────┴───────────┘  requeued when the agent's lease expired
+      ├──▶ cancelled                            by the requester, or by a revocation
+      └──▶ blocked                              at dispatch, when the permit no longer allows it
+
+An agent may report a result from ``dispatched`` or ``running`` as well as from
+``checking`` (a run that failed before its container started has nothing to check).
+"""
+
+from __future__ import annotations
+
+import enum
+
+from compute.errors import Conflict
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    CHECKING = "checking"
+    RELEASED = "released"
+    BLOCKED = "blocked"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+# Leased to an agent: counted as in flight, and requeued if the lease expires.
+ACTIVE = frozenset({JobState.DISPATCHED, JobState.RUNNING, JobState.CHECKING})
+TERMINAL = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED,
+                      JobState.CANCELLED})
+# What an agent's run report may end a job in.
+REPORTED = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED})
+
+JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, JobState.BLOCKED}),
+    JobState.DISPATCHED: frozenset({JobState.RUNNING, JobState.CHECKING, JobState.QUEUED,
+                                    *REPORTED}),
+    JobState.RUNNING: frozenset({JobState.CHECKING, JobState.QUEUED, *REPORTED}),
+    JobState.CHECKING: frozenset({JobState.QUEUED, *REPORTED}),
+    **{s: frozenset() for s in TERMINAL},
+}
+
+
+def check_job_move(current: str, to: JobState) -> JobState:
+    """Refuse a move the table does not allow (a Conflict, HTTP 409, naming both states)."""
+    state = JobState(current)
+    if to not in JOB_TRANSITIONS[state]:
+        raise Conflict(f"job is {state}; it cannot become {to}")
+    return to
+
+
+class JointJobState(enum.StrEnum):
+    RUNNING = "running"
+    COMBINED = "combined"
+    FAILED = "failed"
+    # Shown, never stored: combined, but the witnesses have not yet cosigned a checkpoint
+    # that holds it, so nothing of it is served (witness-gated release).
+    AWAITING_WITNESSES = "awaiting_witnesses"
+
+
+class DatasetStatus(enum.StrEnum):
+    CHECKING = "checking"  # registered; its agent has not yet checked the file
+    ACTIVE = "active"
+    REJECTED = "rejected"
+
+
+class Decision(enum.StrEnum):
+    """Of a whole access request, and of each provider's item of it."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+
+
+class PermitStatus(enum.StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class OutputDecision(enum.StrEnum):
+    RELEASED = "released"
+    BLOCKED = "blocked"

@@ -1,0 +1,251 @@
+"""The messages between the controller and its agents, typed once for both sides.
+
+The controller builds these and the agent parses them (tasks, lease state, identity); the
+agent builds the others and the controller parses them (schema verdicts, run reports).
+Both sides parse at their edge with :func:`parse`, so the rest of the code only ever sees
+these frozen types, and a message of the wrong shape is refused where it arrives with an
+:class:`~compute.errors.InvalidInput` naming the field and the rule.
+
+Every message carries ``version``; a message of a version this side does not speak is
+refused (absent means version 1). The module imports neither Flask nor SQLAlchemy: the
+agent, the controller and the requester's client all import it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from authz.states import ACTIVE, REPORTED, TERMINAL, JobState, JointJobState, OutputDecision
+from compute.errors import InvalidInput
+
+__all__ = [
+    "ACTIVE", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "DatasetTask", "JobState",
+    "JointJobState", "JointPart", "LeaseState", "OutputDecision", "OutputReport", "RunReport",
+    "RunTask", "SchemaCheckTask", "SchemaVerdict", "Task", "VerdictError", "dump", "parse",
+    "parse_task",
+]
+
+WIRE_VERSION = 1
+
+# Strict where a JSON type mix-up would be a bug on the other side (no "5" for 5).
+HEX64 = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")]
+
+
+Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=40)]
+Name = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=64)]
+Word = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=20)]
+Line = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+Note = Annotated[str, StringConstraints(strict=True, min_length=0, max_length=500)]
+Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=2000)]
+Location = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=1000)]
+Image = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=100)]
+Log = Annotated[str, StringConstraints(strict=True, max_length=64 * 1024)]
+Base64 = Annotated[str, StringConstraints(strict=True, max_length=16 << 20)]
+OutputName = Annotated[str, StringConstraints(
+    strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")]
+
+
+Count = Annotated[StrictInt, Field(ge=0, le=1 << 62)]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    version: StrictInt = WIRE_VERSION
+
+    @field_validator("version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != WIRE_VERSION:
+            raise ValueError(f"unsupported wire version; this side speaks {WIRE_VERSION}")
+        return v
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- controller → agent ---------------------------------------------------------------
+
+class FieldDecl(_Part):
+    """One declared field of a dataset, as the provider registered it."""
+
+    name: Name
+    type: Word
+    sensitivity: Word
+    description: Note = ""
+
+
+class DatasetTask(_Part):
+    """A dataset as an agent needs it: where it is (only the agent resolves that), its
+    format, and the fields it may read (all of them for a schema check, the permitted
+    ones for a run)."""
+
+    id: Id
+    code: Name
+    provider_id: Id
+    format: Word
+    location: Location
+    fields: tuple[FieldDecl, ...]
+
+
+class SchemaCheckTask(_Message):
+    type: Literal["schema_check"] = "schema_check"
+    dataset: DatasetTask
+
+
+class JointPart(_Part):
+    """What one provider's part of a joint job needs to aggregate and encrypt."""
+
+    joint_id: Id
+    spec: dict[str, Any]
+    public_context_b64: Base64
+    context_fingerprint: HEX64
+
+
+class RunTask(_Message):
+    """One job to run in the agent's domain, on the permitted columns only."""
+
+    type: Literal["run"] = "run"
+    job_id: Name
+    kind: Word
+    permit_id: Id
+    script_b64: Base64
+    script_sha256: HEX64
+    datasets: tuple[DatasetTask, ...] = Field(min_length=1)
+    min_cell_count: Annotated[StrictInt, Field(ge=1)]
+    blocked_columns: tuple[str, ...] = ()
+    timeout_s: Annotated[float, Field(gt=0)]
+    joint: JointPart | None = None
+
+
+Task = Annotated[SchemaCheckTask | RunTask, Field(discriminator="type")]
+_TASK: TypeAdapter[SchemaCheckTask | RunTask] = TypeAdapter(Task)
+
+
+class LeaseState(_Message):
+    """Whether a job is still leased to the asking agent and not yet finished."""
+
+    job_id: Name
+    state: JobState
+    active: StrictBool
+
+
+class AgentIdentity(_Message):
+    id: Id
+    name: Line
+    providers: tuple[str, ...]
+
+
+# ---- agent → controller ---------------------------------------------------------------
+
+class VerdictError(_Part):
+    field: Line
+    rule: Note
+
+
+class SchemaVerdict(_Message):
+    """The agent's check of a registered file against its declared fields."""
+
+    ok: StrictBool
+    rows: Count | None = None
+    error: VerdictError | None = None
+
+
+class OutputReport(_Part):
+    """One file the run left in /out: released with its content, or blocked without it."""
+
+    name: OutputName
+    sha256: HEX64
+    bytes: Annotated[StrictInt, Field(ge=0, le=1 << 40)]
+    decision: OutputDecision
+    reasons: tuple[Note, ...] = Field(default=(), max_length=100)
+    content_b64: Base64 | None = None
+
+
+class RunReport(_Message):
+    """What a run came to, as the agent checked it in the provider's domain."""
+
+    state: JobState
+    reason: Reason | None = None
+    exit_code: Annotated[StrictInt, Field(ge=-1024, le=1024)] | None = None
+    rows_read: Count
+    bytes_read: Count
+    # Absent when the run failed before its input was projected (e.g. file unreadable).
+    input_sha256: HEX64 | None = None
+    runner_image: Image | None = None
+    log: Log | None = None
+    outputs: tuple[OutputReport, ...] = Field(max_length=100)
+
+    @field_validator("state")
+    @classmethod
+    def _reported(cls, v: JobState) -> JobState:
+        if v not in REPORTED:
+            raise ValueError(f"must be one of {', '.join(sorted(REPORTED))}")
+        return v
+
+    @classmethod
+    def failed(cls, reason: str, rows_read: int = 0, bytes_read: int = 0) -> RunReport:
+        """A plain failure: nothing came out (the reason is platform text, never data)."""
+        return cls(state=JobState.FAILED, reason=reason[:2000], rows_read=rows_read,
+                   bytes_read=bytes_read, outputs=())
+
+
+# ---- parsing at the edge --------------------------------------------------------------
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("schema_check", "run"):  # the union's branch, not a field
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "body"
+
+
+def _invalid(e: ValidationError) -> InvalidInput:
+    first = e.errors(include_url=False)[0]
+    rule = {"missing": "required", "extra_forbidden": "unknown field"}.get(
+        first["type"], first["msg"].removeprefix("Value error, "))
+    return InvalidInput(_where(first["loc"]), rule)
+
+
+def parse(model: type[M], data: object) -> M:
+    """``data`` (decoded JSON) as ``model``, or InvalidInput naming the field and the rule."""
+    if not isinstance(data, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _invalid(e) from None
+
+
+def parse_task(data: object) -> SchemaCheckTask | RunTask:
+    if not isinstance(data, dict):
+        raise InvalidInput("task", "must be a JSON object")
+    try:
+        return _TASK.validate_python(data)
+    except ValidationError as e:
+        raise _invalid(e) from None
+
+
+def dump(message: BaseModel) -> dict[str, Any]:
+    """The JSON form of a message, as it goes on the wire."""
+    return message.model_dump(mode="json")
