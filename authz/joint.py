@@ -27,8 +27,7 @@ from authz.states import TERMINAL, JobState, JointJobState
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
 from compute.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
-from compute.joint import ledger_record
-from compute.protocol import combine, default_backend
+from compute.protocol import combine, default_backend, ledger_record
 from compute.spec import parse_spec, spec_from_json
 
 MAX_CONTEXT_BYTES = 4 * 1024 * 1024
@@ -39,7 +38,7 @@ SUBMIT_SPEC = [
     v.Field("dataset_ids", v.list_of(v.text(40), 1, 50, unique=True)),
     v.Field("spec", lambda path, x: x),  # parsed by compute.spec against the schema
     v.Field("public_context_b64", v.text(MAX_CONTEXT_BYTES * 2)),
-    v.Field("context_fingerprint", v.text(64, pattern=r"[0-9a-f]{64}")),
+    v.Field("context_fingerprint", v.text(64, pattern=v.HEX64_RX)),
 ]
 
 

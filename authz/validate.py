@@ -136,5 +136,6 @@ def obj(fields: Sequence[Field]) -> Check:
     return check
 
 
+HEX64_RX = r"[0-9a-f]{64}"  # a SHA-256 digest or a raw 32-byte key, lower-case hex
 NAME_RX = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
 CODE_RX = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"

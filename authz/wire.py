@@ -27,11 +27,21 @@ from pydantic import (
     field_validator,
 )
 
-from authz.states import ACTIVE, REPORTED, TERMINAL, JobState, JointJobState, OutputDecision
+from authz.states import (
+    ACTIVE,
+    REPORTED,
+    TERMINAL,
+    DatasetStatus,
+    JobState,
+    JointJobState,
+    OutputDecision,
+)
+from authz.validate import HEX64_RX
 from compute.errors import InvalidInput
 
 __all__ = [
-    "ACTIVE", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "DatasetTask", "JobState",
+    "ACTIVE", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "DatasetStatus", "DatasetTask",
+    "JobState",
     "JointJobState", "JointPart", "LeaseState", "OutputDecision", "OutputReport", "RunReport",
     "RunTask", "SchemaCheckTask", "SchemaVerdict", "Task", "VerdictError", "dump", "parse",
     "parse_task",
@@ -40,7 +50,7 @@ __all__ = [
 WIRE_VERSION = 1
 
 # Strict where a JSON type mix-up would be a bug on the other side (no "5" for 5).
-HEX64 = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-f]{64}$")]
+HEX64 = Annotated[str, StringConstraints(strict=True, pattern=rf"^{HEX64_RX}$")]
 
 
 Id = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=40)]

@@ -190,3 +190,60 @@ def _grouped(spec: JointSpec, sums: Sums) -> dict[str, Any]:
         cells.append(cell)
     return {"by": [k.column for k in keys], "values": list(spec.group_values), "cells": cells,
             "missing": cnt["grp.missing"][0]}
+
+
+def _f(x: object) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return "nan" if math.isnan(x) else f"{x:,.6g}"
+    return str(x)
+
+
+def format_result(res: JointResult) -> str:
+    out = [f"joint statistics over {res.n_providers} providers, {res.rows:,} rows "
+           f"({res.suppressed_cells} cell(s) suppressed below the minimum count)"]
+    if res.columns:
+        stats = sorted({k for v in res.columns.values() for k in v}, key=["n", "missing", "sum",
+                       "mean", "variance", "std"].index)
+        out.append("  " + "column".ljust(14) + "".join(s.rjust(14) for s in stats))
+        for c, v in res.columns.items():
+            out.append("  " + c.ljust(14) + "".join(_f(v.get(s)).rjust(14) for s in stats))
+    for title, m in (("covariance", res.covariance), ("correlation", res.correlation)):
+        if m:
+            out.append(f"{title} (n={m['n']}, complete cases)")
+            out.append("  " + "".ljust(10) + "".join(c[:10].rjust(12) for c in m["columns"]))
+            for c, row in zip(m["columns"], m["matrix"], strict=True):
+                out.append("  " + c[:10].ljust(10) + "".join(_f(x).rjust(12) for x in row))
+    if res.ols:
+        o = res.ols
+        out.append(f"OLS {o['y']} ~ {' + '.join(o['x'])}: n={o['n']} R2={_f(o['r2'])}")
+        for k, b in (o["beta"] or {}).items():
+            out.append(f"  {k:<14}{_f(b):>14}")
+    for c, h in res.histograms.items():
+        out.append(f"histogram {c}: below={h['underflow']} above={h['overflow']} "
+                   f"missing={h['missing']}")
+        for i, n in enumerate(h["counts"]):
+            out.append(f"  [{h['edges'][i]:g}, {h['edges'][i + 1]:g})".ljust(22) + f"{n:>10}")
+    if res.contingency:
+        t = res.contingency
+        out.append(f"contingency {t['rows']} x {t['cols']} (missing={t['missing']})")
+        out.append("  " + "".ljust(10) + "".join(str(c)[:9].rjust(10)
+                                                  for c in t["col_categories"]))
+        for r, row in zip(t["row_categories"], t["counts"], strict=True):
+            out.append("  " + str(r)[:10].ljust(10) + "".join(f"{n:>10}" for n in row))
+    if res.grouped:
+        g = res.grouped
+        out.append(f"grouped by {', '.join(g['by'])} (missing key: {g['missing']})")
+        for cell in g["cells"]:
+            vals = "".join(f"  {v}: n={cell[v]['n']} mean={_f(cell[v]['mean'])}"
+                           for v in g["values"])
+            out.append(f"  {' / '.join(cell['key']):<24} rows={cell['rows']:<8}{vals}")
+    for c, q in res.quantiles.items():
+        vals = ", ".join(f"p{p:g}={_f(v)}" for p, v in zip(q["probs"], q["values"], strict=True))
+        out.append(f"quantiles {c} (+/- {q['resolution']:g}): {vals}")
+    if res.dp:
+        out.append(f"differential privacy: epsilon={res.dp['epsilon']} (Laplace, added by the "
+                   "controller before release)")
+    out.append(f"aggregate sha256 {res.ledger.get('aggregate_sha256', '-')}")
+    return "\n".join(out)

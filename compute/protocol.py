@@ -232,3 +232,18 @@ def decrypt_aggregate(aggregate: Mapping[str, Any], keys: RequesterKeys, spec: J
         raise InvalidInput("aggregate.n_providers", "type", "must be a positive integer")
     return unpack(layout, [be.decrypt(keys.secret, c) for c in counts],
                   [be.decrypt(keys.secret, c) for c in reals], n)
+
+
+def ledger_record(aggregate: Mapping[str, Any]) -> dict[str, Any]:
+    """What the controller writes to the transparency log for one joint release."""
+    dp = aggregate.get("dp") or {}
+    return {
+        "job_id": aggregate["job_id"],
+        "context_fingerprint": aggregate["context_fingerprint"],
+        "layout_digest": aggregate["layout_digest"],
+        "submission_sha256": dict(aggregate["submission_sha256"]),
+        "aggregate_sha256": aggregate["aggregate_sha256"],
+        "pre_noise_sha256": aggregate.get("pre_noise_sha256"),
+        "epsilon_spent": dp.get("epsilon"),
+        "budget_charges": dp.get("charges", []),
+    }

@@ -6,12 +6,13 @@ from flask import Flask
 
 from authz.context import Ctx
 from authz.parties import Issued, create_party
+from sandbox import db
 
 
 def create_first_admin(app: Flask, name: str) -> Issued:
-    ext = app.extensions["sandbox"]
-    with ext["sessions"]() as session:
-        ctx = Ctx(session, ext["log"], app.config["AUTHORIZING_SYSTEM"])
+    svc = db.services(app)
+    with svc.sessions() as session:
+        ctx = Ctx(session, svc.log, app.config["AUTHORIZING_SYSTEM"])
         issued = create_party(ctx, "system:cli", name, "admin", None)
         session.commit()
     return issued

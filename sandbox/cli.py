@@ -276,7 +276,7 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
     A fresh CKKS key pair is made in this process; only its public part is uploaded, and
     the secret key never leaves memory. The aggregate is decrypted and rounded here.
     """
-    from compute.joint import format_result
+    from compute.derive import format_result
     from sandbox.sdk import JointStatistics
 
     sdk = JointStatistics(_client(ctx))

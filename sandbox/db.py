@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from flask import Flask, current_app, g, request
 from sqlalchemy import Engine
@@ -14,6 +14,20 @@ from authz.context import Ctx
 from ledger.checkpoint import ENV_KEY, CheckpointSigner, generate_key_file
 from ledger.checkpointer import Checkpointer
 from ledger.log import TransparencyLog
+from sandbox.waiting import WorkSignal
+
+
+@dataclass(frozen=True)
+class Services:
+    """What one app holds for its requests (``app.extensions["sandbox"]``)."""
+
+    engine: Engine
+    sessions: sessionmaker[Session]  # the writer
+    readers: sessionmaker[Session]  # read-only engine for safe methods (SQLite: query_only)
+    log: TransparencyLog
+    signer: CheckpointSigner
+    checkpointer: Checkpointer
+    work_signal: WorkSignal
 
 
 def load_signer(key_file: Path, origin: str) -> CheckpointSigner:
@@ -34,12 +48,9 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
     signer = load_signer(Path(app.config["LOG_KEY_FILE"]), app.config["LOG_ORIGIN"])
     log = TransparencyLog(app.config["LOG_ORIGIN"], signer)
     checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"])
-    from sandbox.waiting import WorkSignal
-
-    app.extensions["sandbox"] = {"engine": engine, "sessions": factory, "log": log,
-                                 "readers": readers or factory,
-                                 "signer": signer, "checkpointer": checkpointer,
-                                 "work_signal": WorkSignal()}
+    app.extensions["sandbox"] = Services(engine=engine, sessions=factory, log=log,
+                                         readers=readers or factory, signer=signer,
+                                         checkpointer=checkpointer, work_signal=WorkSignal())
     if app.config["START_CHECKPOINTER"]:
         checkpointer.start()
 
@@ -52,23 +63,27 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
             session.close()
 
 
-def ext() -> dict[str, Any]:
-    data: dict[str, Any] = current_app.extensions["sandbox"]
-    return data
+def services(app: Flask | None = None) -> Services:
+    found: Services = (app or current_app).extensions["sandbox"]
+    return found
+
+
+def work_signal() -> WorkSignal:
+    return services().work_signal
 
 
 def session() -> Session:
     """The request's session: safe methods read through the read-only engine."""
     if "session" not in g:
         read_only = request.method in ("GET", "HEAD", "OPTIONS")
-        g.session = ext()["readers" if read_only else "sessions"]()
+        svc = services()
+        g.session = (svc.readers if read_only else svc.sessions)()
     s: Session = g.session
     return s
 
 
 def log() -> TransparencyLog:
-    lg: TransparencyLog = ext()["log"]
-    return lg
+    return services().log
 
 
 def ctx() -> Ctx:
@@ -84,9 +99,9 @@ def commit() -> None:
 
 def dispose(app: Flask) -> None:
     """Close every pooled connection of the app's engines (tests, embedded shutdown)."""
-    ext_ = app.extensions["sandbox"]
-    ext_["checkpointer"].stop()
-    for factory in {ext_["sessions"], ext_["readers"]}:
+    svc = services(app)
+    svc.checkpointer.stop()
+    for factory in {svc.sessions, svc.readers}:
         bind = factory.kw.get("bind")
         if bind is not None:
             bind.dispose()

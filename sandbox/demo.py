@@ -17,8 +17,8 @@ from typing import Any
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.wire import JobState, JointJobState
-from compute.joint import format_result
+from authz.wire import DatasetStatus, JobState, JointJobState
+from compute.derive import format_result
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app
@@ -94,7 +94,7 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
                                                             "inpatient_episodes.csv"))
         h["dataset"] = ds["id"]
         say(f"{ds['code']}: {ds['status']}, {ds['rows']} rows (raw rows never leave)")
-        if ds["status"] != "active":
+        if ds["status"] != DatasetStatus.ACTIVE:
             return 1
     bad = dataset_metadata("City General Hospital", "H-CITY", "inpatient_episodes.csv")
     bad["code"] = "H-CITY-WRONG"

@@ -46,7 +46,7 @@ def witnessed_receipt(index: int) -> dict[str, Any]:
     """A receipt for entry ``index`` whose checkpoint satisfies the witness quorum."""
     k = quorum()
     ws = witnesses()
-    vkey = db.ext()["signer"].vkey()
+    vkey = db.services().signer.vkey()
     if k == 0:
         return payloads.receipt_payload(db.log(), db.session(), index)
     for attempt in range(2):
@@ -61,7 +61,7 @@ def witnessed_receipt(index: int) -> dict[str, Any]:
         # signing below needs, and afterwards it must see the checkpoint just stored.
         db.session().rollback()
         try:
-            cosign_latest(db.log(), db.ext()["sessions"], ws, k)
+            cosign_latest(db.log(), db.services().sessions, ws, k)
         except LedgerError as e:
             raise AwaitingWitnesses(f"fewer than {k} witnesses cosigned: {e}") from None
     raise AwaitingWitnesses(f"no checkpoint covering entry {index} has {k} cosignatures yet")

@@ -14,8 +14,7 @@ from typing import Any
 
 from authz.wire import JointJobState
 from compute.derive import JointResult, derive
-from compute.joint import ledger_record
-from compute.protocol import RequesterKeys, decrypt_aggregate, requester_keygen
+from compute.protocol import RequesterKeys, decrypt_aggregate, ledger_record, requester_keygen
 from compute.spec import JointSpec, parse_spec
 from sandbox.client import Client
 

@@ -7,9 +7,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.orm import Session
-
-from sandbox import db
+from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 
@@ -36,16 +34,11 @@ class WorkSignal:
             self._cond.wait_for(lambda: self._generation != seen, timeout_s)
 
 
-def work_signal() -> WorkSignal:
-    sig: WorkSignal = db.ext()["work_signal"]
-    return sig
-
-
-def wait_until(load: Callable[[Session], T | None], done: Callable[[T], bool],
-               timeout_s: float, interval_s: float = 0.05) -> T:
+def wait_until(readers: sessionmaker[Session], load: Callable[[Session], T | None],
+               done: Callable[[T], bool], timeout_s: float, interval_s: float = 0.05) -> T:
     deadline = time.monotonic() + timeout_s
     while True:
-        with db.ext()["readers"]() as s:
+        with readers() as s:
             value = load(s)
             # Detach before ending the transaction, so the loaded state stays readable.
             s.expunge_all()

@@ -29,7 +29,7 @@ def sqlite_app(sqlite_template: Path, tmp_path: Path) -> Iterator[Flask]:
 def test_a_get_is_served_while_a_writer_holds_the_lock(sqlite_app: Flask) -> None:
     issued = create_first_admin(sqlite_app, "operator")
     admin = Actor(sqlite_app.test_client(), issued.id, issued.token, "admin")
-    writer = sqlite_app.extensions["sandbox"]["sessions"]()
+    writer = sqlite_app.extensions["sandbox"].sessions()
     writer.execute(text("UPDATE parties SET name = name"))  # BEGIN IMMEDIATE: write lock held
     try:
         r = admin.get("/me")

@@ -13,7 +13,6 @@ from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
 from sandbox import auth, db
-from sandbox.waiting import work_signal
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
 
@@ -46,7 +45,7 @@ def next_task() -> tuple[dict[str, Any], int]:
         if remaining <= 0:
             return {"task": None}, 200
         # Woken at once by a commit in this process; otherwise probe again shortly.
-        work_signal().wait(min(0.25, remaining))
+        db.work_signal().wait(min(0.25, remaining))
 
 
 @bp.post("/datasets/<dataset_id>/schema")

@@ -10,7 +10,7 @@ from authz import catalog
 from authz.models import Dataset
 from authz.states import DatasetStatus
 from sandbox import auth, db
-from sandbox.waiting import wait_until, work_signal
+from sandbox.waiting import wait_until
 
 bp = Blueprint("catalog", __name__, url_prefix="/api/v1/datasets")
 
@@ -21,20 +21,20 @@ def register() -> tuple[dict[str, Any], int]:
     provider = auth.party()
     ds = catalog.register(db.ctx(), provider, auth.body())
     db.commit()
-    work_signal().notify()
+    db.work_signal().notify()
     # The provider's agent checks the file against the declared schema. Wait briefly for
     # its verdict so a mismatch is reported to the caller as a 4xx; the rejected dataset
     # stays on record, inert, and the agent's verdict is on the ledger.
     timeout = float(current_app.config["SCHEMA_CHECK_WAIT_S"])
-    ds = wait_until(lambda s: s.get(Dataset, ds.id), lambda d: d.status != DatasetStatus.CHECKING,
-                    timeout)
+    ds = wait_until(db.services().readers, lambda s: s.get(Dataset, ds.id),
+                    lambda d: d.status != DatasetStatus.CHECKING, timeout)
     body = catalog.to_json(ds, provider)
-    if ds.status == "rejected":
+    if ds.status == DatasetStatus.REJECTED:
         reason = ds.status_reason or {}
         return {"error": "invalid_input", "field": reason.get("field", "location"),
                 "rule": reason.get("rule", "schema check failed"),
                 "message": "the provider's agent rejected the dataset file", "dataset": body}, 422
-    return body, (201 if ds.status == "active" else 202)
+    return body, (201 if ds.status == DatasetStatus.ACTIVE else 202)
 
 
 @bp.get("")

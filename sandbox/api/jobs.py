@@ -9,7 +9,6 @@ from flask import Blueprint, Response
 from authz import jobs
 from compute.errors import NotFound
 from sandbox import auth, db, release
-from sandbox.waiting import work_signal
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -20,7 +19,7 @@ def submit() -> tuple[dict[str, Any], int]:
     p = auth.party()
     job = jobs.submit(db.ctx(), p, auth.body())
     db.commit()
-    work_signal().notify()
+    db.work_signal().notify()
     return jobs.to_json(job, p), 201
 
 

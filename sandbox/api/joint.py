@@ -9,7 +9,6 @@ from flask import Blueprint, current_app
 from authz import joint
 from authz.states import JointJobState
 from sandbox import auth, db, release
-from sandbox.waiting import work_signal
 
 bp = Blueprint("joint", __name__, url_prefix="/api/v1/joint-jobs")
 
@@ -20,7 +19,7 @@ def submit() -> tuple[dict[str, Any], int]:
     j = joint.submit(db.ctx(), auth.party(), auth.body(),
                      int(current_app.config["JOINT_MIN_PROVIDERS"]))
     db.commit()
-    work_signal().notify()
+    db.work_signal().notify()
     return joint.to_json(db.ctx(), j), 201
 
 

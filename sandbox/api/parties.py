@@ -20,7 +20,7 @@ PARTY_SPEC = [
 AGENT_SPEC = [
     v.Field("name", v.text(200)),
     v.Field("providers", v.list_of(v.text(40), 1, 100, unique=True)),
-    v.Field("public_key", v.text(64, pattern=r"[0-9a-f]{64}"), required=False),
+    v.Field("public_key", v.text(64, pattern=v.HEX64_RX), required=False),
 ]
 
 

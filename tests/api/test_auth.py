@@ -28,7 +28,7 @@ def test_wrong_secret_for_real_id_is_401(admin: Actor) -> None:
 def test_token_is_stored_only_as_hash(app: Any, admin: Actor) -> None:
     from authz.models import Party
 
-    with app.extensions["sandbox"]["sessions"]() as s:
+    with app.extensions["sandbox"].sessions() as s:
         row = s.get(Party, admin.id)
         assert row is not None
         secret = admin.token.split(".", 1)[1]

@@ -10,8 +10,8 @@ from tests.conftest import Actor
 
 def ledger_size(app: Any) -> int:
     ext = app.extensions["sandbox"]
-    with ext["sessions"]() as s:
-        size: int = ext["log"].size(s)
+    with ext.sessions() as s:
+        size: int = ext.log.size(s)
         return size
 
 

@@ -110,7 +110,7 @@ def test_revocation_cancels_queued_jobs(make_party: Any, make_agent: Any) -> Non
 def test_expiry_is_rechecked_at_dispatch(app: Any, make_party: Any, make_agent: Any) -> None:
     _, requester, agent, ds, permit_id = setup(make_party, make_agent)
     job_id = submit(requester, permit_id, ds["id"]).json["id"]
-    with app.extensions["sandbox"]["sessions"]() as s:
+    with app.extensions["sandbox"].sessions() as s:
         permit = s.get(Permit, permit_id)
         assert permit is not None
         permit.expires_at = datetime.now(UTC) - timedelta(seconds=1)

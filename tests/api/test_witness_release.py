@@ -40,7 +40,7 @@ class RunningWitness:
 def witnessed(database_url: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     probe = create_app({"DATABASE_URL": database_url, "LOG_KEY_FILE": str(tmp_path / "k"),
                         "START_CHECKPOINTER": False})
-    vkey = probe.extensions["sandbox"]["signer"].vkey()
+    vkey = probe.extensions["sandbox"].signer.vkey()
     db.dispose(probe)
     ws = [RunningWitness(f"witness.test/w{i}", vkey, tmp_path / f"w{i}.json") for i in range(2)]
     app: Flask = create_app({

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_diabetes
 
-from compute.derive import JointResult
-from compute.joint import format_result, run_joint
+from compute.derive import JointResult, format_result
 from compute.spec import parse_spec
 from tests.compute.conftest import DIAGNOSES, FULL_SPEC, SCHEMA
+from tests.compute.harness import run_joint
 
 
 def rel(a: Any, b: Any) -> float:

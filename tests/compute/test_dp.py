@@ -7,9 +7,9 @@ import pytest
 
 from compute.dp import PrivacyBudget
 from compute.errors import BudgetExceeded
-from compute.joint import run_joint
 from compute.spec import parse_spec
 from tests.compute.conftest import SCHEMA
+from tests.compute.harness import run_joint
 
 DP_SPEC = {"statistics": ["count", "mean", "histogram"], "columns": ["cost"],
            "bins": {"age": [0, 40, 120]}, "dp": {"epsilon": 1.0, "bounds": {"cost": [0, 30000]}},
