@@ -117,7 +117,7 @@ def _load_accelerator() -> Accelerator | None:
     if os.environ.get("LEDGER_PURE_PYTHON", "") not in ("", "0"):
         return None
     try:
-        from ledger import _merkle_accel
+        from ledger import _merkle_accel  # optional C extension: may not be built
     except ImportError:
         return None
     a, b = leaf_hash(b"a"), leaf_hash(b"b")

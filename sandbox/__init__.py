@@ -39,6 +39,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _check_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
+    # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
+    # lives in this package and must not pull in the server's modules.
     from sandbox import db, http_errors
     from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, parties
 

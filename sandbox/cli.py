@@ -45,6 +45,8 @@ def _call(fn: Any, *args: Any) -> None:
 @main.command("init-db")
 def init_db() -> None:
     """Create or upgrade the database schema (Alembic)."""
+    # Each command imports what it needs: the CLI starts fast, and the requester's
+    # commands never load the server, the engine client or TenSEAL.
     from sandbox import create_app
     from sandbox.migrate import upgrade
 
@@ -57,6 +59,7 @@ def init_db() -> None:
 @click.argument("name")
 def create_admin(name: str) -> None:
     """Create an operator (admin) party; its token is printed once and never stored."""
+    # imported here: CLI start-up time (see init-db)
     from sandbox import create_app
     from sandbox.bootstrap import create_first_admin
 
@@ -72,6 +75,7 @@ def serve(host: str, port: int) -> None:
     """Run the controller (threaded WSGI server) with its checkpoint signer."""
     from werkzeug.serving import run_simple
 
+    # imported here: CLI start-up time (see init-db)
     from sandbox import create_app
 
     run_simple(host, port, create_app(), threaded=True)
@@ -106,6 +110,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    # imported here: CLI start-up time (see init-db)
     from containers.agent import Agent, AgentConfig
     from containers.engine import docker_client
     from containers.executor import DockerExecutor
@@ -276,6 +281,7 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
     A fresh CKKS key pair is made in this process; only its public part is uploaded, and
     the secret key never leaves memory. The aggregate is decrypted and rounded here.
     """
+    # imported here: CLI start-up time (TenSEAL loads only for joint statistics)
     from compute.derive import format_result
     from sandbox.sdk import JointStatistics
 

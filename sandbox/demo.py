@@ -22,6 +22,7 @@ from compute.derive import format_result
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app
+from sandbox import regulator as reg
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import ApiError, Client
 from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS, RAW_ROW_DUMP, write_hospital
@@ -181,7 +182,6 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
             f"{u['state']}, {u['rows_read']} rows, script {u['script_sha256'][:12]}")
 
     step(11, "Regulator verifies a result's receipt offline, then audits the whole log")
-    from sandbox import regulator as reg
 
     vkey = regulator.text("/ledger/public-key")
     say(f"log public key: {vkey.strip()[:60]}...")
