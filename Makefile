@@ -30,6 +30,7 @@ demo: setup
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layering.py
 
 test: setup lint
 	$(VENV)/bin/pytest -q

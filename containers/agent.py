@@ -196,6 +196,11 @@ class Agent:
             verdict = SchemaVerdict(ok=True, rows=rows)
         except InvalidInput as e:
             verdict = SchemaVerdict(ok=False, error=VerdictError(field=e.field, rule=e.rule))
+        except Exception as e:  # any failure ends in a verdict, or the check is retried forever
+            # Only the error's type: its message may quote the file's content.
+            log.exception("schema check of %s failed", ds.id)
+            verdict = SchemaVerdict(ok=False, error=VerdictError(
+                field="location", rule=f"the agent could not check the file ({type(e).__name__})"))
         self.controller.schema_verdict(ds.id, verdict)
 
     def _job_dir(self, job_id: str) -> Path:

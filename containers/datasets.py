@@ -24,6 +24,8 @@ TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
 def resolve(location: str, roots: Sequence[Path]) -> Path:
     if not roots:
         raise InvalidInput("location", "the agent has no data roots configured")
+    if "\x00" in location:  # no file system path holds one; os calls raise ValueError
+        raise InvalidInput("location", "must not contain a NUL character")
     candidate = Path(location)
     if not candidate.is_absolute():
         candidate = roots[0] / candidate

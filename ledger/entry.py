@@ -118,7 +118,7 @@ def _is_count(v: Any) -> bool:
 
 
 def check_run_finished(body: Mapping[str, Any]) -> None:
-    """The audit record the brief's 数据流通审计 rule demands of every run."""
+    """The data-flow audit record (数据流通审计) the rules demand of every run."""
     for key in ("job_id", "permit_id", "runner_image"):
         if not isinstance(body.get(key), str) or not body[key]:
             raise _fail(f"run.finished: {key} missing")

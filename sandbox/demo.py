@@ -1,4 +1,4 @@
-"""`make demo`: scenario 1 of the brief, end to end, on embedded defaults.
+"""`make demo`: scenario 1 (an insurer and three hospitals), end to end, on embedded defaults.
 
 An insurer asks three hospitals for average treatment cost by age band and diagnosis.
 Every hospital keeps its table in its own domain, served by its own agent; jobs run in

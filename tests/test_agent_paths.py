@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from authz.wire import AgentIdentity, DatasetTask, RunTask
+from authz.wire import AgentIdentity, DatasetTask, RunTask, SchemaVerdict
 from compute.errors import InvalidInput
 from containers.agent import Agent, AgentConfig
 from containers.runjob import check_task
@@ -56,3 +56,48 @@ def test_an_agent_for_several_providers_needs_per_provider_roots(tmp_path: Path)
         agent.check_config()
     agent.controller.me = lambda: identity("pty_a")  # type: ignore[method-assign]
     agent.check_config()
+
+
+class _Verdicts:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, SchemaVerdict]] = []
+
+    def schema_verdict(self, dataset_id: str, verdict: SchemaVerdict) -> None:
+        self.sent.append((dataset_id, verdict))
+
+
+def _dataset(location: str) -> DatasetTask:
+    return DatasetTask(id="ds_1", code="DS-1", provider_id="pty_a", format="csv",
+                       location=location, fields=())
+
+
+@pytest.mark.parametrize("location", ["data\x00.csv", "missing.csv"])
+def test_every_schema_check_ends_in_a_verdict(tmp_path: Path, location: str) -> None:
+    """A location the agent cannot use is rejected with a verdict, never left checking."""
+    cfg = AgentConfig(controller_url="http://127.0.0.1:9", token="agt_x.y",
+                      data_roots=[tmp_path], work_root=tmp_path / "w", image="img")
+    agent = Agent(cfg, executor=None)  # type: ignore[arg-type]  # no job runs
+    verdicts = _Verdicts()
+    agent.controller = verdicts  # type: ignore[assignment]
+    agent.check_schema(_dataset(location))
+    [(ds_id, verdict)] = verdicts.sent
+    assert ds_id == "ds_1" and not verdict.ok and verdict.error is not None
+    assert verdict.error.field == "location"
+
+
+def test_an_unexpected_error_in_a_schema_check_is_a_verdict_without_its_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*_: Any) -> int:
+        raise RuntimeError("value 4711 from row 3")  # what a parser might quote
+
+    monkeypatch.setattr("containers.datasets.schema_check", boom)
+    (tmp_path / "d.csv").write_text("a\n1\n")
+    cfg = AgentConfig(controller_url="http://127.0.0.1:9", token="agt_x.y",
+                      data_roots=[tmp_path], work_root=tmp_path / "w", image="img")
+    agent = Agent(cfg, executor=None)  # type: ignore[arg-type]  # no job runs
+    verdicts = _Verdicts()
+    agent.controller = verdicts  # type: ignore[assignment]
+    agent.check_schema(_dataset("d.csv"))
+    [(_, verdict)] = verdicts.sent
+    assert not verdict.ok and verdict.error is not None
+    assert "4711" not in verdict.error.rule and "RuntimeError" in verdict.error.rule
