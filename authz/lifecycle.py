@@ -42,9 +42,12 @@ def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None)
 
 
 def requeue(ctx: Ctx, job: Job, reason: str) -> None:
-    """Back to the queue: its agent's lease expired (it was already counted once)."""
+    """Back to the queue: its agent's lease expired (it was already counted once).
+
+    ``agent_id`` keeps naming that agent until another takes the job, so a late report
+    of a run it did finish is still accepted (authz/runs.py::finish).
+    """
     job.state = check_job_move(job.state, JobState.QUEUED)
-    job.agent_id = None
     ctx.record("job.requeued", "system", {"job_id": job.id, "reason": reason})
 
 

@@ -230,7 +230,12 @@ class Job(AuthzBase):
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The agent the job is (or, once requeued, was last) leased to: a late report of the run
+    # it finished is still accepted while the job waits requeued (authz/runs.py::finish).
     agent_id: Mapped[str | None] = mapped_column(String(40), default=None)
+    # The agent's idempotency key for the claim that dispatched it: a claim retried after a
+    # lost answer gets the same job again instead of leasing a second one.
+    claim_key: Mapped[str | None] = mapped_column(String(64), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     exit_code: Mapped[int | None] = mapped_column(Integer, default=None)
     rows_read: Mapped[int | None] = mapped_column(Integer, default=None)

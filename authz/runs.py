@@ -43,7 +43,19 @@ SCHEMA_LEASE_S = 60
 CANDIDATES = 64
 
 
-def next_task(ctx: Ctx, agent: Agent) -> SchemaCheckTask | RunTask | None:
+def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
+              ) -> SchemaCheckTask | RunTask | None:
+    """The agent's next task. ``claim_key``: the agent's idempotency key for this claim; a
+    claim retried with the same key after a lost answer gets the job it was already given.
+    """
+    if claim_key is not None:
+        again = ctx.session.scalars(select(Job).where(
+            Job.agent_id == agent.id, Job.claim_key == claim_key,
+            Job.state == JobState.DISPATCHED)).first()
+        if again is not None:
+            permit = ctx.session.get(Permit, again.permit_id)
+            assert permit is not None
+            return _run_task(ctx, again, permit)
     # A deactivated provider's data takes no new work.
     providers = {p for p in agent_provider_ids(agent)
                  if (party := ctx.session.get(Party, p)) is not None and party.active}
@@ -90,7 +102,7 @@ def next_task(ctx: Ctx, agent: Agent) -> SchemaCheckTask | RunTask | None:
             lifecycle.end_job(ctx, f"agent:{agent.id}", job, JobState.BLOCKED,
                               f"at dispatch: {e}")
             continue
-        return _dispatch(ctx, agent, job, permit)
+        return _dispatch(ctx, agent, job, permit, claim_key)
     return None
 
 
@@ -118,18 +130,24 @@ def _dataset_task(ds: Dataset, columns: list[str]) -> DatasetTask:
         "location": ds.location, "fields": [fm[c] for c in columns]})
 
 
-def _dispatch(ctx: Ctx, agent: Agent, job: Job, permit: Permit) -> RunTask:
+def _dispatch(ctx: Ctx, agent: Agent, job: Job, permit: Permit, claim_key: str | None
+              ) -> RunTask:
     first = job.dispatched_at is None
     if first:
         permit.runs_used += 1
     job.state = check_job_move(job.state, JobState.DISPATCHED)
     job.agent_id = agent.id
+    job.claim_key = claim_key
     job.dispatched_at = ctx.now()
     job.lease_expires_at = ctx.now() + timedelta(seconds=RUN_TIMEOUT_S + LEASE_MARGIN_S)
     ctx.record("job.dispatched", f"agent:{agent.id}", {
         "job_id": job.id, "agent_id": agent.id, "permit_id": permit.id,
         "runs_used": permit.runs_used, "max_runs": permit.max_runs,
     })
+    return _run_task(ctx, job, permit)
+
+
+def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
     datasets = []
     high: list[str] = []
     for ds_id in job.dataset_ids:
@@ -148,8 +166,10 @@ def _dispatch(ctx: Ctx, agent: Agent, job: Job, permit: Permit) -> RunTask:
                if job.joint_id is not None else None))
 
 
-def _leased(ctx: Ctx, agent: Agent, job_id: str) -> Job:
-    job = ctx.session.get(Job, job_id)
+def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
+    # Locked for a report: a concurrent dispatch of the requeued job to another agent must
+    # not be overwritten by this agent's late report (it reloads and is then refused).
+    job = ctx.session.get(Job, job_id, with_for_update=lock, populate_existing=lock)
     if job is None or job.agent_id != agent.id:
         raise NotFound("no such task")
     return job
@@ -178,10 +198,17 @@ def mark_checking(ctx: Ctx, agent: Agent, job_id: str) -> Job:
 
 
 def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
-    job = _leased(ctx, agent, job_id)
+    """Record the agent's report of a run and end the job.
+
+    Also accepted late: from the agent the job was last leased to, after its lease expired
+    and the job was requeued, as long as no other agent took it meanwhile. The run
+    finished once and must not run again (an outage of the controller longer than the
+    lease must not cost a second run on the provider's data).
+    """
+    job = _leased(ctx, agent, job_id, lock=True)
     if job.state in TERMINAL:
         raise Conflict(f"job already {job.state}")
-    if job.state not in ACTIVE:
+    if job.state not in ACTIVE and job.state != JobState.QUEUED:
         raise Conflict(f"job is {job.state}")
     report = parse(RunReport, body)
     state, reason = report.state, report.reason

@@ -10,7 +10,9 @@ A job::
       │  ▲          │            │           │
       │  └──────────┴────────────┴───────────┘  requeued when the agent's lease expired
       ├──▶ cancelled                            by the requester, or by a revocation
-      └──▶ blocked                              at dispatch, when the permit no longer allows it
+      ├──▶ blocked                              at dispatch, when the permit no longer allows it
+      └──▶ released | blocked | failed          a late report, once requeued, from the agent
+                                                that held the expired lease
 
 An agent may report a result from ``dispatched`` or ``running`` as well as from
 ``checking`` (a run that failed before its container started has nothing to check).
@@ -42,7 +44,9 @@ TERMINAL = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED,
 REPORTED = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED})
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, JobState.BLOCKED}),
+    # Blocked at dispatch; released, blocked or failed by a late report of the agent that
+    # held the expired lease (a run that finished is not run again).
+    JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, *REPORTED}),
     JobState.DISPATCHED: frozenset({JobState.RUNNING, JobState.CHECKING, JobState.QUEUED,
                                     *REPORTED}),
     JobState.RUNNING: frozenset({JobState.CHECKING, JobState.QUEUED, *REPORTED}),

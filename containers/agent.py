@@ -19,6 +19,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -57,6 +58,11 @@ class AgentConfig:
     # Keep each slot's next container started ahead (containers.warm): a job then skips
     # the ~0.26 s the engine takes to start a hardened container.
     warm_start: bool = True
+    # How long one call to the controller is retried before the agent gives up on it for
+    # now (a finished run's report then waits in the outbox and is sent again later).
+    controller_retry_s: float = 300.0
+    # How often a slot looks for reports left in the outbox.
+    outbox_interval_s: float = 30.0
 
 
 class _Slot:
@@ -126,7 +132,13 @@ class Agent:
         self.config = config
         self.executor = executor
         self.controller = ControllerClient(config.controller_url, config.token,
-                                           config.http_timeout_s)
+                                           config.http_timeout_s,
+                                           retry_for_s=config.controller_retry_s)
+        # Finished runs whose reports are being sent; guarded by the lock (the flusher and
+        # the slots must not send the same report side by side).
+        self._delivering: set[str] = set()
+        self._outbox_lock = threading.Lock()
+        self._next_flush = 0.0
 
     def check_config(self) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
@@ -139,6 +151,7 @@ class Agent:
 
     def serve(self, stop: threading.Event) -> None:
         """Check the configuration, reconcile, then run ``slots`` workers until ``stop``."""
+        self.controller.stop = stop  # a stop ends any wait for the controller at once
         while not stop.is_set():
             try:
                 self.check_config()
@@ -161,6 +174,7 @@ class Agent:
         slot = _Slot()
         while not stop.is_set():
             try:
+                self._flush_outbox_now_and_then()
                 self.prewarm(slot)
                 self.run_once(self.config.poll_wait_s, slot)
             except Exception:  # keep serving: one bad task or a restart must not stop the agent
@@ -168,6 +182,14 @@ class Agent:
                 stop.wait(1.0)
         if (warm := slot.take()) is not None:
             warm_start.discard(self.executor, warm)
+
+    def _flush_outbox_now_and_then(self) -> None:
+        with self._outbox_lock:
+            if time.monotonic() < self._next_flush:
+                return
+            self._next_flush = time.monotonic() + self.config.outbox_interval_s
+        if sent := self.flush_outbox():
+            log.info("sent %d report(s) left in the outbox", sent)
 
     def prewarm(self, slot: _Slot) -> None:
         """Start the slot's next container ahead of its job, unless one is ready."""
@@ -268,23 +290,75 @@ class Agent:
         except BaseException:
             notices.close()
             raise
-        notices.flush()  # running and checking are on the ledger before the result
-        self._deliver(job_id, report)
+        with self._outbox_lock:
+            self._delivering.add(job_id)
+        try:
+            # In the outbox before anything else can fail: the run finished, and from now on
+            # it is only ever reported, never run again (a restart or the flusher sends it).
+            runjob.save_report(job_dir, report)
+            try:
+                notices.flush()  # running and checking are on the ledger before the result
+            except ControllerRefused as e:
+                if e.status != 409:
+                    raise
+                # Requeued meanwhile (the lease ran out while the controller was away): the
+                # report is still accepted unless another agent took the job.
+                log.warning("notice for %s refused (%s); reporting the run anyway", job_id, e)
+            self._deliver(job_id, report)
+        finally:
+            with self._outbox_lock:
+                self._delivering.discard(job_id)
 
     def _deliver(self, job_id: str, report: RunReport) -> None:
+        """Send the report; once the controller has it (or never will), clean up.
+
+        A controller that stays unreachable raises ControllerUnreachable: the job's files,
+        its report among them, stay for :meth:`flush_outbox` or the next start.
+        """
         try:
             self.controller.result(job_id, report)
         except ControllerRefused as e:
             if e.status >= 500:
-                raise  # keep the job's files: a restart reconciles and reports again
-            # A report the controller refuses must not leave the job leased until it is
-            # requeued and run again: report a plain failure, which carries no output.
+                raise  # keep the job's files: the outbox sends the report again
             log.error("result for %s refused: %s", job_id, e)
-            if e.status != 409:
-                self.controller.result(job_id, RunReport.failed(
+            if e.status not in (404, 409):
+                # Refused as malformed: the job must not stay leased until it is requeued
+                # and run again, so report a plain failure, which carries no output.
+                self._send_failure(job_id, RunReport.failed(
                     f"agent report refused by the controller: {e}",
                     report.rows_read, report.bytes_read))
+            # 409: already finished (a repeated report); 404: no longer this agent's job.
         self._cleanup(job_id)
+
+    def _send_failure(self, job_id: str, report: RunReport) -> None:
+        try:
+            self.controller.result(job_id, report)
+        except ControllerRefused as e:
+            if e.status >= 500:
+                raise
+            log.error("failure report for %s refused: %s", job_id, e)
+
+    def flush_outbox(self) -> int:
+        """Send every finished run's report still waiting in the work root; how many went."""
+        root = self.config.work_root
+        if not root.exists():
+            return 0
+        sent = 0
+        for job_dir in sorted(root.iterdir()):
+            with self._outbox_lock:
+                if job_dir.name in self._delivering:
+                    continue
+                report = runjob.load_report(job_dir)
+                if report is None:
+                    continue
+                self._delivering.add(job_dir.name)
+            try:
+                self._deliver(job_dir.name, report)
+                sent += 1
+            finally:
+                with self._outbox_lock:
+                    self._delivering.discard(job_dir.name)
+        return sent
 
     def _cleanup(self, job_id: str) -> None:
         self.executor.cleanup(job_id)
@@ -313,6 +387,11 @@ class Agent:
         return resumed
 
     def _reconcile_one(self, job_id: str, state: RunState) -> bool:
+        pending = runjob.load_report(self._job_dir(job_id))
+        if pending is not None:
+            # The run finished before the restart: report it, never run it again.
+            self._deliver(job_id, pending)
+            return False
         lease = self.controller.leased(job_id)
         task_file = self._job_dir(job_id) / "task.json"
         prepared = task_file.exists() and (self._job_dir(job_id) / "input.json").exists()

@@ -1,7 +1,21 @@
-"""The few HTTP calls an agent makes, each authenticated with the agent's own token."""
+"""The few HTTP calls an agent makes, each authenticated with the agent's own token.
+
+Every call survives an outage of the controller: a connection error, a timeout, or an
+answer that says "not now" (502, 503, 504, 429) is retried with capped exponential backoff
+and jitter for up to ``retry_for_s`` (default five minutes), and the agent's stop event
+ends the wait at once. Each call is safe to repeat: the notices and the report are
+idempotent on the controller (a repeated report is a 409, taken as acknowledged), and a
+claim of work carries an ``Idempotency-Key``, so a claim repeated after a lost answer
+gets the job it was already given instead of leasing a second one.
+"""
 
 from __future__ import annotations
 
+import logging
+import random
+import secrets
+import threading
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -19,6 +33,11 @@ from authz.wire import (
     parse_task,
 )
 
+log = logging.getLogger("data-sandbox.agent")
+
+#: Answers that mean "try again later", not "no".
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+
 
 class ControllerRefused(RuntimeError):
     def __init__(self, status: int, message: str) -> None:
@@ -26,16 +45,42 @@ class ControllerRefused(RuntimeError):
         self.status = status
 
 
+class ControllerUnreachable(RuntimeError):
+    """The controller did not answer (or kept answering "not now") for the whole budget."""
+
+
 class ControllerClient:
-    def __init__(self, url: str, token: str, timeout_s: float) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float, *, retry_for_s: float = 300.0,
+                 backoff_s: tuple[float, float] = (0.2, 10.0),
+                 stop: threading.Event | None = None) -> None:
         self.url = url.rstrip("/") + "/api/v1/agent"
         self.http = requests.Session()
         self.http.headers["Authorization"] = f"Bearer {token}"
         self.timeout_s = timeout_s
+        self.retry_for_s = retry_for_s
+        self.backoff_s = backoff_s
+        self.stop = stop or threading.Event()
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         kw.setdefault("timeout", self.timeout_s)
-        r = self.http.request(method, self.url + path, **kw)  # ids in path are quoted
+        deadline = time.monotonic() + self.retry_for_s
+        delay = self.backoff_s[0]
+        while True:
+            try:
+                r = self.http.request(method, self.url + path, **kw)  # ids in path are quoted
+            except (requests.ConnectionError, requests.Timeout) as e:
+                problem = f"{type(e).__name__}"
+            else:
+                if r.status_code not in RETRY_STATUSES:
+                    break
+                problem = f"HTTP {r.status_code}"
+            if time.monotonic() + delay > deadline or self.stop.is_set():
+                raise ControllerUnreachable(f"controller unreachable for {path}: {problem}")
+            log.warning("controller call %s %s failed (%s); retrying in %.1f s",
+                        method, path.split("/")[1], problem, delay)
+            # Jitter: agents that lost the controller together do not return together.
+            self.stop.wait(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.backoff_s[1])
         if r.status_code >= 400:
             raise ControllerRefused(r.status_code, f"controller answered {r.status_code} to "
                                                    f"{path}: {r.text[:500]}")
@@ -46,8 +91,10 @@ class ControllerClient:
         return parse(AgentIdentity, self._call("GET", "/me"))
 
     def next_task(self, wait_s: float) -> SchemaCheckTask | RunTask | None:
+        # One key per claim, the same for its retries (see the module's docstring).
         data = self._call("POST", "/tasks/next", params={"wait": wait_s},
-                          timeout=wait_s + self.timeout_s)
+                          timeout=wait_s + self.timeout_s,
+                          headers={"Idempotency-Key": secrets.token_hex(16)})
         task = data.get("task")
         return None if task is None else parse_task(task)
 

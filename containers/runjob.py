@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -84,6 +85,34 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
 def load_task(job_dir: Path) -> RunTask:
     """The task as :func:`prepare` wrote it (an agent restarted after a crash reads it)."""
     return RunTask.model_validate_json((job_dir / "task.json").read_bytes())
+
+
+REPORT = "report.json"
+
+
+def save_report(job_dir: Path, report: RunReport) -> None:
+    """Put a finished run's report in the job's outbox, durably (write, fsync, rename)."""
+    if not job_dir.is_dir():
+        return  # refused before anything was written: there is nothing to keep
+    tmp = job_dir / f".{REPORT}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(report.model_dump_json().encode())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, job_dir / REPORT)
+    dir_fd = os.open(job_dir, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_report(job_dir: Path) -> RunReport | None:
+    """The report waiting in the job's outbox, if any (a torn one never exists: rename)."""
+    try:
+        return RunReport.model_validate_json((job_dir / REPORT).read_bytes())
+    except FileNotFoundError:
+        return None
 
 
 def run_spec(task: RunTask, job_dir: Path, image: str, base_limits: Limits) -> RunSpec:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from compute.errors import InvalidInput, NotFound
 from sandbox import auth, db
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
+CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 @bp.get("/me")
 @auth.agent_only
@@ -35,9 +37,12 @@ def next_task() -> tuple[dict[str, Any], int]:
     if not math.isfinite(wait):
         raise InvalidInput("wait", "must be a finite number of seconds")
     wait = min(wait, float(current_app.config["AGENT_POLL_WAIT_S"]))
+    claim_key = request.headers.get("Idempotency-Key")
+    if claim_key is not None and not CLAIM_KEY.fullmatch(claim_key):
+        raise InvalidInput("Idempotency-Key", "must be 1-64 characters [A-Za-z0-9_-]")
     deadline = time.monotonic() + max(wait, 0.0)
     while True:
-        task = runs.next_task(db.ctx(), auth.agent())
+        task = runs.next_task(db.ctx(), auth.agent(), claim_key)
         db.commit()
         if task is not None:
             return {"task": wire.dump(task)}, 200

@@ -216,6 +216,33 @@ def test_sigkill_agent_and_controller_mid_batch(cluster_factory: Any, tmp_path: 
     check_outcome(w, job_ids, permit_id)
 
 
+def test_a_controller_outage_mid_run_costs_no_second_run(cluster_factory: Any,
+                                                         tmp_path: Path) -> None:
+    """The controller is away while runs finish: the agent retries its notices and reports
+    instead of abandoning the runs (which would sit leased until the 420 s lease ran out,
+    then be requeued and run on the data a second time)."""
+    cluster = cluster_factory(f"sqlite:///{tmp_path / 'sandbox.db'}")
+    cluster.start_controller()
+    w = setup_world(cluster, jobs=4)
+    cluster.start_agent("agent", w["agent_token"], w["root"])
+    ds_id, permit_id = register_and_permit(w, max_runs=4)
+    job_ids = [w["requester"].post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds_id],
+                                             "script": SLOW_AGGREGATE})["id"] for _ in range(4)]
+    wait_for(lambda: [w["requester"].get(f"/jobs/{j}")["state"] for j in job_ids]
+             .count("running") >= 2, 120, "two jobs running")
+    cluster.kill("controller")
+    time.sleep(8)  # the running jobs (3 s of sleep) finish while nobody answers
+    cluster.start_controller()
+    # Well inside the lease: only an agent that kept its runs gets them terminal in time.
+    wait_for(lambda: all(w["requester"].get(f"/jobs/{j}")["state"] in TERMINAL
+                         for j in job_ids), 180, "every job terminal")
+    check_outcome(w, job_ids, permit_id)
+    entries = ledger_kinds(w)
+    dispatched = Counter(e["body"]["job_id"] for e in entries if e["kind"] == "job.dispatched")
+    assert all(dispatched[j] == 1 for j in job_ids), dispatched
+    assert not [e for e in entries if e["kind"] == "job.requeued"]
+
+
 @pytest.mark.postgres
 def test_two_agent_processes_share_one_postgres_controller(cluster_factory: Any,
                                                            pg_url: str) -> None:
