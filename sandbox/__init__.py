@@ -39,7 +39,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     _check_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
-    from sandbox import db, http_errors
+    from sandbox import auth, db, http_errors
     from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, parties
 
     engine = make_engine(app.config["DATABASE_URL"])
@@ -49,6 +49,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         readers = make_session_factory(reader_engine)
     db.init_app(app, engine, make_session_factory(engine), readers)
     http_errors.register(app)
+    auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
                ledger_api.bp):
         app.register_blueprint(bp)

@@ -1,20 +1,42 @@
-"""Bearer-token authentication and role checks for views."""
+"""Request admission (path and query text), bearer tokens and role checks."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-from flask import g, request
+from flask import Flask, g, request
 
-from authz.errors import Forbidden, Unauthenticated
+from authz import validate
+from authz.errors import Forbidden, InvalidInput, Unauthenticated
 from authz.models import Agent, Party
 from authz.parties import authenticate
 from sandbox import db
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# Tokens are issued as "<prefix>_<hex>.<urlsafe base64>" (authz/parties.py); anything else
+# is refused before its id part is looked up (a NUL there is an error on PostgreSQL).
+TOKEN_RX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def register(app: Flask) -> None:
+    app.before_request(_admit)
+
+
+def _admit() -> None:
+    """Checks every request passes before any view runs, whether or not it reads a body."""
+    # Path and query values reach lookups as they are; none of them is multi-line text.
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and validate.CONTROL_RX.search(value):
+            raise InvalidInput(name, validate.CONTROL_RULE)
+    for name, value in request.args.items(multi=True):
+        if validate.CONTROL_RX.search(name):
+            raise InvalidInput("query", f"parameter names {validate.CONTROL_RULE}")
+        if validate.CONTROL_RX.search(value):
+            raise InvalidInput(name, validate.CONTROL_RULE)
 
 
 def _caller() -> Party | Agent:
@@ -23,7 +45,10 @@ def _caller() -> Party | Agent:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing bearer token")
-        g.caller = authenticate(db.ctx(), token.strip())
+        token = token.strip()
+        if not TOKEN_RX.fullmatch(token):
+            raise Unauthenticated("malformed token")
+        g.caller = authenticate(db.ctx(), token)
     caller: Party | Agent = g.caller
     return caller
 
@@ -67,9 +92,7 @@ def agent_only(view: Callable[P, R]) -> Callable[P, R]:
 
 
 def body() -> object:
-    """The JSON body; malformed or non-JSON bodies are a 400 naming the rule."""
-    from authz.errors import InvalidInput
-
+    """The JSON body; malformed or non-JSON bodies, or unstorable text, are a 400."""
     if not request.is_json:
         raise InvalidInput("body", "Content-Type must be application/json")
     try:
@@ -78,4 +101,4 @@ def body() -> object:
         raise InvalidInput("body", "JSON nested too deeply") from None
     if data is None:
         raise InvalidInput("body", "must be well-formed JSON")
-    return data
+    return validate.storable(data)
