@@ -24,6 +24,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                                     str(Path(app.instance_path) / "log.key")),
         AUTHORIZING_SYSTEM=os.environ.get("SANDBOX_SYSTEM_NAME", "data-sandbox controller"),
         MAX_CONTENT_LENGTH=32 * 1024 * 1024,
+        # Sent as Retry-After with the 503 answered while the database cannot be reached.
+        DATABASE_RETRY_AFTER_S=5,
         CHECKPOINT_INTERVAL_S=0.2,
         START_CHECKPOINTER=True,
         AGENT_POLL_WAIT_S=10.0,
