@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,5 +148,17 @@ def test_pool_timeout_is_503(tmp_path: Path) -> None:
     app.add_url_rule("/exhausted", view_func=exhausted)
     try:
         _assert_unavailable(app.test_client().get("/exhausted"))
+    finally:
+        db.dispose(app)
+
+
+def test_database_errors_are_logged_without_their_parameters(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    app = _app(f"sqlite:///{tmp_path / 'sandbox.db'}", tmp_path)  # not migrated: no tables
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert app.test_client().get("/api/v1/me", headers=TOKEN).status_code == 500
+        assert "no such table" in caplog.text
+        assert "pty_0123456789abcdef" not in caplog.text
     finally:
         db.dispose(app)
