@@ -30,8 +30,8 @@ FIELD_SPEC = [
 
 DATASET_SPEC = [
     v.Field("code", v.text(64, pattern=v.CODE_RX)),
-    v.Field("name", v.text(200)),
-    v.Field("category", v.text(100)),
+    v.Field("name", v.text(200, single_line=True)),
+    v.Field("category", v.text(100, single_line=True)),
     v.Field("summary", v.text(2000)),
     v.Field("format", v.choice("csv", "parquet")),
     v.Field("openness", v.choice(*OPENNESS)),
@@ -43,7 +43,7 @@ DATASET_SPEC = [
     v.Field("related_codes", v.list_of(v.text(64, pattern=v.CODE_RX), max_items=50),
             required=False, default=[]),
     v.Field("fields", v.list_of(v.obj(FIELD_SPEC), min_items=1, max_items=1000)),
-    v.Field("location", v.text(1000)),
+    v.Field("location", v.text(1000, single_line=True)),
 ]
 
 

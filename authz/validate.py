@@ -2,13 +2,14 @@
 
 Every field is declared; unknown fields, missing required ones and wrong types are
 rejected with :class:`InvalidInput` naming the field and the rule, before anything is
-written.
+written. Text that no database can store the same way is rejected everywhere it enters
+(:func:`storable` for whole bodies, :func:`text` per field).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -16,6 +17,76 @@ from typing import Any
 from compute.errors import InvalidInput
 
 Check = Callable[[str, Any], Any]
+
+# An unpaired surrogate cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL
+# while SQLite stores it: either one reaching the database would be a 500 on one backend
+# and kept data on the other. JSON can carry both ("\u0000", "\ud800").
+UNSTORABLE_RX = re.compile(r"[\x00\ud800-\udfff]")
+UNSTORABLE_RULE = "must not contain NUL or unpaired surrogate characters"
+# Names, codes, ids and locations are single lines: no C0 control character or DEL has a
+# meaning there, and each one would only hide text from whoever reads it later.
+CONTROL_RX = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+CONTROL_RULE = "must not contain control or unpaired surrogate characters"
+
+
+def chars(path: str, v: str, single_line: bool = False) -> str:
+    """``v`` if every character can be stored; single-line text also holds no controls."""
+    if single_line:
+        if CONTROL_RX.search(v):
+            raise InvalidInput(path, CONTROL_RULE)
+    elif UNSTORABLE_RX.search(v):
+        raise InvalidInput(path, UNSTORABLE_RULE)
+    return v
+
+
+def storable(body: object) -> object:
+    """``body`` if no string in it, key or value, holds an unstorable character.
+
+    Runs on every JSON body before any view sees it, so that values a spec passes through
+    unparsed (nested specs) are covered too. Depth-first with one iterator per open
+    container: memory grows with the nesting depth only (a body nested as deeply as the
+    JSON parser allows must not exhaust the stack), and a path is spelled out only for
+    the value that fails.
+    """
+    keys: list[str | int] = []  # where the current value sits, one key per open container
+    children: list[Iterator[tuple[str | int, object]]] = []
+    value = body
+    while True:
+        if isinstance(value, str):
+            if UNSTORABLE_RX.search(value):
+                raise InvalidInput(_path(keys), UNSTORABLE_RULE)
+        elif isinstance(value, dict):
+            for key in value:
+                # The key itself is not echoed: the field named is the enclosing object.
+                if UNSTORABLE_RX.search(key):
+                    raise InvalidInput(_path(keys), f"keys {UNSTORABLE_RULE}")
+            children.append(iter(value.items()))
+            keys.append("")
+        elif isinstance(value, list):
+            children.append(enumerate(value))
+            keys.append(0)
+        while children:
+            step = next(children[-1], None)
+            if step is not None:
+                keys[-1], value = step
+                break
+            children.pop()
+            keys.pop()
+        else:
+            return body
+
+
+def _path(keys: Sequence[str | int]) -> str:
+    """The field path as :func:`parse` spells it: ``items[0].columns[1]``."""
+    out = ""
+    for key in keys:
+        if isinstance(key, int):
+            out = f"{out or 'body'}[{key}]"
+        elif out:
+            out = f"{out}.{key}"
+        else:
+            out = key
+    return out or "body"
 
 
 @dataclass(frozen=True)
@@ -45,12 +116,19 @@ def parse(body: object, fields: Sequence[Field], where: str = "") -> dict[str, A
     return out
 
 
-def text(max_len: int = 200, min_len: int = 1, pattern: str | None = None) -> Check:
+def text(max_len: int = 200, min_len: int = 1, pattern: str | None = None,
+         single_line: bool = False) -> Check:
+    """A string of ``min_len``–``max_len`` characters, all storable.
+
+    ``single_line`` also refuses control characters; leave it off for text that may hold
+    line breaks, tabs or terminal output (scripts, summaries, reasons, logs).
+    """
     rx = re.compile(pattern) if pattern else None
 
     def check(path: str, v: Any) -> str:
         if not isinstance(v, str):
             raise InvalidInput(path, "must be a string")
+        chars(path, v, single_line)
         if not min_len <= len(v) <= max_len:
             raise InvalidInput(path, f"length must be between {min_len} and {max_len}")
         if rx is not None and not rx.fullmatch(v):

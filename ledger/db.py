@@ -27,6 +27,8 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     WAL mode run beside the writer instead of queueing for its lock, and ``query_only`` so
     that a write attempted through this engine fails instead of racing the writers.
     """
+    # An error's text is logged: it names the statement, never the values bound to it.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         kwargs.setdefault("connect_args", {})
         kwargs["connect_args"].setdefault("timeout", 30)

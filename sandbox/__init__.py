@@ -24,6 +24,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                                     str(Path(app.instance_path) / "log.key")),
         AUTHORIZING_SYSTEM=os.environ.get("SANDBOX_SYSTEM_NAME", "data-sandbox controller"),
         MAX_CONTENT_LENGTH=32 * 1024 * 1024,
+        # Sent as Retry-After with the 503 answered while the database cannot be reached.
+        DATABASE_RETRY_AFTER_S=5,
         CHECKPOINT_INTERVAL_S=0.2,
         START_CHECKPOINTER=True,
         AGENT_POLL_WAIT_S=10.0,
@@ -41,7 +43,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
     # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
     # lives in this package and must not pull in the server's modules.
-    from sandbox import db, http_errors
+    from sandbox import auth, db, http_errors
     from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, parties
 
     engine = make_engine(app.config["DATABASE_URL"])
@@ -51,6 +53,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         readers = make_session_factory(reader_engine)
     db.init_app(app, engine, make_session_factory(engine), readers)
     http_errors.register(app)
+    auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
                ledger_api.bp):
         app.register_blueprint(bp)

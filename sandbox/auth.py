@@ -1,13 +1,16 @@
-"""Bearer-token authentication and role checks for views."""
+"""Request admission (body size, path and query text), bearer tokens and role checks."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import wraps
 from typing import ParamSpec, TypeVar
 
-from flask import g, request
+from flask import Flask, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
+from authz import validate
 from authz.models import Agent, Party
 from authz.parties import authenticate
 from compute.errors import Forbidden, InvalidInput, Unauthenticated
@@ -15,6 +18,48 @@ from sandbox import db
 
 P = ParamSpec("P")
 R = TypeVar("R")
+# Tokens are issued as "<prefix>_<hex>.<urlsafe base64>" (authz/parties.py); anything else
+# is refused before its id part is looked up (a NUL there is an error on PostgreSQL).
+TOKEN_RX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
+
+
+def register(app: Flask) -> None:
+    app.before_request(_admit)
+
+
+def _admit() -> None:
+    """Checks every request passes before any view runs, whether or not it reads a body."""
+    _limit_body()
+    # Path and query values reach lookups as they are; none of them is multi-line text.
+    for name, value in (request.view_args or {}).items():
+        if isinstance(value, str) and validate.CONTROL_RX.search(value):
+            raise InvalidInput(name, validate.CONTROL_RULE)
+    for name, value in request.args.items(multi=True):
+        if validate.CONTROL_RX.search(name):
+            raise InvalidInput("query", f"parameter names {validate.CONTROL_RULE}")
+        if validate.CONTROL_RX.search(value):
+            raise InvalidInput(name, validate.CONTROL_RULE)
+
+
+def _limit_body() -> None:
+    """Enforce MAX_CONTENT_LENGTH on every request (413), not only on views that read it.
+
+    Werkzeug applies the limit only when the body is read; a view that ignores its body
+    would otherwise accept any size. A declared length is checked without reading. A body
+    without one (chunked) is read here and kept for the view: one byte past the limit,
+    because at the limit itself werkzeug stops without an error, and the view would get
+    a cut body.
+    """
+    limit = request.max_content_length
+    if limit is None:
+        return
+    if request.content_length is not None:
+        if request.content_length > limit:
+            raise RequestEntityTooLarge()
+    elif request.environ.get("wsgi.input_terminated"):
+        request.max_content_length = limit + 1
+        if len(request.get_data(cache=True)) > limit:
+            raise RequestEntityTooLarge()
 
 
 def _caller() -> Party | Agent:
@@ -23,7 +68,10 @@ def _caller() -> Party | Agent:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("missing bearer token")
-        g.caller = authenticate(db.ctx(), token.strip())
+        token = token.strip()
+        if not TOKEN_RX.fullmatch(token):
+            raise Unauthenticated("malformed token")
+        g.caller = authenticate(db.ctx(), token)
     caller: Party | Agent = g.caller
     return caller
 
@@ -67,7 +115,7 @@ def agent_only(view: Callable[P, R]) -> Callable[P, R]:
 
 
 def body() -> object:
-    """The JSON body; malformed or non-JSON bodies are a 400 naming the rule."""
+    """The JSON body; malformed or non-JSON bodies, or unstorable text, are a 400."""
     if not request.is_json:
         raise InvalidInput("body", "Content-Type must be application/json")
     try:
@@ -76,4 +124,4 @@ def body() -> object:
         raise InvalidInput("body", "JSON nested too deeply") from None
     if data is None:
         raise InvalidInput("body", "must be well-formed JSON")
-    return data
+    return validate.storable(data)

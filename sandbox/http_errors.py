@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 from flask import Flask, Response, jsonify
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from compute.errors import SandboxError
@@ -18,6 +26,37 @@ def _json(status: int, body: dict[str, object]) -> tuple[Response, int]:
     return jsonify(body), status
 
 
+# PostgreSQL SQLSTATE classes meaning the server cannot serve now, not that the statement
+# is wrong: 08 connection exception, 53 insufficient resources, 57 operator intervention
+# (shutdown, restart, cancel).
+_PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
+# SQLite primary result codes for a database file that is busy, locked or cannot be opened.
+_SQLITE_UNAVAILABLE_CODES = (5, 6, 14)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN
+
+
+def database_unavailable(e: BaseException) -> bool:
+    """Whether ``e`` means the database cannot be reached now (retrying may succeed).
+
+    Everything else a database raises (constraint, data, programming errors) stays a 500:
+    telling a caller to retry a request that can never succeed would hide the fault.
+    """
+    if isinstance(e, PoolTimeoutError | DisconnectionError):
+        return True
+    if not isinstance(e, DBAPIError):
+        return False
+    if e.connection_invalidated:
+        return True
+    if not isinstance(e, OperationalError | InterfaceError):
+        return False
+    orig = e.orig
+    if hasattr(orig, "sqlstate"):
+        # psycopg: no SQLSTATE when the client itself failed (refused, closed, broken).
+        state = getattr(orig, "sqlstate", None)
+        return state is None or str(state)[:2] in _PG_UNAVAILABLE_CLASSES
+    code = getattr(orig, "sqlite_errorcode", None)
+    return isinstance(code, int) and (code & 0xFF) in _SQLITE_UNAVAILABLE_CODES
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(SandboxError)
     def _sandbox(e: SandboxError) -> tuple[Response, int]:
@@ -30,6 +69,20 @@ def register(app: Flask) -> None:
         if isinstance(e, ProofRequestError):
             return _json(400, {"error": "invalid_input", "message": str(e)})
         return _json(503, {"error": "ledger_unavailable", "message": str(e)})
+
+    @app.errorhandler(SQLAlchemyError)
+    def _database(e: SQLAlchemyError) -> tuple[Response, int]:
+        if not database_unavailable(e):
+            return _unexpected(e)
+        # The request's transaction did not commit (or its outcome is unknown to the
+        # database's client): the caller may retry once the database is back.
+        # Class names only: a driver's message may quote the statement's parameters.
+        app.logger.warning("database unavailable: %s (%s)", type(e).__name__,
+                           type(getattr(e, "orig", None)).__name__)
+        resp = jsonify({"error": "unavailable",
+                        "message": "the database cannot be reached; retry later"})
+        resp.headers["Retry-After"] = str(int(app.config["DATABASE_RETRY_AFTER_S"]))
+        return resp, 503
 
     @app.errorhandler(Exception)
     def _unexpected(e: Exception) -> tuple[Response, int]:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -44,19 +45,8 @@ def cluster(dbname: str = "sandbox") -> Iterator[str]:
                    "--no-sync", "-E", "UTF8"]),
         check=True, capture_output=True,
     )
-    opts = f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
-                   "-o", opts, "start"]),
-        check=True, capture_output=True,
-    )
+    _start(root)
     try:
-        for _ in range(50):
-            r = subprocess.run(_as_owner([str(PG_BIN / "pg_isready"), "-h", str(sock)]),
-                               capture_output=True)
-            if r.returncode == 0:
-                break
-            time.sleep(0.1)
         subprocess.run(
             _as_owner([str(PG_BIN / "createdb"), "-h", str(sock), "-U", "postgres", dbname]),
             check=True, capture_output=True,
@@ -68,3 +58,34 @@ def cluster(dbname: str = "sandbox") -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(root: Path) -> None:
+    sock = root / "sock"
+    opts = f"-k {sock} -c listen_addresses='' -c fsync=off -c max_connections=200"
+    subprocess.run(
+        _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-w", "-l",
+                   str(root / "log"), "-o", opts, "start"]),
+        check=True, capture_output=True,
+    )
+    for _ in range(50):
+        r = subprocess.run(_as_owner([str(PG_BIN / "pg_isready"), "-h", str(sock)]),
+                           capture_output=True)
+        if r.returncode == 0:
+            break
+        time.sleep(0.1)
+
+
+@contextmanager
+def stopped(url: str) -> Iterator[None]:
+    """Stop the server of a :func:`cluster` (an outage), and start it again on exit."""
+    root = Path(parse_qs(urlsplit(url).query)["host"][0]).parent
+    subprocess.run(
+        _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-w", "-m", "fast",
+                   "stop"]),
+        check=True, capture_output=True,
+    )
+    try:
+        yield
+    finally:
+        _start(root)
