@@ -101,9 +101,11 @@ class Witness:
         if log_key is None:
             return _reply(404, "unknown log origin\n")
         try:
+            # tlog-witness "add-checkpoint": 403 if no signature by the trusted key is
+            # present, or if a line names that key but fails to verify (signed-note).
             verify_note(note, log_key)
-        except LedgerError:
-            return _reply(403, "no valid signature from a known log key\n")
+        except LedgerError as exc:
+            return _reply(403, f"log signature rejected: {exc}\n")
         if old > cp.size:
             return _reply(400, "old size exceeds checkpoint size\n")
         with self._lock, open(str(self.state) + ".lock", "a") as lockf:

@@ -14,7 +14,7 @@ from ledger.checkpointer import sign_checkpoint, store_cosigned
 from ledger.cosignature import verified_cosigners
 from ledger.errors import QuorumError, WitnessError
 from ledger.log import TransparencyLog
-from ledger.note import ALG_COSIGNATURE_V1, NoteSigner, generate_signer
+from ledger.note import ALG_COSIGNATURE_V1, NoteSignature, NoteSigner, generate_signer
 from ledger.receipt import verify_receipt
 from ledger.witness import (
     SIZE_TYPE,
@@ -179,3 +179,24 @@ def test_serve_cli(tmp_path: Path, factory: sessionmaker[Session], tlog: Transpa
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_failing_signature_by_log_key_is_403(
+    factory: sessionmaker[Session], tlog: TransparencyLog, signer: CheckpointSigner,
+    witnesses: list[Running],
+) -> None:
+    """tlog-witness: a line naming the trusted key that fails to verify makes the note
+    malformed (signed-note), even next to a valid log signature: 403, nothing stored."""
+    fill(factory, tlog, 3)
+    note = _signed(factory, tlog)
+    v = signer.verifier
+    bad = NoteSignature(v.name, v.key_id, b"\x5a" * 64).line()
+    w = witnesses[0]
+    for forged in (note + bad, note.replace("\n\n", "\n\n" + bad, 1)):
+        rep = w.witness.add_checkpoint(f"old 0\n\n{forged}".encode())
+        assert rep.status == 403, rep.body
+        assert not w.state.exists()
+    with pytest.raises(WitnessError) as info:
+        request_cosignature(w.url, note + bad, 0, [])
+    assert info.value.status == 403
+    assert w.witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
