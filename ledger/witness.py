@@ -29,7 +29,7 @@ from pathlib import Path
 from ledger.checkpoint import parse_checkpoint_body
 from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
 from ledger.errors import LedgerError, MalformedNoteError, QuorumError, WitnessError
-from ledger.merkle import verify_consistency
+from ledger.merkle import EMPTY_ROOT, verify_consistency
 from ledger.note import (
     NoteSigner,
     NoteVerifier,
@@ -116,8 +116,13 @@ class Witness:
             cur_root = base64.b64decode(str(cur.get("root", ""))) if cur else b""
             if old != cur_size:
                 return _reply(409, f"{cur_size}\n", SIZE_TYPE)
+            # tlog-witness "add-checkpoint": a size-0 checkpoint must carry the empty
+            # tree's root, the hash of the empty string (RFC 6962 §2.1), else 422.
+            if cp.size == 0 and cp.root != EMPTY_ROOT:
+                return _reply(422, "a checkpoint of size 0 must have the empty tree's root\n")
+            # Same size, other root: 422 (tlog-witness; 409 before tlog-witness #280).
             if old == cp.size and cur and cur_root != cp.root:
-                return _reply(409, f"{cur_size}\n", SIZE_TYPE)
+                return _reply(422, "same size as the cosigned checkpoint, other root\n")
             if old == 0:
                 if proof:
                     return _reply(422, "proof from size 0 must be empty\n")

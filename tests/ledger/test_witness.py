@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import threading
@@ -132,7 +133,7 @@ def test_protocol_errors_leave_state_unchanged(
     assert status(note5, 0, []) == (409, "10")  # rollback
     assert status(note5, 10, []) == (400, status(note5, 10, [])[1])  # old > size
     forked = signer.sign(Checkpoint(ORIGIN, 10, b"\x07" * 32))
-    assert status(forked, 10, [])[0] == 409  # same size, other root
+    assert status(forked, 10, [])[0] == 422  # same size, other root
     fill(factory, tlog, 4, start=10)
     note14 = _signed(factory, tlog)
     assert status(note14, 10, proof_5_10)[0] == 422  # proof that does not fit
@@ -200,3 +201,18 @@ def test_failing_signature_by_log_key_is_403(
         request_cosignature(w.url, note + bad, 0, [])
     assert info.value.status == 403
     assert w.witness.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
+
+
+def test_size_zero_checkpoint_needs_empty_root(
+    signer: CheckpointSigner, witnesses: list[Running],
+) -> None:
+    """tlog-witness: a size-0 checkpoint must carry SHA-256("") as its root, else 422."""
+    w = witnesses[0].witness
+    for root in (b"\x07" * 32, hashlib.sha256(b"\x00").digest()):
+        rep = w.add_checkpoint(f"old 0\n\n{signer.sign(Checkpoint(ORIGIN, 0, root))}".encode())
+        assert rep.status == 422, rep.body
+        assert not w.state.exists()
+    empty = signer.sign(Checkpoint(ORIGIN, 0, hashlib.sha256(b"").digest()))
+    assert w.add_checkpoint(f"old 0\n\n{empty}".encode()).status == 200
+    bogus = signer.sign(Checkpoint(ORIGIN, 0, b"\x07" * 32))
+    assert w.add_checkpoint(f"old 0\n\n{bogus}".encode()).status == 422
