@@ -15,6 +15,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ledger.checkpoint import parse_checkpoint_body
+from ledger.checkpoint import parse_checkpoint_body, parse_size
 from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
 from ledger.errors import LedgerError, MalformedNoteError, QuorumError, WitnessError
 from ledger.merkle import EMPTY_ROOT, verify_consistency
@@ -42,6 +43,7 @@ from ledger.note import (
 
 SIZE_TYPE = "text/x.tlog.size"
 MAX_BODY = 64 * 1024
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,8 @@ class Witness:
             lines = head.split("\n")
             if not sep or not lines[0].startswith("old ") or len(lines) > 64:
                 raise MalformedNoteError("request must be 'old N', proof lines, blank, note")
-            old_txt = lines[0][4:]
-            if not old_txt.isdigit() or (old_txt != "0" and old_txt.startswith("0")):
-                raise MalformedNoteError("bad old size")
-            old = int(old_txt)
+            # tlog-witness "add-checkpoint": ASCII decimal, no leading zeroes.
+            old = parse_size(lines[0][4:])
             proof = [b64decode(x) for x in lines[1:]]
             body, _ = split_note(note)
             cp = parse_checkpoint_body(body)
@@ -139,12 +139,17 @@ class Witness:
 def make_server(witness: Witness, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            # RFC 9110 §8.6: Content-Length is 1*DIGIT (ASCII). int() would also take
+            # "-1" (read to EOF, past MAX_BODY), "+5", "1_0" and non-ASCII digits.
+            length = self.headers.get("Content-Length") or "0"
             if self.path.rstrip("/").split("/")[-1] != "add-checkpoint":
                 rep = _reply(404, "not found\n")
+            elif not _CONTENT_LENGTH_RE.fullmatch(length):
+                rep = _reply(400, "bad Content-Length\n")
+            elif int(length) > MAX_BODY:
+                rep = _reply(400, "body too large\n")
             else:
-                length = int(self.headers.get("Content-Length") or 0)
-                rep = _reply(400, "body too large\n") if length > MAX_BODY else \
-                    witness.add_checkpoint(self.rfile.read(length))
+                rep = witness.add_checkpoint(self.rfile.read(int(length)))
             self.send_response(rep.status)
             self.send_header("Content-Type", rep.content_type)
             self.send_header("Content-Length", str(len(rep.body)))
@@ -188,6 +193,14 @@ def request_cosignature(url: str, checkpoint: str, old_size: int, proof: Sequenc
 _known_sizes: dict[tuple[str, str], int] = {}
 
 
+def _size_or_none(text: str) -> int | None:
+    """The size in a 409 text/x.tlog.size body (tlog-witness), or None if it is not one."""
+    try:
+        return parse_size(text)
+    except MalformedNoteError:
+        return None
+
+
 def _one(w: WitnessConfig, checkpoint: str, proof_fn: Callable[[int, int], Sequence[bytes]],
          timeout: float) -> str:
     body, _ = split_note(checkpoint)
@@ -200,8 +213,9 @@ def _one(w: WitnessConfig, checkpoint: str, proof_fn: Callable[[int, int], Seque
         try:
             lines = request_cosignature(w.url, checkpoint, old, proof, timeout)
         except WitnessError as exc:
-            if exc.status == 409 and str(exc).isdigit() and int(str(exc)) != old:
-                old = int(str(exc))
+            seen = _size_or_none(str(exc)) if exc.status == 409 else None
+            if seen is not None and seen != old:
+                old = seen
                 if old > cp.size:
                     raise WitnessError(f"{w.url} has seen a larger tree ({old})", 409) from exc
                 continue

@@ -1,23 +1,26 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.checkpoint import Checkpoint, CheckpointSigner, generate_key_file
+from ledger.checkpoint import Checkpoint, CheckpointSigner, generate_key_file, parse_size
 from ledger.checkpointer import sign_checkpoint, store_cosigned
 from ledger.cosignature import verified_cosigners
-from ledger.errors import QuorumError, WitnessError
+from ledger.errors import MalformedNoteError, QuorumError, WitnessError
 from ledger.log import TransparencyLog
 from ledger.note import ALG_COSIGNATURE_V1, NoteSignature, NoteSigner, generate_signer
 from ledger.receipt import verify_receipt
 from ledger.witness import (
+    MAX_BODY,
     SIZE_TYPE,
     Witness,
     WitnessConfig,
@@ -216,3 +219,84 @@ def test_size_zero_checkpoint_needs_empty_root(
     assert w.add_checkpoint(f"old 0\n\n{empty}".encode()).status == 200
     bogus = signer.sign(Checkpoint(ORIGIN, 0, b"\x07" * 32))
     assert w.add_checkpoint(f"old 0\n\n{bogus}".encode()).status == 422
+
+
+def test_sizes_are_ascii_decimal(factory: sessionmaker[Session], tlog: TransparencyLog,
+                                 witnesses: list[Running]) -> None:
+    """tlog-witness "add-checkpoint": the old size is ASCII decimal without leading zeroes;
+    str.isdigit() also took Arabic-Indic and fullwidth digits (old \u0660 cosigned)."""
+    fill(factory, tlog, 3)
+    note = _signed(factory, tlog)
+    w = witnesses[0].witness
+    for bad in ("\u0660", "\uff10", "\u0663", "\uff13", "00", "03", "+0", "-0", " 0", "0 ",
+                "0_0", "\u00b2", ""):
+        rep = w.add_checkpoint(f"old {bad}\n\n{note}".encode())
+        assert rep.status == 400, (bad, rep)
+    assert not w.state.exists()
+    assert w.add_checkpoint(f"old 0\n\n{note}".encode()).status == 200
+    for good, size in (("0", 0), ("7", 7), ("18446744073709551615", 2**64 - 1)):
+        assert parse_size(good) == size
+    for bad in ("\u0663", "\uff13", "07", "", "1e3", "123456789012345678901"):
+        with pytest.raises(MalformedNoteError):
+            parse_size(bad)
+
+
+def _raw_post(url: str, content_length: str, body: bytes) -> bytes:
+    """POST add-checkpoint with a Content-Length header as given, then close our side."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(b"POST /add-checkpoint HTTP/1.1\r\nHost: x\r\n"
+                     + f"Content-Length: {content_length}\r\n\r\n".encode() + body)
+        sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while data := sock.recv(4096):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_content_length_is_ascii_decimal(factory: sessionmaker[Session], tlog: TransparencyLog,
+                                         witnesses: list[Running]) -> None:
+    """int() took "-1" (read to EOF, past the body limit) and "+N", " N", non-ASCII digits."""
+    fill(factory, tlog, 3)
+    body = f"old 0\n\n{_signed(factory, tlog)}".encode()
+    w = witnesses[0]
+    n = str(len(body))
+    for header in ("-1", "+" + n, n.translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+                   n[:1] + "_" + n[1:], str(MAX_BODY + 1)):
+        status = _raw_post(w.url, header, body).split(b" ", 2)[1]
+        assert status == b"400", header
+    assert not w.state.exists()
+    assert _raw_post(w.url, n, body).split(b" ", 2)[1] == b"200"
+
+
+def test_client_409_size_is_ascii_decimal(factory: sessionmaker[Session],
+                                          tlog: TransparencyLog) -> None:
+    """A 409 body that is not an ASCII size (here fullwidth ３) is not retried from."""
+    seen: list[bytes] = []
+
+    class Fake(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.rfile.read(int(self.headers["Content-Length"])))
+            body = "\uff13\n".encode()
+            self.send_response(409)
+            self.send_header("Content-Type", SIZE_TYPE)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    fill(factory, tlog, 5)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Fake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    vkey = generate_signer("witness.test/fake", ALG_COSIGNATURE_V1).verifier.vkey()
+    try:
+        with pytest.raises(QuorumError, match="\uff13"):
+            collect_cosignatures(_signed(factory, tlog),
+                                 [WitnessConfig(f"http://127.0.0.1:{server.server_address[1]}",
+                                                vkey)], 1, _proof_fn(factory, tlog))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 1 and seen[0].startswith(b"old 0\n")
