@@ -3,7 +3,9 @@
 Server side (``Witness``/``serve``) implements tlog-witness "add-checkpoint": it checks the
 log's signature, the old size against its state (409 + text/x.tlog.size), the RFC 9162
 consistency proof (422), then persists the new state atomically before cosigning
-(tlog-cosignature). Client side: ``request_cosignature`` and ``collect_cosignatures``.
+(tlog-cosignature); and the "Monitor Retrieval Mechanism": ``GET <prefix>/<origin
+hash>/checkpoint`` serves the latest checkpoint it cosigned for a log. Client side:
+``request_cosignature``, ``collect_cosignatures`` and ``fetch_cosigned_checkpoint``.
 Standard library and ``cryptography`` only; listens on 127.0.0.1 unless told otherwise.
 """
 
@@ -13,6 +15,7 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -20,6 +23,7 @@ import sys
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -103,7 +107,7 @@ class Witness:
         try:
             # tlog-witness "add-checkpoint": 403 if no signature by the trusted key is
             # present, or if a line names that key but fails to verify (signed-note).
-            verify_note(note, log_key)
+            _, sigs = verify_note(note, log_key)
         except LedgerError as exc:
             return _reply(403, f"log signature rejected: {exc}\n")
         if old > cp.size:
@@ -131,9 +135,27 @@ class Witness:
                     verify_consistency(old, cp.size, cur_root, cp.root, proof)
                 except LedgerError as exc:
                     return _reply(422, f"consistency proof does not verify: {exc}\n")
-            data[cp.origin] = {"size": cp.size, "root": base64.b64encode(cp.root).decode()}
+            line = cosign(body, self.signer)
+            # Kept for the monitoring API: the log's signatures the witness verified (lines
+            # by other keys dropped) and its own cosignature, as add-checkpoint returned it.
+            log_lines = "".join(sig.line() for sig in sigs
+                                if (sig.name, sig.key_id) == (log_key.name, log_key.key_id))
+            data[cp.origin] = {"size": cp.size, "root": base64.b64encode(cp.root).decode(),
+                               "note": f"{body}\n{log_lines}{line}"}
             self._store(data)
-        return _reply(200, cosign(body, self.signer))
+        return _reply(200, line)
+
+    def cosigned_checkpoint(self, wanted: str) -> Reply:
+        """tlog-witness "Monitor Retrieval Mechanism": the latest cosigned checkpoint of
+        the log whose origin has this SHA-256 (lower-case hex), or 404 if none.
+
+        State written before the note was kept (size and root only) has nothing to serve
+        either: 404 until the log's next add-checkpoint.
+        """
+        for origin, rec in self._load().items():  # an atomic replace: no lock needed
+            if origin_hash(origin) == wanted and isinstance(rec.get("note"), str):
+                return _reply(200, str(rec["note"]))
+        return _reply(404, "no cosigned checkpoint for this origin hash\n")
 
 
 def make_server(witness: Witness, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
@@ -150,6 +172,19 @@ def make_server(witness: Witness, host: str = "127.0.0.1", port: int = 0) -> Thr
                 rep = _reply(400, "body too large\n")
             else:
                 rep = witness.add_checkpoint(self.rfile.read(int(length)))
+            self._send(rep)
+
+        def do_GET(self) -> None:
+            # tlog-witness: GET <monitoring prefix>/<origin hash>/checkpoint; the
+            # monitoring prefix is the same as the submission prefix here (allowed).
+            parts = urllib.parse.urlsplit(self.path).path.split("/")
+            if len(parts) >= 3 and parts[-1] == "checkpoint":
+                rep = witness.cosigned_checkpoint(parts[-2])
+            else:
+                rep = _reply(404, "not found\n")
+            self._send(rep)
+
+        def _send(self, rep: Reply) -> None:
             self.send_response(rep.status)
             self.send_header("Content-Type", rep.content_type)
             self.send_header("Content-Length", str(len(rep.body)))
@@ -187,6 +222,30 @@ def request_cosignature(url: str, checkpoint: str, old_size: int, proof: Sequenc
         detail = exc.read().decode("utf-8", "replace")
         raise WitnessError(detail.strip(), exc.code) from exc
     except (urllib.error.URLError, OSError) as exc:
+        raise WitnessError(f"{url}: {exc}") from exc
+
+
+def origin_hash(origin: str) -> str:
+    """tlog-witness "Monitor Retrieval Mechanism": SHA-256 of the origin, lower-case hex."""
+    return hashlib.sha256(origin.encode()).hexdigest()
+
+
+def fetch_cosigned_checkpoint(url: str, origin: str, timeout: float = 5.0) -> str:
+    """GET the latest checkpoint a witness cosigned for ``origin``; raise WitnessError.
+
+    The note is not verified here: check it with ``verify_checkpoint`` and
+    ``require_cosignatures`` as any other note.
+    """
+    target = f"{url.rstrip('/')}/{origin_hash(origin)}/checkpoint"
+    if not target.startswith(("http://", "https://")):
+        raise WitnessError(f"refusing non-HTTP witness URL {url}")
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as resp:  # noqa: S310
+            return str(resp.read(MAX_BODY).decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        raise WitnessError(detail.strip(), exc.code) from exc
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
         raise WitnessError(f"{url}: {exc}") from exc
 
 

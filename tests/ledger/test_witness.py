@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
 import subprocess
 import sys
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -12,12 +16,24 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from ledger.checkpoint import Checkpoint, CheckpointSigner, generate_key_file, parse_size
+from ledger.checkpoint import (
+    Checkpoint,
+    CheckpointSigner,
+    generate_key_file,
+    parse_size,
+    verify_checkpoint,
+)
 from ledger.checkpointer import sign_checkpoint, store_cosigned
-from ledger.cosignature import verified_cosigners
+from ledger.cosignature import require_cosignatures, verified_cosigners
 from ledger.errors import MalformedNoteError, QuorumError, WitnessError
 from ledger.log import TransparencyLog
-from ledger.note import ALG_COSIGNATURE_V1, NoteSignature, NoteSigner, generate_signer
+from ledger.note import (
+    ALG_COSIGNATURE_V1,
+    NoteSignature,
+    NoteSigner,
+    generate_signer,
+    sign_note,
+)
 from ledger.receipt import verify_receipt
 from ledger.witness import (
     MAX_BODY,
@@ -25,7 +41,9 @@ from ledger.witness import (
     Witness,
     WitnessConfig,
     collect_cosignatures,
+    fetch_cosigned_checkpoint,
     make_server,
+    origin_hash,
     request_cosignature,
 )
 from tests.ledger.conftest import ORIGIN, fill
@@ -300,3 +318,73 @@ def test_client_409_size_is_ascii_decimal(factory: sessionmaker[Session],
         server.shutdown()
         server.server_close()
     assert len(seen) == 1 and seen[0].startswith(b"old 0\n")
+
+
+def _get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read().decode()
+
+
+def test_monitoring_serves_latest_cosigned_checkpoint(
+    factory: sessionmaker[Session], tlog: TransparencyLog, signer: CheckpointSigner,
+    witnesses: list[Running],
+) -> None:
+    """tlog-witness "Monitor Retrieval Mechanism": GET <prefix>/<origin hash>/checkpoint,
+    the origin hash being SHA-256(origin) in lower-case hex; 404 until a cosignature."""
+    w = witnesses[0]
+    wanted = hashlib.sha256(ORIGIN.encode()).hexdigest()
+    assert origin_hash(ORIGIN) == wanted
+    assert _get(f"{w.url}/{wanted}/checkpoint")[0] == 404
+    with pytest.raises(WitnessError) as info:
+        fetch_cosigned_checkpoint(w.url, ORIGIN)
+    assert info.value.status == 404
+    fill(factory, tlog, 10)
+    note10 = _signed(factory, tlog)
+    stranger = generate_signer("other.test/key")  # a line by an unknown key: not kept
+    submitted = note10 + sign_note(note10.split("\n\n")[0] + "\n", stranger).split("\n\n")[1]
+    line10 = request_cosignature(w.url, submitted, 0, [])
+    status, ctype, served = _get(f"{w.url}/{wanted}/checkpoint")
+    assert (status, ctype) == (200, "text/plain; charset=utf-8")
+    assert served == note10 + line10
+    assert verify_checkpoint(served, signer.verifier, ORIGIN).size == 10
+    assert require_cosignatures(served, [w.signer.verifier], 1) == {"witness.test/w0"}
+    assert fetch_cosigned_checkpoint(w.url + "/", ORIGIN) == served
+    fill(factory, tlog, 4, start=10)
+    note14 = _signed(factory, tlog)
+    with factory() as s:
+        line14 = request_cosignature(w.url, note14, 10, tlog.consistency_proof(s, 10, 14))
+    assert fetch_cosigned_checkpoint(w.url, ORIGIN) == note14 + line14
+    # A refused checkpoint does not change what is served.
+    forked = signer.sign(Checkpoint(ORIGIN, 14, b"\x07" * 32))
+    with pytest.raises(WitnessError):
+        request_cosignature(w.url, forked, 14, [])
+    assert fetch_cosigned_checkpoint(w.url, ORIGIN) == note14 + line14
+    # A monitoring prefix in front of the hash is fine; anything else names no log.
+    assert _get(f"{w.url}/monitor/{wanted}/checkpoint")[2] == note14 + line14
+    for path in (f"/{wanted.upper()}/checkpoint", f"/{urllib.parse.quote(ORIGIN, safe='')}"
+                 "/checkpoint", f"/{origin_hash('other.test/log')}/checkpoint",
+                 f"/{wanted}", f"/{wanted}/checkpoint/x", "/checkpoint"):
+        assert _get(w.url + path)[0] == 404, path
+    assert witnesses[1].witness.cosigned_checkpoint(wanted).status == 404
+
+
+def test_monitoring_after_state_without_note(
+    factory: sessionmaker[Session], tlog: TransparencyLog, witnesses: list[Running],
+) -> None:
+    """State that kept only size and root: 404 until the log's next add-checkpoint."""
+    fill(factory, tlog, 3)
+    note = _signed(factory, tlog)
+    w = witnesses[0]
+    request_cosignature(w.url, note, 0, [])
+    state = json.loads(w.state.read_text())
+    del state[ORIGIN]["note"]
+    w.state.write_text(json.dumps(state))
+    assert w.witness.cosigned_checkpoint(origin_hash(ORIGIN)).status == 404
+    fill(factory, tlog, 2, start=3)
+    note5 = _signed(factory, tlog)
+    with factory() as s:
+        line = request_cosignature(w.url, note5, 3, tlog.consistency_proof(s, 3, 5))
+    assert fetch_cosigned_checkpoint(w.url, ORIGIN) == note5 + line
