@@ -372,11 +372,14 @@ def _worker_raises_audit_error(start: int, entries: list[bytes]) -> Checked:
 @pytest.mark.parametrize("worker", [_worker_exits, _worker_raises_unpicklable])
 def test_failing_worker_fails_the_audit(
     worker: Any, filled: api.LocalSource, signer: CheckpointSigner,
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setattr(audit, "check_entries", worker)  # inherited by the forked workers
     with pytest.raises(AuditIncompleteError, match="audit stopped: the worker checking"):
         run_audit(filled, signer.verifier, page=7, workers=2, chunk=8)
+    assert main(["audit", "--url", "http://unused", "--log-key", signer.vkey(),
+                 "--workers", "2"], source=filled) == 1
+    assert "FAIL: audit stopped: the worker checking entries from 0" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(120)
