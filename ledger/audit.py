@@ -13,7 +13,9 @@ import json
 import multiprocessing
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
@@ -28,7 +30,7 @@ from ledger.entry import (
     ZERO_HASH_HEX,
     check_run_finished,
 )
-from ledger.errors import AuditError, MalformedEntryError
+from ledger.errors import AuditError, AuditIncompleteError, LedgerError, MalformedEntryError
 from ledger.merkle import EMPTY_ROOT, node_sha256
 from ledger.treemath import perfect_subtrees
 
@@ -208,10 +210,6 @@ def check_entries(start: int, entries: list[bytes]) -> Checked:
     return out
 
 
-def _check_job(job: tuple[int, list[bytes]]) -> Checked:
-    return check_entries(*job)
-
-
 class Auditor:
     def __init__(self) -> None:
         self.size = 0
@@ -271,10 +269,35 @@ def default_workers() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0))))
 
 
-def audit_chunks(chunks: Iterator[tuple[int, list[bytes]]], workers: int) -> AuditResult:
+def _checked(start: int, future: Future[Checked]) -> Checked:
+    """A worker's result; a worker that raised or died fails the audit (never hangs it)."""
+    try:
+        return future.result()
+    except LedgerError:
+        raise
+    except Exception as exc:  # BrokenProcessPool (worker died), a bug, an unpicklable error
+        raise AuditIncompleteError(f"audit stopped: the worker checking entries from {start} "
+                                   f"failed: {exc!r}") from exc
+
+
+def _submit(pool: ProcessPoolExecutor, start: int, entries: list[bytes]) -> Future[Checked]:
+    """Hand a chunk to a worker; a pool already broken gives a future that fails with it."""
+    try:
+        return pool.submit(check_entries, start, entries)
+    except BrokenExecutor as exc:
+        failed: Future[Checked] = Future()
+        failed.set_exception(exc)
+        return failed
+
+
+def audit_chunks(chunks: Iterable[tuple[int, list[bytes]]], workers: int) -> AuditResult:
     """Audit consecutive (start, entries) chunks, checking them in ``workers`` processes.
 
-    With workers > 1 this forks: call it from single-threaded programs (the CLI, bench).
+    Chunks are fetched here, in the calling thread, so an error while fetching (a log
+    shorter than its checkpoint, a network error) is raised here, after the chunks before
+    it are merged: the first bad entry is still the one reported. A worker that raises or
+    dies raises ``AuditIncompleteError``. With workers > 1 this forks: call it from
+    single-threaded programs (the CLI, bench).
     """
     auditor = Auditor()
     if workers <= 1:
@@ -283,8 +306,28 @@ def audit_chunks(chunks: Iterator[tuple[int, list[bytes]]], workers: int) -> Aud
         return auditor.result()
     # fork: workers need no re-import of __main__ (spawn breaks scripts run from stdin
     # and respawns forever); the verifier CLI that uses this is single-threaded.
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(workers) as pool:
-        for checked in pool.imap(_check_job, chunks):
-            auditor.merge(checked)
+    # ProcessPoolExecutor, not multiprocessing.Pool: a Pool whose result cannot be
+    # unpickled, or whose worker is killed, never completes the task and the audit hangs;
+    # the executor marks itself broken and fails every pending future instead.
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    pending: deque[tuple[int, Future[Checked]]] = deque()
+    it = iter(chunks)
+    try:
+        while True:
+            try:
+                chunk = next(it, None)
+            except LedgerError:
+                while pending:  # an earlier bad entry is the better report
+                    auditor.merge(_checked(*pending.popleft()))
+                raise
+            if chunk is None:
+                break
+            pending.append((chunk[0], _submit(pool, *chunk)))
+            # In order; at most 2 * workers chunks held in memory.
+            while pending and (len(pending) > 2 * workers or pending[0][1].done()):
+                auditor.merge(_checked(*pending.popleft()))
+        while pending:
+            auditor.merge(_checked(*pending.popleft()))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return auditor.result()

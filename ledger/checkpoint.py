@@ -28,6 +28,9 @@ from ledger.note import (
 
 ENV_KEY = "SANDBOX_LOG_KEY"
 ENV_KEY_FILE = "SANDBOX_LOG_KEY_FILE"
+# tlog-checkpoint "Note text" and tlog-witness "add-checkpoint": sizes are ASCII decimal
+# without leading zeroes ("0" for zero). [0-9], not \d or str.isdigit(): those also take
+# other scripts' digits (Arabic-Indic ٣, fullwidth ３), which int() then accepts.
 _SIZE_RE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
 
 
@@ -45,19 +48,28 @@ class Checkpoint:
         return "\n".join(lines) + "\n"
 
 
+def parse_size(text: str) -> int:
+    """A tree size: ASCII decimal, no leading zeroes; MalformedNoteError otherwise."""
+    if not _SIZE_RE.fullmatch(text):
+        raise MalformedNoteError(f"size {text[:24]!r} is not ASCII decimal without leading "
+                                 "zeroes")
+    return int(text)
+
+
 def parse_checkpoint_body(body: str) -> Checkpoint:
     lines = body.split("\n")
     if len(lines) < 4 or lines[-1] != "":
         raise MalformedNoteError("checkpoint needs origin, size and root lines")
     origin, size, root, *ext = lines[:-1]
-    if not origin or not _SIZE_RE.fullmatch(size):
-        raise MalformedNoteError("checkpoint origin or size line is malformed")
+    if not origin:
+        raise MalformedNoteError("checkpoint origin line is empty")
+    tree_size = parse_size(size)
     raw = b64decode(root)
     if len(raw) != 32:
         raise MalformedNoteError("checkpoint root is not a 32-byte hash")
     if any(not e for e in ext):
         raise MalformedNoteError("empty checkpoint extension line")
-    return Checkpoint(origin, int(size), raw, tuple(ext))
+    return Checkpoint(origin, tree_size, raw, tuple(ext))
 
 
 def verify_checkpoint(

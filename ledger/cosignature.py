@@ -33,20 +33,30 @@ def cosign(body: str, signer: NoteSigner, timestamp: int | None = None) -> str:
 
 
 def _valid(body: str, sig: NoteSignature, v: NoteVerifier) -> bool:
-    if sig.name != v.name or sig.key_id != v.key_id or len(sig.signature) != 72:
+    if len(sig.signature) != 72:
         return False
     (ts,) = struct.unpack(">Q", sig.signature[:8])
     return ts < 2**63 and v.verify(_message(body, ts), sig.signature[8:])
 
 
 def verified_cosigners(note: str, witnesses: Iterable[NoteVerifier]) -> set[str]:
-    """Names of the given witnesses whose cosignature on ``note`` verifies; others ignored."""
+    """Names of the given witnesses whose cosignature on ``note`` verifies.
+
+    Lines from other keys are ignored; a line whose name and key ID match one of
+    ``witnesses`` but fails to verify rejects the whole note (signed-note "Signatures").
+    """
     body, sigs = split_note(note)
     names: set[str] = set()
     for v in witnesses:
         if v.alg != ALG_COSIGNATURE_V1:
             raise VerificationError(f"witness key {v.name} is not a cosignature/v1 key")
-        if any(_valid(body, s, v) for s in sigs):
+        kid = v.key_id
+        for s in sigs:
+            if s.name != v.name or s.key_id != kid:
+                continue
+            if not _valid(body, s, v):
+                raise VerificationError(f"a cosignature by {v.name} on the note fails to "
+                                        "verify")
             names.add(v.name)
     return names
 

@@ -2,9 +2,15 @@
 
 Callers (the controller, the CLI, tests) catch these instead of ValueError/IndexError so a
 bad proof from an untrusted server can never be confused with a programming error.
+
+Every class survives ``pickle``: the audit raises them in worker processes. An exception
+is rebuilt as ``cls(*args)``, so a class whose ``__init__`` takes other arguments than the
+message defines ``__reduce__``; an unpicklable one kills the pool's result reader.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 
 class LedgerError(Exception):
@@ -35,6 +41,16 @@ class AuditError(VerificationError):
         self.index = index
         self.reason = reason
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.index, self.reason), self.__dict__
+
+
+class AuditIncompleteError(VerificationError):
+    """The audit stopped before checking every entry: a worker process failed or died.
+
+    Nothing is known about the entries it did not check, so the audit does not pass.
+    """
+
 
 class InvalidEntryError(LedgerError):
     """An append was refused: the kind, actor or body is not acceptable."""
@@ -62,6 +78,9 @@ class WitnessError(LedgerError):
     def __init__(self, message: str, status: int = 0) -> None:
         super().__init__(message)
         self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.args[0], self.status), self.__dict__
 
 
 class QuorumError(WitnessError):
@@ -94,3 +113,7 @@ class SequencerTimeoutError(SequencerError, TimeoutError):
     def __init__(self, message: str, started: bool) -> None:
         super().__init__(message)
         self.started = started
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # OSError (via TimeoutError) pickles as cls(*args): without this, cls(message).
+        return type(self), (self.args[0], self.started), self.__dict__

@@ -186,11 +186,24 @@ def sign_note(body: str, signer: NoteSigner) -> str:
 
 
 def verify_note(text: str, verifier: NoteVerifier) -> tuple[str, list[NoteSignature]]:
-    """Check the note carries a valid 0x01 signature by ``verifier``; return body and sigs."""
+    """Check the note carries a valid 0x01 signature by ``verifier``; return body and sigs.
+
+    signed-note "Signatures": lines from other keys (name or key ID differ) are ignored;
+    a line whose name and key ID match ``verifier`` must verify, else the whole note is
+    rejected, even if another line by the same key verifies (the spec's SHOULD, taken as
+    a MUST: tlog-witness requires it of witnesses).
+    """
     body, sigs = split_note(text)
     kid = verifier.key_id
+    message = body.encode()
+    found = False
     for s in sigs:
-        if s.name == verifier.name and s.key_id == kid and verifier.verify(
-                body.encode(), s.signature):
-            return body, sigs
-    raise VerificationError(f"no valid signature by {verifier.name} on the note")
+        if s.name != verifier.name or s.key_id != kid:
+            continue
+        if not verifier.verify(message, s.signature):
+            raise VerificationError(f"a signature by {verifier.name} on the note fails to "
+                                    "verify")
+        found = True
+    if not found:
+        raise VerificationError(f"no valid signature by {verifier.name} on the note")
+    return body, sigs

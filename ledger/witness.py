@@ -3,7 +3,9 @@
 Server side (``Witness``/``serve``) implements tlog-witness "add-checkpoint": it checks the
 log's signature, the old size against its state (409 + text/x.tlog.size), the RFC 9162
 consistency proof (422), then persists the new state atomically before cosigning
-(tlog-cosignature). Client side: ``request_cosignature`` and ``collect_cosignatures``.
+(tlog-cosignature); and the "Monitor Retrieval Mechanism": ``GET <prefix>/<origin
+hash>/checkpoint`` serves the latest checkpoint it cosigned for a log. Client side:
+``request_cosignature``, ``collect_cosignatures`` and ``fetch_cosigned_checkpoint``.
 Standard library and ``cryptography`` only; listens on 127.0.0.1 unless told otherwise.
 """
 
@@ -13,12 +15,15 @@ import argparse
 import base64
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +31,10 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ledger.checkpoint import parse_checkpoint_body
+from ledger.checkpoint import parse_checkpoint_body, parse_size
 from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
 from ledger.errors import LedgerError, MalformedNoteError, QuorumError, WitnessError
-from ledger.merkle import verify_consistency
+from ledger.merkle import EMPTY_ROOT, verify_consistency
 from ledger.note import (
     NoteSigner,
     NoteVerifier,
@@ -42,6 +47,7 @@ from ledger.note import (
 
 SIZE_TYPE = "text/x.tlog.size"
 MAX_BODY = 64 * 1024
+_CONTENT_LENGTH_RE = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True)
@@ -88,10 +94,8 @@ class Witness:
             lines = head.split("\n")
             if not sep or not lines[0].startswith("old ") or len(lines) > 64:
                 raise MalformedNoteError("request must be 'old N', proof lines, blank, note")
-            old_txt = lines[0][4:]
-            if not old_txt.isdigit() or (old_txt != "0" and old_txt.startswith("0")):
-                raise MalformedNoteError("bad old size")
-            old = int(old_txt)
+            # tlog-witness "add-checkpoint": ASCII decimal, no leading zeroes.
+            old = parse_size(lines[0][4:])
             proof = [b64decode(x) for x in lines[1:]]
             body, _ = split_note(note)
             cp = parse_checkpoint_body(body)
@@ -101,9 +105,11 @@ class Witness:
         if log_key is None:
             return _reply(404, "unknown log origin\n")
         try:
-            verify_note(note, log_key)
-        except LedgerError:
-            return _reply(403, "no valid signature from a known log key\n")
+            # tlog-witness "add-checkpoint": 403 if no signature by the trusted key is
+            # present, or if a line names that key but fails to verify (signed-note).
+            _, sigs = verify_note(note, log_key)
+        except LedgerError as exc:
+            return _reply(403, f"log signature rejected: {exc}\n")
         if old > cp.size:
             return _reply(400, "old size exceeds checkpoint size\n")
         with self._lock, open(str(self.state) + ".lock", "a") as lockf:
@@ -114,8 +120,13 @@ class Witness:
             cur_root = base64.b64decode(str(cur.get("root", ""))) if cur else b""
             if old != cur_size:
                 return _reply(409, f"{cur_size}\n", SIZE_TYPE)
+            # tlog-witness "add-checkpoint": a size-0 checkpoint must carry the empty
+            # tree's root, the hash of the empty string (RFC 6962 §2.1), else 422.
+            if cp.size == 0 and cp.root != EMPTY_ROOT:
+                return _reply(422, "a checkpoint of size 0 must have the empty tree's root\n")
+            # Same size, other root: 422 (tlog-witness; 409 before tlog-witness #280).
             if old == cp.size and cur and cur_root != cp.root:
-                return _reply(409, f"{cur_size}\n", SIZE_TYPE)
+                return _reply(422, "same size as the cosigned checkpoint, other root\n")
             if old == 0:
                 if proof:
                     return _reply(422, "proof from size 0 must be empty\n")
@@ -124,20 +135,56 @@ class Witness:
                     verify_consistency(old, cp.size, cur_root, cp.root, proof)
                 except LedgerError as exc:
                     return _reply(422, f"consistency proof does not verify: {exc}\n")
-            data[cp.origin] = {"size": cp.size, "root": base64.b64encode(cp.root).decode()}
+            line = cosign(body, self.signer)
+            # Kept for the monitoring API: the log's signatures the witness verified (lines
+            # by other keys dropped) and its own cosignature, as add-checkpoint returned it.
+            log_lines = "".join(sig.line() for sig in sigs
+                                if (sig.name, sig.key_id) == (log_key.name, log_key.key_id))
+            data[cp.origin] = {"size": cp.size, "root": base64.b64encode(cp.root).decode(),
+                               "note": f"{body}\n{log_lines}{line}"}
             self._store(data)
-        return _reply(200, cosign(body, self.signer))
+        return _reply(200, line)
+
+    def cosigned_checkpoint(self, wanted: str) -> Reply:
+        """tlog-witness "Monitor Retrieval Mechanism": the latest cosigned checkpoint of
+        the log whose origin has this SHA-256 (lower-case hex), or 404 if none.
+
+        State written before the note was kept (size and root only) has nothing to serve
+        either: 404 until the log's next add-checkpoint.
+        """
+        for origin, rec in self._load().items():  # an atomic replace: no lock needed
+            if origin_hash(origin) == wanted and isinstance(rec.get("note"), str):
+                return _reply(200, str(rec["note"]))
+        return _reply(404, "no cosigned checkpoint for this origin hash\n")
 
 
 def make_server(witness: Witness, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
+            # RFC 9110 §8.6: Content-Length is 1*DIGIT (ASCII). int() would also take
+            # "-1" (read to EOF, past MAX_BODY), "+5", "1_0" and non-ASCII digits.
+            length = self.headers.get("Content-Length") or "0"
             if self.path.rstrip("/").split("/")[-1] != "add-checkpoint":
                 rep = _reply(404, "not found\n")
+            elif not _CONTENT_LENGTH_RE.fullmatch(length):
+                rep = _reply(400, "bad Content-Length\n")
+            elif int(length) > MAX_BODY:
+                rep = _reply(400, "body too large\n")
             else:
-                length = int(self.headers.get("Content-Length") or 0)
-                rep = _reply(400, "body too large\n") if length > MAX_BODY else \
-                    witness.add_checkpoint(self.rfile.read(length))
+                rep = witness.add_checkpoint(self.rfile.read(int(length)))
+            self._send(rep)
+
+        def do_GET(self) -> None:
+            # tlog-witness: GET <monitoring prefix>/<origin hash>/checkpoint; the
+            # monitoring prefix is the same as the submission prefix here (allowed).
+            parts = urllib.parse.urlsplit(self.path).path.split("/")
+            if len(parts) >= 3 and parts[-1] == "checkpoint":
+                rep = witness.cosigned_checkpoint(parts[-2])
+            else:
+                rep = _reply(404, "not found\n")
+            self._send(rep)
+
+        def _send(self, rep: Reply) -> None:
             self.send_response(rep.status)
             self.send_header("Content-Type", rep.content_type)
             self.send_header("Content-Length", str(len(rep.body)))
@@ -178,7 +225,39 @@ def request_cosignature(url: str, checkpoint: str, old_size: int, proof: Sequenc
         raise WitnessError(f"{url}: {exc}") from exc
 
 
+def origin_hash(origin: str) -> str:
+    """tlog-witness "Monitor Retrieval Mechanism": SHA-256 of the origin, lower-case hex."""
+    return hashlib.sha256(origin.encode()).hexdigest()
+
+
+def fetch_cosigned_checkpoint(url: str, origin: str, timeout: float = 5.0) -> str:
+    """GET the latest checkpoint a witness cosigned for ``origin``; raise WitnessError.
+
+    The note is not verified here: check it with ``verify_checkpoint`` and
+    ``require_cosignatures`` as any other note.
+    """
+    target = f"{url.rstrip('/')}/{origin_hash(origin)}/checkpoint"
+    if not target.startswith(("http://", "https://")):
+        raise WitnessError(f"refusing non-HTTP witness URL {url}")
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as resp:  # noqa: S310
+            return str(resp.read(MAX_BODY).decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")
+        raise WitnessError(detail.strip(), exc.code) from exc
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as exc:
+        raise WitnessError(f"{url}: {exc}") from exc
+
+
 _known_sizes: dict[tuple[str, str], int] = {}
+
+
+def _size_or_none(text: str) -> int | None:
+    """The size in a 409 text/x.tlog.size body (tlog-witness), or None if it is not one."""
+    try:
+        return parse_size(text)
+    except MalformedNoteError:
+        return None
 
 
 def _one(w: WitnessConfig, checkpoint: str, proof_fn: Callable[[int, int], Sequence[bytes]],
@@ -193,8 +272,9 @@ def _one(w: WitnessConfig, checkpoint: str, proof_fn: Callable[[int, int], Seque
         try:
             lines = request_cosignature(w.url, checkpoint, old, proof, timeout)
         except WitnessError as exc:
-            if exc.status == 409 and str(exc).isdigit() and int(str(exc)) != old:
-                old = int(str(exc))
+            seen = _size_or_none(str(exc)) if exc.status == 409 else None
+            if seen is not None and seen != old:
+                old = seen
                 if old > cp.size:
                     raise WitnessError(f"{w.url} has seen a larger tree ({old})", 409) from exc
                 continue

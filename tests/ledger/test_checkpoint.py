@@ -16,11 +16,17 @@ from ledger.checkpoint import (
     verify_checkpoint,
 )
 from ledger.checkpointer import Checkpointer, checkpoint_history
-from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
+from ledger.cosignature import (
+    add_signature_lines,
+    cosign,
+    require_cosignatures,
+    verified_cosigners,
+)
 from ledger.errors import KeyConfigError, MalformedNoteError, VerificationError
 from ledger.log import TransparencyLog
 from ledger.note import (
     ALG_COSIGNATURE_V1,
+    NoteSignature,
     generate_signer,
     key_id,
     parse_skey,
@@ -120,9 +126,51 @@ def test_cosignature_v1(signer: CheckpointSigner) -> None:
     stranger = generate_signer("witness.test/w1", ALG_COSIGNATURE_V1)
     assert verified_cosigners(cosigned, [stranger.verifier]) == set()
     forged = cosigned.replace(line.strip(), line.strip()[:-8] + "AAAAAAA=")
-    assert verified_cosigners(forged, [w.verifier]) == set()
+    with pytest.raises(VerificationError):  # a known key's line fails: reject the note
+        verified_cosigners(forged, [w.verifier])
     with pytest.raises(MalformedNoteError):
         cosign(body, generate_signer("not-a-witness"))
+
+
+def _bad_line(name: str, kid: bytes, length: int = 64) -> str:
+    """A signature line naming key (name, kid) whose signature bytes are garbage."""
+    return NoteSignature(name, kid, b"\x5a" * length).line()
+
+
+def test_failing_signature_by_known_key_rejects_note(signer: CheckpointSigner) -> None:
+    """signed-note "Signatures": a line that names a known key and fails rejects the note,
+    even next to a valid line by that key; lines by unknown keys are ignored."""
+    v = signer.verifier
+    note = signer.sign(Checkpoint(ORIGIN, 7, ROOT))
+    bad = _bad_line(v.name, v.key_id)
+    for forged in (note + bad, note.replace("\n\n", "\n\n" + bad, 1),
+                   note + _bad_line(v.name, v.key_id, 10)):
+        with pytest.raises(VerificationError, match="fails to verify"):
+            verify_note(forged, v)
+        with pytest.raises(VerificationError):
+            verify_checkpoint(forged, v)
+    other_id = bytes(b ^ 0xFF for b in v.key_id)
+    ignored = note + _bad_line(v.name, other_id) + _bad_line("other.test/key", v.key_id)
+    assert verify_checkpoint(ignored, v) == Checkpoint(ORIGIN, 7, ROOT)
+
+
+def test_failing_cosignature_by_known_witness_rejects_note(signer: CheckpointSigner) -> None:
+    w1 = generate_signer("witness.test/w1", ALG_COSIGNATURE_V1)
+    w2 = generate_signer("witness.test/w2", ALG_COSIGNATURE_V1)
+    note = signer.sign(Checkpoint(ORIGIN, 7, ROOT))
+    body, _ = verify_note(note, signer.verifier)
+    cosigned = add_signature_lines(note, [cosign(body, w1), cosign(body, w2)])
+    keys = [w1.verifier, w2.verifier]
+    assert require_cosignatures(cosigned, keys, 2) == {"witness.test/w1", "witness.test/w2"}
+    forged = cosigned + _bad_line(w1.name, w1.verifier.key_id, 72)
+    with pytest.raises(VerificationError, match="fails to verify"):
+        verified_cosigners(forged, keys)
+    with pytest.raises(VerificationError):
+        require_cosignatures(forged, keys, 1)
+    # A line by a key the verifier does not know (same name, other ID) is ignored.
+    stranger = generate_signer("witness.test/w1", ALG_COSIGNATURE_V1)
+    ignored = cosigned + _bad_line(stranger.name, stranger.verifier.key_id, 72)
+    assert require_cosignatures(ignored, keys, 2) == {"witness.test/w1", "witness.test/w2"}
 
 
 def test_checkpointer_signs_within_a_second(

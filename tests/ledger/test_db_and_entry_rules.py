@@ -36,3 +36,19 @@ def test_timestamps_take_ascii_digits_only() -> None:
 
     assert TS_RE.match("2025-03-01T10:00:00.000000Z")
     assert not TS_RE.match("２０２５-03-01T10:00:00.000000Z")
+
+
+def test_access_time_takes_ascii_digits_only() -> None:
+    """run.finished audit.access_time is RFC 3339: ASCII digits, as the entry timestamp."""
+    from ledger.entry import check_run_finished
+    from ledger.errors import MalformedEntryError
+    from tests.ledger.helpers import run_finished_body
+
+    body = run_finished_body(0)
+    check_run_finished(body)
+    for at in ("\u0662\u0660\u0662\u0665-03-01T10:00:00Z",  # Arabic-Indic digits
+               "2025-03-01T１０:00:00Z", "2025-03-01T10:00:00.\u0665Z",
+               "2025-03-01T10:00:00+0\u0668:00"):
+        body["audit"]["access_time"] = at
+        with pytest.raises(MalformedEntryError):
+            check_run_finished(body)

@@ -2,6 +2,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -10,18 +16,24 @@ from sqlalchemy import delete, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger import api_payloads as api
-from ledger.audit import audit_entries
+from ledger import audit
+from ledger import errors as errors_module
+from ledger.audit import Checked, audit_entries, default_workers
 from ledger.checkpoint import CheckpointSigner
 from ledger.checkpointer import sign_checkpoint
 from ledger.entry import canonical_json, decode_entry
 from ledger.errors import (
     AuditError,
+    AuditIncompleteError,
     CheckpointUnavailableError,
     EntryNotFoundError,
     LedgerError,
     MalformedEntryError,
     ProofRequestError,
+    QuorumError,
+    SequencerTimeoutError,
     VerificationError,
+    WitnessError,
 )
 from ledger.log import TransparencyLog
 from ledger.merkle import verify_consistency, verify_inclusion
@@ -31,6 +43,7 @@ from ledger.store import entries_t, head_t
 from ledger.verify_cli import check_new_checkpoint, main, run_audit
 from tests.ledger.conftest import ORIGIN
 from tests.ledger.helpers import fill_realistic, run_finished_body
+from tests.ledger.test_http_and_schema import ROOT, TOKEN, serve_payloads
 
 N = 30
 
@@ -285,3 +298,107 @@ def test_chunked_audit_reports_first_bad_index(
         assert info.value.index == bad
         _tamper(factory, update(entries_t).where(entries_t.c.idx == bad)
                 .values(data=original[bad]))
+
+
+def test_errors_survive_pickle() -> None:
+    """Worker processes send errors back pickled; each must come back whole."""
+    cases: list[LedgerError] = [
+        AuditError(7, "prev does not match"), AuditError(-1, "root differs"),
+        WitnessError("conflict", 409), QuorumError("1 of 2", 0),
+        SequencerTimeoutError("timed out", True), AuditIncompleteError("worker died"),
+    ]
+    cases += [cls("message") for cls in vars(errors_module).values()
+              if isinstance(cls, type) and issubclass(cls, LedgerError)
+              and cls not in (AuditError, SequencerTimeoutError)]
+    for exc in cases:
+        back = pickle.loads(pickle.dumps(exc))
+        assert type(back) is type(exc) and str(back) == str(exc)
+        assert vars(back) == vars(exc), type(exc)
+
+
+def _truncate(factory: sessionmaker[Session], size: int) -> None:
+    """The served log loses its tail; the signed checkpoint still claims N entries."""
+    _tamper(factory, delete(entries_t).where(entries_t.c.idx >= size))
+    _tamper(factory, update(head_t).values(size=size))
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["default", "two"])
+def test_audit_of_short_log_fails_promptly(
+    workers: list[str], filled: api.LocalSource, factory: sessionmaker[Session],
+    tlog: TransparencyLog, signer: CheckpointSigner,
+) -> None:
+    """A log shorter than its checkpoint fails the audit in any worker setting, never hangs."""
+    assert workers or default_workers() > 1 or os.cpu_count() == 1
+    _truncate(factory, 20)
+    server = serve_payloads(tlog, factory)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        t0 = time.monotonic()
+        out = subprocess.run(
+            [sys.executable, "-m", "ledger.verify_cli", "audit", "--url", url, "--token", TOKEN,
+             "--log-key", signer.vkey(), *workers],
+            cwd=ROOT, capture_output=True, text=True, timeout=120)
+        elapsed = time.monotonic() - t0
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert out.returncode == 1, out.stderr
+    assert "FAIL (first bad index 20)" in out.stderr
+    assert f"log stops at 20 entries; checkpoint claims {N}" in out.stderr
+    print(f"short-log audit failed in {elapsed:.2f} s")
+
+
+class _TwoArgError(Exception):
+    """Pickles, but cannot be rebuilt from its args: unpickling it raises TypeError."""
+
+    def __init__(self, a: int, b: str) -> None:
+        super().__init__(f"{a}: {b}")
+
+
+def _worker_exits(start: int, entries: list[bytes]) -> Checked:
+    os._exit(70)
+
+
+def _worker_raises_unpicklable(start: int, entries: list[bytes]) -> Checked:
+    raise _TwoArgError(start, "bug")
+
+
+def _worker_raises_audit_error(start: int, entries: list[bytes]) -> Checked:
+    raise AuditError(start + 1, "raised in a worker")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("worker", [_worker_exits, _worker_raises_unpicklable])
+def test_failing_worker_fails_the_audit(
+    worker: Any, filled: api.LocalSource, signer: CheckpointSigner,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setattr(audit, "check_entries", worker)  # inherited by the forked workers
+    with pytest.raises(AuditIncompleteError, match="audit stopped: the worker checking"):
+        run_audit(filled, signer.verifier, page=7, workers=2, chunk=8)
+    assert main(["audit", "--url", "http://unused", "--log-key", signer.vkey(),
+                 "--workers", "2"], source=filled) == 1
+    assert "FAIL: audit stopped: the worker checking entries from 0" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_ledger_error_in_worker_is_reported(
+    filled: api.LocalSource, signer: CheckpointSigner, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(audit, "check_entries", _worker_raises_audit_error)
+    with pytest.raises(AuditError) as info:
+        run_audit(filled, signer.verifier, page=7, workers=2, chunk=8)
+    assert (info.value.index, info.value.reason) == (1, "raised in a worker")
+
+
+def test_bad_entry_before_short_tail_is_reported_first(
+    filled: api.LocalSource, factory: sessionmaker[Session], signer: CheckpointSigner,
+) -> None:
+    """The log stops at 20, but entry 3 is bad: 3 is the first bad index, as with 1 worker."""
+    _truncate(factory, 20)
+    _tamper(factory, update(entries_t).where(entries_t.c.idx == 3).values(data=b"not json"))
+    for workers in (1, 2):
+        with pytest.raises(AuditError) as info:
+            run_audit(filled, signer.verifier, page=3, workers=workers, chunk=8)
+        assert info.value.index == 3
