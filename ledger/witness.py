@@ -31,11 +31,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from ledger.checkpoint import parse_checkpoint_body, parse_size
+from ledger.checkpoint import generate_key_file, parse_checkpoint_body, parse_size
 from ledger.cosignature import add_signature_lines, cosign, verified_cosigners
 from ledger.errors import LedgerError, MalformedNoteError, QuorumError, WitnessError
 from ledger.merkle import EMPTY_ROOT, verify_consistency
 from ledger.note import (
+    ALG_COSIGNATURE_V1,
     NoteSigner,
     NoteVerifier,
     b64decode,
@@ -324,9 +325,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     g.add_argument("--name", required=True)
     args = p.parse_args(argv)
     if args.cmd == "keygen":
-        from ledger.checkpoint import generate_key_file
-        from ledger.note import ALG_COSIGNATURE_V1
-
         print(generate_key_file(args.key, args.name, ALG_COSIGNATURE_V1))
         return 0
     signer = parse_skey(args.key.read_text(encoding="ascii"))
