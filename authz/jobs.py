@@ -32,6 +32,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     script = data["script"].encode()
     if len(script) > MAX_SCRIPT_BYTES:
         raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
+    check_syntax(data["script"])
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
     providers = {ds.provider_id for ds in permits.covered_datasets(ctx, permit,
                                                                   data["dataset_ids"])}
@@ -60,6 +61,22 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         "script_bytes": len(script),
     })
     return job
+
+
+def check_syntax(script: str) -> None:
+    """Refuse a script that does not compile, with its line, before it costs a run.
+
+    Only compiled, never run: the controller executes no submitted code. The message is
+    the compiler's, about the requester's own code (no provider data is involved).
+    """
+    try:
+        compile(script, "script.py", "exec", dont_inherit=True)
+    except SyntaxError as e:
+        raise InvalidInput("script", f"syntax error at line {e.lineno}: {e.msg}") from None
+    except (RecursionError, MemoryError):
+        raise InvalidInput("script", "too deeply nested to compile") from None
+    except ValueError:
+        raise InvalidInput("script", "cannot be compiled") from None
 
 
 def _count_open(ctx: Ctx, permit_id: str) -> int:

@@ -217,10 +217,10 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         where = f"outputs[{i}]"
         fields = {"name": o.name, "sha256": o.sha256, "size": o.bytes,
                   "decision": o.decision, "reasons": list(o.reasons)}
-        if o.decision == OutputDecision.BLOCKED:
+        if o.decision != OutputDecision.RELEASED:
             if o.content_b64 is not None:
-                raise InvalidInput(f"{where}.content_b64", "a blocked output never leaves "
-                                                           "the provider's domain")
+                raise InvalidInput(f"{where}.content_b64", f"a {o.decision} output never "
+                                                           "leaves the provider's domain")
             outputs.append(JobOutput(**fields, content=None))
             continue
         if o.content_b64 is None or state != JobState.RELEASED:

@@ -93,4 +93,7 @@ class PermitStatus(enum.StrEnum):
 
 class OutputDecision(enum.StrEnum):
     RELEASED = "released"
-    BLOCKED = "blocked"
+    BLOCKED = "blocked"  # refused by a check: the whole run is blocked, nothing leaves
+    # A file the automatic checks cannot vouch for (an image): not released and without
+    # content, name, digest or size, but it does not block the run's checked tables.
+    WITHHELD = "withheld"

@@ -44,13 +44,17 @@ from typing import Any
 from authz.states import OutputDecision
 from containers.datasets import canonical
 
-RELEASED, BLOCKED = OutputDecision.RELEASED, OutputDecision.BLOCKED
+RELEASED, BLOCKED, WITHHELD = (OutputDecision.RELEASED, OutputDecision.BLOCKED,
+                               OutputDecision.WITHHELD)
 
 #: The digest recorded for an entry whose content was never read (a link, a directory, a bad
 #: name, too many files): the controller requires a sha256 for every output, and "nothing
 #: was read" must not look like a digest of the file a link points at.
 NOTHING_READ_SHA256 = hashlib.sha256(b"").hexdigest()
 NAME_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.(csv|json)")
+# Files no automatic check can vouch for: withheld (never released automatically), but a
+# chart beside a checked table is an ordinary thing to write, so they block nothing.
+IMAGE_RX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.(png|jpe?g|svg|pdf)")
 COUNT_COLUMNS = ("n", "count")
 
 
@@ -95,7 +99,9 @@ def check_outputs(out_dir: Path, policy: OutputPolicy) -> list[Verdict]:
         verdicts.append(_check_entry(root, entry, policy))
     if any(v.decision == BLOCKED for v in verdicts):
         return _withhold_all(verdicts)
-    return verdicts
+    # A withheld file's name is text the script chose: it is reported by position.
+    return [Verdict(f"withheld-{i}", WITHHELD, v.reasons) if v.decision == WITHHELD else v
+            for i, v in enumerate(verdicts, 1)]
 
 
 def _withhold_all(verdicts: list[Verdict]) -> list[Verdict]:
@@ -123,6 +129,9 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
         return Verdict(safe_name, BLOCKED, ["not a regular file"])
     if st.st_nlink != 1:
         return Verdict(safe_name, BLOCKED, ["hard link: a file with other names is refused"])
+    if IMAGE_RX.fullmatch(name):
+        return Verdict(safe_name, WITHHELD, ["an image: the automatic checks cannot vouch for "
+                                             "it, so it is never released automatically"])
     if not NAME_RX.fullmatch(name):
         return Verdict(safe_name, BLOCKED, ["name must be [A-Za-z0-9._-] ending in "
                                                      ".csv or .json"])
@@ -255,12 +264,27 @@ def _to_json(header: list[str], rows: list[list[str]]) -> bytes:
 
 TRACEBACK = "Traceback (most recent call last):"
 FRAME_RX = re.compile(r'  File "/job/[\w.-]{1,64}", line (\d{1,7}), in ([\w<>]{1,100})')
+# A script that does not compile has no "Traceback" header, only its one frame.
+SYNTAX_FRAME_RX = re.compile(r'  File "/job/script\.py", line (\d{1,7})')
+SYNTAX_ERRORS = frozenset({"SyntaxError", "IndentationError", "TabError"})
 EXC_RX = re.compile(r"([A-Za-z_][\w.]{0,100})(:.*)?")
 MAX_FRAMES = 1
 #: Exception classes the log may name: the builtin ones. A job can define a class named
 #: after a value (``class E1234567Error``), so any other name is withheld.
 BUILTIN_EXCEPTIONS = frozenset(n for n, o in vars(builtins).items()
                                if isinstance(o, type) and issubclass(o, BaseException))
+
+
+def _syntax_error(err_lines: list[str], policy: OutputPolicy) -> list[str]:
+    """The line and class of a script that did not compile (its last frame and error)."""
+    frame = next((m for ln in reversed(err_lines) if (m := SYNTAX_FRAME_RX.fullmatch(ln))),
+                 None)
+    last = err_lines[-1] if err_lines else ""
+    name = last.split(":", 1)[0]
+    if frame is None or name not in SYNTAX_ERRORS or \
+            not 1 <= int(frame.group(1)) <= policy.script_lines:
+        return []
+    return [f'  File "/job/script.py", line {frame.group(1)}', f"{name}: <message withheld>"]
 
 
 def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
@@ -294,6 +318,8 @@ def check_log(stdout: bytes, stderr: bytes, policy: OutputPolicy) -> str:
                 break
         if frames or exc:
             kept = [TRACEBACK, *frames[-MAX_FRAMES:], *([exc] if exc else [])]
+    else:
+        kept = _syntax_error(err_lines, policy)
     # Whether anything was withheld, not how much: a count is a number the script chooses.
     if len(out_lines) + len(err_lines) > len(kept):
         kept.append("[console output withheld: console output can carry raw data]")

@@ -184,6 +184,12 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
         return ran(JobState.BLOCKED, outputs, reason[:2000])
+    if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
+        # Released, but with nothing in it: say why rather than hand back an empty result.
+        return ran(JobState.RELEASED, outputs,
+                   "the run wrote no table to /out: write aggregates as CSV or JSON files "
+                   "there" if not outputs else
+                   "no table released: the run wrote only files the checks cannot vouch for")
     return ran(JobState.RELEASED, outputs)
 
 

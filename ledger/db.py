@@ -8,10 +8,22 @@ import it, never the reverse.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+
+def _create_private(path: str | None) -> None:
+    """Create a new SQLite file readable by its owner only (0600): it holds the controller's
+    whole state. SQLite gives its -wal and -shm files the database file's mode."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    # An existing database keeps the mode its operator gave it.
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
@@ -30,6 +42,7 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     # An error's text is logged: it names the statement, never the values bound to it.
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
+        _create_private(make_url(url).database)
         kwargs.setdefault("connect_args", {})
         kwargs["connect_args"].setdefault("timeout", 30)
         kwargs["connect_args"].setdefault("check_same_thread", False)

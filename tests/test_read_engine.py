@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,10 @@ from flask import Flask
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
+from ledger.db import make_engine
 from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
+from sandbox.migrate import upgrade
 from tests.conftest import Actor
 
 
@@ -44,3 +47,12 @@ def test_the_read_engine_refuses_writes(sqlite_app: Flask) -> None:
         with pytest.raises(OperationalError):
             db.session().execute(text("UPDATE parties SET name = name"))
         db.session().rollback()
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """It holds the controller's whole state: scripts, released outputs, token digests."""
+    path = tmp_path / "fresh.db"
+    upgrade(f"sqlite:///{path}")
+    make_engine(f"sqlite:///{path}").dispose()
+    for f in tmp_path.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f.name, oct(f.stat().st_mode))

@@ -167,3 +167,13 @@ def test_dispatch_is_fair_across_requesters(make_party: Any, make_agent: Any) ->
     # The burst's first job goes first (oldest); then the other requester, who has nothing
     # in flight, goes before the rest of the burst although it submitted last.
     assert (first, second) == (burst[0], late)
+
+
+def test_a_script_that_does_not_compile_is_refused_with_its_line(make_party: Any,
+                                                                 make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    r = submit(requester, permit_id, ds["id"], "import pandas as pd\nx = (\n")
+    assert r.status_code == 400 and r.json["field"] == "script"
+    assert "line 2" in r.json["rule"]
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 0
+    assert agent.post("/agent/tasks/next").json["task"] is None  # nothing was queued

@@ -307,3 +307,24 @@ def test_h_sleeping_past_the_deadline_fails_timed_out(stack: Stack,
     assert_nothing_out(stack, tight_target, job, "failed")
     assert "timed out" in job["reason"]
     assert job["outputs"] == []  # the file written before the sleep never leaves
+
+
+def test_a_chart_beside_a_checked_table_withholds_only_the_chart(stack: Stack,
+                                                                 target: Target) -> None:
+    job = run_attack(stack, target, """
+        import pandas as pd
+        df = pd.read_csv("/in/data.csv")
+        pd.DataFrame({"n": [len(df)]}).to_csv("/out/t.csv", index=False)
+        open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + df.to_csv().encode())
+    """)
+    assert job["state"] == "released", job["reason"]
+    assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
+        ("t.csv", "released"), ("withheld-1", "withheld")]
+    assert fetch_output(stack.requester, job["id"], "withheld-1")[0] == 404
+    assert fetch_output(stack.requester, job["id"], "chart.png")[0] == 404
+
+
+def test_an_empty_out_is_released_with_a_hint(stack: Stack, target: Target) -> None:
+    job = run_attack(stack, target, "print('hello')\n")
+    assert job["state"] == "released" and job["outputs"] == []
+    assert "wrote no table to /out" in job["reason"]

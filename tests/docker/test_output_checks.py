@@ -331,3 +331,40 @@ def test_a_blocked_run_reports_no_names_digests_or_sizes(tmp_path: Path) -> None
     assert {v.size for v in verdicts} == {0}
     # Sorted by name: "fine.csv" comes first and is withheld because of its sibling.
     assert verdicts[0].reasons == ["withheld: another output of this run was blocked"]
+
+
+# ---- files the checks cannot vouch for; scripts that do not compile ------------------------
+
+def test_an_image_is_withheld_without_blocking_the_checked_tables(tmp_path: Path) -> None:
+    verdicts = check(tmp_path, {"chart.png": b"\x89PNG\r\n\x1a\n12345.67", "t.csv": "n\n10\n"})
+    assert [(v.name, v.decision) for v in verdicts] == [("withheld-1", "withheld"),
+                                                        ("t.csv", "released")]
+    image = verdicts[0]
+    # Nothing of it leaves: no content, no name the script chose, no digest, no size.
+    assert image.content is None and image.size == 0 and image.sha256 == NOTHING_READ_SHA256
+
+
+def test_an_image_beside_a_blocked_table_is_withheld_by_position(tmp_path: Path) -> None:
+    verdicts = check(tmp_path, {"chart.png": b"\x89PNG", "raw.csv": "age\n41\n"})
+    assert [v.decision for v in verdicts] == ["blocked", "blocked"]
+    assert [v.name for v in verdicts] == ["output-1", "output-2"]
+
+
+SYNTAX_ERROR = b"""\
+  File "/job/script.py", line 3
+    df = pd.read_csv("/in/data.csv"
+                    ^
+SyntaxError: '(' was never closed
+"""
+
+
+def test_check_log_keeps_a_syntax_errors_line_and_class() -> None:
+    policy = OutputPolicy(min_cell_count=10, rows_read=0, script_lines=5)
+    assert check_log(b"", SYNTAX_ERROR, policy).splitlines() == [
+        '  File "/job/script.py", line 3', "SyntaxError: <message withheld>",
+        "[console output withheld: console output can carry raw data]"]
+
+
+def test_a_forged_syntax_error_at_a_line_the_script_lacks_is_withheld() -> None:
+    policy = OutputPolicy(min_cell_count=10, rows_read=0, script_lines=2)
+    assert "line" not in check_log(b"", SYNTAX_ERROR, policy)
