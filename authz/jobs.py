@@ -132,7 +132,7 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         "submitted_at": job.submitted_at.isoformat(),
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-        "exit_code": job.exit_code, "rows_read": job.rows_read, "bytes_read": job.bytes_read,
+        "rows_read": job.rows_read, "bytes_read": job.bytes_read,
         "input_sha256": job.input_sha256, "runner_image": job.runner_image,
         "ledger_index": job.ledger_index,
         "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
@@ -140,6 +140,10 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
     }
     if party.id == job.requester_id:
         out["log"] = job.log
+    if party.id == job.provider_id:
+        # The exit status is a number the script chooses: the provider whose data it ran
+        # on may see it; the requester sees the outcome (state and reason) only.
+        out["exit_code"] = job.exit_code
     return out
 
 

@@ -78,7 +78,6 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
         "script_sha256": job.script_sha256,
         "runner_image": job.runner_image or "",
         "input_sha256": job.input_sha256,
-        "exit_code": job.exit_code,
         "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
                      "decision": o.decision} for o in job.outputs],
         "reasons": [job.reason] if job.reason else [],

@@ -126,7 +126,8 @@ def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
     write_hospital(root, 7, 300, "H-BENCH")
     write_hospital(root / "big", 11, BIG_ROWS, "H-BIG")
     agent = admin.post("/agents", {"name": "bench agent", "providers": [p["id"]]})
-    stack.start_agent(agent["token"], [root], work / "jobs", image)
+    # No timing grain: it is a deliberate delay (a privacy setting), not overhead.
+    stack.start_agent(agent["token"], [root], work / "jobs", image, timing_grain_s=0.0)
     provider = Client(stack.url, p["token"])
     r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
     requester = Client(stack.url, r["token"])

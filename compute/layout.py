@@ -133,8 +133,12 @@ def build_layout(spec: JointSpec) -> Layout:
 def to_limbs(value: float, field: str) -> list[int]:
     """Balanced base-2^20 digits of round(value * 2^40); exact (scaling by 2^k is exact)."""
     if not math.isfinite(value) or abs(value) > MAX_REAL:
-        raise MagnitudeOverflow(field, f"{field}: |{value}| exceeds {MAX_REAL:.3g} or is not "
-                                "finite; use a public shift closer to the data")
+        # Never the value itself: it is derived from a provider's data.
+        raise MagnitudeOverflow(field, f"{field}: too large to encode exactly (beyond "
+                                f"{MAX_REAL:.3g} in magnitude) or not finite. A sum of squares "
+                                "overflows when values sit far from zero: give the column a "
+                                "public `shift` near its typical value; a sum overflows when "
+                                "values are large in themselves: rescale the column")
     v = round(math.ldexp(value, FRAC_BITS))
     half, base = 1 << (LIMB_BITS - 1), 1 << LIMB_BITS
     out = []
@@ -165,7 +169,7 @@ def pack(layout: Layout, aggregates: Mapping[str, object]) -> tuple[list[list[fl
     for e in layout.of_kind("count"):
         for i, x in enumerate(_values(counts, e)):
             if not (isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT):
-                raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: count {x!r} is not "
+                raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: a count that is not "
                                         f"an integer in [0, {MAX_COUNT}]")
             cvals.append(float(x))
     rvals: list[float] = []
@@ -204,13 +208,13 @@ class Sums:
 
 def _integral(slots: Sequence[float], n_providers: int, where: str) -> list[int]:
     if abs(slots[0] - n_providers) > CHECK_TOLERANCE:
-        raise KeyMismatch(f"{where}: check slot decrypts to {slots[0]:.6g}, expected "
-                          f"{n_providers}: a ciphertext is under another key or corrupted")
+        raise KeyMismatch(f"{where}: the check slot does not decrypt to the number of "
+                          "providers: a ciphertext is under another key or corrupted")
     out = []
     for x in slots[1:]:
         r = round(x)
         if abs(x - r) > INTEGRAL_TOLERANCE:
-            raise KeyMismatch(f"{where}: slot {x!r} is not near an integer: wrong key, "
+            raise KeyMismatch(f"{where}: a slot is not near an integer: wrong key, "
                               "corrupted ciphertext or magnitude overflow")
         out.append(int(r))
     return out

@@ -292,10 +292,14 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
         for col in sorted(summed - set(dp_bounds)):
             raise _fail(f"dp.bounds.{col}", "required", "summed columns need clipping bounds")
 
+    # Column-keyed sections in one order (sorted), whatever order the requester wrote:
+    # the slot layout follows this order, and every party must derive the same layout.
     spec = JointSpec(
-        statistics=stats, columns=columns, shift=shift, ols_y=ols_y, ols_x=ols_x, bins=bins,
-        contingency=contingency, group_keys=group_keys, group_values=group_values,
-        quantiles=quantiles, dp_epsilon=dp_epsilon, dp_bounds=dp_bounds,
+        statistics=stats, columns=columns, shift=dict(sorted(shift.items())), ols_y=ols_y,
+        ols_x=ols_x, bins=dict(sorted(bins.items())), contingency=contingency,
+        group_keys=group_keys, group_values=group_values,
+        quantiles=dict(sorted(quantiles.items())), dp_epsilon=dp_epsilon,
+        dp_bounds=dict(sorted(dp_bounds.items())),
     )
     from compute.layout import build_layout  # layout depends on JointSpec, not the reverse
 

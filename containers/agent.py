@@ -63,6 +63,9 @@ class AgentConfig:
     controller_retry_s: float = 300.0
     # How often a slot looks for reports left in the outbox.
     outbox_interval_s: float = 30.0
+    # A run's end is made known only at a whole multiple of this since its container
+    # started: how long a script ran is a channel it controls (docs/threat-model.md).
+    timing_grain_s: float = 5.0
 
 
 class _Slot:
@@ -183,6 +186,10 @@ class Agent:
         if (warm := slot.take()) is not None:
             warm_start.discard(self.executor, warm)
 
+    def _stop_wait(self, seconds: float) -> None:
+        if seconds > 0:
+            self.controller.stop.wait(seconds)
+
     def _flush_outbox_now_and_then(self) -> None:
         with self._outbox_lock:
             if time.monotonic() < self._next_flush:
@@ -281,10 +288,13 @@ class Agent:
         rare = notices.side(runjob.rare_values, task, job_dir)
         try:
             result = self.executor.wait(job_id)
-            notices.send(self.controller.checking, job_id)
             report = runjob.report(task, job_dir, result, self.config.image,
                                    self.config.signing_key,
                                    rare_values=None if rare.exception() else rare.result())
+            # Nothing downstream (states, ledger times, receipts) can then time the script
+            # more finely than the grain; the checks above ran inside it.
+            self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s))
+            notices.send(self.controller.checking, job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")
         except BaseException:

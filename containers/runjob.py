@@ -10,10 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -223,9 +225,19 @@ def joint_submission(task: RunTask, out_dir: Path,
                         content_b64=base64.b64encode(raw).decode())
 
 
+def seconds_to_grain(result: RunResult, grain_s: float) -> float:
+    """How long to wait so the run's end is seen at a whole multiple of ``grain_s`` after
+    its container started (0 without a grain or a start time)."""
+    if grain_s <= 0 or result.started_at is None:
+        return 0.0
+    elapsed = (datetime.now(UTC) - result.started_at).total_seconds()
+    return max(0.0, math.ceil(max(elapsed, 1e-9) / grain_s) * grain_s - elapsed)
+
+
 def failure(result: RunResult) -> str:
+    """An outcome, never the exit status: the script chooses it (8 bits a run)."""
     if result.timed_out:
         return "timed out: killed at the wall-clock limit"
     if result.oom_killed:
         return "out of memory: killed at the memory limit"
-    return result.error or f"exited with status {result.exit_code}"
+    return "the script exited with an error status"

@@ -21,8 +21,9 @@ def _create_private(path: str | None) -> None:
     whole state. SQLite gives its -wal and -shm files the database file's mode."""
     if not path or path == ":memory:" or path.startswith("file:"):
         return
-    # An existing database keeps the mode its operator gave it.
-    with contextlib.suppress(FileExistsError):
+    # An existing database keeps the mode its operator gave it; a path that cannot be
+    # created is SQLite's to report, when the engine first connects.
+    with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 

@@ -39,12 +39,14 @@ class EmbeddedStack:
     def start_agent(self, token: str, data_roots: list[Path], work_root: Path, image: str,
                     limits: Limits | None = None, poll_wait_s: float = 1.0,
                     signing_key: Ed25519PrivateKey | None = None,
-                    labels: dict[str, str] | None = None, slots: int = 1) -> Agent:
+                    labels: dict[str, str] | None = None, slots: int = 1,
+                    timing_grain_s: float = 5.0) -> Agent:
         executor = DockerExecutor(docker_client(), extra_labels=labels)
         agent = Agent(AgentConfig(controller_url=self.url, token=token, data_roots=data_roots,
                                   work_root=work_root, image=image,
                                   limits=limits or Limits(), poll_wait_s=poll_wait_s,
-                                  signing_key=signing_key, slots=slots), executor)
+                                  signing_key=signing_key, slots=slots,
+                                  timing_grain_s=timing_grain_s), executor)
         t = threading.Thread(target=agent.serve, args=(self._stop,), name="agent", daemon=True)
         t.start()
         self._threads.append(t)

@@ -66,5 +66,7 @@ class JointStatistics:
             raise RuntimeError(f"joint job {run.joint_id} {joint['state']}: {joint['reason']}")
         sums = decrypt_aggregate(joint["aggregate"], run.keys, run.spec)
         result = derive(run.spec, sums)
+        # Noised figures say so wherever they are shown (format_result, the CLI).
+        result.dp = joint["aggregate"].get("dp")
         result.ledger = ledger_record(joint["aggregate"])
         return result

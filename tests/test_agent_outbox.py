@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,6 +17,7 @@ from containers import runjob
 from containers.agent import Agent, AgentConfig
 from containers.controller_client import ControllerClient, ControllerUnreachable
 from containers.executor import RunState
+from containers.runspec import RunResult
 
 REPORT = RunReport(state=JobState.FAILED, reason="exited with status 1", rows_read=3,
                    bytes_read=30, input_sha256="a" * 64, runner_image="img", outputs=())
@@ -157,3 +159,16 @@ class socket_closed:
 
     def __exit__(self, *_: object) -> None:
         pass
+
+
+def test_the_wait_reaches_the_next_whole_grain() -> None:
+    def result(ago_s: float) -> RunResult:
+        return RunResult(job_id="j", exit_code=0, timed_out=False, oom_killed=False,
+                         stdout=b"", stderr=b"", stdout_truncated=False,
+                         stderr_truncated=False, out_dir=Path("/nonexistent"),
+                         started_at=datetime.now(UTC) - timedelta(seconds=ago_s),
+                         finished_at=None, error=None)
+
+    assert runjob.seconds_to_grain(result(1.0), 0.0) == 0.0
+    assert 3.0 < runjob.seconds_to_grain(result(1.0), 5.0) <= 4.0
+    assert 3.0 < runjob.seconds_to_grain(result(5.5), 5.0) <= 4.5  # into the next grain

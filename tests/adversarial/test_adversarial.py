@@ -1,7 +1,7 @@
 """One hostile job per attack, each submitted through the API like any other job.
 
 Convention of the scripts (see PRELUDE): a script that observes that its attack was refused
-raises ``SystemExit(3)``, so the run ends ``failed`` with the reason ``exit code 3``; it
+raises ``SystemExit(3)``, so the run ends ``failed`` (the provider's view shows status 3); it
 exits 0 (which asks for a release) only if the attack SUCCEEDED, and every test then fails,
 because it asserts the run is failed or blocked. Other exit codes: 4 = the attack went
 further than a limit should allow, 5 = network probe skipped because an interface other than
@@ -14,8 +14,8 @@ asserts the agent's checks BLOCK the run.
 
 Every test asserts the outcome, that nothing of the input reaches the requester (log,
 reason, outputs: ``tests.docker.test_attacks.assert_nothing_out``), and that the outcome is
-on the ledger: a ``run.finished`` entry with the job id, the state, the exit code and the
-reason.
+on the ledger: a ``run.finished`` entry with the job id, the state and the reason. The exit
+status reaches the provider's view only: the requester and the ledger see the outcome.
 
 NETWORK SAFETY: network probes send only to 127.0.0.1 / ::1, and only after the script
 checked that ``lo`` is its only interface. The DNS lookup is attempted only if
@@ -99,14 +99,22 @@ def run(adv: Adversary, t: Target, body: str, timeout_s: float = 90) -> dict[str
     return wait_job(adv.stack.requester, job_id, timeout_s)
 
 
+def exit_status(t: Target, job: dict[str, Any]) -> int | None:
+    """The script's self-report: in the provider's view only, never the requester's."""
+    assert "exit_code" not in job, job
+    code: int | None = t.provider.client.get(f"/jobs/{job['id']}")["exit_code"]
+    return code
+
+
 def assert_outcome(adv: Adversary, t: Target, job: dict[str, Any], state: str, *,
                    exit_code: int | None = None, reason: str | None = None
                    ) -> dict[str, Any]:
     """State, exit code and reason; nothing of the input out; the same facts on the ledger."""
     assert job["state"] == state, job
+    status = exit_status(t, job)
     if exit_code is not None:
-        assert job["exit_code"] == exit_code, (
-            f"exit code {job['exit_code']}, expected {exit_code} "
+        assert status == exit_code, (
+            f"exit code {status}, expected {exit_code} "
             f"(0: the attack succeeded; 4: it went past a limit): {job}")
     assert job["reason"], job
     if reason is not None:
@@ -115,14 +123,14 @@ def assert_outcome(adv: Adversary, t: Target, job: dict[str, Any], state: str, *
     entry = run_entry(adv.stack.regulator, job["id"])
     assert entry["body"]["job_id"] == job["id"]
     assert entry["body"]["reasons"] == [job["reason"]]
-    assert entry["body"]["exit_code"] == job["exit_code"]
+    assert "exit_code" not in entry["body"]
     return entry
 
 
 def refused(adv: Adversary, t: Target, body: str) -> dict[str, Any]:
     """Run an attack whose script reports its own refusal (exit 3)."""
     job = run(adv, t, body)
-    assert_outcome(adv, t, job, "failed", exit_code=3, reason="exit code 3")
+    assert_outcome(adv, t, job, "failed", exit_code=3, reason="exited with an error status")
     return job
 
 
@@ -257,9 +265,10 @@ def test_network_by_dns_resolves_nothing(adversary: Adversary) -> None:
             refused()
         succeeded()
     """)
-    assert job["exit_code"] in (3, 7), job
-    assert_outcome(adversary, t, job, "failed", exit_code=job["exit_code"])
-    if job["exit_code"] == 7:
+    status = exit_status(t, job)
+    assert status in (3, 7), job
+    assert_outcome(adversary, t, job, "failed", exit_code=status)
+    if status == 7:
         # Only lo exists (checked by the script), so no query could leave; but the lookup
         # itself was not attempted. See the report: the runner's resolv.conf is the host's.
         pytest.xfail("the job's /etc/resolv.conf names a non-loopback nameserver (Docker "
@@ -454,7 +463,7 @@ def test_runaway_stdout_is_bounded_and_the_agent_survives(adversary: Adversary) 
     finally:
         client.close()
     job = wait_job(adversary.stack.requester, job_id)
-    assert_outcome(adversary, t, job, "failed", exit_code=3, reason="exit code 3")
+    assert_outcome(adversary, t, job, "failed", exit_code=3, reason="exited with an error status")
     assert sizes, "never saw the container's log file"
     cap = hardening.log_driver_cap(MAIN_LIMITS.log_bytes)
     # Bounded, but at twice the configured size: with max-file=1 the `local` driver still

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -82,3 +83,17 @@ def test_dp_rules() -> None:
     with pytest.raises(InvalidInput) as err:
         parse_spec({"statistics": ["count"], "columns": ["cost"], "dp": {"epsilon": 0}}, SCHEMA)
     assert err.value.rule == "range"
+
+
+def test_column_keyed_sections_in_any_order_give_one_layout() -> None:
+    """The controller's JSON sorts object keys on the way to the agents; the requester's
+    SDK keeps its own order. Both must derive the same slot layout, or the combined
+    aggregate decrypts to garbage after every provider's run was spent."""
+    spec = {"statistics": ["histogram", "quantiles"],
+            "bins": {"cost": [0, 1000, 5000], "age": [0, 18, 65, 120]},
+            "quantiles": {"cost": {"probs": [0.5], "edges": [0, 1000, 5000]},
+                          "age": {"probs": [0.5], "edges": [0, 50, 120]}}}
+    as_written = parse_spec(spec, SCHEMA)
+    as_sorted = spec_from_json(json.loads(json.dumps(as_written.to_json(), sort_keys=True)),
+                               SCHEMA)
+    assert build_layout(as_written).entries == build_layout(as_sorted).entries

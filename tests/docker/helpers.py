@@ -210,7 +210,7 @@ def boot_stack(work: Path, engine: docker.DockerClient) -> tuple[Stack, list[str
 
 
 def add_hospital(s: Stack, name: str, code: str, limits: Limits, labels: Mapping[str, str],
-                 slots: int = 1) -> list[str]:
+                 slots: int = 1, timing_grain_s: float = 0.0) -> list[str]:
     """A provider with its own domain and agent (containers labelled ``labels``); returns
     the tokens issued."""
     p = s.admin.post("/parties", {"name": f"{name} hospital", "role": "provider",
@@ -219,7 +219,9 @@ def add_hospital(s: Stack, name: str, code: str, limits: Limits, labels: Mapping
     root.mkdir(parents=True)
     a = s.admin.post("/agents", {"name": f"{name} agent", "providers": [p["id"]]})
     s.stack.start_agent(a["token"], [root], s.work / "jobs" / name, s.image, limits,
-                        poll_wait_s=0.5, labels=dict(labels), slots=slots)
+                        poll_wait_s=0.5, labels=dict(labels), slots=slots,
+                        # 0 by default for quick tests; the grain has its own test
+                        timing_grain_s=timing_grain_s)
     s.providers[name] = Provider(f"{name} hospital", code, p["id"],
                                  Client(s.url, p["token"]), root)
     return [p["token"], a["token"]]

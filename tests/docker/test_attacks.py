@@ -14,17 +14,22 @@ import contextlib
 import socket
 import textwrap
 import threading
+import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import pytest
 
+from containers.executor import Limits
 from tests.docker.helpers import (
     COLUMNS,
     MIN_CELL,
+    TEST_LABELS,
     Stack,
     Target,
+    add_hospital,
     fetch_output,
     grant,
     make_target,
@@ -53,6 +58,13 @@ def tight_target(stack: Stack) -> Target:
 def run_attack(stack: Stack, t: Target, script: str) -> dict[str, Any]:
     job_id = submit(stack, t.permit_id, t.dataset_id, textwrap.dedent(script))
     return wait_job(stack.requester, job_id)
+
+
+def exit_status(t: Target, job: dict[str, Any]) -> int:
+    """The script's exit status: in the provider's view only, never the requester's."""
+    assert "exit_code" not in job, job
+    code: int = t.provider.client.get(f"/jobs/{job['id']}")["exit_code"]
+    return code
 
 
 def assert_nothing_out(stack: Stack, t: Target, job: dict[str, Any], state: str) -> None:
@@ -129,7 +141,7 @@ def test_a_socket_to_loopback_carries_nothing_out(stack: Stack, target: Target) 
             sys.exit(4)
         """)
     assert received == []
-    assert job["exit_code"] == 3, job  # refused: nothing listens on the job's own loopback
+    assert exit_status(target, job) == 3, job  # refused: nothing listens on the job's own loopback
     assert_nothing_out(stack, target, job, "failed")
 
 
@@ -155,7 +167,7 @@ def test_b_writing_to_the_input_fails(stack: Stack, target: Target) -> None:
         ]
         sys.exit(4 if "ok" in results else 3)
     """)
-    assert job["exit_code"] == 3, job  # every write attempt failed inside the container
+    assert exit_status(target, job) == 3, job  # every write attempt failed inside the container
     assert sha256(target.source.read_bytes()) == before
     assert_nothing_out(stack, target, job, "failed")
 
@@ -328,3 +340,19 @@ def test_an_empty_out_is_released_with_a_hint(stack: Stack, target: Target) -> N
     job = run_attack(stack, target, "print('hello')\n")
     assert job["state"] == "released" and job["outputs"] == []
     assert "wrote no table to /out" in job["reason"]
+
+
+def test_run_time_is_seen_only_in_whole_grains(stack: Stack) -> None:
+    """A script that ends at once is reported no sooner than one grain after its start,
+    so the time it took (a channel the script controls) is never seen finer."""
+    add_hospital(stack, "grain", f"H-GRAIN-{uuid.uuid4().hex[:6]}", Limits(timeout_s=60),
+                 TEST_LABELS, timing_grain_s=3.0)
+    t = make_target(stack, "grain", "grain.csv", 7)
+    job = run_attack(stack, t, "pass\n")
+    assert job["state"] == "released", job
+    started = datetime.fromisoformat(job["started_at"])
+    finished = datetime.fromisoformat(job["finished_at"])
+    # A lower bound only: a loaded machine makes runs longer, never shorter.
+    assert (finished - started).total_seconds() >= 2.5, job
+    assert "exit_code" not in job
+    assert "exit_code" not in run_entry(stack.regulator, job["id"])["body"]
