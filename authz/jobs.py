@@ -17,23 +17,36 @@ from authz.context import Ctx
 from authz.models import AccessRequest, Job, Party, Permit, new_id
 from authz.states import JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
+from compute.statspec import parse_statistics_spec
 
 MAX_SCRIPT_BYTES = 256 * 1024
 
 SUBMIT_SPEC = [
     v.Field("permit_id", v.text(40)),
     v.Field("dataset_ids", v.list_of(v.text(40), 1, 20, unique=True)),
-    v.Field("script", v.text(MAX_SCRIPT_BYTES, min_len=1)),
+    # Exactly one of: a script (run in a container, its outputs checked), or a statistics
+    # spec (computed by the platform's own code, every cell checked: compute.statspec).
+    v.Field("script", v.text(MAX_SCRIPT_BYTES, min_len=1), required=False),
+    v.Field("statistics", lambda path, x: x, required=False),  # parsed against the schema
 ]
 
 
 def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     data = v.parse(body, SUBMIT_SPEC)
-    script = data["script"].encode()
-    if len(script) > MAX_SCRIPT_BYTES:
-        raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
-    check_syntax(data["script"])
+    if (data["script"] is None) == (data["statistics"] is None):
+        raise InvalidInput("script", "give exactly one of script and statistics")
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
+    if data["statistics"] is not None:
+        if len(data["dataset_ids"]) != 1:
+            raise InvalidInput("dataset_ids", "a statistics job reads exactly one dataset")
+        spec = parse_statistics_spec(data["statistics"], permits.permitted_schema(
+            ctx, permit, [d for d in data["dataset_ids"] if d in permit.columns]))
+        kind, script = "statistics", spec.canonical()
+    else:
+        kind, script = "script", data["script"].encode()
+        if len(script) > MAX_SCRIPT_BYTES:
+            raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
+        check_syntax(data["script"])
     providers = {ds.provider_id for ds in permits.covered_datasets(ctx, permit,
                                                                   data["dataset_ids"])}
     if len(providers) != 1:
@@ -52,13 +65,14 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
             f"{permit.max_runs} allowed)")
     job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
               provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
-              script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED)
+              script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED,
+              kind=kind)
     ctx.session.add(job)
     ctx.session.flush()
     ctx.record("job.submitted", requester.id, {
         "job_id": job.id, "permit_id": permit.id, "dataset_ids": job.dataset_ids,
         "provider_id": job.provider_id, "script_sha256": job.script_sha256,
-        "script_bytes": len(script),
+        "script_bytes": len(script), "kind": kind,
     })
     return job
 

@@ -19,10 +19,10 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import catalog, permits
+from authz import permits
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import Agent, Dataset, Job, JointJob, Party, Permit, new_id
+from authz.models import Agent, Job, JointJob, Party, Permit, new_id
 from authz.states import TERMINAL, JobState, JointJobState
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
@@ -47,19 +47,6 @@ def local_aggregate_script() -> bytes:
     return Path(compute.local_aggregate.__file__).read_bytes()
 
 
-def _schema(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> dict[str, str]:
-    """Column types every dataset agrees on, among the columns the permit allows."""
-    schema: dict[str, str] | None = None
-    for ds_id in dataset_ids:
-        ds = ctx.session.get(Dataset, ds_id)
-        assert ds is not None
-        fm = catalog.field_map(ds)
-        mine = {c: fm[c]["type"] for c in permit.columns[ds_id]}
-        schema = mine if schema is None else {c: t for c, t in schema.items()
-                                              if mine.get(c) == t}
-    return schema or {}
-
-
 def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> JointJob:
     data = v.parse(body, SUBMIT_SPEC)
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
@@ -78,7 +65,7 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
     if len(providers) < min_providers:
         # With two providers each could subtract its own share from the released sum.
         raise InvalidInput("dataset_ids", f"at least {min_providers} providers are needed")
-    spec = parse_spec(data["spec"], _schema(ctx, permit, data["dataset_ids"]))
+    spec = parse_spec(data["spec"], permits.permitted_schema(ctx, permit, data["dataset_ids"]))
     try:
         context = base64.b64decode(data["public_context_b64"], validate=True)
     except ValueError:
@@ -193,7 +180,8 @@ def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str,
     permit = ctx.session.get(Permit, joint.permit_id, with_for_update=True,
                              populate_existing=True)
     assert permit is not None
-    spec = spec_from_json(joint.spec, _schema(ctx, permit, [p.dataset_ids[0] for p in parts]))
+    schema = permits.permitted_schema(ctx, permit, [p.dataset_ids[0] for p in parts])
+    spec = spec_from_json(joint.spec, schema)
     if spec.dp_epsilon is None:
         return aggregate
     # The permit was charged when the job was submitted: this budget is that reservation.

@@ -40,6 +40,19 @@ def covered_datasets(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> list[D
     return out
 
 
+def permitted_schema(ctx: Ctx, permit: Permit, dataset_ids: list[str]) -> dict[str, str]:
+    """Column -> declared type for the permitted columns every dataset agrees on."""
+    schema: dict[str, str] | None = None
+    for ds_id in dataset_ids:
+        ds = ctx.session.get(Dataset, ds_id)
+        assert ds is not None
+        fm = catalog.field_map(ds)
+        mine = {c: fm[c]["type"] for c in permit.columns[ds_id]}
+        schema = mine if schema is None else {c: t for c, t in schema.items()
+                                              if mine.get(c) == t}
+    return schema or {}
+
+
 def check_permit(ctx: Ctx, permit: Permit, dataset_ids: list[str], *, new_run: bool) -> None:
     """Raise PolicyViolation unless the permit may run this job on these datasets.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from datetime import timedelta
 
 from sqlalchemy import func, or_, select
@@ -163,7 +164,8 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         datasets=tuple(datasets), min_cell_count=permit.min_cell_count,
         blocked_columns=tuple(sorted(set(high))), timeout_s=RUN_TIMEOUT_S,
         joint=(JointPart.model_validate(joint.task_fields(ctx, job))
-               if job.joint_id is not None else None))
+               if job.joint_id is not None else None),
+        statistics=json.loads(job.script) if job.kind == "statistics" else None)
 
 
 def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:

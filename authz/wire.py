@@ -139,6 +139,8 @@ class RunTask(_Message):
     blocked_columns: tuple[str, ...] = ()
     timeout_s: Annotated[float, Field(gt=0)]
     joint: JointPart | None = None
+    # A statistics job (kind "statistics"): the spec the platform computes, no script.
+    statistics: dict[str, Any] | None = None
 
 
 Task = Annotated[SchemaCheckTask | RunTask, Field(discriminator="type")]

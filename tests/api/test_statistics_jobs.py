@@ -1,0 +1,83 @@
+"""Statistics jobs: a declared spec, validated against the permit before anything runs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from tests.api.helpers import permit_for
+from tests.conftest import Actor
+
+SPEC = {"analyses": [
+    {"kind": "frequency", "dims": ["sex", "diagnosis"]},
+    {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+     "statistics": ["count", "mean", "median"]},
+    {"kind": "ols", "y": "cost", "x": ["age"]},
+    {"kind": "chi_square", "dims": ["sex", "diagnosis"]},
+]}
+
+
+def _world(make_party: Any, make_agent: Any) -> tuple[Actor, Actor, str, str]:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    ds, permit_id = permit_for(requester, provider, agent)
+    return requester, agent, ds["id"], permit_id
+
+
+def _submit(requester: Actor, permit_id: str, ds_id: str, spec: Any) -> Any:
+    return requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds_id],
+                                    "statistics": spec})
+
+
+def test_a_statistics_job_is_queued_and_dispatched_without_a_script(
+        make_party: Any, make_agent: Any) -> None:
+    requester, agent, ds_id, permit_id = _world(make_party, make_agent)
+    r = _submit(requester, permit_id, ds_id, SPEC)
+    assert r.status_code == 201, r.json
+    task = agent.post("/agent/tasks/next").json["task"]
+    assert task["kind"] == "statistics" and task["job_id"] == r.json["id"]
+    assert task["statistics"]["analyses"][0] == {"kind": "frequency",
+                                                  "dims": ["sex", "diagnosis"]}
+    # The spec's digest stands where a script's would, on the job and the ledger.
+    assert len(r.json["script_sha256"]) == 64
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"analyses": [{"kind": "frequency", "dims": ["patient_id"]}]},
+     "statistics.analyses[0].dims[0]"),  # not a permitted column
+    ({"analyses": [{"kind": "magnitude", "value": "sex", "statistics": ["mean"]}]},
+     "statistics.analyses[0].value"),  # not numeric
+    ({"analyses": [{"kind": "frequency", "dims": ["sex", "sex"]}]},
+     "statistics.analyses[0].dims"),
+    ({"analyses": [{"kind": "histogram", "dims": ["sex"]}]}, "statistics.analyses[0]"),
+    ({"analyses": []}, "statistics.analyses"),
+    ({"version": 2, "analyses": [{"kind": "frequency", "dims": ["sex"]}]},
+     "statistics.version"),
+    ({"analyses": [{"kind": "ols", "y": "cost", "x": ["cost"]}]}, "statistics.analyses[0].x"),
+    ([1, 2], "statistics"),
+])
+def test_a_bad_spec_is_refused_naming_the_field(make_party: Any, make_agent: Any,
+                                                spec: Any, field: str) -> None:
+    requester, agent, ds_id, permit_id = _world(make_party, make_agent)
+    r = _submit(requester, permit_id, ds_id, spec)
+    assert r.status_code == 400 and r.json["field"] == field, r.json
+    assert agent.post("/agent/tasks/next").json["task"] is None
+
+
+def test_exactly_one_of_script_and_statistics(make_party: Any, make_agent: Any) -> None:
+    requester, _, ds_id, permit_id = _world(make_party, make_agent)
+    both = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds_id],
+                                    "statistics": SPEC, "script": "print(1)\n"})
+    neither = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds_id]})
+    for r in (both, neither):
+        assert r.status_code == 400 and r.json["field"] == "script", r.json
+
+
+def test_the_spec_is_stored_canonically(make_party: Any, make_agent: Any) -> None:
+    requester, agent, ds_id, permit_id = _world(make_party, make_agent)
+    _submit(requester, permit_id, ds_id, {"analyses": [{"dims": ["sex"], "kind": "frequency"}]})
+    task = agent.post("/agent/tasks/next").json["task"]
+    assert json.loads(base64.b64decode(task["script_b64"])) == task["statistics"]
