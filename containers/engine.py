@@ -5,17 +5,25 @@ built from the environment (``DOCKER_HOST`` etc., default the local unix socket)
 the API version with the daemon (the engine here is Debian's 20.10, API 1.41; the SDK would
 otherwise ask for a newer one), and uses a bounded per-request timeout so a wedged daemon
 turns into a :class:`RetryableExecutorError` instead of a hung agent.
+
+Also what the engine's answers mean: its failures as executor errors (:func:`engine_call`),
+its timestamps (:func:`parse_engine_time`) and its multiplexed log stream
+(:func:`demux_logs`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import docker
 import docker.errors
 import requests.exceptions
 
-from containers.runspec import RetryableExecutorError
+from containers.runspec import ExecutorError, RetryableExecutorError
 
 #: Seconds one API request may take. Long enough for an image import of a few hundred MB on
 #: a slow disk, short enough that a daemon that stopped answering is noticed.
@@ -73,3 +81,39 @@ def engine_facts(client: docker.DockerClient) -> EngineFacts:
         runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
         security_options=sec,
     )
+
+
+@contextlib.contextmanager
+def engine_call(what: str) -> Iterator[None]:
+    """Map engine failures: transient ones to RetryableExecutorError, others to ExecutorError."""
+    try:
+        yield
+    except docker.errors.APIError as e:
+        if e.is_server_error():
+            raise RetryableExecutorError(f"{what}: engine error: {e.explanation or e}") from e
+        raise ExecutorError(f"{what}: {e.explanation or e}") from e
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise RetryableExecutorError(f"{what}: the engine did not answer: {e}") from e
+
+
+def parse_engine_time(s: str | None) -> datetime | None:
+    """The engine's RFC 3339 timestamps (nanoseconds, or the zero time for "never")."""
+    if not s or s.startswith("0001-01-01"):
+        return None
+    s = s.rstrip("Z")
+    head, _, frac = s.partition(".")
+    frac = (frac + "000000")[:6]  # the engine gives nanoseconds; datetime keeps micro
+    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
+
+
+def demux_logs(buf: bytes) -> tuple[bytes, bytes]:
+    """Split the engine's multiplexed log stream (8-byte frame headers: stream 1 = stdout,
+    2 = stderr, then a big-endian length) into (stdout, stderr)."""
+    parts: tuple[list[bytes], list[bytes]] = ([], [])
+    pos = 0
+    while len(buf) - pos >= 8:
+        kind, length = struct.unpack_from(">BxxxL", buf, pos)
+        if kind in (1, 2):
+            parts[kind - 1].append(buf[pos + 8:pos + 8 + length])
+        pos += 8 + length
+    return b"".join(parts[0]), b"".join(parts[1])

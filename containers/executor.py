@@ -47,7 +47,7 @@ anything is released; call ``cleanup`` afterwards, also for failed jobs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,9 +57,15 @@ import docker.errors
 import requests.exceptions
 
 from compute.errors import InvalidInput
-from containers import hardening
+from containers import hardening, mounts
 from containers import warm as warm_start
-from containers.engine import EngineFacts, engine_facts
+from containers.engine import (
+    EngineFacts,
+    demux_logs,
+    engine_call,
+    engine_facts,
+    parse_engine_time,
+)
 from containers.hardening import read_outputs
 from containers.runspec import (
     ExecutorError,
@@ -82,19 +88,6 @@ _STATUS = {
     "running": RunState.RUNNING, "paused": RunState.RUNNING, "restarting": RunState.RUNNING,
     "exited": RunState.EXITED, "dead": RunState.EXITED, "removing": RunState.EXITED,
 }
-
-
-@contextlib.contextmanager
-def _engine(what: str) -> Iterator[None]:
-    """Map engine failures: transient ones to RetryableExecutorError, others to ExecutorError."""
-    try:
-        yield
-    except docker.errors.APIError as e:
-        if e.is_server_error():
-            raise RetryableExecutorError(f"{what}: engine error: {e.explanation or e}") from e
-        raise ExecutorError(f"{what}: {e.explanation or e}") from e
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise RetryableExecutorError(f"{what}: the engine did not answer: {e}") from e
 
 
 class DockerExecutor:
@@ -134,7 +127,7 @@ class DockerExecutor:
 
     def _find(self, job_id: str) -> Any | None:
         name = self.container_name(job_id)
-        with _engine(f"inspect {name}"):
+        with engine_call(f"inspect {name}"):
             try:
                 c = self.client.containers.get(name)
             except docker.errors.NotFound:
@@ -166,7 +159,7 @@ class DockerExecutor:
             cid, status = self._create(spec)
         elif self.l_warm in existing.labels:  # bound before a crash: start it if not yet
             job_dir = warm_start.job_dir_of(self, existing, job_id)
-            since = hardening.parse_engine_time(existing.attrs["State"].get("StartedAt"))
+            since = parse_engine_time(existing.attrs["State"].get("StartedAt"))
             age = (datetime.now(UTC) - since).total_seconds() if since else warm_start.READY_S
             warm_start.trigger(job_dir, warm_start.deadline_of(job_dir),
                                ready_s=max(0.0, warm_start.READY_S - age))
@@ -174,15 +167,15 @@ class DockerExecutor:
         else:
             cid, status = existing.id, existing.status
         if status == "created":
-            with _engine(f"start job {job_id}"):
+            with engine_call(f"start job {job_id}"):
                 self.client.api.start(cid)
 
     def create_and_start(self, kw: dict[str, Any], what: str) -> str:
         """Create and start a container from :func:`hardening.container_kwargs`; its id."""
         self._check_seccomp()
-        with _engine(f"create {what}"):
+        with engine_call(f"create {what}"):
             cid = self._create_container(kw)
-        with _engine(f"start {what}"):
+        with engine_call(f"start {what}"):
             self.client.api.start(cid)
         return cid
 
@@ -205,8 +198,8 @@ class DockerExecutor:
             raise InvalidInput("work_dir", "must be an absolute path")
         out_dir = work / "out"
         # Fail closed: no container unless /out is the capped tmpfs.
-        hardening.mount_out(out_dir, spec.limits.out_mb,
-                            hardening.out_mount_source(self.prefix, spec.job_id))
+        mounts.mount_out(out_dir, mounts.out_mount_source(self.prefix, spec.job_id),
+                         hardening.out_tmpfs_options(spec.limits.out_mb))
         deadline = datetime.now(UTC) + timedelta(seconds=spec.limits.timeout_s)
         labels = {
             **self.extra_labels,
@@ -220,7 +213,7 @@ class DockerExecutor:
             input_dir.resolve(), out_dir, {k: v.resolve() for k, v in extra.items()}, env,
             spec.limits)
         try:
-            with _engine(f"create job {spec.job_id}"):
+            with engine_call(f"create job {spec.job_id}"):
                 return self._create_container(kw), "created"
         except ExecutorError as e:
             cause = e.__cause__
@@ -228,7 +221,7 @@ class DockerExecutor:
                 c = self._get(spec.job_id)  # a concurrent start() won the race: fine
                 return c.id, c.status
             # No container: don't leave the /out mount behind.
-            hardening.unmount_out(hardening.out_mount_source(self.prefix, spec.job_id))
+            mounts.unmount_out(mounts.out_mount_source(self.prefix, spec.job_id))
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
@@ -286,7 +279,7 @@ class DockerExecutor:
         while _STATUS.get(c.status, RunState.EXITED) != RunState.EXITED:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
-                with _engine(f"kill job {job_id}"), contextlib.suppress(docker.errors.APIError):
+                with engine_call(f"kill job {job_id}"), contextlib.suppress(docker.errors.APIError):
                     c.kill(signal="SIGKILL")  # 409 if it exited meanwhile: fine
                 killed = True
                 remaining = 10.0  # the engine reports the exit within moments
@@ -297,14 +290,14 @@ class DockerExecutor:
             except docker.errors.APIError as e:
                 if e.is_server_error():
                     raise RetryableExecutorError(f"wait job {job_id}: {e}") from e
-            with _engine(f"inspect job {job_id}"):
+            with engine_call(f"inspect job {job_id}"):
                 c.reload()
         return self._result(c, deadline, killed)
 
     def _result(self, c: Any, deadline: datetime, killed: bool) -> RunResult:
         st = c.attrs["State"]
         exit_code = st.get("ExitCode")
-        finished = hardening.parse_engine_time(st.get("FinishedAt"))
+        finished = parse_engine_time(st.get("FinishedAt"))
         # After a restart we did not see the kill; a 137 at or after the deadline is ours.
         timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
         oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
@@ -326,32 +319,32 @@ class DockerExecutor:
             job_id=job_id, exit_code=exit_code, timed_out=timed_out,
             oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
             stderr_truncated=err_trunc, out_dir=out_dir,
-            started_at=hardening.parse_engine_time(st.get("StartedAt")), finished_at=finished,
+            started_at=parse_engine_time(st.get("StartedAt")), finished_at=finished,
             error=error,
         )
 
     def _logs(self, c: Any) -> tuple[bytes, bytes]:
         # (stdout, stderr) in one read, bounded: the local driver keeps <= log_driver_cap().
         api = self.client.api
-        with _engine(f"logs of {c.name}"):
+        with engine_call(f"logs of {c.name}"):
             if c.attrs.get("Config", {}).get("Tty"):  # never ours (tty=False): no framing
                 return bytes(c.logs(stdout=True, stderr=False)), b""
             # Both streams at once, without the SDK's per-call inspect (whether it is a tty).
             res = api._get(api._url("/containers/{0}/logs", c.id),
                            params={"stdout": 1, "stderr": 1, "timestamps": 0, "tail": "all"})
             buf: bytes = api._result(res, binary=True)
-        return hardening.demux_logs(buf)
+        return demux_logs(buf)
 
     def cleanup(self, job_id: str) -> None:
         """Remove the container and unmount the /out tmpfs. Idempotent."""
         c = self._find(job_id)
         if c is not None and self.l_warm in c.labels:
-            with _engine(f"remove job {job_id}"):
+            with engine_call(f"remove job {job_id}"):
                 warm_start.remove(self, c)  # and its /out, named after the warm token
         elif c is not None:
-            with _engine(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
+            with engine_call(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
                 c.remove(force=True, v=True)
-        hardening.unmount_out(hardening.out_mount_source(self.prefix, job_id))
+        mounts.unmount_out(mounts.out_mount_source(self.prefix, job_id))
 
     def _job_of(self, c: Any) -> str:
         """The job a container runs: its label, or for a warm one the name it was bound by."""
@@ -362,7 +355,7 @@ class DockerExecutor:
         (deadline ``datetime.min``) for jobs whose container is gone but whose /out tmpfs is
         still mounted (a crash between mount and create, or a container removed by hand):
         ``cleanup`` them too."""
-        with _engine("list jobs"):
+        with engine_call("list jobs"):
             cs = [c for label in (self.l_job, self.l_warm)  # removed meanwhile: skipped
                   for c in self.client.containers.list(all=True, filters={"label": label},
                                                        ignore_removed=True)]
@@ -376,7 +369,7 @@ class DockerExecutor:
                 deadline = OVERDUE  # unreadable label: treat as passed
             jobs.append((self._job_of(c), _STATUS.get(c.status, RunState.EXITED), deadline))
         seen = {j for j, _, _ in jobs}
-        for job_id in hardening.out_mount_jobs(self.prefix) - seen:
+        for job_id in mounts.out_mount_jobs(self.prefix) - seen:
             jobs.append((job_id, RunState.ABSENT, OVERDUE))
         return sorted(jobs, key=lambda j: j[0])
 

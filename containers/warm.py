@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import docker.errors
 import docker.types
 
-from containers import hardening
+from containers import hardening, mounts
 from containers.runspec import ExecutorError, Limits, RunSpec
 
 if TYPE_CHECKING:
@@ -95,7 +95,8 @@ def prewarm(ex: DockerExecutor, root: Path, image: str, limits: Limits) -> WarmC
         d.mkdir(mode=0o755, parents=True)
         d.chmod(0o755)  # the job's uid reads /in and /job
     os.mkfifo(job / FIFO, 0o644)
-    hardening.mount_out(warm_dir / "work" / "out", limits.out_mb, out_source(ex, token))
+    mounts.mount_out(warm_dir / "work" / "out", out_source(ex, token),
+                     hardening.out_tmpfs_options(limits.out_mb))
     labels = {**ex.extra_labels, ex.l_warm: token, ex.l_root: str(root),
               ex.l_log_bytes: str(limits.log_bytes)}
     kw = ex.container_settings(image, f"{ex.prefix}-warm-{token}", labels, job / FIFO,
@@ -201,14 +202,14 @@ def _remove(ex: DockerExecutor, container_id: str, token: str) -> None:
     if container_id:
         with contextlib.suppress(docker.errors.NotFound):
             ex.client.api.remove_container(container_id, force=True, v=True)
-    hardening.unmount_out(out_source(ex, token))
+    mounts.unmount_out(out_source(ex, token))
 
 
 def unmount_job_dir(ex: DockerExecutor, job_dir: Path) -> None:
     """Unmount a warm /out tmpfs left on a job directory whose container is gone."""
-    source = hardening.mounted_source(job_dir / "work" / "out")
+    source = mounts.mounted_source(job_dir / "work" / "out")
     if source and source.startswith(out_source(ex, "")):
-        hardening.unmount_out(source)
+        mounts.unmount_out(source)
 
 
 def reset(ex: DockerExecutor, root: Path) -> int:
