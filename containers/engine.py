@@ -7,14 +7,13 @@ otherwise ask for a newer one), and uses a bounded per-request timeout so a wedg
 turns into a :class:`RetryableExecutorError` instead of a hung agent.
 
 Also what the engine's answers mean: its failures as executor errors (:func:`engine_call`),
-its timestamps (:func:`parse_engine_time`) and its multiplexed log stream
-(:func:`demux_logs`).
+its timestamps (:func:`parse_engine_time`), and a container's log read with a bound
+(:func:`read_log`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -106,14 +105,25 @@ def parse_engine_time(s: str | None) -> datetime | None:
     return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
 
 
-def demux_logs(buf: bytes) -> tuple[bytes, bytes]:
-    """Split the engine's multiplexed log stream (8-byte frame headers: stream 1 = stdout,
-    2 = stderr, then a big-endian length) into (stdout, stderr)."""
-    parts: tuple[list[bytes], list[bytes]] = ([], [])
-    pos = 0
-    while len(buf) - pos >= 8:
-        kind, length = struct.unpack_from(">BxxxL", buf, pos)
-        if kind in (1, 2):
-            parts[kind - 1].append(buf[pos + 8:pos + 8 + length])
-        pos += 8 + length
-    return b"".join(parts[0]), b"".join(parts[1])
+def read_log(api: docker.APIClient, container_id: str, *, stderr: bool, limit: int
+             ) -> tuple[bytes, bool]:
+    """The first ``limit`` bytes of a container's stdout (or ``stderr``) as the engine kept
+    it, and whether it kept more.
+
+    The job controls what it prints: the log is streamed and reading stops once more than
+    ``limit`` bytes came in, so memory holds at most ``limit`` plus one frame (the engine
+    splits log lines at 16 KiB) whatever the log driver kept. The SDK strips the frame
+    headers of the stream it was asked for, so stdout and stderr are read one after the
+    other, never mixed.
+    """
+    stream = api.logs(container_id, stdout=not stderr, stderr=stderr, stream=True,
+                      follow=False, timestamps=False, tail="all")
+    kept = bytearray()
+    try:
+        for chunk in stream:
+            kept += chunk
+            if len(kept) > limit:
+                break  # truncated: what follows is never read
+    finally:
+        stream.close()  # closes the connection when the rest was left unread
+    return bytes(kept[:limit]), len(kept) > limit

@@ -59,13 +59,7 @@ import requests.exceptions
 from compute.errors import InvalidInput
 from containers import hardening, mounts
 from containers import warm as warm_start
-from containers.engine import (
-    EngineFacts,
-    demux_logs,
-    engine_call,
-    engine_facts,
-    parse_engine_time,
-)
+from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time, read_log
 from containers.hardening import read_outputs
 from containers.runspec import (
     ExecutorError,
@@ -302,8 +296,9 @@ class DockerExecutor:
         timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
         oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
         log_bytes = int(c.labels.get(self.l_log_bytes, str(Limits().log_bytes)))
-        (out, out_trunc), (err, err_trunc) = ((b[:log_bytes], len(b) > log_bytes)
-                                              for b in self._logs(c))
+        with engine_call(f"logs of {c.name}"):
+            out, out_trunc = read_log(self.client.api, c.id, stderr=False, limit=log_bytes)
+            err, err_trunc = read_log(self.client.api, c.id, stderr=True, limit=log_bytes)
         if timed_out:
             error: str | None = "timed out: killed at the deadline"
         elif oom:
@@ -322,18 +317,6 @@ class DockerExecutor:
             started_at=parse_engine_time(st.get("StartedAt")), finished_at=finished,
             error=error,
         )
-
-    def _logs(self, c: Any) -> tuple[bytes, bytes]:
-        # (stdout, stderr) in one read, bounded: the local driver keeps <= log_driver_cap().
-        api = self.client.api
-        with engine_call(f"logs of {c.name}"):
-            if c.attrs.get("Config", {}).get("Tty"):  # never ours (tty=False): no framing
-                return bytes(c.logs(stdout=True, stderr=False)), b""
-            # Both streams at once, without the SDK's per-call inspect (whether it is a tty).
-            res = api._get(api._url("/containers/{0}/logs", c.id),
-                           params={"stdout": 1, "stderr": 1, "timestamps": 0, "tail": "all"})
-            buf: bytes = api._result(res, binary=True)
-        return demux_logs(buf)
 
     def cleanup(self, job_id: str) -> None:
         """Remove the container and unmount the /out tmpfs. Idempotent."""
