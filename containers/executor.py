@@ -6,7 +6,8 @@ Contract (see also docs/executor.md)
 A job is identified by ``job_id`` (1-63 chars ``[A-Za-z0-9_.-]``). The executor keeps no state
 of its own: everything it needs later (job id, deadline, log bound, /out path) is stored on
 the container as labels and in the tmpfs name of the /out mount, so a new executor (after an
-agent restart) picks up where the old one stopped.
+agent restart) picks up where the old one stopped. It reads a container once into a
+:class:`containers.records.ContainerRecord`, whichever way the container was started.
 
 States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 
@@ -20,8 +21,9 @@ States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 - ``wait(job_id)`` blocks until the job exits or its deadline passes, kills it at the
   deadline, and returns a :class:`RunResult`. It may be called again (and from another
   executor instance) any time before ``cleanup``; it returns the same facts each time.
-- ``cleanup(job_id)`` is idempotent: removes the container and unmounts the /out tmpfs.
-  The caller must collect the outputs (``result.out_dir``) BEFORE calling it.
+- ``cleanup(job_id)`` is idempotent: removes the container and unmounts the /out tmpfs,
+  however the job was started. The caller must collect the outputs (``result.out_dir``)
+  BEFORE calling it.
 - ``list_jobs()`` lists our containers (any state) with their deadlines, and ABSENT entries
   for /out mounts left without a container, for reconciliation after a crash: jobs the
   caller doesn't know about should be cleaned up.
@@ -50,7 +52,7 @@ import contextlib
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -61,6 +63,7 @@ from containers import hardening, mounts
 from containers import warm as warm_start
 from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time, read_log
 from containers.hardening import read_outputs
+from containers.records import ContainerRecord, Names
 from containers.runspec import (
     ExecutorError,
     Limits,
@@ -82,6 +85,13 @@ _STATUS = {
     "running": RunState.RUNNING, "paused": RunState.RUNNING, "restarting": RunState.RUNNING,
     "exited": RunState.EXITED, "dead": RunState.EXITED, "removing": RunState.EXITED,
 }
+
+
+class _Found(NamedTuple):
+    """A job's container as the engine reported it, and what its name and labels say."""
+
+    container: Any  # docker.models.containers.Container: state, reload, kill
+    record: ContainerRecord
 
 
 class DockerExecutor:
@@ -106,37 +116,33 @@ class DockerExecutor:
         self._facts: EngineFacts | None = None
         self.extra_labels = dict(extra_labels or {})
         self.prefix = label_prefix
+        self.names = Names(label_prefix)
         self.runtime = runtime
-        self.l_job = f"{label_prefix}.job"
-        self.l_deadline = f"{label_prefix}.deadline"
-        self.l_log_bytes = f"{label_prefix}.log-bytes"
-        self.l_out = f"{label_prefix}.out-dir"
-        self.l_warm = f"{label_prefix}.warm"  # token of a warm container (containers.warm)
-        self.l_root = f"{label_prefix}.work-root"  # where a warm container's job dir will be
 
     # ---- naming / lookup ---------------------------------------------------------------
 
     def container_name(self, job_id: str) -> str:
-        return f"{self.prefix}-job-{hardening.check_job_id(job_id)}"
+        return self.names.container(hardening.check_job_id(job_id))
 
-    def _find(self, job_id: str) -> Any | None:
+    def _find(self, job_id: str) -> _Found | None:
         name = self.container_name(job_id)
         with engine_call(f"inspect {name}"):
             try:
                 c = self.client.containers.get(name)
             except docker.errors.NotFound:
                 return None
-        if c.labels.get(self.l_job) != job_id and self.l_warm not in c.labels:
+        record = ContainerRecord.read(self.names, c.id, c.name, c.labels)
+        if record.job_id != job_id:
             # Same name but not ours (no label): never touch somebody else's container. A
             # warm container is bound to a job by taking the job's name (containers.warm).
             raise ExecutorError(f"container {name} exists but is not labelled as job {job_id}")
-        return c
+        return _Found(c, record)
 
-    def _get(self, job_id: str) -> Any:
-        c = self._find(job_id)
-        if c is None:
+    def _get(self, job_id: str) -> _Found:
+        found = self._find(job_id)
+        if found is None:
             raise ExecutorError(f"job {job_id}: no container (never started, or cleaned up)")
-        return c
+        return found
 
     # ---- the contract ------------------------------------------------------------------
 
@@ -145,23 +151,23 @@ class DockerExecutor:
 
         ``warm``: a container started ahead whose directory the caller already renamed to
         the job's (:mod:`containers.warm`); used if it fits the spec, else discarded."""
-        job_id = hardening.check_job_id(spec.job_id)
-        existing = self._find(job_id)
-        if existing is None and warm is not None and warm_start.bind(self, warm, spec):
+        found = self._find(hardening.check_job_id(spec.job_id))
+        if found is None and warm is not None and warm_start.bind(self, warm, spec):
             return
-        if existing is None:
+        if found is None:
             cid, status = self._create(spec)
-        elif self.l_warm in existing.labels:  # bound before a crash: start it if not yet
-            job_dir = warm_start.job_dir_of(self, existing, job_id)
-            since = parse_engine_time(existing.attrs["State"].get("StartedAt"))
-            age = (datetime.now(UTC) - since).total_seconds() if since else warm_start.READY_S
-            warm_start.trigger(job_dir, warm_start.deadline_of(job_dir),
+        elif found.record.warm:  # bound before a crash: its launcher may still wait
+            if found.record.job_dir is None:
+                raise ExecutorError(f"warm container {found.record.name} has no job directory")
+            started = parse_engine_time(found.container.attrs["State"].get("StartedAt"))
+            age = (datetime.now(UTC) - started).total_seconds() if started else warm_start.READY_S
+            warm_start.trigger(found.record.job_dir, found.record.require_deadline(),
                                ready_s=max(0.0, warm_start.READY_S - age))
             return
         else:
-            cid, status = existing.id, existing.status
+            cid, status = found.container.id, found.container.status
         if status == "created":
-            with engine_call(f"start job {job_id}"):
+            with engine_call(f"start job {spec.job_id}"):
                 self.client.api.start(cid)
 
     def create_and_start(self, kw: dict[str, Any], what: str) -> str:
@@ -191,16 +197,16 @@ class DockerExecutor:
         if not work.is_absolute():
             raise InvalidInput("work_dir", "must be an absolute path")
         out_dir = work / "out"
+        source = self.names.out_source(spec.job_id)
         # Fail closed: no container unless /out is the capped tmpfs.
-        mounts.mount_out(out_dir, mounts.out_mount_source(self.prefix, spec.job_id),
-                         hardening.out_tmpfs_options(spec.limits.out_mb))
+        mounts.mount_out(out_dir, source, hardening.out_tmpfs_options(spec.limits.out_mb))
         deadline = datetime.now(UTC) + timedelta(seconds=spec.limits.timeout_s)
         labels = {
             **self.extra_labels,
-            self.l_job: spec.job_id,
-            self.l_deadline: deadline.isoformat(),
-            self.l_log_bytes: str(spec.limits.log_bytes),
-            self.l_out: str(out_dir),
+            self.names.label_job: spec.job_id,
+            self.names.label_deadline: deadline.isoformat(),
+            self.names.label_log_bytes: str(spec.limits.log_bytes),
+            self.names.label_out_dir: str(out_dir),
         }
         kw = self.container_settings(
             spec.image, self.container_name(spec.job_id), labels, script.resolve(),
@@ -212,10 +218,9 @@ class DockerExecutor:
         except ExecutorError as e:
             cause = e.__cause__
             if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
-                c = self._get(spec.job_id)  # a concurrent start() won the race: fine
+                c = self._get(spec.job_id).container  # a concurrent start() won the race
                 return c.id, c.status
-            # No container: don't leave the /out mount behind.
-            mounts.unmount_out(mounts.out_mount_source(self.prefix, spec.job_id))
+            mounts.unmount_out(source)  # no container: don't leave the /out mount behind
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
@@ -247,33 +252,26 @@ class DockerExecutor:
         return cid
 
     def state(self, job_id: str) -> RunState:
-        c = self._find(job_id)
-        if c is None:
+        found = self._find(job_id)
+        if found is None:
             return RunState.ABSENT
-        return _STATUS.get(c.status, RunState.EXITED)
+        return _STATUS.get(found.container.status, RunState.EXITED)
 
     def deadline(self, job_id: str) -> datetime:
-        return self._deadline_of(self._get(job_id))
-
-    def _deadline_of(self, c: Any) -> datetime:
-        if self.l_warm in c.labels:
-            return warm_start.deadline_of(warm_start.job_dir_of(self, c, self._job_of(c)))
-        try:
-            return datetime.fromisoformat(c.labels[self.l_deadline])
-        except (KeyError, ValueError) as e:
-            raise ExecutorError(f"container {c.name} has no valid deadline label") from e
+        return self._get(job_id).record.require_deadline()
 
     def wait(self, job_id: str, *, poll_s: float = 2.0) -> RunResult:
         """Block until the job exits or its deadline passes (then kill it); return the facts."""
-        c = self._get(job_id)
+        c, record = self._get(job_id)
         if c.status == "created":
             raise ExecutorError(f"job {job_id} was created but not started; call start() again")
-        deadline = self._deadline_of(c)
+        deadline = record.require_deadline()
         killed = False
         while _STATUS.get(c.status, RunState.EXITED) != RunState.EXITED:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
-                with engine_call(f"kill job {job_id}"), contextlib.suppress(docker.errors.APIError):
+                with (engine_call(f"kill job {job_id}"),
+                      contextlib.suppress(docker.errors.APIError)):
                     c.kill(signal="SIGKILL")  # 409 if it exited meanwhile: fine
                 killed = True
                 remaining = 10.0  # the engine reports the exit within moments
@@ -286,19 +284,23 @@ class DockerExecutor:
                     raise RetryableExecutorError(f"wait job {job_id}: {e}") from e
             with engine_call(f"inspect job {job_id}"):
                 c.reload()
-        return self._result(c, deadline, killed)
+        return self._result(c, record, deadline, killed)
 
-    def _result(self, c: Any, deadline: datetime, killed: bool) -> RunResult:
+    def _result(self, c: Any, record: ContainerRecord, deadline: datetime, killed: bool
+                ) -> RunResult:
         st = c.attrs["State"]
         exit_code = st.get("ExitCode")
         finished = parse_engine_time(st.get("FinishedAt"))
         # After a restart we did not see the kill; a 137 at or after the deadline is ours.
         timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
         oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
-        log_bytes = int(c.labels.get(self.l_log_bytes, str(Limits().log_bytes)))
+        if record.job_id is None or record.out_dir is None:
+            raise ExecutorError(f"container {c.name} does not say where its /out is")
         with engine_call(f"logs of {c.name}"):
-            out, out_trunc = read_log(self.client.api, c.id, stderr=False, limit=log_bytes)
-            err, err_trunc = read_log(self.client.api, c.id, stderr=True, limit=log_bytes)
+            out, out_trunc = read_log(self.client.api, c.id, stderr=False,
+                                      limit=record.log_bytes)
+            err, err_trunc = read_log(self.client.api, c.id, stderr=True,
+                                      limit=record.log_bytes)
         if timed_out:
             error: str | None = "timed out: killed at the deadline"
         elif oom:
@@ -307,31 +309,27 @@ class DockerExecutor:
             error = f"exit code {exit_code}"
         else:
             error = None
-        job_id = self._job_of(c)
-        out_dir = (warm_start.job_dir_of(self, c, job_id) / "work" / "out"
-                   if self.l_warm in c.labels else Path(c.labels[self.l_out]))
         return RunResult(
-            job_id=job_id, exit_code=exit_code, timed_out=timed_out,
+            job_id=record.job_id, exit_code=exit_code, timed_out=timed_out,
             oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
-            stderr_truncated=err_trunc, out_dir=out_dir,
+            stderr_truncated=err_trunc, out_dir=record.out_dir,
             started_at=parse_engine_time(st.get("StartedAt")), finished_at=finished,
             error=error,
         )
 
     def cleanup(self, job_id: str) -> None:
-        """Remove the container and unmount the /out tmpfs. Idempotent."""
-        c = self._find(job_id)
-        if c is not None and self.l_warm in c.labels:
-            with engine_call(f"remove job {job_id}"):
-                warm_start.remove(self, c)  # and its /out, named after the warm token
-        elif c is not None:
-            with engine_call(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True, v=True)
-        mounts.unmount_out(mounts.out_mount_source(self.prefix, job_id))
-
-    def _job_of(self, c: Any) -> str:
-        """The job a container runs: its label, or for a warm one the name it was bound by."""
-        return str(c.labels.get(self.l_job) or c.name.removeprefix(f"{self.prefix}-job-"))
+        """Remove the job's container and unmount its /out tmpfs, however the job was
+        started. Idempotent."""
+        found = self._find(job_id)
+        sources = [self.names.out_source(job_id)]
+        if found is not None:
+            with (engine_call(f"remove job {job_id}"),
+                  contextlib.suppress(docker.errors.NotFound)):
+                self.client.api.remove_container(found.container.id, force=True, v=True)
+            if found.record.out_source is not None:
+                sources.insert(0, found.record.out_source)
+        for source in dict.fromkeys(sources):
+            mounts.unmount_out(source)
 
     def list_jobs(self) -> list[tuple[str, RunState, datetime]]:
         """(job id, state, deadline) of every container labelled as ours, plus ABSENT entries
@@ -339,18 +337,16 @@ class DockerExecutor:
         still mounted (a crash between mount and create, or a container removed by hand):
         ``cleanup`` them too."""
         with engine_call("list jobs"):
-            cs = [c for label in (self.l_job, self.l_warm)  # removed meanwhile: skipped
-                  for c in self.client.containers.list(all=True, filters={"label": label},
-                                                       ignore_removed=True)]
+            cs = [c for label in (self.names.label_job, self.names.label_warm)
+                  for c in self.client.containers.list(  # removed meanwhile: skipped
+                      all=True, filters={"label": label}, ignore_removed=True)]
         jobs = []
         for c in cs:
-            if self.l_job not in c.labels and not c.name.startswith(f"{self.prefix}-job-"):
+            record = ContainerRecord.read(self.names, c.id, c.name, c.labels)
+            if record.job_id is None:
                 continue  # warm, not bound to a job yet
-            try:
-                deadline = self._deadline_of(c)
-            except ExecutorError:
-                deadline = OVERDUE  # unreadable label: treat as passed
-            jobs.append((self._job_of(c), _STATUS.get(c.status, RunState.EXITED), deadline))
+            jobs.append((record.job_id, _STATUS.get(c.status, RunState.EXITED),
+                         record.deadline or OVERDUE))  # unreadable: treat as passed
         seen = {j for j, _, _ in jobs}
         for job_id in mounts.out_mount_jobs(self.prefix) - seen:
             jobs.append((job_id, RunState.ABSENT, OVERDUE))

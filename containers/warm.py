@@ -44,6 +44,7 @@ import docker.errors
 import docker.types
 
 from containers import hardening, mounts
+from containers.records import WARM_DEADLINE
 from containers.runspec import ExecutorError, Limits, RunSpec
 
 if TYPE_CHECKING:
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("data-sandbox.agent")
 WARM_DIR = ".warm-"  # job ids start alphanumeric: a warm directory is never a job's
 FIFO = "go"
-DEADLINE = "deadline"
 #: How long a just-started launcher may take to open the FIFO (python start-up, ~50 ms).
 READY_S = 5.0
 #: The warm container's process (python3 -I -B -c): wait for the time limit, then become
@@ -81,11 +81,6 @@ class WarmContainer:
         return self.root / f"{WARM_DIR}{self.token}"
 
 
-def out_source(ex: DockerExecutor, token: str) -> str:
-    # Not "<prefix>-out-...": those name jobs' /out mounts, which reconciliation lists.
-    return f"{ex.prefix}-warm-out-{token}"
-
-
 def prewarm(ex: DockerExecutor, root: Path, image: str, limits: Limits) -> WarmContainer:
     """Create and start one warm container with its directory under ``root``."""
     token = secrets.token_hex(6)
@@ -95,11 +90,11 @@ def prewarm(ex: DockerExecutor, root: Path, image: str, limits: Limits) -> WarmC
         d.mkdir(mode=0o755, parents=True)
         d.chmod(0o755)  # the job's uid reads /in and /job
     os.mkfifo(job / FIFO, 0o644)
-    mounts.mount_out(warm_dir / "work" / "out", out_source(ex, token),
+    mounts.mount_out(warm_dir / "work" / "out", ex.names.warm_out_source(token),
                      hardening.out_tmpfs_options(limits.out_mb))
-    labels = {**ex.extra_labels, ex.l_warm: token, ex.l_root: str(root),
-              ex.l_log_bytes: str(limits.log_bytes)}
-    kw = ex.container_settings(image, f"{ex.prefix}-warm-{token}", labels, job / FIFO,
+    labels = {**ex.extra_labels, ex.names.label_warm: token,
+              ex.names.label_work_root: str(root), ex.names.label_log_bytes: str(limits.log_bytes)}
+    kw = ex.container_settings(image, ex.names.warm_container(token), labels, job / FIFO,
                                warm_dir / "in", warm_dir / "work" / "out", {},
                                hardening.check_env({}), limits)
     kw["mounts"] = [m for m in kw["mounts"] if m["Target"] != hardening.SCRIPT_TARGET]
@@ -136,7 +131,7 @@ def bind(ex: DockerExecutor, warm: WarmContainer, spec: RunSpec) -> bool:
         return False
     deadline = datetime.now(UTC) + timedelta(seconds=spec.limits.timeout_s)
     try:
-        _write_durably(job_dir / "work" / DEADLINE, deadline.isoformat())
+        _write_durably(job_dir / WARM_DEADLINE, deadline.isoformat())
         ex.client.api.rename(warm.container_id, ex.container_name(spec.job_id))
     except Exception:  # renamed or not: it goes by id, and the job starts cold
         log.warning("binding warm container %s to %s failed", warm.token, spec.job_id,
@@ -176,17 +171,6 @@ def trigger(job_dir: Path, deadline: datetime, ready_s: float = 0.0) -> bool:
     return True
 
 
-def deadline_of(job_dir: Path) -> datetime:
-    try:
-        return datetime.fromisoformat((job_dir / "work" / DEADLINE).read_text().strip())
-    except (OSError, ValueError) as e:
-        raise ExecutorError(f"warm-started job {job_dir.name} has no valid deadline") from e
-
-
-def job_dir_of(ex: DockerExecutor, c: Any, job_id: str) -> Path:
-    return Path(c.labels[ex.l_root]) / job_id
-
-
 def discard(ex: DockerExecutor, warm: WarmContainer) -> None:
     """Remove an unbound warm container, its /out tmpfs and its directory. Idempotent."""
     _remove(ex, warm.container_id, warm.token)
@@ -195,20 +179,20 @@ def discard(ex: DockerExecutor, warm: WarmContainer) -> None:
 
 def remove(ex: DockerExecutor, c: Any) -> None:
     """Remove a warm container found on the engine (bound or not) and its /out tmpfs."""
-    _remove(ex, c.id, c.labels[ex.l_warm])
+    _remove(ex, c.id, c.labels[ex.names.label_warm])
 
 
 def _remove(ex: DockerExecutor, container_id: str, token: str) -> None:
     if container_id:
         with contextlib.suppress(docker.errors.NotFound):
             ex.client.api.remove_container(container_id, force=True, v=True)
-    mounts.unmount_out(out_source(ex, token))
+    mounts.unmount_out(ex.names.warm_out_source(token))
 
 
 def unmount_job_dir(ex: DockerExecutor, job_dir: Path) -> None:
     """Unmount a warm /out tmpfs left on a job directory whose container is gone."""
     source = mounts.mounted_source(job_dir / "work" / "out")
-    if source and source.startswith(out_source(ex, "")):
+    if source and source.startswith(ex.names.warm_out_source("")):
         mounts.unmount_out(source)
 
 
@@ -218,11 +202,11 @@ def reset(ex: DockerExecutor, root: Path) -> int:
     removed = 0
     try:
         found = ex.client.containers.list(all=True, ignore_removed=True,
-                                          filters={"label": f"{ex.l_root}={root}"})
+                                          filters={"label": f"{ex.names.label_work_root}={root}"})
     except docker.errors.APIError as e:
         raise ExecutorError(f"listing warm containers: {e}") from e
     for c in found:
-        if c.name.startswith(f"{ex.prefix}-warm-") and ex.l_warm in c.labels:
+        if c.name.startswith(ex.names.warm_container("")) and ex.names.label_warm in c.labels:
             remove(ex, c)
             removed += 1
     if root.is_dir():

@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from containers import hardening, warm
+from containers import mounts, warm
 from containers.executor import DockerExecutor, Limits, RunSpec, RunState
 from containers.image import RunnerImage
 
@@ -56,7 +56,7 @@ def test_a_warm_container_runs_one_job_and_is_cleaned_up_like_a_cold_one(
     assert executor.list_jobs() == []  # unbound: nobody's job
     spec = bind_job(warm_container, COUNT)
     executor.start(spec, warm_container)
-    assert executor._get(spec.job_id).id == warm_container.container_id  # not a cold start
+    assert executor._get(spec.job_id).container.id == warm_container.container_id  # not cold
     result = executor.wait(spec.job_id)
     assert result.ok, result
     assert result.stdout == b"counted 3\n"
@@ -68,7 +68,7 @@ def test_a_warm_container_runs_one_job_and_is_cleaned_up_like_a_cold_one(
     assert executor.wait(spec.job_id).stdout == b"counted 3\n"
     executor.cleanup(spec.job_id)
     assert executor.state(spec.job_id) == RunState.ABSENT
-    assert hardening.find_out_mounts(warm.out_source(executor, warm_container.token)) == []
+    assert mounts.find_out_mounts(executor.names.warm_out_source(warm_container.token)) == []
 
 
 def test_warm_and_cold_containers_have_the_same_hardening(
@@ -108,7 +108,7 @@ def test_a_spec_that_does_not_fit_starts_cold_and_the_warm_container_goes(
     assert result.stdout == b"cold\n"
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(warm_container.container_id)
-    assert hardening.find_out_mounts(warm.out_source(executor, warm_container.token)) == []
+    assert mounts.find_out_mounts(executor.names.warm_out_source(warm_container.token)) == []
 
 
 def test_a_crash_between_binding_and_trigger_is_finished_by_start(
@@ -153,7 +153,7 @@ def test_reset_removes_only_this_roots_unbound_warm_containers(
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(mine.container_id)
     assert not mine.dir.exists()
-    assert hardening.find_out_mounts(warm.out_source(executor, mine.token)) == []
+    assert mounts.find_out_mounts(executor.names.warm_out_source(mine.token)) == []
     assert client.api.inspect_container(theirs.container_id)["State"]["Running"]
     assert executor.wait(spec.job_id).ok  # a bound one is a job: left to reconciliation
     warm.discard(executor, theirs)

@@ -152,7 +152,7 @@ def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> N
         job_id = c.labels.get(JOB_LABEL)
         if job_id:
             executor.cleanup(job_id)
-        elif executor.l_warm in c.labels:  # started ahead by an agent (containers.warm)
+        elif executor.names.label_warm in c.labels:  # started ahead by an agent (containers.warm)
             warm.remove(executor, c)
         else:
             c.remove(force=True)
