@@ -18,22 +18,24 @@ States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 - ``start(spec)`` is idempotent: if a container for ``job_id`` exists it is not replaced;
   a CREATED one (a start interrupted by a crash) is started, RUNNING/EXITED are left alone.
   The deadline is fixed when the container is created: ``created + limits.timeout_s``.
+- ``start_job(job_dir, prepare, warm=slot)`` starts a new job whose files ``prepare``
+  writes into ``job_dir``: in the slot's container started ahead when it fits, else cold.
 - ``wait(job_id)`` blocks until the job exits or its deadline passes, kills it at the
   deadline, and returns a :class:`RunResult`. It may be called again (and from another
   executor instance) any time before ``cleanup``; it returns the same facts each time.
-- ``cleanup(job_id)`` is idempotent: removes the container and unmounts the /out tmpfs,
-  however the job was started. The caller must collect the outputs (``result.out_dir``)
-  BEFORE calling it.
+- ``cleanup(job_id, work_dir)`` is idempotent: removes the container and unmounts the /out
+  tmpfs, however the job was started. The caller must collect the outputs
+  (``result.out_dir``) BEFORE calling it.
 - ``list_jobs()`` lists our containers (any state) with their deadlines, and ABSENT entries
   for /out mounts left without a container, for reconciliation after a crash: jobs the
   caller doesn't know about should be cleaned up.
 - The deadline is enforced by ``wait`` and, should no agent be waiting, by an in-container
   backstop (``timeout --signal=KILL``) a few seconds later.
 
-Warm starts (:mod:`containers.warm`): ``start(spec, warm=...)`` may run the job in a
-container started ahead, bound to the job by taking its name; such a container carries a
-``warm`` label instead of the job label and keeps its deadline in the job directory. The
-states and calls above are the same for it.
+Warm starts (:mod:`containers.warm`): the executor owns a :class:`WarmPool` (``.warm``);
+the agent asks it to fill and empty its slots and, at start, to remove what earlier lives
+left. A job bound to a warm container takes the job's container name; the states and calls
+above are the same for it.
 
 Errors: :class:`RetryableExecutorError` — the engine did not answer or failed transiently;
 the same call may be repeated (all calls are idempotent). :class:`ExecutorError` — the call
@@ -49,7 +51,7 @@ anything is released; call ``cleanup`` afterwards, also for failed jobs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,7 +62,6 @@ import requests.exceptions
 
 from compute.errors import InvalidInput
 from containers import hardening, mounts
-from containers import warm as warm_start
 from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time, read_log
 from containers.hardening import read_outputs
 from containers.records import ContainerRecord, Names
@@ -72,10 +73,10 @@ from containers.runspec import (
     RunSpec,
     RunState,
 )
-from containers.warm import WarmContainer
+from containers.warm import WarmPool, WarmSlot
 
 __all__ = [
-    "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "read_outputs",
+    "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "WarmSlot", "read_outputs",
 ]
 
 
@@ -118,6 +119,8 @@ class DockerExecutor:
         self.prefix = label_prefix
         self.names = Names(label_prefix)
         self.runtime = runtime
+        self.warm = WarmPool(client, self.names, extra_labels=self.extra_labels,
+                             runtime=runtime, create_and_start=self._create_and_start)
 
     # ---- naming / lookup ---------------------------------------------------------------
 
@@ -146,23 +149,41 @@ class DockerExecutor:
 
     # ---- the contract ------------------------------------------------------------------
 
-    def start(self, spec: RunSpec, warm: WarmContainer | None = None) -> None:
-        """Create and start the job's container; no-op if it already exists (idempotent).
+    def start(self, spec: RunSpec) -> None:
+        """Create and start the job's container; no-op if it already exists (idempotent)."""
+        self._start(spec, self._find(hardening.check_job_id(spec.job_id)))
 
-        ``warm``: a container started ahead whose directory the caller already renamed to
-        the job's (:mod:`containers.warm`); used if it fits the spec, else discarded."""
-        found = self._find(hardening.check_job_id(spec.job_id))
-        if found is None and warm is not None and warm_start.bind(self, warm, spec):
-            return
+    def start_job(self, job_dir: Path, prepare: Callable[[], RunSpec],
+                  warm: WarmSlot | None = None) -> RunSpec:
+        """Start a new job whose files ``prepare`` writes into ``job_dir``; its spec.
+
+        With ``warm``, the slot's container started ahead runs the job if it can: its
+        directory becomes ``job_dir`` before ``prepare`` runs, and it is bound to the job if
+        the spec fits. Otherwise the job starts cold, as with :meth:`start`. When this
+        returns or raises, a container taken from the slot is the job's or removed."""
+        claimed = self.warm.claim(warm, job_dir) if warm is not None else None
+        if claimed is None:
+            spec = prepare()
+            self.start(spec)
+            return spec
+        bound, found = False, None
+        try:
+            spec = prepare()
+            found = self._find(spec.job_id)
+            bound = found is None and self.warm.bind(claimed, spec)
+        finally:
+            if not bound:
+                self.warm.discard(claimed)  # not the job's: it starts cold, or not at all
+        if not bound:
+            self._start(spec, found)
+        return spec
+
+    def _start(self, spec: RunSpec, found: _Found | None) -> None:
         if found is None:
             cid, status = self._create(spec)
         elif found.record.warm:  # bound before a crash: its launcher may still wait
-            if found.record.job_dir is None:
-                raise ExecutorError(f"warm container {found.record.name} has no job directory")
-            started = parse_engine_time(found.container.attrs["State"].get("StartedAt"))
-            age = (datetime.now(UTC) - started).total_seconds() if started else warm_start.READY_S
-            warm_start.trigger(found.record.job_dir, found.record.require_deadline(),
-                               ready_s=max(0.0, warm_start.READY_S - age))
+            started = found.container.attrs["State"].get("StartedAt")
+            self.warm.resume(found.record, parse_engine_time(started))
             return
         else:
             cid, status = found.container.id, found.container.status
@@ -170,8 +191,8 @@ class DockerExecutor:
             with engine_call(f"start job {spec.job_id}"):
                 self.client.api.start(cid)
 
-    def create_and_start(self, kw: dict[str, Any], what: str) -> str:
-        """Create and start a container from :func:`hardening.container_kwargs`; its id."""
+    def _create_and_start(self, kw: dict[str, Any], what: str) -> str:
+        """Create and start a container from :func:`hardening.settings_for`; its id."""
         self._check_seccomp()
         with engine_call(f"create {what}"):
             cid = self._create_container(kw)
@@ -208,10 +229,11 @@ class DockerExecutor:
             self.names.label_log_bytes: str(spec.limits.log_bytes),
             self.names.label_out_dir: str(out_dir),
         }
-        kw = self.container_settings(
-            spec.image, self.container_name(spec.job_id), labels, script.resolve(),
-            input_dir.resolve(), out_dir, {k: v.resolve() for k, v in extra.items()}, env,
-            spec.limits)
+        kw = hardening.settings_for(
+            spec.limits, self.runtime, image=spec.image,
+            name=self.container_name(spec.job_id), labels=labels,
+            script_path=script.resolve(), input_dir=input_dir.resolve(), out_dir=out_dir,
+            extra_files={k: v.resolve() for k, v in extra.items()}, env=env)
         try:
             with engine_call(f"create job {spec.job_id}"):
                 return self._create_container(kw), "created"
@@ -224,18 +246,6 @@ class DockerExecutor:
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
-
-    def container_settings(self, image: str, name: str, labels: Mapping[str, str],
-                           script: Path, input_dir: Path, out_dir: Path,
-                           extra: Mapping[str, Path], env: Mapping[str, str], limits: Limits
-                           ) -> dict[str, Any]:
-        """:func:`hardening.container_kwargs` for a run under ``limits`` on this executor."""
-        return hardening.container_kwargs(hardening.HardeningInput(
-            image=image, name=name, labels=labels, script_path=script, input_dir=input_dir,
-            out_dir=out_dir, extra_files=extra, env=env, memory_mb=limits.memory_mb,
-            cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb,
-            nofile=limits.nofile, fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes,
-            timeout_s=limits.timeout_s, runtime=self.runtime))
 
     def _check_seccomp(self) -> None:
         if self.require_seccomp and not self.hardening_report().seccomp:
@@ -317,9 +327,10 @@ class DockerExecutor:
             error=error,
         )
 
-    def cleanup(self, job_id: str) -> None:
+    def cleanup(self, job_id: str, work_dir: Path | None = None) -> None:
         """Remove the job's container and unmount its /out tmpfs, however the job was
-        started. Idempotent."""
+        started. Idempotent. ``work_dir`` (the spec's) also finds a warm-started job's /out
+        tmpfs left there after its container went."""
         found = self._find(job_id)
         sources = [self.names.out_source(job_id)]
         if found is not None:
@@ -330,6 +341,8 @@ class DockerExecutor:
                 sources.insert(0, found.record.out_source)
         for source in dict.fromkeys(sources):
             mounts.unmount_out(source)
+        if work_dir is not None:
+            self.warm.unmount_left(work_dir)
 
     def list_jobs(self) -> list[tuple[str, RunState, datetime]]:
         """(job id, state, deadline) of every container labelled as ours, plus ABSENT entries

@@ -28,7 +28,7 @@ from compute.errors import InvalidInput
 # (defined with the mount code).
 from containers.mounts import find_out_mounts as find_out_mounts
 from containers.mounts import out_mount_source as out_mount_source
-from containers.runspec import ExecutorError
+from containers.runspec import ExecutorError, Limits
 
 RUNNER_UID = 10001
 RUNNER_GID = 10001
@@ -199,6 +199,18 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
         kw["runtime"] = h.runtime  # e.g. gVisor `runsc`: a user-space kernel between job and host
     # Never mounted, by construction: the Docker socket, /proc or /sys of the host, devices.
     return kw
+
+
+def settings_for(limits: Limits, runtime: str | None, *, image: str, name: str,
+                 labels: Mapping[str, str], script_path: Path, input_dir: Path, out_dir: Path,
+                 extra_files: Mapping[str, Path], env: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`container_kwargs` for a run under ``limits`` (cold and warm containers alike)."""
+    return container_kwargs(HardeningInput(
+        image=image, name=name, labels=labels, script_path=script_path, input_dir=input_dir,
+        out_dir=out_dir, extra_files=extra_files, env=env, memory_mb=limits.memory_mb,
+        cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb, nofile=limits.nofile,
+        fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes, timeout_s=limits.timeout_s,
+        runtime=runtime))
 
 
 def out_tmpfs_options(size_mb: int) -> str:
