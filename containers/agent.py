@@ -15,6 +15,7 @@ removes what the controller no longer leases to it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import shutil
@@ -31,9 +32,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from authz.wire import DatasetTask, RunReport, RunTask, SchemaCheckTask, SchemaVerdict, VerdictError
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, runjob
-from containers import warm as warm_start
 from containers.controller_client import ControllerClient, ControllerRefused
-from containers.executor import DockerExecutor, Limits, RunState
+from containers.executor import DockerExecutor, Limits, RunState, WarmSlot
 
 log = logging.getLogger("data-sandbox.agent")
 
@@ -66,17 +66,6 @@ class AgentConfig:
     # A run's end is made known only at a whole multiple of this since its container
     # started: how long a script ran is a channel it controls (docs/threat-model.md).
     timing_grain_s: float = 5.0
-
-
-class _Slot:
-    """One worker's warm container, if it has one ready."""
-
-    def __init__(self) -> None:
-        self.warm: warm_start.WarmContainer | None = None
-
-    def take(self) -> warm_start.WarmContainer | None:
-        warm, self.warm = self.warm, None
-        return warm
 
 
 class _Notices:
@@ -174,7 +163,7 @@ class Agent:
             w.join()
 
     def _worker(self, stop: threading.Event) -> None:
-        slot = _Slot()
+        slot = WarmSlot(self.config.work_root, self.config.image, self.config.limits)
         while not stop.is_set():
             try:
                 self._flush_outbox_now_and_then()
@@ -183,8 +172,7 @@ class Agent:
             except Exception:  # keep serving: one bad task or a restart must not stop the agent
                 log.exception("agent loop error")
                 stop.wait(1.0)
-        if (warm := slot.take()) is not None:
-            warm_start.discard(self.executor, warm)
+        self.executor.warm.empty(slot)
 
     def _stop_wait(self, seconds: float) -> None:
         if seconds > 0:
@@ -198,23 +186,22 @@ class Agent:
         if sent := self.flush_outbox():
             log.info("sent %d report(s) left in the outbox", sent)
 
-    def prewarm(self, slot: _Slot) -> None:
-        """Start the slot's next container ahead of its job, unless one is ready."""
-        if self.config.warm_start and slot.warm is None:
+    def prewarm(self, slot: WarmSlot) -> None:
+        """Have the slot's next container started ahead of its job, unless one is ready."""
+        if self.config.warm_start:
             try:
-                slot.warm = warm_start.prewarm(self.executor, self.config.work_root,
-                                               self.config.image, self.config.limits)
+                self.executor.warm.prewarm(slot)
             except SandboxError:  # jobs still start cold
                 log.exception("could not start a warm container")
 
-    def run_once(self, wait_s: float = 0.0, slot: _Slot | None = None) -> bool:
+    def run_once(self, wait_s: float = 0.0, slot: WarmSlot | None = None) -> bool:
         task = self.controller.next_task(wait_s)
         if task is None:
             return False
         if isinstance(task, SchemaCheckTask):
             self.check_schema(task.dataset)
         else:
-            self.run_job(task, slot.take() if slot else None)
+            self.run_job(task, slot)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -243,35 +230,24 @@ class Agent:
             return self.config.provider_roots[provider_id]
         return self.config.data_roots
 
-    def run_job(self, task: RunTask,
-                warm: warm_start.WarmContainer | None = None) -> None:
+    def run_job(self, task: RunTask, slot: WarmSlot | None = None) -> None:
+        """Prepare and start the job (in the slot's warm container if the executor can),
+        then wait, check and report."""
         job_id = task.job_id
         try:
             job_dir = runjob.check_task(task, self.config.work_root)
         except InvalidInput as e:
-            if warm is not None:
-                warm_start.discard(self.executor, warm)
             # Nothing was written; report without touching the disk under this job id.
             log.error("refusing task %r: %s", job_id, e)
             self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
             return
         notices = _Notices(job_id)
+        prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
+                                    self.config.image, self.config.limits)
         try:
-            if warm is not None and not job_dir.exists():
-                # The warm directory becomes the job's; its mounts follow (containers.warm).
-                warm.dir.rename(job_dir)
-            elif warm is not None:
-                warm_start.discard(self.executor, warm)
-                warm = None
-            spec = runjob.prepare(task, job_dir, self.roots, self.config.image,
-                                  self.config.limits)
-            # From here the executor binds the warm container to the job or discards it.
-            warm, handed = None, warm
-            self.executor.start(spec, handed)
+            self.executor.start_job(job_dir, prepare, warm=slot)
         except BaseException as e:
             notices.close()
-            if warm is not None:
-                warm_start.discard(self.executor, warm)  # never handed over: not the job's
             if not isinstance(e, SandboxError):
                 raise
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
@@ -371,9 +347,8 @@ class Agent:
         return sent
 
     def _cleanup(self, job_id: str) -> None:
-        self.executor.cleanup(job_id)
-        # A warm /out tmpfs whose container is already gone is found by its place only.
-        warm_start.unmount_job_dir(self.executor, self._job_dir(job_id))
+        # The work dir too: the executor finds there what a container already gone left.
+        self.executor.cleanup(job_id, work_dir=self._job_dir(job_id) / "work")
         shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
 
     def reconcile(self) -> list[str]:
@@ -381,10 +356,12 @@ class Agent:
         # Ownership is the job directory in this agent's own work root: other agents on the
         # same engine label their containers alike, and theirs must never be touched.
         root = self.config.work_root
-        warm_start.reset(self.executor, root)  # unbound warm containers: never a job's
+        self.executor.warm.reset(root)  # unbound warm containers: never a job's
         states = {job_id: state for job_id, state, _ in self.executor.list_jobs()}
+        # Job ids start alphanumeric: a name starting with "." (the executor's warm
+        # directories) is no job's.
         mine = sorted(d.name for d in root.iterdir()
-                      if d.is_dir() and not d.name.startswith(warm_start.WARM_DIR)
+                      if d.is_dir() and not d.name.startswith(".")
                       ) if root.exists() else []
         seen = {job_id: states.get(job_id, RunState.ABSENT) for job_id in mine}
         resumed = []

@@ -6,7 +6,8 @@ Contract (see also docs/executor.md)
 A job is identified by ``job_id`` (1-63 chars ``[A-Za-z0-9_.-]``). The executor keeps no state
 of its own: everything it needs later (job id, deadline, log bound, /out path) is stored on
 the container as labels and in the tmpfs name of the /out mount, so a new executor (after an
-agent restart) picks up where the old one stopped.
+agent restart) picks up where the old one stopped. It reads a container once into a
+:class:`containers.records.ContainerRecord`, whichever way the container was started.
 
 States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 
@@ -17,21 +18,24 @@ States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 - ``start(spec)`` is idempotent: if a container for ``job_id`` exists it is not replaced;
   a CREATED one (a start interrupted by a crash) is started, RUNNING/EXITED are left alone.
   The deadline is fixed when the container is created: ``created + limits.timeout_s``.
+- ``start_job(job_dir, prepare, warm=slot)`` starts a new job whose files ``prepare``
+  writes into ``job_dir``: in the slot's container started ahead when it fits, else cold.
 - ``wait(job_id)`` blocks until the job exits or its deadline passes, kills it at the
   deadline, and returns a :class:`RunResult`. It may be called again (and from another
   executor instance) any time before ``cleanup``; it returns the same facts each time.
-- ``cleanup(job_id)`` is idempotent: removes the container and unmounts the /out tmpfs.
-  The caller must collect the outputs (``result.out_dir``) BEFORE calling it.
+- ``cleanup(job_id, work_dir)`` is idempotent: removes the container and unmounts the /out
+  tmpfs, however the job was started. The caller must collect the outputs
+  (``result.out_dir``) BEFORE calling it.
 - ``list_jobs()`` lists our containers (any state) with their deadlines, and ABSENT entries
   for /out mounts left without a container, for reconciliation after a crash: jobs the
   caller doesn't know about should be cleaned up.
 - The deadline is enforced by ``wait`` and, should no agent be waiting, by an in-container
   backstop (``timeout --signal=KILL``) a few seconds later.
 
-Warm starts (:mod:`containers.warm`): ``start(spec, warm=...)`` may run the job in a
-container started ahead, bound to the job by taking its name; such a container carries a
-``warm`` label instead of the job label and keeps its deadline in the job directory. The
-states and calls above are the same for it.
+Warm starts (:mod:`containers.warm`): the executor owns a :class:`WarmPool` (``.warm``);
+the agent asks it to fill and empty its slots and, at start, to remove what earlier lives
+left. A job bound to a warm container takes the job's container name; the states and calls
+above are the same for it.
 
 Errors: :class:`RetryableExecutorError` — the engine did not answer or failed transiently;
 the same call may be repeated (all calls are idempotent). :class:`ExecutorError` — the call
@@ -47,20 +51,20 @@ anything is released; call ``cleanup`` afterwards, also for failed jobs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
 import requests.exceptions
 
 from compute.errors import InvalidInput
-from containers import hardening
-from containers import warm as warm_start
-from containers.engine import EngineFacts, engine_facts
+from containers import hardening, mounts
+from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time, read_log
 from containers.hardening import read_outputs
+from containers.records import ContainerRecord, Names
 from containers.runspec import (
     ExecutorError,
     Limits,
@@ -69,10 +73,10 @@ from containers.runspec import (
     RunSpec,
     RunState,
 )
-from containers.warm import WarmContainer
+from containers.warm import WarmPool, WarmSlot
 
 __all__ = [
-    "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "read_outputs",
+    "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "WarmSlot", "read_outputs",
 ]
 
 
@@ -84,17 +88,11 @@ _STATUS = {
 }
 
 
-@contextlib.contextmanager
-def _engine(what: str) -> Iterator[None]:
-    """Map engine failures: transient ones to RetryableExecutorError, others to ExecutorError."""
-    try:
-        yield
-    except docker.errors.APIError as e:
-        if e.is_server_error():
-            raise RetryableExecutorError(f"{what}: engine error: {e.explanation or e}") from e
-        raise ExecutorError(f"{what}: {e.explanation or e}") from e
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise RetryableExecutorError(f"{what}: the engine did not answer: {e}") from e
+class _Found(NamedTuple):
+    """A job's container as the engine reported it, and what its name and labels say."""
+
+    container: Any  # docker.models.containers.Container: state, reload, kill
+    record: ContainerRecord
 
 
 class DockerExecutor:
@@ -119,70 +117,86 @@ class DockerExecutor:
         self._facts: EngineFacts | None = None
         self.extra_labels = dict(extra_labels or {})
         self.prefix = label_prefix
+        self.names = Names(label_prefix)
         self.runtime = runtime
-        self.l_job = f"{label_prefix}.job"
-        self.l_deadline = f"{label_prefix}.deadline"
-        self.l_log_bytes = f"{label_prefix}.log-bytes"
-        self.l_out = f"{label_prefix}.out-dir"
-        self.l_warm = f"{label_prefix}.warm"  # token of a warm container (containers.warm)
-        self.l_root = f"{label_prefix}.work-root"  # where a warm container's job dir will be
+        self.warm = WarmPool(client, self.names, extra_labels=self.extra_labels,
+                             runtime=runtime, create_and_start=self._create_and_start)
 
     # ---- naming / lookup ---------------------------------------------------------------
 
     def container_name(self, job_id: str) -> str:
-        return f"{self.prefix}-job-{hardening.check_job_id(job_id)}"
+        return self.names.container(hardening.check_job_id(job_id))
 
-    def _find(self, job_id: str) -> Any | None:
+    def _find(self, job_id: str) -> _Found | None:
         name = self.container_name(job_id)
-        with _engine(f"inspect {name}"):
+        with engine_call(f"inspect {name}"):
             try:
                 c = self.client.containers.get(name)
             except docker.errors.NotFound:
                 return None
-        if c.labels.get(self.l_job) != job_id and self.l_warm not in c.labels:
+        record = ContainerRecord.read(self.names, c.id, c.name, c.labels)
+        if record.job_id != job_id:
             # Same name but not ours (no label): never touch somebody else's container. A
             # warm container is bound to a job by taking the job's name (containers.warm).
             raise ExecutorError(f"container {name} exists but is not labelled as job {job_id}")
-        return c
+        return _Found(c, record)
 
-    def _get(self, job_id: str) -> Any:
-        c = self._find(job_id)
-        if c is None:
+    def _get(self, job_id: str) -> _Found:
+        found = self._find(job_id)
+        if found is None:
             raise ExecutorError(f"job {job_id}: no container (never started, or cleaned up)")
-        return c
+        return found
 
     # ---- the contract ------------------------------------------------------------------
 
-    def start(self, spec: RunSpec, warm: WarmContainer | None = None) -> None:
-        """Create and start the job's container; no-op if it already exists (idempotent).
+    def start(self, spec: RunSpec) -> None:
+        """Create and start the job's container; no-op if it already exists (idempotent)."""
+        self._start(spec, self._find(hardening.check_job_id(spec.job_id)))
 
-        ``warm``: a container started ahead whose directory the caller already renamed to
-        the job's (:mod:`containers.warm`); used if it fits the spec, else discarded."""
-        job_id = hardening.check_job_id(spec.job_id)
-        existing = self._find(job_id)
-        if existing is None and warm is not None and warm_start.bind(self, warm, spec):
-            return
-        if existing is None:
+    def start_job(self, job_dir: Path, prepare: Callable[[], RunSpec],
+                  warm: WarmSlot | None = None) -> RunSpec:
+        """Start a new job whose files ``prepare`` writes into ``job_dir``; its spec.
+
+        With ``warm``, the slot's container started ahead runs the job if it can: its
+        directory becomes ``job_dir`` before ``prepare`` runs, and it is bound to the job if
+        the spec fits. Otherwise the job starts cold, as with :meth:`start`. When this
+        returns or raises, a container taken from the slot is the job's or removed."""
+        claimed = self.warm.claim(warm, job_dir) if warm is not None else None
+        if claimed is None:
+            spec = prepare()
+            self.start(spec)
+            return spec
+        bound, found = False, None
+        try:
+            spec = prepare()
+            found = self._find(spec.job_id)
+            bound = found is None and self.warm.bind(claimed, spec)
+        finally:
+            if not bound:
+                self.warm.discard(claimed)  # not the job's: it starts cold, or not at all
+        if not bound:
+            self._start(spec, found)
+        return spec
+
+    def _start(self, spec: RunSpec, found: _Found | None) -> None:
+        if found is None:
             cid, status = self._create(spec)
-        elif self.l_warm in existing.labels:  # bound before a crash: start it if not yet
-            job_dir = warm_start.job_dir_of(self, existing, job_id)
-            since = hardening.parse_engine_time(existing.attrs["State"].get("StartedAt"))
-            age = (datetime.now(UTC) - since).total_seconds() if since else warm_start.READY_S
-            warm_start.trigger(job_dir, warm_start.deadline_of(job_dir),
-                               ready_s=max(0.0, warm_start.READY_S - age))
+        elif found.record.warm:  # bound before a crash: its launcher may still wait
+            started = found.container.attrs["State"].get("StartedAt")
+            self.warm.resume(found.record, parse_engine_time(started))
             return
         else:
-            cid, status = existing.id, existing.status
+            cid, status = found.container.id, found.container.status
         if status == "created":
-            with _engine(f"start job {job_id}"):
+            with engine_call(f"start job {spec.job_id}"):
                 self.client.api.start(cid)
 
-    def create_and_start(self, kw: dict[str, Any], what: str) -> str:
-        """Create and start a container from :func:`hardening.container_kwargs`; its id."""
+    def _create_and_start(self, kw: dict[str, Any], what: str) -> str:
+        """Create and start a container from :func:`hardening.settings_for`; its id."""
         self._check_seccomp()
-        with _engine(f"create {what}"):
+        with engine_call(f"create {what}"):
             cid = self._create_container(kw)
-        with _engine(f"start {what}"):
+        with engine_call(f"start {what}"):
             self.client.api.start(cid)
         return cid
 
@@ -204,46 +218,34 @@ class DockerExecutor:
         if not work.is_absolute():
             raise InvalidInput("work_dir", "must be an absolute path")
         out_dir = work / "out"
+        source = self.names.out_source(spec.job_id)
         # Fail closed: no container unless /out is the capped tmpfs.
-        hardening.mount_out(out_dir, spec.limits.out_mb,
-                            hardening.out_mount_source(self.prefix, spec.job_id))
+        mounts.mount_out(out_dir, source, hardening.out_tmpfs_options(spec.limits.out_mb))
         deadline = datetime.now(UTC) + timedelta(seconds=spec.limits.timeout_s)
         labels = {
             **self.extra_labels,
-            self.l_job: spec.job_id,
-            self.l_deadline: deadline.isoformat(),
-            self.l_log_bytes: str(spec.limits.log_bytes),
-            self.l_out: str(out_dir),
+            self.names.label_job: spec.job_id,
+            self.names.label_deadline: deadline.isoformat(),
+            self.names.label_log_bytes: str(spec.limits.log_bytes),
+            self.names.label_out_dir: str(out_dir),
         }
-        kw = self.container_settings(
-            spec.image, self.container_name(spec.job_id), labels, script.resolve(),
-            input_dir.resolve(), out_dir, {k: v.resolve() for k, v in extra.items()}, env,
-            spec.limits)
+        kw = hardening.settings_for(
+            spec.limits, self.runtime, image=spec.image,
+            name=self.container_name(spec.job_id), labels=labels,
+            script_path=script.resolve(), input_dir=input_dir.resolve(), out_dir=out_dir,
+            extra_files={k: v.resolve() for k, v in extra.items()}, env=env)
         try:
-            with _engine(f"create job {spec.job_id}"):
+            with engine_call(f"create job {spec.job_id}"):
                 return self._create_container(kw), "created"
         except ExecutorError as e:
             cause = e.__cause__
             if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
-                c = self._get(spec.job_id)  # a concurrent start() won the race: fine
+                c = self._get(spec.job_id).container  # a concurrent start() won the race
                 return c.id, c.status
-            # No container: don't leave the /out mount behind.
-            hardening.unmount_out(hardening.out_mount_source(self.prefix, spec.job_id))
+            mounts.unmount_out(source)  # no container: don't leave the /out mount behind
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
-
-    def container_settings(self, image: str, name: str, labels: Mapping[str, str],
-                           script: Path, input_dir: Path, out_dir: Path,
-                           extra: Mapping[str, Path], env: Mapping[str, str], limits: Limits
-                           ) -> dict[str, Any]:
-        """:func:`hardening.container_kwargs` for a run under ``limits`` on this executor."""
-        return hardening.container_kwargs(hardening.HardeningInput(
-            image=image, name=name, labels=labels, script_path=script, input_dir=input_dir,
-            out_dir=out_dir, extra_files=extra, env=env, memory_mb=limits.memory_mb,
-            cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb,
-            nofile=limits.nofile, fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes,
-            timeout_s=limits.timeout_s, runtime=self.runtime))
 
     def _check_seccomp(self) -> None:
         if self.require_seccomp and not self.hardening_report().seccomp:
@@ -260,33 +262,26 @@ class DockerExecutor:
         return cid
 
     def state(self, job_id: str) -> RunState:
-        c = self._find(job_id)
-        if c is None:
+        found = self._find(job_id)
+        if found is None:
             return RunState.ABSENT
-        return _STATUS.get(c.status, RunState.EXITED)
+        return _STATUS.get(found.container.status, RunState.EXITED)
 
     def deadline(self, job_id: str) -> datetime:
-        return self._deadline_of(self._get(job_id))
-
-    def _deadline_of(self, c: Any) -> datetime:
-        if self.l_warm in c.labels:
-            return warm_start.deadline_of(warm_start.job_dir_of(self, c, self._job_of(c)))
-        try:
-            return datetime.fromisoformat(c.labels[self.l_deadline])
-        except (KeyError, ValueError) as e:
-            raise ExecutorError(f"container {c.name} has no valid deadline label") from e
+        return self._get(job_id).record.require_deadline()
 
     def wait(self, job_id: str, *, poll_s: float = 2.0) -> RunResult:
         """Block until the job exits or its deadline passes (then kill it); return the facts."""
-        c = self._get(job_id)
+        c, record = self._get(job_id)
         if c.status == "created":
             raise ExecutorError(f"job {job_id} was created but not started; call start() again")
-        deadline = self._deadline_of(c)
+        deadline = record.require_deadline()
         killed = False
         while _STATUS.get(c.status, RunState.EXITED) != RunState.EXITED:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
-                with _engine(f"kill job {job_id}"), contextlib.suppress(docker.errors.APIError):
+                with (engine_call(f"kill job {job_id}"),
+                      contextlib.suppress(docker.errors.APIError)):
                     c.kill(signal="SIGKILL")  # 409 if it exited meanwhile: fine
                 killed = True
                 remaining = 10.0  # the engine reports the exit within moments
@@ -297,20 +292,25 @@ class DockerExecutor:
             except docker.errors.APIError as e:
                 if e.is_server_error():
                     raise RetryableExecutorError(f"wait job {job_id}: {e}") from e
-            with _engine(f"inspect job {job_id}"):
+            with engine_call(f"inspect job {job_id}"):
                 c.reload()
-        return self._result(c, deadline, killed)
+        return self._result(c, record, deadline, killed)
 
-    def _result(self, c: Any, deadline: datetime, killed: bool) -> RunResult:
+    def _result(self, c: Any, record: ContainerRecord, deadline: datetime, killed: bool
+                ) -> RunResult:
         st = c.attrs["State"]
         exit_code = st.get("ExitCode")
-        finished = hardening.parse_engine_time(st.get("FinishedAt"))
+        finished = parse_engine_time(st.get("FinishedAt"))
         # After a restart we did not see the kill; a 137 at or after the deadline is ours.
         timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
         oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
-        log_bytes = int(c.labels.get(self.l_log_bytes, str(Limits().log_bytes)))
-        (out, out_trunc), (err, err_trunc) = ((b[:log_bytes], len(b) > log_bytes)
-                                              for b in self._logs(c))
+        if record.job_id is None or record.out_dir is None:
+            raise ExecutorError(f"container {c.name} does not say where its /out is")
+        with engine_call(f"logs of {c.name}"):
+            out, out_trunc = read_log(self.client.api, c.id, stderr=False,
+                                      limit=record.log_bytes)
+            err, err_trunc = read_log(self.client.api, c.id, stderr=True,
+                                      limit=record.log_bytes)
         if timed_out:
             error: str | None = "timed out: killed at the deadline"
         elif oom:
@@ -319,64 +319,49 @@ class DockerExecutor:
             error = f"exit code {exit_code}"
         else:
             error = None
-        job_id = self._job_of(c)
-        out_dir = (warm_start.job_dir_of(self, c, job_id) / "work" / "out"
-                   if self.l_warm in c.labels else Path(c.labels[self.l_out]))
         return RunResult(
-            job_id=job_id, exit_code=exit_code, timed_out=timed_out,
+            job_id=record.job_id, exit_code=exit_code, timed_out=timed_out,
             oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
-            stderr_truncated=err_trunc, out_dir=out_dir,
-            started_at=hardening.parse_engine_time(st.get("StartedAt")), finished_at=finished,
+            stderr_truncated=err_trunc, out_dir=record.out_dir,
+            started_at=parse_engine_time(st.get("StartedAt")), finished_at=finished,
             error=error,
         )
 
-    def _logs(self, c: Any) -> tuple[bytes, bytes]:
-        # (stdout, stderr) in one read, bounded: the local driver keeps <= log_driver_cap().
-        api = self.client.api
-        with _engine(f"logs of {c.name}"):
-            if c.attrs.get("Config", {}).get("Tty"):  # never ours (tty=False): no framing
-                return bytes(c.logs(stdout=True, stderr=False)), b""
-            # Both streams at once, without the SDK's per-call inspect (whether it is a tty).
-            res = api._get(api._url("/containers/{0}/logs", c.id),
-                           params={"stdout": 1, "stderr": 1, "timestamps": 0, "tail": "all"})
-            buf: bytes = api._result(res, binary=True)
-        return hardening.demux_logs(buf)
-
-    def cleanup(self, job_id: str) -> None:
-        """Remove the container and unmount the /out tmpfs. Idempotent."""
-        c = self._find(job_id)
-        if c is not None and self.l_warm in c.labels:
-            with _engine(f"remove job {job_id}"):
-                warm_start.remove(self, c)  # and its /out, named after the warm token
-        elif c is not None:
-            with _engine(f"remove job {job_id}"), contextlib.suppress(docker.errors.NotFound):
-                c.remove(force=True, v=True)
-        hardening.unmount_out(hardening.out_mount_source(self.prefix, job_id))
-
-    def _job_of(self, c: Any) -> str:
-        """The job a container runs: its label, or for a warm one the name it was bound by."""
-        return str(c.labels.get(self.l_job) or c.name.removeprefix(f"{self.prefix}-job-"))
+    def cleanup(self, job_id: str, work_dir: Path | None = None) -> None:
+        """Remove the job's container and unmount its /out tmpfs, however the job was
+        started. Idempotent. ``work_dir`` (the spec's) also finds a warm-started job's /out
+        tmpfs left there after its container went."""
+        found = self._find(job_id)
+        sources = [self.names.out_source(job_id)]
+        if found is not None:
+            with (engine_call(f"remove job {job_id}"),
+                  contextlib.suppress(docker.errors.NotFound)):
+                self.client.api.remove_container(found.container.id, force=True, v=True)
+            if found.record.out_source is not None:
+                sources.insert(0, found.record.out_source)
+        for source in dict.fromkeys(sources):
+            mounts.unmount_out(source)
+        if work_dir is not None:
+            self.warm.unmount_left(work_dir)
 
     def list_jobs(self) -> list[tuple[str, RunState, datetime]]:
         """(job id, state, deadline) of every container labelled as ours, plus ABSENT entries
         (deadline ``datetime.min``) for jobs whose container is gone but whose /out tmpfs is
         still mounted (a crash between mount and create, or a container removed by hand):
         ``cleanup`` them too."""
-        with _engine("list jobs"):
-            cs = [c for label in (self.l_job, self.l_warm)  # removed meanwhile: skipped
-                  for c in self.client.containers.list(all=True, filters={"label": label},
-                                                       ignore_removed=True)]
+        with engine_call("list jobs"):
+            cs = [c for label in (self.names.label_job, self.names.label_warm)
+                  for c in self.client.containers.list(  # removed meanwhile: skipped
+                      all=True, filters={"label": label}, ignore_removed=True)]
         jobs = []
         for c in cs:
-            if self.l_job not in c.labels and not c.name.startswith(f"{self.prefix}-job-"):
+            record = ContainerRecord.read(self.names, c.id, c.name, c.labels)
+            if record.job_id is None:
                 continue  # warm, not bound to a job yet
-            try:
-                deadline = self._deadline_of(c)
-            except ExecutorError:
-                deadline = OVERDUE  # unreadable label: treat as passed
-            jobs.append((self._job_of(c), _STATUS.get(c.status, RunState.EXITED), deadline))
+            jobs.append((record.job_id, _STATUS.get(c.status, RunState.EXITED),
+                         record.deadline or OVERDUE))  # unreadable: treat as passed
         seen = {j for j, _, _ in jobs}
-        for job_id in hardening.out_mount_jobs(self.prefix) - seen:
+        for job_id in mounts.out_mount_jobs(self.prefix) - seen:
             jobs.append((job_id, RunState.ABSENT, OVERDUE))
         return sorted(jobs, key=lambda j: j[0])
 

@@ -1,7 +1,8 @@
-"""The hardened container configuration and the host-side /out mount.
+"""The hardened container configuration: settings, input checks, safe output reading.
 
 Kept apart from :mod:`containers.executor` so the settings can be read (and reviewed) in one
-place. Every setting carries the reason it is there; ``docs/executor.md`` has the same table.
+place; the mount code for ``/out`` is in :mod:`containers.mounts`, its options here. Every
+setting carries the reason it is there; ``docs/executor.md`` has the same table.
 The code that runs in these containers is written by outsiders and sits next to raw data:
 assume it is hostile and wants out (network, host files, other jobs, the engine) or wants to
 take the host down (memory, processes, disk, logs).
@@ -9,16 +10,12 @@ take the host down (memory, processes, disk, logs).
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import re
 import stat
-import struct
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,12 @@ import docker.types
 from docker.models.containers import RUN_CREATE_KWARGS, RUN_HOST_CONFIG_KWARGS
 
 from compute.errors import InvalidInput
-from containers.runspec import ExecutorError
+
+# A job's /out tmpfs by name and by place, for callers that check what a job left mounted
+# (defined with the mount code).
+from containers.mounts import find_out_mounts as find_out_mounts
+from containers.mounts import out_mount_source as out_mount_source
+from containers.runspec import ExecutorError, Limits
 
 RUNNER_UID = 10001
 RUNNER_GID = 10001
@@ -129,7 +131,7 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
                                      read_only=True))
     for name, path in sorted(h.extra_files.items()):
         mounts.append(docker.types.Mount(f"/job/{name}", str(path), type="bind", read_only=True))
-    # /out: a host tmpfs of out_mb (mounted by mount_out) bound read-write, so the job's output
+    # /out: a host tmpfs (out_tmpfs_options, mounted first) bound read-write, so the job's output
     # is size-capped for real and the agent can read it after the container exits.
     mounts.append(docker.types.Mount(OUTPUT_TARGET, str(h.out_dir), type="bind", read_only=False))
 
@@ -199,6 +201,26 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
     return kw
 
 
+def settings_for(limits: Limits, runtime: str | None, *, image: str, name: str,
+                 labels: Mapping[str, str], script_path: Path, input_dir: Path, out_dir: Path,
+                 extra_files: Mapping[str, Path], env: Mapping[str, str]) -> dict[str, Any]:
+    """:func:`container_kwargs` for a run under ``limits`` (cold and warm containers alike)."""
+    return container_kwargs(HardeningInput(
+        image=image, name=name, labels=labels, script_path=script_path, input_dir=input_dir,
+        out_dir=out_dir, extra_files=extra_files, env=env, memory_mb=limits.memory_mb,
+        cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb, nofile=limits.nofile,
+        fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes, timeout_s=limits.timeout_s,
+        runtime=runtime))
+
+
+def out_tmpfs_options(size_mb: int) -> str:
+    """Options of the host tmpfs bound at /out (:func:`containers.mounts.mount_out`): capped
+    for real (ENOSPC), few inodes, owned by the runner. Output is data: no devices, setuid
+    files or executables."""
+    return (f"size={size_mb}m,nr_inodes=4096,mode=0700,uid={RUNNER_UID},gid={RUNNER_GID},"
+            "nosuid,nodev,noexec")
+
+
 def split_create_kwargs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split :func:`container_kwargs` exactly as ``containers.create`` does: the create body
     and the ``create_host_config`` arguments (so the low-level API can be called directly)."""
@@ -209,154 +231,7 @@ def split_create_kwargs(kw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
             {k: v for k, v in kw.items() if k in RUN_HOST_CONFIG_KWARGS})
 
 
-# ---- /out: a per-job tmpfs mounted on the host -------------------------------------------
-
-def out_mount_source(label_prefix: str, job_id: str) -> str:
-    """The tmpfs 'device' name; lets cleanup find the mount after an agent restart."""
-    return f"{label_prefix}-out-{job_id}"
-
-
-def mount_out(out_dir: Path, size_mb: int, source: str) -> None:
-    """Mount a size-capped tmpfs on ``out_dir`` (idempotent). Fails closed."""
-    if out_dir.is_symlink():
-        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if mounted_source(out_dir) == source:
-        return
-    if os.path.ismount(out_dir):
-        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
-    opts = f"size={size_mb}m,nr_inodes=4096,mode=0700,uid={RUNNER_UID},gid={RUNNER_GID}"
-    # Output is data: no devices, setuid files or executables. The same mount(2) call that
-    # `mount -t tmpfs -o <opts>,nosuid,nodev,noexec` makes, without spawning it (~7 ms).
-    err = _sys_mount(source, out_dir, opts, _MS_NOSUID | _MS_NODEV | _MS_NOEXEC)
-    if err is None:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{opts},nosuid,nodev,noexec",
-                               source, str(out_dir)], capture_output=True, text=True,
-                              check=False)
-        err = (proc.stderr.strip() or "mount failed") if proc.returncode != 0 else ""
-    if err or mounted_source(out_dir) != source:
-        raise ExecutorError(f"cannot mount the /out tmpfs on {out_dir}: {err}")
-
-
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
-_MNT_DETACH = 2
-_libc: ctypes.CDLL | None = None
-
-
-def _load_libc() -> ctypes.CDLL | None:
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        except OSError:
-            return None  # not glibc: the callers fall back to the mount/umount programs
-    return _libc
-
-
-def _sys_mount(source: str, target: Path, data: str, flags: int) -> str | None:
-    """mount(2) of a tmpfs: "" on success, the error text on failure, None if unavailable."""
-    libc = _load_libc()
-    if libc is None:
-        return None
-    if libc.mount(source.encode(), os.fsencode(target), b"tmpfs", ctypes.c_ulong(flags),
-                  data.encode()) == 0:
-        return ""
-    e = ctypes.get_errno()
-    return f"mount: {os.strerror(e)} (errno {e})"
-
-
-def _sys_umount(point: str, flags: int) -> str | None:
-    """umount2(2): "" on success, the error text on failure, None if unavailable."""
-    libc = _load_libc()
-    if libc is None:
-        return None
-    if libc.umount2(os.fsencode(point), ctypes.c_int(flags)) == 0:
-        return ""
-    e = ctypes.get_errno()
-    return f"umount: {os.strerror(e)} (errno {e})"
-
-
-def _umount(point: str, lazy: bool) -> str:
-    err = _sys_umount(point, _MNT_DETACH if lazy else 0)
-    if err is None:
-        proc = subprocess.run(["umount", *(["-l"] if lazy else []), point],
-                              capture_output=True, text=True, check=False)
-        err = (proc.stderr.strip() or "umount failed") if proc.returncode != 0 else ""
-    return err
-
-
-def _mountinfo() -> list[tuple[str, str]]:
-    """(mount point, source) pairs of this mount namespace, innermost last."""
-    rows = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            point = left.split()[4].replace("\\040", " ")
-            parts = right.split()
-            rows.append((point, parts[1] if len(parts) > 1 else ""))
-    return rows
-
-
-def mounted_source(path: Path) -> str | None:
-    """Source of the top mount on exactly ``path``, or None."""
-    target = os.path.realpath(path)
-    found = None
-    for point, source in _mountinfo():
-        if point == target:
-            found = source
-    return found
-
-
-def out_mount_jobs(label_prefix: str) -> set[str]:
-    """Job ids that still have an /out tmpfs mounted (for reconciliation after a crash)."""
-    head = out_mount_source(label_prefix, "")
-    return {src[len(head):] for _, src in _mountinfo() if src.startswith(head)}
-
-
-def find_out_mounts(source: str) -> list[str]:
-    return [point for point, src in _mountinfo() if src == source]
-
-
-def unmount_out(source: str) -> None:
-    """Unmount every tmpfs named ``source`` (idempotent), then remove the empty mount points."""
-    for point in reversed(find_out_mounts(source)):
-        err = _umount(point, lazy=False)
-        if err:  # still busy: detach now, the kernel frees it when unused
-            err = _umount(point, lazy=True)
-        if err and point in find_out_mounts(source):
-            raise ExecutorError(f"cannot unmount {point}: {err}")
-        try:
-            st = os.lstat(point)
-            if stat.S_ISDIR(st.st_mode) and not os.path.ismount(point):
-                os.rmdir(point)
-        except OSError:
-            pass
-
-
 # ---- reading what the job left in /out ------------------------------------------------
-
-def parse_engine_time(s: str | None) -> datetime | None:
-    """The engine's RFC 3339 timestamps (nanoseconds, or the zero time for "never")."""
-    if not s or s.startswith("0001-01-01"):
-        return None
-    s = s.rstrip("Z")
-    head, _, frac = s.partition(".")
-    frac = (frac + "000000")[:6]  # the engine gives nanoseconds; datetime keeps micro
-    return datetime.fromisoformat(f"{head}.{frac}").replace(tzinfo=UTC)
-
-
-def demux_logs(buf: bytes) -> tuple[bytes, bytes]:
-    """Split the engine's multiplexed log stream (8-byte frame headers: stream 1 = stdout,
-    2 = stderr, then a big-endian length) into (stdout, stderr)."""
-    parts: tuple[list[bytes], list[bytes]] = ([], [])
-    pos = 0
-    while len(buf) - pos >= 8:
-        kind, length = struct.unpack_from(">BxxxL", buf, pos)
-        if kind in (1, 2):
-            parts[kind - 1].append(buf[pos + 8:pos + 8 + length])
-        pos += 8 + length
-    return b"".join(parts[0]), b"".join(parts[1])
-
 
 def read_outputs(
     out_dir: Path, *, max_files: int = 64, max_bytes: int = 32 * 1024 * 1024

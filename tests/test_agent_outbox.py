@@ -42,12 +42,18 @@ class _Controller:
         self.leased_asked.append(job_id)
 
 
+class _WarmPool:
+    def reset(self, root: Path) -> list[str]:
+        return []
+
+
 class _Executor:
     def __init__(self) -> None:
         self.cleaned: list[str] = []
         self.started: list[str] = []
+        self.warm = _WarmPool()
 
-    def cleanup(self, job_id: str) -> None:
+    def cleanup(self, job_id: str, work_dir: Path | None = None) -> None:
         self.cleaned.append(job_id)
 
     def start(self, *_: Any) -> None:
@@ -83,8 +89,7 @@ def test_a_report_survives_an_outage_and_is_sent_by_the_flusher(tmp_path: Path) 
 
 
 def test_a_restarted_agent_reports_a_finished_run_and_never_runs_it_again(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("containers.warm.reset", lambda *_: [])  # no engine here
+        tmp_path: Path) -> None:
     controller = _Controller(outage=0)
     agent, executor = _agent(tmp_path, controller)
     job_dir = tmp_path / "work" / "job_2"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import textwrap
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import docker
 import pytest
 
-from containers import hardening, warm
-from containers.executor import DockerExecutor, Limits, RunSpec, RunState
+from containers import mounts, warm
+from containers.executor import DockerExecutor, Limits, RunSpec, RunState, WarmSlot
 from containers.image import RunnerImage
 
 pytestmark = pytest.mark.docker
@@ -24,18 +25,31 @@ print('counted', n)
 """
 
 
-def bind_job(w: warm.WarmContainer, script: str, *, timeout_s: float = 60,
-             job_id: str | None = None) -> RunSpec:
-    """What the agent does before ``start``: the warm dir becomes the job's, files go in."""
+def job(slot: WarmSlot, script: str, *, timeout_s: float = 60, job_id: str | None = None,
+        env: dict[str, str] | None = None) -> tuple[Path, Callable[[], RunSpec]]:
+    """What the agent hands ``start_job``: the job's directory, and what writes its files
+    there (the slot's warm directory by then, when the executor took it) and gives its spec."""
     jid = job_id or f"w-{uuid.uuid4().hex[:12]}"
-    job_dir = w.root / jid
-    w.dir.rename(job_dir)
-    (job_dir / "in" / "data.csv").write_text("age,cost\n30,100\n40,200\n50,300\n")
-    (job_dir / "in" / "data.csv").chmod(0o644)
-    (job_dir / "job" / "script.py").write_text(textwrap.dedent(script))
-    return RunSpec(job_id=jid, image=w.image, script_path=job_dir / "job" / "script.py",
-                   input_dir=job_dir / "in", work_dir=job_dir / "work",
-                   limits=Limits(timeout_s=timeout_s, memory_mb=LIMITS.memory_mb))
+    job_dir = slot.root / jid
+
+    def prepare() -> RunSpec:
+        for d in (job_dir / "in", job_dir / "job", job_dir / "work"):
+            d.mkdir(mode=0o755, parents=True, exist_ok=True)
+        (job_dir / "in" / "data.csv").write_text("age,cost\n30,100\n40,200\n50,300\n")
+        (job_dir / "in" / "data.csv").chmod(0o644)
+        (job_dir / "job" / "script.py").write_text(textwrap.dedent(script))
+        return RunSpec(job_id=jid, image=slot.image, script_path=job_dir / "job" / "script.py",
+                       input_dir=job_dir / "in", work_dir=job_dir / "work", env=env or {},
+                       limits=Limits(timeout_s=timeout_s, memory_mb=LIMITS.memory_mb))
+
+    return job_dir, prepare
+
+
+def start_warm(executor: DockerExecutor, slot: WarmSlot, script: str, *,
+               timeout_s: float = 60, env: dict[str, str] | None = None) -> RunSpec:
+    """What the agent does: start the job, with the slot's warm container if it can."""
+    job_dir, prepare = job(slot, script, timeout_s=timeout_s, env=env)
+    return executor.start_job(job_dir, prepare, warm=slot)
 
 
 @pytest.fixture
@@ -46,17 +60,24 @@ def root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def warm_container(executor: DockerExecutor, root: Path, runner_image: RunnerImage
-                   ) -> warm.WarmContainer:
-    return warm.prewarm(executor, root, runner_image.tag, LIMITS)
+def slot(executor: DockerExecutor, root: Path, runner_image: RunnerImage) -> WarmSlot:
+    s = WarmSlot(root, runner_image.tag, LIMITS)
+    executor.warm.prewarm(s)
+    return s
+
+
+@pytest.fixture
+def warm_container(slot: WarmSlot) -> warm.WarmContainer:
+    assert slot.container is not None
+    return slot.container
 
 
 def test_a_warm_container_runs_one_job_and_is_cleaned_up_like_a_cold_one(
-        executor: DockerExecutor, warm_container: warm.WarmContainer) -> None:
+        executor: DockerExecutor, slot: WarmSlot, warm_container: warm.WarmContainer) -> None:
     assert executor.list_jobs() == []  # unbound: nobody's job
-    spec = bind_job(warm_container, COUNT)
-    executor.start(spec, warm_container)
-    assert executor._get(spec.job_id).id == warm_container.container_id  # not a cold start
+    spec = start_warm(executor, slot, COUNT)
+    assert slot.container is None  # the job took it
+    assert executor._get(spec.job_id).container.id == warm_container.container_id  # not cold
     result = executor.wait(spec.job_id)
     assert result.ok, result
     assert result.stdout == b"counted 3\n"
@@ -68,15 +89,14 @@ def test_a_warm_container_runs_one_job_and_is_cleaned_up_like_a_cold_one(
     assert executor.wait(spec.job_id).stdout == b"counted 3\n"
     executor.cleanup(spec.job_id)
     assert executor.state(spec.job_id) == RunState.ABSENT
-    assert hardening.find_out_mounts(warm.out_source(executor, warm_container.token)) == []
+    assert mounts.find_out_mounts(executor.names.warm_out_source(warm_container.token)) == []
 
 
 def test_warm_and_cold_containers_have_the_same_hardening(
-        executor: DockerExecutor, client: docker.DockerClient,
-        warm_container: warm.WarmContainer, make_spec: object) -> None:
-    spec = bind_job(warm_container, "print(1)\n")
+        executor: DockerExecutor, client: docker.DockerClient, slot: WarmSlot,
+        make_spec: object) -> None:
     cold = make_spec("print(1)\n", timeout_s=60, memory_mb=256)  # type: ignore[operator]
-    executor.start(spec, warm_container)
+    spec = start_warm(executor, slot, "print(1)\n")
     executor.start(cold)
     hot_c = client.api.inspect_container(executor.container_name(spec.job_id))
     cold_c = client.api.inspect_container(executor.container_name(cold.job_id))
@@ -90,34 +110,29 @@ def test_warm_and_cold_containers_have_the_same_hardening(
     assert executor.wait(spec.job_id).ok
 
 
-def test_the_deadline_binds_a_warm_job(executor: DockerExecutor,
-                                       warm_container: warm.WarmContainer) -> None:
-    spec = bind_job(warm_container, "import time\ntime.sleep(60)\n", timeout_s=1)
-    executor.start(spec, warm_container)
+def test_the_deadline_binds_a_warm_job(executor: DockerExecutor, slot: WarmSlot) -> None:
+    spec = start_warm(executor, slot, "import time\ntime.sleep(60)\n", timeout_s=1)
     result = executor.wait(spec.job_id, poll_s=0.2)
     assert result.timed_out and not result.ok
 
 
 def test_a_spec_that_does_not_fit_starts_cold_and_the_warm_container_goes(
         executor: DockerExecutor, client: docker.DockerClient,
-        warm_container: warm.WarmContainer) -> None:
-    spec = bind_job(warm_container, "import os\nprint(os.environ['MODE'])\n")
-    spec = RunSpec(**{**spec.__dict__, "env": {"MODE": "cold"}})
-    executor.start(spec, warm_container)
+        slot: WarmSlot, warm_container: warm.WarmContainer) -> None:
+    spec = start_warm(executor, slot, "import os\nprint(os.environ['MODE'])\n",
+                      env={"MODE": "cold"})
     result = executor.wait(spec.job_id)
     assert result.stdout == b"cold\n"
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(warm_container.container_id)
-    assert hardening.find_out_mounts(warm.out_source(executor, warm_container.token)) == []
+    assert mounts.find_out_mounts(executor.names.warm_out_source(warm_container.token)) == []
 
 
 def test_a_crash_between_binding_and_trigger_is_finished_by_start(
-        executor: DockerExecutor, warm_container: warm.WarmContainer,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = bind_job(warm_container, COUNT)
+        executor: DockerExecutor, slot: WarmSlot, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as m:  # the agent dies after renaming, before the trigger
         m.setattr(warm, "trigger", lambda *_, **__: True)
-        executor.start(spec, warm_container)
+        spec = start_warm(executor, slot, COUNT)
     assert executor.state(spec.job_id) == RunState.RUNNING  # bound, launcher still waiting
     [(job_id, _, deadline)] = executor.list_jobs()
     assert job_id == spec.job_id and deadline == executor.deadline(spec.job_id)
@@ -144,16 +159,76 @@ def test_reset_removes_only_this_roots_unbound_warm_containers(
         runner_image: RunnerImage) -> None:
     other_root = tmp_path / "other-agent"
     other_root.mkdir()
-    mine = warm.prewarm(executor, root, runner_image.tag, LIMITS)
-    theirs = warm.prewarm(executor, other_root, runner_image.tag, LIMITS)
-    bound = warm.prewarm(executor, root, runner_image.tag, LIMITS)
-    spec = bind_job(bound, COUNT)
-    executor.start(spec, bound)
-    assert warm.reset(executor, root) == 1
+    mine = executor.warm.prewarm(WarmSlot(root, runner_image.tag, LIMITS))
+    theirs = executor.warm.prewarm(WarmSlot(other_root, runner_image.tag, LIMITS))
+    bound = WarmSlot(root, runner_image.tag, LIMITS)
+    executor.warm.prewarm(bound)
+    spec = start_warm(executor, bound, COUNT)
+    assert executor.warm.reset(root) == 1
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(mine.container_id)
     assert not mine.dir.exists()
-    assert hardening.find_out_mounts(warm.out_source(executor, mine.token)) == []
+    assert mounts.find_out_mounts(executor.names.warm_out_source(mine.token)) == []
     assert client.api.inspect_container(theirs.container_id)["State"]["Running"]
     assert executor.wait(spec.job_id).ok  # a bound one is a job: left to reconciliation
-    warm.discard(executor, theirs)
+    executor.warm.discard(theirs)
+
+
+def test_a_job_that_fails_to_prepare_leaves_no_warm_container(
+        executor: DockerExecutor, client: docker.DockerClient, slot: WarmSlot,
+        warm_container: warm.WarmContainer) -> None:
+    job_dir, _ = job(slot, COUNT)
+
+    def prepare() -> RunSpec:
+        assert (job_dir / "job" / warm.FIFO).exists()  # the warm directory became the job's
+        raise RuntimeError("unreadable input")
+
+    with pytest.raises(RuntimeError):
+        executor.start_job(job_dir, prepare, warm=slot)
+    assert slot.container is None
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_container(warm_container.container_id)
+    assert mounts.find_out_mounts(executor.names.warm_out_source(warm_container.token)) == []
+
+
+def test_a_job_whose_directory_exists_starts_cold_and_the_slot_keeps_its_container(
+        executor: DockerExecutor, client: docker.DockerClient, slot: WarmSlot,
+        warm_container: warm.WarmContainer) -> None:
+    job_dir, prepare = job(slot, COUNT)
+    job_dir.mkdir()
+    spec = executor.start_job(job_dir, prepare, warm=slot)
+    assert executor._get(spec.job_id).container.id != warm_container.container_id
+    assert executor.wait(spec.job_id).stdout == b"counted 3\n"
+    assert slot.container == warm_container  # untouched: ready for the next job
+    assert client.api.inspect_container(warm_container.container_id)["State"]["Running"]
+    executor.cleanup(spec.job_id)
+    executor.warm.empty(slot)
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_container(warm_container.container_id)
+    assert not warm_container.dir.exists()
+
+
+def test_a_warm_container_is_not_left_behind_by_a_job_that_has_a_container(
+        executor: DockerExecutor, client: docker.DockerClient, slot: WarmSlot,
+        warm_container: warm.WarmContainer, make_spec: object) -> None:
+    cold = make_spec(COUNT)  # type: ignore[operator]
+    executor.start(cold)  # the job's container exists, its directory elsewhere
+    job_dir, prepare = job(slot, COUNT, job_id=cold.job_id)
+    executor.start_job(job_dir, prepare, warm=slot)
+    assert executor._get(cold.job_id).container.name == executor.container_name(cold.job_id)
+    assert executor.wait(cold.job_id).stdout == b"counted 3\n"
+    with pytest.raises(docker.errors.NotFound):
+        client.api.inspect_container(warm_container.container_id)
+
+
+def test_cleanup_finds_a_warm_out_left_in_the_work_dir(
+        executor: DockerExecutor, client: docker.DockerClient, slot: WarmSlot,
+        warm_container: warm.WarmContainer) -> None:
+    spec = start_warm(executor, slot, COUNT)
+    assert executor.wait(spec.job_id).ok
+    client.api.remove_container(warm_container.container_id, force=True)  # gone by hand
+    source = executor.names.warm_out_source(warm_container.token)
+    executor.cleanup(spec.job_id)
+    assert mounts.find_out_mounts(source) != []  # nothing names it any more but its place
+    executor.cleanup(spec.job_id, work_dir=spec.work_dir)
+    assert mounts.find_out_mounts(source) == []

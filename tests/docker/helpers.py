@@ -15,9 +15,9 @@ from typing import Any
 import docker
 import pandas as pd
 
-from containers import warm
 from containers.executor import DockerExecutor, Limits
 from containers.image import ensure_runner_image
+from containers.records import ContainerRecord
 from sandbox import create_app
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
@@ -149,11 +149,11 @@ def remove_labelled(client: docker.DockerClient, labels: Mapping[str, str]) -> N
     executor = DockerExecutor(client)
     filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
     for c in client.containers.list(all=True, filters=filters):
-        job_id = c.labels.get(JOB_LABEL)
-        if job_id:
-            executor.cleanup(job_id)
-        elif executor.l_warm in c.labels:  # started ahead by an agent (containers.warm)
-            warm.remove(executor, c)
+        record = ContainerRecord.read(executor.names, c.id, c.name, c.labels)
+        if record.job_id:  # started cold, or warm and bound to its job
+            executor.cleanup(record.job_id)
+        elif record.work_root is not None:  # started ahead by an agent, unbound
+            executor.warm.reset(record.work_root)
         else:
             c.remove(force=True)
 

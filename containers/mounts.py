@@ -1,0 +1,144 @@
+"""The host side of ``/out``: a size-capped tmpfs per job, mounted, found and unmounted.
+
+The mount options are a hardening setting (:func:`containers.hardening.out_tmpfs_options`).
+A tmpfs is found by its name (the "source" column of ``/proc/self/mountinfo``), never by a
+note kept in memory, so a restarted agent finds and unmounts what the previous one mounted.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+from containers.runspec import ExecutorError
+
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+#: Mount options that are flags of mount(2), not tmpfs data (as the mount program splits them).
+_FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
+_MNT_DETACH = 2
+_libc: ctypes.CDLL | None = None
+
+
+def out_mount_source(label_prefix: str, job_id: str) -> str:
+    """The tmpfs 'device' name of a job's /out; lets cleanup find the mount after a restart."""
+    return f"{label_prefix}-out-{job_id}"
+
+
+def mount_out(out_dir: Path, source: str, options: str) -> None:
+    """Mount a tmpfs named ``source`` with ``options`` (as ``mount -t tmpfs -o``) on
+    ``out_dir`` (idempotent). Fails closed: no mount, no container."""
+    if out_dir.is_symlink():
+        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if mounted_source(out_dir) == source:
+        return
+    if os.path.ismount(out_dir):
+        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
+    words = options.split(",")
+    flags = 0
+    for w in words:
+        flags |= _FLAGS.get(w, 0)
+    data = ",".join(w for w in words if w not in _FLAGS)
+    # The same mount(2) call that `mount -t tmpfs -o <options>` makes, without spawning it
+    # (~7 ms at load); the program only where libc cannot be loaded.
+    err = _sys_mount(source, out_dir, data, flags)
+    if err is None:
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, source, str(out_dir)],
+                              capture_output=True, text=True, check=False)
+        err = (proc.stderr.strip() or "mount failed") if proc.returncode != 0 else ""
+    if err or mounted_source(out_dir) != source:
+        raise ExecutorError(f"cannot mount the /out tmpfs on {out_dir}: {err}")
+
+
+def unmount_out(source: str) -> None:
+    """Unmount every tmpfs named ``source`` (idempotent), then remove the empty mount points."""
+    for point in reversed(find_out_mounts(source)):
+        err = _umount(point, lazy=False)
+        if err:  # still busy: detach now, the kernel frees it when unused
+            err = _umount(point, lazy=True)
+        if err and point in find_out_mounts(source):
+            raise ExecutorError(f"cannot unmount {point}: {err}")
+        try:
+            st = os.lstat(point)
+            if stat.S_ISDIR(st.st_mode) and not os.path.ismount(point):
+                os.rmdir(point)
+        except OSError:
+            pass
+
+
+def mounted_source(path: Path) -> str | None:
+    """Source of the top mount on exactly ``path``, or None."""
+    target = os.path.realpath(path)
+    found = None
+    for point, source in _mountinfo():
+        if point == target:
+            found = source
+    return found
+
+
+def find_out_mounts(source: str) -> list[str]:
+    """Mount points of the tmpfs named ``source``, in the order they were mounted."""
+    return [point for point, src in _mountinfo() if src == source]
+
+
+def out_mount_jobs(label_prefix: str) -> set[str]:
+    """Job ids that still have an /out tmpfs mounted (for reconciliation after a crash)."""
+    head = out_mount_source(label_prefix, "")
+    return {src[len(head):] for _, src in _mountinfo() if src.startswith(head)}
+
+
+def _mountinfo() -> list[tuple[str, str]]:
+    """(mount point, source) pairs of this mount namespace, innermost last."""
+    rows = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            point = left.split()[4].replace("\\040", " ")
+            parts = right.split()
+            rows.append((point, parts[1] if len(parts) > 1 else ""))
+    return rows
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        except OSError:
+            return None  # not glibc: the callers fall back to the mount/umount programs
+    return _libc
+
+
+def _sys_mount(source: str, target: Path, data: str, flags: int) -> str | None:
+    """mount(2) of a tmpfs: "" on success, the error text on failure, None if unavailable."""
+    libc = _load_libc()
+    if libc is None:
+        return None
+    if libc.mount(source.encode(), os.fsencode(target), b"tmpfs", ctypes.c_ulong(flags),
+                  data.encode()) == 0:
+        return ""
+    e = ctypes.get_errno()
+    return f"mount: {os.strerror(e)} (errno {e})"
+
+
+def _sys_umount(point: str, flags: int) -> str | None:
+    """umount2(2): "" on success, the error text on failure, None if unavailable."""
+    libc = _load_libc()
+    if libc is None:
+        return None
+    if libc.umount2(os.fsencode(point), ctypes.c_int(flags)) == 0:
+        return ""
+    e = ctypes.get_errno()
+    return f"umount: {os.strerror(e)} (errno {e})"
+
+
+def _umount(point: str, lazy: bool) -> str:
+    err = _sys_umount(point, _MNT_DETACH if lazy else 0)
+    if err is None:
+        proc = subprocess.run(["umount", *(["-l"] if lazy else []), point],
+                              capture_output=True, text=True, check=False)
+        err = (proc.stderr.strip() or "umount failed") if proc.returncode != 0 else ""
+    return err
