@@ -16,7 +16,7 @@ from authz import validate as v
 from authz.context import Ctx
 from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
 from authz.permits import permit_providers
-from authz.states import DatasetStatus, Decision, JobState, PermitStatus
+from authz.states import ACTIVE, DatasetStatus, Decision, JobState, PermitStatus
 from compute.errors import Conflict, InvalidInput, NotFound
 
 USE_KINDS = ("statistics", "joint_statistics", "modelling", "verification")
@@ -227,10 +227,12 @@ def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     # SKIP LOCKED: a job a dispatcher holds right now is left to it; the dispatcher
     # waits for this permit row, then sees it revoked and blocks the job. Waiting for the
     # job row here instead would deadlock with that dispatcher (opposite lock order).
-    queued = ctx.session.scalars(select(Job).where(Job.permit_id == permit.id,
-                                                   Job.state == JobState.QUEUED)
-                                 .with_for_update(skip_locked=True))
-    for job in queued:
+    # Queued jobs are cancelled, running ones stopped: their agents see the lease end, kill
+    # the container and discard its outputs (nothing of a revoked use is released).
+    open_jobs = ctx.session.scalars(select(Job).where(
+        Job.permit_id == permit.id, Job.state.in_({JobState.QUEUED, *ACTIVE}))
+        .with_for_update(skip_locked=True))
+    for job in open_jobs:
         lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, "permit revoked")
 
 

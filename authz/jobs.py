@@ -15,7 +15,7 @@ from authz import lifecycle, permits
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import AccessRequest, Job, Party, Permit, new_id
-from authz.states import JobState, OutputDecision
+from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
 
@@ -108,6 +108,26 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     if job.state != JobState.QUEUED:
         raise Conflict(f"job is {job.state}; only queued jobs can be cancelled")
     lifecycle.end_job(ctx, requester.id, job, JobState.CANCELLED, "cancelled by requester")
+    return job
+
+
+STOP_SPEC = [v.Field("reason", v.text(2000, min_len=3))]
+
+
+def stop(ctx: Ctx, party: Party, job_id: str, body: object) -> Job:
+    """Stop a job at once: its provider (for its data) or the operator (incident control).
+
+    A queued job is cancelled; a running one is cancelled too, and its agent, seeing the
+    lease end, kills the container and discards its outputs. Nothing of it is released.
+    """
+    data = v.parse(body, STOP_SPEC)
+    job = ctx.session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    if job is None or not (party.role == "admin" or job.provider_id == party.id):
+        raise NotFound("no such job")
+    if job.state in TERMINAL:
+        raise Conflict(f"job already {job.state}")
+    lifecycle.end_job(ctx, party.id, job, JobState.CANCELLED,
+                      f"stopped by {party.role} {party.id}: {data['reason']}")
     return job
 
 

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from authz import access
+from authz import access, lifecycle
 from authz.context import Ctx
-from authz.models import Agent, AgentProvider, Party, new_id
+from authz.models import Agent, AgentProvider, Job, Party, new_id
+from authz.states import ACTIVE, JobState
 from compute.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
 ROLES = ("provider", "requester", "regulator", "admin")
@@ -122,6 +123,12 @@ def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party | Agent:
             raise Conflict("agent already deactivated")
         agent.active = False
         ctx.record("agent.deactivated", actor, {"agent_id": agent.id})
+        # Its work in flight stops too: a compromised agent gets no result through.
+        for job in ctx.session.scalars(select(Job).where(
+                Job.agent_id == agent.id, Job.state.in_(ACTIVE))
+                .with_for_update(skip_locked=True)):
+            lifecycle.end_job(ctx, actor, job, JobState.CANCELLED,
+                              f"agent {agent.id} deactivated")
         return agent
     party = get_party(ctx, party_id)
     if party.id == actor:

@@ -10,6 +10,8 @@ A job::
       │  ▲          │            │           │
       │  └──────────┴────────────┴───────────┘  requeued when the agent's lease expired
       ├──▶ cancelled                            by the requester, or by a revocation
+      │                                         (also from dispatched, running, checking:
+      │                                         stopped at once, its outputs discarded)
       ├──▶ blocked                              at dispatch, when the permit no longer allows it
       └──▶ released | blocked | failed          a late report, once requeued, from the agent
                                                 that held the expired lease
@@ -47,10 +49,13 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     # Blocked at dispatch; released, blocked or failed by a late report of the agent that
     # held the expired lease (a run that finished is not run again).
     JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, *REPORTED}),
+    # Cancelled while leased: stopped by its provider or the operator, or by a revocation;
+    # the agent sees its lease end, kills the container and discards its outputs.
     JobState.DISPATCHED: frozenset({JobState.RUNNING, JobState.CHECKING, JobState.QUEUED,
-                                    *REPORTED}),
-    JobState.RUNNING: frozenset({JobState.CHECKING, JobState.QUEUED, *REPORTED}),
-    JobState.CHECKING: frozenset({JobState.QUEUED, *REPORTED}),
+                                    JobState.CANCELLED, *REPORTED}),
+    JobState.RUNNING: frozenset({JobState.CHECKING, JobState.QUEUED, JobState.CANCELLED,
+                                 *REPORTED}),
+    JobState.CHECKING: frozenset({JobState.QUEUED, JobState.CANCELLED, *REPORTED}),
     **{s: frozenset() for s in TERMINAL},
 }
 

@@ -27,7 +27,8 @@ Column = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][
 
 
 class Statistic(enum.StrEnum):
-    COUNT = "count"
+    """Of a magnitude table's value column (counts of records are a frequency table)."""
+
     SUM = "sum"
     MEAN = "mean"
     STD = "std"

@@ -29,10 +29,22 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.wire import DatasetTask, RunReport, RunTask, SchemaCheckTask, SchemaVerdict, VerdictError
+from authz.wire import (
+    TERMINAL,
+    DatasetTask,
+    RunReport,
+    RunTask,
+    SchemaCheckTask,
+    SchemaVerdict,
+    VerdictError,
+)
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, runjob
-from containers.controller_client import ControllerClient, ControllerRefused
+from containers.controller_client import (
+    ControllerClient,
+    ControllerRefused,
+    ControllerUnreachable,
+)
 from containers.executor import DockerExecutor, Limits, RunState, WarmSlot
 
 log = logging.getLogger("data-sandbox.agent")
@@ -66,6 +78,9 @@ class AgentConfig:
     # A run's end is made known only at a whole multiple of this since its container
     # started: how long a script ran is a channel it controls (docs/threat-model.md).
     timing_grain_s: float = 5.0
+    # How often a running job's lease is checked: a job stopped by its provider or the
+    # operator, or whose permit was revoked, is killed within about this long.
+    watch_interval_s: float = 2.0
 
 
 class _Notices:
@@ -117,6 +132,41 @@ class _Notices:
         self.close()
         for fut in self._sent:
             fut.result()
+
+
+class _Watch:
+    """Checks a running job's lease every ``watch_interval_s`` and kills its container
+    once the lease has ended (stopped, revoked, agent deactivated). :meth:`end` stops the
+    watching and says whether the job was stopped."""
+
+    def __init__(self, agent: Agent, job_id: str) -> None:
+        self.agent, self.job_id = agent, job_id
+        self.stopped = False
+        self._done = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name=f"watch-{job_id}").start()
+
+    def _run(self) -> None:
+        interval = self.agent.config.watch_interval_s
+        while not self._done.wait(interval):
+            try:
+                lease = self.agent.controller.leased(self.job_id, retry_for_s=0)
+            except ControllerRefused as e:
+                if e.status not in (401, 403):
+                    continue
+                lease = None  # this agent was locked out: its work stops too
+            except ControllerUnreachable:
+                continue  # no word either way: the run goes on
+            if lease is None or lease.state in TERMINAL:
+                self.stopped = True
+                try:
+                    self.agent.executor.kill(self.job_id)
+                except SandboxError:
+                    log.exception("could not kill stopped job %s", self.job_id)
+                return
+
+    def end(self) -> bool:
+        self._done.set()
+        return self.stopped
 
 
 class Agent:
@@ -200,6 +250,8 @@ class Agent:
             return False
         if isinstance(task, SchemaCheckTask):
             self.check_schema(task.dataset)
+        elif task.statistics is not None:
+            self.run_statistics(task)  # no container: the slot keeps its warm one
         else:
             self.run_job(task, slot)
         return True
@@ -255,6 +307,41 @@ class Agent:
         notices.send(self.controller.started, job_id)  # acknowledged before the result
         self._complete(task, notices)
 
+    def run_statistics(self, task: RunTask) -> None:
+        """A statistics job: the platform's own code computes and checks it, here in the
+        provider's domain, on the projected permitted columns; no script, no container."""
+        job_id = task.job_id
+        try:
+            job_dir = runjob.check_task(task, self.config.work_root)
+        except InvalidInput as e:
+            log.error("refusing task %r: %s", job_id, e)
+            self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
+            return
+        notices = _Notices(job_id)
+        try:
+            runjob.prepare(task, job_dir, self.roots, self.config.image, self.config.limits)
+        except BaseException as e:
+            notices.close()
+            if not isinstance(e, SandboxError):
+                raise
+            self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
+            return
+        notices.send(self.controller.started, job_id)
+        self._complete_statistics(task, notices)
+
+    def _complete_statistics(self, task: RunTask, notices: _Notices | None = None) -> None:
+        notices = notices or _Notices(task.job_id)
+        try:
+            report = runjob.statistics_report(task, self._job_dir(task.job_id),
+                                              self.config.image)
+            notices.send(self.controller.checking, task.job_id)
+        except SandboxError as e:
+            report = RunReport.failed(f"{type(e).__name__}: {e}")
+        except BaseException:
+            notices.close()
+            raise
+        self._report_run(task.job_id, report, notices)
+
     def _complete(self, task: RunTask, notices: _Notices | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
         job_id = task.job_id
@@ -262,8 +349,16 @@ class Agent:
         job_dir = self._job_dir(job_id)
         # Read while the job runs: the input's rare values, for the output checks.
         rare = notices.side(runjob.rare_values, task, job_dir)
+        watch = _Watch(self, job_id)
         try:
             result = self.executor.wait(job_id)
+            if watch.end():
+                # Stopped or revoked while it ran: nothing of it is checked or reported
+                # (the controller already ended the job); its outputs go with the cleanup.
+                notices.close()
+                log.warning("job %s was stopped while it ran; outputs discarded", job_id)
+                self._cleanup(job_id)
+                return
             report = runjob.report(task, job_dir, result, self.config.image,
                                    self.config.signing_key,
                                    rare_values=None if rare.exception() else rare.result())
@@ -276,6 +371,13 @@ class Agent:
         except BaseException:
             notices.close()
             raise
+        finally:
+            watch.end()
+        self._report_run(job_id, report, notices)
+
+    def _report_run(self, job_id: str, report: RunReport, notices: _Notices) -> None:
+        """Outbox first, then the notices, then the report (see _deliver)."""
+        job_dir = self._job_dir(job_id)
         with self._outbox_lock:
             self._delivering.add(job_id)
         try:
@@ -391,6 +493,10 @@ class Agent:
                                                    "prepared"))
             return False
         task = runjob.load_task(self._job_dir(job_id))
+        if task.statistics is not None:  # computed here, never in a container
+            threading.Thread(target=self._complete_statistics, args=(task,), daemon=True,
+                             name=f"resume-{job_id}").start()
+            return True
         if state == RunState.ABSENT:
             # Prepared but never started (or started and already collected): start is
             # idempotent, and the deadline is set afresh only for a new container.

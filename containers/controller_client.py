@@ -61,9 +61,10 @@ class ControllerClient:
         self.backoff_s = backoff_s
         self.stop = stop or threading.Event()
 
-    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    def _call(self, method: str, path: str, retry_for_s: float | None = None, **kw: Any
+              ) -> dict[str, Any]:
         kw.setdefault("timeout", self.timeout_s)
-        deadline = time.monotonic() + self.retry_for_s
+        deadline = time.monotonic() + (self.retry_for_s if retry_for_s is None else retry_for_s)
         delay = self.backoff_s[0]
         while True:
             try:
@@ -98,9 +99,10 @@ class ControllerClient:
         task = data.get("task")
         return None if task is None else parse_task(task)
 
-    def leased(self, job_id: str) -> LeaseState | None:
+    def leased(self, job_id: str, retry_for_s: float | None = None) -> LeaseState | None:
         try:
-            return parse(LeaseState, self._call("GET", f"/jobs/{quote(job_id, safe='')}"))
+            return parse(LeaseState, self._call("GET", f"/jobs/{quote(job_id, safe='')}",
+                                                retry_for_s=retry_for_s))
         except ControllerRefused as e:
             if e.status == 404:
                 return None

@@ -327,6 +327,16 @@ class DockerExecutor:
             error=error,
         )
 
+    def kill(self, job_id: str) -> None:
+        """Stop the job's container now (its use was stopped or revoked); ``wait`` then
+        returns. The container and its /out stay until ``cleanup``. Idempotent."""
+        found = self._find(job_id)
+        if found is None:
+            return
+        with (engine_call(f"kill job {job_id}"),
+              contextlib.suppress(docker.errors.APIError)):
+            found.container.kill(signal="SIGKILL")  # 409 if it exited meanwhile: fine
+
     def cleanup(self, job_id: str, work_dir: Path | None = None) -> None:
         """Remove the job's container and unmount its /out tmpfs, however the job was
         started. Idempotent. ``work_dir`` (the spec's) also finds a warm-started job's /out

@@ -23,9 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz.states import JobState, OutputDecision
 from authz.wire import OutputReport, RunReport, RunTask
+from compute import statistics
 from compute.errors import InvalidInput
 from compute.protocol import provider_submit
 from compute.spec import spec_from_json
+from compute.statspec import parse_statistics_spec
 from containers import checks, datasets
 from containers.executor import Limits, RunResult, RunSpec
 from containers.hardening import check_job_id, read_outputs
@@ -232,6 +234,31 @@ def seconds_to_grain(result: RunResult, grain_s: float) -> float:
         return 0.0
     elapsed = (datetime.now(UTC) - result.started_at).total_seconds()
     return max(0.0, math.ceil(max(elapsed, 1e-9) / grain_s) * grain_s - elapsed)
+
+
+STATISTICS_OUTPUT = "statistics.json"
+
+
+def statistics_report(task: RunTask, job_dir: Path, image: str) -> RunReport:
+    """Compute and check a statistics job's analyses from the projected input.
+
+    The spec is parsed again here: the agent does not take the controller's word for which
+    columns an analysis reads (only the task's permitted columns were projected anyway).
+    """
+    assert task.statistics is not None
+    stats = json.loads((job_dir / "input.json").read_text())
+    fields = {f.name: f.type for ds in task.datasets for f in ds.fields}
+    spec = parse_statistics_spec(task.statistics, fields)
+    frame = statistics.load_frame(job_dir / "in" / "data.csv", fields)
+    document = statistics.compute(frame, spec, statistics.policy_for(task.min_cell_count))
+    raw = json.dumps(document, sort_keys=True, allow_nan=False).encode()
+    out = OutputReport(name=STATISTICS_OUTPUT, sha256=hashlib.sha256(raw).hexdigest(),
+                       bytes=len(raw), decision=OutputDecision.RELEASED,
+                       reasons=("computed and checked by the platform",),
+                       content_b64=base64.b64encode(raw).decode())
+    return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],
+                     bytes_read=stats["bytes"], input_sha256=stats["sha256"],
+                     runner_image=statistics.ENGINE, log="")
 
 
 def failure(result: RunResult) -> str:

@@ -46,6 +46,16 @@ def cancel(job_id: str) -> dict[str, Any]:
     return jobs.to_json(job, p)
 
 
+@bp.post("/<job_id>/stop")
+@auth.roles("provider", "admin")
+def stop(job_id: str) -> dict[str, Any]:
+    """Incident control: stop a job on the provider's data now (queued or running)."""
+    p = auth.party()
+    job = jobs.stop(db.ctx(), p, job_id, auth.body())
+    db.commit()
+    return jobs.to_json(job, p)
+
+
 @bp.get("/<job_id>/receipt")
 @auth.roles("requester")
 def receipt(job_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from tests.conftest import Actor
 SPEC = {"analyses": [
     {"kind": "frequency", "dims": ["sex", "diagnosis"]},
     {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
-     "statistics": ["count", "mean", "median"]},
+     "statistics": ["sum", "mean", "median"]},
     {"kind": "ols", "y": "cost", "x": ["age"]},
     {"kind": "chi_square", "dims": ["sex", "diagnosis"]},
 ]}

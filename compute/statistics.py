@@ -1,0 +1,86 @@
+"""The trusted statistics route: the platform computes a spec's analyses and checks them.
+
+Called by the provider's agent on the projected permitted columns (never in a container:
+no requester code runs). Every table is computed by :mod:`compute.sdc`, which knows each
+cell's true contributors and applies the provider's disclosure rules to every cell, so
+what comes out is released as a whole: suppressed cells carry no value, and every cell
+says which rules applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from compute import sdc
+from compute.statspec import (
+    ChiSquareTest,
+    FrequencyTable,
+    LinearModel,
+    MagnitudeTable,
+    StatisticsSpec,
+)
+
+#: Recorded as the run's ``runner_image``: what computed the result, and its version.
+ENGINE = "data-sandbox-statistics/1"
+TRUE = frozenset({"true", "1", "yes", "t"})
+FALSE = frozenset({"false", "0", "no", "f"})
+
+
+def load_frame(path: Path, types: Mapping[str, str]) -> pd.DataFrame:
+    """The projected CSV with its declared types: numbers as floats (missing: NaN),
+    booleans as 0/1, everything else as text (missing: empty)."""
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in frame.columns:
+        kind = types.get(col, "string")
+        if kind in ("integer", "number"):
+            frame[col] = pd.to_numeric(frame[col].where(frame[col] != ""), errors="coerce")
+        elif kind == "boolean":
+            low = frame[col].str.lower()
+            frame[col] = low.map(lambda v: 1.0 if v in TRUE else 0.0 if v in FALSE
+                                 else float("nan"))
+    return frame
+
+
+def policy_for(min_cell_count: int, **settings: Any) -> sdc.SDCPolicy:
+    """The permit's disclosure settings (its minimum cell count; defaults otherwise)."""
+    return sdc.SDCPolicy(min_count=min_cell_count, **settings)
+
+
+def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
+            ) -> dict[str, Any]:
+    """Every analysis of ``spec``, checked, as one JSON-ready document."""
+    return {"version": 1, "engine": ENGINE,
+            "analyses": [_analysis(frame, a, policy) for a in spec.analyses]}
+
+
+def _outcome(kind: str, checked: Any) -> dict[str, Any]:
+    return {"kind": kind, "outcome": checked.outcome.value,
+            "rules": [r.value for r in checked.rules], "reasons": list(checked.reasons)}
+
+
+def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> dict[str, Any]:
+    if isinstance(a, FrequencyTable):
+        table = sdc.frequency_table(frame, a.dims, policy)
+        return {**_outcome("frequency", table), "dims": list(a.dims),
+                "cells": table.records()}
+    if isinstance(a, MagnitudeTable):
+        # One call for all statistics: they share one suppression pattern (a mean and a
+        # count would otherwise give away a suppressed sum).
+        tables = sdc.magnitude_table(frame, a.dims, a.value,
+                                     [stat.value for stat in a.statistics], policy)
+        return {"kind": "magnitude", "dims": list(a.dims), "value": a.value,
+                "tables": [{**_outcome(name, t), "statistic": name, "cells": t.records()}
+                           for name, t in tables.items()]}
+    if isinstance(a, LinearModel):
+        model = sdc.ols(frame, a.y, a.x, policy)
+        coefficients = (None if model.coefficients is None else
+                        model.coefficients.reset_index().to_dict(orient="records"))
+        return {**_outcome("ols", model), "y": a.y, "x": list(a.x),
+                "coefficients": coefficients, "fit": model.fit}
+    assert isinstance(a, ChiSquareTest)
+    test = sdc.chi_square_test(frame, a.dims, policy)
+    return {**_outcome("chi_square", test), "dims": list(a.dims), "values": test.values}
