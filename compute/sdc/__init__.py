@@ -1,0 +1,38 @@
+"""Statistical disclosure control for the trusted statistics route.
+
+The platform computes each table or model from a provider's permitted columns, so every
+cell's true contributors are known, and checks it here before anything is released:
+threshold, nk dominance, p%, zeros, class disclosure, quantile and model rules, then
+secondary suppression. Pure (pandas/numpy), no I/O. Rules, defaults, sources and limits:
+``docs/disclosure-control.md``.
+"""
+
+from compute.sdc.frequency import chi_square_test, frequency_table
+from compute.sdc.magnitude import magnitude_table, within_group_variance
+from compute.sdc.models import INTERCEPT, ols
+from compute.sdc.policy import Action, NKRule, SDCPolicy, strictest
+from compute.sdc.result import MARGIN, CheckedModel, CheckedStatistic, CheckedTable
+from compute.sdc.rules import CellStatus, Measure, Outcome, Rule, Statistic, describe
+
+__all__ = [
+    "INTERCEPT",
+    "MARGIN",
+    "Action",
+    "CellStatus",
+    "CheckedModel",
+    "CheckedStatistic",
+    "CheckedTable",
+    "Measure",
+    "NKRule",
+    "Outcome",
+    "Rule",
+    "SDCPolicy",
+    "Statistic",
+    "chi_square_test",
+    "describe",
+    "frequency_table",
+    "magnitude_table",
+    "ols",
+    "strictest",
+    "within_group_variance",
+]

@@ -1,0 +1,415 @@
+"""Magnitude tables (sum, mean, std, median, quantiles) and within-group variance, checked.
+
+Sensitivity rules on every cell, margins included: threshold on contributors (ACRO
+``safe_threshold``), nk dominance and the p% rule (ACRO ``safe_nk_n``/``safe_nk_k`` and
+``safe_pratio_p``; Hundepool et al. 2012 §4.2), zeros and class disclosure. The rules look
+at *absolute* contributions: ACRO marks cells holding negative values for review instead,
+and Hundepool et al. state the rules for non-negative contributions; a large negative
+contribution dominates a cell just as a large positive one does, so magnitudes are what
+count. Medians and quantiles follow the output-checking guidance for percentiles (SDAP,
+*Handbook on Statistical Disclosure Control for Outputs*, 2019; ESSnet guidelines, Bond
+et al. 2015): enough records, and never one record's exact value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from compute.errors import InvalidInput
+from compute.sdc.frequency import (
+    check_policy,
+    count_cells,
+    distinct_per_cell,
+    frequency_hits,
+    unit_codes,
+)
+from compute.sdc.grid import (
+    Grid,
+    IntArray,
+    check_column,
+    check_dims,
+    check_size,
+    encode,
+    interior,
+    subsets,
+)
+from compute.sdc.policy import DEFAULT_POLICY, Action, SDCPolicy
+from compute.sdc.result import (
+    Bits,
+    CheckedStatistic,
+    CheckedTable,
+    Mask,
+    action_bits,
+    build_table,
+    scalar_result,
+)
+from compute.sdc.rules import Measure, Rule, Statistic
+from compute.sdc.secondary import protect
+from compute.sdc.special import f_sf
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+# Quantile positions (n - 1) q within this of an integer are taken as that integer: a
+# probability like 0.1 is not exact in binary and must not tip a rank to its neighbour.
+_RANK_SNAP = 1e-9
+_ADDITIVE = (Statistic.SUM, Statistic.MEAN, Statistic.STD)
+
+
+def numeric_column(frame: pd.DataFrame, name: object, field_name: str) -> FloatArray:
+    col = check_column(frame, name, field_name)
+    series = frame[col]
+    if not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series)):
+        raise InvalidInput(field_name, "numeric", f"column {col!r} must be numeric")
+    values: FloatArray = np.asarray(series.to_numpy(dtype=np.float64, na_value=np.nan),
+                                    dtype=np.float64)
+    if np.isinf(values).any():
+        raise InvalidInput(field_name, "finite", f"column {col!r} holds infinite values")
+    return values
+
+
+@dataclass
+class _Cells:
+    """Per-cell aggregates over the full (margined) grid, filled one sub-table at a time
+    (sub-tables own disjoint cells). Internal scratch, hence mutable."""
+
+    size: int
+    n_rec: IntArray = field(init=False)
+    n_contrib: IntArray = field(init=False)
+    total: FloatArray = field(init=False)
+    abs_total: FloatArray = field(init=False)
+    ss: FloatArray = field(init=False)
+    vmin: FloatArray = field(init=False)
+    vmax: FloatArray = field(init=False)
+    top: dict[int, FloatArray] = field(default_factory=dict)
+    quantile: dict[float, FloatArray] = field(default_factory=dict)
+    extreme: dict[float, Mask] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.n_rec = np.zeros(self.size, dtype=np.int64)
+        self.n_contrib = np.zeros(self.size, dtype=np.int64)
+        for name in ("total", "abs_total", "ss"):
+            setattr(self, name, np.zeros(self.size))
+        self.vmin = np.full(self.size, np.nan)
+        self.vmax = np.full(self.size, np.nan)
+
+
+def _contributions(c: IntArray, v: FloatArray, u: IntArray | None
+                   ) -> tuple[IntArray, FloatArray]:
+    """Each contributor's cell and absolute total (records summed per unit first)."""
+    if u is None:
+        return c, np.abs(v)
+    order = np.lexsort((u, c))
+    cs, us, vs = c[order], u[order], v[order]
+    first = np.ones(len(cs), dtype=bool)
+    first[1:] = (cs[1:] != cs[:-1]) | (us[1:] != us[:-1])
+    starts = np.flatnonzero(first)
+    sums = np.add.reduceat(vs, starts) if len(starts) else np.zeros(0)
+    return cs[starts], np.abs(sums)
+
+
+def _top_sums(cc: IntArray, a: FloatArray, size: int, ns: set[int]
+              ) -> tuple[IntArray, dict[int, FloatArray]]:
+    """Contributors per cell, and the sum of the n largest contributions per cell."""
+    order = np.lexsort((-a, cc))
+    sc, sa = cc[order], a[order]
+    n_per = np.bincount(cc, minlength=size)
+    rank = np.arange(len(sc)) - (np.cumsum(n_per) - n_per)[sc]
+    return n_per, {n: np.asarray(np.bincount(sc[rank < n], sa[rank < n], minlength=size),
+                                 dtype=np.float64) for n in ns}
+
+
+def _order_statistics(cells: _Cells, c: IntArray, v: FloatArray, qs: Sequence[float],
+                      common: float) -> None:
+    """Min, max and checked quantiles per cell (one sort per sub-table).
+
+    A quantile is released as a value no record holds: the type-7 position (Hyndman &
+    Fan 1996) is bracketed by two adjacent distinct values and their midpoint released.
+    If the position lands on a value held by ``common`` records or more, that value is
+    released (it describes a group, not a record); if it lands on a rarer value, the pair
+    is that value and its nearer distinct neighbour. ``extreme``: the pair includes the
+    cell's minimum or maximum held by fewer than ``common`` records.
+    """
+    size = cells.size
+    order = np.lexsort((v, c))
+    sc, sv = c[order], v[order]
+    m = len(sv)
+    n = np.bincount(c, minlength=size)
+    start = np.cumsum(n) - n
+    at = np.flatnonzero(n > 0)
+    if not len(at):
+        return
+    nc, st = n[at], start[at]
+    end = st + nc
+    cells.vmin[at], cells.vmax[at] = sv[st], sv[end - 1]
+    new_run = np.ones(m, dtype=bool)
+    new_run[1:] = (sc[1:] != sc[:-1]) | (sv[1:] != sv[:-1])
+    run_id = np.cumsum(new_run) - 1
+    run_start = np.flatnonzero(new_run)
+    run_end = np.append(run_start[1:], m)
+    run_len = run_end - run_start
+    min_rare = run_len[run_id[st]] < common
+    max_rare = run_len[run_id[end - 1]] < common
+    for q in qs:
+        h = (nc - 1) * q
+        j = np.floor(h).astype(np.int64)
+        g = h - j
+        j = np.where(g > 1 - _RANK_SNAP, j + 1, j)
+        g = np.where((g < _RANK_SNAP) | (g > 1 - _RANK_SNAP), 0.0, g)
+        j = np.minimum(j, nc - 1)
+        lo, hi = sv[st + j], sv[st + np.minimum(j + 1, nc - 1)]
+        between = (g > 0) & (lo < hi)
+        rid = run_id[st + j]
+        rs, re = run_start[rid], run_end[rid]
+        below_ok, above_ok = rs > st, re < end
+        below, above = sv[np.maximum(rs - 1, 0)], sv[np.minimum(re, m - 1)]
+        use_below = below_ok & (~above_ok | (lo - below <= above - lo))
+        exact = ~between & ((run_len[rid] >= common) | (~below_ok & ~above_ok))
+        pair_lo = np.where(between, lo, np.where(use_below, below, lo))
+        pair_hi = np.where(between, hi, np.where(use_below, lo, above))
+        value = np.where(exact, lo, pair_lo + (pair_hi - pair_lo) / 2)
+        extreme = ~exact & (((pair_lo == sv[st]) & min_rare)
+                            | ((pair_hi == sv[end - 1]) & max_rare))
+        cells.quantile.setdefault(q, np.full(size, np.nan))[at] = value
+        cells.extreme.setdefault(q, np.zeros(size, dtype=bool))[at] = extreme
+
+
+def _accumulate(cells: _Cells, c: IntArray, v: FloatArray, u: IntArray | None,
+                ns: set[int], qs: Sequence[float], common: float) -> None:
+    size = cells.size
+    n_rec = np.bincount(c, minlength=size)
+    total = np.bincount(c, v, minlength=size)
+    mean = np.divide(total, n_rec, out=np.zeros(size), where=n_rec > 0)
+    cells.n_rec += n_rec
+    cells.total += total
+    cells.ss += np.bincount(c, (v - mean[c]) ** 2, minlength=size)
+    cc, a = _contributions(c, v, u)
+    n_contrib, top = _top_sums(cc, a, size, ns)
+    cells.n_contrib += n_contrib
+    cells.abs_total += np.bincount(cc, a, minlength=size)
+    for k, arr in top.items():
+        cells.top[k] = cells.top.get(k, np.zeros(size)) + arr
+    _order_statistics(cells, c, v, qs, common)
+
+
+def count_pattern(grid: Grid, units: IntArray | None, policy: SDCPolicy,
+                  zeros_public: bool) -> Mask:
+    """Cells the frequency table of the same dimensions hides (all margins).
+
+    A released sum and mean of one cell give its count (sum / mean), so sums, means and
+    stds hide at least these: no count the frequency table withholds comes back this way.
+    Counted as in :func:`frequency_table` (records with a missing value included).
+    """
+    if not grid.dims:  # a single cell: the count table has no lines
+        return np.zeros((), dtype=bool)
+    rows = grid.present()
+    counts = count_cells(grid, rows)
+    contributors = counts if units is None else distinct_per_cell(
+        grid, rows, units, counts.size).reshape(counts.shape)
+    hits = frequency_hits(counts, contributors, policy)
+    return protect((hits & action_bits(policy, Action.SUPPRESS)) != 0, counts, counts == 0,
+                   zeros_public)
+
+
+def _measures(statistics: Sequence[Statistic | str | Measure], quantiles: Sequence[float],
+              policy: SDCPolicy) -> list[Measure]:
+    if isinstance(statistics, str) or not isinstance(statistics, Sequence):
+        raise InvalidInput("statistics", "type", "statistics must be a list")
+    out: list[Measure] = []
+    for s in statistics:
+        if isinstance(s, Measure):
+            m = s
+        else:
+            try:
+                st = s if isinstance(s, Statistic) else Statistic(s)
+            except ValueError:
+                raise InvalidInput("statistics", "enum",
+                                   "statistics are sum, mean, std, median, min, max") from None
+            m = Measure(Statistic.QUANTILE, 0.5) if st is Statistic.MEDIAN else Measure(st)
+        out.append(m)
+    if isinstance(quantiles, str) or not isinstance(quantiles, Sequence):
+        raise InvalidInput("quantiles", "type", "quantiles must be a list of probabilities")
+    out.extend(Measure(Statistic.QUANTILE, q) for q in quantiles)
+    if not out:
+        raise InvalidInput("statistics", "non_empty", "at least one statistic is needed")
+    for m in out:
+        if m.statistic is Statistic.COUNT:
+            raise InvalidInput("statistics", "count", "counts come from frequency_table")
+        if m.statistic in (Statistic.MIN, Statistic.MAX) and not policy.allow_extremes:
+            raise InvalidInput("statistics", "extremes",
+                               "min and max are not released under this policy")
+        if m.statistic is Statistic.QUANTILE:
+            q = m.q
+            if isinstance(q, bool) or not isinstance(q, int | float) or not 0 <= q <= 1:
+                raise InvalidInput("quantiles", "range", "quantiles must lie in [0, 1]")
+            if q in (0, 1) and not policy.allow_extremes:
+                raise InvalidInput("quantiles", "extremes",
+                                   "quantiles 0 and 1 are the min and max, not released")
+    return list(dict.fromkeys(out))
+
+
+def _bits(mask: Mask, rule: Rule) -> Bits:
+    return np.where(mask, np.uint16(rule.bit), np.uint16(0)).astype(np.uint16)
+
+
+def _base_hits(cells: _Cells, policy: SDCPolicy) -> Bits:
+    """Rules every statistic of a cell obeys: threshold, zeros, class disclosure."""
+    hits = _bits((cells.n_contrib > 0) & (cells.n_contrib < policy.min_count), Rule.THRESHOLD)
+    if policy.zeros is not Action.ALLOW:
+        hits |= _bits(cells.n_contrib == 0, Rule.ZEROS)
+    if policy.class_disclosure is not Action.ALLOW:
+        # Every contributor holds one value: any statistic of the cell reveals it.
+        hits |= _bits((cells.n_contrib >= 2) & (cells.vmin == cells.vmax),
+                      Rule.CLASS_DISCLOSURE)
+    return hits
+
+
+def _sensitivity_hits(cells: _Cells, policy: SDCPolicy) -> Bits:
+    """nk dominance and p% on absolute contributions (sums, means, std)."""
+    dominated = np.zeros(cells.size, dtype=bool)
+    for r in policy.nk_rules:
+        dominated |= (cells.abs_total > 0) & (cells.top[r.n] >= r.k * cells.abs_total)
+    top1, top2 = cells.top[1], cells.top[2]
+    rest = cells.abs_total - top2
+    p_hit = (policy.p_percent > 0) & (top1 > 0) & (rest < policy.p_percent * top1)
+    return _bits(dominated, Rule.DOMINANCE) | _bits(p_hit, Rule.P_PERCENT)
+
+
+def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
+                    statistics: Sequence[Statistic | str | Measure] = (Statistic.SUM,
+                                                                       Statistic.MEAN),
+                    policy: SDCPolicy = DEFAULT_POLICY, *,
+                    quantiles: Sequence[float] = (), margins: bool = True,
+                    unit: str | None = None,
+                    categories: Mapping[str, Sequence[Hashable]] | None = None
+                    ) -> dict[str, CheckedTable]:
+    """Statistics of ``value`` by 0-4 dimensions, with all margins, one table per measure.
+
+    Sum, mean and std share one suppression pattern (each is recoverable from the others
+    and the counts), with secondary suppression, which also covers every cell the
+    frequency table of the same dimensions hides (sum / mean is a count); medians,
+    quantiles, min and max are not additive and carry their primary suppressions only.
+    Records with a missing value are left out. Returns ``{measure name: table}``
+    (``sum``, ``mean``, ``std``, ``q0.5``...).
+    """
+    policy = check_policy(policy)
+    dims_t = check_dims(frame, dims, 0)
+    val = check_column(frame, value, "value")
+    if val in dims_t:
+        raise InvalidInput("value", "distinct", "value must not also be a dimension")
+    measures = _measures(statistics, quantiles, policy)
+    grid = encode(frame, dims_t, categories)
+    check_size(grid, margins, policy)
+    x = numeric_column(frame, val, "value")
+    units = unit_codes(frame, unit, (*dims_t, val))
+    rows = grid.present() & ~np.isnan(x) if dims_t else ~np.isnan(x)
+    size = int(np.prod(grid.full_shape, dtype=np.int64))
+    cells = _Cells(size)
+    ns = {1, 2} | {r.n for r in policy.nk_rules}
+    qs = [m.q for m in measures if m.q is not None]
+    # With units, a value shared by many records may still belong to one contributor.
+    common = float(policy.min_count) if units is None else np.inf
+    u = None if units is None else units[rows]
+    for subset in subsets(len(dims_t), True):
+        _accumulate(cells, grid.cell_codes(subset, rows), x[rows], u, ns, qs, common)
+
+    base = _base_hits(cells, policy)
+    additive = base | _sensitivity_hits(cells, policy)
+    suppress = action_bits(policy, Action.SUPPRESS)
+    shape = grid.full_shape
+    zeros_public = policy.zeros is not Action.SUPPRESS
+    add_hidden = protect(((additive & suppress) != 0).reshape(shape)
+                         | count_pattern(grid, units, policy, zeros_public),
+                         cells.n_rec.reshape(shape),
+                         ((cells.n_contrib == 0) | (cells.abs_total == 0)).reshape(shape),
+                         zeros_public)
+
+    out: dict[str, CheckedTable] = {}
+    for m in measures:
+        if m.statistic in _ADDITIVE:
+            hits, hidden = additive, add_hidden.ravel()
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if m.statistic is Statistic.SUM:
+                    values = cells.total
+                elif m.statistic is Statistic.MEAN:
+                    values = np.where(cells.n_rec > 0, cells.total / cells.n_rec, np.nan)
+                else:
+                    values = np.where(cells.n_rec > 1,
+                                      np.sqrt(cells.ss / (cells.n_rec - 1)), np.nan)
+        else:
+            hits = base
+            if m.statistic is Statistic.QUANTILE:
+                assert m.q is not None
+                values = cells.quantile.get(m.q, np.full(size, np.nan))
+                if not policy.allow_extremes:
+                    hits = hits | _bits(cells.extreme.get(m.q, np.zeros(size, dtype=bool)),
+                                        Rule.QUANTILE_EXTREME)
+            else:
+                values = cells.vmin if m.statistic is Statistic.MIN else cells.vmax
+            hidden = (hits & suppress) != 0
+        v, h, hd = values.reshape(shape), hits.reshape(shape), hidden.reshape(shape)
+        if not margins:
+            v, h, hd = interior(v), interior(h), interior(hd)
+        out[m.name] = build_table(dims_t, m, grid.index(margins), v.ravel(), h.ravel(),
+                                  hd.ravel(), policy, margins)
+    return out
+
+
+def within_group_variance(frame: pd.DataFrame, groups: Sequence[str], value: str,
+                          policy: SDCPolicy = DEFAULT_POLICY) -> CheckedStatistic:
+    """Pooled within-group variance of ``value`` over 1-4 grouping columns (one-way ANOVA).
+
+    Values: ``within_variance`` (SS_within / (N - G)), ``dof_within``; with two groups or
+    more also ``between_variance``, ``dof_between``, ``f`` and ``p_value``. Withheld when a
+    group has fewer than ``min_count`` records, when ``N - G < min_dof``, or when one
+    record dominates the within sum of squares: nk and p% rules applied to the squared
+    deviations, by analogy with magnitude cells (Hundepool et al. 2012 §4.2), since the
+    variance of a group dominated by one record reveals that record's deviation. Every
+    record equal to its group mean is class disclosure.
+    """
+    policy = check_policy(policy)
+    dims_t = check_dims(frame, groups, 1, "groups")
+    val = check_column(frame, value, "value")
+    if val in dims_t:
+        raise InvalidInput("value", "distinct", "value must not also be a grouping column")
+    grid = encode(frame, dims_t, None)
+    x = numeric_column(frame, val, "value")
+    rows = grid.present() & ~np.isnan(x)
+    c = grid.cell_codes((True,) * len(dims_t), rows)
+    v = x[rows]
+    size = int(np.prod(grid.full_shape, dtype=np.int64))
+    n = np.bincount(c, minlength=size)
+    total = np.bincount(c, v, minlength=size)
+    mean = np.divide(total, n, out=np.zeros(size), where=n > 0)
+    dev2 = (v - mean[c]) ** 2
+    ss_w = float(dev2.sum())
+    n_all, g = int(n.sum()), int((n > 0).sum())
+    hits: list[Rule] = []
+    if ((n > 0) & (n < policy.min_count)).any():
+        hits.append(Rule.THRESHOLD)
+    if n_all - g < policy.min_dof:
+        hits.append(Rule.RESIDUAL_DOF)
+    top = -np.sort(-dev2)
+    if ss_w > 0:
+        if any(top[:r.n].sum() >= r.k * ss_w for r in policy.nk_rules):
+            hits.append(Rule.DOMINANCE)
+        first, second = (top[0], top[1] if len(top) > 1 else 0.0)
+        if policy.p_percent > 0 and ss_w - first - second < policy.p_percent * first:
+            hits.append(Rule.P_PERCENT)
+    elif n_all and policy.class_disclosure is not Action.ALLOW:
+        hits.append(Rule.CLASS_DISCLOSURE)
+    if Rule.RESIDUAL_DOF in hits or n_all == 0:
+        return scalar_result("within_group_variance", {}, tuple(hits), policy)
+    dof_w = n_all - g
+    values = {"within_variance": ss_w / dof_w, "dof_within": float(dof_w)}
+    if g >= 2:
+        grand = float(v.mean())
+        ss_b = float((n[n > 0] * (mean[n > 0] - grand) ** 2).sum())
+        within = ss_w / dof_w
+        f = ss_b / (g - 1) / within if within > 0 else float("inf")
+        values |= {"between_variance": ss_b / (g - 1), "dof_between": float(g - 1),
+                   "f": f, "p_value": f_sf(f, g - 1, dof_w)}
+    return scalar_result("within_group_variance", values, tuple(hits), policy)

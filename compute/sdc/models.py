@@ -1,0 +1,102 @@
+"""Ordinary least squares, computed and checked.
+
+Regression coefficients are "safe statistics" once enough residual degrees of freedom
+remain (Ritchie 2008, *Disclosure detection in research environments in practice*; ACRO
+``safe_dof_threshold`` 10; ESSnet guidelines, Bond et al. 2015): with few, the fit
+approaches the data. A model that fits every record exactly reproduces each outcome from
+its explanatory values, which is treated as class disclosure.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from compute.errors import InvalidInput
+from compute.sdc.frequency import check_policy
+from compute.sdc.magnitude import numeric_column
+from compute.sdc.policy import DEFAULT_POLICY, Action, SDCPolicy
+from compute.sdc.result import CheckedModel
+from compute.sdc.rules import Outcome, Rule, action_of, reasons
+from compute.sdc.special import f_sf, t_ppf, t_sf_two_sided
+
+INTERCEPT = "const"
+# Residual sum of squares below this share of the outcome's sum of squares is an exact
+# fit: far below any rounding a real model leaves, far above float noise.
+_EXACT_FIT = 1e-20
+
+
+def _withheld(hits: tuple[Rule, ...], policy: SDCPolicy) -> CheckedModel:
+    return CheckedModel(None, None, Outcome.WITHHELD, hits, reasons(hits, policy))
+
+
+def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFAULT_POLICY,
+        *, intercept: bool = True) -> CheckedModel:
+    """Least-squares fit of ``y`` on ``xs`` (rows with a missing value are dropped).
+
+    ``coefficients``: index ``const`` (with ``intercept``) then ``xs``; columns ``coef``,
+    ``std_err``, ``t``, ``p_value`` (two-sided), ``ci_low``, ``ci_high`` (95 %).
+    ``fit``: ``n``, ``df_model``, ``df_resid``, ``r2``, ``adj_r2``, ``f``, ``f_p_value``,
+    ``sigma``. Without an intercept R² is uncentred, as statsmodels reports it.
+    Withheld when ``df_resid < min_dof`` or the columns are linearly dependent.
+    """
+    policy = check_policy(policy)
+    if isinstance(xs, str) or not isinstance(xs, Sequence) or not xs:
+        raise InvalidInput("xs", "type", "xs must be a non-empty list of column names")
+    names = [y, *xs]
+    if len(set(names)) != len(names):
+        raise InvalidInput("xs", "unique", "y and xs must be distinct columns")
+    if intercept and INTERCEPT in xs:
+        raise InvalidInput("xs", "reserved", f"{INTERCEPT!r} names the intercept")
+    data = np.column_stack([numeric_column(frame, y, "y"),
+                            *(numeric_column(frame, x, "xs") for x in xs)])
+    data = data[~np.isnan(data).any(axis=1)]
+    yv = data[:, 0]
+    design = data[:, 1:]
+    if intercept:
+        design = np.column_stack([np.ones(len(yv)), design])
+    n, k = design.shape
+    dof = n - k
+    if dof < policy.min_dof:
+        return _withheld((Rule.RESIDUAL_DOF,), policy)
+    if np.linalg.matrix_rank(design) < k:
+        return _withheld((Rule.RANK_DEFICIENT,), policy)
+
+    q, r = np.linalg.qr(design)
+    beta = np.linalg.solve(r, q.T @ yv)
+    resid = yv - design @ beta
+    rss = float(resid @ resid)
+    tss = float(((yv - yv.mean()) ** 2).sum()) if intercept else float(yv @ yv)
+    hits: tuple[Rule, ...] = ()
+    if policy.class_disclosure is not Action.ALLOW and rss <= _EXACT_FIT * max(float(yv @ yv),
+                                                                             1.0):
+        hits = (Rule.EXACT_FIT,)
+        if action_of(Rule.EXACT_FIT, policy) is Action.SUPPRESS:
+            return _withheld(hits, policy)
+
+    r_inv = np.linalg.inv(r)
+    sigma2 = rss / dof
+    se = np.sqrt(np.diag(r_inv @ r_inv.T) * sigma2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = beta / se
+    p = [0.0 if not math.isfinite(v) else t_sf_two_sided(abs(float(v)), dof) for v in t]
+    crit = t_ppf(0.975, dof)
+    coefficients = pd.DataFrame(
+        {"coef": beta, "std_err": se, "t": t, "p_value": p,
+         "ci_low": beta - crit * se, "ci_high": beta + crit * se},
+        index=pd.Index(([INTERCEPT] if intercept else []) + list(xs), name="term"))
+    df_model = k - 1 if intercept else k
+    r2 = 1.0 - rss / tss if tss > 0 else float("nan")
+    adj = 1.0 - (1.0 - r2) * ((n - 1) if intercept else n) / dof
+    if df_model > 0 and rss > 0:
+        f = (tss - rss) / df_model / (rss / dof)
+        f_p = f_sf(f, df_model, dof)
+    else:
+        f, f_p = float("nan"), float("nan")
+    fit = {"n": float(n), "df_model": float(df_model), "df_resid": float(dof), "r2": r2,
+           "adj_r2": adj, "f": f, "f_p_value": f_p, "sigma": math.sqrt(sigma2)}
+    outcome = Outcome.REVIEW if hits else Outcome.RELEASED
+    return CheckedModel(coefficients, fit, outcome, hits, reasons(hits, policy))
