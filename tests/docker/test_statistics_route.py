@@ -59,7 +59,8 @@ def test_a_statistics_job_is_released_checked_cell_by_cell(stack: Stack,
             assert cell["value"] == truth[key], cell
         if cell["value"] is not None:
             assert cell["value"] == 0 or cell["value"] >= MIN_CELL, cell  # threshold held
-    assert {t["statistic"] for t in mag["tables"]} == {"sum", "mean", "q0.5"}  # a median is the 0.5 quantile
+    # A median is reported as the 0.5 quantile.
+    assert {t["statistic"] for t in mag["tables"]} == {"sum", "mean", "q0.5"}
     assert ols["kind"] == "ols" and chi["kind"] == "chi_square"
     # The document carries no record's own value: no exact cost of any record.
     text = json.dumps(doc)
