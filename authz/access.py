@@ -17,6 +17,7 @@ from authz.context import Ctx
 from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
 from authz.permits import permit_providers
 from authz.states import ACTIVE, DatasetStatus, Decision, JobState, PermitStatus
+from compute import statistics
 from compute.errors import Conflict, InvalidInput, NotFound
 
 USE_KINDS = ("statistics", "joint_statistics", "modelling", "verification")
@@ -43,6 +44,9 @@ APPROVE_SPEC = [
             default=DEFAULT_MIN_CELL),
     v.Field("risk_assessment", v.text(2000)),
     v.Field("epsilon_budget", v.number(0.001, 100.0), required=False),
+    # Disclosure settings beyond the minimum cell count (compute.sdc; defaults otherwise),
+    # validated by building the policy they describe.
+    v.Field("disclosure", lambda path, x: x, required=False),
 ]
 
 
@@ -137,6 +141,7 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
         "columns": allowed, "expires_at": data["expires_at"].isoformat(),
         "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
         "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
+        "disclosure": _disclosure(data["disclosure"], data["min_cell_count"]),
     }
     _decide(ctx, provider.id, item, Decision.APPROVED, None, conditions)
     _settle(ctx, req)
@@ -179,6 +184,8 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         min_cell_count=max(c["min_cell_count"] for c in conds),
         classification=catalog.SENSITIVITY[max(levels)],
         epsilon_budget=_smallest([c.get("epsilon_budget") for c in conds]),
+        disclosure=statistics.strictest_settings(max(c["min_cell_count"] for c in conds),
+                                                 [c.get("disclosure") for c in conds]),
     )
     ctx.session.add(permit)
     ctx.session.flush()
@@ -186,9 +193,21 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         "permit_id": permit.id, "request_id": req.id, "requester_id": req.requester_id,
         "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
-        "epsilon_budget": permit.epsilon_budget,
+        "epsilon_budget": permit.epsilon_budget, "disclosure": permit.disclosure,
         "approved_by": sorted({it.decided_by or "" for it in req.items}),
     })
+
+
+def _disclosure(raw: object, min_cell_count: int) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not set(raw) <= set(statistics.PROVIDER_SETTINGS):
+        raise InvalidInput("disclosure", "must be an object of: "
+                           + ", ".join(statistics.PROVIDER_SETTINGS))
+    try:
+        return statistics.settings_of(statistics.policy_for(min_cell_count, raw))
+    except InvalidInput as e:
+        raise InvalidInput(f"disclosure.{e.field}", e.rule, str(e)) from None
 
 
 def _smallest(budgets: list[float | None]) -> float | None:
@@ -259,6 +278,7 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "runs_used": p.runs_used, "min_cell_count": p.min_cell_count,
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
+        "disclosure": p.disclosure,
         "revoked_reason": p.revoked_reason,
     }
 

@@ -205,6 +205,10 @@ class Permit(AuthzBase):
     # Differential privacy for joint statistics: the smallest budget any provider granted.
     epsilon_budget: Mapped[float | None] = mapped_column(Float, default=None)
     epsilon_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    # Statistical disclosure settings beyond the minimum cell count (compute.sdc.SDCPolicy
+    # fields: dominance, p%, zeros, class disclosure, model dof), strictest of all approvals;
+    # None: the defaults.
+    disclosure: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)

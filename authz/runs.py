@@ -165,7 +165,8 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         blocked_columns=tuple(sorted(set(high))), timeout_s=RUN_TIMEOUT_S,
         joint=(JointPart.model_validate(joint.task_fields(ctx, job))
                if job.joint_id is not None else None),
-        statistics=json.loads(job.script) if job.kind == "statistics" else None)
+        statistics=json.loads(job.script) if job.kind == "statistics" else None,
+        disclosure=permit.disclosure)
 
 
 def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:

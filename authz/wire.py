@@ -141,6 +141,8 @@ class RunTask(_Message):
     joint: JointPart | None = None
     # A statistics job (kind "statistics"): the spec the platform computes, no script.
     statistics: dict[str, Any] | None = None
+    # The permit's disclosure settings beyond min_cell_count (None: the defaults).
+    disclosure: dict[str, Any] | None = None
 
 
 Task = Annotated[SchemaCheckTask | RunTask, Field(discriminator="type")]

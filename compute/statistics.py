@@ -45,9 +45,31 @@ def load_frame(path: Path, types: Mapping[str, str]) -> pd.DataFrame:
     return frame
 
 
-def policy_for(min_cell_count: int, **settings: Any) -> sdc.SDCPolicy:
-    """The permit's disclosure settings (its minimum cell count; defaults otherwise)."""
-    return sdc.SDCPolicy(min_count=min_cell_count, **settings)
+#: The settings a provider may give at approval (besides the minimum cell count).
+PROVIDER_SETTINGS = ("dominance_n", "dominance_k", "p_percent", "zeros", "class_disclosure",
+                     "min_dof", "max_cells")
+
+
+def policy_for(min_cell_count: int, settings: Mapping[str, Any] | None = None
+               ) -> sdc.SDCPolicy:
+    """The permit's disclosure policy: its minimum cell count and the providers' settings
+    (defaults for those not given). Raises InvalidInput naming a bad setting."""
+    return sdc.SDCPolicy.from_mapping({**(settings or {}), "min_count": min_cell_count})
+
+
+def settings_of(policy: sdc.SDCPolicy) -> dict[str, Any]:
+    """A policy's provider settings as stored on a permit (JSON)."""
+    return {"dominance_n": policy.dominance_n, "dominance_k": policy.dominance_k,
+            "p_percent": policy.p_percent, "zeros": policy.zeros.value,
+            "class_disclosure": policy.class_disclosure.value, "min_dof": policy.min_dof,
+            "max_cells": policy.max_cells,
+            "extra_dominance": [[r.n, r.k] for r in policy.extra_dominance]}
+
+
+def strictest_settings(min_cell_count: int, approvals: list[Mapping[str, Any] | None]
+                       ) -> dict[str, Any]:
+    """Strictest wins across the providers whose data one permit covers."""
+    return settings_of(sdc.strictest(policy_for(min_cell_count, a) for a in approvals))
 
 
 def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy

@@ -250,7 +250,8 @@ def statistics_report(task: RunTask, job_dir: Path, image: str) -> RunReport:
     fields = {f.name: f.type for ds in task.datasets for f in ds.fields}
     spec = parse_statistics_spec(task.statistics, fields)
     frame = statistics.load_frame(job_dir / "in" / "data.csv", fields)
-    document = statistics.compute(frame, spec, statistics.policy_for(task.min_cell_count))
+    document = statistics.compute(frame, spec, statistics.policy_for(task.min_cell_count,
+                                                                           task.disclosure))
     raw = json.dumps(document, sort_keys=True, allow_nan=False).encode()
     out = OutputReport(name=STATISTICS_OUTPUT, sha256=hashlib.sha256(raw).hexdigest(),
                        bytes=len(raw), decision=OutputDecision.RELEASED,

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import permit_for
+from tests.api.helpers import approval, permit_for, register, request_access
 from tests.conftest import Actor
 
 SPEC = {"analyses": [
@@ -81,3 +81,28 @@ def test_the_spec_is_stored_canonically(make_party: Any, make_agent: Any) -> Non
     _submit(requester, permit_id, ds_id, {"analyses": [{"dims": ["sex"], "kind": "frequency"}]})
     task = agent.post("/agent/tasks/next").json["task"]
     assert json.loads(base64.b64decode(task["script_b64"])) == task["statistics"]
+
+
+def test_disclosure_settings_are_approved_per_provider_and_the_strictest_wins(
+        make_party: Any, make_agent: Any) -> None:
+    a, b, requester = make_party("provider"), make_party("provider"), make_party("requester")
+    agent = make_agent(a, b)
+    ds_a, ds_b = register(a, agent), register(b, agent)
+    req = request_access(requester, ds_a, ds_b)
+    bad = a.post(f"/requests/{req['id']}/items/{ds_a['id']}/approve",
+                 approval(disclosure={"p_percent": 2}))
+    assert bad.status_code == 400 and bad.json["field"] == "disclosure.p_percent", bad.json
+    unknown = a.post(f"/requests/{req['id']}/items/{ds_a['id']}/approve",
+                     approval(disclosure={"min_count": 1}))
+    assert unknown.status_code == 400 and unknown.json["field"] == "disclosure", unknown.json
+    a.post(f"/requests/{req['id']}/items/{ds_a['id']}/approve",
+           approval(disclosure={"p_percent": 0.2, "min_dof": 30}))
+    r = b.post(f"/requests/{req['id']}/items/{ds_b['id']}/approve",
+               approval(min_cell=20, disclosure={"dominance_n": 1, "dominance_k": 0.5}))
+    permit = requester.get(f"/permits/{r.json['permit_id']}").json
+    assert permit["min_cell_count"] == 20
+    d = permit["disclosure"]
+    assert (d["p_percent"], d["min_dof"]) == (0.2, 30)
+    # nk rules are not ordered: both providers' rules stay in force.
+    assert {(d["dominance_n"], d["dominance_k"]), *map(tuple, d["extra_dominance"])} == {
+        (1, 0.5), (2, 0.9)}
