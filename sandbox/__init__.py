@@ -39,7 +39,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         reader_engine = make_engine(url, read_only=True, **pool)
         readers = make_session_factory(reader_engine)
     sessions = make_session_factory(engine)
-    metrics = Metrics()
+    metrics = Metrics(witnesses=len(app.config["WITNESSES"]))
     app.extensions["sandbox_metrics"] = metrics
     app.extensions["sandbox_probe"] = health.probe_engine(url)
     app.extensions["sandbox_schema"] = health.schema_head()

@@ -49,7 +49,7 @@ def multiprocess() -> bool:
 class Metrics:
     """One app's metric objects and the registry a scrape reads."""
 
-    def __init__(self, sessions_for_scrape: sessionmaker[Session] | None = None) -> None:
+    def __init__(self, witnesses: int = 0) -> None:
         shared = multiprocess()
         # In multiprocess mode values go to files and a scrape reads the files, so the
         # live objects are registered nowhere; otherwise in this app's own registry (one
@@ -82,7 +82,13 @@ class Metrics:
         self.leader = Gauge("sandbox_checkpointer_leader",
                             "1 in the process that signs checkpoints in the background",
                             multiprocess_mode="livesum", registry=reg)
-        self._scrape_sessions = sessions_for_scrape
+        self._scrape_sessions: sessionmaker[Session] | None = None
+        # Labelled series exist from the start at 0, so that a rate over them is defined
+        # before the first event.
+        for limit in ("address", "token_id", "token_rate"):
+            self.rate_limited.labels(limit)
+        for i in range(witnesses):
+            self.witness_failures.labels(str(i))
 
     def attach_database(self, readers: sessionmaker[Session]) -> None:
         self._scrape_sessions = readers
