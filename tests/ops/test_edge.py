@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -140,3 +143,45 @@ def test_postgres_leadership_has_one_holder(pg_url: str) -> None:
     finally:
         e1.dispose()
         e2.dispose()
+
+
+class _Answering(BaseHTTPRequestHandler):
+    """A witness's monitoring endpoint with no checkpoint for this log: 404, reachable."""
+
+    def do_GET(self) -> None:
+        self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_readiness_needs_a_quorum_of_answering_witnesses(database_url: str,
+                                                        tmp_path: Path) -> None:
+    live = ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    threading.Thread(target=live.serve_forever, daemon=True).start()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens once this socket is closed
+    witnesses = [{"url": f"http://127.0.0.1:{live.server_address[1]}", "vkey": "w+1+AA"},
+                 {"url": f"http://127.0.0.1:{closed}", "vkey": "w+2+AA"}]
+    apps = [make_app(database_url, tmp_path, WITNESSES=witnesses, WITNESS_QUORUM=k)
+            for k in (1, 2)]
+    try:
+        one, two = (a.test_client().get("/readyz") for a in apps)
+        assert one.status_code == 200 and (one.json or {})["checks"]["witnesses"] == "ok"
+        body = two.json or {}
+        assert two.status_code == 503 and body["field"] == "witnesses"
+        assert body["rule"] == "at least 2 of 2 witnesses must answer"
+        m: Metrics = apps[1].extensions["sandbox_metrics"]
+        assert m.registry is not None
+        assert m.registry.get_sample_value("sandbox_witness_failures_total",
+                                           {"witness": "1"}) == 1
+        assert m.registry.get_sample_value("sandbox_witness_failures_total",
+                                           {"witness": "0"}) == 0
+    finally:
+        for a in apps:
+            db.dispose(a)
+        live.shutdown()
+        live.server_close()
