@@ -22,6 +22,9 @@ from compute.errors import SandboxError
 WINDOW_S = 60.0
 MAX_KEYS = 10_000
 SERVER = "data-sandbox"
+# Health probes carry no token and must not be refused for others' failures: a load
+# balancer probing from the address its clients share would take the controller out.
+PROBES = frozenset({"ops.healthz", "ops.readyz"})
 SECURITY_HEADERS = {
     # A JSON API: nothing it answers may run, load anything, or be framed.
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
@@ -138,6 +141,8 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _check_failures() -> None:
+        if request.endpoint in PROBES:
+            return
         limits = _limits()
         wait = limits.failures_by_address.retry_after(request.remote_addr or "-")
         if wait:

@@ -102,6 +102,13 @@ class Settings(BaseSettings):
     ready_checkpoint_max_age_s: float = Field(default=60.0, ge=1, le=86_400)
     ready_witness_timeout_s: float = Field(default=2.0, ge=0.1, le=30)
 
+    @field_validator("instance")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # Flask wants an absolute instance path; a relative one is taken from the
+        # working directory at start, as before.
+        return v.absolute()
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, v: object) -> object:

@@ -60,6 +60,9 @@ def test_failures_are_limited_per_forwarded_client(proxied: Flask) -> None:
         "message": "too many failed authentications from this address; retry later"}
     assert 1 <= int(r.headers["Retry-After"]) <= 60
     assert me("192.0.2.2", "pty_d.x").status_code == 401  # another client behind the proxy
+    # Probes from the refused address still get their answer.
+    probe = c.get("/healthz", headers={"X-Forwarded-For": "192.0.2.1"})
+    assert probe.status_code == 200
 
 
 def test_per_token_request_rate(proxied: Flask) -> None:

@@ -53,6 +53,13 @@ def test_values_are_parsed_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.tls_cert_file is None
 
 
+def test_a_relative_instance_is_taken_from_the_working_directory(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SANDBOX_INSTANCE", "var")
+    assert load_settings().instance == tmp_path / "var"
+
+
 @pytest.mark.parametrize(("variable", "value", "rule"), [
     ("SANDBOX_WORKERS", "0", "greater than or equal to 1"),
     ("SANDBOX_PORT", "http", "valid integer"),
