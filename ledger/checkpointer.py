@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,14 +61,27 @@ def checkpoint_history(session: Session, limit: int = 100) -> list[tuple[int, st
     return [(int(r.size), str(r.note)) for r in rows]
 
 
+class Leadership(Protocol):
+    """Who among the processes sharing one database signs in the background.
+
+    Signing is idempotent, so two signers are wasteful, not wrong; ``holds`` is asked
+    before every tick and must be cheap. Both methods are called from the signer's thread.
+    """
+
+    def holds(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class Checkpointer:
     """Background thread that signs a checkpoint within ``interval_s`` of any append.
 
     Batching is implicit: one checkpoint covers every append since the previous one.
+    With a ``leadership``, only the process holding it signs in the background.
     """
 
     def __init__(self, session_factory: Callable[[], Session], log: TransparencyLog,
-                 interval_s: float = 0.2) -> None:
+                 interval_s: float = 0.2, leadership: Leadership | None = None) -> None:
         if log.signer is None:
             raise KeyConfigError("a Checkpointer needs a TransparencyLog with a signer")
         self._factory = session_factory
@@ -77,6 +91,7 @@ class Checkpointer:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._last_size = -1
+        self._leadership = leadership
 
     def sign_now(self) -> str:
         """Sign and store the current head; return the note text."""
@@ -93,12 +108,18 @@ class Checkpointer:
             self.sign_now()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self._tick()
-            except (SQLAlchemyError, LedgerError):
-                # A busy or restarting database must not kill the signer; next tick retries.
-                log_.exception("checkpoint signing failed")
+        try:
+            while not self._stop.wait(self._interval):
+                try:
+                    if self._leadership is None or self._leadership.holds():
+                        self._tick()
+                except (SQLAlchemyError, LedgerError):
+                    # A busy or restarting database must not kill the signer; next tick
+                    # retries.
+                    log_.exception("checkpoint signing failed")
+        finally:
+            if self._leadership is not None:
+                self._leadership.release()
 
     def start(self) -> None:
         if self._thread is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,54 +12,60 @@ from ledger.db import make_engine, make_session_factory
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
-    app = Flask(__name__, instance_path=os.environ.get("SANDBOX_INSTANCE",
-                                                       str(Path.cwd() / "var")))
-    app.config.from_mapping(
-        DATABASE_URL=os.environ.get("SANDBOX_DATABASE_URL",
-                                    f"sqlite:///{Path(app.instance_path) / 'sandbox.db'}"),
-        LOG_ORIGIN=os.environ.get("SANDBOX_LOG_ORIGIN", "data-sandbox.local/log"),
-        LOG_KEY_FILE=os.environ.get("SANDBOX_LOG_KEY_FILE",
-                                    str(Path(app.instance_path) / "log.key")),
-        AUTHORIZING_SYSTEM=os.environ.get("SANDBOX_SYSTEM_NAME", "data-sandbox controller"),
-        MAX_CONTENT_LENGTH=32 * 1024 * 1024,
-        # Sent as Retry-After with the 503 answered while the database cannot be reached.
-        DATABASE_RETRY_AFTER_S=5,
-        CHECKPOINT_INTERVAL_S=0.2,
-        START_CHECKPOINTER=True,
-        AGENT_POLL_WAIT_S=10.0,
-        SCHEMA_CHECK_WAIT_S=20.0,
-        JOINT_MIN_PROVIDERS=int(os.environ.get("SANDBOX_JOINT_MIN_PROVIDERS", "3")),
-        # Witnesses as JSON: [{"url": "http://…", "vkey": "name+id+key"}, …]. With a quorum
-        # k > 0 a result is released only under a checkpoint k of them cosigned.
-        WITNESSES=json.loads(os.environ.get("SANDBOX_WITNESSES", "[]")),
-        WITNESS_QUORUM=int(os.environ.get("SANDBOX_WITNESS_QUORUM", "0")),
-    )
+    """Settings come from the environment (sandbox.settings); ``test_config`` overrides."""
+    # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
+    # lives in this package and must not pull in the server's modules, and `sandbox serve`
+    # must choose prometheus-client's multiprocess mode before the metrics load.
+    from sandbox import auth, db, edge, health, http_errors, leader, observability, settings
+    from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, ops, parties
+    from sandbox.metrics import Metrics, ObservedLog
+
+    loaded = settings.load_settings()
+    app = Flask(__name__, instance_path=str(loaded.instance))
+    app.config.from_mapping(settings.flask_config(loaded))
     if test_config is not None:
         app.config.from_mapping(test_config)
     _check_config(app)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
 
-    # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
-    # lives in this package and must not pull in the server's modules.
-    from sandbox import auth, db, http_errors
-    from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, parties
-
-    engine = make_engine(app.config["DATABASE_URL"])
+    url = app.config["DATABASE_URL"]
+    # An in-memory SQLite database has a pool of its own kind, without these.
+    pool: dict[str, Any] = {} if ":memory:" in url or url.rstrip("/") == "sqlite:" else {
+        "pool_size": int(app.config["DB_POOL_SIZE"]),
+        "max_overflow": int(app.config["DB_MAX_OVERFLOW"])}
+    engine = make_engine(url, **pool)
     readers = None
-    if app.config["DATABASE_URL"].startswith("sqlite"):
-        reader_engine = make_engine(app.config["DATABASE_URL"], read_only=True)
+    if url.startswith("sqlite"):
+        reader_engine = make_engine(url, read_only=True, **pool)
         readers = make_session_factory(reader_engine)
-    db.init_app(app, engine, make_session_factory(engine), readers)
+    sessions = make_session_factory(engine)
+    metrics = Metrics(witnesses=len(app.config["WITNESSES"]))
+    app.extensions["sandbox_metrics"] = metrics
+    app.extensions["sandbox_probe"] = health.probe_engine(url)
+    app.extensions["sandbox_schema"] = health.schema_head()
+    leadership = leader.leadership_for(engine, url, float(app.config["LEADER_RETRY_S"]),
+                                       metrics.leader_changed)
+    db.init_app(app, engine, sessions, readers, leadership=leadership, log_type=ObservedLog)
+    metrics.attach_database(readers or sessions)
+    metrics.count_commits(sessions)
+    # Hooks run in this order before a request (and the reverse after it): the request
+    # id and clock first, then the edge's limits, then admission and authentication.
+    observability.init_app(app, metrics)
+    edge.init_app(app)
     http_errors.register(app)
     auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
-               ledger_api.bp):
+               ledger_api.bp, ops.bp):
         app.register_blueprint(bp)
     return app
 
 
 def _check_config(app: Flask) -> None:
-    """Refuse to start with a quorum the configured witnesses cannot meet (fail closed)."""
+    """Refuse to start with a quorum the configured witnesses cannot meet (fail closed).
+
+    The environment is checked by sandbox.settings; this checks what a caller of
+    ``create_app`` passed in as well.
+    """
     ws, k = app.config["WITNESSES"], app.config["WITNESS_QUORUM"]
     if not isinstance(ws, list) or not all(
             isinstance(w, dict) and set(w) == {"url", "vkey"} for w in ws):

@@ -14,7 +14,7 @@ from authz import validate
 from authz.models import Agent, Party
 from authz.parties import authenticate
 from compute.errors import Forbidden, InvalidInput, Unauthenticated
-from sandbox import db
+from sandbox import db, edge
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,6 +72,7 @@ def _caller() -> Party | Agent:
         if not TOKEN_RX.fullmatch(token):
             raise Unauthenticated("malformed token")
         g.caller = authenticate(db.ctx(), token)
+        edge.admit_caller(g.caller.id)
     caller: Party | Agent = g.caller
     return caller
 

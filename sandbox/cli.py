@@ -9,11 +9,14 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from sandbox.client import ApiError, Client
+
+if TYPE_CHECKING:
+    from sandbox.settings import Settings
 
 
 def _print(data: Any) -> None:
@@ -69,16 +72,43 @@ def create_admin(name: str) -> None:
 
 
 @main.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True)
-def serve(host: str, port: int) -> None:
-    """Run the controller (threaded WSGI server) with its checkpoint signer."""
-    from werkzeug.serving import run_simple
-
+@click.option("--host", default=None, help="address to listen on  [SANDBOX_HOST: 127.0.0.1]")
+@click.option("--port", default=None, type=click.IntRange(1, 65535),
+              help="port  [SANDBOX_PORT: 8080]")
+@click.option("--workers", default=None, type=click.IntRange(1, 64),
+              help="worker processes  [SANDBOX_WORKERS: 2]")
+@click.option("--threads", default=None, type=click.IntRange(1, 256),
+              help="threads per worker  [SANDBOX_THREADS: 8]")
+def serve(host: str | None, port: int | None, workers: int | None,
+          threads: int | None) -> None:
+    """Run the controller under gunicorn; settings from SANDBOX_* (`sandbox config`)."""
     # imported here: CLI start-up time (see init-db)
-    from sandbox import create_app
+    from sandbox import server
 
-    run_simple(host, port, create_app(), threaded=True)
+    s = _settings()
+    server.serve(s, host=host or s.host, port=port or s.port, workers=workers or s.workers,
+                 threads=threads or s.threads)
+
+
+@main.command("config")
+def config() -> None:
+    """Print the controller's effective settings as JSON (secrets masked) and exit."""
+    # imported here: CLI start-up time (see init-db)
+    from sandbox.settings import masked, unknown_variables
+
+    _print({**masked(_settings()), "ignored_variables": unknown_variables()})
+
+
+def _settings() -> Settings:
+    """The settings, or exit 2 naming the variable and the rule it broke."""
+    # imported here: CLI start-up time (see init-db)
+    from sandbox.settings import SettingsError, load_settings
+
+    try:
+        return load_settings()
+    except SettingsError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
 
 
 @main.command("agent-key")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from authz.context import Ctx
 from ledger.checkpoint import ENV_KEY, CheckpointSigner, generate_key_file
-from ledger.checkpointer import Checkpointer
+from ledger.checkpointer import Checkpointer, Leadership
 from ledger.log import TransparencyLog
 from sandbox.waiting import WorkSignal
 
@@ -30,12 +30,14 @@ class Services:
     work_signal: WorkSignal
 
 
-def load_signer(key_file: Path, origin: str) -> CheckpointSigner:
+def load_signer(key_file: Path, origin: str, skey: str | None = None) -> CheckpointSigner:
     """The log key comes from the environment or a file, never from the database.
 
     The embedded default creates the key file (mode 0600) on first start; a deployment
     provisions it and keeps it outside the database's backups.
     """
+    if skey:
+        return CheckpointSigner.from_skey(skey)
     if os.environ.get(ENV_KEY):
         return CheckpointSigner.from_env()
     if not key_file.exists():
@@ -44,10 +46,15 @@ def load_signer(key_file: Path, origin: str) -> CheckpointSigner:
 
 
 def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
-             readers: sessionmaker[Session] | None = None) -> None:
-    signer = load_signer(Path(app.config["LOG_KEY_FILE"]), app.config["LOG_ORIGIN"])
-    log = TransparencyLog(app.config["LOG_ORIGIN"], signer)
-    checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"])
+             readers: sessionmaker[Session] | None = None, *,
+             leadership: Leadership | None = None,
+             log_type: type[TransparencyLog] = TransparencyLog) -> None:
+    """``leadership`` decides which process signs in the background (sandbox.leader)."""
+    signer = load_signer(Path(app.config["LOG_KEY_FILE"]), app.config["LOG_ORIGIN"],
+                         app.config.get("LOG_KEY"))
+    log = log_type(app.config["LOG_ORIGIN"], signer)
+    checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"],
+                                leadership=leadership)
     app.extensions["sandbox"] = Services(engine=engine, sessions=factory, log=log,
                                          readers=readers or factory, signer=signer,
                                          checkpointer=checkpointer, work_signal=WorkSignal())
