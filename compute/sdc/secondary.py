@@ -12,7 +12,7 @@ So a line is unsafe when it has exactly one hidden cell, or (zeros published) ex
 one hidden non-zero cell, or hidden cells that are all zero beside a released total.
 
 The fix, by the classical iterative heuristic (Cox 1980, JASA 75:377-385; Hundepool et
-al. 2012, §4.3 "cell suppression"), hides one more cell in every unsafe line (a non-zero
+al. 2012, ch. 4 on cell suppression), hides one more cell in every unsafe line (a non-zero
 one where zeros are the problem) and repeats until no line is unsafe. Candidates,
 cheapest first: non-zero cells before zero cells, then cells that are totals along fewer
 dimensions, then the smallest cost (the cell's record count). In 2-D tables a second
