@@ -84,25 +84,40 @@ def _outcome(kind: str, checked: Any) -> dict[str, Any]:
             "rules": [r.value for r in checked.rules], "reasons": list(checked.reasons)}
 
 
+def _cells(table: sdc.CheckedTable) -> list[dict[str, Any]]:
+    """A table's cells; a flagged cell's value is held back: a flag asks for a human
+    output check, and until one has looked, nothing flagged leaves automatically."""
+    cells = table.records()
+    for c in cells:
+        if c["status"] == sdc.CellStatus.FLAGGED.value:
+            c["value"] = None
+    return cells
+
+
+def _held(checked: Any) -> bool:
+    return bool(checked.outcome == sdc.Outcome.REVIEW)
+
+
 def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> dict[str, Any]:
     if isinstance(a, FrequencyTable):
         table = sdc.frequency_table(frame, a.dims, policy)
         return {**_outcome("frequency", table), "dims": list(a.dims),
-                "cells": table.records()}
+                "cells": _cells(table)}
     if isinstance(a, MagnitudeTable):
         # One call for all statistics: they share one suppression pattern (a mean and a
         # count would otherwise give away a suppressed sum).
         tables = sdc.magnitude_table(frame, a.dims, a.value,
                                      [stat.value for stat in a.statistics], policy)
         return {"kind": "magnitude", "dims": list(a.dims), "value": a.value,
-                "tables": [{**_outcome(name, t), "statistic": name, "cells": t.records()}
+                "tables": [{**_outcome(name, t), "statistic": name, "cells": _cells(t)}
                            for name, t in tables.items()]}
     if isinstance(a, LinearModel):
         model = sdc.ols(frame, a.y, a.x, policy)
-        coefficients = (None if model.coefficients is None else
+        coefficients = (None if model.coefficients is None or _held(model) else
                         model.coefficients.reset_index().to_dict(orient="records"))
         return {**_outcome("ols", model), "y": a.y, "x": list(a.x),
-                "coefficients": coefficients, "fit": model.fit}
+                "coefficients": coefficients, "fit": None if _held(model) else model.fit}
     assert isinstance(a, ChiSquareTest)
     test = sdc.chi_square_test(frame, a.dims, policy)
-    return {**_outcome("chi_square", test), "dims": list(a.dims), "values": test.values}
+    return {**_outcome("chi_square", test), "dims": list(a.dims),
+            "values": None if _held(test) else test.values}

@@ -10,11 +10,12 @@ secondary suppression. Pure (pandas/numpy), no I/O. Rules, defaults, sources and
 from compute.sdc.frequency import chi_square_test, frequency_table
 from compute.sdc.magnitude import magnitude_table, within_group_variance
 from compute.sdc.models import INTERCEPT, ols
-from compute.sdc.policy import Action, NKRule, SDCPolicy, strictest
+from compute.sdc.policy import DEFAULT_POLICY, Action, NKRule, SDCPolicy, strictest
 from compute.sdc.result import MARGIN, CheckedModel, CheckedStatistic, CheckedTable
 from compute.sdc.rules import CellStatus, Measure, Outcome, Rule, Statistic, describe
 
 __all__ = [
+    "DEFAULT_POLICY",
     "INTERCEPT",
     "MARGIN",
     "Action",

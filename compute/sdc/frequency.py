@@ -1,9 +1,9 @@
 """Frequency tables (counts) and the chi-square test of independence, computed and checked.
 
 Rules: threshold on the true number of contributors of every cell, margins included
-(ACRO ``safe_threshold``; Hundepool et al. 2012 §5.2 threshold rule); zeros (ACRO
+(ACRO ``safe_threshold``; Hundepool et al. 2012, ch. 5); zeros (ACRO
 ``zeros_are_disclosive``); class (group) disclosure, a line of the table with a single
-non-empty cell (Hundepool et al. 2012 §5.2 on group disclosure; ONS/UK TRE practice);
+non-empty cell (Hundepool et al. 2012, ch. 5 on group disclosure; ONS/UK TRE practice);
 then secondary suppression (:mod:`compute.sdc.secondary`).
 """
 

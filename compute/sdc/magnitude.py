@@ -2,13 +2,14 @@
 
 Sensitivity rules on every cell, margins included: threshold on contributors (ACRO
 ``safe_threshold``), nk dominance and the p% rule (ACRO ``safe_nk_n``/``safe_nk_k`` and
-``safe_pratio_p``; Hundepool et al. 2012 §4.2), zeros and class disclosure. The rules look
-at *absolute* contributions: ACRO marks cells holding negative values for review instead,
-and Hundepool et al. state the rules for non-negative contributions; a large negative
-contribution dominates a cell just as a large positive one does, so magnitudes are what
-count. Medians and quantiles follow the output-checking guidance for percentiles (SDAP,
-*Handbook on Statistical Disclosure Control for Outputs*, 2019; ESSnet guidelines, Bond
-et al. 2015): enough records, and never one record's exact value.
+``safe_pratio_p``; Hundepool et al. 2012, ch. 4), zeros and class disclosure. The rules look
+at *absolute* contributions: ACRO fails every cell holding a negative value (its
+``negative`` mask) instead, and Hundepool et al. state the rules for non-negative
+contributions; a large negative contribution dominates a cell just as a large positive
+one does, so magnitudes are what count. Medians and quantiles follow the output-checking
+guidance for percentiles (SDAP, *Handbook on Statistical Disclosure Control for Outputs*,
+2019; ESSnet guidelines, Bond et al. 2015): enough records, and never one record's exact
+value.
 """
 
 from __future__ import annotations
@@ -366,7 +367,7 @@ def within_group_variance(frame: pd.DataFrame, groups: Sequence[str], value: str
     more also ``between_variance``, ``dof_between``, ``f`` and ``p_value``. Withheld when a
     group has fewer than ``min_count`` records, when ``N - G < min_dof``, or when one
     record dominates the within sum of squares: nk and p% rules applied to the squared
-    deviations, by analogy with magnitude cells (Hundepool et al. 2012 §4.2), since the
+    deviations, by analogy with magnitude cells (Hundepool et al. 2012, ch. 4), since the
     variance of a group dominated by one record reveals that record's deviation. Every
     record equal to its group mean is class disclosure.
     """

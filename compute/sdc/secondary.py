@@ -12,7 +12,7 @@ So a line is unsafe when it has exactly one hidden cell, or (zeros published) ex
 one hidden non-zero cell, or hidden cells that are all zero beside a released total.
 
 The fix, by the classical iterative heuristic (Cox 1980, JASA 75:377-385; Hundepool et
-al. 2012, §4.3 "cell suppression"), hides one more cell in every unsafe line (a non-zero
+al. 2012, ch. 4 on cell suppression), hides one more cell in every unsafe line (a non-zero
 one where zeros are the problem) and repeats until no line is unsafe. Candidates,
 cheapest first: non-zero cells before zero cells, then cells that are totals along fewer
 dimensions, then the smallest cost (the cell's record count). In 2-D tables a second
@@ -168,10 +168,11 @@ def _side(hidden: Mask, bridge: tuple[int, int]) -> tuple[set[int], set[int]]:
 
 
 def _close_bridge(hidden: Mask, rank: np.ndarray[Any, np.dtype[np.int64]],
-                  bridge: tuple[int, int]) -> tuple[int, int]:
+                  bridge: tuple[int, int]) -> tuple[int, int] | None:
     """The cheapest released cell joining the two sides of a bridge: hiding it puts the
-    bridge on a cycle. One always exists: each side holds a row and a column, since
-    after the line fixpoint no row or column has a single hidden cell."""
+    bridge on a cycle. After the line fixpoint each side holds a row and a column (no
+    line has a single hidden cell), so one exists, except in a degenerate table with a
+    dimension without categories (lines of one cell, holding zero): then None."""
     a_rows, a_cols = _side(hidden, bridge)
     side_a_row = np.zeros(hidden.shape[0], dtype=bool)
     side_a_row[list(a_rows)] = True
@@ -187,6 +188,8 @@ def _close_bridge(hidden: Mask, rank: np.ndarray[Any, np.dtype[np.int64]],
     joins = (np.outer(side_a_row, side_b_col) | np.outer(side_b_row, side_a_col)) & ~hidden
     key = np.where(joins, rank, np.int64(hidden.size))
     flat = int(key.argmin())
+    if key.flat[flat] == hidden.size:
+        return None
     return flat // hidden.shape[1], flat % hidden.shape[1]
 
 
@@ -214,7 +217,8 @@ def protect(primary: Mask, cost: np.ndarray[Any, Any], zero: Mask,
         _line_fixpoint(hidden, rank, zero, public_zero)
         if hidden.ndim != 2:
             return hidden
-        exposed = bridges(hidden)
-        if not exposed:
+        closing = next((c for c in (_close_bridge(hidden, rank, b) for b in bridges(hidden))
+                        if c is not None), None)
+        if closing is None:
             return hidden
-        hidden[_close_bridge(hidden, rank, exposed[0])] = True
+        hidden[closing] = True

@@ -4,8 +4,8 @@ The chi-square, Student t and F tail probabilities all reduce to two regularized
 incomplete functions, evaluated as in Press et al., *Numerical Recipes* (3rd ed., 2007)
 §6.2 (gamma: series below ``a + 1``, Lentz continued fraction above) and §6.4 (beta:
 continued fraction, with the symmetry ``I_x(a, b) = 1 - I_{1-x}(b, a)`` chosen so that the
-fraction converges quickly). Relations from Abramowitz & Stegun (1964) 26.4.19 (chi-square),
-26.7.1 (t) and 26.6.2 (F). Each tail is computed directly (never as ``1 - cdf`` of a
+fraction converges quickly). Relations from Abramowitz & Stegun (1964) §26.4 (chi-square),
+§26.7 (t) and §26.6 (F). Each tail is computed directly (never as ``1 - cdf`` of a
 value near 1), so small p-values keep their relative precision.
 """
 
@@ -132,7 +132,7 @@ def beta_i(x: float, a: float, b: float) -> float:
 
 
 def chi2_sf(x: float, dof: float) -> float:
-    """P(X > x) for X ~ chi-square(dof) = Q(dof/2, x/2) (A&S 26.4.19)."""
+    """P(X > x) for X ~ chi-square(dof) = Q(dof/2, x/2) (A&S §26.4)."""
     _check_positive("dof", dof)
     if math.isnan(x):
         raise ValueError("x must be a number")
@@ -142,7 +142,7 @@ def chi2_sf(x: float, dof: float) -> float:
 
 
 def t_sf_two_sided(t: float, dof: float) -> float:
-    """P(|T| > |t|) for T ~ Student t(dof) = I_{dof/(dof+t²)}(dof/2, 1/2) (A&S 26.7.1)."""
+    """P(|T| > |t|) for T ~ Student t(dof) = I_{dof/(dof+t²)}(dof/2, 1/2) (A&S §26.7)."""
     _check_positive("dof", dof)
     if math.isnan(t):
         raise ValueError("t must be a number")
@@ -152,7 +152,7 @@ def t_sf_two_sided(t: float, dof: float) -> float:
 
 
 def f_sf(f: float, dof1: float, dof2: float) -> float:
-    """P(F > f) for F ~ F(dof1, dof2) = I_{dof2/(dof2+dof1·f)}(dof2/2, dof1/2) (A&S 26.6.2)."""
+    """P(F > f) for F ~ F(dof1, dof2) = I_{dof2/(dof2+dof1·f)}(dof2/2, dof1/2) (A&S §26.6)."""
     _check_positive("dof1", dof1)
     _check_positive("dof2", dof2)
     if math.isnan(f):

@@ -287,6 +287,17 @@ def test_table_size_and_input_checks() -> None:
         frequency_table(df, ["b"], categories={"z": ["x"]})
 
 
+def test_degenerate_tables_end_withheld() -> None:
+    # No records, or a dimension with no category at all: every cell is an empty total.
+    empty = pd.DataFrame({"a": pd.Series([], dtype=object), "b": pd.Series([], dtype=object)})
+    assert frequency_table(empty, ["a", "b"]).outcome is Outcome.WITHHELD
+    unlisted = pd.DataFrame({"a": [None] * 20, "b": ["x"] * 20})
+    t = frequency_table(unlisted, ["a", "b"])
+    assert t.outcome is Outcome.WITHHELD and len(t.cells) == 2
+    t = frequency_table(unlisted, ["b", "a"], categories={"a": []})
+    assert t.outcome is Outcome.WITHHELD
+
+
 def test_records_are_json_ready() -> None:
     df = records({("x", "p"): 3, ("x", "q"): 40, ("y", "p"): 50, ("y", "q"): 60})
     recs = frequency_table(df, ["a", "b"]).records()

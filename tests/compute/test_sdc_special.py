@@ -12,7 +12,7 @@ from compute.sdc.special import beta_i, chi2_sf, f_sf, gamma_q, t_ppf, t_sf_two_
 
 
 def _chi2_sf_even(x: float, dof: int) -> float:
-    """Closed form for even dof: exp(-x/2) * sum_{i < dof/2} (x/2)^i / i! (A&S 26.4.21)."""
+    """Closed form for even dof: exp(-x/2) * sum_{i < dof/2} (x/2)^i / i! (A&S §26.4)."""
     half = x / 2
     term, total = 1.0, 1.0
     for i in range(1, dof // 2):
