@@ -28,13 +28,11 @@ from compute.errors import (
     TooFewProviders,
 )
 from compute.layout import LAYOUT_VERSION, Layout, Sums, build_layout, canonical_json, pack, unpack
-from compute.spec import JointSpec
+from compute.spec import DEFAULT_MIN_PROVIDERS, JointSpec
 
 SUBMISSION_TYPE = "joint-submission"
 AGGREGATE_TYPE = "joint-aggregate"
 SIGNING_DOMAIN = b"data-sandbox/joint-submission/v1\x00"  # no signature reuse across formats
-DEFAULT_MIN_PROVIDERS = 3
-
 Backend = HEBackend[Any, Any]
 
 

@@ -17,6 +17,9 @@ from typing import Any
 from compute.errors import InvalidInput
 
 SPEC_VERSION = 1
+# With fewer providers each could subtract its own share from the released sum (two), or
+# the aggregate is one provider's figures (one). Settings may raise it, never below two.
+DEFAULT_MIN_PROVIDERS = 3
 
 STATISTICS = frozenset(
     {

@@ -20,6 +20,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from compute.errors import SandboxError
+from compute.spec import DEFAULT_MIN_PROVIDERS
 
 PREFIX = "SANDBOX_"
 # Read by the `sandbox` client commands, not by the controller.
@@ -96,7 +97,7 @@ class Settings(BaseSettings):
     leader_retry_s: float = Field(default=5.0, ge=0.1, le=300)
     witnesses: Annotated[list[WitnessSetting], NoDecode] = Field(default_factory=list)
     witness_quorum: int = Field(default=0, ge=0)
-    joint_min_providers: int = Field(default=3, ge=2, le=1000)
+    joint_min_providers: int = Field(default=DEFAULT_MIN_PROVIDERS, ge=2, le=1000)
 
     # -- readiness -----------------------------------------------------------------------
     ready_checkpoint_max_age_s: float = Field(default=60.0, ge=1, le=86_400)

@@ -18,7 +18,6 @@ from compute.derive import JointResult, derive
 from compute.dp import PrivacyBudget, add_dp_noise
 from compute.local_aggregate import local_aggregate
 from compute.protocol import (
-    DEFAULT_MIN_PROVIDERS,
     Backend,
     combine,
     decrypt_aggregate,
@@ -27,7 +26,7 @@ from compute.protocol import (
     provider_submit,
     requester_keygen,
 )
-from compute.spec import JointSpec
+from compute.spec import DEFAULT_MIN_PROVIDERS, JointSpec
 
 
 def run_joint(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
