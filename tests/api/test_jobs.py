@@ -177,3 +177,19 @@ def test_a_script_that_does_not_compile_is_refused_with_its_line(make_party: Any
     assert "line 2" in r.json["rule"]
     assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 0
     assert agent.post("/agent/tasks/next").json["task"] is None  # nothing was queued
+
+
+def test_the_requester_sees_the_input_size_rounded_the_provider_exactly(
+        make_party: Any, make_agent: Any) -> None:
+    provider, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    agent.post("/agent/tasks/next")
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "failed", "reason": "the script exited with an error status",
+        "rows_read": 503, "bytes_read": 9031, "input_sha256": "a" * 64,
+        "runner_image": "img", "outputs": []})
+    assert r.status_code == 200, r.json
+    mine = requester.get(f"/jobs/{job_id}").json
+    assert (mine["rows_read"], mine["bytes_read"]) == (500, None)
+    theirs = provider.get(f"/jobs/{job_id}").json
+    assert (theirs["rows_read"], theirs["bytes_read"]) == (503, 9031)
