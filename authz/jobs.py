@@ -168,8 +168,8 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         # The exact input size is the provider's to see: with it a requester could recover a
         # suppressed cell from a table's total (subtraction). Rounded for everyone else.
-        "rows_read": job.rows_read if party.id == job.provider_id else
-        _rounded(job.rows_read),
+        "rows_read": job.rows_read if party.id == job.provider_id or job.rows_read is None
+        else lifecycle.rounded(job.rows_read, lifecycle.ROW_BASE),
         "bytes_read": job.bytes_read if party.id == job.provider_id else None,
         "input_sha256": job.input_sha256, "runner_image": job.runner_image,
         "ledger_index": job.ledger_index,
@@ -183,14 +183,6 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         # on may see it; the requester sees the outcome (state and reason) only.
         out["exit_code"] = job.exit_code
     return out
-
-
-ROW_COUNT_BASE = 10
-
-
-def _rounded(n: int | None) -> int | None:
-    """To the nearest multiple of ROW_COUNT_BASE (halves up), as TREs round counts."""
-    return None if n is None else (n + ROW_COUNT_BASE // 2) // ROW_COUNT_BASE * ROW_COUNT_BASE
 
 
 def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes:

@@ -41,6 +41,15 @@ def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None)
         joint.on_part_finished(ctx, job)
 
 
+ROW_BASE = 10
+BYTE_BASE = 1024
+
+
+def rounded(n: int, base: int) -> int:
+    """``n`` to the nearest multiple of ``base`` (halves up), as TREs round counts."""
+    return (n + base // 2) // base * base
+
+
 def requeue(ctx: Ctx, job: Job, reason: str) -> None:
     """Back to the queue: its agent's lease expired (it was already counted once).
 
@@ -72,7 +81,11 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
             "access_method": f"isolated container run by agent {job.agent_id}, "
                              "network none, permitted columns only",
             "access_time": job.started_at.isoformat(),
-            "data_volume": {"rows": job.rows_read or 0, "bytes": job.bytes_read or 0},
+            # Rounded: the entry reaches the requester inside its receipt, and an exact row
+            # count would recover a suppressed cell from a released total (subtraction).
+            # The provider sees the exact figures in its own usage view.
+            "data_volume": {"rows": rounded(job.rows_read or 0, ROW_BASE),
+                            "bytes": rounded(job.bytes_read or 0, BYTE_BASE)},
         },
         "purpose": request.purpose,
         "script_sha256": job.script_sha256,

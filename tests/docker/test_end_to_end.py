@@ -15,6 +15,7 @@ import os
 import pandas as pd
 import pytest
 
+from authz.lifecycle import BYTE_BASE, rounded
 from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS
 from tests.docker.helpers import (
     COLUMNS,
@@ -128,7 +129,9 @@ def test_authorized_aggregate_run_is_released_and_audited(stack: Stack) -> None:
     # The projection is the permitted columns as CSV: recompute it on the provider's side.
     projected = (pd.read_csv(source, dtype=str, keep_default_na=False)[COLUMNS]
                  .to_csv(index=False).encode())
-    assert audit["data_volume"]["bytes"] == len(projected) < source.stat().st_size
+    # Rounded to 1 KiB on the ledger (the requester's receipt carries this entry).
+    assert audit["data_volume"]["bytes"] == rounded(len(projected), BYTE_BASE)
+    assert len(projected) < source.stat().st_size
     assert body["permit_id"] == permit_id
     assert body["dataset_ids"] == [ds["id"]]
     assert body["script_sha256"] == sha256(COST_BY_AGE_AND_DIAGNOSIS.encode())
