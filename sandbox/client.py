@@ -6,8 +6,16 @@ import time
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from authz.wire import TERMINAL
+
+# Reads are retried on a dropped connection: the controller keeps connections alive, and
+# one it closed (a restart, a worker recycled) must not fail the caller's next read.
+# Writes are never retried here: a POST may have been applied before the connection went.
+READ_RETRY = Retry(total=3, connect=3, read=2, status=0, other=1, backoff_factor=0.2,
+                   allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False)
 
 
 class ApiError(Exception):
@@ -21,6 +29,8 @@ class Client:
     def __init__(self, url: str, token: str | None = None, timeout_s: float = 60.0) -> None:
         self.url = url.rstrip("/")
         self.http = requests.Session()
+        for scheme in ("http://", "https://"):
+            self.http.mount(scheme, HTTPAdapter(max_retries=READ_RETRY))
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
         self.timeout_s = timeout_s

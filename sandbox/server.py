@@ -9,8 +9,11 @@ process only: see sandbox.leader.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,20 @@ def _child_exit(_server: Any, worker: Any) -> None:
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _post_fork(_server: Any, _worker: Any) -> None:
+    """A worker dies with its master. Killed with SIGKILL, the master cannot stop its
+    workers, and they would go on serving (a long poll keeps them busy for seconds)
+    while a restarted controller finds its port taken. prctl(2) PR_SET_PDEATHSIG."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() == 1:  # the master died between fork and prctl
+            os._exit(1)
+
+
 def _when_ready(server: Any) -> None:
     log_.info("listening", extra={"bind": list(server.cfg.bind), "workers": server.cfg.workers,
                                   "threads": server.cfg.threads})
@@ -82,6 +99,7 @@ def options(s: Settings, *, host: str, port: int, workers: int, threads: int
         "forwarded_allow_ips": "",
         "control_socket_disable": True,
         "child_exit": _child_exit,
+        "post_fork": _post_fork,
         "when_ready": _when_ready,
     }
     if s.tls_cert_file is not None and s.tls_key_file is not None:

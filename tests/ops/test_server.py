@@ -226,3 +226,30 @@ def test_tls_from_the_settings_with_hsts(tmp_path: Path) -> None:
         assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
     finally:
         c.stop()
+
+
+def test_workers_die_with_a_killed_master_and_the_port_is_free_again(
+        fresh: Controller) -> None:
+    """SIGKILL of the master leaves no worker serving on: a restart gets the port."""
+    fresh.start()
+    assert fresh.wait_ready().status == 200
+    assert fresh.proc is not None
+    master = fresh.proc.pid
+    workers = [int(p) for p in Path(f"/proc/{master}/task/{master}/children").read_text()
+               .split()]
+    assert workers
+    fresh.proc.kill()
+    fresh.proc.wait()
+    deadline = time.monotonic() + 30  # generous: a loaded machine, never a timing claim
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in workers):
+        assert time.monotonic() < deadline, "a worker outlived its killed master"
+        time.sleep(0.1)
+    fresh.start()
+    assert fresh.wait_ready().status == 200
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
