@@ -16,7 +16,14 @@ from authz import validate as v
 from authz.context import Ctx
 from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
 from authz.permits import permit_providers
-from authz.states import ACTIVE, DatasetStatus, Decision, JobState, PermitStatus
+from authz.states import (
+    ACTIVE,
+    DatasetStatus,
+    Decision,
+    JobState,
+    PermitStatus,
+    ScriptRelease,
+)
 from compute import statistics
 from compute.errors import Conflict, InvalidInput, NotFound
 
@@ -47,6 +54,10 @@ APPROVE_SPEC = [
     # Disclosure settings beyond the minimum cell count (compute.sdc; defaults otherwise),
     # validated by building the policy they describe.
     v.Field("disclosure", lambda path, x: x, required=False),
+    # "automatic": this provider accepts that script outputs passing the file-level checks
+    # are released without a human decision (recorded on the ledger with the permit).
+    v.Field("script_release", v.choice(*ScriptRelease), required=False,
+            default=ScriptRelease.REVIEW.value),
 ]
 
 
@@ -142,6 +153,7 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
         "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
         "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
         "disclosure": _disclosure(data["disclosure"], data["min_cell_count"]),
+        "script_release": data["script_release"],
     }
     _decide(ctx, provider.id, item, Decision.APPROVED, None, conditions)
     _settle(ctx, req)
@@ -186,6 +198,9 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         epsilon_budget=_smallest([c.get("epsilon_budget") for c in conds]),
         disclosure=statistics.strictest_settings(max(c["min_cell_count"] for c in conds),
                                                  [c.get("disclosure") for c in conds]),
+        script_release=(ScriptRelease.AUTOMATIC if all(
+            c.get("script_release") == ScriptRelease.AUTOMATIC for c in conds)
+            else ScriptRelease.REVIEW),
     )
     ctx.session.add(permit)
     ctx.session.flush()
@@ -194,6 +209,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
         "epsilon_budget": permit.epsilon_budget, "disclosure": permit.disclosure,
+        "script_release": permit.script_release,
         "approved_by": sorted({it.decided_by or "" for it in req.items}),
     })
 
@@ -278,7 +294,7 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "runs_used": p.runs_used, "min_cell_count": p.min_cell_count,
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
-        "disclosure": p.disclosure,
+        "disclosure": p.disclosure, "script_release": p.script_release,
         "revoked_reason": p.revoked_reason,
     }
 

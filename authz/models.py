@@ -34,6 +34,7 @@ from authz.states import (
     JointJobState,
     OutputDecision,
     PermitStatus,
+    ScriptRelease,
 )
 
 
@@ -209,6 +210,9 @@ class Permit(AuthzBase):
     # fields: dominance, p%, zeros, class disclosure, model dof), strictest of all approvals;
     # None: the defaults.
     disclosure: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    # Automatic only if every provider accepted automatic release of script outputs.
+    script_release: Mapped[ScriptRelease] = mapped_column(
+        StateText(ScriptRelease), default=ScriptRelease.REVIEW, server_default="review")
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)

@@ -20,11 +20,13 @@ from authz.models import Agent, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
 from authz.states import (
     ACTIVE,
+    HELD_FOR_REVIEW,
     TERMINAL,
     DatasetStatus,
     JobState,
     OutputDecision,
     PermitStatus,
+    ScriptRelease,
     check_job_move,
 )
 from authz.wire import (
@@ -166,7 +168,7 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         joint=(JointPart.model_validate(joint.task_fields(ctx, job))
                if job.joint_id is not None else None),
         statistics=json.loads(job.script) if job.kind == "statistics" else None,
-        disclosure=permit.disclosure)
+        disclosure=permit.disclosure, script_release=permit.script_release)
 
 
 def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
@@ -246,13 +248,21 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         raise InvalidInput("state", "a run with a blocked output is blocked as a whole")
     permit = ctx.session.get(Permit, job.permit_id)
     assert permit is not None
+    held = None
     if state == JobState.RELEASED and permit.status != PermitStatus.ACTIVE:
-        # Revoked while the job ran: nothing of it is released (fail closed).
-        state = JobState.BLOCKED
-        reason = f"permit {permit.status} during the run; outputs withheld"
+        held = (f"permit {permit.status} during the run; outputs withheld",
+                "withheld: permit revoked during the run")
+    elif (state == JobState.RELEASED and job.kind == "script"
+          and permit.script_release != ScriptRelease.AUTOMATIC
+          and any(o.decision == OutputDecision.RELEASED for o in outputs)):
+        # The agent holds such outputs itself; this is the controller's own guard.
+        held = (HELD_FOR_REVIEW, HELD_FOR_REVIEW)
+    if held is not None:
+        # Nothing of it is released (fail closed).
+        state, reason = JobState.BLOCKED, held[0]
         for out in outputs:
             out.decision, out.content = OutputDecision.BLOCKED, None
-            out.reasons = [*out.reasons, "withheld: permit revoked during the run"]
+            out.reasons = [*out.reasons, held[1]]
     job.exit_code = report.exit_code
     job.rows_read = report.rows_read
     job.bytes_read = report.bytes_read

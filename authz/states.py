@@ -96,6 +96,20 @@ class PermitStatus(enum.StrEnum):
     REVOKED = "revoked"
 
 
+class ScriptRelease(enum.StrEnum):
+    """Whether a permit's providers accept that checked script outputs are released
+    automatically. File-level checks cannot know a cell's true contributors, so the
+    default holds script outputs for a human decision (and blocks them until one exists)."""
+
+    REVIEW = "review"
+    AUTOMATIC = "automatic"
+
+
+#: The reason of a script run whose checked outputs are held for a human decision.
+HELD_FOR_REVIEW = ("outputs held for review: the permit's providers did not accept "
+                   "automatic release of script outputs")
+
+
 class OutputDecision(enum.StrEnum):
     RELEASED = "released"
     BLOCKED = "blocked"  # refused by a check: the whole run is blocked, nothing leaves

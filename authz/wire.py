@@ -35,6 +35,7 @@ from authz.states import (
     JobState,
     JointJobState,
     OutputDecision,
+    ScriptRelease,
 )
 from authz.validate import HEX64_RX
 from compute.errors import InvalidInput
@@ -143,6 +144,9 @@ class RunTask(_Message):
     statistics: dict[str, Any] | None = None
     # The permit's disclosure settings beyond min_cell_count (None: the defaults).
     disclosure: dict[str, Any] | None = None
+    # Absent means review: an agent never releases script outputs automatically unless
+    # the permit says its providers accepted that.
+    script_release: ScriptRelease = ScriptRelease.REVIEW
 
 
 Task = Annotated[SchemaCheckTask | RunTask, Field(discriminator="type")]

@@ -148,7 +148,8 @@ def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
                 {"dataset_id": ds["id"], "columns": ["age", "sex", "diagnosis", "cost"]}]})
         approved = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
             "expires_at": (datetime.now().astimezone() + timedelta(days=1)).isoformat(),
-            "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench"})
+            "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench",
+            "script_release": "automatic"})
         out.append((approved["permit_id"], ds["id"],
                     bare_input(root / location, work / f"bare-in-{code}")))
     return requester, out

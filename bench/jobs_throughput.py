@@ -87,7 +87,8 @@ class Config:
                                                   "columns": ["age", "diagnosis"]}]})
         approved = self.provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
             "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-            "max_runs": 10_000, "min_cell_count": 10, "risk_assessment": "bench"})
+            "max_runs": 10_000, "min_cell_count": 10, "risk_assessment": "bench",
+            "script_release": "automatic"})
         self.permit_id: str = approved["permit_id"]
         self.requester = requester
 

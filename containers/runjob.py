@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.states import JobState, OutputDecision
+from authz.states import HELD_FOR_REVIEW, JobState, OutputDecision, ScriptRelease
 from authz.wire import OutputReport, RunReport, RunTask
 from compute import statistics
 from compute.errors import InvalidInput
@@ -188,6 +188,14 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
         return ran(JobState.BLOCKED, outputs, reason[:2000])
+    if task.script_release != ScriptRelease.AUTOMATIC and any(
+            v.decision == OutputDecision.RELEASED for v in verdicts):
+        # The file-level checks cannot vouch for a script's tables (they do not know a
+        # cell's true contributors): held, like a blocked run, by position only.
+        held = [OutputReport(name=f"output-{i}", sha256=checks.NOTHING_READ_SHA256, bytes=0,
+                             decision=OutputDecision.BLOCKED, reasons=(HELD_FOR_REVIEW,))
+                for i, _ in enumerate(verdicts, 1)]
+        return ran(JobState.BLOCKED, held, HELD_FOR_REVIEW)
     if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
         # Released, but with nothing in it: say why rather than hand back an empty result.
         return ran(JobState.RELEASED, outputs,

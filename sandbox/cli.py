@@ -260,13 +260,17 @@ def requests_(ctx: click.Context) -> None:
 @click.option("--min-cell-count", default=10, show_default=True)
 @click.option("--column", "columns", multiple=True, help="narrow to these columns")
 @click.option("--risk-assessment", required=True)
+@click.option("--script-release", type=click.Choice(["review", "automatic"]),
+              default="review", show_default=True,
+              help="automatic: checked script outputs are released without a human decision")
 @click.pass_context
 def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max_runs: int,
-            min_cell_count: int, columns: tuple[str, ...], risk_assessment: str) -> None:
+            min_cell_count: int, columns: tuple[str, ...], risk_assessment: str,
+            script_release: str) -> None:
     body: dict[str, Any] = {
         "expires_at": (datetime.now(UTC) + timedelta(days=days)).isoformat(),
         "max_runs": max_runs, "min_cell_count": min_cell_count,
-        "risk_assessment": risk_assessment,
+        "risk_assessment": risk_assessment, "script_release": script_release,
     }
     if columns:
         body["columns"] = list(columns)

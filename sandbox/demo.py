@@ -119,7 +119,10 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     for i, h in enumerate(hospitals):
         r = h["client"].post(f"/requests/{req['id']}/items/{h['dataset']}/approve", {
             "expires_at": expires, "max_runs": 10, "min_cell_count": 10 + 5 * (i == 2),
-            "risk_assessment": "aggregates by band only; identifiers not requested"})
+            "risk_assessment": "aggregates by band only; identifiers not requested",
+            # Each hospital accepts, for this use, that script outputs passing the automatic
+            # checks are released without a human decision (the default holds them).
+            "script_release": "automatic"})
         say(f"{h['code']} approved -> request {r['status']}")
     permit = insurer.get(f"/permits/{r['permit_id']}")
     say(f"permit {permit['id']}: max_runs={permit['max_runs']}, min_cell_count="

@@ -45,7 +45,8 @@ def approval(days: int = 30, max_runs: int = 5, min_cell: int = 10, **over: Any
              ) -> dict[str, Any]:
     body = {"expires_at": (datetime.now(UTC) + timedelta(days=days)).isoformat(),
             "max_runs": max_runs, "min_cell_count": min_cell,
-            "risk_assessment": "aggregate statistics only; no identifiers requested"}
+            "risk_assessment": "aggregate statistics only; no identifiers requested",
+            "script_release": "automatic"}
     body.update(over)
     return body
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from authz.jobs import MAX_SCRIPT_BYTES
 from authz.models import Permit
-from tests.api.helpers import SCRIPT, permit_for, register, request_access
+from tests.api.helpers import SCRIPT, approval, permit_for, register, request_access
 from tests.conftest import Actor
 
 
@@ -193,3 +193,37 @@ def test_the_requester_sees_the_input_size_rounded_the_provider_exactly(
     assert (mine["rows_read"], mine["bytes_read"]) == (500, None)
     theirs = provider.get(f"/jobs/{job_id}").json
     assert (theirs["rows_read"], theirs["bytes_read"]) == (503, 9031)
+
+
+def test_script_outputs_are_held_unless_every_provider_accepted_automatic_release(
+        make_party: Any, make_agent: Any) -> None:
+    """The controller's own guard: a released report under a review permit is blocked."""
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent,
+                                               script_release="review")
+    permit = requester.get(f"/permits/{permit_id}").json
+    assert permit["script_release"] == "review"
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    agent.post("/agent/tasks/next")
+    content = b"age_band,n\n0-17,12\n"
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "released", "rows_read": 500, "bytes_read": 9000, "input_sha256": "a" * 64,
+        "runner_image": "img", "outputs": [{
+            "name": "t.csv", "sha256": hashlib.sha256(content).hexdigest(),
+            "bytes": len(content), "decision": "released",
+            "content_b64": base64.b64encode(content).decode()}]})
+    assert r.status_code == 200 and r.json["state"] == "blocked", r.json
+    job = requester.get(f"/jobs/{job_id}").json
+    assert "held for review" in job["reason"]
+    assert requester.get(f"/jobs/{job_id}/outputs/t.csv").status_code == 404
+
+
+def test_automatic_release_is_the_strictest_of_the_providers_choices(
+        make_party: Any, make_agent: Any) -> None:
+    a, b, requester = make_party("provider"), make_party("provider"), make_party("requester")
+    agent = make_agent(a, b)
+    ds_a, ds_b = register(a, agent), register(b, agent)
+    req = request_access(requester, ds_a, ds_b)
+    a.post(f"/requests/{req['id']}/items/{ds_a['id']}/approve", approval())
+    r = b.post(f"/requests/{req['id']}/items/{ds_b['id']}/approve",
+               approval(script_release="review"))
+    assert requester.get(f"/permits/{r.json['permit_id']}").json["script_release"] == "review"

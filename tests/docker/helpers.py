@@ -92,7 +92,9 @@ def grant(s: Stack, provider: Provider, dataset_id: str, columns: list[str],
     r = provider.client.post(f"/requests/{req['id']}/items/{dataset_id}/approve", {
         "expires_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(),
         "max_runs": max_runs, "min_cell_count": MIN_CELL,
-        "risk_assessment": "aggregates by band only"})
+        "risk_assessment": "aggregates by band only",
+        # These suites test the automatic checks themselves: the provider accepts them.
+        "script_release": "automatic"})
     permit_id: str = r["permit_id"]
     return permit_id
 

@@ -16,7 +16,7 @@ import textwrap
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -356,3 +356,23 @@ def test_run_time_is_seen_only_in_whole_grains(stack: Stack) -> None:
     assert (finished - started).total_seconds() >= 2.5, job
     assert "exit_code" not in job
     assert "exit_code" not in run_entry(stack.regulator, job["id"])["body"]
+
+
+def test_script_outputs_under_a_review_permit_are_held_by_the_agent(stack: Stack) -> None:
+    t = make_target(stack, "main", "review.csv", 61)
+    p = t.provider
+    req = stack.requester.post("/requests", {
+        "purpose": "Counts by sex, to check the review default.", "use_kind": "statistics",
+        "business_system": "harbor-pricing-2026",
+        "items": [{"dataset_id": t.dataset_id, "columns": COLUMNS}]})
+    permit_id = p.client.post(f"/requests/{req['id']}/items/{t.dataset_id}/approve", {
+        "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(), "max_runs": 5,
+        "min_cell_count": MIN_CELL, "risk_assessment": "review default"})["permit_id"]
+    job = wait_job(stack.requester, submit(stack, permit_id, t.dataset_id, """
+import pandas as pd
+df = pd.read_csv("/in/data.csv")
+df.groupby("sex").size().rename("n").reset_index().to_csv("/out/by_sex.csv", index=False)
+"""))
+    assert job["state"] == "blocked" and "held for review" in job["reason"], job
+    assert [o["name"] for o in job["outputs"]] == ["output-1"]
+    assert fetch_output(stack.requester, job["id"], "by_sex.csv")[0] == 404

@@ -154,7 +154,8 @@ def register_and_permit(w: dict[str, Any], max_runs: int) -> tuple[str, str]:
                                               "columns": ["diagnosis", "cost"]}]})
     r = w["provider"].post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
         "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-        "max_runs": max_runs, "min_cell_count": 5, "risk_assessment": "test"})
+        "max_runs": max_runs, "min_cell_count": 5, "risk_assessment": "test",
+        "script_release": "automatic"})
     return ds["id"], r["permit_id"]
 
 
