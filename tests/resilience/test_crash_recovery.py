@@ -8,6 +8,7 @@ The same harness runs two agent processes against one PostgreSQL-backed controll
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -68,19 +69,29 @@ class Cluster:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
+        # Its own process group: a kill takes the controller's workers with it, as a
+        # service manager would (KillMode=control-group), not only the master.
         self.procs[name] = subprocess.Popen([sys.executable, "-m", "sandbox.cli", *args],
-                                            env=self.env, stdout=log, stderr=log)
+                                            env=self.env, stdout=log, stderr=log,
+                                            start_new_session=True)
 
     def start_controller(self) -> None:
         self._spawn("controller", ["serve", "--port", str(self.port)])
-        deadline = time.monotonic() + 30
+        # Serving, not only listening: a listening socket accepts before any worker booted.
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                    s.sendall(b"GET /healthz HTTP/1.0\r\n\r\n")
+                    if s.recv(64).split(b" ")[1:2] == [b"200"]:
+                        return
             except OSError:
-                time.sleep(0.1)
-        raise AssertionError("controller did not start")
+                pass
+            if self.procs["controller"].poll() is not None:
+                break
+            time.sleep(0.2)
+        tail = (self.tmp / "controller.log").read_text(errors="replace")[-3000:]
+        raise AssertionError(f"controller did not start serving:\n{tail}")
 
     def start_agent(self, name: str, token: str, root: Path, slots: int = 2) -> None:
         self.work_roots.add(self.tmp / f"work-{name}")
@@ -90,7 +101,8 @@ class Cluster:
 
     def kill(self, name: str) -> None:
         p = self.procs.pop(name)
-        p.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)
         p.wait()
 
     def stop_all(self) -> None:
