@@ -17,20 +17,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz.wire import (
-    TERMINAL,
     DatasetTask,
     RunReport,
     RunTask,
@@ -40,133 +32,15 @@ from authz.wire import (
 )
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, runjob
+from containers.agent_config import AgentConfig
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
-    ControllerUnreachable,
 )
-from containers.executor import DockerExecutor, Limits, RunState, WarmSlot
+from containers.executor import DockerExecutor, RunState, WarmSlot
+from containers.jobwatch import LeaseWatch, Notices
 
 log = logging.getLogger("data-sandbox.agent")
-
-
-@dataclass
-class AgentConfig:
-    controller_url: str
-    token: str
-    data_roots: list[Path]
-    work_root: Path
-    image: str
-    limits: Limits = field(default_factory=Limits)
-    poll_wait_s: float = 5.0
-    http_timeout_s: float = 30.0
-    slots: int = 1
-    # Per-provider data roots. An agent serving several providers must list each one's
-    # roots here, so one provider cannot name another's files as its dataset location;
-    # ``data_roots`` then serves no one. With a single provider, ``data_roots`` suffice.
-    provider_roots: dict[str, list[Path]] = field(default_factory=dict)
-    # Signs joint-statistics submissions; its public half is registered with the agent.
-    signing_key: Ed25519PrivateKey | None = None
-    # Keep each slot's next container started ahead (containers.warm): a job then skips
-    # the ~0.26 s the engine takes to start a hardened container.
-    warm_start: bool = True
-    # How long one call to the controller is retried before the agent gives up on it for
-    # now (a finished run's report then waits in the outbox and is sent again later).
-    controller_retry_s: float = 300.0
-    # How often a slot looks for reports left in the outbox.
-    outbox_interval_s: float = 30.0
-    # A run's end is made known only at a whole multiple of this since its container
-    # started: how long a script ran is a channel it controls (docs/threat-model.md).
-    timing_grain_s: float = 5.0
-    # How often a running job's lease is checked: a job stopped by its provider or the
-    # operator, or whose permit was revoked, is killed within about this long.
-    watch_interval_s: float = 2.0
-
-
-class _Notices:
-    """One job's calls that need not hold up its run, made in order on one thread.
-
-    The controller hears ``started`` and then ``checking`` while the container runs and
-    the outputs are checked; :meth:`flush` (called before the result is sent) waits until
-    each was acknowledged and re-raises the first failure, so the ledger still reads
-    running < checking < result, and a refused notice stops the job as before (no result:
-    its lease expires or a restarted agent reconciles). After a failed notice the later
-    ones are not sent. ``side`` work (not a notice) runs on the same thread, in order.
-    """
-
-    def __init__(self, job_id: str) -> None:
-        self._q: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], Future[Any], bool]
-                             | None] = queue.Queue()
-        self._sent: list[Future[Any]] = []
-        threading.Thread(target=self._run, daemon=True, name=f"notices-{job_id}").start()
-
-    def _run(self) -> None:
-        failed: BaseException | None = None
-        while (item := self._q.get()) is not None:
-            fn, args, fut, notice = item
-            if notice and failed is not None:
-                fut.set_exception(failed)
-                continue
-            try:
-                fut.set_result(fn(*args))
-            except Exception as e:  # handed to whoever waits on the future
-                failed = e if notice else failed
-                fut.set_exception(e)
-
-    def send(self, fn: Callable[..., Any], *args: Any) -> None:
-        fut: Future[Any] = Future()
-        self._sent.append(fut)
-        self._q.put((fn, args, fut, True))
-
-    def side(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        fut: Future[Any] = Future()
-        self._q.put((fn, args, fut, False))
-        return fut
-
-    def close(self) -> None:
-        """End the thread once the queued calls are done, without waiting."""
-        self._q.put(None)
-
-    def flush(self) -> None:
-        """Wait for every notice to be acknowledged; raise the first failure. Ends the thread."""
-        self.close()
-        for fut in self._sent:
-            fut.result()
-
-
-class _Watch:
-    """Checks a running job's lease every ``watch_interval_s`` and kills its container
-    once the lease has ended (stopped, revoked, agent deactivated). :meth:`end` stops the
-    watching and says whether the job was stopped."""
-
-    def __init__(self, agent: Agent, job_id: str) -> None:
-        self.agent, self.job_id = agent, job_id
-        self.stopped = False
-        self._done = threading.Event()
-        threading.Thread(target=self._run, daemon=True, name=f"watch-{job_id}").start()
-
-    def _run(self) -> None:
-        interval = self.agent.config.watch_interval_s
-        while not self._done.wait(interval):
-            try:
-                lease = self.agent.controller.leased(self.job_id, retry_for_s=0)
-            except ControllerRefused as e:
-                if e.status not in (401, 403):
-                    continue
-                lease = None  # this agent was locked out: its work stops too
-            except ControllerUnreachable:
-                continue  # no word either way: the run goes on
-            if lease is None or lease.state in TERMINAL:
-                self.stopped = True
-                try:
-                    self.agent.executor.kill(self.job_id)
-                except SandboxError:
-                    log.exception("could not kill stopped job %s", self.job_id)
-                return
-
-    def end(self) -> bool:
-        self._done.set()
-        return self.stopped
 
 
 class Agent:
@@ -293,7 +167,7 @@ class Agent:
             log.error("refusing task %r: %s", job_id, e)
             self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
             return
-        notices = _Notices(job_id)
+        notices = Notices(job_id)
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits)
         try:
@@ -317,7 +191,7 @@ class Agent:
             log.error("refusing task %r: %s", job_id, e)
             self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
             return
-        notices = _Notices(job_id)
+        notices = Notices(job_id)
         try:
             runjob.prepare(task, job_dir, self.roots, self.config.image, self.config.limits)
         except BaseException as e:
@@ -329,8 +203,8 @@ class Agent:
         notices.send(self.controller.started, job_id)
         self._complete_statistics(task, notices)
 
-    def _complete_statistics(self, task: RunTask, notices: _Notices | None = None) -> None:
-        notices = notices or _Notices(task.job_id)
+    def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
+        notices = notices or Notices(task.job_id)
         try:
             report = runjob.statistics_report(task, self._job_dir(task.job_id),
                                               self.config.image)
@@ -342,14 +216,15 @@ class Agent:
             raise
         self._report_run(task.job_id, report, notices)
 
-    def _complete(self, task: RunTask, notices: _Notices | None = None) -> None:
+    def _complete(self, task: RunTask, notices: Notices | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
         job_id = task.job_id
-        notices = notices or _Notices(job_id)
+        notices = notices or Notices(job_id)
         job_dir = self._job_dir(job_id)
         # Read while the job runs: the input's rare values, for the output checks.
         rare = notices.side(runjob.rare_values, task, job_dir)
-        watch = _Watch(self, job_id)
+        watch = LeaseWatch(self.controller, self.executor, job_id,
+                           self.config.watch_interval_s)
         try:
             result = self.executor.wait(job_id)
             if watch.end():
@@ -375,7 +250,7 @@ class Agent:
             watch.end()
         self._report_run(job_id, report, notices)
 
-    def _report_run(self, job_id: str, report: RunReport, notices: _Notices) -> None:
+    def _report_run(self, job_id: str, report: RunReport, notices: Notices) -> None:
         """Outbox first, then the notices, then the report (see _deliver)."""
         job_dir = self._job_dir(job_id)
         with self._outbox_lock:

@@ -144,7 +144,8 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     # imported here: CLI start-up time (see init-db)
-    from containers.agent import Agent, AgentConfig
+    from containers.agent import Agent
+    from containers.agent_config import AgentConfig
     from containers.engine import docker_client
     from containers.executor import DockerExecutor
     from containers.image import ensure_runner_image

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from containers.agent import Agent, AgentConfig
+from containers.agent import Agent
+from containers.agent_config import AgentConfig
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits
 from sandbox import db

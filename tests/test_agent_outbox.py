@@ -14,7 +14,8 @@ import pytest
 
 from authz.wire import JobState, RunReport
 from containers import runjob
-from containers.agent import Agent, AgentConfig
+from containers.agent import Agent
+from containers.agent_config import AgentConfig
 from containers.controller_client import ControllerClient, ControllerUnreachable
 from containers.executor import RunState
 from containers.runspec import RunResult

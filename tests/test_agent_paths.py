@@ -9,7 +9,8 @@ import pytest
 
 from authz.wire import AgentIdentity, DatasetTask, RunTask, SchemaVerdict
 from compute.errors import InvalidInput
-from containers.agent import Agent, AgentConfig
+from containers.agent import Agent
+from containers.agent_config import AgentConfig
 from containers.runjob import check_task
 
 
