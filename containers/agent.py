@@ -124,10 +124,9 @@ class Agent:
             return False
         if isinstance(task, SchemaCheckTask):
             self.check_schema(task.dataset)
-        elif task.statistics is not None:
-            self.run_statistics(task)  # no container: the slot keeps its warm one
         else:
-            self.run_job(task, slot)
+            # A statistics job needs no container: the slot keeps its warm one.
+            self.run_job(task, slot if task.statistics is None else None)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -158,7 +157,8 @@ class Agent:
 
     def run_job(self, task: RunTask, slot: WarmSlot | None = None) -> None:
         """Prepare and start the job (in the slot's warm container if the executor can),
-        then wait, check and report."""
+        then wait, check and report. A statistics job (the platform's own code, on the
+        projected permitted columns) needs no container: the agent computes it itself."""
         job_id = task.job_id
         try:
             job_dir = runjob.check_task(task, self.config.work_root)
@@ -171,7 +171,10 @@ class Agent:
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits)
         try:
-            self.executor.start_job(job_dir, prepare, warm=slot)
+            if task.statistics is None:
+                self.executor.start_job(job_dir, prepare, warm=slot)
+            else:
+                prepare()  # no container: the agent computes it (_complete_statistics)
         except BaseException as e:
             notices.close()
             if not isinstance(e, SandboxError):
@@ -179,29 +182,10 @@ class Agent:
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
         notices.send(self.controller.started, job_id)  # acknowledged before the result
-        self._complete(task, notices)
-
-    def run_statistics(self, task: RunTask) -> None:
-        """A statistics job: the platform's own code computes and checks it, here in the
-        provider's domain, on the projected permitted columns; no script, no container."""
-        job_id = task.job_id
-        try:
-            job_dir = runjob.check_task(task, self.config.work_root)
-        except InvalidInput as e:
-            log.error("refusing task %r: %s", job_id, e)
-            self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
-            return
-        notices = Notices(job_id)
-        try:
-            runjob.prepare(task, job_dir, self.roots, self.config.image, self.config.limits)
-        except BaseException as e:
-            notices.close()
-            if not isinstance(e, SandboxError):
-                raise
-            self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
-            return
-        notices.send(self.controller.started, job_id)
-        self._complete_statistics(task, notices)
+        if task.statistics is None:
+            self._complete(task, notices)
+        else:
+            self._complete_statistics(task, notices)
 
     def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
         notices = notices or Notices(task.job_id)
