@@ -138,9 +138,11 @@ def fetch_output(client: Client, job_id: str, name: str) -> tuple[int, bytes]:
 def job_containers(client: docker.DockerClient, job_id: str) -> list[Any]:
     """A job's containers: labelled with its id (cold start) or named after it (warm start)."""
     name = f"data-sandbox-job-{job_id}"
-    found: list[Any] = client.containers.list(all=True,
+    # ignore_removed: the agent may remove it between the engine's list and inspect
+    found: list[Any] = client.containers.list(all=True, ignore_removed=True,
                                               filters={"label": f"{JOB_LABEL}={job_id}"})
-    found += [c for c in client.containers.list(all=True, filters={"name": name})
+    found += [c for c in client.containers.list(all=True, ignore_removed=True,
+                                                filters={"name": name})
               if c.name == name and c.id not in {f.id for f in found}]
     return found
 
