@@ -68,6 +68,9 @@ class Agent:
     def serve(self, stop: threading.Event) -> None:
         """Check the configuration, reconcile, then run ``slots`` workers until ``stop``."""
         self.controller.stop = stop  # a stop ends any wait for the controller at once
+        runtime = self.executor.runtime or "the engine's default"
+        log.info("jobs run under the %s runtime%s", runtime,
+                 " (gVisor)" if runtime == "runsc" else "")
         while not stop.is_set():
             try:
                 self.check_config()

@@ -82,6 +82,25 @@ def engine_facts(client: docker.DockerClient) -> EngineFacts:
     )
 
 
+#: The OCI runtime the agent asks for by default: gVisor when the engine has it, else runc.
+AUTO_RUNTIME = "auto"
+PREFERRED_RUNTIME = "runsc"
+
+
+def choose_runtime(facts: EngineFacts, requested: str = AUTO_RUNTIME) -> str:
+    """The runtime jobs run under: ``auto`` is gVisor (``runsc``) whenever the engine has it
+    registered (``make engine`` does that), else ``runc``; any other name must be registered
+    with the engine, or the agent does not start (fail closed, never a silent fallback)."""
+    if requested == AUTO_RUNTIME:
+        return PREFERRED_RUNTIME if PREFERRED_RUNTIME in facts.runtimes else "runc"
+    if requested not in facts.runtimes:
+        hint = " (`make engine` installs and registers runsc)" if requested == "runsc" else ""
+        raise ExecutorError(
+            f"runtime {requested!r} is not registered with the engine{hint}; "
+            f"it has: {', '.join(facts.runtimes) or 'none'}")
+    return requested
+
+
 @contextlib.contextmanager
 def engine_call(what: str) -> Iterator[None]:
     """Map engine failures: transient ones to RetryableExecutorError, others to ExecutorError."""

@@ -4,9 +4,10 @@ Contract (see also docs/executor.md)
 ====================================
 
 A job is identified by ``job_id`` (1-63 chars ``[A-Za-z0-9_.-]``). The executor keeps no state
-of its own: everything it needs later (job id, deadline, log bound, /out path) is stored on
-the container as labels and in the tmpfs name of the /out mount, so a new executor (after an
-agent restart) picks up where the old one stopped. It reads a container once into a
+of its own: everything it needs later (job id, deadline, log bound, /out path, stage) is
+stored on the container as labels, in the tmpfs name of the /out mount and in the owner file
+of the job's stage, so a new executor (after an agent restart) picks up where the old one
+stopped. It reads a container once into a
 :class:`containers.records.ContainerRecord`, whichever way the container was started.
 
 States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
@@ -23,14 +24,18 @@ States (:class:`RunState`), as seen by :meth:`DockerExecutor.state`::
 - ``wait(job_id)`` blocks until the job exits or its deadline passes, kills it at the
   deadline, and returns a :class:`RunResult`. It may be called again (and from another
   executor instance) any time before ``cleanup``; it returns the same facts each time.
-- ``cleanup(job_id, work_dir)`` is idempotent: removes the container and unmounts the /out
-  tmpfs, however the job was started. The caller must collect the outputs
-  (``result.out_dir``) BEFORE calling it.
+- ``cleanup(job_id, work_dir)`` is idempotent: removes the container, unmounts the /out
+  tmpfs and removes the job's stage, however the job was started. The caller must collect
+  the outputs (``result.out_dir``) BEFORE calling it.
 - ``list_jobs()`` lists our containers (any state) with their deadlines, and ABSENT entries
-  for /out mounts left without a container, for reconciliation after a crash: jobs the
-  caller doesn't know about should be cleaned up.
-- The deadline is enforced by ``wait`` and, should no agent be waiting, by an in-container
-  backstop (``timeout --signal=KILL``) a few seconds later.
+  for stages (and their /out mounts) left without a container, for reconciliation after a
+  crash: jobs the caller doesn't know about should be cleaned up.
+- The deadline is enforced by ``wait`` and, should no agent be waiting, by the container's
+  init (``containers/runner/init.py``) a few seconds later.
+
+Bind mounts come from a stage (:mod:`containers.stage`): the job's files are linked into
+``<stage root>/<random token>/`` and bound from there, never from the caller's paths, which
+the job would read in its mountinfo (the agent's work root, the job id).
 
 Warm starts (:mod:`containers.warm`): the executor owns a :class:`WarmPool` (``.warm``);
 the agent asks it to fill and empty its slots and, at start, to remove what earlier lives
@@ -61,7 +66,7 @@ import docker.errors
 import requests.exceptions
 
 from compute.errors import InvalidInput
-from containers import hardening, mounts
+from containers import hardening, mounts, stage
 from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time, read_log
 from containers.hardening import read_outputs
 from containers.records import ContainerRecord, Names
@@ -74,6 +79,10 @@ from containers.runspec import (
     RunState,
 )
 from containers.warm import WarmPool, WarmSlot
+
+#: Runtimes that put their own kernel between the job and the host's: the engine's seccomp
+#: profile is not what protects the host there (docs/threat-model.md).
+SANDBOXING_RUNTIMES = frozenset({"runsc"})
 
 __all__ = [
     "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "WarmSlot", "read_outputs",
@@ -104,23 +113,29 @@ class DockerExecutor:
         runtime: str | None = None,
         extra_labels: Mapping[str, str] | None = None,
         require_seccomp: bool = True,
+        stage_root: Path = stage.STAGE_ROOT,
     ) -> None:
         """``label_prefix`` names our containers/labels/mounts (tests use their own);
-        ``runtime`` e.g. ``"runsc"`` (gVisor) when the operator installed it;
+        ``runtime`` e.g. ``"runsc"`` (gVisor) or ``"runc"``, None for the engine's default
+        (``containers.engine.choose_runtime`` picks one for the agent);
         ``extra_labels`` are added to every container (e.g. marking test containers);
         ``require_seccomp``: refuse to start jobs on an engine without seccomp support unless
-        a sandboxing runtime is configured (fail closed; see docs/executor.md)."""
+        a sandboxing runtime is configured (fail closed; see docs/executor.md);
+        ``stage_root``: where jobs' stages go (best on the work root's file system: the
+        input is then linked, not copied)."""
         if not hardening.check_prefix(label_prefix):
             raise InvalidInput("label_prefix", "[a-z0-9][a-z0-9.-]{0,30}")
         self.client = client
-        self.require_seccomp = require_seccomp and runtime is None
+        self.require_seccomp = require_seccomp and runtime not in SANDBOXING_RUNTIMES
         self._facts: EngineFacts | None = None
         self.extra_labels = dict(extra_labels or {})
         self.prefix = label_prefix
         self.names = Names(label_prefix)
         self.runtime = runtime
+        self.stage_root = stage_root
         self.warm = WarmPool(client, self.names, extra_labels=self.extra_labels,
-                             runtime=runtime, create_and_start=self._create_and_start)
+                             runtime=runtime, stage_root=stage_root,
+                             create_and_start=self._create_and_start)
 
     # ---- naming / lookup ---------------------------------------------------------------
 
@@ -218,9 +233,27 @@ class DockerExecutor:
         if not work.is_absolute():
             raise InvalidInput("work_dir", "must be an absolute path")
         out_dir = work / "out"
-        source = self.names.out_source(spec.job_id)
-        # Fail closed: no container unless /out is the capped tmpfs.
-        mounts.mount_out(out_dir, source, hardening.out_tmpfs_options(spec.limits.out_mb))
+        # A start interrupted before its container existed left this job's stage: go on
+        # with it (the same token, the same /out tmpfs).
+        found = self._stages_of(spec.job_id)
+        token = found[0].token if found else stage.new_token()
+        if found and found[0].owner().get("warm"):
+            # Bound to a warm container that is gone: its tmpfs goes, the job starts cold.
+            mounts.unmount_out(self.names.warm_out_source(token))
+        source = self.names.out_source(token)
+        try:
+            st = stage.make(self.stage_root, token,
+                            {"prefix": self.prefix, "job": spec.job_id})
+            stage.put_input(st, input_dir)
+            stage.put_job_file(st, "script.py", script)
+            for name, p in extra.items():
+                stage.put_job_file(st, name, p)
+            # Fail closed: no container unless /out is the capped tmpfs.
+            mounts.mount_out(out_dir, source, hardening.out_tmpfs_options(spec.limits.out_mb))
+        except BaseException:
+            mounts.unmount_out(source)
+            stage.remove(stage.Stage(self.stage_root / token))
+            raise
         deadline = datetime.now(UTC) + timedelta(seconds=spec.limits.timeout_s)
         labels = {
             **self.extra_labels,
@@ -228,12 +261,12 @@ class DockerExecutor:
             self.names.label_deadline: deadline.isoformat(),
             self.names.label_log_bytes: str(spec.limits.log_bytes),
             self.names.label_out_dir: str(out_dir),
+            self.names.label_stage: token,
         }
         kw = hardening.settings_for(
             spec.limits, self.runtime, image=spec.image,
-            name=self.container_name(spec.job_id), labels=labels,
-            script_path=script.resolve(), input_dir=input_dir.resolve(), out_dir=out_dir,
-            extra_files={k: v.resolve() for k, v in extra.items()}, env=env)
+            name=self.container_name(spec.job_id), labels=labels, stage=st, out_dir=out_dir,
+            limit=hardening.backstop_limit(spec.limits.timeout_s), env=env)
         try:
             with engine_call(f"create job {spec.job_id}"):
                 return self._create_container(kw), "created"
@@ -242,10 +275,17 @@ class DockerExecutor:
             if isinstance(cause, docker.errors.APIError) and cause.status_code == 409:
                 c = self._get(spec.job_id).container  # a concurrent start() won the race
                 return c.id, c.status
-            mounts.unmount_out(source)  # no container: don't leave the /out mount behind
+            # no container: don't leave the /out mount or the stage behind
+            mounts.unmount_out(source)
+            stage.remove(st)
             if isinstance(cause, docker.errors.ImageNotFound | docker.errors.NotFound):
                 raise ExecutorError(f"runner image {spec.image} is missing: {e}") from e
             raise
+
+    def _stages_of(self, job_id: str) -> list[stage.Stage]:
+        """The stages of ours whose owner is ``job_id`` (cold, or warm and bound)."""
+        return [st for st in stage.stages(self.stage_root)
+                if (o := st.owner()).get("prefix") == self.prefix and o.get("job") == job_id]
 
     def _check_seccomp(self) -> None:
         if self.require_seccomp and not self.hardening_report().seccomp:
@@ -338,19 +378,27 @@ class DockerExecutor:
             found.container.kill(signal="SIGKILL")  # 409 if it exited meanwhile: fine
 
     def cleanup(self, job_id: str, work_dir: Path | None = None) -> None:
-        """Remove the job's container and unmount its /out tmpfs, however the job was
-        started. Idempotent. ``work_dir`` (the spec's) also finds a warm-started job's /out
-        tmpfs left there after its container went."""
+        """Remove the job's container, unmount its /out tmpfs and remove its stage, however
+        the job was started. Idempotent. ``work_dir`` (the spec's) also finds a warm-started
+        job's /out tmpfs left there after its container went."""
         found = self._find(job_id)
-        sources = [self.names.out_source(job_id)]
+        stages = self._stages_of(job_id)
+        sources = [self.names.out_source(st.token) for st in stages]
         if found is not None:
             with (engine_call(f"remove job {job_id}"),
                   contextlib.suppress(docker.errors.NotFound)):
                 self.client.api.remove_container(found.container.id, force=True, v=True)
             if found.record.out_source is not None:
                 sources.insert(0, found.record.out_source)
+            if found.record.stage_token is not None:
+                stages.append(stage.Stage(self.stage_root / found.record.stage_token))
+        for st in stages:  # a warm stage's tmpfs goes by its own name
+            if st.owner().get("warm"):
+                sources.append(self.names.warm_out_source(st.token))
         for source in dict.fromkeys(sources):
             mounts.unmount_out(source)
+        for st in dict.fromkeys(stages):
+            stage.remove(st)
         if work_dir is not None:
             self.warm.unmount_left(work_dir)
 
@@ -371,7 +419,10 @@ class DockerExecutor:
             jobs.append((record.job_id, _STATUS.get(c.status, RunState.EXITED),
                          record.deadline or OVERDUE))  # unreadable: treat as passed
         seen = {j for j, _, _ in jobs}
-        for job_id in mounts.out_mount_jobs(self.prefix) - seen:
+        # A stage owned by a job names it; its /out tmpfs (if still mounted) is found by it.
+        left = {o["job"] for st in stage.stages(self.stage_root)
+                if (o := st.owner()).get("prefix") == self.prefix and o.get("job")}
+        for job_id in sorted(left - seen):
             jobs.append((job_id, RunState.ABSENT, OVERDUE))
         return sorted(jobs, key=lambda j: j[0])
 

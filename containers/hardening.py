@@ -29,18 +29,27 @@ from compute.errors import InvalidInput
 from containers.mounts import find_out_mounts as find_out_mounts
 from containers.mounts import out_mount_source as out_mount_source
 from containers.runspec import ExecutorError, Limits
+from containers.stage import Stage
 
 RUNNER_UID = 10001
 RUNNER_GID = 10001
 MiB = 1024 * 1024
 #: Seconds after the deadline at which the in-container backstop kills the job.
 BACKSTOP_GRACE_S = 5
+#: Host pids a gVisor sandbox uses for itself besides the job's processes: the container's
+#: pids cgroup holds runsc's sentry and gofer (Go programs: ~15 threads idle, more under
+#: load; measured on the reference host). Without it a small ``pids`` limit keeps the sandbox
+#: from booting (``runsc start`` hangs) instead of limiting the job.
+GVISOR_PIDS_HEADROOM = 64
 
 #: In-container paths of the job's files.
 SCRIPT_TARGET = "/job/script.py"
-RESOLV_CONF = Path(__file__).with_name("runner") / "resolv.conf"
+JOB_TARGET = "/job"
 INPUT_TARGET = "/in"
 OUTPUT_TARGET = "/out"
+#: The container's PID 1 (containers/runner/init.py): untraceable by the job, deadline
+#: backstop, reaper. Its text is handed to the image's interpreter with -c.
+INIT_SOURCE = (Path(__file__).with_name("runner") / "init.py").read_text()
 #: The job's scratch dir: a sized tmpfs INSIDE the container (not the host's /tmp).
 JOB_TMP = "/tmp"  # noqa: S108
 
@@ -95,10 +104,9 @@ class HardeningInput:
     image: str
     name: str
     labels: Mapping[str, str]
-    script_path: Path
-    input_dir: Path
+    stage: Stage  # where /in, /job and /etc/resolv.conf are bound from
     out_dir: Path
-    extra_files: Mapping[str, Path]
+    limit: str  # the init's time limit: seconds, or "-" (a warm container reads it later)
     env: Mapping[str, str]
     memory_mb: int
     cpus: float
@@ -107,7 +115,6 @@ class HardeningInput:
     nofile: int
     fsize_mb: int
     log_bytes: int
-    timeout_s: float
     runtime: str | None
 
 
@@ -117,34 +124,52 @@ def log_driver_cap(log_bytes: int) -> int:
     return max(1 * MiB, 4 * log_bytes)
 
 
+def init_command(limit: str) -> list[str]:
+    """The container's command: :data:`INIT_SOURCE` as PID 1, running the job's script.
+    ``limit``: the backstop in whole seconds, or "-" to read it from ``/job/go``."""
+    # python -I: ignore PYTHON* env, user site and cwd on sys.path; -B: no .pyc writes.
+    return ["/usr/bin/python3", "-I", "-B", "-c", INIT_SOURCE, limit,
+            "/usr/bin/python3", "-I", "-B", SCRIPT_TARGET]
+
+
+def backstop_limit(timeout_s: float) -> str:
+    """The init's limit for a job of ``timeout_s``: the agent kills at the deadline; this
+    fires BACKSTOP_GRACE_S later, when no agent is watching."""
+    return str(math.ceil(timeout_s) + BACKSTOP_GRACE_S)
+
+
+def runtime_pids(pids: int, runtime: str | None) -> int:
+    """The container's pids cgroup limit for a job allowed ``pids`` processes."""
+    return pids + GVISOR_PIDS_HEADROOM if runtime == "runsc" else pids
+
+
 def container_kwargs(h: HardeningInput) -> dict[str, Any]:
     """Keyword arguments for ``client.containers.create`` (docker SDK 7.x)."""
+    # Every bind comes from the job's stage (containers/stage.py), never from the agent's
+    # work root: the job's mountinfo shows each bind's source path, and a stage path names
+    # neither the work root nor the job.
     mounts = [
         # Input data: read-only, the job may read but never alter or delete the raw data.
-        docker.types.Mount(INPUT_TARGET, str(h.input_dir), type="bind", read_only=True),
-        # The outsider's script: read-only so it cannot rewrite itself for a later re-run.
-        docker.types.Mount(SCRIPT_TARGET, str(h.script_path), type="bind", read_only=True),
+        docker.types.Mount(INPUT_TARGET, str(h.stage.in_dir), type="bind", read_only=True),
+        # The outsider's script and the job's other files: read-only so it cannot rewrite
+        # itself for a later re-run.
+        docker.types.Mount(JOB_TARGET, str(h.stage.job_dir), type="bind", read_only=True),
+        # A neutral resolv.conf: the engine would otherwise copy the host's, which names an
+        # internal name-server address the job has no business learning.
+        docker.types.Mount("/etc/resolv.conf", str(h.stage.resolv_conf), type="bind",
+                           read_only=True),
+        # /out: a host tmpfs (out_tmpfs_options, mounted first) bound read-write, so the job's
+        # output is size-capped for real and the agent can read it after the container exits.
+        docker.types.Mount(OUTPUT_TARGET, str(h.out_dir), type="bind", read_only=False),
     ]
-    # A neutral resolv.conf: the engine would otherwise copy the host's, which names an
-    # internal name-server address the job has no business learning.
-    mounts.append(docker.types.Mount("/etc/resolv.conf", str(RESOLV_CONF), type="bind",
-                                     read_only=True))
-    for name, path in sorted(h.extra_files.items()):
-        mounts.append(docker.types.Mount(f"/job/{name}", str(path), type="bind", read_only=True))
-    # /out: a host tmpfs (out_tmpfs_options, mounted first) bound read-write, so the job's output
-    # is size-capped for real and the agent can read it after the container exits.
-    mounts.append(docker.types.Mount(OUTPUT_TARGET, str(h.out_dir), type="bind", read_only=False))
 
     kw: dict[str, Any] = dict(
         image=h.image,
         name=h.name,  # deterministic name: a second create for the same job id fails (409)
-        # python -I: ignore PYTHON* env, user site and cwd on sys.path; -B: no .pyc writes.
-        # coreutils `timeout` is a backstop for the deadline when no agent is watching (the
-        # agent kills at the deadline; this fires BACKSTOP_GRACE_S later). Killing it only
-        # ends the job early: when it exits, tini exits and the container stops.
-        command=["/usr/bin/timeout", "--signal=KILL",
-                 f"{math.ceil(h.timeout_s) + BACKSTOP_GRACE_S}s",
-                 "/usr/bin/python3", "-I", "-B", SCRIPT_TARGET],
+        # PID 1 is our init (containers/runner/init.py): non-dumpable, so the job cannot
+        # ptrace it (same uid); it kills everything at the backstop limit when no agent is
+        # watching, reaps zombies, and exits with the script's status.
+        command=init_command(h.limit),
         entrypoint=[],
         labels=dict(h.labels),  # job id + deadline: survive an agent restart
         environment=dict(h.env),  # non-secret only (check_env refuses credential-like names)
@@ -165,7 +190,9 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
         # seccomp=unconfined); executor.hardening_report() records whether it is compiled in.
         security_opt=["no-new-privileges:true"],
         privileged=False,  # explicit: never
-        pids_limit=h.pids,  # fork bombs hit this ceiling instead of the host's pid table
+        # fork bombs hit this ceiling instead of the host's pid table (under gVisor the ceiling
+        # also holds the sandbox's own threads: runtime_pids)
+        pids_limit=runtime_pids(h.pids, h.runtime),
         mem_limit=h.memory_mb * MiB,  # memory bombs are OOM-killed inside the job's cgroup
         memswap_limit=h.memory_mb * MiB,  # equal to mem_limit: no swap to thrash the host
         nano_cpus=int(h.cpus * 1e9),  # CPU quota: a busy loop can't starve the agent or db
@@ -178,7 +205,9 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
             # no core dumps: a core would be a copy of memory that held raw data
             docker.types.Ulimit(name="core", soft=0, hard=0),
         ],
-        init=True,  # tini as pid 1: reaps zombies, forwards signals, kill works on pid 1
+        # Not the engine's init (tini): it runs as the job's uid and stays dumpable, so the job
+        # could ptrace and stop it. Our init is PID 1 instead (command above).
+        init=False,
         ipc_mode="private",  # own IPC namespace; no shared memory with the host or other jobs
         shm_size=16 * MiB,  # /dev/shm is a tmpfs too: keep it small (counts against memory)
         # pid/uts namespaces stay private (the defaults); we never set pid_mode/uts_mode=host.
@@ -202,14 +231,14 @@ def container_kwargs(h: HardeningInput) -> dict[str, Any]:
 
 
 def settings_for(limits: Limits, runtime: str | None, *, image: str, name: str,
-                 labels: Mapping[str, str], script_path: Path, input_dir: Path, out_dir: Path,
-                 extra_files: Mapping[str, Path], env: Mapping[str, str]) -> dict[str, Any]:
+                 labels: Mapping[str, str], stage: Stage, out_dir: Path, limit: str,
+                 env: Mapping[str, str]) -> dict[str, Any]:
     """:func:`container_kwargs` for a run under ``limits`` (cold and warm containers alike)."""
     return container_kwargs(HardeningInput(
-        image=image, name=name, labels=labels, script_path=script_path, input_dir=input_dir,
-        out_dir=out_dir, extra_files=extra_files, env=env, memory_mb=limits.memory_mb,
+        image=image, name=name, labels=labels, stage=stage, out_dir=out_dir, limit=limit,
+        env=env, memory_mb=limits.memory_mb,
         cpus=limits.cpus, pids=limits.pids, tmpfs_mb=limits.tmpfs_mb, nofile=limits.nofile,
-        fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes, timeout_s=limits.timeout_s,
+        fsize_mb=limits.fsize_mb, log_bytes=limits.log_bytes,
         runtime=runtime))
 
 

@@ -3,6 +3,8 @@
 The mount options are a hardening setting (:func:`containers.hardening.out_tmpfs_options`).
 A tmpfs is found by its name (the "source" column of ``/proc/self/mountinfo``), never by a
 note kept in memory, so a restarted agent finds and unmounts what the previous one mounted.
+The job sees that name too (its /out line in its own mountinfo): it carries the random
+token of the job's stage (:mod:`containers.stage`), never the job id.
 """
 
 from __future__ import annotations
@@ -15,16 +17,17 @@ from pathlib import Path
 
 from containers.runspec import ExecutorError
 
-_MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 2, 4, 8
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_BIND = 2, 4, 8, 4096
 #: Mount options that are flags of mount(2), not tmpfs data (as the mount program splits them).
 _FLAGS = {"nosuid": _MS_NOSUID, "nodev": _MS_NODEV, "noexec": _MS_NOEXEC}
 _MNT_DETACH = 2
 _libc: ctypes.CDLL | None = None
 
 
-def out_mount_source(label_prefix: str, job_id: str) -> str:
-    """The tmpfs 'device' name of a job's /out; lets cleanup find the mount after a restart."""
-    return f"{label_prefix}-out-{job_id}"
+def out_mount_source(label_prefix: str, token: str) -> str:
+    """The tmpfs 'device' name of a job's /out (``token``: its stage's); lets cleanup find
+    the mount after a restart."""
+    return f"{label_prefix}-out-{token}"
 
 
 def mount_out(out_dir: Path, source: str, options: str) -> None:
@@ -84,10 +87,45 @@ def find_out_mounts(source: str) -> list[str]:
     return [point for point, src in _mountinfo() if src == source]
 
 
-def out_mount_jobs(label_prefix: str) -> set[str]:
-    """Job ids that still have an /out tmpfs mounted (for reconciliation after a crash)."""
+def out_mount_tokens(label_prefix: str) -> set[str]:
+    """Stage tokens of the cold jobs that still have an /out tmpfs mounted (reconciliation
+    after a crash; the stage's owner names the job)."""
     head = out_mount_source(label_prefix, "")
     return {src[len(head):] for _, src in _mountinfo() if src.startswith(head)}
+
+
+def bind_out(source_point: Path, out_dir: Path) -> None:
+    """Mount the tmpfs mounted at ``source_point`` on ``out_dir`` too (a second place for one
+    file system: a warm container's /out, seen by the agent where a cold job's would be).
+    Idempotent; fails closed like :func:`mount_out`."""
+    source = mounted_source(source_point)
+    if source is None:
+        raise ExecutorError(f"nothing is mounted on {source_point}")
+    if out_dir.is_symlink():
+        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if mounted_source(out_dir) == source:
+        return
+    if os.path.ismount(out_dir):
+        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
+    err = _sys_bind(source_point, out_dir)
+    if err is None:
+        proc = subprocess.run(["mount", "--bind", str(source_point), str(out_dir)],
+                              capture_output=True, text=True, check=False)
+        err = (proc.stderr.strip() or "mount failed") if proc.returncode != 0 else ""
+    if err or mounted_source(out_dir) != source:
+        raise ExecutorError(f"cannot mount the /out tmpfs on {out_dir}: {err}")
+
+
+def detach(point: str) -> None:
+    """Unmount ``point`` (lazily if busy); errors are ignored (already gone)."""
+    if _umount(point, lazy=False):
+        _umount(point, lazy=True)
+
+
+def mountinfo() -> list[tuple[str, str]]:
+    """(mount point, source) pairs of this mount namespace, innermost last."""
+    return _mountinfo()
 
 
 def _mountinfo() -> list[tuple[str, str]]:
@@ -119,6 +157,18 @@ def _sys_mount(source: str, target: Path, data: str, flags: int) -> str | None:
         return None
     if libc.mount(source.encode(), os.fsencode(target), b"tmpfs", ctypes.c_ulong(flags),
                   data.encode()) == 0:
+        return ""
+    e = ctypes.get_errno()
+    return f"mount: {os.strerror(e)} (errno {e})"
+
+
+def _sys_bind(source: Path, target: Path) -> str | None:
+    """mount(2) with MS_BIND: "" on success, the error text on failure, None if unavailable."""
+    libc = _load_libc()
+    if libc is None:
+        return None
+    if libc.mount(os.fsencode(source), os.fsencode(target), None, ctypes.c_ulong(_MS_BIND),
+                  None) == 0:
         return ""
     e = ctypes.get_errno()
     return f"mount: {os.strerror(e)} (errno {e})"

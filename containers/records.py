@@ -6,7 +6,8 @@ and ``/out`` live on its container and in the name of its ``/out`` tmpfs, so a r
 agent picks up where the previous one stopped. Whichever way a container was started, it
 is read here, once, into a :class:`ContainerRecord`:
 
-- cold: labelled with its job, its deadline, its log bound and its ``/out`` path;
+- cold: labelled with its job, its deadline, its log bound, its ``/out`` path and the token
+  of its stage (:mod:`containers.stage`, which also names its ``/out`` tmpfs);
 - warm (:mod:`containers.warm`): started ahead, labelled with a token and the work root
   of the agent that started it; bound to a job by taking the job's container name, its
   deadline then in ``<work root>/<job id>/work/deadline`` and its ``/out`` beside it.
@@ -38,6 +39,7 @@ class Names:
         self.label_deadline = f"{prefix}.deadline"
         self.label_log_bytes = f"{prefix}.log-bytes"
         self.label_out_dir = f"{prefix}.out-dir"
+        self.label_stage = f"{prefix}.stage"  # a cold container's stage token
         self.label_warm = f"{prefix}.warm"  # the token of a warm container
         self.label_work_root = f"{prefix}.work-root"  # where a warm container's job dir goes
 
@@ -47,8 +49,9 @@ class Names:
     def warm_container(self, token: str) -> str:
         return f"{self.prefix}-warm-{token}"
 
-    def out_source(self, job_id: str) -> str:
-        return out_mount_source(self.prefix, job_id)
+    def out_source(self, token: str) -> str:
+        """The /out tmpfs of the cold job whose stage is ``token``."""
+        return out_mount_source(self.prefix, token)
 
     def warm_out_source(self, token: str) -> str:
         # Not "<prefix>-out-...": those name jobs' /out mounts, which reconciliation lists.
@@ -70,11 +73,12 @@ class ContainerRecord:
     job_id: str | None  # None: not a job's (yet): a warm container still unbound, or unlabelled
     warm_token: str | None  # None: started cold
     work_root: Path | None  # warm: the work root of the agent that started it
-    job_dir: Path | None  # warm and bound: <work root>/<job id>, holding its FIFO and deadline
+    job_dir: Path | None  # warm and bound: <work root>/<job id>, holding its deadline
     deadline: datetime | None  # None: unbound, or no valid deadline (treat it as passed)
     out_dir: Path | None  # host path of the job's /out (the tmpfs), valid until cleanup
     out_source: str | None  # the name of that tmpfs
     log_bytes: int  # how much of each of stdout and stderr the job's result carries
+    stage_token: str | None  # the stage its binds come from (warm: the warm token)
 
     @property
     def warm(self) -> bool:
@@ -90,16 +94,17 @@ class ContainerRecord:
         if token is None:
             job_id = labels.get(names.label_job)
             out = labels.get(names.label_out_dir)
+            stage = labels.get(names.label_stage) or None
             return cls(container_id, name, job_id, None, None, None,
                        _instant(labels.get(names.label_deadline)), Path(out) if out else None,
-                       names.out_source(job_id) if job_id else None, log_bytes)
+                       names.out_source(stage) if stage else None, log_bytes, stage)
         root = Path(labels[names.label_work_root]) if labels.get(names.label_work_root) else None
         job_id = names.job_of_container(name)  # bound: it took the job's name
         job_dir = root / job_id if root is not None and job_id is not None else None
         return cls(container_id, name, job_id, token, root, job_dir,
                    _deadline_in(job_dir) if job_dir is not None else None,
                    job_dir / WARM_OUT if job_dir is not None else None,
-                   names.warm_out_source(token), log_bytes)
+                   names.warm_out_source(token), log_bytes, token)
 
     def require_deadline(self) -> datetime:
         if self.deadline is None:

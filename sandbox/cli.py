@@ -131,27 +131,41 @@ def agent_key(path: str) -> None:
 @click.option("--signing-key-file", type=click.Path(exists=True, dir_okay=False),
               help="Ed25519 key from `sandbox agent-key` (needed for joint statistics)")
 @click.option("--slots", default=1, show_default=True, help="jobs run side by side")
-@click.option("--runtime", default=None,
-              help="OCI runtime registered with the engine, e.g. runsc (gVisor)")
+@click.option("--runtime", default="auto", show_default=True,
+              help="OCI runtime for jobs: auto (gVisor's runsc whenever the engine has it, "
+                   "else runc), or one registered with the engine, e.g. runc to opt out")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]),
+              help="what the agent logs to stderr (info: its start and its jobs' troubles)")
 @click.option("--warm-start/--no-warm-start", default=True, show_default=True,
               help="keep each slot's next container started ahead of its job")
 @click.option("--timing-grain", default=5.0, show_default=True, type=click.FloatRange(0),
               help="seconds: a run's end is reported only at a multiple of this after its "
                    "start (0: at once; run time is a channel the script controls)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
-          slots: int, runtime: str | None, warm_start: bool, timing_grain: float) -> None:
+          slots: int, runtime: str, log_level: str, warm_start: bool,
+          timing_grain: float) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
+    import logging
+
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     # imported here: CLI start-up time (see init-db)
+    from compute.errors import SandboxError
     from containers.agent import Agent
     from containers.agent_config import AgentConfig
-    from containers.engine import docker_client
+    from containers.engine import choose_runtime, docker_client, engine_facts
     from containers.executor import DockerExecutor
     from containers.image import ensure_runner_image
 
+    logging.basicConfig(level=log_level.upper(),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
     ctx = click.get_current_context().find_root()
     client = docker_client()
+    try:  # an explicit runtime the engine lacks: refuse to start, say why
+        chosen = choose_runtime(engine_facts(client), runtime)
+    except SandboxError as e:
+        raise click.ClickException(str(e)) from e
     image = ensure_runner_image(client)
     cfg = AgentConfig(controller_url=ctx.obj["url"], token=ctx.obj["token"] or "",
                       data_roots=[Path(p) for p in data_roots if "=" not in p],
@@ -167,7 +181,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     # container on the way out (a SIGKILLed agent leaves it to its next start's reset).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(cfg, DockerExecutor(client, runtime=runtime)).serve(stop)
+    Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop)
 
 
 def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:

@@ -16,7 +16,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from containers.agent import Agent
 from containers.agent_config import AgentConfig
-from containers.engine import docker_client
+from containers.engine import AUTO_RUNTIME, choose_runtime, docker_client, engine_facts
 from containers.executor import DockerExecutor, Limits
 from sandbox import db
 
@@ -41,8 +41,12 @@ class EmbeddedStack:
                     limits: Limits | None = None, poll_wait_s: float = 1.0,
                     signing_key: Ed25519PrivateKey | None = None,
                     labels: dict[str, str] | None = None, slots: int = 1,
-                    timing_grain_s: float = 5.0) -> Agent:
-        executor = DockerExecutor(docker_client(), extra_labels=labels)
+                    timing_grain_s: float = 5.0, runtime: str = AUTO_RUNTIME) -> Agent:
+        """``runtime``: ``auto`` (gVisor when the engine has it, else runc), or a runtime
+        registered with the engine (an unknown one raises here, before the agent starts)."""
+        client = docker_client()
+        executor = DockerExecutor(client, extra_labels=labels,
+                                  runtime=choose_runtime(engine_facts(client), runtime))
         agent = Agent(AgentConfig(controller_url=self.url, token=token, data_roots=data_roots,
                                   work_root=work_root, image=image,
                                   limits=limits or Limits(), poll_wait_s=poll_wait_s,

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Make this host able to run the project: Docker engine, debootstrap (runner image),
-# iproute2 (network-namespace tests), PostgreSQL 15 (test suite). Idempotent, non-interactive,
-# needs root; a fast no-op when everything is already there.
+# Make this host able to run the project: Docker engine with gVisor (runsc) registered,
+# debootstrap (runner image), iproute2 (network-namespace tests), PostgreSQL 15 (test suite).
+# Idempotent, non-interactive, needs root; a fast no-op when everything is already there.
 #
 # Usage: bash scripts/ensure-system.sh        (what `make engine` runs)
 # Env:   DOCKERD_LOG (default /var/log/data-sandbox-dockerd.log)
 #        DOCKERD_WAIT_S (default 60): how long to wait for a started engine to answer
+#        DOCKER_DAEMON_JSON (default /etc/docker/daemon.json)
 set -euo pipefail
 
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/data-sandbox-dockerd.log}
 DOCKERD_WAIT_S=${DOCKERD_WAIT_S:-60}
+DOCKER_DAEMON_JSON=${DOCKER_DAEMON_JSON:-/etc/docker/daemon.json}
+RUNSC=/usr/bin/runsc
 say() { echo "ensure-system: $*" >&2; }
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"  # dockerd, debootstrap live in sbin
 
@@ -23,6 +26,9 @@ missing=()
 { command -v dockerd && command -v docker; } >/dev/null 2>&1 || missing+=(docker.io)
 command -v mount >/dev/null 2>&1 || missing+=(mount)  # the executor mounts /out tmpfs
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+# gVisor: a user-space kernel between a job and the host kernel (docs/threat-model.md).
+# Debian's package; the agent uses it whenever the engine has it registered.
+[ -x "$RUNSC" ] || missing+=(runsc)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql-15)
 # A C toolchain and the OpenSSL and Python headers build the optional
@@ -44,18 +50,86 @@ fi
 
 # ---- the engine -------------------------------------------------------------------------
 engine_answers() { timeout 15 docker info >/dev/null 2>&1; }
+engine_has_runsc() {
+    local runtimes
+    runtimes=$(timeout 15 docker info --format '{{json .Runtimes}}' 2>/dev/null) || return 1
+    [[ "$runtimes" == *'"runsc":'* ]]
+}
+
+# The engine's `runtimes` entry for gVisor, merged into daemon.json (other keys are kept; the
+# file stays valid JSON, written to a temporary file and renamed into place). Prints
+# "changed" when the file was rewritten. runtimeArgs:
+#  --platform=ptrace  works on any host, nested virtualisation or not (KVM needs /dev/kvm).
+#  --network=none     without it runsc refuses a container with network "none" ("cannot run
+#                     with network enabled in root network namespace"); jobs never have one.
+# https://gvisor.dev/docs/user_guide/quick_start/docker/ ,
+# https://gvisor.dev/docs/user_guide/networking/#network-passthrough
+register_runsc() {
+    mkdir -p "$(dirname "$DOCKER_DAEMON_JSON")"
+    python3 - "$DOCKER_DAEMON_JSON" "$RUNSC" <<'PY'
+import json, os, sys
+path, runsc = sys.argv[1], sys.argv[2]
+try:
+    with open(path) as f:
+        text = f.read()
+except FileNotFoundError:
+    text = ""
+conf = json.loads(text) if text.strip() else {}
+if not isinstance(conf, dict):
+    sys.exit(f"{path}: not a JSON object; fix it by hand")
+want = {"path": runsc, "runtimeArgs": ["--platform=ptrace", "--network=none"]}
+runtimes = conf.setdefault("runtimes", {})
+if runtimes.get("runsc") != want:
+    runtimes["runsc"] = want
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(conf, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    print("changed")
+PY
+}
+
+dockerd_alive() {
+    [ -s /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null
+}
+
+# Wait until the engine lists runsc among its runtimes (after a reload or a fresh start).
+wait_for_runsc() {
+    for _ in $(seq "$DOCKERD_WAIT_S"); do
+        engine_has_runsc && return 0
+        sleep 1
+    done
+    say "the engine does not list runsc after ${DOCKERD_WAIT_S}s; last lines of $DOCKERD_LOG:"
+    tail -n 20 "$DOCKERD_LOG" >&2 || true
+    return 1
+}
+
+# A running engine without runsc: register it and reload the configuration with SIGHUP
+# (runtimes are reloadable; a restart would stop other people's containers, and without
+# live-restore every job). https://docs.docker.com/engine/reference/commandline/dockerd/#miscellaneous-options
+ensure_runsc_on_running_engine() {
+    engine_has_runsc && return 0
+    register_runsc >/dev/null
+    if ! dockerd_alive; then
+        say "runsc is registered in $DOCKER_DAEMON_JSON, but no dockerd pid to reload; restart the engine to use it"
+        return 1
+    fi
+    say "registering runsc with the running engine (SIGHUP to dockerd $(cat /var/run/docker.pid))"
+    kill -HUP "$(cat /var/run/docker.pid)"
+    wait_for_runsc
+}
 
 if engine_answers; then
     # Already running, maybe with other flags than ours: leave it alone, just use it.
     if [ "$(timeout 15 docker info --format '{{.LiveRestoreEnabled}}' 2>/dev/null)" != true ]; then
         say "note: the running engine has live-restore off (a dockerd restart kills jobs)"
     fi
-    exit 0
+    ensure_runsc_on_running_engine
+    exit $?
 fi
-
-dockerd_alive() {
-    [ -s /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null
-}
 
 if dockerd_alive; then
     say "dockerd (pid $(cat /var/run/docker.pid)) is running but not answering yet; waiting"
@@ -63,6 +137,8 @@ else
     if [ ! -d /sys/fs/cgroup ] || [ -z "$(ls -A /sys/fs/cgroup 2>/dev/null)" ]; then
         say "warning: /sys/fs/cgroup is empty; dockerd needs cgroups (cgroupfs-mount)"
     fi
+    # Before the start: the new engine reads the runsc entry with the rest of its config.
+    register_runsc >/dev/null
     say "starting dockerd (log: $DOCKERD_LOG)"
     mkdir -p "$(dirname "$DOCKERD_LOG")"
     # Flags (see docs/executor.md, "Operator settings"):
@@ -91,7 +167,9 @@ fi
 for _ in $(seq "$DOCKERD_WAIT_S"); do
     if engine_answers; then
         say "engine is up: $(docker info --format '{{.ServerVersion}} security={{json .SecurityOptions}}')"
-        exit 0
+        # Started before this run (not answering then) or by us: runsc either way.
+        ensure_runsc_on_running_engine
+        exit $?
     fi
     sleep 1
 done

@@ -9,6 +9,10 @@ with the agents this suite needs:
   side: a victim job and the job that goes looking for the victim's files);
 - ``tight``: 5 s, 128 MB, /tmp 16 MB, /out 8 MB, one slot: resource attacks end quickly.
 
+The stack is parametrized by runtime (``tests.docker.runtimes``): the whole suite runs
+against runc agents, then against gVisor (runsc) agents. Where the sandbox legitimately
+differs under gVisor, a test says so next to its expectation.
+
 Every token the stack issued (admin, parties, agents) is kept in ``Adversary.tokens``: the
 environment tests check that none of them is visible inside a job.
 """
@@ -34,6 +38,7 @@ from tests.docker.helpers import (
     make_target,
     remove_labelled,
 )
+from tests.docker.runtimes import RUNTIMES, require_runtime
 
 LABELS = {"data-sandbox.test": "1", "data-sandbox.suite": "adversarial"}
 MAIN_LIMITS = Limits(timeout_s=60)
@@ -50,6 +55,10 @@ class Adversary:
     tight: Target  # served by the "tight" agent
     tokens: list[str] = field(default_factory=list)  # every credential the stack issued
 
+    @property
+    def runtime(self) -> str:
+        return self.stack.runtime
+
     def job_dir(self, agent: str, job_id: str) -> Path:
         """Host path of a job's directory in an agent's work root (see containers/agent)."""
         return self.stack.work / "jobs" / agent / job_id
@@ -64,11 +73,13 @@ def _token(client: Client) -> str:
     return header.removeprefix("Bearer ")
 
 
-@pytest.fixture(scope="session")
-def adversary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Adversary]:
+@pytest.fixture(scope="session", params=RUNTIMES)
+def adversary(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[Adversary]:
     engine = docker_client()
+    runtime = require_runtime(engine, request.param)
     remove_ours(engine)
-    s, tokens = boot_stack(tmp_path_factory.mktemp("adversarial"), engine)
+    s, tokens = boot_stack(tmp_path_factory.mktemp(f"adversarial-{runtime}"), engine, runtime)
     try:
         for name, limits, slots in (("main", MAIN_LIMITS, 2), ("tight", TIGHT_LIMITS, 1)):
             code = f"H-ADV-{name.upper()}-{uuid.uuid4().hex[:6]}"

@@ -6,7 +6,8 @@ exits 0 (which asks for a release) only if the attack SUCCEEDED, and every test 
 because it asserts the run is failed or blocked. Other exit codes: 4 = the attack went
 further than a limit should allow, 5 = network probe skipped because an interface other than
 ``lo`` exists (nothing was sent), 7 = DNS probe skipped because /etc/resolv.conf names a
-non-loopback server (nothing was sent).
+non-loopback server (nothing was sent), 6 = a gVisor-only probe found the host's kernel
+(nothing was written).
 
 A few attacks are about what the agent does with what a job leaves behind (links in /out,
 thousands of files): those scripts plant their objects and exit 0 on purpose, and the test
@@ -21,7 +22,9 @@ NETWORK SAFETY: network probes send only to 127.0.0.1 / ::1, and only after the 
 checked that ``lo`` is its only interface. The DNS lookup is attempted only if
 /etc/resolv.conf names no server or only loopback servers. Writes to kernel interfaces
 (/proc/sys, /proc/sysrq-trigger, cgroups) only OPEN the file for writing (where the kernel
-checks permission) and never write a byte, so a hole could not hurt the host.
+checks permission) and never write a byte, so a hole could not hurt the host; the one
+exception writes cgroup limits only under gVisor, into its own emulated cgroupfs, after
+checking that gVisor's kernel answers.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import socket
+import subprocess
 import textwrap
 import threading
 import time
@@ -39,7 +43,7 @@ from typing import Any
 import pytest
 
 from authz.wire import TERMINAL
-from containers import hardening
+from containers import hardening, mounts, stage
 from containers.checks import NOTHING_READ_SHA256
 from containers.engine import docker_client
 from tests.adversarial.conftest import MAIN_LIMITS, TIGHT_LIMITS, Adversary
@@ -51,6 +55,7 @@ from tests.docker.helpers import (
     submit,
     wait_job,
 )
+from tests.docker.runtimes import gvisor
 from tests.docker.test_attacks import assert_nothing_out, host_listener
 
 pytestmark = [pytest.mark.docker]
@@ -141,14 +146,16 @@ def assert_next_job_released(adv: Adversary, t: Target) -> None:
 
 
 def assert_cleaned_up(adv: Adversary, agent: str, job_id: str, timeout_s: float = 20) -> None:
-    """No container, no /out tmpfs, no job directory left on the host."""
-    source = hardening.out_mount_source("data-sandbox", job_id)
+    """No container, no /out tmpfs, no stage, no job directory left on the host."""
+    job_dir = str(adv.job_dir(agent, job_id)) + "/"
     client = docker_client()
     deadline = time.monotonic() + timeout_s
     try:
         while True:
             left = {
-                "mounts": hardening.find_out_mounts(source),
+                "mounts": [p for p, _ in mounts.mountinfo() if p.startswith(job_dir)],
+                "stages": [st.dir for st in stage.stages(stage.STAGE_ROOT)
+                           if st.owner().get("job") == job_id],
                 "containers": job_containers(client, job_id),
                 "job dir": adv.job_dir(agent, job_id).exists(),
             }
@@ -292,7 +299,7 @@ def test_listing_interfaces_shows_only_loopback(adversary: Adversary) -> None:
 
 def test_fork_bomb_is_contained_and_the_next_job_runs(adversary: Adversary) -> None:
     t = adversary.tight
-    refused(adversary, t, f"""
+    job = run(adversary, t, f"""
         import time
         failures, made, t0 = 0, 0, time.monotonic()
         while failures < 50 and made < 5000 and time.monotonic() - t0 < 3:
@@ -314,6 +321,20 @@ def test_fork_bomb_is_contained_and_the_next_job_runs(adversary: Adversary) -> N
             refused()  # exiting ends the container: every forked process dies with it
         succeeded()  # no ceiling met within 3 s
     """)
+    status = exit_status(t, job)
+    if gvisor(adversary.runtime) and status == 2:
+        # Under gVisor the job's processes are the sandbox's: when the container's pids
+        # cgroup (containers.hardening.runtime_pids) refuses the sandbox's kernel, a Go
+        # program, another thread, that kernel exits with status 2 and the job with it.
+        # Contained all the same: the host's pid table was never reached (it still forks),
+        # nothing of the job is left, and the next job runs.
+        assert_outcome(adversary, t, job, "failed", exit_code=2,
+                       reason="exited with an error status")
+        assert subprocess.run(["true"], check=False).returncode == 0
+    else:
+        assert_outcome(adversary, t, job, "failed", exit_code=3,
+                       reason="exited with an error status")
+    assert_cleaned_up(adversary, "tight", job["id"])
     assert_next_job_released(adversary, t)
 
 
@@ -354,6 +375,57 @@ def test_endless_sleep_is_killed_at_the_timeout(adversary: Adversary) -> None:
         time.sleep(10 ** 6)
     """)
     assert_outcome(adversary, t, job, "failed", reason="timed out")
+
+
+def test_tracing_the_init_fails_and_the_deadline_still_kills(adversary: Adversary) -> None:
+    # PID 1 and the script's parent run as the job's uid: only their being non-dumpable
+    # (containers/runner/init.py) keeps the job from ptrace-stopping them, which would hang
+    # the container (and the in-container backstop) until the agent's kill.
+    t = adversary.tight
+    job = run(adversary, t, """
+        import ctypes, time
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.ptrace.restype = ctypes.c_long
+        libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p,
+                                ctypes.c_void_p]
+        PTRACE_ATTACH, PTRACE_DETACH, PTRACE_SEIZE, WALL = 16, 17, 0x4206, 0x40000000
+        for pid in sorted({1, os.getppid()}):
+            for request in (PTRACE_SEIZE, PTRACE_ATTACH):
+                if libc.ptrace(request, pid, None, None) == 0:
+                    if request == PTRACE_ATTACH:
+                        os.waitpid(pid, WALL)  # its attach stop, so the detach lets it go
+                    libc.ptrace(PTRACE_DETACH, pid, None, None)
+                    succeeded()  # traced: exit 0 (a release is asked for), the test fails
+        time.sleep(10 ** 6)  # refused: overrun, as any job may, until the deadline kill
+    """)
+    # Killed at the deadline like any other overrunning job: SIGKILL, status 137.
+    assert_outcome(adversary, t, job, "failed", exit_code=137, reason="timed out")
+    assert_cleaned_up(adversary, "tight", job["id"])
+
+
+def test_mountinfo_shows_no_job_id_work_root_or_data_root(adversary: Adversary) -> None:
+    # A bind mount's source path is in the job's mountinfo: binding from the agent's job
+    # directory would hand the job its id, the work root, and (with a bad layout) data roots.
+    s = adversary.stack
+    secrets = sorted({str(s.work), str(s.work.resolve()), str(s.work / "jobs" / "main"),
+                      *(str(p.root.resolve()) for p in s.providers.values()),
+                      str(adversary.main.source.parent)})
+    refused(adversary, adversary.main, f"""
+        import re
+        SECRETS = {secrets!r}
+        JOB_ID = re.compile(r"job_[0-9a-f]{{16}}")  # controller job ids (authz.models.new_id)
+        seen = ""
+        for p in ("/proc/self/mountinfo", "/proc/1/mountinfo", "/proc/self/mounts"):
+            try:
+                seen += open(p).read()
+            except OSError:
+                pass
+        if not seen:
+            raise SystemExit(4)  # nothing read: the test would prove nothing
+        if JOB_ID.search(seen) or any(x in seen for x in SECRETS):
+            succeeded()
+        refused()
+    """)
 
 
 # ---- disk ---------------------------------------------------------------------------------
@@ -616,23 +688,69 @@ PRIVILEGE = {
         refused()
     """,
     "status": """
+        import ctypes
         def status(pid):
             return dict(line.split(":\\t", 1) for line in open(f"/proc/{pid}/status")
                         if ":\\t" in line)
         for pid in ("self", "1"):
             s = {k: v.strip() for k, v in status(pid).items()}
-            if int(s["CapEff"], 16) or int(s["CapPrm"], 16) or int(s["CapAmb"], 16):
+            # gVisor's /proc/<pid>/status has no CapAmb and no NoNewPrivs line (its own
+            # kernel's format): what is shown is checked, no_new_privs through prctl below.
+            caps = [s[k] for k in ("CapEff", "CapPrm", "CapAmb") if k in s]
+            if len(caps) < 2 or "Uid" not in s:
+                raise SystemExit(4)  # nothing to judge by: the test would prove nothing
+            if any(int(c, 16) for c in caps) or s["Uid"].split()[0] == "0":
                 succeeded()
-            if s["NoNewPrivs"] != "1" or s["Uid"].split()[0] == "0":
+            if s.get("NoNewPrivs", "1") != "1":
                 succeeded()
+        PR_GET_NO_NEW_PRIVS = 39
+        if ctypes.CDLL(None).prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1:
+            succeeded()
         refused()
     """,
 }
 
 
+#: Under gVisor only (its kernel checked first): be root in a new user and mount namespace,
+#: then try what that root could do to anything outside the sandbox.
+GVISOR_UNSHARE = """
+    import ctypes
+    if os.uname().release != "4.4.0":
+        raise SystemExit(6)  # not gVisor's own kernel: the plain probe applies
+    libc = ctypes.CDLL(None, use_errno=True)
+    NEWNS, NEWUSER = 0x00020000, 0x10000000
+    MS_RDONLY, MS_REMOUNT, MS_BIND = 1, 32, 4096
+    if libc.unshare(NEWUSER | NEWNS) != 0:
+        refused()  # as on Linux with the engine's seccomp profile
+    attempts = [
+        # "root" here: try to make the read-only binds writable, then write through them
+        lambda: os.open("/in/data.csv", os.O_WRONLY | os.O_APPEND),
+        lambda: open("/job/script.py", "a").close(),
+        lambda: open("/etc/passwd", "a").close(),
+        lambda: os.chmod("/usr/bin/python3", 0o777),
+        lambda: os.mkdir("/escape"),
+    ]
+    for target in (b"/in", b"/job", b"/"):
+        libc.mount(None, target, None, MS_REMOUNT | MS_BIND, None)  # whatever it answers
+    if all(denied(a) for a in attempts):
+        refused()
+    succeeded()
+"""
+
+
 @pytest.mark.parametrize("attempt", sorted(PRIVILEGE))
 def test_privilege_escalation_fails(adversary: Adversary, attempt: str) -> None:
-    refused(adversary, adversary.main, PRIVILEGE[attempt])
+    t = adversary.main
+    before = sha256(t.source.read_bytes())
+    if attempt == "unshare" and gvisor(adversary.runtime):
+        # gVisor's kernel gives an unprivileged process its own user namespace, as Linux does
+        # (only the engine's seccomp profile refuses it under runc, and it is not applied to
+        # gVisor's kernel). Being root there is being root over gVisor's own objects: judged
+        # by the effect outside the sandbox, nothing it could reach may change.
+        refused(adversary, t, GVISOR_UNSHARE)
+    else:
+        refused(adversary, t, PRIVILEGE[attempt])
+    assert sha256(t.source.read_bytes()) == before
 
 
 KERNEL_WRITES = {
@@ -659,8 +777,52 @@ KERNEL_WRITES = {
 }
 
 
+#: Under gVisor only (its kernel checked first): loosen every cgroup limit the job can see and
+#: move it to the root cgroup, then allocate four times the tight agent's memory limit.
+GVISOR_CGROUP = """
+    if os.uname().release != "4.4.0":
+        raise SystemExit(6)  # not gVisor's own kernel: write nothing (safety rule below)
+    root = "/sys/fs/cgroup"
+    LOOSER = {"memory.limit_in_bytes": "-1", "memory.max": "max", "pids.max": "max",
+              "cpu.max": "max", "cpu.cfs_quota_us": "-1"}
+    for d, _, fs in os.walk(root):
+        for f in fs:
+            if f in LOOSER:  # never release_agent or notify_on_release
+                try:
+                    with open(os.path.join(d, f), "w") as fh:
+                        fh.write(LOOSER[f])
+                except OSError:
+                    pass
+    for procs in (root, os.path.join(root, "memory"), os.path.join(root, "pids")):
+        try:
+            with open(os.path.join(procs, "cgroup.procs"), "w") as fh:
+                fh.write(str(os.getpid()))
+        except OSError:
+            pass
+    hoard = []
+    try:
+        while len(hoard) < 32:  # 512 MiB of touched pages, 16 MiB at a time
+            hoard.append(b"x" * (16 << 20))
+    except MemoryError:
+        refused()
+    succeeded()  # past the host's memory limit: the writes loosened it
+"""
+
+
 @pytest.mark.parametrize("where", sorted(KERNEL_WRITES))
 def test_writes_to_kernel_interfaces_are_refused(adversary: Adversary, where: str) -> None:
+    if where == "cgroup" and gvisor(adversary.runtime):
+        # gVisor's /sys/fs/cgroup is its own emulation: opening (and writing) its files
+        # succeeds and changes nothing on the host, so the open alone proves nothing here.
+        # Judged by the effect on the host instead: after writing loosened limits and moving
+        # itself to the root cgroup, the job still meets the host's memory limit.
+        t = adversary.tight
+        job = run(adversary, t, GVISOR_CGROUP)
+        if exit_status(t, job) == 3:  # MemoryError inside: refused before the kill
+            assert_outcome(adversary, t, job, "failed", exit_code=3)
+        else:
+            assert_outcome(adversary, t, job, "failed", reason="out of memory")
+        return
     refused(adversary, adversary.main, textwrap.dedent(KERNEL_WRITES[where]) + textwrap.dedent("""
         for p in paths:
             try:

@@ -2,8 +2,9 @@
 
 Every container these tests create carries the ``data-sandbox-test.job`` label (our executor
 is built with ``label_prefix="data-sandbox-test"``) and ``data-sandbox.test=1``; the /out
-tmpfs mounts are named ``data-sandbox-test-out-<job>``. The fixtures remove both before and
-after the session and after every test, so an interrupted run leaves nothing behind.
+tmpfs mounts are named ``data-sandbox-test-out-<token>``, and the stages the binds come from
+say ``data-sandbox-test`` in their owner file. The fixtures remove all three before and after
+the session and after every test, so an interrupted run leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 import docker
 import pytest
 
+from containers import stage
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits, RunSpec
 from containers.image import RunnerImage, ensure_runner_image
+from tests.docker.runtimes import RUNTIMES, require_runtime
 
 TEST_PREFIX = "data-sandbox-test"
 TEST_LABEL = "data-sandbox.test"
@@ -43,6 +46,9 @@ def remove_leftovers(client: docker.DockerClient) -> None:
         ]
     for p in reversed(points):
         subprocess.run(["umount", "-l", p], check=False, capture_output=True)
+    for st in stage.stages(stage.STAGE_ROOT):
+        if st.owner().get("prefix") == TEST_PREFIX:
+            stage.remove(st)
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +65,16 @@ def runner_image(client: docker.DockerClient) -> RunnerImage:
     return ensure_runner_image(client)
 
 
+@pytest.fixture(scope="session", params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest, client: docker.DockerClient) -> str:
+    """Every test using the executor runs once under runc and once under gVisor (runsc)."""
+    return require_runtime(client, request.param)
+
+
 @pytest.fixture
-def executor(client: docker.DockerClient) -> Iterator[DockerExecutor]:
-    yield DockerExecutor(client, label_prefix=TEST_PREFIX, extra_labels={TEST_LABEL: "1"})
+def executor(client: docker.DockerClient, runtime: str) -> Iterator[DockerExecutor]:
+    yield DockerExecutor(client, label_prefix=TEST_PREFIX, runtime=runtime,
+                         extra_labels={TEST_LABEL: "1"})
     remove_leftovers(client)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 import uuid
 from collections.abc import Callable
@@ -11,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from containers import mounts, warm
+from containers import mounts, stage, warm
 from containers.executor import DockerExecutor, Limits, RunSpec, RunState, WarmSlot
 from containers.image import RunnerImage
 
@@ -140,16 +139,17 @@ def test_a_crash_between_binding_and_trigger_is_finished_by_start(
                            extra_labels=executor.extra_labels)  # the restarted agent's
     fresh.start(spec)
     assert fresh.wait(spec.job_id).stdout == b"counted 3\n"
-    assert not warm.trigger(spec.work_dir.parent, fresh.deadline(spec.job_id))  # once only
+    token = fresh._get(spec.job_id).record.warm_token
+    assert token is not None
+    stage_job = fresh.stage_root / token / "job"
+    assert not warm.trigger(stage_job, fresh.deadline(spec.job_id))  # once only
 
 
-def test_the_launcher_ends_on_anything_but_a_time_limit(
+def test_the_init_ends_on_anything_but_a_time_limit(
         executor: DockerExecutor, client: docker.DockerClient,
         warm_container: warm.WarmContainer) -> None:
-    (warm_container.dir / "job" / "script.py").write_text("print('must not run')\n")
-    fd = os.open(warm_container.dir / "job" / warm.FIFO, os.O_WRONLY)  # waits for the reader
-    os.write(fd, b"1; rm -rf /\n")
-    os.close(fd)
+    (warm_container.stage.job_dir / "script.py").write_text("print('must not run')\n")
+    (warm_container.stage.job_dir / warm.GO).write_text("1; rm -rf /\n")
     assert client.api.wait(warm_container.container_id, timeout=30)["StatusCode"] == 2
     assert client.api.logs(warm_container.container_id, stderr=False) == b""
 
@@ -167,11 +167,24 @@ def test_reset_removes_only_this_roots_unbound_warm_containers(
     assert executor.warm.reset(root) == 1
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(mine.container_id)
-    assert not mine.dir.exists()
+    assert not mine.stage.dir.exists()
     assert mounts.find_out_mounts(executor.names.warm_out_source(mine.token)) == []
     assert client.api.inspect_container(theirs.container_id)["State"]["Running"]
     assert executor.wait(spec.job_id).ok  # a bound one is a job: left to reconciliation
     executor.warm.discard(theirs)
+
+
+def test_cleanup_finds_a_bound_warm_jobs_stage_without_its_container(
+        executor: DockerExecutor, client: docker.DockerClient, slot: WarmSlot,
+        warm_container: warm.WarmContainer) -> None:
+    spec = start_warm(executor, slot, COUNT)
+    assert executor.wait(spec.job_id).ok
+    client.api.remove_container(warm_container.container_id, force=True)  # gone by hand
+    assert [(j, s) for j, s, _ in executor.list_jobs()] == [(spec.job_id, RunState.ABSENT)]
+    executor.cleanup(spec.job_id)  # the stage's owner names the job
+    assert mounts.find_out_mounts(executor.names.warm_out_source(warm_container.token)) == []
+    assert not warm_container.stage.dir.exists()
+    assert executor.list_jobs() == []
 
 
 def test_a_job_that_fails_to_prepare_leaves_no_warm_container(
@@ -180,7 +193,7 @@ def test_a_job_that_fails_to_prepare_leaves_no_warm_container(
     job_dir, _ = job(slot, COUNT)
 
     def prepare() -> RunSpec:
-        assert (job_dir / "job" / warm.FIFO).exists()  # the warm directory became the job's
+        assert slot.container is None  # claimed: the job's, or removed
         raise RuntimeError("unreadable input")
 
     with pytest.raises(RuntimeError):
@@ -205,7 +218,7 @@ def test_a_job_whose_directory_exists_starts_cold_and_the_slot_keeps_its_contain
     executor.warm.empty(slot)
     with pytest.raises(docker.errors.NotFound):
         client.api.inspect_container(warm_container.container_id)
-    assert not warm_container.dir.exists()
+    assert not warm_container.stage.dir.exists()
 
 
 def test_a_warm_container_is_not_left_behind_by_a_job_that_has_a_container(
@@ -228,6 +241,7 @@ def test_cleanup_finds_a_warm_out_left_in_the_work_dir(
     assert executor.wait(spec.job_id).ok
     client.api.remove_container(warm_container.container_id, force=True)  # gone by hand
     source = executor.names.warm_out_source(warm_container.token)
+    stage.remove(warm_container.stage)  # and its stage, which named the job
     executor.cleanup(spec.job_id)
     assert mounts.find_out_mounts(source) != []  # nothing names it any more but its place
     executor.cleanup(spec.job_id, work_dir=spec.work_dir)

@@ -5,6 +5,9 @@ The controller runs on 127.0.0.1 (SQLite in a temporary directory); every agent 
 :class:`DockerExecutor`. Tests drive it only through the HTTP API, with
 :class:`sandbox.client.Client`, like a provider, a requester and a regulator would.
 
+Runtimes: the stack is parametrized (``tests.docker.runtimes``): every test runs against a
+stack whose agents use runc, then against one whose agents use gVisor (runsc).
+
 Cleanup: the agents' executors add ``data-sandbox.test=1`` and ``data-sandbox.suite=docker``
 to every container they create. The agent removes its container after each job; at teardown
 (and at start, for an interrupted earlier run) every container carrying both labels is
@@ -29,6 +32,7 @@ from tests.docker.helpers import (
     boot_stack,
     remove_labelled,
 )
+from tests.docker.runtimes import RUNTIMES, require_runtime
 
 
 def remove_leftovers(client: docker.DockerClient) -> None:
@@ -44,10 +48,11 @@ def docker_engine() -> Iterator[docker.DockerClient]:
     client.close()
 
 
-@pytest.fixture(scope="session")
-def stack(docker_engine: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
-    s, _ = boot_stack(tmp_path_factory.mktemp("e2e"), docker_engine)
+@pytest.fixture(scope="session", params=RUNTIMES)
+def stack(request: pytest.FixtureRequest, docker_engine: docker.DockerClient,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    runtime = require_runtime(docker_engine, request.param)
+    s, _ = boot_stack(tmp_path_factory.mktemp(f"e2e-{runtime}"), docker_engine, runtime)
     try:
         for name, limits in (("main", Limits(timeout_s=120)), ("tight", TIGHT)):
             add_hospital(s, name, f"H-{name.upper()}-{uuid.uuid4().hex[:6]}", limits,

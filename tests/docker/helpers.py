@@ -51,6 +51,7 @@ class Stack:
     regulator: Client
     image: str
     work: Path
+    runtime: str  # the OCI runtime of every agent of this stack (tests.docker.runtimes)
     providers: dict[str, Provider] = field(default_factory=dict)
 
     @property
@@ -139,9 +140,11 @@ def fetch_output(client: Client, job_id: str, name: str) -> tuple[int, bytes]:
 def job_containers(client: docker.DockerClient, job_id: str) -> list[Any]:
     """A job's containers: labelled with its id (cold start) or named after it (warm start)."""
     name = f"data-sandbox-job-{job_id}"
-    found: list[Any] = client.containers.list(all=True,
+    # ignore_removed: the agent may remove it between the engine's list and inspect
+    found: list[Any] = client.containers.list(all=True, ignore_removed=True,
                                               filters={"label": f"{JOB_LABEL}={job_id}"})
-    found += [c for c in client.containers.list(all=True, filters={"name": name})
+    found += [c for c in client.containers.list(all=True, ignore_removed=True,
+                                                filters={"name": name})
               if c.name == name and c.id not in {f.id for f in found}]
     return found
 
@@ -188,9 +191,11 @@ def make_target(stack: Stack, which: str, file: str, seed: int,
                   frozenset(values))
 
 
-def boot_stack(work: Path, engine: docker.DockerClient) -> tuple[Stack, list[str]]:
+def boot_stack(work: Path, engine: docker.DockerClient, runtime: str
+               ) -> tuple[Stack, list[str]]:
     """An embedded controller (SQLite in ``work``) with an operator, a requester and a
-    regulator; returns the stack and every token issued. The caller stops ``stack.stack``."""
+    regulator, its agents to run jobs under ``runtime``; returns the stack and every token
+    issued. The caller stops ``stack.stack``."""
     url = f"sqlite:///{work / 'sandbox.db'}"
     upgrade(url)
     app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
@@ -207,7 +212,7 @@ def boot_stack(work: Path, engine: docker.DockerClient) -> tuple[Stack, list[str
         embedded.stop()
         raise
     stack = Stack(embedded, admin, Client(embedded.url, requester["token"]),
-                  Client(embedded.url, regulator["token"]), image, work)
+                  Client(embedded.url, regulator["token"]), image, work, runtime)
     return stack, [admin_token, requester["token"], regulator["token"]]
 
 
@@ -223,7 +228,7 @@ def add_hospital(s: Stack, name: str, code: str, limits: Limits, labels: Mapping
     s.stack.start_agent(a["token"], [root], s.work / "jobs" / name, s.image, limits,
                         poll_wait_s=0.5, labels=dict(labels), slots=slots,
                         # 0 by default for quick tests; the grain has its own test
-                        timing_grain_s=timing_grain_s)
+                        timing_grain_s=timing_grain_s, runtime=s.runtime)
     s.providers[name] = Provider(f"{name} hospital", code, p["id"],
                                  Client(s.url, p["token"]), root)
     return [p["token"], a["token"]]

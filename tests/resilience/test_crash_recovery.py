@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from authz.wire import TERMINAL
-from containers import warm
+from containers import stage, warm
 from containers.engine import docker_client
 from containers.executor import DockerExecutor
 from sandbox import create_app, db
@@ -57,8 +57,8 @@ def free_port() -> int:
 class Cluster:
     """A controller process and agent processes on loopback, restartable."""
 
-    def __init__(self, tmp: Path, db_url: str) -> None:
-        self.tmp, self.db_url = tmp, db_url
+    def __init__(self, tmp: Path, db_url: str, runtime: str) -> None:
+        self.tmp, self.db_url, self.runtime = tmp, db_url, runtime
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, "SANDBOX_DATABASE_URL": db_url,
@@ -97,7 +97,7 @@ class Cluster:
         self.work_roots.add(self.tmp / f"work-{name}")
         self._spawn(name, ["--url", self.url, "--token", token, "agent", "--data-root",
                            str(root), "--work-root", str(self.tmp / f"work-{name}"),
-                           "--slots", str(slots)])
+                           "--slots", str(slots), "--runtime", self.runtime])
 
     def kill(self, name: str) -> None:
         p = self.procs.pop(name)
@@ -124,12 +124,12 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator[Any]:
+def cluster_factory(tmp_path: Path, runtime: str) -> Iterator[Any]:
     made: list[Cluster] = []
 
     def make(db_url: str) -> Cluster:
         upgrade(db_url)
-        c = Cluster(tmp_path, db_url)
+        c = Cluster(tmp_path, db_url, runtime)
         made.append(c)
         return c
 
@@ -204,6 +204,7 @@ def check_outcome(w: dict[str, Any], job_ids: list[str], permit_id: str) -> None
     assert not [c for c in left if c.labels["data-sandbox.job"] in job_ids]
     mounts = Path("/proc/mounts").read_text()
     assert not [j for j in job_ids if j in mounts]
+    assert not [st for st in stage.stages(stage.STAGE_ROOT) if st.owner().get("job") in job_ids]
 
 
 def test_sigkill_agent_and_controller_mid_batch(cluster_factory: Any, tmp_path: Path) -> None:
@@ -220,6 +221,9 @@ def test_sigkill_agent_and_controller_mid_batch(cluster_factory: Any, tmp_path: 
         return states.count("running") >= 2
 
     wait_for(running, 120, "two jobs running")
+    # The agent said at start which runtime its jobs run under.
+    assert f"jobs run under the {cluster.runtime} runtime" in (
+        tmp_path / "agent.log").read_text()
     cluster.kill("agent")
     cluster.kill("controller")
     cluster.start_controller()
