@@ -1,17 +1,22 @@
-"""Overhead of a sandboxed job over a bare container run of the same script.
+"""Overhead of a sandboxed job over a bare container run of the same script, per runtime.
 
-Side by side in one run, N times each after one warm-up each:
+For each OCI runtime (runc, then gVisor's runsc), a fresh embedded stack whose agent uses
+that runtime, and side by side in one run, N times each after one warm-up each:
 
 - job:  POST /jobs through the API of an embedded stack (SQLite, real agent, real engine)
         until ``GET /jobs/<id>`` says released (polled every 20 ms);
-- bare: ``client.containers.run(image, ["python3", "-c", SCRIPT], network_mode="none")``
-        with the same input mounted read-only at /in and a host dir at /out.
+- bare: ``client.containers.run(image, ["python3", "-c", SCRIPT], network_mode="none",
+        runtime=<the same runtime>)`` with the same input mounted read-only at /in and a host
+        dir at /out.
 
 Each bare run starts once the agent has cleaned up the previous job (so the two never share
 the engine). Then a realistic scenario the same way (M runs each): a pandas script
 aggregating a 10,000-row input. Prints both medians, a breakdown of the trivial job from its
-own timestamps, the realistic ratio, and last ``ratio=<x>`` (median job / median bare, trivial
-script). Usage: ``.venv/bin/python -m bench.job_overhead [N] [M]`` (M=0: trivial only).
+own timestamps, the realistic ratio and ``ratio[<runtime>]=<x>`` for each runtime, and last
+``ratio=<x>``: median job / median bare, trivial script, under the runtime the agent uses by
+default (runsc when the engine has it). Usage:
+``.venv/bin/python -m bench.job_overhead [N] [M] [RUNTIMES]`` (M=0: trivial only; RUNTIMES
+comma-separated, default ``runc,runsc``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from containers.engine import docker_client
+from containers.engine import choose_runtime, docker_client, engine_facts
 from containers.image import ensure_runner_image
 from sandbox import create_app
 from sandbox.bootstrap import create_first_admin
@@ -117,7 +122,7 @@ def bare_input(src: Path, dest: Path) -> Path:
     return dest
 
 
-def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
+def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path, runtime: str
           ) -> tuple[Client, list[tuple[str, str, Path]]]:
     """(requester, [(permit, dataset, bare input dir)] for the trivial and realistic data)."""
     p = admin.post("/parties", {"name": "Bench Hospital", "role": "provider",
@@ -127,7 +132,8 @@ def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
     write_hospital(root / "big", 11, BIG_ROWS, "H-BIG")
     agent = admin.post("/agents", {"name": "bench agent", "providers": [p["id"]]})
     # No timing grain: it is a deliberate delay (a privacy setting), not overhead.
-    stack.start_agent(agent["token"], [root], work / "jobs", image, timing_grain_s=0.0)
+    stack.start_agent(agent["token"], [root], work / "jobs", image, timing_grain_s=0.0,
+                      runtime=runtime)
     provider = Client(stack.url, p["token"])
     r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
     requester = Client(stack.url, r["token"])
@@ -167,11 +173,12 @@ def one_job(requester: Client, permit_id: str, dataset_id: str, script: str = SC
     return elapsed, job
 
 
-def one_bare(client: Any, image: str, bare_in: Path, script: str = SCRIPT) -> float:
+def one_bare(client: Any, image: str, bare_in: Path, runtime: str, script: str = SCRIPT
+             ) -> float:
     CLEANED.wait(30)  # the agent's cleanup of the last job must not overlap the bare run
     t0 = time.perf_counter()
     client.containers.run(image, ["python3", "-c", script], network_mode="none",
-                          remove=True, entrypoint=[], labels=BENCH_LABEL,
+                          runtime=runtime, remove=True, entrypoint=[], labels=BENCH_LABEL,
                           volumes={str(bare_in): {"bind": "/in", "mode": "ro"},
                                    str(bare_in.parent / "bare-out"): {"bind": "/out",
                                                                       "mode": "rw"}})
@@ -186,10 +193,10 @@ def phases(job: dict[str, Any]) -> tuple[float, float]:
 
 
 def side_by_side(n: int, requester: Client, permit: str, dataset: str, bare_in: Path,
-                 docker: Any, image: str, script: str
+                 docker: Any, image: str, script: str, runtime: str
                  ) -> tuple[list[float], list[float], list[tuple[float, float]]]:
     one_job(requester, permit, dataset, script)  # warm-up
-    one_bare(docker, image, bare_in, script)
+    one_bare(docker, image, bare_in, runtime, script)
     jobs: list[float] = []
     bares: list[float] = []
     split: list[tuple[float, float]] = []
@@ -197,13 +204,14 @@ def side_by_side(n: int, requester: Client, permit: str, dataset: str, bare_in: 
         elapsed, job = one_job(requester, permit, dataset, script)
         jobs.append(elapsed)
         split.append(phases(job))
-        bares.append(one_bare(docker, image, bare_in, script))
+        bares.append(one_bare(docker, image, bare_in, runtime, script))
     return jobs, bares, split
 
 
-def main(n: int = 10, m: int = 5) -> int:
-    instrument()
-    work = Path(tempfile.mkdtemp(prefix="bench-overhead-"))
+def measure(n: int, m: int, runtime: str) -> float:
+    """One runtime's figures, printed; returns its trivial-script ratio."""
+    TIMINGS.clear()
+    work = Path(tempfile.mkdtemp(prefix=f"bench-overhead-{runtime}-"))
     url = f"sqlite:///{work / 'sandbox.db'}"
     upgrade(url)
     app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key")})
@@ -213,14 +221,14 @@ def main(n: int = 10, m: int = 5) -> int:
     docker = docker_client()
     image = ensure_runner_image(docker).tag
     try:
-        requester, data = setup(stack, admin, image, work)
+        requester, data = setup(stack, admin, image, work, runtime)
         (permit, dataset, bare_in), big = data
         jobs, bares, split = side_by_side(n, requester, permit, dataset, bare_in, docker,
-                                          image, SCRIPT)
+                                          image, SCRIPT, runtime)
         steps = {label: statistics.median(ts) for label, ts in TIMINGS.items()}
         real: tuple[list[float], list[float], Any] | None = None
         if m:
-            real = side_by_side(m, requester, *big, docker, image, REALISTIC)
+            real = side_by_side(m, requester, *big, docker, image, REALISTIC, runtime)
     finally:
         stack.stop()
         for c in docker.containers.list(all=True, filters={"label": "data-sandbox.bench"}):
@@ -228,10 +236,11 @@ def main(n: int = 10, m: int = 5) -> int:
     job_med, bare_med = statistics.median(jobs), statistics.median(bares)
     to_start = statistics.median(s for s, _ in split)
     running = statistics.median(r for _, r in split)
+    print(f"== runtime {runtime}")
     print(f"N={n} (after 1 warm-up each); trivial script, 300-row input")
     print(f"job  (API submit -> released, polled every {POLL_S * 1000:.0f} ms): "
           f"median {job_med:.3f} s  [min {min(jobs):.3f}, max {max(jobs):.3f}]")
-    print(f"bare (docker SDK containers.run, network none):            "
+    print(f"bare (docker SDK containers.run, network none, {runtime}):     "
           f"median {bare_med:.3f} s  [min {min(bares):.3f}, max {max(bares):.3f}]")
     print("job breakdown (medians, from the job's own timestamps):")
     print(f"  submitted -> started (dispatch, projection, container create+start): "
@@ -249,9 +258,23 @@ def main(n: int = 10, m: int = 5) -> int:
         print(f"realistic (pandas, group-by over {BIG_ROWS} rows), M={m}: job median {rj:.3f} s"
               f" [{min(real[0]):.3f}-{max(real[0]):.3f}], bare median {rb:.3f} s"
               f" [{min(real[1]):.3f}-{max(real[1]):.3f}], realistic_ratio={rj / rb:.2f}")
-    print(f"ratio={job_med / bare_med:.2f}")
+    print(f"ratio[{runtime}]={job_med / bare_med:.2f}")
+    return job_med / bare_med
+
+
+def main(n: int = 10, m: int = 5, runtimes: tuple[str, ...] = ("runc", "runsc")) -> int:
+    instrument()
+    client = docker_client()
+    default = choose_runtime(engine_facts(client))  # what an agent uses unless told
+    client.close()
+    ratios = {rt: measure(n, m, rt) for rt in runtimes}
+    shown = default if default in ratios else runtimes[0]
+    print(f"ratio below: runtime {shown} (the agent's default here: {default})")
+    print(f"ratio={ratios[shown]:.2f}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(*(int(a) for a in sys.argv[1:3])))
+    args = sys.argv[1:]
+    sys.exit(main(int(args[0]) if args else 10, int(args[1]) if len(args) > 1 else 5,
+                  tuple(args[2].split(",")) if len(args) > 2 else ("runc", "runsc")))

@@ -196,7 +196,7 @@ class DockerExecutor:
     def _start(self, spec: RunSpec, found: _Found | None) -> None:
         if found is None:
             cid, status = self._create(spec)
-        elif found.record.warm:  # bound before a crash: its launcher may still wait
+        elif found.record.warm:  # bound before a crash: its init may still wait
             started = found.container.attrs["State"].get("StartedAt")
             self.warm.resume(found.record, parse_engine_time(started))
             return

@@ -128,8 +128,8 @@ class WarmPool:
 
     def bind(self, warm: WarmContainer, spec: RunSpec) -> bool:
         """Give ``warm`` (claimed for ``spec``'s job) to the job and start the script. False
-        when the job must start cold: the spec does not fit, the container could not take
-        the job's name, or its launcher is gone. The caller discards it then, by id."""
+        when the job must start cold: the spec does not fit, its stage is gone or was given a
+        time limit already, or a step failed. The caller discards it then, by id."""
         job_dir = warm.root / spec.job_id
         st = warm.stage
         if not fits(warm, spec) or (st.job_dir / GO).exists() or not st.job_dir.is_dir():
@@ -154,7 +154,7 @@ class WarmPool:
 
     def resume(self, record: ContainerRecord, started_at: datetime | None) -> None:
         """A job bound to a warm container before a crash: hand its init the time limit
-        unless it has it already (the FIFO takes it once)."""
+        unless it has it already (``go`` is written once)."""
         if record.job_dir is None or record.warm_token is None:
             raise ExecutorError(f"warm container {record.name} has no job directory")
         trigger(stage.Stage(self.stage_root / record.warm_token).job_dir,
