@@ -20,6 +20,7 @@ import logging
 import shutil
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from authz.wire import (
@@ -186,7 +187,7 @@ class Agent:
             return
         notices.send(self.controller.started, job_id)  # acknowledged before the result
         if task.statistics is None:
-            self._complete(task, notices)
+            self._complete(task, notices, started=datetime.now(UTC))
         else:
             self._complete_statistics(task, notices)
 
@@ -203,7 +204,8 @@ class Agent:
             raise
         self._report_run(task.job_id, report, notices)
 
-    def _complete(self, task: RunTask, notices: Notices | None = None) -> None:
+    def _complete(self, task: RunTask, notices: Notices | None = None,
+                  started: datetime | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
         job_id = task.job_id
         notices = notices or Notices(job_id)
@@ -226,7 +228,8 @@ class Agent:
                                    rare_values=None if rare.exception() else rare.result())
             # Nothing downstream (states, ledger times, receipts) can then time the script
             # more finely than the grain; the checks above ran inside it.
-            self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s))
+            self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,
+                                                    since=started))
             notices.send(self.controller.checking, job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")

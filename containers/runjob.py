@@ -235,12 +235,15 @@ def joint_submission(task: RunTask, out_dir: Path,
                         content_b64=base64.b64encode(raw).decode())
 
 
-def seconds_to_grain(result: RunResult, grain_s: float) -> float:
+def seconds_to_grain(result: RunResult, grain_s: float, since: datetime | None = None
+                     ) -> float:
     """How long to wait so the run's end is seen at a whole multiple of ``grain_s`` after
-    its container started (0 without a grain or a start time)."""
-    if grain_s <= 0 or result.started_at is None:
+    the job started: ``since`` (when the agent started it), else its container's start
+    (a warm container started before its job; 0 without a grain or a start time)."""
+    origin = since or result.started_at
+    if grain_s <= 0 or origin is None:
         return 0.0
-    elapsed = (datetime.now(UTC) - result.started_at).total_seconds()
+    elapsed = (datetime.now(UTC) - origin).total_seconds()
     return max(0.0, math.ceil(max(elapsed, 1e-9) / grain_s) * grain_s - elapsed)
 
 
