@@ -31,6 +31,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from ledger.audit import AuditResult, default_workers
 from ledger.checkpoint import Checkpoint, CheckpointSigner
 from ledger.checkpointer import Checkpointer
@@ -51,7 +54,8 @@ MAX_WAIT_S = 0.002
 BODY = {"job_id": "job-1", "permit_id": "permit-1", "dataset_ids": ["d1", "d2"], "rows": 1200}
 
 
-def bench_appends(url: str, n: int, batch: int = 1) -> float:
+def fresh_log(url: str) -> tuple[Engine, sessionmaker[Session], TransparencyLog]:
+    """Empty ledger tables with their head row made (outside any timed loop)."""
     eng = make_engine(url)
     LedgerBase.metadata.drop_all(eng)
     LedgerBase.metadata.create_all(eng)
@@ -60,6 +64,11 @@ def bench_appends(url: str, n: int, batch: int = 1) -> float:
     with factory() as s:  # create the head row outside the timed loop
         log.append(s, "bench.start", "system", {})
         s.commit()
+    return eng, factory, log
+
+
+def bench_appends(url: str, n: int, batch: int = 1) -> float:
+    eng, factory, log = fresh_log(url)
     t = time.perf_counter()
     if batch == 1:
         for i in range(n):
@@ -80,14 +89,7 @@ def bench_appends(url: str, n: int, batch: int = 1) -> float:
 
 def bench_request_path(url: str, n: int, threads: int = THREADS) -> float:
     """Acknowledged appends/s from ``threads`` callers, one session and commit per append."""
-    eng = make_engine(url)
-    LedgerBase.metadata.drop_all(eng)
-    LedgerBase.metadata.create_all(eng)
-    factory = make_session_factory(eng)
-    log = TransparencyLog(ORIGIN)
-    with factory() as s:  # create the head row outside the timed loop
-        log.append(s, "bench.start", "system", {})
-        s.commit()
+    eng, factory, log = fresh_log(url)
     acked = [0] * threads
     start = threading.Barrier(threads + 1)
 
