@@ -93,9 +93,10 @@ def test_fork_bomb_is_contained_and_the_next_job_runs(
             made += 1
         print(made, flush=True)
     """, pids=32))
-    if gvisor(runtime) and r.exit_code == 2:
+    if gvisor(runtime) and (r.exit_code == 2 or r.oom_killed):
         # gVisor: the job's processes are the sandbox's, and its kernel (a Go program) exits
-        # with status 2 when the pids cgroup refuses it a thread: the job ends, contained.
+        # with status 2 when the pids cgroup refuses it a thread, or the memory cgroup kills
+        # the sandbox holding every fork: the job ends, contained.
         assert r.stdout == b"", r
     else:
         assert r.exit_code == 0, r
