@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -87,19 +88,17 @@ def bench_appends(url: str, n: int, batch: int = 1) -> float:
     return rate
 
 
-def bench_request_path(url: str, n: int, threads: int = THREADS) -> float:
-    """Acknowledged appends/s from ``threads`` callers, one session and commit per append."""
-    eng, factory, log = fresh_log(url)
-    acked = [0] * threads
+def timed_callers(threads: int, calls: int, call: Callable[[int, int], object]) -> float:
+    """Completed calls per second: ``threads`` callers released together, each making
+    ``calls`` calls ``call(caller, i)``; a call counts once it returned (acknowledged)."""
+    done = [0] * threads
     start = threading.Barrier(threads + 1)
 
     def caller(w: int) -> None:
         start.wait()
-        for i in range(n // threads):
-            with factory() as s:
-                log.append(s, "job.submitted", f"party:{(w + i) % 7}", BODY)
-                s.commit()
-            acked[w] += 1
+        for i in range(calls):
+            call(w, i)
+            done[w] += 1
 
     workers = [threading.Thread(target=caller, args=(w,)) for w in range(threads)]
     for w in workers:
@@ -108,7 +107,19 @@ def bench_request_path(url: str, n: int, threads: int = THREADS) -> float:
     t = time.perf_counter()
     for w in workers:
         w.join()
-    rate = sum(acked) / (time.perf_counter() - t)
+    return sum(done) / (time.perf_counter() - t)
+
+
+def bench_request_path(url: str, n: int, threads: int = THREADS) -> float:
+    """Acknowledged appends/s from ``threads`` callers, one session and commit per append."""
+    eng, factory, log = fresh_log(url)
+
+    def append(w: int, i: int) -> None:
+        with factory() as s:
+            log.append(s, "job.submitted", f"party:{(w + i) % 7}", BODY)
+            s.commit()
+
+    rate = timed_callers(threads, n // threads, append)
     eng.dispose()
     return rate
 
@@ -120,26 +131,11 @@ def bench_sequencer(url: str, n: int, max_wait_s: float = MAX_WAIT_S,
     LedgerBase.metadata.drop_all(eng)
     LedgerBase.metadata.create_all(eng)
     log = TransparencyLog(ORIGIN)
-    acked = [0] * threads
-    start = threading.Barrier(threads + 1)
-
-    def appender(w: int) -> None:
-        start.wait()
-        for i in range(n // threads):
-            seq.append("job.submitted", f"party:{(w + i) % 7}", BODY)
-            acked[w] += 1  # only once the entry is durable
-
     with Sequencer(make_session_factory(eng), log, max_wait_s=max_wait_s) as seq:
         seq.append("bench.start", "system", {})  # head row and connection, outside the timing
         before = seq.stats()
-        workers = [threading.Thread(target=appender, args=(w,)) for w in range(threads)]
-        for w in workers:
-            w.start()
-        start.wait()
-        t = time.perf_counter()
-        for w in workers:
-            w.join()
-        rate = sum(acked) / (time.perf_counter() - t)
+        rate = timed_callers(threads, n // threads, lambda w, i: seq.append(
+            "job.submitted", f"party:{(w + i) % 7}", BODY))
         after = seq.stats()
     eng.dispose()
     return rate, (after.units - before.units) / max(1, after.batches - before.batches)

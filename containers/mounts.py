@@ -155,11 +155,16 @@ def _sys_mount(source: str, target: Path, data: str, flags: int) -> str | None:
     libc = _load_libc()
     if libc is None:
         return None
-    if libc.mount(source.encode(), os.fsencode(target), b"tmpfs", ctypes.c_ulong(flags),
-                  data.encode()) == 0:
+    return _outcome("mount", libc.mount(source.encode(), os.fsencode(target), b"tmpfs",
+                                        ctypes.c_ulong(flags), data.encode()))
+
+
+def _outcome(what: str, rc: int) -> str:
+    """"" for a system call that returned 0, else its error text (errno read at once)."""
+    if rc == 0:
         return ""
     e = ctypes.get_errno()
-    return f"mount: {os.strerror(e)} (errno {e})"
+    return f"{what}: {os.strerror(e)} (errno {e})"
 
 
 def _sys_bind(source: Path, target: Path) -> str | None:
@@ -167,11 +172,8 @@ def _sys_bind(source: Path, target: Path) -> str | None:
     libc = _load_libc()
     if libc is None:
         return None
-    if libc.mount(os.fsencode(source), os.fsencode(target), None, ctypes.c_ulong(_MS_BIND),
-                  None) == 0:
-        return ""
-    e = ctypes.get_errno()
-    return f"mount: {os.strerror(e)} (errno {e})"
+    return _outcome("mount", libc.mount(os.fsencode(source), os.fsencode(target), None,
+                                        ctypes.c_ulong(_MS_BIND), None))
 
 
 def _sys_umount(point: str, flags: int) -> str | None:
@@ -179,10 +181,7 @@ def _sys_umount(point: str, flags: int) -> str | None:
     libc = _load_libc()
     if libc is None:
         return None
-    if libc.umount2(os.fsencode(point), ctypes.c_int(flags)) == 0:
-        return ""
-    e = ctypes.get_errno()
-    return f"umount: {os.strerror(e)} (errno {e})"
+    return _outcome("umount", libc.umount2(os.fsencode(point), ctypes.c_int(flags)))
 
 
 def _umount(point: str, lazy: bool) -> str:
