@@ -245,8 +245,9 @@ def settings_for(limits: Limits, runtime: str | None, *, image: str, name: str,
 def out_tmpfs_options(size_mb: int) -> str:
     """Options of the host tmpfs bound at /out (:func:`containers.mounts.mount_out`): capped
     for real (ENOSPC), few inodes, owned by the runner. Output is data: no devices, setuid
-    files or executables."""
-    return (f"size={size_mb}m,nr_inodes=4096,mode=0700,uid={RUNNER_UID},gid={RUNNER_GID},"
+    files or executables. 1,024 inodes: a release holds at most a few dozen files, and every
+    file more is work for the agent's checks (and about 1.5 ms to create under gVisor)."""
+    return (f"size={size_mb}m,nr_inodes=1024,mode=0700,uid={RUNNER_UID},gid={RUNNER_GID},"
             "nosuid,nodev,noexec")
 
 
