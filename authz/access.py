@@ -126,7 +126,7 @@ def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: s
 def _decide(ctx: Ctx, actor: str, item: RequestItem, decision: Decision, reason: str | None,
             conditions: dict[str, Any] | None) -> None:
     item.decision = decision
-    item.decided_by = actor
+    item.decided_by = ctx.who(actor)
     item.decided_at = ctx.now()
     item.reason = reason
     item.conditions = conditions
@@ -256,7 +256,7 @@ def permits_of(ctx: Ctx, party: Party) -> list[Permit]:
 
 def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     permit.status = PermitStatus.REVOKED
-    permit.revoked_by = actor
+    permit.revoked_by = ctx.who(actor)
     permit.revoked_reason = reason
     ctx.record("permit.revoked", actor, {"permit_id": permit.id, "reason": reason})
     # SKIP LOCKED: a job a dispatcher holds right now is left to it; the dispatcher

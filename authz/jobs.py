@@ -66,7 +66,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
               provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
               script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED,
-              kind=kind)
+              kind=kind, submitted_by=ctx.signed_in.person_id if ctx.signed_in else None)
     ctx.session.add(job)
     ctx.session.flush()
     ctx.record("job.submitted", requester.id, {

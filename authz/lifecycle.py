@@ -12,7 +12,7 @@ from typing import Any
 
 from authz import joint
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit
+from authz.models import AccessRequest, Job, Party, Permit, RequestItem
 from authz.states import TERMINAL, JobState, check_job_move
 
 
@@ -60,6 +60,13 @@ def requeue(ctx: Ctx, job: Job, reason: str) -> None:
     ctx.record("job.requeued", "system", {"job_id": job.id, "reason": reason})
 
 
+def _decider(item: RequestItem) -> str:
+    """The person who decided and the provider they decided for; else the provider's
+    service account, or the automatic approval of unconditional data."""
+    who = item.decided_by or ""
+    return f"{who} for {item.provider_id}" if who.startswith("psn_") else who
+
+
 def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
     """The data-flow audit record (数据流通审计) plus what ran and what came out."""
     permit = ctx.session.get(Permit, job.permit_id)
@@ -67,7 +74,7 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
     request = ctx.session.get(AccessRequest, permit.request_id)
     assert request is not None
     requester = ctx.session.get(Party, job.requester_id)
-    approvers = sorted({it.decided_by or "" for it in request.items
+    approvers = sorted({_decider(it) for it in request.items
                         if it.dataset_id in job.dataset_ids})
     assert job.started_at is not None
     return {
@@ -77,7 +84,8 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
             "authorizing_system": ctx.authorizing_system,
             "authorizing_operator": ", ".join(approvers),
             "business_system": request.business_system,
-            "user": f"{job.requester_id} ({requester.name if requester else '?'})",
+            "user": (f"{job.submitted_by} for " if job.submitted_by else "")
+                    + f"{job.requester_id} ({requester.name if requester else '?'})",
             "access_method": f"isolated container run by agent {job.agent_id}, "
                              "network none, permitted columns only",
             "access_time": job.started_at.isoformat(),

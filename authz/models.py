@@ -105,6 +105,31 @@ class Party(AuthzBase):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class Person(AuthzBase):
+    """A named person who acts for one party, with roles within it.
+
+    The party's own token stays as its service account; a person signs in with a password
+    (and TOTP when enrolled) and carries a personal API token. Decisions record the person.
+    """
+
+    __tablename__ = "people"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    party_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    roles: Mapped[list[Any]] = mapped_column()  # authz.people.PersonRole values
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last RFC 6238 time step whose code was accepted: a code is good once only.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    token_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
 class Agent(AuthzBase):
     __tablename__ = "agents"
 
@@ -226,6 +251,8 @@ class Job(AuthzBase):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"))
     requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    # The requester's person who submitted it (None: the party's service account).
+    submitted_by: Mapped[str | None] = mapped_column(String(40), default=None)
     provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
     dataset_ids: Mapped[list[Any]] = mapped_column()
     kind: Mapped[str] = mapped_column(String(20), default="script")

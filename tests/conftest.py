@@ -128,3 +128,22 @@ def make_agent(admin: Actor) -> Any:
         return Actor(admin.client, r.json["id"], r.json["token"], "agent")
 
     return make
+
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+def make_person(admin: Actor) -> Any:
+    """A person of ``party`` with ``roles``, signed in: an Actor carrying their own token."""
+    def make(party: Actor, *roles: str, email: str | None = None) -> Actor:
+        email = email or f"{uuid.uuid4().hex[:10]}@example.org"
+        r = admin.post(f"/parties/{party.id}/people", {
+            "name": "A. Person", "email": email, "roles": list(roles), "password": PASSWORD})
+        assert r.status_code == 201, r.json
+        s: Any = admin.client.post("/api/v1/sign-in",
+                                   json={"email": email, "password": PASSWORD})
+        assert s.status_code == 200, s.json
+        return Actor(admin.client, r.json["id"], s.json["token"], party.role)
+
+    return make

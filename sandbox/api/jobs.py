@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response
 
 from authz import jobs
+from authz.people import PersonRole
 from compute.errors import NotFound
 from sandbox import auth, db, release
 
@@ -47,7 +48,7 @@ def cancel(job_id: str) -> dict[str, Any]:
 
 
 @bp.post("/<job_id>/stop")
-@auth.roles("provider", "admin")
+@auth.roles("provider", "admin", need=(PersonRole.APPROVER, PersonRole.ADMIN))
 def stop(job_id: str) -> dict[str, Any]:
     """Incident control: stop a job on the provider's data now (queued or running)."""
     p = auth.party()
