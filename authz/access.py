@@ -58,6 +58,9 @@ APPROVE_SPEC = [
     # are released without a human decision (recorded on the ledger with the permit).
     v.Field("script_release", v.choice(*ScriptRelease), required=False,
             default=ScriptRelease.REVIEW.value),
+    # How many different output checkers of this provider must approve each held output:
+    # 2 is the two-person rule (neither of them the analyst who submitted the job).
+    v.Field("review_quorum", v.integer(1, 2), required=False, default=1),
 ]
 
 
@@ -153,7 +156,7 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
         "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
         "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
         "disclosure": _disclosure(data["disclosure"], data["min_cell_count"]),
-        "script_release": data["script_release"],
+        "script_release": data["script_release"], "review_quorum": data["review_quorum"],
     }
     _decide(ctx, provider.id, item, Decision.APPROVED, None, conditions)
     _settle(ctx, req)
@@ -201,6 +204,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         script_release=(ScriptRelease.AUTOMATIC if all(
             c.get("script_release") == ScriptRelease.AUTOMATIC for c in conds)
             else ScriptRelease.REVIEW),
+        review_quorum=max(int(c.get("review_quorum", 1)) for c in conds),
     )
     ctx.session.add(permit)
     ctx.session.flush()
@@ -209,7 +213,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
         "epsilon_budget": permit.epsilon_budget, "disclosure": permit.disclosure,
-        "script_release": permit.script_release,
+        "script_release": permit.script_release, "review_quorum": permit.review_quorum,
         "approved_by": sorted({it.decided_by or "" for it in req.items}),
     })
 
@@ -263,9 +267,11 @@ def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     # waits for this permit row, then sees it revoked and blocks the job. Waiting for the
     # job row here instead would deadlock with that dispatcher (opposite lock order).
     # Queued jobs are cancelled, running ones stopped: their agents see the lease end, kill
-    # the container and discard its outputs (nothing of a revoked use is released).
+    # the container and discard its outputs; outputs held for review are discarded too
+    # (nothing of a revoked use is released).
     open_jobs = ctx.session.scalars(select(Job).where(
-        Job.permit_id == permit.id, Job.state.in_({JobState.QUEUED, *ACTIVE}))
+        Job.permit_id == permit.id,
+        Job.state.in_({JobState.QUEUED, JobState.AWAITING_REVIEW, *ACTIVE}))
         .with_for_update(skip_locked=True))
     for job in open_jobs:
         lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, "permit revoked")
@@ -295,7 +301,7 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
         "disclosure": p.disclosure, "script_release": p.script_release,
-        "revoked_reason": p.revoked_reason,
+        "review_quorum": p.review_quorum, "revoked_reason": p.revoked_reason,
     }
 
 

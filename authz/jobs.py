@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import lifecycle, permits
+from authz import lifecycle, permits, review
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import AccessRequest, Job, Party, Permit, new_id
@@ -105,8 +105,9 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     job = get_visible(ctx, requester, job_id)
     if job.requester_id != requester.id:
         raise NotFound("no such job")
-    if job.state != JobState.QUEUED:
-        raise Conflict(f"job is {job.state}; only queued jobs can be cancelled")
+    if job.state not in (JobState.QUEUED, JobState.AWAITING_REVIEW):
+        raise Conflict(f"job is {job.state}; only queued jobs, or jobs awaiting review, "
+                       "can be cancelled")
     lifecycle.end_job(ctx, requester.id, job, JobState.CANCELLED, "cancelled by requester")
     return job
 
@@ -174,7 +175,11 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         "input_sha256": job.input_sha256, "runner_image": job.runner_image,
         "ledger_index": job.ledger_index,
         "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
-                     "decision": o.decision, "reasons": o.reasons} for o in job.outputs],
+                     "decision": o.decision, "reasons": o.reasons,
+                     "justification": o.justification,
+                     # The checkers' decisions and comments, and how long review took.
+                     "reviews": review.review_json(o),
+                     "review_s": review.review_seconds(job, o)} for o in job.outputs],
     }
     if party.id == job.requester_id:
         out["log"] = job.log

@@ -13,21 +13,39 @@ from typing import Any
 from authz import joint
 from authz.context import Ctx
 from authz.models import AccessRequest, Job, Party, Permit, RequestItem
-from authz.states import TERMINAL, JobState, check_job_move
+from authz.states import RUN_OVER, JobState, OutputDecision, check_job_move
 
 
 def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None) -> None:
-    """Move ``job`` to the final ``state`` (Conflict if the table forbids it) and record it.
+    """Move ``job`` to ``state``, where its run is over (Conflict if the table forbids it),
+    and record it.
 
     A run that read input is recorded in full (``run.finished``, the data-flow audit record,
-    and one entry per output); a job that never read anything gets ``job.<state>``.
+    and one entry per output); a job that never read anything gets ``job.<state>``. A job
+    leaving review (settled by its output checkers, or cancelled) gets ``review.completed``
+    with what came of each held output; that entry is then the job's receipt.
     """
-    if state not in TERMINAL:
-        raise ValueError(f"{state} is not a final state")
+    if state not in RUN_OVER:
+        raise ValueError(f"{state} is not a state where the run is over")
+    was = job.state
     job.state = check_job_move(job.state, state)
     job.reason = reason
-    job.finished_at = ctx.now()
     job.lease_expires_at = None
+    if was == JobState.AWAITING_REVIEW:
+        for o in job.outputs:
+            if o.decision == OutputDecision.PENDING_REVIEW:  # cancelled: discarded
+                o.decision, o.content, o.decided_at = OutputDecision.BLOCKED, None, ctx.now()
+                o.reasons = [*o.reasons, f"discarded: {reason}"]
+        assert job.finished_at is not None
+        job.ledger_index = ctx.record("review.completed", actor, {
+            "job_id": job.id, "permit_id": job.permit_id, "state": state, "reason": reason,
+            "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
+                         "decision": o.decision} for o in job.outputs],
+            # Whole seconds from the end of the run: how long the review took.
+            "review_s": int((ctx.now() - job.finished_at).total_seconds()),
+        })
+        return
+    job.finished_at = ctx.now()
     if job.input_sha256 is None:
         ctx.record(f"job.{state}", actor, {"job_id": job.id, "reason": reason})
     else:

@@ -34,6 +34,7 @@ from authz.states import (
     JointJobState,
     OutputDecision,
     PermitStatus,
+    ReviewDecision,
     ScriptRelease,
 )
 
@@ -238,6 +239,9 @@ class Permit(AuthzBase):
     # Automatic only if every provider accepted automatic release of script outputs.
     script_release: Mapped[ScriptRelease] = mapped_column(
         StateText(ScriptRelease), default=ScriptRelease.REVIEW, server_default="review")
+    # How many different output checkers of each provider must approve a held output
+    # (2: the two-person rule), the largest any provider asked for.
+    review_quorum: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
@@ -297,8 +301,31 @@ class JobOutput(AuthzBase):
     size: Mapped[int] = mapped_column(Integer)  # bytes
     decision: Mapped[OutputDecision] = mapped_column(StateText(OutputDecision))
     reasons: Mapped[list[Any]] = mapped_column(default=list)
-    # Only released outputs keep content: a blocked output never reaches the controller.
+    # Only released outputs, and outputs held for review, keep content: a blocked output
+    # never reaches the controller, and a rejected or returned one is discarded.
     content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # The requester's case for releasing a held output (as ACRO's exception requests).
+    justification: Mapped[str | None] = mapped_column(Text, default=None)
+    # When review settled it (released, rejected or returned).
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reviews: Mapped[list[OutputReview]] = relationship(
+        cascade="all, delete-orphan", order_by="OutputReview.id")
+
+
+class OutputReview(AuthzBase):
+    """One output checker's decision on one held output."""
+
+    __tablename__ = "output_reviews"
+    __table_args__ = (UniqueConstraint("output_id", "reviewer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("job_outputs.id"), index=True)
+    # The provider whose quorum the decision counts for (the reviewer's party).
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    reviewer_id: Mapped[str] = mapped_column(ForeignKey("people.id"))
+    decision: Mapped[ReviewDecision] = mapped_column(StateText(ReviewDecision))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class JointJob(AuthzBase):

@@ -1,0 +1,55 @@
+"""release review: held outputs' justification and decision time, checkers' decisions,
+permits.review_quorum
+
+Revision ID: 0012_release_review
+Revises: 0007_people
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0012_release_review'
+down_revision = '0007_people'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('job_outputs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('justification', sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True))
+    # Existing permits: one output checker per provider (the two-person rule is opt-in).
+    with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('review_quorum', sa.Integer(), nullable=False,
+                                      server_default='1'))
+    op.create_table(
+        'output_reviews',
+        sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column('output_id', sa.Integer(), nullable=False),
+        sa.Column('provider_id', sa.String(length=40), nullable=False),
+        sa.Column('reviewer_id', sa.String(length=40), nullable=False),
+        sa.Column('decision', sa.String(length=20), nullable=False),
+        sa.Column('comment', sa.Text(), nullable=False),
+        sa.Column('decided_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['output_id'], ['job_outputs.id']),
+        sa.ForeignKeyConstraint(['provider_id'], ['parties.id']),
+        sa.ForeignKeyConstraint(['reviewer_id'], ['people.id']),
+        sa.PrimaryKeyConstraint('id'),
+        sa.UniqueConstraint('output_id', 'reviewer_id'),
+    )
+    with op.batch_alter_table('output_reviews', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_output_reviews_output_id'), ['output_id'],
+                              unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('output_reviews', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_output_reviews_output_id'))
+    op.drop_table('output_reviews')
+    with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.drop_column('review_quorum')
+    with op.batch_alter_table('job_outputs', schema=None) as batch_op:
+        batch_op.drop_column('decided_at')
+        batch_op.drop_column('justification')
