@@ -61,6 +61,8 @@ APPROVE_SPEC = [
     # How many different output checkers of this provider must approve each held output:
     # 2 is the two-person rule (neither of them the analyst who submitted the job).
     v.Field("review_quorum", v.integer(1, 2), required=False, default=1),
+    # true: every new script runs only after an approver of every provider approved it.
+    v.Field("approve_scripts", v.boolean, required=False, default=False),
 ]
 
 
@@ -157,6 +159,7 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
         "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
         "disclosure": _disclosure(data["disclosure"], data["min_cell_count"]),
         "script_release": data["script_release"], "review_quorum": data["review_quorum"],
+        "approve_scripts": data["approve_scripts"],
     }
     _decide(ctx, provider.id, item, Decision.APPROVED, None, conditions)
     _settle(ctx, req)
@@ -205,6 +208,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
             c.get("script_release") == ScriptRelease.AUTOMATIC for c in conds)
             else ScriptRelease.REVIEW),
         review_quorum=max(int(c.get("review_quorum", 1)) for c in conds),
+        approve_scripts=any(bool(c.get("approve_scripts")) for c in conds),
     )
     ctx.session.add(permit)
     ctx.session.flush()
@@ -214,6 +218,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
         "epsilon_budget": permit.epsilon_budget, "disclosure": permit.disclosure,
         "script_release": permit.script_release, "review_quorum": permit.review_quorum,
+        "approve_scripts": permit.approve_scripts,
         "approved_by": sorted({it.decided_by or "" for it in req.items}),
     })
 
@@ -271,7 +276,8 @@ def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     # (nothing of a revoked use is released).
     open_jobs = ctx.session.scalars(select(Job).where(
         Job.permit_id == permit.id,
-        Job.state.in_({JobState.QUEUED, JobState.AWAITING_REVIEW, *ACTIVE}))
+        Job.state.in_({JobState.AWAITING_APPROVAL, JobState.QUEUED, JobState.AWAITING_REVIEW,
+                       *ACTIVE}))
         .with_for_update(skip_locked=True))
     for job in open_jobs:
         lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, "permit revoked")
@@ -301,7 +307,8 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
         "disclosure": p.disclosure, "script_release": p.script_release,
-        "review_quorum": p.review_quorum, "revoked_reason": p.revoked_reason,
+        "review_quorum": p.review_quorum, "approve_scripts": p.approve_scripts,
+        "revoked_reason": p.revoked_reason,
     }
 
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from authz import lifecycle, permits, review
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, new_id
+from authz.models import AccessRequest, Job, Party, Permit, ScriptApproval, new_id
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
@@ -63,18 +63,31 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         raise PolicyViolation(
             f"permit has no runs left ({permit.runs_used} used, {queued} queued, "
             f"{permit.max_runs} allowed)")
+    provider_id, sha256 = providers.pop(), hashlib.sha256(script).hexdigest()
+    # A new script under a permit that requires approval waits for every provider's
+    # approver (authz.script_approval); the statistics route runs only the platform's code.
+    waits = (permit.approve_scripts and kind == "script" and not approved_script(
+        ctx, permit.id, sha256, {provider_id}))
     job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
-              provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
-              script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED,
+              provider_id=provider_id, dataset_ids=data["dataset_ids"], script=script,
+              script_sha256=sha256,
+              state=JobState.AWAITING_APPROVAL if waits else JobState.QUEUED,
               kind=kind, submitted_by=ctx.signed_in.person_id if ctx.signed_in else None)
     ctx.session.add(job)
     ctx.session.flush()
     ctx.record("job.submitted", requester.id, {
         "job_id": job.id, "permit_id": permit.id, "dataset_ids": job.dataset_ids,
         "provider_id": job.provider_id, "script_sha256": job.script_sha256,
-        "script_bytes": len(script), "kind": kind,
+        "script_bytes": len(script), "kind": kind, "state": job.state,
     })
     return job
+
+
+def approved_script(ctx: Ctx, permit_id: str, sha256: str, providers: set[str]) -> bool:
+    """Whether every one of ``providers`` approved this exact script under the permit."""
+    approved = set(ctx.session.scalars(select(ScriptApproval.provider_id).where(
+        ScriptApproval.permit_id == permit_id, ScriptApproval.script_sha256 == sha256)))
+    return providers <= approved
 
 
 def check_syntax(script: str) -> None:
@@ -94,10 +107,12 @@ def check_syntax(script: str) -> None:
 
 
 def _count_open(ctx: Ctx, permit_id: str) -> int:
-    """Queued jobs not yet counted in runs_used (a requeued job was counted at dispatch)."""
-    rows = ctx.session.scalars(select(Job.id).where(Job.permit_id == permit_id,
-                                                    Job.state == JobState.QUEUED,
-                                                    Job.dispatched_at.is_(None)))
+    """Queued jobs not yet counted in runs_used (a requeued job was counted at dispatch),
+    and jobs waiting for their script's approval."""
+    rows = ctx.session.scalars(select(Job.id).where(
+        Job.permit_id == permit_id,
+        Job.state.in_((JobState.QUEUED, JobState.AWAITING_APPROVAL)),
+        Job.dispatched_at.is_(None)))
     return len(list(rows))
 
 
@@ -105,7 +120,8 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     job = get_visible(ctx, requester, job_id)
     if job.requester_id != requester.id:
         raise NotFound("no such job")
-    if job.state not in (JobState.QUEUED, JobState.AWAITING_REVIEW):
+    if job.state not in (JobState.AWAITING_APPROVAL, JobState.QUEUED,
+                         JobState.AWAITING_REVIEW):
         raise Conflict(f"job is {job.state}; only queued jobs, or jobs awaiting review, "
                        "can be cancelled")
     lifecycle.end_job(ctx, requester.id, job, JobState.CANCELLED, "cancelled by requester")

@@ -242,6 +242,10 @@ class Permit(AuthzBase):
     # How many different output checkers of each provider must approve a held output
     # (2: the two-person rule), the largest any provider asked for.
     review_quorum: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Each new script must be approved by an approver of every provider before it runs
+    # (a script hash approved once runs again without asking).
+    approve_scripts: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default="0")
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
@@ -310,6 +314,20 @@ class JobOutput(AuthzBase):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     reviews: Mapped[list[OutputReview]] = relationship(
         cascade="all, delete-orphan", order_by="OutputReview.id")
+
+
+class ScriptApproval(AuthzBase):
+    """A provider's approval of one exact script (by hash) under one permit."""
+
+    __tablename__ = "script_approvals"
+    __table_args__ = (UniqueConstraint("permit_id", "script_sha256", "provider_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"), index=True)
+    script_sha256: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    approved_by: Mapped[str] = mapped_column(String(40))  # a person, or the service account
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class OutputReview(AuthzBase):

@@ -6,6 +6,9 @@ the agent and the requester's client import it without the server.
 
 A job::
 
+    awaiting_approval ──▶ queued   (when the permit requires every new script approved)
+         └──▶ blocked | cancelled
+
     queued ──▶ dispatched ──▶ running ──▶ checking ──▶ released | blocked | failed
       │  ▲          │            │           │   └──▶ awaiting_review ──▶ released | blocked
       │  ▲          │            │           │        (outputs held for output checkers;
@@ -30,6 +33,8 @@ from compute.errors import Conflict
 
 
 class JobState(enum.StrEnum):
+    # The permit requires each new script to be approved by every provider first.
+    AWAITING_APPROVAL = "awaiting_approval"
     QUEUED = "queued"
     DISPATCHED = "dispatched"
     RUNNING = "running"
@@ -53,6 +58,9 @@ REPORTED = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED,
 RUN_OVER = TERMINAL | {JobState.AWAITING_REVIEW}
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # Queued once every provider's approver approved the script; blocked if one refused.
+    JobState.AWAITING_APPROVAL: frozenset({JobState.QUEUED, JobState.BLOCKED,
+                                           JobState.CANCELLED}),
     # Blocked at dispatch; released, blocked or failed by a late report of the agent that
     # held the expired lease (a run that finished is not run again).
     JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, *REPORTED}),

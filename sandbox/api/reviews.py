@@ -1,4 +1,5 @@
-"""Release review: the output checkers' queue and decisions; the requester's justification.
+"""Release review (the output checkers' queue and decisions, the requester's justification),
+and code visible to providers (reading a job's script, approving each new script).
 
 Rules live in :mod:`authz.review`; these views authorize, call it and commit.
 """
@@ -9,7 +10,7 @@ from typing import Any
 
 from flask import Blueprint
 
-from authz import review
+from authz import review, script_approval
 from authz.people import PersonRole
 from sandbox import auth, db
 
@@ -48,3 +49,36 @@ def justify(job_id: str, name: str) -> dict[str, Any]:
     out = review.justify(db.ctx(), auth.party(), job_id, name, auth.body())
     db.commit()
     return {"name": out.name, "decision": out.decision, "justification": out.justification}
+
+
+@bp.get("/jobs/<job_id>/script")
+@auth.roles("requester", "provider")
+def script(job_id: str) -> dict[str, Any]:
+    """The full code of a job: its requester's, and its provider's to read before and after
+    it runs (not only the digest)."""
+    return script_approval.script_of(db.ctx(), auth.party(), job_id)
+
+
+@bp.get("/script-approvals")
+@auth.roles("provider", need=PersonRole.APPROVER)
+def pending_scripts() -> dict[str, Any]:
+    return {"jobs": [{"job_id": j.id, "permit_id": j.permit_id, "requester_id": j.requester_id,
+                      "submitted_by": j.submitted_by, "script_sha256": j.script_sha256,
+                      "submitted_at": j.submitted_at.isoformat()}
+                     for j in script_approval.pending(db.ctx(), auth.party())]}
+
+
+@bp.post("/jobs/<job_id>/approve-script")
+@auth.roles("provider", need=PersonRole.APPROVER)
+def approve_script(job_id: str) -> dict[str, Any]:
+    job = script_approval.approve(db.ctx(), auth.party(), job_id)
+    db.commit()
+    return {"job_id": job.id, "state": job.state}
+
+
+@bp.post("/jobs/<job_id>/refuse-script")
+@auth.roles("provider", need=PersonRole.APPROVER)
+def refuse_script(job_id: str) -> dict[str, Any]:
+    job = script_approval.refuse(db.ctx(), auth.party(), job_id, auth.body())
+    db.commit()
+    return {"job_id": job.id, "state": job.state, "reason": job.reason}

@@ -1,5 +1,5 @@
 """release review: held outputs' justification and decision time, checkers' decisions,
-permits.review_quorum
+permits.review_quorum; script approval: permits.approve_scripts, script_approvals
 
 Revision ID: 0012_release_review
 Revises: 0007_people
@@ -24,6 +24,24 @@ def upgrade() -> None:
     with op.batch_alter_table('permits', schema=None) as batch_op:
         batch_op.add_column(sa.Column('review_quorum', sa.Integer(), nullable=False,
                                       server_default='1'))
+        batch_op.add_column(sa.Column('approve_scripts', sa.Boolean(), nullable=False,
+                                      server_default='0'))
+    op.create_table(
+        'script_approvals',
+        sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column('permit_id', sa.String(length=40), nullable=False),
+        sa.Column('script_sha256', sa.String(length=64), nullable=False),
+        sa.Column('provider_id', sa.String(length=40), nullable=False),
+        sa.Column('approved_by', sa.String(length=40), nullable=False),
+        sa.Column('approved_at', sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(['permit_id'], ['permits.id']),
+        sa.ForeignKeyConstraint(['provider_id'], ['parties.id']),
+        sa.PrimaryKeyConstraint('id'),
+        sa.UniqueConstraint('permit_id', 'script_sha256', 'provider_id'),
+    )
+    with op.batch_alter_table('script_approvals', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_script_approvals_permit_id'), ['permit_id'],
+                              unique=False)
     op.create_table(
         'output_reviews',
         sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -48,7 +66,11 @@ def downgrade() -> None:
     with op.batch_alter_table('output_reviews', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_output_reviews_output_id'))
     op.drop_table('output_reviews')
+    with op.batch_alter_table('script_approvals', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_script_approvals_permit_id'))
+    op.drop_table('script_approvals')
     with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.drop_column('approve_scripts')
         batch_op.drop_column('review_quorum')
     with op.batch_alter_table('job_outputs', schema=None) as batch_op:
         batch_op.drop_column('decided_at')
