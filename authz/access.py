@@ -11,10 +11,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import catalog, lifecycle
+from authz import catalog, lifecycle, people
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
+from authz.models import (
+    AccessRequest,
+    Dataset,
+    Job,
+    Party,
+    Permit,
+    Person,
+    RequestItem,
+    new_id,
+)
+from authz.people import PersonRole
 from authz.permits import permit_providers
 from authz.states import (
     ACTIVE,
@@ -40,6 +50,8 @@ REQUEST_SPEC = [
         v.Field("dataset_id", v.text(40)),
         v.Field("columns", v.list_of(v.text(64, pattern=v.NAME_RX), 1, 1000, unique=True)),
     ]), min_items=1, max_items=20)),
+    # The requester's analysts who may use the permit, besides the person asking.
+    v.Field("people", v.list_of(v.text(40), 0, 50, unique=True), required=False, default=[]),
 ]
 
 APPROVE_SPEC = [
@@ -68,9 +80,11 @@ APPROVE_SPEC = [
 
 def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
     data = v.parse(body, REQUEST_SPEC)
+    people.require_accredited(ctx)
     seen: set[str] = set()
     req = AccessRequest(id=new_id("req"), requester_id=requester.id, purpose=data["purpose"],
-                        use_kind=data["use_kind"], business_system=data["business_system"])
+                        use_kind=data["use_kind"], business_system=data["business_system"],
+                        people=_named_people(ctx, requester, data["people"]))
     for i, item in enumerate(data["items"]):
         where = f"items[{i}]"
         ds = ctx.session.get(Dataset, item["dataset_id"])
@@ -94,6 +108,7 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
         "request_id": req.id, "requester_id": requester.id, "purpose": req.purpose,
         "use_kind": req.use_kind, "business_system": req.business_system,
         "items": [{"dataset_id": it.dataset_id, "columns": it.columns} for it in req.items],
+        "people": req.people,
     })
     for item in req.items:
         ds = ctx.session.get(Dataset, item.dataset_id)
@@ -109,6 +124,19 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
             })
     _settle(ctx, req)
     return req
+
+
+def _named_people(ctx: Ctx, requester: Party, ids: list[str]) -> list[str]:
+    named = [ctx.signed_in.person_id] if ctx.signed_in else []
+    for i, pid in enumerate(ids):
+        person = ctx.session.get(Person, pid)
+        if person is None or person.party_id != requester.id or not person.active \
+                or PersonRole.ANALYST not in person.roles:
+            raise InvalidInput(f"people[{i}]", "must be an active analyst of your "
+                                               "organisation (GET /parties/<id>/people)")
+        if pid not in named:
+            named.append(pid)
+    return named
 
 
 def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: str
@@ -198,6 +226,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         levels += [catalog.level(fm[c]["sensitivity"]) for c in columns[it.dataset_id]]
     permit = Permit(
         id=new_id("pmt"), request_id=req.id, requester_id=req.requester_id, columns=columns,
+        people=list(req.people),
         expires_at=expires, max_runs=min(c["max_runs"] for c in conds),
         min_cell_count=max(c["min_cell_count"] for c in conds),
         classification=catalog.SENSITIVITY[max(levels)],
@@ -214,7 +243,8 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
     ctx.session.flush()
     ctx.record("permit.issued", "system", {
         "permit_id": permit.id, "request_id": req.id, "requester_id": req.requester_id,
-        "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
+        "columns": columns, "people": permit.people, "expires_at": expires.isoformat(),
+        "max_runs": permit.max_runs,
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
         "epsilon_budget": permit.epsilon_budget, "disclosure": permit.disclosure,
         "script_release": permit.script_release, "review_quorum": permit.review_quorum,
@@ -288,7 +318,7 @@ def request_json(req: AccessRequest, ctx: Ctx) -> dict[str, Any]:
     return {
         "id": req.id, "requester_id": req.requester_id, "purpose": req.purpose,
         "use_kind": req.use_kind, "business_system": req.business_system,
-        "status": req.status, "created_at": req.created_at.isoformat(),
+        "people": req.people, "status": req.status, "created_at": req.created_at.isoformat(),
         "permit_id": permit.id if permit else None,
         "items": [{
             "dataset_id": it.dataset_id, "provider_id": it.provider_id, "columns": it.columns,
@@ -302,7 +332,8 @@ def request_json(req: AccessRequest, ctx: Ctx) -> dict[str, Any]:
 def permit_json(p: Permit) -> dict[str, Any]:
     return {
         "id": p.id, "request_id": p.request_id, "requester_id": p.requester_id,
-        "columns": p.columns, "expires_at": p.expires_at.isoformat(), "max_runs": p.max_runs,
+        "columns": p.columns, "people": p.people, "expires_at": p.expires_at.isoformat(),
+        "max_runs": p.max_runs,
         "runs_used": p.runs_used, "min_cell_count": p.min_cell_count,
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
@@ -324,3 +355,25 @@ def can_see_request(party: Party, req: AccessRequest) -> bool:
         return any(it.provider_id == party.id for it in req.items)
     # Regulators and the operator audit through the ledger, not through others' objects.
     return False
+
+
+def public_projects(ctx: Ctx) -> list[dict[str, Any]]:
+    """Approved uses as a public register (SATRE: project details published): purposes,
+    organisations and datasets, newest first. No person, column, condition or result."""
+    out = []
+    for permit in ctx.session.scalars(select(Permit).order_by(Permit.created_at.desc(),
+                                                              Permit.id)):
+        req = ctx.session.get(AccessRequest, permit.request_id)
+        requester = ctx.session.get(Party, permit.requester_id)
+        assert req is not None and requester is not None
+        datasets = []
+        for ds_id in permit.columns:
+            ds = ctx.session.get(Dataset, ds_id)
+            provider = ctx.session.get(Party, ds.provider_id) if ds else None
+            if ds is not None and provider is not None:
+                datasets.append({"code": ds.code, "name": ds.name, "provider": provider.name})
+        out.append({"permit_id": permit.id, "purpose": req.purpose, "use_kind": req.use_kind,
+                    "organisation": requester.name, "datasets": datasets,
+                    "approved_at": permit.created_at.isoformat(),
+                    "expires_at": permit.expires_at.isoformat(), "status": permit.status})
+    return out

@@ -46,6 +46,8 @@ class Ctx:
     authorizing_system: str = "data-sandbox"
     now: Callable[[], datetime] = field(default=_now)
     signed_in: SignedIn | None = None
+    # People must hold a current accreditation to request, submit and review.
+    accreditation_required: bool = True
 
     def who(self, actor: str) -> str:
         """Who did what ``actor`` (a party id) did: the signed-in person acting for it, or

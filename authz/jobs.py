@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import lifecycle, permits, review
+from authz import lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import AccessRequest, Job, Party, Permit, ScriptApproval, new_id
@@ -36,6 +36,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     if (data["script"] is None) == (data["statistics"] is None):
         raise InvalidInput("script", "give exactly one of script and statistics")
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
+    people.require_named(ctx, permit.id, permit.people)
     if data["statistics"] is not None:
         if len(data["dataset_ids"]) != 1:
             raise InvalidInput("dataset_ids", "a statistics job reads exactly one dataset")

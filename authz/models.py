@@ -129,6 +129,24 @@ class Person(AuthzBase):
     token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Identity verified by the operator (how, when): no personal document is stored.
+    identity_method: Mapped[str | None] = mapped_column(String(200), default=None)
+    identity_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    accreditations: Mapped[list[Accreditation]] = relationship(
+        cascade="all, delete-orphan", order_by="Accreditation.expires_at")
+
+
+class Accreditation(AuthzBase):
+    """Training a person completed (e.g. safe researcher training), and until when it holds."""
+
+    __tablename__ = "accreditations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(200))
+    awarded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(40))
 
 
 class Agent(AuthzBase):
@@ -188,6 +206,8 @@ class AccessRequest(AuthzBase):
     purpose: Mapped[str] = mapped_column(Text)
     use_kind: Mapped[str] = mapped_column(String(30))
     business_system: Mapped[str] = mapped_column(String(200))
+    # The requester's people who may use the permit (the person who asked, and any named).
+    people: Mapped[list[Any]] = mapped_column(default=list)
     status: Mapped[Decision] = mapped_column(StateText(Decision), default=Decision.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     items: Mapped[list[RequestItem]] = relationship(
@@ -224,6 +244,9 @@ class Permit(AuthzBase):
     requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
     # {dataset_id: [columns]} — requested ∩ allowed, per dataset.
     columns: Mapped[dict[str, Any]] = mapped_column()
+    # The people who may use it: none named, only the requester's service account (a
+    # permit asked for by a person always names them).
+    people: Mapped[list[Any]] = mapped_column(default=list)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     max_runs: Mapped[int] = mapped_column(Integer)
     runs_used: Mapped[int] = mapped_column(Integer, default=0)

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import Party, Person, new_id
+from authz.models import Accreditation, Party, Person, new_id
 from authz.tokens import digest, issue
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 
@@ -242,10 +242,67 @@ def _party_active(ctx: Ctx, person: Person) -> bool:
     return party is not None and party.active
 
 
-def require_role(person: Person | None, role: PersonRole) -> None:
-    """A person acting must hold ``role``; a party's service account acts for all of it."""
-    if person is not None and role not in person.roles:
-        raise Forbidden(f"requires the person role {role}")
+ACCREDITATION_SPEC = [
+    v.Field("kind", v.text(200, single_line=True)),
+    v.Field("awarded_at", v.aware_datetime),
+    v.Field("expires_at", v.aware_datetime),
+]
+IDENTITY_SPEC = [v.Field("method", v.text(200, single_line=True))]
+
+
+def record_accreditation(ctx: Ctx, actor: Party, person: Person, body: object) -> None:
+    """The operator records training a person completed (SATRE: accredited researchers)."""
+    data = v.parse(body, ACCREDITATION_SPEC)
+    if data["expires_at"] <= data["awarded_at"]:
+        raise InvalidInput("expires_at", "must be after awarded_at")
+    person.accreditations.append(Accreditation(
+        kind=data["kind"], awarded_at=data["awarded_at"], expires_at=data["expires_at"],
+        recorded_by=ctx.who(actor.id)))
+    ctx.record("person.accredited", actor.id, {
+        "person_id": person.id, "kind": data["kind"],
+        "expires_at": data["expires_at"].isoformat()})
+
+
+def record_identity(ctx: Ctx, actor: Party, person: Person, body: object) -> None:
+    """The operator records that it verified who the person is, and how."""
+    method = v.parse(body, IDENTITY_SPEC)["method"]
+    person.identity_method, person.identity_verified_at = method, ctx.now()
+    ctx.record("person.identity_verified", actor.id, {"person_id": person.id,
+                                                      "method": method})
+
+
+def require_accredited(ctx: Ctx) -> None:
+    """The signed-in person (if any) must be identified and hold a current accreditation;
+    the refusal says which is missing and what to do."""
+    if ctx.signed_in is None or not ctx.accreditation_required:
+        return
+    person = ctx.session.get(Person, ctx.signed_in.person_id)
+    assert person is not None
+    if person.identity_verified_at is None:
+        raise Forbidden("your identity is not verified: ask the operator to verify it "
+                        f"(POST /people/{person.id}/identity)")
+    now = ctx.now()
+    if not any(a.expires_at > now for a in person.accreditations):
+        lapsed = max((a.expires_at for a in person.accreditations), default=None)
+        raise Forbidden(
+            (f"your accreditation lapsed on {lapsed.date().isoformat()}" if lapsed else
+             "you hold no accreditation") + ": complete the training and ask the operator "
+            f"to record it (POST /people/{person.id}/accreditations)")
+
+
+def require_named(ctx: Ctx, permit_id: str, named: list[str]) -> None:
+    """Only the people a permit names use it; a permit naming nobody is its requester's
+    service account's alone."""
+    who = ctx.signed_in.person_id if ctx.signed_in else None
+    if who is None:
+        if named:
+            raise Forbidden(f"permit {permit_id} names the people who may use it: sign in "
+                            "as one of them")
+        return
+    if who not in named:
+        raise Forbidden(f"you are not named on permit {permit_id}: ask for access naming "
+                        "you (POST /requests with \"people\")")
+    require_accredited(ctx)
 
 
 def person_json(person: Person) -> dict[str, object]:
@@ -254,4 +311,9 @@ def person_json(person: Person) -> dict[str, object]:
             "totp_enabled": person.totp_enabled,
             "token_expires_at": person.token_expires_at.isoformat()
             if person.token_expires_at else None,
+            "identity_verified_at": person.identity_verified_at.isoformat()
+            if person.identity_verified_at else None,
+            "accreditations": [{"kind": a.kind, "awarded_at": a.awarded_at.isoformat(),
+                                "expires_at": a.expires_at.isoformat()}
+                               for a in person.accreditations],
             "created_at": person.created_at.isoformat()}

@@ -25,12 +25,13 @@ job settles (:func:`authz.lifecycle.end_job`).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any
 
 from sqlalchemy import select
 
-from authz import lifecycle
+from authz import lifecycle, people
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
@@ -82,6 +83,7 @@ def decide(ctx: Ctx, provider: Party, person: Person | None, job_id: str, name: 
         raise Forbidden("a release decision is a person's: sign in as an output checker")
     if PersonRole.OUTPUT_CHECKER not in person.roles:
         raise Forbidden("requires the person role output_checker")
+    people.require_accredited(ctx)
     job = job_for_checker(ctx, provider, job_id, lock=True)
     if job.submitted_by == person.id:
         raise Forbidden("the analyst who submitted a job never reviews its outputs")
@@ -187,14 +189,18 @@ def material(ctx: Ctx, job: Job) -> dict[str, Any]:
         "outputs": [{
             "name": o.name, "sha256": o.sha256, "bytes": o.size, "decision": o.decision,
             "findings": o.reasons, "justification": o.justification,
-            "content": _text(o.content), "reviews": review_json(o),
+            **_content(o.content), "reviews": review_json(o),
             "review_s": review_seconds(job, o),
         } for o in job.outputs],
         "earlier_releases": earlier_releases(ctx, job),
     }
 
 
-def _text(content: bytes | None) -> str | None:
+def _content(content: bytes | None) -> dict[str, str | None]:
+    """A table as text; an image (held for review) as base64."""
     if content is None:
-        return None
-    return content.decode("utf-8", "replace")
+        return {"content": None}
+    try:
+        return {"content": content.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {"content": None, "content_b64": base64.b64encode(content).decode()}

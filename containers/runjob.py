@@ -159,7 +159,8 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     script_lines = (job_dir / "job" / "script.py").read_bytes().count(b"\n") + 1
     policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
                                  blocked_columns=frozenset(task.blocked_columns),
-                                 rare_values=rare_values, script_lines=script_lines)
+                                 rare_values=rare_values, script_lines=script_lines,
+                                 images_for_review=task.script_release != ScriptRelease.AUTOMATIC)
     def ran(state: JobState, outputs: list[OutputReport], reason: str | None = None
             ) -> RunReport:
         return RunReport(state=state, reason=reason, outputs=tuple(outputs),

@@ -3,6 +3,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,17 @@ def make_agent(admin: Actor) -> Any:
 PASSWORD = "correct horse battery staple"
 
 
+def accredit(admin: Actor, person_id: str, days: int = 365) -> None:
+    """Identity verified and a current accreditation, as the operator records them."""
+    r = admin.post(f"/people/{person_id}/identity", {"method": "passport seen in person"})
+    assert r.status_code == 200, r.json
+    now = datetime.now(UTC)
+    r = admin.post(f"/people/{person_id}/accreditations", {
+        "kind": "safe researcher training", "awarded_at": (now - timedelta(days=1)).isoformat(),
+        "expires_at": (now + timedelta(days=days)).isoformat()})
+    assert r.status_code == 201, r.json
+
+
 @pytest.fixture
 def make_person(admin: Actor) -> Any:
     """A person of ``party`` with ``roles``, signed in: an Actor carrying their own token."""
@@ -141,6 +153,7 @@ def make_person(admin: Actor) -> Any:
         r = admin.post(f"/parties/{party.id}/people", {
             "name": "A. Person", "email": email, "roles": list(roles), "password": PASSWORD})
         assert r.status_code == 201, r.json
+        accredit(admin, r.json["id"])
         s: Any = admin.client.post("/api/v1/sign-in",
                                    json={"email": email, "password": PASSWORD})
         assert s.status_code == 200, s.json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from authz import access, jobs, permits
 from authz.models import AccessRequest, Permit
@@ -89,3 +89,11 @@ def revoke(permit_id: str) -> dict[str, Any]:
 @auth.roles("provider")
 def usage() -> dict[str, Any]:
     return {"usage": jobs.usage(db.ctx(), auth.party())}
+
+
+@bp.get("/public/projects")
+def public_projects() -> dict[str, Any]:
+    """The public register of approved uses, unless the operator switched it off."""
+    if not current_app.config["PUBLISH_PROJECTS"]:
+        raise NotFound("the operator does not publish project details")
+    return {"projects": access.public_projects(db.ctx())}

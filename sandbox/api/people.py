@@ -115,3 +115,23 @@ def rotate_personal_token() -> dict[str, Any]:
     db.commit()
     return {"id": issued.id, "token": issued.token,
             "expires_at": issued.expires_at.isoformat() if issued.expires_at else None}
+
+
+@bp.post("/people/<person_id>/identity")
+@auth.roles("admin")
+def verify_identity(person_id: str) -> dict[str, Any]:
+    """The operator records that it verified the person's identity, and how."""
+    person = people.get_person(db.ctx(), auth.party(), person_id)
+    people.record_identity(db.ctx(), auth.party(), person, auth.body())
+    db.commit()
+    return people.person_json(person)
+
+
+@bp.post("/people/<person_id>/accreditations")
+@auth.roles("admin")
+def accredit(person_id: str) -> tuple[dict[str, Any], int]:
+    """The operator records training the person completed, and until when it holds."""
+    person = people.get_person(db.ctx(), auth.party(), person_id)
+    people.record_accreditation(db.ctx(), auth.party(), person, auth.body())
+    db.commit()
+    return people.person_json(person), 201

@@ -13,7 +13,7 @@ from flask import Flask
 from authz.models import Person
 from sandbox import db
 from tests.api.helpers import approval, register, request_access
-from tests.conftest import PASSWORD, Actor
+from tests.conftest import PASSWORD, Actor, accredit
 
 
 def ledger(reader: Actor) -> list[dict[str, Any]]:
@@ -162,3 +162,74 @@ def test_a_person_changes_their_own_password(admin: Actor, make_party: Any,
     assert sign_in(admin.client, email="f@example.org").status_code == 401
     assert sign_in(admin.client, email="f@example.org",
                    password="another long secret").status_code == 200
+
+
+def test_a_lapsed_or_missing_accreditation_is_refused_and_says_why(
+        app: Flask, admin: Actor, make_party: Any, make_agent: Any) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    ds = register(provider, make_agent(provider))
+    r = admin.post(f"/parties/{requester.id}/people", {
+        "name": "G", "email": "g@example.org", "roles": ["analyst"], "password": PASSWORD})
+    person = Actor(admin.client, r.json["id"],
+                   sign_in(admin.client, email="g@example.org").json["token"], "requester")
+    body = {"purpose": "Average cost by age band.", "use_kind": "statistics",
+            "business_system": "pricing", "items": [{"dataset_id": ds["id"],
+                                                     "columns": ["age"]}]}
+    r = person.post("/requests", body)
+    assert r.status_code == 403 and "identity is not verified" in r.json["message"]
+    accredit(admin, person.id, days=1)
+    with app.app_context():
+        s = db.services().sessions()
+        row = s.get(Person, person.id)
+        assert row is not None
+        row.accreditations[0].expires_at = datetime.now(UTC) - timedelta(days=2)
+        s.commit()
+        s.close()
+    r = person.post("/requests", body)
+    assert r.status_code == 403 and "accreditation lapsed on" in r.json["message"]
+    assert "POST /people/" in r.json["message"]  # what to do next
+    accredit(admin, person.id)
+    assert person.post("/requests", body).status_code == 201
+
+
+def test_only_the_people_a_permit_names_use_it(make_party: Any, make_agent: Any,
+                                               make_person: Any) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    ds = register(provider, make_agent(provider))
+    asker, named, other = (make_person(requester, "analyst") for _ in range(3))
+    r = asker.post("/requests", {
+        "purpose": "Average cost by age band.", "use_kind": "statistics",
+        "business_system": "pricing", "people": [named.id],
+        "items": [{"dataset_id": ds["id"], "columns": ["age"]}]})
+    assert r.status_code == 201 and r.json["people"] == [asker.id, named.id], r.json
+    r = provider.post(f"/requests/{r.json['id']}/items/{ds['id']}/approve", approval())
+    permit_id = r.json["permit_id"]
+    job = {"permit_id": permit_id, "dataset_ids": [ds["id"]], "script": "print(1)\n"}
+    assert named.post("/jobs", job).status_code == 201
+    r = other.post("/jobs", job)
+    assert r.status_code == 403 and "not named on permit" in r.json["message"]
+    r = requester.post("/jobs", job)  # the service account neither
+    assert r.status_code == 403 and "sign in as one of them" in r.json["message"]
+    # Naming someone who is not an analyst of the organisation is refused.
+    r = asker.post("/requests", {
+        "purpose": "Average cost by age band.", "use_kind": "statistics",
+        "business_system": "pricing", "people": [make_person(provider, "approver").id],
+        "items": [{"dataset_id": ds["id"], "columns": ["age"]}]})
+    assert r.status_code == 400 and r.json["field"] == "people[0]"
+
+
+def test_project_details_are_public_without_personal_data(
+        app: Flask, make_party: Any, make_agent: Any, make_person: Any, client: Any) -> None:
+    provider = make_party("provider", name="County Hospital")
+    requester = make_party("requester", name="Harbor Insurance")
+    analyst = make_person(requester, "analyst")
+    ds = register(provider, make_agent(provider))
+    req = request_access(analyst, ds)
+    provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", approval())
+    projects = client.get("/api/v1/public/projects").json["projects"]
+    assert [(p["organisation"], p["datasets"][0]["provider"]) for p in projects] == [
+        ("Harbor Insurance", "County Hospital")]
+    text = json.dumps(projects)
+    assert analyst.id not in text and "@example.org" not in text and "columns" not in text
+    app.config["PUBLISH_PROJECTS"] = False
+    assert client.get("/api/v1/public/projects").status_code == 404

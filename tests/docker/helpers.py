@@ -124,6 +124,11 @@ def person(s: Stack, party: Client, party_id: str, role: str) -> PersonClient:
     password = "a long enough test password"
     made = party.post(f"/parties/{party_id}/people", {
         "name": f"{role} {email[:4]}", "email": email, "roles": [role], "password": password})
+    s.admin.post(f"/people/{made['id']}/identity", {"method": "checked in person"})
+    now = datetime.now(UTC)
+    s.admin.post(f"/people/{made['id']}/accreditations", {
+        "kind": "safe researcher training", "awarded_at": now.isoformat(),
+        "expires_at": (now + timedelta(days=30)).isoformat()})
     token = Client(s.url).post("/sign-in", {"email": email, "password": password})["token"]
     client = PersonClient(s.url, token)
     client.person_id = made["id"]

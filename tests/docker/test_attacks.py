@@ -10,6 +10,7 @@ checked that ``lo`` is its sole interface; otherwise it sends nothing and exits 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import textwrap
@@ -383,21 +384,27 @@ def test_release_review_end_to_end_two_checkers(stack: Stack) -> None:
 import pandas as pd
 df = pd.read_csv("/in/data.csv")
 df.groupby("sex").size().rename("n").reset_index().to_csv("/out/by_sex.csv", index=False)
+open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
 """))
     assert job["state"] == "awaiting_review" and "held for review" in job["reason"], job
     assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
-        ("by_sex.csv", "pending_review")]
+        ("by_sex.csv", "pending_review"), ("chart.png", "pending_review")]
     assert fetch_output(analyst, job["id"], "by_sex.csv")[0] == 404
     seen = checkers[0].get(f"/reviews/{job['id']}")
     table = seen["outputs"][0]["content"]
     assert table.splitlines()[0] == "sex,n" and "df.groupby" in seen["script"]
+    # An image reaches the checkers only through review, as it is.
+    png = base64.b64decode(seen["outputs"][1]["content_b64"])
+    assert png == b"\x89PNG\r\n\x1a\n" + bytes(24)
     for checker in checkers:
-        checker.post(f"/reviews/{job['id']}/outputs/by_sex.csv",
-                     {"decision": "approve", "comment": "two groups, both well above k"})
+        for name in ("by_sex.csv", "chart.png"):
+            checker.post(f"/reviews/{job['id']}/outputs/{name}",
+                         {"decision": "approve", "comment": "two groups, both above k"})
     job = analyst.get(f"/jobs/{job['id']}")
     assert job["state"] == "released", job
     status, body = fetch_output(analyst, job["id"], "by_sex.csv")
     assert status == 200 and body.decode() == table
     decided = [e for e in ledger_entries(stack.regulator) if e["kind"] == "review.decided"
                and e["body"]["job_id"] == job["id"]]
-    assert sorted(e["actor"] for e in decided) == sorted(c.person_id for c in checkers)
+    assert sorted(e["actor"] for e in decided) == sorted(2 * [c.person_id for c in checkers])
+    assert fetch_output(analyst, job["id"], "chart.png") == (200, png)

@@ -1,5 +1,6 @@
 """release review: held outputs' justification and decision time, checkers' decisions,
-permits.review_quorum; script approval: permits.approve_scripts, script_approvals
+permits.review_quorum; script approval: permits.approve_scripts, script_approvals;
+accredited people: people's identity, accreditations, the people a request and permit name
 
 Revision ID: 0012_release_review
 Revises: 0007_people
@@ -17,6 +18,30 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table('people', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('identity_method', sa.String(length=200), nullable=True))
+        batch_op.add_column(sa.Column('identity_verified_at', sa.DateTime(timezone=True),
+                                      nullable=True))
+    op.create_table(
+        'accreditations',
+        sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column('person_id', sa.String(length=40), nullable=False),
+        sa.Column('kind', sa.String(length=200), nullable=False),
+        sa.Column('awarded_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
+        sa.Column('recorded_by', sa.String(length=40), nullable=False),
+        sa.ForeignKeyConstraint(['person_id'], ['people.id']),
+        sa.PrimaryKeyConstraint('id'),
+    )
+    with op.batch_alter_table('accreditations', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_accreditations_person_id'), ['person_id'],
+                              unique=False)
+    # Existing requests and permits name nobody: their requester's service account alone
+    # uses them, as before.
+    for table in ('access_requests', 'permits'):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.add_column(sa.Column('people', sa.JSON(), nullable=False,
+                                          server_default='[]'))
     with op.batch_alter_table('job_outputs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('justification', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('decided_at', sa.DateTime(timezone=True), nullable=True))
@@ -63,6 +88,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for table in ('access_requests', 'permits'):
+        with op.batch_alter_table(table, schema=None) as batch_op:
+            batch_op.drop_column('people')
+    with op.batch_alter_table('accreditations', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_accreditations_person_id'))
+    op.drop_table('accreditations')
+    with op.batch_alter_table('people', schema=None) as batch_op:
+        batch_op.drop_column('identity_verified_at')
+        batch_op.drop_column('identity_method')
     with op.batch_alter_table('output_reviews', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_output_reviews_output_id'))
     op.drop_table('output_reviews')
