@@ -199,7 +199,7 @@ def deny(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: obje
     req, item = _item_for_provider(ctx, provider, request_id, dataset_id)
     if item.decision != Decision.PENDING or req.status != Decision.PENDING:
         raise Conflict(f"item already {item.decision}")
-    data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    data = v.parse(body, v.REASON_SPEC)
     _decide(ctx, provider.id, item, Decision.DENIED, data["reason"], None)
     _settle(ctx, req)
     return req
@@ -277,7 +277,7 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
         raise NotFound("no such permit")
     if permit.status == PermitStatus.REVOKED:
         raise Conflict("permit already revoked")
-    data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    data = v.parse(body, v.REASON_SPEC)
     revoke_permit(ctx, provider.id, permit, data["reason"])
     return permit
 

@@ -129,16 +129,13 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     return job
 
 
-STOP_SPEC = [v.Field("reason", v.text(2000, min_len=3))]
-
-
 def stop(ctx: Ctx, party: Party, job_id: str, body: object) -> Job:
     """Stop a job at once: its provider (for its data) or the operator (incident control).
 
     A queued job is cancelled; a running one is cancelled too, and its agent, seeing the
     lease end, kills the container and discards its outputs. Nothing of it is released.
     """
-    data = v.parse(body, STOP_SPEC)
+    data = v.parse(body, v.REASON_SPEC)
     job = ctx.session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None or not (party.role == "admin" or job.provider_id == party.id):
         raise NotFound("no such job")

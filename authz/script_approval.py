@@ -20,8 +20,6 @@ from authz.models import Job, Party, Permit, ScriptApproval
 from authz.states import JobState, PermitStatus
 from compute.errors import Conflict, NotFound
 
-REFUSE_SPEC = [v.Field("reason", v.text(2000, min_len=3))]
-
 
 def providers_of(job: Job) -> set[str]:
     """The providers whose approval a script needs: those whose data it reads."""
@@ -79,7 +77,7 @@ def approve(ctx: Ctx, provider: Party, job_id: str) -> Job:
 
 
 def refuse(ctx: Ctx, provider: Party, job_id: str, body: object) -> Job:
-    reason = v.parse(body, REFUSE_SPEC)["reason"]
+    reason = v.parse(body, v.REASON_SPEC)["reason"]
     job, _ = _awaiting(ctx, provider, job_id)
     lifecycle.end_job(ctx, provider.id, job, JobState.BLOCKED,
                       f"script refused by provider {provider.id}: {reason}")

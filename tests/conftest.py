@@ -17,6 +17,7 @@ from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.migrate import upgrade
 from tests import pgcluster
+from tests.contract_check import check_answer
 
 
 @pytest.fixture(scope="session")
@@ -95,11 +96,19 @@ class Actor:
         return {"Authorization": f"Bearer {self.token}"}
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(f"/api/v1{path}", headers=self._h(), **kw)
+        return self._checked("GET", path, self.client.get(f"/api/v1{path}", headers=self._h(),
+                                                          **kw))
 
     def post(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.client.post(f"/api/v1{path}", headers=self._h(),
-                                json=body if body is not None else {}, **kw)
+        return self._checked("POST", path, self.client.post(
+            f"/api/v1{path}", headers=self._h(), json=body if body is not None else {}, **kw))
+
+    def _checked(self, method: str, path: str, r: Any) -> Any:
+        """Every answer is held to the OpenAPI contract (tests/contract_check.py)."""
+        if r.is_json:
+            check_answer(self.client.application, method, f"/api/v1{path}", r.status_code,
+                         r.get_json(silent=True))
+        return r
 
 
 @pytest.fixture
