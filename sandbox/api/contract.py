@@ -316,6 +316,7 @@ OPERATIONS: dict[str, Operation] = {
                                "text/html"),
 }
 
+ADMISSION = (400, 413, 429, 503)
 ERROR_TEXT = {400: "Invalid input: the field and the rule", 401: "Not authenticated",
               403: "Not allowed for this role", 404: "No such object (or not yours)",
               409: "Conflicts with the object's state", 413: "Body too large",
@@ -375,7 +376,9 @@ def _operation(rule: Any, op: Operation) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {"required": True,
                               "content": {"application/json": {"schema": op.body}}}
-    for code in sorted({*op.errors, 413, 429} if op.body is not None else set(op.errors)):
+    # Every request passes admission (path and query text, body size), the rate limits and
+    # may meet the database down: those answers are possible anywhere.
+    for code in sorted({*op.errors, *ADMISSION}):
         out["responses"][str(code)] = {
             "description": ERROR_TEXT[code],
             "content": {"application/json": {"schema": _ref("Error")}}}
