@@ -18,6 +18,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # must choose prometheus-client's multiprocess mode before the metrics load.
     from sandbox import auth, db, edge, health, http_errors, leader, observability, settings
     from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, ops, parties, reviews
+    from sandbox.api import oidc as oidc_api
     from sandbox.api import people as people_api
     from sandbox.metrics import Metrics, ObservedLog
 
@@ -56,7 +57,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     http_errors.register(app)
     auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
-               ledger_api.bp, ops.bp, people_api.bp, reviews.bp):
+               ledger_api.bp, ops.bp, people_api.bp, reviews.bp, oidc_api.bp):
         app.register_blueprint(bp)
     return app
 
