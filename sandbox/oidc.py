@@ -31,17 +31,21 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client import FrameworkIntegration
 from authlib.integrations.flask_client import FlaskOAuth2App
-from flask import Flask, current_app
+from flask import Flask, current_app, g
 from joserfc.errors import JoseError
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from authz.context import Ctx
 from authz.identities import Claims
 from authz.models import OidcLogin
 from authz.tokens import digest
 from compute.errors import InvalidInput, NotFound, SandboxError, Unauthenticated
+from sandbox.edge import RateLimited
 
 LOGIN_TTL = timedelta(minutes=10)
+#: Sign-ins under way at once. Starting one needs no token, so this bounds what
+#: anonymous callers can make the controller store (at most this many rows for LOGIN_TTL).
+MAX_PENDING = 10_000
 HTTP_TIMEOUT_S = 10
 SCOPE = "openid email"
 #: Signature algorithms an ID token may use: the provider's public keys only.
@@ -162,6 +166,10 @@ def start(ctx: Ctx, token_days: int | None) -> Started:
     now = ctx.now()
     # Sign-ins never finished are dropped here, so the table holds only live ones.
     ctx.session.execute(delete(OidcLogin).where(OidcLogin.expires_at <= now))
+    if (ctx.session.scalar(select(func.count()).select_from(OidcLogin)) or 0) >= MAX_PENDING:
+        g.retry_after = 60
+        raise RateLimited("too many sign-ins are under way; try again in a minute", 60,
+                          "oidc_pending_sign_ins")
     browser = secrets.token_urlsafe(32)
     ctx.session.add(OidcLogin(state_digest=digest(rv["state"]), browser_digest=digest(browser),
                               nonce=rv["nonce"], code_verifier=rv["code_verifier"],

@@ -20,7 +20,7 @@ from joserfc.jwk import RSAKey
 from sqlalchemy import func, select
 
 from authz.models import OidcIdentity, OidcLogin
-from sandbox import create_app, db
+from sandbox import create_app, db, oidc
 from tests.api import oidc_provider
 from tests.api.oidc_provider import Provider, User
 from tests.api.test_people import ledger
@@ -252,7 +252,7 @@ def test_the_operator_unlinks_a_person_so_their_next_sign_in_links_again(
 
 def test_token_days_is_checked(idp: Provider, client: FlaskClient) -> None:
     for bad in ("0", "366", "x", "-1"):
-        r = client.get(f"/api/v1/oidc/login?token_days={bad}")
+        r: Any = client.get(f"/api/v1/oidc/login?token_days={bad}")
         assert r.status_code == 400 and r.json["field"] == "token_days"
 
 
@@ -262,7 +262,31 @@ def test_without_configuration_oidc_sign_in_is_off(database_url: str, tmp_path: 
                         "START_CHECKPOINTER": False})
     try:
         for path in ("/api/v1/oidc/login", "/api/v1/oidc/callback?state=x&code=y"):
-            r = plain.test_client().get(path)
+            r: Any = plain.test_client().get(path)
             assert r.status_code == 404 and "not configured" in r.json["message"]
     finally:
         db.dispose(plain)
+
+
+def test_sign_ins_under_way_are_bounded(idp: Provider, client: FlaskClient,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(oidc, "MAX_PENDING", 2)
+    start(client)
+    start(client)
+    r: Any = client.get("/api/v1/oidc/login")
+    assert r.status_code == 429 and r.headers["Retry-After"] == "60"
+
+
+def test_an_unreachable_provider_is_a_502_saying_so(database_url: str, tmp_path: Path) -> None:
+    down = create_app({"TESTING": True, "DATABASE_URL": database_url,
+                       "LOG_KEY_FILE": str(tmp_path / "log.key"), "START_CHECKPOINTER": False,
+                       # Nothing listens on port 1 of the loopback address.
+                       "OIDC_ISSUER": "http://127.0.0.1:1", "OIDC_CLIENT_ID": "c",
+                       "OIDC_CLIENT_SECRET": "s", "OIDC_REDIRECT_URL": REDIRECT,
+                       "OIDC_EMAIL_DOMAINS": [DOMAIN]})
+    try:
+        r: Any = down.test_client().get("/api/v1/oidc/login")
+        assert r.status_code == 502 and r.json["error"] == "identity_provider_error"
+        assert "discovery document could not be read" in r.json["message"]
+    finally:
+        db.dispose(down)
