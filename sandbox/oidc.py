@@ -155,11 +155,16 @@ def _check_metadata(client: Any, cfg: Config) -> None:
     metadata["_sandbox_checked"] = True
 
 
-def start(ctx: Ctx, token_days: int | None) -> Started:
-    """A new sign-in at the provider; the caller commits, then redirects the browser."""
+def start(ctx: Ctx, token_days: int | None, redirect_url: str | None = None) -> Started:
+    """A new sign-in at the provider; the caller commits, then redirects the browser.
+
+    ``redirect_url`` (default SANDBOX_OIDC_REDIRECT_URL) is where the provider sends the
+    browser back: a page that finishes its own sign-in passes its URL here and to
+    :func:`exchange`, and registers it at the provider too.
+    """
     cfg = required()
     try:
-        rv = _client().create_authorization_url(cfg.redirect_url)
+        rv = _client().create_authorization_url(redirect_url or cfg.redirect_url)
     except AuthlibBaseError as e:
         raise IdentityProviderError("could not create the sign-in request; ask the "
                                     "operator to check the OIDC settings") from e
@@ -206,14 +211,14 @@ def take(ctx: Ctx, args: Mapping[str, str], browser_secret: str | None) -> Pendi
     return Pending(login.nonce, login.code_verifier, login.token_days)
 
 
-def exchange(pending: Pending, code: str | None) -> Claims:
+def exchange(pending: Pending, code: str | None, redirect_url: str | None = None) -> Claims:
     """The code for tokens, and the verified ID token's claims about the person."""
     cfg = required()
     if not code or len(code) > 2000:
         raise InvalidInput("code", "the callback needs the provider's authorization code")
     client = _client()
     try:
-        token = client.fetch_access_token(cfg.redirect_url, code=code,
+        token = client.fetch_access_token(redirect_url or cfg.redirect_url, code=code,
                                           code_verifier=pending.code_verifier)
     except requests.RequestException as e:
         raise IdentityProviderError("the identity provider's token endpoint could not be "
