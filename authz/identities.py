@@ -18,11 +18,12 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from authz.context import Ctx
 from authz.models import OidcIdentity, Party, Person
 from authz.people import Issued, issue_token, normal_email
-from compute.errors import Unauthenticated
+from compute.errors import Conflict, Unauthenticated
 
 METHOD = "oidc"
 
@@ -57,7 +58,12 @@ def identify_oidc(ctx: Ctx, claims: Claims, email_domains: Collection[str]) -> P
     if link is None:
         ctx.session.add(OidcIdentity(issuer=claims.issuer, subject=claims.subject,
                                      person_id=person.id, linked_at=ctx.now()))
-        ctx.session.flush()
+        try:
+            ctx.session.flush()
+        except IntegrityError:
+            # The same account's first sign-in finished twice at once: one link stands.
+            raise Conflict("this account was linked by a sign-in finishing at the same "
+                           "time; sign in again") from None
         # The ledger names the provider, not the subject: an identifier at another
         # organisation is personal data the append-only ledger does not hold.
         ctx.record("person.oidc_linked", person.id, {"person_id": person.id,

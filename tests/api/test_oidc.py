@@ -19,7 +19,10 @@ from flask.testing import FlaskClient
 from joserfc.jwk import RSAKey
 from sqlalchemy import func, select
 
+from authz import identities
+from authz.context import Ctx
 from authz.models import OidcIdentity, OidcLogin
+from compute.errors import Conflict
 from sandbox import create_app, db, oidc
 from tests.api import oidc_provider
 from tests.api.oidc_provider import Provider, User
@@ -290,3 +293,29 @@ def test_an_unreachable_provider_is_a_502_saying_so(database_url: str, tmp_path:
         assert "discovery document could not be read" in r.json["message"]
     finally:
         db.dispose(down)
+
+
+def test_two_first_sign_ins_finishing_at_once_leave_one_link(
+        admin: Actor, make_party: Any, app: Flask, database_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite serialises writing transactions: the race cannot happen there")
+    person_id = add_person(admin, make_party("requester"), "kim@example.org")
+    claims = identities.Claims("https://idp.example.org", "sub-kim", "kim@example.org", True)
+    svc = db.services(app)
+    first = identities._first_sign_in
+
+    def racing(ctx: Ctx, c: identities.Claims, domains: Any) -> Any:
+        found = first(ctx, c, domains)
+        # The other sign-in links the same account between this one's lookup and insert.
+        with svc.sessions() as other:
+            other.add(OidcIdentity(issuer=c.issuer, subject=c.subject, person_id=person_id))
+            other.commit()
+        return found
+
+    monkeypatch.setattr(identities, "_first_sign_in", racing)
+    with svc.sessions() as s:
+        with pytest.raises(Conflict, match="sign in again"):
+            identities.identify_oidc(Ctx(s, svc.log), claims, [DOMAIN])
+        s.rollback()
+    assert rows(app, OidcIdentity) == 1
