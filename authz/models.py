@@ -393,3 +393,39 @@ class JointJob(AuthzBase):
     ledger_index: Mapped[int | None] = mapped_column(Integer, default=None)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class OidcIdentity(AuthzBase):
+    """An account at an OpenID Connect provider, linked to one person.
+
+    Linked at the person's first OIDC sign-in, when the provider vouched for the email the
+    operator recorded for them; later sign-ins match on (issuer, subject) alone, so an email
+    changed at the provider neither breaks the link nor moves it to someone else.
+    """
+
+    __tablename__ = "oidc_identities"
+    __table_args__ = (UniqueConstraint("issuer", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))  # OIDC Core §2: at most 255 ASCII
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), index=True)
+    linked_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OidcLogin(AuthzBase):
+    """An OIDC sign-in started and not yet finished: used once, then deleted.
+
+    Kept in the database, not in a cookie, so any worker can finish what another started;
+    the browser that started it holds a secret whose digest is stored here, so a callback
+    URL replayed in another browser is refused (login CSRF).
+    """
+
+    __tablename__ = "oidc_logins"
+
+    state_digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_digest: Mapped[str] = mapped_column(String(64))
+    nonce: Mapped[str] = mapped_column(String(200))
+    code_verifier: Mapped[str] = mapped_column(String(200))
+    token_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

@@ -29,6 +29,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         parties,
         reviews,
     )
+    from sandbox.api import oidc as oidc_api
     from sandbox.api import people as people_api
     from sandbox.metrics import Metrics, ObservedLog
 
@@ -67,7 +68,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     http_errors.register(app)
     auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
-               ledger_api.bp, ops.bp, people_api.bp, reviews.bp, contract.bp):
+               ledger_api.bp, ops.bp, people_api.bp, reviews.bp, contract.bp,
+               oidc_api.bp):
         app.register_blueprint(bp)
     return app
 

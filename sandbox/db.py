@@ -113,3 +113,14 @@ def dispose(app: Flask) -> None:
         bind = factory.kw.get("bind")
         if bind is not None:
             bind.dispose()
+
+
+def use_writer() -> Ctx:
+    """A writing session for a GET that must write (a redirect back from an identity
+    provider is always a GET); call before anything reads."""
+    old: Session | None = g.pop("session", None)
+    if old is not None:
+        old.close()
+    g.pop("ctx", None)
+    g.session = services().sessions()
+    return ctx()

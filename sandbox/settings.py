@@ -7,11 +7,13 @@ defaults. ``create_app(test_config)`` applies its overrides on top of these.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -29,6 +31,30 @@ ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]+")
 # RFC 6750 b64token: what a bearer token may hold and still travel in a header.
 BEARER = re.compile(r"[A-Za-z0-9._~+/=-]{32,256}")
 MASK = "***"
+DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+OIDC_REQUIRED = ("SANDBOX_OIDC_CLIENT_ID", "SANDBOX_OIDC_CLIENT_SECRET",
+                 "SANDBOX_OIDC_REDIRECT_URL", "SANDBOX_OIDC_EMAIL_DOMAINS")
+
+
+def secure_url(url: str) -> bool:
+    """https, or http to a loopback address (a provider on the same host); no fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return False
+    if not host or parts.fragment or not ONE_LINE.fullmatch(url) or " " in url:
+        return False
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http":
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class SettingsError(SandboxError, ValueError):
@@ -105,6 +131,16 @@ class Settings(BaseSettings):
     accreditation_required: bool = True
     # GET /api/v1/public/projects: approved uses, without personal data.
     publish_projects: bool = True
+    # OpenID Connect sign-in (sandbox/oidc.py): off unless the issuer is set, and then every
+    # one of these is required. Only people the operator added can sign in this way.
+    oidc_issuer: str | None = Field(default=None, max_length=500)
+    oidc_client_id: str | None = Field(default=None, min_length=1, max_length=255,
+                                       pattern=r"^[\x21-\x7e]+$")
+    oidc_client_secret: SecretStr | None = None
+    oidc_redirect_url: str | None = Field(default=None, max_length=2000)
+    # The email domains this identity provider speaks for: a verified email outside them
+    # never links an account to a person.
+    oidc_email_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # -- readiness -----------------------------------------------------------------------
     ready_checkpoint_max_age_s: float = Field(default=60.0, ge=1, le=86_400)
@@ -139,6 +175,34 @@ class Settings(BaseSettings):
     def _bearer(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and not BEARER.fullmatch(v.get_secret_value()):
             raise ValueError("must be 32-256 characters of A-Z a-z 0-9 . _ ~ + / = -")
+        return v
+
+    @field_validator("oidc_issuer", "oidc_redirect_url")
+    @classmethod
+    def _oidc_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not secure_url(v):
+            raise ValueError("must be an https:// URL (http:// only to a loopback address), "
+                             "without a fragment")
+        return v
+
+    @field_validator("oidc_client_secret")
+    @classmethod
+    def _client_secret(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and not re.fullmatch(r"[\x21-\x7e]{1,512}", v.get_secret_value()):
+            raise ValueError("must be 1-512 printable characters without spaces")
+        return v
+
+    @field_validator("oidc_email_domains", mode="before")
+    @classmethod
+    def _domains(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = [d.strip().lower() for d in v.split(",") if d.strip()]
+        if not isinstance(v, list) or not all(
+                isinstance(d, str) and DOMAIN.fullmatch(d) for d in v):
+            raise ValueError("must be a comma-separated list of domain names "
+                             "(example.org,lab.example.org)")
         return v
 
     @field_validator("database_url")
@@ -216,6 +280,20 @@ def check(s: Settings) -> None:
         raise SettingsError("SANDBOX_WITNESS_QUORUM",
                             f"must be between 0 and the number of SANDBOX_WITNESSES "
                             f"({len(s.witnesses)})")
+    oidc = {"SANDBOX_OIDC_CLIENT_ID": s.oidc_client_id,
+            "SANDBOX_OIDC_CLIENT_SECRET": s.oidc_client_secret,
+            "SANDBOX_OIDC_REDIRECT_URL": s.oidc_redirect_url,
+            "SANDBOX_OIDC_EMAIL_DOMAINS": s.oidc_email_domains or None}
+    if s.oidc_issuer is not None:
+        for name in OIDC_REQUIRED:
+            if oidc[name] is None:
+                raise SettingsError(name, "OIDC sign-in (SANDBOX_OIDC_ISSUER is set) needs "
+                                          + ", ".join(OIDC_REQUIRED))
+    else:
+        for name in OIDC_REQUIRED:
+            if oidc[name] is not None:
+                raise SettingsError(name, "is set but SANDBOX_OIDC_ISSUER is not: set the "
+                                          "issuer to turn OIDC sign-in on, or unset this")
     if s.ready_checkpoint_max_age_s <= s.checkpoint_interval_s:
         raise SettingsError("SANDBOX_READY_CHECKPOINT_MAX_AGE_S",
                             "must be longer than SANDBOX_CHECKPOINT_INTERVAL_S")
@@ -242,6 +320,12 @@ def flask_config(s: Settings) -> dict[str, Any]:
         "JOINT_MIN_PROVIDERS": s.joint_min_providers,
         "ACCREDITATION_REQUIRED": s.accreditation_required,
         "PUBLISH_PROJECTS": s.publish_projects,
+        "OIDC_ISSUER": s.oidc_issuer,
+        "OIDC_CLIENT_ID": s.oidc_client_id,
+        "OIDC_CLIENT_SECRET": s.oidc_client_secret.get_secret_value()
+        if s.oidc_client_secret else None,
+        "OIDC_REDIRECT_URL": s.oidc_redirect_url,
+        "OIDC_EMAIL_DOMAINS": list(s.oidc_email_domains),
         # With a quorum k > 0 a result is released only under a checkpoint k of the
         # witnesses cosigned.
         "WITNESSES": [w.model_dump() for w in s.witnesses],

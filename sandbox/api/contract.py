@@ -192,6 +192,16 @@ OPERATIONS: dict[str, Operation] = {
     "people.confirm_totp": Operation("Confirm TOTP enrolment", "a person",
                                      _spec(people_api.TOTP_SPEC),
                                      _obj({"totp_enabled": BOOL}), 200, CHANGE),
+    "oidc.login": Operation("Start OIDC sign-in: a redirect to the identity provider",
+                            "anyone (when configured)", None, {}, 302, (404, 502),
+                            "text/html", query=("token_days",)),
+    "oidc.callback": Operation("Finish OIDC sign-in: a personal token", "the browser that "
+                               "started it", None,
+                               _obj({"person": _ref("Person"), "token": STR,
+                                     "expires_at": _null(TIME), "method": STR}), 200,
+                               (400, 401, 404, 409, 502), query=("code", "state", "error")),
+    "oidc.unlink": Operation("Remove a person's identity-provider links", "admin", None,
+                             _obj({"person_id": STR, "unlinked": INT}), 200, CHANGE),
     # -- catalog ----------------------------------------------------------------------------
     "catalog.register": Operation("Register a dataset (checked by its agent)",
                                   "provider (dataset_steward)", _spec(catalog.DATASET_SPEC),
@@ -320,6 +330,7 @@ ADMISSION = (400, 413, 429, 503)
 ERROR_TEXT = {400: "Invalid input: the field and the rule", 401: "Not authenticated",
               403: "Not allowed for this role", 404: "No such object (or not yours)",
               409: "Conflicts with the object's state", 413: "Body too large",
+              502: "The identity provider could not be reached",
               422: "Checked and refused", 429: "Rate limited (Retry-After)",
               503: "Unavailable now (Retry-After), e.g. database or witnesses"}
 
