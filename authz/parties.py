@@ -27,7 +27,8 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _issue(object_id: str) -> tuple[str, str]:
+def issue_token(object_id: str) -> tuple[str, str]:
+    """A new token for a party or agent, and the digest stored in its place."""
     secret = secrets.token_urlsafe(32)
     return f"{object_id}.{secret}", _digest(secret)
 
@@ -46,7 +47,7 @@ def create_party(ctx: Ctx, actor: str, name: str, role: str, code: str | None) -
     if code and ctx.session.scalar(select(Party).where(Party.code == code)):
         raise Conflict(f"code {code!r} is already taken")
     pid = new_id("pty")
-    token, digest = _issue(pid)
+    token, digest = issue_token(pid)
     ctx.session.add(Party(id=pid, name=name, role=role, code=code, token_hash=digest))
     ctx.session.flush()
     ctx.record("party.created", actor, {"party_id": pid, "name": name, "role": role, "code": code})
@@ -61,7 +62,7 @@ def create_agent(
         if p is None or p.role != "provider":
             raise InvalidInput(f"providers[{i}]", "must be the id of a provider party")
     aid = new_id("agt")
-    token, digest = _issue(aid)
+    token, digest = issue_token(aid)
     agent = Agent(id=aid, name=name, token_hash=digest, public_key=public_key)
     agent.providers = [AgentProvider(agent_id=aid, provider_id=p) for p in provider_ids]
     ctx.session.add(agent)
@@ -107,7 +108,7 @@ def agent_provider_ids(agent: Agent) -> set[str]:
 
 def rotate_token(ctx: Ctx, party: Party) -> Issued:
     """A new token for the caller; the old one stops working at commit."""
-    token, digest = _issue(party.id)
+    token, digest = issue_token(party.id)
     party.token_hash = digest
     ctx.record("party.token_rotated", party.id, {"party_id": party.id})
     return Issued(party.id, token)
