@@ -1,8 +1,9 @@
 """Where the controller's key-encryption keys come from, and the sealed log key file.
 
 ``SANDBOX_SEALING_KEY`` (the keyring itself) wins over ``SANDBOX_SEALING_KEY_FILE``. With
-neither, the embedded default keeps ``sealing.key`` (0600) beside the SQLite database, or
-in the instance directory for another database, and creates it on first start. A
+neither, the embedded default keeps ``sealing.key`` (0600) beside the SQLite database (by
+default in the instance directory), or in the instance directory for another database,
+and creates it on first start. A
 deployment provisions the file and keeps it out of the database's backups: whoever holds
 both can read everything sealed.
 """
@@ -39,7 +40,11 @@ def default_key_file(database_url: str, instance: str | os.PathLike[str]) -> Pat
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
             and not url.database.startswith("file:"):
-        return Path(url.database).absolute().with_name(DEFAULT_NAME)
+        beside = Path(url.database).absolute().with_name(DEFAULT_NAME)
+        # A directory that does not exist holds no database yet (the controller answers
+        # 503): never create it for the key, which would let SQLite create an empty one.
+        if beside.parent.is_dir():
+            return beside
     return Path(instance) / DEFAULT_NAME
 
 
