@@ -102,14 +102,14 @@ def test_a_value_moved_to_another_row_or_tampered_fails_closed(
     raw = type_coerce(Job.__table__.c.script, LargeBinary)
     with engine.begin() as conn:
         blob = conn.execute(select(raw).where(Job.id == a)).scalar_one()
-        conn.execute(update(Job.__table__).where(Job.id == b)
+        conn.execute(update(Job).where(Job.id == b)
                      .values(script=type_coerce(blob, LargeBinary)))
     with db.services(app).sessions() as s, pytest.raises(SealingError, match="another row"):
         s.get(Job, b)
     tampered = bytearray(blob)
     tampered[-1] ^= 1
     with engine.begin() as conn:
-        conn.execute(update(Job.__table__).where(Job.id == a)
+        conn.execute(update(Job).where(Job.id == a)
                      .values(script=type_coerce(bytes(tampered), LargeBinary)))
     with db.services(app).sessions() as s, pytest.raises(SealingError, match="tampered"):
         s.get(Job, a)
