@@ -164,6 +164,7 @@ def images(explicit: list[str]) -> list[str]:
     """The images to audit: those named, or every local ``data-sandbox-*`` image."""
     if explicit:
         return explicit
+    # imported here: the sbom step runs where docker is not installed
     from containers.engine import docker_client
 
     tags = {t for img in docker_client().images.list() for t in img.tags

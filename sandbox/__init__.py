@@ -16,19 +16,10 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
     # lives in this package and must not pull in the server's modules, and `sandbox serve`
     # must choose prometheus-client's multiprocess mode before the metrics load.
+    import sandbox.api.agent_admin as agent_admin
     from authz import sealed
     from sandbox import auth, db, edge, health, http_errors, leader, observability, settings
-    from sandbox.api import (
-        access,
-        agent_admin,
-        agents,
-        catalog,
-        jobs,
-        joint,
-        ledger_api,
-        ops,
-        parties,
-    )
+    from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, ops, parties
     from sandbox.metrics import Metrics, ObservedLog
     from sandbox.sealing_keys import load_keyring
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from flask import Flask
     from sqlalchemy import Engine
 
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import Keyring
 
 BATCH = 500
@@ -39,6 +40,7 @@ def _app() -> Flask:
 
 
 def _sealed_columns() -> list[tuple[Any, str]]:
+    # imported here: CLI start-up time (see sandbox.cli)
     from authz.models import AuthzBase
     from authz.sealed import sealed_columns
 
@@ -68,6 +70,7 @@ def _scan(engine: Engine, table: Any, column: str) -> Any:
 
 def usage(engine: Engine) -> dict[str, Counter[str]]:
     """Sealed values per column, by the id of the key wrapping their data key."""
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import kek_id_of
 
     out: dict[str, Counter[str]] = {}
@@ -86,6 +89,7 @@ def rewrap_all(engine: Engine, keys: Keyring) -> int:
     """
     from sqlalchemy import LargeBinary, and_, type_coerce, update
 
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import rewrap
 
     done = 0
@@ -109,6 +113,7 @@ def rewrap_all(engine: Engine, keys: Keyring) -> int:
 
 def rewrap_log_key(path: Path, keys: Keyring) -> bool:
     """Rewrap the sealed log key file's data key; False if the file is not sealed."""
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import FILE_HEADER, is_sealed_text_file, rewrap
 
     if not path.exists():
@@ -130,6 +135,7 @@ def rewrap_log_key(path: Path, keys: Keyring) -> bool:
 
 
 def _engine(app: Flask) -> Engine:
+    # imported here: CLI start-up time (see sandbox.cli)
     from sandbox import db
 
     return db.services(app).engine
@@ -149,6 +155,7 @@ def keys() -> None:
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
 def init(path: Path) -> None:
     """Create a keyring file (mode 0600) for SANDBOX_SEALING_KEY_FILE."""
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import create_key_file
 
     if not create_key_file(path):
@@ -161,6 +168,7 @@ def status() -> None:
     """The keyring's key ids, the current one, and how many values each key wraps."""
     import json
 
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import is_sealed_text_file
 
     app = _app()
@@ -188,6 +196,7 @@ def rewrap_cmd() -> None:
 @keys.command("rotate")
 def rotate() -> None:
     """Add a new key to the keyring file, make it current, and rewrap under it."""
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import FileKeyring, append_key
 
     app = _app()
@@ -209,6 +218,7 @@ def rotate() -> None:
 @keys.command("retire")
 def retire() -> None:
     """Remove from the keyring file the keys that no sealed value uses any more."""
+    # imported here: CLI start-up time (see sandbox.cli)
     from compute.sealing import FileKeyring, kek_id_of, remove_keys
 
     app = _app()
@@ -221,6 +231,7 @@ def retire() -> None:
         used |= set(counts)
     log_key = Path(app.config["LOG_KEY_FILE"])
     if rewrap_log_key(log_key, ring):  # brings it to the current key first
+        # imported here: CLI start-up time (see sandbox.cli)
         from compute.sealing import FILE_HEADER
 
         text = log_key.read_text(encoding="ascii")
@@ -236,6 +247,7 @@ def retire() -> None:
 @keys.command("seal-log-key")
 def seal_log_key() -> None:
     """Seal a log key file that holds its key in the clear, in place."""
+    # imported here: CLI start-up time (see sandbox.cli)
     from sandbox.sealing_keys import read_log_key_file, write_sealed_log_key
 
     app = _app()
