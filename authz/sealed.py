@@ -20,8 +20,8 @@ two apps in one process may use two databases with two keyrings.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine, LargeBinary, Table, TypeDecorator, event, inspect
@@ -163,14 +163,14 @@ def _row_key(mapper: Mapper[Any], target: Any) -> tuple[str, ...]:
     return tuple(str(k) for k in key)
 
 
-def _targets(mapper: Mapper[Any]) -> Iterator[tuple[str, str]]:
-    """(attribute, column) of the mapper's sealed columns."""
+@functools.cache
+def _targets(mapper: Mapper[Any]) -> tuple[tuple[str, str], ...]:
+    """(attribute, column) of the mapper's sealed columns; looked up on every load."""
     table = mapper.local_table
     if not isinstance(table, Table):
-        return
-    for name in sealed_columns(table):
-        prop = mapper.get_property_by_column(table.c[name])
-        yield prop.key, name
+        return ()
+    return tuple((mapper.get_property_by_column(table.c[name]).key, name)
+                 for name in sealed_columns(table))
 
 
 def _tag_for_flush(mapper: Mapper[Any], target: Any, only_changed: bool) -> None:

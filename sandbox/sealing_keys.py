@@ -1,9 +1,9 @@
 """Where the controller's key-encryption keys come from, and the sealed log key file.
 
 ``SANDBOX_SEALING_KEY`` (the keyring itself) wins over ``SANDBOX_SEALING_KEY_FILE``. With
-neither, the embedded default keeps ``sealing.key`` (0600) beside the SQLite database (by
-default in the instance directory), or in the instance directory for another database,
-and creates it on first start. A
+neither, the embedded default keeps ``sealing.key`` (0600) beside the SQLite database, or
+beside the log key file for another database (both by default in the instance
+directory), and creates it on first start. A
 deployment provisions the file and keeps it out of the database's backups: whoever holds
 both can read everything sealed.
 """
@@ -36,8 +36,11 @@ LOG_KEY_PLACE = ("file", "log-key")
 DEFAULT_NAME = "sealing.key"
 
 
-def default_key_file(database_url: str, instance: str | os.PathLike[str]) -> Path:
-    url = make_url(database_url)
+def default_key_file(config: Mapping[str, Any], instance: str | os.PathLike[str]) -> Path:
+    """Beside the SQLite database; otherwise beside the log key file (by default both are
+    in the instance directory), so every process sharing a database and a log key also
+    shares the keyring without further settings."""
+    url = make_url(config["DATABASE_URL"])
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
             and not url.database.startswith("file:"):
         beside = Path(url.database).absolute().with_name(DEFAULT_NAME)
@@ -45,6 +48,9 @@ def default_key_file(database_url: str, instance: str | os.PathLike[str]) -> Pat
         # 503): never create it for the key, which would let SQLite create an empty one.
         if beside.parent.is_dir():
             return beside
+    log_key = config.get("LOG_KEY_FILE")
+    if log_key and Path(log_key).absolute().parent.is_dir():
+        return Path(log_key).absolute().with_name(DEFAULT_NAME)
     return Path(instance) / DEFAULT_NAME
 
 
@@ -53,7 +59,7 @@ def key_file(config: Mapping[str, Any], instance: str | os.PathLike[str]) -> tup
     named = config.get("SEALING_KEY_FILE")
     if named:
         return Path(named), True
-    return default_key_file(config["DATABASE_URL"], instance), False
+    return default_key_file(config, instance), False
 
 
 def load_keyring(config: Mapping[str, Any], instance: str | os.PathLike[str]) -> Keyring:
