@@ -144,11 +144,17 @@ def sealed_columns(table: Table) -> list[str]:
     return [c.name for c in table.columns if isinstance(c.type, _Sealed)]
 
 
+_ROW_COLUMNS: dict[type[Any], tuple[str, ...]] = {}
+
+
 def row_columns(cls: type[Any]) -> tuple[str, ...]:
-    declared: tuple[str, ...] | None = getattr(cls, "__sealed_row__", None)
-    if declared:
-        return declared
-    return tuple(c.key for c in inspect(cls).primary_key)
+    """The columns whose values name a row of ``cls`` (looked up on every load: cached)."""
+    found = _ROW_COLUMNS.get(cls)
+    if found is None:
+        declared: tuple[str, ...] | None = getattr(cls, "__sealed_row__", None)
+        found = _ROW_COLUMNS[cls] = declared or tuple(
+            c.key for c in inspect(cls).primary_key)
+    return found
 
 
 def _table_name(mapper: Mapper[Any]) -> str:

@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import stat
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -126,7 +127,8 @@ class Keyring:
         return tuple(self._keys)
 
     def key(self, kek_id: str, where: str) -> bytes:
-        self.refresh()
+        if kek_id not in self._keys:
+            self.refresh(force=True)
         try:
             return self._keys[kek_id]
         except KeyError:
@@ -134,7 +136,7 @@ class Keyring:
                                f"{self.source} does not hold (wrong or incomplete key "
                                "file?)") from None
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
         """Pick up keys added since loading (a file keyring rereads a changed file)."""
 
     def current(self) -> tuple[str, bytes]:
@@ -166,11 +168,19 @@ def new_entry() -> str:
 
 
 class FileKeyring(Keyring):
-    """A keyring file (mode 0600 expected); reread when it changes on disk."""
+    """A keyring file (mode 0600 expected); reread when it changes on disk.
+
+    The file is looked at when a value names a key id not loaded yet, and otherwise at
+    most once a second before sealing: a rotation's new key is used for new values within
+    a second, and the old key keeps opening what it wrapped until it is retired.
+    """
+
+    RECHECK_S = 1.0
 
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
         self._stamp: tuple[int, int] | None = None
+        self._checked = time.monotonic()
         super().__init__(self._read(), source)
 
     def _read(self) -> list[tuple[str, bytes]]:
@@ -185,7 +195,11 @@ class FileKeyring(Keyring):
         self._stamp = (st.st_mtime_ns, st.st_size)
         return parse_keyring(text, str(self.path))
 
-    def refresh(self) -> None:
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self.RECHECK_S:
+            return
+        self._checked = now
         try:
             st = self.path.stat()
         except OSError:
