@@ -207,7 +207,7 @@ def rotate() -> None:
             "(`python -c 'from compute.sealing import new_entry; print(new_entry())'`), "
             "restart the controllers, then run `sandbox keys rewrap`")
     kid = append_key(ring.path)
-    ring.refresh()
+    ring.refresh(force=True)
     n = rewrap_all(_engine(app), ring)
     log_key = rewrap_log_key(Path(app.config["LOG_KEY_FILE"]), ring)
     click.echo(f"new key {kid} is current; rewrapped {n} values"

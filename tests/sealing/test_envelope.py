@@ -83,12 +83,18 @@ def test_key_file_is_private_and_rotates(tmp_path: Path) -> None:
     path = tmp_path / "sealing.key"
     assert create_key_file(path) and not create_key_file(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    keys = FileKeyring(path, "file")
-    first = keys.current_id
-    blob = seal(keys, PLACE, b"x")
+    running = FileKeyring(path, "file")  # a process loaded before the rotation
+    first = running.current_id
+    blob = seal(running, PLACE, b"x")
     second = append_key(path)
-    assert keys.current()[0] == second  # a running process sees the new key
-    assert open_sealed(keys, rewrap(keys, blob) or b"")[1] == b"x"
+    keys = FileKeyring(path, "file")
+    assert keys.current()[0] == second
+    rewrapped = rewrap(keys, blob) or b""
+    # The running process opens a value under a key it had not loaded yet...
+    assert open_sealed(running, rewrapped)[1] == b"x"
+    # ...and seals with the new key once it looks at the file again.
+    running.refresh(force=True)
+    assert kek_id_of(seal(running, PLACE, b"y")) == second
     remove_keys(path, {first})
     assert FileKeyring(path, "file").ids == (second,)
     with pytest.raises(SealingError, match="last"):
