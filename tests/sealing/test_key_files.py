@@ -58,3 +58,21 @@ def test_log_key_file_is_created_sealed_and_a_clear_one_can_be_sealed(
     assert r.exit_code == 0, r.output
     assert b"PRIVATE+KEY" not in clear.read_bytes()
     assert load_signer(clear, "test.example/log", keys).vkey() == vkey
+
+
+def test_settings_fail_closed_naming_the_variable_not_the_value(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.settings import load_settings
+
+    monkeypatch.setenv("SANDBOX_INSTANCE", str(tmp_path))
+    monkeypatch.setenv("SANDBOX_SEALING_KEY", "kx:secret-looking-value")
+    with pytest.raises(SettingsError) as e:
+        load_settings()
+    assert e.value.variable == "SANDBOX_SEALING_KEY" and "secret-looking" not in str(e.value)
+    monkeypatch.delenv("SANDBOX_SEALING_KEY")
+    monkeypatch.setenv("SANDBOX_SEALING_KEY_FILE", str(tmp_path / "nowhere.key"))
+    with pytest.raises(SettingsError, match="SANDBOX_SEALING_KEY_FILE: must name a readable"):
+        load_settings()
+    create_key_file(tmp_path / "k.key")
+    monkeypatch.setenv("SANDBOX_SEALING_KEY_FILE", str(tmp_path / "k.key"))
+    assert load_settings().sealing_key_file == tmp_path / "k.key"
