@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py ledger/_merkle_accel.c | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint setup venv engine image bench clean
+.PHONY: demo test lint setup venv engine image bench audit clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,5 +38,11 @@ test: setup lint
 bench: setup
 	for b in bench/*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done
 
+# Needs the network (PyPI, the Debian mirror), so never part of `test`: known
+# vulnerabilities, pending Debian security updates in the images, SBOMs in build/audit/.
+# STRICT=1: fail (exit 2) when a source could not be checked. See docs/operations.md.
+audit: venv
+	PY=$(PY) bash scripts/audit.sh
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-audit .pytest_cache .mypy_cache .ruff_cache

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import people, permits
+from authz import agent_keys, people, permits
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
@@ -152,10 +152,14 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
             _fail(ctx, joint, f"part {p.id} carries no readable {SUBMISSION}")
             return
         agent = ctx.session.get(Agent, p.agent_id)
-        if agent is None or agent.public_key is None:
+        # The key current when the agent reported the part: a replaced key still verifies
+        # what it signed before, never what came after.
+        key = None if agent is None or p.finished_at is None else \
+            agent_keys.key_at(ctx, agent, p.finished_at)
+        if key is None:
             _fail(ctx, joint, f"agent of part {p.id} has no registered signing key")
             return
-        keys[p.provider_id] = bytes.fromhex(agent.public_key)
+        keys[p.provider_id] = bytes.fromhex(key)
     try:
         aggregate = combine(submissions, joint.public_context, joint.context_fingerprint, keys,
                             joint.min_providers)

@@ -8,7 +8,6 @@ reader nor a timing observer learns a usable token.
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 
 from sqlalchemy import select
 
@@ -16,16 +15,11 @@ from authz import access, lifecycle, people
 from authz.context import Ctx
 from authz.models import Agent, AgentProvider, Job, Party, Person, new_id
 from authz.states import ACTIVE, JobState
-from authz.tokens import digest, issue
+from authz.tokens import Issued, digest, issue
 from compute.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
 ROLES = ("provider", "requester", "regulator", "admin")
 
-
-@dataclass(frozen=True)
-class Issued:
-    id: str
-    token: str
 
 
 def create_party(ctx: Ctx, actor: str, name: str, role: str, code: str | None) -> Issued:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import dataclass
 
 
 def digest(secret: str) -> str:
@@ -19,3 +20,11 @@ def issue(object_id: str) -> tuple[str, str]:
     """A new token for ``object_id`` and the digest to store."""
     secret = secrets.token_urlsafe(32)
     return f"{object_id}.{secret}", digest(secret)
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A token just issued to a party or an agent: shown once, never stored."""
+
+    id: str
+    token: str

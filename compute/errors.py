@@ -111,3 +111,12 @@ class BudgetExceeded(PolicyViolation):
     """Spending this epsilon would exceed the permit's differential-privacy budget."""
 
     code = "budget_exceeded"
+
+
+class SealingError(SandboxError):
+    """A sealed (encrypted-at-rest) value cannot be opened or written: fail closed.
+
+    The message names the table, column and key id, never the value.
+    """
+
+    code = "sealing_failed"

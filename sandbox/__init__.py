@@ -16,9 +16,11 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
     # lives in this package and must not pull in the server's modules, and `sandbox serve`
     # must choose prometheus-client's multiprocess mode before the metrics load.
+    from authz import sealed
     from sandbox import auth, db, edge, health, http_errors, leader, observability, settings
     from sandbox.api import (
         access,
+        agent_admin,
         agents,
         catalog,
         contract,
@@ -32,6 +34,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from sandbox.api import oidc as oidc_api
     from sandbox.api import people as people_api
     from sandbox.metrics import Metrics, ObservedLog
+    from sandbox.sealing_keys import load_keyring
 
     loaded = settings.load_settings()
     app = Flask(__name__, instance_path=str(loaded.instance))
@@ -46,10 +49,15 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     pool: dict[str, Any] = {} if ":memory:" in url or url.rstrip("/") == "sqlite:" else {
         "pool_size": int(app.config["DB_POOL_SIZE"]),
         "max_overflow": int(app.config["DB_MAX_OVERFLOW"])}
+    # Sealed columns are opened with this keyring, attached to each engine (authz/sealed.py).
+    keys = load_keyring(app.config, app.instance_path)
+    app.extensions["sandbox_sealing"] = keys
     engine = make_engine(url, **pool)
+    sealed.attach(engine, keys)
     readers = None
     if url.startswith("sqlite"):
         reader_engine = make_engine(url, read_only=True, **pool)
+        sealed.attach(reader_engine, keys)
         readers = make_session_factory(reader_engine)
     sessions = make_session_factory(engine)
     metrics = Metrics(witnesses=len(app.config["WITNESSES"]))
@@ -69,7 +77,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
                ledger_api.bp, ops.bp, people_api.bp, reviews.bp, contract.bp,
-               oidc_api.bp):
+               oidc_api.bp, agent_admin.bp):
         app.register_blueprint(bp)
     return app
 

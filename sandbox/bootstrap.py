@@ -5,7 +5,8 @@ from __future__ import annotations
 from flask import Flask
 
 from authz.context import Ctx
-from authz.parties import Issued, create_party
+from authz.parties import create_party
+from authz.tokens import Issued
 from sandbox import db
 
 

@@ -374,8 +374,17 @@ def checkpoint(ctx: click.Context) -> None:
         sys.exit(1)
 
 
-for _command in cli_people.COMMANDS:  # people and release review
-    main.add_command(_command)
+def _register() -> None:
+    # Command groups kept in their own modules.
+    from sandbox.agent_admin_cli import COMMANDS
+    from sandbox.keys_cli import keys
+
+    main.add_command(keys)
+    for command in (*COMMANDS, *cli_people.COMMANDS):
+        main.add_command(command)
+
+
+_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

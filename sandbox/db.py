@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,9 +10,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from authz.context import Ctx
-from ledger.checkpoint import ENV_KEY, CheckpointSigner, generate_key_file
+from ledger.checkpoint import CheckpointSigner
 from ledger.checkpointer import Checkpointer, Leadership
 from ledger.log import TransparencyLog
+from sandbox.sealing_keys import load_signer
 from sandbox.waiting import WorkSignal
 
 
@@ -30,28 +30,13 @@ class Services:
     work_signal: WorkSignal
 
 
-def load_signer(key_file: Path, origin: str, skey: str | None = None) -> CheckpointSigner:
-    """The log key comes from the environment or a file, never from the database.
-
-    The embedded default creates the key file (mode 0600) on first start; a deployment
-    provisions it and keeps it outside the database's backups.
-    """
-    if skey:
-        return CheckpointSigner.from_skey(skey)
-    if os.environ.get(ENV_KEY):
-        return CheckpointSigner.from_env()
-    if not key_file.exists():
-        generate_key_file(key_file, origin)
-    return CheckpointSigner.from_file(key_file)
-
-
 def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
              readers: sessionmaker[Session] | None = None, *,
              leadership: Leadership | None = None,
              log_type: type[TransparencyLog] = TransparencyLog) -> None:
     """``leadership`` decides which process signs in the background (sandbox.leader)."""
     signer = load_signer(Path(app.config["LOG_KEY_FILE"]), app.config["LOG_ORIGIN"],
-                         app.config.get("LOG_KEY"))
+                         app.extensions["sandbox_sealing"], app.config.get("LOG_KEY"))
     log = log_type(app.config["LOG_ORIGIN"], signer)
     checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"],
                                 leadership=leadership)

@@ -21,7 +21,8 @@ from pydantic_settings import SettingsError as SourceError
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
-from compute.errors import SandboxError
+from compute.errors import SandboxError, SealingError
+from compute.sealing import parse_keyring
 from compute.spec import DEFAULT_MIN_PROVIDERS
 
 PREFIX = "SANDBOX_"
@@ -105,6 +106,11 @@ class Settings(BaseSettings):
                             pattern=ONE_LINE.pattern)
     log_key_file: Path | None = None
     log_key: SecretStr | None = None
+    # Key-encryption keys for what is sealed at rest (compute/sealing.py): a keyring file,
+    # or the keyring itself (secret); unset: sealing.key beside the SQLite file, or in the
+    # instance directory, created on first start.
+    sealing_key_file: Path | None = None
+    sealing_key: SecretStr | None = None
     system_name: str = Field(default="data-sandbox controller", min_length=1, max_length=200,
                              pattern=ONE_LINE.pattern)
 
@@ -175,6 +181,18 @@ class Settings(BaseSettings):
     def _bearer(cls, v: SecretStr | None) -> SecretStr | None:
         if v is not None and not BEARER.fullmatch(v.get_secret_value()):
             raise ValueError("must be 32-256 characters of A-Z a-z 0-9 . _ ~ + / = -")
+        return v
+
+    @field_validator("sealing_key")
+    @classmethod
+    def _keyring(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            try:
+                if not parse_keyring(v.get_secret_value(), "value"):
+                    raise SealingError("empty")
+            except SealingError:
+                raise ValueError("must be one or more <id>:<base64 of 32 bytes> entries, "
+                                 "comma-separated, oldest first") from None
         return v
 
     @field_validator("oidc_issuer", "oidc_redirect_url")
@@ -276,6 +294,11 @@ def check(s: Settings) -> None:
                        ("SANDBOX_TLS_KEY_FILE", s.tls_key_file)):
         if path is not None and not (path.is_file() and os.access(path, os.R_OK)):
             raise SettingsError(name, "must name a readable file")
+    path = s.sealing_key_file
+    if s.sealing_key is None and path is not None and not (
+            path.is_file() and os.access(path, os.R_OK)):
+        raise SettingsError("SANDBOX_SEALING_KEY_FILE", "must name a readable key file "
+                                                        "(create one with `sandbox keys init`)")
     if s.witness_quorum > len(s.witnesses):
         raise SettingsError("SANDBOX_WITNESS_QUORUM",
                             f"must be between 0 and the number of SANDBOX_WITNESSES "
@@ -308,6 +331,8 @@ def flask_config(s: Settings) -> dict[str, Any]:
         "LOG_ORIGIN": s.log_origin,
         "LOG_KEY_FILE": str(s.effective_log_key_file),
         "LOG_KEY": s.log_key.get_secret_value() if s.log_key else None,
+        "SEALING_KEY_FILE": str(s.sealing_key_file) if s.sealing_key_file else None,
+        "SEALING_KEY": s.sealing_key.get_secret_value() if s.sealing_key else None,
         "AUTHORIZING_SYSTEM": s.system_name,
         "MAX_CONTENT_LENGTH": s.max_body_bytes,
         # Sent as Retry-After with the 503 answered while the database cannot be reached.

@@ -30,6 +30,7 @@ from authz.states import (
     ReviewDecision,
     ScriptRelease,
 )
+from sandbox.api import agent_admin
 from sandbox.api import parties as parties_api
 from sandbox.api import people as people_api
 
@@ -297,6 +298,14 @@ OPERATIONS: dict[str, Operation] = {
                                  None, _obj({"state": STR}), 200, CHANGE),
     "agents.result": Operation("Report a run", "agent", _model(wire.RunReport),
                                _obj({"state": STR, "ledger_index": _null(INT)}), 200, CHANGE),
+    "agent_admin.rotate_token": Operation("A new token for an agent (incident control)",
+                                          "admin", None, _ref("Issued"), 200, CHANGE),
+    "agent_admin.replace_signing_key": Operation(
+        "Replace an agent's signing key; earlier parts still verify", "admin",
+        _spec(agent_admin.KEY_SPEC), _obj({"id": STR, "public_key": STR}), 200, CHANGE),
+    "agent_admin.signing_keys": Operation("Every signing key an agent has used, and when",
+                                          "admin, regulator", None,
+                                          _obj({"id": STR, "keys": _list(ANY)}), 200, READ),
     # -- ledger -----------------------------------------------------------------------------
     "ledger.public_key": Operation("The log's verifier key (note format)", "anyone", None,
                                    {}, 200, (), TEXT),
