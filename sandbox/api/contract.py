@@ -335,10 +335,12 @@ OPERATIONS: dict[str, Operation] = {
                                "text/html"),
 }
 
-ADMISSION = (400, 413, 429, 503)
+ADMISSION = (400, 413, 429, 500, 503)
 ERROR_TEXT = {400: "Invalid input: the field and the rule", 401: "Not authenticated",
               403: "Not allowed for this role", 404: "No such object (or not yours)",
               409: "Conflicts with the object's state", 413: "Body too large",
+              500: "Internal error, failing closed (e.g. a sealed value that does not open); "
+                   "the message names no value",
               502: "The identity provider could not be reached",
               422: "Checked and refused", 429: "Rate limited (Retry-After)",
               503: "Unavailable now (Retry-After), e.g. database or witnesses"}
@@ -396,8 +398,9 @@ def _operation(rule: Any, op: Operation) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {"required": True,
                               "content": {"application/json": {"schema": op.body}}}
-    # Every request passes admission (path and query text, body size), the rate limits and
-    # may meet the database down: those answers are possible anywhere.
+    # Every request passes admission (path and query text, body size) and the rate limits,
+    # and may meet the database down or a stored value that fails to open (fail closed):
+    # those answers are possible anywhere.
     for code in sorted({*op.errors, *ADMISSION}):
         out["responses"][str(code)] = {
             "description": ERROR_TEXT[code],
