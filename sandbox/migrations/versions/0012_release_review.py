@@ -88,24 +88,19 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Plain DROP COLUMN (SQLite 3.35+), not a batch copy of the table: these tables are
+    # referenced by foreign keys, which dropping the copied table would trip.
     for table in ('access_requests', 'permits'):
-        with op.batch_alter_table(table, schema=None) as batch_op:
-            batch_op.drop_column('people')
-    with op.batch_alter_table('accreditations', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_accreditations_person_id'))
+        op.drop_column(table, 'people')
+    op.drop_index('ix_accreditations_person_id', table_name='accreditations')
     op.drop_table('accreditations')
-    with op.batch_alter_table('people', schema=None) as batch_op:
-        batch_op.drop_column('identity_verified_at')
-        batch_op.drop_column('identity_method')
-    with op.batch_alter_table('output_reviews', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_output_reviews_output_id'))
+    op.drop_column('people', 'identity_verified_at')
+    op.drop_column('people', 'identity_method')
+    op.drop_index('ix_output_reviews_output_id', table_name='output_reviews')
     op.drop_table('output_reviews')
-    with op.batch_alter_table('script_approvals', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_script_approvals_permit_id'))
+    op.drop_index('ix_script_approvals_permit_id', table_name='script_approvals')
     op.drop_table('script_approvals')
-    with op.batch_alter_table('permits', schema=None) as batch_op:
-        batch_op.drop_column('approve_scripts')
-        batch_op.drop_column('review_quorum')
-    with op.batch_alter_table('job_outputs', schema=None) as batch_op:
-        batch_op.drop_column('decided_at')
-        batch_op.drop_column('justification')
+    op.drop_column('permits', 'approve_scripts')
+    op.drop_column('permits', 'review_quorum')
+    op.drop_column('job_outputs', 'decided_at')
+    op.drop_column('job_outputs', 'justification')
