@@ -80,7 +80,8 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
         known = catalog.field_map(ds)
         for j, col in enumerate(item["columns"]):
             if col not in known:
-                raise InvalidInput(f"{where}.columns[{j}]", f"no field {col!r} in {ds.code}")
+                raise InvalidInput(f"{where}.columns[{j}]", f"no field {col!r} in {ds.code}; "
+                                   f"its fields are: {', '.join(known)}")
         req.items.append(RequestItem(position=i, dataset_id=ds.id, provider_id=ds.provider_id,
                                      columns=item["columns"]))
     ctx.session.add(req)

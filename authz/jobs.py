@@ -62,7 +62,8 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     if permit.runs_used + queued >= permit.max_runs:
         raise PolicyViolation(
             f"permit has no runs left ({permit.runs_used} used, {queued} queued, "
-            f"{permit.max_runs} allowed)")
+            f"{permit.max_runs} allowed): wait for the queued jobs, or apply again with a "
+            "new access request (POST /requests)")
     job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
               provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
               script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED,

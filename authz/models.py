@@ -129,9 +129,12 @@ class AgentProvider(AuthzBase):
 
 class Dataset(AuthzBase):
     __tablename__ = "datasets"
+    # A code is registered again (a rejected file fixed, a new edition) as its next version.
+    __table_args__ = (UniqueConstraint("code", "version", name="uq_datasets_code_version"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
+    code: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     name: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(100))
     summary: Mapped[str] = mapped_column(Text)

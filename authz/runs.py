@@ -171,6 +171,20 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         disclosure=permit.disclosure, script_release=permit.script_release)
 
 
+def _return_run(ctx: Ctx, agent: Agent, job: Job, permit: Permit) -> None:
+    """The script failed on mock data, so it never ran on the provider's: the run it was
+    counted for at dispatch is given back (a script error must not use up a permit)."""
+    if job.kind != "script" or job.joint_id is not None:
+        raise InvalidInput("mock_failed", "only a script job runs on mock data first")
+    locked = ctx.session.get(Permit, permit.id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    permit = locked
+    permit.runs_used = max(0, permit.runs_used - 1)
+    ctx.record("permit.run_returned", f"agent:{agent.id}", {
+        "permit_id": permit.id, "job_id": job.id, "runs_used": permit.runs_used,
+        "max_runs": permit.max_runs, "reason": "the script failed on mock data"})
+
+
 def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
     # Locked for a report: a concurrent dispatch of the requeued job to another agent must
     # not be overwritten by this agent's late report (it reloads and is then refused).
@@ -263,6 +277,8 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         for out in outputs:
             out.decision, out.content = OutputDecision.BLOCKED, None
             out.reasons = [*out.reasons, held[1]]
+    if report.mock_failed:
+        _return_run(ctx, agent, job, permit)
     job.exit_code = report.exit_code
     job.rows_read = report.rows_read
     job.bytes_read = report.bytes_read

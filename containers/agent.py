@@ -25,6 +25,7 @@ from pathlib import Path
 
 from authz.wire import (
     DatasetTask,
+    JobState,
     RunReport,
     RunTask,
     SchemaCheckTask,
@@ -32,7 +33,7 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, runjob
+from containers import datasets, mockrun, runjob
 from containers.agent_config import AgentConfig
 from containers.controller_client import (
     ControllerClient,
@@ -56,6 +57,7 @@ class Agent:
         self._delivering: set[str] = set()
         self._outbox_lock = threading.Lock()
         self._next_flush = 0.0
+        self.mock_passes = mockrun.MockPasses(config.work_root)
 
     def check_config(self) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
@@ -171,6 +173,9 @@ class Agent:
             log.error("refusing task %r: %s", job_id, e)
             self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
             return
+        if task.kind == "script" and task.joint is None and task.statistics is None and \
+                not self._passes_on_mock(task):
+            return
         notices = Notices(job_id)
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits)
@@ -190,6 +195,38 @@ class Agent:
             self._complete(task, notices, started=datetime.now(UTC))
         else:
             self._complete_statistics(task, notices)
+
+    def _passes_on_mock(self, task: RunTask) -> bool:
+        """Run the script on mock data first, unless it already passed there. On a failure
+        the job is reported failed with the mock run's whole console output, and the
+        controller gives the permit's run back: a script error costs no run."""
+        key = mockrun.mock_key(task)
+        if key in self.mock_passes:
+            return True
+        try:
+            mock = mockrun.run(self.executor, task, self.config.work_root, self.config.image,
+                               self.config.limits)
+        except SandboxError as e:
+            log.error("mock run of %s could not run: %s", task.job_id, e)
+            self._deliver(task.job_id, self._mock_failure(
+                f"the agent could not run the script on mock data ({type(e).__name__}): it "
+                "did not run on the provider's data and no run of the permit was used"))
+            return False
+        if not mock.ok:
+            self._deliver(task.job_id, self._mock_failure(mockrun.failure_reason(mock),
+                                                          mock.console))
+            return False
+        self.mock_passes.add(key)
+        lease = self.controller.leased(task.job_id)
+        if lease is None or not lease.active:  # stopped or revoked during the mock run
+            log.warning("job %s ended during its mock run; not run", task.job_id)
+            return False
+        return True
+
+    @staticmethod
+    def _mock_failure(reason: str, console: str | None = None) -> RunReport:
+        return RunReport(state=JobState.FAILED, reason=reason[:2000], log=console,
+                         rows_read=0, bytes_read=0, outputs=(), mock_failed=True)
 
     def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
         notices = notices or Notices(task.job_id)
