@@ -104,9 +104,10 @@ def console_text(result: RunResult) -> str:
 
 
 def run(executor: DockerExecutor, task: RunTask, work_root: Path, image: str,
-        limits: Limits, *, timeout_s: float = MOCK_TIMEOUT_S) -> MockRun:
+        limits: Limits, *, timeout_s: float = MOCK_TIMEOUT_S, rows: int = MOCK_ROWS,
+        seed: int = MOCK_SEED) -> MockRun:
     """Run ``task``'s script on mock data in a job directory of its own; clean up after."""
-    mtask = mock_task(task, work_root / (task.job_id + SUFFIX) / "mockdata")
+    mtask = mock_task(task, work_root / (task.job_id + SUFFIX) / "mockdata", rows, seed)
     job_dir = runjob.check_task(mtask, work_root)
     data_root = job_dir / "mockdata"
     mtask = mtask.model_copy(update={"timeout_s": min(mtask.timeout_s, timeout_s)})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -13,34 +14,39 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandbox.client import ApiError, Client
+from sandbox import cli_devrun, cli_requester
+from sandbox.cli_support import SandboxGroup, client, load_json, print_json, show
+from sandbox.client import Client
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
 
-
-def _print(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+_print = print_json
 
 
-@click.group()
+@click.group(cls=SandboxGroup)
 @click.option("--url", envvar="SANDBOX_URL", default="http://127.0.0.1:8080", show_default=True)
 @click.option("--token", envvar="SANDBOX_TOKEN", default=None, help="API token (or SANDBOX_TOKEN)")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON everywhere: lists, and error answers (on standard output)")
 @click.pass_context
-def main(ctx: click.Context, url: str, token: str | None) -> None:
-    ctx.obj = {"url": url, "token": token}
+def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None:
+    ctx.obj = {"url": url, "token": token, "json": as_json}
+    # The HTTP library's own retry warnings: a failure is reported once, with what to do.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+for _command in [*cli_requester.COMMANDS, cli_devrun.dev_run]:
+    main.add_command(_command)
 
 
 def _client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["url"], ctx.obj["token"])
+    return client(ctx)
 
 
 def _call(fn: Any, *args: Any) -> None:
-    try:
-        _print(fn(*args))
-    except ApiError as e:
-        _print(e.body)
-        sys.exit(1)
+    """Print the answer as JSON; an error answer exits 1 with what to do (SandboxGroup)."""
+    _print(fn(*args))
 
 
 # --- server administration (local, on the controller host) ---------------------------
@@ -181,7 +187,9 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     # container on the way out (a SIGKILLed agent leaves it to its next start's reset).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop)
+    if not Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop):
+        # The reason is logged above (a refused token or configuration): no retry helps.
+        raise click.ClickException("the agent did not start; see the error above")
 
 
 def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -245,26 +253,14 @@ def rotate_token(ctx: click.Context) -> None:
 @click.pass_context
 def dataset_register(ctx: click.Context, metadata: Any) -> None:
     """Register a dataset from a JSON file of catalog metadata."""
-    _call(_client(ctx).post, "/datasets", json.load(metadata))
-
-
-@main.command("datasets")
-@click.pass_context
-def datasets(ctx: click.Context) -> None:
-    _call(_client(ctx).get, "/datasets")
+    _call(_client(ctx).post, "/datasets", load_json(metadata))
 
 
 @main.command("request-create")
 @click.argument("request", type=click.File())
 @click.pass_context
 def request_create(ctx: click.Context, request: Any) -> None:
-    _call(_client(ctx).post, "/requests", json.load(request))
-
-
-@main.command("requests")
-@click.pass_context
-def requests_(ctx: click.Context) -> None:
-    _call(_client(ctx).get, "/requests")
+    _call(_client(ctx).post, "/requests", load_json(request))
 
 
 @main.command("approve")
@@ -310,16 +306,6 @@ def revoke(ctx: click.Context, permit_id: str, reason: str) -> None:
     _call(_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
 
 
-@main.command("submit")
-@click.option("--permit", required=True)
-@click.option("--dataset", "dataset_ids", multiple=True, required=True)
-@click.argument("script", type=click.File())
-@click.pass_context
-def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], script: Any) -> None:
-    _call(_client(ctx).post, "/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
-                                       "script": script.read()})
-
-
 @main.command("joint")
 @click.option("--permit", required=True)
 @click.option("--dataset", "dataset_ids", multiple=True, required=True,
@@ -340,52 +326,32 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
 
     sdk = JointStatistics(_client(ctx))
     try:
-        run = sdk.submit(permit, dataset_ids, json.load(spec))
+        run = sdk.submit(permit, dataset_ids, load_json(spec))
         result = sdk.result(run, sdk.wait(run))
-    except ApiError as e:
-        _print(e.body)
-        sys.exit(1)
     except RuntimeError as e:
         click.echo(str(e), err=True)
         sys.exit(1)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
 
-@main.command("job")
-@click.argument("job_id")
-@click.pass_context
-def job(ctx: click.Context, job_id: str) -> None:
-    _call(_client(ctx).get, f"/jobs/{job_id}")
-
-
-@main.command("output")
-@click.argument("job_id")
-@click.argument("name")
-@click.pass_context
-def output(ctx: click.Context, job_id: str, name: str) -> None:
-    try:
-        sys.stdout.buffer.write(_client(ctx).raw(f"/jobs/{job_id}/outputs/{name}"))
-    except ApiError as e:
-        _print(e.body)
-        sys.exit(1)
-
-
 @main.command("usage")
+@click.option("--json", "as_json", is_flag=True, help="print JSON, not a table")
 @click.pass_context
-def usage(ctx: click.Context) -> None:
+def usage(ctx: click.Context, as_json: bool) -> None:
     """Provider: who used my data, when, for what, how much."""
-    _call(_client(ctx).get, "/usage")
+    data = _client(ctx).get("/usage")
+    show(ctx, as_json, data, data["usage"], [
+        ("JOB", lambda u: u["job_id"]), ("REQUESTER", lambda u: u["requester_name"]),
+        ("STATE", lambda u: u["state"]), ("STARTED", lambda u: (u["started_at"] or "")[:19]),
+        ("ROWS", lambda u: u["rows_read"]), ("PURPOSE", lambda u: u["purpose"]),
+    ], "no use of your data yet")
 
 
 @main.command("checkpoint")
 @click.pass_context
 def checkpoint(ctx: click.Context) -> None:
     """Regulator: the log's latest signed checkpoint."""
-    try:
-        click.echo(_client(ctx).text("/ledger/checkpoint"), nl=False)
-    except ApiError as e:
-        _print(e.body)
-        sys.exit(1)
+    click.echo(_client(ctx).text("/ledger/checkpoint"), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from compute.errors import InvalidInput
 from containers.datasets import schema_check
 
-FIELDS = [
+FIELDS: list[dict[str, Any]] = [
     {"name": "sex", "type": "string", "sensitivity": "internal", "categories": ["F", "M"]},
     {"name": "age", "type": "integer", "sensitivity": "internal", "range": [0, 99]},
     {"name": "day", "type": "date", "sensitivity": "internal",

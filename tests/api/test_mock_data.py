@@ -10,7 +10,7 @@ import pytest
 
 from tests.api.helpers import PATIENT_FIELDS, register
 
-DECLARED = [
+DECLARED: list[dict[str, Any]] = [
     {"name": "patient_id", "type": "string", "sensitivity": "identifier"},
     {"name": "age", "type": "integer", "sensitivity": "internal", "range": [0, 99],
      "missing_rate": 0.02},

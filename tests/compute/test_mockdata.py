@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from compute import mockdata
 from sandbox.demo_data import hospital_table
 
-DECLARED = [
+DECLARED: list[dict[str, Any]] = [
     {"name": "patient_id", "type": "string", "sensitivity": "identifier"},
     {"name": "age", "type": "integer", "sensitivity": "internal", "range": [18, 90]},
     {"name": "sex", "type": "string", "sensitivity": "internal", "categories": ["F", "M"],
