@@ -41,6 +41,9 @@ class AgentConfig:
     # How often a running job's lease is checked: a job stopped by its provider or the
     # operator, or whose permit was revoked, is killed within about this long.
     watch_interval_s: float = 2.0
+    # Run each new script on mock data first (containers.mockrun): a script error then
+    # costs no run of the permit, and the requester gets its whole console output.
+    mock_first: bool = True
 
 
 def banner(config: AgentConfig, name: str, providers: tuple[str, ...], runtime: str

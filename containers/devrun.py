@@ -51,8 +51,16 @@ def local_versions() -> Versions:
 
 def image_versions(client: docker.DockerClient, image: str, runtime: str | None) -> Versions:
     """The versions the runner image runs scripts with (asked of the image itself)."""
-    out = client.containers.run(image, ["python3", "-c", VERSIONS_SCRIPT], entrypoint=[],
-                                network_mode="none", runtime=runtime, remove=True)
+    # Not containers.run: it returns no output under the engine's "local" log driver.
+    c = client.containers.create(image, ["python3", "-c", VERSIONS_SCRIPT], entrypoint=[],
+                                 network_mode="none", runtime=runtime,
+                                 labels={"data-sandbox.dev-run": "versions"})
+    try:
+        c.start()
+        c.wait(timeout=60)
+        out: bytes = c.logs(stdout=True, stderr=False)
+    finally:
+        c.remove(force=True)
     python, numpy, pandas = out.decode().split()
     return Versions(python, numpy, pandas)
 

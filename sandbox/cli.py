@@ -145,11 +145,14 @@ def agent_key(path: str) -> None:
               help="what the agent logs to stderr (info: its start and its jobs' troubles)")
 @click.option("--warm-start/--no-warm-start", default=True, show_default=True,
               help="keep each slot's next container started ahead of its job")
+@click.option("--mock-first/--no-mock-first", default=True, show_default=True,
+              help="run each new script on mock data before the provider's data (a script "
+                   "error then costs no run)")
 @click.option("--timing-grain", default=5.0, show_default=True, type=click.FloatRange(0),
               help="seconds: a run's end is reported only at a multiple of this after its "
                    "start (0: at once; run time is a channel the script controls)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
-          slots: int, runtime: str, log_level: str, warm_start: bool,
+          slots: int, runtime: str, log_level: str, warm_start: bool, mock_first: bool,
           timing_grain: float) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     import logging
@@ -178,7 +181,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
                       # Mixing both forms is refused by Agent.check_config at start.
                       provider_roots=_provider_roots(data_roots), work_root=Path(work_root),
                       image=image.tag, slots=slots, warm_start=warm_start,
-                      timing_grain_s=timing_grain,
+                      timing_grain_s=timing_grain, mock_first=mock_first,
                       signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))

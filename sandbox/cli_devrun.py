@@ -117,9 +117,13 @@ def _report(run: Any, out_dir: Path, release: str | None) -> None:
                    f"{out_dir}/)")
     click.echo("--- output checks (the agent's, on these outputs) ---")
     report = run.report
-    for o in report.outputs:
+    # The agent names a blocked run's outputs by position (in name order); here, on mock
+    # data, the file each position stands for can be said.
+    files = sorted(run.outputs) if len(run.outputs) == len(report.outputs) else []
+    for i, o in enumerate(report.outputs):
         why = f": {'; '.join(o.reasons)}" if o.reasons else ""
-        click.echo(f"  {o.name}: {o.decision}{why}")
+        known = f"  [{files[i]}]" if files and files[i] != o.name else ""
+        click.echo(f"  {o.name}: {o.decision}{why}{known}")
     click.echo(f"run: {report.state}" + (f" ({report.reason})" if report.reason else ""))
     if release == "review":
         click.echo("under this permit, script outputs the checks pass wait for a reviewer")
