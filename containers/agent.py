@@ -26,7 +26,6 @@ from pathlib import Path
 from authz.wire import (
     AgentIdentity,
     DatasetTask,
-    JobState,
     RunReport,
     RunTask,
     SchemaCheckTask,
@@ -235,12 +234,12 @@ class Agent:
                                self.config.limits)
         except SandboxError as e:
             log.error("mock run of %s could not run: %s", task.job_id, e)
-            self._deliver(task.job_id, self._mock_failure(
+            self._deliver(task.job_id, mockrun.failure_report(
                 f"the agent could not run the script on mock data ({type(e).__name__}): it "
                 "did not run on the provider's data and no run of the permit was used"))
             return False
         if not mock.ok:
-            self._deliver(task.job_id, self._mock_failure(mockrun.failure_reason(mock),
+            self._deliver(task.job_id, mockrun.failure_report(mockrun.failure_reason(mock),
                                                           mock.console))
             return False
         self.mock_passes.add(key)
@@ -249,11 +248,6 @@ class Agent:
             log.warning("job %s ended during its mock run; not run", task.job_id)
             return False
         return True
-
-    @staticmethod
-    def _mock_failure(reason: str, console: str | None = None) -> RunReport:
-        return RunReport(state=JobState.FAILED, reason=reason[:2000], log=console,
-                         rows_read=0, bytes_read=0, outputs=(), mock_failed=True)
 
     def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
         notices = notices or Notices(task.job_id)

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from authz.wire import RunReport, RunTask
+from authz.wire import JobState, RunReport, RunTask
 from compute import mockdata
 from containers import runjob
 from containers.executor import DockerExecutor, Limits, RunResult, read_outputs
@@ -128,6 +128,12 @@ def _read_all(result: RunResult) -> dict[str, bytes]:
         return read_outputs(result.out_dir)
     except ExecutorError:
         return {}  # too many or too large: the checks say so
+
+
+def failure_report(reason: str, console: str | None = None) -> RunReport:
+    """The report of a job whose script failed on mock data: nothing ran on real data."""
+    return RunReport(state=JobState.FAILED, reason=reason[:2000], log=console, rows_read=0,
+                     bytes_read=0, outputs=(), mock_failed=True)
 
 
 def failure_reason(mock: MockRun) -> str:

@@ -227,3 +227,27 @@ def test_automatic_release_is_the_strictest_of_the_providers_choices(
     r = b.post(f"/requests/{req['id']}/items/{ds_b['id']}/approve",
                approval(script_release="review"))
     assert requester.get(f"/permits/{r.json['permit_id']}").json["script_release"] == "review"
+
+
+def test_a_failure_on_mock_data_gives_the_run_back(make_party: Any, make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent, max_runs=1)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    agent.post("/agent/tasks/next")
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 1
+    # A mock failure carries nothing of a run on real data.
+    for bad in ({"state": "released"}, {"rows_read": 5}, {"outputs": [{
+            "name": "t.csv", "sha256": "0" * 64, "bytes": 0, "decision": "blocked"}]}):
+        r = agent.post(f"/agent/jobs/{job_id}/result", {
+            "state": "failed", "rows_read": 0, "bytes_read": 0, "outputs": [],
+            "mock_failed": True, **bad})
+        assert r.status_code == 400, (bad, r.json)
+    console = "Traceback (most recent call last):\nKeyError: 'agegroup'\n"
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "failed", "reason": "the script failed on mock data", "rows_read": 0,
+        "bytes_read": 0, "outputs": [], "log": console, "mock_failed": True})
+    assert r.status_code == 200, r.json
+    job = requester.get(f"/jobs/{job_id}").json
+    assert job["state"] == "failed" and job["log"] == console
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 0
+    # The run given back is a run: the permit's only one can be used again.
+    assert submit(requester, permit_id, ds["id"]).status_code == 201
