@@ -47,8 +47,11 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         if len(script) > MAX_SCRIPT_BYTES:
             raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
         check_syntax(data["script"])
-    providers = {ds.provider_id for ds in permits.covered_datasets(ctx, permit,
-                                                                  data["dataset_ids"])}
+    covered = permits.covered_datasets(ctx, permit, data["dataset_ids"])
+    if len({ds.code for ds in covered}) != len(covered):
+        # Each input file is named after its code (/in/<code>.csv).
+        raise InvalidInput("dataset_ids", "names two versions of one dataset code: keep one")
+    providers = {ds.provider_id for ds in covered}
     if len(providers) != 1:
         # Raw data never leaves its domain, so one container only ever sees one provider's
         # data; statistics across providers go through a joint (homomorphic) job.

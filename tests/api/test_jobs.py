@@ -251,3 +251,19 @@ def test_a_failure_on_mock_data_gives_the_run_back(make_party: Any, make_agent: 
     assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 0
     # The run given back is a run: the permit's only one can be used again.
     assert submit(requester, permit_id, ds["id"]).status_code == 201
+
+
+def test_one_job_reads_one_version_of_a_code(make_party: Any, make_agent: Any) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    first = register(provider, agent, code="DS-VERSIONED")
+    second = register(provider, agent, code="DS-VERSIONED")
+    assert (first["version"], second["version"]) == (1, 2)
+    req = request_access(requester, first, second)
+    for ds in (first, second):
+        provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", approval())
+    permit_id = requester.get(f"/requests/{req['id']}").json["permit_id"]
+    r = requester.post("/jobs", {"permit_id": permit_id, "script": SCRIPT,
+                                 "dataset_ids": [first["id"], second["id"]]})
+    assert r.status_code == 400 and "two versions of one dataset code" in r.json["rule"]
+    assert submit(requester, permit_id, second["id"]).status_code == 201
