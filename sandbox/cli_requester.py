@@ -141,6 +141,15 @@ def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], wait: 
     sys.exit(0 if final["state"] == JobState.RELEASED else 1)
 
 
+PROGRESS = {
+    JobState.QUEUED: "waiting for the provider's agent",
+    JobState.DISPATCHED: "taken by the provider's agent (a new script runs on mock data "
+                         "first)",
+    JobState.RUNNING: "running on the provider's data",
+    JobState.CHECKING: "the agent checks the outputs",
+}
+
+
 def follow(api: Any, job_id: str, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
     """Poll the job until it ends, printing each state it reaches (to standard error)."""
     t0 = time.monotonic()
@@ -149,7 +158,9 @@ def follow(api: Any, job_id: str, timeout_s: float, poll_s: float = 0.5) -> dict
         current: dict[str, Any] = api.get(f"/jobs/{job_id}")
         if current["state"] != seen:
             seen = current["state"]
-            click.echo(f"[{time.monotonic() - t0:6.1f} s] {job_id} {seen}", err=True)
+            hint = PROGRESS.get(seen, "")
+            click.echo(f"[{time.monotonic() - t0:6.1f} s] {job_id} {seen}"
+                       + (f": {hint}" if hint else ""), err=True)
         if current["state"] in TERMINAL:
             return current
         if time.monotonic() - t0 > timeout_s:
