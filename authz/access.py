@@ -296,6 +296,7 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
         "disclosure": p.disclosure, "script_release": p.script_release,
+        "mock_returns": p.mock_returns,
         "revoked_reason": p.revoked_reason,
     }
 

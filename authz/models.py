@@ -216,6 +216,9 @@ class Permit(AuthzBase):
     # Automatic only if every provider accepted automatic release of script outputs.
     script_release: Mapped[ScriptRelease] = mapped_column(
         StateText(ScriptRelease), default=ScriptRelease.REVIEW, server_default="review")
+    # Runs given back because the script failed on mock data (authz/runs.py): capped, so
+    # failing scripts cannot use the provider's agent without end at no cost.
+    mock_returns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)

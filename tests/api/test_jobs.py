@@ -7,6 +7,7 @@ from typing import Any
 
 from authz.jobs import MAX_SCRIPT_BYTES
 from authz.models import Permit
+from authz.runs import MOCK_RETURNS_PER_RUN
 from tests.api.helpers import SCRIPT, approval, permit_for, register, request_access
 from tests.conftest import Actor
 
@@ -249,8 +250,21 @@ def test_a_failure_on_mock_data_gives_the_run_back(make_party: Any, make_agent: 
     job = requester.get(f"/jobs/{job_id}").json
     assert job["state"] == "failed" and job["log"] == console
     assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 0
-    # The run given back is a run: the permit's only one can be used again.
-    assert submit(requester, permit_id, ds["id"]).status_code == 201
+    # The run given back is a run: the permit's only one can be used again, up to a cap of
+    # free failures (each mock run uses the provider's agent).
+    for i in range(1, MOCK_RETURNS_PER_RUN + 1):
+        job_id = submit(requester, permit_id, ds["id"]).json["id"]
+        agent.post("/agent/tasks/next")
+        agent.post(f"/agent/jobs/{job_id}/result", {
+            "state": "failed", "reason": "the script failed on mock data", "rows_read": 0,
+            "bytes_read": 0, "outputs": [], "mock_failed": True})
+        permit = requester.get(f"/permits/{permit_id}").json
+        returned = min(i + 1, MOCK_RETURNS_PER_RUN)
+        assert (permit["mock_returns"], permit["runs_used"]) == (
+            returned, 0 if i < MOCK_RETURNS_PER_RUN else 1), i
+    job = requester.get(f"/jobs/{job_id}").json
+    assert "free failures on mock data are used up, so this one used a run" in job["reason"]
+    assert submit(requester, permit_id, ds["id"]).status_code == 409  # no run left
 
 
 def test_one_job_reads_one_version_of_a_code(make_party: Any, make_agent: Any) -> None:

@@ -1,4 +1,5 @@
-"""datasets.version: a dataset code may be registered again, as its next version
+"""datasets.version: a dataset code may be registered again, as its next version;
+permits.mock_returns: runs given back after a failure on mock data
 
 Revision ID: 0008_dataset_versions
 Revises: 0006_script_release
@@ -32,9 +33,14 @@ def upgrade() -> None:
                                       server_default='1'))
         batch_op.drop_constraint(_old_unique(), type_='unique')
         batch_op.create_unique_constraint('uq_datasets_code_version', ['code', 'version'])
+    with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('mock_returns', sa.Integer(), nullable=False,
+                                      server_default='0'))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('permits', schema=None) as batch_op:
+        batch_op.drop_column('mock_returns')
     with op.batch_alter_table('datasets', schema=None, naming_convention=NAMING) as batch_op:
         batch_op.drop_constraint('uq_datasets_code_version', type_='unique')
         batch_op.create_unique_constraint(_old_unique(), ['code'])
