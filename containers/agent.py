@@ -223,26 +223,12 @@ class Agent:
             self._complete_statistics(task, notices)
 
     def _passes_on_mock(self, task: RunTask) -> bool:
-        """Run the script on mock data first, unless it already passed there. On a failure
-        the job is reported failed with the mock run's whole console output, and the
-        controller gives the permit's run back: a script error costs no run."""
-        key = mockrun.mock_key(task)
-        if key in self.mock_passes:
-            return True
-        try:
-            mock = mockrun.run(self.executor, task, self.config.work_root, self.config.image,
-                               self.config.limits)
-        except SandboxError as e:
-            log.error("mock run of %s could not run: %s", task.job_id, e)
-            self._deliver(task.job_id, mockrun.failure_report(
-                f"the agent could not run the script on mock data ({type(e).__name__}): it "
-                "did not run on the provider's data and no run of the permit was used"))
+        """Whether the script may run on the provider's data: it passed on mock data (now,
+        or before). Otherwise its failure is reported and the permit's run given back."""
+        failed = mockrun.check_first(self.executor, task, self.config, self.mock_passes)
+        if failed is not None:
+            self._deliver(task.job_id, failed)
             return False
-        if not mock.ok:
-            self._deliver(task.job_id, mockrun.failure_report(mockrun.failure_reason(mock),
-                                                          mock.console))
-            return False
-        self.mock_passes.add(key)
         lease = self.controller.leased(task.job_id)
         if lease is None or not lease.active:  # stopped or revoked during the mock run
             log.warning("job %s ended during its mock run; not run", task.job_id)

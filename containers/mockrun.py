@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import threading
 from dataclasses import dataclass, replace
@@ -22,9 +23,13 @@ from pathlib import Path
 
 from authz.wire import JobState, RunReport, RunTask
 from compute import mockdata
+from compute.errors import SandboxError
 from containers import runjob
+from containers.agent_config import AgentConfig
 from containers.executor import DockerExecutor, Limits, RunResult, read_outputs
 from containers.runspec import ExecutorError
+
+log = logging.getLogger("data-sandbox.agent")
 
 MOCK_SEED = 0
 MOCK_ROWS = mockdata.DEFAULT_ROWS
@@ -128,6 +133,27 @@ def _read_all(result: RunResult) -> dict[str, bytes]:
         return read_outputs(result.out_dir)
     except ExecutorError:
         return {}  # too many or too large: the checks say so
+
+
+def check_first(executor: DockerExecutor, task: RunTask, config: AgentConfig,
+                passes: MockPasses) -> RunReport | None:
+    """The agent's mock run before a script's run on the provider's data, unless the script
+    already passed one: None if it passes, else the job's failure report (its whole
+    console output; the controller gives the permit's run back)."""
+    key = mock_key(task)
+    if key in passes:
+        return None
+    try:
+        mock = run(executor, task, config.work_root, config.image, config.limits)
+    except SandboxError as e:
+        log.error("mock run of %s could not run: %s", task.job_id, e)
+        return failure_report(f"the agent could not run the script on mock data "
+                              f"({type(e).__name__}): it did not run on the provider's data "
+                              "and no run of the permit was used")
+    if not mock.ok:
+        return failure_report(failure_reason(mock), mock.console)
+    passes.add(key)
+    return None
 
 
 def failure_report(reason: str, console: str | None = None) -> RunReport:

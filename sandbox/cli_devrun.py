@@ -39,6 +39,8 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
     Needs a local Docker engine (and root, for the /out tmpfs) like an agent. Nothing here
     touches a provider's data: the mock data is made from the declared fields only.
     """
+    from docker.errors import DockerException
+
     # imported here: CLI start-up time (the engine client only for a dev-run)
     from authz.catalog import HIGH_SENSITIVITY
     from compute.errors import SandboxError
@@ -78,7 +80,7 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
                                         runtime=chosen),
                          source, tasks, image, min_cell_count=k, blocked_columns=blocked,
                          rows=rows, seed=seed)
-    except SandboxError as e:
+    except (SandboxError, DockerException) as e:
         raise click.ClickException(f"{e}: the dev-run needs the local Docker engine and the "
                                    "runner image, as an agent does (see README, "
                                    "Requirements)") from e
