@@ -140,6 +140,10 @@ def test_requester_commands(app: Flask, stack: EmbeddedStack, make_party: Any, m
         == w.permit_id
     r = run(stack, token, "datasets")
     assert w.dataset_id in r.stdout and r.stdout.startswith("ID")
+    r = run(stack, token, "requests")
+    assert r.stdout.split()[:3] == ["ID", "STATUS", "PERMIT"] and w.request_id in r.stdout
+    r = run(stack, w.provider.token, "usage")
+    assert r.exit_code == 0 and r.stdout.strip() == "no use of your data yet"
     # submit, then cancel while queued.
     r = run(stack, token, "submit", "--permit", w.permit_id, "--dataset", w.dataset_id,
             str(script))
