@@ -158,6 +158,12 @@ def integer(lo: int, hi: int) -> Check:
     return check
 
 
+def boolean(path: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise InvalidInput(path, "must be true or false")
+    return v
+
+
 def number(lo: float, hi: float) -> Check:
     def check(path: str, v: Any) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float) or v != v:

@@ -162,7 +162,8 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     script_lines = (job_dir / "job" / "script.py").read_bytes().count(b"\n") + 1
     policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
                                  blocked_columns=frozenset(task.blocked_columns),
-                                 rare_values=rare_values, script_lines=script_lines)
+                                 rare_values=rare_values, script_lines=script_lines,
+                                 images_for_review=task.script_release != ScriptRelease.AUTOMATIC)
     def ran(state: JobState, outputs: list[OutputReport], reason: str | None = None
             ) -> RunReport:
         return RunReport(state=state, reason=reason, outputs=tuple(outputs),
@@ -194,11 +195,11 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if task.script_release != ScriptRelease.AUTOMATIC and any(
             v.decision == OutputDecision.RELEASED for v in verdicts):
         # The file-level checks cannot vouch for a script's tables (they do not know a
-        # cell's true contributors): held, like a blocked run, by position only.
-        held = [OutputReport(name=f"output-{i}", sha256=checks.NOTHING_READ_SHA256, bytes=0,
-                             decision=OutputDecision.BLOCKED, reasons=(HELD_FOR_REVIEW,))
-                for i, _ in enumerate(verdicts, 1)]
-        return ran(JobState.BLOCKED, held, HELD_FOR_REVIEW)
+        # cell's true contributors): they go to the providers' output checkers, never to
+        # the requester, until enough of them approve (release review).
+        held = [o.model_copy(update={"decision": OutputDecision.PENDING_REVIEW})
+                if o.decision == OutputDecision.RELEASED else o for o in outputs]
+        return ran(JobState.AWAITING_REVIEW, held, HELD_FOR_REVIEW)
     if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
         # Released, but with nothing in it: say why rather than hand back an empty result.
         return ran(JobState.RELEASED, outputs,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandbox import cli_devrun, cli_requester
+from sandbox import cli_devrun, cli_people, cli_requester
 from sandbox.cli_support import SandboxGroup, client, load_json, print_json, show
 from sandbox.client import Client
 
@@ -36,7 +36,8 @@ def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None
     logging.getLogger("urllib3").setLevel(logging.ERROR)
 
 
-for _command in [*cli_requester.COMMANDS, cli_devrun.dev_run]:
+# people and release review; the requester's development loop
+for _command in [*cli_people.COMMANDS, *cli_requester.COMMANDS, cli_devrun.dev_run]:
     main.add_command(_command)
 
 

@@ -129,7 +129,10 @@ def output(ctx: click.Context, job_id: str, name: str) -> None:
 def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], wait: bool,
            timeout: float, script: IO[bytes]) -> None:
     """Submit a script under a permit. It first runs on mock data (a failure there costs
-    no run and shows the whole console output); then on the provider's data."""
+    no run and shows the whole console output); then on the provider's data.
+
+    With --wait: exit status 0 released, 2 waiting for people (script approval, output
+    review), 1 otherwise."""
     api = client(ctx)
     created = api.post("/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
                                  "script": read_text(script, "script")})
@@ -138,6 +141,10 @@ def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], wait: 
         return
     final = follow(api, created["id"], timeout)
     summarize(final)
+    if final["state"] in FOR_PEOPLE:
+        click.echo(f"it now waits for people, not for this command: follow it with "
+                   f"`sandbox job {final['id']}`", err=True)
+        sys.exit(2)
     sys.exit(0 if final["state"] == JobState.RELEASED else 1)
 
 
@@ -147,7 +154,12 @@ PROGRESS = {
                          "first)",
     JobState.RUNNING: "running on the provider's data",
     JobState.CHECKING: "the agent checks the outputs",
+    JobState.AWAITING_APPROVAL: "the permit wants each new script approved by every "
+                                "provider first",
+    JobState.AWAITING_REVIEW: "the outputs wait for the providers' output checkers",
 }
+#: States where the job waits for people, not for the machine: --wait stops following.
+FOR_PEOPLE = frozenset({JobState.AWAITING_APPROVAL, JobState.AWAITING_REVIEW})
 
 
 def follow(api: Any, job_id: str, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
@@ -161,7 +173,7 @@ def follow(api: Any, job_id: str, timeout_s: float, poll_s: float = 0.5) -> dict
             hint = PROGRESS.get(seen, "")
             click.echo(f"[{time.monotonic() - t0:6.1f} s] {job_id} {seen}"
                        + (f": {hint}" if hint else ""), err=True)
-        if current["state"] in TERMINAL:
+        if current["state"] in TERMINAL or current["state"] in FOR_PEOPLE:
             return current
         if time.monotonic() - t0 > timeout_s:
             raise click.ClickException(

@@ -19,6 +19,7 @@ from sandbox.cli import main
 from sandbox.client import Client
 from sandbox.embedded import EmbeddedStack
 from tests.api.helpers import PATIENT_FIELDS, approval, dataset_body
+from tests.api.test_release_review import TABLE, Review
 from tests.conftest import Actor
 
 
@@ -151,7 +152,7 @@ def test_requester_commands(app: Flask, stack: EmbeddedStack, make_party: Any, m
     r = run(stack, token, "cancel", job_id)
     assert r.exit_code == 0 and r.stdout.strip() == f"{job_id} cancelled"
     r = run(stack, token, "cancel", job_id)
-    assert r.exit_code == 1 and "only queued jobs can be cancelled" in r.stderr
+    assert r.exit_code == 1 and "job is cancelled; only queued jobs" in r.stderr
     # submit --wait follows the job to its end, with each state on the way.
     agent = threading.Timer(0.5, w.finish_next)
     agent.start()
@@ -207,3 +208,45 @@ def test_errors_say_what_to_do_next(app: Flask, stack: EmbeddedStack, make_party
     assert r.exit_code == 1
     assert f"permit expired at {expired.isoformat()}" in r.stderr
     assert "apply again with a new access request" in r.stderr
+
+
+def test_cli_people_and_release_review(app: Flask, admin: Actor, make_party: Any,
+                                       make_agent: Any, make_person: Any) -> None:
+    """Sign-in, accreditation and a review decision through the `sandbox` command."""
+    stack = EmbeddedStack(app).start()
+    try:
+        runner = CliRunner()
+        review = Review(make_party, make_agent, make_person)
+        job_id = review.held_job(("t.csv", TABLE))
+        party = make_party("provider")
+        base = ["--url", stack.url, "--token", admin.token]
+        r = runner.invoke(main, [*base, "person-create", party.id, "--name", "Zhao Min",
+                                 "--email", "zhao@example.org", "--role", "output_checker"],
+                          input="a long enough password\na long enough password\n")
+        assert r.exit_code == 0, r.output
+        made = json.loads(r.output[r.output.index("{"):])
+        for args in (["person-verify", made["id"], "--method", "in person"],
+                     ["person-accredit", made["id"], "--kind", "output checking"]):
+            assert runner.invoke(main, [*base, *args]).exit_code == 0
+        r = runner.invoke(main, ["--url", stack.url, "login", "--email", "zhao@example.org"],
+                          input="a long enough password\n")
+        assert r.exit_code == 0, r.output
+        signed = json.loads(r.output[r.output.index("{"):])
+        assert signed["person"]["id"] == made["id"]
+        # The checker of the job's provider decides through the CLI.
+        checker = ["--url", stack.url, "--token", review.checkers[0].token]
+        r = runner.invoke(main, [*checker, "review", job_id])
+        assert json.loads(r.output)["outputs"][0]["content"] == TABLE.decode()
+        r = runner.invoke(main, [*checker, "review-decide", job_id, "t.csv", "--decision",
+                                 "approve", "--comment", "two bands, both above k"])
+        assert r.exit_code == 0, r.output
+        # A person of another provider gets the API's refusal, and exit status 1.
+        other = ["--url", stack.url, "--token", signed["token"], "--json"]
+        r = CliRunner(mix_stderr=False).invoke(main, [
+            *other, "review-decide", job_id, "t.csv", "--decision", "approve", "--comment",
+            "not mine to decide"])
+        assert r.exit_code == 1 and json.loads(r.stdout)["error"] == "not_found"
+        assert "What to do: check the id" in r.stderr
+        assert review.analyst.get(f"/jobs/{job_id}").json["state"] == "released"
+    finally:
+        stack.stop()

@@ -2,7 +2,7 @@
 permits.mock_returns: runs given back after a failure on mock data
 
 Revision ID: 0008_dataset_versions
-Revises: 0006_script_release
+Revises: 0012_release_review
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0008_dataset_versions'
-down_revision = '0006_script_release'
+down_revision = '0012_release_review'
 branch_labels = None
 depends_on = None
 
