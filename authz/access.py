@@ -99,7 +99,8 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
         known = catalog.field_map(ds)
         for j, col in enumerate(item["columns"]):
             if col not in known:
-                raise InvalidInput(f"{where}.columns[{j}]", f"no field {col!r} in {ds.code}")
+                raise InvalidInput(f"{where}.columns[{j}]", f"no field {col!r} in {ds.code}; "
+                                   f"its fields are: {', '.join(known)}")
         req.items.append(RequestItem(position=i, dataset_id=ds.id, provider_id=ds.provider_id,
                                      columns=item["columns"]))
     ctx.session.add(req)
@@ -339,6 +340,7 @@ def permit_json(p: Permit) -> dict[str, Any]:
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
         "disclosure": p.disclosure, "script_release": p.script_release,
         "review_quorum": p.review_quorum, "approve_scripts": p.approve_scripts,
+        "mock_returns": p.mock_returns,
         "revoked_reason": p.revoked_reason,
     }
 

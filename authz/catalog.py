@@ -21,12 +21,31 @@ SENSITIVITY = ("public", "internal", "sensitive", "restricted", "identifier")
 HIGH_SENSITIVITY = frozenset({"restricted", "identifier"})
 OPENNESS = ("unconditional", "conditional", "not_open")
 
+MAX_CATEGORIES = 500
+
+
+def _range_bound(path: str, x: Any) -> Any:
+    # A number for integer and number fields, a YYYY-MM-DD date for date fields; which one
+    # a field needs is checked against its type in _check_declared.
+    if isinstance(x, str):
+        return v.iso_date(path, x)
+    return v.number(-1e15, 1e15)(path, x)
+
+
+# Declared metadata (optional): what the provider publishes about a column's values. The
+# platform makes mock data from it (compute.mockdata) and the agent's schema check holds
+# the file to it; it is the provider's own statement, never derived from the file.
 FIELD_SPEC = [
     v.Field("name", v.text(64, pattern=v.NAME_RX)),
     v.Field("type", v.choice(*FIELD_TYPES)),
     v.Field("sensitivity", v.choice(*SENSITIVITY)),
     v.Field("description", v.text(500, min_len=0), required=False, default=""),
+    v.Field("categories", v.list_of(v.text(200, single_line=True), 1, MAX_CATEGORIES,
+                                    unique=True), required=False),
+    v.Field("range", v.list_of(_range_bound, 2, 2), required=False),
+    v.Field("missing_rate", v.number(0.0, 1.0), required=False),
 ]
+DECLARED = ("categories", "range", "missing_rate")
 
 DATASET_SPEC = [
     v.Field("code", v.text(64, pattern=v.CODE_RX)),
@@ -51,20 +70,53 @@ def level(sensitivity: str) -> int:
     return SENSITIVITY.index(sensitivity)
 
 
+def _check_declared(i: int, field: dict[str, Any]) -> dict[str, Any]:
+    """The field with its declared metadata checked against its type (absent keys dropped)."""
+    where, kind = f"fields[{i}]", field["type"]
+    if field["categories"] is not None:
+        if kind != "string":
+            raise InvalidInput(f"{where}.categories", "only a string field declares "
+                               "categories; give an integer or number field a range")
+        if field["sensitivity"] == "identifier":
+            raise InvalidInput(f"{where}.categories", "an identifier's values are never "
+                               "published: remove the categories (mock data makes "
+                               "synthetic identifiers)")
+    if field["range"] is not None:
+        lo, hi = field["range"]
+        want = str if kind == "date" else float
+        if kind not in ("integer", "number", "date") or not (
+                isinstance(lo, want) and isinstance(hi, want)):
+            raise InvalidInput(f"{where}.range", "a range is [min, max]: numbers for an "
+                               "integer or number field, YYYY-MM-DD dates for a date field")
+        if lo > hi:
+            raise InvalidInput(f"{where}.range", "min must not be above max")
+    return {k: x for k, x in field.items() if k not in DECLARED or x is not None}
+
+
 def register(ctx: Ctx, provider: Party, body: object) -> Dataset:
     data = v.parse(body, DATASET_SPEC)
+    data["fields"] = [_check_declared(i, f) for i, f in enumerate(data["fields"])]
     names = [f["name"] for f in data["fields"]]
     if len(set(names)) != len(names):
         raise InvalidInput("fields", "field names must be unique")
-    if ctx.session.scalar(select(Dataset).where(Dataset.code == data["code"])):
-        raise Conflict(f"dataset code {data['code']!r} is already registered")
+    # A code names one dataset of one provider across its versions: registering it again
+    # (after a rejection, or for a new edition of the file) makes the next version.
+    versions = list(ctx.session.scalars(select(Dataset).where(Dataset.code == data["code"])))
+    if any(d.provider_id != provider.id for d in versions):
+        raise Conflict(f"dataset code {data['code']!r} belongs to another provider; "
+                       "choose another code")
+    if checking := [d for d in versions if d.status == DatasetStatus.CHECKING]:
+        raise Conflict(f"version {checking[0].version} of {data['code']!r} is still being "
+                       "checked by the provider's agent: register again once it is active "
+                       "or rejected")
+    version = max((d.version for d in versions), default=0) + 1
     ds = Dataset(id=new_id("ds"), provider_id=provider.id, registered_by=provider.id,
-                 status=DatasetStatus.CHECKING, **data)
+                 status=DatasetStatus.CHECKING, version=version, **data)
     ctx.session.add(ds)
     ctx.session.flush()
     ctx.record("dataset.registered", provider.id, {
-        "dataset_id": ds.id, "code": ds.code, "name": ds.name, "provider_id": provider.id,
-        "openness": ds.openness, "format": ds.format,
+        "dataset_id": ds.id, "code": ds.code, "version": ds.version, "name": ds.name,
+        "provider_id": provider.id, "openness": ds.openness, "format": ds.format,
         "fields": [{"name": f["name"], "type": f["type"], "sensitivity": f["sensitivity"]}
                    for f in ds.fields],
     })
@@ -108,7 +160,8 @@ def field_map(ds: Dataset) -> dict[str, dict[str, Any]]:
 
 def to_json(ds: Dataset, party: Party) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "id": ds.id, "code": ds.code, "name": ds.name, "category": ds.category,
+        "id": ds.id, "code": ds.code, "version": ds.version, "name": ds.name,
+        "category": ds.category,
         "summary": ds.summary, "format": ds.format, "provider_id": ds.provider_id,
         "openness": ds.openness, "sharing": ds.sharing, "update_cycle": ds.update_cycle,
         "publish_date": ds.publish_date, "related_codes": ds.related_codes,

@@ -48,8 +48,11 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         if len(script) > MAX_SCRIPT_BYTES:
             raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
         check_syntax(data["script"])
-    providers = {ds.provider_id for ds in permits.covered_datasets(ctx, permit,
-                                                                  data["dataset_ids"])}
+    covered = permits.covered_datasets(ctx, permit, data["dataset_ids"])
+    if len({ds.code for ds in covered}) != len(covered):
+        # Each input file is named after its code (/in/<code>.csv).
+        raise InvalidInput("dataset_ids", "names two versions of one dataset code: keep one")
+    providers = {ds.provider_id for ds in covered}
     if len(providers) != 1:
         # Raw data never leaves its domain, so one container only ever sees one provider's
         # data; statistics across providers go through a joint (homomorphic) job.
@@ -63,7 +66,8 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     if permit.runs_used + queued >= permit.max_runs:
         raise PolicyViolation(
             f"permit has no runs left ({permit.runs_used} used, {queued} queued, "
-            f"{permit.max_runs} allowed)")
+            f"{permit.max_runs} allowed): wait for the queued jobs, or apply again with a "
+            "new access request (POST /requests)")
     provider_id, sha256 = providers.pop(), hashlib.sha256(script).hexdigest()
     # A new script under a permit that requires approval waits for every provider's
     # approver (authz.script_approval); the statistics route runs only the platform's code.

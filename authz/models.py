@@ -192,9 +192,12 @@ class AgentProvider(AuthzBase):
 
 class Dataset(AuthzBase):
     __tablename__ = "datasets"
+    # A code is registered again (a rejected file fixed, a new edition) as its next version.
+    __table_args__ = (UniqueConstraint("code", "version", name="uq_datasets_code_version"),)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
+    code: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     name: Mapped[str] = mapped_column(String(200))
     category: Mapped[str] = mapped_column(String(100))
     summary: Mapped[str] = mapped_column(Text)
@@ -288,6 +291,9 @@ class Permit(AuthzBase):
     # (a script hash approved once runs again without asking).
     approve_scripts: Mapped[bool] = mapped_column(Boolean, default=False,
                                                   server_default="0")
+    # Runs given back because the script failed on mock data (authz/runs.py): capped, so
+    # failing scripts cannot use the provider's agent without end at no cost.
+    mock_returns: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)

@@ -44,6 +44,8 @@ RUN_TIMEOUT_S = 300
 LEASE_MARGIN_S = 120
 SCHEMA_LEASE_S = 60
 CANDIDATES = 64
+#: Runs a permit gives back for failures on mock data, per run it allows.
+MOCK_RETURNS_PER_RUN = 10
 
 
 def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
@@ -171,6 +173,29 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         disclosure=permit.disclosure, script_release=permit.script_release)
 
 
+def _return_run(ctx: Ctx, agent: Agent, job: Job, permit: Permit, reason: str | None
+                ) -> str | None:
+    """The script failed on mock data, so it never ran on the provider's: the run it was
+    counted for at dispatch is given back (a script error must not use up a permit)."""
+    if job.kind != "script" or job.joint_id is not None:
+        raise InvalidInput("mock_failed", "only a script job runs on mock data first")
+    locked = ctx.session.get(Permit, permit.id, with_for_update=True, populate_existing=True)
+    assert locked is not None
+    permit = locked
+    if permit.mock_returns >= MOCK_RETURNS_PER_RUN * permit.max_runs:
+        # Each mock run uses the provider's agent: past the cap a failure costs its run.
+        return (f"{reason or 'the script failed on mock data'}; but this permit's "
+                f"{MOCK_RETURNS_PER_RUN * permit.max_runs} free failures on mock data are "
+                "used up, so this one used a run (test with `sandbox dev-run`)")[:2000]
+    permit.mock_returns += 1
+    permit.runs_used = max(0, permit.runs_used - 1)
+    ctx.record("permit.run_returned", f"agent:{agent.id}", {
+        "permit_id": permit.id, "job_id": job.id, "runs_used": permit.runs_used,
+        "max_runs": permit.max_runs, "mock_returns": permit.mock_returns,
+        "reason": "the script failed on mock data"})
+    return reason
+
+
 def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
     # Locked for a report: a concurrent dispatch of the requeued job to another agent must
     # not be overwritten by this agent's late report (it reloads and is then refused).
@@ -273,6 +298,8 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         for out in outputs:
             out.decision, out.content = OutputDecision.BLOCKED, None
             out.reasons = [*out.reasons, held[1]]
+    if report.mock_failed:
+        reason = _return_run(ctx, agent, job, permit, reason)
     job.exit_code = report.exit_code
     job.rows_read = report.rows_read
     job.bytes_read = report.bytes_read

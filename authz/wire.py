@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -99,6 +100,12 @@ class FieldDecl(_Part):
     type: Word
     sensitivity: Word
     description: Note = ""
+    # Declared metadata (authz.catalog): the agent makes the mock data of a run from it
+    # and holds the file to it in a schema check.
+    categories: tuple[Annotated[str, StringConstraints(strict=True, max_length=200)], ...] | None \
+        = Field(default=None, max_length=500)
+    range: tuple[StrictInt | float | str, StrictInt | float | str] | None = None
+    missing_rate: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
 class DatasetTask(_Part):
@@ -208,12 +215,24 @@ class RunReport(_Message):
     runner_image: Image | None = None
     log: Log | None = None
     outputs: tuple[OutputReport, ...] = Field(max_length=100)
+    # The script failed on mock data before it ever ran on the provider's: the job fails,
+    # its log is the mock run's whole console output, and the permit's run is given back.
+    mock_failed: StrictBool = False
 
     @field_validator("state")
     @classmethod
     def _reported(cls, v: JobState) -> JobState:
         if v not in REPORTED:
             raise ValueError(f"must be one of {', '.join(sorted(REPORTED))}")
+        return v
+
+    @field_validator("mock_failed")
+    @classmethod
+    def _mock_failure_carries_nothing(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and (info.data.get("state") != JobState.FAILED or info.data.get("outputs")
+                  or info.data.get("rows_read")):
+            raise ValueError("a failure on mock data is failed, read nothing, and has no "
+                             "outputs")
         return v
 
     @classmethod

@@ -10,7 +10,10 @@ that runtime, and side by side in one run, N times each after one warm-up each:
         dir at /out.
 
 Each bare run starts once the agent has cleaned up the previous job (so the two never share
-the engine). Then a realistic scenario the same way (M runs each): a pandas script
+the engine). The agent runs each new script on mock data first and remembers the scripts
+that passed: the runs above repeat one script (no mock run); then K first runs of new
+scripts (each a mock run, then the run) give ``mock_first_added_s``, the latency a first
+run adds. Then a realistic scenario the same way (M runs each): a pandas script
 aggregating a 10,000-row input. Prints both medians, a breakdown of the trivial job from its
 own timestamps, the realistic ratio and ``ratio[<runtime>]=<x>`` for each runtime, and last
 ``ratio=<x>``: median job / median bare, trivial script, under the runtime the agent uses by
@@ -226,6 +229,9 @@ def measure(n: int, m: int, runtime: str) -> float:
         jobs, bares, split = side_by_side(n, requester, permit, dataset, bare_in, docker,
                                           image, SCRIPT, runtime)
         steps = {label: statistics.median(ts) for label, ts in TIMINGS.items()}
+        # A new hash each: every one of these runs on mock data before the real run.
+        firsts = [one_job(requester, permit, dataset, SCRIPT + f"# first run {i}\n")[0]
+                  for i in range(max(3, n // 2))]
         real: tuple[list[float], list[float], Any] | None = None
         if m:
             real = side_by_side(m, requester, *big, docker, image, REALISTIC, runtime)
@@ -253,6 +259,11 @@ def measure(n: int, m: int, runtime: str) -> float:
           "checking may overlap the run):")
     for label, med in steps.items():
         print(f"  {label:<58} {med:.3f} s")
+    first_med = statistics.median(firsts)
+    print(f"first run of a new script (mock run, then the run), K={len(firsts)}: median "
+          f"{first_med:.3f} s [min {min(firsts):.3f}, max {max(firsts):.3f}] against "
+          f"{job_med:.3f} s for a script that already passed: "
+          f"mock_first_added_s={first_med - job_med:.3f}")
     if real is not None:
         rj, rb = statistics.median(real[0]), statistics.median(real[1])
         print(f"realistic (pandas, group-by over {BIG_ROWS} rows), M={m}: job median {rj:.3f} s"

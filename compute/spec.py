@@ -146,7 +146,8 @@ class _Parser:
         if not isinstance(raw, str):
             raise _fail(fld, "type", "must be a column name")
         if raw not in self.schema:
-            raise _fail(fld, "unknown_column", f"no column {raw!r} in the dataset")
+            raise _fail(fld, "unknown_column", f"no column {raw!r} in the dataset; its "
+                        f"permitted columns are: {', '.join(sorted(self.schema))}")
         if numeric and self.schema[raw] not in NUMERIC_TYPES:
             raise _fail(fld, "not_numeric", f"column {raw!r} is {self.schema[raw]}")
         return raw

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from authz.wire import (
+    AgentIdentity,
     DatasetTask,
     RunReport,
     RunTask,
@@ -32,8 +33,8 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, runjob
-from containers.agent_config import AgentConfig
+from containers import datasets, mockrun, runjob
+from containers.agent_config import AgentConfig, banner
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
@@ -56,30 +57,56 @@ class Agent:
         self._delivering: set[str] = set()
         self._outbox_lock = threading.Lock()
         self._next_flush = 0.0
+        self.mock_passes = mockrun.MockPasses(config.work_root)
+        self._announced = False
 
-    def check_config(self) -> None:
+    def check_config(self, me: AgentIdentity | None = None) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
-        providers = self.controller.me().providers
+        providers = (me or self.controller.me()).providers
         if len(providers) > 1 and not self.config.provider_roots:
             raise InvalidInput("data_roots", "this agent serves several providers: give each "
                                              "its own roots (PROVIDER_ID=PATH)")
         if self.config.provider_roots and self.config.data_roots:
             raise InvalidInput("data_roots", "mix of shared and per-provider roots")
 
-    def serve(self, stop: threading.Event) -> None:
-        """Check the configuration, reconcile, then run ``slots`` workers until ``stop``."""
+    def announce(self, me: AgentIdentity) -> None:
+        """The start-up banner, and warnings about roots that look wrong (once)."""
+        if self._announced:  # not again on every retry of a failed start
+            return
+        self._announced = True
+        runtime = self.executor.runtime or "engine's default"
+        lines, warnings = banner(self.config, f"{me.id} ({me.name})", me.providers,
+                                 runtime + (" (gVisor)" if runtime == "runsc" else ""))
+        for line in lines:
+            log.info("%s", line)
+        for warning in warnings:
+            log.warning("%s", warning)
+
+    def serve(self, stop: threading.Event) -> bool:
+        """Check the configuration, reconcile, then run ``slots`` workers until ``stop``.
+        False (at once, nothing served) if the controller refuses the agent's token or the
+        configuration is refused; the reason is logged."""
         self.controller.stop = stop  # a stop ends any wait for the controller at once
-        runtime = self.executor.runtime or "the engine's default"
-        log.info("jobs run under the %s runtime%s", runtime,
-                 " (gVisor)" if runtime == "runsc" else "")
         while not stop.is_set():
             try:
-                self.check_config()
+                me = self.controller.me()
+                self.announce(me)
+                self.check_config(me)
                 self.reconcile()
                 break
-            except InvalidInput:
-                log.exception("agent configuration refused; not serving")
-                return
+            except InvalidInput as e:
+                log.error("agent configuration refused, not serving: %s", e)
+                return False
+            except ControllerRefused as e:
+                if e.status not in (401, 403):
+                    log.exception("reconcile failed")
+                    stop.wait(1.0)
+                    continue
+                # Retrying cannot help: say what to do and stop.
+                log.error("the controller refused this agent's token (HTTP %d): give the "
+                          "agent's own token (agt_…, from `sandbox agent-create`), not a "
+                          "party's, and check the agent was not deactivated", e.status)
+                return False
             except Exception:  # the controller may not be up yet: try again
                 log.exception("reconcile failed")
                 stop.wait(1.0)
@@ -89,6 +116,7 @@ class Agent:
             w.start()
         for w in workers:
             w.join()
+        return True
 
     def _worker(self, stop: threading.Event) -> None:
         slot = WarmSlot(self.config.work_root, self.config.image, self.config.limits)
@@ -171,6 +199,9 @@ class Agent:
             log.error("refusing task %r: %s", job_id, e)
             self.controller.result(job_id, RunReport.failed(f"agent refused the task: {e}"))
             return
+        if self.config.mock_first and task.kind == "script" and task.joint is None and \
+                task.statistics is None and not self._passes_on_mock(task):
+            return
         notices = Notices(job_id)
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits)
@@ -190,6 +221,19 @@ class Agent:
             self._complete(task, notices, started=datetime.now(UTC))
         else:
             self._complete_statistics(task, notices)
+
+    def _passes_on_mock(self, task: RunTask) -> bool:
+        """Whether the script may run on the provider's data: it passed on mock data (now,
+        or before). Otherwise its failure is reported and the permit's run given back."""
+        failed = mockrun.check_first(self.executor, task, self.config, self.mock_passes)
+        if failed is not None:
+            self._deliver(task.job_id, failed)
+            return False
+        lease = self.controller.leased(task.job_id)
+        if lease is None or not lease.active:  # stopped or revoked during the mock run
+            log.warning("job %s ended during its mock run; not run", task.job_id)
+            return False
+        return True
 
     def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
         notices = notices or Notices(task.job_id)
@@ -298,6 +342,8 @@ class Agent:
             return 0
         sent = 0
         for job_dir in sorted(root.iterdir()):
+            if not job_dir.is_dir():  # the mock passes' file (containers.mockrun)
+                continue
             with self._outbox_lock:
                 if job_dir.name in self._delivering:
                     continue

@@ -41,3 +41,30 @@ class AgentConfig:
     # How often a running job's lease is checked: a job stopped by its provider or the
     # operator, or whose permit was revoked, is killed within about this long.
     watch_interval_s: float = 2.0
+    # Run each new script on mock data first (containers.mockrun): a script error then
+    # costs no run of the permit, and the requester gets its whole console output.
+    mock_first: bool = True
+
+
+def banner(config: AgentConfig, name: str, providers: tuple[str, ...], runtime: str
+           ) -> tuple[list[str], list[str]]:
+    """What an agent says at start (lines to log), and what looks wrong (warnings): roots
+    that do not exist, providers served without roots, roots of providers not served."""
+    lines = [f"agent {name} serving provider(s): {', '.join(providers) or 'none'}",
+             f"controller {config.controller_url}; work root {config.work_root}",
+             f"jobs run under the {runtime} runtime, {config.slots} slot(s), image "
+             f"{config.image}"]
+    warnings = []
+    roots = ({p: list(r) for p, r in config.provider_roots.items()} if config.provider_roots
+             else {p: list(config.data_roots) for p in providers})
+    for provider, paths in sorted(roots.items()):
+        lines.append(f"data roots of {provider}: {', '.join(map(str, paths)) or 'none'}")
+        warnings += [f"data root {path} of {provider} does not exist: its datasets will "
+                     "fail their schema checks and runs" for path in paths if not path.is_dir()]
+    for provider in providers:
+        if not roots.get(provider):
+            warnings.append(f"no data root for {provider}: give one with --data-root "
+                            f"{provider}=PATH")
+    warnings += [f"--data-root given for {p}, which this agent does not serve"
+                 for p in sorted(set(roots) - set(providers))]
+    return lines, warnings

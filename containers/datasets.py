@@ -52,7 +52,25 @@ def _read(path: Path, fmt: str, columns: Sequence[str] | None) -> pd.DataFrame:
         raise InvalidInput("location", f"cannot be read as {fmt}: {type(e).__name__}") from None
 
 
-def _check_column(name: str, kind: str, series: pd.Series) -> None:
+def _check_declared(field: dict[str, Any], present: pd.Series) -> None:
+    """Hold the file to the field's declared categories and range (the mock data is made
+    from them). The rule names the declaration, never a value of the file."""
+    name, kind = field["name"], field["type"]
+    if field.get("categories") and not present.isin(list(field["categories"])).all():
+        raise InvalidInput(f"fields[{name}].categories",
+                           f"column {name!r} holds values outside its declared categories")
+    if field.get("range"):
+        lo, hi = field["range"]
+        values = present if kind == "date" else pd.to_numeric(present)
+        if kind != "date":
+            lo, hi = float(lo), float(hi)
+        if not ((values >= lo) & (values <= hi)).all():
+            raise InvalidInput(f"fields[{name}].range",
+                               f"column {name!r} holds values outside its declared range")
+
+
+def _check_column(name: str, kind: str, series: pd.Series) -> pd.Series:
+    """The column's present (non-missing) values as text, once they fit the type."""
     text = series.astype(str).str.strip()
     present = text[(text != "") & (text.str.lower() != "nan") & (text.str.lower() != "none")]
     where = f"fields[{name}].type"
@@ -69,6 +87,7 @@ def _check_column(name: str, kind: str, series: pd.Series) -> None:
         parsed = pd.to_datetime(present, errors="coerce", format="%Y-%m-%d")
         if parsed.isna().any():
             raise InvalidInput(where, f"column {name!r} holds values that are not YYYY-MM-DD")
+    return present
 
 
 def schema_check(path: Path, fmt: str, fields: Sequence[dict[str, Any]]) -> int:
@@ -83,7 +102,7 @@ def schema_check(path: Path, fmt: str, fields: Sequence[dict[str, Any]]) -> int:
         # An undeclared column carries no sensitivity level, so it cannot be governed.
         raise InvalidInput("fields", f"file has undeclared column(s): {extra}")
     for f in fields:
-        _check_column(f["name"], f["type"], frame[f["name"]])
+        _check_declared(f, _check_column(f["name"], f["type"], frame[f["name"]]))
     return len(frame)
 
 

@@ -46,6 +46,9 @@ def check_task(task: RunTask, work_root: Path) -> Path:
     for ds in task.datasets:
         if not isinstance(ds.code, str) or not CODE.fullmatch(ds.code):
             raise InvalidInput("datasets.code", "must be a catalog code")
+    if len({ds.code for ds in task.datasets}) != len(task.datasets):
+        # Each input is written as <code>.csv: one would overwrite another.
+        raise InvalidInput("datasets.code", "must be distinct")
     job_dir: Path = (work_root / task.job_id).resolve()
     if job_dir.parent != work_root.resolve():
         raise InvalidInput("job_id", "must name a directory inside the agent's work root")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -13,20 +14,41 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandbox import cli_people
-from sandbox.cli_common import api_client, call, show
-from sandbox.client import ApiError
+from sandbox import agent_admin_cli, cli_devrun, cli_people, cli_requester, keys_cli
+from sandbox.cli_support import SandboxGroup, client, load_json, print_json, show
+from sandbox.client import Client
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
 
+_print = print_json
 
-@click.group()
+
+@click.group(cls=SandboxGroup)
 @click.option("--url", envvar="SANDBOX_URL", default="http://127.0.0.1:8080", show_default=True)
 @click.option("--token", envvar="SANDBOX_TOKEN", default=None, help="API token (or SANDBOX_TOKEN)")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON everywhere: lists, and error answers (on standard output)")
 @click.pass_context
-def main(ctx: click.Context, url: str, token: str | None) -> None:
-    ctx.obj = {"url": url, "token": token}
+def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None:
+    ctx.obj = {"url": url, "token": token, "json": as_json}
+    # The HTTP library's own retry warnings: a failure is reported once, with what to do.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)
+
+
+# people and release review; the requester's development loop
+for _command in [*cli_people.COMMANDS, *cli_requester.COMMANDS, cli_devrun.dev_run,
+                 *agent_admin_cli.COMMANDS, keys_cli.keys]:
+    main.add_command(_command)
+
+
+def _client(ctx: click.Context) -> Client:
+    return client(ctx)
+
+
+def _call(fn: Any, *args: Any) -> None:
+    """Print the answer as JSON; an error answer exits 1 with what to do (SandboxGroup)."""
+    _print(fn(*args))
 
 
 # --- server administration (local, on the controller host) ---------------------------
@@ -54,7 +76,7 @@ def create_admin(name: str) -> None:
 
     app = create_app({"START_CHECKPOINTER": False})
     issued = create_first_admin(app, name)
-    show({"id": issued.id, "token": issued.token})
+    _print({"id": issued.id, "token": issued.token})
 
 
 @main.command("serve")
@@ -82,7 +104,7 @@ def config() -> None:
     # imported here: CLI start-up time (see init-db)
     from sandbox.settings import masked, unknown_variables
 
-    show({**masked(_settings()), "ignored_variables": unknown_variables()})
+    _print({**masked(_settings()), "ignored_variables": unknown_variables()})
 
 
 def _settings() -> Settings:
@@ -125,11 +147,14 @@ def agent_key(path: str) -> None:
               help="what the agent logs to stderr (info: its start and its jobs' troubles)")
 @click.option("--warm-start/--no-warm-start", default=True, show_default=True,
               help="keep each slot's next container started ahead of its job")
+@click.option("--mock-first/--no-mock-first", default=True, show_default=True,
+              help="run each new script on mock data before the provider's data (a script "
+                   "error then costs no run)")
 @click.option("--timing-grain", default=5.0, show_default=True, type=click.FloatRange(0),
               help="seconds: a run's end is reported only at a multiple of this after its "
                    "start (0: at once; run time is a channel the script controls)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
-          slots: int, runtime: str, log_level: str, warm_start: bool,
+          slots: int, runtime: str, log_level: str, warm_start: bool, mock_first: bool,
           timing_grain: float) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     import logging
@@ -158,7 +183,7 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
                       # Mixing both forms is refused by Agent.check_config at start.
                       provider_roots=_provider_roots(data_roots), work_root=Path(work_root),
                       image=image.tag, slots=slots, warm_start=warm_start,
-                      timing_grain_s=timing_grain,
+                      timing_grain_s=timing_grain, mock_first=mock_first,
                       signing_key=None if signing_key_file is None else
                       Ed25519PrivateKey.from_private_bytes(
                           bytes.fromhex(Path(signing_key_file).read_text().strip())))
@@ -167,7 +192,9 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     # container on the way out (a SIGKILLed agent leaves it to its next start's reset).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop)
+    if not Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop):
+        # The reason is logged above (a refused token or configuration): no retry helps.
+        raise click.ClickException("the agent did not start; see the error above")
 
 
 def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
@@ -184,7 +211,7 @@ def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
 @main.command("me")
 @click.pass_context
 def me(ctx: click.Context) -> None:
-    call(api_client(ctx).get, "/me")
+    _call(_client(ctx).get, "/me")
 
 
 @main.command("party-create")
@@ -194,7 +221,7 @@ def me(ctx: click.Context) -> None:
 @click.pass_context
 def party_create(ctx: click.Context, name: str, role: str, code: str | None) -> None:
     body = {"name": name, "role": role, **({"code": code} if code else {})}
-    call(api_client(ctx).post, "/parties", body)
+    _call(_client(ctx).post, "/parties", body)
 
 
 @main.command("agent-create")
@@ -207,7 +234,7 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
     body: dict[str, Any] = {"name": name, "providers": list(providers)}
     if public_key:
         body["public_key"] = public_key
-    call(api_client(ctx).post, "/agents", body)
+    _call(_client(ctx).post, "/agents", body)
 
 
 @main.command("deactivate")
@@ -216,14 +243,14 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
 def deactivate(ctx: click.Context, party_or_agent_id: str) -> None:
     """Operator: lock a party or an agent out (its token stops working)."""
     kind = "agents" if party_or_agent_id.startswith("agt_") else "parties"
-    call(api_client(ctx).post, f"/{kind}/{party_or_agent_id}/deactivate")
+    _call(_client(ctx).post, f"/{kind}/{party_or_agent_id}/deactivate")
 
 
 @main.command("rotate-token")
 @click.pass_context
 def rotate_token(ctx: click.Context) -> None:
     """Replace the caller's token; the new one is printed once."""
-    call(api_client(ctx).post, "/me/rotate-token")
+    _call(_client(ctx).post, "/me/rotate-token")
 
 
 @main.command("dataset-register")
@@ -231,26 +258,14 @@ def rotate_token(ctx: click.Context) -> None:
 @click.pass_context
 def dataset_register(ctx: click.Context, metadata: Any) -> None:
     """Register a dataset from a JSON file of catalog metadata."""
-    call(api_client(ctx).post, "/datasets", json.load(metadata))
-
-
-@main.command("datasets")
-@click.pass_context
-def datasets(ctx: click.Context) -> None:
-    call(api_client(ctx).get, "/datasets")
+    _call(_client(ctx).post, "/datasets", load_json(metadata))
 
 
 @main.command("request-create")
 @click.argument("request", type=click.File())
 @click.pass_context
 def request_create(ctx: click.Context, request: Any) -> None:
-    call(api_client(ctx).post, "/requests", json.load(request))
-
-
-@main.command("requests")
-@click.pass_context
-def requests_(ctx: click.Context) -> None:
-    call(api_client(ctx).get, "/requests")
+    _call(_client(ctx).post, "/requests", load_json(request))
 
 
 @main.command("approve")
@@ -275,7 +290,7 @@ def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max
     }
     if columns:
         body["columns"] = list(columns)
-    call(api_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/approve", body)
+    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/approve", body)
 
 
 @main.command("deny")
@@ -284,7 +299,7 @@ def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max
 @click.option("--reason", required=True)
 @click.pass_context
 def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> None:
-    call(api_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/deny",
+    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/deny",
           {"reason": reason})
 
 
@@ -293,17 +308,7 @@ def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> N
 @click.option("--reason", required=True)
 @click.pass_context
 def revoke(ctx: click.Context, permit_id: str, reason: str) -> None:
-    call(api_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
-
-
-@main.command("submit")
-@click.option("--permit", required=True)
-@click.option("--dataset", "dataset_ids", multiple=True, required=True)
-@click.argument("script", type=click.File())
-@click.pass_context
-def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], script: Any) -> None:
-    call(api_client(ctx).post, "/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
-                                       "script": script.read()})
+    _call(_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
 
 
 @main.command("joint")
@@ -324,67 +329,35 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
     from compute.derive import format_result
     from sandbox.sdk import JointStatistics
 
-    sdk = JointStatistics(api_client(ctx))
+    sdk = JointStatistics(_client(ctx))
     try:
-        run = sdk.submit(permit, dataset_ids, json.load(spec))
+        run = sdk.submit(permit, dataset_ids, load_json(spec))
         result = sdk.result(run, sdk.wait(run))
-    except ApiError as e:
-        show(e.body)
-        sys.exit(1)
     except RuntimeError as e:
         click.echo(str(e), err=True)
         sys.exit(1)
     click.echo(json.dumps(result.to_json(), indent=2) if as_json else format_result(result))
 
 
-@main.command("job")
-@click.argument("job_id")
-@click.pass_context
-def job(ctx: click.Context, job_id: str) -> None:
-    call(api_client(ctx).get, f"/jobs/{job_id}")
-
-
-@main.command("output")
-@click.argument("job_id")
-@click.argument("name")
-@click.pass_context
-def output(ctx: click.Context, job_id: str, name: str) -> None:
-    try:
-        sys.stdout.buffer.write(api_client(ctx).raw(f"/jobs/{job_id}/outputs/{name}"))
-    except ApiError as e:
-        show(e.body)
-        sys.exit(1)
-
-
 @main.command("usage")
+@click.option("--json", "as_json", is_flag=True, help="print JSON, not a table")
 @click.pass_context
-def usage(ctx: click.Context) -> None:
+def usage(ctx: click.Context, as_json: bool) -> None:
     """Provider: who used my data, when, for what, how much."""
-    call(api_client(ctx).get, "/usage")
+    data = _client(ctx).get("/usage")
+    show(ctx, as_json, data, data["usage"], [
+        ("JOB", lambda u: u["job_id"]), ("REQUESTER", lambda u: u["requester_name"]),
+        ("STATE", lambda u: u["state"]), ("STARTED", lambda u: (u["started_at"] or "")[:19]),
+        ("ROWS", lambda u: u["rows_read"]), ("PURPOSE", lambda u: u["purpose"]),
+    ], "no use of your data yet")
 
 
 @main.command("checkpoint")
 @click.pass_context
 def checkpoint(ctx: click.Context) -> None:
     """Regulator: the log's latest signed checkpoint."""
-    try:
-        click.echo(api_client(ctx).text("/ledger/checkpoint"), nl=False)
-    except ApiError as e:
-        show(e.body)
-        sys.exit(1)
+    click.echo(_client(ctx).text("/ledger/checkpoint"), nl=False)
 
-
-def _register() -> None:
-    # Command groups kept in their own modules.
-    from sandbox.agent_admin_cli import COMMANDS
-    from sandbox.keys_cli import keys
-
-    main.add_command(keys)
-    for command in (*COMMANDS, *cli_people.COMMANDS):
-        main.add_command(command)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

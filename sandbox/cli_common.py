@@ -1,28 +1,16 @@
 """What every ``sandbox`` command shares: the client from the global options, and printing
-an answer or an API error."""
+an answer. An API error is turned into a message and what to do next by the command
+group (:class:`sandbox.cli_support.SandboxGroup`), for every command alike."""
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
-import click
+from sandbox.cli_support import client as api_client
+from sandbox.cli_support import print_json as show
 
-from sandbox.client import ApiError, Client
-
-
-def show(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def api_client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["url"], ctx.obj["token"])
+__all__ = ["api_client", "call", "show"]
 
 
 def call(fn: Any, *args: Any) -> None:
-    try:
-        show(fn(*args))
-    except ApiError as e:
-        show(e.body)
-        sys.exit(1)
+    show(fn(*args))

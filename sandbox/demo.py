@@ -37,6 +37,15 @@ from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 from sandbox.sdk import JointStatistics
 
+# What each hospital publishes about its columns' values: mock data is made from it.
+DECLARED: dict[str, dict[str, Any]] = {
+    "age": {"range": [0, 99]}, "sex": {"categories": ["F", "M"]},
+    "diagnosis": {"categories": ["I21", "J18", "E11", "K35", "S72"]},
+    "los": {"range": [1, 60]}, "cost": {"range": [100, 40000]}}
+# A first try with a typo in a column name: it fails on the agent's mock run.
+TYPO = COST_BY_AGE_AND_DIAGNOSIS.replace('groupby(["age_band", "diagnosis"]',
+                                         'groupby(["age_band", "diagnosos"]')
+
 HOSPITALS = [("City General Hospital", "H-CITY", 11, 2400),
              ("Riverside Hospital", "H-RIVER", 12, 1800),
              ("Mountain Clinic", "H-MOUNT", 13, 900)]
@@ -54,7 +63,8 @@ def dataset_metadata(name: str, code: str, location: str) -> dict[str, Any]:
     return {"code": f"{code}-IPE", "name": f"{name} inpatient episodes", "category": "health",
             "summary": "One row per inpatient episode: age, sex, diagnosis, length of stay, "
                        "cost.", "format": "csv", "openness": "conditional",
-            "update_cycle": "monthly", "publish_date": "2026-10-01", "fields": FIELDS,
+            "update_cycle": "monthly", "publish_date": "2026-10-01",
+            "fields": [{**f, **DECLARED.get(f["name"], {})} for f in FIELDS],
             "location": location}
 
 
@@ -144,7 +154,17 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
                                      "/deny", {"reason": "identifiers never leave the hospital"})
     say(f"request {req2['id']}: {r2['status']} ({r2['items'][0]['reason']})")
 
-    step(7, "Insurer runs its analysis in each hospital's domain")
+    step(7, "Insurer develops on mock data, then runs its analysis in each hospital's domain")
+    mock = insurer.text(f"/datasets/{hospitals[0]['dataset']}/mock-data?rows=3").splitlines()
+    say(f"mock data (from the declared fields only): {' | '.join(mock)}")
+    job = insurer.wait_job(insurer.post("/jobs", {
+        "permit_id": permit["id"], "dataset_ids": [hospitals[0]["dataset"]],
+        "script": TYPO})["id"], timeout_s=180, poll_s=0.3)
+    used = insurer.get(f"/permits/{permit['id']}")["runs_used"]
+    say(f"a first try with a typo: {job['state']} on the agent's mock run, runs used: {used}")
+    say(f"its whole console output comes back: {job['log'].strip().splitlines()[-1]}")
+    if job["state"] != JobState.FAILED or used != 0:
+        return 1
     for h in hospitals:
         job = insurer.post("/jobs", {"permit_id": permit["id"], "dataset_ids": [h["dataset"]],
                                      "script": COST_BY_AGE_AND_DIAGNOSIS})

@@ -41,7 +41,8 @@ class EmbeddedStack:
                     limits: Limits | None = None, poll_wait_s: float = 1.0,
                     signing_key: Ed25519PrivateKey | None = None,
                     labels: dict[str, str] | None = None, slots: int = 1,
-                    timing_grain_s: float = 5.0, runtime: str = AUTO_RUNTIME) -> Agent:
+                    timing_grain_s: float = 5.0, runtime: str = AUTO_RUNTIME,
+                    mock_first: bool = True) -> Agent:
         """``runtime``: ``auto`` (gVisor when the engine has it, else runc), or a runtime
         registered with the engine (an unknown one raises here, before the agent starts)."""
         client = docker_client()
@@ -51,7 +52,8 @@ class EmbeddedStack:
                                   work_root=work_root, image=image,
                                   limits=limits or Limits(), poll_wait_s=poll_wait_s,
                                   signing_key=signing_key, slots=slots,
-                                  timing_grain_s=timing_grain_s), executor)
+                                  timing_grain_s=timing_grain_s, mock_first=mock_first),
+                      executor)
         t = threading.Thread(target=agent.serve, args=(self._stop,), name="agent", daemon=True)
         t.start()
         self._threads.append(t)

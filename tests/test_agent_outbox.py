@@ -178,3 +178,13 @@ def test_the_wait_reaches_the_next_whole_grain() -> None:
     assert runjob.seconds_to_grain(result(1.0), 0.0) == 0.0
     assert 3.0 < runjob.seconds_to_grain(result(1.0), 5.0) <= 4.0
     assert 3.0 < runjob.seconds_to_grain(result(5.5), 5.0) <= 4.5  # into the next grain
+
+
+def test_the_flusher_passes_by_the_mock_passes_file(tmp_path: Path) -> None:
+    agent, _ = _agent(tmp_path, _Controller(outage=0))
+    agent.mock_passes.add("a" * 64)  # a file in the work root, beside the job directories
+    job_dir = tmp_path / "work" / "job_1"
+    job_dir.mkdir(parents=True)
+    runjob.save_report(job_dir, REPORT)
+    assert agent.flush_outbox() == 1
+    assert "a" * 64 in agent.mock_passes and not job_dir.exists()

@@ -102,3 +102,51 @@ def test_an_unexpected_error_in_a_schema_check_is_a_verdict_without_its_message(
     [(_, verdict)] = verdicts.sent
     assert not verdict.ok and verdict.error is not None
     assert "4711" not in verdict.error.rule and "RuntimeError" in verdict.error.rule
+
+
+def test_the_agent_announces_itself_and_warns_about_missing_roots(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+    import types
+
+    present = tmp_path / "data"
+    present.mkdir()
+    cfg = AgentConfig(controller_url="http://127.0.0.1:9", token="agt_x.y", data_roots=[],
+                      work_root=tmp_path / "w", image="img", slots=2,
+                      provider_roots={"pty_a": [present, tmp_path / "gone"],
+                                      "pty_z": [present]})
+    agent = Agent(cfg, executor=types.SimpleNamespace(runtime="runc"))  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="data-sandbox.agent"):
+        agent.announce(identity("pty_a", "pty_b"))
+        agent.announce(identity("pty_a", "pty_b"))  # once only
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    infos = [m for lvl, m in said if lvl == "INFO"]
+    warnings = [m for lvl, m in said if lvl == "WARNING"]
+    assert infos[0] == "agent agt_x (agent) serving provider(s): pty_a, pty_b"
+    assert any("runc runtime, 2 slot(s)" in m for m in infos)
+    assert any(f"data roots of pty_a: {present}, {tmp_path / 'gone'}" in m for m in infos)
+    assert warnings == [
+        f"data root {tmp_path / 'gone'} of pty_a does not exist: its datasets will fail "
+        "their schema checks and runs",
+        "no data root for pty_b: give one with --data-root pty_b=PATH",
+        "--data-root given for pty_z, which this agent does not serve"]
+
+
+def test_a_refused_token_stops_the_agent_with_a_clear_message(
+        app: Any, make_party: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import threading
+
+    from sandbox.embedded import EmbeddedStack
+
+    stack = EmbeddedStack(app).start()
+    try:
+        for token in ("agt_nobody.nothing", make_party("provider").token):
+            cfg = AgentConfig(controller_url=stack.url, token=token, data_roots=[tmp_path],
+                              work_root=tmp_path / "w", image="img")
+            agent = Agent(cfg, executor=None)  # type: ignore[arg-type]  # never reached
+            caplog.clear()
+            assert agent.serve(threading.Event()) is False  # at once: no retry loop
+            assert any("the controller refused this agent's token" in r.getMessage()
+                       for r in caplog.records)
+    finally:
+        stack.stop()

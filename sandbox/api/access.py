@@ -71,6 +71,13 @@ def _permit(permit_id: str) -> Permit:
     raise NotFound("no such permit")
 
 
+@bp.get("/permits")
+@auth.roles("requester", "provider")
+def list_permits() -> dict[str, Any]:
+    return {"permits": [access.permit_json(p)
+                        for p in permits.visible_permits(db.ctx(), auth.party())]}
+
+
 @bp.get("/permits/<permit_id>")
 @auth.roles("requester", "provider")
 def get_permit(permit_id: str) -> dict[str, Any]:

@@ -91,11 +91,29 @@ def test_malformed_json_and_wrong_content_type(make_party: Any) -> None:
     assert r.status_code == 400 and r.json["rule"] == "must be a JSON object"
 
 
-def test_duplicate_code_is_409(make_party: Any) -> None:
+def test_a_code_is_registered_again_as_its_next_version(make_party: Any,
+                                                         make_agent: Any) -> None:
     provider = make_party("provider")
+    agent = make_agent(provider)
     body = dataset_body()
-    assert provider.post("/datasets", body).status_code == 202
-    assert provider.post("/datasets", body).status_code == 409
+    first = provider.post("/datasets", body)
+    assert first.status_code == 202 and first.json["version"] == 1
+    # Still being checked: a second registration now is a mistake, said with what to do.
+    again = provider.post("/datasets", body)
+    assert again.status_code == 409 and "once it is active or rejected" in again.json["message"]
+    v = agent.post(f"/agent/datasets/{first.json['id']}/schema",
+                   {"ok": False, "error": {"field": "fields[age].type", "rule": "not integers"}})
+    assert v.json["status"] == "rejected"
+    second = provider.post("/datasets", body)
+    assert second.status_code == 202 and second.json["version"] == 2
+    assert second.json["code"] == first.json["code"] and second.json["id"] != first.json["id"]
+    agent.post(f"/agent/datasets/{second.json['id']}/schema", {"ok": True, "rows": 9})
+    # An outdated active version is replaced the same way.
+    third = provider.post("/datasets", body)
+    assert third.status_code == 202 and third.json["version"] == 3
+    # Another provider never takes over the code.
+    other = make_party("provider").post("/datasets", body)
+    assert other.status_code == 409 and "another provider" in other.json["message"]
 
 
 def test_location_visible_only_to_owner(make_party: Any, make_agent: Any) -> None:

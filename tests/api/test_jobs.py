@@ -7,6 +7,7 @@ from typing import Any
 
 from authz.jobs import MAX_SCRIPT_BYTES
 from authz.models import Permit
+from authz.runs import MOCK_RETURNS_PER_RUN
 from tests.api.helpers import SCRIPT, approval, permit_for, register, request_access
 from tests.conftest import Actor
 
@@ -228,3 +229,56 @@ def test_automatic_release_is_the_strictest_of_the_providers_choices(
     r = b.post(f"/requests/{req['id']}/items/{ds_b['id']}/approve",
                approval(script_release="review"))
     assert requester.get(f"/permits/{r.json['permit_id']}").json["script_release"] == "review"
+
+
+def test_a_failure_on_mock_data_gives_the_run_back(make_party: Any, make_agent: Any) -> None:
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent, max_runs=1)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    agent.post("/agent/tasks/next")
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 1
+    # A mock failure carries nothing of a run on real data.
+    for bad in ({"state": "released"}, {"rows_read": 5}, {"outputs": [{
+            "name": "t.csv", "sha256": "0" * 64, "bytes": 0, "decision": "blocked"}]}):
+        r = agent.post(f"/agent/jobs/{job_id}/result", {
+            "state": "failed", "rows_read": 0, "bytes_read": 0, "outputs": [],
+            "mock_failed": True, **bad})
+        assert r.status_code == 400, (bad, r.json)
+    console = "Traceback (most recent call last):\nKeyError: 'agegroup'\n"
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "failed", "reason": "the script failed on mock data", "rows_read": 0,
+        "bytes_read": 0, "outputs": [], "log": console, "mock_failed": True})
+    assert r.status_code == 200, r.json
+    job = requester.get(f"/jobs/{job_id}").json
+    assert job["state"] == "failed" and job["log"] == console
+    assert requester.get(f"/permits/{permit_id}").json["runs_used"] == 0
+    # The run given back is a run: the permit's only one can be used again, up to a cap of
+    # free failures (each mock run uses the provider's agent).
+    for i in range(1, MOCK_RETURNS_PER_RUN + 1):
+        job_id = submit(requester, permit_id, ds["id"]).json["id"]
+        agent.post("/agent/tasks/next")
+        agent.post(f"/agent/jobs/{job_id}/result", {
+            "state": "failed", "reason": "the script failed on mock data", "rows_read": 0,
+            "bytes_read": 0, "outputs": [], "mock_failed": True})
+        permit = requester.get(f"/permits/{permit_id}").json
+        returned = min(i + 1, MOCK_RETURNS_PER_RUN)
+        assert (permit["mock_returns"], permit["runs_used"]) == (
+            returned, 0 if i < MOCK_RETURNS_PER_RUN else 1), i
+    job = requester.get(f"/jobs/{job_id}").json
+    assert "free failures on mock data are used up, so this one used a run" in job["reason"]
+    assert submit(requester, permit_id, ds["id"]).status_code == 409  # no run left
+
+
+def test_one_job_reads_one_version_of_a_code(make_party: Any, make_agent: Any) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    first = register(provider, agent, code="DS-VERSIONED")
+    second = register(provider, agent, code="DS-VERSIONED")
+    assert (first["version"], second["version"]) == (1, 2)
+    req = request_access(requester, first, second)
+    for ds in (first, second):
+        provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", approval())
+    permit_id = requester.get(f"/requests/{req['id']}").json["permit_id"]
+    r = requester.post("/jobs", {"permit_id": permit_id, "script": SCRIPT,
+                                 "dataset_ids": [first["id"], second["id"]]})
+    assert r.status_code == 400 and "two versions of one dataset code" in r.json["rule"]
+    assert submit(requester, permit_id, second["id"]).status_code == 201

@@ -245,9 +245,11 @@ def boot_stack(work: Path, engine: docker.DockerClient, runtime: str
 
 
 def add_hospital(s: Stack, name: str, code: str, limits: Limits, labels: Mapping[str, str],
-                 slots: int = 1, timing_grain_s: float = 0.0) -> list[str]:
+                 slots: int = 1, timing_grain_s: float = 0.0, mock_first: bool = False
+                 ) -> list[str]:
     """A provider with its own domain and agent (containers labelled ``labels``); returns
-    the tokens issued."""
+    the tokens issued. ``mock_first`` off by default: these suites test what the run on
+    the provider's data contains; the mock run before it has its own tests."""
     p = s.admin.post("/parties", {"name": f"{name} hospital", "role": "provider",
                                   "code": code})
     root = s.work / "domains" / name
@@ -256,7 +258,8 @@ def add_hospital(s: Stack, name: str, code: str, limits: Limits, labels: Mapping
     s.stack.start_agent(a["token"], [root], s.work / "jobs" / name, s.image, limits,
                         poll_wait_s=0.5, labels=dict(labels), slots=slots,
                         # 0 by default for quick tests; the grain has its own test
-                        timing_grain_s=timing_grain_s, runtime=s.runtime)
+                        timing_grain_s=timing_grain_s, runtime=s.runtime,
+                        mock_first=mock_first)
     s.providers[name] = Provider(f"{name} hospital", code, p["id"],
                                  Client(s.url, p["token"]), root)
     return [p["token"], a["token"]]
