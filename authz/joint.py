@@ -157,7 +157,7 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
         keys[p.provider_id] = bytes.fromhex(agent.public_key)
     try:
         aggregate = combine(submissions, joint.public_context, joint.context_fingerprint, keys,
-                            joint.min_providers)
+                            joint.min_providers, mask_announcements=joint.mask_keys)
         aggregate = _add_noise(ctx, joint, parts, aggregate)
     except SandboxError as e:
         _fail(ctx, joint, f"{type(e).__name__}: {e}")

@@ -32,7 +32,7 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, runjob
+from containers import datasets, joint_masks, runjob
 from containers.agent_config import AgentConfig
 from containers.controller_client import (
     ControllerClient,
@@ -186,6 +186,14 @@ class Agent:
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
         notices.send(self.controller.started, job_id)  # acknowledged before the result
+        if task.joint is not None:
+            # Announced while the container runs, so peers rarely wait; announced again
+            # (idempotently) before masking if this call did not get through.
+            try:
+                joint_masks.announce_key(self.controller, task, job_dir,
+                                         self.config.signing_key)
+            except (SandboxError, RuntimeError) as e:
+                log.warning("mask key of %s not announced yet: %s", job_id, e)
         if task.statistics is None:
             self._complete(task, notices, started=datetime.now(UTC))
         else:
@@ -223,9 +231,13 @@ class Agent:
                 log.warning("job %s was stopped while it ran; outputs discarded", job_id)
                 self._cleanup(job_id)
                 return
+            masking = functools.partial(
+                joint_masks.wait_for_session, self.controller, task, job_dir,
+                self.config.signing_key, task.timeout_s, self.controller.stop)
             report = runjob.report(task, job_dir, result, self.config.image,
                                    self.config.signing_key,
-                                   rare_values=None if rare.exception() else rare.result())
+                                   rare_values=None if rare.exception() else rare.result(),
+                                   masking=masking)
             # Nothing downstream (states, ledger times, receipts) can then time the script
             # more finely than the grain; the checks above ran inside it.
             self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,

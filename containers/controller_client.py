@@ -118,5 +118,11 @@ class ControllerClient:
     def checking(self, job_id: str) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/checking", json={})
 
+    def mask_key(self, job_id: str, announcement: dict[str, object]) -> None:
+        self._call("POST", f"/jobs/{quote(job_id, safe='')}/mask-key", json=announcement)
+
+    def mask_keys(self, job_id: str) -> dict[str, object]:
+        return self._call("GET", f"/jobs/{quote(job_id, safe='')}/mask-keys")
+
     def result(self, job_id: str, report: RunReport) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{quote(job_id, safe='')}/result", json=dump(report))
