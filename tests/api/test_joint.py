@@ -15,11 +15,14 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from authz.wire import RunTask, parse_task
 from compute.derive import derive
 from compute.local_aggregate import local_aggregate
 from compute.masking import announce, new_mask_key, session
 from compute.protocol import decrypt_aggregate, provider_submit, requester_keygen
 from compute.spec import spec_from_json
+from containers import joint_masks as agent_masks
+from containers.runspec import ExecutorError
 from sandbox.demo_data import hospital_table
 from tests.api.helpers import approval, register
 from tests.conftest import Actor
@@ -254,3 +257,47 @@ def test_a_provider_that_never_submits_fails_the_job(make_party: Any, admin: Act
     assert r.status_code == 200, r.json
     joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
     assert joint["state"] == "failed" and joint["aggregate"] is None
+
+
+class AgentChannel:
+    """The agent's two mask-key calls, over the test client (the real controller app)."""
+
+    def __init__(self, agent: Actor) -> None:
+        self.agent = agent
+
+    def mask_key(self, job_id: str, announcement: dict[str, object]) -> None:
+        r = self.agent.post(f"/agent/jobs/{job_id}/mask-key", announcement)
+        if r.status_code >= 400:
+            raise RuntimeError(r.json["message"])
+
+    def mask_keys(self, job_id: str) -> dict[str, object]:
+        r = self.agent.get(f"/agent/jobs/{job_id}/mask-keys")
+        if r.status_code >= 400:
+            raise RuntimeError(r.json["message"])
+        out: dict[str, object] = r.json
+        return out
+
+
+def test_agent_side_waits_for_every_key(make_party: Any, admin: Actor, keys: Any,
+                                        tmp_path: Any) -> None:
+    w = world(make_party, admin, 3)
+    submit(w, keys)
+    hs = w["hospitals"]
+    tasks = [parse_task(h["agent"].post("/agent/tasks/next").json["task"]) for h in hs]
+    assert all(isinstance(t, RunTask) for t in tasks)
+    dirs = [tmp_path / f"job{i}" for i in range(3)]
+    first = agent_masks.announce_key(AgentChannel(hs[0]["agent"]), tasks[0], dirs[0], hs[0]["key"])
+    assert (dirs[0] / agent_masks.KEY_FILE).stat().st_mode & 0o777 == 0o600
+    # Not everyone announced: the agent gives up at its deadline and submits nothing.
+    with pytest.raises(ExecutorError, match="did not arrive"):
+        agent_masks.wait_for_session(AgentChannel(hs[0]["agent"]), tasks[0], dirs[0],
+                                     hs[0]["key"], timeout_s=0.3)
+    sessions = []
+    for h, t, d in zip(hs[1:], tasks[1:], dirs[1:], strict=True):
+        agent_masks.announce_key(AgentChannel(h["agent"]), t, d, h["key"])
+    for h, t, d in zip(hs, tasks, dirs, strict=True):
+        sessions.append(agent_masks.wait_for_session(AgentChannel(h["agent"]), t, d, h["key"],
+                                                     timeout_s=5))
+    # A restarted agent reads its key back: the announced key is the one it masks with.
+    assert sessions[0].key.public_hex == first.public_hex
+    assert len({s.digest for s in sessions}) == 1
