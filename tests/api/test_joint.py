@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.wire import RunTask, parse_task
+from authz.wire import RunTask
 from compute.derive import derive
 from compute.local_aggregate import local_aggregate
 from compute.masking import announce, new_mask_key, session
@@ -283,8 +283,8 @@ def test_agent_side_waits_for_every_key(make_party: Any, admin: Actor, keys: Any
     w = world(make_party, admin, 3)
     submit(w, keys)
     hs = w["hospitals"]
-    tasks = [parse_task(h["agent"].post("/agent/tasks/next").json["task"]) for h in hs]
-    assert all(isinstance(t, RunTask) for t in tasks)
+    tasks = [RunTask.model_validate(h["agent"].post("/agent/tasks/next").json["task"])
+             for h in hs]
     dirs = [tmp_path / f"job{i}" for i in range(3)]
     first = agent_masks.announce_key(AgentChannel(hs[0]["agent"]), tasks[0], dirs[0], hs[0]["key"])
     assert (dirs[0] / agent_masks.KEY_FILE).stat().st_mode & 0o777 == 0o600
