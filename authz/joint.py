@@ -94,6 +94,10 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         Job.permit_id == permit.id, Job.state == JobState.QUEUED,
         Job.dispatched_at.is_(None)))))
     if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
+        if spec.glm is not None:
+            # Each IRLS round is one joint job: the permit's runs are the round cap.
+            raise PolicyViolation("round cap reached: the permit has no runs left for "
+                                  "another model round (one part per provider each)")
         raise PolicyViolation("permit has too few runs left for one part per provider")
     joint = JointJob(id=new_id("jnt"), permit_id=permit.id, requester_id=requester.id,
                      spec=spec.to_json(), public_context=context,
@@ -116,6 +120,9 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         .hexdigest(), "context_fingerprint": joint.context_fingerprint,
         "parts": [p.id for p in parts], "script_sha256": digest,
         "epsilon_reserved": spec.dp_epsilon,
+        # A model round's coefficients are what the requester chose to evaluate: on the
+        # record, so an auditor can see every point the pooled sums were released at.
+        **({"glm_round": spec.glm.to_json()} if spec.glm is not None else {}),
     })
     return joint
 

@@ -125,8 +125,18 @@ def build_layout(spec: JointSpec) -> Layout:
         for v in spec.group_values:
             es += [Entry(f"grp.{v}.n", "count", g),
                    Entry(f"grp.{v}.s1", "real", g, f"grp.{v}.n", elementwise=True)]
+            if spec.dp_epsilon is None:  # within-group variance: second moments, no DP
+                es.append(Entry(f"grp.{v}.s2", "real", g, f"grp.{v}.n", elementwise=True))
     for c, (_, edges) in spec.quantiles.items():
         es += [Entry(f"q.{c}", "count", len(edges) + 1), Entry(f"q.{c}.missing", "count", 1)]
+    if spec.glm is not None:
+        # One IRLS round's weighted cross-products at the round's coefficients, plus the
+        # deviance and log-likelihood there (compute/glm.py); all governed by glm.n.
+        k = 1 + len(spec.glm.x)
+        es += [Entry("glm.n", "count", 1), Entry("glm.missing", "count", 1),
+               Entry("glm.xwx", "real", k * (k + 1) // 2, "glm.n"),
+               Entry("glm.xwz", "real", k, "glm.n"), Entry("glm.deviance", "real", 1, "glm.n"),
+               Entry("glm.loglik", "real", 1, "glm.n")]
     layout = Layout(tuple(es))
     for kind in ("count", "real"):
         if layout.n_ciphertexts(kind) > MAX_CIPHERTEXTS:

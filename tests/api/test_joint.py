@@ -35,8 +35,8 @@ def keys() -> Any:
     return requester_keygen()
 
 
-def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None
-          ) -> dict[str, Any]:
+def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None,
+          max_runs: int = 10) -> dict[str, Any]:
     requester = make_party("requester")
     hospitals = []
     for i in range(n):
@@ -55,7 +55,7 @@ def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None
     for i, h in enumerate(hospitals):
         extra: dict[str, Any] = {} if epsilon is None else {"epsilon_budget": epsilon + i + 1}
         r = h["provider"].post(f"/requests/{r.json['id']}/items/{h['ds']['id']}/approve",
-                               approval(max_runs=10, **extra))
+                               approval(max_runs=max_runs, **extra))
     return {"requester": requester, "hospitals": hospitals, "permit": r.json["permit_id"]}
 
 
