@@ -199,10 +199,8 @@ def _lgamma(a: FloatArray) -> FloatArray:
 
 def _xlogy(x: FloatArray, y: FloatArray) -> FloatArray:
     """x * log(y), 0 where x == 0 (the deviance's convention for y log(y / mu) at y = 0)."""
-    out = np.zeros_like(x, dtype=float)
     nz = x != 0
-    out[nz] = x[nz] * np.log(y[nz])
-    return out
+    return np.where(nz, x, 0.0) * np.log(np.where(nz, y, 1.0))
 
 
 def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
@@ -212,7 +210,8 @@ def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
     data = np.column_stack([col(c) for c in [g["y"], *g["x"]]])
     ok = ~np.isnan(data).any(axis=1)
     counts["glm.missing"] = [int((~ok).sum())]
-    data = data[ok]
+    if not ok.all():
+        data = data[ok]
     y = data[:, 0]
     x = np.column_stack([np.ones(len(y)), data[:, 1:]])
     family, alpha, beta = g["family"], float(g.get("alpha") or 1.0), g.get("beta")
