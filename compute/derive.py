@@ -244,9 +244,15 @@ def format_result(res: JointResult) -> str:
                 out.append("  " + c[:10].ljust(10) + "".join(_f(x).rjust(12) for x in row))
     if res.ols:
         o = res.ols
-        out.append(f"OLS {o['y']} ~ {' + '.join(o['x'])}: n={o['n']} R2={_f(o['r2'])}")
+        out.append(f"OLS {o['y']} ~ {' + '.join(o['x'])}: n={o['n']} R2={_f(o['r2'])} "
+                   f"adj R2={_f(o.get('adj_r2'))}")
+        if o.get("coefficients"):
+            out.append(f"  {'term':<14}{'coef':>14}{'std err':>12}{'t':>9}{'p':>11}")
         for k, b in (o["beta"] or {}).items():
-            out.append(f"  {k:<14}{_f(b):>14}")
+            inf = (o.get("coefficients") or {}).get(k)
+            out.append(f"  {k:<14}{_f(b):>14}" + (
+                f"{_f(inf['std_err']):>12}{inf['t']:>9.2f}{_f(inf['p_value']):>11}"
+                if inf else ""))
     for c, h in res.histograms.items():
         out.append(f"histogram {c}: below={h['underflow']} above={h['overflow']} "
                    f"missing={h['missing']}")
