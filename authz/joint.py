@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import permits
+from authz import permits, psi_jobs
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
@@ -140,6 +140,9 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     joint = ctx.session.get(JointJob, job.joint_id)
     assert joint is not None
     if joint.state != JointJobState.RUNNING:
+        return
+    if psi_jobs.is_psi(joint):
+        psi_jobs.on_part_finished(ctx, joint, _fail)
         return
     parts = list(ctx.session.scalars(select(Job).where(Job.joint_id == joint.id)))
     failed = [p for p in parts if p.state in TERMINAL and p.state != JobState.RELEASED]

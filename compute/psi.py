@@ -168,6 +168,13 @@ def server_setup(spec: PSISpec, frame: pd.DataFrame, client_size: int
     return bytes(psi_server.GetPrivateKeyBytes()), setups
 
 
+def request_size(request: bytes) -> int:
+    """How many identifiers a request holds (the server learns |A|, nothing else)."""
+    req = Request()
+    req.ParseFromString(request)
+    return len(req.encrypted_elements)
+
+
 def server_respond(key: bytes, request: bytes, *, min_request: int) -> bytes:
     """Answer one request, only for a set of at least ``min_request`` identifiers."""
     req = Request()

@@ -32,7 +32,7 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, joint_masks, runjob
+from containers import datasets, joint_masks, psi_part, runjob
 from containers.agent_config import AgentConfig
 from containers.controller_client import (
     ControllerClient,
@@ -130,7 +130,7 @@ class Agent:
             self.check_schema(task.dataset)
         else:
             # A statistics job needs no container: the slot keeps its warm one.
-            self.run_job(task, slot if task.statistics is None else None)
+            self.run_job(task, slot if task.statistics is None and task.psi is None else None)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -175,7 +175,7 @@ class Agent:
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits)
         try:
-            if task.statistics is None:
+            if task.statistics is None and task.psi is None:
                 self.executor.start_job(job_dir, prepare, warm=slot)
             else:
                 prepare()  # no container: the agent computes it (_complete_statistics)
@@ -194,7 +194,9 @@ class Agent:
                                          self.config.signing_key)
             except (SandboxError, RuntimeError) as e:
                 log.warning("mask key of %s not announced yet: %s", job_id, e)
-        if task.statistics is None:
+        if task.psi is not None:
+            self._complete_psi(task, notices)
+        elif task.statistics is None:
             self._complete(task, notices, started=datetime.now(UTC))
         else:
             self._complete_statistics(task, notices)
@@ -207,6 +209,17 @@ class Agent:
             notices.send(self.controller.checking, task.job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")
+        except BaseException:
+            notices.close()
+            raise
+        self._report_run(task.job_id, report, notices)
+
+    def _complete_psi(self, task: RunTask, notices: Notices | None = None) -> None:
+        notices = notices or Notices(task.job_id)
+        try:
+            report = psi_part.run_part(self.controller, task, self._job_dir(task.job_id),
+                                       task.timeout_s, self.controller.stop)
+            notices.send(self.controller.checking, task.job_id)
         except BaseException:
             notices.close()
             raise
@@ -370,6 +383,10 @@ class Agent:
                                                    "prepared"))
             return False
         task = runjob.load_task(self._job_dir(job_id))
+        if task.psi is not None:  # run here, never in a container
+            threading.Thread(target=self._complete_psi, args=(task,), daemon=True,
+                             name=f"resume-{job_id}").start()
+            return True
         if task.statistics is not None:  # computed here, never in a container
             threading.Thread(target=self._complete_statistics, args=(task,), daemon=True,
                              name=f"resume-{job_id}").start()

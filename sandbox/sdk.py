@@ -100,3 +100,32 @@ class JointStatistics:
             return self.sums(run, self.wait(run, timeout_s))
 
         return fit_glm(base, run_round, max_rounds=max_rounds, tol=tol)
+
+
+class PrivateSetIntersection:
+    """Record linkage between two providers keyed by an identifier (compute/psi.py)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def submit(self, permit_id: str, client_dataset_id: str, server_dataset_id: str,
+               spec: dict[str, Any]) -> str:
+        joint: dict[str, Any] = self.client.post("/psi-jobs", {
+            "permit_id": permit_id, "client_dataset_id": client_dataset_id,
+            "server_dataset_id": server_dataset_id, "spec": spec})
+        return str(joint["id"])
+
+    def wait(self, psi_id: str, timeout_s: float = 300) -> dict[str, Any]:
+        """The released counts and sums (``null`` where suppressed below the minimum)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{psi_id}")
+            if joint["state"] == JointJobState.COMBINED:
+                out: dict[str, Any] = joint["aggregate"]
+                return out
+            if joint["state"] != JointJobState.RUNNING and \
+                    joint["state"] != JointJobState.AWAITING_WITNESSES:
+                raise RuntimeError(f"PSI job {psi_id} {joint['state']}: {joint['reason']}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PSI job {psi_id} still running after {timeout_s:g} s")
+            time.sleep(0.3)

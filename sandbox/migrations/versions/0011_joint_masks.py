@@ -1,4 +1,5 @@
-"""joint_jobs.mask_keys: the providers' signed pairwise-mask key announcements per joint job
+"""joint_jobs.mask_keys (signed pairwise-mask key announcements per joint job) and
+joint_jobs.psi_messages (a PSI job's blinded messages in flight)
 
 Revision ID: 0011_joint_masks
 Revises: 0006_script_release
@@ -21,8 +22,11 @@ def upgrade() -> None:
     with op.batch_alter_table('joint_jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('mask_keys', sa.JSON(), nullable=False,
                                       server_default='[]'))
+        batch_op.add_column(sa.Column('psi_messages', sa.JSON(), nullable=False,
+                                      server_default='{}'))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('joint_jobs', schema=None) as batch_op:
+        batch_op.drop_column('psi_messages')
         batch_op.drop_column('mask_keys')
