@@ -27,6 +27,7 @@ from sandbox import regulator as reg
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import ApiError, Client
 from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS, RAW_ROW_DUMP, write_hospital
+from sandbox.demo_psi import bank_verification
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 from sandbox.sdk import JointStatistics
@@ -183,12 +184,17 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     if not joint_model(insurer, r["permit_id"], hospitals):
         return 1
 
-    step(10, "City General sees who used its data, when, for what and how much")
+    step(10, "Scenario 3: a bank verifies a firm register against social-insurance filings "
+             "by private set intersection")
+    if not bank_verification(stack, admin, image, work, expires, say):
+        return 1
+
+    step(11, "City General sees who used its data, when, for what and how much")
     for u in hospitals[0]["client"].get("/usage")["usage"]:
         say(f"{u['submitted_at'][:19]} {u['requester_name']} ({u['business_system']}): "
             f"{u['state']}, {u['rows_read']} rows, script {u['script_sha256'][:12]}")
 
-    step(11, "Regulator verifies a result's receipt offline, then audits the whole log")
+    step(12, "Regulator verifies a result's receipt offline, then audits the whole log")
 
     vkey = regulator.text("/ledger/public-key")
     say(f"log public key: {vkey.strip()[:60]}...")
