@@ -28,6 +28,7 @@ false-positive rate over the request).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -154,6 +155,12 @@ def _server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
             for j in range(spec.value_bits):
                 hit = mask & ((ints >> j) & 1).astype(bool)
                 groups[f"{prefix}bit.{j}"] = rows["_id"][hit].tolist()
+    # Every group is padded with random identifiers (128 bits: they match nothing) to the
+    # size of the whole set, so no message's size tells the controller or the client how
+    # many of the server's identifiers fall in a category or have a value bit set.
+    size = len(groups["all"])
+    for ids in groups.values():
+        ids.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(ids)))
     return groups
 
 
