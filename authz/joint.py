@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import agent_keys, people, permits
+from authz import agent_keys, people, permits, psi_jobs
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
@@ -95,6 +95,10 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         Job.permit_id == permit.id, Job.state == JobState.QUEUED,
         Job.dispatched_at.is_(None)))))
     if permit.runs_used + open_jobs + len(providers) > permit.max_runs:
+        if spec.glm is not None:
+            # Each IRLS round is one joint job: the permit's runs are the round cap.
+            raise PolicyViolation("round cap reached: the permit has no runs left for "
+                                  "another model round (one part per provider each)")
         raise PolicyViolation("permit has too few runs left for one part per provider")
     joint = JointJob(id=new_id("jnt"), permit_id=permit.id, requester_id=requester.id,
                      spec=spec.to_json(), public_context=context,
@@ -117,6 +121,9 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         .hexdigest(), "context_fingerprint": joint.context_fingerprint,
         "parts": [p.id for p in parts], "script_sha256": digest,
         "epsilon_reserved": spec.dp_epsilon,
+        # A model round's coefficients are what the requester chose to evaluate: on the
+        # record, so an auditor can see every point the pooled sums were released at.
+        **({"glm_round": spec.glm.to_json()} if spec.glm is not None else {}),
     })
     return joint
 
@@ -134,6 +141,9 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     joint = ctx.session.get(JointJob, job.joint_id)
     assert joint is not None
     if joint.state != JointJobState.RUNNING:
+        return
+    if psi_jobs.is_psi(joint):
+        psi_jobs.on_part_finished(ctx, joint, _fail)
         return
     parts = list(ctx.session.scalars(select(Job).where(Job.joint_id == joint.id)))
     failed = [p for p in parts if p.state in TERMINAL and p.state != JobState.RELEASED]
@@ -162,7 +172,7 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
         keys[p.provider_id] = bytes.fromhex(key)
     try:
         aggregate = combine(submissions, joint.public_context, joint.context_fingerprint, keys,
-                            joint.min_providers)
+                            joint.min_providers, mask_announcements=joint.mask_keys)
         aggregate = _add_noise(ctx, joint, parts, aggregate)
     except SandboxError as e:
         _fail(ctx, joint, f"{type(e).__name__}: {e}")

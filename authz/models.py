@@ -418,6 +418,11 @@ class JointJob(AuthzBase):
     public_context: Mapped[bytes] = mapped_column(LargeBinary)
     context_fingerprint: Mapped[str] = mapped_column(String(64))
     min_providers: Mapped[int] = mapped_column(Integer)
+    # Each provider's signed X25519 mask-key announcement for this job (compute/masking.py):
+    # public keys only; combined only when the submissions are exactly these providers.
+    mask_keys: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    # A PSI job's blinded messages in flight (authz/psi_jobs.py), dropped once it ends.
+    psi_messages: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     state: Mapped[JointJobState] = mapped_column(StateText(JointJobState),
                                                  default=JointJobState.RUNNING)
     reason: Mapped[str | None] = mapped_column(Text, default=None)

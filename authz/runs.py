@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from sqlalchemy import func, or_, select
 
-from authz import catalog, joint, lifecycle, permits
+from authz import catalog, joint, lifecycle, permits, psi_jobs
 from authz.context import Ctx
 from authz.models import Agent, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
@@ -33,6 +33,7 @@ from authz.wire import (
     DatasetTask,
     JointPart,
     LeaseState,
+    PsiPart,
     RunReport,
     RunTask,
     SchemaCheckTask,
@@ -168,7 +169,9 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         datasets=tuple(datasets), min_cell_count=permit.min_cell_count,
         blocked_columns=tuple(sorted(set(high))), timeout_s=RUN_TIMEOUT_S,
         joint=(JointPart.model_validate(joint.task_fields(ctx, job))
-               if job.joint_id is not None else None),
+               if job.joint_id is not None and job.kind != "psi" else None),
+        psi=(PsiPart.model_validate(psi_jobs.task_fields(ctx, job))
+             if job.kind == "psi" else None),
         statistics=json.loads(job.script) if job.kind == "statistics" else None,
         disclosure=permit.disclosure, script_release=permit.script_release)
 

@@ -135,6 +135,14 @@ class JointPart(_Part):
     context_fingerprint: HEX64
 
 
+class PsiPart(_Part):
+    """One provider's role in a private set intersection (compute/psi.py)."""
+
+    joint_id: Id
+    role: Literal["client", "server"]
+    spec: dict[str, Any]
+
+
 class RunTask(_Message):
     """One job to run in the agent's domain, on the permitted columns only."""
 
@@ -149,6 +157,7 @@ class RunTask(_Message):
     blocked_columns: tuple[str, ...] = ()
     timeout_s: Annotated[float, Field(gt=0)]
     joint: JointPart | None = None
+    psi: PsiPart | None = None
     # A statistics job (kind "statistics"): the spec the platform computes, no script.
     statistics: dict[str, Any] | None = None
     # The permit's disclosure settings beyond min_cell_count (None: the defaults).

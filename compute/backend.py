@@ -38,6 +38,23 @@ class HEBackend(Protocol[SecretT, PublicT]):
     def decrypt(self, secret: SecretT, ciphertext: bytes) -> list[float]: ...
 
 
+class ThresholdHEBackend(HEBackend[SecretT, PublicT], Protocol):
+    """Where a threshold scheme plugs in (e.g. OpenFHE's multiparty CKKS, once a Python 3.11
+    build imports here): no single party holds the decryption key.
+
+    ``joint_keygen`` gives each of ``parties`` key holders a share and the joint public
+    context; ``partial_decrypt`` is what one holder contributes; ``combine_partials`` yields
+    the slots once ``threshold`` partials are in. The protocol needs nothing else: the
+    combined slots go through :func:`compute.layout.unpack` (rounding, unmasking, limbs)
+    exactly like ``decrypt``'s, and the pairwise masks still hide every single submission
+    from any coalition of key holders below the full set of providers.
+    """
+
+    def joint_keygen(self, parties: int, threshold: int) -> tuple[list[SecretT], bytes]: ...
+    def partial_decrypt(self, share: SecretT, ciphertext: bytes) -> bytes: ...
+    def combine_partials(self, partials: Sequence[bytes]) -> list[float]: ...
+
+
 def fingerprint(public_bytes: bytes) -> str:
     """SHA-256 of the public context bytes: names the key a job's ciphertexts must be under."""
     return hashlib.sha256(public_bytes).hexdigest()

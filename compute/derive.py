@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from compute.glm import irls_round
 from compute.layout import Sums
+from compute.sdc.special import t_ppf, t_sf_two_sided
 from compute.spec import GroupKey, JointSpec
 
 
@@ -34,6 +36,7 @@ class JointResult:
     contingency: dict[str, Any] | None = None
     grouped: dict[str, Any] | None = None
     quantiles: dict[str, dict[str, Any]] = field(default_factory=dict)
+    glm: dict[str, Any] | None = None  # one IRLS round (compute/glm.py)
     dp: dict[str, Any] | None = None
     ledger: dict[str, Any] = field(default_factory=dict)
 
@@ -141,6 +144,8 @@ def derive(spec: JointSpec, sums: Sums) -> JointResult:
                            "missing": cnt["ct.missing"][0]}
     if spec.group_keys:
         res.grouped = _grouped(spec, sums)
+    if spec.glm is not None:
+        res.glm = irls_round(spec, sums).to_json()
     for c, (probs, edges) in spec.quantiles.items():
         h = cnt[f"q.{c}"]
         res.quantiles[c] = {"probs": list(probs), "values": [_quantile(h, edges, p) for p in probs],
@@ -150,22 +155,42 @@ def derive(spec: JointSpec, sums: Sums) -> JointResult:
 
 
 def _ols(spec: JointSpec, sums: Sums) -> dict[str, Any]:
+    """Coefficients from the exact centred sums, with the classical (homoskedastic) standard
+    errors, t, two-sided p and 95 % intervals on n - k - 1 degrees of freedom, as statsmodels'
+    OLS reports them; R^2 and adjusted R^2."""
     assert spec.ols_y is not None
     xs = list(spec.ols_x)
     k = 1 + len(xs)
     n, s1, m = _centered(sums, "ols", k)
-    out: dict[str, Any] = {"y": spec.ols_y, "x": xs, "n": n, "beta": None, "r2": None}
+    out: dict[str, Any] = {"y": spec.ols_y, "x": xs, "n": n, "beta": None, "r2": None,
+                           "adj_r2": None, "coefficients": None}
     if n <= k:
         return out
     mf = np.array([[float(v) for v in row] for row in m])
     try:
         beta = np.linalg.solve(mf[1:, 1:], mf[1:, 0])
+        inv = np.linalg.inv(mf[1:, 1:])
     except np.linalg.LinAlgError:
         return out  # collinear regressors: no unique solution to release
     means = [float(s1[i] / n) + spec.shift.get(c, 0.0) for i, c in enumerate([spec.ols_y, *xs])]
     intercept = means[0] - float(np.dot(beta, means[1:]))
     out["beta"] = {"intercept": intercept, **{c: float(b) for c, b in zip(xs, beta, strict=True)}}
-    out["r2"] = float(np.dot(beta, mf[1:, 0]) / mf[0, 0]) if mf[0, 0] > 0 else None
+    if mf[0, 0] > 0:
+        r2 = float(np.dot(beta, mf[1:, 0]) / mf[0, 0])
+        out["r2"], out["adj_r2"] = r2, 1 - (1 - r2) * (n - 1) / (n - k)
+    dof = n - k
+    sigma2 = max(float(mf[0, 0] - np.dot(beta, mf[1:, 0])), 0.0) / dof
+    xbar = np.array(means[1:])
+    var = [sigma2 / n + sigma2 * float(xbar @ inv @ xbar), *(sigma2 * np.diag(inv))]
+    tq = t_ppf(0.975, dof)
+    coefs = {}
+    for name, b, v in zip(["intercept", *xs], [intercept, *beta], var, strict=True):
+        se = math.sqrt(v) if v > 0 else math.nan
+        t = float(b) / se if se > 0 else math.nan
+        coefs[name] = {"coef": float(b), "std_err": se, "t": t,
+                       "p_value": t_sf_two_sided(t, dof) if math.isfinite(t) else math.nan,
+                       "ci_low": float(b) - tq * se, "ci_high": float(b) + tq * se}
+    out["coefficients"] = coefs
     return out
 
 
@@ -187,6 +212,8 @@ def _grouped(spec: JointSpec, sums: Sums) -> dict[str, Any]:
             n = cnt[f"grp.{v}.n"][idx]
             s = rl[f"grp.{v}.s1"][idx] + n * Fraction(spec.shift.get(v, 0.0))
             cell[v] = {"n": n, "sum": float(s), "mean": _ratio(s, n)}
+            if f"grp.{v}.s2" in rl:  # within-group variance (shift-free: centred exactly)
+                cell[v]["variance"] = _var(n, rl[f"grp.{v}.s1"][idx], rl[f"grp.{v}.s2"][idx])
         cells.append(cell)
     return {"by": [k.column for k in keys], "values": list(spec.group_values), "cells": cells,
             "missing": cnt["grp.missing"][0]}
@@ -217,9 +244,15 @@ def format_result(res: JointResult) -> str:
                 out.append("  " + c[:10].ljust(10) + "".join(_f(x).rjust(12) for x in row))
     if res.ols:
         o = res.ols
-        out.append(f"OLS {o['y']} ~ {' + '.join(o['x'])}: n={o['n']} R2={_f(o['r2'])}")
+        out.append(f"OLS {o['y']} ~ {' + '.join(o['x'])}: n={o['n']} R2={_f(o['r2'])} "
+                   f"adj R2={_f(o.get('adj_r2'))}")
+        if o.get("coefficients"):
+            out.append(f"  {'term':<14}{'coef':>14}{'std err':>12}{'t':>9}{'p':>11}")
         for k, b in (o["beta"] or {}).items():
-            out.append(f"  {k:<14}{_f(b):>14}")
+            inf = (o.get("coefficients") or {}).get(k)
+            out.append(f"  {k:<14}{_f(b):>14}" + (
+                f"{_f(inf['std_err']):>12}{inf['t']:>9.2f}{_f(inf['p_value']):>11}"
+                if inf else ""))
     for c, h in res.histograms.items():
         out.append(f"histogram {c}: below={h['underflow']} above={h['overflow']} "
                    f"missing={h['missing']}")

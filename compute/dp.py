@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from compute.errors import BudgetExceeded, InvalidInput
-from compute.layout import DATA_SLOTS, LIMBS, Layout, build_layout, to_limbs
+from compute.layout import COUNT_LIMBS, DATA_SLOTS, LIMBS, Layout, build_layout, int_limbs, to_limbs
 from compute.protocol import (
     Backend,
     _b64,
@@ -105,7 +105,8 @@ def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_b
     for e in layout.entries:
         draws = rng.laplace(0.0, sens[e.name] / eps_entry, size=e.length)
         if e.kind == "count":
-            cnoise.extend(float(round(d)) for d in draws)  # integer noise keeps counts exact
+            for d in draws:  # integer noise keeps counts exact
+                cnoise.extend(float(x) for x in int_limbs(round(d), COUNT_LIMBS))
         else:
             for i, d in enumerate(draws):
                 rnoise.extend(float(x) for x in to_limbs(float(d), f"dp.{e.name}[{i}]"))
@@ -118,6 +119,7 @@ def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_b
                 for i, ct in enumerate(cts)]
 
     assert len(rnoise) == layout.n_values("real") * LIMBS
+    assert len(cnoise) == layout.n_values("count") * COUNT_LIMBS
     counts, reals = noisy(counts, cnoise), noisy(reals, rnoise)
     out = dict(aggregate)
     out.update(

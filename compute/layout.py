@@ -3,14 +3,17 @@
 Two ciphertext families keep magnitudes apart (CKKS encoding error grows with the largest
 slot of a ciphertext, measured in docs/joint-statistics.md):
 
-* **count** ciphertexts hold integer counts directly (|slot| <= 2^30 per submission);
+* **count** ciphertexts hold integer counts (<= 2^30 per submission) as ``COUNT_LIMBS``
+  balanced base-2^20 digits;
 * **real** ciphertexts hold every real sum as a signed fixed-point integer
   ``V = round(v * 2^40)`` split into ``LIMBS`` balanced base-2^20 digits, one per slot.
 
-After decryption each slot is rounded to the nearest integer. CKKS noise here is ~1e-8
-absolute, far below 0.5, so rounding recovers the exact integer sum of the providers' limbs
-and ``sum(d_i * 2^(20 i))`` recombines the exact sum of the providers' fixed-point values:
-the homomorphic path adds no error beyond each provider's 2^-41 quantization.
+Every data slot thus holds a digit below 2^19 in magnitude, which the pairwise masks
+(compute/masking.py) shift uniformly modulo 2^30. After decryption each slot is rounded to
+the nearest integer (CKKS noise is ~1e-6 absolute at 2^29, far below 0.5) and reduced
+modulo 2^30, which recovers the exact integer sum of the providers' digits, and
+``sum(d_i * 2^(20 i))`` recombines the exact sum of the providers' values: the homomorphic
+path adds no error beyond each provider's 2^-41 quantization.
 
 Slot 0 of every ciphertext is a check slot holding 1.0: the aggregate's check slot must
 decrypt to the number of providers, which catches ciphertexts under another key.
@@ -26,14 +29,16 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from compute.errors import InvalidInput, KeyMismatch, LayoutMismatch, MagnitudeOverflow
+from compute.masking import MASK_BITS, reduce
 from compute.spec import MAX_CIPHERTEXTS, MOMENT_STATS, NUMERIC_UNIVARIATE, JointSpec
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: counts as limbs, slots masked modulo 2^30
 SLOTS = 4096  # N/2 for N = 8192
 DATA_SLOTS = SLOTS - 1  # slot 0 is the check slot
 FRAC_BITS = 40  # fixed-point resolution 2^-40 ~ 9.1e-13 per sum
 LIMB_BITS = 20
 LIMBS = 6  # 120 bits of signed fixed point
+COUNT_LIMBS = 2  # counts <= 2^30 need 31 bits; two balanced digits hold 40
 MAX_REAL = 2.0**70  # |sum| bound; 2^110 fixed-point fits 6 balanced limbs with room
 MAX_COUNT = 2**30  # per submission; keeps encoding error < 1e-5 (docs: magnitude guard)
 CHECK_TOLERANCE = 0.01
@@ -60,7 +65,7 @@ class Layout:
         return sum(e.length for e in self.of_kind(kind))
 
     def n_slots(self, kind: str) -> int:
-        return self.n_values(kind) * (LIMBS if kind == "real" else 1)
+        return self.n_values(kind) * (LIMBS if kind == "real" else COUNT_LIMBS)
 
     def n_ciphertexts(self, kind: str) -> int:
         return math.ceil(self.n_slots(kind) / DATA_SLOTS)
@@ -73,7 +78,8 @@ class Layout:
     def digest(self) -> str:
         body = {
             "version": LAYOUT_VERSION, "slots": SLOTS, "frac_bits": FRAC_BITS,
-            "limb_bits": LIMB_BITS, "limbs": LIMBS,
+            "limb_bits": LIMB_BITS, "limbs": LIMBS, "count_limbs": COUNT_LIMBS,
+            "mask_bits": MASK_BITS,
             "entries": [[e.name, e.kind, e.length] for e in self.entries],
         }
         return hashlib.sha256(canonical_json(body)).hexdigest()
@@ -119,8 +125,18 @@ def build_layout(spec: JointSpec) -> Layout:
         for v in spec.group_values:
             es += [Entry(f"grp.{v}.n", "count", g),
                    Entry(f"grp.{v}.s1", "real", g, f"grp.{v}.n", elementwise=True)]
+            if spec.dp_epsilon is None:  # within-group variance: second moments, no DP
+                es.append(Entry(f"grp.{v}.s2", "real", g, f"grp.{v}.n", elementwise=True))
     for c, (_, edges) in spec.quantiles.items():
         es += [Entry(f"q.{c}", "count", len(edges) + 1), Entry(f"q.{c}.missing", "count", 1)]
+    if spec.glm is not None:
+        # One IRLS round's weighted cross-products at the round's coefficients, plus the
+        # deviance and log-likelihood there (compute/glm.py); all governed by glm.n.
+        k = 1 + len(spec.glm.x)
+        es += [Entry("glm.n", "count", 1), Entry("glm.missing", "count", 1),
+               Entry("glm.xwx", "real", k * (k + 1) // 2, "glm.n"),
+               Entry("glm.xwz", "real", k, "glm.n"), Entry("glm.deviance", "real", 1, "glm.n"),
+               Entry("glm.loglik", "real", 1, "glm.n")]
     layout = Layout(tuple(es))
     for kind in ("count", "real"):
         if layout.n_ciphertexts(kind) > MAX_CIPHERTEXTS:
@@ -139,10 +155,14 @@ def to_limbs(value: float, field: str) -> list[int]:
                                 "overflows when values sit far from zero: give the column a "
                                 "public `shift` near its typical value; a sum overflows when "
                                 "values are large in themselves: rescale the column")
-    v = round(math.ldexp(value, FRAC_BITS))
+    return int_limbs(round(math.ldexp(value, FRAC_BITS)), LIMBS)
+
+
+def int_limbs(v: int, n: int) -> list[int]:
+    """Balanced base-2^20 digits of the integer v (each in [-2^19, 2^19))."""
     half, base = 1 << (LIMB_BITS - 1), 1 << LIMB_BITS
     out = []
-    for _ in range(LIMBS):
+    for _ in range(n):
         d = v & (base - 1)
         if d >= half:
             d -= base
@@ -152,8 +172,12 @@ def to_limbs(value: float, field: str) -> list[int]:
     return out
 
 
+def from_int_limbs(limbs: Sequence[int]) -> int:
+    return sum(d << (LIMB_BITS * i) for i, d in enumerate(limbs))
+
+
 def from_limbs(limbs: Sequence[int]) -> Fraction:
-    return Fraction(sum(d << (LIMB_BITS * i) for i, d in enumerate(limbs)), 1 << FRAC_BITS)
+    return Fraction(from_int_limbs(limbs), 1 << FRAC_BITS)
 
 
 def _chunks(values: list[float]) -> list[list[float]]:
@@ -171,7 +195,7 @@ def pack(layout: Layout, aggregates: Mapping[str, object]) -> tuple[list[list[fl
             if not (isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT):
                 raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: a count that is not "
                                         f"an integer in [0, {MAX_COUNT}]")
-            cvals.append(float(x))
+            cvals.extend(float(d) for d in int_limbs(x, COUNT_LIMBS))
     rvals: list[float] = []
     for e in layout.of_kind("real"):
         for i, x in enumerate(_values(reals, e)):
@@ -216,13 +240,14 @@ def _integral(slots: Sequence[float], n_providers: int, where: str) -> list[int]
         if abs(x - r) > INTEGRAL_TOLERANCE:
             raise KeyMismatch(f"{where}: a slot is not near an integer: wrong key, "
                               "corrupted ciphertext or magnitude overflow")
-        out.append(int(r))
+        out.append(reduce(int(r)))
     return out
 
 
 def unpack(layout: Layout, count_slots: Sequence[Sequence[float]],
            real_slots: Sequence[Sequence[float]], n_providers: int) -> Sums:
-    """Round decrypted slots to integers (this is the release precision) and recombine limbs."""
+    """Round decrypted slots to integers (this is the release precision), remove the sum of
+    the pairwise masks (a multiple of 2^30) and recombine limbs."""
     if [len(s) for s in count_slots] != layout.slot_lengths("count") or \
             [len(s) for s in real_slots] != layout.slot_lengths("real"):
         raise LayoutMismatch("decrypted vectors do not match the layout's slot counts")
@@ -231,8 +256,9 @@ def unpack(layout: Layout, count_slots: Sequence[Sequence[float]],
     counts: dict[str, list[int]] = {}
     pos = 0
     for e in layout.of_kind("count"):
-        counts[e.name] = cint[pos:pos + e.length]
-        pos += e.length
+        counts[e.name] = [from_int_limbs(cint[pos + i * COUNT_LIMBS:pos + (i + 1) * COUNT_LIMBS])
+                          for i in range(e.length)]
+        pos += e.length * COUNT_LIMBS
     reals: dict[str, list[Fraction]] = {}
     pos = 0
     for e in layout.of_kind("real"):

@@ -20,6 +20,7 @@ numeric column counts as missing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -151,13 +152,15 @@ def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
         counts["ct.missing"] = [int((cell < 0).sum())]
 
     if groups := spec.get("groups"):
-        _grouped(groups, df, col, summed, counts, reals)
+        _grouped(groups, df, col, summed, counts, reals, second=not dp)
+    if glm := spec.get("glm"):
+        _glm_round(glm, col, counts, reals)
     return {"version": AGGREGATES_VERSION, "counts": counts, "reals": reals}
 
 
 def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
              summed: Callable[[str], FloatArray], counts: dict[str, list[int]],
-             reals: dict[str, list[float]]) -> None:
+             reals: dict[str, list[float]], second: bool) -> None:
     """Cells are the Cartesian product of the keys, plus one 'other' cell (any key unlisted)."""
     cell = np.zeros(len(df), dtype=np.int64)
     other = np.zeros(len(df), dtype=bool)
@@ -185,6 +188,61 @@ def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
         ok = (cell >= 0) & ~np.isnan(z)
         counts[f"grp.{v}.n"] = _counts(cell[ok], g + 1)
         reals[f"grp.{v}.s1"] = _floats(np.bincount(cell[ok], weights=z[ok], minlength=g + 1))
+        if second:
+            reals[f"grp.{v}.s2"] = _floats(np.bincount(cell[ok], weights=z[ok] ** 2,
+                                                       minlength=g + 1))
+
+
+def _lgamma(a: FloatArray) -> FloatArray:
+    return np.array([math.lgamma(v) for v in np.asarray(a, dtype=float)], dtype=float)
+
+
+def _xlogy(x: FloatArray, y: FloatArray) -> FloatArray:
+    """x * log(y), 0 where x == 0 (the deviance's convention for y log(y / mu) at y = 0)."""
+    nz = x != 0
+    return np.where(nz, x, 0.0) * np.log(np.where(nz, y, 1.0))
+
+
+def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
+               counts: dict[str, list[int]], reals: dict[str, list[float]]) -> None:
+    """One IRLS round on the complete cases: X'WX, X'Wz, deviance and log-likelihood at the
+    round's coefficients (canonical links: log for count families, logit for binomial)."""
+    data = np.column_stack([col(c) for c in [g["y"], *g["x"]]])
+    ok = ~np.isnan(data).any(axis=1)
+    counts["glm.missing"] = [int((~ok).sum())]
+    if not ok.all():
+        data = data[ok]
+    y = data[:, 0]
+    x = np.column_stack([np.ones(len(y)), data[:, 1:]])
+    family, alpha, beta = g["family"], float(g.get("alpha") or 1.0), g.get("beta")
+    if beta is None:  # statsmodels' starting means
+        mu = (y + 0.5) / 2 if family == "binomial" else (y + (y.mean() if len(y) else 0)) / 2
+        eta = np.log(mu / (1 - mu)) if family == "binomial" else np.log(mu)
+    else:
+        eta = x @ np.asarray(beta, dtype=float)
+        mu = 1 / (1 + np.exp(-eta)) if family == "binomial" else np.exp(eta)
+    if family == "binomial":
+        var = mu * (1 - mu)
+        w, z = var, eta + (y - mu) / var
+        dev = 2 * (_xlogy(y, y / mu) + _xlogy(1 - y, (1 - y) / (1 - mu)))
+        ll = _xlogy(y, mu) + _xlogy(1 - y, 1 - mu)
+    else:
+        var = mu + alpha * mu * mu if family == "negative_binomial" else mu
+        w, z = mu * mu / var, eta + (y - mu) / mu
+        if family == "poisson":
+            dev = 2 * (_xlogy(y, y / mu) - (y - mu))
+            ll = y * np.log(mu) - mu - _lgamma(y + 1)
+        else:
+            ia = 1 / alpha
+            dev = 2 * (_xlogy(y, y / mu) - (y + ia) * np.log((1 + alpha * y) / (1 + alpha * mu)))
+            ll = (y * np.log(alpha * mu / (1 + alpha * mu)) - ia * np.log(1 + alpha * mu)
+                  + _lgamma(y + ia) - _lgamma(y + 1) - math.lgamma(ia))
+    xw = x * w[:, None]
+    counts["glm.n"] = [len(y)]
+    reals["glm.xwx"] = _floats((xw.T @ x)[np.triu_indices(x.shape[1])])
+    reals["glm.xwz"] = _floats(xw.T @ z)
+    reals["glm.deviance"] = [float(dev.sum())]
+    reals["glm.loglik"] = [float(ll.sum())]
 
 
 def main(argv: list[str]) -> int:

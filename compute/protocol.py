@@ -1,8 +1,11 @@
 """The joint-statistics protocol steps, one function per party (see docs/joint-statistics.md).
 
 requester SDK: :func:`requester_keygen`, :func:`decrypt_aggregate`
-provider agent: :func:`provider_submit` (disclosure check, pack, encrypt, sign)
+provider agent: :func:`provider_submit` (disclosure check, pack, mask, encrypt, sign)
 controller: :func:`combine` (verify, add ciphertexts; never holds a secret key)
+
+Every submission is masked with pairwise masks (compute/masking.py) that cancel only in the
+sum of all the job's providers, so the requester's key opens no single provider's part.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from compute.errors import (
     TooFewProviders,
 )
 from compute.layout import LAYOUT_VERSION, Layout, Sums, build_layout, canonical_json, pack, unpack
+from compute.masking import MaskSession, apply_mask, total_mask, verify_announcements
 from compute.spec import DEFAULT_MIN_PROVIDERS, JointSpec
 
 SUBMISSION_TYPE = "joint-submission"
@@ -85,17 +89,23 @@ def _signed_body(sub: Mapping[str, Any]) -> bytes:
 
 def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_context_bytes: bytes,
                     expected_fingerprint: str, *, job_id: str, provider_id: str,
-                    signing_key: Ed25519PrivateKey, min_cell_count: int = 10,
-                    backend: Backend | None = None) -> tuple[dict[str, Any], DisclosureReport]:
-    """Agent side: disclosure check, pack, encrypt under the public context, sign."""
+                    signing_key: Ed25519PrivateKey, masking: MaskSession,
+                    min_cell_count: int = 10, backend: Backend | None = None
+                    ) -> tuple[dict[str, Any], DisclosureReport]:
+    """Agent side: disclosure check, pack, mask, encrypt under the public context, sign."""
     be = backend or default_backend()
     if fingerprint(public_context_bytes) != expected_fingerprint:
         raise KeyMismatch("public context does not match the job's fingerprint")
+    if masking.job_id != job_id or masking.provider_id != provider_id:
+        raise Conflict("the mask keys belong to another job or provider")
     layout = build_layout(spec)
     if aggregates.get("version") != 1:
         raise LayoutMismatch("local aggregates are not version 1")
     checked, report = check_disclosure(aggregates, layout, min_cell_count)
     count_vecs, real_vecs = pack(layout, checked)
+    n_count = layout.n_slots("count")
+    mask = total_mask(masking, n_count + layout.n_slots("real"), layout.digest)
+    count_vecs, real_vecs = apply_mask(count_vecs, mask, 0), apply_mask(real_vecs, mask, n_count)
     public = be.load_public(public_context_bytes)
     cts = [be.encrypt(public, v) for v in count_vecs], [be.encrypt(public, v) for v in real_vecs]
     sub: dict[str, Any] = {
@@ -105,6 +115,7 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
         "context_fingerprint": expected_fingerprint,
         "job_id": job_id,
         "provider_id": provider_id,
+        "mask_keys_sha256": masking.digest,
         "ciphertext_sha256": [hashlib.sha256(c).hexdigest() for c in cts[0] + cts[1]],
         "count_ciphertexts": [_b64(c) for c in cts[0]],
         "real_ciphertexts": [_b64(c) for c in cts[1]],
@@ -150,13 +161,17 @@ def _verify(sub: Mapping[str, Any], expected_fingerprint: str,
 
 def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: bytes,
             expected_fingerprint: str, agent_public_keys: Mapping[str, Ed25519PublicKey | bytes],
-            min_providers: int = DEFAULT_MIN_PROVIDERS, *, expected_layout_digest: str | None
-            = None, backend: Backend | None = None) -> dict[str, Any]:
+            min_providers: int = DEFAULT_MIN_PROVIDERS, *,
+            mask_announcements: Sequence[Mapping[str, Any]],
+            expected_layout_digest: str | None = None, backend: Backend | None = None
+            ) -> dict[str, Any]:
     """Controller side: verify every submission, then add ciphertexts slot-wise.
 
     With two providers each could subtract its own share from the decrypted total and learn
     the other's, hence ``min_providers=3`` by default (still only protects if the requester
-    is not itself colluding with all but one provider).
+    is not itself colluding with all but one provider). Only the full set of providers that
+    announced mask keys is ever combined: a strict subset still carries the missing
+    providers' masks, so its sum would decrypt to noise (a dropped provider fails the job).
     """
     be = backend or default_backend()
     if fingerprint(public_context_bytes) != expected_fingerprint:
@@ -176,6 +191,13 @@ def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: byte
     shapes = {(len(c.counts), len(c.reals)) for c in checked}
     if len(shapes) != 1:
         raise LayoutMismatch("submissions carry different numbers of ciphertexts")
+    job_id = str(submissions[0].get("job_id"))
+    masks = verify_announcements(mask_announcements, job_id, agent_public_keys)
+    if {str(a["provider_id"]) for a in mask_announcements} != set(ids):
+        raise TooFewProviders("the submissions are not exactly the providers that announced "
+                              "mask keys: the masks would not cancel")
+    if {s.get("mask_keys_sha256") for s in submissions} != {masks}:
+        raise Conflict("submissions were masked under another set of mask keys")
     public = be.load_public(public_context_bytes)
     n_counts, n_reals = shapes.pop()
     counts = [be.add(public, [c.counts[i] for c in checked]) for i in range(n_counts)]
@@ -190,6 +212,7 @@ def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: byte
         "n_providers": len(ids),
         "submission_sha256": {c.provider_id: ciphertexts_digest(c.counts + c.reals)
                               for c in checked},
+        "mask_keys_sha256": masks,
         "count_ciphertexts": [_b64(c) for c in counts],
         "real_ciphertexts": [_b64(c) for c in reals],
         "aggregate_sha256": ciphertexts_digest(counts + reals),
@@ -239,6 +262,7 @@ def ledger_record(aggregate: Mapping[str, Any]) -> dict[str, Any]:
         "job_id": aggregate["job_id"],
         "context_fingerprint": aggregate["context_fingerprint"],
         "layout_digest": aggregate["layout_digest"],
+        "mask_keys_sha256": aggregate.get("mask_keys_sha256"),
         "submission_sha256": dict(aggregate["submission_sha256"]),
         "aggregate_sha256": aggregate["aggregate_sha256"],
         "pre_noise_sha256": aggregate.get("pre_noise_sha256"),

@@ -24,9 +24,12 @@ DEFAULT_MIN_PROVIDERS = 3
 STATISTICS = frozenset(
     {
         "count", "sum", "mean", "variance", "std", "covariance", "correlation", "ols",
-        "histogram", "contingency", "grouped", "quantiles",
+        "histogram", "contingency", "grouped", "quantiles", "glm",
     }
 )
+# Generalized linear models fitted by IRLS, one joint round per iteration (compute/glm.py).
+GLM_FAMILIES = frozenset({"poisson", "binomial", "negative_binomial"})
+MAX_GLM_REGRESSORS = 20
 NUMERIC_UNIVARIATE = frozenset({"sum", "mean", "variance", "std"})
 MOMENT_STATS = frozenset({"covariance", "correlation"})
 # DP here covers statistics with a bounded per-record contribution (counts, clipped sums);
@@ -57,6 +60,26 @@ class GroupKey:
 
 
 @dataclass(frozen=True)
+class GLMSpec:
+    """One IRLS round: the model, and the coefficients the round is evaluated at.
+
+    ``beta`` (intercept first) is None in the first round, which starts from the family's
+    usual starting means instead (as statsmodels does); later rounds carry the requester's
+    update of the previous round's pooled sums.
+    """
+
+    family: str
+    y: str
+    x: tuple[str, ...]
+    beta: tuple[float, ...] | None = None
+    alpha: float = 1.0  # negative binomial dispersion (NB2: var = mu + alpha mu^2), fixed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"family": self.family, "y": self.y, "x": list(self.x),
+                "beta": None if self.beta is None else list(self.beta), "alpha": self.alpha}
+
+
+@dataclass(frozen=True)
 class JointSpec:
     statistics: frozenset[str]
     columns: tuple[str, ...] = ()
@@ -72,6 +95,7 @@ class JointSpec:
     )  # column -> (probs, edges)
     dp_epsilon: float | None = None
     dp_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    glm: GLMSpec | None = None
     version: int = SPEC_VERSION
 
     @property
@@ -102,6 +126,7 @@ class JointSpec:
             },
             "quantiles": {c: {"probs": list(p), "edges": list(e)}
                           for c, (p, e) in self.quantiles.items()},
+            "glm": None if self.glm is None else self.glm.to_json(),
             "dp": None if self.dp_epsilon is None else {
                 "epsilon": self.dp_epsilon,
                 "bounds": {c: list(b) for c, b in self.dp_bounds.items()},
@@ -183,7 +208,7 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
     p = _Parser(schema)
     top = _obj(raw, "spec")
     known = {"version", "statistics", "columns", "shift", "ols", "bins", "contingency",
-             "groups", "quantiles", "dp"}
+             "groups", "quantiles", "dp", "glm"}
     for key in top:
         if key not in known:
             raise _fail(key, "unknown_field", "not a spec field")
@@ -271,6 +296,10 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
         if not quantiles:
             raise _fail("quantiles", "too_short", "needs at least one column")
 
+    glm = None
+    if (g := section("glm", frozenset({"glm"}))) is not None:
+        glm = _glm(p, _obj(g, "glm"))
+
     shift: dict[str, float] = {}
     for col, val in _obj(top.get("shift", {}), "shift").items():
         p.column(col, f"shift.{col}", numeric=True)
@@ -303,12 +332,37 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
         ols_x=ols_x, bins=dict(sorted(bins.items())), contingency=contingency,
         group_keys=group_keys, group_values=group_values,
         quantiles=dict(sorted(quantiles.items())), dp_epsilon=dp_epsilon,
-        dp_bounds=dict(sorted(dp_bounds.items())),
+        dp_bounds=dict(sorted(dp_bounds.items())), glm=glm,
     )
     from compute.layout import build_layout  # layout depends on JointSpec, not the reverse
 
     build_layout(spec)  # raises InvalidInput("spec", "too_many_slots") past the cap
     return spec
+
+
+def _glm(p: _Parser, g: Mapping[str, Any]) -> GLMSpec:
+    for key in g:
+        if key not in ("family", "y", "x", "beta", "alpha"):
+            raise _fail(f"glm.{key}", "unknown_field", "not a glm field")
+    family = g.get("family")
+    if family not in GLM_FAMILIES:
+        raise _fail("glm.family", "unsupported", f"one of {sorted(GLM_FAMILIES)}")
+    y = p.column(g.get("y"), "glm.y", numeric=True)
+    x = p.columns(g.get("x"), "glm.x", numeric=True)
+    if len(x) > MAX_GLM_REGRESSORS:
+        raise _fail("glm.x", "too_many", f"at most {MAX_GLM_REGRESSORS} regressors")
+    if y in x:
+        raise _fail("glm.x", "duplicate", "y cannot also be a regressor")
+    beta = None
+    if g.get("beta") is not None:
+        items = _list(g["beta"], "glm.beta", min_len=len(x) + 1, max_len=len(x) + 1)
+        beta = tuple(_num(b, f"glm.beta[{i}]") for i, b in enumerate(items))
+        if any(abs(b) > 1e6 for b in beta):
+            raise _fail("glm.beta", "range", "coefficients lie in [-1e6, 1e6]")
+    alpha = _num(g.get("alpha", 1.0), "glm.alpha")
+    if not 0.0 < alpha <= 1e3:
+        raise _fail("glm.alpha", "range", "alpha lies in (0, 1000]")
+    return GLMSpec(str(family), y, x, beta, alpha)
 
 
 def spec_from_json(raw: Mapping[str, Any], schema: Mapping[str, str]) -> JointSpec:

@@ -33,7 +33,7 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, mockrun, runjob
+from containers import datasets, joint_masks, mockrun, psi_part, runjob
 from containers.agent_config import AgentConfig, banner
 from containers.controller_client import (
     ControllerClient,
@@ -158,7 +158,7 @@ class Agent:
             self.check_schema(task.dataset)
         else:
             # A statistics job needs no container: the slot keeps its warm one.
-            self.run_job(task, slot if task.statistics is None else None)
+            self.run_job(task, slot if task.statistics is None and task.psi is None else None)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -206,7 +206,7 @@ class Agent:
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits)
         try:
-            if task.statistics is None:
+            if task.statistics is None and task.psi is None:
                 self.executor.start_job(job_dir, prepare, warm=slot)
             else:
                 prepare()  # no container: the agent computes it (_complete_statistics)
@@ -217,7 +217,17 @@ class Agent:
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
         notices.send(self.controller.started, job_id)  # acknowledged before the result
-        if task.statistics is None:
+        if task.joint is not None:
+            # Announced while the container runs, so peers rarely wait; announced again
+            # (idempotently) before masking if this call did not get through.
+            try:
+                joint_masks.announce_key(self.controller, task, job_dir,
+                                         self.config.signing_key)
+            except (SandboxError, RuntimeError) as e:
+                log.warning("mask key of %s not announced yet: %s", job_id, e)
+        if task.psi is not None:
+            self._complete_psi(task, notices)
+        elif task.statistics is None:
             self._complete(task, notices, started=datetime.now(UTC))
         else:
             self._complete_statistics(task, notices)
@@ -248,6 +258,17 @@ class Agent:
             raise
         self._report_run(task.job_id, report, notices)
 
+    def _complete_psi(self, task: RunTask, notices: Notices | None = None) -> None:
+        notices = notices or Notices(task.job_id)
+        try:
+            report = psi_part.run_part(self.controller, task, self._job_dir(task.job_id),
+                                       task.timeout_s, self.controller.stop)
+            notices.send(self.controller.checking, task.job_id)
+        except BaseException:
+            notices.close()
+            raise
+        self._report_run(task.job_id, report, notices)
+
     def _complete(self, task: RunTask, notices: Notices | None = None,
                   started: datetime | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
@@ -267,9 +288,13 @@ class Agent:
                 log.warning("job %s was stopped while it ran; outputs discarded", job_id)
                 self._cleanup(job_id)
                 return
+            masking = functools.partial(
+                joint_masks.wait_for_session, self.controller, task, job_dir,
+                self.config.signing_key, task.timeout_s, self.controller.stop)
             report = runjob.report(task, job_dir, result, self.config.image,
                                    self.config.signing_key,
-                                   rare_values=None if rare.exception() else rare.result())
+                                   rare_values=None if rare.exception() else rare.result(),
+                                   masking=masking)
             # Nothing downstream (states, ledger times, receipts) can then time the script
             # more finely than the grain; the checks above ran inside it.
             self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,
@@ -404,6 +429,10 @@ class Agent:
                                                    "prepared"))
             return False
         task = runjob.load_task(self._job_dir(job_id))
+        if task.psi is not None:  # run here, never in a container
+            threading.Thread(target=self._complete_psi, args=(task,), daemon=True,
+                             name=f"resume-{job_id}").start()
+            return True
         if task.statistics is not None:  # computed here, never in a container
             threading.Thread(target=self._complete_statistics, args=(task,), daemon=True,
                              name=f"resume-{job_id}").start()

@@ -11,6 +11,7 @@ gets the job it was already given instead of leasing a second one.
 
 from __future__ import annotations
 
+import base64
 import logging
 import random
 import secrets
@@ -117,6 +118,21 @@ class ControllerClient:
 
     def checking(self, job_id: str) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/checking", json={})
+
+    def mask_key(self, job_id: str, announcement: dict[str, object]) -> None:
+        self._call("POST", f"/jobs/{quote(job_id, safe='')}/mask-key", json=announcement)
+
+    def mask_keys(self, job_id: str) -> dict[str, object]:
+        return self._call("GET", f"/jobs/{quote(job_id, safe='')}/mask-keys")
+
+    def psi_post(self, job_id: str, name: str, data: bytes) -> None:
+        self._call("POST", f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}",
+                   json={"data_b64": base64.b64encode(data).decode()})
+
+    def psi_get(self, job_id: str, name: str) -> bytes | None:
+        got = self._call("GET", f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}")
+        data = got.get("data_b64")
+        return base64.b64decode(data) if got.get("ready") and isinstance(data, str) else None
 
     def result(self, job_id: str, report: RunReport) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{quote(job_id, safe='')}/result", json=dump(report))

@@ -25,6 +25,7 @@ from authz.states import HELD_FOR_REVIEW, JobState, OutputDecision, ScriptReleas
 from authz.wire import OutputReport, RunReport, RunTask
 from compute import statistics
 from compute.errors import InvalidInput
+from compute.masking import MaskSession
 from compute.protocol import provider_submit
 from compute.spec import spec_from_json
 from compute.statspec import parse_statistics_spec
@@ -152,9 +153,11 @@ def rare_values(task: RunTask, job_dir: Path) -> frozenset[str]:
 
 def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
            signing_key: Ed25519PrivateKey | None,
-           rare_values: frozenset[str] | None = None) -> RunReport:
+           rare_values: frozenset[str] | None = None,
+           masking: Callable[[], MaskSession] | None = None) -> RunReport:
     """Check what the run left behind; only what passed is in the report with content.
-    ``rare_values``: :func:`rare_values` of this job if already read, else read here."""
+    ``rare_values``: :func:`rare_values` of this job if already read, else read here.
+    ``masking``: for a joint part, waits for every provider's mask key (containers.joint_masks)."""
     stats = json.loads((job_dir / "input.json").read_text())
     k = task.min_cell_count
     if rare_values is None:
@@ -175,7 +178,10 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if not result.ok:
         return ran(JobState.FAILED, [], failure(result))
     if task.joint is not None:
-        return ran(JobState.RELEASED, [joint_submission(task, result.out_dir, signing_key)])
+        if masking is None:
+            raise ExecutorError("a joint part needs its providers' mask keys")
+        return ran(JobState.RELEASED, [joint_submission(task, result.out_dir, signing_key,
+                                                        masking)])
     verdicts = checks.check_outputs(result.out_dir, policy)
     blocked = [v for v in verdicts if v.decision == OutputDecision.BLOCKED]
     outputs: list[OutputReport] = []
@@ -209,9 +215,10 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     return ran(JobState.RELEASED, outputs)
 
 
-def joint_submission(task: RunTask, out_dir: Path,
-                     signing_key: Ed25519PrivateKey | None) -> OutputReport:
-    """Encrypt the local aggregates; the plaintext never leaves the provider's domain."""
+def joint_submission(task: RunTask, out_dir: Path, signing_key: Ed25519PrivateKey | None,
+                     masking: Callable[[], MaskSession]) -> OutputReport:
+    """Mask and encrypt the local aggregates; the plaintext never leaves the provider's
+    domain, and the requester's key alone does not open the ciphertexts (masks)."""
     if signing_key is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
     files = read_outputs(out_dir, max_files=4, max_bytes=64 * 1024 * 1024)
@@ -224,16 +231,18 @@ def joint_submission(task: RunTask, out_dir: Path,
         aggregates = json.loads(files["aggregates.json"])
     except ValueError:
         raise ExecutorError("aggregates.json is not JSON") from None
+    mask_session = masking()  # after the run: the peers' keys arrived meanwhile
     submission, disclosure = provider_submit(
         spec_from_json(joint.spec, schema), aggregates,
         base64.b64decode(joint.public_context_b64), joint.context_fingerprint,
         job_id=joint.joint_id, provider_id=task.datasets[0].provider_id,
-        signing_key=signing_key, min_cell_count=task.min_cell_count)
+        signing_key=signing_key, masking=mask_session, min_cell_count=task.min_cell_count)
     raw = json.dumps(submission, sort_keys=True).encode()
     # How many cells were suppressed stays in the domain: it is this provider's own figure,
     # and the requester learns the pooled count (encrypted) from the aggregate only.
     del disclosure
-    note = "encrypted submission; cells below the minimum count suppressed before encryption"
+    note = ("masked and encrypted submission; cells below the minimum count suppressed "
+            "before encryption")
     return OutputReport(name="submission.json", sha256=hashlib.sha256(raw).hexdigest(),
                         bytes=len(raw), decision=OutputDecision.RELEASED, reasons=(note,),
                         content_b64=base64.b64encode(raw).decode())

@@ -29,6 +29,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         ledger_api,
         ops,
         parties,
+        psi,
         reviews,
     )
     from sandbox.api import oidc as oidc_api
@@ -75,7 +76,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     edge.init_app(app)
     http_errors.register(app)
     auth.register(app)
-    for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
+    for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, psi.bp, agents.bp,
                ledger_api.bp, ops.bp, people_api.bp, reviews.bp, contract.bp,
                oidc_api.bp, agent_admin.bp):
         app.register_blueprint(bp)

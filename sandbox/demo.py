@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz.wire import DatasetStatus, JobState, JointJobState
 from compute.derive import format_result
+from compute.errors import SandboxError
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app
@@ -33,6 +34,7 @@ from sandbox.demo_data import (
     RAW_ROW_DUMP,
     write_hospital,
 )
+from sandbox.demo_psi import bank_verification
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 from sandbox.sdk import JointStatistics
@@ -201,22 +203,30 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         "purpose": "Joint cost statistics across hospitals, encrypted; no hospital's own "
                    "figures to be revealed.", "use_kind": "joint_statistics",
         "business_system": "harbor-pricing-2026",
-        "items": [{"dataset_id": h["dataset"], "columns": ["age", "diagnosis", "cost"]}
+        "items": [{"dataset_id": h["dataset"], "columns": ["age", "diagnosis", "cost", "los"]}
                   for h in hospitals]})
     for h in hospitals:
+        # One run per hospital for the statistics, one per hospital per model round.
         r = h["client"].post(f"/requests/{jreq['id']}/items/{h['dataset']}/approve", {
-            "expires_at": expires, "max_runs": 3, "min_cell_count": 10,
+            "expires_at": expires, "max_runs": 30, "min_cell_count": 10,
             "risk_assessment": "encrypted aggregates over three hospitals only"})
     say(f"joint-statistics permit {r['permit_id']}: approved by all three hospitals")
     if not joint_statistics(insurer, r["permit_id"], hospitals):
         return 1
+    if not joint_model(insurer, r["permit_id"], hospitals):
+        return 1
 
-    step(11, "City General sees who used its data, when, for what and how much")
+    step(11, "Scenario 3: a bank verifies a firm register against social-insurance filings "
+             "by private set intersection")
+    if not bank_verification(stack, admin, image, work, expires, say):
+        return 1
+
+    step(12, "City General sees who used its data, when, for what and how much")
     for u in hospitals[0]["client"].get("/usage")["usage"]:
         say(f"{u['submitted_at'][:19]} {u['requester_name']} ({u['business_system']}): "
             f"{u['state']}, {u['rows_read']} rows, script {u['script_sha256'][:12]}")
 
-    step(12, "Regulator verifies a result's receipt offline, then audits the whole log")
+    step(13, "Regulator verifies a result's receipt offline, then audits the whole log")
 
     vkey = regulator.text("/ledger/public-key")
     say(f"log public key: {vkey.strip()[:60]}...")
@@ -317,6 +327,27 @@ def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, 
     say("what the insurer decrypts, rounded before use (no single hospital's figures):")
     for line in format_result(sdk.result(run, joint)).splitlines():
         say(f"    {line}")
+    return True
+
+
+def joint_model(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]]) -> bool:
+    """A Poisson model of length of stay on age and cost, fitted across the hospitals by
+    IRLS: one masked joint job per round, the insurer updating the coefficients."""
+    sdk = JointStatistics(insurer)
+    say("joint Poisson model of length of stay ~ age + cost, one encrypted round per "
+        "iteration (each hospital's part masked so no single part decrypts):")
+    try:
+        fit = sdk.glm(permit_id, [h["dataset"] for h in hospitals],
+                      {"family": "poisson", "y": "los", "x": ["age", "cost"]})
+    except (SandboxError, ApiError, RuntimeError) as e:
+        say(f"model not fitted: {e}")
+        return False
+    say(f"    converged in {fit['rounds']} rounds over n={fit['n']:,}; deviance "
+        f"{fit['deviance']:,.2f}, AIC {fit['aic']:,.2f}")
+    say(f"    {'term':<10}{'coef':>12}{'std err':>12}{'z':>9}{'p':>10}   95 % CI")
+    for term, c in fit["coefficients"].items():
+        say(f"    {term:<10}{c['coef']:>12.6g}{c['std_err']:>12.4g}{c['z']:>9.2f}"
+            f"{c['p_value']:>10.3g}   [{c['ci_low']:.4g}, {c['ci_high']:.4g}]")
     return True
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from authz.wire import JointJobState
 from compute.derive import JointResult, derive
+from compute.glm import DEFAULT_MAX_ROUNDS, DEFAULT_TOL, fit_glm
+from compute.layout import Sums
 from compute.protocol import RequesterKeys, decrypt_aggregate, ledger_record, requester_keygen
 from compute.spec import JointSpec, parse_spec
 from sandbox.client import Client
@@ -70,3 +72,60 @@ class JointStatistics:
         result.dp = joint["aggregate"].get("dp")
         result.ledger = ledger_record(joint["aggregate"])
         return result
+
+    def sums(self, run: JointRun, joint: dict[str, Any]) -> Sums:
+        """The decrypted, rounded pooled sums of a combined joint job."""
+        if joint["state"] != JointJobState.COMBINED:
+            raise RuntimeError(f"joint job {run.joint_id} {joint['state']}: {joint['reason']}")
+        return decrypt_aggregate(joint["aggregate"], run.keys, run.spec)
+
+    def glm(self, permit_id: str, dataset_ids: Sequence[str], model: dict[str, Any], *,
+            max_rounds: int = DEFAULT_MAX_ROUNDS, tol: float = DEFAULT_TOL,
+            timeout_s: float = 300) -> dict[str, Any]:
+        """Fit a GLM across the providers by IRLS: one joint job per round.
+
+        ``model``: ``{"family": "poisson" | "binomial" | "negative_binomial", "y": col,
+        "x": [cols], "alpha": float (negative binomial)}``. Each round is submitted at the
+        coefficients the previous round's pooled sums gave, decrypted here, and never leaves
+        this process in the clear except as the next round's coefficients. The permit's runs
+        cap the rounds (one part per provider each); ``max_rounds`` caps them here too.
+        """
+        schema = self.schema(permit_id, dataset_ids)
+        base = parse_spec({"statistics": ["glm"], "glm": model}, schema)
+
+        def run_round(spec: JointSpec) -> Sums:
+            assert spec.glm is not None
+            run = self.submit(permit_id, dataset_ids,
+                              {"statistics": ["glm"], "glm": spec.glm.to_json()})
+            return self.sums(run, self.wait(run, timeout_s))
+
+        return fit_glm(base, run_round, max_rounds=max_rounds, tol=tol)
+
+
+class PrivateSetIntersection:
+    """Record linkage between two providers keyed by an identifier (compute/psi.py)."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def submit(self, permit_id: str, client_dataset_id: str, server_dataset_id: str,
+               spec: dict[str, Any]) -> str:
+        joint: dict[str, Any] = self.client.post("/psi-jobs", {
+            "permit_id": permit_id, "client_dataset_id": client_dataset_id,
+            "server_dataset_id": server_dataset_id, "spec": spec})
+        return str(joint["id"])
+
+    def wait(self, psi_id: str, timeout_s: float = 300) -> dict[str, Any]:
+        """The released counts and sums (``null`` where suppressed below the minimum)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{psi_id}")
+            if joint["state"] == JointJobState.COMBINED:
+                out: dict[str, Any] = joint["aggregate"]
+                return out
+            if joint["state"] != JointJobState.RUNNING and \
+                    joint["state"] != JointJobState.AWAITING_WITNESSES:
+                raise RuntimeError(f"PSI job {psi_id} {joint['state']}: {joint['reason']}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PSI job {psi_id} still running after {timeout_s:g} s")
+            time.sleep(0.3)

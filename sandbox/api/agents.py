@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from authz import catalog, runs, wire
+from authz import catalog, joint_masks, psi_jobs, runs, wire
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
@@ -94,3 +94,34 @@ def result(job_id: str) -> dict[str, Any]:
     job = runs.finish(db.ctx(), auth.agent(), job_id, auth.body())
     db.commit()
     return {"state": job.state, "ledger_index": job.ledger_index}
+
+
+@bp.post("/jobs/<job_id>/mask-key")
+@auth.agent_only
+def mask_key(job_id: str) -> dict[str, Any]:
+    """A joint part's signed pairwise-mask key (compute/masking.py)."""
+    joint = joint_masks.announce(db.ctx(), auth.agent(), job_id, auth.body())
+    db.commit()
+    return {"joint_id": joint.id, "announced": len(joint.mask_keys)}
+
+
+@bp.get("/jobs/<job_id>/mask-keys")
+@auth.agent_only
+def mask_keys(job_id: str) -> dict[str, Any]:
+    """All providers' mask keys of the part's joint job, once every one is announced."""
+    return joint_masks.key_set(db.ctx(), auth.agent(), job_id)
+
+
+@bp.post("/jobs/<job_id>/psi/<name>")
+@auth.agent_only
+def psi_message(job_id: str, name: str) -> dict[str, Any]:
+    """A PSI part's blinded message for the other part (authz/psi_jobs.py)."""
+    psi_jobs.post_message(db.ctx(), auth.agent(), job_id, name, auth.body())
+    db.commit()
+    return {"sent": name}
+
+
+@bp.get("/jobs/<job_id>/psi/<name>")
+@auth.agent_only
+def psi_peer_message(job_id: str, name: str) -> dict[str, Any]:
+    return psi_jobs.get_message(db.ctx(), auth.agent(), job_id, name)

@@ -18,7 +18,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app
 from pydantic import BaseModel, TypeAdapter
 
-from authz import access, catalog, jobs, joint, people, review, wire
+from authz import access, catalog, jobs, joint, people, psi_jobs, review, wire
 from authz import validate as v
 from authz.states import (
     DatasetStatus,
@@ -259,6 +259,9 @@ OPERATIONS: dict[str, Operation] = {
                               "requester (analyst)", _spec(joint.SUBMIT_SPEC),
                               _ref("JointJob"), 201, CHANGE),
     "joint.get": Operation("One joint job", "requester", None, _ref("JointJob"), 200, READ),
+    "psi.submit": Operation("Submit a private set intersection between two providers",
+                            "requester (analyst)", _spec(psi_jobs.SUBMIT_SPEC),
+                            _ref("JointJob"), 201, CHANGE),
     # -- release review ---------------------------------------------------------------------
     "reviews.queue": Operation("Jobs awaiting review on the provider's data",
                                "provider (output_checker)", None, _list_of("reviews", ANY),
@@ -312,6 +315,16 @@ OPERATIONS: dict[str, Operation] = {
     "agent_admin.signing_keys": Operation("Every signing key an agent has used, and when",
                                           "admin, regulator", None,
                                           _obj({"id": STR, "keys": _list(ANY)}), 200, READ),
+    "agents.mask_key": Operation("Announce a joint part's signed pairwise-mask key", "agent",
+                                 ANY, _obj({"joint_id": STR, "announced": INT}), 200,
+                                 CHANGE),
+    "agents.mask_keys": Operation("Every provider's mask key of the joint job, once all are "
+                                  "announced", "agent", None, ANY, 200, READ),
+    "agents.psi_message": Operation("Relay one blinded PSI message", "agent",
+                                    _obj({"data_b64": STR}), _obj({"sent": STR}), 200,
+                                    CHANGE),
+    "agents.psi_peer_message": Operation("The other part's blinded PSI message", "agent",
+                                         None, ANY, 200, READ),
     # -- ledger -----------------------------------------------------------------------------
     "ledger.public_key": Operation("The log's verifier key (note format)", "anyone", None,
                                    {}, 200, (), TEXT),

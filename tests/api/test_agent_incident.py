@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compute.protocol import requester_keygen
-from tests.api.test_joint import play_agent, submit, world
+from tests.api.test_joint import play_agents, submit, world
 from tests.conftest import Actor
 
 
@@ -45,32 +45,29 @@ def test_rotated_agent_token_replaces_the_old_one(admin: Actor, make_party: Any,
 def test_replaced_key_verifies_what_it_signed_before_and_nothing_after(
         admin: Actor, make_party: Any, keys: Any) -> None:
     w = world(make_party, admin, 3)
-    first, *others = w["hospitals"]
+    first = w["hospitals"][0]
+    old_key = first["key"]
     joint_before = submit(w, keys).json["id"]
-    assert play_agent(first).status_code == 200  # reported under the first key
+    assert all(r.status_code == 200 for r in play_agents(w["hospitals"]))
     new_key = Ed25519PrivateKey.generate()
     new_hex = new_key.public_key().public_bytes_raw().hex()
     r = admin.post(f"/agents/{first['agent'].id}/signing-key",
                    {"public_key": new_hex, "reason": "host reinstalled"})
     assert r.status_code == 200 and r.json["public_key"] == new_hex
-    for h in others:
-        play_agent(h)
+    # What the old key signed while it was current still stands.
     done = w["requester"].get(f"/joint-jobs/{joint_before}").json
     assert done["state"] == "combined", done["reason"]
 
     # After the replacement, the old key signs nothing that verifies.
+    first["key"] = new_key
     joint_after = submit(w, keys).json["id"]
-    play_agent(first)  # still signs with the old key
-    for h in others:
-        play_agent(h)
+    play_agents(w["hospitals"], forged={0: old_key})
     failed = w["requester"].get(f"/joint-jobs/{joint_after}").json
     assert failed["state"] == "failed" and "signature" in failed["reason"].lower()
 
     # With the new key it does.
     joint_new = submit(w, keys).json["id"]
-    play_agent(first, key=new_key)
-    for h in others:
-        play_agent(h)
+    play_agents(w["hospitals"])
     assert w["requester"].get(f"/joint-jobs/{joint_new}").json["state"] == "combined"
 
     history = admin.get(f"/agents/{first['agent'].id}/signing-keys").json["keys"]

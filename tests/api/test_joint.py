@@ -15,10 +15,14 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from authz.wire import RunTask
 from compute.derive import derive
 from compute.local_aggregate import local_aggregate
+from compute.masking import announce, new_mask_key, session
 from compute.protocol import decrypt_aggregate, provider_submit, requester_keygen
 from compute.spec import spec_from_json
+from containers import joint_masks as agent_masks
+from containers.runspec import ExecutorError
 from sandbox.demo_data import hospital_table
 from tests.api.helpers import approval, register
 from tests.conftest import Actor
@@ -31,8 +35,8 @@ def keys() -> Any:
     return requester_keygen()
 
 
-def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None
-          ) -> dict[str, Any]:
+def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None,
+          max_runs: int = 10) -> dict[str, Any]:
     requester = make_party("requester")
     hospitals = []
     for i in range(n):
@@ -51,7 +55,7 @@ def world(make_party: Any, admin: Actor, n: int, epsilon: float | None = None
     for i, h in enumerate(hospitals):
         extra: dict[str, Any] = {} if epsilon is None else {"epsilon_budget": epsilon + i + 1}
         r = h["provider"].post(f"/requests/{r.json['id']}/items/{h['ds']['id']}/approve",
-                               approval(max_runs=10, **extra))
+                               approval(max_runs=max_runs, **extra))
     return {"requester": requester, "hospitals": hospitals, "permit": r.json["permit_id"]}
 
 
@@ -63,21 +67,37 @@ def submit(w: dict[str, Any], keys: Any, spec: Any = SPEC, **over: Any) -> Any:
     return w["requester"].post("/joint-jobs", body)
 
 
-def play_agent(h: dict[str, Any], key: Ed25519PrivateKey | None = None) -> Any:
-    task = h["agent"].post("/agent/tasks/next").json["task"]
+def lease(h: dict[str, Any]) -> dict[str, Any]:
+    """The agent takes its part and announces its pairwise-mask key for the job."""
+    task: dict[str, Any] = h["agent"].post("/agent/tasks/next").json["task"]
     assert task["kind"] == "joint"
-    joint = task["joint"]
+    mask = new_mask_key()
+    ann = announce(mask, job_id=task["joint"]["joint_id"],
+                   provider_id=task["datasets"][0]["provider_id"], signing_key=h["key"])
+    r = h["agent"].post(f"/agent/jobs/{task['job_id']}/mask-key", ann)
+    assert r.status_code == 200, r.json
+    return {"task": task, "mask": mask, "announcement": ann}
+
+
+def finish(h: dict[str, Any], part: dict[str, Any], key: Ed25519PrivateKey | None = None
+           ) -> Any:
+    """Once every provider announced: mask, encrypt, sign, report (as the agent does)."""
+    task, joint = part["task"], part["task"]["joint"]
+    got = h["agent"].get(f"/agent/jobs/{task['job_id']}/mask-keys").json
+    assert got["complete"], got
+    pid = task["datasets"][0]["provider_id"]
+    masking = session(part["mask"], got["announcements"], job_id=joint["joint_id"],
+                      provider_id=pid, agent_keys={p: bytes.fromhex(k)
+                                                   for p, k in got["agent_keys"].items()})
     schema = {f["name"]: f["type"] for f in task["datasets"][0]["fields"]}
     spec = spec_from_json(joint["spec"], schema)
     frame = h["frame"][[f["name"] for f in task["datasets"][0]["fields"]]]
     sub, _ = provider_submit(spec, local_aggregate(joint["spec"], frame),
                              base64.b64decode(joint["public_context_b64"]),
                              joint["context_fingerprint"], job_id=joint["joint_id"],
-                             provider_id=task["datasets"][0]["provider_id"],
-                             signing_key=key or h["key"], min_cell_count=task["min_cell_count"])
+                             provider_id=pid, signing_key=key or h["key"], masking=masking,
+                             min_cell_count=task["min_cell_count"])
     raw = json.dumps(sub).encode()
-
-
     return h["agent"].post(f"/agent/jobs/{task['job_id']}/result", {
         "state": "released", "rows_read": len(frame), "bytes_read": 1, "input_sha256": "a" * 64,
         "runner_image": "img", "outputs": [{
@@ -86,15 +106,23 @@ def play_agent(h: dict[str, Any], key: Ed25519PrivateKey | None = None) -> Any:
             "content_b64": base64.b64encode(raw).decode()}]})
 
 
+def play_agents(hospitals: list[dict[str, Any]],
+                forged: dict[int, Ed25519PrivateKey] | None = None) -> list[Any]:
+    """Every hospital's agent: lease and announce first, then submit (the two phases)."""
+    parts = [lease(h) for h in hospitals]
+    return [finish(h, part, (forged or {}).get(i))
+            for i, (h, part) in enumerate(zip(hospitals, parts, strict=True))]
+
+
 def test_joint_statistics_end_to_end(make_party: Any, admin: Actor, keys: Any) -> None:
     w = world(make_party, admin, 3)
     r = submit(w, keys)
     assert r.status_code == 201, r.json
     joint_id = r.json["id"]
-    for h in w["hospitals"]:
-        assert play_agent(h).status_code == 200
+    assert all(r.status_code == 200 for r in play_agents(w["hospitals"]))
     joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
     assert joint["state"] == "combined", joint["reason"]
+    assert joint["aggregate"]["mask_keys_sha256"]
     schema = {"age": "integer", "cost": "number"}
     spec = spec_from_json(joint["spec"], schema)
     result = derive(spec, decrypt_aggregate(joint["aggregate"], keys, spec))
@@ -135,9 +163,7 @@ def test_bad_spec_is_refused_before_any_job(make_party: Any, admin: Actor, keys:
 def test_forged_signature_fails_the_joint_job(make_party: Any, admin: Actor, keys: Any) -> None:
     w = world(make_party, admin, 3)
     joint_id = submit(w, keys).json["id"]
-    play_agent(w["hospitals"][0], key=Ed25519PrivateKey.generate())
-    for h in w["hospitals"][1:]:
-        play_agent(h)
+    play_agents(w["hospitals"], forged={0: Ed25519PrivateKey.generate()})
     joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
     assert joint["state"] == "failed" and "signature" in joint["reason"].lower()
     assert joint["aggregate"] is None
@@ -153,8 +179,7 @@ def test_differential_privacy_is_charged_to_the_permit(make_party: Any, admin: A
     permit = w["requester"].get(f"/permits/{w['permit']}").json
     assert permit["epsilon_budget"] == 1.0 and permit["epsilon_spent"] == 0.0
     joint_id = submit(w, keys, spec=DP_SPEC).json["id"]
-    for h in w["hospitals"]:
-        play_agent(h)
+    play_agents(w["hospitals"])
     joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
     assert joint["state"] == "combined", joint["reason"]
     assert joint["aggregate"]["dp"]["epsilon"] == 0.5
@@ -179,8 +204,100 @@ def test_epsilon_is_reserved_at_submission_and_refunded_on_failure(
     r = submit(w, keys, spec=DP_SPEC)  # nothing left, though nothing was released yet
     assert r.status_code == 409 and "budget" in r.json["message"]
     # The first job fails (a forged signature): its reservation is given back.
-    play_agent(w["hospitals"][0], key=Ed25519PrivateKey.generate())
-    for h in w["hospitals"][1:]:
-        play_agent(h)
+    play_agents(w["hospitals"], forged={0: Ed25519PrivateKey.generate()})
     assert w["requester"].get(f"/joint-jobs/{first}").json["state"] == "failed"
     assert w["requester"].get(f"/permits/{w['permit']}").json["epsilon_spent"] == 0.5
+
+
+def test_mask_keys_are_bound_and_logged(make_party: Any, admin: Actor, keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    joint_id = submit(w, keys).json["id"]
+    hs = w["hospitals"]
+    first = lease(hs[0])
+    job = first["task"]["job_id"]
+    # Not complete until every provider announced: nobody masks against a partial set.
+    assert hs[0]["agent"].get(f"/agent/jobs/{job}/mask-keys").json["complete"] is False
+    # The same key again is a retry; another key for the same part is refused.
+    agent = hs[0]["agent"]
+    assert agent.post(f"/agent/jobs/{job}/mask-key", first["announcement"]).status_code == 200
+    other = announce(new_mask_key(), job_id=joint_id,
+                     provider_id=first["task"]["datasets"][0]["provider_id"],
+                     signing_key=hs[0]["key"])
+    assert agent.post(f"/agent/jobs/{job}/mask-key", other).status_code == 409
+    # A key signed by someone else, or for another provider's part, is refused.
+    forged = announce(new_mask_key(), job_id=joint_id,
+                      provider_id=first["task"]["datasets"][0]["provider_id"],
+                      signing_key=Ed25519PrivateKey.generate())
+    assert agent.post(f"/agent/jobs/{job}/mask-key", forged).status_code == 403
+    parts = [first, *[lease(h) for h in hs[1:]]]
+    got = agent.get(f"/agent/jobs/{job}/mask-keys").json
+    assert got["complete"] and len(got["announcements"]) == 3
+    page = make_party("regulator").get("/ledger/entries?start=0&end=1000").json
+    entries = [json.loads(base64.b64decode(e["data"])) for e in page["entries"]]
+    logged = {e["body"]["public_key"] for e in entries
+              if e["kind"] == "joint.mask_key" and e["body"]["joint_id"] == joint_id}
+    assert logged == {p["announcement"]["public_key"] for p in parts}
+    for h, part in zip(hs, parts, strict=True):
+        assert finish(h, part).status_code == 200
+    assert w["requester"].get(f"/joint-jobs/{joint_id}").json["state"] == "combined"
+
+
+def test_a_provider_that_never_submits_fails_the_job(make_party: Any, admin: Actor,
+                                                     keys: Any) -> None:
+    w = world(make_party, admin, 3)
+    joint_id = submit(w, keys).json["id"]
+    parts = [lease(h) for h in w["hospitals"]]
+    for h, part in list(zip(w["hospitals"], parts, strict=True))[:2]:
+        assert finish(h, part).status_code == 200
+    # The third provider's run fails: the other two masked sums are never combined.
+    r = w["hospitals"][2]["agent"].post(f"/agent/jobs/{parts[2]['task']['job_id']}/result", {
+        "state": "failed", "reason": "the script exited with an error status",
+        "rows_read": 0, "bytes_read": 0, "input_sha256": "a" * 64, "runner_image": "img",
+        "outputs": []})
+    assert r.status_code == 200, r.json
+    joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
+    assert joint["state"] == "failed" and joint["aggregate"] is None
+
+
+class AgentChannel:
+    """The agent's two mask-key calls, over the test client (the real controller app)."""
+
+    def __init__(self, agent: Actor) -> None:
+        self.agent = agent
+
+    def mask_key(self, job_id: str, announcement: dict[str, object]) -> None:
+        r = self.agent.post(f"/agent/jobs/{job_id}/mask-key", announcement)
+        if r.status_code >= 400:
+            raise RuntimeError(r.json["message"])
+
+    def mask_keys(self, job_id: str) -> dict[str, object]:
+        r = self.agent.get(f"/agent/jobs/{job_id}/mask-keys")
+        if r.status_code >= 400:
+            raise RuntimeError(r.json["message"])
+        out: dict[str, object] = r.json
+        return out
+
+
+def test_agent_side_waits_for_every_key(make_party: Any, admin: Actor, keys: Any,
+                                        tmp_path: Any) -> None:
+    w = world(make_party, admin, 3)
+    submit(w, keys)
+    hs = w["hospitals"]
+    tasks = [RunTask.model_validate(h["agent"].post("/agent/tasks/next").json["task"])
+             for h in hs]
+    dirs = [tmp_path / f"job{i}" for i in range(3)]
+    first = agent_masks.announce_key(AgentChannel(hs[0]["agent"]), tasks[0], dirs[0], hs[0]["key"])
+    assert (dirs[0] / agent_masks.KEY_FILE).stat().st_mode & 0o777 == 0o600
+    # Not everyone announced: the agent gives up at its deadline and submits nothing.
+    with pytest.raises(ExecutorError, match="did not arrive"):
+        agent_masks.wait_for_session(AgentChannel(hs[0]["agent"]), tasks[0], dirs[0],
+                                     hs[0]["key"], timeout_s=0.3)
+    sessions = []
+    for h, t, d in zip(hs[1:], tasks[1:], dirs[1:], strict=True):
+        agent_masks.announce_key(AgentChannel(h["agent"]), t, d, h["key"])
+    for h, t, d in zip(hs, tasks, dirs, strict=True):
+        sessions.append(agent_masks.wait_for_session(AgentChannel(h["agent"]), t, d, h["key"],
+                                                     timeout_s=5))
+    # A restarted agent reads its key back: the announced key is the one it masks with.
+    assert sessions[0].key.public_hex == first.public_hex
+    assert len({s.digest for s in sessions}) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.api.helpers import SCRIPT, permit_for
-from tests.api.test_joint import SPEC, play_agent, submit, world
+from tests.api.test_joint import SPEC, lease, submit, world
 from tests.conftest import Actor
 
 
@@ -52,12 +52,15 @@ def test_cancelled_joint_part_fails_the_joint_job(make_party: Any, admin: Actor)
 
     w = world(make_party, admin, 3)
     joint = submit(w, requester_keygen()).json
-    for h in w["hospitals"][1:]:
-        assert play_agent(h).status_code == 200
+    leased = [lease(h) for h in w["hospitals"][1:]]  # they wait for the third's mask key
     queued = [p["job_id"] for p in w["requester"].get(f"/joint-jobs/{joint['id']}").json[
         "parts"] if p["state"] == "queued"]
     assert w["requester"].post(f"/jobs/{queued[0]}/cancel").status_code == 200
     assert w["requester"].get(f"/joint-jobs/{joint['id']}").json["state"] == "failed"
+    # The waiting agents learn the job failed: they never mask against a partial key set.
+    h = w["hospitals"][1]
+    r = h["agent"].get(f"/agent/jobs/{leased[0]['task']['job_id']}/mask-keys")
+    assert r.status_code == 409
 
 
 def test_deactivating_a_requester_revokes_its_permits(admin: Actor, make_party: Any,

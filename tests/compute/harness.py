@@ -16,9 +16,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compute.derive import JointResult, derive
 from compute.dp import PrivacyBudget, add_dp_noise
+from compute.layout import Sums
 from compute.local_aggregate import local_aggregate
+from compute.masking import MaskSession, local_sessions
 from compute.protocol import (
     Backend,
+    RequesterKeys,
     combine,
     decrypt_aggregate,
     default_backend,
@@ -29,28 +32,48 @@ from compute.protocol import (
 from compute.spec import DEFAULT_MIN_PROVIDERS, JointSpec
 
 
-def run_joint(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
-              min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
-              budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
-              dp_seed: int | None = None) -> JointResult:
+def mask_sessions(job_id: str, agents: Mapping[str, Ed25519PrivateKey]
+                  ) -> tuple[dict[str, MaskSession], list[dict[str, Any]]]:
+    """Every provider's mask session for one job, and the announcements the controller holds."""
+    return local_sessions(job_id, agents)
+
+
+def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
+               min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
+               budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
+               dp_seed: int | None = None, keys: RequesterKeys | None = None
+               ) -> tuple[Sums, dict[str, Any]]:
+    """One joint job, every party in this process: the decrypted pooled sums and the
+    aggregate they came from."""
     be = backend or default_backend()
-    keys = requester_keygen(be)
+    keys = keys or requester_keygen(be)
     agent_keys = {pid: Ed25519PrivateKey.generate() for pid in provider_frames}
     normalized = spec.to_json()
+    masks, announcements = mask_sessions(job_id, agent_keys)
     subs = []
     for pid, frame in provider_frames.items():
         agg = local_aggregate(normalized, frame)
         sub, _ = provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id=job_id,
                                  provider_id=pid, signing_key=agent_keys[pid],
-                                 min_cell_count=min_cell_count, backend=be)
+                                 masking=masks[pid], min_cell_count=min_cell_count, backend=be)
         subs.append(sub)
     aggregate = combine(subs, keys.public_bytes, keys.fingerprint,
                         {p: k.public_key() for p, k in agent_keys.items()}, min_providers,
-                        backend=be)
+                        mask_announcements=announcements, backend=be)
     if spec.dp_epsilon is not None:
         aggregate = add_dp_noise(aggregate, spec, keys.public_bytes, budgets,
                                  min_cell_count=min_cell_count, backend=be, seed=dp_seed)
-    result = derive(spec, decrypt_aggregate(aggregate, keys, spec, be))
+    return decrypt_aggregate(aggregate, keys, spec, be), aggregate
+
+
+def run_joint(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
+              min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
+              budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
+              dp_seed: int | None = None) -> JointResult:
+    sums, aggregate = joint_sums(spec, provider_frames, min_cell_count, min_providers,
+                                 job_id=job_id, budgets=budgets, backend=backend,
+                                 dp_seed=dp_seed)
+    result = derive(spec, sums)
     result.dp = aggregate.get("dp")
     result.ledger = ledger_record(aggregate)
     return result

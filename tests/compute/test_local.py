@@ -34,7 +34,7 @@ def test_script_is_self_contained() -> None:
     imports = [ln for ln in Path(la.__file__).read_text().splitlines()
                if ln.startswith(("import ", "from "))]
     mods = {ln.split()[1].split(".")[0] for ln in imports}
-    assert mods <= {"__future__", "json", "os", "sys", "collections", "typing", "numpy",
+    assert mods <= {"__future__", "json", "math", "os", "sys", "collections", "typing", "numpy",
                     "pandas"}
 
 

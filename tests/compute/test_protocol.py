@@ -12,6 +12,7 @@ import pytest
 import tenseal as ts
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from compute import protocol
 from compute.backend import TensealCKKSBackend, fingerprint
 from compute.errors import (
     BadSignature,
@@ -27,17 +28,27 @@ from compute.local_aggregate import local_aggregate
 from compute.protocol import (
     RequesterKeys,
     _signed_body,
-    combine,
     decrypt_aggregate,
     provider_submit,
 )
 from compute.spec import JointSpec, parse_spec
 from tests.compute.conftest import SCHEMA
+from tests.compute.harness import mask_sessions
 
 SPEC = {"columns": ["age", "cost"], "statistics": ["count", "mean", "variance"],
         "shift": {"cost": 8000.0}}
 AGENTS = {f"h{i}": Ed25519PrivateKey.generate() for i in range(4)}
 PUBS = {p: k.public_key() for p, k in AGENTS.items()}
+# Mask keys for the three hospitals of the job, and for the job with a fourth provider.
+MASK3, ANN3 = mask_sessions("j1", {p: AGENTS[p] for p in ("h0", "h1", "h2")})
+MASK4, ANN4 = mask_sessions("j1", AGENTS)
+MASKJ, _ = mask_sessions("j", AGENTS)
+
+
+def combine(subs: list[dict[str, Any]], *args: Any, anns: Any = None, **kw: Any
+            ) -> dict[str, Any]:
+    return protocol.combine(subs, *args, mask_announcements=ANN3 if anns is None else anns,
+                            **kw)
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +57,11 @@ def spec() -> JointSpec:
 
 
 def submit(spec: JointSpec, keys: RequesterKeys, frame: pd.DataFrame, pid: str,
-           **kw: Any) -> dict[str, Any]:
+           masks: Any = None, **kw: Any) -> dict[str, Any]:
     agg = local_aggregate(spec.to_json(), frame)
     sub, _ = provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id="j1",
-                             provider_id=pid, signing_key=AGENTS[pid], **kw)
+                             provider_id=pid, signing_key=AGENTS[pid],
+                             masking=(masks or MASK3)[pid], **kw)
     return sub
 
 
@@ -104,11 +116,12 @@ def test_wrong_fingerprint_and_foreign_key(spec: JointSpec, keys: RequesterKeys,
         combine(subs, other_keys.public_bytes, keys.fingerprint, PUBS)
     # A provider encrypts under another key but lies about the fingerprint: TenSEAL cannot
     # tell, the check slot can.
-    frame = next(iter(hospitals.values()))
-    foreign = submit(spec, other_keys, frame, "h3")
+    frames = list(hospitals.values())
+    subs4 = [submit(spec, keys, f, f"h{i}", MASK4) for i, f in enumerate(frames)]
+    foreign = submit(spec, other_keys, frames[0], "h3", MASK4)
     foreign["context_fingerprint"] = keys.fingerprint
     foreign["signature"] = base64.b64encode(AGENTS["h3"].sign(_signed_body(foreign))).decode()
-    agg = combine([*subs, foreign], keys.public_bytes, keys.fingerprint, PUBS)
+    agg = combine([*subs4, foreign], keys.public_bytes, keys.fingerprint, PUBS, anns=ANN4)
     with pytest.raises(KeyMismatch, match="check slot"):
         decrypt_aggregate(agg, keys, spec)
     with pytest.raises(KeyMismatch):
@@ -134,9 +147,9 @@ def test_signature_and_tampering(keys: RequesterKeys, subs: list[dict[str, Any]]
 def test_layout_mismatch(spec: JointSpec, keys: RequesterKeys, subs: list[dict[str, Any]],
                          hospitals: dict[str, pd.DataFrame]) -> None:
     other = parse_spec({**SPEC, "statistics": ["count", "mean"]}, SCHEMA)
-    odd = submit(other, keys, next(iter(hospitals.values())), "h3")
+    odd = submit(other, keys, next(iter(hospitals.values())), "h3", MASK4)
     with pytest.raises(LayoutMismatch):
-        combine([*subs, odd], keys.public_bytes, keys.fingerprint, PUBS)
+        combine([*subs, odd], keys.public_bytes, keys.fingerprint, PUBS, anns=ANN4)
     old = copy.deepcopy(subs)
     old[0]["layout_version"] = 0
     with pytest.raises(LayoutMismatch):
@@ -159,13 +172,15 @@ def test_magnitude_overflow(spec: JointSpec, keys: RequesterKeys) -> None:
     agg["counts"]["rows"] = [2**31]
     with pytest.raises(MagnitudeOverflow):
         provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id="j",
-                        provider_id="h0", signing_key=AGENTS["h0"], min_cell_count=1)
+                        provider_id="h0", signing_key=AGENTS["h0"], masking=MASKJ["h0"],
+                        min_cell_count=1)
     with pytest.raises(KeyMismatch):
         provider_submit(spec, agg, keys.public_bytes, "0" * 64, job_id="j",
-                        provider_id="h0", signing_key=AGENTS["h0"])
+                        provider_id="h0", signing_key=AGENTS["h0"], masking=MASKJ["h0"])
     with pytest.raises(InvalidInput):
         provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id="j",
-                        provider_id="h0", signing_key=AGENTS["h0"], min_cell_count=0)
+                        provider_id="h0", signing_key=AGENTS["h0"], masking=MASKJ["h0"],
+                        min_cell_count=0)
 
 
 def test_backend_rejects_secret_as_public(keys: RequesterKeys) -> None:

@@ -1,0 +1,256 @@
+"""Private set intersection between two providers keyed by an identifier column.
+
+Scenario 3: a bank verifies how many of a company register's firms (the tax bureau's
+unified credit codes) also file social insurance, and per district how many employees they
+declare, without any party seeing the other's codes or learning which firms matched.
+
+Protocol: ECDH-PSI with cardinality only (OpenMined ``openmined-psi`` 2.0.6; Huberman,
+Franklin & Hogg 1999; the compressed-set variant of Angelou et al. 2020). One provider's
+agent is the *client* (it holds the identifier set A), the other's the *server* (identifiers
+B with a category and an integer value per identifier):
+
+1. The server draws a key ``b`` and publishes setup messages: for every group of its
+   identifiers that the spec needs, ``{H(id)^b}`` in a Golomb-compressed set (GCS).
+2. The client draws ``a`` and sends ``{H(id)^a}`` for its set (the *request*).
+3. The server answers ``{H(id)^(ab)}``, shuffled (the *response*).
+4. The client strips ``a`` and counts how many of the response's points fall in each setup
+   set: ``|A ∩ B_g|`` for each group g. The shuffle hides which of its identifiers matched.
+
+The groups: ``all`` (the cardinality), ``cat.i`` (server identifiers of category i) and,
+for sums, ``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of
+the values over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, exact for non-negative
+integers below ``2^bits``. The controller relays the messages only (blinded points and
+compressed sets); the server learns ``|A|``; the client learns the group cardinalities and
+releases only the cardinality, the per-category counts and the sums, each suppressed below
+the minimum count. Each cardinality is exact except with probability ``FPR`` (the GCS's
+false-positive rate over the request).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from private_set_intersection.python import (
+    DataStructure,
+    Request,
+    Response,
+    ServerSetup,
+    client,
+    server,
+)
+
+from compute.errors import InvalidInput, MagnitudeOverflow, PolicyViolation
+
+FPR = 1e-9
+MAX_VALUE_BITS = 32
+MAX_CATEGORIES = 64
+Category = str | int | float
+
+
+@dataclass(frozen=True)
+class PSISpec:
+    id_column: str
+    category_column: str | None = None
+    categories: tuple[Category, ...] = ()
+    value_column: str | None = None
+    value_bits: int = 20
+
+    def groups(self) -> list[str]:
+        """Every server-side group whose intersection size the client learns."""
+        out = ["all"]
+        cats = [f"cat.{i}" for i in range(len(self.categories))]
+        out += cats
+        if self.value_column is not None:
+            for prefix in ["", *(f"{c}." for c in cats)]:
+                out += [f"{prefix}bit.{j}" for j in range(self.value_bits)]
+        return out
+
+
+def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
+    """``{"id": col, "categories": {"column": c, "values": [...]}, "value": {"column": v,
+    "bits": 20}}``: columns of the server's dataset except ``id``, which both share."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("psi", "type", "psi: must be an object")
+    for key in raw:
+        if key not in ("id", "categories", "value"):
+            raise InvalidInput(f"psi.{key}", "unknown_field", f"psi.{key}: not a psi field")
+
+    def column(name: object, fld: str, numeric: bool = False) -> str:
+        if not isinstance(name, str) or name not in schema:
+            raise InvalidInput(fld, "unknown_column", f"{fld}: no such column")
+        if numeric and schema[name] not in ("integer", "number"):
+            raise InvalidInput(fld, "not_numeric", f"{fld}: column {name!r} is not numeric")
+        return name
+
+    spec = PSISpec(column(raw.get("id"), "psi.id"))
+    if (cats := raw.get("categories")) is not None:
+        if not isinstance(cats, Mapping):
+            raise InvalidInput("psi.categories", "type", "psi.categories: must be an object")
+        values = cats.get("values")
+        if not isinstance(values, list) or not 1 <= len(values) <= MAX_CATEGORIES or any(
+                isinstance(v, bool) or not isinstance(v, str | int | float) for v in values):
+            raise InvalidInput("psi.categories.values", "type",
+                               f"psi.categories.values: 1-{MAX_CATEGORIES} strings or numbers")
+        if len({str(v) for v in values}) != len(values):
+            raise InvalidInput("psi.categories.values", "duplicate", "categories repeat")
+        spec = PSISpec(spec.id_column, column(cats.get("column"), "psi.categories.column"),
+                       tuple(values))
+    if (val := raw.get("value")) is not None:
+        if not isinstance(val, Mapping):
+            raise InvalidInput("psi.value", "type", "psi.value: must be an object")
+        bits = val.get("bits", 20)
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= \
+                MAX_VALUE_BITS:
+            raise InvalidInput("psi.value.bits", "range", f"psi.value.bits: 1-{MAX_VALUE_BITS}")
+        spec = PSISpec(spec.id_column, spec.category_column, spec.categories,
+                       column(val.get("column"), "psi.value.column", numeric=True), bits)
+    if spec.id_column in (spec.category_column, spec.value_column):
+        raise InvalidInput("psi.id", "duplicate", "psi.id: the identifier is not a category "
+                           "or a value")
+    return spec
+
+
+def _norm(v: object) -> str:
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()
+
+
+def identifiers(frame: pd.DataFrame, column: str) -> list[str]:
+    """Distinct, normalized identifiers (missing ones dropped): PSI is over sets."""
+    ids = frame[column].dropna().map(_norm)
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+# ---- server (the provider holding categories and values) -------------------------------
+
+def _server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
+    rows = frame.dropna(subset=[spec.id_column])
+    rows = rows.assign(_id=rows[spec.id_column].map(_norm))
+    rows = rows[rows["_id"] != ""].drop_duplicates("_id")  # one row per identifier
+    groups = {"all": rows["_id"].tolist()}
+    cat_masks: list[tuple[str, Any]] = [("", np.ones(len(rows), dtype=bool))]
+    if spec.category_column is not None:
+        keys = rows[spec.category_column].map(_norm)
+        for i, c in enumerate(spec.categories):
+            mask = (keys == _norm(c)).to_numpy()
+            groups[f"cat.{i}"] = rows["_id"][mask].tolist()
+            cat_masks.append((f"cat.{i}.", mask))
+    if spec.value_column is not None:
+        vals = pd.to_numeric(rows[spec.value_column], errors="coerce").to_numpy(dtype=float)
+        vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
+        if np.any(vals < 0) or np.any(vals != np.round(vals)) or np.any(
+                vals >= 2.0 ** spec.value_bits):
+            # Never the value itself: it is derived from the provider's data.
+            raise MagnitudeOverflow("psi.value.column", "psi.value.column: sums over the "
+                                    "intersection need non-negative integers below "
+                                    f"2^{spec.value_bits}")
+        ints = vals.astype(np.int64)
+        for prefix, mask in cat_masks:
+            for j in range(spec.value_bits):
+                hit = mask & ((ints >> j) & 1).astype(bool)
+                groups[f"{prefix}bit.{j}"] = rows["_id"][hit].tolist()
+    # Every group is padded with random identifiers (128 bits: they match nothing) to the
+    # size of the whole set, so no message's size tells the controller or the client how
+    # many of the server's identifiers fall in a category or have a value bit set.
+    size = len(groups["all"])
+    for ids in groups.values():
+        ids.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(ids)))
+    return groups
+
+
+def server_setup(spec: PSISpec, frame: pd.DataFrame, client_size: int
+                 ) -> tuple[bytes, dict[str, bytes]]:
+    """A fresh key (kept by the server's agent) and one setup message per group."""
+    psi_server = server.CreateWithNewKey(False)
+    groups = _server_groups(spec, frame)
+    setups = {g: psi_server.CreateSetupMessage(FPR, max(client_size, 1), ids,
+                                               DataStructure.GCS).SerializeToString()
+              for g, ids in groups.items()}
+    return bytes(psi_server.GetPrivateKeyBytes()), setups
+
+
+def request_size(request: bytes) -> int:
+    """How many identifiers a request holds (the server learns |A|, nothing else)."""
+    req = Request()
+    req.ParseFromString(request)
+    return len(req.encrypted_elements)
+
+
+def server_respond(key: bytes, request: bytes, *, min_request: int) -> bytes:
+    """Answer one request, only for a set of at least ``min_request`` identifiers."""
+    req = Request()
+    req.ParseFromString(request)
+    if len(req.encrypted_elements) < min_request:
+        raise PolicyViolation("the other provider's identifier set is smaller than the "
+                              "minimum count: no intersection is computed")
+    psi_server = server.CreateFromKey(key, False)
+    return bytes(psi_server.ProcessRequest(req).SerializeToString())
+
+
+# ---- client (the provider holding the identifier set it intersects) ---------------------
+
+def client_request(ids: list[str]) -> tuple[bytes, bytes]:
+    psi_client = client.CreateWithNewKey(False)
+    return bytes(psi_client.GetPrivateKeyBytes()), \
+        bytes(psi_client.CreateRequest(ids).SerializeToString())
+
+
+def client_cardinalities(key: bytes, setups: Mapping[str, bytes], response: bytes
+                         ) -> dict[str, int]:
+    psi_client = client.CreateFromKey(key, False)
+    resp = Response()
+    resp.ParseFromString(response)
+    out = {}
+    for g, raw in setups.items():
+        setup = ServerSetup()
+        setup.ParseFromString(raw)
+        out[g] = int(psi_client.GetIntersectionSize(setup, resp))
+    return out
+
+
+def release(spec: PSISpec, cards: Mapping[str, int], min_count: int) -> dict[str, Any]:
+    """What leaves the client's agent: counts and sums, each suppressed below ``min_count``
+    (a suppressed count takes its sum with it). Per-bit counts never leave."""
+    def total(prefix: str) -> int:
+        return sum(cards[f"{prefix}bit.{j}"] << j for j in range(spec.value_bits))
+
+    suppressed = 0
+    n = cards["all"]
+    out: dict[str, Any] = {"intersection": n if n >= min_count else None,
+                           "min_count": min_count}
+    if n < min_count:
+        suppressed += 1
+    if spec.value_column is not None:
+        out["sum"] = total("") if n >= min_count else None
+    if spec.category_column is not None:
+        cells = []
+        for i, c in enumerate(spec.categories):
+            cnt = cards[f"cat.{i}"]
+            ok = cnt >= min_count and n >= min_count
+            suppressed += 0 if ok else 1
+            cell: dict[str, Any] = {"category": c, "count": cnt if ok else None}
+            if spec.value_column is not None:
+                cell["sum"] = total(f"cat.{i}.") if ok else None
+            cells.append(cell)
+        out["categories"] = cells
+    out["suppressed_cells"] = suppressed
+    return out
+
+
+def run_psi(spec: PSISpec, client_frame: pd.DataFrame, server_frame: pd.DataFrame,
+            min_count: int = 10) -> tuple[dict[str, Any], dict[str, int]]:
+    """Both roles in one process (tests, benchmarks): the release and the bytes exchanged."""
+    ids = identifiers(client_frame, spec.id_column)
+    skey, setups = server_setup(spec, server_frame, len(ids))
+    ckey, request = client_request(ids)
+    response = server_respond(skey, request, min_request=min_count)
+    cards = client_cardinalities(ckey, setups, response)
+    sizes = {"setup": sum(len(s) for s in setups.values()), "request": len(request),
+             "response": len(response)}
+    return release(spec, cards, min_count), sizes

@@ -1,0 +1,133 @@
+"""Private set intersection (openmined-psi) against a plain intersection, and what each
+party's messages hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from private_set_intersection.python import Request, Response
+
+from compute.errors import InvalidInput, MagnitudeOverflow, PolicyViolation
+from compute.psi import (
+    PSISpec,
+    client_cardinalities,
+    client_request,
+    identifiers,
+    parse_psi_spec,
+    run_psi,
+    server_respond,
+    server_setup,
+)
+
+DISTRICTS = ["Huangpu", "Xuhui", "Pudong", "Minhang"]
+SERVER_SCHEMA = {"credit_code": "string", "district": "string", "employees": "integer"}
+
+
+def credit_codes(rng: np.random.Generator, n: int) -> list[str]:
+    return [f"91310{x:013d}" for x in rng.choice(10**12, size=n, replace=False)]
+
+
+@pytest.fixture(scope="module")
+def registers() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scenario 3: the tax bureau's firms (client) and social insurance filings (server)."""
+    rng = np.random.default_rng(3)
+    codes = credit_codes(rng, 1000)
+    tax = pd.DataFrame({"credit_code": codes[:600]})
+    social = pd.DataFrame({"credit_code": codes[200:1000],
+                           "district": rng.choice([*DISTRICTS, "Other"], 800,
+                                                  p=[0.3, 0.3, 0.3, 0.07, 0.03]),
+                           "employees": rng.integers(0, 900, 800)})
+    social.loc[5, "employees"] = None
+    return tax, social
+
+
+def plain(tax: pd.DataFrame, social: pd.DataFrame) -> pd.DataFrame:
+    return social[social["credit_code"].isin(set(tax["credit_code"]))]
+
+
+def test_matches_a_plain_intersection(registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    tax, social = registers
+    spec = parse_psi_spec({"id": "credit_code",
+                           "categories": {"column": "district", "values": DISTRICTS},
+                           "value": {"column": "employees", "bits": 10}}, SERVER_SCHEMA)
+    out, sizes = run_psi(spec, tax, social, min_count=10)
+    want = plain(tax, social)
+    assert out["intersection"] == len(want) == 400
+    assert out["sum"] == int(want["employees"].fillna(0).sum())
+    for cell in out["categories"]:
+        sub = want[want["district"] == cell["category"]]
+        if len(sub) >= 10:
+            assert cell["count"] == len(sub)
+            assert cell["sum"] == int(sub["employees"].fillna(0).sum())
+        else:  # Minhang: below the minimum count, suppressed with its sum
+            assert cell["count"] is None and cell["sum"] is None
+    assert out["suppressed_cells"] == sum(
+        1 for d in DISTRICTS if (want["district"] == d).sum() < 10)
+    assert sizes["request"] > 0 and sizes["response"] > 0 and sizes["setup"] > 0
+
+
+def test_no_identifier_crosses_and_matches_stay_hidden(
+        registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    tax, social = registers
+    spec = PSISpec("credit_code")
+    ids = identifiers(tax, "credit_code")
+    skey, setups = server_setup(spec, social, len(ids))
+    ckey, request = client_request(ids)
+    response = server_respond(skey, request, min_request=10)
+    # What the controller relays: blinded points and compressed sets, no identifier (nor
+    # any 8-character piece of one) in the clear.
+    relayed = request + response + b"".join(setups.values())
+    for code in [*ids[:50], *social["credit_code"].head(50)]:
+        assert code.encode() not in relayed and code[-8:].encode() not in relayed
+    assert client_cardinalities(ckey, setups, response) == {"all": 400}
+    # The response comes back sorted, not in the request's order: which point answers which
+    # request item, and so which of the client's identifiers matched, is not in it.
+    resp = Response()
+    resp.ParseFromString(response)
+    points = list(resp.encrypted_elements)
+    assert points == sorted(points)
+    req = Request()
+    req.ParseFromString(request)
+    assert len(points) == len(req.encrypted_elements)
+
+
+def test_refusals(registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    tax, social = registers
+    spec = PSISpec("credit_code")
+    out, _ = run_psi(spec, tax.head(250), social, min_count=100)  # 50 matches < 100
+    assert out["intersection"] is None and out["suppressed_cells"] == 1
+    with pytest.raises(PolicyViolation, match="minimum count"):
+        run_psi(spec, tax.head(5), social, min_count=10)  # a probe of a few identifiers
+    bad = social.assign(employees=social["employees"].fillna(0) - 1000)
+    with pytest.raises(MagnitudeOverflow) as err:
+        run_psi(PSISpec("credit_code", value_column="employees", value_bits=10), tax, bad)
+    assert "-" not in err.value.args[0].split(":", 1)[1].replace("non-negative", "")
+    for raw, rule in (({"id": "nope"}, "unknown_column"),
+                      ({"id": "credit_code", "value": {"column": "district"}}, "not_numeric"),
+                      ({"id": "credit_code", "value": {"column": "employees", "bits": 64}},
+                       "range"),
+                      ({"id": "credit_code", "join": 1}, "unknown_field")):
+        with pytest.raises(InvalidInput) as e:
+            parse_psi_spec(raw, SERVER_SCHEMA)
+        assert e.value.rule == rule
+
+
+def test_identifiers_are_normalized_sets() -> None:
+    frame = pd.DataFrame({"id": [" A1", "A1", None, "", 12.0, "12"]})
+    got: Any = identifiers(frame, "id")
+    assert got == ["A1", "12"]
+
+
+def test_setup_sizes_do_not_reveal_group_sizes(
+        registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    _, social = registers
+    spec = PSISpec("credit_code", "district", tuple(DISTRICTS), "employees", 4)
+    _, setups = server_setup(spec, social.fillna({"employees": 0}).assign(
+        employees=lambda f: f["employees"] % 16), 600)
+    sizes = [len(s) for s in setups.values()]
+    # Minhang holds about 7 % of the server's identifiers and "all" 100 %: padded, every
+    # compressed set has (within Golomb coding's variation) the same size.
+    assert max(sizes) / min(sizes) < 1.05
