@@ -20,6 +20,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, ops, parties
     from sandbox.api import people as people_api
     from sandbox.metrics import Metrics, ObservedLog
+    from sandbox.web import init_app as init_web
 
     loaded = settings.load_settings()
     app = Flask(__name__, instance_path=str(loaded.instance))
@@ -58,6 +59,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
                ledger_api.bp, ops.bp, people_api.bp):
         app.register_blueprint(bp)
+    init_web(app)
     return app
 
 
