@@ -16,7 +16,7 @@ from sqlalchemy import select
 from authz.models import Person
 from authz.web_sessions import WebSession
 from sandbox import db
-from tests.api.helpers import approval, permit_for, request_access
+from tests.api.helpers import permit_for, request_access
 from tests.conftest import PASSWORD, Actor
 from tests.web.conftest import World
 from tests.web.helpers import Browser
