@@ -21,6 +21,7 @@ from sandbox.web.session import page
 
 bp = Blueprint("provider", __name__, url_prefix="/provider")
 FIELD_ROWS = 6  # empty rows the register form starts with (a script adds more)
+USAGE_ROWS = 200  # rows of the usage table (the latest jobs)
 
 
 def _pending() -> list[dict[str, Any]]:
@@ -150,11 +151,12 @@ def _register_form(fields: list[dict[str, str]], error: dict[str, Any] | None,
 @bp.get("/usage")
 @page("provider")
 def usage() -> str:
-    rows = jobs.usage(db.ctx(), auth.party())
-    rows.reverse()
-    return render_template("web/provider/usage.html", rows=rows,
-                           by_day=charts.bars(charts.per_day(rows), charts.DAYS_LABEL),
-                           by_requester=charts.bars(charts.per_requester(rows),
+    every = jobs.usage(db.ctx(), auth.party())
+    # The charts count every job; the table lists the latest (the JSON API has them all).
+    return render_template("web/provider/usage.html", rows=every[::-1][:USAGE_ROWS],
+                           total=len(every),
+                           by_day=charts.bars(charts.per_day(every), charts.DAYS_LABEL),
+                           by_requester=charts.bars(charts.per_requester(every),
                                                     charts.REQUESTER_LABEL))
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from flask import Blueprint, Response, render_template, request
 from werkzeug.wrappers.response import Response as BaseResponse
 
+from authz.states import OutputDecision
 from compute.errors import InvalidInput
 from ledger import api_payloads as payloads
-from ledger.entry import decode_entry
 from ledger.errors import EntryNotFoundError
 from sandbox import db
 from sandbox.web import ledger_view as lv
@@ -65,7 +65,7 @@ def entry(index: int) -> str:
     data = db.log().entries(db.session(), index, index + 1)
     if not data:
         raise EntryNotFoundError(f"no entry {index}")
-    e = decode_entry(data[0], check_canonical=False)
+    e = lv.read_entry(data[0])
     return render_template("web/regulator/entry.html", entry=e, rows=lv.flatten(e["body"]),
                            status=lv.checkpoint_status(db.session(), db.ctx().now()),
                            server_vkey=db.services().signer.vkey())
@@ -112,7 +112,7 @@ def _report_rows(start: str, end: str) -> list[dict[str, Any]]:
             "rows": audit.get("data_volume", {}).get("rows", ""),
             "code_sha256": b.get("script_sha256", ""),
             "released_outputs": " ".join(o["name"] for o in b.get("outputs", [])
-                                         if o.get("decision") == "released")})
+                                         if o.get("decision") == OutputDecision.RELEASED)})
     return rows
 
 

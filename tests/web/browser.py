@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +89,15 @@ class Page:
         self.shots += 1
         slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-")[:60] or "page"
         self.driver.save_screenshot(str(SHOTS / f"{self.name}-{self.shots:02d}-{slug}.png"))
-        errors = [e["message"] for e in self.driver.get_log("browser")
+        errors = [e["message"] for e in self.console()
                   if "Content Security Policy" in e["message"]
                   or "Refused to" in e["message"]]
         assert errors == [], errors
+
+    def console(self) -> list[dict[str, Any]]:
+        """The browser console's messages since the last call."""
+        found: list[dict[str, Any]] = self.driver.get_log("browser")  # type: ignore[no-untyped-call]
+        return found
 
     def find(self, css: str) -> WebElement:
         return WebDriverWait(self.driver, WAIT_S).until(
@@ -116,11 +120,3 @@ class Page:
         self.open("/sign-in")
         self.fill({"#email": email, "#password": password})
         self.submit("main form button[type=submit]", "signed-in")
-
-
-@pytest.fixture
-def pages() -> Iterator[list[Page]]:
-    opened: list[Page] = []
-    yield opened
-    for p in opened:
-        p.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,7 @@ from flask import Flask
 
 from tests.api.helpers import register
 from tests.conftest import Actor
+from tests.web.browser import Page
 from tests.web.helpers import Browser, web_person
 
 
@@ -38,3 +40,12 @@ def person(app: Flask, admin: Actor) -> Any:
         return web_person(app, admin, party, *roles)
 
     return make
+
+
+@pytest.fixture
+def pages() -> Iterator[list[Page]]:
+    """Browser windows a test opened; closed after it."""
+    opened: list[Page] = []
+    yield opened
+    for p in opened:
+        p.close()

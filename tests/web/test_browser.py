@@ -12,7 +12,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -25,7 +24,7 @@ from sandbox.bootstrap import create_first_admin
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 from tests.conftest import PASSWORD
-from tests.web.browser import WAIT_S, Api, Page, pages  # noqa: F401  (fixture)
+from tests.web.browser import WAIT_S, Api, Page
 
 pytestmark = pytest.mark.browser
 SCRIPT = "import pandas as pd\nprint('mean cost by age band')\n"
@@ -281,5 +280,4 @@ def test_csrf_refusal_and_policy_in_the_browser(live: Live, pages: list[Page]) -
         "const s = document.createElement('script'); s.textContent = "
         "'document.body.dataset.injected = 1'; document.body.appendChild(s);")
     assert analyst.driver.execute_script("return document.body.dataset.injected") is None
-    logs: list[Any] = analyst.driver.get_log("browser")
-    assert any("Content Security Policy" in e["message"] for e in logs)
+    assert any("Content Security Policy" in e["message"] for e in analyst.console())
