@@ -29,6 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import delete, insert
 
@@ -81,7 +82,7 @@ def api(client: FlaskClient, token: str, method: str, path: str, body: Any = Non
     return r.get_json()
 
 
-def web_client(app: Any, email: str) -> FlaskClient:
+def web_client(app: Flask, email: str) -> FlaskClient:
     c = app.test_client()
     c.get("/sign-in")
     token = c.get_cookie("sandbox_csrf")
