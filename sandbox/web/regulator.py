@@ -79,6 +79,20 @@ def entry_receipt(index: int) -> dict[str, Any]:
     return payloads.receipt_payload(db.log(), db.session(), index)
 
 
+@bp.get("/ledger/consistency.json")
+@page(*AUDITORS)
+def consistency() -> dict[str, Any]:
+    """A consistency proof between two tree sizes (as ``GET /api/v1/ledger/proof/
+    consistency``), for the browser's check against the checkpoint it saved."""
+    sizes = []
+    for name in ("old", "new"):
+        raw = request.args.get(name, "")
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+            raise InvalidInput(name, "must be a tree size")
+        sizes.append(int(raw))
+    return payloads.consistency_payload(db.log(), db.session(), sizes[0], sizes[1])
+
+
 def _quarter() -> tuple[str, str, str]:
     raw = request.args.get("quarter", "")
     if not raw:

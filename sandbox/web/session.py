@@ -129,6 +129,9 @@ def _check_csrf() -> None:
             raise CsrfRefused("cross-origin form post refused")
     sent = request.form.get("csrf_token", "")
     signed = current()
+    if signed is None and g.get("clear_session_cookie"):
+        # The form came from a session that has since ended: sign in again.
+        raise Unauthenticated("the session has ended")
     expected = signed.csrf_token if signed else request.cookies.get(ANON_CSRF_COOKIE, "")
     if not expected or not hmac.compare_digest(sent.encode(), expected.encode()):
         raise CsrfRefused("the form's security token is missing or stale; reload the page")
@@ -242,6 +245,9 @@ SIGN_IN_SPEC = [
 
 def sign_in() -> str | tuple[str, int] | BaseResponse:
     nxt = _safe_next(request.values.get("next"))
+    earlier = current()
+    if request.method == "GET" and earlier is not None:
+        return redirect(nxt or url_for(LANDING[earlier.party.role]))
     if request.method == "GET":
         return render_template("web/sign_in.html", next=nxt or "", error=None)
     form = {k: request.form.get(k, "") for k in ("email", "password", "totp")}
@@ -255,6 +261,8 @@ def sign_in() -> str | tuple[str, int] | BaseResponse:
         # 401: the edge counts it against the address like a failed token.
         return render_template("web/sign_in.html", next=nxt or "", email=form["email"],
                                error=_("Sign-in failed: wrong email, password or code.")), 401
+    if earlier is not None:
+        ws.end(db.session(), earlier.session_id)  # one session per sign-in
     lifetime = timedelta(seconds=int(current_app.config["WEB_LIFETIME_S"]))
     started = ws.start(db.ctx(), person, lifetime)
     db.ctx().record("person.signed_in", person.id, {"person_id": person.id,

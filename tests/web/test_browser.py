@@ -188,6 +188,24 @@ def test_regulator_verifies_an_entry_in_the_browser_and_exports(
         lambda d: result.get_attribute("data-state") in ("verified", "failed"))
     auditor.settle("entry-verified")
     assert result.get_attribute("data-state") == "verified", result.text
+    consistency = auditor.find("#consistency-result")
+    assert consistency.get_attribute("data-state") == "saved", consistency.text
+    # The log grows; verified again, the browser proves it extends the saved checkpoint.
+    seen = regulator_api_checkpoint_size(regulator_api)
+    org(live, "requester")
+    deadline = time.monotonic() + WAIT_S
+    while regulator_api_checkpoint_size(regulator_api) <= seen:
+        assert time.monotonic() < deadline, "no new checkpoint"
+        time.sleep(0.2)
+    auditor.find("#verify-button").click()
+    WebDriverWait(auditor.driver, WAIT_S).until(
+        lambda d: consistency.get_attribute("data-state") in ("consistent", "failed"))
+    auditor.settle("entry-consistent")
+    assert consistency.get_attribute("data-state") == "consistent", consistency.text
+    refused = auditor.driver.execute_async_script(FORK_JS)
+    assert refused == ["rollback: the log is smaller than the saved checkpoint",
+                       "the consistency proof does not match the roots",
+                       "same size, different roots: the log forked"], refused
     # A key the checkpoint was not signed with: the browser refuses, whatever the server says.
     other = generate_signer("other.example/log")
     box = auditor.find("#vkey")
@@ -237,6 +255,21 @@ const flip = (b64text) => {
   for (const [name, change] of Object.entries(cases)) {
     try { await verifyReceipt(change(receipt), key); out[name] = "ok"; }
     catch (e) { out[name] = e.message; }
+  }
+  done(out);
+})();
+"""
+
+
+FORK_JS = """
+const done = arguments[0];
+const root = new Uint8Array(32), other = new Uint8Array(32).fill(7);
+const h = new Uint8Array(32).fill(1);
+(async () => {
+  const out = [];
+  for (const args of [[5n, 3n, root, root, []], [3n, 5n, root, other, [h, h, h, h]],
+                      [4n, 4n, root, other, []]]) {
+    try { await verifyConsistency(...args); out.push("ok"); } catch (e) { out.push(e.message); }
   }
   done(out);
 })();

@@ -6,6 +6,7 @@
 "use strict";
 
 const PIN = "sandbox.logVerifierKey";
+const SAVED = "sandbox.lastCheckpoint";
 const enc = new TextEncoder();
 
 function fail(msg) { throw new Error(msg); }
@@ -99,6 +100,65 @@ async function inclusionRoot(leaf, index, size, proof) {
   return r;
 }
 
+// RFC 9162 §2.1.4.2, as ledger/merkle.py::verify_consistency.
+async function verifyConsistency(oldSize, newSize, oldRoot, newRoot, proof) {
+  const one = new Uint8Array([1]);
+  if (proof.some((p) => p.length !== 32)) fail("a proof hash is not 32 bytes");
+  if (oldSize > newSize) fail("rollback: the log is smaller than the saved checkpoint");
+  if (oldSize === newSize) {
+    if (proof.length) fail("a proof between equal sizes must be empty");
+    if (!equal(oldRoot, newRoot)) fail("same size, different roots: the log forked");
+    return;
+  }
+  if (oldSize === 0n) {
+    if (proof.length) fail("a proof from the empty tree must be empty");
+    return;
+  }
+  if (!proof.length) fail("empty consistency proof");
+  const path = [...proof];
+  if ((oldSize & (oldSize - 1n)) === 0n) path.unshift(oldRoot);
+  let fn = oldSize - 1n, sn = newSize - 1n;
+  while (fn & 1n) { fn >>= 1n; sn >>= 1n; }
+  let fr = path[0], sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0n) fail("consistency proof too long");
+    if ((fn & 1n) || fn === sn) {
+      fr = await sha256(concat(one, c, fr));
+      sr = await sha256(concat(one, c, sr));
+      if (!(fn & 1n)) {
+        while (fn && !(fn & 1n)) { fn >>= 1n; sn >>= 1n; }
+      }
+    } else {
+      sr = await sha256(concat(one, sr, c));
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  if (sn !== 0n) fail("consistency proof too short");
+  if (!equal(fr, oldRoot) || !equal(sr, newRoot)) fail("the consistency proof does not match the roots");
+}
+
+// The log shown now extends the checkpoint this browser saved last (no rollback, no fork).
+async function checkSaved(box, key, cp, note) {
+  const saved = localStorage.getItem(SAVED);
+  let before = null;
+  if (saved) {
+    const old = parseCheckpoint(await verifyNote(saved, key));
+    before = old.size;
+    if (old.origin !== cp.origin) fail("the saved checkpoint is of another log");
+    let proof = [];
+    if (old.size !== 0n && old.size < cp.size) {
+      const url = box.dataset.consistencyUrl + "?old=" + old.size + "&new=" + cp.size;
+      const answer = await fetch(url, { credentials: "same-origin" });
+      if (!answer.ok) fail("HTTP " + answer.status);
+      proof = (await answer.json()).proof.map(b64);
+    }
+    await verifyConsistency(old.size, cp.size, old.root, cp.root, proof);
+  }
+  localStorage.setItem(SAVED, note);
+  return before;
+}
+
 async function verifyReceipt(receipt, vkeyText) {
   if (receipt.format !== "sandbox-ledger-receipt/v1") fail("not a sandbox-ledger-receipt/v1");
   const key = await parseVkey(vkeyText);
@@ -134,10 +194,23 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       const answer = await fetch(box.dataset.receiptUrl, { credentials: "same-origin" });
       if (!answer.ok) fail("HTTP " + answer.status);
-      const { cp } = await verifyReceipt(await answer.json(), input.value);
+      const receipt = await answer.json();
+      const { cp, key } = await verifyReceipt(receipt, input.value);
       result.className = "ok";
       result.dataset.state = "verified";
       result.textContent = result.dataset.ok + " (" + cp.origin + ", " + cp.size + ")";
+      const consistency = document.getElementById("consistency-result");
+      try {
+        const before = await checkSaved(box, key, cp, receipt.checkpoint);
+        consistency.className = "ok";
+        consistency.dataset.state = before === null ? "saved" : "consistent";
+        consistency.textContent = before === null ? consistency.dataset.first
+          : consistency.dataset.ok + " (" + before + " → " + cp.size + ")";
+      } catch (e) {
+        consistency.className = "error";
+        consistency.dataset.state = "failed";
+        consistency.textContent = consistency.dataset.fail + " " + e.message;
+      }
     } catch (e) {
       result.className = "error";
       result.dataset.state = "failed";
