@@ -13,7 +13,8 @@ from flask import Blueprint, Flask
 
 from sandbox.web import i18n, operator, provider, regulator, requester, session
 
-#: Defaults of the web settings (``create_app(test_config)`` overrides them).
+#: The web settings' defaults, for an app made without sandbox.settings (the controller
+#: reads SANDBOX_WEB_* into these keys; ``create_app(test_config)`` overrides them).
 DEFAULTS = {
     "WEB_IDLE_S": 30 * 60,  # a session ends after this long without a request
     "WEB_LIFETIME_S": 12 * 3600,  # and at the latest this long after sign-in

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from babel.messages.catalog import Catalog
-from babel.messages.extract import extract_from_dir
+from babel.messages.extract import DEFAULT_KEYWORDS, extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po, write_po
 
@@ -22,13 +22,15 @@ HERE = Path(__file__).parent
 TRANSLATIONS = HERE / "translations"
 LOCALES = ("zh",)
 METHODS = [("**.py", "python"), ("templates/**.html", "jinja2")]
+#: Babel's gettext names, and ``_l``, flask_babel.lazy_gettext (sandbox/web/labels.py).
+KEYWORDS = {**DEFAULT_KEYWORDS, "_l": None}
 
 
 def extracted() -> set[str]:
     """Every message id the web package's code and templates use."""
     ids: set[str] = set()
     for _file, _line, message, _comments, _context in extract_from_dir(
-            str(HERE), METHODS, {"templates/**.html": {}}):
+            str(HERE), METHODS, {"templates/**.html": {}}, keywords=KEYWORDS):
         ids.add(message if isinstance(message, str) else message[0])
     return ids
 

@@ -97,8 +97,10 @@ def page(log: TransparencyLog, session: Session, f: Filters, before: int | None)
     found: list[dict[str, Any]] = []
     scanned = 0
     pos = hi
+    # Unfiltered, the page is the last PAGE_SIZE entries: read no more than those.
+    chunk = CHUNK if needles else PAGE_SIZE
     while pos > lo and len(found) < PAGE_SIZE and scanned < SCAN_BUDGET:
-        start = max(lo, pos - CHUNK)
+        start = max(lo, pos - chunk)
         batch = log.entries(session, start, pos)
         for offset in range(len(batch) - 1, -1, -1):
             data = batch[offset]

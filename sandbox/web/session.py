@@ -36,6 +36,7 @@ from compute.errors import InvalidInput, SandboxError, Unauthenticated
 from ledger.errors import LedgerError
 from sandbox import auth, db, edge
 from sandbox.web.i18n import LANG_COOKIE, LANGUAGES, ONE_YEAR_S
+from sandbox.web.labels import state_label
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -225,7 +226,7 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule("/language", "language", language, methods=["POST"])
     # Globals, not context: imported macros (web/_macros.html) see them too.
     bp.record_once(lambda state: state.app.jinja_env.globals.update(
-        csrf_token=csrf_token, LANDING=LANDING))
+        csrf_token=csrf_token, LANDING=LANDING, state_label=state_label))
     bp.app_context_processor(lambda: {"signed_in": current()})
 
 
