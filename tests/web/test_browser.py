@@ -7,6 +7,8 @@ build/web-screenshots/.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -136,6 +138,7 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     assert "pricing-v2" in steward.text() and "age, cost" in steward.text()
     steward.fill({"section.card input[name=max_runs]": "3",
                   "section.card textarea[name=risk_assessment]": "aggregates only"})
+    steward.find("section.card select[name=script_release] option[value=automatic]").click()
     steward.submit("section.card form button[type=submit]", "approved")
     permit_id = requester_api.get("/requests")["requests"][0]["permit_id"]
     assert permit_id
@@ -150,6 +153,34 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     assert "/requester/jobs/job_" in analyst.driver.current_url
     assert analyst.find("#job-state").text == ("排队中" if zh else "queued")
     assert analyst.find("ol.steps li[aria-current=step]").text == ("排队中" if zh else "queued")
+
+    # The provider's agent runs it (over the agent API, as the agent process does); the
+    # job page, refreshing itself, shows the released table and offers the receipt.
+    job_id = analyst.driver.current_url.rsplit("/", 1)[1]
+    finish_run(agent_api, job_id)
+    WebDriverWait(analyst.driver, WAIT_S).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "table.result"))
+    analyst.settle("job-released")
+    table = analyst.find("table.result")
+    assert [c.text for c in table.find_elements(By.CSS_SELECTOR, "th")] == ["age_band",
+                                                                           "mean_cost"]
+    assert "40-64" in table.text
+    fetch_receipt = ("const done = arguments[0]; fetch(document.querySelector("
+                     "'a[href$=\"/receipt\"]').href).then(async (r) => done([r.status, "
+                     "r.headers.get('content-disposition'), (await r.json()).format]));")
+    deadline = time.monotonic() + WAIT_S
+    receipt = analyst.driver.execute_async_script(fetch_receipt)
+    while receipt[0] != 200 and time.monotonic() < deadline:  # until a checkpoint covers it
+        time.sleep(0.2)
+        receipt = analyst.driver.execute_async_script(fetch_receipt)
+    assert receipt[0] == 200 and "attachment" in receipt[1]
+    assert receipt[2] == "sandbox-ledger-receipt/v1"
+
+    # A second job stays queued: revocation will cancel it.
+    analyst.open("/requester/jobs/new")
+    analyst.find(f"input[name=dataset_ids][value='{dataset_id}']").click()
+    analyst.fill({"#script": SCRIPT})
+    analyst.submit("main form button[type=submit]", "second-job-submitted")
 
     # Cookie flags as the browser holds them.
     cookie = analyst.driver.get_cookie("sandbox_web")
@@ -274,6 +305,20 @@ const h = new Uint8Array(32).fill(1);
   done(out);
 })();
 """
+
+
+def finish_run(agent: Api, job_id: str) -> None:
+    """What the provider's agent reports after running the job: one checked table."""
+    task = agent.post("/agent/tasks/next")["task"]
+    assert task["job_id"] == job_id
+    agent.post(f"/agent/jobs/{job_id}/started")
+    content = b"age_band,mean_cost\n0-17,1520.5\n18-39,2210.0\n40-64,3105.2\n"
+    agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "released", "exit_code": 0, "rows_read": 500, "bytes_read": 9000,
+        "input_sha256": "a" * 64, "runner_image": "data-sandbox-runner:test", "log": "",
+        "outputs": [{"name": "table.csv", "sha256": hashlib.sha256(content).hexdigest(),
+                     "bytes": len(content), "decision": "released", "reasons": [],
+                     "content_b64": base64.b64encode(content).decode()}]})
 
 
 def regulator_api_checkpoint_size(api: Api) -> int:

@@ -4,6 +4,7 @@ the API's authorization matrix applied to pages (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from datetime import timedelta
@@ -15,6 +16,7 @@ from sqlalchemy import select
 
 from authz.models import Person
 from authz.web_sessions import WebSession
+from ledger.receipt import verify_receipt
 from sandbox import db
 from tests.api.helpers import permit_for, request_access
 from tests.conftest import PASSWORD, Actor
@@ -268,3 +270,33 @@ def test_the_operator_sees_parties_people_agents_and_the_queue(
     operator: Browser = person(admin, "admin")
     text = operator.get("/operator/").get_data(as_text=True)
     assert world.provider.id in text and world.agent.id in text and 'id="queue"' in text
+
+
+def test_released_outputs_are_shown_escaped_downloaded_and_receipted(
+        app: Flask, world: World, person: Any) -> None:
+    ds, permit_id = permit_for(world.requester, world.provider, world.agent)
+    job_id = world.requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
+                                            "script": "print(1)\n"}).json["id"]
+    assert world.agent.post("/agent/tasks/next").json["task"]["job_id"] == job_id
+    world.agent.post(f"/agent/jobs/{job_id}/started")
+    content = b"diagnosis,n\n<script>alert(1)</script>,12\n"
+    r = world.agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "released", "exit_code": 0, "rows_read": 500, "bytes_read": 9000,
+        "input_sha256": "a" * 64, "runner_image": "runner:test", "log": "done",
+        "outputs": [{"name": "table.csv", "sha256": hashlib.sha256(content).hexdigest(),
+                     "bytes": len(content), "decision": "released", "reasons": [],
+                     "content_b64": base64.b64encode(content).decode()}]})
+    assert r.status_code == 200, r.json
+    analyst: Browser = person(world.requester, "analyst")
+    page = analyst.get(f"/requester/jobs/{job_id}").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert 'http-equiv="refresh"' not in page  # ended: no more refreshing
+    out = analyst.get(f"/requester/jobs/{job_id}/outputs/table.csv")
+    assert out.data == content and out.headers["Content-Disposition"].startswith("attachment")
+    assert analyst.get(f"/requester/jobs/{job_id}/receipt").status_code == 404  # not yet
+    with app.app_context():
+        db.services(app).checkpointer.sign_now()
+    receipt = analyst.get(f"/requester/jobs/{job_id}/receipt")
+    assert receipt.status_code == 200 and "attachment" in receipt.headers["Content-Disposition"]
+    assert verify_receipt(receipt.data, db.services(app).signer.vkey())["body"]["job_id"] \
+        == job_id
