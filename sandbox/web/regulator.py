@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections import Counter
 from datetime import date
 from typing import Any
 
@@ -16,6 +17,7 @@ from compute.errors import InvalidInput
 from ledger import api_payloads as payloads
 from ledger.errors import EntryNotFoundError
 from sandbox import db
+from sandbox.web import charts
 from sandbox.web import ledger_view as lv
 from sandbox.web.requester import party_names
 from sandbox.web.session import page
@@ -135,8 +137,13 @@ def _report_rows(start: str, end: str) -> list[dict[str, Any]]:
 def report() -> str:
     quarter, start, end = _quarter()
     rows = _report_rows(start, end)
+    users = Counter(str(r["user"]) for r in rows).most_common(charts.MAX_BARS)
+    datasets = Counter(d for r in rows for d in str(r["datasets"]).split()).most_common(
+        charts.MAX_BARS)
     return render_template("web/regulator/report.html", quarter=quarter, start=start,
-                           end=end, rows=rows, columns=REPORT_COLUMNS)
+                           end=end, rows=rows, columns=REPORT_COLUMNS,
+                           by_user=charts.bars(users, "user"),
+                           by_dataset=charts.bars(datasets, "dataset"))
 
 
 @bp.get("/report.csv")

@@ -16,6 +16,7 @@ from authz.models import Party, Permit
 from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus
 from compute.errors import InvalidInput, NotFound, SandboxError
 from sandbox import auth, db, release
+from sandbox.web import charts
 from sandbox.web.session import page
 
 bp = Blueprint("requester", __name__, url_prefix="/requester")
@@ -179,7 +180,8 @@ def _table(name: str, content: bytes) -> dict[str, Any]:
     text = content.decode("utf-8", errors="replace")
     if name.endswith(".csv"):
         rows = list(csv.reader(io.StringIO(text)))
-        return {"header": rows[0] if rows else [], "rows": rows[1:MAX_TABLE_ROWS + 1],
+        header, body = (rows[0] if rows else []), rows[1:MAX_TABLE_ROWS + 1]
+        return {"header": header, "rows": body, "chart": charts.table_chart(header, body),
                 "cut": max(0, len(rows) - 1 - MAX_TABLE_ROWS)}
     try:
         return {"text": json.dumps(json.loads(text), indent=2, ensure_ascii=False)}

@@ -165,6 +165,8 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     assert [c.text for c in table.find_elements(By.CSS_SELECTOR, "th")] == ["age_band",
                                                                            "mean_cost"]
     assert "40-64" in table.text
+    bars = analyst.driver.find_elements(By.CSS_SELECTOR, "section.output figure.chart rect")
+    assert len(bars) == 3  # mean_cost by age_band, beside the table
     fetch_receipt = ("const done = arguments[0]; fetch(document.querySelector("
                      "'a[href$=\"/receipt\"]').href).then(async (r) => done([r.status, "
                      "r.headers.get('content-disposition'), (await r.json()).format]));")

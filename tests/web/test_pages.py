@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -300,3 +300,12 @@ def test_released_outputs_are_shown_escaped_downloaded_and_receipted(
     assert receipt.status_code == 200 and "attachment" in receipt.headers["Content-Disposition"]
     assert verify_receipt(receipt.data, db.services(app).signer.vkey())["body"]["job_id"] \
         == job_id
+    assert page.count("<rect") == 1  # the table's n by diagnosis, as a chart
+    auditor: Browser = person(world.regulator, "auditor")
+    now = datetime.now(UTC)
+    quarter = f"{now.year}Q{(now.month - 1) // 3 + 1}"
+    report = auditor.get(f"/regulator/report?quarter={quarter}").get_data(as_text=True)
+    assert job_id in report and report.count("<rect") == 2  # per user, per dataset
+    csv = auditor.get(f"/regulator/report.csv?quarter={quarter}").get_data(as_text=True)
+    assert job_id in csv and "table.csv" in csv
+
