@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -102,6 +103,16 @@ class Page:
     def find(self, css: str) -> WebElement:
         return WebDriverWait(self.driver, WAIT_S).until(
             ec.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+    def text_of(self, css: str) -> str:
+        """An element's text; read again if the page refreshed itself meanwhile (the job
+        page does, every few seconds, until the job ends)."""
+        for _ in range(5):
+            try:
+                return str(self.find(css).text)
+            except StaleElementReferenceException:
+                continue
+        raise AssertionError(f"{css} kept going stale")
 
     def text(self) -> str:
         return str(self.find("main").text)

@@ -151,8 +151,8 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     analyst.fill({"#script": SCRIPT})
     analyst.submit("main form button[type=submit]", "job-submitted")
     assert "/requester/jobs/job_" in analyst.driver.current_url
-    assert analyst.find("#job-state").text == ("排队中" if zh else "queued")
-    assert analyst.find("ol.steps li[aria-current=step]").text == ("排队中" if zh else "queued")
+    assert analyst.text_of("#job-state") == ("排队中" if zh else "queued")
+    assert analyst.text_of("ol.steps li[aria-current=step]") == ("排队中" if zh else "queued")
 
     # The provider's agent runs it (over the agent API, as the agent process does); the
     # job page, refreshing itself, shows the released table and offers the receipt.
