@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,11 +88,14 @@ def _here() -> str:
     return request.full_path.rstrip("?") if request.method == "GET" else request.path
 
 
+#: A path on this site: one leading slash, then URL characters only (no backslash, space
+#: or control character, which browsers may drop or turn into a second slash).
+LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:@%/?-]{0,500}")
+
+
 def _safe_next(target: str | None) -> str | None:
     """Only a path on this site: never another origin (an open redirect)."""
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return None
-    return target
+    return target if target and LOCAL_PATH.fullmatch(target) else None
 
 
 def cookie_secure() -> bool:

@@ -261,8 +261,10 @@ def test_language_follows_the_browser_and_the_switch(world: World, person: Any) 
     analyst.post("/language", {"lang": "en", "next": "/requester/catalog"})
     en = analyst.get("/requester/catalog", headers={"Accept-Language": "zh-CN"})
     assert 'lang="en"' in en.get_data(as_text=True) and "Catalog" in en.get_data(as_text=True)
-    unsafe = analyst.post("/language", {"lang": "zh", "next": "//evil.example/"})
-    assert unsafe.headers["Location"] == "/"  # never to another site
+    for elsewhere in ("//evil.example/", "/\\evil.example", "/\t/evil.example",
+                      "https://evil.example/"):
+        unsafe = analyst.post("/language", {"lang": "zh", "next": elsewhere})
+        assert unsafe.headers["Location"] == "/"  # never to another site
 
 
 def test_the_operator_sees_parties_people_agents_and_the_queue(
