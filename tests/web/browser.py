@@ -39,6 +39,28 @@ def available() -> bool:
     return os.access(CHROMIUM, os.X_OK) and os.access(DRIVER, os.X_OK)
 
 
+#: Accessibility basics every page must keep: a language, one h1, the landmarks, and a
+#: name for every form control (a <label for>, a wrapping label or aria-label).
+A11Y_JS = """
+const out = [];
+if (!document.documentElement.lang) out.push("no lang");
+if (document.querySelectorAll("h1").length !== 1) out.push("not exactly one h1");
+for (const sel of ["main", "header", "footer"]) {
+  if (!document.querySelector(sel)) out.push("no " + sel);
+}
+for (const el of document.querySelectorAll("input, select, textarea")) {
+  if (el.type === "hidden") continue;
+  const named = el.getAttribute("aria-label") || el.closest("label")
+    || (el.id && document.querySelector('label[for="' + CSS.escape(el.id) + '"]'));
+  if (!named) out.push("unlabelled " + el.tagName + " " + (el.name || el.id));
+}
+const ids = Array.from(document.querySelectorAll("[id]"), (e) => e.id);
+const twice = ids.filter((id, i) => ids.indexOf(id) !== i);
+if (twice.length) out.push("duplicate ids " + twice.join(","));
+return out;
+"""
+
+
 class Api:
     """The JSON API of the live server, with one bearer token (set-up only)."""
 
@@ -94,6 +116,8 @@ class Page:
                   if "Content Security Policy" in e["message"]
                   or "Refused to" in e["message"]]
         assert errors == [], errors
+        problems = self.driver.execute_script(A11Y_JS)
+        assert problems == [], f"{label}: {problems}"
 
     def console(self) -> list[dict[str, Any]]:
         """The browser console's messages since the last call."""
