@@ -11,7 +11,7 @@ from typing import Any
 DAYS_LABEL = "day"
 REQUESTER_LABEL = "requester"
 WIDTH, HEIGHT = 640, 220
-LEFT, BOTTOM, TOP = 40, 48, 12
+LEFT, BOTTOM, TOP = 64, 48, 12
 MAX_BARS = 30
 
 
@@ -74,3 +74,10 @@ def table_chart(header: list[str], rows: list[list[str]]) -> tuple[str, Chart] |
             return header[col], bars([(r[0], v) for r, v in zip(rows, values, strict=True)],
                                      "result")
     return None
+
+
+def tick(value: float) -> str:
+    """An axis label: whole numbers as such, with thousands separated; else 3 digits."""
+    if value == int(value) or abs(value) >= 100:
+        return f"{round(value):,}"
+    return f"{value:.3g}"

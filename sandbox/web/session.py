@@ -36,6 +36,7 @@ from authz.people import PersonRole
 from compute.errors import InvalidInput, SandboxError, Unauthenticated
 from ledger.errors import LedgerError
 from sandbox import auth, db, edge
+from sandbox.web import charts
 from sandbox.web.i18n import LANG_COOKIE, LANGUAGES, ONE_YEAR_S
 from sandbox.web.labels import state_label
 
@@ -230,7 +231,8 @@ def register(bp: Blueprint) -> None:
     bp.add_url_rule("/language", "language", language, methods=["POST"])
     # Globals, not context: imported macros (web/_macros.html) see them too.
     bp.record_once(lambda state: state.app.jinja_env.globals.update(
-        csrf_token=csrf_token, LANDING=LANDING, state_label=state_label))
+        csrf_token=csrf_token, LANDING=LANDING, state_label=state_label,
+        chart_tick=charts.tick))
     bp.app_context_processor(lambda: {"signed_in": current()})
 
 
