@@ -178,20 +178,27 @@ def _totp_ok(person: Person, code: str | None, now: datetime) -> bool:
     return False
 
 
-def sign_in(ctx: Ctx, body: object) -> tuple[Person, Issued]:
-    """Email, password and (when enrolled) a TOTP code → a fresh personal API token.
+def check_credentials(ctx: Ctx, email: str, password: str, totp: str | None) -> Person:
+    """The person these credentials name: password, and TOTP when enrolled.
 
-    Every failure is the same 401, so an answer does not tell which part was wrong.
+    Every failure is the same 401, so an answer does not tell which part was wrong. Used
+    by API sign-in (a token) and web sign-in (a server-side session) alike.
     """
-    data = v.parse(body, SIGN_IN_SPEC)
     person = ctx.session.scalar(select(Person).where(
-        func.lower(Person.email) == normal_email(data["email"])).with_for_update())
+        func.lower(Person.email) == normal_email(email)).with_for_update())
     stored = person.password_hash if person is not None and person.password_hash else None
-    ok = _verify(stored or _DUMMY_HASH, data["password"]) and stored is not None
-    if person is None or not ok or not person.active or not _party_active(ctx, person):
+    ok = _verify(stored or _DUMMY_HASH, password) and stored is not None
+    if person is None or not ok or not person.active or not party_active(ctx, person):
         raise Unauthenticated("sign-in failed: wrong email, password or code")
-    if person.totp_enabled and not _totp_ok(person, data["totp"], ctx.now()):
+    if person.totp_enabled and not _totp_ok(person, totp, ctx.now()):
         raise Unauthenticated("sign-in failed: wrong email, password or code")
+    return person
+
+
+def sign_in(ctx: Ctx, body: object) -> tuple[Person, Issued]:
+    """Email, password and (when enrolled) a TOTP code → a fresh personal API token."""
+    data = v.parse(body, SIGN_IN_SPEC)
+    person = check_credentials(ctx, data["email"], data["password"], data["totp"])
     issued = issue_token(ctx, person, data["token_days"])
     ctx.record("person.signed_in", person.id, {"person_id": person.id,
                                                "party_id": person.party_id})
@@ -229,7 +236,7 @@ def authenticate(ctx: Ctx, person_id: str, secret: str) -> Person:
     person = ctx.session.get(Person, person_id)
     stored = person.token_hash if person is not None and person.token_hash else "0" * 64
     ok = hmac.compare_digest(stored, digest(secret))
-    if person is None or not ok or not person.active or not _party_active(ctx, person):
+    if person is None or not ok or not person.active or not party_active(ctx, person):
         raise Unauthenticated("invalid token")
     if person.token_expires_at is not None and person.token_expires_at <= ctx.now():
         raise Unauthenticated(f"token expired at {person.token_expires_at.isoformat()}; "
@@ -237,7 +244,7 @@ def authenticate(ctx: Ctx, person_id: str, secret: str) -> Person:
     return person
 
 
-def _party_active(ctx: Ctx, person: Person) -> bool:
+def party_active(ctx: Ctx, person: Person) -> bool:
     party = ctx.session.get(Party, person.party_id)
     return party is not None and party.active
 

@@ -36,6 +36,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from sandbox.api import people as people_api
     from sandbox.metrics import Metrics, ObservedLog
     from sandbox.sealing_keys import load_keyring
+    from sandbox.web import init_app as init_web
 
     loaded = settings.load_settings()
     app = Flask(__name__, instance_path=str(loaded.instance))
@@ -80,6 +81,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
                ledger_api.bp, ops.bp, people_api.bp, reviews.bp, contract.bp,
                oidc_api.bp, agent_admin.bp):
         app.register_blueprint(bp)
+    init_web(app)
     return app
 
 

@@ -85,16 +85,21 @@ def _caller() -> Party | Agent:
         if not TOKEN_RX.fullmatch(token):
             raise Unauthenticated("malformed token")
         found = authenticate(db.ctx(), token)
-        g.person = None
         if isinstance(found, Person):
-            g.person = found
-            db.ctx().signed_in = SignedIn(found.id, found.party_id)
-            g.caller = get_party(db.ctx(), found.party_id)
+            act_as(get_party(db.ctx(), found.party_id), found)
         else:
-            g.caller = found
+            g.caller, g.person = found, None
         edge.admit_caller(found.id)
     caller: Party | Agent = g.caller
     return caller
+
+
+def act_as(p: Party, who: Person | None) -> None:
+    """Bind this request to a caller authenticated another way (a web session): the same
+    :func:`party`, :func:`person` and ledger naming as for a bearer token."""
+    g.caller, g.person = p, who
+    if who is not None:
+        db.ctx().signed_in = SignedIn(who.id, who.party_id)
 
 
 def person() -> Person | None:
@@ -123,33 +128,40 @@ def agent() -> Agent:
     return c
 
 
-def roles(*allowed: str, need: PersonRole | tuple[PersonRole, ...] = ()
-          ) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Require a party (or one of its people) whose role is one of ``allowed``.
+def check_roles(p: Party, who: Person | None, allowed: tuple[str, ...],
+                needed: tuple[PersonRole, ...], method: str) -> None:
+    """The one authorization matrix of the API and the web pages (sandbox.web).
 
-    A person also needs a person role: one of ``need``, or, for a view that changes
-    something and names none, :data:`DEFAULT_WRITER` of their party's role. Reading is
+    ``p`` must have one of the party roles ``allowed``. A person (``who``) also needs a
+    person role: one of ``needed``, or, for a request that changes something (``method``
+    not safe) and names none, :data:`DEFAULT_WRITER` of their party's role. Reading is
     open to every person of the party.
     """
+    if p.role not in allowed:
+        raise Forbidden(f"requires role {' or '.join(allowed)}")
+    if who is None:
+        return
+    wanted = needed
+    if not wanted and method not in SAFE_METHODS:
+        default = DEFAULT_WRITER.get(p.role)
+        wanted = (default,) if default else ()
+        if not wanted:
+            raise Forbidden("this action is not open to people of a "
+                            f"{p.role}'s account")
+    if wanted and not set(wanted) & set(who.roles):
+        raise Forbidden(f"requires the person role {' or '.join(wanted)}")
+
+
+def roles(*allowed: str, need: PersonRole | tuple[PersonRole, ...] = ()
+          ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require a party (or one of its people) whose role is one of ``allowed``; a person
+    also needs one of the person roles ``need`` (:func:`check_roles`)."""
     needed = (need,) if isinstance(need, PersonRole) else need
 
     def deco(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
-            p = party()
-            if p.role not in allowed:
-                raise Forbidden(f"requires role {' or '.join(allowed)}")
-            who = person()
-            if who is not None:
-                wanted = needed
-                if not wanted and request.method not in SAFE_METHODS:
-                    default = DEFAULT_WRITER.get(p.role)
-                    wanted = (default,) if default else ()
-                    if not wanted:
-                        raise Forbidden("this action is not open to people of a "
-                                        f"{p.role}'s account")
-                if wanted and not set(wanted) & set(who.roles):
-                    raise Forbidden(f"requires the person role {' or '.join(wanted)}")
+            check_roles(party(), person(), allowed, needed, request.method)
             return view(*args, **kwargs)
 
         return wrapped

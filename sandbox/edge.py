@@ -166,6 +166,9 @@ def init_app(app: Flask) -> None:
         if response.status_code == 429 and g.get("retry_after"):
             response.headers["Retry-After"] = str(g.retry_after)
         response.headers.update(SECURITY_HEADERS)
+        if g.get("csp"):
+            # A web page (sandbox.web) may load this origin's scripts, styles and images.
+            response.headers["Content-Security-Policy"] = g.csp
         hsts = app.config["HSTS"]
         if hsts == "always" or (hsts == "auto" and request.is_secure):
             response.headers["Strict-Transport-Security"] = \

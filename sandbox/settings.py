@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_dir: Path | None = None
 
+    # -- web UI (sandbox/web, docs/web-ui.md) -------------------------------------------
+    web_idle_s: int = Field(default=30 * 60, ge=60, le=86_400)
+    web_lifetime_s: int = Field(default=12 * 3600, ge=300, le=7 * 86_400)
+    web_cookie_secure: Literal["auto", "always"] = "auto"
+
     # -- state ---------------------------------------------------------------------------
     instance: Path = Field(default_factory=lambda: Path.cwd() / "var")
     database_url: str | None = None
@@ -364,6 +369,9 @@ def flask_config(s: Settings) -> dict[str, Any]:
         "METRICS_TOKEN": s.metrics_token.get_secret_value() if s.metrics_token else None,
         "READY_CHECKPOINT_MAX_AGE_S": s.ready_checkpoint_max_age_s,
         "READY_WITNESS_TIMEOUT_S": s.ready_witness_timeout_s,
+        "WEB_IDLE_S": s.web_idle_s,
+        "WEB_LIFETIME_S": s.web_lifetime_s,
+        "WEB_COOKIE_SECURE": s.web_cookie_secure,
     }
 
 

@@ -37,6 +37,11 @@ command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 [ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
+# The web UI's browser tests (tests/web/): Debian's Chromium and its WebDriver (browser
+# builds cannot be downloaded), and a CJK font so 简体中文 pages render their text.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+[ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)
 py_inc=$(python3 -c 'import sysconfig; print(sysconfig.get_path("include"))' 2>/dev/null || true)
 [ -n "$py_inc" ] && [ -f "$py_inc/Python.h" ] || missing+=(python3-dev)
 if [ "${#missing[@]}" -gt 0 ]; then

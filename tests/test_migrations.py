@@ -7,6 +7,7 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import authz.web_sessions  # noqa: F401  (its table is part of AuthzBase.metadata)
 from authz.models import AuthzBase
 from ledger.db import make_engine
 from ledger.store import LedgerBase

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import authz.web_sessions  # noqa: F401  (its table is part of AuthzBase.metadata)
 from authz.models import AuthzBase
 from ledger.db import make_engine
 from ledger.store import LedgerBase

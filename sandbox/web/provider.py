@@ -1,0 +1,191 @@
+"""Provider pages: the inbox of requests to decide, datasets, usage, permits and revocation."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from flask import Blueprint, redirect, render_template, request, url_for
+from sqlalchemy import select
+from werkzeug.wrappers.response import Response as BaseResponse
+
+from authz import access, catalog, jobs, permits
+from authz.models import Dataset, Permit
+from authz.people import PersonRole
+from authz.states import Decision, ScriptRelease
+from compute.errors import InvalidInput, SandboxError
+from sandbox import auth, db
+from sandbox.web import charts
+from sandbox.web.requester import party_names
+from sandbox.web.session import page
+
+bp = Blueprint("provider", __name__, url_prefix="/provider")
+FIELD_ROWS = 6  # empty rows the register form starts with (a script adds more)
+USAGE_ROWS = 200  # rows of the usage table (the latest jobs)
+
+
+def _pending() -> list[dict[str, Any]]:
+    p = auth.party()
+    out = []
+    for req in access.visible_requests(db.ctx(), p):
+        for it in req.items:
+            if it.provider_id == p.id and it.decision == Decision.PENDING:
+                out.append({"request": req, "item": it,
+                            "dataset": db.session().get(Dataset, it.dataset_id)})
+    return out
+
+
+def _inbox(error: dict[str, Any] | None = None, status: int = 200) -> tuple[str, int]:
+    rows = _pending()
+    names = party_names({r["request"].requester_id for r in rows})
+    return render_template("web/provider/inbox.html", rows=rows, names=names, error=error,
+                           releases=list(ScriptRelease), done=request.args.get("done")), status
+
+
+@bp.get("/inbox")
+@page("provider")
+def inbox() -> tuple[str, int]:
+    return _inbox()
+
+
+def _int(name: str, default: int) -> int:
+    raw = request.form.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit():
+        raise InvalidInput(name, "must be a whole number")
+    return int(raw)
+
+
+@bp.post("/inbox/<request_id>/<dataset_id>/approve")
+@page("provider", need=PersonRole.APPROVER)
+def approve(request_id: str, dataset_id: str) -> tuple[str, int] | BaseResponse:
+    f = request.form
+    try:
+        days = _int("days", 30)
+        if not 1 <= days <= 3650:
+            raise InvalidInput("days", "must be between 1 and 3650")
+        body: dict[str, Any] = {
+            "columns": f.getlist("columns"),
+            "expires_at": (db.ctx().now() + timedelta(days=days)).isoformat(),
+            "max_runs": _int("max_runs", 10), "min_cell_count": _int("min_cell_count", 10),
+            "risk_assessment": f.get("risk_assessment", ""),
+            "script_release": f.get("script_release", ScriptRelease.REVIEW.value)}
+        if f.get("epsilon_budget", "").strip():
+            try:
+                body["epsilon_budget"] = float(f["epsilon_budget"])
+            except ValueError:
+                raise InvalidInput("epsilon_budget", "must be a number") from None
+        access.approve(db.ctx(), auth.party(), request_id, dataset_id, body)
+    except SandboxError as e:
+        db.session().rollback()
+        return _inbox(e.to_json(), 400)
+    db.commit()
+    return redirect(url_for("web.provider.inbox", done=request_id))
+
+
+@bp.post("/inbox/<request_id>/<dataset_id>/deny")
+@page("provider", need=PersonRole.APPROVER)
+def deny(request_id: str, dataset_id: str) -> tuple[str, int] | BaseResponse:
+    try:
+        access.deny(db.ctx(), auth.party(), request_id, dataset_id,
+                    {"reason": request.form.get("reason", "")})
+    except SandboxError as e:
+        db.session().rollback()
+        return _inbox(e.to_json(), 400)
+    db.commit()
+    return redirect(url_for("web.provider.inbox", done=request_id))
+
+
+def _own_datasets() -> list[Dataset]:
+    p = auth.party()
+    return [d for d in catalog.list_visible(db.ctx(), p) if d.provider_id == p.id]
+
+
+@bp.get("/datasets")
+@page("provider")
+def datasets() -> str:
+    return render_template("web/provider/datasets.html", datasets=_own_datasets(),
+                           registered=request.args.get("registered"))
+
+
+def _fields_from_form() -> list[dict[str, str]]:
+    f = request.form
+    rows = zip(f.getlist("field_name"), f.getlist("field_type"),
+               f.getlist("field_sensitivity"), f.getlist("field_description"), strict=False)
+    return [{"name": n.strip(), "type": t, "sensitivity": s, "description": d}
+            for n, t, s, d in rows if n.strip()]
+
+
+@bp.route("/datasets/new", methods=["GET", "POST"])
+@page("provider", need=PersonRole.DATASET_STEWARD)
+def register() -> tuple[str, int] | BaseResponse:
+    f = request.form
+    fields = _fields_from_form() if request.method == "POST" else []
+    if request.method == "POST":
+        body = {k: f.get(k, "") for k in ("code", "name", "category", "summary", "format",
+                                           "openness", "sharing", "update_cycle",
+                                           "publish_date", "location")}
+        body["fields"] = fields  # type: ignore[assignment]
+        try:
+            ds = catalog.register(db.ctx(), auth.party(), body)
+        except SandboxError as e:
+            db.session().rollback()
+            return _register_form(fields, e.to_json(), 400)
+        db.commit()
+        # The provider's agent checks the file; the list shows the verdict when it lands.
+        db.work_signal().notify()
+        return redirect(url_for("web.provider.datasets", registered=ds.id))
+    return _register_form(fields, None, 200)
+
+
+def _register_form(fields: list[dict[str, str]], error: dict[str, Any] | None,
+                   status: int) -> tuple[str, int]:
+    rows = fields + [{"name": "", "type": "string", "sensitivity": "internal",
+                      "description": ""}] * max(1, FIELD_ROWS - len(fields))
+    return render_template("web/provider/register.html", rows=rows, error=error,
+                           form=request.form, types=catalog.FIELD_TYPES,
+                           levels=catalog.SENSITIVITY, openness=catalog.OPENNESS), status
+
+
+@bp.get("/usage")
+@page("provider")
+def usage() -> str:
+    every = jobs.usage(db.ctx(), auth.party())
+    # The charts count every job; the table lists the latest (the JSON API has them all).
+    return render_template("web/provider/usage.html", rows=every[::-1][:USAGE_ROWS],
+                           total=len(every),
+                           by_day=charts.bars(charts.per_day(every), charts.DAYS_LABEL),
+                           by_requester=charts.bars(charts.per_requester(every),
+                                                    charts.REQUESTER_LABEL))
+
+
+def _covering() -> list[Permit]:
+    p = auth.party()
+    return [x for x in db.session().scalars(select(Permit).order_by(Permit.created_at))
+            if p.id in permits.permit_providers(db.ctx(), x)]
+
+
+@bp.get("/permits", endpoint="permits")
+@page("provider")
+def permits_page() -> str:
+    rows = [access.permit_json(x) for x in reversed(_covering())]
+    return render_template("web/provider/permits.html", rows=rows,
+                           names=party_names({r["requester_id"] for r in rows}),
+                           error=None)
+
+
+
+@bp.post("/permits/<permit_id>/revoke")
+@page("provider", need=PersonRole.APPROVER)
+def revoke(permit_id: str) -> tuple[str, int] | BaseResponse:
+    try:
+        access.revoke(db.ctx(), auth.party(), permit_id,
+                      {"reason": request.form.get("reason", "")})
+    except SandboxError as e:
+        db.session().rollback()
+        rows = [access.permit_json(x) for x in reversed(_covering())]
+        return render_template("web/provider/permits.html", rows=rows, error=e.to_json(),
+                               names=party_names({r["requester_id"] for r in rows})), 400
+    db.commit()
+    return redirect(url_for("web.provider.permits"))
