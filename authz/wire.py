@@ -133,6 +133,9 @@ class RunTask(_Message):
     job_id: Name
     kind: Word
     permit_id: Id
+    # Whose job it is: the provider's differencing audit keeps what each requester was
+    # released (absent: audited under the permit alone).
+    requester_id: Id | None = None
     script_b64: Base64
     script_sha256: HEX64
     datasets: tuple[DatasetTask, ...] = Field(min_length=1)

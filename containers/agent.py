@@ -34,6 +34,7 @@ from authz.wire import (
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, runjob
 from containers.agent_config import AgentConfig
+from containers.audit_store import AuditStore
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
@@ -56,6 +57,11 @@ class Agent:
         self._delivering: set[str] = set()
         self._outbox_lock = threading.Lock()
         self._next_flush = 0.0
+
+    @functools.cached_property
+    def audit(self) -> AuditStore:
+        """The provider's release audit store, opened on the first statistics job."""
+        return AuditStore(self.config.audit_file)
 
     def check_config(self) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
@@ -173,7 +179,8 @@ class Agent:
             return
         notices = Notices(job_id)
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
-                                    self.config.image, self.config.limits)
+                                    self.config.image, self.config.limits,
+                                    self.audit if task.statistics is not None else None)
         try:
             if task.statistics is None:
                 self.executor.start_job(job_dir, prepare, warm=slot)
@@ -195,7 +202,7 @@ class Agent:
         notices = notices or Notices(task.job_id)
         try:
             report = runjob.statistics_report(task, self._job_dir(task.job_id),
-                                              self.config.image)
+                                              self.config.image, self.audit)
             notices.send(self.controller.checking, task.job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")

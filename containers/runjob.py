@@ -18,22 +18,27 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz.states import HELD_FOR_REVIEW, JobState, OutputDecision, ScriptRelease
 from authz.wire import OutputReport, RunReport, RunTask
-from compute import statistics
+from compute import release_audit, statistics
 from compute.errors import InvalidInput
 from compute.protocol import provider_submit
+from compute.sdc import SDCPolicy
+from compute.sdc.audit import slots_for
 from compute.spec import spec_from_json
-from compute.statspec import parse_statistics_spec
+from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import checks, datasets
+from containers.audit_store import AuditStore
 from containers.executor import Limits, RunResult, RunSpec
 from containers.hardening import check_job_id, read_outputs
 from containers.runspec import ExecutorError
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ROW_IDS = "rowids.npy"
 
 
 def check_task(task: RunTask, work_root: Path) -> Path:
@@ -53,11 +58,12 @@ def check_task(task: RunTask, work_root: Path) -> Path:
 
 
 def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
-            image: str, base_limits: Limits) -> RunSpec:
+            image: str, base_limits: Limits, audit: AuditStore | None = None) -> RunSpec:
     """Write the script and the permitted columns; record what was read (input.json).
 
     ``roots`` gives the data roots of one provider: a location resolves only under the
-    roots of the provider that owns the dataset.
+    roots of the provider that owns the dataset. With ``audit``, a statistics job's
+    keyed row identities are written beside its input (``rowids.npy``, outside ``in/``).
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -78,6 +84,10 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         rows += projected.rows
         size += projected.size
         digests.append(projected.sha256)
+        if audit is not None and task.statistics is not None:
+            with audit.session() as store:
+                key = store.row_key()
+            np.save(job_dir / ROW_IDS, datasets.row_identities(src, ds.format, key))
     sha = digests[0] if single else hashlib.sha256("\n".join(digests).encode()).hexdigest()
     (job_dir / "input.json").write_text(json.dumps({"rows": rows, "bytes": size,
                                                     "sha256": sha}))
@@ -250,19 +260,26 @@ def seconds_to_grain(result: RunResult, grain_s: float, since: datetime | None =
 STATISTICS_OUTPUT = "statistics.json"
 
 
-def statistics_report(task: RunTask, job_dir: Path, image: str) -> RunReport:
+def statistics_report(task: RunTask, job_dir: Path, image: str,
+                      audit: AuditStore | None = None) -> RunReport:
     """Compute and check a statistics job's analyses from the projected input.
 
     The spec is parsed again here: the agent does not take the controller's word for which
     columns an analysis reads (only the task's permitted columns were projected anyway).
+    With ``audit`` (the agent always gives it), the result is also checked against the
+    populations already released to the requester from this dataset, and what it
+    releases is recorded there, under the store's lock throughout.
     """
     assert task.statistics is not None
     stats = json.loads((job_dir / "input.json").read_text())
     fields = {f.name: f.type for ds in task.datasets for f in ds.fields}
     spec = parse_statistics_spec(task.statistics, fields)
     frame = statistics.load_frame(job_dir / "in" / "data.csv", fields)
-    document = statistics.compute(frame, spec, statistics.policy_for(task.min_cell_count,
-                                                                           task.disclosure))
+    policy = statistics.policy_for(task.min_cell_count, task.disclosure)
+    if audit is None:
+        document = statistics.compute(frame, spec, policy)
+    else:
+        document = _audited(task, job_dir, frame, spec, policy, audit)
     raw = json.dumps(document, sort_keys=True, allow_nan=False).encode()
     out = OutputReport(name=STATISTICS_OUTPUT, sha256=hashlib.sha256(raw).hexdigest(),
                        bytes=len(raw), decision=OutputDecision.RELEASED,
@@ -271,6 +288,24 @@ def statistics_report(task: RunTask, job_dir: Path, image: str) -> RunReport:
     return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],
                      bytes_read=stats["bytes"], input_sha256=stats["sha256"],
                      runner_image=statistics.ENGINE, log="")
+
+
+def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: StatisticsSpec,
+             policy: SDCPolicy, audit: AuditStore) -> dict[str, object]:
+    ids = np.load(job_dir / ROW_IDS)
+    if len(ids) != len(frame):
+        raise ExecutorError("row identities do not match the projected input")
+    requester = task.requester_id or f"permit:{task.permit_id}"
+    dataset = task.datasets[0].id
+    slots = slots_for(policy.min_count)
+    with audit.session() as store:
+        history = release_audit.History(
+            ids=ids, prior=store.populations(requester, dataset, slots),
+            released_before=store.released(task.permit_id, task.job_id))
+        done = release_audit.compute_audited(frame, spec, policy, history)
+        store.record(requester, dataset, task.permit_id, task.job_id, done.released,
+                     done.cells_released)
+    return done.document
 
 
 def failure(result: RunResult) -> str:
