@@ -31,8 +31,7 @@ from compute.spec import DEFAULT_MIN_PROVIDERS, JointSpec
 
 def run_joint(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
               min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
-              budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
-              dp_seed: int | None = None) -> JointResult:
+              budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None) -> JointResult:
     be = backend or default_backend()
     keys = requester_keygen(be)
     agent_keys = {pid: Ed25519PrivateKey.generate() for pid in provider_frames}
@@ -49,7 +48,7 @@ def run_joint(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_coun
                         backend=be)
     if spec.dp_epsilon is not None:
         aggregate = add_dp_noise(aggregate, spec, keys.public_bytes, budgets,
-                                 min_cell_count=min_cell_count, backend=be, seed=dp_seed)
+                                 min_cell_count=min_cell_count, backend=be)
     result = derive(spec, decrypt_aggregate(aggregate, keys, spec, be))
     result.dp = aggregate.get("dp")
     result.ledger = ledger_record(aggregate)
