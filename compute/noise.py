@@ -57,7 +57,7 @@ def integer_noise(values: Sequence[int], scale: float, sensitivity: int) -> Nois
     meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)),
                              dp.l1_distance(T=int), scale=float(scale))
     out = [int(v) for v in meas([int(v) for v in values])] if values else []
-    return Noised(out, DISCRETE_LAPLACE, float(scale), float(meas.map(int(sensitivity))))
+    return Noised(out, DISCRETE_LAPLACE, float(scale), float(meas.map(int(sensitivity))))  # type: ignore[no-untyped-call]
 
 
 def real_noise(values: Sequence[float], scale: float, sensitivity: float) -> Noised:
@@ -66,4 +66,4 @@ def real_noise(values: Sequence[float], scale: float, sensitivity: float) -> Noi
     meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
                              dp.l1_distance(T=float), scale=float(scale))
     out = [float(v) for v in meas([float(v) for v in values])] if values else []
-    return Noised(out, LAPLACE, float(scale), float(meas.map(float(sensitivity))))
+    return Noised(out, LAPLACE, float(scale), float(meas.map(float(sensitivity))))  # type: ignore[no-untyped-call]

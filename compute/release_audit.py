@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute import sdc, statistics
+from compute import sdc, statdp, statistics
 from compute.sdc.audit import U64, Sketches, near_duplicates, slots_for, table_sketches
 from compute.statspec import (
     ChiSquareTest,
@@ -78,8 +78,28 @@ def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int) -> Sketches:
     return whole.take(np.array([len(whole) - 1]))
 
 
+def _noised(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
+            history: History) -> Audited:
+    """A differentially private job: its guarantee covers differencing, so there is no
+    population check; its cells still count against the permit's cap."""
+    document = statdp.compute_dp(frame, spec, policy)
+    count = history.released_before
+    for i, (a, result) in enumerate(zip(spec.analyses, document["analyses"], strict=True)):
+        values = _count_values(result)
+        if count + values > policy.max_released_cells:
+            fields = {k: v for k, v in a.model_dump(mode="json").items() if k != "kind"}
+            document["analyses"][i] = statistics.withheld(a.kind, sdc.Rule.RELEASE_CAP,
+                                                          policy, **fields)
+            values = 0
+        count += values
+    return Audited(document, Sketches.empty(slots_for(policy.min_count)),
+                   count - history.released_before)
+
+
 def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
                     history: History) -> Audited:
+    if spec.dp is not None:
+        return _noised(frame, spec, policy, history)
     k = policy.min_count
     slots = slots_for(k)
     seen = history.prior

@@ -74,7 +74,12 @@ def strictest_settings(min_cell_count: int, approvals: list[Mapping[str, Any] | 
 
 def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
             ) -> dict[str, Any]:
-    """Every analysis of ``spec``, checked, as one JSON-ready document."""
+    """Every analysis of ``spec``, checked (or, with ``dp``, noised), as one JSON-ready
+    document."""
+    if spec.dp is not None:
+        from compute import statdp  # statdp builds on this module
+
+        return statdp.compute_dp(frame, spec, policy)
     return {"version": 1, "engine": ENGINE,
             "analyses": [_analysis(frame, a, policy) for a in spec.analyses]}
 
