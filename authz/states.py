@@ -108,6 +108,10 @@ class ScriptRelease(enum.StrEnum):
 #: The reason of a script run whose checked outputs are held for a human decision.
 HELD_FOR_REVIEW = ("outputs held for review: the permit's providers did not accept "
                    "automatic release of script outputs")
+#: The reason of a script run whose outputs the agent could not verify against the input
+#: (re-derived counts and statistics): never released automatically.
+HELD_UNVERIFIED = ("outputs held for review: the automatic checks could not verify every "
+                   "output against the permitted input")
 
 
 class OutputDecision(enum.StrEnum):

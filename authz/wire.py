@@ -194,6 +194,9 @@ class OutputReport(_Part):
     decision: OutputDecision
     reasons: tuple[Note, ...] = Field(default=(), max_length=100)
     content_b64: Base64 | None = None
+    # For a held output: what re-derivation from the input found, for the reviewer (rule,
+    # column and row by position; never a value). Not the requester's to see.
+    findings: tuple[Note, ...] = Field(default=(), max_length=200)
 
 
 class RunReport(_Message):

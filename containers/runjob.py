@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.states import HELD_FOR_REVIEW, JobState, OutputDecision, ScriptRelease
+from authz.states import (
+    HELD_FOR_REVIEW,
+    HELD_UNVERIFIED,
+    JobState,
+    OutputDecision,
+    ScriptRelease,
+)
 from authz.wire import OutputReport, RunReport, RunTask
 from compute import release_audit, statistics
 from compute.errors import InvalidInput
@@ -31,7 +37,7 @@ from compute.sdc import SDCPolicy
 from compute.sdc.audit import slots_for
 from compute.spec import spec_from_json
 from compute.statspec import StatisticsSpec, parse_statistics_spec
-from containers import checks, datasets
+from containers import checks, datasets, rederive
 from containers.audit_store import AuditStore
 from containers.executor import Limits, RunResult, RunSpec
 from containers.hardening import check_job_id, read_outputs
@@ -198,14 +204,20 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
         return ran(JobState.BLOCKED, outputs, reason[:2000])
-    if task.script_release != ScriptRelease.AUTOMATIC and any(
-            v.decision == OutputDecision.RELEASED for v in verdicts):
+    findings = script_findings(task, job_dir, verdicts)
+    automatic = task.script_release == ScriptRelease.AUTOMATIC
+    if any(v.decision == OutputDecision.RELEASED for v in verdicts) and (
+            not automatic or any(findings)):
         # The file-level checks cannot vouch for a script's tables (they do not know a
-        # cell's true contributors): held, like a blocked run, by position only.
+        # cell's true contributors), and re-derivation from the input did not verify
+        # every one: held, like a blocked run, by position only, with the findings for
+        # the reviewer.
+        reason = HELD_FOR_REVIEW if not automatic else HELD_UNVERIFIED
         held = [OutputReport(name=f"output-{i}", sha256=checks.NOTHING_READ_SHA256, bytes=0,
-                             decision=OutputDecision.BLOCKED, reasons=(HELD_FOR_REVIEW,))
-                for i, _ in enumerate(verdicts, 1)]
-        return ran(JobState.BLOCKED, held, HELD_FOR_REVIEW)
+                             decision=OutputDecision.BLOCKED, reasons=(reason,),
+                             findings=tuple(f.text() for f in found)[:200])
+                for i, found in enumerate(findings, 1)]
+        return ran(JobState.BLOCKED, held, reason)
     if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
         # Released, but with nothing in it: say why rather than hand back an empty result.
         return ran(JobState.RELEASED, outputs,
@@ -213,6 +225,22 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
                    "there" if not outputs else
                    "no table released: the run wrote only files the checks cannot vouch for")
     return ran(JobState.RELEASED, outputs)
+
+
+def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict]
+                    ) -> list[list[rederive.Finding]]:
+    """Per output: what re-deriving it from the permitted input found (empty: verified).
+    Files the checks withheld (images) are never released anyway: no findings."""
+    frame = None
+    if len(task.datasets) == 1:
+        frame = pd.read_csv(job_dir / "in" / "data.csv", dtype=str, keep_default_na=False)
+    types = {f.name: f.type for ds in task.datasets for f in ds.fields}
+    policy = statistics.policy_for(task.min_cell_count, task.disclosure)
+    tables = [(v.name, v.content) for v in verdicts
+              if v.decision == OutputDecision.RELEASED and v.content is not None]
+    found = iter(rederive.output_findings(tables, frame, types, policy))
+    return [next(found) if v.decision == OutputDecision.RELEASED and v.content is not None
+            else [] for v in verdicts]
 
 
 def joint_submission(task: RunTask, out_dir: Path,

@@ -1,0 +1,245 @@
+"""Re-deriving a script's tables from the permitted input, and flagging what cannot be.
+
+The file-level checks (:mod:`containers.checks`) trust what a script says about its own
+table: that the ``n`` column is the number of records behind a row, and that the other
+cells are statistics of those records. Here the agent recomputes both from the permitted
+input and applies the disclosure rules to the true figures. A table is *verified* only
+when every row and every cell is explained:
+
+* key columns are columns named after an input column whose every value is a value of
+  that column in the input (a table of overall figures, one row without keys, is keyed
+  by the whole input);
+* the count column equals the true number of records with those keys, and that number
+  is at least the minimum cell count (threshold on the true count);
+* every other column is ``<statistic>_<column>`` or ``<column>_<statistic>`` of a
+  numeric input column, for a statistic of :data:`STATISTICS`, each cell a plain number
+  of at most :data:`MAX_DECIMALS` decimals, as many in every cell of the column, equal
+  to that statistic of the group's records rounded to that many decimals (so neither a
+  tiny offset nor the choice of precision can carry a message), and sums, means and
+  standard deviations pass the nk and p% rules on the group's contributions.
+
+Anything else is a finding. A finding names the rule, the column and the row by
+position, never a value, a count or a column name (all of which the script chose), so a
+reviewer can read it and it can be stored beside the output. Outputs with findings are
+never released automatically; they wait for a human decision. Not done: differencing
+across runs for script outputs (the statistics route has it), medians' individual-value
+rule (medians are always flagged), filters the script applied before grouping (a table
+over a subset of the input does not re-derive and is flagged).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from compute.sdc import SDCPolicy
+from containers.datasets import canonical
+
+COUNT_COLUMNS = ("n", "count")
+#: What a value column may hold, and how it is recomputed from a group's values.
+STATISTICS = {
+    "sum": lambda v: float(np.sum(v)),
+    "total": lambda v: float(np.sum(v)),
+    "mean": lambda v: float(np.mean(v)),
+    "avg": lambda v: float(np.mean(v)),
+    "average": lambda v: float(np.mean(v)),
+    "std": lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
+    "sd": lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
+}
+MAGNITUDE = frozenset(STATISTICS)
+#: Statistics recognised but never released automatically.
+FLAGGED_STATISTICS = frozenset({"median", "min", "max", "p50", "q50"})
+MAX_CELLS = 5000
+MAX_OUTPUTS = 10
+MAX_DECIMALS = 6
+#: Room for float summation order on top of the rounding half-unit.
+REL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason an output cannot be released without a human: no data in it."""
+
+    rule: str
+    message: str
+    column: int | None = None  # 1-based position in the output's header
+    row: int | None = None  # 1-based position among the output's data rows
+
+    def text(self) -> str:
+        where = " ".join(p for p in (f"column {self.column}" if self.column else "",
+                                     f"row {self.row}" if self.row else "") if p)
+        return f"{self.rule}: {self.message}" + (f" ({where})" if where else "")
+
+
+def parse_table(name: str, content: bytes) -> tuple[list[str], list[list[str]]]:
+    """The released content of an output as the checks wrote it (CSV or JSON records)."""
+    text = content.decode("utf-8")
+    if name.endswith(".csv"):
+        rows = list(csv.reader(io.StringIO(text)))
+        return (rows[0], [r for r in rows[1:] if r]) if rows else ([], [])
+    data = json.loads(text)
+    records = data if isinstance(data, list) else [data]
+    header = list(records[0]) if records else []
+    return header, [["" if r[h] is None else str(r[h]) for h in header] for r in records]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        v = float(cell)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _decimals(cell: str) -> int | None:
+    """Decimals written in a plain number's text; None for exponents and the like."""
+    t = cell.strip().lstrip("+-")
+    whole, _, frac = t.partition(".")
+    if not (whole.isdigit() or (whole == "" and frac)) or (frac and not frac.isdigit()):
+        return None
+    return len(frac)
+
+
+def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
+    """(statistic, input column) a value column's name declares, if any."""
+    low = column.strip().lower()
+    for col in numeric:
+        c = col.lower()
+        for stat in (*STATISTICS, *FLAGGED_STATISTICS):
+            if low in (f"{stat}_{c}", f"{c}_{stat}"):
+                return stat, col
+    return None
+
+
+def _dominated(values: np.ndarray, policy: SDCPolicy) -> str | None:
+    a = np.sort(np.abs(values))[::-1]
+    total = float(a.sum())
+    if total <= 0:
+        return None
+    for r in policy.nk_rules:
+        if float(a[:r.n].sum()) >= r.k * total:
+            return "dominance"
+    if policy.p_percent > 0 and len(a) >= 1:
+        second = float(a[1]) if len(a) > 1 else 0.0
+        if total - float(a[0]) - second < policy.p_percent * float(a[0]):
+            return "p_percent"
+    return None
+
+
+def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.DataFrame,
+             types: Mapping[str, str], policy: SDCPolicy) -> list[Finding]:
+    """Findings for one output table against the permitted input ``frame`` (text)."""
+    if len(rows) * max(1, len(header)) > MAX_CELLS:
+        return [Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")]
+    by_name = {c.lower(): c for c in frame.columns}
+    lowered = [h.strip().lower() for h in header]
+    count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
+    numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
+    keys: list[tuple[int, str]] = []
+    values: list[tuple[int, str, str]] = []
+    findings: list[Finding] = []
+    canon = {c: frame[c].map(canonical) for c in frame.columns}
+    for i, h in enumerate(lowered):
+        if i == count_at:
+            continue
+        if h in by_name:
+            col = by_name[h]
+            known = set(canon[col])
+            if all(canonical(r[i]) in known for r in rows):
+                keys.append((i, col))
+                continue
+            findings.append(Finding("key_values", "values not found in the input column "
+                                                  "of that name", column=i + 1))
+            continue
+        declared = _statistic(h, numeric)
+        if declared is None:
+            findings.append(Finding("unexplained_column", "not an input column nor a "
+                                    "statistic of one", column=i + 1))
+        elif declared[0] in FLAGGED_STATISTICS:
+            findings.append(Finding("order_statistic", "medians, minima and maxima are "
+                                    "checked by a person", column=i + 1))
+        else:
+            values.append((i, declared[0], declared[1]))
+    if count_at is None:
+        findings.append(Finding("no_count", "no count column: true counts cannot be "
+                                            "compared"))
+    if not keys and len(rows) > 1:
+        findings.append(Finding("keys_unexplained", "several rows but no key column: "
+                                                    "the groups cannot be re-derived"))
+    if findings:
+        return findings
+    seen: set[tuple[str, ...]] = set()
+    decimals: dict[int, int] = {}
+    for r_i, row in enumerate(rows, 1):
+        key = tuple(canonical(row[i]) for i, _ in keys)
+        if key in seen:
+            findings.append(Finding("duplicate_keys", "the same keys appear twice", row=r_i))
+            continue
+        seen.add(key)
+        mask = np.ones(len(frame), dtype=bool)
+        for (_, col), k in zip(keys, key, strict=True):
+            mask &= (canon[col] == k).to_numpy()
+        true_n = int(mask.sum())
+        assert count_at is not None
+        stated = _number(row[count_at])
+        if stated is None or int(stated) != true_n:
+            findings.append(Finding("count_mismatch", "the count is not the number of "
+                                    "input records with these keys", column=count_at + 1,
+                                    row=r_i))
+        if 0 < true_n < policy.min_count:
+            findings.append(Finding("threshold", f"fewer than {policy.min_count} records "
+                                    "with these keys", row=r_i))
+        for i, stat, col in values:
+            group = pd.to_numeric(frame.loc[mask, col], errors="coerce").dropna().to_numpy()
+            got = _number(row[i]) if row[i].strip() else None
+            places = _decimals(row[i])
+            if got is None or places is None or places > MAX_DECIMALS:
+                findings.append(Finding("not_plain_number", "not a plain finite number of "
+                                        f"at most {MAX_DECIMALS} decimals", column=i + 1,
+                                        row=r_i))
+                continue
+            if decimals.setdefault(i, places) != places:
+                findings.append(Finding("precision", "decimals differ within the column",
+                                        column=i + 1, row=r_i))
+                continue
+            want = STATISTICS[stat](group) if len(group) else math.nan
+            slack = 0.5 * 10.0 ** -places + REL_TOL * abs(want) if math.isfinite(want) else 0
+            if not math.isfinite(want) or abs(got - want) > slack:
+                findings.append(Finding("value_mismatch", "not the statistic its name "
+                                        "declares of the records with these keys",
+                                        column=i + 1, row=r_i))
+                continue
+            rule = _dominated(group, policy)
+            if rule is not None:
+                findings.append(Finding(rule, "a few records dominate the cell",
+                                        column=i + 1, row=r_i))
+    return findings
+
+
+def output_findings(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
+                    types: Mapping[str, str], policy: SDCPolicy) -> list[list[Finding]]:
+    """Per output (name, released content): its findings. ``frame`` None: the input
+    cannot be re-read (several datasets), so nothing is verifiable."""
+    if len(outputs) > MAX_OUTPUTS:
+        return [[Finding("too_many_outputs", f"more than {MAX_OUTPUTS} outputs in one run")]
+                for _ in outputs]
+    out = []
+    for name, content in outputs:
+        if frame is None:
+            out.append([Finding("unverifiable", "outputs over several datasets are not "
+                                                "re-derived")])
+            continue
+        try:
+            header, rows = parse_table(name, content)
+        except (ValueError, UnicodeDecodeError):
+            out.append([Finding("unverifiable", "the output could not be read back")])
+            continue
+        out.append(rederive(header, rows, frame, types, policy))
+    return out

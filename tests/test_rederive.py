@@ -1,0 +1,121 @@
+"""Re-deriving a script's table from the permitted input: what verifies, what is flagged."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compute import statistics
+from containers.rederive import Finding, output_findings, rederive
+
+TYPES = {"ward": "string", "sex": "string", "cost": "number", "age": "integer"}
+POLICY = statistics.policy_for(10, None)
+
+
+def _input() -> pd.DataFrame:
+    rng = np.random.default_rng(9)
+    n = 600
+    frame = pd.DataFrame({"ward": rng.choice(list("ABC"), n), "sex": rng.choice(["F", "M"], n),
+                          "cost": np.round(rng.gamma(4.0, 900.0, n), 2),
+                          "age": rng.integers(18, 90, n)})
+    frame.loc[0, "ward"] = "Z"  # one record alone in its ward
+    frame.loc[1, ["ward", "cost"]] = ["C", 50_000_000.0]  # dominates ward C
+    return frame.astype(str)
+
+
+def _table(frame: pd.DataFrame, by: list[str], decimals: int = 2) -> pd.DataFrame:
+    typed = frame.assign(cost=frame.cost.astype(float))
+    t = typed.groupby(by)["cost"].agg(n="count", mean_cost="mean").reset_index()
+    t["mean_cost"] = t["mean_cost"].round(decimals)
+    return t
+
+
+def _rules(found: list[Finding]) -> set[str]:
+    return {f.rule for f in found}
+
+
+def _check(table: pd.DataFrame, frame: pd.DataFrame) -> list[Finding]:
+    rows = [[f"{v:.2f}" if isinstance(v, float) else str(v) for v in r]
+            for r in table.itertuples(index=False)]
+    return rederive(list(table.columns), rows, frame, TYPES, POLICY)
+
+
+def test_an_honest_table_of_large_groups_verifies() -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])]  # no small or dominated cell
+    assert _check(_table(frame, ["ward", "sex"]), frame) == []
+    overall = pd.DataFrame({"n": [len(frame)], "mean_cost": [frame.cost.astype(float).mean()]})
+    assert _check(overall, frame) == []
+
+
+def test_a_false_count_and_a_small_true_count_are_found() -> None:
+    frame = _input()
+    table = _table(frame, ["ward"])
+    table.loc[table.ward == "Z", "n"] = 10  # the script claims ten records
+    assert {"count_mismatch", "threshold"} <= _rules(_check(table, frame))
+
+
+def test_a_dominated_sum_is_found() -> None:
+    frame = _input()
+    t = frame.assign(cost=frame.cost.astype(float)).groupby("ward")["cost"].agg(
+        n="count", sum_cost="sum").reset_index()
+    t = t[t.ward != "Z"]
+    assert "dominance" in _rules(_check(t, frame))
+
+
+@pytest.mark.parametrize(("column", "cell", "rule"), [
+    ("mean_cost", "1234.5678901", "not_plain_number"),  # too many decimals
+    ("mean_cost", "1.2e3", "not_plain_number"),
+    ("mean_cost", "Alice", "not_plain_number"),
+    ("mean_cost", None, "value_mismatch"),  # a tiny offset of the true mean
+    ("secret_42", "1", "unexplained_column"),  # a header carrying a value
+    ("median_cost", "1", "order_statistic"),
+])
+def test_smuggling_in_cells_and_headers_is_found(column: str, cell: str | None,
+                                                 rule: str) -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])]
+    table = _table(frame, ["ward"])
+    rows = [[str(r.ward), str(r.n), f"{r.mean_cost:.2f}"] for r in table.itertuples()]
+    header = ["ward", "n", column]
+    if cell is None:
+        rows[0][2] = f"{float(rows[0][2]) + 0.01:.2f}"
+    else:
+        rows[0][2] = cell
+    assert rule in _rules(rederive(header, rows, frame, TYPES, POLICY))
+
+
+def test_precision_may_not_vary_within_a_column() -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])]
+    table = _table(frame, ["ward"], decimals=3)
+    rows = [[str(r.ward), str(r.n), f"{r.mean_cost:.{3 if i else 1}f}"]
+            for i, r in enumerate(table.itertuples())]
+    assert "precision" in _rules(rederive(["ward", "n", "mean_cost"], rows, frame, TYPES,
+                                          POLICY))
+
+
+def test_keys_not_in_the_input_and_shapes_are_found() -> None:
+    frame = _input()
+    found = rederive(["band", "n"], [["0-17", "30"], ["18-39", "40"]], frame, TYPES, POLICY)
+    assert "unexplained_column" in _rules(found)
+    found = rederive(["ward", "n"], [["Q", "30"]], frame, TYPES, POLICY)
+    assert "key_values" in _rules(found)
+    many = output_findings([(f"t{i}.csv", b"n\n600\n") for i in range(11)], frame, TYPES,
+                           POLICY)
+    assert all("too_many_outputs" in _rules(f) for f in many)
+
+
+def test_findings_carry_no_value_only_rules_and_positions() -> None:
+    frame = _input()
+    table = _table(frame, ["ward", "sex"])
+    table.loc[0, "n"] = 999
+    texts = [f.text() for f in _check(table, frame)]
+    assert texts
+    for t in texts:
+        numbers = set(re.findall(r"\d+(?:\.\d+)?", t))
+        assert numbers <= {"10", "6"} | {str(i) for i in range(1, 20)}, t
+        assert "999" not in t and "Z" not in t.split(":")[1]
