@@ -13,9 +13,9 @@ when every row and every cell is explained:
   is at least the minimum cell count (threshold on the true count);
 * every other column is ``<statistic>_<column>`` or ``<column>_<statistic>`` of a
   numeric input column, for a statistic of :data:`STATISTICS`, each cell a plain number
-  of at most :data:`MAX_DECIMALS` decimals, as many in every cell of the column, equal
-  to that statistic of the group's records rounded to that many decimals (so neither a
-  tiny offset nor the choice of precision can carry a message), and sums, means and
+  of at most :data:`MAX_DECIMALS` decimals, equal to that statistic of the group's
+  records rounded to the column's finest precision (so neither a tiny offset nor the
+  choice of precision can carry a message), and sums, means and
   standard deviations pass the nk and p% rules on the group's contributions.
 
 Anything else is a finding. A finding names the rule, the column and the row by
@@ -176,7 +176,7 @@ def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.Dat
     if findings:
         return findings
     seen: set[tuple[str, ...]] = set()
-    decimals: dict[int, int] = {}
+    precision = {i: max((_decimals(r[i]) or 0) for r in rows) for i, _, _ in values}
     for r_i, row in enumerate(rows, 1):
         key = tuple(canonical(row[i]) for i, _ in keys)
         if key in seen:
@@ -205,10 +205,10 @@ def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.Dat
                                         f"at most {MAX_DECIMALS} decimals", column=i + 1,
                                         row=r_i))
                 continue
-            if decimals.setdefault(i, places) != places:
-                findings.append(Finding("precision", "decimals differ within the column",
-                                        column=i + 1, row=r_i))
-                continue
+            # Judged at the column's finest precision: a cell written with fewer decimals
+            # must still be the true value rounded to that precision (trailing zeros
+            # dropped), so the choice of precision carries nothing.
+            places = precision[i]
             want = STATISTICS[stat](group) if len(group) else math.nan
             slack = 0.5 * 10.0 ** -places + REL_TOL * abs(want) if math.isfinite(want) else 0
             if not math.isfinite(want) or abs(got - want) > slack:

@@ -88,14 +88,18 @@ def test_smuggling_in_cells_and_headers_is_found(column: str, cell: str | None,
     assert rule in _rules(rederive(header, rows, frame, TYPES, POLICY))
 
 
-def test_precision_may_not_vary_within_a_column() -> None:
+def test_precision_is_the_columns_finest_and_carries_nothing() -> None:
     frame = _input()
     frame = frame[frame.ward.isin(["A", "B"])]
     table = _table(frame, ["ward"], decimals=3)
+    # Written with fewer decimals than the column's finest: a mismatch unless the dropped
+    # digits were zeros (pandas writes 12.5 for 12.50).
     rows = [[str(r.ward), str(r.n), f"{r.mean_cost:.{3 if i else 1}f}"]
             for i, r in enumerate(table.itertuples())]
-    assert "precision" in _rules(rederive(["ward", "n", "mean_cost"], rows, frame, TYPES,
-                                          POLICY))
+    assert "value_mismatch" in _rules(rederive(["ward", "n", "mean_cost"], rows, frame,
+                                               TYPES, POLICY))
+    rows = [[str(r.ward), str(r.n), repr(float(r.mean_cost))] for r in table.itertuples()]
+    assert rederive(["ward", "n", "mean_cost"], rows, frame, TYPES, POLICY) == []
 
 
 def test_keys_not_in_the_input_and_shapes_are_found() -> None:
