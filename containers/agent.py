@@ -232,7 +232,8 @@ class Agent:
                 return
             report = runjob.report(task, job_dir, result, self.config.image,
                                    self.config.signing_key,
-                                   rare_values=None if rare.exception() else rare.result())
+                                   rare_values=None if rare.exception() else rare.result(),
+                                   audit=self.audit)
             # Nothing downstream (states, ledger times, receipts) can then time the script
             # more finely than the grain; the checks above ran inside it.
             self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,

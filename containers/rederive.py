@@ -10,7 +10,9 @@ when every row and every cell is explained:
   that column in the input (a table of overall figures, one row without keys, is keyed
   by the whole input);
 * the count column equals the true number of records with those keys, and that number
-  is at least the minimum cell count (threshold on the true count);
+  is at least the minimum cell count (threshold on the true count); every group of the
+  input with at least that many records is a row (the shape is the input's, so leaving
+  rows out carries nothing);
 * every other column is ``<statistic>_<column>`` or ``<column>_<statistic>`` of a
   numeric input column, for a statistic of :data:`STATISTICS`, each cell a plain number
   of at most :data:`MAX_DECIMALS` decimals, equal to that statistic of the group's
@@ -21,8 +23,9 @@ when every row and every cell is explained:
 Anything else is a finding. A finding names the rule, the column and the row by
 position, never a value, a count or a column name (all of which the script chose), so a
 reviewer can read it and it can be stored beside the output. Outputs with findings are
-never released automatically; they wait for a human decision. Not done: differencing
-across runs for script outputs (the statistics route has it), medians' individual-value
+never released automatically; they wait for a human decision. The groups of a verified
+table go through the differencing audit like the statistics route's cells
+(:func:`containers.runjob.script_findings`). Not done: medians' individual-value
 rule (medians are always flagged), filters the script applied before grouping (a table
 over a subset of the input does not re-derive and is flagged).
 """
@@ -35,6 +38,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -136,8 +140,16 @@ def _dominated(values: np.ndarray, policy: SDCPolicy) -> str | None:
 def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.DataFrame,
              types: Mapping[str, str], policy: SDCPolicy) -> list[Finding]:
     """Findings for one output table against the permitted input ``frame`` (text)."""
+    return rederive_groups(header, rows, frame, types, policy)[0]
+
+
+def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
+                    frame: pd.DataFrame, types: Mapping[str, str], policy: SDCPolicy
+                    ) -> tuple[list[Finding], list[np.ndarray[Any, np.dtype[np.bool_]]]]:
+    """Findings, and per row the input records it describes (for the differencing
+    audit; empty when the table's groups could not be re-derived)."""
     if len(rows) * max(1, len(header)) > MAX_CELLS:
-        return [Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")]
+        return [Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")], []
     by_name = {c.lower(): c for c in frame.columns}
     lowered = [h.strip().lower() for h in header]
     count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
@@ -174,7 +186,8 @@ def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.Dat
         findings.append(Finding("keys_unexplained", "several rows but no key column: "
                                                     "the groups cannot be re-derived"))
     if findings:
-        return findings
+        return findings, []
+    groups = []
     seen: set[tuple[str, ...]] = set()
     precision = {i: max((_decimals(r[i]) or 0) for r in rows) for i, _, _ in values}
     for r_i, row in enumerate(rows, 1):
@@ -187,6 +200,7 @@ def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.Dat
         for (_, col), k in zip(keys, key, strict=True):
             mask &= (canon[col] == k).to_numpy()
         true_n = int(mask.sum())
+        groups.append(mask)
         assert count_at is not None
         stated = _number(row[count_at])
         if stated is None or int(stated) != true_n:
@@ -220,26 +234,48 @@ def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.Dat
             if rule is not None:
                 findings.append(Finding(rule, "a few records dominate the cell",
                                         column=i + 1, row=r_i))
-    return findings
+    if keys and not findings:
+        # The shape must be the input's, not the script's choice: every group with at
+        # least k records is a row (smaller ones may be left out, as suppressed).
+        sizes = frame.groupby([canon[col] for _, col in keys]).size()
+        if int((sizes >= policy.min_count).sum()) != len(rows):
+            findings.append(Finding("shape", "rows are missing that the input has: which "
+                                             "rows a table holds is not the script's choice"))
+    return findings, groups
+
+
+@dataclass
+class Rederived:
+    findings: list[Finding]
+    groups: list[np.ndarray[Any, np.dtype[np.bool_]]]  # per row: its input records
+    cells: int  # values the output holds (for the permit's cap)
 
 
 def output_findings(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
                     types: Mapping[str, str], policy: SDCPolicy) -> list[list[Finding]]:
     """Per output (name, released content): its findings. ``frame`` None: the input
     cannot be re-read (several datasets), so nothing is verifiable."""
+    return [r.findings for r in rederive_outputs(outputs, frame, types, policy)]
+
+
+def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
+                     types: Mapping[str, str], policy: SDCPolicy) -> list[Rederived]:
     if len(outputs) > MAX_OUTPUTS:
-        return [[Finding("too_many_outputs", f"more than {MAX_OUTPUTS} outputs in one run")]
+        return [Rederived([Finding("too_many_outputs",
+                                   f"more than {MAX_OUTPUTS} outputs in one run")], [], 0)
                 for _ in outputs]
     out = []
     for name, content in outputs:
         if frame is None:
-            out.append([Finding("unverifiable", "outputs over several datasets are not "
-                                                "re-derived")])
+            out.append(Rederived([Finding("unverifiable", "outputs over several datasets "
+                                                          "are not re-derived")], [], 0))
             continue
         try:
             header, rows = parse_table(name, content)
         except (ValueError, UnicodeDecodeError):
-            out.append([Finding("unverifiable", "the output could not be read back")])
+            out.append(Rederived([Finding("unverifiable", "the output could not be read "
+                                                          "back")], [], 0))
             continue
-        out.append(rederive(header, rows, frame, types, policy))
+        found, groups = rederive_groups(header, rows, frame, types, policy)
+        out.append(Rederived(found, groups, len(rows) * len(header)))
     return out

@@ -34,7 +34,7 @@ from compute import release_audit, statistics
 from compute.errors import InvalidInput
 from compute.protocol import provider_submit
 from compute.sdc import SDCPolicy
-from compute.sdc.audit import slots_for
+from compute.sdc.audit import Sketches, near_duplicates, sketch_cells, slots_for
 from compute.spec import spec_from_json
 from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import checks, datasets, rederive
@@ -68,8 +68,9 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     """Write the script and the permitted columns; record what was read (input.json).
 
     ``roots`` gives the data roots of one provider: a location resolves only under the
-    roots of the provider that owns the dataset. With ``audit``, a statistics job's
-    keyed row identities are written beside its input (``rowids.npy``, outside ``in/``).
+    roots of the provider that owns the dataset. With ``audit``, the keyed row identities
+    of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
+    never mounted into a container) for the differencing audit.
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +91,7 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         rows += projected.rows
         size += projected.size
         digests.append(projected.sha256)
-        if audit is not None and task.statistics is not None:
+        if audit is not None and single and task.joint is None:
             with audit.session() as store:
                 key = store.row_key()
             np.save(job_dir / ROW_IDS, datasets.row_identities(src, ds.format, key))
@@ -165,7 +166,8 @@ def rare_values(task: RunTask, job_dir: Path) -> frozenset[str]:
 
 def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
            signing_key: Ed25519PrivateKey | None,
-           rare_values: frozenset[str] | None = None) -> RunReport:
+           rare_values: frozenset[str] | None = None,
+           audit: AuditStore | None = None) -> RunReport:
     """Check what the run left behind; only what passed is in the report with content.
     ``rare_values``: :func:`rare_values` of this job if already read, else read here."""
     stats = json.loads((job_dir / "input.json").read_text())
@@ -204,7 +206,7 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
         return ran(JobState.BLOCKED, outputs, reason[:2000])
-    findings = script_findings(task, job_dir, verdicts)
+    findings = script_findings(task, job_dir, verdicts, audit)
     automatic = task.script_release == ScriptRelease.AUTOMATIC
     if any(v.decision == OutputDecision.RELEASED for v in verdicts) and (
             not automatic or any(findings)):
@@ -227,10 +229,15 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     return ran(JobState.RELEASED, outputs)
 
 
-def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict]
-                    ) -> list[list[rederive.Finding]]:
+def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
+                    audit: AuditStore | None = None) -> list[list[rederive.Finding]]:
     """Per output: what re-deriving it from the permitted input found (empty: verified).
-    Files the checks withheld (images) are never released anyway: no findings."""
+    Files the checks withheld (images) are never released anyway: no findings.
+
+    With ``audit``, the groups of verified tables are also checked against the
+    populations already released to the requester from this dataset (rule
+    ``differencing``) and against the permit's cap; when every output verifies and the
+    permit releases automatically, they are recorded as released."""
     frame = None
     if len(task.datasets) == 1:
         frame = pd.read_csv(job_dir / "in" / "data.csv", dtype=str, keep_default_na=False)
@@ -238,9 +245,48 @@ def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict]
     policy = statistics.policy_for(task.min_cell_count, task.disclosure)
     tables = [(v.name, v.content) for v in verdicts
               if v.decision == OutputDecision.RELEASED and v.content is not None]
-    found = iter(rederive.output_findings(tables, frame, types, policy))
-    return [next(found) if v.decision == OutputDecision.RELEASED and v.content is not None
-            else [] for v in verdicts]
+    done = rederive.rederive_outputs(tables, frame, types, policy)
+    if audit is not None and (job_dir / ROW_IDS).exists() and frame is not None:
+        _audit_script(task, job_dir, done, policy, audit)
+    found = iter(done)
+    return [next(found).findings if v.decision == OutputDecision.RELEASED
+            and v.content is not None else [] for v in verdicts]
+
+
+def _audit_script(task: RunTask, job_dir: Path, done: list[rederive.Rederived],
+                  policy: SDCPolicy, audit: AuditStore) -> None:
+    ids = np.load(job_dir / ROW_IDS)
+    slots = slots_for(policy.min_count)
+    requester = task.requester_id or f"permit:{task.permit_id}"
+    dataset = task.datasets[0].id
+    with audit.session() as store:
+        seen = store.populations(requester, dataset, slots)
+        count = store.released(task.permit_id, task.job_id)
+        mine = []
+        for out in done:
+            if out.findings or not out.groups:
+                continue
+            member = np.full(len(ids), -1, dtype=np.int64)
+            for r, mask in enumerate(out.groups):
+                member[mask] = r
+            inside = member >= 0
+            pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
+            for r in np.flatnonzero(near_duplicates(pops, seen, policy.min_count)):
+                out.findings.append(rederive.Finding(
+                    "differencing", "the records of this row differ from a population "
+                    f"already released by fewer than {policy.min_count}", row=int(r) + 1))
+            count += out.cells
+            if count > policy.max_released_cells:
+                out.findings.append(rederive.Finding(
+                    "release_cap", f"the permit's cap of {policy.max_released_cells} "
+                    "released cells would be exceeded"))
+            mine.append(pops)
+            seen = Sketches.concat([seen, pops], slots)
+        if task.script_release == ScriptRelease.AUTOMATIC and not any(
+                o.findings for o in done):
+            released = Sketches.concat(mine, slots)
+            store.record(requester, dataset, task.permit_id, task.job_id, released,
+                         count - store.released(task.permit_id, task.job_id))
 
 
 def joint_submission(task: RunTask, out_dir: Path,

@@ -113,6 +113,13 @@ def test_keys_not_in_the_input_and_shapes_are_found() -> None:
     assert all("too_many_outputs" in _rules(f) for f in many)
 
 
+def test_leaving_rows_out_is_a_shape_finding() -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])]
+    table = _table(frame, ["ward", "sex"])
+    assert "shape" in _rules(_check(table.iloc[:2], frame))
+
+
 def test_findings_carry_no_value_only_rules_and_positions() -> None:
     frame = _input()
     table = _table(frame, ["ward", "sex"])
