@@ -18,7 +18,9 @@ when every row and every cell is explained:
   of at most :data:`MAX_DECIMALS` decimals, equal to that statistic of the group's
   records rounded to the column's finest precision (so neither a tiny offset nor the
   choice of precision can carry a message), and sums, means and
-  standard deviations pass the nk and p% rules on the group's contributions.
+  standard deviations pass the nk and p% rules on the group's contributions;
+* no line of the table (all keys fixed but one) holds every record of its group in one
+  category (class disclosure).
 
 Anything else is a finding. A finding names the rule, the column and the row by
 position, never a value, a count or a column name (all of which the script chose), so a
@@ -241,7 +243,26 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
         if int((sizes >= policy.min_count).sum()) != len(rows):
             findings.append(Finding("shape", "rows are missing that the input has: which "
                                              "rows a table holds is not the script's choice"))
+        findings += _class_disclosure(sizes, [col for _, col in keys], canon)
     return findings, groups
+
+
+def _class_disclosure(sizes: pd.Series, keys: list[str], canon: Mapping[str, pd.Series]
+                      ) -> list[Finding]:
+    """A line of the table (all keys fixed but one) whose records all share one value of
+    the free key, where the input has others: everyone in that group has the attribute
+    (Hundepool et al. 2012, ch. 5). Flagged for a person, as on the statistics route."""
+    if len(keys) < 2:
+        return []
+    for j, free in enumerate(keys):
+        if canon[free].nunique() < 2:
+            continue
+        others = [lvl for lvl in range(len(keys)) if lvl != j]
+        per_line = sizes[sizes > 0].groupby(level=others).size()
+        if (per_line == 1).any():
+            return [Finding("class_disclosure", "every record of a group falls in one "
+                                                "category of a key column")]
+    return []
 
 
 @dataclass

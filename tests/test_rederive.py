@@ -120,6 +120,13 @@ def test_leaving_rows_out_is_a_shape_finding() -> None:
     assert "shape" in _rules(_check(table.iloc[:2], frame))
 
 
+def test_a_group_all_in_one_category_is_class_disclosure() -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])].copy()
+    frame.loc[frame.ward == "B", "sex"] = "F"
+    assert "class_disclosure" in _rules(_check(_table(frame, ["ward", "sex"]), frame))
+
+
 def test_findings_carry_no_value_only_rules_and_positions() -> None:
     frame = _input()
     table = _table(frame, ["ward", "sex"])
