@@ -60,7 +60,7 @@ class Agent:
 
     @functools.cached_property
     def audit(self) -> AuditStore:
-        """The provider's release audit store, opened on the first statistics job."""
+        """The provider's release audit store, opened on the first job."""
         return AuditStore(self.config.audit_file)
 
     def check_config(self) -> None:
@@ -180,7 +180,7 @@ class Agent:
         notices = Notices(job_id)
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits,
-                                    self.audit if task.statistics is not None else None)
+                                    self.audit)
         try:
             if task.statistics is None:
                 self.executor.start_job(job_dir, prepare, warm=slot)
