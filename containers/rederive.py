@@ -270,6 +270,47 @@ class Rederived:
     findings: list[Finding]
     groups: list[np.ndarray[Any, np.dtype[np.bool_]]]  # per row: its input records
     cells: int  # values the output holds (for the permit's cap)
+    rendered: bytes | None = None  # a verified table as the platform writes it
+
+
+#: Spellings of one statistic; a released header uses the first.
+SYNONYMS = {"total": "sum", "avg": "mean", "average": "mean", "sd": "std"}
+SIGNIFICANT = 7
+
+
+def _figure(v: float) -> str:
+    return str(np.format_float_positional(v, precision=SIGNIFICANT, unique=False,
+                                          fractional=False, trim="-"))
+
+
+def render(name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+           frame: pd.DataFrame, numeric: Sequence[str], groups: Sequence[Any]) -> bytes:
+    """A verified table written by the platform, not the script: keys in the input's own
+    spelling and column order, the count, then each declared statistic (normalised name,
+    sorted) recomputed to 7 significant digits; rows sorted by key. Whatever the script
+    chose beyond which keys and which statistics (spelling, precision, order) is gone."""
+    lowered = [h.strip().lower() for h in header]
+    by_name = {c.lower(): c for c in frame.columns}
+    keys = [c for c in frame.columns if c.lower() in lowered and c.lower() in by_name]
+    values = sorted({(SYNONYMS.get(d[0], d[0]), d[1]) for h in lowered
+                     if (d := _statistic(h, numeric)) is not None})
+    out_header = [*keys, "n", *(f"{stat}_{col}" for stat, col in values)]
+    records = []
+    for mask in groups:
+        sub = frame[mask]
+        row = [str(sub[k].iloc[0]) for k in keys] + [str(int(mask.sum()))]
+        for stat, col in values:
+            group = pd.to_numeric(sub[col], errors="coerce").dropna().to_numpy()
+            row.append(_figure(STATISTICS[stat](group)))
+        records.append(row)
+    records.sort(key=lambda r: [canonical(x) for x in r[:len(keys)]])
+    if name.endswith(".json"):
+        return json.dumps([dict(zip(out_header, r, strict=True)) for r in records]).encode()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(out_header)
+    writer.writerows(records)
+    return buf.getvalue().encode()
 
 
 def output_findings(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
@@ -298,5 +339,8 @@ def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame |
                                                           "back")], [], 0))
             continue
         found, groups = rederive_groups(header, rows, frame, types, policy)
-        out.append(Rederived(found, groups, len(rows) * len(header)))
+        numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
+        out.append(Rederived(found, groups, len(rows) * len(header),
+                             None if found else render(name, header, rows, frame, numeric,
+                                                       groups)))
     return out

@@ -206,7 +206,8 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
         return ran(JobState.BLOCKED, outputs, reason[:2000])
-    findings = script_findings(task, job_dir, verdicts, audit)
+    done = script_rederived(task, job_dir, verdicts, audit)
+    findings = [d.findings if d is not None else [] for d in done]
     automatic = task.script_release == ScriptRelease.AUTOMATIC
     if any(v.decision == OutputDecision.RELEASED for v in verdicts) and (
             not automatic or any(findings)):
@@ -220,6 +221,7 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
                              findings=tuple(f.text() for f in found)[:200])
                 for i, found in enumerate(findings, 1)]
         return ran(JobState.BLOCKED, held, reason)
+    outputs = _rendered(outputs, done)
     if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
         # Released, but with nothing in it: say why rather than hand back an empty result.
         return ran(JobState.RELEASED, outputs,
@@ -229,10 +231,34 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     return ran(JobState.RELEASED, outputs)
 
 
+def _rendered(outputs: list[OutputReport], done: list[rederive.Rederived | None]
+              ) -> list[OutputReport]:
+    """Verified tables leave as the platform wrote them, named by position: the script's
+    file name, spelling, precision and row order are text it chose."""
+    out = []
+    for i, (o, d) in enumerate(zip(outputs, done, strict=True), 1):
+        if d is None or d.rendered is None or o.decision != OutputDecision.RELEASED:
+            out.append(o)
+            continue
+        ext = o.name.rsplit(".", 1)[-1]
+        out.append(o.model_copy(update={
+            "name": f"table-{i}.{ext}", "sha256": hashlib.sha256(d.rendered).hexdigest(),
+            "bytes": len(d.rendered),
+            "content_b64": base64.b64encode(d.rendered).decode()}))
+    return out
+
+
 def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
                     audit: AuditStore | None = None) -> list[list[rederive.Finding]]:
     """Per output: what re-deriving it from the permitted input found (empty: verified).
-    Files the checks withheld (images) are never released anyway: no findings.
+    Files the checks withheld (images) are never released anyway: no findings."""
+    return [d.findings if d is not None else []
+            for d in script_rederived(task, job_dir, verdicts, audit)]
+
+
+def script_rederived(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
+                     audit: AuditStore | None = None) -> list[rederive.Rederived | None]:
+    """Per output: its re-derivation (None for files the checks withheld).
 
     With ``audit``, the groups of verified tables are also checked against the
     populations already released to the requester from this dataset (rule
@@ -249,8 +275,8 @@ def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict]
     if audit is not None and (job_dir / ROW_IDS).exists() and frame is not None:
         _audit_script(task, job_dir, done, policy, audit)
     found = iter(done)
-    return [next(found).findings if v.decision == OutputDecision.RELEASED
-            and v.content is not None else [] for v in verdicts]
+    return [next(found) if v.decision == OutputDecision.RELEASED
+            and v.content is not None else None for v in verdicts]
 
 
 def _audit_script(task: RunTask, job_dir: Path, done: list[rederive.Rederived],

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from compute import statistics
-from containers.rederive import Finding, output_findings, rederive
+from containers.rederive import Finding, output_findings, rederive, rederive_outputs
 
 TYPES = {"ward": "string", "sex": "string", "cost": "number", "age": "integer"}
 POLICY = statistics.policy_for(10, None)
@@ -137,3 +137,23 @@ def test_findings_carry_no_value_only_rules_and_positions() -> None:
         numbers = set(re.findall(r"\d+(?:\.\d+)?", t))
         assert numbers <= {"10", "6"} | {str(i) for i in range(1, 20)}, t
         assert "999" not in t and "Z" not in t.split(":")[1]
+
+
+def test_a_verified_table_is_released_as_the_platform_writes_it() -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])]
+    table = _table(frame, ["sex", "ward"], decimals=1).iloc[::-1]
+    rows = [[str(r.sex), str(r.ward), str(r.n), f"{r.mean_cost:.1f}"]
+            for r in table.itertuples()]
+    header = ["sex", "ward", "n", "avg_cost"]
+    content = b"\n".join([",".join(header).encode(), *(",".join(r).encode() for r in rows)])
+    done = rederive_outputs([("x.csv", content)], frame, TYPES, POLICY)[0]
+    assert done.findings == [] and done.rendered is not None
+    lines = done.rendered.decode().splitlines()
+    # Input column order, the normalised statistic, rows sorted, 7 significant digits.
+    assert lines[0] == "ward,sex,n,mean_cost"
+    assert lines[1].startswith("A,F,")
+    truth = frame[(frame.ward == "A") & (frame.sex == "F")].cost.astype(float).mean()
+    figure = lines[1].split(",")[3]
+    assert abs(float(figure) - truth) <= 0.5e-7 * abs(truth) + 1e-9  # not the script's .1f
+    assert len(figure.replace(".", "").lstrip("0")) <= 7
