@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from authz.wire import JobState
 from sandbox.client import Client
 
 OUTPUT = "statistics.json"
@@ -45,7 +46,7 @@ def run_statistics(client: Client, permit_id: str, dataset_id: str, spec: dict[s
                                 "statistics": spec})
     job = client.wait_job(job["id"], timeout_s)
     document = None
-    if job["state"] == "released":
+    if job["state"] == JobState.RELEASED:
         document = json.loads(client.raw(f"/jobs/{job['id']}/outputs/{OUTPUT}"))
     return StatisticsResult(job, document)
 
