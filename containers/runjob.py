@@ -236,13 +236,15 @@ def _rendered(outputs: list[OutputReport], done: list[rederive.Rederived | None]
     """Verified tables leave as the platform wrote them, named by position: the script's
     file name, spelling, precision and row order are text it chose."""
     out = []
-    for i, (o, d) in enumerate(zip(outputs, done, strict=True), 1):
+    tables = 0
+    for o, d in zip(outputs, done, strict=True):
         if d is None or d.rendered is None or o.decision != OutputDecision.RELEASED:
             out.append(o)
             continue
+        tables += 1
         ext = o.name.rsplit(".", 1)[-1]
         out.append(o.model_copy(update={
-            "name": f"table-{i}.{ext}", "sha256": hashlib.sha256(d.rendered).hexdigest(),
+            "name": f"table-{tables}.{ext}", "sha256": hashlib.sha256(d.rendered).hexdigest(),
             "bytes": len(d.rendered),
             "content_b64": base64.b64encode(d.rendered).decode()}))
     return out
