@@ -242,18 +242,26 @@ def _peel(count: I64, idsum: U64, chk: I64, slots: int, limit: int) -> int | Non
 def near_duplicates(new: Sketches, prior: Sketches, k: int) -> Mask:
     """For each new cell: does some prior population differ from it by 1 to k-1 records?
 
-    Screened by record counts (the difference is at least the gap between them) and by
-    the number of non-zero buckets of the difference (each differing record touches at
-    most three), then decoded; a difference that screens small but does not decode counts
-    as small (fail closed)."""
+    Screened by record counts (the difference is at least the gap between them), then
+    by the first third of the buckets (each differing record lands in exactly one of
+    them, so k or more differing buckets there prove k or more records: exact, no
+    population is passed over wrongly), then by all buckets (each record touches at most
+    three), then decoded; a difference that screens small but does not decode counts as
+    small (fail closed)."""
     hit = np.zeros(len(new), dtype=bool)
     if not len(prior) or not len(new) or k <= 1:
         return hit
     slots = new.slots
-    for i in range(len(new)):
-        if new.n[i] == 0:
-            continue
-        near = np.flatnonzero(np.abs(prior.n - new.n[i]) < k)
+    third = slots // HASHES
+    order = np.argsort(prior.n, kind="stable")
+    pn = prior.n[order]
+    p_ids = prior.ids[order]
+    lows = np.searchsorted(pn, new.n - (k - 1), side="left")
+    highs = np.searchsorted(pn, new.n + (k - 1), side="right")
+    for i in np.flatnonzero((new.n > 0) & (highs > lows)):
+        lo, hi = int(lows[i]), int(highs[i])
+        first = (p_ids[lo:hi, :third] != new.ids[i, :third]).sum(axis=1)
+        near = order[lo + np.flatnonzero(first < k)]
         if not near.size:
             continue
         with np.errstate(over="ignore"):
