@@ -394,6 +394,9 @@ def statistics_report(task: RunTask, job_dir: Path, image: str,
 
 def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: StatisticsSpec,
              policy: SDCPolicy, audit: AuditStore) -> dict[str, object]:
+    if not (job_dir / ROW_IDS).exists():
+        # Prepared without the audit (an older agent): fail closed, never unaudited.
+        raise ExecutorError("the job was prepared without row identities for the audit")
     ids = np.load(job_dir / ROW_IDS)
     if len(ids) != len(frame):
         raise ExecutorError("row identities do not match the projected input")
