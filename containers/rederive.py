@@ -190,6 +190,14 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
     if findings:
         return findings, []
     groups = []
+    # Positions of the input's records per key combination: one grouping, not a scan
+    # of the input per row.
+    members: dict[tuple[str, ...], Any] = {}
+    if keys:
+        found_groups = pd.Series(np.arange(len(frame))).groupby(
+            [canon[col].to_numpy() for _, col in keys]).indices
+        members = {(k if isinstance(k, tuple) else (k,)): v
+                   for k, v in found_groups.items()}
     seen: set[tuple[str, ...]] = set()
     precision = {i: max((_decimals(r[i]) or 0) for r in rows) for i, _, _ in values}
     for r_i, row in enumerate(rows, 1):
@@ -198,9 +206,11 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
             findings.append(Finding("duplicate_keys", "the same keys appear twice", row=r_i))
             continue
         seen.add(key)
-        mask = np.ones(len(frame), dtype=bool)
-        for (_, col), k in zip(keys, key, strict=True):
-            mask &= (canon[col] == k).to_numpy()
+        mask = np.zeros(len(frame), dtype=bool)
+        if keys:
+            mask[members.get(key, [])] = True
+        else:
+            mask[:] = True
         true_n = int(mask.sum())
         groups.append(mask)
         assert count_at is not None
