@@ -113,6 +113,22 @@ def _decimals(cell: str) -> int | None:
     return len(frac)
 
 
+def _canonical(series: pd.Series) -> pd.Series:
+    """:func:`canonical` of every value, computed once per distinct value."""
+    codes, uniques = pd.factorize(series)
+    spelled = np.array([canonical(str(u)) for u in uniques] + [""], dtype=object)
+    return pd.Series(spelled[codes], index=series.index)
+
+
+def _floats(series: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A text column's numbers (missing: NaN); numpy's C parser first, pandas' if odd."""
+    text = series.to_numpy(dtype=str)
+    try:
+        return np.where(text == "", "nan", text).astype(np.float64)
+    except ValueError:
+        return pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+
+
 def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
     """(statistic, input column) a value column's name declares, if any."""
     low = column.strip().lower()
@@ -159,7 +175,8 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
     keys: list[tuple[int, str]] = []
     values: list[tuple[int, str, str]] = []
     findings: list[Finding] = []
-    canon = {c: frame[c].map(canonical) for c in frame.columns}
+    canon = {c: _canonical(frame[c]) for c in frame.columns if c.lower() in lowered}
+    number = {c: _floats(frame[c]) for c in numeric if any(c.lower() in h for h in lowered)}
     for i, h in enumerate(lowered):
         if i == count_at:
             continue
@@ -223,7 +240,8 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
             findings.append(Finding("threshold", f"fewer than {policy.min_count} records "
                                     "with these keys", row=r_i))
         for i, stat, col in values:
-            group = pd.to_numeric(frame.loc[mask, col], errors="coerce").dropna().to_numpy()
+            group = number[col][mask]
+            group = group[~np.isnan(group)]
             got = _number(row[i]) if row[i].strip() else None
             places = _decimals(row[i])
             if got is None or places is None or places > MAX_DECIMALS:
