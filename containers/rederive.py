@@ -124,7 +124,9 @@ def _floats(series: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
     """A text column's numbers (missing: NaN); numpy's C parser first, pandas' if odd."""
     text = series.to_numpy(dtype=str)
     try:
-        return np.where(text == "", "nan", text).astype(np.float64)
+        floats: np.ndarray[Any, np.dtype[np.float64]] = np.where(
+            text == "", "nan", text).astype(np.float64)
+        return floats
     except ValueError:
         return pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
 
