@@ -128,7 +128,9 @@ def _floats(series: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
             text == "", "nan", text).astype(np.float64)
         return floats
     except ValueError:
-        return pd.to_numeric(series, errors="coerce").to_numpy(np.float64)
+        parsed: np.ndarray[Any, np.dtype[np.float64]] = pd.to_numeric(
+            series, errors="coerce").to_numpy(np.float64)
+        return parsed
 
 
 def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
