@@ -110,7 +110,8 @@ def _decimals(cell: str) -> int | None:
     whole, _, frac = t.partition(".")
     if not (whole.isdigit() or (whole == "" and frac)) or (frac and not frac.isdigit()):
         return None
-    return len(frac)
+    # Trailing zeros say nothing: pandas writes a mean rounded to units as 4567.0.
+    return len(frac.rstrip("0"))
 
 
 def _canonical(series: pd.Series) -> pd.Series:

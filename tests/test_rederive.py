@@ -113,6 +113,14 @@ def test_keys_not_in_the_input_and_shapes_are_found() -> None:
     assert all("too_many_outputs" in _rules(f) for f in many)
 
 
+def test_a_mean_rounded_to_units_and_written_as_float_verifies() -> None:
+    frame = _input()
+    frame = frame[frame.ward.isin(["A", "B"])]
+    table = _table(frame, ["ward"], decimals=0)
+    rows = [[str(r.ward), str(r.n), f"{r.mean_cost:.1f}"] for r in table.itertuples()]
+    assert rederive(["ward", "n", "mean_cost"], rows, frame, TYPES, POLICY) == []
+
+
 def test_leaving_rows_out_is_a_shape_finding() -> None:
     frame = _input()
     frame = frame[frame.ward.isin(["A", "B"])]
