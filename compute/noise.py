@@ -16,17 +16,25 @@ repeated here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import opendp.prelude as dp
+from types import ModuleType
 
 from compute.errors import InvalidInput
 
-# The measurements below are OpenDP's "contrib" constructors (vetted, not yet
-# proof-certified in OpenDP's own sense); enabling the feature is OpenDP's way of asking
-# the caller to opt in.
-dp.enable_features("contrib")
+
+@functools.cache
+def _opendp() -> ModuleType:
+    """OpenDP, loaded on first use: its native library takes seconds to load, and an
+    agent or controller that never noises anything should not start slower for it."""
+    import opendp.prelude as dp
+
+    # The measurements below are OpenDP's "contrib" constructors (vetted, not yet
+    # proof-certified in OpenDP's own sense); enabling the feature is OpenDP's way of
+    # asking the caller to opt in.
+    dp.enable_features("contrib")
+    return dp
 
 DISCRETE_LAPLACE = "discrete_laplace"
 LAPLACE = "laplace"
@@ -54,16 +62,18 @@ def integer_noise(values: Sequence[int], scale: float, sensitivity: int) -> Nois
     """``values`` plus discrete Laplace noise of ``scale``; ``sensitivity``: L1, in
     records, of the whole vector (one record changes the vector by at most this)."""
     _check(scale, sensitivity)
+    dp = _opendp()
     meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=int)),
                              dp.l1_distance(T=int), scale=float(scale))
     out = [int(v) for v in meas([int(v) for v in values])] if values else []
-    return Noised(out, DISCRETE_LAPLACE, float(scale), float(meas.map(int(sensitivity))))  # type: ignore[no-untyped-call]
+    return Noised(out, DISCRETE_LAPLACE, float(scale), float(meas.map(int(sensitivity))))
 
 
 def real_noise(values: Sequence[float], scale: float, sensitivity: float) -> Noised:
     """``values`` plus Laplace noise of ``scale`` from OpenDP's exact sampler."""
     _check(scale, sensitivity)
+    dp = _opendp()
     meas = dp.m.make_laplace(dp.vector_domain(dp.atom_domain(T=float, nan=False)),
                              dp.l1_distance(T=float), scale=float(scale))
     out = [float(v) for v in meas([float(v) for v in values])] if values else []
-    return Noised(out, LAPLACE, float(scale), float(meas.map(float(sensitivity))))  # type: ignore[no-untyped-call]
+    return Noised(out, LAPLACE, float(scale), float(meas.map(float(sensitivity))))
