@@ -11,10 +11,20 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import catalog, lifecycle
+from authz import catalog, lifecycle, people
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Dataset, Job, Party, Permit, RequestItem, new_id
+from authz.models import (
+    AccessRequest,
+    Dataset,
+    Job,
+    Party,
+    Permit,
+    Person,
+    RequestItem,
+    new_id,
+)
+from authz.people import PersonRole
 from authz.permits import permit_providers
 from authz.states import (
     ACTIVE,
@@ -40,6 +50,8 @@ REQUEST_SPEC = [
         v.Field("dataset_id", v.text(40)),
         v.Field("columns", v.list_of(v.text(64, pattern=v.NAME_RX), 1, 1000, unique=True)),
     ]), min_items=1, max_items=20)),
+    # The requester's analysts who may use the permit, besides the person asking.
+    v.Field("people", v.list_of(v.text(40), 0, 50, unique=True), required=False, default=[]),
 ]
 
 APPROVE_SPEC = [
@@ -58,14 +70,21 @@ APPROVE_SPEC = [
     # are released without a human decision (recorded on the ledger with the permit).
     v.Field("script_release", v.choice(*ScriptRelease), required=False,
             default=ScriptRelease.REVIEW.value),
+    # How many different output checkers of this provider must approve each held output:
+    # 2 is the two-person rule (neither of them the analyst who submitted the job).
+    v.Field("review_quorum", v.integer(1, 2), required=False, default=1),
+    # true: every new script runs only after an approver of every provider approved it.
+    v.Field("approve_scripts", v.boolean, required=False, default=False),
 ]
 
 
 def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
     data = v.parse(body, REQUEST_SPEC)
+    people.require_accredited(ctx)
     seen: set[str] = set()
     req = AccessRequest(id=new_id("req"), requester_id=requester.id, purpose=data["purpose"],
-                        use_kind=data["use_kind"], business_system=data["business_system"])
+                        use_kind=data["use_kind"], business_system=data["business_system"],
+                        people=_named_people(ctx, requester, data["people"]))
     for i, item in enumerate(data["items"]):
         where = f"items[{i}]"
         ds = ctx.session.get(Dataset, item["dataset_id"])
@@ -89,6 +108,7 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
         "request_id": req.id, "requester_id": requester.id, "purpose": req.purpose,
         "use_kind": req.use_kind, "business_system": req.business_system,
         "items": [{"dataset_id": it.dataset_id, "columns": it.columns} for it in req.items],
+        "people": req.people,
     })
     for item in req.items:
         ds = ctx.session.get(Dataset, item.dataset_id)
@@ -104,6 +124,19 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
             })
     _settle(ctx, req)
     return req
+
+
+def _named_people(ctx: Ctx, requester: Party, ids: list[str]) -> list[str]:
+    named = [ctx.signed_in.person_id] if ctx.signed_in else []
+    for i, pid in enumerate(ids):
+        person = ctx.session.get(Person, pid)
+        if person is None or person.party_id != requester.id or not person.active \
+                or PersonRole.ANALYST not in person.roles:
+            raise InvalidInput(f"people[{i}]", "must be an active analyst of your "
+                                               "organisation (GET /parties/<id>/people)")
+        if pid not in named:
+            named.append(pid)
+    return named
 
 
 def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: str
@@ -126,7 +159,7 @@ def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: s
 def _decide(ctx: Ctx, actor: str, item: RequestItem, decision: Decision, reason: str | None,
             conditions: dict[str, Any] | None) -> None:
     item.decision = decision
-    item.decided_by = actor
+    item.decided_by = ctx.who(actor)
     item.decided_at = ctx.now()
     item.reason = reason
     item.conditions = conditions
@@ -153,7 +186,8 @@ def approve(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: o
         "max_runs": data["max_runs"], "min_cell_count": data["min_cell_count"],
         "risk_assessment": data["risk_assessment"], "epsilon_budget": data["epsilon_budget"],
         "disclosure": _disclosure(data["disclosure"], data["min_cell_count"]),
-        "script_release": data["script_release"],
+        "script_release": data["script_release"], "review_quorum": data["review_quorum"],
+        "approve_scripts": data["approve_scripts"],
     }
     _decide(ctx, provider.id, item, Decision.APPROVED, None, conditions)
     _settle(ctx, req)
@@ -165,7 +199,7 @@ def deny(ctx: Ctx, provider: Party, request_id: str, dataset_id: str, body: obje
     req, item = _item_for_provider(ctx, provider, request_id, dataset_id)
     if item.decision != Decision.PENDING or req.status != Decision.PENDING:
         raise Conflict(f"item already {item.decision}")
-    data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    data = v.parse(body, v.REASON_SPEC)
     _decide(ctx, provider.id, item, Decision.DENIED, data["reason"], None)
     _settle(ctx, req)
     return req
@@ -192,6 +226,7 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         levels += [catalog.level(fm[c]["sensitivity"]) for c in columns[it.dataset_id]]
     permit = Permit(
         id=new_id("pmt"), request_id=req.id, requester_id=req.requester_id, columns=columns,
+        people=list(req.people),
         expires_at=expires, max_runs=min(c["max_runs"] for c in conds),
         min_cell_count=max(c["min_cell_count"] for c in conds),
         classification=catalog.SENSITIVITY[max(levels)],
@@ -201,15 +236,19 @@ def _settle(ctx: Ctx, req: AccessRequest) -> None:
         script_release=(ScriptRelease.AUTOMATIC if all(
             c.get("script_release") == ScriptRelease.AUTOMATIC for c in conds)
             else ScriptRelease.REVIEW),
+        review_quorum=max(int(c.get("review_quorum", 1)) for c in conds),
+        approve_scripts=any(bool(c.get("approve_scripts")) for c in conds),
     )
     ctx.session.add(permit)
     ctx.session.flush()
     ctx.record("permit.issued", "system", {
         "permit_id": permit.id, "request_id": req.id, "requester_id": req.requester_id,
-        "columns": columns, "expires_at": expires.isoformat(), "max_runs": permit.max_runs,
+        "columns": columns, "people": permit.people, "expires_at": expires.isoformat(),
+        "max_runs": permit.max_runs,
         "min_cell_count": permit.min_cell_count, "classification": permit.classification,
         "epsilon_budget": permit.epsilon_budget, "disclosure": permit.disclosure,
-        "script_release": permit.script_release,
+        "script_release": permit.script_release, "review_quorum": permit.review_quorum,
+        "approve_scripts": permit.approve_scripts,
         "approved_by": sorted({it.decided_by or "" for it in req.items}),
     })
 
@@ -238,7 +277,7 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
         raise NotFound("no such permit")
     if permit.status == PermitStatus.REVOKED:
         raise Conflict("permit already revoked")
-    data = v.parse(body, [v.Field("reason", v.text(2000, min_len=3))])
+    data = v.parse(body, v.REASON_SPEC)
     revoke_permit(ctx, provider.id, permit, data["reason"])
     return permit
 
@@ -256,16 +295,19 @@ def permits_of(ctx: Ctx, party: Party) -> list[Permit]:
 
 def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
     permit.status = PermitStatus.REVOKED
-    permit.revoked_by = actor
+    permit.revoked_by = ctx.who(actor)
     permit.revoked_reason = reason
     ctx.record("permit.revoked", actor, {"permit_id": permit.id, "reason": reason})
     # SKIP LOCKED: a job a dispatcher holds right now is left to it; the dispatcher
     # waits for this permit row, then sees it revoked and blocks the job. Waiting for the
     # job row here instead would deadlock with that dispatcher (opposite lock order).
     # Queued jobs are cancelled, running ones stopped: their agents see the lease end, kill
-    # the container and discard its outputs (nothing of a revoked use is released).
+    # the container and discard its outputs; outputs held for review are discarded too
+    # (nothing of a revoked use is released).
     open_jobs = ctx.session.scalars(select(Job).where(
-        Job.permit_id == permit.id, Job.state.in_({JobState.QUEUED, *ACTIVE}))
+        Job.permit_id == permit.id,
+        Job.state.in_({JobState.AWAITING_APPROVAL, JobState.QUEUED, JobState.AWAITING_REVIEW,
+                       *ACTIVE}))
         .with_for_update(skip_locked=True))
     for job in open_jobs:
         lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, "permit revoked")
@@ -276,7 +318,7 @@ def request_json(req: AccessRequest, ctx: Ctx) -> dict[str, Any]:
     return {
         "id": req.id, "requester_id": req.requester_id, "purpose": req.purpose,
         "use_kind": req.use_kind, "business_system": req.business_system,
-        "status": req.status, "created_at": req.created_at.isoformat(),
+        "people": req.people, "status": req.status, "created_at": req.created_at.isoformat(),
         "permit_id": permit.id if permit else None,
         "items": [{
             "dataset_id": it.dataset_id, "provider_id": it.provider_id, "columns": it.columns,
@@ -290,11 +332,13 @@ def request_json(req: AccessRequest, ctx: Ctx) -> dict[str, Any]:
 def permit_json(p: Permit) -> dict[str, Any]:
     return {
         "id": p.id, "request_id": p.request_id, "requester_id": p.requester_id,
-        "columns": p.columns, "expires_at": p.expires_at.isoformat(), "max_runs": p.max_runs,
+        "columns": p.columns, "people": p.people, "expires_at": p.expires_at.isoformat(),
+        "max_runs": p.max_runs,
         "runs_used": p.runs_used, "min_cell_count": p.min_cell_count,
         "classification": p.classification, "status": p.status,
         "epsilon_budget": p.epsilon_budget, "epsilon_spent": p.epsilon_spent,
         "disclosure": p.disclosure, "script_release": p.script_release,
+        "review_quorum": p.review_quorum, "approve_scripts": p.approve_scripts,
         "revoked_reason": p.revoked_reason,
     }
 
@@ -311,3 +355,25 @@ def can_see_request(party: Party, req: AccessRequest) -> bool:
         return any(it.provider_id == party.id for it in req.items)
     # Regulators and the operator audit through the ledger, not through others' objects.
     return False
+
+
+def public_projects(ctx: Ctx) -> list[dict[str, Any]]:
+    """Approved uses as a public register (SATRE: project details published): purposes,
+    organisations and datasets, newest first. No person, column, condition or result."""
+    out = []
+    for permit in ctx.session.scalars(select(Permit).order_by(Permit.created_at.desc(),
+                                                              Permit.id)):
+        req = ctx.session.get(AccessRequest, permit.request_id)
+        requester = ctx.session.get(Party, permit.requester_id)
+        assert req is not None and requester is not None
+        datasets = []
+        for ds_id in permit.columns:
+            ds = ctx.session.get(Dataset, ds_id)
+            provider = ctx.session.get(Party, ds.provider_id) if ds else None
+            if ds is not None and provider is not None:
+                datasets.append({"code": ds.code, "name": ds.name, "provider": provider.name})
+        out.append({"permit_id": permit.id, "purpose": req.purpose, "use_kind": req.use_kind,
+                    "organisation": requester.name, "datasets": datasets,
+                    "approved_at": permit.created_at.isoformat(),
+                    "expires_at": permit.expires_at.isoformat(), "status": permit.status})
+    return out

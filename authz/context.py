@@ -31,12 +31,36 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class SignedIn:
+    """The person acting, and the party they act for."""
+
+    person_id: str
+    party_id: str
+
+
 @dataclass
 class Ctx:
     session: Session
     log: EventLog
     authorizing_system: str = "data-sandbox"
     now: Callable[[], datetime] = field(default=_now)
+    signed_in: SignedIn | None = None
+    # People must hold a current accreditation to request, submit and review.
+    accreditation_required: bool = True
+
+    def who(self, actor: str) -> str:
+        """Who did what ``actor`` (a party id) did: the signed-in person acting for it, or
+        the party itself (its service account, or "system")."""
+        if self.signed_in is not None and actor == self.signed_in.party_id:
+            return self.signed_in.person_id
+        return actor
 
     def record(self, kind: str, actor: str, body: Mapping[str, Any]) -> int:
-        return self.log.append(self.session, kind, actor, body).index
+        """Append an entry. Done by a person for their party, it names the person as its
+        actor and their party as ``acting_for`` (people are named by id only: the ledger is
+        append-only, so it holds no name or email)."""
+        who = self.who(actor)
+        if who != actor:
+            body = {**body, "acting_for": actor}
+        return self.log.append(self.session, kind, who, body).index

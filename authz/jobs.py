@@ -12,10 +12,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import lifecycle, permits
+from authz import lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, new_id
+from authz.models import AccessRequest, Job, Party, Permit, ScriptApproval, new_id
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
@@ -37,6 +37,7 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     if (data["script"] is None) == (data["statistics"] is None):
         raise InvalidInput("script", "give exactly one of script and statistics")
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
+    people.require_named(ctx, permit.id, permit.people)
     dp: dict[str, Any] | None = None
     if data["statistics"] is not None:
         if len(data["dataset_ids"]) != 1:
@@ -70,16 +71,22 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         raise PolicyViolation(
             f"permit has no runs left ({permit.runs_used} used, {queued} queued, "
             f"{permit.max_runs} allowed)")
+    provider_id, sha256 = providers.pop(), hashlib.sha256(script).hexdigest()
+    # A new script under a permit that requires approval waits for every provider's
+    # approver (authz.script_approval); the statistics route runs only the platform's code.
+    waits = (permit.approve_scripts and kind == "script" and not approved_script(
+        ctx, permit.id, sha256, {provider_id}))
     job = Job(id=new_id("job"), permit_id=permit.id, requester_id=requester.id,
-              provider_id=providers.pop(), dataset_ids=data["dataset_ids"], script=script,
-              script_sha256=hashlib.sha256(script).hexdigest(), state=JobState.QUEUED,
-              kind=kind)
+              provider_id=provider_id, dataset_ids=data["dataset_ids"], script=script,
+              script_sha256=sha256,
+              state=JobState.AWAITING_APPROVAL if waits else JobState.QUEUED,
+              kind=kind, submitted_by=ctx.signed_in.person_id if ctx.signed_in else None)
     ctx.session.add(job)
     ctx.session.flush()
     ctx.record("job.submitted", requester.id, {
         "job_id": job.id, "permit_id": permit.id, "dataset_ids": job.dataset_ids,
         "provider_id": job.provider_id, "script_sha256": job.script_sha256,
-        "script_bytes": len(script), "kind": kind,
+        "script_bytes": len(script), "kind": kind, "state": job.state,
         # A noised job's privacy loss is on the record with the job, charged now.
         **({"dp": {**dp, "epsilon_spent_after": permit.epsilon_spent,
                    "epsilon_budget": permit.epsilon_budget}} if dp else {}),
@@ -87,6 +94,11 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     return job
 
 
+def approved_script(ctx: Ctx, permit_id: str, sha256: str, providers: set[str]) -> bool:
+    """Whether every one of ``providers`` approved this exact script under the permit."""
+    approved = set(ctx.session.scalars(select(ScriptApproval.provider_id).where(
+        ScriptApproval.permit_id == permit_id, ScriptApproval.script_sha256 == sha256)))
+    return providers <= approved
 def _charge_epsilon(ctx: Ctx, permit: Permit, dp: dict[str, Any] | None) -> Permit:
     """A statistics job's epsilon, charged at submission under the permit's row lock (two
     jobs submitted at once cannot both count on the same budget). Charged, not refunded:
@@ -123,10 +135,12 @@ def check_syntax(script: str) -> None:
 
 
 def _count_open(ctx: Ctx, permit_id: str) -> int:
-    """Queued jobs not yet counted in runs_used (a requeued job was counted at dispatch)."""
-    rows = ctx.session.scalars(select(Job.id).where(Job.permit_id == permit_id,
-                                                    Job.state == JobState.QUEUED,
-                                                    Job.dispatched_at.is_(None)))
+    """Queued jobs not yet counted in runs_used (a requeued job was counted at dispatch),
+    and jobs waiting for their script's approval."""
+    rows = ctx.session.scalars(select(Job.id).where(
+        Job.permit_id == permit_id,
+        Job.state.in_((JobState.QUEUED, JobState.AWAITING_APPROVAL)),
+        Job.dispatched_at.is_(None)))
     return len(list(rows))
 
 
@@ -134,13 +148,12 @@ def cancel(ctx: Ctx, requester: Party, job_id: str) -> Job:
     job = get_visible(ctx, requester, job_id)
     if job.requester_id != requester.id:
         raise NotFound("no such job")
-    if job.state != JobState.QUEUED:
-        raise Conflict(f"job is {job.state}; only queued jobs can be cancelled")
+    if job.state not in (JobState.AWAITING_APPROVAL, JobState.QUEUED,
+                         JobState.AWAITING_REVIEW):
+        raise Conflict(f"job is {job.state}; only queued jobs, or jobs awaiting review, "
+                       "can be cancelled")
     lifecycle.end_job(ctx, requester.id, job, JobState.CANCELLED, "cancelled by requester")
     return job
-
-
-STOP_SPEC = [v.Field("reason", v.text(2000, min_len=3))]
 
 
 def stop(ctx: Ctx, party: Party, job_id: str, body: object) -> Job:
@@ -149,7 +162,7 @@ def stop(ctx: Ctx, party: Party, job_id: str, body: object) -> Job:
     A queued job is cancelled; a running one is cancelled too, and its agent, seeing the
     lease end, kills the container and discards its outputs. Nothing of it is released.
     """
-    data = v.parse(body, STOP_SPEC)
+    data = v.parse(body, v.REASON_SPEC)
     job = ctx.session.get(Job, job_id, with_for_update=True, populate_existing=True)
     if job is None or not (party.role == "admin" or job.provider_id == party.id):
         raise NotFound("no such job")
@@ -203,7 +216,11 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         "input_sha256": job.input_sha256, "runner_image": job.runner_image,
         "ledger_index": job.ledger_index,
         "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
-                     "decision": o.decision, "reasons": o.reasons} for o in job.outputs],
+                     "decision": o.decision, "reasons": o.reasons,
+                     "justification": o.justification,
+                     # The checkers' decisions and comments, and how long review took.
+                     "reviews": review.review_json(o),
+                     "review_s": review.review_seconds(job, o)} for o in job.outputs],
     }
     if job.kind == "statistics":
         # Noised results say so wherever the job is shown (None: checked, not noised).

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import permits
+from authz import people, permits
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
@@ -50,6 +50,7 @@ def local_aggregate_script() -> bytes:
 def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> JointJob:
     data = v.parse(body, SUBMIT_SPEC)
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
+    people.require_named(ctx, permit.id, permit.people)
     if request.use_kind != "joint_statistics":
         raise PolicyViolation("this permit was not granted for joint statistics")
     if set(data["dataset_ids"]) != set(permit.columns):

@@ -12,22 +12,40 @@ from typing import Any
 
 from authz import joint
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit
-from authz.states import TERMINAL, JobState, check_job_move
+from authz.models import AccessRequest, Job, Party, Permit, RequestItem
+from authz.states import RUN_OVER, JobState, OutputDecision, check_job_move
 
 
 def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None) -> None:
-    """Move ``job`` to the final ``state`` (Conflict if the table forbids it) and record it.
+    """Move ``job`` to ``state``, where its run is over (Conflict if the table forbids it),
+    and record it.
 
     A run that read input is recorded in full (``run.finished``, the data-flow audit record,
-    and one entry per output); a job that never read anything gets ``job.<state>``.
+    and one entry per output); a job that never read anything gets ``job.<state>``. A job
+    leaving review (settled by its output checkers, or cancelled) gets ``review.completed``
+    with what came of each held output; that entry is then the job's receipt.
     """
-    if state not in TERMINAL:
-        raise ValueError(f"{state} is not a final state")
+    if state not in RUN_OVER:
+        raise ValueError(f"{state} is not a state where the run is over")
+    was = job.state
     job.state = check_job_move(job.state, state)
     job.reason = reason
-    job.finished_at = ctx.now()
     job.lease_expires_at = None
+    if was == JobState.AWAITING_REVIEW:
+        for o in job.outputs:
+            if o.decision == OutputDecision.PENDING_REVIEW:  # cancelled: discarded
+                o.decision, o.content, o.decided_at = OutputDecision.BLOCKED, None, ctx.now()
+                o.reasons = [*o.reasons, f"discarded: {reason}"]
+        assert job.finished_at is not None
+        job.ledger_index = ctx.record("review.completed", actor, {
+            "job_id": job.id, "permit_id": job.permit_id, "state": state, "reason": reason,
+            "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
+                         "decision": o.decision} for o in job.outputs],
+            # Whole seconds from the end of the run: how long the review took.
+            "review_s": int((ctx.now() - job.finished_at).total_seconds()),
+        })
+        return
+    job.finished_at = ctx.now()
     if job.input_sha256 is None:
         ctx.record(f"job.{state}", actor, {"job_id": job.id, "reason": reason})
     else:
@@ -60,6 +78,13 @@ def requeue(ctx: Ctx, job: Job, reason: str) -> None:
     ctx.record("job.requeued", "system", {"job_id": job.id, "reason": reason})
 
 
+def _decider(item: RequestItem) -> str:
+    """The person who decided and the provider they decided for; else the provider's
+    service account, or the automatic approval of unconditional data."""
+    who = item.decided_by or ""
+    return f"{who} for {item.provider_id}" if who.startswith("psn_") else who
+
+
 def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
     """The data-flow audit record (数据流通审计) plus what ran and what came out."""
     permit = ctx.session.get(Permit, job.permit_id)
@@ -67,7 +92,7 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
     request = ctx.session.get(AccessRequest, permit.request_id)
     assert request is not None
     requester = ctx.session.get(Party, job.requester_id)
-    approvers = sorted({it.decided_by or "" for it in request.items
+    approvers = sorted({_decider(it) for it in request.items
                         if it.dataset_id in job.dataset_ids})
     assert job.started_at is not None
     return {
@@ -77,7 +102,8 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
             "authorizing_system": ctx.authorizing_system,
             "authorizing_operator": ", ".join(approvers),
             "business_system": request.business_system,
-            "user": f"{job.requester_id} ({requester.name if requester else '?'})",
+            "user": (f"{job.submitted_by} for " if job.submitted_by else "")
+                    + f"{job.requester_id} ({requester.name if requester else '?'})",
             "access_method": f"isolated container run by agent {job.agent_id}, "
                              "network none, permitted columns only",
             "access_time": job.started_at.isoformat(),

@@ -34,6 +34,7 @@ from authz.states import (
     JointJobState,
     OutputDecision,
     PermitStatus,
+    ReviewDecision,
     ScriptRelease,
 )
 
@@ -105,6 +106,49 @@ class Party(AuthzBase):
     active: Mapped[bool] = mapped_column(Boolean, default=True)
 
 
+class Person(AuthzBase):
+    """A named person who acts for one party, with roles within it.
+
+    The party's own token stays as its service account; a person signs in with a password
+    (and TOTP when enrolled) and carries a personal API token. Decisions record the person.
+    """
+
+    __tablename__ = "people"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    party_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    roles: Mapped[list[Any]] = mapped_column()  # authz.people.PersonRole values
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    totp_secret: Mapped[str | None] = mapped_column(String(64), default=None)
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The last RFC 6238 time step whose code was accepted: a code is good once only.
+    totp_last_step: Mapped[int | None] = mapped_column(Integer, default=None)
+    token_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    token_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Identity verified by the operator (how, when): no personal document is stored.
+    identity_method: Mapped[str | None] = mapped_column(String(200), default=None)
+    identity_verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    accreditations: Mapped[list[Accreditation]] = relationship(
+        cascade="all, delete-orphan", order_by="Accreditation.expires_at")
+
+
+class Accreditation(AuthzBase):
+    """Training a person completed (e.g. safe researcher training), and until when it holds."""
+
+    __tablename__ = "accreditations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(ForeignKey("people.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(200))
+    awarded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    recorded_by: Mapped[str] = mapped_column(String(40))
+
+
 class Agent(AuthzBase):
     __tablename__ = "agents"
 
@@ -162,6 +206,8 @@ class AccessRequest(AuthzBase):
     purpose: Mapped[str] = mapped_column(Text)
     use_kind: Mapped[str] = mapped_column(String(30))
     business_system: Mapped[str] = mapped_column(String(200))
+    # The requester's people who may use the permit (the person who asked, and any named).
+    people: Mapped[list[Any]] = mapped_column(default=list)
     status: Mapped[Decision] = mapped_column(StateText(Decision), default=Decision.PENDING)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     items: Mapped[list[RequestItem]] = relationship(
@@ -198,6 +244,9 @@ class Permit(AuthzBase):
     requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
     # {dataset_id: [columns]} — requested ∩ allowed, per dataset.
     columns: Mapped[dict[str, Any]] = mapped_column()
+    # The people who may use it: none named, only the requester's service account (a
+    # permit asked for by a person always names them).
+    people: Mapped[list[Any]] = mapped_column(default=list)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     max_runs: Mapped[int] = mapped_column(Integer)
     runs_used: Mapped[int] = mapped_column(Integer, default=0)
@@ -213,6 +262,13 @@ class Permit(AuthzBase):
     # Automatic only if every provider accepted automatic release of script outputs.
     script_release: Mapped[ScriptRelease] = mapped_column(
         StateText(ScriptRelease), default=ScriptRelease.REVIEW, server_default="review")
+    # How many different output checkers of each provider must approve a held output
+    # (2: the two-person rule), the largest any provider asked for.
+    review_quorum: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # Each new script must be approved by an approver of every provider before it runs
+    # (a script hash approved once runs again without asking).
+    approve_scripts: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default="0")
     status: Mapped[PermitStatus] = mapped_column(StateText(PermitStatus),
                                                  default=PermitStatus.ACTIVE)
     revoked_by: Mapped[str | None] = mapped_column(String(40), default=None)
@@ -226,6 +282,8 @@ class Job(AuthzBase):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"))
     requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
+    # The requester's person who submitted it (None: the party's service account).
+    submitted_by: Mapped[str | None] = mapped_column(String(40), default=None)
     provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), index=True)
     dataset_ids: Mapped[list[Any]] = mapped_column()
     kind: Mapped[str] = mapped_column(String(20), default="script")
@@ -270,8 +328,45 @@ class JobOutput(AuthzBase):
     size: Mapped[int] = mapped_column(Integer)  # bytes
     decision: Mapped[OutputDecision] = mapped_column(StateText(OutputDecision))
     reasons: Mapped[list[Any]] = mapped_column(default=list)
-    # Only released outputs keep content: a blocked output never reaches the controller.
+    # Only released outputs, and outputs held for review, keep content: a blocked output
+    # never reaches the controller, and a rejected or returned one is discarded.
     content: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # The requester's case for releasing a held output (as ACRO's exception requests).
+    justification: Mapped[str | None] = mapped_column(Text, default=None)
+    # When review settled it (released, rejected or returned).
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reviews: Mapped[list[OutputReview]] = relationship(
+        cascade="all, delete-orphan", order_by="OutputReview.id")
+
+
+class ScriptApproval(AuthzBase):
+    """A provider's approval of one exact script (by hash) under one permit."""
+
+    __tablename__ = "script_approvals"
+    __table_args__ = (UniqueConstraint("permit_id", "script_sha256", "provider_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"), index=True)
+    script_sha256: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    approved_by: Mapped[str] = mapped_column(String(40))  # a person, or the service account
+    approved_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class OutputReview(AuthzBase):
+    """One output checker's decision on one held output."""
+
+    __tablename__ = "output_reviews"
+    __table_args__ = (UniqueConstraint("output_id", "reviewer_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    output_id: Mapped[int] = mapped_column(ForeignKey("job_outputs.id"), index=True)
+    # The provider whose quorum the decision counts for (the reviewer's party).
+    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"))
+    reviewer_id: Mapped[str] = mapped_column(ForeignKey("people.id"))
+    decision: Mapped[ReviewDecision] = mapped_column(StateText(ReviewDecision))
+    comment: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class JointJob(AuthzBase):

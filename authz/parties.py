@@ -7,29 +7,19 @@ reader nor a timing observer learns a usable token.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from authz import access, lifecycle
+from authz import access, lifecycle, people
 from authz.context import Ctx
-from authz.models import Agent, AgentProvider, Job, Party, new_id
+from authz.models import Agent, AgentProvider, Job, Party, Person, new_id
 from authz.states import ACTIVE, JobState
+from authz.tokens import digest, issue
 from compute.errors import Conflict, InvalidInput, NotFound, Unauthenticated
 
 ROLES = ("provider", "requester", "regulator", "admin")
-
-
-def _digest(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def _issue(object_id: str) -> tuple[str, str]:
-    secret = secrets.token_urlsafe(32)
-    return f"{object_id}.{secret}", _digest(secret)
 
 
 @dataclass(frozen=True)
@@ -46,8 +36,8 @@ def create_party(ctx: Ctx, actor: str, name: str, role: str, code: str | None) -
     if code and ctx.session.scalar(select(Party).where(Party.code == code)):
         raise Conflict(f"code {code!r} is already taken")
     pid = new_id("pty")
-    token, digest = _issue(pid)
-    ctx.session.add(Party(id=pid, name=name, role=role, code=code, token_hash=digest))
+    token, hashed = issue(pid)
+    ctx.session.add(Party(id=pid, name=name, role=role, code=code, token_hash=hashed))
     ctx.session.flush()
     ctx.record("party.created", actor, {"party_id": pid, "name": name, "role": role, "code": code})
     return Issued(pid, token)
@@ -61,8 +51,8 @@ def create_agent(
         if p is None or p.role != "provider":
             raise InvalidInput(f"providers[{i}]", "must be the id of a provider party")
     aid = new_id("agt")
-    token, digest = _issue(aid)
-    agent = Agent(id=aid, name=name, token_hash=digest, public_key=public_key)
+    token, hashed = issue(aid)
+    agent = Agent(id=aid, name=name, token_hash=hashed, public_key=public_key)
     agent.providers = [AgentProvider(agent_id=aid, provider_id=p) for p in provider_ids]
     ctx.session.add(agent)
     ctx.session.flush()
@@ -79,8 +69,10 @@ def _split(token: str) -> tuple[str, str]:
     return object_id, secret
 
 
-def authenticate(ctx: Ctx, token: str) -> Party | Agent:
+def authenticate(ctx: Ctx, token: str) -> Party | Agent | Person:
     object_id, secret = _split(token)
+    if object_id.startswith("psn_"):
+        return people.authenticate(ctx, object_id, secret)
     row: Party | Agent | None
     if object_id.startswith("agt_"):
         row = ctx.session.get(Agent, object_id)
@@ -88,7 +80,7 @@ def authenticate(ctx: Ctx, token: str) -> Party | Agent:
         row = ctx.session.get(Party, object_id)
     # Compare even when the row is missing so timing does not reveal which ids exist.
     stored = row.token_hash if row is not None else "0" * 64
-    ok = hmac.compare_digest(stored, _digest(secret))
+    ok = hmac.compare_digest(stored, digest(secret))
     if row is None or not ok or not row.active:
         raise Unauthenticated("invalid token")
     return row
@@ -107,8 +99,8 @@ def agent_provider_ids(agent: Agent) -> set[str]:
 
 def rotate_token(ctx: Ctx, party: Party) -> Issued:
     """A new token for the caller; the old one stops working at commit."""
-    token, digest = _issue(party.id)
-    party.token_hash = digest
+    token, hashed = issue(party.id)
+    party.token_hash = hashed
     ctx.record("party.token_rotated", party.id, {"party_id": party.id})
     return Issued(party.id, token)
 

@@ -202,6 +202,11 @@ def mark_checking(ctx: Ctx, agent: Agent, job_id: str) -> Job:
     return job
 
 
+#: The outputs a report carries content for, and the run state each belongs to.
+CARRIED = {OutputDecision.RELEASED: JobState.RELEASED,
+           OutputDecision.PENDING_REVIEW: JobState.AWAITING_REVIEW}
+
+
 def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
     """Record the agent's report of a run and end the job.
 
@@ -222,15 +227,15 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         where = f"outputs[{i}]"
         fields = {"name": o.name, "sha256": o.sha256, "size": o.bytes,
                   "decision": o.decision, "reasons": list(o.reasons)}
-        if o.decision != OutputDecision.RELEASED:
+        if o.decision not in CARRIED:
             if o.content_b64 is not None:
                 raise InvalidInput(f"{where}.content_b64", f"a {o.decision} output never "
                                                            "leaves the provider's domain")
             outputs.append(JobOutput(**fields, content=None))
             continue
-        if o.content_b64 is None or state != JobState.RELEASED:
-            raise InvalidInput(f"{where}.content_b64", "required for a released output of a "
-                                                       "released run")
+        if o.content_b64 is None or state != CARRIED[o.decision]:
+            raise InvalidInput(f"{where}.content_b64", f"required for a {o.decision} output "
+                                                       f"of a {CARRIED[o.decision]} run")
         try:
             raw = base64.b64decode(o.content_b64, validate=True)
         except ValueError:
@@ -243,20 +248,25 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         for name in ("input_sha256", "runner_image"):
             if getattr(report, name) is None:
                 raise InvalidInput(name, "required for a run that is not failed or has outputs")
-    if state == JobState.RELEASED and any(o.decision == OutputDecision.BLOCKED
-                                          for o in outputs):
+    if state in CARRIED.values() and any(o.decision == OutputDecision.BLOCKED
+                                         for o in outputs):
         raise InvalidInput("state", "a run with a blocked output is blocked as a whole")
     permit = ctx.session.get(Permit, job.permit_id)
     assert permit is not None
+    if state == JobState.AWAITING_REVIEW and job.kind != "script":
+        raise InvalidInput("state", "only a script's outputs are held for review")
     held = None
-    if state == JobState.RELEASED and permit.status != PermitStatus.ACTIVE:
+    if state in CARRIED.values() and permit.status != PermitStatus.ACTIVE:
         held = (f"permit {permit.status} during the run; outputs withheld",
                 "withheld: permit revoked during the run")
     elif (state == JobState.RELEASED and job.kind == "script"
           and permit.script_release != ScriptRelease.AUTOMATIC
           and any(o.decision == OutputDecision.RELEASED for o in outputs)):
-        # The agent holds such outputs itself; this is the controller's own guard.
-        held = (HELD_FOR_REVIEW, HELD_FOR_REVIEW)
+        # The agent holds such outputs for review itself; this is the controller's guard.
+        state, reason = JobState.AWAITING_REVIEW, HELD_FOR_REVIEW
+        for out in outputs:
+            if out.decision == OutputDecision.RELEASED:
+                out.decision = OutputDecision.PENDING_REVIEW
     if held is not None:
         # Nothing of it is released (fail closed).
         state, reason = JobState.BLOCKED, held[0]

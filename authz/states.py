@@ -6,8 +6,13 @@ the agent and the requester's client import it without the server.
 
 A job::
 
+    awaiting_approval ──▶ queued   (when the permit requires every new script approved)
+         └──▶ blocked | cancelled
+
     queued ──▶ dispatched ──▶ running ──▶ checking ──▶ released | blocked | failed
-      │  ▲          │            │           │
+      │  ▲          │            │           │   └──▶ awaiting_review ──▶ released | blocked
+      │  ▲          │            │           │        (outputs held for output checkers;
+      │  ▲          │            │           │         cancelled if withdrawn or revoked)
       │  └──────────┴────────────┴───────────┘  requeued when the agent's lease expired
       ├──▶ cancelled                            by the requester, or by a revocation
       │                                         (also from dispatched, running, checking:
@@ -28,10 +33,14 @@ from compute.errors import Conflict
 
 
 class JobState(enum.StrEnum):
+    # The permit requires each new script to be approved by every provider first.
+    AWAITING_APPROVAL = "awaiting_approval"
     QUEUED = "queued"
     DISPATCHED = "dispatched"
     RUNNING = "running"
     CHECKING = "checking"
+    # The run ended; its checked outputs wait for the providers' output checkers.
+    AWAITING_REVIEW = "awaiting_review"
     RELEASED = "released"
     BLOCKED = "blocked"
     FAILED = "failed"
@@ -43,9 +52,15 @@ ACTIVE = frozenset({JobState.DISPATCHED, JobState.RUNNING, JobState.CHECKING})
 TERMINAL = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED,
                       JobState.CANCELLED})
 # What an agent's run report may end a job in.
-REPORTED = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED})
+REPORTED = frozenset({JobState.RELEASED, JobState.BLOCKED, JobState.FAILED,
+                      JobState.AWAITING_REVIEW})
+# The run is over (nothing runs any more): a final state, or outputs waiting for review.
+RUN_OVER = TERMINAL | {JobState.AWAITING_REVIEW}
 
 JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    # Queued once every provider's approver approved the script; blocked if one refused.
+    JobState.AWAITING_APPROVAL: frozenset({JobState.QUEUED, JobState.BLOCKED,
+                                           JobState.CANCELLED}),
     # Blocked at dispatch; released, blocked or failed by a late report of the agent that
     # held the expired lease (a run that finished is not run again).
     JobState.QUEUED: frozenset({JobState.DISPATCHED, JobState.CANCELLED, *REPORTED}),
@@ -56,6 +71,10 @@ JOB_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.RUNNING: frozenset({JobState.CHECKING, JobState.QUEUED, JobState.CANCELLED,
                                  *REPORTED}),
     JobState.CHECKING: frozenset({JobState.QUEUED, JobState.CANCELLED, *REPORTED}),
+    # Settled by the output checkers' decisions; withdrawn by the requester, or cancelled
+    # by a revocation, a stop or a deactivation (the held outputs are discarded).
+    JobState.AWAITING_REVIEW: frozenset({JobState.RELEASED, JobState.BLOCKED,
+                                         JobState.CANCELLED}),
     **{s: frozenset() for s in TERMINAL},
 }
 
@@ -106,12 +125,12 @@ class ScriptRelease(enum.StrEnum):
 
 
 #: The reason of a script run whose checked outputs are held for a human decision.
-HELD_FOR_REVIEW = ("outputs held for review: the permit's providers did not accept "
-                   "automatic release of script outputs")
+HELD_FOR_REVIEW = ("outputs held for review by the providers' output checkers: the permit "
+                   "does not release script outputs automatically")
 #: The reason of a script run whose outputs the agent could not verify against the input
-#: (re-derived counts and statistics): never released automatically.
-HELD_UNVERIFIED = ("outputs held for review: the automatic checks could not verify every "
-                   "output against the permitted input")
+#: (re-derived counts and statistics): never released automatically, whatever the permit.
+HELD_UNVERIFIED = ("outputs held for review by the providers' output checkers: the automatic "
+                   "checks could not verify every output against the permitted input")
 
 
 class OutputDecision(enum.StrEnum):
@@ -120,3 +139,16 @@ class OutputDecision(enum.StrEnum):
     # A file the automatic checks cannot vouch for (an image): not released and without
     # content, name, digest or size, but it does not block the run's checked tables.
     WITHHELD = "withheld"
+    # Passed the automatic checks; held for the providers' output checkers (release review).
+    PENDING_REVIEW = "pending_review"
+    REJECTED = "rejected"  # by an output checker: discarded
+    RETURNED = "returned"  # by an output checker, for changes: discarded, the requester may
+    #                        submit a changed job
+
+
+class ReviewDecision(enum.StrEnum):
+    """An output checker's decision on one held output."""
+
+    APPROVE = "approve"
+    REJECT = "reject"
+    RETURN = "return"  # for changes

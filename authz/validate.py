@@ -9,6 +9,7 @@ written. Text that no database can store the same way is rejected everywhere it 
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -17,6 +18,35 @@ from typing import Any
 from compute.errors import InvalidInput
 
 Check = Callable[[str, Any], Any]
+
+# The JSON Schema of each check, kept beside it so the API's OpenAPI document is generated
+# from the same specs that validate the bodies (sandbox/api/contract.py).
+_SCHEMAS: weakref.WeakKeyDictionary[Check, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def described(check: Check, schema: dict[str, Any]) -> Check:
+    """``check``, with the JSON Schema of what it accepts."""
+    _SCHEMAS[check] = schema
+    return check
+
+
+def schema_of(check: Check) -> dict[str, Any]:
+    """The JSON Schema of what ``check`` accepts ({} for any JSON value: a nested spec
+    validated by its own parser, e.g. a statistics spec)."""
+    return dict(_SCHEMAS.get(check, {}))
+
+
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    # An optional field may also be sent as null (parse treats it as absent).
+    return {"anyOf": [schema, {"type": "null"}]} if schema else schema
+
+
+def spec_schema(fields: Sequence[Field]) -> dict[str, Any]:
+    """The JSON Schema of a body that :func:`parse` accepts under ``fields``."""
+    return {"type": "object", "additionalProperties": False,
+            "properties": {f.name: schema_of(f.check) if f.required
+                           else _nullable(schema_of(f.check)) for f in fields},
+            "required": [f.name for f in fields if f.required]}
 
 # An unpaired surrogate cannot be encoded as UTF-8, and PostgreSQL text cannot hold NUL
 # while SQLite stores it: either one reaching the database would be a 500 on one backend
@@ -135,7 +165,10 @@ def text(max_len: int = 200, min_len: int = 1, pattern: str | None = None,
             raise InvalidInput(path, f"must match {pattern}")
         return v
 
-    return check
+    schema: dict[str, Any] = {"type": "string", "minLength": min_len, "maxLength": max_len}
+    if pattern:
+        schema["pattern"] = f"^(?:{pattern})$"
+    return described(check, schema)
 
 
 def choice(*options: str) -> Check:
@@ -144,7 +177,7 @@ def choice(*options: str) -> Check:
             raise InvalidInput(path, f"must be one of {', '.join(options)}")
         return str(v)
 
-    return check
+    return described(check, {"type": "string", "enum": [str(o) for o in options]})
 
 
 def integer(lo: int, hi: int) -> Check:
@@ -155,7 +188,13 @@ def integer(lo: int, hi: int) -> Check:
             raise InvalidInput(path, f"must be between {lo} and {hi}")
         return int(v)
 
-    return check
+    return described(check, {"type": "integer", "minimum": lo, "maximum": hi})
+
+
+def boolean(path: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise InvalidInput(path, "must be true or false")
+    return v
 
 
 def number(lo: float, hi: float) -> Check:
@@ -166,7 +205,7 @@ def number(lo: float, hi: float) -> Check:
             raise InvalidInput(path, f"must be between {lo} and {hi}")
         return float(v)
 
-    return check
+    return described(check, {"type": "number", "minimum": lo, "maximum": hi})
 
 
 def iso_date(path: str, v: Any) -> str:
@@ -204,16 +243,26 @@ def list_of(item: Check, min_items: int = 0, max_items: int = 100, unique: bool 
             raise InvalidInput(path, "items must be unique")
         return out
 
-    return check
+    return described(check, {"type": "array", "items": schema_of(item),
+                             "minItems": min_items, "maxItems": max_items,
+                             **({"uniqueItems": True} if unique else {})})
 
 
 def obj(fields: Sequence[Field]) -> Check:
     def check(path: str, v: Any) -> dict[str, Any]:
         return parse(v, fields, where=f"{path}.")
 
-    return check
+    return described(check, spec_schema(fields))
 
+
+described(boolean, {"type": "boolean"})
+described(iso_date, {"type": "string", "format": "date"})
+described(aware_datetime, {"type": "string", "format": "date-time"})
 
 HEX64_RX = r"[0-9a-f]{64}"  # a SHA-256 digest or a raw 32-byte key, lower-case hex
 NAME_RX = r"[A-Za-z_][A-Za-z0-9_]{0,63}"
 CODE_RX = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+
+
+#: A body of one reason, 3–2000 characters: denying, revoking, stopping, refusing a script.
+REASON_SPEC = [Field("reason", text(2000, min_len=3))]

@@ -30,6 +30,7 @@ from pydantic import (
 from authz.states import (
     ACTIVE,
     REPORTED,
+    RUN_OVER,
     TERMINAL,
     DatasetStatus,
     JobState,
@@ -41,7 +42,8 @@ from authz.validate import HEX64_RX
 from compute.errors import InvalidInput
 
 __all__ = [
-    "ACTIVE", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "DatasetStatus", "DatasetTask",
+    "ACTIVE", "RUN_OVER", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "DatasetStatus",
+    "DatasetTask",
     "JobState",
     "JointJobState", "JointPart", "LeaseState", "OutputDecision", "OutputReport", "RunReport",
     "RunTask", "SchemaCheckTask", "SchemaVerdict", "Task", "VerdictError", "dump", "parse",

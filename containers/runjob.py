@@ -177,7 +177,8 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     script_lines = (job_dir / "job" / "script.py").read_bytes().count(b"\n") + 1
     policy = checks.OutputPolicy(min_cell_count=k, rows_read=stats["rows"],
                                  blocked_columns=frozenset(task.blocked_columns),
-                                 rare_values=rare_values, script_lines=script_lines)
+                                 rare_values=rare_values, script_lines=script_lines,
+                                 images_for_review=task.script_release != ScriptRelease.AUTOMATIC)
     def ran(state: JobState, outputs: list[OutputReport], reason: str | None = None
             ) -> RunReport:
         return RunReport(state=state, reason=reason, outputs=tuple(outputs),
@@ -212,15 +213,15 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if any(v.decision == OutputDecision.RELEASED for v in verdicts) and (
             not automatic or any(findings)):
         # The file-level checks cannot vouch for a script's tables (they do not know a
-        # cell's true contributors), and re-derivation from the input did not verify
-        # every one: held, like a blocked run, by position only, with the findings for
-        # the reviewer.
+        # cell's true contributors), and re-derivation from the input did not verify every
+        # one: they go to the providers' output checkers, with the findings, never to the
+        # requester, until enough of them approve (release review).
         reason = HELD_FOR_REVIEW if not automatic else HELD_UNVERIFIED
-        held = [OutputReport(name=f"output-{i}", sha256=checks.NOTHING_READ_SHA256, bytes=0,
-                             decision=OutputDecision.BLOCKED, reasons=(reason,),
-                             findings=tuple(f.text() for f in found)[:200])
-                for i, found in enumerate(findings, 1)]
-        return ran(JobState.BLOCKED, held, reason)
+        held = [o.model_copy(update={"decision": OutputDecision.PENDING_REVIEW,
+                                     "findings": tuple(f.text() for f in found)[:200]})
+                if o.decision == OutputDecision.RELEASED else o
+                for o, found in zip(outputs, findings, strict=True)]
+        return ran(JobState.AWAITING_REVIEW, held, reason)
     outputs = _rendered(outputs, done)
     if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
         # Released, but with nothing in it: say why rather than hand back an empty result.

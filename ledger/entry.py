@@ -34,7 +34,7 @@ HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
 # Every pattern above is used with fullmatch: with re.match, "$" lets a trailing newline
 # through ("ab\n" matches r"^ab$"), which would make two spellings of one entry valid.
 MAX_ACTOR = 256
-RUN_STATES = frozenset({"released", "blocked", "failed"})
+RUN_STATES = frozenset({"released", "blocked", "failed", "awaiting_review"})
 AUDIT_STR_FIELDS = (
     "authorizing_system", "authorizing_operator", "business_system", "user", "access_method",
 )
@@ -124,7 +124,7 @@ def check_run_finished(body: Mapping[str, Any]) -> None:
         if not isinstance(body.get(key), str) or not body[key]:
             raise _fail(f"run.finished: {key} missing")
     if body.get("state") not in RUN_STATES:
-        raise _fail("run.finished: state is not released/blocked/failed")
+        raise _fail("run.finished: state is not released/blocked/failed/awaiting_review")
     for key in ("script_sha256", "input_sha256"):
         if not _is_hex64(body.get(key)):
             raise _fail(f"run.finished: {key} is not a SHA-256 hex digest")

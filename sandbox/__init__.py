@@ -17,7 +17,19 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     # lives in this package and must not pull in the server's modules, and `sandbox serve`
     # must choose prometheus-client's multiprocess mode before the metrics load.
     from sandbox import auth, db, edge, health, http_errors, leader, observability, settings
-    from sandbox.api import access, agents, catalog, jobs, joint, ledger_api, ops, parties
+    from sandbox.api import (
+        access,
+        agents,
+        catalog,
+        contract,
+        jobs,
+        joint,
+        ledger_api,
+        ops,
+        parties,
+        reviews,
+    )
+    from sandbox.api import people as people_api
     from sandbox.metrics import Metrics, ObservedLog
 
     loaded = settings.load_settings()
@@ -55,7 +67,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     http_errors.register(app)
     auth.register(app)
     for bp in (parties.bp, catalog.bp, access.bp, jobs.bp, joint.bp, agents.bp,
-               ledger_api.bp, ops.bp):
+               ledger_api.bp, ops.bp, people_api.bp, reviews.bp, contract.bp):
         app.register_blueprint(bp)
     return app
 

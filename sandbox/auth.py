@@ -11,8 +11,10 @@ from flask import Flask, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from authz import validate
-from authz.models import Agent, Party
-from authz.parties import authenticate
+from authz.context import SignedIn
+from authz.models import Agent, Party, Person
+from authz.parties import authenticate, get_party
+from authz.people import PersonRole
 from compute.errors import Forbidden, InvalidInput, Unauthenticated
 from sandbox import db, edge
 
@@ -62,7 +64,18 @@ def _limit_body() -> None:
             raise RequestEntityTooLarge()
 
 
+#: What a person must hold to change anything for their party, when a view does not say:
+#: a provider's writes each name theirs (approver, steward, output checker), so a provider
+#: view that forgot to is refused to people (fail closed).
+DEFAULT_WRITER: dict[str, PersonRole] = {
+    "requester": PersonRole.ANALYST, "regulator": PersonRole.AUDITOR,
+    "admin": PersonRole.ADMIN,
+}
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 def _caller() -> Party | Agent:
+    """The party (or agent) whose authority the request uses; for a person, their party."""
     if "caller" not in g:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -71,10 +84,29 @@ def _caller() -> Party | Agent:
         token = token.strip()
         if not TOKEN_RX.fullmatch(token):
             raise Unauthenticated("malformed token")
-        g.caller = authenticate(db.ctx(), token)
-        edge.admit_caller(g.caller.id)
+        found = authenticate(db.ctx(), token)
+        g.person = None
+        if isinstance(found, Person):
+            g.person = found
+            db.ctx().signed_in = SignedIn(found.id, found.party_id)
+            g.caller = get_party(db.ctx(), found.party_id)
+        else:
+            g.caller = found
+        edge.admit_caller(found.id)
     caller: Party | Agent = g.caller
     return caller
+
+
+def person() -> Person | None:
+    """The person acting, or None for a party's service account (or an agent)."""
+    _caller()
+    found: Person | None = g.person
+    return found
+
+
+def actor() -> str:
+    """Who the ledger names for this request: the person, else the party."""
+    return db.ctx().who(party().id)
 
 
 def party() -> Party:
@@ -91,14 +123,33 @@ def agent() -> Agent:
     return c
 
 
-def roles(*allowed: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Require a party token whose role is one of ``allowed``."""
+def roles(*allowed: str, need: PersonRole | tuple[PersonRole, ...] = ()
+          ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Require a party (or one of its people) whose role is one of ``allowed``.
+
+    A person also needs a person role: one of ``need``, or, for a view that changes
+    something and names none, :data:`DEFAULT_WRITER` of their party's role. Reading is
+    open to every person of the party.
+    """
+    needed = (need,) if isinstance(need, PersonRole) else need
 
     def deco(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
-            if party().role not in allowed:
+            p = party()
+            if p.role not in allowed:
                 raise Forbidden(f"requires role {' or '.join(allowed)}")
+            who = person()
+            if who is not None:
+                wanted = needed
+                if not wanted and request.method not in SAFE_METHODS:
+                    default = DEFAULT_WRITER.get(p.role)
+                    wanted = (default,) if default else ()
+                    if not wanted:
+                        raise Forbidden("this action is not open to people of a "
+                                        f"{p.role}'s account")
+                if wanted and not set(wanted) & set(who.roles):
+                    raise Forbidden(f"requires the person role {' or '.join(wanted)}")
             return view(*args, **kwargs)
 
         return wrapped

@@ -13,14 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from sandbox.client import ApiError, Client
+from sandbox import cli_people
+from sandbox.cli_common import api_client, call, show
+from sandbox.client import ApiError
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
-
-
-def _print(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
 
 
 @click.group()
@@ -29,18 +27,6 @@ def _print(data: Any) -> None:
 @click.pass_context
 def main(ctx: click.Context, url: str, token: str | None) -> None:
     ctx.obj = {"url": url, "token": token}
-
-
-def _client(ctx: click.Context) -> Client:
-    return Client(ctx.obj["url"], ctx.obj["token"])
-
-
-def _call(fn: Any, *args: Any) -> None:
-    try:
-        _print(fn(*args))
-    except ApiError as e:
-        _print(e.body)
-        sys.exit(1)
 
 
 # --- server administration (local, on the controller host) ---------------------------
@@ -68,7 +54,7 @@ def create_admin(name: str) -> None:
 
     app = create_app({"START_CHECKPOINTER": False})
     issued = create_first_admin(app, name)
-    _print({"id": issued.id, "token": issued.token})
+    show({"id": issued.id, "token": issued.token})
 
 
 @main.command("serve")
@@ -96,7 +82,7 @@ def config() -> None:
     # imported here: CLI start-up time (see init-db)
     from sandbox.settings import masked, unknown_variables
 
-    _print({**masked(_settings()), "ignored_variables": unknown_variables()})
+    show({**masked(_settings()), "ignored_variables": unknown_variables()})
 
 
 def _settings() -> Settings:
@@ -198,7 +184,7 @@ def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
 @main.command("me")
 @click.pass_context
 def me(ctx: click.Context) -> None:
-    _call(_client(ctx).get, "/me")
+    call(api_client(ctx).get, "/me")
 
 
 @main.command("party-create")
@@ -208,7 +194,7 @@ def me(ctx: click.Context) -> None:
 @click.pass_context
 def party_create(ctx: click.Context, name: str, role: str, code: str | None) -> None:
     body = {"name": name, "role": role, **({"code": code} if code else {})}
-    _call(_client(ctx).post, "/parties", body)
+    call(api_client(ctx).post, "/parties", body)
 
 
 @main.command("agent-create")
@@ -221,7 +207,7 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
     body: dict[str, Any] = {"name": name, "providers": list(providers)}
     if public_key:
         body["public_key"] = public_key
-    _call(_client(ctx).post, "/agents", body)
+    call(api_client(ctx).post, "/agents", body)
 
 
 @main.command("deactivate")
@@ -230,14 +216,14 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
 def deactivate(ctx: click.Context, party_or_agent_id: str) -> None:
     """Operator: lock a party or an agent out (its token stops working)."""
     kind = "agents" if party_or_agent_id.startswith("agt_") else "parties"
-    _call(_client(ctx).post, f"/{kind}/{party_or_agent_id}/deactivate")
+    call(api_client(ctx).post, f"/{kind}/{party_or_agent_id}/deactivate")
 
 
 @main.command("rotate-token")
 @click.pass_context
 def rotate_token(ctx: click.Context) -> None:
     """Replace the caller's token; the new one is printed once."""
-    _call(_client(ctx).post, "/me/rotate-token")
+    call(api_client(ctx).post, "/me/rotate-token")
 
 
 @main.command("dataset-register")
@@ -245,26 +231,26 @@ def rotate_token(ctx: click.Context) -> None:
 @click.pass_context
 def dataset_register(ctx: click.Context, metadata: Any) -> None:
     """Register a dataset from a JSON file of catalog metadata."""
-    _call(_client(ctx).post, "/datasets", json.load(metadata))
+    call(api_client(ctx).post, "/datasets", json.load(metadata))
 
 
 @main.command("datasets")
 @click.pass_context
 def datasets(ctx: click.Context) -> None:
-    _call(_client(ctx).get, "/datasets")
+    call(api_client(ctx).get, "/datasets")
 
 
 @main.command("request-create")
 @click.argument("request", type=click.File())
 @click.pass_context
 def request_create(ctx: click.Context, request: Any) -> None:
-    _call(_client(ctx).post, "/requests", json.load(request))
+    call(api_client(ctx).post, "/requests", json.load(request))
 
 
 @main.command("requests")
 @click.pass_context
 def requests_(ctx: click.Context) -> None:
-    _call(_client(ctx).get, "/requests")
+    call(api_client(ctx).get, "/requests")
 
 
 @main.command("approve")
@@ -289,7 +275,7 @@ def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max
     }
     if columns:
         body["columns"] = list(columns)
-    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/approve", body)
+    call(api_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/approve", body)
 
 
 @main.command("deny")
@@ -298,7 +284,7 @@ def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max
 @click.option("--reason", required=True)
 @click.pass_context
 def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> None:
-    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/deny",
+    call(api_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/deny",
           {"reason": reason})
 
 
@@ -307,7 +293,7 @@ def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> N
 @click.option("--reason", required=True)
 @click.pass_context
 def revoke(ctx: click.Context, permit_id: str, reason: str) -> None:
-    _call(_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
+    call(api_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
 
 
 @main.command("submit")
@@ -316,7 +302,7 @@ def revoke(ctx: click.Context, permit_id: str, reason: str) -> None:
 @click.argument("script", type=click.File())
 @click.pass_context
 def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], script: Any) -> None:
-    _call(_client(ctx).post, "/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
+    call(api_client(ctx).post, "/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
                                        "script": script.read()})
 
 
@@ -338,12 +324,12 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
     from compute.derive import format_result
     from sandbox.sdk import JointStatistics
 
-    sdk = JointStatistics(_client(ctx))
+    sdk = JointStatistics(api_client(ctx))
     try:
         run = sdk.submit(permit, dataset_ids, json.load(spec))
         result = sdk.result(run, sdk.wait(run))
     except ApiError as e:
-        _print(e.body)
+        show(e.body)
         sys.exit(1)
     except RuntimeError as e:
         click.echo(str(e), err=True)
@@ -355,7 +341,7 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
 @click.argument("job_id")
 @click.pass_context
 def job(ctx: click.Context, job_id: str) -> None:
-    _call(_client(ctx).get, f"/jobs/{job_id}")
+    call(api_client(ctx).get, f"/jobs/{job_id}")
 
 
 @main.command("output")
@@ -364,9 +350,9 @@ def job(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 def output(ctx: click.Context, job_id: str, name: str) -> None:
     try:
-        sys.stdout.buffer.write(_client(ctx).raw(f"/jobs/{job_id}/outputs/{name}"))
+        sys.stdout.buffer.write(api_client(ctx).raw(f"/jobs/{job_id}/outputs/{name}"))
     except ApiError as e:
-        _print(e.body)
+        show(e.body)
         sys.exit(1)
 
 
@@ -374,7 +360,7 @@ def output(ctx: click.Context, job_id: str, name: str) -> None:
 @click.pass_context
 def usage(ctx: click.Context) -> None:
     """Provider: who used my data, when, for what, how much."""
-    _call(_client(ctx).get, "/usage")
+    call(api_client(ctx).get, "/usage")
 
 
 @main.command("checkpoint")
@@ -382,11 +368,14 @@ def usage(ctx: click.Context) -> None:
 def checkpoint(ctx: click.Context) -> None:
     """Regulator: the log's latest signed checkpoint."""
     try:
-        click.echo(_client(ctx).text("/ledger/checkpoint"), nl=False)
+        click.echo(api_client(ctx).text("/ledger/checkpoint"), nl=False)
     except ApiError as e:
-        _print(e.body)
+        show(e.body)
         sys.exit(1)
 
+
+for _command in cli_people.COMMANDS:  # people and release review
+    main.add_command(_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main(prog_name=os.path.basename(sys.argv[0]))

@@ -9,7 +9,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from authz.wire import TERMINAL
+from authz.wire import RUN_OVER
 
 # Reads are retried on a dropped connection: the controller keeps connections alive, and
 # one it closed (a restart, a worker recycled) must not fail the caller's next read.
@@ -59,11 +59,12 @@ class Client:
 
     def wait_job(self, job_id: str, timeout_s: float = 120.0, poll_s: float = 0.1
                  ) -> dict[str, Any]:
-        """Poll a job until it is in a terminal state; TimeoutError past ``timeout_s``."""
+        """Poll a job until its run is over (a final state, or its outputs awaiting review);
+        TimeoutError past ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
             job: dict[str, Any] = self.get(f"/jobs/{job_id}")
-            if job["state"] in TERMINAL:
+            if job["state"] in RUN_OVER:
                 return job
             if time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")

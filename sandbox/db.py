@@ -95,7 +95,8 @@ def log() -> TransparencyLog:
 
 def ctx() -> Ctx:
     if "ctx" not in g:
-        g.ctx = Ctx(session(), log(), current_app.config["AUTHORIZING_SYSTEM"])
+        g.ctx = Ctx(session(), log(), current_app.config["AUTHORIZING_SYSTEM"],
+                    accreditation_required=bool(current_app.config["ACCREDITATION_REQUIRED"]))
     c: Ctx = g.ctx
     return c
 

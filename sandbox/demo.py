@@ -7,6 +7,7 @@ isolated containers; only checked aggregates come out; a regulator verifies the 
 
 from __future__ import annotations
 
+import secrets
 import sys
 import tempfile
 import time
@@ -25,7 +26,13 @@ from sandbox import create_app
 from sandbox import regulator as reg
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import ApiError, Client
-from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS, RAW_ROW_DUMP, write_hospital
+from sandbox.demo_data import (
+    COST_BY_AGE_AND_DIAGNOSIS,
+    FIELDS,
+    LOS_BY_DIAGNOSIS,
+    RAW_ROW_DUMP,
+    write_hospital,
+)
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 from sandbox.sdk import JointStatistics
@@ -164,7 +171,12 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     if job["state"] != JobState.BLOCKED:
         return 1
 
-    step(9, "Joint statistics over all three hospitals, combined under homomorphic encryption")
+    step(9, "Release review: people decide. City General's default holds script outputs for "
+            "two output checkers")
+    if not release_review(stack, admin, insurer, insurer_p["id"], hospitals[0]):
+        return 1
+
+    step(10, "Joint statistics over all three hospitals, combined under homomorphic encryption")
     jreq = insurer.post("/requests", {
         "purpose": "Joint cost statistics across hospitals, encrypted; no hospital's own "
                    "figures to be revealed.", "use_kind": "joint_statistics",
@@ -179,12 +191,12 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     if not joint_statistics(insurer, r["permit_id"], hospitals):
         return 1
 
-    step(10, "City General sees who used its data, when, for what and how much")
+    step(11, "City General sees who used its data, when, for what and how much")
     for u in hospitals[0]["client"].get("/usage")["usage"]:
         say(f"{u['submitted_at'][:19]} {u['requester_name']} ({u['business_system']}): "
             f"{u['state']}, {u['rows_read']} rows, script {u['script_sha256'][:12]}")
 
-    step(11, "Regulator verifies a result's receipt offline, then audits the whole log")
+    step(12, "Regulator verifies a result's receipt offline, then audits the whole log")
 
     vkey = regulator.text("/ledger/public-key")
     say(f"log public key: {vkey.strip()[:60]}...")
@@ -196,6 +208,60 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
     ok = reg.audit(stack.url, regulator_token, vkey, work / "regulator-state", say) and ok
     print("\nledger verified" if ok else "\nLEDGER VERIFICATION FAILED", flush=True)
     return 0 if ok else 1
+
+
+def person(stack: EmbeddedStack, admin: Client, party: Client, party_id: str, name: str,
+           role: str) -> tuple[str, Client]:
+    """A named, identified and accredited person of ``party_id``, signed in."""
+    email = f"{name.lower().replace(' ', '.')}@{party_id}.example"
+    password = secrets.token_urlsafe(18)
+    made = party.post(f"/parties/{party_id}/people",
+                      {"name": name, "email": email, "roles": [role], "password": password})
+    admin.post(f"/people/{made['id']}/identity", {"method": "photo ID checked in person"})
+    now = datetime.now(UTC)
+    admin.post(f"/people/{made['id']}/accreditations", {
+        "kind": "safe researcher training", "awarded_at": now.isoformat(),
+        "expires_at": (now + timedelta(days=365)).isoformat()})
+    token = Client(stack.url).post("/sign-in", {"email": email, "password": password})["token"]
+    return made["id"], Client(stack.url, token)
+
+
+def release_review(stack: EmbeddedStack, admin: Client, insurer: Client, insurer_id: str,
+                   hospital: dict[str, Any]) -> bool:
+    analyst_id, analyst = person(stack, admin, insurer, insurer_id, "Li Na", "analyst")
+    checkers = [person(stack, admin, hospital["client"], hospital["id"], name,
+                       "output_checker") for name in ("Wang Fang", "Zhang Wei")]
+    approver_id, approver = person(stack, admin, hospital["client"], hospital["id"],
+                                   "Chen Jie", "approver")
+    req = analyst.post("/requests", {
+        "purpose": "Length of stay by diagnosis, for a care-pathway review.",
+        "use_kind": "statistics", "business_system": "harbor-care-2026",
+        "items": [{"dataset_id": hospital["dataset"], "columns": ["diagnosis", "los"]}]})
+    r = approver.post(f"/requests/{req['id']}/items/{hospital['dataset']}/approve", {
+        "expires_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(), "max_runs": 3,
+        "min_cell_count": 10, "risk_assessment": "one table by diagnosis; reviewed by two",
+        "review_quorum": 2})
+    say(f"permit {r['permit_id']} approved by {approver_id} (a person, on the ledger); "
+        "outputs go to review, two checkers each")
+    job = analyst.post("/jobs", {"permit_id": r["permit_id"],
+                                 "dataset_ids": [hospital["dataset"]], "script": LOS_BY_DIAGNOSIS})
+    job = analyst.wait_job(job["id"], timeout_s=180, poll_s=0.3)
+    say(f"job {job['id']} by {analyst_id}: {job['state']}")
+    if job["state"] != JobState.AWAITING_REVIEW:
+        return False
+    name = job["outputs"][0]["name"]
+    analyst.post(f"/jobs/{job['id']}/outputs/{name}/justification",
+                 {"justification": "Five diagnosis groups, each of hundreds of episodes."})
+    for checker_id, checker in checkers:
+        seen = checker.get(f"/reviews/{job['id']}")
+        checker.post(f"/reviews/{job['id']}/outputs/{name}", {
+            "decision": "approve", "comment": "groups well above the minimum; no extremes"})
+        say(f"output checker {checker_id} read the code and {name} "
+            f"({len(seen['outputs'][0]['content'].splitlines())} lines) and approved")
+    job = analyst.get(f"/jobs/{job['id']}")
+    say(f"job {job['state']} after {job['outputs'][0]['review_s']} s of review; "
+        f"the insurer now downloads {name}")
+    return bool(job["state"] == JobState.RELEASED)
 
 
 JOINT_SPEC = {

@@ -58,6 +58,15 @@ table.to_csv("/out/cost_by_age_and_diagnosis.csv", index=False)
 print("rows read:", len(df))
 '''
 
+LOS_BY_DIAGNOSIS = '''\
+import pandas as pd
+
+df = pd.read_csv("/in/data.csv")
+table = df.groupby("diagnosis")["los"].agg(n="count", mean_los="mean").reset_index()
+table["mean_los"] = table["mean_los"].round(1)
+table.to_csv("/out/los_by_diagnosis.csv", index=False)
+'''
+
 RAW_ROW_DUMP = '''\
 import pandas as pd
 

@@ -99,6 +99,13 @@ class Settings(BaseSettings):
     witness_quorum: int = Field(default=0, ge=0)
     joint_min_providers: int = Field(default=DEFAULT_MIN_PROVIDERS, ge=2, le=1000)
 
+    # -- people --------------------------------------------------------------------------
+    # People must be identified and hold a current accreditation to request, submit and
+    # review (SATRE); off only where another system vouches for them.
+    accreditation_required: bool = True
+    # GET /api/v1/public/projects: approved uses, without personal data.
+    publish_projects: bool = True
+
     # -- readiness -----------------------------------------------------------------------
     ready_checkpoint_max_age_s: float = Field(default=60.0, ge=1, le=86_400)
     ready_witness_timeout_s: float = Field(default=2.0, ge=0.1, le=30)
@@ -233,6 +240,8 @@ def flask_config(s: Settings) -> dict[str, Any]:
         "AGENT_POLL_WAIT_S": s.agent_poll_wait_s,
         "SCHEMA_CHECK_WAIT_S": s.schema_check_wait_s,
         "JOINT_MIN_PROVIDERS": s.joint_min_providers,
+        "ACCREDITATION_REQUIRED": s.accreditation_required,
+        "PUBLISH_PROJECTS": s.publish_projects,
         # With a quorum k > 0 a result is released only under a checkpoint k of the
         # witnesses cosigned.
         "WITNESSES": [w.model_dump() for w in s.witnesses],

@@ -3,6 +3,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.migrate import upgrade
 from tests import pgcluster
+from tests.contract_check import check_answer
 
 
 @pytest.fixture(scope="session")
@@ -94,11 +96,19 @@ class Actor:
         return {"Authorization": f"Bearer {self.token}"}
 
     def get(self, path: str, **kw: Any) -> Any:
-        return self.client.get(f"/api/v1{path}", headers=self._h(), **kw)
+        return self._checked("GET", path, self.client.get(f"/api/v1{path}", headers=self._h(),
+                                                          **kw))
 
     def post(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.client.post(f"/api/v1{path}", headers=self._h(),
-                                json=body if body is not None else {}, **kw)
+        return self._checked("POST", path, self.client.post(
+            f"/api/v1{path}", headers=self._h(), json=body if body is not None else {}, **kw))
+
+    def _checked(self, method: str, path: str, r: Any) -> Any:
+        """Every answer is held to the OpenAPI contract (tests/contract_check.py)."""
+        if r.is_json:
+            check_answer(self.client.application, method, f"/api/v1{path}", r.status_code,
+                         r.get_json(silent=True))
+        return r
 
 
 @pytest.fixture
@@ -126,5 +136,36 @@ def make_agent(admin: Actor) -> Any:
         r = admin.post("/agents", {"name": "agent", "providers": [p.id for p in providers]})
         assert r.status_code == 201, r.json
         return Actor(admin.client, r.json["id"], r.json["token"], "agent")
+
+    return make
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def accredit(admin: Actor, person_id: str, days: int = 365) -> None:
+    """Identity verified and a current accreditation, as the operator records them."""
+    r = admin.post(f"/people/{person_id}/identity", {"method": "passport seen in person"})
+    assert r.status_code == 200, r.json
+    now = datetime.now(UTC)
+    r = admin.post(f"/people/{person_id}/accreditations", {
+        "kind": "safe researcher training", "awarded_at": (now - timedelta(days=1)).isoformat(),
+        "expires_at": (now + timedelta(days=days)).isoformat()})
+    assert r.status_code == 201, r.json
+
+
+@pytest.fixture
+def make_person(admin: Actor) -> Any:
+    """A person of ``party`` with ``roles``, signed in: an Actor carrying their own token."""
+    def make(party: Actor, *roles: str, email: str | None = None) -> Actor:
+        email = email or f"{uuid.uuid4().hex[:10]}@example.org"
+        r = admin.post(f"/parties/{party.id}/people", {
+            "name": "A. Person", "email": email, "roles": list(roles), "password": PASSWORD})
+        assert r.status_code == 201, r.json
+        accredit(admin, r.json["id"])
+        s: Any = admin.client.post("/api/v1/sign-in",
+                                   json={"email": email, "password": PASSWORD})
+        assert s.status_code == 200, s.json
+        return Actor(admin.client, r.json["id"], s.json["token"], party.role)
 
     return make

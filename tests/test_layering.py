@@ -92,8 +92,9 @@ def test_function_local_imports_of_product_modules_say_why() -> None:
                     continue
                 # A comment on the import, or above the run of imports it belongs to.
                 i = node.lineno - 1
-                while i > 0 and lines[i].strip().startswith(("from ", "import ")) \
-                        and "#" not in lines[i]:
+                while i > 0 and "#" not in lines[i] and (
+                        lines[i].strip().startswith(("from ", "import "))
+                        or re.fullmatch(r"[\w\s,()]*", lines[i])):  # a wrapped import
                     i -= 1
                 if "#" not in lines[i]:
                     silent.append(f"{path.relative_to(ROOT)}:{node.lineno}")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, current_app
 
 from authz import access, jobs, permits
 from authz.models import AccessRequest, Permit
+from authz.people import PersonRole
 from compute.errors import NotFound
 from sandbox import auth, db
 
@@ -43,7 +44,7 @@ def get_request(request_id: str) -> dict[str, Any]:
 
 
 @bp.post("/requests/<request_id>/items/<dataset_id>/approve")
-@auth.roles("provider")
+@auth.roles("provider", need=PersonRole.APPROVER)
 def approve(request_id: str, dataset_id: str) -> dict[str, Any]:
     req = access.approve(db.ctx(), auth.party(), request_id, dataset_id, auth.body())
     db.commit()
@@ -51,7 +52,7 @@ def approve(request_id: str, dataset_id: str) -> dict[str, Any]:
 
 
 @bp.post("/requests/<request_id>/items/<dataset_id>/deny")
-@auth.roles("provider")
+@auth.roles("provider", need=PersonRole.APPROVER)
 def deny(request_id: str, dataset_id: str) -> dict[str, Any]:
     req = access.deny(db.ctx(), auth.party(), request_id, dataset_id, auth.body())
     db.commit()
@@ -77,7 +78,7 @@ def get_permit(permit_id: str) -> dict[str, Any]:
 
 
 @bp.post("/permits/<permit_id>/revoke")
-@auth.roles("provider")
+@auth.roles("provider", need=PersonRole.APPROVER)
 def revoke(permit_id: str) -> dict[str, Any]:
     permit = access.revoke(db.ctx(), auth.party(), permit_id, auth.body())
     db.commit()
@@ -88,3 +89,11 @@ def revoke(permit_id: str) -> dict[str, Any]:
 @auth.roles("provider")
 def usage() -> dict[str, Any]:
     return {"usage": jobs.usage(db.ctx(), auth.party())}
+
+
+@bp.get("/public/projects")
+def public_projects() -> dict[str, Any]:
+    """The public register of approved uses, unless the operator switched it off."""
+    if not current_app.config["PUBLISH_PROJECTS"]:
+        raise NotFound("the operator does not publish project details")
+    return {"projects": access.public_projects(db.ctx())}

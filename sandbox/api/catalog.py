@@ -8,6 +8,7 @@ from flask import Blueprint, current_app
 
 from authz import catalog
 from authz.models import Dataset
+from authz.people import PersonRole
 from authz.states import DatasetStatus
 from sandbox import auth, db
 from sandbox.waiting import wait_until
@@ -16,7 +17,7 @@ bp = Blueprint("catalog", __name__, url_prefix="/api/v1/datasets")
 
 
 @bp.post("")
-@auth.roles("provider")
+@auth.roles("provider", need=PersonRole.DATASET_STEWARD)
 def register() -> tuple[dict[str, Any], int]:
     provider = auth.party()
     ds = catalog.register(db.ctx(), provider, auth.body())

@@ -7,8 +7,13 @@ from typing import Any
 from flask import Blueprint, Response
 
 from authz import jobs
+from authz.people import PersonRole
 from compute.errors import NotFound
 from sandbox import auth, db, release
+
+#: What a released output is served as (an image only ever after release review).
+MIMETYPES = {"json": "application/json", "csv": "text/csv", "png": "image/png",
+             "jpg": "image/jpeg", "jpeg": "image/jpeg", "pdf": "application/pdf"}
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -47,7 +52,7 @@ def cancel(job_id: str) -> dict[str, Any]:
 
 
 @bp.post("/<job_id>/stop")
-@auth.roles("provider", "admin")
+@auth.roles("provider", "admin", need=(PersonRole.APPROVER, PersonRole.ADMIN))
 def stop(job_id: str) -> dict[str, Any]:
     """Incident control: stop a job on the provider's data now (queued or running)."""
     p = auth.party()
@@ -74,7 +79,7 @@ def output(job_id: str, name: str) -> Response:
     if job.ledger_index is None:
         raise NotFound("no such output")
     release.require_witnessed(job.ledger_index)
-    mimetype = "application/json" if name.endswith(".json") else "text/csv"
+    mimetype = MIMETYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
     # Served as an attachment so a browser never renders job-produced content inline.
     return Response(content, mimetype=mimetype,
                     headers={"Content-Disposition": f'attachment; filename="{name}"',

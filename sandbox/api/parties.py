@@ -6,9 +6,10 @@ from typing import Any
 
 from flask import Blueprint
 
-from authz import parties
+from authz import parties, people
 from authz import validate as v
 from sandbox import auth, db
+from sandbox.api import people as api_people
 
 bp = Blueprint("parties", __name__, url_prefix="/api/v1")
 
@@ -47,11 +48,15 @@ def create_agent() -> tuple[dict[str, Any], int]:
 @bp.get("/me")
 def me() -> dict[str, Any]:
     p = auth.party()
-    return {"id": p.id, "name": p.name, "role": p.role, "code": p.code}
+    who = auth.person()
+    return {"id": p.id, "name": p.name, "role": p.role, "code": p.code,
+            "person": people.person_json(who) if who is not None else None}
 
 
 @bp.post("/me/rotate-token")
 def rotate_token() -> dict[str, Any]:
+    if auth.person() is not None:
+        return api_people.rotate_personal_token()
     issued = parties.rotate_token(db.ctx(), auth.party())
     db.commit()
     return {"id": issued.id, "token": issued.token}

@@ -197,7 +197,7 @@ def test_the_requester_sees_the_input_size_rounded_the_provider_exactly(
 
 def test_script_outputs_are_held_unless_every_provider_accepted_automatic_release(
         make_party: Any, make_agent: Any) -> None:
-    """The controller's own guard: a released report under a review permit is blocked."""
+    """The controller's own guard: a released report under a review permit is held."""
     _, requester, agent, ds, permit_id = setup(make_party, make_agent,
                                                script_release="review")
     permit = requester.get(f"/permits/{permit_id}").json
@@ -211,9 +211,10 @@ def test_script_outputs_are_held_unless_every_provider_accepted_automatic_releas
             "name": "t.csv", "sha256": hashlib.sha256(content).hexdigest(),
             "bytes": len(content), "decision": "released",
             "content_b64": base64.b64encode(content).decode()}]})
-    assert r.status_code == 200 and r.json["state"] == "blocked", r.json
+    assert r.status_code == 200 and r.json["state"] == "awaiting_review", r.json
     job = requester.get(f"/jobs/{job_id}").json
     assert "held for review" in job["reason"]
+    assert [o["decision"] for o in job["outputs"]] == ["pending_review"]
     assert requester.get(f"/jobs/{job_id}/outputs/t.csv").status_code == 404
 
 

@@ -101,10 +101,38 @@ def grant(s: Stack, provider: Provider, dataset_id: str, columns: list[str],
 
 
 def submit(s: Stack, permit_id: str, dataset_id: str, script: str) -> str:
-    job = s.requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [dataset_id],
-                                     "script": script})
+    return submit_as(s.requester, permit_id, dataset_id, script)
+
+
+def submit_as(client: Client, permit_id: str, dataset_id: str, script: str) -> str:
+    job = client.post("/jobs", {"permit_id": permit_id, "dataset_ids": [dataset_id],
+                                "script": script})
     job_id: str = job["id"]
     return job_id
+
+
+class PersonClient(Client):
+    """A person's client: signed in with their own token."""
+
+    person_id: str
+
+
+def person(s: Stack, party: Client, party_id: str, role: str) -> PersonClient:
+    """A new person of ``party_id`` with ``role``, created by the party's service account,
+    signed in with email and password."""
+    email = f"{uuid.uuid4().hex[:12]}@example.org"
+    password = "a long enough test password"
+    made = party.post(f"/parties/{party_id}/people", {
+        "name": f"{role} {email[:4]}", "email": email, "roles": [role], "password": password})
+    s.admin.post(f"/people/{made['id']}/identity", {"method": "checked in person"})
+    now = datetime.now(UTC)
+    s.admin.post(f"/people/{made['id']}/accreditations", {
+        "kind": "safe researcher training", "awarded_at": now.isoformat(),
+        "expires_at": (now + timedelta(days=30)).isoformat()})
+    token = Client(s.url).post("/sign-in", {"email": email, "password": password})["token"]
+    client = PersonClient(s.url, token)
+    client.person_id = made["id"]
+    return client
 
 
 def wait_job(client: Client, job_id: str, timeout_s: float = 60) -> dict[str, Any]:

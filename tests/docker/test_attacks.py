@@ -10,6 +10,7 @@ checked that ``lo`` is its sole interface; otherwise it sends nothing and exits 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import socket
 import textwrap
@@ -32,10 +33,13 @@ from tests.docker.helpers import (
     add_hospital,
     fetch_output,
     grant,
+    ledger_entries,
     make_target,
+    person,
     run_entry,
     sha256,
     submit,
+    submit_as,
     wait_job,
 )
 
@@ -361,21 +365,47 @@ def test_run_time_is_seen_only_in_whole_grains(stack: Stack) -> None:
     assert "exit_code" not in run_entry(stack.regulator, job["id"])["body"]
 
 
-def test_script_outputs_under_a_review_permit_are_held_by_the_agent(stack: Stack) -> None:
+def test_release_review_end_to_end_two_checkers(stack: Stack) -> None:
+    """A review permit: the agent holds the script's table for the providers' output
+    checkers; two different people approve it (the two-person rule); then, and only then,
+    the requester gets it, and the ledger names both."""
     t = make_target(stack, "main", "review.csv", 61)
     p = t.provider
-    req = stack.requester.post("/requests", {
+    checkers = [person(stack, p.client, p.id, "output_checker") for _ in range(2)]
+    analyst = person(stack, stack.requester, stack.requester.get("/me")["id"], "analyst")
+    req = analyst.post("/requests", {
         "purpose": "Counts by sex, to check the review default.", "use_kind": "statistics",
         "business_system": "harbor-pricing-2026",
         "items": [{"dataset_id": t.dataset_id, "columns": COLUMNS}]})
     permit_id = p.client.post(f"/requests/{req['id']}/items/{t.dataset_id}/approve", {
         "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(), "max_runs": 5,
-        "min_cell_count": MIN_CELL, "risk_assessment": "review default"})["permit_id"]
-    job = wait_job(stack.requester, submit(stack, permit_id, t.dataset_id, """
+        "min_cell_count": MIN_CELL, "risk_assessment": "review default",
+        "review_quorum": 2})["permit_id"]
+    job = wait_job(analyst, submit_as(analyst, permit_id, t.dataset_id, """
 import pandas as pd
 df = pd.read_csv("/in/data.csv")
 df.groupby("sex").size().rename("n").reset_index().to_csv("/out/by_sex.csv", index=False)
+open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
 """))
-    assert job["state"] == "blocked" and "held for review" in job["reason"], job
-    assert [o["name"] for o in job["outputs"]] == ["output-1"]
-    assert fetch_output(stack.requester, job["id"], "by_sex.csv")[0] == 404
+    assert job["state"] == "awaiting_review" and "held for review" in job["reason"], job
+    assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
+        ("by_sex.csv", "pending_review"), ("chart.png", "pending_review")]
+    assert fetch_output(analyst, job["id"], "by_sex.csv")[0] == 404
+    seen = checkers[0].get(f"/reviews/{job['id']}")
+    table = seen["outputs"][0]["content"]
+    assert table.splitlines()[0] == "sex,n" and "df.groupby" in seen["script"]
+    # An image reaches the checkers only through review, as it is.
+    png = base64.b64decode(seen["outputs"][1]["content_b64"])
+    assert png == b"\x89PNG\r\n\x1a\n" + bytes(24)
+    for checker in checkers:
+        for name in ("by_sex.csv", "chart.png"):
+            checker.post(f"/reviews/{job['id']}/outputs/{name}",
+                         {"decision": "approve", "comment": "two groups, both above k"})
+    job = analyst.get(f"/jobs/{job['id']}")
+    assert job["state"] == "released", job
+    status, body = fetch_output(analyst, job["id"], "by_sex.csv")
+    assert status == 200 and body.decode() == table
+    decided = [e for e in ledger_entries(stack.regulator) if e["kind"] == "review.decided"
+               and e["body"]["job_id"] == job["id"]]
+    assert sorted(e["actor"] for e in decided) == sorted(2 * [c.person_id for c in checkers])
+    assert fetch_output(analyst, job["id"], "chart.png") == (200, png)

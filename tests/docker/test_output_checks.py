@@ -25,7 +25,7 @@ POLICY = OutputPolicy(min_cell_count=10, rows_read=100)
 def check(tmp_path: Path, files: dict[str, str | bytes], policy: OutputPolicy = POLICY
           ) -> list[Verdict]:
     out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     for name, content in files.items():
         data = content.encode() if isinstance(content, str) else content
         (out / name).write_bytes(data)
@@ -342,6 +342,20 @@ def test_an_image_is_withheld_without_blocking_the_checked_tables(tmp_path: Path
     image = verdicts[0]
     # Nothing of it leaves: no content, no name the script chose, no digest, no size.
     assert image.content is None and image.size == 0 and image.sha256 == NOTHING_READ_SHA256
+
+
+def test_under_review_an_image_goes_to_the_checkers_if_it_is_one(tmp_path: Path) -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+    policy = OutputPolicy(10, 100, images_for_review=True)
+    verdicts = check(tmp_path / "a", {"chart.png": png, "plot.svg": "<svg/>"}, policy)
+    # Carried, with its exact bytes, for the output checkers (the agent marks it pending);
+    # SVG is text, so it is never carried.
+    assert [(v.name, v.decision) for v in verdicts] == [("chart.png", "released"),
+                                                        ("withheld-2", "withheld")]
+    assert verdicts[0].content == png
+    # Blocked when its bytes are not what its name says.
+    [fake] = check(tmp_path / "b", {"fake.jpg": "age\n41\n"}, policy)
+    assert fake.decision == "blocked" and fake.reasons == ["not the image type its name says"]
 
 
 def test_an_image_beside_a_blocked_table_is_withheld_by_position(tmp_path: Path) -> None:

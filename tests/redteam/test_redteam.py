@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from sandbox.demo_data import hospital_table
-from tests.docker.helpers import ledger_entries
+from tests.docker.helpers import fetch_output, ledger_entries
 from tests.redteam.conftest import GRAIN_S, MIN_CELL, Red
 
 pytestmark = [pytest.mark.docker]
@@ -38,10 +38,14 @@ def assert_unseen(red: Red, job: dict[str, Any], secrets: set[str]) -> None:
 
 
 def assert_held(red: Red, job: dict[str, Any]) -> None:
-    """Nothing of the run is released: blocked, every output unfetchable."""
-    assert job["state"] == "blocked", (job["state"], job["reason"])
-    assert job["outputs"] and all(o["decision"] == "blocked" for o in job["outputs"])
+    """Nothing of the run is released: held for the providers' output checkers (or
+    blocked), no output fetchable by the requester."""
+    assert job["state"] in ("awaiting_review", "blocked"), (job["state"], job["reason"])
+    assert job["outputs"]
     assert "released" not in [o["decision"] for o in job["outputs"]]
+    for o in job["outputs"]:
+        status, _ = fetch_output(red.stack.requester, job["id"], o["name"])
+        assert status == 404, o
 
 
 def cells(doc: dict[str, Any], analysis: int, table: int | None = None
@@ -231,7 +235,7 @@ t = df.groupby(["sex", "diagnosis"]).size().reset_index(name="n")
 t.to_csv("/out/t.csv", index=False)
 """)
     # The script's table has no row for K35/M at all: shown to a person, not released.
-    assert job2["state"] in ("blocked", "released")
+    assert job2["state"] in ("awaiting_review", "blocked", "released")
     if job2["state"] == "released":
         pytest.fail("a table showing a whole group in one cell was released automatically")
 
@@ -253,7 +257,7 @@ beta = np.linalg.lstsq(X, df.cost, rcond=None)[0]
 pd.DataFrame({"term": ["const", "age", "los"], "coef": beta, "n": len(df)}).to_csv(
     "/out/model.csv", index=False)
 """)
-    assert script["state"] in ("blocked", "failed")
+    assert script["state"] in ("awaiting_review", "blocked", "failed")
     assert not [o for o in script["outputs"] if o["decision"] == "released"]
     assert_unseen(red, script, set().union(*(money(c) for c in data.frame.cost)))
 

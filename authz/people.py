@@ -1,0 +1,319 @@
+"""People within parties: accounts, roles, sign-in, TOTP and personal API tokens.
+
+A party (an organisation) keeps its own token as a service account; the people who act for
+it each have an account with roles within the party. Whatever a person does through the API
+names that person on the ledger (``Ctx.signed_in``), so the "authorizing operator" of a run
+is the approver who decided, not the organisation.
+
+Passwords: Argon2id (RFC 9106) through argon2-cffi, with its default (second recommended)
+parameters. TOTP: RFC 6238 through pyotp, a code used once accepted only once. Personal
+tokens are shaped and stored like every other token (:mod:`authz.parties`): ``psn_<id>.<secret>``,
+SHA-256 of the secret stored, compared in constant time, optionally expiring.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import func, select
+
+from authz import validate as v
+from authz.context import Ctx
+from authz.models import Accreditation, Party, Person, new_id
+from authz.tokens import digest, issue
+from compute.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
+
+
+class PersonRole(enum.StrEnum):
+    APPROVER = "approver"  # decides access requests and revocations for a provider
+    OUTPUT_CHECKER = "output_checker"  # reviews outputs held for release
+    DATASET_STEWARD = "dataset_steward"  # registers and maintains a provider's datasets
+    ANALYST = "analyst"  # a requester's person: requests access, submits jobs
+    AUDITOR = "auditor"  # a regulator's person
+    ADMIN = "admin"  # the platform operator's person
+
+
+#: The roles a person may hold, by the role of their party.
+ROLES_BY_PARTY: dict[str, frozenset[PersonRole]] = {
+    "provider": frozenset({PersonRole.APPROVER, PersonRole.OUTPUT_CHECKER,
+                           PersonRole.DATASET_STEWARD}),
+    "requester": frozenset({PersonRole.ANALYST}),
+    "regulator": frozenset({PersonRole.AUDITOR}),
+    "admin": frozenset({PersonRole.ADMIN}),
+}
+
+MIN_PASSWORD = 12  # NIST SP 800-63B §5.1.1.2: at least 8; longer for privileged accounts
+MAX_PASSWORD = 256
+MAX_TOKEN_DAYS = 365
+_hasher = PasswordHasher()
+# Verified against when no account matches, so a wrong email costs as long as a wrong
+# password and sign-in timing does not reveal which emails have accounts.
+_DUMMY_HASH = _hasher.hash("not a password of anyone")
+
+PERSON_SPEC = [
+    v.Field("name", v.text(200, single_line=True)),
+    v.Field("email", v.text(254, pattern=r"[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,62}")),
+    v.Field("roles", v.list_of(v.choice(*PersonRole), 1, len(PersonRole), unique=True)),
+    v.Field("password", v.text(MAX_PASSWORD, min_len=MIN_PASSWORD), required=False),
+]
+SIGN_IN_SPEC = [
+    v.Field("email", v.text(254, single_line=True)),
+    v.Field("password", v.text(MAX_PASSWORD)),
+    v.Field("totp", v.text(6, min_len=6, pattern=r"[0-9]{6}"), required=False),
+    v.Field("token_days", v.integer(1, MAX_TOKEN_DAYS), required=False),
+]
+
+
+@dataclass(frozen=True)
+class Issued:
+    id: str
+    token: str
+    expires_at: datetime | None
+
+
+def normal_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def create_person(ctx: Ctx, actor: Party, party_id: str, body: object) -> Person:
+    """The operator adds a person to any party; a party's service account to its own."""
+    data = v.parse(body, PERSON_SPEC)
+    party = ctx.session.get(Party, party_id)
+    if party is None or (actor.role != "admin" and actor.id != party_id):
+        raise NotFound("no such party")
+    if not party.active:
+        raise Conflict("the party is deactivated")
+    allowed = ROLES_BY_PARTY[party.role]
+    for i, role in enumerate(data["roles"]):
+        if role not in allowed:
+            raise InvalidInput(f"roles[{i}]", f"a {party.role}'s people may hold only "
+                                              f"{', '.join(sorted(allowed))}")
+    email = normal_email(data["email"])
+    if ctx.session.scalar(select(Person.id).where(func.lower(Person.email) == email)):
+        raise Conflict("a person with this email already exists")
+    person = Person(id=new_id("psn"), party_id=party.id, name=data["name"], email=email,
+                    roles=sorted(data["roles"]))
+    if data["password"] is not None:
+        person.password_hash = _hasher.hash(data["password"])
+    ctx.session.add(person)
+    ctx.session.flush()
+    # Names and emails stay in the controller's table, not in the append-only ledger:
+    # the ledger names people by their pseudonymous id only.
+    ctx.record("person.created", actor.id, {"person_id": person.id, "party_id": party.id,
+                                            "roles": person.roles})
+    return person
+
+
+def get_person(ctx: Ctx, actor: Party, person_id: str) -> Person:
+    person = ctx.session.get(Person, person_id)
+    if person is None or (actor.role != "admin" and actor.id != person.party_id):
+        raise NotFound("no such person")
+    return person
+
+
+def people_of(ctx: Ctx, party_id: str) -> list[Person]:
+    return list(ctx.session.scalars(select(Person).where(Person.party_id == party_id)
+                                    .order_by(Person.created_at, Person.id)))
+
+
+def set_roles(ctx: Ctx, actor: Party, person: Person, roles: list[str]) -> None:
+    party = ctx.session.get(Party, person.party_id)
+    assert party is not None
+    checked = v.parse({"roles": roles}, [PERSON_SPEC[2]])["roles"]
+    for i, role in enumerate(checked):
+        if role not in ROLES_BY_PARTY[party.role]:
+            raise InvalidInput(f"roles[{i}]", f"a {party.role}'s people may hold only "
+                                              f"{', '.join(sorted(ROLES_BY_PARTY[party.role]))}")
+    person.roles = sorted(checked)
+    ctx.record("person.roles_changed", actor.id, {"person_id": person.id,
+                                                  "party_id": person.party_id,
+                                                  "roles": person.roles})
+
+
+def deactivate_person(ctx: Ctx, actor: Party, person: Person) -> None:
+    """Locked out at commit: password, TOTP and personal token stop working at once."""
+    if not person.active:
+        raise Conflict("person already deactivated")
+    person.active = False
+    person.token_hash = None
+    ctx.record("person.deactivated", actor.id, {"person_id": person.id,
+                                                "party_id": person.party_id})
+
+
+def set_password(ctx: Ctx, person: Person, current: str | None, new: str) -> None:
+    """A person changes their own password (the current one is required once set)."""
+    if person.password_hash is not None and not _verify(person.password_hash, current or ""):
+        raise Unauthenticated("the current password is wrong")
+    v.parse({"password": new}, [PERSON_SPEC[3]])
+    person.password_hash = _hasher.hash(new)
+    ctx.record("person.password_changed", person.id, {"person_id": person.id})
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def _totp_ok(person: Person, code: str | None, now: datetime) -> bool:
+    """RFC 6238 with one step of clock drift either way; each step's code works once."""
+    if person.totp_secret is None or code is None:
+        return False
+    totp = pyotp.TOTP(person.totp_secret)
+    t = now.timestamp()
+    for drift in (0, -1, 1):
+        step = int(t // totp.interval) + drift
+        if hmac.compare_digest(totp.generate_otp(step), code):
+            if person.totp_last_step is not None and step <= person.totp_last_step:
+                return False  # replayed (RFC 6238 §5.2)
+            person.totp_last_step = step
+            return True
+    return False
+
+
+def sign_in(ctx: Ctx, body: object) -> tuple[Person, Issued]:
+    """Email, password and (when enrolled) a TOTP code → a fresh personal API token.
+
+    Every failure is the same 401, so an answer does not tell which part was wrong.
+    """
+    data = v.parse(body, SIGN_IN_SPEC)
+    person = ctx.session.scalar(select(Person).where(
+        func.lower(Person.email) == normal_email(data["email"])).with_for_update())
+    stored = person.password_hash if person is not None and person.password_hash else None
+    ok = _verify(stored or _DUMMY_HASH, data["password"]) and stored is not None
+    if person is None or not ok or not person.active or not _party_active(ctx, person):
+        raise Unauthenticated("sign-in failed: wrong email, password or code")
+    if person.totp_enabled and not _totp_ok(person, data["totp"], ctx.now()):
+        raise Unauthenticated("sign-in failed: wrong email, password or code")
+    issued = issue_token(ctx, person, data["token_days"])
+    ctx.record("person.signed_in", person.id, {"person_id": person.id,
+                                               "party_id": person.party_id})
+    return person, issued
+
+
+def issue_token(ctx: Ctx, person: Person, days: int | None) -> Issued:
+    """A new personal API token (the previous one stops working at commit)."""
+    token, hashed = issue(person.id)
+    person.token_hash = hashed
+    person.token_expires_at = ctx.now() + timedelta(days=days) if days else None
+    return Issued(person.id, token, person.token_expires_at)
+
+
+def start_totp(ctx: Ctx, person: Person) -> str:
+    """A new secret, shown once as an otpauth:// URI; active after :func:`confirm_totp`."""
+    if person.totp_enabled:
+        raise Conflict("TOTP is already enabled; ask the operator to reset it")
+    person.totp_secret = pyotp.random_base32()
+    return pyotp.TOTP(person.totp_secret).provisioning_uri(name=person.email,
+                                                           issuer_name="data-sandbox")
+
+
+def confirm_totp(ctx: Ctx, person: Person, code: str) -> None:
+    code = v.parse({"totp": code}, [SIGN_IN_SPEC[2]])["totp"]
+    if person.totp_enabled or person.totp_secret is None:
+        raise Conflict("start TOTP enrolment first")
+    if not _totp_ok(person, code, ctx.now()):
+        raise InvalidInput("totp", "does not match the enrolled secret; check the device clock")
+    person.totp_enabled = True
+    ctx.record("person.totp_enabled", person.id, {"person_id": person.id})
+
+
+def authenticate(ctx: Ctx, person_id: str, secret: str) -> Person:
+    person = ctx.session.get(Person, person_id)
+    stored = person.token_hash if person is not None and person.token_hash else "0" * 64
+    ok = hmac.compare_digest(stored, digest(secret))
+    if person is None or not ok or not person.active or not _party_active(ctx, person):
+        raise Unauthenticated("invalid token")
+    if person.token_expires_at is not None and person.token_expires_at <= ctx.now():
+        raise Unauthenticated(f"token expired at {person.token_expires_at.isoformat()}; "
+                              "sign in again (sandbox login)")
+    return person
+
+
+def _party_active(ctx: Ctx, person: Person) -> bool:
+    party = ctx.session.get(Party, person.party_id)
+    return party is not None and party.active
+
+
+ACCREDITATION_SPEC = [
+    v.Field("kind", v.text(200, single_line=True)),
+    v.Field("awarded_at", v.aware_datetime),
+    v.Field("expires_at", v.aware_datetime),
+]
+IDENTITY_SPEC = [v.Field("method", v.text(200, single_line=True))]
+
+
+def record_accreditation(ctx: Ctx, actor: Party, person: Person, body: object) -> None:
+    """The operator records training a person completed (SATRE: accredited researchers)."""
+    data = v.parse(body, ACCREDITATION_SPEC)
+    if data["expires_at"] <= data["awarded_at"]:
+        raise InvalidInput("expires_at", "must be after awarded_at")
+    person.accreditations.append(Accreditation(
+        kind=data["kind"], awarded_at=data["awarded_at"], expires_at=data["expires_at"],
+        recorded_by=ctx.who(actor.id)))
+    ctx.record("person.accredited", actor.id, {
+        "person_id": person.id, "kind": data["kind"],
+        "expires_at": data["expires_at"].isoformat()})
+
+
+def record_identity(ctx: Ctx, actor: Party, person: Person, body: object) -> None:
+    """The operator records that it verified who the person is, and how."""
+    method = v.parse(body, IDENTITY_SPEC)["method"]
+    person.identity_method, person.identity_verified_at = method, ctx.now()
+    ctx.record("person.identity_verified", actor.id, {"person_id": person.id,
+                                                      "method": method})
+
+
+def require_accredited(ctx: Ctx) -> None:
+    """The signed-in person (if any) must be identified and hold a current accreditation;
+    the refusal says which is missing and what to do."""
+    if ctx.signed_in is None or not ctx.accreditation_required:
+        return
+    person = ctx.session.get(Person, ctx.signed_in.person_id)
+    assert person is not None
+    if person.identity_verified_at is None:
+        raise Forbidden("your identity is not verified: ask the operator to verify it "
+                        f"(POST /people/{person.id}/identity)")
+    now = ctx.now()
+    if not any(a.expires_at > now for a in person.accreditations):
+        lapsed = max((a.expires_at for a in person.accreditations), default=None)
+        raise Forbidden(
+            (f"your accreditation lapsed on {lapsed.date().isoformat()}" if lapsed else
+             "you hold no accreditation") + ": complete the training and ask the operator "
+            f"to record it (POST /people/{person.id}/accreditations)")
+
+
+def require_named(ctx: Ctx, permit_id: str, named: list[str]) -> None:
+    """Only the people a permit names use it; a permit naming nobody is its requester's
+    service account's alone."""
+    who = ctx.signed_in.person_id if ctx.signed_in else None
+    if who is None:
+        if named:
+            raise Forbidden(f"permit {permit_id} names the people who may use it: sign in "
+                            "as one of them")
+        return
+    if who not in named:
+        raise Forbidden(f"you are not named on permit {permit_id}: ask for access naming "
+                        "you (POST /requests with \"people\")")
+    require_accredited(ctx)
+
+
+def person_json(person: Person) -> dict[str, object]:
+    return {"id": person.id, "party_id": person.party_id, "name": person.name,
+            "email": person.email, "roles": person.roles, "active": person.active,
+            "totp_enabled": person.totp_enabled,
+            "token_expires_at": person.token_expires_at.isoformat()
+            if person.token_expires_at else None,
+            "identity_verified_at": person.identity_verified_at.isoformat()
+            if person.identity_verified_at else None,
+            "accreditations": [{"kind": a.kind, "awarded_at": a.awarded_at.isoformat(),
+                                "expires_at": a.expires_at.isoformat()}
+                               for a in person.accreditations],
+            "created_at": person.created_at.isoformat()}

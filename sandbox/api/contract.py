@@ -1,0 +1,427 @@
+"""The JSON API's contract: an OpenAPI 3.1 document generated from the same specs that
+validate request bodies (``authz.validate`` field lists, ``authz.wire`` pydantic models),
+plus the response shapes, written once here.
+
+Every rule of the app's URL map has an :class:`Operation` in :data:`OPERATIONS` (a test
+refuses a route without one). Served at ``GET /api/v1/openapi.json``; ``GET /api/v1/docs``
+renders it as a page. Tests validate the document with ``openapi-spec-validator`` and every
+JSON answer the API test suite receives against its operation's response schema.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app
+from pydantic import BaseModel, TypeAdapter
+
+from authz import access, catalog, jobs, joint, people, review, wire
+from authz import validate as v
+from authz.states import (
+    DatasetStatus,
+    Decision,
+    JobState,
+    JointJobState,
+    OutputDecision,
+    PermitStatus,
+    ReviewDecision,
+    ScriptRelease,
+)
+from sandbox.api import parties as parties_api
+from sandbox.api import people as people_api
+
+bp = Blueprint("contract", __name__, url_prefix="/api/v1")
+
+Schema = dict[str, Any]
+
+
+def _enum(e: Any) -> Schema:
+    return {"type": "string", "enum": [str(m) for m in e]}
+
+
+def _obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
+    # Answers may grow fields (additive changes keep clients working), so extra keys are
+    # allowed; the keys listed are always there, with these types.
+    props = {**required, **(optional or {})}
+    return {"type": "object", "properties": props, "required": sorted(required)}
+
+
+STR: Schema = {"type": "string"}
+INT: Schema = {"type": "integer"}
+NUM: Schema = {"type": "number"}
+BOOL: Schema = {"type": "boolean"}
+TIME: Schema = {"type": "string", "format": "date-time"}
+ANY: Schema = {}
+
+
+def _null(s: Schema) -> Schema:
+    return {"anyOf": [s, {"type": "null"}]}
+
+
+def _list(s: Schema) -> Schema:
+    return {"type": "array", "items": s}
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+REVIEW = _obj({"reviewer_id": STR, "provider_id": STR, "decision": _enum(ReviewDecision),
+               "comment": STR, "decided_at": TIME})
+OUTPUT = _obj({"name": STR, "sha256": STR, "bytes": INT, "decision": _enum(OutputDecision),
+               "reasons": _list(STR)},
+              {"justification": _null(STR), "reviews": _list(REVIEW),
+               "review_s": _null(INT)})
+PERSON = _obj({"id": STR, "party_id": STR, "name": STR, "email": STR, "roles": _list(STR),
+               "active": BOOL, "totp_enabled": BOOL, "created_at": TIME},
+              {"token_expires_at": _null(TIME), "identity_verified_at": _null(TIME),
+               "accreditations": _list(_obj({"kind": STR, "awarded_at": TIME,
+                                             "expires_at": TIME}))})
+COMPONENTS: dict[str, Schema] = {
+    "Error": _obj({"error": STR, "message": STR}, {"field": STR, "rule": STR}),
+    "Party": _obj({"id": STR, "name": STR, "role": STR}, {"code": _null(STR),
+                                                          "person": _null(PERSON)}),
+    "Issued": _obj({"id": STR, "token": STR}, {"role": STR, "expires_at": _null(TIME)}),
+    "Person": PERSON,
+    "Dataset": _obj({"id": STR, "code": STR, "name": STR, "category": STR, "format": STR,
+                     "provider_id": STR, "openness": STR, "fields": _list(ANY),
+                     "status": _enum(DatasetStatus), "rows": _null(INT),
+                     "created_at": TIME},
+                    {"location": STR, "status_reason": _null(ANY)}),
+    "Request": _obj({"id": STR, "requester_id": STR, "purpose": STR, "use_kind": STR,
+                     "business_system": STR, "status": _enum(Decision), "people": _list(STR),
+                     "permit_id": _null(STR), "items": _list(_obj({
+                         "dataset_id": STR, "provider_id": STR, "columns": _list(STR),
+                         "decision": _enum(Decision), "decided_by": _null(STR)}))}),
+    "Permit": _obj({"id": STR, "request_id": STR, "requester_id": STR, "columns": ANY,
+                    "people": _list(STR), "expires_at": TIME, "max_runs": INT,
+                    "runs_used": INT, "min_cell_count": INT, "status": _enum(PermitStatus),
+                    "script_release": _enum(ScriptRelease), "review_quorum": INT,
+                    "approve_scripts": BOOL}),
+    "Job": _obj({"id": STR, "permit_id": STR, "requester_id": STR, "provider_id": STR,
+                 "dataset_ids": _list(STR), "script_sha256": STR, "state": _enum(JobState),
+                 "reason": _null(STR), "submitted_at": TIME, "outputs": _list(OUTPUT)},
+                {"rows_read": _null(INT), "bytes_read": _null(INT), "log": _null(STR),
+                 "exit_code": _null(INT), "ledger_index": _null(INT)}),
+    "JointJob": _obj({"id": STR, "permit_id": STR, "state": _enum(JointJobState),
+                      "spec": ANY, "parts": _list(ANY), "submitted_at": TIME},
+                     {"aggregate": ANY, "reason": _null(STR)}),
+    "ReviewMaterial": _obj({"job_id": STR, "permit_id": STR, "state": _enum(JobState),
+                            "script": STR, "review_quorum": INT,
+                            "outputs": _list(_obj({"name": STR, "decision": STR,
+                                                   "findings": _list(STR),
+                                                   "reviews": _list(REVIEW)})),
+                            "earlier_releases": _list(ANY)}),
+    "Receipt": _obj({"index": INT}),
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    roles: str  # who may call it: party roles and person roles, in words
+    body: Schema | None = None
+    response: Schema = field(default_factory=dict)
+    status: int = 200
+    errors: tuple[int, ...] = (400, 401, 403, 404)
+    media: str = "application/json"
+    query: tuple[str, ...] = ()
+    also: tuple[int, ...] = ()  # other success statuses with the same answer
+
+
+def _spec(fields: Sequence[v.Field]) -> Schema:
+    return v.spec_schema(fields)
+
+
+def _model(model: type[BaseModel]) -> Schema:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def _list_of(key: str, item: Schema) -> Schema:
+    return _obj({key: _list(item)})
+
+
+TASK = TypeAdapter(wire.Task).json_schema(ref_template="#/components/schemas/{model}")
+READ = (401, 403, 404)
+CHANGE = (400, 401, 403, 404, 409)
+TEXT = "text/plain"
+
+OPERATIONS: dict[str, Operation] = {
+    # -- parties, people ------------------------------------------------------------------
+    "parties.create_party": Operation("Create a party (organisation)", "admin",
+                                      _spec(parties_api.PARTY_SPEC), _ref("Issued"), 201,
+                                      CHANGE),
+    "parties.create_agent": Operation("Register a provider-side agent", "admin",
+                                      _spec(parties_api.AGENT_SPEC), _ref("Issued"), 201,
+                                      CHANGE),
+    "parties.deactivate": Operation("Deactivate a party or an agent", "admin", None,
+                                    _obj({"id": STR, "active": BOOL}), 200, CHANGE),
+    "parties.me": Operation("The caller: party, and person if signed in", "any party",
+                            None, _ref("Party"), 200, READ),
+    "parties.rotate_token": Operation("Replace the caller's token", "any party or person",
+                                      _spec(people_api.TOKEN_SPEC), _ref("Issued"), 200,
+                                      CHANGE),
+    "people.create": Operation("Add a person to a party", "admin, or the party itself",
+                               _spec(people.PERSON_SPEC), _ref("Person"), 201, CHANGE),
+    "people.list_people": Operation("The people of a party", "admin, or the party",
+                                    None, _list_of("people", _ref("Person")), 200, READ),
+    "people.get": Operation("One person", "admin, or the person's party", None,
+                            _ref("Person"), 200, READ),
+    "people.set_roles": Operation("Set a person's roles", "admin, or the party itself",
+                                  _spec(people_api.ROLES_SPEC), _ref("Person"), 200, CHANGE),
+    "people.deactivate": Operation("Deactivate a person", "admin, or the party itself",
+                                   None, _ref("Person"), 200, CHANGE),
+    "people.verify_identity": Operation("Record a person's identity check", "admin",
+                                        _spec(people.IDENTITY_SPEC), _ref("Person"), 200,
+                                        CHANGE),
+    "people.accredit": Operation("Record a person's accreditation", "admin",
+                                 _spec(people.ACCREDITATION_SPEC), _ref("Person"), 201,
+                                 CHANGE),
+    "people.sign_in": Operation("Sign in as a person: a personal token", "anyone",
+                                _spec(people.SIGN_IN_SPEC),
+                                _obj({"person": _ref("Person"), "token": STR,
+                                      "expires_at": _null(TIME)}), 200, (400, 401, 429)),
+    "people.change_password": Operation("Change one's password", "a person",
+                                        _spec(people_api.PASSWORD_SPEC),
+                                        _obj({"changed": BOOL}), 200, CHANGE),
+    "people.start_totp": Operation("Start TOTP enrolment", "a person", None,
+                                   _obj({"otpauth_uri": STR}), 200, CHANGE),
+    "people.confirm_totp": Operation("Confirm TOTP enrolment", "a person",
+                                     _spec(people_api.TOTP_SPEC),
+                                     _obj({"totp_enabled": BOOL}), 200, CHANGE),
+    # -- catalog ----------------------------------------------------------------------------
+    "catalog.register": Operation("Register a dataset (checked by its agent)",
+                                  "provider (dataset_steward)", _spec(catalog.DATASET_SPEC),
+                                  _ref("Dataset"), 201, (*CHANGE, 422), also=(202,)),
+    "catalog.list_datasets": Operation("The catalog", "any party", None,
+                                       _list_of("datasets", _ref("Dataset")), 200, READ),
+    "catalog.get_dataset": Operation("One dataset", "any party", None, _ref("Dataset"), 200,
+                                     READ),
+    # -- access -----------------------------------------------------------------------------
+    "access.create_request": Operation("Ask for access", "requester (analyst)",
+                                       _spec(access.REQUEST_SPEC), _ref("Request"), 201,
+                                       CHANGE),
+    "access.list_requests": Operation("Requests one asked for or decides", "requester, "
+                                      "provider", None, _list_of("requests", _ref("Request")),
+                                      200, READ),
+    "access.get_request": Operation("One request", "requester, provider", None,
+                                    _ref("Request"), 200, READ),
+    "access.approve": Operation("Approve one's item of a request, with conditions",
+                                "provider (approver)", _spec(access.APPROVE_SPEC),
+                                _ref("Request"), 200, CHANGE),
+    "access.deny": Operation("Deny one's item of a request", "provider (approver)",
+                             _spec(v.REASON_SPEC), _ref("Request"), 200, CHANGE),
+    "access.get_permit": Operation("One permit", "requester, provider", None,
+                                   _ref("Permit"), 200, READ),
+    "access.revoke": Operation("Revoke a permit", "provider (approver)", _spec(v.REASON_SPEC),
+                               _ref("Permit"), 200, CHANGE),
+    "access.usage": Operation("Who used the provider's data", "provider", None,
+                              _list_of("usage", ANY), 200, READ),
+    "access.public_projects": Operation("Public register of approved uses", "anyone", None,
+                                        _list_of("projects", ANY), 200, (404,)),
+    # -- jobs -------------------------------------------------------------------------------
+    "jobs.submit": Operation("Submit a script or a statistics spec under a permit",
+                             "requester (analyst, named on the permit)",
+                             _spec(jobs.SUBMIT_SPEC), _ref("Job"), 201, CHANGE),
+    "jobs.list_jobs": Operation("Jobs one submitted, or on one's data", "requester, provider",
+                                None, _list_of("jobs", _ref("Job")), 200, READ),
+    "jobs.get_job": Operation("One job", "requester, provider", None, _ref("Job"), 200, READ),
+    "jobs.cancel": Operation("Withdraw a job (queued, awaiting approval or review)",
+                             "requester (analyst)", None, _ref("Job"), 200, CHANGE),
+    "jobs.stop": Operation("Stop a job at once (incident control)",
+                           "provider (approver), admin", _spec(v.REASON_SPEC), _ref("Job"),
+                           200, CHANGE),
+    "jobs.receipt": Operation("The job's offline-verifiable receipt", "requester", None,
+                              _ref("Receipt"), 200, (*READ, 503)),
+    "jobs.output": Operation("A released output", "requester", None, {}, 200, (*READ, 503),
+                             "application/octet-stream"),
+    "joint.submit": Operation("Submit joint statistics under homomorphic encryption",
+                              "requester (analyst)", _spec(joint.SUBMIT_SPEC),
+                              _ref("JointJob"), 201, CHANGE),
+    "joint.get": Operation("One joint job", "requester", None, _ref("JointJob"), 200, READ),
+    # -- release review ---------------------------------------------------------------------
+    "reviews.queue": Operation("Jobs awaiting review on the provider's data",
+                               "provider (output_checker)", None, _list_of("reviews", ANY),
+                               200, READ),
+    "reviews.material": Operation("What an output checker sees of a job",
+                                  "provider (output_checker)", None, _ref("ReviewMaterial"),
+                                  200, READ),
+    "reviews.decide": Operation("Approve, reject or return a held output",
+                                "provider (output_checker person)",
+                                _spec(review.DECIDE_SPEC), _ref("ReviewMaterial"), 200,
+                                CHANGE),
+    "reviews.justify": Operation("Justify releasing a held output", "requester (analyst)",
+                                 _spec(review.JUSTIFY_SPEC),
+                                 _obj({"name": STR, "decision": STR, "justification": STR}),
+                                 200, CHANGE),
+    "reviews.script": Operation("A job's full code", "requester, provider", None,
+                                _obj({"job_id": STR, "kind": STR, "sha256": STR,
+                                      "script": STR, "approvals": _list(ANY)}), 200, READ),
+    "reviews.pending_scripts": Operation("Scripts awaiting the provider's approval",
+                                         "provider (approver)", None,
+                                         _list_of("jobs", ANY), 200, READ),
+    "reviews.approve_script": Operation("Approve a job's exact script", "provider (approver)",
+                                        None, _obj({"job_id": STR, "state": STR}), 200,
+                                        CHANGE),
+    "reviews.refuse_script": Operation("Refuse a job's script", "provider (approver)",
+                                       _spec(v.REASON_SPEC),
+                                       _obj({"job_id": STR, "state": STR,
+                                             "reason": _null(STR)}), 200, CHANGE),
+    # -- agents -----------------------------------------------------------------------------
+    "agents.me": Operation("The agent and the providers it serves", "agent", None,
+                           _model(wire.AgentIdentity), 200, READ),
+    "agents.next_task": Operation("Claim the next task (long poll)", "agent", None,
+                                  _obj({"task": {"anyOf": [TASK, {"type": "null"}]}}), 200,
+                                  (400, 401, 403), query=("wait",)),
+    "agents.schema_verdict": Operation("Report a dataset's schema check", "agent",
+                                       _model(wire.SchemaVerdict), _obj({"status": STR}),
+                                       200, CHANGE),
+    "agents.leased": Operation("Whether a job is still leased to the agent", "agent", None,
+                               _model(wire.LeaseState), 200, READ),
+    "agents.started": Operation("A job's container started", "agent", None,
+                                _obj({"state": STR}), 200, CHANGE),
+    "agents.checking": Operation("A job's container exited; outputs being checked", "agent",
+                                 None, _obj({"state": STR}), 200, CHANGE),
+    "agents.result": Operation("Report a run", "agent", _model(wire.RunReport),
+                               _obj({"state": STR, "ledger_index": _null(INT)}), 200, CHANGE),
+    # -- ledger -----------------------------------------------------------------------------
+    "ledger.public_key": Operation("The log's verifier key (note format)", "anyone", None,
+                                   {}, 200, (), TEXT),
+    "ledger.checkpoint": Operation("The latest signed checkpoint", "any party", None, {},
+                                   200, READ, TEXT),
+    "ledger.entries": Operation("Entries [start, end)", "regulator, admin, provider, "
+                                "requester", None,
+                                _obj({"start": INT, "end": INT, "tree_size": INT,
+                                      "entries": _list(_obj({"index": INT, "data": STR}))}),
+                                200, (400, *READ), query=("start", "end")),
+    "ledger.inclusion": Operation("An inclusion proof", "regulator, admin, provider, "
+                                  "requester", None, ANY, 200, (400, *READ),
+                                  query=("size", "index", "hash")),
+    "ledger.consistency": Operation("A consistency proof", "regulator, admin, provider, "
+                                    "requester", None, ANY, 200, (400, *READ),
+                                    query=("old", "new")),
+    "ledger.receipt": Operation("A receipt for one entry", "regulator, admin, provider, "
+                                "requester", None, _ref("Receipt"), 200, (400, *READ)),
+    # -- operations and the contract itself -------------------------------------------------
+    "ops.healthz": Operation("Liveness", "anyone", None, _obj({"status": STR}), 200, ()),
+    "ops.readyz": Operation("Readiness: database, schema, checkpoint, witnesses", "anyone",
+                            None, _obj({"status": STR}), 200, (503,)),
+    "ops.scrape": Operation("Prometheus metrics", "the scrape token", None, {}, 200,
+                            (401, 404), TEXT),
+    "contract.openapi": Operation("This document", "anyone", None, ANY, 200, ()),
+    "contract.docs": Operation("This document as a page", "anyone", None, {}, 200, (),
+                               "text/html"),
+}
+
+ADMISSION = (400, 413, 429, 503)
+ERROR_TEXT = {400: "Invalid input: the field and the rule", 401: "Not authenticated",
+              403: "Not allowed for this role", 404: "No such object (or not yours)",
+              409: "Conflicts with the object's state", 413: "Body too large",
+              422: "Checked and refused", 429: "Rate limited (Retry-After)",
+              503: "Unavailable now (Retry-After), e.g. database or witnesses"}
+
+
+def _path(rule: str) -> str:
+    out = rule
+    for conv in ("int:", "path:"):
+        out = out.replace(f"<{conv}", "<")
+    return out.replace("<", "{").replace(">", "}")
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route of ``app`` (KeyError for one without an
+    operation: a route is not served without its contract)."""
+    paths: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        if rule.endpoint == "static" or rule.endpoint.startswith("web"):
+            continue
+        op = OPERATIONS[rule.endpoint]
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            spec = _operation(rule, op)
+            if spec["operationId"] in seen:  # one view under two rules
+                spec["operationId"] += "_" + rule.rule.strip("/").split("/")[2]
+            seen.add(spec["operationId"])
+            paths.setdefault(_path(rule.rule), {})[method.lower()] = spec
+    doc: dict[str, Any] = _strip_defs({
+        "openapi": "3.1.0",
+        "info": {"title": "data-sandbox API", "version": "1",
+                 "description": "Authorized data operation: results, not data. Prose: "
+                                "docs/api.md."},
+        "paths": paths,
+        "components": {
+            "schemas": {**COMPONENTS, **_wire_components()},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    })
+    return doc
+
+
+def _operation(rule: Any, op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": rule.endpoint.replace(".", "_"), "summary": op.summary,
+        "description": f"Who: {op.roles}.",
+        "parameters": [{"name": a, "in": "path", "required": True,
+                        "schema": INT if "int:" in rule.rule else STR}
+                       for a in sorted(rule.arguments)]
+        + [{"name": q, "in": "query", "required": False, "schema": STR} for q in op.query],
+        "responses": {str(code): {
+            "description": "Success",
+            "content": {op.media: {"schema": op.response}}} for code in (op.status, *op.also)},
+    }
+    if op.body is not None:
+        out["requestBody"] = {"required": True,
+                              "content": {"application/json": {"schema": op.body}}}
+    # Every request passes admission (path and query text, body size), the rate limits and
+    # may meet the database down: those answers are possible anywhere.
+    for code in sorted({*op.errors, *ADMISSION}):
+        out["responses"][str(code)] = {
+            "description": ERROR_TEXT[code],
+            "content": {"application/json": {"schema": _ref("Error")}}}
+    return out
+
+
+def _wire_components() -> dict[str, Schema]:
+    """Nested wire models, referenced from the agent operations' schemas."""
+    defs: dict[str, Schema] = {}
+    for model in (wire.RunReport, wire.SchemaVerdict, wire.AgentIdentity, wire.LeaseState):
+        defs.update(model.model_json_schema(
+            ref_template="#/components/schemas/{model}").get("$defs", {}))
+    defs.update(TASK.get("$defs", {}))
+    return defs
+
+
+def _strip_defs(s: Any) -> Any:
+    """Without pydantic's nested ``$defs``: they are components of the document instead."""
+    if isinstance(s, dict):
+        return {k: _strip_defs(x) for k, x in s.items() if k != "$defs"}
+    if isinstance(s, list):
+        return [_strip_defs(x) for x in s]
+    return s
+
+
+@bp.get("/openapi.json")
+def openapi() -> dict[str, Any]:
+    return document(current_app)
+
+
+@bp.get("/docs")
+def docs() -> Response:
+    """The document as a plain page: one row per operation (no script, no external asset)."""
+    doc = document(current_app)
+    rows = "".join(
+        f"<tr><td><code>{html.escape(m.upper())}</code></td><td><code>{html.escape(p)}"
+        f"</code></td><td>{html.escape(o['summary'])}</td>"
+        f"<td>{html.escape(o['description'])}</td></tr>"
+        for p, ms in doc["paths"].items() for m, o in ms.items())
+    page = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<title>data-sandbox API</title></head><body><main><h1>data-sandbox API</h1>"
+            "<p>Machine-readable: <a href=\"openapi.json\">openapi.json</a> (OpenAPI 3.1)."
+            "</p><table><thead><tr><th scope=\"col\">Method</th><th scope=\"col\">Path</th>"
+            "<th scope=\"col\">What</th><th scope=\"col\">Who</th></tr></thead><tbody>"
+            f"{rows}</tbody></table></main></body></html>")
+    return Response(page, mimetype="text/html")
