@@ -7,6 +7,7 @@ The states and their moves are in :mod:`authz.states`; a job ends through
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from sqlalchemy import select
@@ -37,12 +38,16 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         raise InvalidInput("script", "give exactly one of script and statistics")
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
     people.require_named(ctx, permit.id, permit.people)
+    dp: dict[str, Any] | None = None
     if data["statistics"] is not None:
         if len(data["dataset_ids"]) != 1:
             raise InvalidInput("dataset_ids", "a statistics job reads exactly one dataset")
         spec = parse_statistics_spec(data["statistics"], permits.permitted_schema(
             ctx, permit, [d for d in data["dataset_ids"] if d in permit.columns]))
         kind, script = "statistics", spec.canonical()
+        if spec.dp is not None:
+            dp = {"epsilon": spec.dp.epsilon, "delta": 0.0,
+                  "mechanism": "discrete_laplace (counts), laplace (sums)"}
     else:
         kind, script = "script", data["script"].encode()
         if len(script) > MAX_SCRIPT_BYTES:
@@ -62,6 +67,8 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         # job would return one provider's exact figures.
         raise PolicyViolation("this permit is for joint statistics only (POST /joint-jobs)")
     permits.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
+    if kind == "statistics":
+        permit = _charge_epsilon(ctx, permit, dp)
     queued = _count_open(ctx, permit.id)
     if permit.runs_used + queued >= permit.max_runs:
         raise PolicyViolation(
@@ -84,6 +91,9 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         "job_id": job.id, "permit_id": permit.id, "dataset_ids": job.dataset_ids,
         "provider_id": job.provider_id, "script_sha256": job.script_sha256,
         "script_bytes": len(script), "kind": kind, "state": job.state,
+        # A noised job's privacy loss is on the record with the job, charged now.
+        **({"dp": {**dp, "epsilon_spent_after": permit.epsilon_spent,
+                   "epsilon_budget": permit.epsilon_budget}} if dp else {}),
     })
     return job
 
@@ -93,6 +103,23 @@ def approved_script(ctx: Ctx, permit_id: str, sha256: str, providers: set[str]) 
     approved = set(ctx.session.scalars(select(ScriptApproval.provider_id).where(
         ScriptApproval.permit_id == permit_id, ScriptApproval.script_sha256 == sha256)))
     return providers <= approved
+def _charge_epsilon(ctx: Ctx, permit: Permit, dp: dict[str, Any] | None) -> Permit:
+    """A statistics job's epsilon, charged at submission under the permit's row lock (two
+    jobs submitted at once cannot both count on the same budget). Charged, not refunded:
+    a job that fails after its noise was drawn has still spent it."""
+    if permit.epsilon_budget is not None and dp is None:
+        raise PolicyViolation("the providers granted a differential-privacy budget: the "
+                              "spec must ask for dp")
+    if dp is None:
+        return permit
+    permit = ctx.session.get(Permit, permit.id, with_for_update=True,
+                             populate_existing=True) or permit
+    left = (permit.epsilon_budget or 0.0) - permit.epsilon_spent
+    if permit.epsilon_budget is None or dp["epsilon"] > left + 1e-12:
+        raise PolicyViolation(f"the permit's differential-privacy budget has {left:g} "
+                              f"epsilon left; the spec asks for {dp['epsilon']:g}")
+    permit.epsilon_spent += dp["epsilon"]
+    return permit
 
 
 def check_syntax(script: str) -> None:
@@ -199,6 +226,9 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
                      "reviews": review.review_json(o),
                      "review_s": review.review_seconds(job, o)} for o in job.outputs],
     }
+    if job.kind == "statistics":
+        # Noised results say so wherever the job is shown (None: checked, not noised).
+        out["dp"] = statistics_dp(job)
     if party.id == job.requester_id:
         out["log"] = job.log
     if party.id == job.provider_id:
@@ -206,6 +236,16 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         # on may see it; the requester sees the outcome (state and reason) only.
         out["exit_code"] = job.exit_code
     return out
+
+
+def statistics_dp(job: Job) -> dict[str, Any] | None:
+    """The ``dp`` part of a statistics job's stored spec (its epsilon and bounds)."""
+    try:
+        spec = json.loads(job.script)
+    except ValueError:
+        return None
+    dp = spec.get("dp") if isinstance(spec, dict) else None
+    return {**dp, "mechanism": "discrete_laplace (counts), laplace (sums)"} if dp else None
 
 
 def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes:

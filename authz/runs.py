@@ -164,7 +164,7 @@ def _run_task(ctx: Ctx, job: Job, permit: Permit) -> RunTask:
         fm = catalog.field_map(ds)
         high += [c for c in cols if fm[c]["sensitivity"] in catalog.HIGH_SENSITIVITY]
     return RunTask(
-        job_id=job.id, kind=job.kind, permit_id=permit.id,
+        job_id=job.id, kind=job.kind, permit_id=permit.id, requester_id=job.requester_id,
         script_b64=base64.b64encode(job.script).decode(), script_sha256=job.script_sha256,
         datasets=tuple(datasets), min_cell_count=permit.min_cell_count,
         blocked_columns=tuple(sorted(set(high))), timeout_s=RUN_TIMEOUT_S,

@@ -127,6 +127,10 @@ class ScriptRelease(enum.StrEnum):
 #: The reason of a script run whose checked outputs are held for a human decision.
 HELD_FOR_REVIEW = ("outputs held for review by the providers' output checkers: the permit "
                    "does not release script outputs automatically")
+#: The reason of a script run whose outputs the agent could not verify against the input
+#: (re-derived counts and statistics): never released automatically, whatever the permit.
+HELD_UNVERIFIED = ("outputs held for review by the providers' output checkers: the automatic "
+                   "checks could not verify every output against the permitted input")
 
 
 class OutputDecision(enum.StrEnum):

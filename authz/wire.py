@@ -150,6 +150,9 @@ class RunTask(_Message):
     job_id: Name
     kind: Word
     permit_id: Id
+    # Whose job it is: the provider's differencing audit keeps what each requester was
+    # released (absent: audited under the permit alone).
+    requester_id: Id | None = None
     script_b64: Base64
     script_sha256: HEX64
     datasets: tuple[DatasetTask, ...] = Field(min_length=1)
@@ -209,6 +212,9 @@ class OutputReport(_Part):
     decision: OutputDecision
     reasons: tuple[Note, ...] = Field(default=(), max_length=100)
     content_b64: Base64 | None = None
+    # For a held output: what re-derivation from the input found, for the reviewer (rule,
+    # column and row by position; never a value). Not the requester's to see.
+    findings: tuple[Note, ...] = Field(default=(), max_length=200)
 
 
 class RunReport(_Message):

@@ -276,7 +276,8 @@ def format_result(res: JointResult) -> str:
         vals = ", ".join(f"p{p:g}={_f(v)}" for p, v in zip(q["probs"], q["values"], strict=True))
         out.append(f"quantiles {c} (+/- {q['resolution']:g}): {vals}")
     if res.dp:
-        out.append(f"differential privacy: epsilon={res.dp['epsilon']} (Laplace, added by the "
+        out.append(f"differential privacy: epsilon={res.dp['epsilon']} (OpenDP discrete Laplace "
+                   "for counts, Laplace for sums, added by the "
                    "controller before release)")
     out.append(f"aggregate sha256 {res.ledger.get('aggregate_sha256', '-')}")
     return "\n".join(out)

@@ -9,6 +9,9 @@ does not collude with the requester (it knows the noise it drew; it never logs i
 alternative -- each provider adding a share of the noise -- needs every provider honest
 and is left for a later round (docs/joint-statistics.md, "Differential privacy").
 
+Samplers: OpenDP's (:mod:`compute.noise`), discrete Laplace for counts and its exact
+Laplace for sums, never numpy's floating-point Laplace.
+
 Sensitivity: one record changes one cell per entry. Because providers suppress cells below
 the minimum count k, adding one record can release a whole cell of k records, so count
 entries have L1 sensitivity k and clipped sums k*B (B = max |bound - shift|). Epsilon is
@@ -18,13 +21,11 @@ split evenly over the layout's entries (sequential composition).
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from compute import noise
 from compute.errors import BudgetExceeded, InvalidInput
 from compute.layout import COUNT_LIMBS, DATA_SLOTS, LIMBS, Layout, build_layout, int_limbs, to_limbs
 from compute.protocol import (
@@ -86,7 +87,7 @@ def sensitivities(spec: JointSpec, layout: Layout, min_cell_count: int) -> dict[
 
 def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_bytes: bytes,
                  budgets: Sequence[PrivacyBudget], *, min_cell_count: int,
-                 backend: Backend | None = None, seed: int | None = None) -> dict[str, Any]:
+                 backend: Backend | None = None) -> dict[str, Any]:
     """Controller side: charge every permit's budget, then add Laplace noise homomorphically."""
     if spec.dp_epsilon is None:
         raise InvalidInput("dp", "required", "the spec does not ask for differential privacy")
@@ -98,18 +99,21 @@ def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_b
     layout = build_layout(spec)
     sens = sensitivities(spec, layout, min_cell_count)
     eps_entry = eps / len(layout.entries)
-    # Fresh OS entropy per release; a seed exists only so tests can be reproducible.
-    rng = np.random.default_rng(seed if seed is not None else secrets.randbits(128))
     cnoise: list[float] = []
     rnoise: list[float] = []
+    scales: dict[str, dict[str, object]] = {}
     for e in layout.entries:
-        draws = rng.laplace(0.0, sens[e.name] / eps_entry, size=e.length)
+        scale = sens[e.name] / eps_entry
         if e.kind == "count":
-            for d in draws:  # integer noise keeps counts exact
+            # Integer noise keeps counts integers, exact under CKKS's integer limbs.
+            drawn = noise.integer_noise([0] * e.length, scale, max(1, round(sens[e.name])))
+            for d in drawn.values:
                 cnoise.extend(float(x) for x in int_limbs(round(d), COUNT_LIMBS))
         else:
-            for i, d in enumerate(draws):
+            drawn = noise.real_noise([0.0] * e.length, scale, sens[e.name])
+            for i, d in enumerate(drawn.values):
                 rnoise.extend(float(x) for x in to_limbs(float(d), f"dp.{e.name}[{i}]"))
+        scales[e.name] = {"mechanism": drawn.mechanism, "scale": scale}
     be = backend or default_backend()
     public = be.load_public(public_context_bytes)
     counts, reals = aggregate_ciphertexts(aggregate)
@@ -126,7 +130,8 @@ def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_b
         count_ciphertexts=[_b64(c) for c in counts], real_ciphertexts=[_b64(c) for c in reals],
         pre_noise_sha256=aggregate["aggregate_sha256"],
         aggregate_sha256=ciphertexts_digest(counts + reals),
-        dp={"mechanism": "laplace", "epsilon": eps, "epsilon_per_entry": eps_entry,
-            "sensitivities": sens, "min_cell_count": min_cell_count, "charges": charges},
+        dp={"mechanism": "discrete_laplace (counts), laplace (sums); OpenDP samplers",
+            "epsilon": eps, "epsilon_per_entry": eps_entry, "sensitivities": sens,
+            "scales": scales, "min_cell_count": min_cell_count, "charges": charges},
     )
     return out

@@ -47,7 +47,7 @@ def load_frame(path: Path, types: Mapping[str, str]) -> pd.DataFrame:
 
 #: The settings a provider may give at approval (besides the minimum cell count).
 PROVIDER_SETTINGS = ("dominance_n", "dominance_k", "p_percent", "zeros", "class_disclosure",
-                     "min_dof", "max_cells")
+                     "min_dof", "max_cells", "max_released_cells")
 
 
 def policy_for(min_cell_count: int, settings: Mapping[str, Any] | None = None
@@ -62,7 +62,7 @@ def settings_of(policy: sdc.SDCPolicy) -> dict[str, Any]:
     return {"dominance_n": policy.dominance_n, "dominance_k": policy.dominance_k,
             "p_percent": policy.p_percent, "zeros": policy.zeros.value,
             "class_disclosure": policy.class_disclosure.value, "min_dof": policy.min_dof,
-            "max_cells": policy.max_cells,
+            "max_cells": policy.max_cells, "max_released_cells": policy.max_released_cells,
             "extra_dominance": [[r.n, r.k] for r in policy.extra_dominance]}
 
 
@@ -74,7 +74,12 @@ def strictest_settings(min_cell_count: int, approvals: list[Mapping[str, Any] | 
 
 def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
             ) -> dict[str, Any]:
-    """Every analysis of ``spec``, checked, as one JSON-ready document."""
+    """Every analysis of ``spec``, checked (or, with ``dp``, noised), as one JSON-ready
+    document."""
+    if spec.dp is not None:
+        from compute import statdp  # statdp builds on this module
+
+        return statdp.compute_dp(frame, spec, policy)
     return {"version": 1, "engine": ENGINE,
             "analyses": [_analysis(frame, a, policy) for a in spec.analyses]}
 
@@ -98,26 +103,48 @@ def _held(checked: Any) -> bool:
     return bool(checked.outcome == sdc.Outcome.REVIEW)
 
 
-def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> dict[str, Any]:
+def withheld(kind: str, rule: sdc.Rule, policy: sdc.SDCPolicy, **fields: Any
+             ) -> dict[str, Any]:
+    """An analysis withheld as a whole by a rule across releases (differencing, cap)."""
+    return {"kind": kind, "outcome": sdc.Outcome.WITHHELD.value, "rules": [rule.value],
+            "reasons": [sdc.describe(rule, policy)], **fields}
+
+
+def analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy,
+             forced: Any = None) -> dict[str, Any]:
+    """One analysis, checked. ``forced``: for a table, the cells the differencing audit
+    suppresses (flat, full margined order); for a test or model, True withholds it."""
+    return _analysis(frame, a, policy, forced)
+
+
+def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = None
+              ) -> dict[str, Any]:
     if isinstance(a, FrequencyTable):
-        table = sdc.frequency_table(frame, a.dims, policy)
+        table = sdc.frequency_table(frame, a.dims, policy, forced=forced)
         return {**_outcome("frequency", table), "dims": list(a.dims),
                 "cells": _cells(table)}
     if isinstance(a, MagnitudeTable):
         # One call for all statistics: they share one suppression pattern (a mean and a
         # count would otherwise give away a suppressed sum).
         tables = sdc.magnitude_table(frame, a.dims, a.value,
-                                     [stat.value for stat in a.statistics], policy)
+                                     [stat.value for stat in a.statistics], policy,
+                                     forced=forced)
         return {"kind": "magnitude", "dims": list(a.dims), "value": a.value,
                 "tables": [{**_outcome(name, t), "statistic": name, "cells": _cells(t)}
                            for name, t in tables.items()]}
     if isinstance(a, LinearModel):
+        if forced is True:
+            return withheld("ols", sdc.Rule.DIFFERENCING, policy, y=a.y, x=list(a.x),
+                            coefficients=None, fit=None)
         model = sdc.ols(frame, a.y, a.x, policy)
         coefficients = (None if model.coefficients is None or _held(model) else
                         model.coefficients.reset_index().to_dict(orient="records"))
         return {**_outcome("ols", model), "y": a.y, "x": list(a.x),
                 "coefficients": coefficients, "fit": None if _held(model) else model.fit}
     assert isinstance(a, ChiSquareTest)
+    if forced is True:
+        return withheld("chi_square", sdc.Rule.DIFFERENCING, policy, dims=list(a.dims),
+                        values=None)
     test = sdc.chi_square_test(frame, a.dims, policy)
     return {**_outcome("chi_square", test), "dims": list(a.dims),
             "values": None if _held(test) else test.values}

@@ -13,6 +13,7 @@ permitted schema (column -> declared type), before any job is queued; a bad spec
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -74,9 +75,24 @@ Analysis = Annotated[FrequencyTable | MagnitudeTable | LinearModel | ChiSquareTe
                      Field(discriminator="kind")]
 
 
+class DifferentialPrivacy(_Part):
+    """Noise instead of suppression: ``epsilon`` for the whole job (split evenly over its
+    analyses), clipping ``bounds`` for every summed column. Frequency tables and sums and
+    means only (:mod:`compute.statdp`)."""
+
+    epsilon: float = Field(gt=0, le=10)
+    bounds: dict[Column, tuple[float, float]] = Field(default_factory=dict)
+
+
+#: What a differentially private job may compute (medians, models and tests have no
+#: mechanism here yet).
+DP_STATISTICS = frozenset({Statistic.SUM, Statistic.MEAN})
+
+
 class StatisticsSpec(_Part):
     version: int = SPEC_VERSION
     analyses: tuple[Analysis, ...] = Field(min_length=1, max_length=MAX_ANALYSES)
+    dp: DifferentialPrivacy | None = None
 
     @field_validator("version")
     @classmethod
@@ -99,7 +115,7 @@ class StatisticsSpec(_Part):
 
     def canonical(self) -> bytes:
         """The spec as stored and hashed (its digest is on the ledger like a script's)."""
-        return self.model_dump_json().encode()
+        return self.model_dump_json(exclude={"dp"} if self.dp is None else None).encode()
 
 
 def _where(loc: tuple[int | str, ...]) -> str:
@@ -125,7 +141,30 @@ def parse_statistics_spec(raw: object, schema: Mapping[str, str]) -> StatisticsS
         raise InvalidInput(_where(first["loc"]), rule) from None
     for i, a in enumerate(spec.analyses):
         _check_columns(a, f"statistics.analyses[{i}]", schema)
+    if spec.dp is not None:
+        _check_dp(spec, schema)
     return spec
+
+
+def _check_dp(spec: StatisticsSpec, schema: Mapping[str, str]) -> None:
+    assert spec.dp is not None
+    for col, (lo, hi) in spec.dp.bounds.items():
+        if col not in schema or schema[col] not in NUMERIC_TYPES:
+            raise InvalidInput(f"statistics.dp.bounds.{col}", "must be a permitted numeric "
+                                                               "column")
+        if not lo < hi or not all(map(math.isfinite, (lo, hi))):
+            raise InvalidInput(f"statistics.dp.bounds.{col}", "need finite lower < upper")
+    for i, a in enumerate(spec.analyses):
+        where = f"statistics.analyses[{i}]"
+        if isinstance(a, LinearModel | ChiSquareTest):
+            raise InvalidInput(f"{where}.kind", "not available with dp: frequency and "
+                                                "magnitude (sum, mean) only")
+        if isinstance(a, MagnitudeTable):
+            if not set(a.statistics) <= DP_STATISTICS:
+                raise InvalidInput(f"{where}.statistics", "with dp: sum and mean only")
+            if a.value not in spec.dp.bounds:
+                raise InvalidInput(f"statistics.dp.bounds.{a.value}",
+                                   "required: summed columns need clipping bounds")
 
 
 def _check_columns(a: Any, where: str, schema: Mapping[str, str]) -> None:

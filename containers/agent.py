@@ -35,6 +35,7 @@ from authz.wire import (
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, joint_masks, mockrun, psi_part, runjob
 from containers.agent_config import AgentConfig, banner
+from containers.audit_store import AuditStore
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
@@ -59,6 +60,11 @@ class Agent:
         self._next_flush = 0.0
         self.mock_passes = mockrun.MockPasses(config.work_root)
         self._announced = False
+
+    @functools.cached_property
+    def audit(self) -> AuditStore:
+        """The provider's release audit store, opened on the first job."""
+        return AuditStore(self.config.audit_file)
 
     def check_config(self, me: AgentIdentity | None = None) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
@@ -204,7 +210,8 @@ class Agent:
             return
         notices = Notices(job_id)
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
-                                    self.config.image, self.config.limits)
+                                    self.config.image, self.config.limits,
+                                    self.audit)
         try:
             if task.statistics is None and task.psi is None:
                 self.executor.start_job(job_dir, prepare, warm=slot)
@@ -249,7 +256,7 @@ class Agent:
         notices = notices or Notices(task.job_id)
         try:
             report = runjob.statistics_report(task, self._job_dir(task.job_id),
-                                              self.config.image)
+                                              self.config.image, self.audit)
             notices.send(self.controller.checking, task.job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")
@@ -294,7 +301,7 @@ class Agent:
             report = runjob.report(task, job_dir, result, self.config.image,
                                    self.config.signing_key,
                                    rare_values=None if rare.exception() else rare.result(),
-                                   masking=masking)
+                                   masking=masking, audit=self.audit)
             # Nothing downstream (states, ledger times, receipts) can then time the script
             # more finely than the grain; the checks above ran inside it.
             self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,

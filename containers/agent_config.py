@@ -41,9 +41,19 @@ class AgentConfig:
     # How often a running job's lease is checked: a job stopped by its provider or the
     # operator, or whose permit was revoked, is killed within about this long.
     watch_interval_s: float = 2.0
+    # The provider's release audit store (containers.audit_store): the populations of
+    # cells already released, for the differencing audit. Every agent serving the same
+    # provider's data must be given the same file; by default it sits beside the work
+    # root (not in it: the work root holds job directories only).
+    audit_path: Path | None = None
+
     # Run each new script on mock data first (containers.mockrun): a script error then
     # costs no run of the permit, and the requester gets its whole console output.
     mock_first: bool = True
+
+    @property
+    def audit_file(self) -> Path:
+        return self.audit_path or self.work_root.parent / f"{self.work_root.name}.audit.sqlite"
 
 
 def banner(config: AgentConfig, name: str, providers: tuple[str, ...], runtime: str

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from compute.errors import InvalidInput
+from compute.sdc import audit
 
 TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
 
@@ -137,6 +138,14 @@ def rare_values(frame: pd.DataFrame, k: int) -> frozenset[str]:
             (rare if c < k else common).add(str(v))
     # A value common in some column (an age of 40, a diagnosis code) reveals no one.
     return frozenset(rare - common - {"", "nan"})
+
+
+def row_identities(src: Path, fmt: str, key: str) -> Any:
+    """A keyed identity per record of the source, from every column of it (not only the
+    permitted ones: the same record must have the same identity under every permit), in
+    the order :func:`project` writes the records. For the differencing audit; never
+    leaves the provider's domain."""
+    return audit.row_identities(_read(src, fmt, None), key)
 
 
 def project(src: Path, fmt: str, columns: Sequence[str], dest: Path) -> ProjectedInput:

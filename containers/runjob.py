@@ -18,23 +18,34 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.states import HELD_FOR_REVIEW, JobState, OutputDecision, ScriptRelease
+from authz.states import (
+    HELD_FOR_REVIEW,
+    HELD_UNVERIFIED,
+    JobState,
+    OutputDecision,
+    ScriptRelease,
+)
 from authz.wire import OutputReport, RunReport, RunTask
-from compute import statistics
+from compute import release_audit, statistics
 from compute.errors import InvalidInput
 from compute.masking import MaskSession
 from compute.protocol import provider_submit
+from compute.sdc import SDCPolicy
+from compute.sdc.audit import Sketches, near_duplicates, sketch_cells, slots_for
 from compute.spec import spec_from_json
-from compute.statspec import parse_statistics_spec
-from containers import checks, datasets
+from compute.statspec import StatisticsSpec, parse_statistics_spec
+from containers import checks, datasets, rederive
+from containers.audit_store import AuditStore
 from containers.executor import Limits, RunResult, RunSpec
 from containers.hardening import check_job_id, read_outputs
 from containers.runspec import ExecutorError
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+ROW_IDS = "rowids.npy"
 
 
 def check_task(task: RunTask, work_root: Path) -> Path:
@@ -57,11 +68,13 @@ def check_task(task: RunTask, work_root: Path) -> Path:
 
 
 def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
-            image: str, base_limits: Limits) -> RunSpec:
+            image: str, base_limits: Limits, audit: AuditStore | None = None) -> RunSpec:
     """Write the script and the permitted columns; record what was read (input.json).
 
     ``roots`` gives the data roots of one provider: a location resolves only under the
-    roots of the provider that owns the dataset.
+    roots of the provider that owns the dataset. With ``audit``, the keyed row identities
+    of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
+    never mounted into a container) for the differencing audit.
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -82,6 +95,10 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         rows += projected.rows
         size += projected.size
         digests.append(projected.sha256)
+        if audit is not None and single and task.joint is None:
+            with audit.session() as store:
+                key = store.row_key()
+            np.save(job_dir / ROW_IDS, datasets.row_identities(src, ds.format, key))
     sha = digests[0] if single else hashlib.sha256("\n".join(digests).encode()).hexdigest()
     (job_dir / "input.json").write_text(json.dumps({"rows": rows, "bytes": size,
                                                     "sha256": sha}))
@@ -154,7 +171,8 @@ def rare_values(task: RunTask, job_dir: Path) -> frozenset[str]:
 def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
            signing_key: Ed25519PrivateKey | None,
            rare_values: frozenset[str] | None = None,
-           masking: Callable[[], MaskSession] | None = None) -> RunReport:
+           masking: Callable[[], MaskSession] | None = None,
+           audit: AuditStore | None = None) -> RunReport:
     """Check what the run left behind; only what passed is in the report with content.
     ``rare_values``: :func:`rare_values` of this job if already read, else read here.
     ``masking``: for a joint part, waits for every provider's mask key (containers.joint_masks)."""
@@ -198,14 +216,22 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
     if blocked:
         reason = "; ".join(f"{v.name}: {', '.join(v.reasons)}" for v in blocked)
         return ran(JobState.BLOCKED, outputs, reason[:2000])
-    if task.script_release != ScriptRelease.AUTOMATIC and any(
-            v.decision == OutputDecision.RELEASED for v in verdicts):
+    done = script_rederived(task, job_dir, verdicts, audit)
+    findings = [d.findings if d is not None else [] for d in done]
+    automatic = task.script_release == ScriptRelease.AUTOMATIC
+    if any(v.decision == OutputDecision.RELEASED for v in verdicts) and (
+            not automatic or any(findings)):
         # The file-level checks cannot vouch for a script's tables (they do not know a
-        # cell's true contributors): they go to the providers' output checkers, never to
-        # the requester, until enough of them approve (release review).
-        held = [o.model_copy(update={"decision": OutputDecision.PENDING_REVIEW})
-                if o.decision == OutputDecision.RELEASED else o for o in outputs]
-        return ran(JobState.AWAITING_REVIEW, held, HELD_FOR_REVIEW)
+        # cell's true contributors), and re-derivation from the input did not verify every
+        # one: they go to the providers' output checkers, with the findings, never to the
+        # requester, until enough of them approve (release review).
+        reason = HELD_FOR_REVIEW if not automatic else HELD_UNVERIFIED
+        held = [o.model_copy(update={"decision": OutputDecision.PENDING_REVIEW,
+                                     "findings": tuple(f.text() for f in found)[:200]})
+                if o.decision == OutputDecision.RELEASED else o
+                for o, found in zip(outputs, findings, strict=True)]
+        return ran(JobState.AWAITING_REVIEW, held, reason)
+    outputs = _rendered(outputs, done)
     if not any(v.decision == OutputDecision.RELEASED for v in verdicts):
         # Released, but with nothing in it: say why rather than hand back an empty result.
         return ran(JobState.RELEASED, outputs,
@@ -213,6 +239,92 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
                    "there" if not outputs else
                    "no table released: the run wrote only files the checks cannot vouch for")
     return ran(JobState.RELEASED, outputs)
+
+
+def _rendered(outputs: list[OutputReport], done: list[rederive.Rederived | None]
+              ) -> list[OutputReport]:
+    """Verified tables leave as the platform wrote them, named by position: the script's
+    file name, spelling, precision and row order are text it chose."""
+    out = []
+    tables = 0
+    for o, d in zip(outputs, done, strict=True):
+        if d is None or d.rendered is None or o.decision != OutputDecision.RELEASED:
+            out.append(o)
+            continue
+        tables += 1
+        ext = o.name.rsplit(".", 1)[-1]
+        out.append(o.model_copy(update={
+            "name": f"table-{tables}.{ext}", "sha256": hashlib.sha256(d.rendered).hexdigest(),
+            "bytes": len(d.rendered),
+            "content_b64": base64.b64encode(d.rendered).decode()}))
+    return out
+
+
+def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
+                    audit: AuditStore | None = None) -> list[list[rederive.Finding]]:
+    """Per output: what re-deriving it from the permitted input found (empty: verified).
+    Files the checks withheld (images) are never released anyway: no findings."""
+    return [d.findings if d is not None else []
+            for d in script_rederived(task, job_dir, verdicts, audit)]
+
+
+def script_rederived(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
+                     audit: AuditStore | None = None) -> list[rederive.Rederived | None]:
+    """Per output: its re-derivation (None for files the checks withheld).
+
+    With ``audit``, the groups of verified tables are also checked against the
+    populations already released to the requester from this dataset (rule
+    ``differencing``) and against the permit's cap; when every output verifies and the
+    permit releases automatically, they are recorded as released."""
+    frame = None
+    if len(task.datasets) == 1:
+        frame = pd.read_csv(job_dir / "in" / "data.csv", dtype=str, keep_default_na=False)
+    types = {f.name: f.type for ds in task.datasets for f in ds.fields}
+    policy = statistics.policy_for(task.min_cell_count, task.disclosure)
+    tables = [(v.name, v.content) for v in verdicts
+              if v.decision == OutputDecision.RELEASED and v.content is not None]
+    done = rederive.rederive_outputs(tables, frame, types, policy)
+    if audit is not None and (job_dir / ROW_IDS).exists() and frame is not None:
+        _audit_script(task, job_dir, done, policy, audit)
+    found = iter(done)
+    return [next(found) if v.decision == OutputDecision.RELEASED
+            and v.content is not None else None for v in verdicts]
+
+
+def _audit_script(task: RunTask, job_dir: Path, done: list[rederive.Rederived],
+                  policy: SDCPolicy, audit: AuditStore) -> None:
+    ids = np.load(job_dir / ROW_IDS)
+    slots = slots_for(policy.min_count)
+    requester = task.requester_id or f"permit:{task.permit_id}"
+    dataset = task.datasets[0].id
+    with audit.session() as store:
+        seen = store.populations(requester, dataset, slots)
+        count = store.released(task.permit_id, task.job_id)
+        mine = []
+        for out in done:
+            if out.findings or not out.groups:
+                continue
+            member = np.full(len(ids), -1, dtype=np.int64)
+            for r, mask in enumerate(out.groups):
+                member[mask] = r
+            inside = member >= 0
+            pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
+            for r in np.flatnonzero(near_duplicates(pops, seen, policy.min_count)):
+                out.findings.append(rederive.Finding(
+                    "differencing", "the records of this row differ from a population "
+                    f"already released by fewer than {policy.min_count}", row=int(r) + 1))
+            count += out.cells
+            if count > policy.max_released_cells:
+                out.findings.append(rederive.Finding(
+                    "release_cap", f"the permit's cap of {policy.max_released_cells} "
+                    "released cells would be exceeded"))
+            mine.append(pops)
+            seen = Sketches.concat([seen, pops], slots)
+        if task.script_release == ScriptRelease.AUTOMATIC and not any(
+                o.findings for o in done):
+            released = Sketches.concat(mine, slots)
+            store.record(requester, dataset, task.permit_id, task.job_id, released,
+                         count - store.released(task.permit_id, task.job_id))
 
 
 def joint_submission(task: RunTask, out_dir: Path, signing_key: Ed25519PrivateKey | None,
@@ -263,19 +375,26 @@ def seconds_to_grain(result: RunResult, grain_s: float, since: datetime | None =
 STATISTICS_OUTPUT = "statistics.json"
 
 
-def statistics_report(task: RunTask, job_dir: Path, image: str) -> RunReport:
+def statistics_report(task: RunTask, job_dir: Path, image: str,
+                      audit: AuditStore | None = None) -> RunReport:
     """Compute and check a statistics job's analyses from the projected input.
 
     The spec is parsed again here: the agent does not take the controller's word for which
     columns an analysis reads (only the task's permitted columns were projected anyway).
+    With ``audit`` (the agent always gives it), the result is also checked against the
+    populations already released to the requester from this dataset, and what it
+    releases is recorded there, under the store's lock throughout.
     """
     assert task.statistics is not None
     stats = json.loads((job_dir / "input.json").read_text())
     fields = {f.name: f.type for ds in task.datasets for f in ds.fields}
     spec = parse_statistics_spec(task.statistics, fields)
     frame = statistics.load_frame(job_dir / "in" / "data.csv", fields)
-    document = statistics.compute(frame, spec, statistics.policy_for(task.min_cell_count,
-                                                                           task.disclosure))
+    policy = statistics.policy_for(task.min_cell_count, task.disclosure)
+    if audit is None:
+        document = statistics.compute(frame, spec, policy)
+    else:
+        document = _audited(task, job_dir, frame, spec, policy, audit)
     raw = json.dumps(document, sort_keys=True, allow_nan=False).encode()
     out = OutputReport(name=STATISTICS_OUTPUT, sha256=hashlib.sha256(raw).hexdigest(),
                        bytes=len(raw), decision=OutputDecision.RELEASED,
@@ -284,6 +403,27 @@ def statistics_report(task: RunTask, job_dir: Path, image: str) -> RunReport:
     return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],
                      bytes_read=stats["bytes"], input_sha256=stats["sha256"],
                      runner_image=statistics.ENGINE, log="")
+
+
+def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: StatisticsSpec,
+             policy: SDCPolicy, audit: AuditStore) -> dict[str, object]:
+    if not (job_dir / ROW_IDS).exists():
+        # Prepared without the audit (an older agent): fail closed, never unaudited.
+        raise ExecutorError("the job was prepared without row identities for the audit")
+    ids = np.load(job_dir / ROW_IDS)
+    if len(ids) != len(frame):
+        raise ExecutorError("row identities do not match the projected input")
+    requester = task.requester_id or f"permit:{task.permit_id}"
+    dataset = task.datasets[0].id
+    slots = slots_for(policy.min_count)
+    with audit.session() as store:
+        history = release_audit.History(
+            ids=ids, prior=store.populations(requester, dataset, slots),
+            released_before=store.released(task.permit_id, task.job_id))
+        done = release_audit.compute_audited(frame, spec, policy, history)
+        store.record(requester, dataset, task.permit_id, task.job_id, done.released,
+                     done.cells_released)
+    return done.document
 
 
 def failure(result: RunResult) -> str:

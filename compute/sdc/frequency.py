@@ -116,11 +116,21 @@ def frequency_hits(counts: IntArray, contributors: IntArray, policy: SDCPolicy) 
     return hits
 
 
+def force(hits: Bits, forced: np.ndarray[Any, Any] | None) -> None:
+    """Mark the audit's cells (flat, full margined order) with the differencing rule."""
+    if forced is None:
+        return
+    mask = np.asarray(forced, dtype=bool)
+    if mask.size != hits.size:
+        raise InvalidInput("forced", "shape", "forced must cover every cell of the table")
+    hits.reshape(-1)[mask.ravel()] |= np.uint16(Rule.DIFFERENCING.bit)
+
+
 def frequency_table(frame: pd.DataFrame, dims: Sequence[str],
                     policy: SDCPolicy = DEFAULT_POLICY, margins: bool = True, *,
                     unit: str | None = None,
-                    categories: Mapping[str, Sequence[Hashable]] | None = None
-                    ) -> CheckedTable:
+                    categories: Mapping[str, Sequence[Hashable]] | None = None,
+                    forced: np.ndarray[Any, Any] | None = None) -> CheckedTable:
     """Counts of records by 1-4 dimensions, with all marginal sub-tables, checked.
 
     Records with a missing (or, with ``categories``, unlisted) dimension value are left out,
@@ -128,6 +138,9 @@ def frequency_table(frame: pd.DataFrame, dims: Sequence[str],
     one contributor may have several records: the threshold then counts distinct units.
     Secondary suppression always treats the margins as published (they are one request
     away), even when ``margins`` is False and they are not returned.
+    ``forced``: cells of the full (margined) table, flat in C order, that the
+    differencing audit (:mod:`compute.sdc.audit`) found disclosive across releases:
+    suppressed as primary, with secondary suppression around them.
     """
     policy = check_policy(policy)
     dims_t = check_dims(frame, dims, 1)
@@ -139,6 +152,7 @@ def frequency_table(frame: pd.DataFrame, dims: Sequence[str],
     contributors = counts if units is None else distinct_per_cell(
         grid, rows, units, counts.size).reshape(counts.shape)
     hits = frequency_hits(counts, contributors, policy)
+    force(hits, forced)
     primary = (hits & action_bits(policy, Action.SUPPRESS)) != 0
     hidden = protect(primary, counts, counts == 0, policy.zeros is not Action.SUPPRESS)
     if not margins:

@@ -26,6 +26,7 @@ from compute.sdc.frequency import (
     check_policy,
     count_cells,
     distinct_per_cell,
+    force,
     frequency_hits,
     unit_codes,
 )
@@ -285,7 +286,8 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
                     policy: SDCPolicy = DEFAULT_POLICY, *,
                     quantiles: Sequence[float] = (), margins: bool = True,
                     unit: str | None = None,
-                    categories: Mapping[str, Sequence[Hashable]] | None = None
+                    categories: Mapping[str, Sequence[Hashable]] | None = None,
+                    forced: np.ndarray[Any, Any] | None = None
                     ) -> dict[str, CheckedTable]:
     """Statistics of ``value`` by 0-4 dimensions, with all margins, one table per measure.
 
@@ -294,7 +296,8 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     frequency table of the same dimensions hides (sum / mean is a count); medians,
     quantiles, min and max are not additive and carry their primary suppressions only.
     Records with a missing value are left out. Returns ``{measure name: table}``
-    (``sum``, ``mean``, ``std``, ``q0.5``...).
+    (``sum``, ``mean``, ``std``, ``q0.5``...). ``forced``: as for
+    :func:`~compute.sdc.frequency.frequency_table`, for every measure.
     """
     policy = check_policy(policy)
     dims_t = check_dims(frame, dims, 0)
@@ -318,6 +321,7 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
         _accumulate(cells, grid.cell_codes(subset, rows), x[rows], u, ns, qs, common)
 
     base = _base_hits(cells, policy)
+    force(base, forced)
     additive = base | _sensitivity_hits(cells, policy)
     suppress = action_bits(policy, Action.SUPPRESS)
     shape = grid.full_shape

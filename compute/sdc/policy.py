@@ -72,6 +72,8 @@ class SDCPolicy:
     contributors all hold one value. ``min_dof``: residual degrees of freedom for models
     and tests. ``allow_extremes``: min/max statistics, and quantiles next to the min or
     max. ``max_cells``: the most cells (margins included) one table may have.
+    ``max_released_cells``: the most cell values one permit may release in total over
+    all its statistics jobs (the differencing audit counts them).
     Quantiles have no setting of their own: they follow ``min_count`` and
     ``allow_extremes`` (see ``docs/disclosure-control.md``).
     """
@@ -85,6 +87,7 @@ class SDCPolicy:
     min_dof: int = 10
     allow_extremes: bool = False
     max_cells: int = 10_000
+    max_released_cells: int = 20_000
     extra_dominance: tuple[NKRule, ...] = ()
 
     def __post_init__(self) -> None:
@@ -99,6 +102,7 @@ class SDCPolicy:
         if not isinstance(self.allow_extremes, bool):
             raise InvalidInput("allow_extremes", "type", "allow_extremes must be a boolean")
         _int_at_least("max_cells", self.max_cells, 1)
+        _int_at_least("max_released_cells", self.max_released_cells, 1)
         if not isinstance(self.extra_dominance, tuple) or not all(
                 isinstance(r, NKRule) for r in self.extra_dominance):
             raise InvalidInput("extra_dominance", "type",
@@ -154,7 +158,8 @@ def _prune(rules: Iterable[NKRule]) -> tuple[NKRule, ...]:
 def strictest(policies: Iterable[SDCPolicy]) -> SDCPolicy:
     """The policy that is at least as strict as each given one (several providers' data).
 
-    Thresholds, ``min_dof`` and ``p_percent`` take the maximum; ``max_cells`` the minimum;
+    Thresholds, ``min_dof`` and ``p_percent`` take the maximum; ``max_cells`` and
+    ``max_released_cells`` the minimum;
     ``zeros`` and ``class_disclosure`` the strictest action; extremes only if all allow.
     nk rules are not totally ordered ((1, 0.5) and (2, 0.9) each fire on cells the other
     does not), so all of them stay in force, minus those another one implies.
@@ -176,5 +181,6 @@ def strictest(policies: Iterable[SDCPolicy]) -> SDCPolicy:
         min_dof=max(p.min_dof for p in ps),
         allow_extremes=all(p.allow_extremes for p in ps),
         max_cells=min(p.max_cells for p in ps),
+        max_released_cells=min(p.max_released_cells for p in ps),
         extra_dominance=nk[1:],
     )

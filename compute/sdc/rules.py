@@ -29,6 +29,8 @@ class Rule(Enum):
     EXACT_FIT = "exact_fit"
     SUPPRESSED_INPUT = "suppressed_input"
     SPARSE_EXPECTED = "sparse_expected"
+    DIFFERENCING = "differencing"
+    RELEASE_CAP = "release_cap"
 
     @property
     def bit(self) -> int:
@@ -117,6 +119,13 @@ def describe(rule: Rule, policy: SDCPolicy) -> str:
     if rule is Rule.SUPPRESSED_INPUT:
         return ("suppressed input: the statistic depends on cells the same table "
                 "would suppress")
+    if rule is Rule.DIFFERENCING:
+        return ("differencing: the cell's population differs from a population already "
+                f"released to this requester from this data by fewer than {policy.min_count}"
+                " records")
+    if rule is Rule.RELEASE_CAP:
+        return (f"release cap: the permit's cap of {policy.max_released_cells} released "
+                "cells would be exceeded")
     return "sparse expected counts: some expected counts are below five"
 
 

@@ -106,3 +106,43 @@ def test_disclosure_settings_are_approved_per_provider_and_the_strictest_wins(
     # nk rules are not ordered: both providers' rules stay in force.
     assert {(d["dominance_n"], d["dominance_k"]), *map(tuple, d["extra_dominance"])} == {
         (1, 0.5), (2, 0.9)}
+
+
+def test_the_task_names_the_requester_for_the_providers_audit(
+        make_party: Any, make_agent: Any) -> None:
+    requester, agent, ds_id, permit_id = _world(make_party, make_agent)
+    _submit(requester, permit_id, ds_id, SPEC)
+    task = agent.post("/agent/tasks/next").json["task"]
+    assert task["requester_id"] == requester.id
+
+
+DP_SPEC = {"analyses": [{"kind": "frequency", "dims": ["sex", "diagnosis"]}],
+           "dp": {"epsilon": 0.4}}
+
+
+def test_a_noised_job_charges_the_permits_epsilon_and_says_so(
+        make_party: Any, make_agent: Any) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    ds, permit_id = permit_for(requester, provider, agent, epsilon_budget=1.0)
+    # A permit with a budget releases noised results only.
+    plain = _submit(requester, permit_id, ds["id"], SPEC)
+    assert plain.status_code == 409, plain.json
+    first = _submit(requester, permit_id, ds["id"], DP_SPEC)
+    assert first.status_code == 201, first.json
+    assert first.json["dp"]["epsilon"] == 0.4 and "laplace" in first.json["dp"]["mechanism"]
+    assert requester.get(f"/permits/{permit_id}").json["epsilon_spent"] == pytest.approx(0.4)
+    _submit(requester, permit_id, ds["id"], DP_SPEC)
+    over = _submit(requester, permit_id, ds["id"], DP_SPEC)
+    assert over.status_code == 409 and "budget" in over.json["message"], over.json
+    assert requester.get(f"/permits/{permit_id}").json["epsilon_spent"] == pytest.approx(0.8)
+    # The task carries the spec's dp part to the agent, which draws the noise.
+    task = agent.post("/agent/tasks/next").json["task"]
+    assert task["statistics"]["dp"]["epsilon"] == 0.4
+
+
+def test_a_spec_without_dp_on_a_permit_without_budget_is_refused_dp(
+        make_party: Any, make_agent: Any) -> None:
+    requester, _, ds_id, permit_id = _world(make_party, make_agent)
+    r = _submit(requester, permit_id, ds_id, DP_SPEC)
+    assert r.status_code == 409 and "budget" in r.json["message"], r.json

@@ -41,7 +41,7 @@ def mask_sessions(job_id: str, agents: Mapping[str, Ed25519PrivateKey]
 def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
                min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
                budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
-               dp_seed: int | None = None, keys: RequesterKeys | None = None
+               keys: RequesterKeys | None = None
                ) -> tuple[Sums, dict[str, Any]]:
     """One joint job, every party in this process: the decrypted pooled sums and the
     aggregate they came from."""
@@ -62,17 +62,15 @@ def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_cou
                         mask_announcements=announcements, backend=be)
     if spec.dp_epsilon is not None:
         aggregate = add_dp_noise(aggregate, spec, keys.public_bytes, budgets,
-                                 min_cell_count=min_cell_count, backend=be, seed=dp_seed)
+                                 min_cell_count=min_cell_count, backend=be)
     return decrypt_aggregate(aggregate, keys, spec, be), aggregate
 
 
 def run_joint(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
               min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
-              budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
-              dp_seed: int | None = None) -> JointResult:
+              budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None) -> JointResult:
     sums, aggregate = joint_sums(spec, provider_frames, min_cell_count, min_providers,
-                                 job_id=job_id, budgets=budgets, backend=backend,
-                                 dp_seed=dp_seed)
+                                 job_id=job_id, budgets=budgets, backend=backend)
     result = derive(spec, sums)
     result.dp = aggregate.get("dp")
     result.ledger = ledger_record(aggregate)

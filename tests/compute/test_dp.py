@@ -30,8 +30,12 @@ def test_noise_is_added_before_release(hospitals: dict[str, pd.DataFrame]) -> No
     spec = parse_spec(DP_SPEC, SCHEMA)
     budgets = [PrivacyBudget(f"permit-{p}", 2.5) for p in hospitals]
     exact = run_joint(spec.__class__(**{**spec.__dict__, "dp_epsilon": None}), hospitals)
-    noisy = run_joint(spec, hospitals, budgets=budgets, dp_seed=3)
+    noisy = run_joint(spec, hospitals, budgets=budgets)
     assert noisy.dp is not None and noisy.dp["epsilon"] == 1.0
+    # OpenDP's samplers, named with their scales on the record.
+    assert "OpenDP" in noisy.dp["mechanism"]
+    assert {s["mechanism"] for s in noisy.dp["scales"].values()} == {
+        "discrete_laplace", "laplace"}
     assert noisy.ledger["epsilon_spent"] == 1.0 and noisy.ledger["pre_noise_sha256"]
     assert all(b.spent == 1.0 for b in budgets)
     ex, nz = exact.histograms["age"]["counts"], noisy.histograms["age"]["counts"]

@@ -489,7 +489,8 @@ def test_texts_carry_no_data_derived_numbers() -> None:
     policy = SDCPolicy(min_count=7, dominance_n=3, dominance_k=0.85, p_percent=0.15,
                        min_dof=12, zeros=Action.SUPPRESS, class_disclosure=Action.SUPPRESS,
                        extra_dominance=(NKRule(1, 0.55),))
-    allowed = {"7", "3", "0.85", "0.15", "12", "1", "0.55", str(policy.max_cells)}
+    allowed = {"7", "3", "0.85", "0.15", "12", "1", "0.55", str(policy.max_cells),
+               str(policy.max_released_cells)}
     rng = np.random.default_rng(2)
     n = 3000
     df = pd.DataFrame({"a": rng.choice(list("pqrstu"), n, p=[.4, .3, .2, .07, .02, .01]),

@@ -334,8 +334,9 @@ def test_a_chart_beside_a_checked_table_withholds_only_the_chart(stack: Stack,
         open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + df.to_csv().encode())
     """)
     assert job["state"] == "released", job["reason"]
+    # The table leaves as the platform renders it, named by position among the tables.
     assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
-        ("t.csv", "released"), ("withheld-1", "withheld")]
+        ("table-1.csv", "released"), ("withheld-1", "withheld")]
     assert fetch_output(stack.requester, job["id"], "withheld-1")[0] == 404
     assert fetch_output(stack.requester, job["id"], "chart.png")[0] == 404
 

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from authz.lifecycle import BYTE_BASE, rounded
-from sandbox.demo_data import COST_BY_AGE_AND_DIAGNOSIS, FIELDS
+from sandbox.demo_data import FIELDS
 from tests.docker.helpers import (
     COLUMNS,
     MIN_CELL,
@@ -83,6 +83,20 @@ def test_location_outside_the_data_roots_is_refused(stack: Stack, location: str)
     assert "root:" not in str(body)
 
 
+#: A table the agent can re-derive from the input (keys are input columns, the count is
+#: the group's size, the mean is the mean rounded): released automatically. The demo's
+#: age-band table has a derived key, so it waits for a person (tests/redteam).
+COST_BY_SEX_AND_DIAGNOSIS = """\
+import pandas as pd
+
+df = pd.read_csv("/in/data.csv")
+table = (df.groupby(["sex", "diagnosis"])["cost"]
+           .agg(n="size", mean_cost="mean").reset_index())
+table["mean_cost"] = table["mean_cost"].round(2)
+table.to_csv("/out/cost_by_sex_and_diagnosis.csv", index=False)
+"""
+
+
 def test_authorized_aggregate_run_is_released_and_audited(stack: Stack) -> None:
     p = stack.providers["main"]
     source = write_table(p.root, "audited.csv", seed=22)
@@ -90,11 +104,11 @@ def test_authorized_aggregate_run_is_released_and_audited(stack: Stack) -> None:
     assert status == 201, ds
     permit_id = grant(stack, p, ds["id"], COLUMNS)
 
-    job_id = submit(stack, permit_id, ds["id"], COST_BY_AGE_AND_DIAGNOSIS)
+    job_id = submit(stack, permit_id, ds["id"], COST_BY_SEX_AND_DIAGNOSIS)
     job = wait_job(stack.requester, job_id)
     assert job["state"] == "released", job
     assert job["rows_read"] == ROWS
-    assert job["script_sha256"] == sha256(COST_BY_AGE_AND_DIAGNOSIS.encode())
+    assert job["script_sha256"] == sha256(COST_BY_SEX_AND_DIAGNOSIS.encode())
     assert [o["decision"] for o in job["outputs"]] == ["released"]
 
     out = job["outputs"][0]
@@ -102,7 +116,7 @@ def test_authorized_aggregate_run_is_released_and_audited(stack: Stack) -> None:
     assert code == 200
     table = list(csv.DictReader(io.StringIO(content.decode())))
     assert table, "the aggregate has rows"
-    assert set(table[0]) == {"age_band", "diagnosis", "n", "mean_cost"}
+    assert set(table[0]) == {"sex", "diagnosis", "n", "mean_cost"}
     # Every released cell passed suppression; counts can never exceed what was read.
     counts = [int(r["n"]) for r in table]
     assert all(c >= MIN_CELL for c in counts)
@@ -134,7 +148,7 @@ def test_authorized_aggregate_run_is_released_and_audited(stack: Stack) -> None:
     assert len(projected) < source.stat().st_size
     assert body["permit_id"] == permit_id
     assert body["dataset_ids"] == [ds["id"]]
-    assert body["script_sha256"] == sha256(COST_BY_AGE_AND_DIAGNOSIS.encode())
+    assert body["script_sha256"] == sha256(COST_BY_SEX_AND_DIAGNOSIS.encode())
     assert body["runner_image"] == stack.image
     assert body["input_sha256"] == job["input_sha256"] == sha256(projected)
     assert [(o["name"], o["sha256"], o["decision"]) for o in body["outputs"]] == [

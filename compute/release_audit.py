@@ -1,0 +1,135 @@
+"""A statistics job checked against what was already released: differencing and the cap.
+
+:func:`compute_audited` computes a spec like :func:`compute.statistics.compute`, then
+compares the population of every cell it would release with the populations released
+before to the same requester from the same data (and with those of the job's earlier
+analyses): a cell whose population differs from one of them by at least one but fewer
+than ``min_count`` records is suppressed (rule ``differencing``), the table is checked
+again with it suppressed (secondary suppression closes the margins around it), and a
+test or model over such a population is withheld. An analysis that would take the
+permit past its cap on released cells is withheld whole (``release_cap``).
+
+Pure: the caller (the provider's agent) supplies the keyed row identities, the earlier
+populations and the count released so far, and records what this returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from compute import sdc, statdp, statistics
+from compute.sdc.audit import U64, Sketches, near_duplicates, slots_for, table_sketches
+from compute.statspec import (
+    ChiSquareTest,
+    FrequencyTable,
+    LinearModel,
+    MagnitudeTable,
+    StatisticsSpec,
+)
+
+
+@dataclass(frozen=True, eq=False)
+class History:
+    """What the provider's audit store holds for this requester and dataset."""
+
+    ids: U64  # keyed identity of each record of the frame, in order
+    prior: Sketches  # populations released before
+    released_before: int  # cell values released so far under the job's permit
+
+
+@dataclass(frozen=True, eq=False)
+class Audited:
+    document: dict[str, Any]
+    released: Sketches  # populations this job releases (to record)
+    cells_released: int  # cell values this job releases (to count against the cap)
+
+
+def _released_cells(result: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Per cell (full margined order): does any table of the analysis release a value?"""
+    tables = result.get("tables") or [result]
+    shown = [np.array([c["value"] is not None for c in t["cells"]], dtype=bool)
+             for t in tables]
+    return np.logical_or.reduce(shown) if shown else np.zeros(0, dtype=bool)
+
+
+def _count_values(result: dict[str, Any]) -> int:
+    if "cells" in result or "tables" in result:
+        tables = result.get("tables") or [result]
+        return sum(c["value"] is not None for t in tables for c in t["cells"])
+    if result.get("coefficients") is not None:
+        return len(result["coefficients"]) + 1
+    return 1 if result.get("values") is not None else 0
+
+
+def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int) -> Sketches:
+    """Per released unit of the analysis, the records behind it."""
+    if isinstance(a, FrequencyTable):
+        return table_sketches(frame, a.dims, ids, slots)
+    if isinstance(a, MagnitudeTable):
+        return table_sketches(frame, a.dims, ids, slots, value=a.value)
+    if isinstance(a, LinearModel):
+        return table_sketches(frame, (), ids, slots, complete=[a.y, *a.x])
+    assert isinstance(a, ChiSquareTest)
+    whole = table_sketches(frame, a.dims, ids, slots)  # its grand total: every record used
+    return whole.take(np.array([len(whole) - 1]))
+
+
+def _noised(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
+            history: History) -> Audited:
+    """A differentially private job: its guarantee covers differencing, so there is no
+    population check; its cells still count against the permit's cap."""
+    document = statdp.compute_dp(frame, spec, policy)
+    count = history.released_before
+    for i, (a, result) in enumerate(zip(spec.analyses, document["analyses"], strict=True)):
+        values = _count_values(result)
+        if count + values > policy.max_released_cells:
+            fields = {k: v for k, v in a.model_dump(mode="json").items() if k != "kind"}
+            document["analyses"][i] = statistics.withheld(a.kind, sdc.Rule.RELEASE_CAP,
+                                                          policy, **fields)
+            values = 0
+        count += values
+    return Audited(document, Sketches.empty(slots_for(policy.min_count)),
+                   count - history.released_before)
+
+
+def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
+                    history: History) -> Audited:
+    if spec.dp is not None:
+        return _noised(frame, spec, policy, history)
+    k = policy.min_count
+    slots = slots_for(k)
+    seen = history.prior
+    released_now: list[Sketches] = []
+    count = history.released_before
+    results = []
+    for a in spec.analyses:
+        kind = a.kind
+        result = statistics.analysis(frame, a, policy)
+        pops = _population(frame, a, history.ids, slots)
+        table = isinstance(a, FrequencyTable | MagnitudeTable)
+        shown = _released_cells(result) if table else np.array(
+            [_count_values(result) > 0], dtype=bool)
+        hit = np.zeros(len(pops), dtype=bool)
+        if shown.any():
+            hit[shown] = near_duplicates(pops.take(shown), seen, k)
+        if hit.any():
+            result = statistics.analysis(frame, a, policy, hit if table else True)
+            shown = _released_cells(result) if table else np.zeros(1, dtype=bool)
+        values = _count_values(result)
+        if count + values > policy.max_released_cells:
+            fields = {k: v for k, v in a.model_dump(mode="json").items() if k != "kind"}
+            result = statistics.withheld(kind, sdc.Rule.RELEASE_CAP, policy, **fields)
+            values, shown = 0, np.zeros(len(pops), dtype=bool)
+        count += values
+        results.append(result)
+        mine = pops.take(shown & (pops.n > 0))
+        released_now.append(mine)
+        # Later analyses of the job are compared with this one's populations too.
+        seen = Sketches.concat([seen, mine], slots)
+    document = {"version": 1, "engine": statistics.ENGINE, "analyses": results}
+    return Audited(document, Sketches.concat(released_now, slots),
+                   count - history.released_before)

@@ -1,0 +1,106 @@
+"""The provider's release audit store: populations already released, in the provider's domain.
+
+One SQLite file per provider domain (every agent serving the provider's data must be
+given the same file). It holds the keyed-hash key for row identities (generated on first
+use, never sent anywhere), one population sketch per released cell, keyed by requester
+and dataset, and the count of cell values each permit has released. A statistics job
+holds the store's write lock from reading the earlier populations to recording its own,
+so two jobs of one requester never both pass the check against a store that lacks the
+other's cells.
+
+Why here and not at the controller: a sketch is a function of which records a cell
+holds. Kept beside the data, the controller learns neither identities nor overlaps, and
+nothing about populations crosses the boundary; the price is that the agents of one
+provider share this file (docs/disclosure-control.md, "Differencing audit").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from compute.sdc.audit import KEY_CHARS, Sketches
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS populations (
+    requester TEXT NOT NULL, dataset TEXT NOT NULL, slots INTEGER NOT NULL,
+    digest TEXT NOT NULL, records INTEGER NOT NULL, sketch BLOB NOT NULL,
+    job TEXT NOT NULL, PRIMARY KEY (requester, dataset, slots, digest));
+CREATE TABLE IF NOT EXISTS released (
+    permit TEXT NOT NULL, job TEXT NOT NULL, cells INTEGER NOT NULL,
+    PRIMARY KEY (permit, job));
+"""
+_KEY_ALPHABET = string.ascii_letters + string.digits + "+/"  # 6 bits a character
+
+
+class AuditStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE).
+        db = sqlite3.connect(self.path, timeout=600, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    @contextmanager
+    def session(self) -> Iterator[AuditSession]:
+        """The store, write-locked until the block ends (committed unless it raised)."""
+        db = self._connect()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield AuditSession(db)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+
+class AuditSession:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def row_key(self) -> str:
+        """The provider's key for row identities (96 bits), made on first use."""
+        row = self.db.execute("SELECT value FROM meta WHERE name = 'row_key'").fetchone()
+        if row is not None:
+            return str(row[0])
+        key = "".join(secrets.choice(_KEY_ALPHABET) for _ in range(KEY_CHARS))
+        self.db.execute("INSERT INTO meta VALUES ('row_key', ?)", (key,))
+        return key
+
+    def populations(self, requester: str, dataset: str, slots: int) -> Sketches:
+        rows = self.db.execute(
+            "SELECT records, sketch FROM populations WHERE requester = ? AND dataset = ? "
+            "AND slots = ?", (requester, dataset, slots)).fetchall()
+        return Sketches.from_rows([(int(n), bytes(b)) for n, b in rows], slots)
+
+    def released(self, permit: str, job: str) -> int:
+        """Cell values the permit released, not counting ``job`` (a job run again after
+        an agent restart is not counted twice)."""
+        row = self.db.execute("SELECT COALESCE(SUM(cells), 0) FROM released "
+                              "WHERE permit = ? AND job != ?", (permit, job)).fetchone()
+        return int(row[0])
+
+    def record(self, requester: str, dataset: str, permit: str, job: str,
+               released: Sketches, cells: int) -> None:
+        """Add a job's released populations (an identical one is kept once)."""
+        for i in range(len(released)):
+            blob = released.to_bytes(i)
+            self.db.execute(
+                "INSERT OR IGNORE INTO populations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (requester, dataset, released.slots, hashlib.sha256(blob).hexdigest(),
+                 int(released.n[i]), blob, job))
+        self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
+                        (permit, job, cells))

@@ -1,0 +1,379 @@
+"""Re-deriving a script's tables from the permitted input, and flagging what cannot be.
+
+The file-level checks (:mod:`containers.checks`) trust what a script says about its own
+table: that the ``n`` column is the number of records behind a row, and that the other
+cells are statistics of those records. Here the agent recomputes both from the permitted
+input and applies the disclosure rules to the true figures. A table is *verified* only
+when every row and every cell is explained:
+
+* key columns are columns named after an input column whose every value is a value of
+  that column in the input (a table of overall figures, one row without keys, is keyed
+  by the whole input);
+* the count column equals the true number of records with those keys, and that number
+  is at least the minimum cell count (threshold on the true count); every group of the
+  input with at least that many records is a row (the shape is the input's, so leaving
+  rows out carries nothing);
+* every other column is ``<statistic>_<column>`` or ``<column>_<statistic>`` of a
+  numeric input column, for a statistic of :data:`STATISTICS`, each cell a plain number
+  of at most :data:`MAX_DECIMALS` decimals, equal to that statistic of the group's
+  records rounded to the column's finest precision (so neither a tiny offset nor the
+  choice of precision can carry a message), and sums, means and
+  standard deviations pass the nk and p% rules on the group's contributions;
+* no line of the table (all keys fixed but one) holds every record of its group in one
+  category (class disclosure).
+
+Anything else is a finding. A finding names the rule, the column and the row by
+position, never a value, a count or a column name (all of which the script chose), so a
+reviewer can read it and it can be stored beside the output. Outputs with findings are
+never released automatically; they wait for a human decision. The groups of a verified
+table go through the differencing audit like the statistics route's cells
+(:func:`containers.runjob.script_findings`). Not done: medians' individual-value
+rule (medians are always flagged), filters the script applied before grouping (a table
+over a subset of the input does not re-derive and is flagged).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from compute.sdc import SDCPolicy
+from containers.datasets import canonical
+
+COUNT_COLUMNS = ("n", "count")
+#: What a value column may hold, and how it is recomputed from a group's values.
+STATISTICS = {
+    "sum": lambda v: float(np.sum(v)),
+    "total": lambda v: float(np.sum(v)),
+    "mean": lambda v: float(np.mean(v)),
+    "avg": lambda v: float(np.mean(v)),
+    "average": lambda v: float(np.mean(v)),
+    "std": lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
+    "sd": lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan,
+}
+MAGNITUDE = frozenset(STATISTICS)
+#: Statistics recognised but never released automatically.
+FLAGGED_STATISTICS = frozenset({"median", "min", "max", "p50", "q50"})
+MAX_CELLS = 5000
+MAX_OUTPUTS = 10
+MAX_DECIMALS = 6
+#: Room for float summation order on top of the rounding half-unit.
+REL_TOL = 1e-9
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One reason an output cannot be released without a human: no data in it."""
+
+    rule: str
+    message: str
+    column: int | None = None  # 1-based position in the output's header
+    row: int | None = None  # 1-based position among the output's data rows
+
+    def text(self) -> str:
+        where = " ".join(p for p in (f"column {self.column}" if self.column else "",
+                                     f"row {self.row}" if self.row else "") if p)
+        return f"{self.rule}: {self.message}" + (f" ({where})" if where else "")
+
+
+def parse_table(name: str, content: bytes) -> tuple[list[str], list[list[str]]]:
+    """The released content of an output as the checks wrote it (CSV or JSON records)."""
+    text = content.decode("utf-8")
+    if name.endswith(".csv"):
+        rows = list(csv.reader(io.StringIO(text)))
+        return (rows[0], [r for r in rows[1:] if r]) if rows else ([], [])
+    data = json.loads(text)
+    records = data if isinstance(data, list) else [data]
+    header = list(records[0]) if records else []
+    return header, [["" if r[h] is None else str(r[h]) for h in header] for r in records]
+
+
+def _number(cell: str) -> float | None:
+    try:
+        v = float(cell)
+    except ValueError:
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _decimals(cell: str) -> int | None:
+    """Decimals written in a plain number's text; None for exponents and the like."""
+    t = cell.strip().lstrip("+-")
+    whole, _, frac = t.partition(".")
+    if not (whole.isdigit() or (whole == "" and frac)) or (frac and not frac.isdigit()):
+        return None
+    # Trailing zeros say nothing: pandas writes a mean rounded to units as 4567.0.
+    return len(frac.rstrip("0"))
+
+
+def _canonical(series: pd.Series) -> pd.Series:
+    """:func:`canonical` of every value, computed once per distinct value."""
+    codes, uniques = pd.factorize(series)
+    spelled = np.array([canonical(str(u)) for u in uniques] + [""], dtype=object)
+    return pd.Series(spelled[codes], index=series.index)
+
+
+def _floats(series: pd.Series) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """A text column's numbers (missing: NaN); numpy's C parser first, pandas' if odd."""
+    text = series.to_numpy(dtype=str)
+    try:
+        floats: np.ndarray[Any, np.dtype[np.float64]] = np.where(
+            text == "", "nan", text).astype(np.float64)
+        return floats
+    except ValueError:
+        parsed: np.ndarray[Any, np.dtype[np.float64]] = pd.to_numeric(
+            series, errors="coerce").to_numpy(np.float64)
+        return parsed
+
+
+def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
+    """(statistic, input column) a value column's name declares, if any."""
+    low = column.strip().lower()
+    for col in numeric:
+        c = col.lower()
+        for stat in (*STATISTICS, *FLAGGED_STATISTICS):
+            if low in (f"{stat}_{c}", f"{c}_{stat}"):
+                return stat, col
+    return None
+
+
+def _dominated(values: np.ndarray, policy: SDCPolicy) -> str | None:
+    a = np.sort(np.abs(values))[::-1]
+    total = float(a.sum())
+    if total <= 0:
+        return None
+    for r in policy.nk_rules:
+        if float(a[:r.n].sum()) >= r.k * total:
+            return "dominance"
+    if policy.p_percent > 0 and len(a) >= 1:
+        second = float(a[1]) if len(a) > 1 else 0.0
+        if total - float(a[0]) - second < policy.p_percent * float(a[0]):
+            return "p_percent"
+    return None
+
+
+def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.DataFrame,
+             types: Mapping[str, str], policy: SDCPolicy) -> list[Finding]:
+    """Findings for one output table against the permitted input ``frame`` (text)."""
+    return rederive_groups(header, rows, frame, types, policy)[0]
+
+
+def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
+                    frame: pd.DataFrame, types: Mapping[str, str], policy: SDCPolicy
+                    ) -> tuple[list[Finding], list[np.ndarray[Any, np.dtype[np.bool_]]]]:
+    """Findings, and per row the input records it describes (for the differencing
+    audit; empty when the table's groups could not be re-derived)."""
+    if len(rows) * max(1, len(header)) > MAX_CELLS:
+        return [Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")], []
+    by_name = {c.lower(): c for c in frame.columns}
+    lowered = [h.strip().lower() for h in header]
+    count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
+    numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
+    keys: list[tuple[int, str]] = []
+    values: list[tuple[int, str, str]] = []
+    findings: list[Finding] = []
+    canon = {c: _canonical(frame[c]) for c in frame.columns if c.lower() in lowered}
+    number = {c: _floats(frame[c]) for c in numeric if any(c.lower() in h for h in lowered)}
+    for i, h in enumerate(lowered):
+        if i == count_at:
+            continue
+        if h in by_name:
+            col = by_name[h]
+            known = set(canon[col])
+            if all(canonical(r[i]) in known for r in rows):
+                keys.append((i, col))
+                continue
+            findings.append(Finding("key_values", "values not found in the input column "
+                                                  "of that name", column=i + 1))
+            continue
+        declared = _statistic(h, numeric)
+        if declared is None:
+            findings.append(Finding("unexplained_column", "not an input column nor a "
+                                    "statistic of one", column=i + 1))
+        elif declared[0] in FLAGGED_STATISTICS:
+            findings.append(Finding("order_statistic", "medians, minima and maxima are "
+                                    "checked by a person", column=i + 1))
+        else:
+            values.append((i, declared[0], declared[1]))
+    if count_at is None:
+        findings.append(Finding("no_count", "no count column: true counts cannot be "
+                                            "compared"))
+    if not keys and len(rows) > 1:
+        findings.append(Finding("keys_unexplained", "several rows but no key column: "
+                                                    "the groups cannot be re-derived"))
+    if findings:
+        return findings, []
+    groups = []
+    # Positions of the input's records per key combination: one grouping, not a scan
+    # of the input per row.
+    members: dict[tuple[str, ...], Any] = {}
+    if keys:
+        found_groups = pd.Series(np.arange(len(frame))).groupby(
+            [canon[col].to_numpy() for _, col in keys]).indices
+        members = {(k if isinstance(k, tuple) else (k,)): v
+                   for k, v in found_groups.items()}
+    seen: set[tuple[str, ...]] = set()
+    precision = {i: max((_decimals(r[i]) or 0) for r in rows) for i, _, _ in values}
+    for r_i, row in enumerate(rows, 1):
+        key = tuple(canonical(row[i]) for i, _ in keys)
+        if key in seen:
+            findings.append(Finding("duplicate_keys", "the same keys appear twice", row=r_i))
+            continue
+        seen.add(key)
+        mask = np.zeros(len(frame), dtype=bool)
+        if keys:
+            mask[members.get(key, [])] = True
+        else:
+            mask[:] = True
+        true_n = int(mask.sum())
+        groups.append(mask)
+        assert count_at is not None
+        stated = _number(row[count_at])
+        if stated is None or int(stated) != true_n:
+            findings.append(Finding("count_mismatch", "the count is not the number of "
+                                    "input records with these keys", column=count_at + 1,
+                                    row=r_i))
+        if 0 < true_n < policy.min_count:
+            findings.append(Finding("threshold", f"fewer than {policy.min_count} records "
+                                    "with these keys", row=r_i))
+        for i, stat, col in values:
+            group = number[col][mask]
+            group = group[~np.isnan(group)]
+            got = _number(row[i]) if row[i].strip() else None
+            places = _decimals(row[i])
+            if got is None or places is None or places > MAX_DECIMALS:
+                findings.append(Finding("not_plain_number", "not a plain finite number of "
+                                        f"at most {MAX_DECIMALS} decimals", column=i + 1,
+                                        row=r_i))
+                continue
+            # Judged at the column's finest precision: a cell written with fewer decimals
+            # must still be the true value rounded to that precision (trailing zeros
+            # dropped), so the choice of precision carries nothing.
+            places = precision[i]
+            want = STATISTICS[stat](group) if len(group) else math.nan
+            slack = 0.5 * 10.0 ** -places + REL_TOL * abs(want) if math.isfinite(want) else 0
+            if not math.isfinite(want) or abs(got - want) > slack:
+                findings.append(Finding("value_mismatch", "not the statistic its name "
+                                        "declares of the records with these keys",
+                                        column=i + 1, row=r_i))
+                continue
+            rule = _dominated(group, policy)
+            if rule is not None:
+                findings.append(Finding(rule, "a few records dominate the cell",
+                                        column=i + 1, row=r_i))
+    if keys and not findings:
+        # The shape must be the input's, not the script's choice: every group with at
+        # least k records is a row (smaller ones may be left out, as suppressed).
+        sizes = frame.groupby([canon[col] for _, col in keys]).size()
+        if int((sizes >= policy.min_count).sum()) != len(rows):
+            findings.append(Finding("shape", "rows are missing that the input has: which "
+                                             "rows a table holds is not the script's choice"))
+        findings += _class_disclosure(sizes, [col for _, col in keys], canon)
+    return findings, groups
+
+
+def _class_disclosure(sizes: pd.Series, keys: list[str], canon: Mapping[str, pd.Series]
+                      ) -> list[Finding]:
+    """A line of the table (all keys fixed but one) whose records all share one value of
+    the free key, where the input has others: everyone in that group has the attribute
+    (Hundepool et al. 2012, ch. 5). Flagged for a person, as on the statistics route."""
+    if len(keys) < 2:
+        return []
+    for j, free in enumerate(keys):
+        if canon[free].nunique() < 2:
+            continue
+        others = [lvl for lvl in range(len(keys)) if lvl != j]
+        per_line = sizes[sizes > 0].groupby(level=others).size()
+        if (per_line == 1).any():
+            return [Finding("class_disclosure", "every record of a group falls in one "
+                                                "category of a key column")]
+    return []
+
+
+@dataclass
+class Rederived:
+    findings: list[Finding]
+    groups: list[np.ndarray[Any, np.dtype[np.bool_]]]  # per row: its input records
+    cells: int  # values the output holds (for the permit's cap)
+    rendered: bytes | None = None  # a verified table as the platform writes it
+
+
+#: Spellings of one statistic; a released header uses the first.
+SYNONYMS = {"total": "sum", "avg": "mean", "average": "mean", "sd": "std"}
+SIGNIFICANT = 7
+
+
+def _figure(v: float) -> str:
+    return str(np.format_float_positional(v, precision=SIGNIFICANT, unique=False,
+                                          fractional=False, trim="-"))
+
+
+def render(name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
+           frame: pd.DataFrame, numeric: Sequence[str], groups: Sequence[Any]) -> bytes:
+    """A verified table written by the platform, not the script: keys in the input's own
+    spelling and column order, the count, then each declared statistic (normalised name,
+    sorted) recomputed to 7 significant digits; rows sorted by key. Whatever the script
+    chose beyond which keys and which statistics (spelling, precision, order) is gone."""
+    lowered = [h.strip().lower() for h in header]
+    by_name = {c.lower(): c for c in frame.columns}
+    keys = [c for c in frame.columns if c.lower() in lowered and c.lower() in by_name]
+    values = sorted({(SYNONYMS.get(d[0], d[0]), d[1]) for h in lowered
+                     if (d := _statistic(h, numeric)) is not None})
+    out_header = [*keys, "n", *(f"{stat}_{col}" for stat, col in values)]
+    records = []
+    for mask in groups:
+        sub = frame[mask]
+        row = [str(sub[k].iloc[0]) for k in keys] + [str(int(mask.sum()))]
+        for stat, col in values:
+            group = pd.to_numeric(sub[col], errors="coerce").dropna().to_numpy()
+            row.append(_figure(STATISTICS[stat](group)))
+        records.append(row)
+    records.sort(key=lambda r: [canonical(x) for x in r[:len(keys)]])
+    if name.endswith(".json"):
+        return json.dumps([dict(zip(out_header, r, strict=True)) for r in records]).encode()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(out_header)
+    writer.writerows(records)
+    return buf.getvalue().encode()
+
+
+def output_findings(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
+                    types: Mapping[str, str], policy: SDCPolicy) -> list[list[Finding]]:
+    """Per output (name, released content): its findings. ``frame`` None: the input
+    cannot be re-read (several datasets), so nothing is verifiable."""
+    return [r.findings for r in rederive_outputs(outputs, frame, types, policy)]
+
+
+def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
+                     types: Mapping[str, str], policy: SDCPolicy) -> list[Rederived]:
+    if len(outputs) > MAX_OUTPUTS:
+        return [Rederived([Finding("too_many_outputs",
+                                   f"more than {MAX_OUTPUTS} outputs in one run")], [], 0)
+                for _ in outputs]
+    out = []
+    for name, content in outputs:
+        if frame is None:
+            out.append(Rederived([Finding("unverifiable", "outputs over several datasets "
+                                                          "are not re-derived")], [], 0))
+            continue
+        try:
+            header, rows = parse_table(name, content)
+        except (ValueError, UnicodeDecodeError):
+            out.append(Rederived([Finding("unverifiable", "the output could not be read "
+                                                          "back")], [], 0))
+            continue
+        found, groups = rederive_groups(header, rows, frame, types, policy)
+        numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
+        out.append(Rederived(found, groups, len(rows) * len(header),
+                             None if found else render(name, header, rows, frame, numeric,
+                                                       groups)))
+    return out
