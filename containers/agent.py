@@ -34,6 +34,7 @@ from authz.wire import (
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, runjob
 from containers.agent_config import AgentConfig
+from containers.agent_metrics import AgentMetrics
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
@@ -45,8 +46,11 @@ log = logging.getLogger("data-sandbox.agent")
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, executor: DockerExecutor) -> None:
+    def __init__(self, config: AgentConfig, executor: DockerExecutor,
+                 metrics: AgentMetrics | None = None) -> None:
         self.config = config
+        # Counted always; served on a port only when the operator asks (agent_metrics).
+        self.metrics = metrics or AgentMetrics(config.slots)
         self.executor = executor
         self.controller = ControllerClient(config.controller_url, config.token,
                                            config.http_timeout_s,
@@ -126,11 +130,12 @@ class Agent:
         task = self.controller.next_task(wait_s)
         if task is None:
             return False
-        if isinstance(task, SchemaCheckTask):
-            self.check_schema(task.dataset)
-        else:
-            # A statistics job needs no container: the slot keeps its warm one.
-            self.run_job(task, slot if task.statistics is None else None)
+        with self.metrics.busy("schema_check" if isinstance(task, SchemaCheckTask) else "run"):
+            if isinstance(task, SchemaCheckTask):
+                self.check_schema(task.dataset)
+            else:
+                # A statistics job needs no container: the slot keeps its warm one.
+                self.run_job(task, slot if task.statistics is None else None)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -146,6 +151,7 @@ class Agent:
             log.exception("schema check of %s failed", ds.id)
             verdict = SchemaVerdict(ok=False, error=VerdictError(
                 field="location", rule=f"the agent could not check the file ({type(e).__name__})"))
+        self.metrics.observe_schema_check(verdict.ok)
         self.controller.schema_verdict(ds.id, verdict)
 
     def _job_dir(self, job_id: str) -> Path:
@@ -249,6 +255,7 @@ class Agent:
             # In the outbox before anything else can fail: the run finished, and from now on
             # it is only ever reported, never run again (a restart or the flusher sends it).
             runjob.save_report(job_dir, report)
+            self.metrics.observe_run(report)
             try:
                 notices.flush()  # running and checking are on the ledger before the result
             except ControllerRefused as e:

@@ -142,9 +142,18 @@ def agent_key(path: str) -> None:
 @click.option("--timing-grain", default=5.0, show_default=True, type=click.FloatRange(0),
               help="seconds: a run's end is reported only at a multiple of this after its "
                    "start (0: at once; run time is a channel the script controls)")
+@click.option("--metrics-port", envvar="SANDBOX_AGENT_METRICS_PORT", default=None,
+              type=click.IntRange(1, 65535),
+              help="serve /metrics, /readyz, /healthz on this port  [default: off]")
+@click.option("--metrics-host", envvar="SANDBOX_AGENT_METRICS_HOST", default="127.0.0.1",
+              show_default=True, help="address of the metrics port")
+@click.option("--max-image-age-days", envvar="SANDBOX_AGENT_MAX_IMAGE_AGE_DAYS", default=30.0,
+              show_default=True, type=click.FloatRange(0.01, 3650),
+              help="a runner image older than this is reported (start-up warning, /readyz)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
           slots: int, runtime: str, log_level: str, warm_start: bool,
-          timing_grain: float) -> None:
+          timing_grain: float, metrics_port: int | None, metrics_host: str,
+          max_image_age_days: float) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     import logging
 
@@ -154,9 +163,10 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     from compute.errors import SandboxError
     from containers.agent import Agent
     from containers.agent_config import AgentConfig
+    from containers.agent_metrics import AgentMetrics, serve_metrics
     from containers.engine import choose_runtime, docker_client, engine_facts
     from containers.executor import DockerExecutor
-    from containers.image import ensure_runner_image
+    from containers.image import ensure_runner_image, image_age_s
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -181,7 +191,11 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     # container on the way out (a SIGKILLed agent leaves it to its next start's reset).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop)
+    metrics = AgentMetrics(slots, max_image_age_days, lambda: image_age_s(client, image.tag))
+    metrics.banner()
+    if metrics_port is not None:
+        serve_metrics(metrics, metrics_host, metrics_port)
+    Agent(cfg, DockerExecutor(client, runtime=chosen), metrics).serve(stop)
 
 
 def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
