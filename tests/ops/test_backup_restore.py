@@ -12,7 +12,6 @@ import shutil
 import uuid
 from pathlib import Path
 
-
 import pytest
 from flask import Flask
 from sqlalchemy import make_url, text, update
@@ -35,7 +34,8 @@ def activity(app: Flask, n: int) -> None:
     admin = create_first_admin(app, f"operator-{uuid.uuid4().hex[:6]}")
     client = app.test_client()
     for i in range(n):
-        r = client.post("/api/v1/parties", json={"name": f"Insurer {i} {uuid.uuid4().hex[:6]}", "role": "requester"},
+        name = f"Insurer {i} {uuid.uuid4().hex[:6]}"
+        r = client.post("/api/v1/parties", json={"name": name, "role": "requester"},
                         headers={"Authorization": f"Bearer {admin.token}"})
         assert r.status_code == 201, r.get_json()
     app.extensions["sandbox"].checkpointer.sign_now()
@@ -105,7 +105,7 @@ def test_a_damaged_dump_or_a_full_target_is_refused(database_url: str, tmp_path:
     activity(app, 1)
     db.dispose(app)
     manifest = backup.backup(database_url, tmp_path / "backup")
-    with pytest.raises(backup.BackupError, match="has tables|exists"):
+    with pytest.raises(backup.BackupError, match=r"has tables|exists"):
         backup.restore(tmp_path / "backup", database_url)  # over live data: never
     dump = tmp_path / "backup" / manifest.file
     dump.write_bytes(dump.read_bytes() + b"\0")
