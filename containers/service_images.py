@@ -98,21 +98,23 @@ _COMMON_ENV = ("ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 "
 SERVICE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "postgresql-client-15")
 
 
-def controller_recipe() -> Recipe:
+def controller_recipe(project: str | None = None) -> Recipe:
+    """``project``: the project's digest, computed once per build so that the controller
+    and the agent, imported from one tree, name the same sources."""
     return Recipe(
         "service", "data-sandbox-controller", SERVICE_PACKAGES,
         (f"USER {CONTROLLER_UID}:{CONTROLLER_UID}", "WORKDIR /var/lib/data-sandbox",
          _COMMON_ENV, "ENV SANDBOX_INSTANCE=/var/lib/data-sandbox SANDBOX_HOST=0.0.0.0",
          'CMD ["sandbox", "serve"]'),
-        STRIP, install_project, project_digest())
+        STRIP, install_project, project or project_digest())
 
 
-def agent_recipe() -> Recipe:
+def agent_recipe(project: str | None = None) -> Recipe:
     return Recipe(
         "service", "data-sandbox-agent", SERVICE_PACKAGES,
         ("USER 0:0", "WORKDIR /", _COMMON_ENV,
          'ENTRYPOINT ["sandbox", "agent"]', 'CMD ["--help"]'),
-        STRIP, install_project, project_digest())
+        STRIP, install_project, project or project_digest())
 
 
 def postgres_recipe() -> Recipe:
@@ -128,11 +130,12 @@ def postgres_recipe() -> Recipe:
 def ensure_service_images(client: docker.DockerClient, *, refresh: bool = False,
                           cache_dir: Path = CACHE_DIR) -> dict[str, RunnerImage]:
     """Every service image, built when missing (or anew with ``refresh``)."""
-    out = {"controller": ensure_image(client, controller_recipe(), refresh=refresh,
+    project = project_digest()
+    out = {"controller": ensure_image(client, controller_recipe(project), refresh=refresh,
                                       cache_dir=cache_dir)}
     # Same tree: a refresh above already rebuilt it, so only the import is redone.
-    out["agent"] = ensure_image(client, agent_recipe(), refresh=refresh, reuse_tarball=True,
-                                cache_dir=cache_dir)
+    out["agent"] = ensure_image(client, agent_recipe(project), refresh=refresh,
+                                reuse_tarball=True, cache_dir=cache_dir)
     out["postgres"] = ensure_image(client, postgres_recipe(), refresh=refresh,
                                    cache_dir=cache_dir)
     return out

@@ -36,6 +36,8 @@ PROJECT = "data-sandbox-demo"
 CONTROLLER_PORT = 18080
 LOG_ORIGIN = "compose.data-sandbox.local/log"
 AGENT_SERVICES = {code: f"agent-{code.lower()}" for _, code, _, _ in demo.HOSPITALS}
+# Each agent's metrics port (scripts/deploy/compose.yaml).
+AGENT_METRICS_PORTS = dict(zip(AGENT_SERVICES, (19101, 19102, 19103), strict=True))
 
 
 def _write_secret(path: Path, text: str, uid: int = 0) -> None:
@@ -75,6 +77,14 @@ class ComposeStack:
         _write_secret(agents / f"{code}.key", signing_key.private_bytes_raw().hex() + "\n")
         subprocess.run([*self.compose, "up", "-d", "--no-deps", AGENT_SERVICES[code]],
                        check=True)
+        # Serving once its metrics port answers: the scenario then registers a dataset,
+        # whose schema check the agent must take within SANDBOX_SCHEMA_CHECK_WAIT_S.
+        wait_answer(f"http://127.0.0.1:{AGENT_METRICS_PORTS[code]}/healthz", 120)
+
+
+def compose_command(state: Path) -> list[str]:
+    return ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), "--env-file",
+            str(state / "compose.env")]
 
 
 def prepare(state: Path, images: dict[str, str], runtime: str) -> Path:
@@ -112,21 +122,30 @@ def prepare(state: Path, images: dict[str, str], runtime: str) -> Path:
     return env_file
 
 
-def wait_ready(url: str, timeout_s: float = 180) -> None:
+def create_admin(compose: list[str]) -> str:
+    """The first admin, created inside the controller's container; its token."""
+    out = subprocess.run([*compose, "exec", "-T", "controller", "sandbox", "create-admin",
+                          "Platform operator"], capture_output=True, text=True, check=True)
+    token: str = json.loads(out.stdout)["token"]
+    return token
+
+
+def wait_answer(url: str, timeout_s: float) -> None:
+    """Until ``url`` answers 200, or exit naming it."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if requests.get(f"{url}/readyz", timeout=3).status_code == 200:
+            if requests.get(url, timeout=3).status_code == 200:
                 return
         except requests.RequestException:
             pass
         if time.monotonic() > deadline:
-            raise SystemExit(f"the controller at {url} was not ready within {timeout_s:g} s")
+            raise SystemExit(f"{url} did not answer 200 within {timeout_s:g} s")
         time.sleep(1)
 
 
 def show_agent_metrics() -> None:
-    for code, port in zip(AGENT_SERVICES, (19101, 19102, 19103), strict=True):
+    for code, port in AGENT_METRICS_PORTS.items():
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         runs = [ln for ln in text.splitlines()
                 if ln.startswith(("sandbox_agent_runs_total", "sandbox_agent_slots "))]
@@ -143,8 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = ensure_runner_image(client)
     images = {name: img.tag for name, img in ensure_service_images(client).items()}
     state = args.state.absolute()
-    compose = ["docker-compose", "-p", PROJECT, "-f", str(COMPOSE_FILE), "--env-file",
-               str(state / "compose.env")]
+    compose = compose_command(state)
     demo.step(1, f"Compose stack {PROJECT}: images {', '.join(images.values())}")
     if (state / "compose.env").exists():  # a previous run's stack and volumes
         subprocess.run([*compose, "down", "-v", "--remove-orphans"], check=False)
@@ -152,10 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     subprocess.run([*compose, "up", "-d", "postgres", "witness", "controller"], check=True)
     stack = ComposeStack(state, compose)
     try:
-        wait_ready(stack.url)
-        out = subprocess.run([*compose, "exec", "-T", "controller", "sandbox", "create-admin",
-                              "Platform operator"], capture_output=True, text=True, check=True)
-        admin_token = json.loads(out.stdout)["token"]
+        wait_answer(f"{stack.url}/readyz", 180)
+        admin_token = create_admin(compose)
         demo.say(f"controller ready at {stack.url} on PostgreSQL; witness quorum 1")
         code = demo.run(stack, Client(stack.url, admin_token), runner.tag, state)  # type: ignore[arg-type]
         if code == 0:
