@@ -50,12 +50,16 @@ def init_db() -> None:
     """Create or upgrade the database schema (Alembic)."""
     # Each command imports what it needs: the CLI starts fast, and the requester's
     # commands never load the server, the engine client or TenSEAL.
+    from sqlalchemy import make_url
+
     from sandbox import create_app
     from sandbox.migrate import upgrade
 
     app = create_app({"START_CHECKPOINTER": False})
     upgrade(app.config["DATABASE_URL"])
-    click.echo(f"database at {app.config['DATABASE_URL']} is at the latest schema")
+    # Without the password: this line lands in container and service logs.
+    shown = make_url(app.config["DATABASE_URL"]).render_as_string(hide_password=True)
+    click.echo(f"database at {shown} is at the latest schema")
 
 
 @main.command("create-admin")
