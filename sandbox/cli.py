@@ -52,6 +52,7 @@ def init_db() -> None:
     # commands never load the server, the engine client or TenSEAL.
     from sqlalchemy import make_url
 
+    # imported here: CLI start-up time (above)
     from sandbox import create_app
     from sandbox.migrate import upgrade
 

@@ -144,6 +144,9 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         h["job"] = job["id"]
     for h in hospitals:
         job = insurer.wait_job(h["job"], timeout_s=180, poll_s=0.3)
+        if not job["outputs"]:
+            print(f"{h['code']}: job {job['state']} without outputs: {job['reason']}")
+            return 1
         out = job["outputs"][0]
         say(f"{h['code']}: job {job['state']}, read {job['rows_read']} rows; "
             f"{out['name']} {out['decision']} {'; '.join(out['reasons'])}")
