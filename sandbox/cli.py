@@ -152,13 +152,17 @@ def agent_key(path: str) -> None:
               help="serve /metrics, /readyz, /healthz on this port  [default: off]")
 @click.option("--metrics-host", envvar="SANDBOX_AGENT_METRICS_HOST", default="127.0.0.1",
               show_default=True, help="address of the metrics port")
+@click.option("--stage-root", envvar="SANDBOX_AGENT_STAGE_ROOT", default=None,
+              type=click.Path(file_okay=False),
+              help="where jobs' stages go  [default: /var/lib/data-sandbox/stage]; in a "
+                   "container, the same path as on the engine's host")
 @click.option("--max-image-age-days", envvar="SANDBOX_AGENT_MAX_IMAGE_AGE_DAYS", default=30.0,
               show_default=True, type=click.FloatRange(0.01, 3650),
               help="a runner image older than this is reported (start-up warning, /readyz)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
           slots: int, runtime: str, log_level: str, warm_start: bool,
           timing_grain: float, metrics_port: int | None, metrics_host: str,
-          max_image_age_days: float) -> None:
+          stage_root: str | None, max_image_age_days: float) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     import logging
 
@@ -200,7 +204,9 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     metrics.banner()
     if metrics_port is not None:
         serve_metrics(metrics, metrics_host, metrics_port)
-    Agent(cfg, DockerExecutor(client, runtime=chosen), metrics).serve(stop)
+    executor = (DockerExecutor(client, runtime=chosen) if stage_root is None
+                else DockerExecutor(client, runtime=chosen, stage_root=Path(stage_root)))
+    Agent(cfg, executor, metrics).serve(stop)
 
 
 def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:

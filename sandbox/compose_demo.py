@@ -92,6 +92,7 @@ def prepare(state: Path, images: dict[str, str], runtime: str) -> Path:
     for sub in ("secrets", "agents", "domains"):
         (state / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
     _shared_mount(state / "jobs")
+    _shared_mount(state / "stage")
     sec = state / "secrets"
     db_password = secrets.token_hex(24)
     _write_secret(sec / "postgres_password", secrets.token_hex(24) + "\n", 0)
@@ -107,7 +108,8 @@ def prepare(state: Path, images: dict[str, str], runtime: str) -> Path:
     witness_vkey = generate_key_file(sec / "witness.key", "witness.compose.local",
                                      ALG_COSIGNATURE_V1)
     os.chown(sec / "witness.key", CONTROLLER_UID, CONTROLLER_UID)
-    for code in AGENT_SERVICES:
+    for n, code in enumerate(AGENT_SERVICES, 1):
+        (state / "stage" / str(n)).mkdir(exist_ok=True)
         _write_secret(state / "agents" / f"{code}.env", "")
         _write_secret(state / "agents" / f"{code}.key", "")
         (state / "domains" / code).mkdir(exist_ok=True)

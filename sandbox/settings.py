@@ -27,7 +27,7 @@ PREFIX = "SANDBOX_"
 CLIENT_VARIABLES = frozenset({"SANDBOX_URL", "SANDBOX_TOKEN"})
 # Read by `sandbox agent` (its options' environment names), not by the controller.
 AGENT_VARIABLES = frozenset({"SANDBOX_AGENT_METRICS_PORT", "SANDBOX_AGENT_METRICS_HOST",
-                             "SANDBOX_AGENT_MAX_IMAGE_AGE_DAYS"})
+                             "SANDBOX_AGENT_MAX_IMAGE_AGE_DAYS", "SANDBOX_AGENT_STAGE_ROOT"})
 ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]+")
 # RFC 6750 b64token: what a bearer token may hold and still travel in a header.
 BEARER = re.compile(r"[A-Za-z0-9._~+/=-]{32,256}")

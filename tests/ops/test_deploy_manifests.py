@@ -106,6 +106,9 @@ def test_one_agent_per_provider_in_its_own_namespace() -> None:
         # The work root at the node's path, shared with the engine.
         assert mounts["work"]["mountPath"] == volumes["work"]["hostPath"]["path"]
         assert mounts["work"]["mountPropagation"] == "Bidirectional"
+        assert mounts["stage"]["mountPath"] == volumes["stage"]["hostPath"]["path"] \
+            == "/var/lib/data-sandbox/stage"  # the executor's default stage root
+        assert mounts["stage"]["mountPropagation"] == "Bidirectional"
         assert mounts["data"]["readOnly"] is True
         assert provider in volumes["data"]["hostPath"]["path"]
         args = c["args"]
@@ -174,11 +177,15 @@ def test_compose_agents_use_their_own_data_and_work_root() -> None:
         vols = svc["volumes"]
         assert "/var/run/docker.sock:/var/run/docker.sock" in vols
         assert f"${{DEMO_DIR}}/domains/{code}:/data:ro" in vols
-        (work,) = [v for v in vols if isinstance(v, dict)]
+        work, stage = [v for v in vols if isinstance(v, dict)]
         assert work["source"] == work["target"] == f"${{DEMO_DIR}}/jobs/{code}"
-        assert work["bind"]["propagation"] == "rshared"
+        assert stage["source"] == stage["target"]
+        assert code not in stage["target"]  # jobs see the stage path: it names no one
+        for bind in (work, stage):
+            assert bind["bind"]["propagation"] == "rshared"
         cmd = svc["command"]
         assert cmd[cmd.index("--work-root") + 1] == work["target"]
+        assert cmd[cmd.index("--stage-root") + 1] == stage["target"]
         seen.add(svc["environment"]["SANDBOX_AGENT_METRICS_PORT"])
     assert len(seen) == len(PROVIDERS)
 
