@@ -182,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             subprocess.run([*compose, "down", "-v", "--remove-orphans"], check=False)
+            for shared in ("jobs", "stage"):  # the agents unmounted their jobs' /out
+                subprocess.run(["umount", "-l", str(state / shared)], check=False)
 
 
 if __name__ == "__main__":

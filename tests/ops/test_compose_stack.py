@@ -45,7 +45,8 @@ def stack(tmp_path: Path) -> Iterator[tuple[cd.ComposeStack, str]]:
     finally:
         subprocess.run([*compose, "down", "-v", "--remove-orphans"], capture_output=True,
                        check=False)
-        subprocess.run(["umount", "-l", str(state / "jobs")], check=False)
+        for shared in ("jobs", "stage"):
+            subprocess.run(["umount", "-l", str(state / shared)], check=False)
 
 
 def test_the_stack_serves_is_ready_and_fails_readiness_without_its_database(
