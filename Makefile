@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py ledger/_merkle_accel.c | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint setup venv engine image bench audit clean
+.PHONY: demo test lint setup venv engine image bench audit clean images compose compose-demo
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,20 @@ bench: setup
 # STRICT=1: fail (exit 2) when a source could not be checked. See docs/operations.md.
 audit: venv
 	PY=$(PY) bash scripts/audit.sh
+
+# The controller, agent and PostgreSQL images, built offline like the runner image
+# (docs/deployment.md).
+images: venv engine image
+	$(PY) -m containers.service_images ensure
+
+# Debian's docker-compose, pinned.
+compose:
+	bash scripts/ensure-compose.sh
+
+# Scenario 1 against PostgreSQL, a witness, the controller and three agents, each in a
+# container of its own (scripts/deploy/compose.yaml); the stack is removed at the end.
+compose-demo: images compose
+	$(PY) -m sandbox.compose_demo
 
 clean:
 	rm -rf $(VENV) .venv-audit .pytest_cache .mypy_cache .ruff_cache

@@ -35,6 +35,7 @@ from authz.wire import (
 from compute.errors import InvalidInput, SandboxError
 from containers import datasets, joint_masks, mockrun, psi_part, runjob
 from containers.agent_config import AgentConfig, banner
+from containers.agent_metrics import AgentMetrics
 from containers.audit_store import AuditStore
 from containers.controller_client import (
     ControllerClient,
@@ -47,8 +48,11 @@ log = logging.getLogger("data-sandbox.agent")
 
 
 class Agent:
-    def __init__(self, config: AgentConfig, executor: DockerExecutor) -> None:
+    def __init__(self, config: AgentConfig, executor: DockerExecutor,
+                 metrics: AgentMetrics | None = None) -> None:
         self.config = config
+        # Counted always; served on a port only when the operator asks (agent_metrics).
+        self.metrics = metrics or AgentMetrics(config.slots)
         self.executor = executor
         self.controller = ControllerClient(config.controller_url, config.token,
                                            config.http_timeout_s,
@@ -160,11 +164,12 @@ class Agent:
         task = self.controller.next_task(wait_s)
         if task is None:
             return False
-        if isinstance(task, SchemaCheckTask):
-            self.check_schema(task.dataset)
-        else:
-            # A statistics job needs no container: the slot keeps its warm one.
-            self.run_job(task, slot if task.statistics is None and task.psi is None else None)
+        with self.metrics.busy("schema_check" if isinstance(task, SchemaCheckTask) else "run"):
+            if isinstance(task, SchemaCheckTask):
+                self.check_schema(task.dataset)
+            else:
+                # A statistics job needs no container: the slot keeps its warm one.
+                self.run_job(task, slot if task.statistics is None and task.psi is None else None)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -180,6 +185,7 @@ class Agent:
             log.exception("schema check of %s failed", ds.id)
             verdict = SchemaVerdict(ok=False, error=VerdictError(
                 field="location", rule=f"the agent could not check the file ({type(e).__name__})"))
+        self.metrics.observe_schema_check(verdict.ok)
         self.controller.schema_verdict(ds.id, verdict)
 
     def _job_dir(self, job_id: str) -> Path:
@@ -325,6 +331,7 @@ class Agent:
             # In the outbox before anything else can fail: the run finished, and from now on
             # it is only ever reported, never run again (a restart or the flusher sends it).
             runjob.save_report(job_dir, report)
+            self.metrics.observe_run(report)
             try:
                 notices.flush()  # running and checking are on the ledger before the result
             except ControllerRefused as e:

@@ -58,12 +58,17 @@ def init_db() -> None:
     """Create or upgrade the database schema (Alembic)."""
     # Each command imports what it needs: the CLI starts fast, and the requester's
     # commands never load the server, the engine client or TenSEAL.
+    from sqlalchemy import make_url
+
+    # imported here: CLI start-up time (above)
     from sandbox import create_app
     from sandbox.migrate import upgrade
 
     app = create_app({"START_CHECKPOINTER": False})
     upgrade(app.config["DATABASE_URL"])
-    click.echo(f"database at {app.config['DATABASE_URL']} is at the latest schema")
+    # Without the password: this line lands in container and service logs.
+    shown = make_url(app.config["DATABASE_URL"]).render_as_string(hide_password=True)
+    click.echo(f"database at {shown} is at the latest schema")
 
 
 @main.command("create-admin")
@@ -153,9 +158,22 @@ def agent_key(path: str) -> None:
 @click.option("--timing-grain", default=5.0, show_default=True, type=click.FloatRange(0),
               help="seconds: a run's end is reported only at a multiple of this after its "
                    "start (0: at once; run time is a channel the script controls)")
+@click.option("--metrics-port", envvar="SANDBOX_AGENT_METRICS_PORT", default=None,
+              type=click.IntRange(1, 65535),
+              help="serve /metrics, /readyz, /healthz on this port  [default: off]")
+@click.option("--metrics-host", envvar="SANDBOX_AGENT_METRICS_HOST", default="127.0.0.1",
+              show_default=True, help="address of the metrics port")
+@click.option("--stage-root", envvar="SANDBOX_AGENT_STAGE_ROOT", default=None,
+              type=click.Path(file_okay=False),
+              help="where jobs' stages go  [default: /var/lib/data-sandbox/stage]; in a "
+                   "container, the same path as on the engine's host")
+@click.option("--max-image-age-days", envvar="SANDBOX_AGENT_MAX_IMAGE_AGE_DAYS", default=30.0,
+              show_default=True, type=click.FloatRange(0.01, 3650),
+              help="a runner image older than this is reported (start-up warning, /readyz)")
 def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | None,
           slots: int, runtime: str, log_level: str, warm_start: bool, mock_first: bool,
-          timing_grain: float) -> None:
+          timing_grain: float, metrics_port: int | None, metrics_host: str,
+          stage_root: str | None, max_image_age_days: float) -> None:
     """Run a provider-side agent against the controller at --url with the agent's --token."""
     import logging
 
@@ -165,9 +183,10 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     from compute.errors import SandboxError
     from containers.agent import Agent
     from containers.agent_config import AgentConfig
+    from containers.agent_metrics import AgentMetrics, serve_metrics
     from containers.engine import choose_runtime, docker_client, engine_facts
     from containers.executor import DockerExecutor
-    from containers.image import ensure_runner_image
+    from containers.image import ensure_runner_image, image_age_s
 
     logging.basicConfig(level=log_level.upper(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -192,7 +211,13 @@ def agent(data_roots: tuple[str, ...], work_root: str, signing_key_file: str | N
     # container on the way out (a SIGKILLed agent leaves it to its next start's reset).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if not Agent(cfg, DockerExecutor(client, runtime=chosen)).serve(stop):
+    metrics = AgentMetrics(slots, max_image_age_days, lambda: image_age_s(client, image.tag))
+    metrics.banner()
+    if metrics_port is not None:
+        serve_metrics(metrics, metrics_host, metrics_port)
+    executor = (DockerExecutor(client, runtime=chosen) if stage_root is None
+                else DockerExecutor(client, runtime=chosen, stage_root=Path(stage_root)))
+    if not Agent(cfg, executor, metrics).serve(stop):
         # The reason is logged above (a refused token or configuration): no retry helps.
         raise click.ClickException("the agent did not start; see the error above")
 

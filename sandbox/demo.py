@@ -173,11 +173,13 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         h["job"] = job["id"]
     for h in hospitals:
         job = insurer.wait_job(h["job"], timeout_s=180, poll_s=0.3)
+        if not job["outputs"]:
+            print(f"{h['code']}: job {job['state']} without outputs: {job['reason']}")
+            return 1
         out = job["outputs"][0]
         say(f"{h['code']}: job {job['state']}, read {job['rows_read']} rows; "
             f"{out['name']} {out['decision']} {'; '.join(out['reasons'])}")
-        table = insurer.http.get(f"{insurer.url}/api/v1/jobs/{h['job']}/outputs/{out['name']}",
-                                 timeout=30).text.splitlines()
+        table = fetch_output(insurer, h["job"], out["name"]).splitlines()
         for line in table[:4]:
             say(f"    {line}")
         if job["state"] != JobState.RELEASED:
@@ -349,6 +351,18 @@ def joint_model(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]]
         say(f"    {term:<10}{c['coef']:>12.6g}{c['std_err']:>12.4g}{c['z']:>9.2f}"
             f"{c['p_value']:>10.3g}   [{c['ci_low']:.4g}, {c['ci_high']:.4g}]")
     return True
+
+
+def fetch_output(client: Client, job_id: str, name: str, timeout_s: float = 30) -> str:
+    """A released output's content. With witnesses configured (the compose demo) it is
+    served once a checkpoint covering the result is cosigned: 503 awaiting_witnesses
+    until then, usually for a fraction of a second."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = client.http.get(f"{client.url}/api/v1/jobs/{job_id}/outputs/{name}", timeout=30)
+        if r.status_code != 503 or time.monotonic() > deadline:
+            return str(r.text)
+        time.sleep(0.3)
 
 
 def wait_receipt(client: Client, job_id: str, timeout_s: float = 10) -> dict[str, Any]:

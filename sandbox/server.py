@@ -59,14 +59,17 @@ def _child_exit(_server: Any, worker: Any) -> None:
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _post_fork(_server: Any, _worker: Any) -> None:
+def _post_fork(server: Any, _worker: Any) -> None:
     """A worker dies with its master. Killed with SIGKILL, the master cannot stop its
     workers, and they would go on serving (a long poll keeps them busy for seconds)
     while a restarted controller finds its port taken. prctl(2) PR_SET_PDEATHSIG."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() == 1:  # the master died between fork and prctl
+        # The master died between fork and prctl: the worker was handed to another
+        # parent. Compared with the master's pid, not with 1: in a container the master
+        # is pid 1 itself.
+        if os.getppid() != server.pid:
             os._exit(1)
 
 

@@ -28,6 +28,9 @@ from compute.spec import DEFAULT_MIN_PROVIDERS
 PREFIX = "SANDBOX_"
 # Read by the `sandbox` client commands, not by the controller.
 CLIENT_VARIABLES = frozenset({"SANDBOX_URL", "SANDBOX_TOKEN"})
+# Read by `sandbox agent` (its options' environment names), not by the controller.
+AGENT_VARIABLES = frozenset({"SANDBOX_AGENT_METRICS_PORT", "SANDBOX_AGENT_METRICS_HOST",
+                             "SANDBOX_AGENT_MAX_IMAGE_AGE_DAYS", "SANDBOX_AGENT_STAGE_ROOT"})
 ONE_LINE = re.compile(r"[^\x00-\x1f\x7f]+")
 # RFC 6750 b64token: what a bearer token may hold and still travel in a header.
 BEARER = re.compile(r"[A-Za-z0-9._~+/=-]{32,256}")
@@ -397,5 +400,6 @@ def masked(s: Settings) -> dict[str, Any]:
 def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
     """``SANDBOX_*`` names set but not read by anything: most likely misspelt."""
     env = os.environ if environ is None else environ
-    known = {PREFIX + n.upper() for n in Settings.model_fields} | CLIENT_VARIABLES
+    known = {PREFIX + n.upper() for n in Settings.model_fields} | CLIENT_VARIABLES \
+        | AGENT_VARIABLES
     return sorted(n for n in env if n.upper().startswith(PREFIX) and n.upper() not in known)

@@ -9,14 +9,21 @@ import docker
 import pytest
 
 from containers import image
-from containers.image import RunnerImage, ensure_runner_image, host_mirror, recipe_hash
+from containers.image import (
+    RunnerImage,
+    ensure_runner_image,
+    host_mirror,
+    host_security_mirror,
+    image_age_s,
+    recipe_hash,
+)
 
 
 @pytest.mark.docker
 def test_ensure_is_a_no_op_the_second_time(
     client: docker.DockerClient, runner_image: RunnerImage
 ) -> None:
-    tarball = image.CACHE_DIR / f"runner-{recipe_hash()}.tar"
+    tarball = image.RUNNER.tarball(image.CACHE_DIR)
     mtime = tarball.stat().st_mtime_ns if tarball.exists() else None
     again = ensure_runner_image(client)
     assert again == runner_image
@@ -60,3 +67,30 @@ def test_host_mirror_reads_deb822_and_legacy(tmp_path: Path) -> None:
     assert host_mirror(tmp_path) == "http://old.example/debian"
     (tmp_path / "sources.list").unlink()
     assert host_mirror(tmp_path) == image.DEFAULT_MIRROR
+
+
+def test_host_security_mirror_reads_the_security_suite(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\n"
+        "Suites: bookworm-security\n"
+    )
+    assert host_security_mirror(tmp_path) == "http://mirror.example/debian-security"
+    (tmp_path / "sources.list.d" / "debian.sources").unlink()
+    assert host_security_mirror(tmp_path) == image.DEFAULT_SECURITY_MIRROR
+
+
+def test_the_runner_recipe_applies_security_updates() -> None:
+    assert image.RUNNER.security_updates
+    without = image.Recipe("runner", image.REPOSITORY, image.PACKAGES, image.CHANGES,
+                           image.STRIP_SCRIPT, security_updates=False)
+    assert without.digest() != image.RUNNER.digest()
+
+
+@pytest.mark.docker
+def test_image_age_is_read_from_the_engine(client: docker.DockerClient,
+                                           runner_image: RunnerImage) -> None:
+    age = image_age_s(client, runner_image.tag)
+    assert age is not None and 0 <= age < 365 * 86400
+    assert image_age_s(client, "data-sandbox-runner:no-such-tag") is None
