@@ -100,6 +100,9 @@ class DatasetStatus(enum.StrEnum):
     CHECKING = "checking"  # registered; its agent has not yet checked the file
     ACTIVE = "active"
     REJECTED = "rejected"
+    # Taken out of service by its provider or the operator (incident control): its open
+    # jobs were cancelled and no permit covers it until it is reinstated.
+    SUSPENDED = "suspended"
 
 
 class Decision(enum.StrEnum):

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from authz import catalog
+from authz import catalog, incidents
 from authz.models import Dataset
 from authz.people import PersonRole
 from authz.states import DatasetStatus
@@ -80,3 +80,22 @@ def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
     if not lo <= value <= hi:
         raise InvalidInput(name, f"must be an integer between {lo} and {hi}")
     return value
+
+
+@bp.post("/<dataset_id>/suspend")
+@auth.roles("provider", "admin", need=(PersonRole.APPROVER, PersonRole.DATASET_STEWARD,
+                                       PersonRole.ADMIN))
+def suspend(dataset_id: str) -> dict[str, Any]:
+    """Incident control: out of service now; its open jobs are cancelled."""
+    ds = incidents.suspend_dataset(db.ctx(), auth.party(), dataset_id, auth.body())
+    db.commit()
+    return catalog.to_json(ds, auth.party())
+
+
+@bp.post("/<dataset_id>/reinstate")
+@auth.roles("provider", "admin", need=(PersonRole.APPROVER, PersonRole.DATASET_STEWARD,
+                                       PersonRole.ADMIN))
+def reinstate(dataset_id: str) -> dict[str, Any]:
+    ds = incidents.reinstate_dataset(db.ctx(), auth.party(), dataset_id)
+    db.commit()
+    return catalog.to_json(ds, auth.party())

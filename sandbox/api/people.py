@@ -11,7 +11,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from authz import people
+from authz import incidents, people
 from authz import validate as v
 from authz.models import Person
 from compute.errors import Forbidden
@@ -71,7 +71,7 @@ def set_roles(person_id: str) -> dict[str, Any]:
 @auth.roles("admin", "provider", "requester", "regulator", need=people.PersonRole.ADMIN)
 def deactivate(person_id: str) -> dict[str, Any]:
     person = people.get_person(db.ctx(), auth.party(), person_id)
-    people.deactivate_person(db.ctx(), auth.party(), person)
+    incidents.deactivate_person(db.ctx(), auth.party(), person)
     db.commit()
     return people.person_json(person)
 
