@@ -361,6 +361,9 @@ class JobOutput(AuthzBase):
     # Only released outputs, and outputs held for review, keep content: a blocked output
     # never reaches the controller, and a rejected or returned one is discarded.
     content: Mapped[bytes | None] = mapped_column(SealedBytes(), default=None)
+    # What re-deriving a held output from the input found (rule, column and row by
+    # position, never a value): for its output checkers, not for the requester.
+    findings: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     # The requester's case for releasing a held output (as ACRO's exception requests).
     justification: Mapped[str | None] = mapped_column(SealedText(), default=None)
     # When review settled it (released, rejected or returned).

@@ -188,7 +188,8 @@ def material(ctx: Ctx, job: Job) -> dict[str, Any]:
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "outputs": [{
             "name": o.name, "sha256": o.sha256, "bytes": o.size, "decision": o.decision,
-            "findings": o.reasons, "justification": o.justification,
+            # The automatic checks' notes, then what re-derivation found.
+            "findings": [*o.reasons, *o.findings], "justification": o.justification,
             **_content(o.content), "reviews": review_json(o),
             "review_s": review_seconds(job, o),
         } for o in job.outputs],

@@ -254,7 +254,8 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
     for i, o in enumerate(report.outputs):
         where = f"outputs[{i}]"
         fields = {"name": o.name, "sha256": o.sha256, "size": o.bytes,
-                  "decision": o.decision, "reasons": list(o.reasons)}
+                  "decision": o.decision, "reasons": list(o.reasons),
+                  "findings": list(o.findings)}
         if o.decision not in CARRIED:
             if o.content_b64 is not None:
                 raise InvalidInput(f"{where}.content_b64", f"a {o.decision} output never "

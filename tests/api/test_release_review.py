@@ -171,3 +171,22 @@ def test_review_input_is_checked(review: Review) -> None:
     r = review.checkers[0].post(f"/reviews/{job_id}/outputs/t.csv", {"decision": "approve"})
     assert r.status_code == 400 and r.json["field"] == "comment"
     assert review.decide(review.checkers[0], job_id, "nope.csv").status_code == 404
+
+
+def test_rederivation_findings_reach_the_checkers_not_the_requester(review: Review) -> None:
+    r = review.analyst.post("/jobs", {"permit_id": review.permit_id,
+                                      "dataset_ids": [review.ds["id"]],
+                                      "script": "print('y')\n"})
+    job_id = r.json["id"]
+    review.agent.post("/agent/tasks/next")
+    finding = "count_mismatch: column n of row 2 is not the true count"
+    r = review.agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "awaiting_review", "rows_read": 500, "bytes_read": 9000,
+        "input_sha256": "a" * 64, "runner_image": "img", "outputs": [{
+            "name": "t.csv", "sha256": hashlib.sha256(TABLE).hexdigest(),
+            "bytes": len(TABLE), "decision": "pending_review", "reasons": ["held"],
+            "findings": [finding], "content_b64": base64.b64encode(TABLE).decode()}]})
+    assert r.status_code == 200, r.json
+    seen = review.checkers[0].get(f"/reviews/{job_id}").json
+    assert seen["outputs"][0]["findings"] == ["held", finding]
+    assert finding not in str(review.analyst.get(f"/jobs/{job_id}").json)
