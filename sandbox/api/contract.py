@@ -325,12 +325,12 @@ OPERATIONS: dict[str, Operation] = {
                                  ANY, _obj({"joint_id": STR, "announced": INT}), 200,
                                  CHANGE),
     "agents.mask_keys": Operation("Every provider's mask key of the joint job, once all are "
-                                  "announced", "agent", None, ANY, 200, READ),
+                                  "announced", "agent", None, ANY, 200, CHANGE),
     "agents.psi_message": Operation("Relay one blinded PSI message", "agent",
                                     _obj({"data_b64": STR}), _obj({"sent": STR}), 200,
                                     CHANGE),
     "agents.psi_peer_message": Operation("The other part's blinded PSI message", "agent",
-                                         None, ANY, 200, READ),
+                                         None, ANY, 200, CHANGE),
     # -- ledger -----------------------------------------------------------------------------
     "ledger.public_key": Operation("The log's verifier key (note format)", "anyone", None,
                                    {}, 200, (), TEXT),
