@@ -248,7 +248,11 @@ class Agent:
     def _passes_on_mock(self, task: RunTask) -> bool:
         """Whether the script may run on the provider's data: it passed on mock data (now,
         or before). Otherwise its failure is reported and the permit's run given back."""
-        failed = mockrun.check_first(self.executor, task, self.config, self.mock_passes)
+        try:
+            failed = mockrun.check_first(self.executor, task, self.config, self.mock_passes)
+        except Exception:  # a fault of the agent's, not the script's: fail closed, now
+            log.exception("mock run of %s could not be completed", task.job_id)
+            failed = RunReport.failed("the agent could not complete the run on mock data")
         if failed is not None:
             self._deliver(task.job_id, failed)
             return False

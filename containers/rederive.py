@@ -221,7 +221,10 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
         members = {(k if isinstance(k, tuple) else (k,)): v
                    for k, v in found_groups.items()}
     seen: set[tuple[str, ...]] = set()
-    precision = {i: max((_decimals(r[i]) or 0) for r in rows) for i, _, _ in values}
+    # A table without rows (everything suppressed, or an empty group on mock data) has
+    # nothing to compare: precision 0.
+    precision = {i: max(((_decimals(r[i]) or 0) for r in rows), default=0)
+                 for i, _, _ in values}
     for r_i, row in enumerate(rows, 1):
         key = tuple(canonical(row[i]) for i, _ in keys)
         if key in seen:

@@ -166,3 +166,12 @@ def test_a_verified_table_is_released_as_the_platform_writes_it() -> None:
     unit = 10.0 ** (np.floor(np.log10(abs(truth))) - 6)  # the 7th significant digit
     assert abs(float(figure) - truth) <= 0.5 * unit + 1e-9  # not the script's .1f
     assert len(figure.replace(".", "").lstrip("0")) <= 7
+
+
+def test_a_table_without_rows_is_a_finding_not_a_crash() -> None:
+    """An empty table (e.g. the script's groups all empty on mock data) is checked like any
+    other; it once stopped the agent's mock run with an exception."""
+    frame = _input()
+    empty = _table(frame, ["ward"]).iloc[0:0]
+    found = _check(empty, frame)
+    assert isinstance(found, list)
