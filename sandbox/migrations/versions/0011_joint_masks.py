@@ -27,6 +27,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('joint_jobs', schema=None) as batch_op:
-        batch_op.drop_column('psi_messages')
-        batch_op.drop_column('mask_keys')
+    # In place, not a batch copy: jobs.joint_id points at joint_jobs.
+    op.drop_column('joint_jobs', 'psi_messages')
+    op.drop_column('joint_jobs', 'mask_keys')
