@@ -97,7 +97,11 @@ class Cluster:
         self.work_roots.add(self.tmp / f"work-{name}")
         self._spawn(name, ["--url", self.url, "--token", token, "agent", "--data-root",
                            str(root), "--work-root", str(self.tmp / f"work-{name}"),
-                           "--slots", str(slots), "--runtime", self.runtime])
+                           "--slots", str(slots), "--runtime", self.runtime,
+                           # Crash recovery of the real runs. (The mock run first is
+                           # tested in tests/docker/test_mock_first.py, not its recovery
+                           # from a SIGKILL.)
+                           "--no-mock-first"])
 
     def kill(self, name: str) -> None:
         p = self.procs.pop(name)
