@@ -20,105 +20,24 @@ from pydantic import BaseModel, TypeAdapter
 
 from authz import access, catalog, jobs, joint, people, psi_jobs, review, wire
 from authz import validate as v
-from authz.states import (
-    DatasetStatus,
-    Decision,
-    JobState,
-    JointJobState,
-    OutputDecision,
-    PermitStatus,
-    ReviewDecision,
-    ScriptRelease,
-)
 from sandbox.api import agent_admin
 from sandbox.api import parties as parties_api
 from sandbox.api import people as people_api
+from sandbox.api.contract_schemas import (
+    ANY,
+    BOOL,
+    COMPONENTS,
+    INT,
+    STR,
+    TIME,
+    Schema,
+    array,
+    nullable,
+    obj,
+    ref,
+)
 
 bp = Blueprint("contract", __name__, url_prefix="/api/v1")
-
-Schema = dict[str, Any]
-
-
-def _enum(e: Any) -> Schema:
-    return {"type": "string", "enum": [str(m) for m in e]}
-
-
-def _obj(required: dict[str, Schema], optional: dict[str, Schema] | None = None) -> Schema:
-    # Answers may grow fields (additive changes keep clients working), so extra keys are
-    # allowed; the keys listed are always there, with these types.
-    props = {**required, **(optional or {})}
-    return {"type": "object", "properties": props, "required": sorted(required)}
-
-
-STR: Schema = {"type": "string"}
-INT: Schema = {"type": "integer"}
-NUM: Schema = {"type": "number"}
-BOOL: Schema = {"type": "boolean"}
-TIME: Schema = {"type": "string", "format": "date-time"}
-ANY: Schema = {}
-
-
-def _null(s: Schema) -> Schema:
-    return {"anyOf": [s, {"type": "null"}]}
-
-
-def _list(s: Schema) -> Schema:
-    return {"type": "array", "items": s}
-
-
-def _ref(name: str) -> Schema:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-REVIEW = _obj({"reviewer_id": STR, "provider_id": STR, "decision": _enum(ReviewDecision),
-               "comment": STR, "decided_at": TIME})
-OUTPUT = _obj({"name": STR, "sha256": STR, "bytes": INT, "decision": _enum(OutputDecision),
-               "reasons": _list(STR)},
-              {"justification": _null(STR), "reviews": _list(REVIEW),
-               "review_s": _null(INT)})
-PERSON = _obj({"id": STR, "party_id": STR, "name": STR, "email": STR, "roles": _list(STR),
-               "active": BOOL, "totp_enabled": BOOL, "created_at": TIME},
-              {"token_expires_at": _null(TIME), "identity_verified_at": _null(TIME),
-               "accreditations": _list(_obj({"kind": STR, "awarded_at": TIME,
-                                             "expires_at": TIME}))})
-COMPONENTS: dict[str, Schema] = {
-    "Error": _obj({"error": STR, "message": STR}, {"field": STR, "rule": STR}),
-    "Party": _obj({"id": STR, "name": STR, "role": STR}, {"code": _null(STR),
-                                                          "person": _null(PERSON)}),
-    "Issued": _obj({"id": STR, "token": STR}, {"role": STR, "expires_at": _null(TIME)}),
-    "Person": PERSON,
-    "Dataset": _obj({"id": STR, "code": STR, "name": STR, "category": STR, "format": STR,
-                     "provider_id": STR, "openness": STR, "fields": _list(ANY),
-                     "status": _enum(DatasetStatus), "rows": _null(INT),
-                     "created_at": TIME},
-                    {"location": STR, "status_reason": _null(ANY)}),
-    "Request": _obj({"id": STR, "requester_id": STR, "purpose": STR, "use_kind": STR,
-                     "business_system": STR, "status": _enum(Decision), "people": _list(STR),
-                     "permit_id": _null(STR), "items": _list(_obj({
-                         "dataset_id": STR, "provider_id": STR, "columns": _list(STR),
-                         "decision": _enum(Decision), "decided_by": _null(STR)}))}),
-    "Permit": _obj({"id": STR, "request_id": STR, "requester_id": STR, "columns": ANY,
-                    "people": _list(STR), "expires_at": TIME, "max_runs": INT,
-                    "runs_used": INT, "min_cell_count": INT, "status": _enum(PermitStatus),
-                    "script_release": _enum(ScriptRelease), "review_quorum": INT,
-                    "approve_scripts": BOOL}),
-    "Job": _obj({"id": STR, "permit_id": STR, "requester_id": STR, "provider_id": STR,
-                 "dataset_ids": _list(STR), "script_sha256": STR, "state": _enum(JobState),
-                 "reason": _null(STR), "submitted_at": TIME, "outputs": _list(OUTPUT)},
-                {"rows_read": _null(INT), "bytes_read": _null(INT), "log": _null(STR),
-                 "exit_code": _null(INT), "ledger_index": _null(INT)}),
-    "JointJob": _obj({"id": STR, "permit_id": STR, "state": _enum(JointJobState),
-                      "spec": ANY, "parts": _list(ANY), "submitted_at": TIME},
-                     {"aggregate": ANY, "reason": _null(STR)}),
-    "ReviewMaterial": _obj({"job_id": STR, "permit_id": STR, "state": _enum(JobState),
-                            "script": STR, "review_quorum": INT,
-                            "outputs": _list(_obj({"name": STR, "decision": STR,
-                                                   "findings": _list(STR),
-                                                   "reviews": _list(REVIEW)})),
-                            "earlier_releases": _list(ANY)}),
-    "Receipt": _obj({"index": INT}),
-}
-
 
 @dataclass(frozen=True)
 class Operation:
@@ -142,7 +61,7 @@ def _model(model: type[BaseModel]) -> Schema:
 
 
 def _list_of(key: str, item: Schema) -> Schema:
-    return _obj({key: _list(item)})
+    return obj({key: array(item)})
 
 
 TASK = TypeAdapter(wire.Task).json_schema(ref_template="#/components/schemas/{model}")
@@ -153,94 +72,94 @@ TEXT = "text/plain"
 OPERATIONS: dict[str, Operation] = {
     # -- parties, people ------------------------------------------------------------------
     "parties.create_party": Operation("Create a party (organisation)", "admin",
-                                      _spec(parties_api.PARTY_SPEC), _ref("Issued"), 201,
+                                      _spec(parties_api.PARTY_SPEC), ref("Issued"), 201,
                                       CHANGE),
     "parties.create_agent": Operation("Register a provider-side agent", "admin",
-                                      _spec(parties_api.AGENT_SPEC), _ref("Issued"), 201,
+                                      _spec(parties_api.AGENT_SPEC), ref("Issued"), 201,
                                       CHANGE),
     "parties.deactivate": Operation("Deactivate a party or an agent", "admin", None,
-                                    _obj({"id": STR, "active": BOOL}), 200, CHANGE),
+                                    obj({"id": STR, "active": BOOL}), 200, CHANGE),
     "parties.me": Operation("The caller: party, and person if signed in", "any party",
-                            None, _ref("Party"), 200, READ),
+                            None, ref("Party"), 200, READ),
     "parties.rotate_token": Operation("Replace the caller's token", "any party or person",
-                                      _spec(people_api.TOKEN_SPEC), _ref("Issued"), 200,
+                                      _spec(people_api.TOKEN_SPEC), ref("Issued"), 200,
                                       CHANGE),
     "people.create": Operation("Add a person to a party", "admin, or the party itself",
-                               _spec(people.PERSON_SPEC), _ref("Person"), 201, CHANGE),
+                               _spec(people.PERSON_SPEC), ref("Person"), 201, CHANGE),
     "people.list_people": Operation("The people of a party", "admin, or the party",
-                                    None, _list_of("people", _ref("Person")), 200, READ),
+                                    None, _list_of("people", ref("Person")), 200, READ),
     "people.get": Operation("One person", "admin, or the person's party", None,
-                            _ref("Person"), 200, READ),
+                            ref("Person"), 200, READ),
     "people.set_roles": Operation("Set a person's roles", "admin, or the party itself",
-                                  _spec(people_api.ROLES_SPEC), _ref("Person"), 200, CHANGE),
+                                  _spec(people_api.ROLES_SPEC), ref("Person"), 200, CHANGE),
     "people.deactivate": Operation("Deactivate a person", "admin, or the party itself",
-                                   None, _ref("Person"), 200, CHANGE),
+                                   None, ref("Person"), 200, CHANGE),
     "people.verify_identity": Operation("Record a person's identity check", "admin",
-                                        _spec(people.IDENTITY_SPEC), _ref("Person"), 200,
+                                        _spec(people.IDENTITY_SPEC), ref("Person"), 200,
                                         CHANGE),
     "people.accredit": Operation("Record a person's accreditation", "admin",
-                                 _spec(people.ACCREDITATION_SPEC), _ref("Person"), 201,
+                                 _spec(people.ACCREDITATION_SPEC), ref("Person"), 201,
                                  CHANGE),
     "people.sign_in": Operation("Sign in as a person: a personal token", "anyone",
                                 _spec(people.SIGN_IN_SPEC),
-                                _obj({"person": _ref("Person"), "token": STR,
-                                      "expires_at": _null(TIME)}), 200, (400, 401, 429)),
+                                obj({"person": ref("Person"), "token": STR,
+                                      "expires_at": nullable(TIME)}), 200, (400, 401, 429)),
     "people.change_password": Operation("Change one's password", "a person",
                                         _spec(people_api.PASSWORD_SPEC),
-                                        _obj({"changed": BOOL}), 200, CHANGE),
+                                        obj({"changed": BOOL}), 200, CHANGE),
     "people.start_totp": Operation("Start TOTP enrolment", "a person", None,
-                                   _obj({"otpauth_uri": STR}), 200, CHANGE),
+                                   obj({"otpauth_uri": STR}), 200, CHANGE),
     "people.confirm_totp": Operation("Confirm TOTP enrolment", "a person",
                                      _spec(people_api.TOTP_SPEC),
-                                     _obj({"totp_enabled": BOOL}), 200, CHANGE),
+                                     obj({"totp_enabled": BOOL}), 200, CHANGE),
     "oidc.login": Operation("Start OIDC sign-in: a redirect to the identity provider",
                             "anyone (when configured)", None, {}, 302, (404, 502),
                             "text/html", query=("token_days",)),
     "oidc.callback": Operation("Finish OIDC sign-in: a personal token", "the browser that "
                                "started it", None,
-                               _obj({"person": _ref("Person"), "token": STR,
-                                     "expires_at": _null(TIME), "method": STR}), 200,
+                               obj({"person": ref("Person"), "token": STR,
+                                     "expires_at": nullable(TIME), "method": STR}), 200,
                                (400, 401, 404, 409, 502), query=("code", "state", "error")),
     "oidc.unlink": Operation("Remove a person's identity-provider links", "admin", None,
-                             _obj({"person_id": STR, "unlinked": INT}), 200, CHANGE),
+                             obj({"person_id": STR, "unlinked": INT}), 200, CHANGE),
     # -- catalog ----------------------------------------------------------------------------
     "catalog.register": Operation("Register a dataset (checked by its agent)",
                                   "provider (dataset_steward)", _spec(catalog.DATASET_SPEC),
-                                  _ref("Dataset"), 201, (*CHANGE, 422), also=(202,)),
+                                  ref("Dataset"), 201, (*CHANGE, 422), also=(202,)),
     "catalog.list_datasets": Operation("The catalog", "any party", None,
-                                       _list_of("datasets", _ref("Dataset")), 200, READ),
+                                       _list_of("datasets", ref("Dataset")), 200, READ),
     "catalog.suspend": Operation("Take a dataset out of service; its open jobs are cancelled",
                                  "provider (approver or dataset_steward), admin",
-                                 _spec(v.REASON_SPEC), _ref("Dataset"), 200, CHANGE),
+                                 _spec(v.REASON_SPEC), ref("Dataset"), 200, CHANGE),
     "catalog.reinstate": Operation("Put a suspended dataset back in service",
                                    "provider (approver or dataset_steward), admin", None,
-                                   _ref("Dataset"), 200, CHANGE),
+                                   ref("Dataset"), 200, CHANGE),
     "catalog.mock_data": Operation("Mock data from the declared fields only (CSV)",
                                    "any party", None, {}, 200, READ, "text/csv",
                                    query=("rows", "seed")),
-    "catalog.get_dataset": Operation("One dataset", "any party", None, _ref("Dataset"), 200,
+    "catalog.get_dataset": Operation("One dataset", "any party", None, ref("Dataset"), 200,
                                      READ),
     # -- access -----------------------------------------------------------------------------
     "access.create_request": Operation("Ask for access", "requester (analyst)",
-                                       _spec(access.REQUEST_SPEC), _ref("Request"), 201,
+                                       _spec(access.REQUEST_SPEC), ref("Request"), 201,
                                        CHANGE),
     "access.list_requests": Operation("Requests one asked for or decides", "requester, "
-                                      "provider", None, _list_of("requests", _ref("Request")),
+                                      "provider", None, _list_of("requests", ref("Request")),
                                       200, READ),
     "access.get_request": Operation("One request", "requester, provider", None,
-                                    _ref("Request"), 200, READ),
+                                    ref("Request"), 200, READ),
     "access.approve": Operation("Approve one's item of a request, with conditions",
                                 "provider (approver)", _spec(access.APPROVE_SPEC),
-                                _ref("Request"), 200, CHANGE),
+                                ref("Request"), 200, CHANGE),
     "access.deny": Operation("Deny one's item of a request", "provider (approver)",
-                             _spec(v.REASON_SPEC), _ref("Request"), 200, CHANGE),
+                             _spec(v.REASON_SPEC), ref("Request"), 200, CHANGE),
     "access.list_permits": Operation("Permits one holds, or that cover one's data",
                                      "requester, provider", None,
-                                     _list_of("permits", _ref("Permit")), 200, READ),
+                                     _list_of("permits", ref("Permit")), 200, READ),
     "access.get_permit": Operation("One permit", "requester, provider", None,
-                                   _ref("Permit"), 200, READ),
+                                   ref("Permit"), 200, READ),
     "access.revoke": Operation("Revoke a permit", "provider (approver)", _spec(v.REASON_SPEC),
-                               _ref("Permit"), 200, CHANGE),
+                               ref("Permit"), 200, CHANGE),
     "access.usage": Operation("Who used the provider's data", "provider", None,
                               _list_of("usage", ANY), 200, READ),
     "access.public_projects": Operation("Public register of approved uses", "anyone", None,
@@ -248,86 +167,86 @@ OPERATIONS: dict[str, Operation] = {
     # -- jobs -------------------------------------------------------------------------------
     "jobs.submit": Operation("Submit a script or a statistics spec under a permit",
                              "requester (analyst, named on the permit)",
-                             _spec(jobs.SUBMIT_SPEC), _ref("Job"), 201, CHANGE),
+                             _spec(jobs.SUBMIT_SPEC), ref("Job"), 201, CHANGE),
     "jobs.list_jobs": Operation("Jobs one submitted, or on one's data", "requester, provider",
-                                None, _list_of("jobs", _ref("Job")), 200, READ),
-    "jobs.get_job": Operation("One job", "requester, provider", None, _ref("Job"), 200, READ),
+                                None, _list_of("jobs", ref("Job")), 200, READ),
+    "jobs.get_job": Operation("One job", "requester, provider", None, ref("Job"), 200, READ),
     "jobs.cancel": Operation("Withdraw a job (queued, awaiting approval or review)",
-                             "requester (analyst)", None, _ref("Job"), 200, CHANGE),
+                             "requester (analyst)", None, ref("Job"), 200, CHANGE),
     "jobs.stop": Operation("Stop a job at once (incident control)",
-                           "provider (approver), admin", _spec(v.REASON_SPEC), _ref("Job"),
+                           "provider (approver), admin", _spec(v.REASON_SPEC), ref("Job"),
                            200, CHANGE),
     "jobs.receipt": Operation("The job's offline-verifiable receipt", "requester", None,
-                              _ref("Receipt"), 200, (*READ, 503)),
+                              ref("Receipt"), 200, (*READ, 503)),
     "jobs.output": Operation("A released output", "requester", None, {}, 200, (*READ, 503),
                              "application/octet-stream"),
     "joint.submit": Operation("Submit joint statistics under homomorphic encryption",
                               "requester (analyst)", _spec(joint.SUBMIT_SPEC),
-                              _ref("JointJob"), 201, CHANGE),
-    "joint.get": Operation("One joint job", "requester", None, _ref("JointJob"), 200, READ),
+                              ref("JointJob"), 201, CHANGE),
+    "joint.get": Operation("One joint job", "requester", None, ref("JointJob"), 200, READ),
     "psi.submit": Operation("Submit a private set intersection between two providers",
                             "requester (analyst)", _spec(psi_jobs.SUBMIT_SPEC),
-                            _ref("JointJob"), 201, CHANGE),
+                            ref("JointJob"), 201, CHANGE),
     # -- release review ---------------------------------------------------------------------
     "reviews.queue": Operation("Jobs awaiting review on the provider's data",
                                "provider (output_checker)", None, _list_of("reviews", ANY),
                                200, READ),
     "reviews.material": Operation("What an output checker sees of a job",
-                                  "provider (output_checker)", None, _ref("ReviewMaterial"),
+                                  "provider (output_checker)", None, ref("ReviewMaterial"),
                                   200, READ),
     "reviews.decide": Operation("Approve, reject or return a held output",
                                 "provider (output_checker person)",
-                                _spec(review.DECIDE_SPEC), _ref("ReviewMaterial"), 200,
+                                _spec(review.DECIDE_SPEC), ref("ReviewMaterial"), 200,
                                 CHANGE),
     "reviews.justify": Operation("Justify releasing a held output", "requester (analyst)",
                                  _spec(review.JUSTIFY_SPEC),
-                                 _obj({"name": STR, "decision": STR, "justification": STR}),
+                                 obj({"name": STR, "decision": STR, "justification": STR}),
                                  200, CHANGE),
     "reviews.script": Operation("A job's full code", "requester, provider", None,
-                                _obj({"job_id": STR, "kind": STR, "sha256": STR,
-                                      "script": STR, "approvals": _list(ANY)}), 200, READ),
+                                obj({"job_id": STR, "kind": STR, "sha256": STR,
+                                      "script": STR, "approvals": array(ANY)}), 200, READ),
     "reviews.pending_scripts": Operation("Scripts awaiting the provider's approval",
                                          "provider (approver)", None,
                                          _list_of("jobs", ANY), 200, READ),
     "reviews.approve_script": Operation("Approve a job's exact script", "provider (approver)",
-                                        None, _obj({"job_id": STR, "state": STR}), 200,
+                                        None, obj({"job_id": STR, "state": STR}), 200,
                                         CHANGE),
     "reviews.refuse_script": Operation("Refuse a job's script", "provider (approver)",
                                        _spec(v.REASON_SPEC),
-                                       _obj({"job_id": STR, "state": STR,
-                                             "reason": _null(STR)}), 200, CHANGE),
+                                       obj({"job_id": STR, "state": STR,
+                                             "reason": nullable(STR)}), 200, CHANGE),
     # -- agents -----------------------------------------------------------------------------
     "agents.me": Operation("The agent and the providers it serves", "agent", None,
                            _model(wire.AgentIdentity), 200, READ),
     "agents.next_task": Operation("Claim the next task (long poll)", "agent", None,
-                                  _obj({"task": {"anyOf": [TASK, {"type": "null"}]}}), 200,
+                                  obj({"task": {"anyOf": [TASK, {"type": "null"}]}}), 200,
                                   (400, 401, 403), query=("wait",)),
     "agents.schema_verdict": Operation("Report a dataset's schema check", "agent",
-                                       _model(wire.SchemaVerdict), _obj({"status": STR}),
+                                       _model(wire.SchemaVerdict), obj({"status": STR}),
                                        200, CHANGE),
     "agents.leased": Operation("Whether a job is still leased to the agent", "agent", None,
                                _model(wire.LeaseState), 200, READ),
     "agents.started": Operation("A job's container started", "agent", None,
-                                _obj({"state": STR}), 200, CHANGE),
+                                obj({"state": STR}), 200, CHANGE),
     "agents.checking": Operation("A job's container exited; outputs being checked", "agent",
-                                 None, _obj({"state": STR}), 200, CHANGE),
+                                 None, obj({"state": STR}), 200, CHANGE),
     "agents.result": Operation("Report a run", "agent", _model(wire.RunReport),
-                               _obj({"state": STR, "ledger_index": _null(INT)}), 200, CHANGE),
+                               obj({"state": STR, "ledger_index": nullable(INT)}), 200, CHANGE),
     "agent_admin.rotate_token": Operation("A new token for an agent (incident control)",
-                                          "admin", None, _ref("Issued"), 200, CHANGE),
+                                          "admin", None, ref("Issued"), 200, CHANGE),
     "agent_admin.replace_signing_key": Operation(
         "Replace an agent's signing key; earlier parts still verify", "admin",
-        _spec(agent_admin.KEY_SPEC), _obj({"id": STR, "public_key": STR}), 200, CHANGE),
+        _spec(agent_admin.KEY_SPEC), obj({"id": STR, "public_key": STR}), 200, CHANGE),
     "agent_admin.signing_keys": Operation("Every signing key an agent has used, and when",
                                           "admin, regulator", None,
-                                          _obj({"id": STR, "keys": _list(ANY)}), 200, READ),
+                                          obj({"id": STR, "keys": array(ANY)}), 200, READ),
     "agents.mask_key": Operation("Announce a joint part's signed pairwise-mask key", "agent",
-                                 ANY, _obj({"joint_id": STR, "announced": INT}), 200,
+                                 ANY, obj({"joint_id": STR, "announced": INT}), 200,
                                  CHANGE),
     "agents.mask_keys": Operation("Every provider's mask key of the joint job, once all are "
                                   "announced", "agent", None, ANY, 200, CHANGE),
     "agents.psi_message": Operation("Relay one blinded PSI message", "agent",
-                                    _obj({"data_b64": STR}), _obj({"sent": STR}), 200,
+                                    obj({"data_b64": STR}), obj({"sent": STR}), 200,
                                     CHANGE),
     "agents.psi_peer_message": Operation("The other part's blinded PSI message", "agent",
                                          None, ANY, 200, CHANGE),
@@ -338,8 +257,8 @@ OPERATIONS: dict[str, Operation] = {
                                    200, READ, TEXT),
     "ledger.entries": Operation("Entries [start, end)", "regulator, admin, provider, "
                                 "requester", None,
-                                _obj({"start": INT, "end": INT, "tree_size": INT,
-                                      "entries": _list(_obj({"index": INT, "data": STR}))}),
+                                obj({"start": INT, "end": INT, "tree_size": INT,
+                                      "entries": array(obj({"index": INT, "data": STR}))}),
                                 200, (400, *READ), query=("start", "end")),
     "ledger.inclusion": Operation("An inclusion proof", "regulator, admin, provider, "
                                   "requester", None, ANY, 200, (400, *READ),
@@ -348,11 +267,11 @@ OPERATIONS: dict[str, Operation] = {
                                     "requester", None, ANY, 200, (400, *READ),
                                     query=("old", "new")),
     "ledger.receipt": Operation("A receipt for one entry", "regulator, admin, provider, "
-                                "requester", None, _ref("Receipt"), 200, (400, *READ)),
+                                "requester", None, ref("Receipt"), 200, (400, *READ)),
     # -- operations and the contract itself -------------------------------------------------
-    "ops.healthz": Operation("Liveness", "anyone", None, _obj({"status": STR}), 200, ()),
+    "ops.healthz": Operation("Liveness", "anyone", None, obj({"status": STR}), 200, ()),
     "ops.readyz": Operation("Readiness: database, schema, checkpoint, witnesses", "anyone",
-                            None, _obj({"status": STR}), 200, (503,)),
+                            None, obj({"status": STR}), 200, (503,)),
     "ops.scrape": Operation("Prometheus metrics", "the scrape token", None, {}, 200,
                             (401, 404), TEXT),
     "contract.openapi": Operation("This document", "anyone", None, ANY, 200, ()),
@@ -429,7 +348,7 @@ def _operation(rule: Any, op: Operation) -> dict[str, Any]:
     for code in sorted({*op.errors, *ADMISSION}):
         out["responses"][str(code)] = {
             "description": ERROR_TEXT[code],
-            "content": {"application/json": {"schema": _ref("Error")}}}
+            "content": {"application/json": {"schema": ref("Error")}}}
     return out
 
 
