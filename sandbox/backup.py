@@ -203,6 +203,18 @@ def verify(database_url: str, manifest: Manifest, vkey: str) -> int:
     return cp.size
 
 
+def _file_vkey(s: Any) -> str:
+    """The verifier key of the log key file, which is sealed with the keyring."""
+    # Imported here: only `verify` without --log-key needs the controller's keyring.
+    from sandbox.sealing_keys import load_keyring, load_signer
+    from sandbox.settings import flask_config
+
+    if not s.effective_log_key_file.exists():
+        raise BackupError(f"no log key file at {s.effective_log_key_file}: give --log-key")
+    keys = load_keyring(flask_config(s), s.instance)
+    return load_signer(s.effective_log_key_file, s.log_origin, keys).vkey()
+
+
 def main(argv: list[str] | None = None) -> int:
     # imported here: the settings only for the commands' defaults
     from sandbox.settings import SettingsError, load_settings
@@ -229,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             vkey = args.log_key or (
                 CheckpointSigner.from_skey(s.log_key.get_secret_value()).vkey() if s.log_key
-                else CheckpointSigner.from_file(s.effective_log_key_file).vkey())
+                else _file_vkey(s))
             size = verify(url, read_manifest(args.path), vkey)
             print(f"ledger verified: {size} entries under a signed checkpoint that extends "
                   f"the backup's")

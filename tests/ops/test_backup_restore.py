@@ -16,7 +16,6 @@ import pytest
 from flask import Flask
 from sqlalchemy import make_url, text, update
 
-from ledger.checkpoint import CheckpointSigner
 from ledger.db import make_engine
 from ledger.errors import LedgerError
 from ledger.store import entries_t
@@ -58,8 +57,8 @@ def test_backup_restores_into_a_fresh_database_with_the_same_verified_ledger(
     key_file = tmp_path / "log.key"
     app = controller(database_url, key_file)
     activity(app, 5)
+    vkey = db.services(app).signer.vkey()  # the key file is sealed with the keyring
     db.dispose(app)
-    vkey = CheckpointSigner.from_file(key_file).vkey()
 
     manifest = backup.backup(database_url, tmp_path / "backup")
     assert manifest.ledger_size >= 6 and manifest.checkpoint_note is not None
@@ -85,8 +84,8 @@ def test_an_altered_entry_in_the_restored_database_fails_the_check(
         database_url: str, tmp_path: Path) -> None:
     app = controller(database_url, tmp_path / "log.key")
     activity(app, 3)
+    vkey = db.services(app).signer.vkey()
     db.dispose(app)
-    vkey = CheckpointSigner.from_file(tmp_path / "log.key").vkey()
     manifest = backup.backup(database_url, tmp_path / "backup")
     restored = fresh_database(database_url, tmp_path)
     backup.restore(tmp_path / "backup", restored)
