@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from sandbox import agent_admin_cli, cli_devrun, cli_people, cli_requester, keys_cli
-from sandbox.cli_support import SandboxGroup, client, load_json, print_json, show
-from sandbox.client import Client
+from sandbox.cli_common import api_client as _client
+from sandbox.cli_common import call as _call
+from sandbox.cli_support import SandboxGroup, load_json, print_json, show
 
 if TYPE_CHECKING:
     from sandbox.settings import Settings
@@ -40,15 +41,6 @@ def main(ctx: click.Context, url: str, token: str | None, as_json: bool) -> None
 for _command in [*cli_people.COMMANDS, *cli_requester.COMMANDS, cli_devrun.dev_run,
                  *agent_admin_cli.COMMANDS, keys_cli.keys]:
     main.add_command(_command)
-
-
-def _client(ctx: click.Context) -> Client:
-    return client(ctx)
-
-
-def _call(fn: Any, *args: Any) -> None:
-    """Print the answer as JSON; an error answer exits 1 with what to do (SandboxGroup)."""
-    _print(fn(*args))
 
 
 # --- server administration (local, on the controller host) ---------------------------
