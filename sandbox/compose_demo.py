@@ -23,6 +23,7 @@ from pathlib import Path
 import requests
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from compute.sealing import create_key_file
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from containers.service_images import CONTROLLER_UID, ensure_service_images
@@ -104,6 +105,11 @@ def prepare(state: Path, images: dict[str, str], runtime: str) -> Path:
     (sec / "log.key").unlink(missing_ok=True)
     log_vkey = generate_key_file(sec / "log.key", LOG_ORIGIN)
     os.chown(sec / "log.key", CONTROLLER_UID, CONTROLLER_UID)
+    # The keyring that seals scripts, logs and outputs at rest (compute.sealing): 0600,
+    # readable by the controller's user only.
+    (sec / "sealing.key").unlink(missing_ok=True)
+    create_key_file(sec / "sealing.key")
+    os.chown(sec / "sealing.key", CONTROLLER_UID, CONTROLLER_UID)
     (sec / "witness.key").unlink(missing_ok=True)
     witness_vkey = generate_key_file(sec / "witness.key", "witness.compose.local",
                                      ALG_COSIGNATURE_V1)

@@ -52,22 +52,25 @@ def approval(days: int = 30, max_runs: int = 5, min_cell: int = 10, **over: Any
 
 
 def request_access(requester: Actor, *datasets: dict[str, Any],
-                   columns: tuple[str, ...] = ("age", "sex", "diagnosis", "cost")
-                   ) -> dict[str, Any]:
-    r = requester.post("/requests", {
+                   columns: tuple[str, ...] = ("age", "sex", "diagnosis", "cost"),
+                   people: tuple[str, ...] = ()) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "purpose": "Average treatment cost by age band and diagnosis for pricing.",
         "use_kind": "statistics", "business_system": "insurer-pricing-v2",
         "items": [{"dataset_id": d["id"], "columns": list(columns)} for d in datasets],
-    })
+    }
+    if people:
+        body["people"] = list(people)
+    r = requester.post("/requests", body)
     assert r.status_code == 201, r.json
     out: dict[str, Any] = r.json
     return out
 
 
-def permit_for(requester: Actor, provider: Actor, agent: Actor, **approve: Any
-               ) -> tuple[dict[str, Any], str]:
+def permit_for(requester: Actor, provider: Actor, agent: Actor,
+               people: tuple[str, ...] = (), **approve: Any) -> tuple[dict[str, Any], str]:
     ds = register(provider, agent)
-    req = request_access(requester, ds)
+    req = request_access(requester, ds, people=people)
     r = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", approval(**approve))
     assert r.status_code == 200, r.json
     permit_id: str = r.json["permit_id"]

@@ -156,6 +156,27 @@ def compose() -> dict[str, Any]:
     return doc
 
 
+def test_every_controller_process_gets_the_sealing_keyring_from_a_0400_secret() -> None:
+    # Without it the controller makes a keyring in its (read-only) instance directory and
+    # never starts; a keyring it made itself would also be lost with the pod.
+    jobs = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "controller"]
+    jobs += [d for d in by_kind("Job") if d["metadata"]["name"] == "migrate"]
+    assert len(jobs) == 2
+    for doc in jobs:
+        spec = pod_spec(doc)
+        (c,) = spec["containers"]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        path = env["SANDBOX_SEALING_KEY_FILE"]
+        (mount,) = [m for m in c["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["defaultMode"] == 0o400
+        assert {"key": "sealing-key", "path": path.rsplit("/", 1)[1]} in \
+            volume["secret"]["items"]
+    controller = compose()["services"]["controller"]
+    assert "sealing_key" in controller["secrets"]
+    assert controller["environment"]["SANDBOX_SEALING_KEY_FILE"] == "/run/secrets/sealing_key"
+
+
 def test_compose_runs_every_part_as_its_own_service_on_loopback() -> None:
     services = compose()["services"]
     assert set(services) == {"postgres", "witness", "controller",

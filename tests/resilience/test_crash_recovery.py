@@ -226,7 +226,7 @@ def test_sigkill_agent_and_controller_mid_batch(cluster_factory: Any, tmp_path: 
 
     wait_for(running, 120, "two jobs running")
     # The agent said at start which runtime its jobs run under.
-    assert f"jobs run under the {cluster.runtime} runtime" in (
+    assert f"jobs run under the {cluster.runtime}" in (
         tmp_path / "agent.log").read_text()
     cluster.kill("agent")
     cluster.kill("controller")

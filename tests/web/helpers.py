@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.conftest import PASSWORD, Actor
+from tests.conftest import PASSWORD, Actor, accredit
 
 CSRF_RX = re.compile(r'name="csrf_token" value="([^"]+)"')
 
@@ -52,6 +52,7 @@ def web_person(app: Flask, admin: Actor, party: Actor, *roles: str) -> Browser:
     r = admin.post(f"/parties/{party.id}/people", {
         "name": "Web Person", "email": email, "roles": list(roles), "password": PASSWORD})
     assert r.status_code == 201, r.json
+    accredit(admin, r.json["id"])
     b = Browser(app.test_client(), email)
     s = b.sign_in()
     assert s.status_code == 302, s.get_data(as_text=True)

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,15 @@ def org(live: Live, role: str) -> tuple[str, Api]:
 
 def person(live: Live, party_id: str, *roles: str) -> str:
     email = f"{uuid.uuid4().hex[:10]}@example.org"
-    live.admin.post(f"/parties/{party_id}/people", {
+    made = live.admin.post(f"/parties/{party_id}/people", {
         "name": f"{roles[0].title()} Person", "email": email, "roles": list(roles),
         "password": PASSWORD})
+    # Identity verified and accredited, as the operator records before anyone acts.
+    now = datetime.now(UTC)
+    live.admin.post(f"/people/{made['id']}/identity", {"method": "passport seen in person"})
+    live.admin.post(f"/people/{made['id']}/accreditations", {
+        "kind": "safe researcher training", "awarded_at": (now - timedelta(days=1)).isoformat(),
+        "expires_at": (now + timedelta(days=365)).isoformat()})
     return email
 
 

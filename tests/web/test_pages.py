@@ -222,8 +222,9 @@ def test_approval_with_conditions_and_revocation_through_pages(
 
 def test_a_job_submitted_through_the_page_and_its_progress(
         world: World, person: Any) -> None:
-    ds, permit_id = permit_for(world.requester, world.provider, world.agent)
     analyst: Browser = person(world.requester, "analyst")
+    ds, permit_id = permit_for(world.requester, world.provider, world.agent,
+                               people=(analyst.person_id,))  # type: ignore[attr-defined]
     analyst.get("/requester/jobs/new")
     r = analyst.post("/requester/jobs/new", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
                                              "kind": "script", "script": "print(1\n"})
