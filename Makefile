@@ -32,8 +32,10 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/test_layering.py
 
+# Two processes: the engine's suites on one, one after another (tests/conftest.py), the
+# rest spread over both.
 test: setup lint
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 bench: setup
 	for b in bench/*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(PY) -m bench.$$m || exit 1; done

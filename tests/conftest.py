@@ -8,16 +8,47 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
+from argon2.profiles import CHEAPEST
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
 
+from authz import people
 from ledger.db import make_engine
 from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.migrate import upgrade
 from tests import pgcluster
 from tests.contract_check import check_answer
+
+# Suites that drive the Docker engine (or fixed host ports): run one after another on one
+# worker when the suite is spread over processes (`make test` runs `pytest -n 2 --dist
+# loadgroup`), because each cleans up its containers by label and they share the engine.
+ENGINE_SUITES = ("adversarial", "containers", "docker", "redteam", "resilience")
+ENGINE_FILES = ("ops/test_compose_stack.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    root = Path(__file__).parent
+    for item in items:
+        rel = item.path.relative_to(root).as_posix()
+        if rel.split("/", 1)[0] in ENGINE_SUITES or rel in ENGINE_FILES:
+            item.add_marker(pytest.mark.xdist_group("engine"))
+        elif item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.xdist_group("browser"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cheap_password_hashing() -> Iterator[None]:
+    """Argon2id at its cheapest for people made in this process: the suite makes hundreds
+    of accounts, and at the production cost each costs a tenth of a second or more. The
+    production parameters are asserted on their own (tests/api/test_people.py). Servers
+    started as processes keep the production cost."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(people, "_hasher", PasswordHasher.from_parameters(CHEAPEST))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

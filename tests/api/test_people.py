@@ -16,6 +16,19 @@ from tests.api.helpers import approval, register, request_access
 from tests.conftest import PASSWORD, Actor, accredit
 
 
+def test_passwords_are_hashed_with_rfc_9106_s_second_recommended_argon2id_profile() -> None:
+    # The suite swaps in a cheap hasher (tests/conftest.py); the product's own must not be.
+    from argon2 import Type
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    from authz import people
+    params = people._DUMMY_HASH.split("$")
+    assert params[1] == "argon2id"
+    assert params[3] == (f"m={RFC_9106_LOW_MEMORY.memory_cost},t={RFC_9106_LOW_MEMORY.time_cost},"
+                         f"p={RFC_9106_LOW_MEMORY.parallelism}")
+    assert RFC_9106_LOW_MEMORY.type is Type.ID
+
+
 def ledger(reader: Actor) -> list[dict[str, Any]]:
     r = reader.get("/ledger/entries?start=0&end=100000")
     assert r.status_code == 200, r.json
