@@ -27,6 +27,7 @@ from containers.runspec import ExecutorError
 log = logging.getLogger("data-sandbox.agent")
 KEY_FILE = "mask.key"
 POLL_S = 0.2
+POLL_FIRST_S = 0.01
 
 
 class MaskKeyChannel(Protocol):
@@ -69,6 +70,7 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
         key = announce_key(channel, task, job_dir, signing_key)
         assert task.joint is not None
         deadline = time.monotonic() + timeout_s
+        pause = POLL_FIRST_S  # peers that started together announce within moments
         while True:
             got = channel.mask_keys(task.job_id)
             if got.get("complete"):
@@ -81,7 +83,8 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
             if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 raise ExecutorError("the other providers' mask keys did not arrive in time: "
                                     "nothing was submitted")
-            time.sleep(POLL_S)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_S)
     except SandboxError:
         raise
     except (RuntimeError, AssertionError, ValueError, KeyError) as e:

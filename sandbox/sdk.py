@@ -56,12 +56,14 @@ class JointStatistics:
 
     def wait(self, run: JointRun, timeout_s: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
+        pause = 0.02  # a small job is combined within a second: look often at first
         while True:
             joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}")
             if joint["state"] not in (JointJobState.RUNNING, JointJobState.AWAITING_WITNESSES) or \
                     time.monotonic() > deadline:
                 return joint
-            time.sleep(0.3)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.3)
 
     def result(self, run: JointRun, joint: dict[str, Any]) -> JointResult:
         if joint["state"] != JointJobState.COMBINED:
