@@ -26,6 +26,7 @@ from containers.runspec import ExecutorError
 
 log = logging.getLogger("data-sandbox.agent")
 KEY_FILE = "mask.key"
+ANNOUNCED_FILE = "mask.announced"
 POLL_S = 0.2
 POLL_FIRST_S = 0.01
 
@@ -56,9 +57,13 @@ def announce_key(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
     if signing_key is None or task.joint is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
     key = mask_key(job_dir)
+    marker = job_dir / ANNOUNCED_FILE
+    if marker.exists():
+        return key  # the controller has it (a second call would be a no-op round trip)
     channel.mask_key(task.job_id, announce(key, job_id=task.joint.joint_id,
                                            provider_id=task.datasets[0].provider_id,
                                            signing_key=signing_key))
+    marker.touch()
     return key
 
 

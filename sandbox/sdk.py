@@ -63,7 +63,7 @@ class JointStatistics:
                     time.monotonic() > deadline:
                 return joint
             time.sleep(pause)
-            pause = min(pause * 1.5, 0.3)
+            pause = min(pause * 1.5, 0.1)
 
     def result(self, run: JointRun, joint: dict[str, Any]) -> JointResult:
         if joint["state"] != JointJobState.COMBINED:
