@@ -31,9 +31,18 @@ class JointRun:
 class JointStatistics:
     def __init__(self, client: Client) -> None:
         self.client = client
+        # A permit's columns are fixed when it is granted: one model fit asks once, not
+        # 1 + one call per dataset again for every round.
+        self._schemas: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
 
     def schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
         """Column types all datasets agree on, among the permit's columns (as the server)."""
+        key = (permit_id, tuple(dataset_ids))
+        if key not in self._schemas:
+            self._schemas[key] = self._schema(permit_id, dataset_ids)
+        return dict(self._schemas[key])
+
+    def _schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
         permit = self.client.get(f"/permits/{permit_id}")
         schema: dict[str, str] | None = None
         for ds_id in dataset_ids:
