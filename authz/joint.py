@@ -218,6 +218,15 @@ def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:
         permit.epsilon_spent = max(0.0, permit.epsilon_spent - refund)
     ctx.record("joint.failed", "system", {"joint_id": joint.id, "reason": joint.reason,
                                           "epsilon_refunded": refund or None})
+    # The other parts end with it: a part not yet dispatched (its provider's agent away)
+    # never runs later and uses no run; one running stops at its next call (its mask-key
+    # wait is refused at once, 409). Runs already dispatched stay used: they read data.
+    from authz.lifecycle import end_job  # lifecycle imports this module
+
+    for part in ctx.session.scalars(select(Job).where(Job.joint_id == joint.id,
+                                                      Job.state.not_in(TERMINAL))):
+        if part.state != JobState.AWAITING_REVIEW:
+            end_job(ctx, "system", part, JobState.CANCELLED, "the joint job failed")
 
 
 def get_for_requester(ctx: Ctx, requester: Party, joint_id: str) -> JointJob:

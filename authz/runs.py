@@ -10,9 +10,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
 
 from authz import catalog, joint, lifecycle, permits, psi_jobs
 from authz.context import Ctx
@@ -110,6 +112,32 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
             continue
         return _dispatch(ctx, agent, job, permit, claim_key)
     return None
+
+
+def may_have_task(session: Session, agent_id: str, now: datetime) -> bool:
+    """Whether :func:`next_task` could find anything for the agent, read without a write
+    lock: a long poll re-probes with a write transaction only then, so idle agents do not
+    hold SQLite's single writer lock (every probe's ``BEGIN IMMEDIATE``) against the
+    writes of the jobs that are running."""
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        return False
+    providers = agent_provider_ids(agent)
+    if not providers:
+        return False
+
+    def some(query: Any) -> bool:
+        return session.scalars(query.limit(1)).first() is not None
+
+    return (some(select(Job.id).where(Job.state == JobState.QUEUED,
+                                      Job.provider_id.in_(providers)))
+            or some(select(Job.id).where(Job.state.in_(ACTIVE),
+                                         Job.provider_id.in_(providers),
+                                         Job.lease_expires_at < now))
+            or some(select(Dataset.id).where(
+                Dataset.status == DatasetStatus.CHECKING, Dataset.provider_id.in_(providers),
+                or_(Dataset.check_leased_until.is_(None),
+                    Dataset.check_leased_until < now))))
 
 
 def leased_state(ctx: Ctx, agent: Agent, job_id: str) -> LeaseState:

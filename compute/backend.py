@@ -8,6 +8,8 @@ aggregation protocol could replace it by implementing :class:`HEBackend`.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +23,11 @@ PublicT = TypeVar("PublicT")
 POLY_MODULUS_DEGREE = 8192
 COEFF_MOD_BIT_SIZES = (60, 40, 40, 60)
 GLOBAL_SCALE = 2.0**40
+# Loaded public contexts kept per process, by fingerprint: deserializing one (~0.1 s) was a
+# good part of a small joint job's cost, paid again by the controller at submission and at
+# combination, and by every part an agent runs in one process. A public context holds no
+# secret, so sharing the loaded object costs no confidentiality.
+PUBLIC_CACHE_SIZE = 8
 # HomomorphicEncryption.org security standard (Albrecht et al., 2018), Table 1: for
 # N = 8192, ternary secret, 128-bit classical security allows log2(q) <= 218.
 MAX_LOGQ_128 = {4096: 109, 8192: 218, 16384: 438, 32768: 881}
@@ -60,6 +67,10 @@ def fingerprint(public_bytes: bytes) -> str:
     return hashlib.sha256(public_bytes).hexdigest()
 
 
+_public_cache: OrderedDict[str, Any] = OrderedDict()
+_public_lock = threading.Lock()
+
+
 class TensealCKKSBackend:
     """CKKS (Cheon-Kim-Kim-Song, ASIACRYPT 2017) via TenSEAL/Microsoft SEAL.
 
@@ -86,12 +97,24 @@ class TensealCKKSBackend:
                                       save_galois_keys=False, save_relin_keys=False))
 
     def load_public(self, public_bytes: bytes) -> Any:
+        """The loaded public context; the same object for the same bytes while cached (only
+        contexts that passed the checks below are cached)."""
+        key = fingerprint(public_bytes)
+        with _public_lock:
+            ctx = _public_cache.get(key)
+            if ctx is not None:
+                _public_cache.move_to_end(key)
+                return ctx
         try:
             ctx = ts.context_from(public_bytes)
         except Exception as exc:
             raise KeyMismatch(f"public context does not deserialize: {exc}") from exc
         if ctx.has_secret_key() or not ctx.has_public_key():
             raise KeyMismatch("a public context must hold the public key and no secret key")
+        with _public_lock:
+            _public_cache[key] = ctx
+            while len(_public_cache) > PUBLIC_CACHE_SIZE:
+                _public_cache.popitem(last=False)
         return ctx
 
     def encrypt(self, public: Any, values: Sequence[float]) -> bytes:

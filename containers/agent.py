@@ -33,7 +33,7 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, joint_masks, mockrun, psi_part, runjob
+from containers import datasets, joint_masks, joint_part, mockrun, psi_part, runjob
 from containers.agent_config import AgentConfig, banner
 from containers.agent_metrics import AgentMetrics
 from containers.audit_store import AuditStore
@@ -168,8 +168,9 @@ class Agent:
             if isinstance(task, SchemaCheckTask):
                 self.check_schema(task.dataset)
             else:
-                # A statistics job needs no container: the slot keeps its warm one.
-                self.run_job(task, slot if task.statistics is None and task.psi is None else None)
+                # Statistics, joint and PSI parts need no container: the slot keeps its
+                # warm one.
+                self.run_job(task, slot if _needs_container(task) else None)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:
@@ -219,7 +220,7 @@ class Agent:
                                     self.config.image, self.config.limits,
                                     self.audit)
         try:
-            if task.statistics is None and task.psi is None:
+            if _needs_container(task):
                 self.executor.start_job(job_dir, prepare, warm=slot)
             else:
                 prepare()  # no container: the agent computes it (_complete_statistics)
@@ -240,6 +241,8 @@ class Agent:
                 log.warning("mask key of %s not announced yet: %s", job_id, e)
         if task.psi is not None:
             self._complete_psi(task, notices)
+        elif task.joint is not None:
+            self._complete_joint(task, notices)
         elif task.statistics is None:
             self._complete(task, notices, started=datetime.now(UTC))
         else:
@@ -267,6 +270,22 @@ class Agent:
         try:
             report = runjob.statistics_report(task, self._job_dir(task.job_id),
                                               self.config.image, self.audit)
+            notices.send(self.controller.checking, task.job_id)
+        except SandboxError as e:
+            report = RunReport.failed(f"{type(e).__name__}: {e}")
+        except BaseException:
+            notices.close()
+            raise
+        self._report_run(task.job_id, report, notices)
+
+    def _complete_joint(self, task: RunTask, notices: Notices | None = None) -> None:
+        notices = notices or Notices(task.job_id)
+        job_dir = self._job_dir(task.job_id)
+        masking = functools.partial(
+            joint_masks.wait_for_session, self.controller, task, job_dir,
+            self.config.signing_key, task.timeout_s, self.controller.stop)
+        try:
+            report = joint_part.run_part(task, job_dir, self.config.signing_key, masking)
             notices.send(self.controller.checking, task.job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")
@@ -455,6 +474,12 @@ class Agent:
             threading.Thread(target=self._complete_statistics, args=(task,), daemon=True,
                              name=f"resume-{job_id}").start()
             return True
+        if task.joint is not None and state == RunState.ABSENT:
+            # Computed here (a container left by an older agent is finished below); the
+            # part's mask key is on disk, so it masks with the key it announced.
+            threading.Thread(target=self._complete_joint, args=(task,), daemon=True,
+                             name=f"resume-{job_id}").start()
+            return True
         if state == RunState.ABSENT:
             # Prepared but never started (or started and already collected): start is
             # idempotent, and the deadline is set afresh only for a new container.
@@ -464,3 +489,9 @@ class Agent:
         threading.Thread(target=self._complete, args=(task,), daemon=True,
                          name=f"resume-{job_id}").start()
         return True
+
+
+def _needs_container(task: RunTask) -> bool:
+    """Only a requester's script runs in a container; the platform's own computations
+    (statistics, a joint part's local aggregation, PSI) run in the agent."""
+    return task.statistics is None and task.psi is None and task.joint is None

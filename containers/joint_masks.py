@@ -26,7 +26,9 @@ from containers.runspec import ExecutorError
 
 log = logging.getLogger("data-sandbox.agent")
 KEY_FILE = "mask.key"
+ANNOUNCED_FILE = "mask.announced"
 POLL_S = 0.2
+POLL_FIRST_S = 0.01
 
 
 class MaskKeyChannel(Protocol):
@@ -55,9 +57,13 @@ def announce_key(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
     if signing_key is None or task.joint is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
     key = mask_key(job_dir)
+    marker = job_dir / ANNOUNCED_FILE
+    if marker.exists():
+        return key  # the controller has it (a second call would be a no-op round trip)
     channel.mask_key(task.job_id, announce(key, job_id=task.joint.joint_id,
                                            provider_id=task.datasets[0].provider_id,
                                            signing_key=signing_key))
+    marker.touch()
     return key
 
 
@@ -69,6 +75,7 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
         key = announce_key(channel, task, job_dir, signing_key)
         assert task.joint is not None
         deadline = time.monotonic() + timeout_s
+        pause = POLL_FIRST_S  # peers that started together announce within moments
         while True:
             got = channel.mask_keys(task.job_id)
             if got.get("complete"):
@@ -81,7 +88,8 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
             if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 raise ExecutorError("the other providers' mask keys did not arrive in time: "
                                     "nothing was submitted")
-            time.sleep(POLL_S)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL_S)
     except SandboxError:
         raise
     except (RuntimeError, AssertionError, ValueError, KeyError) as e:

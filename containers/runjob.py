@@ -336,13 +336,21 @@ def joint_submission(task: RunTask, out_dir: Path, signing_key: Ed25519PrivateKe
     files = read_outputs(out_dir, max_files=4, max_bytes=64 * 1024 * 1024)
     if set(files) != {"aggregates.json"}:
         raise ExecutorError("the local aggregation must write exactly aggregates.json")
-    joint = task.joint
-    assert joint is not None
-    schema = {f.name: f.type for ds in task.datasets for f in ds.fields}
     try:
         aggregates = json.loads(files["aggregates.json"])
     except ValueError:
         raise ExecutorError("aggregates.json is not JSON") from None
+    return masked_submission(task, aggregates, signing_key, masking)
+
+
+def masked_submission(task: RunTask, aggregates: dict[str, object],
+                      signing_key: Ed25519PrivateKey,
+                      masking: Callable[[], MaskSession]) -> OutputReport:
+    """The part's output: its aggregates after the disclosure check, masked, encrypted and
+    signed (``masking`` waits for the other providers' mask keys)."""
+    joint = task.joint
+    assert joint is not None
+    schema = {f.name: f.type for ds in task.datasets for f in ds.fields}
     mask_session = masking()  # after the run: the peers' keys arrived meanwhile
     submission, disclosure = provider_submit(
         spec_from_json(joint.spec, schema), aggregates,

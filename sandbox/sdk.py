@@ -31,9 +31,18 @@ class JointRun:
 class JointStatistics:
     def __init__(self, client: Client) -> None:
         self.client = client
+        # A permit's columns are fixed when it is granted: one model fit asks once, not
+        # 1 + one call per dataset again for every round.
+        self._schemas: dict[tuple[str, tuple[str, ...]], dict[str, str]] = {}
 
     def schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
         """Column types all datasets agree on, among the permit's columns (as the server)."""
+        key = (permit_id, tuple(dataset_ids))
+        if key not in self._schemas:
+            self._schemas[key] = self._schema(permit_id, dataset_ids)
+        return dict(self._schemas[key])
+
+    def _schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
         permit = self.client.get(f"/permits/{permit_id}")
         schema: dict[str, str] | None = None
         for ds_id in dataset_ids:
@@ -56,12 +65,14 @@ class JointStatistics:
 
     def wait(self, run: JointRun, timeout_s: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
+        pause = 0.02  # a small job is combined within a second: look often at first
         while True:
             joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}")
             if joint["state"] not in (JointJobState.RUNNING, JointJobState.AWAITING_WITNESSES) or \
                     time.monotonic() > deadline:
                 return joint
-            time.sleep(0.3)
+            time.sleep(pause)
+            pause = min(pause * 1.5, 0.1)
 
     def result(self, run: JointRun, joint: dict[str, Any]) -> JointResult:
         if joint["state"] != JointJobState.COMBINED:

@@ -41,16 +41,21 @@ def next_task() -> tuple[dict[str, Any], int]:
     if claim_key is not None and not CLAIM_KEY.fullmatch(claim_key):
         raise InvalidInput("Idempotency-Key", "must be 1-64 characters [A-Za-z0-9_-]")
     deadline = time.monotonic() + max(wait, 0.0)
+    agent_id = auth.agent().id
+    probe = True  # the first probe always writes: a retried claim, expired leases
     while True:
-        task = runs.next_task(db.ctx(), auth.agent(), claim_key)
-        db.commit()
-        if task is not None:
-            return {"task": wire.dump(task)}, 200
+        if probe:
+            task = runs.next_task(db.ctx(), auth.agent(), claim_key)
+            db.commit()
+            if task is not None:
+                return {"task": wire.dump(task)}, 200
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return {"task": None}, 200
         # Woken at once by a commit in this process; otherwise probe again shortly.
         db.work_signal().wait(min(0.25, remaining))
+        with db.services().readers() as readers:
+            probe = runs.may_have_task(readers, agent_id, db.ctx().now())
 
 
 @bp.post("/datasets/<dataset_id>/schema")

@@ -116,3 +116,30 @@ def test_notices_for_a_requeued_job_are_refused(app: Flask, make_party: Any,
     _requeue(app, job_id)
     assert agent.post(f"/agent/jobs/{job_id}/started").status_code == 409
     assert agent.post(f"/agent/jobs/{job_id}/checking").status_code == 409
+
+
+def test_long_poll_probes_with_a_write_only_when_work_may_be_there(
+        app: Flask, make_party: Any, make_agent: Any) -> None:
+    """``runs.may_have_task`` (read-only) is true exactly when ``next_task`` could find
+    something: a file to check, a queued job, or a job whose lease expired."""
+    from authz.runs import may_have_task
+
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+
+    def may() -> bool:
+        with app.extensions["sandbox"].readers() as s:
+            return may_have_task(s, agent.id, datetime.now(UTC))
+
+    assert not may()
+    ds, permit_id = permit_for(requester, provider, agent)  # its check is done
+    assert not may()
+    job = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
+                                   "script": SCRIPT}).json
+    assert may()
+    assert agent.post("/agent/tasks/next?wait=0").json["task"]["job_id"] == job["id"]
+    assert not may()
+    _expire_lease(app, job["id"])
+    assert may()
+    assert not may_have_task(app.extensions["sandbox"].readers(), "agt_nobody",
+                             datetime.now(UTC))

@@ -301,3 +301,42 @@ def test_agent_side_waits_for_every_key(make_party: Any, admin: Actor, keys: Any
     # A restarted agent reads its key back: the announced key is the one it masks with.
     assert sessions[0].key.public_hex == first.public_hex
     assert len({s.digest for s in sessions}) == 1
+
+
+def test_agent_computes_its_part_itself(make_party: Any, admin: Actor, keys: Any,
+                                        tmp_path: Any) -> None:
+    """The agent's own path (containers.joint_part, no container): aggregate the projected
+    input, mask, encrypt, sign; the controller combines the reports into the exact mean."""
+    import functools
+
+    from containers import joint_part
+
+    w = world(make_party, admin, 3)
+    joint_id = submit(w, keys).json["id"]
+    hs = w["hospitals"]
+    tasks = [RunTask.model_validate(h["agent"].post("/agent/tasks/next").json["task"])
+             for h in hs]
+    dirs = [tmp_path / f"job{i}" for i in range(3)]
+    for h, t, d in zip(hs, tasks, dirs, strict=True):
+        (d / "in").mkdir(parents=True)
+        h["frame"][[f.name for f in t.datasets[0].fields]].to_csv(d / "in" / "data.csv",
+                                                                   index=False)
+        (d / "input.json").write_text(json.dumps({"rows": len(h["frame"]), "bytes": 1,
+                                                  "sha256": "a" * 64}))
+        agent_masks.announce_key(AgentChannel(h["agent"]), t, d, h["key"])
+    for h, t, d in zip(hs, tasks, dirs, strict=True):
+        masking = functools.partial(agent_masks.wait_for_session, AgentChannel(h["agent"]), t,
+                                    d, h["key"], 5.0)
+        report = joint_part.run_part(t, d, h["key"], masking)
+        r = h["agent"].post(f"/agent/jobs/{t.job_id}/result",
+                            json.loads(report.model_dump_json()))
+        assert r.status_code == 200, r.json
+    joint = w["requester"].get(f"/joint-jobs/{joint_id}").json
+    assert joint["state"] == "combined", joint["reason"]
+    spec = spec_from_json(joint["spec"], {"age": "integer", "cost": "number"})
+    result = derive(spec, decrypt_aggregate(joint["aggregate"], keys, spec))
+    pooled = np.concatenate([h["frame"]["cost"].to_numpy() for h in hs])
+    assert result.columns["cost"]["n"] == len(pooled)
+    assert abs(result.columns["cost"]["mean"] - pooled.mean()) <= 1e-9 * pooled.mean()
+    with pytest.raises(ExecutorError, match="signing key"):
+        joint_part.run_part(tasks[0], dirs[0], None, masking)

@@ -189,3 +189,30 @@ def test_backend_rejects_secret_as_public(keys: RequesterKeys) -> None:
         be.load_public(keys.secret.serialize(save_secret_key=True))
     with pytest.raises(KeyMismatch):
         be.load_public(b"not a context")
+
+
+def test_public_context_loaded_once_and_shared_safely(keys: RequesterKeys) -> None:
+    """The loaded public context is cached by fingerprint and shared by threads encrypting
+    at once (agents in one process, the controller); a secret context is never cached."""
+    import threading
+
+    be = TensealCKKSBackend()
+    secret_bytes = keys.secret.serialize(save_secret_key=True)
+    for _ in range(2):  # refused again, not served from the cache
+        with pytest.raises(KeyMismatch):
+            be.load_public(secret_bytes)
+    public = be.load_public(keys.public_bytes)
+    assert be.load_public(bytes(keys.public_bytes)) is public
+    assert not public.has_secret_key()
+    out: dict[int, bytes] = {}
+
+    def encrypt(i: int) -> None:
+        out[i] = be.encrypt(be.load_public(keys.public_bytes), [float(i + 1)] * 8)
+
+    threads = [threading.Thread(target=encrypt, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = be.decrypt(keys.secret, be.add(public, [out[i] for i in range(6)]))
+    assert all(abs(x - 21.0) < 1e-3 for x in total[:8])

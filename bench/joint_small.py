@@ -1,0 +1,172 @@
+"""A small joint job against a single-provider statistics job over the pooled data.
+
+Side by side in one run on one embedded stack (SQLite controller, real agents talking HTTP,
+the real engine): a joint job over 4 hospitals (one agent each; count, mean, variance and a
+grouped mean of cost by diagnosis, masked and encrypted under CKKS) through the requester
+SDK (``JointStatistics``: keygen, submit, wait, decrypt, derive), and a statistics job
+(declared spec computed and checked by the agent itself) giving the mean cost by diagnosis
+over one dataset holding the 4 hospitals' rows pooled. Wall time from the first request
+until the requester holds the figures. N times each after one warm-up each, alternating.
+Each joint run's time is also split into its phases from the parts' own timestamps.
+Prints both medians and ``ratio=<joint median / statistics median>`` last (goal <= 1.5).
+
+    .venv/bin/python -m bench.joint_small [N] [ROWS_PER_HOSPITAL]
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from containers.engine import docker_client
+from containers.image import ensure_runner_image
+from sandbox import create_app
+from sandbox.bootstrap import create_first_admin
+from sandbox.client import Client
+from sandbox.demo_data import DIAGNOSES, FIELDS, hospital_table
+from sandbox.embedded import EmbeddedStack
+from sandbox.migrate import upgrade
+from sandbox.sdk import JointStatistics
+
+PROVIDERS = 4
+POLL_S = 0.02
+JOINT_SPEC = {"version": 1, "columns": ["age", "cost"],
+              "statistics": ["count", "mean", "variance", "grouped"],
+              "groups": {"by": "diagnosis", "categories": DIAGNOSES, "values": ["cost"]}}
+STATS_SPEC = {"analyses": [{"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+                            "statistics": ["mean"]}]}
+
+
+def dataset(client: Client, code: str) -> str:
+    ds = client.post("/datasets", {
+        "code": code, "name": "Episodes", "category": "health", "summary": "bench",
+        "format": "csv", "openness": "conditional", "update_cycle": "monthly",
+        "publish_date": "2026-10-01", "fields": FIELDS, "location": "inpatient_episodes.csv"})
+    assert ds["status"] == "active", ds
+    return str(ds["id"])
+
+
+def provider(stack: EmbeddedStack, admin: Client, image: str, work: Path, code: str,
+             frame: pd.DataFrame) -> tuple[Client, str]:
+    p = admin.post("/parties", {"name": f"Bench {code}", "role": "provider", "code": code})
+    root = work / "domains" / code
+    root.mkdir(parents=True)
+    frame.to_csv(root / "inpatient_episodes.csv", index=False)
+    key = Ed25519PrivateKey.generate()
+    agent = admin.post("/agents", {"name": f"{code} agent", "providers": [p["id"]],
+                                   "public_key": key.public_key().public_bytes_raw().hex()})
+    # No timing grain: it is a privacy delay, not the pipeline's cost.
+    stack.start_agent(agent["token"], [root], work / "jobs" / code, image, signing_key=key,
+                      timing_grain_s=0.0)
+    client = Client(stack.url, p["token"])
+    return client, dataset(client, f"{code}-IPE")
+
+
+def approve(requester: Client, use_kind: str, items: list[tuple[Client, str]]) -> str:
+    req = requester.post("/requests", {
+        "purpose": "Benchmark of joint and single-provider statistics.", "use_kind": use_kind,
+        "business_system": "bench",
+        "items": [{"dataset_id": ds, "columns": ["age", "diagnosis", "cost"]}
+                  for _, ds in items]})
+    expires = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    for client, ds in items:
+        r = client.post(f"/requests/{req['id']}/items/{ds}/approve", {
+            "expires_at": expires, "max_runs": 1000, "min_cell_count": 10,
+            "risk_assessment": "bench", "script_release": "automatic"})
+    return str(r["permit_id"])
+
+
+def stamp(job: dict[str, Any], name: str) -> float:
+    value = job.get(name)
+    return datetime.fromisoformat(value).timestamp() if value else float("nan")
+
+
+def joint_once(sdk: JointStatistics, permit: str, ds_ids: list[str],
+               phases: dict[str, list[float]]) -> float:
+    t0 = time.perf_counter()
+    w0 = time.time()
+    run = sdk.submit(permit, ds_ids, JOINT_SPEC)
+    t_submit = time.time()
+    joint = sdk.wait(run)
+    t_seen = time.time()
+    result = sdk.result(run, joint)
+    elapsed = time.perf_counter() - t0
+    assert result.columns["cost"]["n"], "no rows"
+    parts = [sdk.client.get(f"/jobs/{p['job_id']}") for p in joint["parts"]]
+    started = max(stamp(p, "started_at") for p in parts)
+    finished = max(stamp(p, "finished_at") for p in parts)
+    phases["keygen+submit"].append(t_submit - w0)
+    phases["submit->last part started"].append(started - t_submit)
+    phases["last started->last finished"].append(finished - started)
+    phases["last finished->requester saw it"].append(t_seen - finished)
+    phases["decrypt+derive"].append(time.time() - t_seen)
+    return elapsed
+
+
+def stats_once(requester: Client, permit: str, ds_id: str) -> float:
+    t0 = time.perf_counter()
+    job = requester.post("/jobs", {"permit_id": permit, "dataset_ids": [ds_id],
+                                   "statistics": STATS_SPEC})
+    job = requester.wait_job(job["id"], poll_s=POLL_S)
+    elapsed = time.perf_counter() - t0
+    assert job["state"] == "released", (job["state"], job["reason"])
+    return elapsed
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
+    rows = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+    frames = [hospital_table(200 + i, rows * (i + 1) // 2, f"H{i}") for i in range(PROVIDERS)]
+    with tempfile.TemporaryDirectory() as d:
+        work = Path(d)
+        url = f"sqlite:///{work / 'sandbox.db'}"
+        upgrade(url)
+        app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
+                          "AGENT_POLL_WAIT_S": 10.0})
+        admin_token = create_first_admin(app, "operator").token
+        image = ensure_runner_image(docker_client()).tag
+        stack = EmbeddedStack(app).start()
+        try:
+            admin = Client(stack.url, admin_token)
+            hospitals = [provider(stack, admin, image, work, f"JH{i}", f)
+                         for i, f in enumerate(frames)]
+            pooled = provider(stack, admin, image, work, "JPOOL",
+                              pd.concat(frames, ignore_index=True))
+            r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
+            requester = Client(stack.url, r["token"])
+            joint_permit = approve(requester, "joint_statistics", hospitals)
+            stats_permit = approve(requester, "statistics", [pooled])
+            sdk = JointStatistics(requester)
+            ds_ids = [ds for _, ds in hospitals]
+            phases: dict[str, list[float]] = {k: [] for k in (
+                "keygen+submit", "submit->last part started", "last started->last finished",
+                "last finished->requester saw it", "decrypt+derive")}
+            joint_once(sdk, joint_permit, ds_ids, phases)  # warm-up
+            stats_once(requester, stats_permit, pooled[1])
+            for v in phases.values():
+                v.clear()
+            times: dict[str, list[float]] = {"joint": [], "statistics": []}
+            for _ in range(n):
+                times["joint"].append(joint_once(sdk, joint_permit, ds_ids, phases))
+                times["statistics"].append(stats_once(requester, stats_permit, pooled[1]))
+        finally:
+            stack.stop()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"providers={PROVIDERS} rows_pooled={sum(len(f) for f in frames)} runs_each={n}")
+    for name, v in phases.items():
+        print(f"  joint phase {name:<34} median {statistics.median(v):7.3f} s")
+    print(f"joint_median_s={med['joint']:.3f}")
+    print(f"statistics_median_s={med['statistics']:.3f}")
+    print(f"ratio={med['joint'] / med['statistics']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""A provider's part of a joint statistics job, computed by its agent (no container).
+
+The local aggregation is the platform's own code (compute/local_aggregate.py), like a
+statistics job's analyses: the agent runs its own copy on the projected permitted columns,
+never a script the controller sent, so a container adds nothing but its start-up time
+(most of a small joint job's cost). What leaves is what left before: the aggregates after
+the disclosure check, pairwise-masked, encrypted under the requester's public context and
+signed (containers.runjob.masked_submission).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from authz.wire import JobState, RunReport, RunTask
+from compute.local_aggregate import local_aggregate
+from compute.masking import MaskSession
+from containers.runjob import masked_submission
+from containers.runspec import ExecutorError
+
+ENGINE = "data-sandbox-joint/1"
+
+
+def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None,
+             masking: Callable[[], MaskSession]) -> RunReport:
+    """Aggregate the projected input, then mask, encrypt and sign; failures raise
+    (SandboxError: the part fails and nothing is submitted)."""
+    joint = task.joint
+    assert joint is not None
+    if signing_key is None:
+        raise ExecutorError("this agent has no signing key for joint submissions")
+    stats = json.loads((job_dir / "input.json").read_text())
+    # Read as the container script reads it (compute/local_aggregate.py main).
+    frame = pd.read_csv(job_dir / "in" / "data.csv")
+    aggregates = local_aggregate(joint.spec, frame)
+    del frame
+    out = masked_submission(task, aggregates, signing_key, masking)
+    return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],
+                     bytes_read=stats["bytes"], input_sha256=stats["sha256"],
+                     runner_image=ENGINE, log="")
