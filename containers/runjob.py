@@ -35,7 +35,8 @@ from compute.errors import InvalidInput
 from compute.masking import MaskSession
 from compute.protocol import provider_submit
 from compute.sdc import SDCPolicy
-from compute.sdc.audit import Sketches, near_duplicates, sketch_cells, slots_for
+from compute.sdc.audit import Sketches, sketch_cells, slots_for
+from compute.sdc.combinations import differenced
 from compute.spec import spec_from_json
 from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import checks, datasets, rederive
@@ -314,7 +315,7 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
                 inside = member >= 0
                 pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
                 # Held outputs are checked too: the finding tells their reviewer.
-                for r in np.flatnonzero(near_duplicates(pops, seen, policy.min_count)):
+                for r in np.flatnonzero(differenced(pops, seen, policy.min_count)):
                     out.findings.append(rederive.Finding(
                         "differencing", "the records of this row differ from a population "
                         f"already released by fewer than {policy.min_count}", row=int(r) + 1))
