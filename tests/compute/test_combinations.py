@@ -106,3 +106,13 @@ def test_a_margin_over_released_interior_cells_less_one_record_is_suppressed() -
     assert both["value"] is None and "differencing" in both["rules"]
     alone = cell_a(cells.take(np.array(ward_a[:1])))  # one of them alone is far from it
     assert alone["value"] is not None
+
+
+def test_beyond_the_search_budget_cells_are_withheld_not_released_unchecked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = _ids(7)
+    prior = _sketch(ids[:400], ids[400:900])
+    new = _sketch(ids[2000:2400], ids[:400])  # unrelated; identical to a released one
+    assert differenced(new, prior, K).tolist() == [False, False]
+    monkeypatch.setattr("compute.sdc.combinations.MAX_PAIRS", 3)
+    assert differenced(new, prior, K).tolist() == [True, True]
