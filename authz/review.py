@@ -36,7 +36,7 @@ from authz import validate as v
 from authz.context import Ctx
 from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
 from authz.people import PersonRole
-from authz.states import JobState, OutputDecision, PermitStatus, ReviewDecision
+from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus, ReviewDecision
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 DECIDE_SPEC = [
@@ -117,6 +117,14 @@ def decide(ctx: Ctx, provider: Party, person: Person | None, job_id: str, name: 
                           JobState.RELEASED if released else JobState.BLOCKED,
                           None if released else "release review: no output released")
     return out
+
+
+def released_names(job: Job) -> tuple[str, ...]:
+    """The outputs of an ended job that were released (the agent records their
+    populations in the provider's differencing audit); nothing while the job is open."""
+    if job.state not in TERMINAL:
+        return ()
+    return tuple(sorted(o.name for o in job.outputs if o.decision == OutputDecision.RELEASED))
 
 
 def _approvals(out: JobOutput, provider_id: str) -> int:

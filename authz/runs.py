@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from authz import catalog, joint, lifecycle, permits, psi_jobs
+from authz import catalog, joint, lifecycle, permits, psi_jobs, review
 from authz.context import Ctx
 from authz.models import Agent, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
@@ -143,7 +143,8 @@ def may_have_task(session: Session, agent_id: str, now: datetime) -> bool:
 def leased_state(ctx: Ctx, agent: Agent, job_id: str) -> LeaseState:
     """What a restarted agent needs to reconcile a container it finds labelled as its own."""
     job = _leased(ctx, agent, job_id)
-    return LeaseState(job_id=job.id, state=job.state, active=job.state in ACTIVE)
+    return LeaseState(job_id=job.id, state=job.state, active=job.state in ACTIVE,
+                      released_outputs=review.released_names(job))
 
 
 def _requeue_expired(ctx: Ctx, providers: set[str]) -> None:

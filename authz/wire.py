@@ -180,6 +180,10 @@ class LeaseState(_Message):
     job_id: Name
     state: JobState
     active: StrictBool
+    # Of a job that ended after release review: the outputs its checkers released, by
+    # name. The agent promotes their populations in the provider's differencing audit
+    # and drops those of the others (containers.review_audit).
+    released_outputs: tuple[OutputName, ...] = Field(default=(), max_length=100)
 
 
 class AgentIdentity(_Message):

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from compute import sdc, statdp, statistics
-from compute.sdc.audit import U64, Sketches, near_duplicates, slots_for, table_sketches
+from compute.sdc.audit import U64, Sketches, slots_for, table_sketches
+from compute.sdc.combinations import differenced
 from compute.statspec import (
     ChiSquareTest,
     FrequencyTable,
@@ -115,7 +116,7 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
             [_count_values(result) > 0], dtype=bool)
         hit = np.zeros(len(pops), dtype=bool)
         if shown.any():
-            hit[shown] = near_duplicates(pops.take(shown), seen, k)
+            hit[shown] = differenced(pops.take(shown), seen, k)
         if hit.any():
             result = statistics.analysis(frame, a, policy, hit if table else True)
             shown = _released_cells(result) if table else np.zeros(1, dtype=bool)

@@ -33,7 +33,15 @@ from authz.wire import (
     VerdictError,
 )
 from compute.errors import InvalidInput, SandboxError
-from containers import datasets, joint_masks, joint_part, mockrun, psi_part, runjob
+from containers import (
+    datasets,
+    joint_masks,
+    joint_part,
+    mockrun,
+    psi_part,
+    review_audit,
+    runjob,
+)
 from containers.agent_config import AgentConfig, banner
 from containers.agent_metrics import AgentMetrics
 from containers.audit_store import AuditStore
@@ -151,6 +159,10 @@ class Agent:
             self._next_flush = time.monotonic() + self.config.outbox_interval_s
         if sent := self.flush_outbox():
             log.info("sent %d report(s) left in the outbox", sent)
+        # Reviews settle at the same pace: held populations count as released meanwhile.
+        if settled := review_audit.settle_reviews(
+                self.audit, functools.partial(self.controller.leased, retry_for_s=0)):
+            log.info("settled the audit of %d reviewed job(s)", settled)
 
     def prewarm(self, slot: WarmSlot) -> None:
         """Have the slot's next container started ahead of its job, unless one is ready."""

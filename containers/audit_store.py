@@ -8,6 +8,13 @@ holds the store's write lock from reading the earlier populations to recording i
 so two jobs of one requester never both pass the check against a store that lacks the
 other's cells.
 
+Script outputs held for a person's review are recorded as *held* (``held_populations``,
+``held_cells``): until their review settles they count as released for every later check
+(a cell near a held population is suppressed, held cells count against the cap), so an
+approval can never release a population that a run released meanwhile differences. When
+the review settles, :meth:`AuditSession.settle` promotes the approved outputs to released
+and discards the rest (:mod:`containers.review_audit` asks the controller).
+
 Why here and not at the controller: a sketch is a function of which records a cell
 holds. Kept beside the data, the controller learns neither identities nor overlaps, and
 nothing about populations crosses the boundary; the price is that the agents of one
@@ -20,7 +27,7 @@ import hashlib
 import secrets
 import sqlite3
 import string
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -35,6 +42,14 @@ CREATE TABLE IF NOT EXISTS populations (
 CREATE TABLE IF NOT EXISTS released (
     permit TEXT NOT NULL, job TEXT NOT NULL, cells INTEGER NOT NULL,
     PRIMARY KEY (permit, job));
+CREATE TABLE IF NOT EXISTS held_populations (
+    requester TEXT NOT NULL, dataset TEXT NOT NULL, slots INTEGER NOT NULL,
+    digest TEXT NOT NULL, records INTEGER NOT NULL, sketch BLOB NOT NULL,
+    job TEXT NOT NULL, output TEXT NOT NULL,
+    PRIMARY KEY (job, output, slots, digest));
+CREATE TABLE IF NOT EXISTS held_cells (
+    permit TEXT NOT NULL, job TEXT NOT NULL, output TEXT NOT NULL, cells INTEGER NOT NULL,
+    PRIMARY KEY (job, output));
 """
 _KEY_ALPHABET = string.ascii_letters + string.digits + "+/"  # 6 bits a character
 
@@ -81,16 +96,21 @@ class AuditSession:
         return key
 
     def populations(self, requester: str, dataset: str, slots: int) -> Sketches:
+        """Populations released, and held for review (they may yet be released)."""
         rows = self.db.execute(
             "SELECT records, sketch FROM populations WHERE requester = ? AND dataset = ? "
-            "AND slots = ?", (requester, dataset, slots)).fetchall()
+            "AND slots = ? UNION ALL SELECT records, sketch FROM held_populations "
+            "WHERE requester = ? AND dataset = ? AND slots = ?",
+            (requester, dataset, slots) * 2).fetchall()
         return Sketches.from_rows([(int(n), bytes(b)) for n, b in rows], slots)
 
     def released(self, permit: str, job: str) -> int:
-        """Cell values the permit released, not counting ``job`` (a job run again after
-        an agent restart is not counted twice)."""
-        row = self.db.execute("SELECT COALESCE(SUM(cells), 0) FROM released "
-                              "WHERE permit = ? AND job != ?", (permit, job)).fetchone()
+        """Cell values the permit released or holds for review, not counting ``job`` (a
+        job run again after an agent restart is not counted twice)."""
+        row = self.db.execute(
+            "SELECT (SELECT COALESCE(SUM(cells), 0) FROM released WHERE permit = ? AND "
+            "job != ?) + (SELECT COALESCE(SUM(cells), 0) FROM held_cells WHERE permit = ? "
+            "AND job != ?)", (permit, job) * 2).fetchone()
         return int(row[0])
 
     def record(self, requester: str, dataset: str, permit: str, job: str,
@@ -104,3 +124,45 @@ class AuditSession:
                  int(released.n[i]), blob, job))
         self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
                         (permit, job, cells))
+
+    def hold(self, requester: str, dataset: str, permit: str, job: str,
+             outputs: list[tuple[str, Sketches, int]]) -> None:
+        """Record a job's outputs held for review: per output (name as the controller
+        knows it), the populations of its rows (empty when they could not be
+        re-derived) and its cell values. Replaces what an earlier attempt of the job
+        held (a run repeated after an agent restart)."""
+        self.db.execute("DELETE FROM held_populations WHERE job = ?", (job,))
+        self.db.execute("DELETE FROM held_cells WHERE job = ?", (job,))
+        for name, pops, cells in outputs:
+            for i in range(len(pops)):
+                blob = pops.to_bytes(i)
+                self.db.execute(
+                    "INSERT OR IGNORE INTO held_populations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (requester, dataset, pops.slots, hashlib.sha256(blob).hexdigest(),
+                     int(pops.n[i]), blob, job, name))
+            self.db.execute("INSERT OR REPLACE INTO held_cells VALUES (?, ?, ?, ?)",
+                            (permit, job, name, cells))
+
+    def held_jobs(self) -> list[str]:
+        """Jobs with outputs still held for review."""
+        rows = self.db.execute("SELECT DISTINCT job FROM held_cells ORDER BY job")
+        return [str(j) for (j,) in rows.fetchall()]
+
+    def settle(self, job: str, released: Collection[str]) -> None:
+        """The review of ``job`` is over: the outputs named in ``released`` become
+        released populations and cells; every other held output of the job is dropped."""
+        for name in sorted(set(released)):
+            self.db.execute(
+                "INSERT OR IGNORE INTO populations SELECT requester, dataset, slots, "
+                "digest, records, sketch, job FROM held_populations WHERE job = ? AND "
+                "output = ?", (job, name))
+            row = self.db.execute("SELECT permit, cells FROM held_cells WHERE job = ? AND "
+                                  "output = ?", (job, name)).fetchone()
+            if row is None:
+                continue
+            before = self.db.execute("SELECT COALESCE(SUM(cells), 0) FROM released WHERE "
+                                     "permit = ? AND job = ?", (row[0], job)).fetchone()
+            self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
+                            (row[0], job, int(before[0]) + int(row[1])))
+        self.db.execute("DELETE FROM held_populations WHERE job = ?", (job,))
+        self.db.execute("DELETE FROM held_cells WHERE job = ?", (job,))

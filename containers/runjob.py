@@ -35,7 +35,8 @@ from compute.errors import InvalidInput
 from compute.masking import MaskSession
 from compute.protocol import provider_submit
 from compute.sdc import SDCPolicy
-from compute.sdc.audit import Sketches, near_duplicates, sketch_cells, slots_for
+from compute.sdc.audit import Sketches, sketch_cells, slots_for
+from compute.sdc.combinations import differenced
 from compute.spec import spec_from_json
 from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import checks, datasets, rederive
@@ -285,34 +286,39 @@ def script_rederived(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict
               if v.decision == OutputDecision.RELEASED and v.content is not None]
     done = rederive.rederive_outputs(tables, frame, types, policy)
     if audit is not None and (job_dir / ROW_IDS).exists() and frame is not None:
-        _audit_script(task, job_dir, done, policy, audit)
+        _audit_script(task, job_dir, [name for name, _ in tables], done, policy, audit)
     found = iter(done)
     return [next(found) if v.decision == OutputDecision.RELEASED
             and v.content is not None else None for v in verdicts]
 
 
-def _audit_script(task: RunTask, job_dir: Path, done: list[rederive.Rederived],
-                  policy: SDCPolicy, audit: AuditStore) -> None:
+def _audit_script(task: RunTask, job_dir: Path, names: list[str],
+                  done: list[rederive.Rederived], policy: SDCPolicy, audit: AuditStore
+                  ) -> None:
+    """Check the rows of every re-derived table against the populations released (or
+    held) before; record them as released when the run is released automatically, else
+    as held for review (released only if a person approves: containers.review_audit)."""
     ids = np.load(job_dir / ROW_IDS)
     slots = slots_for(policy.min_count)
     requester = task.requester_id or f"permit:{task.permit_id}"
     dataset = task.datasets[0].id
     with audit.session() as store:
         seen = store.populations(requester, dataset, slots)
-        count = store.released(task.permit_id, task.job_id)
+        before = count = store.released(task.permit_id, task.job_id)
         mine = []
         for out in done:
-            if out.findings or not out.groups:
-                continue
-            member = np.full(len(ids), -1, dtype=np.int64)
-            for r, mask in enumerate(out.groups):
-                member[mask] = r
-            inside = member >= 0
-            pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
-            for r in np.flatnonzero(near_duplicates(pops, seen, policy.min_count)):
-                out.findings.append(rederive.Finding(
-                    "differencing", "the records of this row differ from a population "
-                    f"already released by fewer than {policy.min_count}", row=int(r) + 1))
+            pops = Sketches.empty(slots)
+            if out.groups:
+                member = np.full(len(ids), -1, dtype=np.int64)
+                for r, mask in enumerate(out.groups):
+                    member[mask] = r
+                inside = member >= 0
+                pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
+                # Held outputs are checked too: the finding tells their reviewer.
+                for r in np.flatnonzero(differenced(pops, seen, policy.min_count)):
+                    out.findings.append(rederive.Finding(
+                        "differencing", "the records of this row differ from a population "
+                        f"already released by fewer than {policy.min_count}", row=int(r) + 1))
             count += out.cells
             if count > policy.max_released_cells:
                 out.findings.append(rederive.Finding(
@@ -322,9 +328,12 @@ def _audit_script(task: RunTask, job_dir: Path, done: list[rederive.Rederived],
             seen = Sketches.concat([seen, pops], slots)
         if task.script_release == ScriptRelease.AUTOMATIC and not any(
                 o.findings for o in done):
-            released = Sketches.concat(mine, slots)
-            store.record(requester, dataset, task.permit_id, task.job_id, released,
-                         count - store.released(task.permit_id, task.job_id))
+            store.record(requester, dataset, task.permit_id, task.job_id,
+                         Sketches.concat(mine, slots), count - before)
+        elif done:
+            store.hold(requester, dataset, task.permit_id, task.job_id,
+                       [(name, pops, out.cells)
+                        for name, pops, out in zip(names, mine, done, strict=True)])
 
 
 def joint_submission(task: RunTask, out_dir: Path, signing_key: Ed25519PrivateKey | None,

@@ -81,7 +81,8 @@ def test_a_late_report_after_requeue_is_accepted_and_the_job_is_not_run_again(
     _requeue(app, job_id)  # the controller was unreachable longer than the lease
     assert requester.get(f"/jobs/{job_id}").json["state"] == "queued"
     lease = agent.get(f"/agent/jobs/{job_id}").json
-    assert lease == {"version": 1, "job_id": job_id, "state": "queued", "active": False}
+    assert lease == {"version": 1, "job_id": job_id, "state": "queued", "active": False,
+                     "released_outputs": []}
     r = agent.post(f"/agent/jobs/{job_id}/result", _released())
     assert r.status_code == 200, r.json
     job = requester.get(f"/jobs/{job_id}").json
