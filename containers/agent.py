@@ -25,6 +25,7 @@ from pathlib import Path
 
 from authz.wire import (
     AgentIdentity,
+    AgentStatus,
     DatasetTask,
     RunReport,
     RunTask,
@@ -161,7 +162,8 @@ class Agent:
                 log.exception("could not start a warm container")
 
     def run_once(self, wait_s: float = 0.0, slot: WarmSlot | None = None) -> bool:
-        task = self.controller.next_task(wait_s)
+        task = self.controller.next_task(
+            wait_s, AgentStatus(runtime=self.executor.runtime, slots=self.config.slots))
         if task is None:
             return False
         with self.metrics.busy("schema_check" if isinstance(task, SchemaCheckTask) else "run"):
