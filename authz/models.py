@@ -165,7 +165,7 @@ class Agent(AuthzBase):
     # what it said of itself then (its container runtime, None for the engine's default;
     # its slots).
     last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
-    runtime: Mapped[str | None] = mapped_column(String(40), default=None)
+    runtime: Mapped[str | None] = mapped_column(String(100), default=None)
     slots: Mapped[int | None] = mapped_column(Integer, default=None)
 
 

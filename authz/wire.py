@@ -189,7 +189,7 @@ class AgentStatus(_Message):
     operator's page shows it beside the controller's own count of busy slots."""
 
     runtime: Annotated[str, StringConstraints(
-        strict=True, pattern=r"^[A-Za-z0-9._-]{1,40}$")] | None = None
+        strict=True, pattern=r"^[A-Za-z0-9._-]{1,100}$")] | None = None
     slots: Annotated[StrictInt, Field(ge=1, le=1 << 16)]
 
 

@@ -18,7 +18,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column('agents', sa.Column('last_seen_at', sa.DateTime(timezone=True),
                                       nullable=True))
-    op.add_column('agents', sa.Column('runtime', sa.String(length=40), nullable=True))
+    op.add_column('agents', sa.Column('runtime', sa.String(length=100), nullable=True))
     op.add_column('agents', sa.Column('slots', sa.Integer(), nullable=True))
 
 
