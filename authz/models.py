@@ -161,6 +161,12 @@ class Agent(AuthzBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     providers: Mapped[list[AgentProvider]] = relationship(cascade="all, delete-orphan")
+    # Health, for the operator (authz/agent_health.py): when it last polled for work, and
+    # what it said of itself then (its container runtime, None for the engine's default;
+    # its slots).
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    runtime: Mapped[str | None] = mapped_column(String(100), default=None)
+    slots: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class AgentRetiredKey(AuthzBase):

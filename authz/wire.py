@@ -43,7 +43,8 @@ from authz.validate import HEX64_RX
 from compute.errors import InvalidInput
 
 __all__ = [
-    "ACTIVE", "RUN_OVER", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "DatasetStatus",
+    "ACTIVE", "RUN_OVER", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "AgentStatus",
+    "DatasetStatus",
     "DatasetTask",
     "JobState",
     "JointJobState", "JointPart", "LeaseState", "OutputDecision", "OutputReport", "RunReport",
@@ -184,6 +185,16 @@ class LeaseState(_Message):
     # name. The agent promotes their populations in the provider's differencing audit
     # and drops those of the others (containers.review_audit).
     released_outputs: tuple[OutputName, ...] = Field(default=(), max_length=100)
+
+
+class AgentStatus(_Message):
+    """What an agent says of itself with each poll for work: the container runtime its jobs
+    run under (None: the engine's default) and how many jobs it runs side by side. The
+    operator's page shows it beside the controller's own count of busy slots."""
+
+    runtime: Annotated[str, StringConstraints(
+        strict=True, pattern=r"^[A-Za-z0-9._-]{1,100}$")] | None = None
+    slots: Annotated[StrictInt, Field(ge=1, le=1 << 16)]
 
 
 class AgentIdentity(_Message):

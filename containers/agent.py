@@ -23,8 +23,11 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from authz.wire import (
     AgentIdentity,
+    AgentStatus,
     DatasetTask,
     RunReport,
     RunTask,
@@ -172,8 +175,16 @@ class Agent:
             except SandboxError:  # jobs still start cold
                 log.exception("could not start a warm container")
 
+    def status(self) -> AgentStatus | None:
+        """What the agent says of itself with each poll (the operator's view of its health);
+        None if it cannot be said on the wire: health never stops the agent polling."""
+        try:
+            return AgentStatus(runtime=self.executor.runtime, slots=self.config.slots)
+        except ValidationError:
+            return None
+
     def run_once(self, wait_s: float = 0.0, slot: WarmSlot | None = None) -> bool:
-        task = self.controller.next_task(wait_s)
+        task = self.controller.next_task(wait_s, self.status())
         if task is None:
             return False
         with self.metrics.busy("schema_check" if isinstance(task, SchemaCheckTask) else "run"):

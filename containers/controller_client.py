@@ -24,6 +24,7 @@ import requests
 
 from authz.wire import (
     AgentIdentity,
+    AgentStatus,
     LeaseState,
     RunReport,
     RunTask,
@@ -92,9 +93,11 @@ class ControllerClient:
     def me(self) -> AgentIdentity:
         return parse(AgentIdentity, self._call("GET", "/me"))
 
-    def next_task(self, wait_s: float) -> SchemaCheckTask | RunTask | None:
+    def next_task(self, wait_s: float, status: AgentStatus | None = None
+                  ) -> SchemaCheckTask | RunTask | None:
         # One key per claim, the same for its retries (see the module's docstring).
         data = self._call("POST", "/tasks/next", params={"wait": wait_s},
+                          json=None if status is None else dump(status),
                           timeout=wait_s + self.timeout_s,
                           headers={"Idempotency-Key": secrets.token_hex(16)})
         task = data.get("task")

@@ -38,7 +38,8 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
 [ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 [ -f /usr/include/openssl/evp.h ] || missing+=(libssl-dev)
 # The web UI's browser tests (tests/web/): Debian's Chromium and its WebDriver (browser
-# builds cannot be downloaded), and a CJK font so 简体中文 pages render their text.
+# builds cannot be downloaded), and a CJK font so 简体中文 pages render their text (the
+# regulator's PDF report embeds the same font).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ -f /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || missing+=(fonts-wqy-microhei)

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from authz import catalog, joint_masks, psi_jobs, runs, wire
+from authz import agent_health, catalog, joint_masks, psi_jobs, runs, wire
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
@@ -40,6 +40,11 @@ def next_task() -> tuple[dict[str, Any], int]:
     claim_key = request.headers.get("Idempotency-Key")
     if claim_key is not None and not CLAIM_KEY.fullmatch(claim_key):
         raise InvalidInput("Idempotency-Key", "must be 1-64 characters [A-Za-z0-9_-]")
+    # The body, when the agent sends one, is its status (an agent of an earlier release
+    # sends none, or an empty object): recorded for the operator's view of agent health.
+    sent = auth.body() if request.content_length else {}
+    status = wire.parse(wire.AgentStatus, sent) if sent != {} else None
+    agent_health.note_seen(db.ctx(), auth.agent(), status)
     deadline = time.monotonic() + max(wait, 0.0)
     agent_id = auth.agent().id
     probe = True  # the first probe always writes: a retried claim, expired leases

@@ -50,6 +50,7 @@ class Operation:
     media: str = "application/json"
     query: tuple[str, ...] = ()
     also: tuple[int, ...] = ()  # other success statuses with the same answer
+    body_required: bool = True
 
 
 def _spec(fields: Sequence[v.Field]) -> Schema:
@@ -218,9 +219,10 @@ OPERATIONS: dict[str, Operation] = {
     # -- agents -----------------------------------------------------------------------------
     "agents.me": Operation("The agent and the providers it serves", "agent", None,
                            _model(wire.AgentIdentity), 200, READ),
-    "agents.next_task": Operation("Claim the next task (long poll)", "agent", None,
+    "agents.next_task": Operation("Claim the next task (long poll); the body, optional, is "
+                                  "the agent's status", "agent", _model(wire.AgentStatus),
                                   obj({"task": {"anyOf": [TASK, {"type": "null"}]}}), 200,
-                                  (400, 401, 403), query=("wait",)),
+                                  (400, 401, 403), query=("wait",), body_required=False),
     "agents.schema_verdict": Operation("Report a dataset's schema check", "agent",
                                        _model(wire.SchemaVerdict), obj({"status": STR}),
                                        200, CHANGE),
@@ -340,7 +342,7 @@ def _operation(rule: Any, op: Operation) -> dict[str, Any]:
             "content": {op.media: {"schema": op.response}}} for code in (op.status, *op.also)},
     }
     if op.body is not None:
-        out["requestBody"] = {"required": True,
+        out["requestBody"] = {"required": op.body_required,
                               "content": {"application/json": {"schema": op.body}}}
     # Every request passes admission (path and query text, body size) and the rate limits,
     # and may meet the database down or a stored value that fails to open (fail closed):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Flask
 
-from sandbox.web import i18n, operator, provider, regulator, requester, session
+from sandbox.web import i18n, operator, provider, regulator, requester, review, session
 
 #: The web settings' defaults, for an app made without sandbox.settings (the controller
 #: reads SANDBOX_WEB_* into these keys; ``create_app(test_config)`` overrides them).
@@ -33,6 +33,6 @@ def init_app(app: Flask) -> None:
     web = Blueprint("web", __name__, static_folder="static", static_url_path="/static/web",
                     template_folder="templates")
     session.register(web)
-    for child in (requester.bp, provider.bp, regulator.bp, operator.bp):
+    for child in (requester.bp, provider.bp, review.bp, regulator.bp, operator.bp):
         web.register_blueprint(child)
     app.register_blueprint(web)

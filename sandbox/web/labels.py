@@ -11,6 +11,8 @@ LABELS = {
     "failed": _l("failed"), "cancelled": _l("cancelled"), "pending": _l("pending"),
     "approved": _l("approved"), "denied": _l("denied"), "active": _l("active"),
     "revoked": _l("revoked"), "rejected": _l("rejected"), "withheld": _l("withheld"),
+    "awaiting_review": _l("awaiting review"), "awaiting_approval": _l("awaiting approval"),
+    "pending_review": _l("pending review"), "returned": _l("returned for changes"),
 }
 
 

@@ -9,7 +9,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from authz import access, catalog, jobs, permits
+from authz import access, catalog, jobs, permits, script_approval
 from authz.models import Dataset, Permit
 from authz.people import PersonRole
 from authz.states import Decision, ScriptRelease
@@ -37,9 +37,14 @@ def _pending() -> list[dict[str, Any]]:
 
 def _inbox(error: dict[str, Any] | None = None, status: int = 200) -> tuple[str, int]:
     rows = _pending()
-    names = party_names({r["request"].requester_id for r in rows})
+    # New scripts waiting for this provider's approval, with their full code to read.
+    scripts = [script_approval.script_of(db.ctx(), auth.party(), j.id) | {"job": j}
+               for j in script_approval.pending(db.ctx(), auth.party())]
+    names = party_names({r["request"].requester_id for r in rows}
+                        | {s["job"].requester_id for s in scripts})
     return render_template("web/provider/inbox.html", rows=rows, names=names, error=error,
-                           releases=list(ScriptRelease), done=request.args.get("done")), status
+                           scripts=scripts, releases=list(ScriptRelease),
+                           done=request.args.get("done")), status
 
 
 @bp.get("/inbox")
@@ -95,6 +100,32 @@ def deny(request_id: str, dataset_id: str) -> tuple[str, int] | BaseResponse:
         return _inbox(e.to_json(), 400)
     db.commit()
     return redirect(url_for("web.provider.inbox", done=request_id))
+
+
+@bp.post("/scripts/<job_id>/approve")
+@page("provider", need=PersonRole.APPROVER)
+def approve_script(job_id: str) -> tuple[str, int] | BaseResponse:
+    try:
+        script_approval.approve(db.ctx(), auth.party(), job_id)
+    except SandboxError as e:
+        db.session().rollback()
+        return _inbox(e.to_json(), e.http_status)
+    db.commit()
+    db.work_signal().notify()  # the job is queued: an agent may take it now
+    return redirect(url_for("web.provider.inbox", done=job_id))
+
+
+@bp.post("/scripts/<job_id>/refuse")
+@page("provider", need=PersonRole.APPROVER)
+def refuse_script(job_id: str) -> tuple[str, int] | BaseResponse:
+    try:
+        script_approval.refuse(db.ctx(), auth.party(), job_id,
+                               {"reason": request.form.get("reason", "")})
+    except SandboxError as e:
+        db.session().rollback()
+        return _inbox(e.to_json(), e.http_status)
+    db.commit()
+    return redirect(url_for("web.provider.inbox", done=job_id))
 
 
 def _own_datasets() -> list[Dataset]:

@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 
 from flask import Blueprint, Response, render_template, request
+from flask_babel import gettext as _
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from authz.states import OutputDecision
@@ -17,7 +18,7 @@ from compute.errors import InvalidInput
 from ledger import api_payloads as payloads
 from ledger.errors import EntryNotFoundError
 from sandbox import db
-from sandbox.web import charts
+from sandbox.web import charts, report_pdf
 from sandbox.web import ledger_view as lv
 from sandbox.web.requester import party_names
 from sandbox.web.session import page
@@ -132,14 +133,21 @@ def _report_rows(start: str, end: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _per_user(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return Counter(str(r["user"]) for r in rows).most_common(charts.MAX_BARS)
+
+
+def _per_dataset(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    return Counter(d for r in rows for d in str(r["datasets"]).split()).most_common(
+        charts.MAX_BARS)
+
+
 @bp.get("/report")
 @page(*AUDITORS)
 def report() -> str:
     quarter, start, end = _quarter()
     rows = _report_rows(start, end)
-    users = Counter(str(r["user"]) for r in rows).most_common(charts.MAX_BARS)
-    datasets = Counter(d for r in rows for d in str(r["datasets"]).split()).most_common(
-        charts.MAX_BARS)
+    users, datasets = _per_user(rows), _per_dataset(rows)
     return render_template("web/regulator/report.html", quarter=quarter, start=start,
                            end=end, rows=rows, columns=REPORT_COLUMNS,
                            by_user=charts.bars(users, "user"),
@@ -160,3 +168,21 @@ def report_csv() -> BaseResponse:
     # The BOM makes spreadsheet programs read the Chinese text as UTF-8.
     return Response("\ufeff" + out.getvalue(), mimetype="text/csv", headers={
         "Content-Disposition": f'attachment; filename="ledger-report-{quarter}.csv"'})
+
+
+@bp.get("/report.pdf")
+@page(*AUDITORS)
+def report_pdf_export() -> BaseResponse:
+    """The report as PDF, in the reader's language: the same rows as the CSV, and the
+    runs per user and per dataset as tables."""
+    quarter, start, end = _quarter()
+    rows = _report_rows(start, end)
+    words = report_pdf.Words(
+        title=f'{_("Quarterly report")} {quarter}',
+        period=_("Runs from %(start)s to %(end)s (UTC): who used which datasets, for what, "
+                 "how many rows, which code, what was released.", start=start, end=end),
+        runs_per_user=_("Runs per user"), runs_per_dataset=_("Runs per dataset"),
+        count=_("Runs"), none=_("No run in this quarter."))
+    body = report_pdf.render(words, REPORT_COLUMNS, rows, _per_user(rows), _per_dataset(rows))
+    return Response(body, mimetype="application/pdf", headers={
+        "Content-Disposition": f'attachment; filename="ledger-report-{quarter}.pdf"'})

@@ -14,6 +14,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from authz import access, catalog, jobs
 from authz.models import Party, Permit
 from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus
+from compute import mockdata
 from compute.errors import InvalidInput, NotFound, SandboxError
 from sandbox import auth, db, release
 from sandbox.web import charts
@@ -70,7 +71,19 @@ def dataset(dataset_id: str) -> str:
     ds = catalog.get_visible(db.ctx(), p, dataset_id)
     return render_template("web/requester/dataset.html", ds=catalog.to_json(ds, p),
                            provider=party_names({ds.provider_id}).get(ds.provider_id, ""),
-                           can_request=p.role == "requester" and ds.openness != "not_open")
+                           can_request=p.role == "requester" and ds.openness != "not_open",
+                           mock_rows=mockdata.DEFAULT_ROWS)
+
+
+@bp.get("/datasets/<dataset_id>/mock-data.csv")
+@page("requester", "provider", "regulator", "admin")
+def mock_data(dataset_id: str) -> Response:
+    """The API's mock data (``GET /api/v1/datasets/<id>/mock-data``, default rows and
+    seed): made from the declared fields only, never from the dataset's file."""
+    ds = catalog.get_visible(db.ctx(), auth.party(), dataset_id)
+    body = mockdata.to_csv(mockdata.generate(ds.fields, mockdata.DEFAULT_ROWS, 0))
+    return Response(body, mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{ds.code}-v{ds.version}-mock.csv"'})
 
 
 @bp.route("/requests/new", methods=["GET", "POST"])
@@ -172,7 +185,8 @@ def job(job_id: str) -> str:
                 if o.decision == OutputDecision.RELEASED and o.content is not None:
                     tables[o.name] = _table(o.name, o.content)
     return render_template("web/requester/job.html", job=data, steps=STEPS,
-                           terminal=j.state in TERMINAL, tables=tables, withheld=withheld)
+                           terminal=j.state in TERMINAL, tables=tables, withheld=withheld,
+                           code=j.script.decode("utf-8", "replace"), kind=j.kind)
 
 
 def _table(name: str, content: bytes) -> dict[str, Any]:

@@ -93,7 +93,7 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     agent = live.admin.post("/agents", {"name": "agent", "providers": [provider_id]})
     agent_api = Api(live.url, agent["token"])
     steward = browser(pages, live, f"{lang}-provider", lang)
-    steward.sign_in(person(live, provider_id, "dataset_steward", "approver"))
+    steward.sign_in(person(live, provider_id, "dataset_steward", "approver", "output_checker"))
     assert ("待办" if zh else "Inbox") in steward.find("header nav").text
     assert steward.find("html").get_attribute("lang") == ("zh-Hans" if zh else "en")
 
@@ -131,7 +131,8 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     analyst.find(f"main table a[href$='{dataset_id}']").click()
     analyst.settle("dataset")
     assert "identifier" in analyst.text()
-    analyst.find("a.button").click()
+    assert "mock-data.csv" in (analyst.find("#mock-data").get_attribute("href") or "")
+    analyst.find("#request-access").click()
     analyst.settle("request-form")
     analyst.find("#col-age").click()
     analyst.find("#col-cost").click()
@@ -145,7 +146,10 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     assert "pricing-v2" in steward.text() and "age, cost" in steward.text()
     steward.fill({"section.card input[name=max_runs]": "3",
                   "section.card textarea[name=risk_assessment]": "aggregates only"})
-    steward.find("section.card select[name=script_release] option[value=automatic]").click()
+    # In English the script's outputs are held for release review; in 简体中文, automatic.
+    review = not zh
+    release = "review" if review else "automatic"
+    steward.find(f"section.card select[name=script_release] option[value={release}]").click()
     steward.submit("section.card form button[type=submit]", "approved")
     permit_id = requester_api.get("/requests")["requests"][0]["permit_id"]
     assert permit_id
@@ -164,7 +168,17 @@ def test_provider_and_requester_journey(live: Live, pages: list[Page], lang: str
     # The provider's agent runs it (over the agent API, as the agent process does); the
     # job page, refreshing itself, shows the released table and offers the receipt.
     job_id = analyst.driver.current_url.rsplit("/", 1)[1]
-    finish_run(agent_api, job_id)
+    finish_run(agent_api, job_id, held=review)
+    if review:  # an output checker reads the code and the table, and approves it
+        steward.open("/provider/review/")
+        steward.find(f"#review-queue a[href$='{job_id}']").click()
+        steward.settle("review")
+        assert "mean cost by age band" in steward.text_of("#job-code")
+        assert "40-64,3105.2" in steward.text_of("pre.output-content")
+        steward.find("section.card input[name=decision][value=approve]").click()
+        steward.fill({"section.card textarea[name=comment]": "three wide age bands"})
+        steward.submit("section.card form button[type=submit]", "review-decided")
+        assert "three wide age bands" in steward.find("ul.decisions").text
     WebDriverWait(analyst.driver, WAIT_S).until(
         lambda d: d.find_elements(By.CSS_SELECTOR, "table.result"))
     analyst.settle("job-released")
@@ -269,6 +283,7 @@ def test_regulator_verifies_an_entry_in_the_browser_and_exports(
     auditor.open("/regulator/report")
     href = auditor.find("#csv-link").get_attribute("href")
     assert href and "report.csv" in href
+    assert "report.pdf" in (auditor.find("#pdf-link").get_attribute("href") or "")
 
 
 TAMPER_JS = """
@@ -316,17 +331,20 @@ const h = new Uint8Array(32).fill(1);
 """
 
 
-def finish_run(agent: Api, job_id: str) -> None:
-    """What the provider's agent reports after running the job: one checked table."""
+def finish_run(agent: Api, job_id: str, held: bool = False) -> None:
+    """What the provider's agent reports after running the job: one checked table
+    (``held``: waiting for release review)."""
     task = agent.post("/agent/tasks/next")["task"]
     assert task["job_id"] == job_id
     agent.post(f"/agent/jobs/{job_id}/started")
     content = b"age_band,mean_cost\n0-17,1520.5\n18-39,2210.0\n40-64,3105.2\n"
     agent.post(f"/agent/jobs/{job_id}/result", {
-        "state": "released", "exit_code": 0, "rows_read": 500, "bytes_read": 9000,
+        "state": "awaiting_review" if held else "released", "exit_code": 0,
+        "rows_read": 500, "bytes_read": 9000,
         "input_sha256": "a" * 64, "runner_image": "data-sandbox-runner:test", "log": "",
         "outputs": [{"name": "table.csv", "sha256": hashlib.sha256(content).hexdigest(),
-                     "bytes": len(content), "decision": "released", "reasons": [],
+                     "bytes": len(content),
+                     "decision": "pending_review" if held else "released", "reasons": [],
                      "content_b64": base64.b64encode(content).decode()}]})
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -12,6 +13,7 @@ from typing import Any
 
 import pyotp
 from flask import Flask
+from pypdf import PdfReader
 from sqlalchemy import select
 
 from authz.models import Person
@@ -273,6 +275,19 @@ def test_the_operator_sees_parties_people_agents_and_the_queue(
     operator: Browser = person(admin, "admin")
     text = operator.get("/operator/").get_data(as_text=True)
     assert world.provider.id in text and world.agent.id in text and 'id="queue"' in text
+    assert 'class="agent-seen">never<' in text  # the agent has not polled yet
+    # Agent health: each poll says the agent's runtime and slots; the controller counts
+    # the slots its jobs hold.
+    bad = world.agent.post("/agent/tasks/next", {"runtime": "run sc;", "slots": 2})
+    assert bad.status_code == 400 and bad.json["field"] == "runtime"
+    ds, permit_id = permit_for(world.requester, world.provider, world.agent)
+    job_id = world.requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
+                                            "script": "print(1)\n"}).json["id"]
+    task = world.agent.post("/agent/tasks/next", {"runtime": "runsc", "slots": 2}).json
+    assert task["task"]["job_id"] == job_id
+    text = operator.get("/operator/").get_data(as_text=True)
+    assert 'class="agent-seen">never<' not in text and "<code>runsc</code>" in text
+    assert re.search(r'class="agent-busy">1 / 2<', text)
 
 
 def test_released_outputs_are_shown_escaped_downloaded_and_receipted(
@@ -311,4 +326,12 @@ def test_released_outputs_are_shown_escaped_downloaded_and_receipted(
     assert job_id in report and report.count("<rect") == 2  # per user, per dataset
     csv = auditor.get(f"/regulator/report.csv?quarter={quarter}").get_data(as_text=True)
     assert job_id in csv and "table.csv" in csv
+    pdf = auditor.client.get(f"/regulator/report.pdf?quarter={quarter}",
+                             headers={"Accept-Language": "zh-CN"})
+    assert pdf.status_code == 200 and pdf.mimetype == "application/pdf"
+    assert pdf.headers["Content-Disposition"].startswith("attachment")
+    # Wrapped cells break lines: compare without whitespace.
+    text = "".join("".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.data)).pages
+                           ).split())
+    assert "季度报告" in text and job_id in text and "table.csv" in text
 
