@@ -74,6 +74,13 @@ def test_the_stack_serves_is_ready_and_fails_readiness_without_its_database(
                           headers={"Authorization": f"Bearer {env['METRICS_TOKEN']}"})
     assert scrape.status_code == 200 and "sandbox_database_up 1.0" in scrape.text
 
+    # The image carries the font the regulator's PDF report is drawn with.
+    font = subprocess.run([*s.compose, "exec", "-T", "controller", "python3", "-c",
+                           "from sandbox.web.report_pdf import FONTS; "
+                           "print(any(p.is_file() for p in FONTS))"],
+                          capture_output=True, text=True, check=True)
+    assert font.stdout.strip() == "True"
+
     subprocess.run([*s.compose, "stop", "postgres"], check=True, capture_output=True)
     gone = requests.get(f"{s.url}/readyz", timeout=10)
     assert gone.status_code == 503 and gone.json()["field"] == "database"
