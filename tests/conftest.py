@@ -29,6 +29,8 @@ ENGINE_SUITES = ("adversarial", "containers", "docker", "redteam", "resilience")
 ENGINE_FILES = ("ops/test_compose_stack.py",)
 
 
+# First: pytest-xdist reads the marks in its own hook of this name (tryfirst, so before it).
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     root = Path(__file__).parent
     for item in items:
