@@ -20,6 +20,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -289,26 +290,23 @@ class Agent:
         return True
 
     def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
-        notices = notices or Notices(task.job_id)
-        try:
-            report = runjob.statistics_report(task, self._job_dir(task.job_id),
-                                              self.config.image, self.audit)
-            notices.send(self.controller.checking, task.job_id)
-        except SandboxError as e:
-            report = RunReport.failed(f"{type(e).__name__}: {e}")
-        except BaseException:
-            notices.close()
-            raise
-        self._report_run(task.job_id, report, notices)
+        self._complete_in_agent(task, notices, lambda: runjob.statistics_report(
+            task, self._job_dir(task.job_id), self.config.image, self.audit))
 
     def _complete_joint(self, task: RunTask, notices: Notices | None = None) -> None:
-        notices = notices or Notices(task.job_id)
         job_dir = self._job_dir(task.job_id)
         masking = functools.partial(
             joint_masks.wait_for_session, self.controller, task, job_dir,
             self.config.signing_key, task.timeout_s, self.controller.stop)
+        self._complete_in_agent(task, notices, lambda: joint_part.run_part(
+            task, job_dir, self.config.signing_key, masking))
+
+    def _complete_in_agent(self, task: RunTask, notices: Notices | None,
+                           compute: Callable[[], RunReport]) -> None:
+        """Run work the agent computes itself (no container) and report its outcome."""
+        notices = notices or Notices(task.job_id)
         try:
-            report = joint_part.run_part(task, job_dir, self.config.signing_key, masking)
+            report = compute()
             notices.send(self.controller.checking, task.job_id)
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")
