@@ -95,16 +95,19 @@ def install_pg_entrypoint(root: Path) -> None:
 
 _COMMON_ENV = ("ENV LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 "
                f"PATH={VENV}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-SERVICE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "postgresql-client-15")
-# The regulator's PDF report renders Chinese with this font (sandbox/web/report_pdf.py).
-CONTROLLER_PACKAGES = (*SERVICE_PACKAGES, "fonts-wqy-microhei")
+# One package list for both services, so that they share one built tree (one debootstrap)
+# and differ only in their image changes. The font is the controller's: the regulator's
+# PDF report renders Chinese with it (sandbox/web/report_pdf.py); the agent carries it
+# unused rather than cost a second tree.
+SERVICE_PACKAGES = ("python3", "python3-venv", "ca-certificates", "postgresql-client-15",
+                    "fonts-wqy-microhei")
 
 
 def controller_recipe(project: str | None = None) -> Recipe:
     """``project``: the project's digest, computed once per build so that the controller
     and the agent, imported from one tree, name the same sources."""
     return Recipe(
-        "service", "data-sandbox-controller", CONTROLLER_PACKAGES,
+        "service", "data-sandbox-controller", SERVICE_PACKAGES,
         (f"USER {CONTROLLER_UID}:{CONTROLLER_UID}", "WORKDIR /var/lib/data-sandbox",
          _COMMON_ENV, "ENV SANDBOX_INSTANCE=/var/lib/data-sandbox SANDBOX_HOST=0.0.0.0",
          'CMD ["sandbox", "serve"]'),
