@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, tuple_
+from sqlalchemy import ColumnElement, Select, func, literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
 from authz.context import Ctx
@@ -98,11 +98,15 @@ def parse_limit(raw: str | None) -> int | None:
 
 
 def _utc_day(session: Session) -> ColumnElement[str]:
-    """A job's submission day in UTC as YYYY-MM-DD, computed by the database."""
+    """A job's submission day in UTC as YYYY-MM-DD, computed by the database.
+
+    Its constants are written into the statement, not bound: GROUP BY repeats the
+    expression, and PostgreSQL matches it to the select list only if they are the same."""
     if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone("UTC", Job.submitted_at), "YYYY-MM-DD")
+        return func.to_char(func.timezone(literal_column("'UTC'"), Job.submitted_at),
+                            literal_column("'YYYY-MM-DD'"))
     # SQLite keeps the UTC timestamp as text, "YYYY-MM-DD HH:MM:SS.ffffff".
-    return func.substr(Job.submitted_at, 1, 10)
+    return func.substr(Job.submitted_at, literal_column("1"), literal_column("10"))
 
 
 def _day_start(ts: datetime) -> datetime:
