@@ -15,7 +15,7 @@ from sqlalchemy import select
 from authz import lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, ScriptApproval, new_id
+from authz.models import Job, Party, Permit, ScriptApproval, new_id
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
@@ -258,25 +258,3 @@ def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes
         if o.name == name and o.decision == OutputDecision.RELEASED and o.content is not None:
             return o.content
     raise NotFound("no such output")
-
-
-def usage(ctx: Ctx, provider: Party) -> list[dict[str, Any]]:
-    """Who used the provider's data, when, for what, and how much (可溯源原则)."""
-    out = []
-    for job in list_visible(ctx, provider):
-        permit = ctx.session.get(Permit, job.permit_id)
-        assert permit is not None
-        request = ctx.session.get(AccessRequest, permit.request_id)
-        assert request is not None
-        requester = ctx.session.get(Party, job.requester_id)
-        out.append({
-            "job_id": job.id, "requester_id": job.requester_id,
-            "requester_name": requester.name if requester else None,
-            "purpose": request.purpose, "business_system": request.business_system,
-            "dataset_ids": job.dataset_ids, "state": job.state,
-            "submitted_at": job.submitted_at.isoformat(),
-            "started_at": job.started_at.isoformat() if job.started_at else None,
-            "rows_read": job.rows_read, "bytes_read": job.bytes_read,
-            "script_sha256": job.script_sha256, "ledger_index": job.ledger_index,
-        })
-    return out

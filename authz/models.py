@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -309,6 +310,12 @@ class Permit(AuthzBase):
 
 class Job(AuthzBase):
     __tablename__ = "jobs"
+    __table_args__ = (
+        # The provider's usage report (authz/usage.py): its pages in submission order and
+        # its per-day and per-requester counts are read from these indexes alone.
+        Index("ix_jobs_provider_submitted", "provider_id", "submitted_at", "id"),
+        Index("ix_jobs_provider_requester", "provider_id", "requester_id"),
+    )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     permit_id: Mapped[str] = mapped_column(ForeignKey("permits.id"))

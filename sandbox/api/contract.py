@@ -161,8 +161,10 @@ OPERATIONS: dict[str, Operation] = {
                                    ref("Permit"), 200, READ),
     "access.revoke": Operation("Revoke a permit", "provider (approver)", _spec(v.REASON_SPEC),
                                ref("Permit"), 200, CHANGE),
-    "access.usage": Operation("Who used the provider's data", "provider", None,
-                              _list_of("usage", ANY), 200, READ),
+    "access.usage": Operation(
+        "Who used the provider's data: every job, or with limit the latest page", "provider",
+        None, obj({"usage": array(ref("UsageRow")), "next_before": nullable(STR)}), 200,
+        (400, *READ), query=("limit", "before")),
     "access.public_projects": Operation("Public register of approved uses", "anyone", None,
                                         _list_of("projects", ANY), 200, (404,)),
     # -- jobs -------------------------------------------------------------------------------
