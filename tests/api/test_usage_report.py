@@ -96,7 +96,8 @@ def test_pages_follow_the_keyset_back_to_the_first_job(
     assert every["next_before"] is None and len(every["usage"]) == 12
     assert [r["submitted_at"] for r in every["usage"]] == sorted(
         r["submitted_at"] for r in every["usage"])
-    pages, before = [], ""
+    pages: list[list[dict[str, object]]] = []
+    before = ""
     while True:
         got = provider.get(f"/usage?limit=5{before}")
         assert got.status_code == 200, got.json
