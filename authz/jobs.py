@@ -11,11 +11,20 @@ import json
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import defer, selectinload
 
 from authz import lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, ScriptApproval, new_id
+from authz.models import (
+    AccessRequest,
+    Job,
+    JobOutput,
+    Party,
+    Permit,
+    ScriptApproval,
+    new_id,
+)
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
@@ -193,8 +202,14 @@ def get_visible(ctx: Ctx, party: Party, job_id: str) -> Job:
     return job
 
 
-def list_visible(ctx: Ctx, party: Party) -> list[Job]:
+def list_visible(ctx: Ctx, party: Party, *, outputs: bool = True) -> list[Job]:
+    """The jobs ``party`` may see; with ``outputs``, their outputs and reviews loaded in two
+    more statements (for :func:`to_json`), not two per job. An output's content is left
+    in the database (it is opened only when it is downloaded)."""
     q = select(Job).order_by(Job.submitted_at, Job.id)
+    if outputs:
+        q = q.options(selectinload(Job.outputs).options(
+            defer(JobOutput.content), selectinload(JobOutput.reviews)))
     if party.role == "requester":
         q = q.where(Job.requester_id == party.id)
     elif party.role == "provider":
@@ -263,7 +278,7 @@ def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes
 def usage(ctx: Ctx, provider: Party) -> list[dict[str, Any]]:
     """Who used the provider's data, when, for what, and how much (可溯源原则)."""
     out = []
-    for job in list_visible(ctx, provider):
+    for job in list_visible(ctx, provider, outputs=False):
         permit = ctx.session.get(Permit, job.permit_id)
         assert permit is not None
         request = ctx.session.get(AccessRequest, permit.request_id)
