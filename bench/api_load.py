@@ -222,7 +222,9 @@ def ledger_runs(url: str, auditor: str) -> Counter[str]:
         start = page["end"]
 
 
-def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: str) -> bool:
+def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: str,
+                earlier: list[str]) -> bool:
+    """The chaos run, then the checks over every job of the run (earlier phases' too)."""
     outage: list[float] = []
 
     def chaos(start: float) -> None:
@@ -256,7 +258,8 @@ def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: st
         time.sleep(1.0)
     states = Counter(j["state"] for j in jobs)
     ids = {j["id"] for j in jobs}
-    lost = [j for j in run.acknowledged if j not in ids]
+    acknowledged = earlier + run.acknowledged
+    lost = [j for j in acknowledged if j not in ids]
     runs = ledger_runs(procs.url, w.auditor)
     twice = [j for j in ids if runs[j] > 1]
     permit = mine.get(f"/permits/{w.permit_id}")
@@ -266,7 +269,7 @@ def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: st
     ran = sum(1 for j in ids if runs[j] == 1)
     ok = (not lost and not twice and not bad and not open_
           and states.get("released", 0) == len(jobs) and permit["runs_used"] == ran)
-    print(f"chaos jobs={len(jobs)} acknowledged={len(run.acknowledged)} "
+    print(f"chaos jobs={len(jobs)} acknowledged={len(acknowledged)} "
           f"states={dict(states)} not_terminal={len(open_)} lost={len(lost)} "
           f"run_twice={len(twice)} permit_runs_used={permit['runs_used']} ran={ran}",
           flush=True)
@@ -309,14 +312,17 @@ def main(argv: list[str] | None = None) -> int:
                   f"seconds={args.seconds:g} database=postgresql agents=2x2 slots "
                   f"jobs=statistics serve_args={' '.join(serve_args) or 'defaults'}",
                   flush=True)
-            prod = report("gunicorn", *phase(procs, w, args), os.getloadavg()[0])
+            first = phase(procs, w, args)
+            prod = report("gunicorn", *first, os.getloadavg()[0])
             procs.stop("controller")
             procs.start_server("dev")
-            dev = report("dev", *phase(procs, w, args), os.getloadavg()[0])
+            second = phase(procs, w, args)
+            dev = report("dev", *second, os.getloadavg()[0])
             procs.stop("controller")
             if args.chaos:
                 procs.start_server("gunicorn")
-                ok = chaos_phase(procs, w, args, url)
+                ok = chaos_phase(procs, w, args, url,
+                                 first[0].acknowledged + second[0].acknowledged)
         finally:
             procs.stop_all()
     print(f"ratio={prod / dev:.2f}")
