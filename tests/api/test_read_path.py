@@ -45,7 +45,7 @@ def released_job(requester: Actor, agent: Actor, permit_id: str, ds_id: str, n: 
                                            "script": SCRIPT}).json["id"]
     assert agent.post("/agent/tasks/next").json["task"]["job_id"] == job_id
     agent.post(f"/agent/jobs/{job_id}/started")
-    outputs = []
+    outputs: list[dict[str, Any]] = []
     for name in ("a.csv", "b.csv"):
         content = f"x,n\n{name},{n}\n".encode()
         outputs.append({"name": name, "sha256": hashlib.sha256(content).hexdigest(),
