@@ -6,16 +6,25 @@ The states and their moves are in :mod:`authz.states`; a job ends through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy.orm import defer, selectinload
 
 from authz import lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import Job, Party, Permit, ScriptApproval, new_id
+from authz.models import (
+    Job,
+    JobOutput,
+    Party,
+    Permit,
+    ScriptApproval,
+    new_id,
+)
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
@@ -193,15 +202,24 @@ def get_visible(ctx: Ctx, party: Party, job_id: str) -> Job:
     return job
 
 
+@functools.cache
+def _visible_jobs(role: str) -> Select[tuple[Job]]:
+    # Built once per kind: every job list runs one, and SQLAlchemy keeps a statement's
+    # cache key with the statement object.
+    column = Job.requester_id if role == "requester" else Job.provider_id
+    return select(Job).where(column == bindparam("party_id")).order_by(
+        Job.submitted_at, Job.id).options(selectinload(Job.outputs).options(
+            defer(JobOutput.content), selectinload(JobOutput.reviews)))
+
+
 def list_visible(ctx: Ctx, party: Party) -> list[Job]:
-    q = select(Job).order_by(Job.submitted_at, Job.id)
-    if party.role == "requester":
-        q = q.where(Job.requester_id == party.id)
-    elif party.role == "provider":
-        q = q.where(Job.provider_id == party.id)
-    else:
+    """The jobs ``party`` may see, their outputs and reviews loaded in two more statements
+    (for :func:`to_json`), not two per job. An output's content is left
+    in the database (it is opened only when it is downloaded)."""
+    if party.role not in ("requester", "provider"):
         return []
-    return list(ctx.session.scalars(q))
+    return list(ctx.session.scalars(_visible_jobs(party.role),
+                                    {"party_id": party.id}))
 
 
 def to_json(job: Job, party: Party) -> dict[str, Any]:

@@ -63,10 +63,13 @@ def _split(token: str) -> tuple[str, str]:
     return object_id, secret
 
 
-def authenticate(ctx: Ctx, token: str) -> Party | Agent | Person:
+def authenticate(ctx: Ctx, token: str) -> tuple[Party | Agent, Person | None]:
+    """Whose authority the token carries (a party, or an agent) and the person using it
+    (a person's token carries their party's authority); None for a party's own token."""
     object_id, secret = _split(token)
     if object_id.startswith("psn_"):
-        return people.authenticate(ctx, object_id, secret)
+        person, party = people.authenticate(ctx, object_id, secret)
+        return party, person
     row: Party | Agent | None
     if object_id.startswith("agt_"):
         row = ctx.session.get(Agent, object_id)
@@ -77,7 +80,7 @@ def authenticate(ctx: Ctx, token: str) -> Party | Agent | Person:
     ok = hmac.compare_digest(stored, digest(secret))
     if row is None or not ok or not row.active:
         raise Unauthenticated("invalid token")
-    return row
+    return row, None
 
 
 def get_party(ctx: Ctx, party_id: str) -> Party:

@@ -14,6 +14,7 @@ SHA-256 of the secret stored, compared in constant time, optionally expiring.
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +22,8 @@ from datetime import datetime, timedelta
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy.orm import defer
 
 from authz import validate as v
 from authz.context import Ctx
@@ -232,16 +234,28 @@ def confirm_totp(ctx: Ctx, person: Person, code: str) -> None:
     ctx.record("person.totp_enabled", person.id, {"person_id": person.id})
 
 
-def authenticate(ctx: Ctx, person_id: str, secret: str) -> Person:
-    person = ctx.session.get(Person, person_id)
+@functools.cache
+def _person_with_party() -> Select[tuple[Person, Party]]:
+    # Built once: every authenticated request runs it, and SQLAlchemy keeps a statement's
+    # cache key with the statement object.
+    return (select(Person, Party).join(Party, Party.id == Person.party_id)
+            .where(Person.id == bindparam("person_id")).options(defer(Person.totp_secret)))
+
+
+def authenticate(ctx: Ctx, person_id: str, secret: str) -> tuple[Person, Party]:
+    """The person whose token this is, and their party, checked against the database on
+    every request (a deactivation or a new token counts at once), in one statement. The
+    TOTP secret is not opened: a request with a token never needs it."""
+    row = ctx.session.execute(_person_with_party(), {"person_id": person_id}).first()
+    person, party = (row[0], row[1]) if row is not None else (None, None)
     stored = person.token_hash if person is not None and person.token_hash else "0" * 64
     ok = hmac.compare_digest(stored, digest(secret))
-    if person is None or not ok or not person.active or not party_active(ctx, person):
+    if person is None or party is None or not ok or not person.active or not party.active:
         raise Unauthenticated("invalid token")
     if person.token_expires_at is not None and person.token_expires_at <= ctx.now():
         raise Unauthenticated(f"token expired at {person.token_expires_at.isoformat()}; "
                               "sign in again (sandbox login)")
-    return person
+    return person, party
 
 
 def party_active(ctx: Ctx, person: Person) -> bool:
