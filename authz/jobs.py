@@ -25,20 +25,11 @@ from authz.models import (
     ScriptApproval,
     new_id,
 )
+from authz.specs import JOB_SUBMIT_SPEC as SUBMIT_SPEC
+from authz.specs import MAX_SCRIPT_BYTES as MAX_SCRIPT_BYTES
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
-
-MAX_SCRIPT_BYTES = 256 * 1024
-
-SUBMIT_SPEC = [
-    v.Field("permit_id", v.text(40)),
-    v.Field("dataset_ids", v.list_of(v.text(40), 1, 20, unique=True)),
-    # Exactly one of: a script (run in a container, its outputs checked), or a statistics
-    # spec (computed by the platform's own code, every cell checked: compute.statspec).
-    v.Field("script", v.text(MAX_SCRIPT_BYTES, min_len=1), required=False),
-    v.Field("statistics", lambda path, x: x, required=False),  # parsed against the schema
-]
 
 
 def submit(ctx: Ctx, requester: Party, body: object) -> Job:

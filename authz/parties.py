@@ -14,12 +14,10 @@ from sqlalchemy import select
 from authz import access, lifecycle, people
 from authz.context import Ctx
 from authz.models import Agent, AgentProvider, Job, Party, Person, new_id
+from authz.specs import PARTY_ROLES as ROLES
 from authz.states import ACTIVE, JobState
 from authz.tokens import Issued, digest, issue
 from compute.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-
-ROLES = ("provider", "requester", "regulator", "admin")
-
 
 
 def create_party(ctx: Ctx, actor: str, name: str, role: str, code: str | None) -> Issued:

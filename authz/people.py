@@ -13,7 +13,6 @@ SHA-256 of the secret stored, compared in constant time, optionally expiring.
 
 from __future__ import annotations
 
-import enum
 import functools
 import hmac
 from dataclasses import dataclass
@@ -28,18 +27,16 @@ from sqlalchemy.orm import defer
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Accreditation, Party, Person, new_id
+from authz.specs import ACCREDITATION_SPEC as ACCREDITATION_SPEC
+from authz.specs import IDENTITY_SPEC as IDENTITY_SPEC
+from authz.specs import MAX_PASSWORD as MAX_PASSWORD
+from authz.specs import MAX_TOKEN_DAYS as MAX_TOKEN_DAYS
+from authz.specs import MIN_PASSWORD as MIN_PASSWORD
+from authz.specs import PERSON_SPEC as PERSON_SPEC
+from authz.specs import SIGN_IN_SPEC as SIGN_IN_SPEC
+from authz.specs import PersonRole as PersonRole
 from authz.tokens import digest, issue
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-
-
-class PersonRole(enum.StrEnum):
-    APPROVER = "approver"  # decides access requests and revocations for a provider
-    OUTPUT_CHECKER = "output_checker"  # reviews outputs held for release
-    DATASET_STEWARD = "dataset_steward"  # registers and maintains a provider's datasets
-    ANALYST = "analyst"  # a requester's person: requests access, submits jobs
-    AUDITOR = "auditor"  # a regulator's person
-    ADMIN = "admin"  # the platform operator's person
-
 
 #: The roles a person may hold, by the role of their party.
 ROLES_BY_PARTY: dict[str, frozenset[PersonRole]] = {
@@ -50,26 +47,10 @@ ROLES_BY_PARTY: dict[str, frozenset[PersonRole]] = {
     "admin": frozenset({PersonRole.ADMIN}),
 }
 
-MIN_PASSWORD = 12  # NIST SP 800-63B §5.1.1.2: at least 8; longer for privileged accounts
-MAX_PASSWORD = 256
-MAX_TOKEN_DAYS = 365
 _hasher = PasswordHasher()
 # Verified against when no account matches, so a wrong email costs as long as a wrong
 # password and sign-in timing does not reveal which emails have accounts.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
-
-PERSON_SPEC = [
-    v.Field("name", v.text(200, single_line=True)),
-    v.Field("email", v.text(254, pattern=r"[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,62}")),
-    v.Field("roles", v.list_of(v.choice(*PersonRole), 1, len(PersonRole), unique=True)),
-    v.Field("password", v.text(MAX_PASSWORD, min_len=MIN_PASSWORD), required=False),
-]
-SIGN_IN_SPEC = [
-    v.Field("email", v.text(254, single_line=True)),
-    v.Field("password", v.text(MAX_PASSWORD)),
-    v.Field("totp", v.text(6, min_len=6, pattern=r"[0-9]{6}"), required=False),
-    v.Field("token_days", v.integer(1, MAX_TOKEN_DAYS), required=False),
-]
 
 
 @dataclass(frozen=True)
@@ -261,14 +242,6 @@ def authenticate(ctx: Ctx, person_id: str, secret: str) -> tuple[Person, Party]:
 def party_active(ctx: Ctx, person: Person) -> bool:
     party = ctx.session.get(Party, person.party_id)
     return party is not None and party.active
-
-
-ACCREDITATION_SPEC = [
-    v.Field("kind", v.text(200, single_line=True)),
-    v.Field("awarded_at", v.aware_datetime),
-    v.Field("expires_at", v.aware_datetime),
-]
-IDENTITY_SPEC = [v.Field("method", v.text(200, single_line=True))]
 
 
 def record_accreditation(ctx: Ctx, actor: Party, person: Person, body: object) -> None:

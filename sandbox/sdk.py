@@ -43,10 +43,11 @@ class JointStatistics:
         return dict(self._schemas[key])
 
     def _schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
-        permit = self.client.get(f"/permits/{permit_id}")
+        permit = self.client.call("access.get_permit", permit_id=permit_id)
         schema: dict[str, str] | None = None
         for ds_id in dataset_ids:
-            fields = {f["name"]: f["type"] for f in self.client.get(f"/datasets/{ds_id}")["fields"]}
+            dataset = self.client.call("catalog.get_dataset", dataset_id=ds_id)
+            fields = {f["name"]: f["type"] for f in dataset["fields"]}
             mine = {c: fields[c] for c in permit["columns"][ds_id]}
             schema = mine if schema is None else {c: t for c, t in schema.items()
                                                   if mine.get(c) == t}
@@ -56,7 +57,7 @@ class JointStatistics:
                ) -> JointRun:
         parsed = parse_spec(spec, self.schema(permit_id, dataset_ids))
         keys = requester_keygen()
-        joint = self.client.post("/joint-jobs", {
+        joint = self.client.call("joint.submit", {
             "permit_id": permit_id, "dataset_ids": list(dataset_ids), "spec": spec,
             "public_context_b64": base64.b64encode(keys.public_bytes).decode(),
             "context_fingerprint": keys.fingerprint,
@@ -67,7 +68,7 @@ class JointStatistics:
         deadline = time.monotonic() + timeout_s
         pause = 0.02  # a small job is combined within a second: look often at first
         while True:
-            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}")
+            joint: dict[str, Any] = self.client.call("joint.get", joint_id=run.joint_id)
             if joint["state"] not in (JointJobState.RUNNING, JointJobState.AWAITING_WITNESSES) or \
                     time.monotonic() > deadline:
                 return joint
@@ -121,7 +122,7 @@ class PrivateSetIntersection:
 
     def submit(self, permit_id: str, client_dataset_id: str, server_dataset_id: str,
                spec: dict[str, Any]) -> str:
-        joint: dict[str, Any] = self.client.post("/psi-jobs", {
+        joint: dict[str, Any] = self.client.call("psi.submit", {
             "permit_id": permit_id, "client_dataset_id": client_dataset_id,
             "server_dataset_id": server_dataset_id, "spec": spec})
         return str(joint["id"])
@@ -130,7 +131,7 @@ class PrivateSetIntersection:
         """The released counts and sums (``null`` where suppressed below the minimum)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{psi_id}")
+            joint: dict[str, Any] = self.client.call("joint.get", joint_id=psi_id)
             if joint["state"] == JointJobState.COMBINED:
                 out: dict[str, Any] = joint["aggregate"]
                 return out

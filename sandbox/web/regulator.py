@@ -178,7 +178,7 @@ def report_csv() -> BaseResponse:
 @page(*AUDITORS)
 def report_pdf_export() -> BaseResponse:
     """The report as PDF, in the reader's language: the same rows as the CSV, and the
-    runs per user and per dataset as tables."""
+    runs per user and per dataset as charts and tables."""
     quarter, start, end = _quarter()
     rows = _report_rows(start, end)
     words = report_pdf.Words(
