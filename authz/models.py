@@ -385,10 +385,10 @@ def _count_in_usage(_mapper: Any, connection: Connection, job: Job) -> None:
     values = {"provider_id": job.provider_id, "requester_id": job.requester_id,
               "day": utc_day(job.submitted_at), "jobs": 1}
     dialect = connection.dialect.name
-    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(UsageDay.__table__)
+    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(UsageDay)
     connection.execute(ins.values(values).on_conflict_do_update(
         index_elements=["provider_id", "day", "requester_id"],
-        set_={"jobs": UsageDay.__table__.c.jobs + 1}))
+        set_={"jobs": UsageDay.jobs + 1}))
 
 
 class JobOutput(AuthzBase):
