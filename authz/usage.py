@@ -3,21 +3,21 @@
 Read with a few indexed queries whatever the number of jobs: the rows are one keyset page
 (``ix_jobs_provider_submitted``: provider, submitted_at, id), read as plain columns (a job
 row's sealed script and log are never loaded, so nothing is decrypted), and the charts'
-series are counted by the database (``GROUP BY``), not by loading every job.
+series are read from a rollup of jobs per requester and day (``usage_days``, kept in the
+job's own insert), not by counting every job.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, literal_column, select, tuple_
+from sqlalchemy import Select, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit
+from authz.models import AccessRequest, Job, Party, Permit, UsageDay, utc_day
 from compute.errors import InvalidInput
 
 #: Bars of each chart: the latest days that had a job, the requesters with the most jobs.
@@ -97,63 +97,40 @@ def parse_limit(raw: str | None) -> int | None:
     return int(raw)
 
 
-def _utc_day(session: Session) -> ColumnElement[str]:
-    """A job's submission day in UTC as YYYY-MM-DD, computed by the database.
-
-    Its constants are written into the statement, not bound: GROUP BY repeats the
-    expression, and PostgreSQL matches it to the select list only if they are the same."""
-    if session.get_bind().dialect.name == "postgresql":
-        return func.to_char(func.timezone(literal_column("'UTC'"), Job.submitted_at),
-                            literal_column("'YYYY-MM-DD'"))
-    # SQLite keeps the UTC timestamp as text, "YYYY-MM-DD HH:MM:SS.ffffff".
-    return func.substr(Job.submitted_at, literal_column("1"), literal_column("10"))
-
-
-def _day_start(ts: datetime) -> datetime:
-    ts = ts.astimezone(UTC)
-    return datetime(ts.year, ts.month, ts.day, tzinfo=UTC)
-
-
-def _latest_days(session: Session, provider_id: str) -> list[datetime]:
-    """The starts (UTC) of the latest MAX_BARS days that had a job, newest first: one
-    index seek a day, so days without a job cost nothing and older jobs are never read."""
-    days: list[datetime] = []
-    bound: datetime | None = None
-    while len(days) < MAX_BARS:
-        q = select(func.max(Job.submitted_at)).where(Job.provider_id == provider_id)
-        if bound is not None:
-            q = q.where(Job.submitted_at < bound)
-        latest = session.scalar(q)
-        if latest is None:
-            break
-        bound = _day_start(latest)
-        days.append(bound)
-    return days
-
-
 def series(ctx: Ctx, provider: Party) -> Series:
     """The dashboard's charts: jobs per day (the latest MAX_BARS days that had any) and
-    per requester (the MAX_BARS with the most), and the number of jobs, all counted by
-    the database on the (provider, …) indexes."""
+    per requester (the MAX_BARS with the most), and the number of jobs, read from the
+    rollup of jobs per requester and day (``usage_days``), not from the jobs."""
     if provider.role != "provider":
         return Series([], [], 0)
     s = ctx.session
-    days = _latest_days(s, provider.id)
-    per_day: list[tuple[str, int]] = []
-    if days:
-        day = _utc_day(s).label("day")
-        counted = s.execute(
-            select(day, func.count()).where(Job.provider_id == provider.id,
-                                            Job.submitted_at >= days[-1])
-            .group_by(day).order_by(day)).all()
-        per_day = [(str(d), int(n)) for d, n in counted]
-    by_requester = s.execute(select(Job.requester_id, func.count()).where(
-        Job.provider_id == provider.id).group_by(Job.requester_id)).all()
+    mine = UsageDay.provider_id == provider.id
+    latest = s.execute(select(UsageDay.day, func.sum(UsageDay.jobs)).where(mine)
+                       .group_by(UsageDay.day).order_by(UsageDay.day.desc())
+                       .limit(MAX_BARS)).all()
+    per_day = [(str(d), int(n)) for d, n in reversed(latest)]
+    by_requester = s.execute(select(UsageDay.requester_id, func.sum(UsageDay.jobs))
+                             .where(mine).group_by(UsageDay.requester_id)).all()
     total = sum(int(n) for _, n in by_requester)
     top = sorted(((str(r), int(n)) for r, n in by_requester), key=lambda x: (-x[1], x[0]))
     top = top[:MAX_BARS]
     names = _names(s, [r for r, _ in top])
     return Series(per_day, [(r, names.get(r, r), n) for r, n in top], total)
+
+
+def rebuild_rollup(session: Session) -> None:
+    """Count ``usage_days`` again from the jobs: for jobs written without the ORM (bulk
+    loads). The ORM keeps the rollup itself (authz.models._count_in_usage)."""
+    session.execute(delete(UsageDay))
+    counts: dict[tuple[str, str, str], int] = {}
+    for provider_id, requester_id, at in session.execute(
+            select(Job.provider_id, Job.requester_id, Job.submitted_at)):
+        key = (provider_id, utc_day(at), requester_id)
+        counts[key] = counts.get(key, 0) + 1
+    if counts:
+        session.execute(insert(UsageDay), [
+            {"provider_id": p, "day": d, "requester_id": r, "jobs": n}
+            for (p, d, r), n in counts.items()])
 
 
 def _names(session: Session, party_ids: Sequence[str]) -> dict[str, str]:

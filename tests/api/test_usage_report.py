@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
+from sqlalchemy import delete
 
 from authz import usage
 from authz.context import Ctx
-from authz.models import Job, Party
+from authz.models import Job, Party, UsageDay
 from authz.states import JobState
 from sandbox import db
+from sandbox.migrate import downgrade, upgrade
 from tests.api.helpers import permit_for
 
 #: Around midnight UTC, so a day counted in the server's local time would be wrong.
@@ -127,3 +129,26 @@ def test_bad_page_requests_are_refused_without_saying_whose_job(
     for_me = provider.get(f"/usage?limit=5&before={mine}").json
     assert for_me == {"usage": [], "next_before": None}
     assert requester.get("/usage").status_code == 403
+
+
+def test_the_rollup_is_counted_from_the_jobs_by_the_migration_and_by_rebuild(
+        app: Flask, database_url: str, make_party: Any, make_agent: Any) -> None:
+    """Jobs made before the rollup existed are counted when the migration creates it, by
+    their day in UTC (T0 is near midnight), as the ORM counts new ones."""
+    provider = make_party("provider")
+    requesters = [make_party("requester") for _ in range(2)]
+    _, permit_id = permit_for(requesters[0], provider, make_agent(provider))
+    add_jobs(app, permit_id, provider.id, spread([r.id for r in requesters], 40))
+    counted = _report(app, provider.id)[0]
+    assert counted.total == 41
+    db.dispose(app)
+    downgrade(database_url, "0015_web_review")  # no rollup
+    upgrade(database_url)
+    assert _report(app, provider.id)[0] == counted
+    with db.services(app).sessions() as s:
+        s.execute(delete(UsageDay))
+        s.commit()
+        assert _report(app, provider.id)[0].total == 0
+        usage.rebuild_rollup(s)
+        s.commit()
+    assert _report(app, provider.id)[0] == counted

@@ -1,5 +1,5 @@
-"""Indexes of the provider's usage report: jobs by provider and submission time, and by
-provider and requester (authz/usage.py reads its pages and chart counts from them)
+"""The provider's usage report: jobs indexed by provider and submission time (its pages),
+and a rollup of jobs per provider, requester and day (its charts; authz/usage.py)
 
 Revision ID: 0018_ui_perf
 Revises: 0015_web_review
@@ -7,6 +7,7 @@ Revises: 0015_web_review
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import op
 
 revision = '0018_ui_perf'
@@ -18,10 +19,25 @@ depends_on = None
 def upgrade() -> None:
     op.create_index('ix_jobs_provider_submitted', 'jobs',
                     ['provider_id', 'submitted_at', 'id'], unique=False)
-    op.create_index('ix_jobs_provider_requester', 'jobs', ['provider_id', 'requester_id'],
-                    unique=False)
+    op.create_table(
+        'usage_days',
+        sa.Column('provider_id', sa.String(length=40), nullable=False),
+        sa.Column('day', sa.String(length=10), nullable=False),
+        sa.Column('requester_id', sa.String(length=40), nullable=False),
+        sa.Column('jobs', sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(['provider_id'], ['parties.id']),
+        sa.ForeignKeyConstraint(['requester_id'], ['parties.id']),
+        sa.PrimaryKeyConstraint('provider_id', 'day', 'requester_id'))
+    # Count the jobs already there, by their submission day in UTC.
+    if op.get_bind().dialect.name == 'postgresql':
+        day = "to_char(submitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+    else:  # SQLite keeps the UTC timestamp as text, "YYYY-MM-DD HH:MM:SS.ffffff"
+        day = "substr(submitted_at, 1, 10)"
+    op.execute(f"INSERT INTO usage_days (provider_id, day, requester_id, jobs) "
+               f"SELECT provider_id, {day}, requester_id, count(*) FROM jobs "
+               f"GROUP BY provider_id, {day}, requester_id")
 
 
 def downgrade() -> None:
-    op.drop_index('ix_jobs_provider_requester', table_name='jobs')
+    op.drop_table('usage_days')
     op.drop_index('ix_jobs_provider_submitted', table_name='jobs')
