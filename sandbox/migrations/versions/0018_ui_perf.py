@@ -30,12 +30,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('provider_id', 'day', 'requester_id'))
     # Count the jobs already there, by their submission day in UTC.
     if op.get_bind().dialect.name == 'postgresql':
-        day = "to_char(submitted_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        op.execute("INSERT INTO usage_days (provider_id, day, requester_id, jobs) "
+                   "SELECT provider_id, to_char(submitted_at AT TIME ZONE 'UTC', "
+                   "'YYYY-MM-DD') AS day, requester_id, count(*) FROM jobs "
+                   "GROUP BY provider_id, day, requester_id")
     else:  # SQLite keeps the UTC timestamp as text, "YYYY-MM-DD HH:MM:SS.ffffff"
-        day = "substr(submitted_at, 1, 10)"
-    op.execute(f"INSERT INTO usage_days (provider_id, day, requester_id, jobs) "
-               f"SELECT provider_id, {day}, requester_id, count(*) FROM jobs "
-               f"GROUP BY provider_id, {day}, requester_id")
+        op.execute("INSERT INTO usage_days (provider_id, day, requester_id, jobs) "
+                   "SELECT provider_id, substr(submitted_at, 1, 10) AS day, requester_id, "
+                   "count(*) FROM jobs GROUP BY provider_id, day, requester_id")
 
 
 def downgrade() -> None:
