@@ -140,7 +140,7 @@ def test_budget_caps_the_noised_rounds(logistic_providers: dict[str, pd.DataFram
                                        keys: RequesterKeys) -> None:
     budget = PrivacyBudget("permit-1", 3.0)
     base = dp_spec("binomial", epsilon=1.0, x_bounds=FIT_BOUNDS)
-    with pytest.raises(BudgetExceeded, match="remaining budget .*permit-1 has 0 left"):
+    with pytest.raises(BudgetExceeded, match=r"remaining budget \(permit-1 has 0 left\)"):
         fit_glm(base, dp_runner(logistic_providers, keys, budget, []), max_rounds=10,
                 tol=1e-12)
     assert budget.spent == 3.0 and len(budget.charges) == 3  # the refused round: no charge
