@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from authz.wire import JointJobState
 from compute.derive import JointResult, derive
-from compute.glm import DEFAULT_MAX_ROUNDS, DEFAULT_TOL, fit_glm
+from compute.glm import DEFAULT_MAX_ROUNDS, DEFAULT_TOL, fit_glm, model_request, round_request
 from compute.layout import Sums
 from compute.protocol import RequesterKeys, decrypt_aggregate, ledger_record, requester_keygen
 from compute.spec import JointSpec, parse_spec
@@ -93,7 +93,8 @@ class JointStatistics:
 
     def glm(self, permit_id: str, dataset_ids: Sequence[str], model: dict[str, Any], *,
             max_rounds: int = DEFAULT_MAX_ROUNDS, tol: float = DEFAULT_TOL,
-            timeout_s: float = 300) -> dict[str, Any]:
+            timeout_s: float = 300, epsilon: float | None = None,
+            bounds: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
         """Fit a GLM across the providers by IRLS: one joint job per round.
 
         ``model``: ``{"family": "poisson" | "binomial" | "negative_binomial", "y": col,
@@ -101,14 +102,19 @@ class JointStatistics:
         coefficients the previous round's pooled sums gave, decrypted here, and never leaves
         this process in the clear except as the next round's coefficients. The permit's runs
         cap the rounds (one part per provider each); ``max_rounds`` caps them here too.
+
+        ``epsilon`` (per round) and ``bounds`` (``{col: [lo, hi]}`` for ``y`` and every
+        regressor) make every round differentially private: each round's sums are noised
+        by the controller and charged ``epsilon`` against the permit's budget, so the fit
+        costs ``rounds * epsilon``; the result's ``dp`` says so. A noised fit usually needs a
+        looser ``tol`` (1e-3, say); one still moving at ``max_rounds`` is returned with
+        ``converged: false``. When the budget runs out the next round is refused (409).
         """
         schema = self.schema(permit_id, dataset_ids)
-        base = parse_spec({"statistics": ["glm"], "glm": model}, schema)
+        base = parse_spec(model_request(model, epsilon, bounds), schema)
 
         def run_round(spec: JointSpec) -> Sums:
-            assert spec.glm is not None
-            run = self.submit(permit_id, dataset_ids,
-                              {"statistics": ["glm"], "glm": spec.glm.to_json()})
+            run = self.submit(permit_id, dataset_ids, round_request(spec))
             return self.sums(run, self.wait(run, timeout_s))
 
         return fit_glm(base, run_round, max_rounds=max_rounds, tol=tol)
