@@ -44,6 +44,7 @@ import base64
 import http.client
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -325,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
                                  first[0].acknowledged + second[0].acknowledged)
         finally:
             procs.stop_all()
+            if not ok:  # keep the processes' logs to find out why
+                kept = Path(tempfile.mkdtemp(prefix="api-load-logs-"))
+                for log in work.glob("*.log"):
+                    shutil.copy(log, kept / log.name)
+                print(f"logs={kept}", flush=True)
     print(f"ratio={prod / dev:.2f}")
     return 0 if ok else 1
 
