@@ -7,6 +7,7 @@ from pathlib import Path
 
 from flask import Flask, current_app, g, request
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from authz.context import Ctx
@@ -49,10 +50,20 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
     @app.teardown_request
     def _close(exc: BaseException | None) -> None:
         session: Session | None = g.pop("session", None)
-        if session is not None:
+        if session is None:
+            return
+        try:
             if exc is not None:
                 session.rollback()
             session.close()
+        except SQLAlchemyError as e:
+            # The request has its answer: whatever it committed is committed, and what
+            # it did not is rolled back by the server with the lost connection. Failing
+            # here would replace that answer with a 500 (the database went away after the
+            # view finished: a restart, a killed backend). The connection is discarded.
+            app.logger.warning("closing the request's session failed: %s (%s)",
+                               type(e).__name__, type(getattr(e, "orig", None)).__name__)
+            session.invalidate()
 
 
 def services(app: Flask | None = None) -> Services:

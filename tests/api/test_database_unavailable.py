@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from flask import Flask
 from psycopg import errors
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import (
     DataError,
     IntegrityError,
@@ -162,3 +162,28 @@ def test_database_errors_are_logged_without_their_parameters(
         assert "pty_0123456789abcdef" not in caplog.text
     finally:
         db.dispose(app)
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_before_the_request_ends_keeps_its_answer(
+        own_cluster: str, tmp_path: Path) -> None:
+    """The server closes the request's connection after the view has answered (a restart,
+    an operator's kill): the rollback at the end of the request fails. That answer stands,
+    the broken connection is discarded, and the next request is served."""
+    app = _app(own_cluster, tmp_path)
+
+    def answered_then_cut() -> str:
+        session = db.session()
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with psycopg.connect(own_cluster.replace("postgresql+psycopg", "postgresql"),
+                             autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        return "answered"
+
+    app.add_url_rule("/test-cut", view_func=answered_then_cut)
+    client = app.test_client()
+    for _ in range(2):  # the pool may hand out the broken connection only once
+        r = client.get("/test-cut")
+        assert r.status_code == 200 and r.get_data(as_text=True) == "answered"
+    assert client.get("/api/v1/me", headers=TOKEN).status_code == 401
+    db.dispose(app)
