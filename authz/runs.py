@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from authz import catalog, joint, lifecycle, permits, psi_jobs, review
+from authz import catalog, joint, joint_masks, lifecycle, permits, psi_jobs, review
 from authz.context import Ctx
 from authz.models import Agent, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
@@ -37,6 +37,7 @@ from authz.wire import (
     LeaseState,
     PsiPart,
     RunReport,
+    RunStarted,
     RunTask,
     SchemaCheckTask,
     parse,
@@ -237,15 +238,21 @@ def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
-def mark_started(ctx: Ctx, agent: Agent, job_id: str) -> Job:
+def mark_started(ctx: Ctx, agent: Agent, job_id: str, notice: RunStarted | None = None
+                 ) -> Job:
+    """The run started. With a joint part's mask key in ``notice``, the key is announced in
+    the same transaction (authz/joint_masks.py: same checks, same ``joint.mask_key`` entry
+    after ``job.running``): one write for the agent's two notices."""
     job = _leased(ctx, agent, job_id)
-    if job.state == JobState.RUNNING:
-        return job  # idempotent: an agent retrying after a lost response
-    if job.state != JobState.DISPATCHED:
-        raise Conflict(f"job is {job.state}")
-    job.state = check_job_move(job.state, JobState.RUNNING)
-    job.started_at = ctx.now()
-    ctx.record("job.running", f"agent:{agent.id}", {"job_id": job.id})
+    if job.state != JobState.RUNNING:
+        if job.state != JobState.DISPATCHED:
+            raise Conflict(f"job is {job.state}")
+        job.state = check_job_move(job.state, JobState.RUNNING)
+        job.started_at = ctx.now()
+        ctx.record("job.running", f"agent:{agent.id}", {"job_id": job.id})
+    # else idempotent: an agent retrying after a lost response (the announcement too)
+    if notice is not None and notice.mask_key is not None:
+        joint_masks.announce(ctx, agent, job_id, notice.mask_key.model_dump())
     return job
 
 
@@ -278,6 +285,11 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
     if job.state not in ACTIVE and job.state != JobState.QUEUED:
         raise Conflict(f"job is {job.state}")
     report = parse(RunReport, body)
+    if report.checked and job.state in ACTIVE:
+        # The checking step the agent did not announce separately: on the ledger before
+        # the result, in the same transaction (a requeued job's late report records no
+        # step of a lease it no longer holds).
+        mark_checking(ctx, agent, job_id)
     state, reason = report.state, report.reason
     outputs = []
     for i, o in enumerate(report.outputs):
