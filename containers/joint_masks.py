@@ -2,8 +2,9 @@
 
 The agent draws one X25519 key per joint part, keeps its private half in the part's job
 directory (mode 0600, inside the provider's domain, so a restarted agent masks with the
-same key it announced), announces the public half signed with its Ed25519 key, and before
-encrypting waits until every provider of the job has announced one. If the others do not
+same key it announced), announces the public half signed with its Ed25519 key (with the
+part's start notice: one request), and before encrypting waits (a long poll) until every
+provider of the job has announced one. If the others do not
 announce in time the part fails: nothing unmasked is ever sent.
 """
 
