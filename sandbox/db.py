@@ -42,7 +42,7 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
                          app.extensions["sandbox_sealing"], app.config.get("LOG_KEY"))
     log = log_type(app.config["LOG_ORIGIN"], signer)
     checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"],
-                                leadership=leadership)
+                                leadership=leadership, readers=readers or factory)
     app.extensions["sandbox"] = Services(engine=engine, sessions=factory, log=log,
                                          readers=readers or factory, signer=signer,
                                          checkpointer=checkpointer, work_signal=WorkSignal())
