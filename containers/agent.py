@@ -15,6 +15,7 @@ removes what the controller no longer leases to it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -408,6 +409,13 @@ class Agent:
         except ControllerRefused as e:
             if e.status >= 500:
                 raise  # keep the job's files: the outbox sends the report again
+            if e.status == 400 and report.checked:
+                # A controller of an earlier release refuses the field: the checking
+                # notice on its own, then the same report without it.
+                with contextlib.suppress(ControllerRefused):
+                    self.controller.checking(job_id)
+                self._deliver(job_id, report.model_copy(update={"checked": False}))
+                return
             log.error("result for %s refused: %s", job_id, e)
             if e.status not in (404, 409):
                 # Refused as malformed: the job must not stay leased until it is requeued
