@@ -188,8 +188,9 @@ def main() -> None:
     print(f"providers={PROVIDERS} rows_pooled={sum(len(f) for f in frames)} runs_each={n}")
     for name, v in phases.items():
         print(f"  joint phase {name:<34} median {statistics.median(v):7.3f} s")
-    # Durable write transactions committed while the job ran (its own, plus the idle
-    # agents' long-poll probes and the checkpointer's signatures meanwhile): load-free.
+    # Durable write transactions committed while the job ran: its own, plus the idle
+    # agents' first long-poll probes and the checkpointer's signatures meanwhile (about 5
+    # a second, so a longer job counts a few more).
     for kind, counts in commits.items():
         print(f"{kind}_commits_median={statistics.median(counts):.0f}")
     print(f"joint_median_s={med['joint']:.3f}")
