@@ -26,6 +26,9 @@ from authz.models import (
 )
 from authz.people import PersonRole
 from authz.permits import permit_providers
+from authz.specs import APPROVE_SPEC, DEFAULT_MIN_CELL
+from authz.specs import REQUEST_SPEC as REQUEST_SPEC
+from authz.specs import USE_KINDS as USE_KINDS
 from authz.states import (
     ACTIVE,
     DatasetStatus,
@@ -37,45 +40,8 @@ from authz.states import (
 from compute import statistics
 from compute.errors import Conflict, InvalidInput, NotFound
 
-USE_KINDS = ("statistics", "joint_statistics", "modelling", "verification")
-DEFAULT_MIN_CELL = 10
 UNCONDITIONAL_DAYS = 90
 UNCONDITIONAL_RUNS = 100
-
-REQUEST_SPEC = [
-    v.Field("purpose", v.text(2000, min_len=10)),
-    v.Field("use_kind", v.choice(*USE_KINDS)),
-    v.Field("business_system", v.text(200)),
-    v.Field("items", v.list_of(v.obj([
-        v.Field("dataset_id", v.text(40)),
-        v.Field("columns", v.list_of(v.text(64, pattern=v.NAME_RX), 1, 1000, unique=True)),
-    ]), min_items=1, max_items=20)),
-    # The requester's analysts who may use the permit, besides the person asking.
-    v.Field("people", v.list_of(v.text(40), 0, 50, unique=True), required=False, default=[]),
-]
-
-APPROVE_SPEC = [
-    v.Field("columns", v.list_of(v.text(64, pattern=v.NAME_RX), 1, 1000, unique=True),
-            required=False),
-    v.Field("expires_at", v.aware_datetime),
-    v.Field("max_runs", v.integer(1, 10_000)),
-    v.Field("min_cell_count", v.integer(1, 1_000_000), required=False,
-            default=DEFAULT_MIN_CELL),
-    v.Field("risk_assessment", v.text(2000)),
-    v.Field("epsilon_budget", v.number(0.001, 100.0), required=False),
-    # Disclosure settings beyond the minimum cell count (compute.sdc; defaults otherwise),
-    # validated by building the policy they describe.
-    v.Field("disclosure", lambda path, x: x, required=False),
-    # "automatic": this provider accepts that script outputs passing the file-level checks
-    # are released without a human decision (recorded on the ledger with the permit).
-    v.Field("script_release", v.choice(*ScriptRelease), required=False,
-            default=ScriptRelease.REVIEW.value),
-    # How many different output checkers of this provider must approve each held output:
-    # 2 is the two-person rule (neither of them the analyst who submitted the job).
-    v.Field("review_quorum", v.integer(1, 2), required=False, default=1),
-    # true: every new script runs only after an approver of every provider approved it.
-    v.Field("approve_scripts", v.boolean, required=False, default=False),
-]
 
 
 def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:

@@ -9,61 +9,19 @@ from sqlalchemy import select
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Dataset, Party, new_id
+from authz.specs import DATASET_SPEC as DATASET_SPEC
+from authz.specs import FIELD_SPEC as FIELD_SPEC
+from authz.specs import FIELD_TYPES as FIELD_TYPES
+from authz.specs import MAX_CATEGORIES as MAX_CATEGORIES
+from authz.specs import OPENNESS as OPENNESS
+from authz.specs import SENSITIVITY as SENSITIVITY
 from authz.states import DatasetStatus
 from authz.wire import SchemaVerdict
 from compute.errors import Conflict, InvalidInput, NotFound
 
-FIELD_TYPES = ("integer", "number", "string", "date", "boolean")
-# Ordered from least to most sensitive: a fused job's classification is the highest level
-# among its inputs (数据融合的密级取决于密级要求最高的数据项).
-SENSITIVITY = ("public", "internal", "sensitive", "restricted", "identifier")
 # Columns at these levels never appear in a released output.
 HIGH_SENSITIVITY = frozenset({"restricted", "identifier"})
-OPENNESS = ("unconditional", "conditional", "not_open")
-
-MAX_CATEGORIES = 500
-
-
-def _range_bound(path: str, x: Any) -> Any:
-    # A number for integer and number fields, a YYYY-MM-DD date for date fields; which one
-    # a field needs is checked against its type in _check_declared.
-    if isinstance(x, str):
-        return v.iso_date(path, x)
-    return v.number(-1e15, 1e15)(path, x)
-
-
-# Declared metadata (optional): what the provider publishes about a column's values. The
-# platform makes mock data from it (compute.mockdata) and the agent's schema check holds
-# the file to it; it is the provider's own statement, never derived from the file.
-FIELD_SPEC = [
-    v.Field("name", v.text(64, pattern=v.NAME_RX)),
-    v.Field("type", v.choice(*FIELD_TYPES)),
-    v.Field("sensitivity", v.choice(*SENSITIVITY)),
-    v.Field("description", v.text(500, min_len=0), required=False, default=""),
-    v.Field("categories", v.list_of(v.text(200, single_line=True), 1, MAX_CATEGORIES,
-                                    unique=True), required=False),
-    v.Field("range", v.list_of(_range_bound, 2, 2), required=False),
-    v.Field("missing_rate", v.number(0.0, 1.0), required=False),
-]
 DECLARED = ("categories", "range", "missing_rate")
-
-DATASET_SPEC = [
-    v.Field("code", v.text(64, pattern=v.CODE_RX)),
-    v.Field("name", v.text(200, single_line=True)),
-    v.Field("category", v.text(100, single_line=True)),
-    v.Field("summary", v.text(2000)),
-    v.Field("format", v.choice("csv", "parquet")),
-    v.Field("openness", v.choice(*OPENNESS)),
-    v.Field("sharing", v.choice("unconditional", "conditional", "none"), required=False,
-            default="conditional"),
-    v.Field("update_cycle", v.choice("realtime", "daily", "weekly", "monthly", "quarterly",
-                                     "yearly", "irregular")),
-    v.Field("publish_date", v.iso_date),
-    v.Field("related_codes", v.list_of(v.text(64, pattern=v.CODE_RX), max_items=50),
-            required=False, default=[]),
-    v.Field("fields", v.list_of(v.obj(FIELD_SPEC), min_items=1, max_items=1000)),
-    v.Field("location", v.text(1000, single_line=True)),
-]
 
 
 def level(sensitivity: str) -> int:

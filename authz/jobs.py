@@ -6,30 +6,30 @@ The states and their moves are in :mod:`authz.states`; a job ends through
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
+from sqlalchemy.orm import defer, selectinload
 
 from authz import lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, ScriptApproval, new_id
+from authz.models import (
+    Job,
+    JobOutput,
+    Party,
+    Permit,
+    ScriptApproval,
+    new_id,
+)
+from authz.specs import JOB_SUBMIT_SPEC as SUBMIT_SPEC
+from authz.specs import MAX_SCRIPT_BYTES as MAX_SCRIPT_BYTES
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
 from compute.statspec import parse_statistics_spec
-
-MAX_SCRIPT_BYTES = 256 * 1024
-
-SUBMIT_SPEC = [
-    v.Field("permit_id", v.text(40)),
-    v.Field("dataset_ids", v.list_of(v.text(40), 1, 20, unique=True)),
-    # Exactly one of: a script (run in a container, its outputs checked), or a statistics
-    # spec (computed by the platform's own code, every cell checked: compute.statspec).
-    v.Field("script", v.text(MAX_SCRIPT_BYTES, min_len=1), required=False),
-    v.Field("statistics", lambda path, x: x, required=False),  # parsed against the schema
-]
 
 
 def submit(ctx: Ctx, requester: Party, body: object) -> Job:
@@ -193,15 +193,24 @@ def get_visible(ctx: Ctx, party: Party, job_id: str) -> Job:
     return job
 
 
+@functools.cache
+def _visible_jobs(role: str) -> Select[tuple[Job]]:
+    # Built once per kind: every job list runs one, and SQLAlchemy keeps a statement's
+    # cache key with the statement object.
+    column = Job.requester_id if role == "requester" else Job.provider_id
+    return select(Job).where(column == bindparam("party_id")).order_by(
+        Job.submitted_at, Job.id).options(selectinload(Job.outputs).options(
+            defer(JobOutput.content), selectinload(JobOutput.reviews)))
+
+
 def list_visible(ctx: Ctx, party: Party) -> list[Job]:
-    q = select(Job).order_by(Job.submitted_at, Job.id)
-    if party.role == "requester":
-        q = q.where(Job.requester_id == party.id)
-    elif party.role == "provider":
-        q = q.where(Job.provider_id == party.id)
-    else:
+    """The jobs ``party`` may see, their outputs and reviews loaded in two more statements
+    (for :func:`to_json`), not two per job. An output's content is left
+    in the database (it is opened only when it is downloaded)."""
+    if party.role not in ("requester", "provider"):
         return []
-    return list(ctx.session.scalars(q))
+    return list(ctx.session.scalars(_visible_jobs(party.role),
+                                    {"party_id": party.id}))
 
 
 def to_json(job: Job, party: Party) -> dict[str, Any]:
@@ -258,25 +267,3 @@ def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes
         if o.name == name and o.decision == OutputDecision.RELEASED and o.content is not None:
             return o.content
     raise NotFound("no such output")
-
-
-def usage(ctx: Ctx, provider: Party) -> list[dict[str, Any]]:
-    """Who used the provider's data, when, for what, and how much (可溯源原则)."""
-    out = []
-    for job in list_visible(ctx, provider):
-        permit = ctx.session.get(Permit, job.permit_id)
-        assert permit is not None
-        request = ctx.session.get(AccessRequest, permit.request_id)
-        assert request is not None
-        requester = ctx.session.get(Party, job.requester_id)
-        out.append({
-            "job_id": job.id, "requester_id": job.requester_id,
-            "requester_name": requester.name if requester else None,
-            "purpose": request.purpose, "business_system": request.business_system,
-            "dataset_ids": job.dataset_ids, "state": job.state,
-            "submitted_at": job.submitted_at.isoformat(),
-            "started_at": job.started_at.isoformat() if job.started_at else None,
-            "rows_read": job.rows_read, "bytes_read": job.bytes_read,
-            "script_sha256": job.script_sha256, "ledger_index": job.ledger_index,
-        })
-    return out

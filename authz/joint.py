@@ -23,6 +23,8 @@ from authz import agent_keys, people, permits, psi_jobs
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
+from authz.specs import JOINT_SUBMIT_SPEC as SUBMIT_SPEC
+from authz.specs import MAX_CONTEXT_BYTES as MAX_CONTEXT_BYTES
 from authz.states import TERMINAL, JobState, JointJobState
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
@@ -30,16 +32,7 @@ from compute.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
 from compute.protocol import combine, default_backend, ledger_record
 from compute.spec import parse_spec, spec_from_json
 
-MAX_CONTEXT_BYTES = 4 * 1024 * 1024
 SUBMISSION = "submission.json"
-
-SUBMIT_SPEC = [
-    v.Field("permit_id", v.text(40)),
-    v.Field("dataset_ids", v.list_of(v.text(40), 1, 50, unique=True)),
-    v.Field("spec", lambda path, x: x),  # parsed by compute.spec against the schema
-    v.Field("public_context_b64", v.text(MAX_CONTEXT_BYTES * 2)),
-    v.Field("context_fingerprint", v.text(64, pattern=v.HEX64_RX)),
-]
 
 
 def local_aggregate_script() -> bytes:

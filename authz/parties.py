@@ -14,12 +14,10 @@ from sqlalchemy import select
 from authz import access, lifecycle, people
 from authz.context import Ctx
 from authz.models import Agent, AgentProvider, Job, Party, Person, new_id
+from authz.specs import PARTY_ROLES as ROLES
 from authz.states import ACTIVE, JobState
 from authz.tokens import Issued, digest, issue
 from compute.errors import Conflict, InvalidInput, NotFound, Unauthenticated
-
-ROLES = ("provider", "requester", "regulator", "admin")
-
 
 
 def create_party(ctx: Ctx, actor: str, name: str, role: str, code: str | None) -> Issued:
@@ -63,10 +61,13 @@ def _split(token: str) -> tuple[str, str]:
     return object_id, secret
 
 
-def authenticate(ctx: Ctx, token: str) -> Party | Agent | Person:
+def authenticate(ctx: Ctx, token: str) -> tuple[Party | Agent, Person | None]:
+    """Whose authority the token carries (a party, or an agent) and the person using it
+    (a person's token carries their party's authority); None for a party's own token."""
     object_id, secret = _split(token)
     if object_id.startswith("psn_"):
-        return people.authenticate(ctx, object_id, secret)
+        person, party = people.authenticate(ctx, object_id, secret)
+        return party, person
     row: Party | Agent | None
     if object_id.startswith("agt_"):
         row = ctx.session.get(Agent, object_id)
@@ -77,7 +78,7 @@ def authenticate(ctx: Ctx, token: str) -> Party | Agent | Person:
     ok = hmac.compare_digest(stored, digest(secret))
     if row is None or not ok or not row.active:
         raise Unauthenticated("invalid token")
-    return row
+    return row, None
 
 
 def get_party(ctx: Ctx, party_id: str) -> Party:

@@ -13,7 +13,7 @@ SHA-256 of the secret stored, compared in constant time, optionally expiring.
 
 from __future__ import annotations
 
-import enum
+import functools
 import hmac
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,23 +21,22 @@ from datetime import datetime, timedelta
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy.orm import defer
 
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Accreditation, Party, Person, new_id
+from authz.specs import ACCREDITATION_SPEC as ACCREDITATION_SPEC
+from authz.specs import IDENTITY_SPEC as IDENTITY_SPEC
+from authz.specs import MAX_PASSWORD as MAX_PASSWORD
+from authz.specs import MAX_TOKEN_DAYS as MAX_TOKEN_DAYS
+from authz.specs import MIN_PASSWORD as MIN_PASSWORD
+from authz.specs import PERSON_SPEC as PERSON_SPEC
+from authz.specs import SIGN_IN_SPEC as SIGN_IN_SPEC
+from authz.specs import PersonRole as PersonRole
 from authz.tokens import digest, issue
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
-
-
-class PersonRole(enum.StrEnum):
-    APPROVER = "approver"  # decides access requests and revocations for a provider
-    OUTPUT_CHECKER = "output_checker"  # reviews outputs held for release
-    DATASET_STEWARD = "dataset_steward"  # registers and maintains a provider's datasets
-    ANALYST = "analyst"  # a requester's person: requests access, submits jobs
-    AUDITOR = "auditor"  # a regulator's person
-    ADMIN = "admin"  # the platform operator's person
-
 
 #: The roles a person may hold, by the role of their party.
 ROLES_BY_PARTY: dict[str, frozenset[PersonRole]] = {
@@ -48,26 +47,10 @@ ROLES_BY_PARTY: dict[str, frozenset[PersonRole]] = {
     "admin": frozenset({PersonRole.ADMIN}),
 }
 
-MIN_PASSWORD = 12  # NIST SP 800-63B §5.1.1.2: at least 8; longer for privileged accounts
-MAX_PASSWORD = 256
-MAX_TOKEN_DAYS = 365
 _hasher = PasswordHasher()
 # Verified against when no account matches, so a wrong email costs as long as a wrong
 # password and sign-in timing does not reveal which emails have accounts.
 _DUMMY_HASH = _hasher.hash("not a password of anyone")
-
-PERSON_SPEC = [
-    v.Field("name", v.text(200, single_line=True)),
-    v.Field("email", v.text(254, pattern=r"[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,62}")),
-    v.Field("roles", v.list_of(v.choice(*PersonRole), 1, len(PersonRole), unique=True)),
-    v.Field("password", v.text(MAX_PASSWORD, min_len=MIN_PASSWORD), required=False),
-]
-SIGN_IN_SPEC = [
-    v.Field("email", v.text(254, single_line=True)),
-    v.Field("password", v.text(MAX_PASSWORD)),
-    v.Field("totp", v.text(6, min_len=6, pattern=r"[0-9]{6}"), required=False),
-    v.Field("token_days", v.integer(1, MAX_TOKEN_DAYS), required=False),
-]
 
 
 @dataclass(frozen=True)
@@ -232,29 +215,33 @@ def confirm_totp(ctx: Ctx, person: Person, code: str) -> None:
     ctx.record("person.totp_enabled", person.id, {"person_id": person.id})
 
 
-def authenticate(ctx: Ctx, person_id: str, secret: str) -> Person:
-    person = ctx.session.get(Person, person_id)
+@functools.cache
+def _person_with_party() -> Select[tuple[Person, Party]]:
+    # Built once: every authenticated request runs it, and SQLAlchemy keeps a statement's
+    # cache key with the statement object.
+    return (select(Person, Party).join(Party, Party.id == Person.party_id)
+            .where(Person.id == bindparam("person_id")).options(defer(Person.totp_secret)))
+
+
+def authenticate(ctx: Ctx, person_id: str, secret: str) -> tuple[Person, Party]:
+    """The person whose token this is, and their party, checked against the database on
+    every request (a deactivation or a new token counts at once), in one statement. The
+    TOTP secret is not opened: a request with a token never needs it."""
+    row = ctx.session.execute(_person_with_party(), {"person_id": person_id}).first()
+    person, party = (row[0], row[1]) if row is not None else (None, None)
     stored = person.token_hash if person is not None and person.token_hash else "0" * 64
     ok = hmac.compare_digest(stored, digest(secret))
-    if person is None or not ok or not person.active or not party_active(ctx, person):
+    if person is None or party is None or not ok or not person.active or not party.active:
         raise Unauthenticated("invalid token")
     if person.token_expires_at is not None and person.token_expires_at <= ctx.now():
         raise Unauthenticated(f"token expired at {person.token_expires_at.isoformat()}; "
                               "sign in again (sandbox login)")
-    return person
+    return person, party
 
 
 def party_active(ctx: Ctx, person: Person) -> bool:
     party = ctx.session.get(Party, person.party_id)
     return party is not None and party.active
-
-
-ACCREDITATION_SPEC = [
-    v.Field("kind", v.text(200, single_line=True)),
-    v.Field("awarded_at", v.aware_datetime),
-    v.Field("expires_at", v.aware_datetime),
-]
-IDENTITY_SPEC = [v.Field("method", v.text(200, single_line=True))]
 
 
 def record_accreditation(ctx: Ctx, actor: Party, person: Person, body: object) -> None:

@@ -23,6 +23,7 @@ from authz import permits
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob, Party, new_id
+from authz.specs import PSI_SUBMIT_SPEC as SUBMIT_SPEC
 from authz.states import ACTIVE, TERMINAL, JobState, JointJobState
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound, PolicyViolation
 from compute.psi import parse_psi_spec
@@ -31,13 +32,6 @@ RELEASE = "psi.json"
 MESSAGES = {"request": "client", "setup": "server", "response": "server"}
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 NO_CONTEXT = b""  # a PSI job has no homomorphic context: its release is counts
-
-SUBMIT_SPEC = [
-    v.Field("permit_id", v.text(40)),
-    v.Field("client_dataset_id", v.text(40)),
-    v.Field("server_dataset_id", v.text(40)),
-    v.Field("spec", lambda path, x: x),  # parsed by compute.psi against the schema
-]
 
 
 def is_psi(joint: JointJob) -> bool:

@@ -36,14 +36,10 @@ from authz import validate as v
 from authz.context import Ctx
 from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
 from authz.people import PersonRole
+from authz.specs import DECIDE_SPEC as DECIDE_SPEC
+from authz.specs import JUSTIFY_SPEC as JUSTIFY_SPEC
 from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus, ReviewDecision
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
-
-DECIDE_SPEC = [
-    v.Field("decision", v.choice(*ReviewDecision)),
-    v.Field("comment", v.text(4000, min_len=3)),
-]
-JUSTIFY_SPEC = [v.Field("justification", v.text(4000, min_len=10))]
 
 _SETTLES = {ReviewDecision.REJECT: OutputDecision.REJECTED,
             ReviewDecision.RETURN: OutputDecision.RETURNED}

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, String, delete
+from sqlalchemy import ForeignKey, String, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from authz.context import Ctx
@@ -61,15 +61,21 @@ def start(ctx: Ctx, person: Person, lifetime: timedelta) -> Started:
 
 def resolve(session: Session, secret: str, now: datetime, idle: timedelta
             ) -> tuple[WebSession, Person] | None:
-    """The live session and its person for a cookie's secret; None if it has ended."""
-    ws = session.get(WebSession, session_id(secret))
-    if ws is None or ws.expires_at <= now or ws.last_seen_at + idle <= now:
+    """The live session and its person for a cookie's secret; None if it has ended.
+
+    One query on every page request: the session, its person and their party together
+    (the party stays in the session's identity map for the request's role checks)."""
+    row = session.execute(
+        select(WebSession, Person, Party)
+        .join(Person, Person.id == WebSession.person_id)
+        .join(Party, Party.id == Person.party_id)
+        .where(WebSession.id == session_id(secret))).one_or_none()
+    if row is None:
         return None
-    person = session.get(Person, ws.person_id)
-    if person is None or not person.active:
+    ws, person, party = row
+    if ws.expires_at <= now or ws.last_seen_at + idle <= now:
         return None
-    party = session.get(Party, person.party_id)
-    if party is None or not party.active:
+    if not person.active or not party.active:
         return None
     return ws, person
 

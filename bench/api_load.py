@@ -1,161 +1,339 @@
-"""Read throughput of the production server against the development server.
+"""The controller under load on PostgreSQL: production server against development server.
 
-One SQLite database (migrated, one admin, a few hundred ledger entries), served in turn by
+One throwaway PostgreSQL 15 cluster (tests.pgcluster), one controller port, two real
+agent processes (``sandbox agent``, the Docker engine, 2 slots each) serving one
+provider. The world is made through the API as people do it: an operator, a provider,
+two requesters and a regulator; an analyst of each requester and an auditor of the
+regulator, identified, accredited and signed in (personal tokens); each analyst's permit
+names them.
 
-- gunicorn: ``python -m sandbox.cli serve`` (2 workers × 8 threads, keep-alive, JSON logs);
-- dev:      werkzeug's ``run_simple(..., threaded=True)`` on ``create_app()``,
+Three phases on the same database, each with R readers and S submitters at once:
 
-each in its own process on loopback. N concurrent readers (threads here, one keep-alive
-connection each) send a fixed number of authenticated reads, alternating ``GET /me`` and
-``GET /ledger/entries?start=0&end=20``, after a warm-up. Prints reads/s and latency
-percentiles per server, and last ``ratio=<gunicorn reads/s over dev reads/s>``.
-Usage: ``.venv/bin/python -m bench.api_load [READERS] [REQUESTS]`` (default 16 4000).
+1. ``gunicorn``: ``sandbox serve`` with its default workers and threads, measured;
+2. ``dev``: werkzeug's threaded development server on ``create_app()``, measured;
+3. ``chaos``: ``sandbox serve`` again, while the controller (its process group) and then
+   one agent are killed with SIGKILL and restarted at once, and PostgreSQL is stopped in
+   immediate mode and started again.
+
+A reader holds one keep-alive connection and sends, in turn, ``GET /me`` and
+``GET /jobs`` (the reading analyst's token; that requester has a fixed set of jobs) and
+``GET /ledger/entries?start=0&end=20`` (the auditor's token). A submitter submits a
+statistics job (mean cost by sex and diagnosis, computed and checked by the agent, no
+container) as the submitting analyst, polls it every 0.2 s until it is terminal, and
+submits the next. Statistics jobs keep the submitters' cost in the controller and the
+queue, not in container start-up (bench.jobs_throughput measures that).
+
+Prints reads/s and p50/p95/p99 latency of the readers and jobs per minute per phase;
+for the chaos phase what the checks found: every job acknowledged (and every job the
+submitting requester has) ends released, none has more than one ``run.finished`` entry,
+the permit counts as many runs as jobs ran, and no answer was a 5xx other than a 503
+while PostgreSQL was down (or within GRACE_S after). Last ``ratio=<gunicorn reads/s
+over dev reads/s>``. Exit status 1 when a chaos check failed.
+
+Needs the Docker engine (the agents check it at start): run it under
+``flock /tmp/sandbox-docker-tests.lock``. Usage:
+``.venv/bin/python -m bench.api_load [--quick] [--readers R] [--submitters S]
+[--seconds T] [--no-chaos] [--workers W] [--threads N]`` (default 20 readers, 20
+submitters, 60 s per phase, ``sandbox serve``'s own defaults; ``--quick``: 15 s).
 """
 
 from __future__ import annotations
 
+import argparse
+import base64
 import http.client
+import json
 import os
-import signal
-import socket
+import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from authz.wire import TERMINAL
+from bench.api_load_world import SPEC, Processes, World, make_world
 from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
+from sandbox.client import Client
 from sandbox.migrate import upgrade
+from tests import pgcluster
 
-ROOT = Path(__file__).resolve().parent.parent
-PATHS = ("/api/v1/me", "/api/v1/ledger/entries?start=0&end=20")
-DEV_SERVER = """\
-import logging, sys
-from werkzeug.serving import run_simple
-from sandbox import create_app
-logging.getLogger("werkzeug").setLevel(logging.WARNING)
-run_simple("127.0.0.1", int(sys.argv[1]), create_app(), threaded=True)
-"""
+POLL_S = 0.2
+GRACE_S = 5.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+class Http:
+    """One keep-alive connection that reconnects after any failure."""
 
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.conn: http.client.HTTPConnection | None = None
 
-def prepare(work: Path) -> tuple[dict[str, str], str]:
-    url = f"sqlite:///{work / 'sandbox.db'}"
-    upgrade(url)
-    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                      "START_CHECKPOINTER": False})
-    try:
-        token = create_first_admin(app, "operator").token
-        svc = db.services(app)
-        with svc.sessions() as s:
-            for i in range(300):
-                svc.log.append(s, "bench.read", "system", {"i": i})
-            s.commit()
-    finally:
-        db.dispose(app)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
-    env.update({"PYTHONPATH": str(ROOT), "SANDBOX_DATABASE_URL": url,
-                "SANDBOX_INSTANCE": str(work / "instance"),
-                "SANDBOX_LOG_KEY_FILE": str(work / "log.key")})
-    return env, token
-
-
-def start(args: list[str], env: dict[str, str], log: Path, port: int
-          ) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=out, stderr=out)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    def call(self, method: str, path: str, token: str, body: bytes | None = None
+             ) -> tuple[int, bytes]:
+        if self.conn is None:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {"Authorization": f"Bearer {token}"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            c.request("GET", "/healthz")
-            if c.getresponse().status == 200:
-                c.close()
-                return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server did not start; see {log}")
+            self.conn.request(method, path, body=body, headers=headers)
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            raise
 
 
-def load(port: int, token: str, readers: int, requests: int) -> tuple[float, list[float]]:
-    per = requests // readers
-    latencies: list[list[float]] = [[] for _ in range(readers)]
-    errors: list[str] = []
-    gate = threading.Barrier(readers + 1)
+@dataclass
+class Run:
+    """What one phase's clients saw."""
 
-    def reader(i: int) -> None:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        h = {"Authorization": f"Bearer {token}"}
-        gate.wait()
-        for n in range(per):
-            t0 = time.perf_counter()
-            c.request("GET", PATHS[(i + n) % len(PATHS)], headers=h)
-            r = c.getresponse()
-            r.read()
-            latencies[i].append(time.perf_counter() - t0)
-            if r.status != 200:
-                errors.append(str(r.status))
-        c.close()
+    reads: list[tuple[float, float]] = field(default_factory=list)  # (start, latency)
+    errors: list[tuple[float, str]] = field(default_factory=list)  # (time, what)
+    acknowledged: list[str] = field(default_factory=list)
+    finished: list[tuple[float, str]] = field(default_factory=list)  # (time, state)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    threads = [threading.Thread(target=reader, args=(i,)) for i in range(readers)]
+    def note(self, status: int | str, path: str) -> None:
+        if status == 200 or status == 201:
+            return
+        with self.lock:
+            self.errors.append((time.monotonic(), f"{status} {path.split('?')[0]}"))
+
+
+def reader(port: int, w: World, run: Run, stop: threading.Event, i: int) -> None:
+    paths = (("/api/v1/me", w.reader), ("/api/v1/jobs", w.reader),
+             ("/api/v1/ledger/entries?start=0&end=20", w.auditor))
+    c, n, mine = Http(port), i, []
+    while not stop.is_set():
+        path, token = paths[n % len(paths)]
+        n += 1
+        t0 = time.monotonic()
+        try:
+            status, _ = c.call("GET", path, token)
+        except (OSError, http.client.HTTPException) as e:
+            run.note(type(e).__name__, path)
+            stop.wait(0.05)
+            continue
+        if status == 200:
+            mine.append((t0, time.monotonic() - t0))
+        else:
+            run.note(status, path)
+            stop.wait(0.05)
+    with run.lock:
+        run.reads.extend(mine)
+
+
+def submitter(port: int, w: World, run: Run, stop: threading.Event, drain_until: list[float]
+              ) -> None:
+    c = Http(port)
+    body = json.dumps({"permit_id": w.permit_id, "dataset_ids": [w.dataset_id],
+                       "statistics": SPEC}).encode()
+    while not stop.is_set():
+        try:
+            status, raw = c.call("POST", "/api/v1/jobs", w.submitter, body)
+        except (OSError, http.client.HTTPException) as e:
+            # The job may or may not exist: the final check lists the requester's jobs.
+            run.note(type(e).__name__, "/api/v1/jobs")
+            stop.wait(0.1)
+            continue
+        if status != 201:
+            run.note(status, "/api/v1/jobs")
+            stop.wait(0.1)
+            continue
+        job_id = json.loads(raw)["id"]
+        with run.lock:
+            run.acknowledged.append(job_id)
+        # After the phase, the job in hand is still followed to its end (until drain).
+        while not stop.is_set() or time.monotonic() < drain_until[0]:
+            time.sleep(POLL_S)
+            try:
+                status, raw = c.call("GET", f"/api/v1/jobs/{job_id}", w.submitter)
+            except (OSError, http.client.HTTPException) as e:
+                run.note(type(e).__name__, "/api/v1/jobs/<id>")
+                continue
+            if status != 200:
+                run.note(status, "/api/v1/jobs/<id>")
+                continue
+            state = json.loads(raw)["state"]
+            if state in TERMINAL:
+                with run.lock:
+                    run.finished.append((time.monotonic(), state))
+                break
+
+
+def phase(procs: Processes, w: World, args: argparse.Namespace, chaos: Any = None
+          ) -> tuple[Run, float, float]:
+    """Run readers and submitters; returns what they saw and the measured window."""
+    run, stop, drain = Run(), threading.Event(), [0.0]
+    threads = [threading.Thread(target=reader, args=(procs.port, w, run, stop, i))
+               for i in range(args.readers)]
+    threads += [threading.Thread(target=submitter, args=(procs.port, w, run, stop, drain))
+                for _ in range(args.submitters)]
     for t in threads:
         t.start()
-    gate.wait()
-    t0 = time.perf_counter()
+    time.sleep(args.warmup)
+    start = time.monotonic()
+    if chaos is not None:
+        chaos(start)
+    time.sleep(max(0.0, start + args.seconds - time.monotonic()))
+    end = time.monotonic()
+    drain[0] = end + args.drain
+    stop.set()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - t0
-    if errors:
-        raise SystemExit(f"{len(errors)} reads failed, e.g. {errors[:3]}")
-    return per * readers / elapsed, sorted(x for lat in latencies for x in lat)
+    return run, start, end
 
 
-def pct(xs: list[float], q: float) -> float:
-    return xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+def report(name: str, run: Run, start: float, end: float, loadavg: float) -> float:
+    lat = sorted(x for t0, x in run.reads if start <= t0 < end)
+    rate = len(lat) / (end - start)
+    jobs = sum(1 for t, _ in run.finished if start <= t < end)
 
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
 
-def run(name: str, args: list[str], env: dict[str, str], work: Path, token: str,
-        readers: int, requests: int) -> float:
-    port = free_port()
-    proc = start([*args, str(port)] if name == "dev" else [*args, "--port", str(port)],
-                 env, work / f"{name}.log", port)
-    try:
-        load(port, token, readers, max(readers, requests // 10))  # warm-up
-        rate, lat = load(port, token, readers, requests)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    print(f"server={name} readers={readers} reads={len(lat)} reads_per_s={rate:.0f} "
-          f"p50_ms={pct(lat, 0.50):.1f} p95_ms={pct(lat, 0.95):.1f} "
-          f"p99_ms={pct(lat, 0.99):.1f} mean_ms={statistics.fmean(lat) * 1000:.1f}",
-          flush=True)
+    mean = statistics.fmean(lat) * 1000 if lat else float("nan")
+    print(f"server={name} reads={len(lat)} reads_per_s={rate:.0f} p50_ms={pct(0.50):.1f} "
+          f"p95_ms={pct(0.95):.1f} p99_ms={pct(0.99):.1f} mean_ms={mean:.1f} "
+          f"jobs_per_min={jobs * 60 / (end - start):.0f} "
+          f"errors={len([e for t, e in run.errors if start <= t < end])} "
+          f"load_avg_1m={loadavg:.1f}", flush=True)
     return rate
 
 
-def main(readers: int = 16, requests: int = 4000) -> int:
-    with tempfile.TemporaryDirectory() as tmp:
+def ledger_runs(url: str, auditor: str) -> Counter[str]:
+    """How many ``run.finished`` entries the ledger holds per job."""
+    client, runs, start = Client(url, auditor), Counter[str](), 0
+    while True:
+        page = client.get("/ledger/entries", start=start, end=start + 1000)
+        for e in page["entries"]:
+            entry = json.loads(base64.b64decode(e["data"]))
+            if entry["kind"] == "run.finished":
+                runs[entry["body"]["job_id"]] += 1
+        if page["end"] >= page["tree_size"]:
+            return runs
+        start = page["end"]
+
+
+def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: str,
+                earlier: list[str]) -> bool:
+    """The chaos run, then the checks over every job of the run (earlier phases' too)."""
+    outage: list[float] = []
+
+    def chaos(start: float) -> None:
+        def act() -> None:
+            third = args.seconds / 4
+            time.sleep(third)
+            procs.kill("controller")
+            procs.start_server("gunicorn")
+            time.sleep(max(0.0, start + 2 * third - time.monotonic()))
+            procs.kill("agent-1")
+            procs.restart_agent("agent-1")
+            time.sleep(max(0.0, start + 3 * third - time.monotonic()))
+            outage.append(time.monotonic())
+            with pgcluster.stopped(db_url, mode="immediate"):
+                pass
+            outage.append(time.monotonic())
+
+        threading.Thread(target=act, daemon=True).start()
+
+    run, start, end = phase(procs, w, args, chaos)
+    report("chaos", run, start, end, os.getloadavg()[0])
+    # Every job the submitting requester has, acknowledged or not (a POST cut by the
+    # controller's kill may have committed), must end released.
+    mine = Client(procs.url, w.submitter)
+    deadline = time.monotonic() + args.drain
+    while True:
+        jobs = mine.get("/jobs")["jobs"]
+        open_ = [j for j in jobs if j["state"] not in TERMINAL]
+        if not open_ or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    states = Counter(j["state"] for j in jobs)
+    ids = {j["id"] for j in jobs}
+    acknowledged = earlier + run.acknowledged
+    lost = [j for j in acknowledged if j not in ids]
+    runs = ledger_runs(procs.url, w.auditor)
+    twice = [j for j in ids if runs[j] > 1]
+    permit = mine.get(f"/permits/{w.permit_id}")
+    down = (outage[0], outage[1] + GRACE_S) if len(outage) == 2 else (0.0, 0.0)
+    bad = [e for t, e in run.errors if e[:1] == "5"
+           and not (e.startswith("503") and down[0] <= t <= down[1])]
+    ran = sum(1 for j in ids if runs[j] == 1)
+    ok = (not lost and not twice and not bad and not open_
+          and states.get("released", 0) == len(jobs) and permit["runs_used"] == ran)
+    print(f"chaos jobs={len(jobs)} acknowledged={len(acknowledged)} "
+          f"states={dict(states)} not_terminal={len(open_)} lost={len(lost)} "
+          f"run_twice={len(twice)} permit_runs_used={permit['runs_used']} ran={ran}",
+          flush=True)
+    print(f"chaos errors={dict(Counter(e for _, e in run.errors))} "
+          f"bad_5xx={len(bad)} pg_down_s={down[1] - GRACE_S - down[0]:.1f} "
+          f"chaos_ok={str(ok).lower()}", flush=True)
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench.api_load")
+    ap.add_argument("--quick", action="store_true", help="15 s phases")
+    ap.add_argument("--readers", type=int, default=20)
+    ap.add_argument("--submitters", type=int, default=20)
+    ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--no-chaos", dest="chaos", action="store_false")
+    ap.add_argument("--workers", type=int, help="sandbox serve --workers (its default)")
+    ap.add_argument("--threads", type=int, help="sandbox serve --threads (its default)")
+    args = ap.parse_args(argv)
+    args.seconds = args.seconds or (15.0 if args.quick else 60.0)
+    args.warmup = 3.0 if args.quick else 5.0
+    args.drain = 90.0 if args.quick else 180.0
+    ok = True
+    with pgcluster.cluster("sandbox") as url, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        env, token = prepare(work)
-        prod = run("gunicorn", ["-m", "sandbox.cli", "serve", "--workers", "2",
-                                "--threads", "8"], env, work, token, readers, requests)
-        dev = run("dev", ["-c", DEV_SERVER], env, work, token, readers, requests)
+        upgrade(url)
+        app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
+                          "START_CHECKPOINTER": False})
+        try:
+            admin_token = create_first_admin(app, "operator").token
+        finally:
+            db.dispose(app)
+        serve_args = [*(["--workers", str(args.workers)] if args.workers else []),
+                      *(["--threads", str(args.threads)] if args.threads else [])]
+        procs = Processes(work, url, serve_args)
+        try:
+            procs.start_server("gunicorn")
+            w = make_world(procs, admin_token)
+            print(f"readers={args.readers} submitters={args.submitters} "
+                  f"seconds={args.seconds:g} database=postgresql agents=2x2 slots "
+                  f"jobs=statistics serve_args={' '.join(serve_args) or 'defaults'}",
+                  flush=True)
+            first = phase(procs, w, args)
+            prod = report("gunicorn", *first, os.getloadavg()[0])
+            procs.stop("controller")
+            procs.start_server("dev")
+            second = phase(procs, w, args)
+            dev = report("dev", *second, os.getloadavg()[0])
+            procs.stop("controller")
+            if args.chaos:
+                procs.start_server("gunicorn")
+                ok = chaos_phase(procs, w, args, url,
+                                 first[0].acknowledged + second[0].acknowledged)
+        finally:
+            procs.stop_all()
+            if not ok:  # keep the processes' logs to find out why
+                kept = Path(tempfile.mkdtemp(prefix="api-load-logs-"))
+                for log in work.glob("*.log"):
+                    shutil.copy(log, kept / log.name)
+                print(f"logs={kept}", flush=True)
     print(f"ratio={prod / dev:.2f}")
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(*(int(a) for a in sys.argv[1:3])))
+    sys.exit(main())

@@ -14,8 +14,10 @@ Laplace for sums, never numpy's floating-point Laplace.
 
 Sensitivity: one record changes one cell per entry. Because providers suppress cells below
 the minimum count k, adding one record can release a whole cell of k records, so count
-entries have L1 sensitivity k and clipped sums k*B (B = max |bound - shift|). Epsilon is
-split evenly over the layout's entries (sequential composition).
+entries have L1 sensitivity k and clipped sums k*B (B = max |bound - shift|). A GLM round's
+entries have k times the per-record bound of :mod:`compute.glmdp`, derived from the clipping
+bounds, the family and the round's public coefficients. Epsilon is split evenly over the
+layout's entries (sequential composition); a model fit charges it once per round.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any
 
 from compute import noise
 from compute.errors import BudgetExceeded, InvalidInput
+from compute.glmdp import row_sensitivities
 from compute.layout import COUNT_LIMBS, DATA_SLOTS, LIMBS, Layout, build_layout, int_limbs, to_limbs
 from compute.protocol import (
     Backend,
@@ -72,9 +75,12 @@ def sensitivities(spec: JointSpec, layout: Layout, min_cell_count: int) -> dict[
     k = max(1, min_cell_count)
     out: dict[str, float] = {}
     n_counts = len(layout.of_kind("count")) - 1
+    glm_rows = {} if spec.glm is None else row_sensitivities(spec.glm, spec.dp_bounds)
     for e in layout.entries:
         if e.name == "disclosure.suppressed":
             out[e.name] = float(n_counts)  # one record flips at most one cell per entry
+        elif e.name in glm_rows:
+            out[e.name] = k * glm_rows[e.name]
         elif e.kind == "count":
             out[e.name] = float(k)
         else:
@@ -92,9 +98,10 @@ def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_b
     if spec.dp_epsilon is None:
         raise InvalidInput("dp", "required", "the spec does not ask for differential privacy")
     eps = spec.dp_epsilon
-    short = [b.permit_id for b in budgets if not b.can_charge(eps)]
+    short = [b for b in budgets if not b.can_charge(eps)]
     if short:  # check all first: a joint release charges every provider's permit or none
-        raise BudgetExceeded(f"epsilon {eps} exceeds the remaining budget of {short}")
+        left = ", ".join(f"{b.permit_id} has {max(0.0, b.remaining):g} left" for b in short)
+        raise BudgetExceeded(f"epsilon {eps:g} exceeds the remaining budget ({left})")
     charges = [b.charge(str(aggregate["job_id"]), eps) for b in budgets]
     layout = build_layout(spec)
     sens = sensitivities(spec, layout, min_cell_count)

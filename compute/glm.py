@@ -11,19 +11,28 @@ pooled-data fit: the same iterations statsmodels runs on the pooled table.
 At convergence the standard errors are ``sqrt(diag((X'WX)^-1))`` with the dispersion fixed
 at 1 (Poisson, binomial, negative binomial with known alpha), z = coef / se, two-sided
 normal p-values and 95 % Wald intervals, as statsmodels' GLM reports them.
+
+With ``dp`` every round's sums arrive noised (the controller's Laplace noise, scaled by
+``compute/glmdp.py``) and each round is charged its epsilon. The fit then starts from the
+spec's public coefficients (zeros unless given), treats the noised X'WX as what it is: a
+symmetric matrix that may not be positive definite, projected onto the positive-definite
+cone before solving; it stops when the step falls below ``tol`` or after ``max_rounds``
+rounds (then reporting ``converged: false``: the rounds are paid for) and refuses cleanly a
+fit that the noise drove out of the region where a round's sensitivity is bounded.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
-from compute.errors import PolicyViolation
+from compute.errors import InvalidInput, PolicyViolation
+from compute.glmdp import row_sensitivities
 from compute.layout import Sums
 from compute.spec import GLMSpec, JointSpec
 
@@ -33,6 +42,10 @@ DEFAULT_MAX_ROUNDS = 25
 # errors, taken at the start of that step, within about s.
 DEFAULT_TOL = 1e-8
 Z_975 = NormalDist().inv_cdf(0.975)
+# Eigenvalues of a noised X'WX below this fraction of the largest are raised to it: the
+# projection onto the positive-definite cone keeps the solve well conditioned.
+PD_FLOOR = 1e-6
+MAX_COEF = 1e6  # compute/spec.py's range for glm.beta: a next round could not carry more
 
 
 class RoundCapReached(PolicyViolation):
@@ -63,12 +76,15 @@ def irls_round(spec: JointSpec, sums: Sums) -> GLMRound:
 
     Refuses a round whose release is partial: a provider with fewer complete cases than
     the minimum count withdraws them (the disclosure check), and a model fitted without it
-    would be silently a model of fewer providers.
+    would be silently a model of fewer providers. Under DP the suppressed-cell count is
+    noised like every entry, so it cannot tell a partial round apart; providers still
+    withdraw parts below the minimum count.
     """
     assert spec.glm is not None
     k = 1 + len(spec.glm.x)
     n = sums.counts["glm.n"][0]
-    if sums.counts["disclosure.suppressed"][0] or n == 0:
+    noised = spec.dp_epsilon is not None
+    if (sums.counts["disclosure.suppressed"][0] and not noised) or n <= 0:
         raise BelowMinimumCount("a provider has fewer complete cases than the minimum count "
                                 "for this model: the round's release was suppressed, and no "
                                 "model is fitted")
@@ -80,6 +96,8 @@ def irls_round(spec: JointSpec, sums: Sums) -> GLMRound:
     xwx[iu] = [float(v) for v in tri]
     xwx = xwx + np.triu(xwx, 1).T
     xwz = np.array([float(v) for v in sums.reals["glm.xwz"]])
+    if noised:
+        xwx = nearest_positive_definite(xwx)
     try:
         cov = np.linalg.inv(xwx)
     except np.linalg.LinAlgError as e:
@@ -88,6 +106,20 @@ def irls_round(spec: JointSpec, sums: Sums) -> GLMRound:
     return GLMRound(n, tuple(float(b) for b in beta),
                     tuple(tuple(float(v) for v in row) for row in cov),
                     float(sums.reals["glm.deviance"][0]), float(sums.reals["glm.loglik"][0]))
+
+
+def nearest_positive_definite(a: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The symmetric matrix with ``a``'s eigenvectors and its eigenvalues raised to at least
+    ``PD_FLOOR`` times the largest (post-processing of the noised sums: no privacy cost).
+    Refuses when no eigenvalue is positive: the noise swamped the round's sums."""
+    vals, vecs = np.linalg.eigh((a + a.T) / 2)
+    top = float(vals.max())
+    if not top > 0 or not np.all(np.isfinite(vals)):
+        raise PolicyViolation("the noised X'WX has no positive eigenvalue: the noise swamps "
+                              "this round's sums; fit with a larger epsilon per round, wider "
+                              "data (more records) or narrower bounds")
+    out: np.ndarray[Any, Any] = (vecs * np.maximum(vals, PD_FLOOR * top)) @ vecs.T
+    return out
 
 
 def glm_result(glm: GLMSpec, last: GLMRound, rounds: int) -> dict[str, Any]:
@@ -110,10 +142,47 @@ def glm_result(glm: GLMSpec, last: GLMRound, rounds: int) -> dict[str, Any]:
 
 
 def round_spec(base: JointSpec, beta: tuple[float, ...] | None) -> JointSpec:
-    """The spec of the round evaluated at ``beta`` (None: the starting round)."""
+    """The spec of the round evaluated at ``beta`` (None: the starting round); a DP fit's
+    rounds carry its per-round epsilon and clipping bounds."""
     assert base.glm is not None
-    return JointSpec(statistics=base.statistics, glm=GLMSpec(
-        base.glm.family, base.glm.y, base.glm.x, beta, base.glm.alpha))
+    return JointSpec(statistics=base.statistics, dp_epsilon=base.dp_epsilon,
+                     dp_bounds=base.dp_bounds, glm=GLMSpec(
+                         base.glm.family, base.glm.y, base.glm.x, beta, base.glm.alpha))
+
+
+def round_request(spec: JointSpec) -> dict[str, Any]:
+    """The spec a round submits (``POST /joint-jobs``), as the requester writes it."""
+    assert spec.glm is not None
+    out: dict[str, Any] = {"statistics": ["glm"], "glm": spec.glm.to_json()}
+    if spec.dp_epsilon is not None:
+        out["dp"] = {"epsilon": spec.dp_epsilon,
+                     "bounds": {c: list(b) for c, b in spec.dp_bounds.items()}}
+    return out
+
+
+def model_request(model: Mapping[str, Any], epsilon: float | None = None,
+                  bounds: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
+    """The base spec of a fit: a DP fit starts from public coefficients (zeros unless the
+    model gives ``beta``), since a first round's data-derived starting means have no
+    public sensitivity bound."""
+    if epsilon is None:
+        return {"statistics": ["glm"], "glm": dict(model)}
+    x = model.get("x")
+    start = model.get("beta")
+    if start is None and isinstance(x, list):
+        start = [0.0] * (1 + len(x))
+    return {"statistics": ["glm"], "glm": {**model, "beta": start},
+            "dp": {"epsilon": epsilon, "bounds": {c: list(b) for c, b in (bounds or {}).items()}}}
+
+
+def _dp_summary(base: JointSpec, rounds: int, converged: bool) -> dict[str, Any]:
+    eps = float(base.dp_epsilon or 0.0)
+    return {"converged": converged, "dp": {
+        "noised": True, "epsilon_per_round": eps, "rounds": rounds,
+        "epsilon_spent": eps * rounds,
+        "bounds": {c: list(b) for c, b in base.dp_bounds.items()},
+        "note": "every round's sums were noised (Laplace) and charged to the permit's "
+                "budget; standard errors, z, p and intervals do not account for the noise"}}
 
 
 def fit_glm(base: JointSpec, run_round: Callable[[JointSpec], Sums], *,
@@ -121,17 +190,43 @@ def fit_glm(base: JointSpec, run_round: Callable[[JointSpec], Sums], *,
     """Iterate rounds until the coefficients stop moving (relative step below ``tol``).
 
     ``run_round`` runs one joint round and returns its decrypted pooled sums (the SDK
-    submits a joint job; tests play every party in one process).
+    submits a joint job; tests play every party in one process). The fit starts from the
+    spec's ``beta`` when it gives one. With ``dp`` the result says so (``dp``: epsilon per
+    round, rounds, total spent) and a fit still moving at ``max_rounds`` is returned with
+    ``converged: false`` instead of raising: its rounds' budget is already spent.
     """
     if base.glm is None:
         raise PolicyViolation("the spec asks for no glm")
-    beta: tuple[float, ...] | None = None
+    noised = base.dp_epsilon is not None
+    beta: tuple[float, ...] | None = base.glm.beta
+    rnd: GLMRound | None = None
     for r in range(1, max_rounds + 1):
-        rnd = irls_round(round_spec(base, beta), run_round(round_spec(base, beta)))
+        spec = round_spec(base, beta)
+        rnd = irls_round(spec, run_round(spec))
+        if noised:
+            _check_next(base, rnd.beta, r)
         if beta is not None:
             step = max(abs(a - b) for a, b in zip(rnd.beta, beta, strict=True))
             if step <= tol * (1.0 + max(abs(b) for b in beta)):
-                return glm_result(base.glm, rnd, r)
+                return {**glm_result(base.glm, rnd, r),
+                        **(_dp_summary(base, r, True) if noised else {})}
         beta = rnd.beta
+    if noised and rnd is not None:
+        return {**glm_result(base.glm, rnd, max_rounds), **_dp_summary(base, max_rounds, False)}
     raise RoundCapReached(f"round cap reached: the fit did not converge within {max_rounds} "
                           "rounds")
+
+
+def _check_next(base: JointSpec, beta: tuple[float, ...], rounds: int) -> None:
+    """A noised update must stay where a next round is bounded, else stop before spending."""
+    spent = f"after {rounds} noised round(s), epsilon {(base.dp_epsilon or 0.0) * rounds:g} spent"
+    if not all(math.isfinite(b) and abs(b) <= MAX_COEF for b in beta):
+        raise PolicyViolation(f"the noised fit diverged ({spent}): fit with a larger epsilon "
+                              "per round or narrower bounds")
+    assert base.glm is not None
+    nxt = GLMSpec(base.glm.family, base.glm.y, base.glm.x, beta, base.glm.alpha)
+    try:
+        row_sensitivities(nxt, base.dp_bounds)
+    except InvalidInput as e:
+        raise PolicyViolation(f"the noised fit left the coefficients at which a round's "
+                              f"sensitivity is bounded ({spent}): {e}") from e

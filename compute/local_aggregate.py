@@ -97,6 +97,11 @@ def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
             cache[c] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         return cache[c]
 
+    def clipped(c: str) -> FloatArray:
+        """Values clipped to the public DP bounds (a DP model round: every column has them)."""
+        x = col(c)
+        return np.clip(x, bounds[c][0], bounds[c][1]) if c in bounds else x
+
     def summed(c: str) -> FloatArray:
         """Shifted values for sums; clipped to the public DP bounds when DP is on."""
         x = col(c)
@@ -154,7 +159,7 @@ def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
     if groups := spec.get("groups"):
         _grouped(groups, df, col, summed, counts, reals, second=not dp)
     if glm := spec.get("glm"):
-        _glm_round(glm, col, counts, reals)
+        _glm_round(glm, clipped if bounds else col, counts, reals)
     return {"version": AGGREGATES_VERSION, "counts": counts, "reals": reals}
 
 
@@ -206,7 +211,8 @@ def _xlogy(x: FloatArray, y: FloatArray) -> FloatArray:
 def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
                counts: dict[str, list[int]], reals: dict[str, list[float]]) -> None:
     """One IRLS round on the complete cases: X'WX, X'Wz, deviance and log-likelihood at the
-    round's coefficients (canonical links: log for count families, logit for binomial)."""
+    round's coefficients (canonical links: log for count families, logit for binomial).
+    With DP, ``col`` clips to the public bounds: the noise is scaled to clipped records."""
     data = np.column_stack([col(c) for c in [g["y"], *g["x"]]])
     ok = ~np.isnan(data).any(axis=1)
     counts["glm.missing"] = [int((~ok).sum())]

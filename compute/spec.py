@@ -32,10 +32,12 @@ GLM_FAMILIES = frozenset({"poisson", "binomial", "negative_binomial"})
 MAX_GLM_REGRESSORS = 20
 NUMERIC_UNIVARIATE = frozenset({"sum", "mean", "variance", "std"})
 MOMENT_STATS = frozenset({"covariance", "correlation"})
-# DP here covers statistics with a bounded per-record contribution (counts, clipped sums);
-# second moments would need squared bounds and noise that swamps them at useful epsilons.
+# DP here covers statistics with a bounded per-record contribution (counts, clipped sums,
+# and a GLM round's weighted sums at public coefficients over clipped values, bounded in
+# compute/glmdp.py); second moments would need squared bounds and noise that swamps them at
+# useful epsilons.
 DP_STATISTICS = frozenset({"count", "sum", "mean", "histogram", "contingency", "grouped",
-                           "quantiles"})
+                           "quantiles", "glm"})
 COLUMN_TYPES = frozenset({"integer", "number", "string", "date", "boolean"})
 NUMERIC_TYPES = frozenset({"integer", "number", "boolean"})
 
@@ -324,6 +326,10 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
         summed = set(group_values) | (set(columns) if stats & {"sum", "mean"} else set())
         for col in sorted(summed - set(dp_bounds)):
             raise _fail(f"dp.bounds.{col}", "required", "summed columns need clipping bounds")
+        if glm is not None:
+            from compute.glmdp import row_sensitivities  # it depends on GLMSpec
+
+            row_sensitivities(glm, dp_bounds)  # bounds, coefficients: refused if unbounded
 
     # Column-keyed sections in one order (sorted), whatever order the requester wrote:
     # the slot layout follows this order, and every party must derive the same layout.

@@ -128,8 +128,16 @@ def _where(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def parse_statistics_spec(raw: object, schema: Mapping[str, str]) -> StatisticsSpec:
-    """Validate ``raw`` against the shape and the permitted columns' declared types."""
+def statistics_shape(path: str, raw: object) -> object:
+    """``raw`` if it has the shape of a statistics spec (a field check of
+    ``authz.validate``: the requester's client runs it before sending, the server before
+    looking up the permit); its columns are checked later, against the permit."""
+    parse_statistics_shape(raw)
+    return raw
+
+
+def parse_statistics_shape(raw: object) -> StatisticsSpec:
+    """``raw`` as a spec if its shape is right; InvalidInput naming the field otherwise."""
     if not isinstance(raw, dict):
         raise InvalidInput("statistics", "must be a JSON object")
     try:
@@ -139,6 +147,12 @@ def parse_statistics_spec(raw: object, schema: Mapping[str, str]) -> StatisticsS
         rule = {"missing": "required", "extra_forbidden": "unknown field"}.get(
             first["type"], first["msg"].removeprefix("Value error, "))
         raise InvalidInput(_where(first["loc"]), rule) from None
+    return spec
+
+
+def parse_statistics_spec(raw: object, schema: Mapping[str, str]) -> StatisticsSpec:
+    """Validate ``raw`` against the shape and the permitted columns' declared types."""
+    spec = parse_statistics_shape(raw)
     for i, a in enumerate(spec.analyses):
         _check_columns(a, f"statistics.analyses[{i}]", schema)
     if spec.dp is not None:

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from ledger.db import make_engine, make_session_factory
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     """Settings come from the environment (sandbox.settings); ``test_config`` overrides."""
     # Imported here, not at the top: the requester's client (sandbox.client, sandbox.sdk)
     # lives in this package and must not pull in the server's modules, and `sandbox serve`
-    # must choose prometheus-client's multiprocess mode before the metrics load.
+    # must choose prometheus-client's multiprocess mode before the metrics load. Flask and
+    # the database layer too: the client imports neither.
+    from flask import Flask
+
     from authz import sealed
+    from ledger.db import make_engine, make_session_factory
     from sandbox import auth, db, edge, health, http_errors, leader, observability, settings
     from sandbox.api import (
         access,

@@ -13,7 +13,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from authz import validate
 from authz.context import SignedIn
 from authz.models import Agent, Party, Person
-from authz.parties import authenticate, get_party
+from authz.parties import authenticate
 from authz.people import PersonRole
 from compute.errors import Forbidden, InvalidInput, Unauthenticated
 from sandbox import db, edge
@@ -84,12 +84,12 @@ def _caller() -> Party | Agent:
         token = token.strip()
         if not TOKEN_RX.fullmatch(token):
             raise Unauthenticated("malformed token")
-        found = authenticate(db.ctx(), token)
-        if isinstance(found, Person):
-            act_as(get_party(db.ctx(), found.party_id), found)
+        authority, who = authenticate(db.ctx(), token)
+        if isinstance(authority, Party):
+            act_as(authority, who)
         else:
-            g.caller, g.person = found, None
-        edge.admit_caller(found.id)
+            g.caller, g.person = authority, None
+        edge.admit_caller(who.id if who is not None else authority.id)
     caller: Party | Agent = g.caller
     return caller
 

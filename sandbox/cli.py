@@ -228,7 +228,7 @@ def _provider_roots(specs: tuple[str, ...]) -> dict[str, list[Path]]:
 @main.command("me")
 @click.pass_context
 def me(ctx: click.Context) -> None:
-    _call(_client(ctx).get, "/me")
+    _call(_client(ctx).call, "parties.me")
 
 
 @main.command("party-create")
@@ -238,7 +238,7 @@ def me(ctx: click.Context) -> None:
 @click.pass_context
 def party_create(ctx: click.Context, name: str, role: str, code: str | None) -> None:
     body = {"name": name, "role": role, **({"code": code} if code else {})}
-    _call(_client(ctx).post, "/parties", body)
+    _call(_client(ctx).call, "parties.create_party", body)
 
 
 @main.command("agent-create")
@@ -251,7 +251,7 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
     body: dict[str, Any] = {"name": name, "providers": list(providers)}
     if public_key:
         body["public_key"] = public_key
-    _call(_client(ctx).post, "/agents", body)
+    _call(_client(ctx).call, "parties.create_agent", body)
 
 
 @main.command("deactivate")
@@ -260,14 +260,15 @@ def agent_create(ctx: click.Context, name: str, providers: tuple[str, ...],
 def deactivate(ctx: click.Context, party_or_agent_id: str) -> None:
     """Operator: lock a party or an agent out (its token stops working)."""
     kind = "agents" if party_or_agent_id.startswith("agt_") else "parties"
-    _call(_client(ctx).post, f"/{kind}/{party_or_agent_id}/deactivate")
+    _call(_client(ctx).call, "parties.deactivate",
+          route=f"POST /api/v1/{kind}/<party_id>/deactivate", party_id=party_or_agent_id)
 
 
 @main.command("rotate-token")
 @click.pass_context
 def rotate_token(ctx: click.Context) -> None:
     """Replace the caller's token; the new one is printed once."""
-    _call(_client(ctx).post, "/me/rotate-token")
+    _call(_client(ctx).call, "parties.rotate_token")
 
 
 @main.command("dataset-register")
@@ -275,14 +276,14 @@ def rotate_token(ctx: click.Context) -> None:
 @click.pass_context
 def dataset_register(ctx: click.Context, metadata: Any) -> None:
     """Register a dataset from a JSON file of catalog metadata."""
-    _call(_client(ctx).post, "/datasets", load_json(metadata))
+    _call(_client(ctx).call, "catalog.register", load_json(metadata))
 
 
 @main.command("request-create")
 @click.argument("request", type=click.File())
 @click.pass_context
 def request_create(ctx: click.Context, request: Any) -> None:
-    _call(_client(ctx).post, "/requests", load_json(request))
+    _call(_client(ctx).call, "access.create_request", load_json(request))
 
 
 @main.command("approve")
@@ -307,7 +308,8 @@ def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max
     }
     if columns:
         body["columns"] = list(columns)
-    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/approve", body)
+    _call(_client(ctx).call, "access.approve", body, request_id=request_id,
+          dataset_id=dataset_id)
 
 
 @main.command("deny")
@@ -316,8 +318,8 @@ def approve(ctx: click.Context, request_id: str, dataset_id: str, days: int, max
 @click.option("--reason", required=True)
 @click.pass_context
 def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> None:
-    _call(_client(ctx).post, f"/requests/{request_id}/items/{dataset_id}/deny",
-          {"reason": reason})
+    _call(_client(ctx).call, "access.deny", {"reason": reason}, request_id=request_id,
+          dataset_id=dataset_id)
 
 
 @main.command("revoke")
@@ -325,7 +327,7 @@ def deny(ctx: click.Context, request_id: str, dataset_id: str, reason: str) -> N
 @click.option("--reason", required=True)
 @click.pass_context
 def revoke(ctx: click.Context, permit_id: str, reason: str) -> None:
-    _call(_client(ctx).post, f"/permits/{permit_id}/revoke", {"reason": reason})
+    _call(_client(ctx).call, "access.revoke", {"reason": reason}, permit_id=permit_id)
 
 
 @main.command("joint")
@@ -361,7 +363,7 @@ def joint(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], as_json
 @click.pass_context
 def usage(ctx: click.Context, as_json: bool) -> None:
     """Provider: who used my data, when, for what, how much."""
-    data = _client(ctx).get("/usage")
+    data = _client(ctx).call("access.usage")
     show(ctx, as_json, data, data["usage"], [
         ("JOB", lambda u: u["job_id"]), ("REQUESTER", lambda u: u["requester_name"]),
         ("STATE", lambda u: u["state"]), ("STARTED", lambda u: (u["started_at"] or "")[:19]),
@@ -373,7 +375,7 @@ def usage(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def checkpoint(ctx: click.Context) -> None:
     """Regulator: the log's latest signed checkpoint."""
-    click.echo(_client(ctx).text("/ledger/checkpoint"), nl=False)
+    click.echo(_client(ctx).call("ledger.checkpoint"), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,5 +12,5 @@ from sandbox.cli_support import print_json as show
 __all__ = ["api_client", "call", "show"]
 
 
-def call(fn: Any, *args: Any) -> None:
-    show(fn(*args))
+def call(fn: Any, *args: Any, **params: Any) -> None:
+    show(fn(*args, **params))

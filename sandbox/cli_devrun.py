@@ -55,13 +55,13 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
     columns: dict[str, Any] = {}
     release = None
     if permit is not None:
-        got = api.get(f"/permits/{permit}")
+        got = api.call("access.get_permit", permit_id=permit)
         columns, k, release = got["columns"], got["min_cell_count"], got["script_release"]
         if min_cell_count is not None:
             raise click.UsageError("--min-cell-count comes from the permit: drop it")
     tasks, blocked = [], []
     for ds_id in dataset_ids:
-        ds = api.get(f"/datasets/{ds_id}")
+        ds = api.call("catalog.get_dataset", dataset_id=ds_id)
         if permit is not None and ds_id not in columns:
             raise click.UsageError(f"permit {permit} does not cover {ds_id}: it covers "
                                    f"{', '.join(columns)}")

@@ -29,7 +29,7 @@ def login(ctx: click.Context, email: str, password: str, totp: str | None,
         body["totp"] = totp
     if days:
         body["token_days"] = days
-    call(Client(ctx.obj["url"]).post, "/sign-in", body)
+    call(Client(ctx.obj["url"]).call, "people.sign_in", body)
 
 
 @click.command("people")
@@ -37,7 +37,7 @@ def login(ctx: click.Context, email: str, password: str, totp: str | None,
 @click.pass_context
 def people(ctx: click.Context, party_id: str) -> None:
     """The people of a party (the operator, or the party itself)."""
-    call(api_client(ctx).get, f"/parties/{party_id}/people")
+    call(api_client(ctx).call, "people.list_people", party_id=party_id)
 
 
 @click.command("person-create")
@@ -52,8 +52,9 @@ def people(ctx: click.Context, party_id: str) -> None:
 def person_create(ctx: click.Context, party_id: str, name: str, email: str,
                   roles: tuple[str, ...], password: str) -> None:
     """Add a person to a party (the operator, or the party's service account)."""
-    call(api_client(ctx).post, f"/parties/{party_id}/people",
-          {"name": name, "email": email, "roles": list(roles), "password": password})
+    call(api_client(ctx).call, "people.create",
+         {"name": name, "email": email, "roles": list(roles), "password": password},
+         party_id=party_id)
 
 
 @click.command("person-verify")
@@ -62,7 +63,8 @@ def person_create(ctx: click.Context, party_id: str, name: str, email: str,
 @click.pass_context
 def person_verify(ctx: click.Context, person_id: str, method: str) -> None:
     """Operator: record that a person's identity was verified, and how."""
-    call(api_client(ctx).post, f"/people/{person_id}/identity", {"method": method})
+    call(api_client(ctx).call, "people.verify_identity", {"method": method},
+         person_id=person_id)
 
 
 @click.command("person-accredit")
@@ -74,16 +76,16 @@ def person_verify(ctx: click.Context, person_id: str, method: str) -> None:
 def person_accredit(ctx: click.Context, person_id: str, kind: str, days: int) -> None:
     """Operator: record training a person completed, valid from today."""
     now = datetime.now(UTC)
-    call(api_client(ctx).post, f"/people/{person_id}/accreditations", {
+    call(api_client(ctx).call, "people.accredit", {
         "kind": kind, "awarded_at": now.isoformat(),
-        "expires_at": (now + timedelta(days=days)).isoformat()})
+        "expires_at": (now + timedelta(days=days)).isoformat()}, person_id=person_id)
 
 
 @click.command("reviews")
 @click.pass_context
 def reviews(ctx: click.Context) -> None:
     """Output checker: jobs awaiting review on my organisation's data."""
-    call(api_client(ctx).get, "/reviews")
+    call(api_client(ctx).call, "reviews.queue")
 
 
 @click.command("review")
@@ -91,7 +93,7 @@ def reviews(ctx: click.Context) -> None:
 @click.pass_context
 def review(ctx: click.Context, job_id: str) -> None:
     """Output checker: a job's code, held outputs, findings and justifications."""
-    call(api_client(ctx).get, f"/reviews/{job_id}")
+    call(api_client(ctx).call, "reviews.material", job_id=job_id)
 
 
 @click.command("review-decide")
@@ -103,8 +105,8 @@ def review(ctx: click.Context, job_id: str) -> None:
 def review_decide(ctx: click.Context, job_id: str, name: str, decision: str,
                   comment: str) -> None:
     """Output checker: approve, reject or return one held output."""
-    call(api_client(ctx).post, f"/reviews/{job_id}/outputs/{name}",
-          {"decision": decision, "comment": comment})
+    call(api_client(ctx).call, "reviews.decide", {"decision": decision, "comment": comment},
+         job_id=job_id, name=name)
 
 
 @click.command("justify")
@@ -114,8 +116,8 @@ def review_decide(ctx: click.Context, job_id: str, name: str, decision: str,
 @click.pass_context
 def justify(ctx: click.Context, job_id: str, name: str, justification: str) -> None:
     """Requester: say why a held output is safe to release (before the first decision)."""
-    call(api_client(ctx).post, f"/jobs/{job_id}/outputs/{name}/justification",
-          {"justification": justification})
+    call(api_client(ctx).call, "reviews.justify", {"justification": justification},
+         job_id=job_id, name=name)
 
 
 @click.command("script")
@@ -123,7 +125,7 @@ def justify(ctx: click.Context, job_id: str, name: str, justification: str) -> N
 @click.pass_context
 def script(ctx: click.Context, job_id: str) -> None:
     """A job's full code (its requester, and the provider whose data it reads)."""
-    call(api_client(ctx).get, f"/jobs/{job_id}/script")
+    call(api_client(ctx).call, "reviews.script", job_id=job_id)
 
 
 @click.command("approve-script")
@@ -131,7 +133,7 @@ def script(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 def approve_script(ctx: click.Context, job_id: str) -> None:
     """Provider's approver: let this exact script run under its permit."""
-    call(api_client(ctx).post, f"/jobs/{job_id}/approve-script")
+    call(api_client(ctx).call, "reviews.approve_script", job_id=job_id)
 
 
 @click.command("refuse-script")
@@ -140,7 +142,7 @@ def approve_script(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 def refuse_script(ctx: click.Context, job_id: str, reason: str) -> None:
     """Provider's approver: refuse the script; the job is blocked with the reason."""
-    call(api_client(ctx).post, f"/jobs/{job_id}/refuse-script", {"reason": reason})
+    call(api_client(ctx).call, "reviews.refuse_script", {"reason": reason}, job_id=job_id)
 
 
 COMMANDS = [login, people, person_create, person_verify, person_accredit, reviews, review,

@@ -21,7 +21,7 @@ JSON_FLAG = click.option("--json", "as_json", is_flag=True, help="print JSON, no
 @click.pass_context
 def datasets(ctx: click.Context, as_json: bool) -> None:
     """The catalog: datasets you can see."""
-    data = client(ctx).get("/datasets")
+    data = client(ctx).call("catalog.list_datasets")
     show(ctx, as_json, data, data["datasets"], [
         ("ID", lambda d: d["id"]), ("CODE", lambda d: d["code"]),
         ("V", lambda d: d.get("version")), ("NAME", lambda d: d["name"]),
@@ -35,7 +35,7 @@ def datasets(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def requests_(ctx: click.Context, as_json: bool) -> None:
     """Access requests: yours, or (a provider) those naming your datasets."""
-    data = client(ctx).get("/requests")
+    data = client(ctx).call("access.list_requests")
     show(ctx, as_json, data, data["requests"], [
         ("ID", lambda r: r["id"]), ("STATUS", lambda r: r["status"]),
         ("PERMIT", lambda r: r["permit_id"]),
@@ -49,7 +49,7 @@ def requests_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def permits(ctx: click.Context, as_json: bool) -> None:
     """Permits: yours, or (a provider) those on your data."""
-    data = client(ctx).get("/permits")
+    data = client(ctx).call("access.list_permits")
     show(ctx, as_json, data, data["permits"], [
         ("ID", lambda p: p["id"]), ("STATUS", lambda p: p["status"]),
         ("EXPIRES", lambda p: p["expires_at"][:16]),
@@ -65,7 +65,7 @@ def permits(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def jobs(ctx: click.Context, permit: str | None, as_json: bool) -> None:
     """Jobs: yours, or (a provider) those on your data."""
-    data = client(ctx).get("/jobs")
+    data = client(ctx).call("jobs.list_jobs")
     rows = [j for j in data["jobs"] if permit is None or j["permit_id"] == permit]
     show(ctx, as_json, {"jobs": rows}, rows, [
         ("ID", lambda j: j["id"]), ("STATE", lambda j: j["state"]),
@@ -80,7 +80,7 @@ def jobs(ctx: click.Context, permit: str | None, as_json: bool) -> None:
 @click.pass_context
 def job(ctx: click.Context, job_id: str) -> None:
     """One job, as JSON."""
-    print_json(client(ctx).get(f"/jobs/{job_id}"))
+    print_json(client(ctx).call("jobs.get_job", job_id=job_id))
 
 
 @click.command("cancel")
@@ -88,7 +88,7 @@ def job(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 def cancel(ctx: click.Context, job_id: str) -> None:
     """Cancel a queued job of yours (it costs no run)."""
-    done = client(ctx).post(f"/jobs/{job_id}/cancel")
+    done = client(ctx).call("jobs.cancel", job_id=job_id)
     click.echo(f"{done['id']} {done['state']}")
 
 
@@ -99,7 +99,7 @@ def cancel(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 def receipt(ctx: click.Context, job_id: str, path: str | None) -> None:
     """The job's offline-verifiable receipt (verify with `ledger-verify receipt`)."""
-    got = client(ctx).get(f"/jobs/{job_id}/receipt")
+    got = client(ctx).call("jobs.receipt", job_id=job_id)
     if path is None:
         print_json(got)
         return
@@ -116,7 +116,7 @@ def receipt(ctx: click.Context, job_id: str, path: str | None) -> None:
 @click.pass_context
 def output(ctx: click.Context, job_id: str, name: str) -> None:
     """A released output's content, to standard output."""
-    sys.stdout.buffer.write(client(ctx).raw(f"/jobs/{job_id}/outputs/{name}"))
+    sys.stdout.buffer.write(client(ctx).call("jobs.output", job_id=job_id, name=name))
 
 
 @click.command("submit")
@@ -134,8 +134,8 @@ def submit(ctx: click.Context, permit: str, dataset_ids: tuple[str, ...], wait: 
     With --wait: exit status 0 released, 2 waiting for people (script approval, output
     review), 1 otherwise."""
     api = client(ctx)
-    created = api.post("/jobs", {"permit_id": permit, "dataset_ids": list(dataset_ids),
-                                 "script": read_text(script, "script")})
+    created = api.call("jobs.submit", {"permit_id": permit, "dataset_ids": list(dataset_ids),
+                                       "script": read_text(script, "script")})
     if not wait:
         print_json(created)
         return
@@ -167,7 +167,7 @@ def follow(api: Any, job_id: str, timeout_s: float, poll_s: float = 0.5) -> dict
     t0 = time.monotonic()
     seen = None
     while True:
-        current: dict[str, Any] = api.get(f"/jobs/{job_id}")
+        current: dict[str, Any] = api.call("jobs.get_job", job_id=job_id)
         if current["state"] != seen:
             seen = current["state"]
             hint = PROGRESS.get(seen, "")
@@ -206,7 +206,8 @@ def summarize(job: dict[str, Any]) -> None:
 def mock_data(ctx: click.Context, dataset_id: str, rows: int, seed: int,
               path: str | None) -> None:
     """Mock data of a dataset, made from its declared fields only (no real value)."""
-    body = client(ctx).raw(f"/datasets/{dataset_id}/mock-data?rows={rows}&seed={seed}")
+    body = client(ctx).call("catalog.mock_data", dataset_id=dataset_id,
+                            query={"rows": rows, "seed": seed})
     if path is None:
         sys.stdout.buffer.write(body)
     else:

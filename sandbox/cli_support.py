@@ -12,7 +12,7 @@ import click
 import requests
 
 from authz.states import JointJobState
-from sandbox.client import ApiError, Client
+from sandbox.client import ApiError, Client, ContractError, RequestRefused
 
 Column = tuple[str, Callable[[dict[str, Any]], Any]]
 
@@ -119,7 +119,9 @@ def fail_api(e: ApiError, as_json: bool) -> NoReturn:
         print_json(e.body)
     body = e.body if isinstance(e.body, dict) else {"message": str(e.body)[:500]}
     message = body.get("message") or body.get("error") or f"HTTP {e.status}"
-    click.echo(f"Error: {message} (HTTP {e.status})", err=True)
+    # Refused here by the API's own spec: the controller was not asked (no run was spent).
+    where = "refused before sending" if isinstance(e, RequestRefused) else f"HTTP {e.status}"
+    click.echo(f"Error: {message} ({where})", err=True)
     click.echo(f"What to do: {next_step(e)}", err=True)
     sys.exit(1)
 
@@ -132,6 +134,11 @@ class SandboxGroup(click.Group):
             return super().invoke(ctx)
         except ApiError as e:
             fail_api(e, bool((ctx.obj or {}).get("json")))
+        except ContractError as e:
+            click.echo(f"Error: {e}", err=True)
+            click.echo("What to do: this client and the controller speak different versions "
+                       "of the API: use the client of the controller's release", err=True)
+            sys.exit(1)
         except (requests.ConnectionError, requests.Timeout) as e:
             url = (ctx.obj or {}).get("url", "?")
             click.echo(f"Error: cannot reach the controller at {url} ({type(e).__name__})",

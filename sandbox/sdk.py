@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from authz.wire import JointJobState
 from compute.derive import JointResult, derive
-from compute.glm import DEFAULT_MAX_ROUNDS, DEFAULT_TOL, fit_glm
+from compute.glm import DEFAULT_MAX_ROUNDS, DEFAULT_TOL, fit_glm, model_request, round_request
 from compute.layout import Sums
 from compute.protocol import RequesterKeys, decrypt_aggregate, ledger_record, requester_keygen
 from compute.spec import JointSpec, parse_spec
@@ -46,10 +46,11 @@ class JointStatistics:
         return dict(self._schemas[key])
 
     def _schema(self, permit_id: str, dataset_ids: Sequence[str]) -> dict[str, str]:
-        permit = self.client.get(f"/permits/{permit_id}")
+        permit = self.client.call("access.get_permit", permit_id=permit_id)
         schema: dict[str, str] | None = None
         for ds_id in dataset_ids:
-            fields = {f["name"]: f["type"] for f in self.client.get(f"/datasets/{ds_id}")["fields"]}
+            dataset = self.client.call("catalog.get_dataset", dataset_id=ds_id)
+            fields = {f["name"]: f["type"] for f in dataset["fields"]}
             mine = {c: fields[c] for c in permit["columns"][ds_id]}
             schema = mine if schema is None else {c: t for c, t in schema.items()
                                                   if mine.get(c) == t}
@@ -59,7 +60,7 @@ class JointStatistics:
                ) -> JointRun:
         parsed = parse_spec(spec, self.schema(permit_id, dataset_ids))
         keys = requester_keygen()
-        joint = self.client.post("/joint-jobs", {
+        joint = self.client.call("joint.submit", {
             "permit_id": permit_id, "dataset_ids": list(dataset_ids), "spec": spec,
             "public_context_b64": base64.b64encode(keys.public_bytes).decode(),
             "context_fingerprint": keys.fingerprint,
@@ -73,7 +74,8 @@ class JointStatistics:
             # A long poll: the controller answers as soon as the last part is combined.
             wait = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
             asked = time.monotonic()
-            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{run.joint_id}", wait=wait)
+            joint: dict[str, Any] = self.client.call("joint.get", joint_id=run.joint_id,
+                                                     query={"wait": wait})
             if joint["state"] not in (JointJobState.RUNNING, JointJobState.AWAITING_WITNESSES) or \
                     time.monotonic() > deadline:
                 return joint
@@ -101,7 +103,8 @@ class JointStatistics:
 
     def glm(self, permit_id: str, dataset_ids: Sequence[str], model: dict[str, Any], *,
             max_rounds: int = DEFAULT_MAX_ROUNDS, tol: float = DEFAULT_TOL,
-            timeout_s: float = 300) -> dict[str, Any]:
+            timeout_s: float = 300, epsilon: float | None = None,
+            bounds: Mapping[str, Sequence[float]] | None = None) -> dict[str, Any]:
         """Fit a GLM across the providers by IRLS: one joint job per round.
 
         ``model``: ``{"family": "poisson" | "binomial" | "negative_binomial", "y": col,
@@ -109,14 +112,19 @@ class JointStatistics:
         coefficients the previous round's pooled sums gave, decrypted here, and never leaves
         this process in the clear except as the next round's coefficients. The permit's runs
         cap the rounds (one part per provider each); ``max_rounds`` caps them here too.
+
+        ``epsilon`` (per round) and ``bounds`` (``{col: [lo, hi]}`` for ``y`` and every
+        regressor) make every round differentially private: each round's sums are noised
+        by the controller and charged ``epsilon`` against the permit's budget, so the fit
+        costs ``rounds * epsilon``; the result's ``dp`` says so. A noised fit usually needs a
+        looser ``tol`` (1e-3, say); one still moving at ``max_rounds`` is returned with
+        ``converged: false``. When the budget runs out the next round is refused (409).
         """
         schema = self.schema(permit_id, dataset_ids)
-        base = parse_spec({"statistics": ["glm"], "glm": model}, schema)
+        base = parse_spec(model_request(model, epsilon, bounds), schema)
 
         def run_round(spec: JointSpec) -> Sums:
-            assert spec.glm is not None
-            run = self.submit(permit_id, dataset_ids,
-                              {"statistics": ["glm"], "glm": spec.glm.to_json()})
+            run = self.submit(permit_id, dataset_ids, round_request(spec))
             return self.sums(run, self.wait(run, timeout_s))
 
         return fit_glm(base, run_round, max_rounds=max_rounds, tol=tol)
@@ -130,7 +138,7 @@ class PrivateSetIntersection:
 
     def submit(self, permit_id: str, client_dataset_id: str, server_dataset_id: str,
                spec: dict[str, Any]) -> str:
-        joint: dict[str, Any] = self.client.post("/psi-jobs", {
+        joint: dict[str, Any] = self.client.call("psi.submit", {
             "permit_id": permit_id, "client_dataset_id": client_dataset_id,
             "server_dataset_id": server_dataset_id, "spec": spec})
         return str(joint["id"])
@@ -139,7 +147,7 @@ class PrivateSetIntersection:
         """The released counts and sums (``null`` where suppressed below the minimum)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            joint: dict[str, Any] = self.client.get(f"/joint-jobs/{psi_id}")
+            joint: dict[str, Any] = self.client.call("joint.get", joint_id=psi_id)
             if joint["state"] == JointJobState.COMBINED:
                 out: dict[str, Any] = joint["aggregate"]
                 return out

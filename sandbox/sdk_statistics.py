@@ -42,12 +42,12 @@ class StatisticsResult:
 def run_statistics(client: Client, permit_id: str, dataset_id: str, spec: dict[str, Any],
                    timeout_s: float = 300.0) -> StatisticsResult:
     """Submit a statistics job, wait for it, and fetch its document if released."""
-    job = client.post("/jobs", {"permit_id": permit_id, "dataset_ids": [dataset_id],
-                                "statistics": spec})
+    job = client.call("jobs.submit", {"permit_id": permit_id, "dataset_ids": [dataset_id],
+                                      "statistics": spec})
     job = client.wait_job(job["id"], timeout_s)
     document = None
     if job["state"] == JobState.RELEASED:
-        document = json.loads(client.raw(f"/jobs/{job['id']}/outputs/{OUTPUT}"))
+        document = json.loads(client.call("jobs.output", job_id=job["id"], name=OUTPUT))
     return StatisticsResult(job, document)
 
 

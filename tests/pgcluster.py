@@ -77,11 +77,14 @@ def _start(root: Path) -> None:
 
 
 @contextmanager
-def stopped(url: str) -> Iterator[None]:
-    """Stop the server of a :func:`cluster` (an outage), and start it again on exit."""
+def stopped(url: str, mode: str = "fast") -> Iterator[None]:
+    """Stop the server of a :func:`cluster` (an outage), and start it again on exit.
+
+    ``mode`` is pg_ctl's shutdown mode: ``fast`` ends sessions cleanly; ``immediate``
+    aborts the server as a crash would (recovery from the WAL at the next start)."""
     root = Path(parse_qs(urlsplit(url).query)["host"][0]).parent
     subprocess.run(
-        _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-w", "-m", "fast",
+        _as_owner([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-w", "-m", mode,
                    "stop"]),
         check=True, capture_output=True,
     )

@@ -124,3 +124,62 @@ def test_task_fields_are_read_only_through_the_wire_types() -> None:
              for i, line in enumerate(path.read_text().splitlines(), 1)
              if re.search(r"\btask\[\s*['\"]", line)]
     assert not found, ", ".join(found)
+
+
+# The requester installs these without the server: no web framework, no database layer.
+CLIENT_MODULES = ("sandbox.client", "sandbox.sdk", "sandbox.sdk_statistics")
+SERVER_ONLY = {"flask", "sqlalchemy", "werkzeug", "alembic", "psycopg"}
+
+
+def _module_file(name: str) -> Path | None:
+    base = ROOT.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _loaded_with(name: str) -> set[str]:
+    """Every module importing ``name`` loads: its packages' and its own module-level
+    imports, transitively through the product's modules (imports inside functions and
+    under ``if TYPE_CHECKING:`` do not run at import)."""
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        mod = todo.pop()
+        parts = mod.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in seen:
+                continue
+            seen.add(prefix)
+            path = _module_file(prefix)
+            if path is not None:
+                todo.extend(_top_level_imports(ast.parse(path.read_text())))
+    return seen
+
+
+def _top_level_imports(node: ast.AST) -> list[str]:
+    found: list[str] = []
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+            found.extend(_top_level_imports(ast.Module(body=child.orelse, type_ignores=[])))
+            continue
+        if isinstance(child, ast.Import):
+            found.extend(a.name for a in child.names)
+        elif isinstance(child, ast.ImportFrom) and child.module and child.level == 0:
+            found.append(child.module)
+            found.extend(f"{child.module}.{a.name}" for a in child.names
+                         if _module_file(f"{child.module}.{a.name}") is not None)
+        else:
+            found.extend(_top_level_imports(child))
+    return found
+
+
+@pytest.mark.parametrize("module", CLIENT_MODULES)
+def test_the_client_and_sdk_import_neither_the_web_framework_nor_the_database(
+        module: str) -> None:
+    loaded = {m.split(".")[0] for m in _loaded_with(module)}
+    assert not loaded & SERVER_ONLY, f"{module} loads {sorted(loaded & SERVER_ONLY)}"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 
-from authz import access, jobs, permits
+from authz import access, permits
+from authz import usage as usage_report
 from authz.models import AccessRequest, Permit
 from authz.people import PersonRole
 from compute.errors import NotFound
@@ -95,7 +96,12 @@ def revoke(permit_id: str) -> dict[str, Any]:
 @bp.get("/usage")
 @auth.roles("provider")
 def usage() -> dict[str, Any]:
-    return {"usage": jobs.usage(db.ctx(), auth.party())}
+    """Every job on the provider's data, or with ``limit`` the latest ones, a page at a
+    time (``before``: the ``next_before`` of the previous page)."""
+    page = usage_report.rows(db.ctx(), auth.party(),
+                             usage_report.parse_limit(request.args.get("limit")),
+                             request.args.get("before") or None)
+    return {"usage": page.rows, "next_before": page.next_before}
 
 
 @bp.get("/public/projects")

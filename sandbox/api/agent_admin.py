@@ -8,14 +8,10 @@ from flask import Blueprint
 
 from authz import agent_keys
 from authz import validate as v
+from authz.specs import KEY_SPEC
 from sandbox import auth, db
 
 bp = Blueprint("agent_admin", __name__, url_prefix="/api/v1/agents")
-
-KEY_SPEC = [
-    v.Field("public_key", v.text(64, pattern=v.HEX64_RX)),
-    v.Field("reason", v.text(500, single_line=True)),
-]
 
 
 @bp.post("/<agent_id>/rotate-token")

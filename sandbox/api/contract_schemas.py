@@ -100,4 +100,11 @@ COMPONENTS: dict[str, Schema] = {
                                                    "reviews": array(REVIEW)})),
                             "earlier_releases": array(ANY)}),
     "Receipt": obj({"index": INT}),
+    # One job in the provider's usage report (GET /usage).
+    "UsageRow": obj({"job_id": STR, "requester_id": STR, "requester_name": nullable(STR),
+                      "purpose": STR, "business_system": STR, "dataset_ids": array(STR),
+                      "state": enum_of(JobState), "submitted_at": TIME,
+                      "started_at": nullable(TIME), "rows_read": nullable(INT),
+                      "bytes_read": nullable(INT), "script_sha256": STR,
+                      "ledger_index": nullable(INT)}),
 }

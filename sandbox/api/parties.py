@@ -8,21 +8,11 @@ from flask import Blueprint
 
 from authz import parties, people
 from authz import validate as v
+from authz.specs import AGENT_SPEC, PARTY_SPEC
 from sandbox import auth, db
 from sandbox.api import people as api_people
 
 bp = Blueprint("parties", __name__, url_prefix="/api/v1")
-
-PARTY_SPEC = [
-    v.Field("name", v.text(200, single_line=True)),
-    v.Field("role", v.choice(*parties.ROLES)),
-    v.Field("code", v.text(64, pattern=v.CODE_RX), required=False),
-]
-AGENT_SPEC = [
-    v.Field("name", v.text(200, single_line=True)),
-    v.Field("providers", v.list_of(v.text(40, single_line=True), 1, 100, unique=True)),
-    v.Field("public_key", v.text(64, pattern=v.HEX64_RX), required=False),
-]
 
 
 @bp.post("/parties")

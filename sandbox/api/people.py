@@ -14,18 +14,11 @@ from flask import Blueprint, request
 from authz import incidents, people
 from authz import validate as v
 from authz.models import Person
+from authz.specs import PASSWORD_SPEC, ROLES_SPEC, TOKEN_SPEC, TOTP_SPEC
 from compute.errors import Forbidden
 from sandbox import auth, db
 
 bp = Blueprint("people", __name__, url_prefix="/api/v1")
-
-TOKEN_SPEC = [v.Field("token_days", v.integer(1, people.MAX_TOKEN_DAYS), required=False)]
-PASSWORD_SPEC = [
-    v.Field("current", v.text(people.MAX_PASSWORD), required=False),
-    v.Field("new", v.text(people.MAX_PASSWORD)),
-]
-ROLES_SPEC = [v.Field("roles", v.list_of(v.text(40), 1, 10))]
-TOTP_SPEC = [v.Field("totp", v.text(6))]
 
 
 def _me() -> Person:

@@ -3,10 +3,8 @@ allows neither), the same numbers as the table beside each chart for screen read
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 DAYS_LABEL = "day"
 REQUESTER_LABEL = "requester"
@@ -33,17 +31,6 @@ class Chart:
     bars: list[Bar]
     ticks: list[tuple[float, float]]  # (value, y)
     baseline: float
-
-
-def per_day(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    """Jobs per submission day (UTC), the latest MAX_BARS days that had any."""
-    days = Counter(str(r["submitted_at"])[:10] for r in rows)
-    return sorted(days.items())[-MAX_BARS:]
-
-
-def per_requester(rows: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    who = Counter(str(r["requester_name"] or r["requester_id"]) for r in rows)
-    return who.most_common(MAX_BARS)
 
 
 def bars(data: Sequence[tuple[str, float]], kind: str) -> Chart:

@@ -143,6 +143,34 @@ def checkpoint_status(session: Session, now: datetime) -> dict[str, Any] | None:
             "cosignatures": max(0, signatures - 1)}
 
 
+@dataclass(frozen=True)
+class Row:
+    """One explorer row, ready to print: the template only escapes and writes it (each
+    lookup on a dict from a template costs a failed attribute access first)."""
+
+    index: int
+    href: str
+    ts: str  # ISO 8601, for the datetime attribute
+    when: str  # "YYYY-MM-DD HH:MM:SS" (UTC)
+    kind: str
+    actor: str  # the party's name when known, else the actor id
+    details: list[tuple[str, str]]  # the body's first key paths and values, cut short
+
+
+DETAIL_LINES, DETAIL_CHARS = 6, 80
+
+
+def rows(entries: list[dict[str, Any]], names: dict[str, str], entry_base: str) -> list[Row]:
+    """Explorer rows; ``entry_base`` + index is an entry's page."""
+    out = []
+    for e in entries:
+        ts, actor = str(e["ts"]), str(e["actor"])
+        out.append(Row(int(e["index"]), f"{entry_base}{e['index']}", ts,
+                       ts[:19].replace("T", " "), str(e["kind"]), names.get(actor, actor),
+                       [(k, v[:DETAIL_CHARS]) for k, v in flatten(e["body"])[:DETAIL_LINES]]))
+    return out
+
+
 def flatten(body: Any, prefix: str = "") -> list[tuple[str, str]]:
     """An entry body as readable ``key path: value`` lines."""
     if isinstance(body, dict):

@@ -9,7 +9,8 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from authz import access, catalog, jobs, permits, script_approval
+from authz import access, catalog, permits, script_approval
+from authz import usage as usage_report
 from authz.models import Dataset, Permit
 from authz.people import PersonRole
 from authz.states import Decision, ScriptRelease
@@ -21,7 +22,7 @@ from sandbox.web.session import page
 
 bp = Blueprint("provider", __name__, url_prefix="/provider")
 FIELD_ROWS = 6  # empty rows the register form starts with (a script adds more)
-USAGE_ROWS = 200  # rows of the usage table (the latest jobs)
+USAGE_ROWS = 50  # rows of a page of the usage table (the latest jobs first)
 
 
 def _pending() -> list[dict[str, Any]]:
@@ -182,13 +183,17 @@ def _register_form(fields: list[dict[str, str]], error: dict[str, Any] | None,
 @bp.get("/usage")
 @page("provider")
 def usage() -> str:
-    every = jobs.usage(db.ctx(), auth.party())
-    # The charts count every job; the table lists the latest (the JSON API has them all).
-    return render_template("web/provider/usage.html", rows=every[::-1][:USAGE_ROWS],
-                           total=len(every),
-                           by_day=charts.bars(charts.per_day(every), charts.DAYS_LABEL),
-                           by_requester=charts.bars(charts.per_requester(every),
-                                                    charts.REQUESTER_LABEL))
+    # The charts count every job (in the database); the table is a page of the latest,
+    # with a link to the page before it: the rows read do not grow with the number of jobs.
+    before = request.args.get("before") or None
+    found = usage_report.rows(db.ctx(), auth.party(), USAGE_ROWS, before)
+    counted = usage_report.series(db.ctx(), auth.party())
+    return render_template(
+        "web/provider/usage.html", rows=found.rows[::-1], older=found.next_before,
+        paged=before is not None, total=counted.total,
+        by_day=charts.bars(counted.per_day, charts.DAYS_LABEL),
+        by_requester=charts.bars([(name, n) for _, name, n in counted.per_requester],
+                                 charts.REQUESTER_LABEL))
 
 
 def _covering() -> list[Permit]:

@@ -9,7 +9,7 @@ from collections import Counter
 from datetime import date
 from typing import Any
 
-from flask import Blueprint, Response, render_template, request
+from flask import Blueprint, Response, render_template, request, url_for
 from flask_babel import gettext as _
 from werkzeug.wrappers.response import Response as BaseResponse
 
@@ -57,9 +57,13 @@ def ledger() -> str:
     result = lv.page(db.log(), db.session(), f, int(raw) if raw else None)
     actors = {str(e["actor"]) for e in result.entries}
     status = lv.checkpoint_status(db.session(), db.ctx().now())
+    names = party_names({a for a in actors if a.startswith("pty_")})
+    # One URL built, the others by appending the index (url_for per row costs more
+    # than the row's own markup).
+    base = url_for("web.regulator.entry", index=0)[:-1]
     return render_template("web/regulator/ledger.html", page=result, filters=f,
-                           names=party_names({a for a in actors if a.startswith("pty_")}),
-                           kinds=KINDS, flatten=lv.flatten, status=status)
+                           rows=lv.rows(result.entries, names, base), kinds=KINDS,
+                           status=status)
 
 
 @bp.get("/ledger/<int:index>")
@@ -174,7 +178,7 @@ def report_csv() -> BaseResponse:
 @page(*AUDITORS)
 def report_pdf_export() -> BaseResponse:
     """The report as PDF, in the reader's language: the same rows as the CSV, and the
-    runs per user and per dataset as tables."""
+    runs per user and per dataset as charts and tables."""
     quarter, start, end = _quarter()
     rows = _report_rows(start, end)
     words = report_pdf.Words(

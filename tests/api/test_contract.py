@@ -7,9 +7,11 @@ from typing import Any
 from flask import Flask
 from openapi_spec_validator import validate
 
+from authz import specs
 from authz import validate as v
 from authz.access import REQUEST_SPEC
 from sandbox.api.contract import OPERATIONS, document
+from sandbox.api.routes import ROUTES
 from tests.conftest import Actor
 from tests.contract_check import check_answer
 
@@ -28,6 +30,13 @@ def test_the_document_is_valid_openapi_and_covers_every_route(app: Flask) -> Non
                     assert schema == {"$ref": "#/components/schemas/Error"}
 
 
+def test_the_routes_the_client_builds_paths_from_are_the_apps(app: Flask) -> None:
+    served = {(r.endpoint, f"{m} {r.rule}") for r in app.url_map.iter_rules()
+              if r.endpoint != "static" and not r.endpoint.startswith("web")
+              for m in (r.methods or set()) - {"HEAD", "OPTIONS"}}
+    assert served == {(op, route) for op, routes in ROUTES.items() for route in routes}
+
+
 def test_request_schemas_come_from_the_validating_specs(app: Flask) -> None:
     """One definition: the body schema of POST /requests is the spec the service parses."""
     doc = document(app)
@@ -35,6 +44,9 @@ def test_request_schemas_come_from_the_validating_specs(app: Flask) -> None:
         "application/json"]["schema"]
     assert body == v.spec_schema(REQUEST_SPEC)
     assert body["additionalProperties"] is False
+    # The very lists the services parse with, which the client checks bodies with.
+    assert OPERATIONS["access.create_request"].body is REQUEST_SPEC
+    assert OPERATIONS["jobs.submit"].body is specs.JOB_SUBMIT_SPEC
     assert body["properties"]["use_kind"]["enum"] == ["statistics", "joint_statistics",
                                                       "modelling", "verification"]
 

@@ -126,7 +126,8 @@ def test_glm_spec_rules(randhie: pd.DataFrame) -> None:
         parse_spec({"statistics": ["glm"], "glm": {"family": "poisson", "y": "mdvis",
                                                    "x": ["idp"]},
                     "dp": {"epsilon": 1.0}}, schema(randhie))
-    assert err.value.rule == "statistic_not_supported"
+    # A DP model round clips y and every regressor: without bounds it is refused.
+    assert (err.value.field, err.value.rule) == ("dp.bounds.mdvis", "required")
 
 
 def test_ols_inference_matches_statsmodels(hospitals: dict[str, pd.DataFrame]) -> None:

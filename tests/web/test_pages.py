@@ -145,6 +145,11 @@ def test_sign_out_idle_expiry_and_deactivation_end_the_session(
     pid = analyst.person_id  # type: ignore[attr-defined]
     assert admin.post(f"/people/{pid}/deactivate").status_code == 200
     assert analyst.get("/requester/jobs").status_code == 302
+    # Deactivating the party ends its people's sessions too (checked on every request).
+    steward: Browser = person(world.other_provider, "approver")
+    assert steward.get("/provider/usage").status_code == 200
+    assert admin.post(f"/parties/{world.other_provider.id}/deactivate").status_code == 200
+    assert steward.get("/provider/usage").status_code == 302
 
 
 def test_pages_apply_the_api_role_matrix(world: World, person: Any) -> None:
