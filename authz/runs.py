@@ -11,14 +11,13 @@ import base64
 import hashlib
 import json
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from authz import catalog, joint, lifecycle, permits, psi_jobs, review
+from authz import catalog, joint, joint_masks, lifecycle, permits, psi_jobs, review
 from authz.context import Ctx
-from authz.models import Agent, Dataset, Job, JobOutput, Party, Permit
+from authz.models import Agent, AgentProvider, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
 from authz.states import (
     ACTIVE,
@@ -37,6 +36,7 @@ from authz.wire import (
     LeaseState,
     PsiPart,
     RunReport,
+    RunStarted,
     RunTask,
     SchemaCheckTask,
     parse,
@@ -118,26 +118,19 @@ def may_have_task(session: Session, agent_id: str, now: datetime) -> bool:
     """Whether :func:`next_task` could find anything for the agent, read without a write
     lock: a long poll re-probes with a write transaction only then, so idle agents do not
     hold SQLite's single writer lock (every probe's ``BEGIN IMMEDIATE``) against the
-    writes of the jobs that are running."""
-    agent = session.get(Agent, agent_id)
-    if agent is None:
-        return False
-    providers = agent_provider_ids(agent)
-    if not providers:
-        return False
-
-    def some(query: Any) -> bool:
-        return session.scalars(query.limit(1)).first() is not None
-
-    return (some(select(Job.id).where(Job.state == JobState.QUEUED,
-                                      Job.provider_id.in_(providers)))
-            or some(select(Job.id).where(Job.state.in_(ACTIVE),
-                                         Job.provider_id.in_(providers),
-                                         Job.lease_expires_at < now))
-            or some(select(Dataset.id).where(
-                Dataset.status == DatasetStatus.CHECKING, Dataset.provider_id.in_(providers),
-                or_(Dataset.check_leased_until.is_(None),
-                    Dataset.check_leased_until < now))))
+    writes of the jobs that are running. One statement, no ORM objects: every idle agent
+    runs it several times a second, on the CPU the running jobs need."""
+    mine = select(AgentProvider.provider_id).where(AgentProvider.agent_id == agent_id)
+    query = select(or_(
+        select(Job.id).where(Job.state == JobState.QUEUED, Job.provider_id.in_(mine))
+        .exists(),
+        select(Job.id).where(Job.state.in_(ACTIVE), Job.provider_id.in_(mine),
+                             Job.lease_expires_at < now).exists(),
+        select(Dataset.id).where(
+            Dataset.status == DatasetStatus.CHECKING, Dataset.provider_id.in_(mine),
+            or_(Dataset.check_leased_until.is_(None), Dataset.check_leased_until < now))
+        .exists()))
+    return bool(session.execute(query).scalar())
 
 
 def leased_state(ctx: Ctx, agent: Agent, job_id: str) -> LeaseState:
@@ -237,15 +230,21 @@ def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
     return job
 
 
-def mark_started(ctx: Ctx, agent: Agent, job_id: str) -> Job:
+def mark_started(ctx: Ctx, agent: Agent, job_id: str, notice: RunStarted | None = None
+                 ) -> Job:
+    """The run started. With a joint part's mask key in ``notice``, the key is announced in
+    the same transaction (authz/joint_masks.py: same checks, same ``joint.mask_key`` entry
+    after ``job.running``): one write for the agent's two notices."""
     job = _leased(ctx, agent, job_id)
-    if job.state == JobState.RUNNING:
-        return job  # idempotent: an agent retrying after a lost response
-    if job.state != JobState.DISPATCHED:
-        raise Conflict(f"job is {job.state}")
-    job.state = check_job_move(job.state, JobState.RUNNING)
-    job.started_at = ctx.now()
-    ctx.record("job.running", f"agent:{agent.id}", {"job_id": job.id})
+    if job.state != JobState.RUNNING:
+        if job.state != JobState.DISPATCHED:
+            raise Conflict(f"job is {job.state}")
+        job.state = check_job_move(job.state, JobState.RUNNING)
+        job.started_at = ctx.now()
+        ctx.record("job.running", f"agent:{agent.id}", {"job_id": job.id})
+    # else idempotent: an agent retrying after a lost response (the announcement too)
+    if notice is not None and notice.mask_key is not None:
+        joint_masks.announce(ctx, agent, job_id, notice.mask_key.model_dump())
     return job
 
 
@@ -278,6 +277,11 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
     if job.state not in ACTIVE and job.state != JobState.QUEUED:
         raise Conflict(f"job is {job.state}")
     report = parse(RunReport, body)
+    if report.checked and job.state in ACTIVE:
+        # The checking step the agent did not announce separately: on the ledger before
+        # the result, in the same transaction (a requeued job's late report records no
+        # step of a lease it no longer holds).
+        mark_checking(ctx, agent, job_id)
     state, reason = report.state, report.reason
     outputs = []
     for i, o in enumerate(report.outputs):

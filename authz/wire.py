@@ -47,9 +47,9 @@ __all__ = [
     "DatasetStatus",
     "DatasetTask",
     "JobState",
-    "JointJobState", "JointPart", "LeaseState", "OutputDecision", "OutputReport", "RunReport",
-    "RunTask", "SchemaCheckTask", "SchemaVerdict", "Task", "VerdictError", "dump", "parse",
-    "parse_task",
+    "JointJobState", "JointPart", "LeaseState", "MaskKeyAnnouncement", "OutputDecision",
+    "OutputReport", "RunReport", "RunStarted", "RunTask", "SchemaCheckTask", "SchemaVerdict",
+    "Task", "VerdictError", "dump", "parse", "parse_task",
 ]
 
 WIRE_VERSION = 1
@@ -218,6 +218,25 @@ class SchemaVerdict(_Message):
     error: VerdictError | None = None
 
 
+class MaskKeyAnnouncement(_Part):
+    """A joint part's pairwise-mask public key, signed by the announcing agent
+    (compute/masking.py ``announce``; the controller verifies the signature)."""
+
+    type: Literal["joint-mask-key"]
+    job_id: Id
+    provider_id: Id
+    public_key: HEX64
+    signature: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+
+
+class RunStarted(_Message):
+    """The agent's notice that a run started (its input projected). A joint part's mask-key
+    announcement rides along, so both are recorded in one transaction (``job.running``
+    and ``joint.mask_key``) instead of two."""
+
+    mask_key: MaskKeyAnnouncement | None = None
+
+
 class OutputReport(_Part):
     """One file the run left in /out: released with its content, or blocked without it."""
 
@@ -248,6 +267,11 @@ class RunReport(_Message):
     # The script failed on mock data before it ever ran on the provider's: the job fails,
     # its log is the mock run's whole console output, and the permit's run is given back.
     mock_failed: StrictBool = False
+    # The agent computed and checked the outputs itself just before this report (a
+    # statistics job or a joint part, no container): the controller records the checking
+    # step (``job.checking``) with the result, in one transaction, instead of the agent
+    # sending a separate notice for a step that took no time. Never for a failed run.
+    checked: StrictBool = False
 
     @field_validator("state")
     @classmethod
@@ -263,6 +287,13 @@ class RunReport(_Message):
                   or info.data.get("rows_read")):
             raise ValueError("a failure on mock data is failed, read nothing, and has no "
                              "outputs")
+        return v
+
+    @field_validator("checked")
+    @classmethod
+    def _checked_outputs_only(cls, v: bool, info: ValidationInfo) -> bool:
+        if v and info.data.get("state") == JobState.FAILED:
+            raise ValueError("a failed run had no outputs checked")
         return v
 
     @classmethod

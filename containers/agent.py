@@ -15,6 +15,7 @@ removes what the controller no longer leases to it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import shutil
@@ -30,6 +31,7 @@ from authz.wire import (
     AgentIdentity,
     AgentStatus,
     DatasetTask,
+    JobState,
     RunReport,
     RunTask,
     SchemaCheckTask,
@@ -254,15 +256,19 @@ class Agent:
                 raise
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
-        notices.send(self.controller.started, job_id)  # acknowledged before the result
         if task.joint is not None:
-            # Announced while the container runs, so peers rarely wait; announced again
-            # (idempotently) before masking if this call did not get through.
+            # The part's mask key rides with its start notice (one request and one
+            # transaction), before the aggregation, so peers rarely wait. If it did not get
+            # through, the plain notice follows and the key is announced again
+            # (idempotently) before masking.
             try:
-                joint_masks.announce_key(self.controller, task, job_dir,
-                                         self.config.signing_key)
+                joint_masks.start_and_announce(self.controller, task, job_dir,
+                                               self.config.signing_key)
             except (SandboxError, RuntimeError) as e:
                 log.warning("mask key of %s not announced yet: %s", job_id, e)
+                notices.send(self.controller.started, job_id)
+        else:
+            notices.send(self.controller.started, job_id)  # acknowledged before the result
         if task.psi is not None:
             self._complete_psi(task, notices)
         elif task.joint is not None:
@@ -307,7 +313,10 @@ class Agent:
         notices = notices or Notices(task.job_id)
         try:
             report = compute()
-            notices.send(self.controller.checking, task.job_id)
+            if report.state != JobState.FAILED:
+                # Checked just now, in this call: the controller records the checking step
+                # with the result (one transaction) rather than on a notice of its own.
+                report = report.model_copy(update={"checked": True})
         except SandboxError as e:
             report = RunReport.failed(f"{type(e).__name__}: {e}")
         except BaseException:
@@ -400,6 +409,13 @@ class Agent:
         except ControllerRefused as e:
             if e.status >= 500:
                 raise  # keep the job's files: the outbox sends the report again
+            if e.status == 400 and report.checked:
+                # A controller of an earlier release refuses the field: the checking
+                # notice on its own, then the same report without it.
+                with contextlib.suppress(ControllerRefused):
+                    self.controller.checking(job_id)
+                self._deliver(job_id, report.model_copy(update={"checked": False}))
+                return
             log.error("result for %s refused: %s", job_id, e)
             if e.status not in (404, 409):
                 # Refused as malformed: the job must not stay leased until it is requeued

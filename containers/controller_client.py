@@ -26,7 +26,9 @@ from authz.wire import (
     AgentIdentity,
     AgentStatus,
     LeaseState,
+    MaskKeyAnnouncement,
     RunReport,
+    RunStarted,
     RunTask,
     SchemaCheckTask,
     SchemaVerdict,
@@ -116,8 +118,14 @@ class ControllerClient:
         self._call("POST", f"/datasets/{quote(dataset_id, safe='')}/schema",
                    json=dump(verdict))
 
-    def started(self, job_id: str) -> None:
-        self._call("POST", f"/jobs/{quote(job_id, safe='')}/started", json={})
+    def started(self, job_id: str, mask_key: dict[str, object] | None = None
+                ) -> dict[str, Any]:
+        """The run started; a joint part's signed mask-key announcement rides along (one
+        request and one transaction on the controller instead of two). The answer says
+        ``announced`` when the key was recorded."""
+        notice = RunStarted(mask_key=None if mask_key is None else
+                            MaskKeyAnnouncement.model_validate(mask_key))
+        return self._call("POST", f"/jobs/{quote(job_id, safe='')}/started", json=dump(notice))
 
     def checking(self, job_id: str) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/checking", json={})
@@ -125,8 +133,11 @@ class ControllerClient:
     def mask_key(self, job_id: str, announcement: dict[str, object]) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/mask-key", json=announcement)
 
-    def mask_keys(self, job_id: str) -> dict[str, object]:
-        return self._call("GET", f"/jobs/{quote(job_id, safe='')}/mask-keys")
+    def mask_keys(self, job_id: str, wait_s: float = 0.0) -> dict[str, object]:
+        """The job's key set; with ``wait_s`` the controller holds the answer until the last
+        key arrives (or the wait ends), so no sleeping poll is needed."""
+        return self._call("GET", f"/jobs/{quote(job_id, safe='')}/mask-keys",
+                          params={"wait": wait_s}, timeout=wait_s + self.timeout_s)
 
     def psi_post(self, job_id: str, name: str, data: bytes) -> None:
         self._call("POST", f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}",

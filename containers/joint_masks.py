@@ -2,8 +2,9 @@
 
 The agent draws one X25519 key per joint part, keeps its private half in the part's job
 directory (mode 0600, inside the provider's domain, so a restarted agent masks with the
-same key it announced), announces the public half signed with its Ed25519 key, and before
-encrypting waits until every provider of the job has announced one. If the others do not
+same key it announced), announces the public half signed with its Ed25519 key (with the
+part's start notice: one request), and before encrypting waits (a long poll) until every
+provider of the job has announced one. If the others do not
 announce in time the part fails: nothing unmasked is ever sent.
 """
 
@@ -14,7 +15,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -31,9 +32,18 @@ POLL_S = 0.2
 POLL_FIRST_S = 0.01
 
 
+#: How long one long poll for the key set may be held by the controller.
+LONG_POLL_S = 5.0
+
+
 class MaskKeyChannel(Protocol):
     def mask_key(self, job_id: str, announcement: dict[str, object]) -> None: ...
-    def mask_keys(self, job_id: str) -> dict[str, object]: ...
+    def mask_keys(self, job_id: str, wait_s: float = 0.0) -> dict[str, object]: ...
+
+
+class StartChannel(Protocol):
+    def started(self, job_id: str, mask_key: dict[str, object] | None = None
+                ) -> dict[str, Any]: ...
 
 
 def mask_key(job_dir: Path) -> MaskKey:
@@ -67,6 +77,27 @@ def announce_key(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
     return key
 
 
+def start_and_announce(channel: StartChannel, task: RunTask, job_dir: Path,
+                       signing_key: Ed25519PrivateKey | None) -> None:
+    """Tell the controller the part started, with its mask key in the same request (one
+    transaction, ``job.running`` then ``joint.mask_key``); the key is then marked announced
+    so :func:`wait_for_session` does not announce it again."""
+    if signing_key is None or task.joint is None:
+        raise ExecutorError("this agent has no signing key for joint submissions")
+    key = mask_key(job_dir)
+    marker = job_dir / ANNOUNCED_FILE
+    if marker.exists():
+        channel.started(task.job_id)
+        return
+    answer = channel.started(task.job_id, announce(key, job_id=task.joint.joint_id,
+                                                   provider_id=task.datasets[0].provider_id,
+                                                   signing_key=signing_key))
+    if "announced" in answer:
+        marker.touch()
+    # else a controller that took the notice without the key (an earlier release): the key
+    # is announced on its own before masking.
+
+
 def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
                      signing_key: Ed25519PrivateKey | None, timeout_s: float,
                      stop: threading.Event | None = None) -> MaskSession:
@@ -75,9 +106,12 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
         key = announce_key(channel, task, job_dir, signing_key)
         assert task.joint is not None
         deadline = time.monotonic() + timeout_s
-        pause = POLL_FIRST_S  # peers that started together announce within moments
+        pause = POLL_FIRST_S
         while True:
-            got = channel.mask_keys(task.job_id)
+            # A long poll: the controller answers as soon as the last key is committed.
+            wait_s = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            asked = time.monotonic()
+            got = channel.mask_keys(task.job_id, wait_s)
             if got.get("complete"):
                 anns = got.get("announcements")
                 agents = got.get("agent_keys")
@@ -88,8 +122,11 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
             if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                 raise ExecutorError("the other providers' mask keys did not arrive in time: "
                                     "nothing was submitted")
-            time.sleep(pause)
-            pause = min(pause * 1.5, POLL_S)
+            if time.monotonic() - asked < wait_s / 2:
+                # Answered before the wait was up yet incomplete: a controller that does
+                # not hold the answer (an earlier release). Poll it, backing off.
+                time.sleep(pause)
+                pause = min(pause * 1.5, POLL_S)
     except SandboxError:
         raise
     except (RuntimeError, AssertionError, ValueError, KeyError) as e:

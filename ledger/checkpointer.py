@@ -81,10 +81,15 @@ class Checkpointer:
     """
 
     def __init__(self, session_factory: Callable[[], Session], log: TransparencyLog,
-                 interval_s: float = 0.2, leadership: Leadership | None = None) -> None:
+                 interval_s: float = 0.2, leadership: Leadership | None = None,
+                 readers: Callable[[], Session] | None = None) -> None:
+        """``readers``: sessions for the tick's look at the log's size (read-only: on
+        SQLite a deferred transaction, so the look, five times a second, never queues for
+        the single writer lock the requests' writes need); the writer signs."""
         if log.signer is None:
             raise KeyConfigError("a Checkpointer needs a TransparencyLog with a signer")
         self._factory = session_factory
+        self._readers = readers or session_factory
         self._log = log
         self._interval = interval_s
         self._stop = threading.Event()
@@ -102,7 +107,7 @@ class Checkpointer:
             return note
 
     def _tick(self) -> None:
-        with self._factory() as session:
+        with self._readers() as session:
             size = self._log.size(session)
         if size != self._last_size:
             self.sign_now()

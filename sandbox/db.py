@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flask import Flask, current_app, g, request
@@ -29,6 +29,9 @@ class Services:
     signer: CheckpointSigner
     checkpointer: Checkpointer
     work_signal: WorkSignal
+    # Joint jobs' progress (a mask key announced, a part reported): wakes the long polls
+    # of agents waiting for their peers' keys and of requesters waiting for the aggregate.
+    joint_signal: WorkSignal = field(default_factory=WorkSignal)
 
 
 def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
@@ -40,7 +43,7 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
                          app.extensions["sandbox_sealing"], app.config.get("LOG_KEY"))
     log = log_type(app.config["LOG_ORIGIN"], signer)
     checkpointer = Checkpointer(factory, log, app.config["CHECKPOINT_INTERVAL_S"],
-                                leadership=leadership)
+                                leadership=leadership, readers=readers or factory)
     app.extensions["sandbox"] = Services(engine=engine, sessions=factory, log=log,
                                          readers=readers or factory, signer=signer,
                                          checkpointer=checkpointer, work_signal=WorkSignal())
@@ -73,6 +76,10 @@ def services(app: Flask | None = None) -> Services:
 
 def work_signal() -> WorkSignal:
     return services().work_signal
+
+
+def joint_signal() -> WorkSignal:
+    return services().joint_signal
 
 
 def session() -> Session:

@@ -20,6 +20,9 @@ from compute.protocol import RequesterKeys, decrypt_aggregate, ledger_record, re
 from compute.spec import JointSpec, parse_spec
 from sandbox.client import Client
 
+#: How long one ``GET /joint-jobs/<id>?wait=`` asks the controller to hold its answer.
+LONG_POLL_S = 5.0
+
 
 @dataclass
 class JointRun:
@@ -66,14 +69,21 @@ class JointStatistics:
 
     def wait(self, run: JointRun, timeout_s: float = 300) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s
-        pause = 0.02  # a small job is combined within a second: look often at first
+        pause = 0.02
         while True:
-            joint: dict[str, Any] = self.client.call("joint.get", joint_id=run.joint_id)
+            # A long poll: the controller answers as soon as the last part is combined.
+            wait = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+            asked = time.monotonic()
+            joint: dict[str, Any] = self.client.call("joint.get", joint_id=run.joint_id,
+                                                     query={"wait": wait})
             if joint["state"] not in (JointJobState.RUNNING, JointJobState.AWAITING_WITNESSES) or \
                     time.monotonic() > deadline:
                 return joint
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.1)
+            if time.monotonic() - asked < wait / 2:
+                # Answered early yet not done: awaiting the witnesses (not held), or a
+                # controller that does not hold the answer. Look again, backing off.
+                time.sleep(pause)
+                pause = min(pause * 1.5, 0.1)
 
     def result(self, run: JointRun, joint: dict[str, Any]) -> JointResult:
         if joint["state"] != JointJobState.COMBINED:

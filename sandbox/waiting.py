@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from flask import request
 from sqlalchemy.orm import Session, sessionmaker
+
+from compute.errors import InvalidInput
 
 T = TypeVar("T")
 
@@ -28,10 +32,27 @@ class WorkSignal:
             self._generation += 1
             self._cond.notify_all()
 
-    def wait(self, timeout_s: float) -> None:
+    def generation(self) -> int:
+        """How many notifications so far: taken before a probe, and given to :meth:`wait`,
+        so that a commit between the probe and the wait still ends the wait at once."""
         with self._cond:
-            seen = self._generation
-            self._cond.wait_for(lambda: self._generation != seen, timeout_s)
+            return self._generation
+
+    def wait(self, timeout_s: float, seen: int | None = None) -> None:
+        with self._cond:
+            since = self._generation if seen is None else seen
+            self._cond.wait_for(lambda: self._generation != since, timeout_s)
+
+
+def wait_seconds(cap_s: float) -> float:
+    """A long poll's ``wait`` query parameter (seconds, default 0), capped at ``cap_s``."""
+    try:
+        wait = float(request.args.get("wait", "0"))
+    except ValueError:
+        raise InvalidInput("wait", "must be a number of seconds") from None
+    if not math.isfinite(wait):
+        raise InvalidInput("wait", "must be a finite number of seconds")
+    return max(0.0, min(wait, cap_s))
 
 
 def wait_until(readers: sessionmaker[Session], load: Callable[[Session], T | None],

@@ -16,7 +16,11 @@ from authz.wire import JobState, RunReport
 from containers import runjob
 from containers.agent import Agent
 from containers.agent_config import AgentConfig
-from containers.controller_client import ControllerClient, ControllerUnreachable
+from containers.controller_client import (
+    ControllerClient,
+    ControllerRefused,
+    ControllerUnreachable,
+)
 from containers.executor import RunState
 from containers.runspec import RunResult
 
@@ -188,3 +192,36 @@ def test_the_flusher_passes_by_the_mock_passes_file(tmp_path: Path) -> None:
     runjob.save_report(job_dir, REPORT)
     assert agent.flush_outbox() == 1
     assert "a" * 64 in agent.mock_passes and not job_dir.exists()
+
+
+class _EarlierController(_Controller):
+    """A controller of an earlier release: its report type has no ``checked`` (400)."""
+
+    def __init__(self) -> None:
+        super().__init__(outage=0)
+        self.notices: list[str] = []
+
+    def result(self, job_id: str, report: RunReport) -> dict[str, Any]:
+        if report.checked:
+            raise ControllerRefused(400, "checked: unknown field")
+        return super().result(job_id, report)
+
+    def checking(self, job_id: str) -> None:
+        self.notices.append(f"checking {job_id}")
+
+
+def test_a_checked_report_refused_by_an_earlier_controller_goes_the_old_way(
+        tmp_path: Path) -> None:
+    """The checking step then goes as its own notice, before the same report without the
+    field: nothing is lost and the run is not reported failed."""
+    controller = _EarlierController()
+    agent, _ = _agent(tmp_path, controller)
+    checked = RunReport(state=JobState.RELEASED, rows_read=3, bytes_read=30,
+                        input_sha256="a" * 64, runner_image="img", outputs=(), checked=True)
+    job_dir = tmp_path / "work" / "job_3"
+    job_dir.mkdir(parents=True)
+    runjob.save_report(job_dir, checked)
+    assert agent.flush_outbox() == 1
+    assert controller.notices == ["checking job_3"]
+    assert controller.reports == [("job_3", checked.model_copy(update={"checked": False}))]
+    assert not job_dir.exists()

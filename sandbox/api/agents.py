@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from typing import Any
@@ -14,6 +13,7 @@ from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
 from sandbox import auth, db
+from sandbox.waiting import wait_seconds
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
 CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -27,16 +27,14 @@ def me() -> dict[str, Any]:
                                         providers=tuple(sorted(agent_provider_ids(agent)))))
 
 
+def _wait_s() -> float:
+    return wait_seconds(float(current_app.config["AGENT_POLL_WAIT_S"]))
+
+
 @bp.post("/tasks/next")
 @auth.agent_only
 def next_task() -> tuple[dict[str, Any], int]:
-    try:
-        wait = float(request.args.get("wait", "0"))
-    except ValueError:
-        raise InvalidInput("wait", "must be a number of seconds") from None
-    if not math.isfinite(wait):
-        raise InvalidInput("wait", "must be a finite number of seconds")
-    wait = min(wait, float(current_app.config["AGENT_POLL_WAIT_S"]))
+    wait = _wait_s()
     claim_key = request.headers.get("Idempotency-Key")
     if claim_key is not None and not CLAIM_KEY.fullmatch(claim_key):
         raise InvalidInput("Idempotency-Key", "must be 1-64 characters [A-Za-z0-9_-]")
@@ -85,9 +83,13 @@ def leased(job_id: str) -> dict[str, Any]:
 @bp.post("/jobs/<job_id>/started")
 @auth.agent_only
 def started(job_id: str) -> dict[str, Any]:
-    job = runs.mark_started(db.ctx(), auth.agent(), job_id)
+    notice = wire.parse(wire.RunStarted, auth.body())
+    job = runs.mark_started(db.ctx(), auth.agent(), job_id, notice)
     db.commit()
-    return {"state": job.state}
+    if notice.mask_key is None:
+        return {"state": job.state}
+    db.joint_signal().notify()  # peers waiting for the key set look again
+    return {"state": job.state, "announced": True}
 
 
 @bp.post("/jobs/<job_id>/checking")
@@ -103,6 +105,8 @@ def checking(job_id: str) -> dict[str, Any]:
 def result(job_id: str) -> dict[str, Any]:
     job = runs.finish(db.ctx(), auth.agent(), job_id, auth.body())
     db.commit()
+    if job.joint_id is not None:
+        db.joint_signal().notify()  # combined or failed: the long polls look again
     return {"state": job.state, "ledger_index": job.ledger_index}
 
 
@@ -112,14 +116,26 @@ def mask_key(job_id: str) -> dict[str, Any]:
     """A joint part's signed pairwise-mask key (compute/masking.py)."""
     joint = joint_masks.announce(db.ctx(), auth.agent(), job_id, auth.body())
     db.commit()
+    db.joint_signal().notify()
     return {"joint_id": joint.id, "announced": len(joint.mask_keys)}
 
 
 @bp.get("/jobs/<job_id>/mask-keys")
 @auth.agent_only
 def mask_keys(job_id: str) -> dict[str, Any]:
-    """All providers' mask keys of the part's joint job, once every one is announced."""
-    return joint_masks.key_set(db.ctx(), auth.agent(), job_id)
+    """All providers' mask keys of the part's joint job, once every one is announced.
+    ``?wait=<s>``: a long poll, answered as soon as the last key is committed (woken by
+    the commit in this process; another process's commit is seen at the next probe)."""
+    deadline = time.monotonic() + _wait_s()
+    signal = db.joint_signal()
+    while True:
+        seen = signal.generation()  # before the read: a commit after it is not missed
+        keys = joint_masks.key_set(db.ctx(), auth.agent(), job_id)
+        remaining = deadline - time.monotonic()
+        if keys["complete"] or remaining <= 0:
+            return keys
+        signal.wait(min(0.25, remaining), seen)
+        db.session().rollback()  # the next probe reads a fresh snapshot
 
 
 @bp.post("/jobs/<job_id>/psi/<name>")

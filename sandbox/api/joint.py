@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from flask import Blueprint, current_app
@@ -9,8 +10,11 @@ from flask import Blueprint, current_app
 from authz import joint
 from authz.states import JointJobState
 from sandbox import auth, db, release
+from sandbox.waiting import wait_seconds
 
 bp = Blueprint("joint", __name__, url_prefix="/api/v1/joint-jobs")
+#: The longest a requester's ``GET ?wait=`` is held (a request thread each).
+MAX_WAIT_S = 10.0
 
 
 @bp.post("")
@@ -26,7 +30,18 @@ def submit() -> tuple[dict[str, Any], int]:
 @bp.get("/<joint_id>")
 @auth.roles("requester")
 def get(joint_id: str) -> dict[str, Any]:
-    j = joint.get_for_requester(db.ctx(), auth.party(), joint_id)
+    """``?wait=<s>`` (at most MAX_WAIT_S): a long poll while the job is running, answered
+    as soon as its last part is committed in this process (else at the next probe)."""
+    deadline = time.monotonic() + wait_seconds(MAX_WAIT_S)
+    signal = db.joint_signal()
+    while True:
+        seen = signal.generation()  # before the read: a commit after it is not missed
+        j = joint.get_for_requester(db.ctx(), auth.party(), joint_id)
+        remaining = deadline - time.monotonic()
+        if j.state != JointJobState.RUNNING or remaining <= 0:
+            break
+        signal.wait(min(0.25, remaining), seen)
+        db.session().rollback()  # the next probe reads a fresh snapshot
     out = joint.to_json(db.ctx(), j)
     if j.ledger_index is not None:
         try:

@@ -260,7 +260,16 @@ def test_a_provider_that_never_submits_fails_the_job(make_party: Any, admin: Act
 
 
 class AgentChannel:
-    """The agent's two mask-key calls, over the test client (the real controller app)."""
+    """The agent's mask-key calls, over the test client (the real controller app)."""
+
+    def started(self, job_id: str, mask_key: dict[str, object] | None = None
+                ) -> dict[str, object]:
+        r = self.agent.post(f"/agent/jobs/{job_id}/started",
+                            {} if mask_key is None else {"mask_key": mask_key})
+        if r.status_code >= 400:
+            raise RuntimeError(r.json["message"])
+        out: dict[str, object] = r.json
+        return out
 
     def __init__(self, agent: Actor) -> None:
         self.agent = agent
@@ -270,8 +279,8 @@ class AgentChannel:
         if r.status_code >= 400:
             raise RuntimeError(r.json["message"])
 
-    def mask_keys(self, job_id: str) -> dict[str, object]:
-        r = self.agent.get(f"/agent/jobs/{job_id}/mask-keys")
+    def mask_keys(self, job_id: str, wait_s: float = 0.0) -> dict[str, object]:
+        r = self.agent.get(f"/agent/jobs/{job_id}/mask-keys?wait={wait_s}")
         if r.status_code >= 400:
             raise RuntimeError(r.json["message"])
         out: dict[str, object] = r.json

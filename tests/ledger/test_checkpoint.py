@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from ledger.checkpoint import (
@@ -22,6 +23,7 @@ from ledger.cosignature import (
     require_cosignatures,
     verified_cosigners,
 )
+from ledger.db import make_engine, make_session_factory
 from ledger.errors import KeyConfigError, MalformedNoteError, VerificationError
 from ledger.log import TransparencyLog
 from ledger.note import (
@@ -199,3 +201,33 @@ def test_checkpointer_signs_within_a_second(
         assert [size for size, _ in checkpoint_history(s)][:2] == [5, 3]
     with pytest.raises(KeyConfigError):
         Checkpointer(factory, TransparencyLog(ORIGIN))
+
+
+def test_checkpointer_looks_at_the_log_without_the_write_lock(
+    engine: Engine, factory: sessionmaker[Session], tlog: TransparencyLog
+) -> None:
+    """The tick's look at the log's size (five times a second) goes through a read-only
+    session: on SQLite it never queues for the single writer lock that requests need."""
+    fill(factory, tlog, 2)
+    url = engine.url.render_as_string(hide_password=False)
+    # The signer's writer gives up on a held lock at once (not after 30 s) if it is asked.
+    impatient = make_engine(url)
+    event.listen(impatient, "connect",
+                 lambda conn, _: conn.execute("PRAGMA busy_timeout=100"))
+    reading = make_engine(url, read_only=True)
+    try:
+        cp = Checkpointer(make_session_factory(impatient), tlog,
+                          readers=make_session_factory(reading))
+        cp.sign_now()
+        with factory() as writer:
+            writer.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: another writer's lock
+            cp._tick()  # nothing new since the last checkpoint: no signing, no lock
+            writer.rollback()
+        fill(factory, tlog, 1, start=2)
+        cp._tick()  # something new: signed through the writer
+        with factory() as s:
+            latest = tlog.latest_checkpoint(s)
+        assert latest is not None and latest[0] == 3
+    finally:
+        impatient.dispose()
+        reading.dispose()
