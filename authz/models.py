@@ -367,9 +367,11 @@ class UsageDay(AuthzBase):
 
     __tablename__ = "usage_days"
 
-    provider_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), primary_key=True)
+    # No foreign keys: a count derived from the jobs (whose own keys hold), which
+    # authz.usage.rebuild_rollup can count again from them at any time.
+    provider_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD, UTC
-    requester_id: Mapped[str] = mapped_column(ForeignKey("parties.id"), primary_key=True)
+    requester_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     jobs: Mapped[int] = mapped_column(Integer)
 
 

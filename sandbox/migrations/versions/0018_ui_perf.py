@@ -25,8 +25,6 @@ def upgrade() -> None:
         sa.Column('day', sa.String(length=10), nullable=False),
         sa.Column('requester_id', sa.String(length=40), nullable=False),
         sa.Column('jobs', sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(['provider_id'], ['parties.id']),
-        sa.ForeignKeyConstraint(['requester_id'], ['parties.id']),
         sa.PrimaryKeyConstraint('provider_id', 'day', 'requester_id'))
     # Count the jobs already there, by their submission day in UTC.
     if op.get_bind().dialect.name == 'postgresql':
