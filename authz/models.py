@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -29,8 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from authz.sealed import SealedBytes, SealedJSON, SealedText, install
 from authz.states import (
@@ -379,18 +379,25 @@ def utc_day(ts: datetime) -> str:
     return ts.astimezone(UTC).date().isoformat()
 
 
-@event.listens_for(Job, "after_insert")
-def _count_in_usage(_mapper: Any, connection: Connection, job: Job) -> None:
-    # Every way a job is made (a script or statistics job, a joint or PSI part) inserts a
-    # Job row through the ORM; counting here, on the inserting connection, keeps the
-    # rollup in the same transaction without each service having to remember it.
-    values = {"provider_id": job.provider_id, "requester_id": job.requester_id,
-              "day": utc_day(job.submitted_at), "jobs": 1}
-    dialect = connection.dialect.name
-    ins = (pg_insert if dialect == "postgresql" else sqlite_insert)(UsageDay)
-    connection.execute(ins.values(values).on_conflict_do_update(
-        index_elements=["provider_id", "day", "requester_id"],
-        set_={"jobs": UsageDay.jobs + 1}))
+@event.listens_for(Session, "after_flush")
+def _count_in_usage(session: Session, _flush: Any) -> None:
+    # Every way a job is made (a script or statistics job, a joint or PSI part) adds a Job
+    # through the ORM; counting the flush's new jobs here keeps the rollup in the same
+    # transaction without each service having to remember it. The rows are upserted in
+    # key order, so two transactions adding jobs under the same keys (a requester's two
+    # joint jobs naming the providers in different orders) lock them in the same order
+    # and never deadlock.
+    added = Counter((job.provider_id, utc_day(job.submitted_at), job.requester_id)
+                    for job in session.new if isinstance(job, Job))
+    if not added:
+        return
+    connection = session.connection()
+    ins = (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(UsageDay)
+    for (provider_id, day, requester_id), n in sorted(added.items()):
+        connection.execute(ins.values(
+            provider_id=provider_id, day=day, requester_id=requester_id, jobs=n,
+        ).on_conflict_do_update(index_elements=["provider_id", "day", "requester_id"],
+                                set_={"jobs": UsageDay.jobs + n}))
 
 
 class JobOutput(AuthzBase):

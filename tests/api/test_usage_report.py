@@ -152,3 +152,16 @@ def test_the_rollup_is_counted_from_the_jobs_by_the_migration_and_by_rebuild(
         usage.rebuild_rollup(s)
         s.commit()
     assert _report(app, provider.id)[0] == counted
+
+
+def test_later_jobs_under_the_same_keys_add_to_the_rollup(
+        app: Flask, make_party: Any, make_agent: Any) -> None:
+    provider = make_party("provider")
+    first, second = make_party("requester"), make_party("requester")
+    _, permit_id = permit_for(first, provider, make_agent(provider))
+    add_jobs(app, permit_id, provider.id, [(first.id, T0)] * 3)
+    add_jobs(app, permit_id, provider.id, [(second.id, T0), *[(first.id, T0)] * 2])
+    series = _report(app, provider.id)[0]
+    assert series.total == 6
+    assert [(r, n) for r, _, n in series.per_requester] == [(first.id, 5), (second.id, 1)]
+    assert series.per_day == [(T0.date().isoformat(), 6)]
