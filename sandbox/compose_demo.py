@@ -64,6 +64,8 @@ def _shared_mount(path: Path) -> None:
 class ComposeStack:
     """What :func:`sandbox.demo.run` needs of a stack: its URL, and starting an agent."""
 
+    hosts_any_domain = False  # the agents are the compose file's three hospitals'
+
     def __init__(self, state: Path, compose: list[str]) -> None:
         self.state = state
         self.compose = compose

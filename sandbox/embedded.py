@@ -22,6 +22,10 @@ from sandbox import db
 
 
 class EmbeddedStack:
+    #: Whether an agent can be started for any new provider's domain (the demo's
+    #: scenario 3 adds two); a compose stack runs only the agents of its compose file.
+    hosts_any_domain = True
+
     def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
         # Per-request access lines would drown what the demo and tests print.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
