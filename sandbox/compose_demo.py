@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.step(1, f"Compose stack {PROJECT}: images {', '.join(images.values())}")
     if (state / "compose.env").exists():  # a previous run's stack and volumes
         subprocess.run([*compose, "down", "-v", "--remove-orphans"], check=False)
+    # The regulator's saved checkpoint is of the log that went with those volumes: this
+    # run's log has a new key, and an auditor rightly refuses a checkpoint it cannot verify.
+    (state / "regulator-state").unlink(missing_ok=True)
     prepare(state, images, args.runtime)
     subprocess.run([*compose, "up", "-d", "postgres", "witness", "controller"], check=True)
     stack = ComposeStack(state, compose)
