@@ -60,7 +60,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     engine = make_engine(url, **pool)
     sealed.attach(engine, keys)
     readers = None
-    if url.startswith("sqlite"):
+    if url.startswith(("sqlite", "postgresql")):
         reader_engine = make_engine(url, read_only=True, **pool)
         sealed.attach(reader_engine, keys)
         readers = make_session_factory(reader_engine)

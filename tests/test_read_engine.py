@@ -1,4 +1,5 @@
-"""On SQLite, safe requests read beside a writer instead of queueing for its lock."""
+"""Safe requests read through a read-only engine: on SQLite beside a writer instead of
+queueing for its lock, on PostgreSQL without a transaction's round trips."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from tests.conftest import Actor
 
 @pytest.fixture
 def sqlite_app(sqlite_template: Path, tmp_path: Path) -> Iterator[Flask]:
-    """The read-only engine exists for SQLite only (PostgreSQL readers never queue)."""
+    """A SQLite app: its read-only engine runs beside the writer in WAL mode."""
     shutil.copy(sqlite_template, tmp_path / "sandbox.db")
     app = create_app({"TESTING": True, "DATABASE_URL": f"sqlite:///{tmp_path / 'sandbox.db'}",
                       "LOG_KEY_FILE": str(tmp_path / "log.key"), "START_CHECKPOINTER": False})
@@ -56,3 +57,33 @@ def test_a_new_sqlite_database_is_readable_by_its_owner_only(tmp_path: Path) -> 
     make_engine(f"sqlite:///{path}").dispose()
     for f in tmp_path.iterdir():
         assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f.name, oct(f.stat().st_mode))
+
+
+@pytest.mark.postgres
+def test_postgresql_reads_go_through_a_read_only_autocommit_engine(
+        pg_url: str, pg_template: str, tmp_path: Path) -> None:
+    """A safe request reads without BEGIN and ROLLBACK round trips, and cannot write."""
+    from psycopg import pq
+    from sqlalchemy.exc import InternalError
+
+    from tests.conftest import _fresh_pg
+
+    app = create_app({"TESTING": True, "DATABASE_URL": _fresh_pg(pg_url, pg_template),
+                      "LOG_KEY_FILE": str(tmp_path / "log.key"), "START_CHECKPOINTER": False})
+    try:
+        with app.test_request_context("/api/v1/me", method="GET"):
+            s = db.session()
+            assert s.execute(text("SELECT count(*) FROM parties")).scalar_one() >= 0
+            raw = s.connection().connection.dbapi_connection
+            assert raw is not None and raw.autocommit
+            # No transaction left open after the statement: nothing to roll back.
+            assert raw.pgconn.transaction_status == pq.TransactionStatus.IDLE
+            with pytest.raises(InternalError, match="read-only transaction"):
+                s.execute(text("UPDATE parties SET name = name"))
+            s.rollback()
+        with app.test_request_context("/api/v1/parties", method="POST"):
+            raw = db.session().connection().connection.dbapi_connection
+            assert raw is not None and not raw.autocommit
+            db.session().rollback()
+    finally:
+        db.dispose(app)
