@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import defer, selectinload
+from sqlalchemy.orm import defer, joinedload
 
 from authz import lifecycle, people, permits, review
 from authz import validate as v
@@ -198,19 +198,21 @@ def _visible_jobs(role: str) -> Select[tuple[Job]]:
     # Built once per kind: every job list runs one, and SQLAlchemy keeps a statement's
     # cache key with the statement object.
     column = Job.requester_id if role == "requester" else Job.provider_id
+    # Outputs and their reviews come in the same statement (LEFT OUTER JOINs): a list is
+    # one round trip to the database, not three.
     return select(Job).where(column == bindparam("party_id")).order_by(
-        Job.submitted_at, Job.id).options(selectinload(Job.outputs).options(
-            defer(JobOutput.content), selectinload(JobOutput.reviews)))
+        Job.submitted_at, Job.id).options(joinedload(Job.outputs).options(
+            defer(JobOutput.content), joinedload(JobOutput.reviews)))
 
 
 def list_visible(ctx: Ctx, party: Party) -> list[Job]:
-    """The jobs ``party`` may see, their outputs and reviews loaded in two more statements
-    (for :func:`to_json`), not two per job. An output's content is left
+    """The jobs ``party`` may see, their outputs and reviews loaded in the same statement
+    (for :func:`to_json`), not two more per job. An output's content is left
     in the database (it is opened only when it is downloaded)."""
     if party.role not in ("requester", "provider"):
         return []
     return list(ctx.session.scalars(_visible_jobs(party.role),
-                                    {"party_id": party.id}))
+                                    {"party_id": party.id}).unique())
 
 
 def to_json(job: Job, party: Party) -> dict[str, Any]:

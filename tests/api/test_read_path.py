@@ -73,6 +73,9 @@ def test_a_job_list_costs_the_same_statements_however_long(app: Flask, make_part
         listed = requester.get("/jobs").json["jobs"]
     assert len(listed) == 4
     assert len(four) == len(one), four
+    # The caller's token (a party's: one lookup) and the list with its outputs and
+    # reviews: one round trip each.
+    assert len(four) == 2, four
     # Still the whole answer: every output with its hash, and the content to download.
     assert [o["name"] for o in listed[0]["outputs"]] == ["a.csv", "b.csv"]
     content = b"x,n\na.csv,0\n"
