@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from babel.support import NullTranslations
 from flask import Flask, g, request
-from flask_babel import Babel, get_translations
+from flask_babel import Babel, get_locale, get_translations
+from markupsafe import Markup
 
 LANGUAGES = {"en": "English", "zh": "简体中文"}
 #: BCP 47 tags for the ``lang`` attribute (screen readers pick their voice by it).
@@ -32,6 +34,19 @@ def translations() -> NullTranslations:
     return found
 
 
+def page_gettext(string: str, **variables: Any) -> Markup:
+    """The templates' ``_()``: what Jinja's newstyle gettext does in an autoescaping
+    template (every page template is one): the catalogue's words as markup, the values
+    escaped into them; without its two indirect calls per string."""
+    return Markup(translations().ugettext(string)) % variables  # noqa: S704 (our catalogue)
+
+
+def current_language() -> str:
+    """The request's language (Flask-Babel chose it once, with :func:`select_locale`)."""
+    locale = get_locale()
+    return locale.language if locale is not None and locale.language in LANGUAGES else "en"
+
+
 def init_app(app: Flask) -> None:
     Babel(app, locale_selector=select_locale,
           default_translation_directories=str(TRANSLATIONS))
@@ -43,5 +58,6 @@ def init_app(app: Flask) -> None:
         pgettext=lambda c, s: translations().upgettext(c, s),
         npgettext=lambda c, s, p, n: translations().unpgettext(c, s, p, n),
         newstyle=True)
+    app.jinja_env.globals["_"] = page_gettext
     app.jinja_env.globals.update(LANGUAGES=LANGUAGES, HTML_LANG=HTML_LANG,
-                                 current_language=select_locale)
+                                 current_language=current_language)
