@@ -9,11 +9,10 @@ job's own insert), not by counting every job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, tuple_
+from sqlalchemy import BindParameter, Select, bindparam, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from authz.context import Ctx
@@ -97,24 +96,34 @@ def parse_limit(raw: str | None) -> int | None:
     return int(raw)
 
 
+_DAYS = UsageDay.__table__
+_PARTIES = Party.__table__
+_PROVIDER: BindParameter[str] = bindparam("provider_id")
+_PER_DAY = (select(_DAYS.c.day, func.sum(_DAYS.c.jobs)).where(_DAYS.c.provider_id == _PROVIDER)
+            .group_by(_DAYS.c.day).order_by(_DAYS.c.day.desc()).limit(MAX_BARS))
+_PER_REQUESTER = (select(_DAYS.c.requester_id, func.sum(_DAYS.c.jobs))
+                  .where(_DAYS.c.provider_id == _PROVIDER).group_by(_DAYS.c.requester_id))
+_NAMES = select(_PARTIES.c.id, _PARTIES.c.name).where(
+    _PARTIES.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def series(ctx: Ctx, provider: Party) -> Series:
     """The dashboard's charts: jobs per day (the latest MAX_BARS days that had any) and
     per requester (the MAX_BARS with the most), and the number of jobs, read from the
-    rollup of jobs per requester and day (``usage_days``), not from the jobs."""
+    rollup of jobs per requester and day (``usage_days``), not from the jobs; as plain
+    columns through the session's connection (no ORM row is made)."""
     if provider.role != "provider":
         return Series([], [], 0)
-    s = ctx.session
-    mine = UsageDay.provider_id == provider.id
-    latest = s.execute(select(UsageDay.day, func.sum(UsageDay.jobs)).where(mine)
-                       .group_by(UsageDay.day).order_by(UsageDay.day.desc())
-                       .limit(MAX_BARS)).all()
+    conn = ctx.session.connection()
+    mine = {"provider_id": provider.id}
+    latest = conn.execute(_PER_DAY, mine).all()
     per_day = [(str(d), int(n)) for d, n in reversed(latest)]
-    by_requester = s.execute(select(UsageDay.requester_id, func.sum(UsageDay.jobs))
-                             .where(mine).group_by(UsageDay.requester_id)).all()
+    by_requester = conn.execute(_PER_REQUESTER, mine).all()
     total = sum(int(n) for _, n in by_requester)
     top = sorted(((str(r), int(n)) for r, n in by_requester), key=lambda x: (-x[1], x[0]))
     top = top[:MAX_BARS]
-    names = _names(s, [r for r, _ in top])
+    names = ({str(i): str(n) for i, n in conn.execute(_NAMES, {"ids": [r for r, _ in top]})}
+             if top else {})
     return Series(per_day, [(r, names.get(r, r), n) for r, n in top], total)
 
 
@@ -131,10 +140,3 @@ def rebuild_rollup(session: Session) -> None:
         session.execute(insert(UsageDay), [
             {"provider_id": p, "day": d, "requester_id": r, "jobs": n}
             for (p, d, r), n in counts.items()])
-
-
-def _names(session: Session, party_ids: Sequence[str]) -> dict[str, str]:
-    if not party_ids:
-        return {}
-    return {str(i): str(n) for i, n in session.execute(
-        select(Party.id, Party.name).where(Party.id.in_(party_ids)))}

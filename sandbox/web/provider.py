@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from markupsafe import Markup
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
@@ -16,7 +19,8 @@ from authz.people import PersonRole
 from authz.states import Decision, ScriptRelease
 from compute.errors import InvalidInput, SandboxError
 from sandbox import auth, db
-from sandbox.web import charts
+from sandbox.web import charts, fragments
+from sandbox.web.labels import state_label
 from sandbox.web.requester import party_names
 from sandbox.web.session import page
 
@@ -180,20 +184,56 @@ def _register_form(fields: list[dict[str, str]], error: dict[str, Any] | None,
                            levels=catalog.SENSITIVITY, openness=catalog.OPENNESS), status
 
 
+@dataclass(frozen=True)
+class UsageRow:
+    """One row of the usage table: everything it shows, the state in the reader's words
+    (so its markup can be kept, sandbox.web.fragments)."""
+
+    submitted_at: str
+    requester_name: str | None
+    purpose: str
+    dataset_ids: tuple[str, ...]
+    state: str
+    state_label: str
+    rows_read: int | None
+    script_sha256: str
+
+
+def _usage_rows(found: list[dict[str, Any]]) -> list[Markup]:
+    labels: dict[str, str] = {}  # each state translated once
+    out = []
+    for r in reversed(found):
+        state = str(r["state"])
+        if state not in labels:
+            labels[state] = state_label(state)
+        row = UsageRow(r["submitted_at"], r["requester_name"], r["purpose"],
+                       tuple(r["dataset_ids"]), state, labels[state], r["rows_read"],
+                       r["script_sha256"])
+        out.append(fragments.render("web/provider/_usage_row.html", "usage_row", row))
+    return out
+
+
+def _chart(chart: charts.Chart, title: str, element_id: str) -> Markup:
+    return fragments.render("web/provider/_chart.html", "bar_chart", chart, title, element_id)
+
+
 @bp.get("/usage")
 @page("provider")
 def usage() -> str:
     # The charts count every job (in the database); the table is a page of the latest,
     # with a link to the page before it: the rows read do not grow with the number of jobs.
+    # A row's and a chart's markup is kept for the same content (sandbox.web.fragments).
     before = request.args.get("before") or None
     found = usage_report.rows(db.ctx(), auth.party(), USAGE_ROWS, before)
     counted = usage_report.series(db.ctx(), auth.party())
+    by_day = charts.bars(counted.per_day, charts.DAYS_LABEL)
+    by_requester = charts.bars([(name, n) for _, name, n in counted.per_requester],
+                               charts.REQUESTER_LABEL)
     return render_template(
-        "web/provider/usage.html", rows=found.rows[::-1], older=found.next_before,
+        "web/provider/usage.html", rows=_usage_rows(found.rows), older=found.next_before,
         paged=before is not None, total=counted.total,
-        by_day=charts.bars(counted.per_day, charts.DAYS_LABEL),
-        by_requester=charts.bars([(name, n) for _, name, n in counted.per_requester],
-                                 charts.REQUESTER_LABEL))
+        by_day=_chart(by_day, _("Jobs per day"), "c-day"),
+        by_requester=_chart(by_requester, _("Jobs per requester"), "c-req"))
 
 
 def _covering() -> list[Permit]:
