@@ -28,6 +28,12 @@ def render(template: str, macro: str, *args: Hashable) -> Markup:
     return _kept(template, macro, args)
 
 
+def join(rows: list[Markup]) -> Markup:
+    """Rows as one piece of markup, one a line: a page template writes it at once (a
+    template loop over kept rows would look at each again)."""
+    return Markup("\n").join(rows)
+
+
 def _call(template: str, macro: str, args: tuple[Hashable, ...]) -> Markup:
     module = current_app.jinja_env.get_template(template).module
     out = getattr(module, macro)(*args)

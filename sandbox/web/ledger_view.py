@@ -162,9 +162,12 @@ def checkpoint_status(session: Session, now: datetime) -> dict[str, Any] | None:
             "cosignatures": max(0, signatures - 1)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Row:
-    """One explorer row, ready to print: the template only escapes and writes it."""
+    """One explorer row, ready to print: the template only escapes and writes it.
+
+    Compared (and hashed) by identity: :func:`row` keeps one per entry, so the markup
+    kept for it (sandbox.web.fragments) is found without hashing its details."""
 
     index: int
     href: str

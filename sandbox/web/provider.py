@@ -230,8 +230,9 @@ def usage() -> str:
     by_requester = charts.bars([(name, n) for _, name, n in counted.per_requester],
                                charts.REQUESTER_LABEL)
     return render_template(
-        "web/provider/usage.html", rows=_usage_rows(found.rows), older=found.next_before,
-        paged=before is not None, total=counted.total,
+        "web/provider/usage.html", rows=fragments.join(_usage_rows(found.rows)),
+        shown=len(found.rows), older=found.next_before, paged=before is not None,
+        total=counted.total,
         by_day=_chart(by_day, _("Jobs per day"), "c-day"),
         by_requester=_chart(by_requester, _("Jobs per requester"), "c-req"))
 
