@@ -9,7 +9,7 @@ arguments, so it never goes stale (a changed row is another key).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from functools import lru_cache
 
 from flask import current_app
@@ -26,6 +26,12 @@ def render(template: str, macro: str, *args: Hashable) -> Markup:
         # Templates being edited (development): what is kept could be out of date.
         return _call(template, macro, args)
     return _kept(template, macro, args)
+
+
+def render_each(template: str, macro: str, items: Sequence[Hashable]) -> list[Markup]:
+    """:func:`render` of ``macro`` for each of ``items`` (its one argument)."""
+    one = _call if current_app.jinja_env.auto_reload else _kept
+    return [one(template, macro, (item,)) for item in items]
 
 
 def join(rows: list[Markup]) -> Markup:

@@ -63,9 +63,10 @@ def ledger() -> str:
     base = url_for("web.regulator.entry", index=0)[:-1]
     # Each row is rendered once and kept (an entry never changes; a party's name
     # neither): the newest page is shown again and again.
-    rows = fragments.join([fragments.render("web/regulator/_entry_row.html", "entry_row",
-                                            lv.row(data, names.get(actor, actor), base))
-                           for data, actor in zip(result.raw, actors, strict=True)])
+    rows = fragments.join(fragments.render_each(
+        "web/regulator/_entry_row.html", "entry_row",
+        [lv.row(data, names.get(actor, actor), base)
+         for data, actor in zip(result.raw, actors, strict=True)]))
     return render_template("web/regulator/ledger.html", page=result, filters=f,
                            rows=rows, kinds=KINDS, status=status)
 
