@@ -16,7 +16,16 @@ from sqlalchemy import BindParameter, Select, bindparam, delete, func, insert, s
 from sqlalchemy.orm import Session
 
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, UsageDay, utc_day
+from authz.models import (
+    AccessRequest,
+    Job,
+    Party,
+    Permit,
+    UsageDay,
+    UsageVersion,
+    bump_usage_versions,
+    utc_day,
+)
 from compute.errors import InvalidInput
 
 #: Bars of each chart: the latest days that had a job, the requesters with the most jobs.
@@ -103,6 +112,8 @@ _PER_DAY = (select(_DAYS.c.day, func.sum(_DAYS.c.jobs)).where(_DAYS.c.provider_i
             .group_by(_DAYS.c.day).order_by(_DAYS.c.day.desc()).limit(MAX_BARS))
 _PER_REQUESTER = (select(_DAYS.c.requester_id, func.sum(_DAYS.c.jobs))
                   .where(_DAYS.c.provider_id == _PROVIDER).group_by(_DAYS.c.requester_id))
+_VERSIONS = UsageVersion.__table__
+_VERSION = select(_VERSIONS.c.version).where(_VERSIONS.c.provider_id == _PROVIDER)
 _NAMES = select(_PARTIES.c.id, _PARTIES.c.name).where(
     _PARTIES.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -127,9 +138,17 @@ def series(ctx: Ctx, provider: Party) -> Series:
     return Series(per_day, [(r, names.get(r, r), n) for r, n in top], total)
 
 
+def rollup_version(ctx: Ctx, provider_id: str) -> int:
+    """How many times the provider's rollup changed (0: never): what was read from it
+    for one version holds until the next (authz.models.UsageVersion)."""
+    found = ctx.session.connection().execute(_VERSION, {"provider_id": provider_id}).scalar()
+    return int(found or 0)
+
+
 def rebuild_rollup(session: Session) -> None:
     """Count ``usage_days`` again from the jobs: for jobs written without the ORM (bulk
     loads). The ORM keeps the rollup itself (authz.models._count_in_usage)."""
+    before = set(session.scalars(select(UsageDay.provider_id).distinct()))
     session.execute(delete(UsageDay))
     counts: dict[tuple[str, str, str], int] = {}
     for provider_id, requester_id, at in session.execute(
@@ -140,3 +159,5 @@ def rebuild_rollup(session: Session) -> None:
         session.execute(insert(UsageDay), [
             {"provider_id": p, "day": d, "requester_id": r, "jobs": n}
             for (p, d, r), n in counts.items()])
+    # Every provider whose counts may have changed: what was kept for them is stale.
+    bump_usage_versions(session.connection(), before | {p for p, _, _ in counts})

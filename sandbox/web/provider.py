@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from markupsafe import Markup
 from sqlalchemy import select
@@ -13,7 +13,7 @@ from werkzeug.wrappers.response import Response as BaseResponse
 
 from authz import access, catalog, permits, script_approval
 from authz import usage as usage_report
-from authz.models import Dataset, Permit
+from authz.models import Dataset, Party, Permit
 from authz.people import PersonRole
 from authz.states import Decision, ScriptRelease
 from compute.errors import InvalidInput, SandboxError
@@ -215,6 +215,26 @@ def _chart(chart: charts.Chart, title: str, element_id: str) -> Markup:
     return fragments.render("web/provider/_chart.html", "bar_chart", chart, title, element_id)
 
 
+#: Providers whose charts' series a process keeps (each a few hundred numbers and names).
+KEPT_SERIES = 1024
+
+
+def _series(provider: Party) -> usage_report.Series:
+    """The charts' series, kept per (provider, rollup version) for this app: read again
+    only after a job changed the provider's rollup. The version is read first, so what
+    is kept under it is never older than it."""
+    kept: dict[tuple[str, int], usage_report.Series] = current_app.extensions.setdefault(
+        "sandbox_usage_series", {})
+    key = (provider.id, usage_report.rollup_version(db.ctx(), provider.id))
+    found = kept.get(key)
+    if found is None:
+        found = usage_report.series(db.ctx(), provider)
+        if len(kept) >= KEPT_SERIES:
+            kept.clear()
+        kept[key] = found
+    return found
+
+
 @bp.get("/usage")
 @page("provider")
 def usage() -> str:
@@ -223,7 +243,7 @@ def usage() -> str:
     # A row's and a chart's markup is kept for the same content (sandbox.web.fragments).
     before = request.args.get("before") or None
     found = usage_report.rows(db.ctx(), auth.party(), USAGE_ROWS, before)
-    counted = usage_report.series(db.ctx(), auth.party())
+    counted = _series(auth.party())
     by_day = charts.bars(counted.per_day, charts.DAYS_LABEL)
     by_requester = charts.bars([(name, n) for _, name, n in counted.per_requester],
                                charts.REQUESTER_LABEL)

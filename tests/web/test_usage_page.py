@@ -65,3 +65,7 @@ def test_a_kept_row_follows_its_job_and_the_reader_s_language(
     text = approver.get("/provider/usage").get_data(as_text=True)
     assert 'state-blocked">blocked<' in text and "<td>11</td>" in text
     assert 'state-released"' not in text
+    # The charts are kept per version of the rollup: a new job (another day) is counted.
+    assert text.count("<rect") == 2  # one day, one requester
+    add_jobs(app, permit_id, world.provider.id, [(world.requester.id, T0 - timedelta(days=2))])
+    assert approver.get("/provider/usage").get_data(as_text=True).count("<rect") == 3
