@@ -38,7 +38,10 @@ def page_gettext(string: str, **variables: Any) -> Markup:
     """The templates' ``_()``: what Jinja's newstyle gettext does in an autoescaping
     template (every page template is one): the catalogue's words as markup, the values
     escaped into them; without its two indirect calls per string."""
-    return Markup(translations().ugettext(string)) % variables  # noqa: S704 (our catalogue)
+    words = translations().ugettext(string)
+    if not variables and "%" not in words:
+        return Markup(words)  # noqa: S704 (our catalogue's words; nothing to format)
+    return Markup(words) % variables  # noqa: S704 (our catalogue's words)
 
 
 def current_language() -> str:
