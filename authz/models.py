@@ -10,12 +10,14 @@ from __future__ import annotations
 import enum
 import secrets
 from collections import Counter
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Connection,
     DateTime,
     Float,
     ForeignKey,
@@ -375,6 +377,25 @@ class UsageDay(AuthzBase):
     jobs: Mapped[int] = mapped_column(Integer)
 
 
+class UsageVersion(AuthzBase):
+    """How many times a provider's rollup (``usage_days``) changed: what the dashboard
+    read from it is kept per (provider, version) and read again only after a change."""
+
+    __tablename__ = "usage_versions"
+
+    provider_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+def bump_usage_versions(connection: Connection, provider_ids: Iterable[str]) -> None:
+    """One more version of each provider's rollup (in its transaction; key order)."""
+    ins = (pg_insert if connection.dialect.name == "postgresql" else sqlite_insert)(
+        UsageVersion)
+    for provider_id in sorted(set(provider_ids)):
+        connection.execute(ins.values(provider_id=provider_id, version=1).on_conflict_do_update(
+            index_elements=["provider_id"], set_={"version": UsageVersion.version + 1}))
+
+
 def utc_day(ts: datetime) -> str:
     return ts.astimezone(UTC).date().isoformat()
 
@@ -398,6 +419,8 @@ def _count_in_usage(session: Session, _flush: Any) -> None:
             provider_id=provider_id, day=day, requester_id=requester_id, jobs=n,
         ).on_conflict_do_update(index_elements=["provider_id", "day", "requester_id"],
                                 set_={"jobs": UsageDay.jobs + n}))
+    # After the counts, in key order as well: the same lock order in every transaction.
+    bump_usage_versions(connection, (provider_id for provider_id, _, _ in added))
 
 
 class JobOutput(AuthzBase):

@@ -9,15 +9,23 @@ job's own insert), not by counting every job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, func, insert, select, tuple_
+from sqlalchemy import BindParameter, Select, bindparam, delete, func, insert, select, tuple_
 from sqlalchemy.orm import Session
 
 from authz.context import Ctx
-from authz.models import AccessRequest, Job, Party, Permit, UsageDay, utc_day
+from authz.models import (
+    AccessRequest,
+    Job,
+    Party,
+    Permit,
+    UsageDay,
+    UsageVersion,
+    bump_usage_versions,
+    utc_day,
+)
 from compute.errors import InvalidInput
 
 #: Bars of each chart: the latest days that had a job, the requesters with the most jobs.
@@ -97,30 +105,50 @@ def parse_limit(raw: str | None) -> int | None:
     return int(raw)
 
 
+_DAYS = UsageDay.__table__
+_PARTIES = Party.__table__
+_PROVIDER: BindParameter[str] = bindparam("provider_id")
+_PER_DAY = (select(_DAYS.c.day, func.sum(_DAYS.c.jobs)).where(_DAYS.c.provider_id == _PROVIDER)
+            .group_by(_DAYS.c.day).order_by(_DAYS.c.day.desc()).limit(MAX_BARS))
+_PER_REQUESTER = (select(_DAYS.c.requester_id, func.sum(_DAYS.c.jobs))
+                  .where(_DAYS.c.provider_id == _PROVIDER).group_by(_DAYS.c.requester_id))
+_VERSIONS = UsageVersion.__table__
+_VERSION = select(_VERSIONS.c.version).where(_VERSIONS.c.provider_id == _PROVIDER)
+_NAMES = select(_PARTIES.c.id, _PARTIES.c.name).where(
+    _PARTIES.c.id.in_(bindparam("ids", expanding=True)))
+
+
 def series(ctx: Ctx, provider: Party) -> Series:
     """The dashboard's charts: jobs per day (the latest MAX_BARS days that had any) and
     per requester (the MAX_BARS with the most), and the number of jobs, read from the
-    rollup of jobs per requester and day (``usage_days``), not from the jobs."""
+    rollup of jobs per requester and day (``usage_days``), not from the jobs; as plain
+    columns through the session's connection (no ORM row is made)."""
     if provider.role != "provider":
         return Series([], [], 0)
-    s = ctx.session
-    mine = UsageDay.provider_id == provider.id
-    latest = s.execute(select(UsageDay.day, func.sum(UsageDay.jobs)).where(mine)
-                       .group_by(UsageDay.day).order_by(UsageDay.day.desc())
-                       .limit(MAX_BARS)).all()
+    conn = ctx.session.connection()
+    mine = {"provider_id": provider.id}
+    latest = conn.execute(_PER_DAY, mine).all()
     per_day = [(str(d), int(n)) for d, n in reversed(latest)]
-    by_requester = s.execute(select(UsageDay.requester_id, func.sum(UsageDay.jobs))
-                             .where(mine).group_by(UsageDay.requester_id)).all()
+    by_requester = conn.execute(_PER_REQUESTER, mine).all()
     total = sum(int(n) for _, n in by_requester)
     top = sorted(((str(r), int(n)) for r, n in by_requester), key=lambda x: (-x[1], x[0]))
     top = top[:MAX_BARS]
-    names = _names(s, [r for r, _ in top])
+    names = ({str(i): str(n) for i, n in conn.execute(_NAMES, {"ids": [r for r, _ in top]})}
+             if top else {})
     return Series(per_day, [(r, names.get(r, r), n) for r, n in top], total)
+
+
+def rollup_version(ctx: Ctx, provider_id: str) -> int:
+    """How many times the provider's rollup changed (0: never): what was read from it
+    for one version holds until the next (authz.models.UsageVersion)."""
+    found = ctx.session.connection().execute(_VERSION, {"provider_id": provider_id}).scalar()
+    return int(found or 0)
 
 
 def rebuild_rollup(session: Session) -> None:
     """Count ``usage_days`` again from the jobs: for jobs written without the ORM (bulk
     loads). The ORM keeps the rollup itself (authz.models._count_in_usage)."""
+    before = set(session.scalars(select(UsageDay.provider_id).distinct()))
     session.execute(delete(UsageDay))
     counts: dict[tuple[str, str, str], int] = {}
     for provider_id, requester_id, at in session.execute(
@@ -131,10 +159,5 @@ def rebuild_rollup(session: Session) -> None:
         session.execute(insert(UsageDay), [
             {"provider_id": p, "day": d, "requester_id": r, "jobs": n}
             for (p, d, r), n in counts.items()])
-
-
-def _names(session: Session, party_ids: Sequence[str]) -> dict[str, str]:
-    if not party_ids:
-        return {}
-    return {str(i): str(n) for i, n in session.execute(
-        select(Party.id, Party.name).where(Party.id.in_(party_ids)))}
+    # Every provider whose counts may have changed: what was kept for them is stale.
+    bump_usage_versions(session.connection(), before | {p for p, _, _ in counts})

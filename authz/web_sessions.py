@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, String, delete, select
+from sqlalchemy import ForeignKey, String, bindparam, delete, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from authz.context import Ctx
@@ -59,28 +59,69 @@ def start(ctx: Ctx, person: Person, lifetime: timedelta) -> Started:
     return Started(secret, ws)
 
 
-def resolve(session: Session, secret: str, now: datetime, idle: timedelta
-            ) -> tuple[WebSession, Person] | None:
-    """The live session and its person for a cookie's secret; None if it has ended.
+@dataclass(frozen=True)
+class LivePerson:
+    """The signed-in person as pages show and authorize them (no ORM row: loading one
+    would also unseal its TOTP secret, on every page)."""
 
-    One query on every page request: the session, its person and their party together
-    (the party stays in the session's identity map for the request's role checks)."""
-    row = session.execute(
-        select(WebSession, Person, Party)
-        .join(Person, Person.id == WebSession.person_id)
-        .join(Party, Party.id == Person.party_id)
-        .where(WebSession.id == session_id(secret))).one_or_none()
+    id: str
+    name: str
+    roles: list[str]
+    party_id: str
+
+
+@dataclass(frozen=True)
+class LiveParty:
+    id: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class Live:
+    """A session found live: not ended, expired or idle, its person and party active."""
+
+    id: str
+    csrf_token: str
+    last_seen_at: datetime
+    person: LivePerson
+    party: LiveParty
+
+
+_SESSIONS = WebSession.__table__
+_PEOPLE = Person.__table__
+_PARTIES = Party.__table__
+#: One primary-key lookup with the columns a page needs, joined to the person and party.
+_LIVE = (select(_SESSIONS.c.id, _SESSIONS.c.csrf_token, _SESSIONS.c.expires_at,
+                _SESSIONS.c.last_seen_at, _PEOPLE.c.id.label("person_id"),
+                _PEOPLE.c.name.label("person_name"), _PEOPLE.c.roles,
+                _PEOPLE.c.active.label("person_active"), _PARTIES.c.id.label("party_id"),
+                _PARTIES.c.name.label("party_name"), _PARTIES.c.role,
+                _PARTIES.c.active.label("party_active"))
+         .select_from(_SESSIONS.join(_PEOPLE, _PEOPLE.c.id == _SESSIONS.c.person_id)
+                      .join(_PARTIES, _PARTIES.c.id == _PEOPLE.c.party_id))
+         .where(_SESSIONS.c.id == bindparam("sid")))
+
+
+def resolve(session: Session, secret: str, now: datetime, idle: timedelta) -> Live | None:
+    """The live session for a cookie's secret; None if it has ended (fail closed: an
+    expired, idle or unknown session, an inactive person or party are all None).
+
+    One query on every page request, through the request's connection as plain columns:
+    the session, its person and their party."""
+    row = session.connection().execute(_LIVE, {"sid": session_id(secret)}).one_or_none()
     if row is None:
         return None
-    ws, person, party = row
-    if ws.expires_at <= now or ws.last_seen_at + idle <= now:
+    if row.expires_at <= now or row.last_seen_at + idle <= now:
         return None
-    if not person.active or not party.active:
+    if not row.person_active or not row.party_active:
         return None
-    return ws, person
+    return Live(row.id, row.csrf_token, row.last_seen_at,
+                LivePerson(row.person_id, row.person_name, list(row.roles), row.party_id),
+                LiveParty(row.party_id, row.party_name, row.role))
 
 
-def needs_touch(ws: WebSession, now: datetime) -> bool:
+def needs_touch(ws: Live, now: datetime) -> bool:
     return now - ws.last_seen_at >= TOUCH_EVERY
 
 

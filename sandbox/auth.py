@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from flask import Flask, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -77,34 +77,73 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 def _caller() -> Party | Agent:
     """The party (or agent) whose authority the request uses; for a person, their party."""
     if "caller" not in g:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("missing bearer token")
-        token = token.strip()
-        if not TOKEN_RX.fullmatch(token):
-            raise Unauthenticated("malformed token")
-        authority, who = authenticate(db.ctx(), token)
-        if isinstance(authority, Party):
-            act_as(authority, who)
+        checked = g.get("checked_caller")
+        if checked is not None:
+            g.caller = _still_active(db.session().get(Party, checked[0]))
         else:
-            g.caller, g.person = authority, None
-        edge.admit_caller(who.id if who is not None else authority.id)
+            _bearer()
     caller: Party | Agent = g.caller
     return caller
 
 
+def _bearer() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated("missing bearer token")
+    token = token.strip()
+    if not TOKEN_RX.fullmatch(token):
+        raise Unauthenticated("malformed token")
+    authority, who = authenticate(db.ctx(), token)
+    if isinstance(authority, Party):
+        act_as(authority, who)
+    else:
+        g.caller, g.person = authority, None
+    edge.admit_caller(who.id if who is not None else authority.id)
+
+
 def act_as(p: Party, who: Person | None) -> None:
-    """Bind this request to a caller authenticated another way (a web session): the same
-    :func:`party`, :func:`person` and ledger naming as for a bearer token."""
+    """Bind this request to its authenticated party and person: :func:`party`,
+    :func:`person` and the ledger's naming."""
     g.caller, g.person = p, who
     if who is not None:
         db.ctx().signed_in = SignedIn(who.id, who.party_id)
 
 
+def act_as_checked(party_id: str, person_id: str) -> None:
+    """Bind this request to a person whose web session was just checked (live, person
+    and party active): the ledger names them at once; their party and person rows are
+    loaded only when a view asks (:func:`party`, :func:`person`), so a page that needs
+    neither reads neither."""
+    g.checked_caller = (party_id, person_id)
+    db.ctx().signed_in = SignedIn(person_id, party_id)
+
+
+PartyOrPerson = TypeVar("PartyOrPerson", Party, Person)
+
+
+def _still_active(row: PartyOrPerson | None) -> PartyOrPerson:
+    # Found live a moment ago in this request; checked again as loaded (fail closed).
+    if row is None or not row.active:
+        raise Unauthenticated("the session has ended")
+    return row
+
+
+def caller_id() -> str | None:
+    """The id of the request's authenticated party or agent, without loading it."""
+    caller = g.get("caller")
+    if caller is not None:
+        found: str = caller.id
+        return found
+    checked = g.get("checked_caller")
+    return None if checked is None else str(checked[0])
+
+
 def person() -> Person | None:
     """The person acting, or None for a party's service account (or an agent)."""
     _caller()
+    if "person" not in g:  # a checked web session's person, read on first use
+        g.person = _still_active(db.session().get(Person, g.checked_caller[1]))
     found: Person | None = g.person
     return found
 
@@ -128,7 +167,21 @@ def agent() -> Agent:
     return c
 
 
-def check_roles(p: Party, who: Person | None, allowed: tuple[str, ...],
+class HasRole(Protocol):
+    """A party as the matrix sees it (the ORM row, or a web session's checked copy)."""
+
+    @property
+    def role(self) -> str: ...
+
+
+class HasRoles(Protocol):
+    """A person as the matrix sees it."""
+
+    @property
+    def roles(self) -> Collection[str]: ...
+
+
+def check_roles(p: HasRole, who: HasRoles | None, allowed: tuple[str, ...],
                 needed: tuple[PersonRole, ...], method: str) -> None:
     """The one authorization matrix of the API and the web pages (sandbox.web).
 

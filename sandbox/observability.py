@@ -15,6 +15,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 
+from sandbox import auth
 from sandbox.metrics import METHODS, Metrics
 from sandbox.release import AwaitingWitnesses
 
@@ -52,11 +53,10 @@ def init_app(app: Flask, metrics: Metrics) -> None:
             body = response.get_json(silent=True)
             if isinstance(body, dict) and body.get("error") == AwaitingWitnesses.code:
                 metrics.quorum_failures.inc()
-        caller = g.get("caller")
         level = logging.DEBUG if route in QUIET_ROUTES and status < 400 else logging.INFO
         access_log.log(level, "request", extra={
             "request_id": rid, "method": method, "route": route, "status": status,
             "duration_ms": round(duration * 1000, 2),
-            "caller": getattr(caller, "id", None), "remote": request.remote_addr,
+            "caller": auth.caller_id(), "remote": request.remote_addr,
         })
         return response

@@ -1,5 +1,6 @@
 """Bar charts drawn on the server as SVG: no script, no inline style (the page policy
-allows neither), the same numbers as the table beside each chart for screen readers."""
+allows neither), the same numbers as the table beside each chart for screen readers.
+A chart is a value (hashable): its SVG can be kept (sandbox.web.fragments)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ class Chart:
     kind: str
     width: int
     height: int
-    bars: list[Bar]
-    ticks: list[tuple[float, float]]  # (value, y)
+    bars: tuple[Bar, ...]
+    ticks: tuple[tuple[float, float], ...]  # (value, y)
     baseline: float
 
 
@@ -44,8 +45,8 @@ def bars(data: Sequence[tuple[str, float]], kind: str) -> Chart:
         h = plot_h * max(0.0, float(value)) / top
         out.append(Bar(label, value, LEFT + i * step + step * 0.15, TOP + plot_h - h,
                        step * 0.7, h))
-    ticks = [(v, TOP + plot_h - plot_h * v / top) for v in (0.0, top / 2, top)]
-    return Chart(kind, WIDTH, HEIGHT, out, ticks, TOP + plot_h)
+    ticks = tuple((v, TOP + plot_h - plot_h * v / top) for v in (0.0, top / 2, top))
+    return Chart(kind, WIDTH, HEIGHT, tuple(out), ticks, TOP + plot_h)
 
 
 def table_chart(header: list[str], rows: list[list[str]]) -> tuple[str, Chart] | None:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -36,7 +37,8 @@ class Filters:
 
 @dataclass(frozen=True)
 class Page:
-    entries: list[dict[str, Any]]
+    entries: list[dict[str, Any]]  # decoded (shared: read, never change)
+    raw: list[bytes]  # the same entries' canonical bytes
     older: int | None  # pass as ``before`` for the next (older) page
     size: int
     scanned: int
@@ -47,6 +49,17 @@ def read_entry(data: bytes) -> dict[str, Any]:
     judge entries; a page shows even an entry they would refuse)."""
     entry: dict[str, Any] = json.loads(data)
     return entry
+
+
+#: Entries kept decoded per process: the newest pages are read again and again.
+KEPT = 4096
+
+
+@lru_cache(maxsize=KEPT)
+def decoded(data: bytes) -> dict[str, Any]:
+    """:func:`read_entry`, kept by the entry's bytes (an entry never changes; callers
+    share the result and must not change it)."""
+    return read_entry(data)
 
 
 def ts_of(log: TransparencyLog, session: Session, index: int) -> str:
@@ -95,6 +108,7 @@ def page(log: TransparencyLog, session: Session, f: Filters, before: int | None)
         hi = min(hi, before)
     needles = _prefilter(f)
     found: list[dict[str, Any]] = []
+    raw: list[bytes] = []
     scanned = 0
     pos = hi
     # Unfiltered, the page is the last PAGE_SIZE entries: read no more than those.
@@ -106,15 +120,16 @@ def page(log: TransparencyLog, session: Session, f: Filters, before: int | None)
             data = batch[offset]
             scanned += 1
             if all(n in data for n in needles):
-                entry = read_entry(data)
+                entry = decoded(data)
                 if _matches(entry, f):
                     found.append(entry)
+                    raw.append(data)
                     if len(found) == PAGE_SIZE:
                         pos = start + offset
                         break
         else:
             pos = start
-    return Page(found, pos if pos > lo else None, size, scanned)
+    return Page(found, raw, pos if pos > lo else None, size, scanned)
 
 
 def in_period(log: TransparencyLog, session: Session, start: str, end: str,
@@ -129,10 +144,14 @@ def in_period(log: TransparencyLog, session: Session, start: str, end: str,
                 yield read_entry(data)
 
 
+_LATEST_CHECKPOINT = (select(checkpoints_t.c.size, checkpoints_t.c.created_at,
+                             checkpoints_t.c.note, checkpoints_t.c.cosigned_note)
+                      .order_by(checkpoints_t.c.size.desc()).limit(1))
+
+
 def checkpoint_status(session: Session, now: datetime) -> dict[str, Any] | None:
-    row = session.execute(select(checkpoints_t.c.size, checkpoints_t.c.created_at,
-                                 checkpoints_t.c.note, checkpoints_t.c.cosigned_note)
-                          .order_by(checkpoints_t.c.size.desc()).limit(1)).one_or_none()
+    """The latest signed checkpoint: its size, age and witness cosignatures."""
+    row = session.connection().execute(_LATEST_CHECKPOINT).one_or_none()
     if row is None:
         return None
     made = datetime.strptime(row.created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
@@ -143,10 +162,12 @@ def checkpoint_status(session: Session, now: datetime) -> dict[str, Any] | None:
             "cosignatures": max(0, signatures - 1)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Row:
-    """One explorer row, ready to print: the template only escapes and writes it (each
-    lookup on a dict from a template costs a failed attribute access first)."""
+    """One explorer row, ready to print: the template only escapes and writes it.
+
+    Compared (and hashed) by identity: :func:`row` keeps one per entry, so the markup
+    kept for it (sandbox.web.fragments) is found without hashing its details."""
 
     index: int
     href: str
@@ -154,21 +175,20 @@ class Row:
     when: str  # "YYYY-MM-DD HH:MM:SS" (UTC)
     kind: str
     actor: str  # the party's name when known, else the actor id
-    details: list[tuple[str, str]]  # the body's first key paths and values, cut short
+    details: tuple[tuple[str, str], ...]  # the body's first key paths and values, cut short
 
 
 DETAIL_LINES, DETAIL_CHARS = 6, 80
 
 
-def rows(entries: list[dict[str, Any]], names: dict[str, str], entry_base: str) -> list[Row]:
-    """Explorer rows; ``entry_base`` + index is an entry's page."""
-    out = []
-    for e in entries:
-        ts, actor = str(e["ts"]), str(e["actor"])
-        out.append(Row(int(e["index"]), f"{entry_base}{e['index']}", ts,
-                       ts[:19].replace("T", " "), str(e["kind"]), names.get(actor, actor),
-                       [(k, v[:DETAIL_CHARS]) for k, v in flatten(e["body"])[:DETAIL_LINES]]))
-    return out
+@lru_cache(maxsize=KEPT)
+def row(data: bytes, actor_name: str, entry_base: str) -> Row:
+    """The explorer row of the entry ``data``; ``entry_base`` + index is its page."""
+    e = decoded(data)
+    ts = str(e["ts"])
+    return Row(int(e["index"]), f"{entry_base}{e['index']}", ts, ts[:19].replace("T", " "),
+               str(e["kind"]), actor_name,
+               tuple((k, v[:DETAIL_CHARS]) for k, v in flatten(e["body"])[:DETAIL_LINES]))
 
 
 def flatten(body: Any, prefix: str = "") -> list[tuple[str, str]]:

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask_babel import gettext as _
+from markupsafe import Markup
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
 from authz import access, catalog, permits, script_approval
 from authz import usage as usage_report
-from authz.models import Dataset, Permit
+from authz.models import Dataset, Party, Permit
 from authz.people import PersonRole
 from authz.states import Decision, ScriptRelease
 from compute.errors import InvalidInput, SandboxError
 from sandbox import auth, db
-from sandbox.web import charts
+from sandbox.web import charts, fragments
+from sandbox.web.labels import state_label
 from sandbox.web.requester import party_names
 from sandbox.web.session import page
 
@@ -180,20 +183,76 @@ def _register_form(fields: list[dict[str, str]], error: dict[str, Any] | None,
                            levels=catalog.SENSITIVITY, openness=catalog.OPENNESS), status
 
 
+class UsageRow(NamedTuple):
+    """One row of the usage table: everything it shows, the state in the reader's words
+    (so its markup can be kept, sandbox.web.fragments). A tuple: made and hashed for
+    every row of every request, at C speed."""
+
+    submitted_at: str
+    requester_name: str | None
+    purpose: str
+    dataset_ids: tuple[str, ...]
+    state: str
+    state_label: str
+    rows_read: int | None
+    script_sha256: str
+
+
+def _usage_rows(found: list[dict[str, Any]]) -> list[Markup]:
+    labels: dict[str, str] = {}  # each state translated once
+    rows = []
+    for r in reversed(found):
+        state = str(r["state"])
+        if state not in labels:
+            labels[state] = state_label(state)
+        rows.append(UsageRow(r["submitted_at"], r["requester_name"], r["purpose"],
+                             tuple(r["dataset_ids"]), state, labels[state], r["rows_read"],
+                             r["script_sha256"]))
+    return fragments.render_each("web/provider/_usage_row.html", "usage_row", rows)
+
+
+def _chart(chart: charts.Chart, title: str, element_id: str) -> Markup:
+    return fragments.render("web/provider/_chart.html", "bar_chart", chart, title, element_id)
+
+
+#: Providers whose charts' series a process keeps (each a few hundred numbers and names).
+KEPT_SERIES = 1024
+
+
+def _series(provider: Party) -> usage_report.Series:
+    """The charts' series, kept per (provider, rollup version) for this app: read again
+    only after a job changed the provider's rollup. The version is read first, so what
+    is kept under it is never older than it."""
+    kept: dict[tuple[str, int], usage_report.Series] = current_app.extensions.setdefault(
+        "sandbox_usage_series", {})
+    key = (provider.id, usage_report.rollup_version(db.ctx(), provider.id))
+    found = kept.get(key)
+    if found is None:
+        found = usage_report.series(db.ctx(), provider)
+        if len(kept) >= KEPT_SERIES:
+            kept.clear()
+        kept[key] = found
+    return found
+
+
 @bp.get("/usage")
 @page("provider")
 def usage() -> str:
     # The charts count every job (in the database); the table is a page of the latest,
     # with a link to the page before it: the rows read do not grow with the number of jobs.
+    # A row's and a chart's markup is kept for the same content (sandbox.web.fragments).
     before = request.args.get("before") or None
     found = usage_report.rows(db.ctx(), auth.party(), USAGE_ROWS, before)
-    counted = usage_report.series(db.ctx(), auth.party())
+    counted = _series(auth.party())
+    by_day = charts.bars(counted.per_day, charts.DAYS_LABEL)
+    by_requester = charts.bars([(name, n) for _, name, n in counted.per_requester],
+                               charts.REQUESTER_LABEL)
     return render_template(
-        "web/provider/usage.html", rows=found.rows[::-1], older=found.next_before,
-        paged=before is not None, total=counted.total,
-        by_day=charts.bars(counted.per_day, charts.DAYS_LABEL),
-        by_requester=charts.bars([(name, n) for _, name, n in counted.per_requester],
-                                 charts.REQUESTER_LABEL))
+        "web/provider/usage.html", rows=fragments.join(_usage_rows(found.rows)),
+        shown=len(found.rows), older=found.next_before, paged=before is not None,
+        total=counted.total,
+        by_day=_chart(by_day, _("Jobs per day"), "c-day"),
+        by_requester=_chart(by_requester, _("Jobs per requester"), "c-req"))
 
 
 def _covering() -> list[Permit]:

@@ -18,7 +18,7 @@ from compute.errors import InvalidInput
 from ledger import api_payloads as payloads
 from ledger.errors import EntryNotFoundError
 from sandbox import db
-from sandbox.web import charts, report_pdf
+from sandbox.web import charts, fragments, report_pdf
 from sandbox.web import ledger_view as lv
 from sandbox.web.requester import party_names
 from sandbox.web.session import page
@@ -55,15 +55,20 @@ def ledger() -> str:
     if raw and not (raw.isascii() and raw.isdigit()):
         raise InvalidInput("before", "must be an entry index")
     result = lv.page(db.log(), db.session(), f, int(raw) if raw else None)
-    actors = {str(e["actor"]) for e in result.entries}
+    actors = [str(e["actor"]) for e in result.entries]
     status = lv.checkpoint_status(db.session(), db.ctx().now())
     names = party_names({a for a in actors if a.startswith("pty_")})
     # One URL built, the others by appending the index (url_for per row costs more
     # than the row's own markup).
     base = url_for("web.regulator.entry", index=0)[:-1]
+    # Each row is rendered once and kept (an entry never changes; a party's name
+    # neither): the newest page is shown again and again.
+    rows = fragments.join(fragments.render_each(
+        "web/regulator/_entry_row.html", "entry_row",
+        [lv.row(data, names.get(actor, actor), base)
+         for data, actor in zip(result.raw, actors, strict=True)]))
     return render_template("web/regulator/ledger.html", page=result, filters=f,
-                           rows=lv.rows(result.entries, names, base), kinds=KINDS,
-                           status=status)
+                           rows=rows, kinds=KINDS, status=status)
 
 
 @bp.get("/ledger/<int:index>")

@@ -30,7 +30,6 @@ from werkzeug.wrappers.response import Response as BaseResponse
 from authz import people
 from authz import validate as v
 from authz import web_sessions as ws
-from authz.models import Party, Person
 from authz.parties import get_party
 from authz.people import PersonRole
 from compute.errors import InvalidInput, SandboxError, Unauthenticated
@@ -56,8 +55,8 @@ LANDING = {"requester": "web.requester.catalog", "provider": "web.provider.inbox
 class SignedIn:
     session_id: str
     csrf_token: str
-    person: Person
-    party: Party
+    person: ws.LivePerson
+    party: ws.LiveParty
 
 
 def current() -> SignedIn | None:
@@ -151,16 +150,14 @@ def _load() -> None:
     if secret and len(secret) <= 100:
         now = db.ctx().now()
         idle = timedelta(seconds=int(current_app.config["WEB_IDLE_S"]))
-        found = ws.resolve(db.session(), secret, now, idle)
-        if found is not None:
-            web_session, person = found
-            party = get_party(db.ctx(), person.party_id)
-            g.web_signed_in = SignedIn(web_session.id, web_session.csrf_token, person, party)
-            auth.act_as(party, person)
-            edge.admit_caller(person.id)
-            if ws.needs_touch(web_session, now):
+        live = ws.resolve(db.session(), secret, now, idle)
+        if live is not None:
+            g.web_signed_in = SignedIn(live.id, live.csrf_token, live.person, live.party)
+            auth.act_as_checked(live.party.id, live.person.id)
+            edge.admit_caller(live.person.id)
+            if ws.needs_touch(live, now):
                 with db.services().sessions() as s:
-                    ws.touch(s, web_session.id, now)
+                    ws.touch(s, live.id, now)
                     s.commit()
         else:
             g.clear_session_cookie = True

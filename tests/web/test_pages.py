@@ -12,14 +12,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyotp
+import pytest
 from flask import Flask
 from pypdf import PdfReader
 from sqlalchemy import select
 
 from authz.models import Person
 from authz.web_sessions import WebSession
+from compute.errors import Unauthenticated
 from ledger.receipt import verify_receipt
-from sandbox import db
+from sandbox import auth, db
 from tests.api.helpers import permit_for, request_access
 from tests.conftest import PASSWORD, Actor
 from tests.web.conftest import World
@@ -150,6 +152,21 @@ def test_sign_out_idle_expiry_and_deactivation_end_the_session(
     assert steward.get("/provider/usage").status_code == 200
     assert admin.post(f"/parties/{world.other_provider.id}/deactivate").status_code == 200
     assert steward.get("/provider/usage").status_code == 302
+
+
+def test_a_page_reads_its_party_and_person_only_if_still_active(
+        app: Flask, world: World, person: Any, admin: Actor) -> None:
+    # The session check reads plain columns; the party's and person's rows, read later
+    # only for a view that needs them, are checked active again (fail closed).
+    steward: Browser = person(world.other_provider, "approver")
+    pid = steward.person_id  # type: ignore[attr-defined]
+    assert admin.post(f"/parties/{world.other_provider.id}/deactivate").status_code == 200
+    with app.test_request_context("/provider/usage"):
+        auth.act_as_checked(world.other_provider.id, pid)
+        with pytest.raises(Unauthenticated):
+            auth.party()
+        with pytest.raises(Unauthenticated):
+            auth.person()
 
 
 def test_pages_apply_the_api_role_matrix(world: World, person: Any) -> None:
