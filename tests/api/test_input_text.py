@@ -24,8 +24,8 @@ from tests.conftest import Actor
 BAD = ("\x00", "\ud800", "\udfff")
 
 
-@pytest.mark.parametrize("bad", BAD)
-@pytest.mark.parametrize("text", ["A" * 200_000, "é" * 200_000])
+@pytest.mark.parametrize("bad", BAD, ids=["nul", "surrogate-high", "surrogate-low"])
+@pytest.mark.parametrize("text", ["A" * 200_000, "é" * 200_000], ids=["ascii", "latin"])
 def test_unstorable_character_is_found_in_long_ascii_and_other_text(text: str, bad: str
                                                                      ) -> None:
     """The ASCII fast path (a NUL scan) and the general one refuse the same characters,
