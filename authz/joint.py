@@ -229,6 +229,13 @@ def get_for_requester(ctx: Ctx, requester: Party, joint_id: str) -> JointJob:
     return joint
 
 
+def state_of(ctx: Ctx, joint_id: str) -> JointJobState | None:
+    """The job's state alone: what a long poll's probe needs, without loading the job's
+    public context and unsealing its spec each time (see :func:`get_for_requester`, which
+    the poll called first, for who may see it)."""
+    return ctx.session.scalar(select(JointJob.state).where(JointJob.id == joint_id))
+
+
 def to_json(ctx: Ctx, joint: JointJob) -> dict[str, Any]:
     parts = ctx.session.scalars(select(Job).where(Job.joint_id == joint.id).order_by(Job.id))
     return {

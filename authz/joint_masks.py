@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from authz.context import Ctx
 from authz.models import Agent, Job, JointJob
@@ -77,3 +77,17 @@ def key_set(ctx: Ctx, agent: Agent, job_id: str) -> dict[str, Any]:
             raise Conflict("a part's agent has no registered signing key")
         keys[p.provider_id] = peer.public_key
     return {"complete": True, "announcements": list(joint.mask_keys), "agent_keys": keys}
+
+
+def may_be_complete(ctx: Ctx, job_id: str) -> bool:
+    """Whether the part's joint job may now hold every provider's key, or has ended: a
+    long poll's probe between two :func:`key_set` calls (which checks who asks and answers),
+    reading two columns and a count instead of loading the job and every part's agent."""
+    joint_id = select(Job.joint_id).where(Job.id == job_id).scalar_subquery()
+    row = ctx.session.execute(select(JointJob.state, JointJob.mask_keys)
+                              .where(JointJob.id == joint_id)).one_or_none()
+    if row is None or row.state != JointJobState.RUNNING:
+        return True  # key_set answers (or refuses) at once
+    parts = ctx.session.scalar(select(func.count()).select_from(Job)
+                               .where(Job.joint_id == joint_id))
+    return len(row.mask_keys) >= (parts or 0)

@@ -59,12 +59,20 @@ CONTROL_RX = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 CONTROL_RULE = "must not contain control or unpaired surrogate characters"
 
 
+def unstorable(v: str) -> bool:
+    """Whether ``v`` holds a character :data:`UNSTORABLE_RX` refuses. An ASCII string (all
+    base64, so every ciphertext and encoded output; ``isascii`` reads a flag CPython keeps)
+    can hold only NUL of them, found by a byte scan: the regular expression took ~20 ms on
+    a joint part's 1.2 MB report."""
+    return "\x00" in v if v.isascii() else UNSTORABLE_RX.search(v) is not None
+
+
 def chars(path: str, v: str, single_line: bool = False) -> str:
     """``v`` if every character can be stored; single-line text also holds no controls."""
     if single_line:
         if CONTROL_RX.search(v):
             raise InvalidInput(path, CONTROL_RULE)
-    elif UNSTORABLE_RX.search(v):
+    elif unstorable(v):
         raise InvalidInput(path, UNSTORABLE_RULE)
     return v
 
@@ -83,12 +91,12 @@ def storable(body: object) -> object:
     value = body
     while True:
         if isinstance(value, str):
-            if UNSTORABLE_RX.search(value):
+            if unstorable(value):
                 raise InvalidInput(_path(keys), UNSTORABLE_RULE)
         elif isinstance(value, dict):
             for key in value:
                 # The key itself is not echoed: the field named is the enclosing object.
-                if UNSTORABLE_RX.search(key):
+                if unstorable(key):
                     raise InvalidInput(_path(keys), f"keys {UNSTORABLE_RULE}")
             children.append(iter(value.items()))
             keys.append("")

@@ -81,13 +81,15 @@ class Processes:
             time.sleep(0.1)
         raise SystemExit(f"controller did not start; see {self.work / 'controller.log'}")
 
-    def start_agent(self, name: str, token: str, root: Path) -> None:
+    def start_agent(self, name: str, token: str, root: Path, slots: int = 2,
+                    signing_key_file: Path | None = None) -> None:
         self.agent_args[name] = [
             "-m", "sandbox.cli", "--url", self.url, "--token", token, "agent",
             "--data-root", str(root), "--work-root", str(self.work / f"work-{name}"),
-            "--slots", "2", "--runtime", "runc", "--no-warm-start",
+            "--slots", str(slots), "--runtime", "runc", "--no-warm-start",
             # A privacy delay on reporting, not the controller's cost.
-            "--timing-grain", "0"]
+            "--timing-grain", "0",
+            *([] if signing_key_file is None else ["--signing-key-file", str(signing_key_file)])]
         self._spawn(name, self.agent_args[name])
 
     def restart_agent(self, name: str) -> None:

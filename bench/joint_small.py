@@ -1,27 +1,32 @@
 """A small joint job against a single-provider statistics job over the pooled data.
 
-Side by side in one run on one embedded stack (SQLite controller, real agents talking HTTP,
-the real engine): a joint job over 4 hospitals (one agent each; count, mean, variance and a
-grouped mean of cost by diagnosis, masked and encrypted under CKKS) through the requester
-SDK (``JointStatistics``: keygen, submit, wait, decrypt, derive), and a statistics job
-(declared spec computed and checked by the agent itself) giving the mean cost by diagnosis
-over one dataset holding the 4 hospitals' rows pooled. Wall time from the first request
-until the requester holds the figures. N times each after one warm-up each, alternating.
-Each joint run's time is also split into its phases from the parts' own timestamps.
-Prints both medians, the write transactions committed during each (median), and
+Side by side in one run on one stack (SQLite controller, real agents talking HTTP, the real
+engine). ``--stack processes`` (the default) runs it as deployed: the controller under
+``sandbox serve`` (gunicorn; ``--workers``/``--threads`` as given, else its defaults) and
+each provider's agent (``sandbox agent``) in its own process; ``--stack embedded`` runs
+controller and agents as threads of this one process (one GIL). A joint job over 4
+hospitals (one agent each; count, mean, variance and a grouped mean of cost by diagnosis,
+masked and encrypted under CKKS) through the requester SDK (``JointStatistics``: keygen,
+submit, wait, decrypt, derive), and a statistics job (declared spec computed and checked by
+the agent itself) giving the mean cost by diagnosis over one dataset holding the 4
+hospitals' rows pooled. Wall time from the first request until the requester holds the
+figures. N times each after one warm-up each, alternating. Each joint run's time is also
+split into its phases from the parts' own timestamps. Prints the load average seen, both
+medians, the write transactions committed during each (median; embedded stack only), and
 ``ratio=<joint median / statistics median>`` last (goal <= 1.5).
 
-    .venv/bin/python -m bench.joint_small [N] [ROWS_PER_HOSPITAL]
+    .venv/bin/python -m bench.joint_small [N] [ROWS_PER_HOSPITAL] [--stack embedded]
 """
-
 from __future__ import annotations
 
+import argparse
 import contextlib
+import os
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -30,6 +35,7 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, event
 
+from bench.api_load_world import Processes
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app, db
@@ -58,7 +64,10 @@ def dataset(client: Client, code: str) -> str:
     return str(ds["id"])
 
 
-def provider(stack: EmbeddedStack, admin: Client, image: str, work: Path, code: str,
+StartAgent = Callable[[str, str, Path, Ed25519PrivateKey], None]
+
+
+def provider(admin: Client, url: str, start_agent: StartAgent, work: Path, code: str,
              frame: pd.DataFrame) -> tuple[Client, str]:
     p = admin.post("/parties", {"name": f"Bench {code}", "role": "provider", "code": code})
     root = work / "domains" / code
@@ -67,10 +76,8 @@ def provider(stack: EmbeddedStack, admin: Client, image: str, work: Path, code: 
     key = Ed25519PrivateKey.generate()
     agent = admin.post("/agents", {"name": f"{code} agent", "providers": [p["id"]],
                                    "public_key": key.public_key().public_bytes_raw().hex()})
-    # No timing grain: it is a privacy delay, not the pipeline's cost.
-    stack.start_agent(agent["token"], [root], work / "jobs" / code, image, signing_key=key,
-                      timing_grain_s=0.0)
-    client = Client(stack.url, p["token"])
+    start_agent(code, agent["token"], root, key)
+    client = Client(url, p["token"])
     return client, dataset(client, f"{code}-IPE")
 
 
@@ -142,27 +149,90 @@ class CommitCounter:
         into.append(self.n - start)
 
 
+@dataclass
+class Stack:
+    url: str
+    admin_token: str
+    start_agent: StartAgent
+    #: The controller's engine when it runs in this process (commits are counted then).
+    engine: Engine | None
+
+
+@contextlib.contextmanager
+def embedded_stack(work: Path) -> Iterator[Stack]:
+    """Controller, agents and requester in this one process (threads, one GIL)."""
+    url = f"sqlite:///{work / 'sandbox.db'}"
+    upgrade(url)
+    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
+                      "AGENT_POLL_WAIT_S": 10.0})
+    admin_token = create_first_admin(app, "operator").token
+    image = ensure_runner_image(docker_client()).tag
+    stack = EmbeddedStack(app).start()
+
+    def start_agent(code: str, token: str, root: Path, key: Ed25519PrivateKey) -> None:
+        # No timing grain: it is a privacy delay, not the pipeline's cost.
+        stack.start_agent(token, [root], work / "jobs" / code, image, signing_key=key,
+                          timing_grain_s=0.0)
+
+    try:
+        yield Stack(stack.url, admin_token, start_agent, db.services(app).engine)
+    finally:
+        stack.stop()
+
+
+@contextlib.contextmanager
+def process_stack(work: Path, serve_args: list[str]) -> Iterator[Stack]:
+    """As deployed: the controller under ``sandbox serve`` and each provider's agent
+    (``sandbox agent``) in its own process; the requester in this one."""
+    url = f"sqlite:///{work / 'sandbox.db'}"
+    upgrade(url)
+    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
+                      "START_CHECKPOINTER": False})
+    try:
+        admin_token = create_first_admin(app, "operator").token
+    finally:
+        db.dispose(app)
+    procs = Processes(work, url, serve_args)
+
+    def start_agent(code: str, token: str, root: Path, key: Ed25519PrivateKey) -> None:
+        key_file = work / f"{code}.key"
+        key_file.write_text(key.private_bytes_raw().hex() + "\n")
+        key_file.chmod(0o600)
+        procs.start_agent(code, token, root, slots=1, signing_key_file=key_file)
+
+    try:
+        procs.start_server("gunicorn")
+        yield Stack(procs.url, admin_token, start_agent, None)
+    finally:
+        procs.stop_all()
+
+
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5
-    rows = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+    ap = argparse.ArgumentParser(prog="bench.joint_small")
+    ap.add_argument("n", nargs="?", type=int, default=5, help="runs of each job")
+    ap.add_argument("rows", nargs="?", type=int, default=5000, help="rows per hospital unit")
+    ap.add_argument("--stack", choices=("processes", "embedded"), default="processes",
+                    help="processes: controller and agents as deployed; embedded: one "
+                         "process (threads)")
+    ap.add_argument("--workers", type=int, help="sandbox serve --workers (its default)")
+    ap.add_argument("--threads", type=int, help="sandbox serve --threads (its default)")
+    args = ap.parse_args()
+    n, rows = args.n, args.rows
     frames = [hospital_table(200 + i, rows * (i + 1) // 2, f"H{i}") for i in range(PROVIDERS)]
+    serve_args = [*(["--workers", str(args.workers)] if args.workers else []),
+                  *(["--threads", str(args.threads)] if args.threads else [])]
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        url = f"sqlite:///{work / 'sandbox.db'}"
-        upgrade(url)
-        app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                          "AGENT_POLL_WAIT_S": 10.0})
-        admin_token = create_first_admin(app, "operator").token
-        image = ensure_runner_image(docker_client()).tag
-        stack = EmbeddedStack(app).start()
-        try:
-            admin = Client(stack.url, admin_token)
-            hospitals = [provider(stack, admin, image, work, f"JH{i}", f)
+        with (embedded_stack(work) if args.stack == "embedded"
+              else process_stack(work, serve_args)) as st:
+            admin = Client(st.url, st.admin_token)
+            hospitals = [provider(admin, st.url, st.start_agent, work, f"JH{i}", f)
                          for i, f in enumerate(frames)]
-            pooled = provider(stack, admin, image, work, "JPOOL",
+            pooled = provider(admin, st.url, st.start_agent, work, "JPOOL",
                               pd.concat(frames, ignore_index=True))
             r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
-            requester = Client(stack.url, r["token"])
+            requester = Client(st.url, r["token"])
             joint_permit = approve(requester, "joint_statistics", hospitals)
             stats_permit = approve(requester, "statistics", [pooled])
             sdk = JointStatistics(requester)
@@ -170,29 +240,33 @@ def main() -> None:
             phases: dict[str, list[float]] = {k: [] for k in (
                 "keygen+submit", "submit->last part started", "last started->last finished",
                 "last finished->requester saw it", "decrypt+derive")}
-            joint_once(sdk, joint_permit, ds_ids, phases)  # warm-up
+            # Warm-up (and, on the process stack, until the agents have started).
+            joint_once(sdk, joint_permit, ds_ids, phases)
             stats_once(requester, stats_permit, pooled[1])
             for v in phases.values():
                 v.clear()
             times: dict[str, list[float]] = {"joint": [], "statistics": []}
             commits: dict[str, list[int]] = {"joint": [], "statistics": []}
-            counter = CommitCounter(db.services(app).engine)
+            counter = None if st.engine is None else CommitCounter(st.engine)
             for _ in range(n):
-                with counter.counting(commits["joint"]):
+                with counter.counting(commits["joint"]) if counter else contextlib.nullcontext():
                     times["joint"].append(joint_once(sdk, joint_permit, ds_ids, phases))
-                with counter.counting(commits["statistics"]):
+                with (counter.counting(commits["statistics"]) if counter
+                      else contextlib.nullcontext()):
                     times["statistics"].append(stats_once(requester, stats_permit, pooled[1]))
-        finally:
-            stack.stop()
+                load.append(os.getloadavg()[0])
     med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"providers={PROVIDERS} rows_pooled={sum(len(f) for f in frames)} runs_each={n}")
+    print(f"stack={args.stack} serve_args={' '.join(serve_args) or 'defaults'} "
+          f"providers={PROVIDERS} rows_pooled={sum(len(f) for f in frames)} runs_each={n} "
+          f"load_average_1m={min(load):.1f}-{max(load):.1f}")
     for name, v in phases.items():
         print(f"  joint phase {name:<34} median {statistics.median(v):7.3f} s")
     # Durable write transactions committed while the job ran: its own, plus the idle
     # agents' first long-poll probes and the checkpointer's signatures meanwhile (about 5
-    # a second, so a longer job counts a few more).
+    # a second, so a longer job counts a few more). Counted when the controller runs here.
     for kind, counts in commits.items():
-        print(f"{kind}_commits_median={statistics.median(counts):.0f}")
+        if counts:
+            print(f"{kind}_commits_median={statistics.median(counts):.0f}")
     print(f"joint_median_s={med['joint']:.3f}")
     print(f"statistics_median_s={med['statistics']:.3f}")
     print(f"ratio={med['joint'] / med['statistics']:.2f}")

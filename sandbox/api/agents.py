@@ -17,6 +17,11 @@ from sandbox.waiting import wait_seconds
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
 CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: How often a held mask-key wait looks again when no commit in this process woke it (the
+#: last key may be committed by another controller process). Short: every part of the job
+#: waits on it, and a probe reads two columns and a count; it lasts only while keys are
+#: missing, one poll per running part.
+MASK_KEYS_PROBE_S = 0.05
 
 @bp.get("/me")
 @auth.agent_only
@@ -125,17 +130,21 @@ def mask_key(job_id: str) -> dict[str, Any]:
 def mask_keys(job_id: str) -> dict[str, Any]:
     """All providers' mask keys of the part's joint job, once every one is announced.
     ``?wait=<s>``: a long poll, answered as soon as the last key is committed (woken by
-    the commit in this process; another process's commit is seen at the next probe)."""
+    the commit in this process; another process's commit is seen at the next probe, every
+    MASK_KEYS_PROBE_S)."""
     deadline = time.monotonic() + _wait_s()
     signal = db.joint_signal()
     while True:
         seen = signal.generation()  # before the read: a commit after it is not missed
         keys = joint_masks.key_set(db.ctx(), auth.agent(), job_id)
-        remaining = deadline - time.monotonic()
-        if keys["complete"] or remaining <= 0:
+        if keys["complete"] or deadline - time.monotonic() <= 0:
             return keys
-        signal.wait(min(0.25, remaining), seen)
-        db.session().rollback()  # the next probe reads a fresh snapshot
+        may_be_complete = False
+        while not may_be_complete and (remaining := deadline - time.monotonic()) > 0:
+            signal.wait(min(MASK_KEYS_PROBE_S, remaining), seen)
+            seen = signal.generation()
+            db.session().rollback()  # the next probe reads a fresh snapshot
+            may_be_complete = joint_masks.may_be_complete(db.ctx(), job_id)
 
 
 @bp.post("/jobs/<job_id>/psi/<name>")

@@ -15,6 +15,11 @@ from sandbox.waiting import wait_seconds
 bp = Blueprint("joint", __name__, url_prefix="/api/v1/joint-jobs")
 #: The longest a requester's ``GET ?wait=`` is held (a request thread each).
 MAX_WAIT_S = 10.0
+#: How often a held ``GET ?wait=`` looks at the job's state when no commit in this process
+#: woke it (the last part's report may be committed by another controller process). Short,
+#: since the requester waits on it and a probe reads one column; it lasts only while the job
+#: runs, one poll per waiting requester.
+PROBE_S = 0.05
 
 
 @bp.post("")
@@ -31,17 +36,20 @@ def submit() -> tuple[dict[str, Any], int]:
 @auth.roles("requester")
 def get(joint_id: str) -> dict[str, Any]:
     """``?wait=<s>`` (at most MAX_WAIT_S): a long poll while the job is running, answered
-    as soon as its last part is committed in this process (else at the next probe)."""
+    as soon as its last part is committed in this process (else at the next probe, every
+    PROBE_S)."""
     deadline = time.monotonic() + wait_seconds(MAX_WAIT_S)
     signal = db.joint_signal()
-    while True:
-        seen = signal.generation()  # before the read: a commit after it is not missed
+    seen = signal.generation()  # before the read: a commit after it is not missed
+    j = joint.get_for_requester(db.ctx(), auth.party(), joint_id)
+    if j.state == JointJobState.RUNNING:
+        running = True
+        while running and (remaining := deadline - time.monotonic()) > 0:
+            signal.wait(min(PROBE_S, remaining), seen)
+            seen = signal.generation()
+            db.session().rollback()  # the next probe reads a fresh snapshot
+            running = joint.state_of(db.ctx(), joint_id) == JointJobState.RUNNING
         j = joint.get_for_requester(db.ctx(), auth.party(), joint_id)
-        remaining = deadline - time.monotonic()
-        if j.state != JointJobState.RUNNING or remaining <= 0:
-            break
-        signal.wait(min(0.25, remaining), seen)
-        db.session().rollback()  # the next probe reads a fresh snapshot
     out = joint.to_json(db.ctx(), j)
     if j.ledger_index is not None:
         try:

@@ -15,12 +15,26 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from authz.validate import CONTROL_RULE, UNSTORABLE_RULE
+from authz.validate import CONTROL_RULE, UNSTORABLE_RULE, storable
+from compute.errors import InvalidInput
 from tests.api.helpers import SCRIPT, dataset_body, permit_for, request_access
 from tests.api.test_joint import SPEC
 from tests.conftest import Actor
 
 BAD = ("\x00", "\ud800", "\udfff")
+
+
+@pytest.mark.parametrize("bad", BAD, ids=["nul", "surrogate-high", "surrogate-low"])
+@pytest.mark.parametrize("text", ["A" * 200_000, "é" * 200_000], ids=["ascii", "latin"])
+def test_unstorable_character_is_found_in_long_ascii_and_other_text(text: str, bad: str
+                                                                     ) -> None:
+    """The ASCII fast path (a NUL scan) and the general one refuse the same characters,
+    wherever they sit in a long value (a joint part's report carries 1.2 MB of base64)."""
+    assert storable({"outputs": [{"content_b64": text}]})
+    for at in (0, len(text) // 2, len(text)):
+        with pytest.raises(InvalidInput) as e:
+            storable({"outputs": [{"content_b64": text[:at] + bad + text[at:]}]})
+        assert (e.value.field, e.value.rule) == ("outputs[0].content_b64", UNSTORABLE_RULE)
 
 
 @dataclass
