@@ -129,7 +129,10 @@ def identifiers(frame: pd.DataFrame, column: str) -> list[str]:
 
 # ---- server (the provider holding categories and values) -------------------------------
 
-def _server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
+def server_groups(spec: PSISpec, frame: pd.DataFrame, *, combined: bool = True
+                   ) -> dict[str, list[str]]:
+    """The server's identifiers per group, padded. ``combined`` False leaves out the
+    ``cat.i.bit.j`` groups (the ring protocol's counter derives them, compute/psi_ring.py)."""
     rows = frame.dropna(subset=[spec.id_column])
     rows = rows.assign(_id=rows[spec.id_column].map(_norm))
     rows = rows[rows["_id"] != ""].drop_duplicates("_id")  # one row per identifier
@@ -151,7 +154,7 @@ def _server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
                                     "intersection need non-negative integers below "
                                     f"2^{spec.value_bits}")
         ints = vals.astype(np.int64)
-        for prefix, mask in cat_masks:
+        for prefix, mask in cat_masks if combined else cat_masks[:1]:
             for j in range(spec.value_bits):
                 hit = mask & ((ints >> j) & 1).astype(bool)
                 groups[f"{prefix}bit.{j}"] = rows["_id"][hit].tolist()
@@ -168,7 +171,7 @@ def server_setup(spec: PSISpec, frame: pd.DataFrame, client_size: int
                  ) -> tuple[bytes, dict[str, bytes]]:
     """A fresh key (kept by the server's agent) and one setup message per group."""
     psi_server = server.CreateWithNewKey(False)
-    groups = _server_groups(spec, frame)
+    groups = server_groups(spec, frame)
     setups = {g: psi_server.CreateSetupMessage(FPR, max(client_size, 1), ids,
                                                DataStructure.GCS).SerializeToString()
               for g, ids in groups.items()}

@@ -1,0 +1,185 @@
+"""Private set intersection among two or more providers: a ring of commutative blinding.
+
+Scenario 3 with more registers: a bank asks how many firms are in the tax bureau's
+register, file social insurance *and* hold an account at the credit bureau, and per
+district how many employees they declare, while no party sees another's identifiers or
+learns which records matched.
+
+Protocol (Huberman, Franklin & Hogg 1999, for n parties; the cipher is OpenMined
+``openmined-psi``'s own: ``H(x)^k`` on P-256, no elliptic-curve code here). Providers
+``0..n-1`` stand in a ring; each draws a fresh key ``k_i`` for the job.
+
+1. Hop 0: provider ``i`` hashes and blinds its own sets with ``k_i`` (the library's
+   client ``CreateRequest``) and shuffles them. A non-holder has one set, its identifiers
+   (``ids``). The *holder* (the provider with the category and value columns) has one set
+   per base group: ``all``, ``cat.i`` (identifiers of category i) and ``bit.j``
+   (identifiers whose value has bit j set), each padded with random identifiers to the
+   size of ``all`` so that no set's size tells anyone a group's size.
+2. Hops 1..n-1: the set of provider ``o`` goes to provider ``o+h``, which raises every
+   point to its own key (the library's server ``ProcessRequest``, whose answer comes back
+   sorted: the order no longer follows the sender's) and passes it on. After hop n-1 every
+   point is ``H(x)^(k_0...k_{n-1})``, the same for the same identifier whichever provider
+   holds it, and no single party can link a point back to a record.
+3. The *counter* (one designated non-holder) receives every fully blinded set and
+   intersects them: ``I`` = the points in every non-holder's set; per group g,
+   ``|I ∩ G_g|``, deriving ``cat.i.bit.j`` as ``cat.i ∩ bit.j`` (the same identifier is
+   the same point in every group). It releases what the two-party protocol releases
+   (compute/psi.py ``release``): the cardinality, per-category counts and sums, each
+   suppressed below the minimum count.
+
+What each party learns (honest-but-curious, no collusion): the controller relays blinded
+points only and holds no key; every party that blinds a set learns its size (the holder's
+sets are all padded to the size of its identifier set). The counter learns the size of
+every set and of every intersection of the sets it compares, not only the released ones:
+for instance how many of the holder's identifiers fall in each category and value bit,
+and the sizes of the pairwise intersections of the non-holders' sets. Nobody learns an
+identifier or which records matched.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import struct
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from private_set_intersection.python import Request, client, server
+
+from compute.errors import InvalidInput, PolicyViolation
+from compute.psi import PSISpec, identifiers, release, server_groups
+
+POINT_BYTES = 33  # a compressed P-256 point, as the library encodes it
+MAGIC = b"PSR1"
+MAX_PARTIES = 16
+OWN_SET = "ids"
+SET_NAME_RX = re.compile(r"ids|all|cat\.\d{1,2}|bit\.\d{1,2}")
+Sets = dict[str, list[bytes]]
+
+
+def new_key() -> bytes:
+    """A fresh P-256 key for one job; it never leaves the provider's agent."""
+    return bytes(client.CreateWithNewKey(False).GetPrivateKeyBytes())
+
+
+def own_sets(spec: PSISpec, frame: pd.DataFrame, *, holder: bool) -> dict[str, list[str]]:
+    """The identifier sets a provider sends round the ring (see the module docstring)."""
+    if holder:
+        return server_groups(spec, frame, combined=False)
+    return {OWN_SET: identifiers(frame, spec.id_column)}
+
+
+def blind_own(key: bytes, sets: Mapping[str, list[str]]) -> Sets:
+    """Hop 0: ``H(x)^k`` for each identifier, every set shuffled."""
+    psi_client = client.CreateFromKey(key, False)
+    shuffle = secrets.SystemRandom().shuffle
+    out: Sets = {}
+    for name, ids in sets.items():
+        points = [bytes(p) for p in psi_client.CreateRequest(ids).encrypted_elements]
+        shuffle(points)
+        out[name] = points
+    return out
+
+
+def reblind(key: bytes, sets: Mapping[str, list[bytes]], *, min_size: int) -> Sets:
+    """A later hop: every point raised to ``k``, each set sorted (so unlinkable by order).
+
+    A set smaller than ``min_size`` is refused: it would be a probe of a few identifiers.
+    """
+    psi_server = server.CreateFromKey(key, False)
+    out: Sets = {}
+    for name, points in sets.items():
+        if len(points) < min_size:
+            raise PolicyViolation("another provider's identifier set is smaller than the "
+                                  "minimum count: no intersection is computed")
+        req = Request()
+        req.reveal_intersection = False
+        req.encrypted_elements.extend(points)
+        out[name] = [bytes(p) for p in psi_server.ProcessRequest(req).encrypted_elements]
+    return out
+
+
+def pack(sets: Mapping[str, Sequence[bytes]]) -> bytes:
+    """A hop's message: named sets of fixed-size points, length-prefixed."""
+    parts = [MAGIC, struct.pack(">H", len(sets))]
+    for name, points in sets.items():
+        raw = name.encode()
+        parts += [struct.pack(">B", len(raw)), raw, struct.pack(">I", len(points)), *points]
+    return b"".join(parts)
+
+
+def unpack(data: bytes) -> Sets:
+    """The sets of a hop's message; anything malformed is refused (InvalidInput)."""
+    def bad(why: str) -> InvalidInput:
+        return InvalidInput("data_b64", "psi_ring_message", f"not a PSI ring message: {why}")
+
+    if data[:4] != MAGIC or len(data) < 6:
+        raise bad("header")
+    (count,), pos, out = struct.unpack_from(">H", data, 4), 6, {}
+    try:
+        for _ in range(count):
+            (n,) = struct.unpack_from(">B", data, pos)
+            name = data[pos + 1:pos + 1 + n].decode("ascii")
+            pos += 1 + n
+            (size,) = struct.unpack_from(">I", data, pos)
+            pos += 4
+            end = pos + size * POINT_BYTES
+            if not SET_NAME_RX.fullmatch(name) or name in out or end > len(data):
+                raise bad("set name or length")
+            points = [data[p:p + POINT_BYTES] for p in range(pos, end, POINT_BYTES)]
+            if any(p[0] not in (2, 3) for p in points):
+                raise bad("not compressed points")
+            out[name] = points
+            pos = end
+    except (struct.error, UnicodeDecodeError):
+        raise bad("truncated") from None
+    if pos != len(data):
+        raise bad("trailing bytes")
+    return out
+
+
+def set_sizes(sets: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+    return {name: len(points) for name, points in sets.items()}
+
+
+def expected_set_names(spec: PSISpec, *, holder: bool) -> set[str]:
+    if not holder:
+        return {OWN_SET}
+    return {"all", *(f"cat.{i}" for i in range(len(spec.categories))),
+            *((f"bit.{j}" for j in range(spec.value_bits)) if spec.value_column else ())}
+
+
+def cardinalities(spec: PSISpec, members: Sequence[Mapping[str, Sequence[bytes]]],
+                  holder: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
+    """The counter's step: ``|I ∩ G_g|`` for every group of ``spec.groups()``, where ``I``
+    is the intersection of every non-holder's fully blinded identifiers."""
+    common = set(members[0][OWN_SET])
+    for m in members[1:]:
+        common &= set(m[OWN_SET])
+    base = {name: common & set(points) for name, points in holder.items()}
+    cards = {}
+    for g in spec.groups():
+        cat, _, bit = g.partition(".bit.") if g.startswith("cat.") else (g, "", "")
+        cards[g] = len(base[cat] & base[f"bit.{bit}"]) if bit else len(base[g])
+    return cards
+
+
+def run_ring_psi(spec: PSISpec, frames: Sequence[pd.DataFrame], *, holder: int,
+                 counter: int, min_count: int = 10) -> tuple[dict[str, Any], dict[str, int]]:
+    """Every provider's part in one process (tests, benchmarks), hop by hop as the agents
+    run it: the counter's release and the bytes each kind of message carried."""
+    n = len(frames)
+    if not 2 <= n <= MAX_PARTIES or holder == counter or not 0 <= holder < n or \
+            not 0 <= counter < n:
+        raise InvalidInput("providers", "ring", "2-16 providers, a holder and a counter")
+    keys = [new_key() for _ in range(n)]
+    held = [blind_own(keys[i], own_sets(spec, frames[i], holder=i == holder))
+            for i in range(n)]  # held[o]: the sets that started at o, as they travel
+    sizes = {"hop0": sum(len(pack(s)) for s in held), "relayed": 0}
+    for h in range(1, n):
+        for o in range(n):
+            held[o] = reblind(keys[(o + h) % n], held[o], min_size=min_count)
+            sizes["relayed"] += len(pack(held[o]))
+    cards = cardinalities(spec, [held[o] for o in range(n) if o != holder], held[holder])
+    return release(spec, cards, min_count), sizes
