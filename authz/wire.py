@@ -136,12 +136,24 @@ class JointPart(_Part):
     context_fingerprint: HEX64
 
 
+class PsiRing(_Part):
+    """Where a part stands in a PSI ring of three or more providers (compute/psi_ring.py):
+    ring positions of this part, of the holder and of the counter."""
+
+    position: Annotated[StrictInt, Field(ge=0)]
+    size: Annotated[StrictInt, Field(ge=3, le=16)]
+    holder: Annotated[StrictInt, Field(ge=0)]
+    counter: Annotated[StrictInt, Field(ge=0)]
+
+
 class PsiPart(_Part):
-    """One provider's role in a private set intersection (compute/psi.py)."""
+    """One provider's role in a private set intersection: client or server of the
+    two-party protocol (compute/psi.py), or a member of a ring (``ring`` set)."""
 
     joint_id: Id
-    role: Literal["client", "server"]
+    role: Literal["client", "server", "ring"]
     spec: dict[str, Any]
+    ring: PsiRing | None = None
 
 
 class RunTask(_Message):
