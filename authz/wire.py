@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from authz.states import (
@@ -144,6 +145,14 @@ class PsiRing(_Part):
     size: Annotated[StrictInt, Field(ge=3, le=16)]
     holder: Annotated[StrictInt, Field(ge=0)]
     counter: Annotated[StrictInt, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _positions_in_ring(self) -> PsiRing:
+        # Fail closed: a counter that is the holder would release the holder's own groups.
+        if max(self.position, self.holder, self.counter) >= self.size or \
+                self.holder == self.counter:
+            raise ValueError("ring positions outside the ring, or the holder counting")
+        return self
 
 
 class PsiPart(_Part):
