@@ -23,11 +23,10 @@ from authz.models import Agent, Job, JointJob
 from authz.psi_jobs import is_psi, is_ring
 from authz.states import ACTIVE, JointJobState
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
-from compute.psi_ring import OWN_SET, set_sizes, unpack
+from compute.psi_ring import MAX_MESSAGE_BYTES, OWN_SET, set_sizes, unpack
 
 MESSAGES = {"request": "client", "setup": "server", "response": "server"}
 RING_RX = re.compile(r"ring\.(0|[1-9][0-9]?)\.(0|[1-9][0-9]?)")
-MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 
 
 def _part(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> tuple[Job, JointJob]:

@@ -115,7 +115,7 @@ def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
     return spec
 
 
-def _norm(v: object) -> str:
+def normalize(v: object) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v).strip()
@@ -123,47 +123,56 @@ def _norm(v: object) -> str:
 
 def identifiers(frame: pd.DataFrame, column: str) -> list[str]:
     """Distinct, normalized identifiers (missing ones dropped): PSI is over sets."""
-    ids = frame[column].dropna().map(_norm)
+    ids = frame[column].dropna().map(normalize)
     return list(dict.fromkeys(i for i in ids if i))
 
 
 # ---- server (the provider holding categories and values) -------------------------------
 
-def server_groups(spec: PSISpec, frame: pd.DataFrame, *, combined: bool = True
-                   ) -> dict[str, list[str]]:
-    """The server's identifiers per group, padded. ``combined`` False leaves out the
-    ``cat.i.bit.j`` groups (the ring protocol's counter derives them, compute/psi_ring.py)."""
+def server_rows(spec: PSISpec, frame: pd.DataFrame
+                ) -> tuple[list[str], pd.Series | None, np.ndarray | None]:
+    """The server's distinct identifiers (one row each), their normalized categories and
+    their values as checked integers (None for a column the spec does not name)."""
     rows = frame.dropna(subset=[spec.id_column])
-    rows = rows.assign(_id=rows[spec.id_column].map(_norm))
+    rows = rows.assign(_id=rows[spec.id_column].map(normalize))
     rows = rows[rows["_id"] != ""].drop_duplicates("_id")  # one row per identifier
-    groups = {"all": rows["_id"].tolist()}
-    cat_masks: list[tuple[str, Any]] = [("", np.ones(len(rows), dtype=bool))]
-    if spec.category_column is not None:
-        keys = rows[spec.category_column].map(_norm)
+    keys = None if spec.category_column is None else \
+        rows[spec.category_column].map(normalize).reset_index(drop=True)
+    if spec.value_column is None:
+        return rows["_id"].tolist(), keys, None
+    vals = pd.to_numeric(rows[spec.value_column], errors="coerce").to_numpy(dtype=float)
+    vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
+    if np.any(vals < 0) or np.any(vals != np.round(vals)) or np.any(
+            vals >= 2.0 ** spec.value_bits):
+        # Never the value itself: it is derived from the provider's data.
+        raise MagnitudeOverflow("psi.value.column", "psi.value.column: sums over the "
+                                "intersection need non-negative integers below "
+                                f"2^{spec.value_bits}")
+    return rows["_id"].tolist(), keys, vals.astype(np.int64)
+
+
+def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The server's identifiers per group, padded."""
+    ids, keys, ints = server_rows(spec, frame)
+    id_arr = np.array(ids, dtype=object)
+    groups = {"all": list(ids)}
+    cat_masks: list[tuple[str, Any]] = [("", np.ones(len(ids), dtype=bool))]
+    if keys is not None:
         for i, c in enumerate(spec.categories):
-            mask = (keys == _norm(c)).to_numpy()
-            groups[f"cat.{i}"] = rows["_id"][mask].tolist()
+            mask = (keys == normalize(c)).to_numpy()
+            groups[f"cat.{i}"] = id_arr[mask].tolist()
             cat_masks.append((f"cat.{i}.", mask))
-    if spec.value_column is not None:
-        vals = pd.to_numeric(rows[spec.value_column], errors="coerce").to_numpy(dtype=float)
-        vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
-        if np.any(vals < 0) or np.any(vals != np.round(vals)) or np.any(
-                vals >= 2.0 ** spec.value_bits):
-            # Never the value itself: it is derived from the provider's data.
-            raise MagnitudeOverflow("psi.value.column", "psi.value.column: sums over the "
-                                    "intersection need non-negative integers below "
-                                    f"2^{spec.value_bits}")
-        ints = vals.astype(np.int64)
-        for prefix, mask in cat_masks if combined else cat_masks[:1]:
+    if ints is not None:
+        for prefix, mask in cat_masks:
             for j in range(spec.value_bits):
                 hit = mask & ((ints >> j) & 1).astype(bool)
-                groups[f"{prefix}bit.{j}"] = rows["_id"][hit].tolist()
+                groups[f"{prefix}bit.{j}"] = id_arr[hit].tolist()
     # Every group is padded with random identifiers (128 bits: they match nothing) to the
     # size of the whole set, so no message's size tells the controller or the client how
     # many of the server's identifiers fall in a category or have a value bit set.
     size = len(groups["all"])
-    for ids in groups.values():
-        ids.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(ids)))
+    for members in groups.values():
+        members.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(members)))
     return groups
 
 

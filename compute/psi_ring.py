@@ -44,11 +44,12 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from private_set_intersection.python import Request, client, server
 
 from compute.errors import InvalidInput, PolicyViolation
-from compute.psi import PSISpec, identifiers, release, server_groups
+from compute.psi import PSISpec, identifiers, normalize, release, server_rows
 
 POINT_BYTES = 33  # a compressed P-256 point, as the library encodes it
 MAGIC = b"PSR1"
@@ -56,6 +57,8 @@ MAX_PARTIES = 16
 OWN_SET = "ids"
 SET_NAME_RX = re.compile(r"ids|all|cat\.\d{1,2}|bit\.\d{1,2}")
 Sets = dict[str, list[bytes]]
+# The controller's limit on one relayed message (authz/psi_relay.py): about 380,000 points.
+MAX_MESSAGE_BYTES = 12 * 1024 * 1024
 
 
 def new_key() -> bytes:
@@ -63,11 +66,70 @@ def new_key() -> bytes:
     return bytes(client.CreateWithNewKey(False).GetPrivateKeyBytes())
 
 
-def own_sets(spec: PSISpec, frame: pd.DataFrame, *, holder: bool) -> dict[str, list[str]]:
+def own_sets(spec: PSISpec, frame: pd.DataFrame, *, holder: bool, min_size: int = 1
+             ) -> dict[str, list[str]]:
     """The identifier sets a provider sends round the ring (see the module docstring)."""
     if holder:
-        return server_groups(spec, frame, combined=False)
+        return holder_sets(spec, frame, min_size=min_size)
     return {OWN_SET: identifiers(frame, spec.id_column)}
+
+
+def dummy_quota(largest: int, *, value: bool, min_size: int = 1) -> int:
+    """M: the records every category holds once padded with dummies. A power of two at least
+    the largest category (twice it with a value column, so that every bit can be set in
+    exactly half of each category) and at least ``min_size`` (so that no hop refuses a
+    category's set), hence a bound on the holder's data that tells little about it."""
+    need = max(2 * largest if value else largest, min_size, 1)
+    return 1 << (need - 1).bit_length()
+
+
+def _random_order(n: int) -> np.ndarray:
+    """A uniformly random permutation of ``range(n)`` from the OS's CSPRNG (one call)."""
+    return np.argsort(np.frombuffer(secrets.token_bytes(8 * n), dtype=np.uint64),
+                      kind="stable")
+
+
+def holder_sets(spec: PSISpec, frame: pd.DataFrame, *, min_size: int = 1
+                ) -> dict[str, list[str]]:
+    """The holder's base groups ``all``, ``cat.i`` and ``bit.j`` with dummy records.
+
+    Each dummy is a random identifier (128 bits: it matches no provider's) given a category
+    and value bits, and it is in exactly the groups a real record with those would be in. The
+    dummies bring every category, and the implicit "other" one (records in none of the spec's
+    categories, which are in ``all`` only), to the same size M (``dummy_quota``), and set
+    every value bit in exactly M/2 records of each category: M - n_i dummies for category i
+    with n_i records, M/2 - b_ij of them with bit j set when b_ij records have it (feasible
+    as M/2 >= n_i). The sizes of the groups and of their intersections with one another that
+    the counter needs then depend on M and the spec alone."""
+    ids, keys, ints = server_rows(spec, frame)
+    slot_of = {k: s for s, k in enumerate(dict.fromkeys(normalize(c) for c in spec.categories))}
+    n_slots = len(slot_of) + 1 if keys is not None else 1  # the last is "other"
+    cats = np.zeros(len(ids), dtype=np.int64) if keys is None else np.array(
+        [slot_of.get(k, n_slots - 1) for k in keys], dtype=np.int64)
+    vals = np.zeros(len(ids), dtype=np.int64) if ints is None else ints
+    sizes = np.bincount(cats, minlength=n_slots)
+    m = dummy_quota(int(sizes.max()), value=ints is not None, min_size=min_size)
+    all_ids, all_cats, all_vals = [ids], [cats], [vals]
+    for slot in range(n_slots):
+        extra = m - int(sizes[slot])
+        dummy_vals = np.zeros(extra, dtype=np.int64)
+        if ints is not None:
+            real = vals[cats == slot]
+            for j in range(spec.value_bits):
+                wanted = m // 2 - int(((real >> j) & 1).sum())
+                dummy_vals[_random_order(extra)[:wanted]] |= 1 << j
+        all_ids.append([f"dummy:{secrets.token_hex(16)}" for _ in range(extra)])
+        all_cats.append(np.full(extra, slot, dtype=np.int64))
+        all_vals.append(dummy_vals)
+    members = np.array([i for part in all_ids for i in part], dtype=object)
+    cat_of, val_of = np.concatenate(all_cats), np.concatenate(all_vals)
+    groups = {"all": members.tolist()}
+    for i, c in enumerate(spec.categories):
+        groups[f"cat.{i}"] = members[cat_of == slot_of[normalize(c)]].tolist()
+    if ints is not None:
+        for j in range(spec.value_bits):
+            groups[f"bit.{j}"] = members[((val_of >> j) & 1).astype(bool)].tolist()
+    return groups
 
 
 def blind_own(key: bytes, sets: Mapping[str, list[str]]) -> Sets:
@@ -107,6 +169,17 @@ def pack(sets: Mapping[str, Sequence[bytes]]) -> bytes:
         raw = name.encode()
         parts += [struct.pack(">B", len(raw)), raw, struct.pack(">I", len(points)), *points]
     return b"".join(parts)
+
+
+def message(sets: Mapping[str, Sequence[bytes]]) -> bytes:
+    """``pack``, refusing a message the controller would refuse as too large, with the
+    reason (no figure: a set's size is derived from the provider's data)."""
+    data = pack(sets)
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise InvalidInput("psi", "message_size", "the PSI ring's blinded sets exceed the "
+                           "12 MiB a relayed message may hold: fewer categories or value "
+                           "bits, or smaller datasets, would fit")
+    return data
 
 
 def unpack(data: bytes) -> Sets:
@@ -174,12 +247,13 @@ def run_ring_psi(spec: PSISpec, frames: Sequence[pd.DataFrame], *, holder: int,
             not 0 <= counter < n:
         raise InvalidInput("providers", "ring", "2-16 providers, a holder and a counter")
     keys = [new_key() for _ in range(n)]
-    held = [blind_own(keys[i], own_sets(spec, frames[i], holder=i == holder))
-            for i in range(n)]  # held[o]: the sets that started at o, as they travel
-    sizes = {"hop0": sum(len(pack(s)) for s in held), "relayed": 0}
+    # held[o]: the sets that started at o, as they travel
+    held = [blind_own(keys[i], own_sets(spec, frames[i], holder=i == holder,
+                                        min_size=min_count)) for i in range(n)]
+    sizes = {"hop0": sum(len(message(s)) for s in held), "relayed": 0}
     for h in range(1, n):
         for o in range(n):
             held[o] = reblind(keys[(o + h) % n], held[o], min_size=min_count)
-            sizes["relayed"] += len(pack(held[o]))
+            sizes["relayed"] += len(message(held[o]))
     cards = cardinalities(spec, [held[o] for o in range(n) if o != holder], held[holder])
     return release(spec, cards, min_count), sizes

@@ -33,7 +33,15 @@ from compute.psi import (
     server_respond,
     server_setup,
 )
-from compute.psi_ring import blind_own, cardinalities, new_key, own_sets, pack, reblind, unpack
+from compute.psi_ring import (
+    blind_own,
+    cardinalities,
+    message,
+    new_key,
+    own_sets,
+    reblind,
+    unpack,
+)
 from containers.runspec import ExecutorError
 
 ENGINE = "data-sandbox-psi/1"
@@ -87,13 +95,13 @@ def _ring_part(channel: PsiChannel, task: RunTask, frame: pd.DataFrame, deadline
     me, n = part.ring.position, part.ring.size
     spec = _holder_spec(part.spec, task, holder=me == part.ring.holder)
     key = new_key()  # this job's only: it never leaves this function
-    channel.psi_post(task.job_id, f"ring.{me}.0",
-                     pack(blind_own(key, own_sets(spec, frame, holder=me == part.ring.holder))))
+    mine = own_sets(spec, frame, holder=me == part.ring.holder, min_size=task.min_cell_count)
+    channel.psi_post(task.job_id, f"ring.{me}.0", message(blind_own(key, mine)))
     for hop in range(1, n):
         origin = (me - hop) % n
         sets = unpack(_wait(channel, task.job_id, f"ring.{origin}.{hop - 1}", deadline, stop))
         channel.psi_post(task.job_id, f"ring.{origin}.{hop}",
-                         pack(reblind(key, sets, min_size=task.min_cell_count)))
+                         message(reblind(key, sets, min_size=task.min_cell_count)))
     if me != part.ring.counter:
         return []
     final = {o: unpack(_wait(channel, task.job_id, f"ring.{o}.{n - 1}", deadline, stop))

@@ -5,6 +5,7 @@ messages hold."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,11 @@ from private_set_intersection.python import client, server
 from compute.errors import InvalidInput, PolicyViolation
 from compute.psi import PSISpec, identifiers
 from compute.psi_ring import (
+    MAX_MESSAGE_BYTES,
     blind_own,
     cardinalities,
+    holder_sets,
+    message,
     new_key,
     own_sets,
     pack,
@@ -106,8 +110,10 @@ def test_relayed_sets_hold_no_identifier_and_no_order() -> None:
             assert hashlib.sha256(code.encode()).digest() not in relayed
     # Each reblinded set comes back sorted: its order does not follow the sender's.
     assert all(s == sorted(s) for hop in hop1 for s in hop.values())
-    # Every holder set is padded to the size of its identifier set.
-    assert {len(s) for s in hop0[1].values()} == {200}
+    # The holder's sets hold M records per category (three and "other"; M = 256, the
+    # largest district's 90 or so, doubled and rounded up), half of them per value bit.
+    assert {n: len(s) for n, s in hop0[1].items() if n in ("all", "cat.2", "bit.5")} == \
+        {"all": 4 * 256, "cat.2": 256, "bit.5": 2 * 256}
     assert unpack(pack(hop2[1])) == hop2[1]
     cards = cardinalities(SPEC, [hop2[0], hop2[2]], hop2[1])
     assert cards["all"] == len(plain(frames, holder=1))
@@ -119,3 +125,57 @@ def test_malformed_messages_are_refused() -> None:
                 pack({"../x": [b"\x02" + bytes(32)]}), pack({"ids": [b"\x05" + bytes(32)]})):
         with pytest.raises(InvalidInput):
             unpack(bad)
+
+
+def counter_view(spec: PSISpec, holder_frame: pd.DataFrame) -> dict[tuple[str, ...], int]:
+    """What the counter can compute from the holder's fully blinded groups alone: the size
+    of every group and of every pairwise and triple intersection among them."""
+    keys = [new_key() for _ in range(3)]
+    sets = blind_own(keys[1], own_sets(spec, holder_frame, holder=True))
+    for h in (2, 0):
+        sets = reblind(keys[h], sets, min_size=1)
+    groups = {name: set(points) for name, points in sets.items()}
+    view = {}
+    for r in (1, 2, 3):
+        for combo in itertools.combinations(sorted(groups), r):
+            view[combo] = len(set.intersection(*(groups[g] for g in combo)))
+    return view
+
+
+def holder(sizes: dict[str, int], values: tuple[int, int], seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    district = [d for d, k in sizes.items() for _ in range(k)]
+    return pd.DataFrame({"credit_code": [f"91310{x:013d}" for x in rng.choice(
+                             10**12, len(district), replace=False)],
+                         "district": district,
+                         "employees": rng.integers(*values, len(district))})
+
+
+def test_the_holders_sets_tell_the_counter_nothing_beyond_a_power_of_two() -> None:
+    """Two holders whose largest district falls in the same power-of-two bucket but whose
+    histograms and employee counts differ look alike to the counter: every group's size and
+    every intersection of a category with at most one value bit (which is what the counter
+    needs) is the same, so neither the category histogram nor any sum over the holder's
+    whole set can be read from them."""
+    spec = PSISpec("credit_code", "district", DISTRICTS, "employees", 3)
+    a = holder({"Huangpu": 20, "Xuhui": 10, "Other": 5}, (0, 8), seed=1)
+    b = holder({"Huangpu": 3, "Pudong": 17}, (6, 8), seed=2)
+    view_a, view_b = counter_view(spec, a), counter_view(spec, b)
+    onebit = [c for c in view_a if sum(g.startswith("bit.") for g in c) <= 1]
+    assert {c: view_a[c] for c in onebit} == {c: view_b[c] for c in onebit}
+    assert view_a[("all",)] == 4 * 64 and view_a[("cat.0",)] == 64  # M = 64 (2 * 20 -> 64)
+    assert view_a[("bit.0", "cat.1")] == 32 and view_a[("all", "bit.2")] == 4 * 32
+    # Without a value column every category holds M = the largest one rounded up.
+    no_value = PSISpec("credit_code", "district", DISTRICTS)
+    assert counter_view(no_value, a) == counter_view(no_value, b.iloc[3:])
+    assert counter_view(no_value, a)[("cat.2",)] == 32
+    # M is never below the minimum count, so no hop refuses a category's set.
+    assert len(holder_sets(no_value, a, min_size=40)["cat.0"]) == 64
+
+
+def test_a_message_over_the_relay_limit_is_refused_with_its_reason() -> None:
+    point = b"\x02" + bytes(32)
+    assert len(message({"ids": [point] * 1000})) == len(pack({"ids": [point] * 1000}))
+    with pytest.raises(InvalidInput, match="exceed the 12 MiB") as e:
+        message({"all": [point] * (MAX_MESSAGE_BYTES // 33)})
+    assert e.value.rule == "message_size"
