@@ -13,8 +13,11 @@ Protocol (Huberman, Franklin & Hogg 1999, for n parties; the cipher is OpenMined
    client ``CreateRequest``) and shuffles them. A non-holder has one set, its identifiers
    (``ids``). The *holder* (the provider with the category and value columns) has one set
    per base group: ``all``, ``cat.i`` (identifiers of category i) and ``bit.j``
-   (identifiers whose value has bit j set), each padded with random identifiers to the
-   size of ``all`` so that no set's size tells anyone a group's size.
+   (identifiers whose value has bit j set), padded with *dummy records* (``holder_sets``):
+   random identifiers, each with a category and value bits and in exactly the groups a
+   real record with those would be in, so that every category (and the "other" one, in
+   ``all`` only) holds M records and every bit is set in M/2 of each category, M being a
+   power of two at least twice the largest category (``dummy_quota``).
 2. Hops 1..n-1: the set of provider ``o`` goes to provider ``o+h``, which raises every
    point to its own key (the library's server ``ProcessRequest``, whose answer comes back
    sorted: the order no longer follows the sender's) and passes it on. After hop n-1 every
@@ -28,12 +31,15 @@ Protocol (Huberman, Franklin & Hogg 1999, for n parties; the cipher is OpenMined
    suppressed below the minimum count.
 
 What each party learns (honest-but-curious, no collusion): the controller relays blinded
-points only and holds no key; every party that blinds a set learns its size (the holder's
-sets are all padded to the size of its identifier set). The counter learns the size of
-every set and of every intersection of the sets it compares, not only the released ones:
-for instance how many of the holder's identifiers fall in each category and value bit,
-and the sizes of the pairwise intersections of the non-holders' sets. Nobody learns an
-identifier or which records matched.
+points only and holds no key; every party that blinds a set learns its size. The counter
+learns the size of every set and of every intersection of the sets it compares, not only
+the released ones: the sizes of the non-holders' sets and of their sub-intersections, and
+from the holder's groups, their sizes and intersections with one another (a category with
+a bit, with ``all`` or with another category), M and the number of categories only. As
+the same identifier is the same point in every group, though, it can still read each of
+the holder's points' category and value bits: the holder's (category, value) histogram
+mixed with the dummies', which hides its counts and whole-set sums but not, for instance,
+a value many records share. Nobody learns an identifier or which records matched.
 """
 
 from __future__ import annotations
