@@ -6,7 +6,8 @@ from the server; each part reads the other's. Three or more (compute/psi_ring.py
 providers other than its origin blinded it; position ``origin + hop`` sends it, and the
 next position reads it, the counter the last hop's. The controller checks who sends and
 who reads each message, that a ring message is well formed, names the sets its origin
-sends and keeps every set's size from hop to hop; it stores a message only while the job
+sends, that the holder's sets have the sizes its dummy records give, and that every set
+keeps its size from hop to hop; it stores a message only while the job
 runs and records its size and SHA-256 in the ledger, never its content. It holds no key.
 """
 
@@ -23,7 +24,7 @@ from authz.models import Agent, Job, JointJob
 from authz.psi_jobs import is_psi, is_ring
 from authz.states import ACTIVE, JointJobState
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
-from compute.psi_ring import MAX_MESSAGE_BYTES, OWN_SET, set_sizes, unpack
+from compute.psi_ring import MAX_MESSAGE_BYTES, OWN_SET, is_dummy_layout, set_sizes, unpack
 
 MESSAGES = {"request": "client", "setup": "server", "response": "server"}
 RING_RX = re.compile(r"ring\.(0|[1-9][0-9]?)\.(0|[1-9][0-9]?)")
@@ -82,6 +83,9 @@ def _check_ring_message(joint: JointJob, name: str, raw: bytes) -> None:
     if set(sets) != want:
         raise InvalidInput("data_b64", "psi_ring_sets", "the message does not hold the sets "
                            "its origin sends")
+    if hop == 0 and origin == joint.spec["holder"] and not is_dummy_layout(set_sizes(sets)):
+        raise InvalidInput("data_b64", "psi_ring_layout", "the holder's sets are not padded "
+                           "with dummy records to the same size per category")
     if hop > 0:
         prev = joint.psi_messages.get(f"ring.{origin}.{hop - 1}")
         if prev is None:

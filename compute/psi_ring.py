@@ -85,8 +85,21 @@ def dummy_quota(largest: int, *, value: bool, min_size: int = 1) -> int:
     the largest category (twice it with a value column, so that every bit can be set in
     exactly half of each category) and at least ``min_size`` (so that no hop refuses a
     category's set), hence a bound on the holder's data that tells little about it."""
-    need = max(2 * largest if value else largest, min_size, 1)
+    need = max(2 * largest if value else largest, min_size, 2 if value else 1)
     return 1 << (need - 1).bit_length()
+
+
+def is_dummy_layout(sizes: Mapping[str, int]) -> bool:
+    """Whether a holder's set sizes are those its dummy records give (``holder_sets``):
+    M a power of two in every ``cat.i``, C·M in ``all`` (C the categories with "other",
+    1 without a category set) and C·M/2 in every ``bit.j``. The relay refuses other sizes:
+    sets padded otherwise could tell the counter the holder's histogram."""
+    cats = [n for name, n in sizes.items() if name.startswith("cat.")]
+    bits = [n for name, n in sizes.items() if name.startswith("bit.")]
+    c = len(cats) + 1 if cats else 1
+    m = cats[0] if cats else sizes.get("all", 0)
+    return m > 0 and m & (m - 1) == 0 and all(n == m for n in cats) and \
+        sizes.get("all") == c * m and all(2 * n == c * m for n in bits)
 
 
 def _random_order(n: int) -> np.ndarray:

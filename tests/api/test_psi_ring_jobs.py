@@ -8,6 +8,7 @@ import base64
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ from flask import Flask
 
 from authz.models import JointJob
 from authz.wire import RunReport, RunTask
-from compute.psi_ring import pack
+from compute.psi import parse_psi_spec
+from compute.psi_ring import expected_set_names, pack
 from containers import psi_part
 from sandbox import db
 from tests.api.helpers import approval, dataset_body
@@ -191,6 +193,18 @@ def test_three_provider_refusals(make_party: Any, admin: Actor) -> None:
     assert social_agent.get(f"{surl}/ring.0.0").json["ready"] is True
     r = social_agent.post(f"{surl}/ring.0.1", fewer)  # a hop that drops a point
     assert r.status_code == 400 and r.json["rule"] == "psi_ring_sizes"
+    # The holder's own sets: padded with dummy records (M per category, half of them per
+    # bit), not each set on its own to one size, which would show the counter its histogram.
+    names = expected_set_names(parse_psi_spec(SPEC, {f["name"]: f["type"] for f in SOCIAL}),
+                               holder=True)
+
+    def holder_msg(size: Callable[[str], int]) -> dict[str, str]:
+        return {"data_b64": base64.b64encode(pack({n: [point] * size(n) for n in names}))
+                .decode()}
+    r = social_agent.post(f"{surl}/ring.1.0", holder_msg(lambda n: 20))
+    assert r.status_code == 400 and r.json["rule"] == "psi_ring_layout"
+    dummies = holder_msg(lambda n: {"all": 5 * 16, "cat": 16, "bit": 5 * 8}[n.split(".")[0]])
+    assert social_agent.post(f"{surl}/ring.1.0", dummies).status_code == 200
 
 
 def test_two_providers_in_the_new_shape_take_the_two_party_protocol(

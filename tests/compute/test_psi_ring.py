@@ -19,6 +19,7 @@ from compute.psi_ring import (
     blind_own,
     cardinalities,
     holder_sets,
+    is_dummy_layout,
     message,
     new_key,
     own_sets,
@@ -171,6 +172,10 @@ def test_the_holders_sets_tell_the_counter_nothing_beyond_a_power_of_two() -> No
     assert counter_view(no_value, a)[("cat.2",)] == 32
     # M is never below the minimum count, so no hop refuses a category's set.
     assert len(holder_sets(no_value, a, min_size=40)["cat.0"]) == 64
+    for sp, frame in ((spec, a), (no_value, b), (PSISpec("credit_code", value_column="employees",
+                                                            value_bits=3), a)):
+        assert is_dummy_layout({n: len(s) for n, s in holder_sets(sp, frame).items()})
+    assert not is_dummy_layout({"all": 35, "cat.0": 35, "cat.1": 35, "cat.2": 35})
 
 
 def test_a_message_over_the_relay_limit_is_refused_with_its_reason() -> None:
