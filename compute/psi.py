@@ -96,7 +96,8 @@ def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
                 isinstance(v, bool) or not isinstance(v, str | int | float) for v in values):
             raise InvalidInput("psi.categories.values", "type",
                                f"psi.categories.values: 1-{MAX_CATEGORIES} strings or numbers")
-        if len({str(v) for v in values}) != len(values):
+        # Normalized as the column's values are: 1 and 1.0, or "a" and " a", are one category.
+        if len({normalize(v) for v in values}) != len(values):
             raise InvalidInput("psi.categories.values", "duplicate", "categories repeat")
         spec = PSISpec(spec.id_column, column(cats.get("column"), "psi.categories.column"),
                        tuple(values))

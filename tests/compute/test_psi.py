@@ -109,7 +109,9 @@ def test_refusals(registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
                       ({"id": "credit_code", "value": {"column": "district"}}, "not_numeric"),
                       ({"id": "credit_code", "value": {"column": "employees", "bits": 64}},
                        "range"),
-                      ({"id": "credit_code", "join": 1}, "unknown_field")):
+                      ({"id": "credit_code", "join": 1}, "unknown_field"),
+                      ({"id": "credit_code", "categories": {"column": "district",
+                                                            "values": [1, 1.0]}}, "duplicate")):
         with pytest.raises(InvalidInput) as e:
             parse_psi_spec(raw, SERVER_SCHEMA)
         assert e.value.rule == rule
