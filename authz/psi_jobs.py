@@ -26,7 +26,6 @@ from authz.specs import PSI_SUBMIT_SPEC as SUBMIT_SPEC
 from authz.states import TERMINAL, JobState, JointJobState
 from compute.errors import InvalidInput, PolicyViolation
 from compute.psi import parse_psi_spec
-from compute.psi_ring import expected_set_names
 
 RELEASE = "psi.json"
 NO_CONTEXT = b""  # a PSI job has no homomorphic context: its release is counts
@@ -105,12 +104,13 @@ def submit(ctx: Ctx, requester: Party, body: object) -> JointJob:
     if permit.runs_used + open_jobs + len(ids) > permit.max_runs:
         raise PolicyViolation("permit has too few runs left for one part per provider")
     stored: dict[str, Any] = {"psi": data["spec"]}
+    # The groups the holder sends one set (setup and response) of each, under its own key.
+    stored["groups"] = spec.groups()
     if len(ids) == 2:  # the two-party protocol (compute/psi.py): the holder serves
         stored |= {"client": counter.provider_id, "server": holder.provider_id}
     else:  # the ring (compute/psi_ring.py), in the order the datasets were given
         stored |= {"ring": providers, "holder": providers.index(holder.provider_id),
-                   "counter": providers.index(counter.provider_id),
-                   "holder_sets": sorted(expected_set_names(spec, holder=True))}
+                   "counter": providers.index(counter.provider_id)}
     joint = JointJob(id=new_id("jnt"), permit_id=permit.id, requester_id=requester.id,
                      spec=stored, public_context=NO_CONTEXT,
                      context_fingerprint=hashlib.sha256(NO_CONTEXT).hexdigest(),

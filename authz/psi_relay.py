@@ -1,14 +1,17 @@
 """The controller's relay of a PSI job's blinded messages between the providers' agents.
 
-Two providers (compute/psi.py): ``request`` from the client, ``setup`` and ``response``
-from the server; each part reads the other's. Three or more (compute/psi_ring.py):
-``ring.<origin>.<hop>`` is the set that started at ring position ``origin`` after ``hop``
-providers other than its origin blinded it; position ``origin + hop`` sends it, and the
-next position reads it, the counter the last hop's. The controller checks who sends and
-who reads each message, that a ring message is well formed, names the sets its origin
-sends, that the holder's sets have the sizes its dummy records give, and that every set
-keeps its size from hop to hop; it stores a message only while the job
-runs and records its size and SHA-256 in the ledger, never its content. It holds no key.
+Two providers (compute/psi.py): ``request`` from the client, ``setup`` and one
+``response.<group>`` per group of the spec from the server; each part reads the other's.
+Three or more (compute/psi_ring.py): ``ring.<origin>.<hop>`` is the set that started at
+ring position ``origin`` after ``hop`` providers other than its origin blinded it; the
+hop-th position of the origin's ``route`` sends it (the origin itself at hop 0), and the
+next one reads it, the counter the last hop's. The controller checks who sends and who
+reads each message, that a ring message is well formed and names the sets it should (a
+non-holder's ``ids``, or once the holder re-blinded it, one version per group; the
+holder's groups), that the holder's groups all have one size (each padded on its own to its
+identifier count), and that every set keeps its size from hop to hop (each per-group version
+the size of the set it came from); it stores a message only while the job runs and records
+its size and SHA-256 in the ledger, never its content. It holds no key.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from authz.models import Agent, Job, JointJob
 from authz.psi_jobs import is_psi, is_ring
 from authz.states import ACTIVE, JointJobState
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
-from compute.psi_ring import MAX_MESSAGE_BYTES, OWN_SET, is_dummy_layout, set_sizes, unpack
+from compute.psi_ring import MAX_MESSAGE_BYTES, OWN_SET, route, set_sizes, unpack
 
-MESSAGES = {"request": "client", "setup": "server", "response": "server"}
+MESSAGES = {"request": "client", "setup": "server"}
+RESPONSE = "response."  # + a group of the spec: the server's answer under that group's key
 RING_RX = re.compile(r"ring\.(0|[1-9][0-9]?)\.(0|[1-9][0-9]?)")
 
 
@@ -53,14 +57,26 @@ def _ring_hop(joint: JointJob, name: str) -> tuple[int, int]:
     return int(m[1]), int(m[2])
 
 
+def _ring_route(joint: JointJob, origin: int) -> list[int]:
+    return route(len(joint.spec["ring"]), joint.spec["holder"], origin)
+
+
+def _two_party_role(joint: JointJob, name: str) -> str:
+    """The role (client or server) that sends two-party message ``name``."""
+    if name.startswith(RESPONSE) and name[len(RESPONSE):] in joint.spec.get("groups", ()):
+        return "server"
+    if name not in MESSAGES:
+        raise NotFound("no such PSI message")
+    return MESSAGES[name]
+
+
 def _sender(joint: JointJob, name: str) -> str:
     """The provider whose part sends message ``name``."""
     if is_ring(joint):
         origin, hop = _ring_hop(joint, name)
-        return str(joint.spec["ring"][(origin + hop) % len(joint.spec["ring"])])
-    if name not in MESSAGES:
-        raise NotFound("no such PSI message")
-    return str(joint.spec[MESSAGES[name]])
+        at = origin if hop == 0 else _ring_route(joint, origin)[hop - 1]
+        return str(joint.spec["ring"][at])
+    return str(joint.spec[_two_party_role(joint, name)])
 
 
 def _reader(joint: JointJob, name: str) -> str:
@@ -69,28 +85,34 @@ def _reader(joint: JointJob, name: str) -> str:
         ring = joint.spec["ring"]
         origin, hop = _ring_hop(joint, name)
         last = hop == len(ring) - 1
-        return str(ring[joint.spec["counter"] if last else (origin + hop + 1) % len(ring)])
-    if name not in MESSAGES:
-        raise NotFound("no such PSI message")
-    return str(joint.spec["server" if MESSAGES[name] == "client" else "client"])
+        return str(ring[joint.spec["counter"] if last else _ring_route(joint, origin)[hop]])
+    role = _two_party_role(joint, name)
+    return str(joint.spec["server" if role == "client" else "client"])
 
 
 def _check_ring_message(joint: JointJob, name: str, raw: bytes) -> None:
-    """A ring message holds its origin's sets, each the size it had at the previous hop."""
+    """A ring message holds the sets it should, each the size it had at the previous hop
+    (a non-holder's every per-group version the size of its set)."""
     origin, hop = _ring_hop(joint, name)
     sets = unpack(raw)
-    want = set(joint.spec["holder_sets"]) if origin == joint.spec["holder"] else {OWN_SET}
+    holder, last = joint.spec["holder"], hop == len(joint.spec["ring"]) - 1
+    per_group = origin == holder or last
+    want = set(joint.spec["groups"]) if per_group else {OWN_SET}
     if set(sets) != want:
         raise InvalidInput("data_b64", "psi_ring_sets", "the message does not hold the sets "
                            "its origin sends")
-    if hop == 0 and origin == joint.spec["holder"] and not is_dummy_layout(set_sizes(sets)):
-        raise InvalidInput("data_b64", "psi_ring_layout", "the holder's sets are not padded "
-                           "with dummy records to the same size per category")
+    sizes = set_sizes(sets)
+    if hop == 0 and origin == holder and len(set(sizes.values())) != 1:
+        raise InvalidInput("data_b64", "psi_ring_layout", "the holder's groups are not each "
+                           "padded to the size of its identifier set")
     if hop > 0:
         prev = joint.psi_messages.get(f"ring.{origin}.{hop - 1}")
         if prev is None:
             raise Conflict("the previous hop of this set has not been sent")
-        if set_sizes(unpack(base64.b64decode(prev))) != set_sizes(sets):
+        before = set_sizes(unpack(base64.b64decode(prev)))
+        if origin != holder and last:
+            before = dict.fromkeys(want, before.get(OWN_SET, -1))
+        if before != sizes:
             raise InvalidInput("data_b64", "psi_ring_sizes", "a blinding hop keeps every "
                                "set's size")
 

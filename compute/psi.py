@@ -9,18 +9,30 @@ Franklin & Hogg 1999; the compressed-set variant of Angelou et al. 2020). One pr
 agent is the *client* (it holds the identifier set A), the other's the *server* (identifiers
 B with a category and an integer value per identifier):
 
-1. The server draws a key ``b`` and publishes setup messages: for every group of its
-   identifiers that the spec needs, ``{H(id)^b}`` in a Golomb-compressed set (GCS).
+1. The server draws one fresh key ``b_g`` per group g of its identifiers that the spec
+   needs and publishes a setup message per group: ``{H(id)^b_g}`` in a Golomb-compressed
+   set (GCS).
 2. The client draws ``a`` and sends ``{H(id)^a}`` for its set (the *request*).
-3. The server answers ``{H(id)^(ab)}``, shuffled (the *response*).
-4. The client strips ``a`` and counts how many of the response's points fall in each setup
-   set: ``|A ∩ B_g|`` for each group g. The shuffle hides which of its identifiers matched.
+3. The server answers the request once per group: ``{H(id)^(a b_g)}``, sorted by the
+   library (the *responses*).
+4. The client strips ``a`` from each response and counts how many of its points fall in
+   that group's setup set: ``|A ∩ B_g|``. The sorting hides which of its identifiers
+   matched.
 
-The groups: ``all`` (the cardinality), ``cat.i`` (server identifiers of category i) and,
-for sums, ``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of
-the values over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, exact for non-negative
-integers below ``2^bits``. The controller relays the messages only (blinded points and
-compressed sets); the server learns ``|A|``; the client learns the group cardinalities and
+One key per group, not one for all: a GCS hashes an element to ``SHA-256(point) mod R``
+with ``R = max(|A|, |B_g|) / FPR``, and every group is padded to the same size, so under
+one key the same identifier would be the same hash in every setup set; the client, which
+decodes the sets to test membership, could then list each server record's groups, i.e.
+its category and value bits. Under ``b_g`` the groups' points, hashes and responses are
+unrelated. The cost: the server answers the request once per group (time and response
+bytes grow with the number of groups).
+
+The groups: ``all``, ``cat.i`` (server identifiers of category i) and, for sums,
+``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of the values
+over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, exact for non-negative integers
+below ``2^bits``. The controller relays the messages only (blinded points and compressed
+sets); the server learns ``|A|``; the client learns, per group, ``|A ∩ B_g|`` and the
+padded group size (``|B|`` for all), and nothing that links one group to another. It
 releases only the cardinality, the per-category counts and the sums, each suppressed below
 the minimum count. Each cardinality is exact except with probability ``FPR`` (the GCS's
 false-positive rate over the request).
@@ -178,14 +190,17 @@ def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
 
 
 def server_setup(spec: PSISpec, frame: pd.DataFrame, client_size: int
-                 ) -> tuple[bytes, dict[str, bytes]]:
-    """A fresh key (kept by the server's agent) and one setup message per group."""
-    psi_server = server.CreateWithNewKey(False)
-    groups = server_groups(spec, frame)
-    setups = {g: psi_server.CreateSetupMessage(FPR, max(client_size, 1), ids,
-                                               DataStructure.GCS).SerializeToString()
-              for g, ids in groups.items()}
-    return bytes(psi_server.GetPrivateKeyBytes()), setups
+                 ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """A fresh key per group (kept by the server's agent) and one setup message per group,
+    each under its own key, so that no element can be linked across groups."""
+    keys: dict[str, bytes] = {}
+    setups: dict[str, bytes] = {}
+    for g, ids in server_groups(spec, frame).items():
+        psi_server = server.CreateWithNewKey(False)
+        keys[g] = bytes(psi_server.GetPrivateKeyBytes())
+        setups[g] = psi_server.CreateSetupMessage(FPR, max(client_size, 1), ids,
+                                                  DataStructure.GCS).SerializeToString()
+    return keys, setups
 
 
 def request_size(request: bytes) -> int:
@@ -195,15 +210,17 @@ def request_size(request: bytes) -> int:
     return len(req.encrypted_elements)
 
 
-def server_respond(key: bytes, request: bytes, *, min_request: int) -> bytes:
-    """Answer one request, only for a set of at least ``min_request`` identifiers."""
+def server_respond(keys: Mapping[str, bytes], request: bytes, *, min_request: int
+                   ) -> dict[str, bytes]:
+    """Answer one request once per group, each under that group's key (the library sorts
+    each answer), only for a set of at least ``min_request`` identifiers."""
     req = Request()
     req.ParseFromString(request)
     if len(req.encrypted_elements) < min_request:
         raise PolicyViolation("the other provider's identifier set is smaller than the "
                               "minimum count: no intersection is computed")
-    psi_server = server.CreateFromKey(key, False)
-    return bytes(psi_server.ProcessRequest(req).SerializeToString())
+    return {g: bytes(server.CreateFromKey(key, False).ProcessRequest(req)
+                     .SerializeToString()) for g, key in keys.items()}
 
 
 # ---- client (the provider holding the identifier set it intersects) ---------------------
@@ -214,15 +231,18 @@ def client_request(ids: list[str]) -> tuple[bytes, bytes]:
         bytes(psi_client.CreateRequest(ids).SerializeToString())
 
 
-def client_cardinalities(key: bytes, setups: Mapping[str, bytes], response: bytes
-                         ) -> dict[str, int]:
+def client_cardinalities(key: bytes, setups: Mapping[str, bytes],
+                         responses: Mapping[str, bytes]) -> dict[str, int]:
+    """``|A ∩ B_g|`` from each group's setup and its own response to the request."""
+    if set(setups) != set(responses):
+        raise InvalidInput("psi", "psi_groups", "the setup and response messages name "
+                           "different groups")
     psi_client = client.CreateFromKey(key, False)
-    resp = Response()
-    resp.ParseFromString(response)
     out = {}
     for g, raw in setups.items():
-        setup = ServerSetup()
+        setup, resp = ServerSetup(), Response()
         setup.ParseFromString(raw)
+        resp.ParseFromString(responses[g])
         out[g] = int(psi_client.GetIntersectionSize(setup, resp))
     return out
 
@@ -260,10 +280,10 @@ def run_psi(spec: PSISpec, client_frame: pd.DataFrame, server_frame: pd.DataFram
             min_count: int = 10) -> tuple[dict[str, Any], dict[str, int]]:
     """Both roles in one process (tests, benchmarks): the release and the bytes exchanged."""
     ids = identifiers(client_frame, spec.id_column)
-    skey, setups = server_setup(spec, server_frame, len(ids))
+    skeys, setups = server_setup(spec, server_frame, len(ids))
     ckey, request = client_request(ids)
-    response = server_respond(skey, request, min_request=min_count)
-    cards = client_cardinalities(ckey, setups, response)
+    responses = server_respond(skeys, request, min_request=min_count)
+    cards = client_cardinalities(ckey, setups, responses)
     sizes = {"setup": sum(len(s) for s in setups.values()), "request": len(request),
-             "response": len(response)}
+             "response": sum(len(r) for r in responses.values())}
     return release(spec, cards, min_count), sizes

@@ -7,39 +7,37 @@ learns which records matched.
 
 Protocol (Huberman, Franklin & Hogg 1999, for n parties; the cipher is OpenMined
 ``openmined-psi``'s own: ``H(x)^k`` on P-256, no elliptic-curve code here). Providers
-``0..n-1`` stand in a ring; each draws a fresh key ``k_i`` for the job.
+``0..n-1`` stand in a ring; each non-holder draws a fresh key ``k_i`` for the job, the
+*holder* (the provider with the category and value columns) one fresh key ``k_{h,g}`` per
+group g of ``spec.groups()`` (``all``, ``cat.i``, ``bit.j``, ``cat.i.bit.j``).
 
-1. Hop 0: provider ``i`` hashes and blinds its own sets with ``k_i`` (the library's
-   client ``CreateRequest``) and shuffles them. A non-holder has one set, its identifiers
-   (``ids``). The *holder* (the provider with the category and value columns) has one set
-   per base group: ``all``, ``cat.i`` (identifiers of category i) and ``bit.j``
-   (identifiers whose value has bit j set), padded with *dummy records* (``holder_sets``):
-   random identifiers, each with a category and value bits and in exactly the groups a
-   real record with those would be in, so that every category (and the "other" one, in
-   ``all`` only) holds M records and every bit is set in M/2 of each category, M being a
-   power of two at least twice the largest category (``dummy_quota``).
-2. Hops 1..n-1: the set of provider ``o`` goes to provider ``o+h``, which raises every
+1. Hop 0: provider ``i`` hashes and blinds its own sets (the library's client
+   ``CreateRequest``) and shuffles them. A non-holder has one set, its identifiers
+   (``ids``), under ``k_i``. The holder has one set per group, each padded with random
+   identifiers (128 bits: they match nothing) to the size of its identifier set, as the
+   two-party protocol pads (compute/psi.py ``server_groups``), group g under ``k_{h,g}``.
+2. Hops 1..n-1 (``route``): a set travels every other non-holder first, each raising every
    point to its own key (the library's server ``ProcessRequest``, whose answer comes back
-   sorted: the order no longer follows the sender's) and passes it on. After hop n-1 every
-   point is ``H(x)^(k_0...k_{n-1})``, the same for the same identifier whichever provider
-   holds it, and no single party can link a point back to a record.
-3. The *counter* (one designated non-holder) receives every fully blinded set and
-   intersects them: ``I`` = the points in every non-holder's set; per group g,
-   ``|I ∩ G_g|``, deriving ``cat.i.bit.j`` as ``cat.i ∩ bit.j`` (the same identifier is
-   the same point in every group). It releases what the two-party protocol releases
-   (compute/psi.py ``release``): the cardinality, per-category counts and sums, each
-   suppressed below the minimum count.
+   sorted: the order no longer follows the sender's). A non-holder's set reaches the holder
+   last: it re-blinds the set once per group, with ``k_{h,g}``, into one sorted version per
+   group. Every point is then ``H(x)^(k_{h,g} · prod of the non-holders' keys)`` in group
+   g's sets, the same for the same identifier whoever holds it, and no single party can link
+   a point back to a record.
+3. The *counter* (one designated non-holder) receives every fully blinded set and computes,
+   per group g, ``|(∩ of the non-holders' version-g sets) ∩ G_g|``. It releases what the
+   two-party protocol releases (compute/psi.py ``release``): the cardinality, per-category
+   counts and sums, each suppressed below the minimum count.
 
 What each party learns (honest-but-curious, no collusion): the controller relays blinded
 points only and holds no key; every party that blinds a set learns its size. The counter
-learns the size of every set and of every intersection of the sets it compares, not only
-the released ones: the sizes of the non-holders' sets and of their sub-intersections, and
-from the holder's groups, their sizes and intersections with one another (a category with
-a bit, with ``all`` or with another category), M and the number of categories only. As
-the same identifier is the same point in every group, though, it can still read each of
-the holder's points' category and value bits: the holder's (category, value) histogram
-mixed with the dummies', which hides its counts and whole-set sums but not, for instance,
-a value many records share. Nobody learns an identifier or which records matched.
+learns, per group g, ``|I ∩ G_g|`` (I: the identifiers every non-holder holds), the padded
+group sizes (all equal to the holder's identifier count), the sizes of the non-holders' sets
+and of their intersections with one another. It cannot link groups: under ``k_{h,g}`` the
+same identifier is a different point in every group, so no holder record's categories or
+value bits can be read from which groups hold its point (one key for all groups would give
+the counter the holder's whole (category, value) distribution). Nobody learns an identifier
+or which records matched. The cost: the holder's sets and the non-holders' last hop carry
+one set per group.
 """
 
 from __future__ import annotations
@@ -50,18 +48,17 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from private_set_intersection.python import Request, client, server
 
 from compute.errors import InvalidInput, PolicyViolation
-from compute.psi import PSISpec, identifiers, normalize, release, server_rows
+from compute.psi import PSISpec, identifiers, release, server_groups
 
 POINT_BYTES = 33  # a compressed P-256 point, as the library encodes it
 MAGIC = b"PSR1"
 MAX_PARTIES = 16
 OWN_SET = "ids"
-SET_NAME_RX = re.compile(r"ids|all|cat\.\d{1,2}|bit\.\d{1,2}")
+SET_NAME_RX = re.compile(r"ids|all|cat\.\d{1,2}|(cat\.\d{1,2}\.)?bit\.\d{1,2}")
 Sets = dict[str, list[bytes]]
 # The controller's limit on one relayed message (authz/psi_relay.py): about 380,000 points.
 MAX_MESSAGE_BYTES = 12 * 1024 * 1024
@@ -72,113 +69,68 @@ def new_key() -> bytes:
     return bytes(client.CreateWithNewKey(False).GetPrivateKeyBytes())
 
 
-def own_sets(spec: PSISpec, frame: pd.DataFrame, *, holder: bool, min_size: int = 1
-             ) -> dict[str, list[str]]:
+def own_sets(spec: PSISpec, frame: pd.DataFrame, *, holder: bool) -> dict[str, list[str]]:
     """The identifier sets a provider sends round the ring (see the module docstring)."""
     if holder:
-        return holder_sets(spec, frame, min_size=min_size)
+        return server_groups(spec, frame)
     return {OWN_SET: identifiers(frame, spec.id_column)}
 
 
-def dummy_quota(largest: int, *, value: bool, min_size: int = 1) -> int:
-    """M: the records every category holds once padded with dummies. A power of two at least
-    the largest category (twice it with a value column, so that every bit can be set in
-    exactly half of each category) and at least ``min_size`` (so that no hop refuses a
-    category's set), hence a bound on the holder's data that tells little about it."""
-    need = max(2 * largest if value else largest, min_size, 2 if value else 1)
-    return 1 << (need - 1).bit_length()
+def holder_keys(spec: PSISpec) -> dict[str, bytes]:
+    """The holder's keys, one per group: under one key for all, the same identifier would
+    be the same point in every group and the counter could link its groups."""
+    return {g: new_key() for g in spec.groups()}
 
 
-def is_dummy_layout(sizes: Mapping[str, int]) -> bool:
-    """Whether a holder's set sizes are those its dummy records give (``holder_sets``):
-    M a power of two in every ``cat.i``, C·M in ``all`` (C the categories with "other",
-    1 without a category set) and C·M/2 in every ``bit.j``. The relay refuses other sizes:
-    sets padded otherwise could tell the counter the holder's histogram."""
-    cats = [n for name, n in sizes.items() if name.startswith("cat.")]
-    bits = [n for name, n in sizes.items() if name.startswith("bit.")]
-    c = len(cats) + 1 if cats else 1
-    m = cats[0] if cats else sizes.get("all", 0)
-    return m > 0 and m & (m - 1) == 0 and all(n == m for n in cats) and \
-        sizes.get("all") == c * m and all(2 * n == c * m for n in bits)
+def route(n: int, holder: int, origin: int) -> list[int]:
+    """The positions that blind the set of ``origin`` after it, hop 1 to n-1, in order:
+    the other non-holders round the ring, then, for a non-holder's set, the holder (which
+    re-blinds it once per group)."""
+    others = [(origin + h) % n for h in range(1, n)]
+    return [p for p in others if p != holder] + ([holder] if origin != holder else [])
 
 
-def _random_order(n: int) -> np.ndarray:
-    """A uniformly random permutation of ``range(n)`` from the OS's CSPRNG (one call)."""
-    return np.argsort(np.frombuffer(secrets.token_bytes(8 * n), dtype=np.uint64),
-                      kind="stable")
-
-
-def holder_sets(spec: PSISpec, frame: pd.DataFrame, *, min_size: int = 1
-                ) -> dict[str, list[str]]:
-    """The holder's base groups ``all``, ``cat.i`` and ``bit.j`` with dummy records.
-
-    Each dummy is a random identifier (128 bits: it matches no provider's) given a category
-    and value bits, and it is in exactly the groups a real record with those would be in. The
-    dummies bring every category, and the implicit "other" one (records in none of the spec's
-    categories, which are in ``all`` only), to the same size M (``dummy_quota``), and set
-    every value bit in exactly M/2 records of each category: M - n_i dummies for category i
-    with n_i records, M/2 - b_ij of them with bit j set when b_ij records have it (feasible
-    as M/2 >= n_i). The sizes of the groups and of their intersections with one another that
-    the counter needs then depend on M and the spec alone."""
-    ids, keys, ints = server_rows(spec, frame)
-    slot_of = {k: s for s, k in enumerate(dict.fromkeys(normalize(c) for c in spec.categories))}
-    n_slots = len(slot_of) + 1 if keys is not None else 1  # the last is "other"
-    cats = np.zeros(len(ids), dtype=np.int64) if keys is None else np.array(
-        [slot_of.get(k, n_slots - 1) for k in keys], dtype=np.int64)
-    vals = np.zeros(len(ids), dtype=np.int64) if ints is None else ints
-    sizes = np.bincount(cats, minlength=n_slots)
-    m = dummy_quota(int(sizes.max()), value=ints is not None, min_size=min_size)
-    all_ids, all_cats, all_vals = [ids], [cats], [vals]
-    for slot in range(n_slots):
-        extra = m - int(sizes[slot])
-        dummy_vals = np.zeros(extra, dtype=np.int64)
-        if ints is not None:
-            real = vals[cats == slot]
-            for j in range(spec.value_bits):
-                wanted = m // 2 - int(((real >> j) & 1).sum())
-                dummy_vals[_random_order(extra)[:wanted]] |= 1 << j
-        all_ids.append([f"dummy:{secrets.token_hex(16)}" for _ in range(extra)])
-        all_cats.append(np.full(extra, slot, dtype=np.int64))
-        all_vals.append(dummy_vals)
-    members = np.array([i for part in all_ids for i in part], dtype=object)
-    cat_of, val_of = np.concatenate(all_cats), np.concatenate(all_vals)
-    groups = {"all": members.tolist()}
-    for i, c in enumerate(spec.categories):
-        groups[f"cat.{i}"] = members[cat_of == slot_of[normalize(c)]].tolist()
-    if ints is not None:
-        for j in range(spec.value_bits):
-            groups[f"bit.{j}"] = members[((val_of >> j) & 1).astype(bool)].tolist()
-    return groups
-
-
-def blind_own(key: bytes, sets: Mapping[str, list[str]]) -> Sets:
-    """Hop 0: ``H(x)^k`` for each identifier, every set shuffled."""
-    psi_client = client.CreateFromKey(key, False)
+def blind_own(key: bytes | Mapping[str, bytes], sets: Mapping[str, list[str]]) -> Sets:
+    """Hop 0: ``H(x)^k`` for each identifier, every set shuffled; ``key`` is one key for
+    every set, or the holder's key per set."""
     shuffle = secrets.SystemRandom().shuffle
     out: Sets = {}
     for name, ids in sets.items():
-        points = [bytes(p) for p in psi_client.CreateRequest(ids).encrypted_elements]
+        k = key if isinstance(key, bytes) else key[name]
+        points = [bytes(p) for p in client.CreateFromKey(k, False).CreateRequest(ids)
+                  .encrypted_elements]
         shuffle(points)
         out[name] = points
     return out
 
 
-def reblind(key: bytes, sets: Mapping[str, list[bytes]], *, min_size: int) -> Sets:
+def _raise(key: bytes, points: Sequence[bytes], min_size: int) -> list[bytes]:
+    if len(points) < min_size:
+        raise PolicyViolation("another provider's identifier set is smaller than the "
+                              "minimum count: no intersection is computed")
+    req = Request()
+    req.reveal_intersection = False
+    req.encrypted_elements.extend(points)
+    return [bytes(p) for p in server.CreateFromKey(key, False).ProcessRequest(req)
+            .encrypted_elements]
+
+
+def reblind(key: bytes, sets: Mapping[str, Sequence[bytes]], *, min_size: int) -> Sets:
     """A later hop: every point raised to ``k``, each set sorted (so unlinkable by order).
 
     A set smaller than ``min_size`` is refused: it would be a probe of a few identifiers.
     """
-    psi_server = server.CreateFromKey(key, False)
-    out: Sets = {}
-    for name, points in sets.items():
-        if len(points) < min_size:
-            raise PolicyViolation("another provider's identifier set is smaller than the "
-                                  "minimum count: no intersection is computed")
-        req = Request()
-        req.reveal_intersection = False
-        req.encrypted_elements.extend(points)
-        out[name] = [bytes(p) for p in psi_server.ProcessRequest(req).encrypted_elements]
-    return out
+    return {name: _raise(key, points, min_size) for name, points in sets.items()}
+
+
+def reblind_per_group(keys: Mapping[str, bytes], sets: Mapping[str, Sequence[bytes]], *,
+                      min_size: int) -> Sets:
+    """The holder's hop on a non-holder's set (its last): one version of the set per group
+    g, raised to ``k_{h,g}`` and sorted, so the versions cannot be linked to each other."""
+    if set(sets) != {OWN_SET}:
+        raise InvalidInput("data_b64", "psi_ring_sets", "the message does not hold the sets "
+                           "its origin sends")
+    return {g: _raise(key, sets[OWN_SET], min_size) for g, key in keys.items()}
 
 
 def pack(sets: Mapping[str, Sequence[bytes]]) -> bytes:
@@ -236,24 +188,21 @@ def set_sizes(sets: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
 
 
 def expected_set_names(spec: PSISpec, *, holder: bool) -> set[str]:
-    if not holder:
-        return {OWN_SET}
-    return {"all", *(f"cat.{i}" for i in range(len(spec.categories))),
-            *((f"bit.{j}" for j in range(spec.value_bits)) if spec.value_column else ())}
+    """The sets a message holds: a non-holder's ``ids`` until the holder's hop; the
+    holder's groups, and a non-holder's set once the holder re-blinded it per group."""
+    return set(spec.groups()) if holder else {OWN_SET}
 
 
 def cardinalities(spec: PSISpec, members: Sequence[Mapping[str, Sequence[bytes]]],
                   holder: Mapping[str, Sequence[bytes]]) -> dict[str, int]:
-    """The counter's step: ``|I ∩ G_g|`` for every group of ``spec.groups()``, where ``I``
-    is the intersection of every non-holder's fully blinded identifiers."""
-    common = set(members[0][OWN_SET])
-    for m in members[1:]:
-        common &= set(m[OWN_SET])
-    base = {name: common & set(points) for name, points in holder.items()}
+    """The counter's step: per group g of ``spec.groups()``, ``|(∩ of the non-holders'
+    version-g sets) ∩ G_g|``, every set fully blinded."""
     cards = {}
     for g in spec.groups():
-        cat, _, bit = g.partition(".bit.") if g.startswith("cat.") else (g, "", "")
-        cards[g] = len(base[cat] & base[f"bit.{bit}"]) if bit else len(base[g])
+        common = set(holder[g])
+        for m in members:
+            common &= set(m[g])
+        cards[g] = len(common)
     return cards
 
 
@@ -266,13 +215,16 @@ def run_ring_psi(spec: PSISpec, frames: Sequence[pd.DataFrame], *, holder: int,
             not 0 <= counter < n:
         raise InvalidInput("providers", "ring", "2-16 providers, a holder and a counter")
     keys = [new_key() for _ in range(n)]
+    hkeys = holder_keys(spec)
     # held[o]: the sets that started at o, as they travel
-    held = [blind_own(keys[i], own_sets(spec, frames[i], holder=i == holder,
-                                        min_size=min_count)) for i in range(n)]
+    held = [blind_own(hkeys if i == holder else keys[i],
+                      own_sets(spec, frames[i], holder=i == holder)) for i in range(n)]
     sizes = {"hop0": sum(len(message(s)) for s in held), "relayed": 0}
     for h in range(1, n):
         for o in range(n):
-            held[o] = reblind(keys[(o + h) % n], held[o], min_size=min_count)
+            at = route(n, holder, o)[h - 1]
+            held[o] = reblind_per_group(hkeys, held[o], min_size=min_count) if at == holder \
+                else reblind(keys[at], held[o], min_size=min_count)
             sizes["relayed"] += len(message(held[o]))
     cards = cardinalities(spec, [held[o] for o in range(n) if o != holder], held[holder])
     return release(spec, cards, min_count), sizes

@@ -36,10 +36,13 @@ from compute.psi import (
 from compute.psi_ring import (
     blind_own,
     cardinalities,
+    holder_keys,
     message,
     new_key,
     own_sets,
     reblind,
+    reblind_per_group,
+    route,
     unpack,
 )
 from containers.runspec import ExecutorError
@@ -88,26 +91,30 @@ def _holder_spec(raw: dict[str, Any], task: RunTask, *, holder: bool) -> PSISpec
 
 def _ring_part(channel: PsiChannel, task: RunTask, frame: pd.DataFrame, deadline: float,
                stop: threading.Event | None) -> list[OutputReport]:
-    """One ring member's hops (compute/psi_ring.py): blind its own sets, then each other
-    member's in turn; the counter then intersects every fully blinded set and releases."""
+    """One ring member's hops (compute/psi_ring.py): blind its own sets, then every set whose
+    route passes here, lowest hop first (so no two members wait on each other); the counter
+    then intersects every fully blinded set and releases."""
     part = task.psi
     assert part is not None and part.ring is not None
-    me, n = part.ring.position, part.ring.size
-    spec = _holder_spec(part.spec, task, holder=me == part.ring.holder)
-    key = new_key()  # this job's only: it never leaves this function
-    mine = own_sets(spec, frame, holder=me == part.ring.holder, min_size=task.min_cell_count)
-    channel.psi_post(task.job_id, f"ring.{me}.0", message(blind_own(key, mine)))
-    for hop in range(1, n):
-        origin = (me - hop) % n
+    me, n, holder = part.ring.position, part.ring.size, part.ring.holder
+    spec = _holder_spec(part.spec, task, holder=me == holder)
+    # This job's only, one per group for the holder: they never leave this function.
+    key, hkeys = new_key(), holder_keys(spec) if me == holder else {}
+    mine = own_sets(spec, frame, holder=me == holder)
+    channel.psi_post(task.job_id, f"ring.{me}.0",
+                     message(blind_own(hkeys if me == holder else key, mine)))
+    todo = sorted((r.index(me) + 1, o) for o in range(n) if me in (r := route(n, holder, o)))
+    for hop, origin in todo:
         sets = unpack(_wait(channel, task.job_id, f"ring.{origin}.{hop - 1}", deadline, stop))
-        channel.psi_post(task.job_id, f"ring.{origin}.{hop}",
-                         message(reblind(key, sets, min_size=task.min_cell_count)))
+        out = reblind_per_group(hkeys, sets, min_size=task.min_cell_count) if me == holder \
+            else reblind(key, sets, min_size=task.min_cell_count)
+        channel.psi_post(task.job_id, f"ring.{origin}.{hop}", message(out))
     if me != part.ring.counter:
         return []
     final = {o: unpack(_wait(channel, task.job_id, f"ring.{o}.{n - 1}", deadline, stop))
              for o in range(n)}
-    members = [final[o] for o in range(n) if o != part.ring.holder]
-    cards = cardinalities(spec, members, final[part.ring.holder])
+    members = [final[o] for o in range(n) if o != holder]
+    cards = cardinalities(spec, members, final[holder])
     return [_release(release(spec, cards, task.min_cell_count))]
 
 
@@ -131,17 +138,21 @@ def run_part(channel: PsiChannel, task: RunTask, job_dir: Path, timeout_s: float
             channel.psi_post(task.job_id, "request", request)
             setups = {g: base64.b64decode(s) for g, s in json.loads(
                 _wait(channel, task.job_id, "setup", deadline, stop)).items()}
-            response = _wait(channel, task.job_id, "response", deadline, stop)
-            outputs.append(_release(release(spec, client_cardinalities(key, setups, response),
-                                            task.min_cell_count)))
+            responses = {g: _wait(channel, task.job_id, f"response.{g}", deadline, stop)
+                         for g in spec.groups()}
+            outputs.append(_release(release(
+                spec, client_cardinalities(key, setups, responses), task.min_cell_count)))
         else:
             spec = _holder_spec(raw, task, holder=True)
             request = _wait(channel, task.job_id, "request", deadline, stop)
-            skey, setups = server_setup(spec, frame, request_size(request))
-            response = server_respond(skey, request, min_request=task.min_cell_count)
+            skeys, setups = server_setup(spec, frame, request_size(request))
+            responses = server_respond(skeys, request, min_request=task.min_cell_count)
             channel.psi_post(task.job_id, "setup", json.dumps(
                 {g: base64.b64encode(s).decode() for g, s in setups.items()}).encode())
-            channel.psi_post(task.job_id, "response", response)
+            # One message per group: each is the size of the request, so together they
+            # could exceed what one relayed message may hold.
+            for g, response in responses.items():
+                channel.psi_post(task.job_id, f"response.{g}", response)
     except SandboxError as e:
         return RunReport.failed(f"{type(e).__name__}: {e}")
     except (RuntimeError, ValueError, KeyError) as e:

@@ -20,7 +20,7 @@ from flask import Flask
 from authz.models import JointJob
 from authz.wire import RunReport, RunTask
 from compute.psi import parse_psi_spec
-from compute.psi_ring import expected_set_names, pack
+from compute.psi_ring import pack
 from containers import psi_part
 from sandbox import db
 from tests.api.helpers import approval, dataset_body
@@ -186,25 +186,34 @@ def test_three_provider_refusals(make_party: Any, admin: Actor) -> None:
     assert tax.get(f"{url}/ring.0.0").status_code == 403  # read by the next member only
     assert tax.get(f"{url}/ring.2.0").json["ready"] is False  # bank's own set, not sent yet
     burl = f"/agent/jobs/{tasks['bank'].job_id}/psi"
-    assert bank.get(f"{burl}/ring.0.0").status_code == 403  # social blinds it next
+    # Tax's set travels the other non-holder (bank) first and reaches the holder last.
+    assert bank.get(f"{burl}/ring.0.0").json["ready"] is True
     fewer = {"data_b64": base64.b64encode(pack({"ids": [point] * 19})).decode()}
     surl = f"/agent/jobs/{tasks['social'].job_id}/psi"
     social_agent = w["sides"]["social"]["agent"]
-    assert social_agent.get(f"{surl}/ring.0.0").json["ready"] is True
-    r = social_agent.post(f"{surl}/ring.0.1", fewer)  # a hop that drops a point
+    assert social_agent.get(f"{surl}/ring.0.0").status_code == 403
+    assert social_agent.post(f"{surl}/ring.0.1", msg).status_code == 403
+    r = bank.post(f"{burl}/ring.0.1", fewer)  # a hop that drops a point
     assert r.status_code == 400 and r.json["rule"] == "psi_ring_sizes"
-    # The holder's own sets: padded with dummy records (M per category, half of them per
-    # bit), not each set on its own to one size, which would show the counter its histogram.
-    names = expected_set_names(parse_psi_spec(SPEC, {f["name"]: f["type"] for f in SOCIAL}),
-                               holder=True)
+    # The holder's own sets: one per group, each padded to one size (its identifier count).
+    names = parse_psi_spec(SPEC, {f["name"]: f["type"] for f in SOCIAL}).groups()
 
     def holder_msg(size: Callable[[str], int]) -> dict[str, str]:
         return {"data_b64": base64.b64encode(pack({n: [point] * size(n) for n in names}))
                 .decode()}
-    r = social_agent.post(f"{surl}/ring.1.0", holder_msg(lambda n: 20))
+    r = social_agent.post(f"{surl}/ring.1.0", holder_msg(lambda n: 20 + (n == "cat.1")))
     assert r.status_code == 400 and r.json["rule"] == "psi_ring_layout"
-    dummies = holder_msg(lambda n: {"all": 5 * 16, "cat": 16, "bit": 5 * 8}[n.split(".")[0]])
-    assert social_agent.post(f"{surl}/ring.1.0", dummies).status_code == 200
+    assert social_agent.post(f"{surl}/ring.1.0", holder_msg(lambda n: 30)).status_code == 200
+    # The holder re-blinds tax's set last: one version per group, each the size of the set.
+    assert bank.post(f"{burl}/ring.0.1", msg).status_code == 200
+    assert bank.post(f"{burl}/ring.0.2", holder_msg(lambda n: 20)).status_code == 403
+    assert tax.get(f"{url}/ring.0.1").status_code == 403  # the holder reads it, not tax
+    r = social_agent.post(f"{surl}/ring.0.2", msg)  # not per group
+    assert r.status_code == 400 and r.json["rule"] == "psi_ring_sets"
+    r = social_agent.post(f"{surl}/ring.0.2", holder_msg(lambda n: 20 - (n == "bit.3")))
+    assert r.status_code == 400 and r.json["rule"] == "psi_ring_sizes"
+    assert social_agent.post(f"{surl}/ring.0.2", holder_msg(lambda n: 20)).status_code == 200
+    assert tax.get(f"{url}/ring.0.2").json["ready"] is True  # the counter reads the last hop
 
 
 def test_two_providers_in_the_new_shape_take_the_two_party_protocol(

@@ -18,13 +18,14 @@ from compute.psi_ring import (
     MAX_MESSAGE_BYTES,
     blind_own,
     cardinalities,
-    holder_sets,
-    is_dummy_layout,
+    holder_keys,
     message,
     new_key,
     own_sets,
     pack,
     reblind,
+    reblind_per_group,
+    route,
     run_ring_psi,
     unpack,
 )
@@ -98,26 +99,65 @@ def test_below_the_minimum_count_everything_is_suppressed() -> None:
         run_ring_psi(PSISpec("credit_code"), frames, holder=1, counter=1)
 
 
+def ring_hops(spec: PSISpec, frames: list[pd.DataFrame], holder: int, min_size: int = 5
+              ) -> list[list[dict[str, list[bytes]]]]:
+    """Every message of a ring, hop by hop (``hops[h][o]``: the set of ``o`` after hop h),
+    as the agents make them."""
+    n = len(frames)
+    keys, hkeys = [new_key() for _ in range(n)], holder_keys(spec)
+    hops = [[blind_own(hkeys if i == holder else keys[i],
+                       own_sets(spec, frames[i], holder=i == holder)) for i in range(n)]]
+    for h in range(1, n):
+        hop = []
+        for o in range(n):
+            at = route(n, holder, o)[h - 1]
+            hop.append(reblind_per_group(hkeys, hops[-1][o], min_size=min_size)
+                       if at == holder else reblind(keys[at], hops[-1][o], min_size=min_size))
+        hops.append(hop)
+    return hops
+
+
+def test_routes_reach_the_holder_last() -> None:
+    assert route(3, 1, 0) == [2, 1] and route(3, 1, 2) == [0, 1] and route(3, 1, 1) == [2, 0]
+    assert route(4, 0, 2) == [3, 1, 0] and route(4, 0, 0) == [1, 2, 3]
+
+
 def test_relayed_sets_hold_no_identifier_and_no_order() -> None:
     frames = registers(3, seed=7)
-    keys = [new_key() for _ in range(3)]
-    hop0 = [blind_own(keys[i], own_sets(SPEC, frames[i], holder=i == 1)) for i in range(3)]
-    hop1 = [reblind(keys[(o + 1) % 3], hop0[o], min_size=5) for o in range(3)]
-    hop2 = [reblind(keys[(o + 2) % 3], hop1[o], min_size=5) for o in range(3)]
-    relayed = b"".join(pack(s) for s in [*hop0, *hop1, *hop2])
+    hops = ring_hops(SPEC, frames, holder=1)
+    relayed = b"".join(pack(s) for hop in hops for s in hop)
     for frame in frames:
         for code in identifiers(frame, "credit_code")[:40]:
             assert code.encode() not in relayed and code[-8:].encode() not in relayed
             assert hashlib.sha256(code.encode()).digest() not in relayed
     # Each reblinded set comes back sorted: its order does not follow the sender's.
-    assert all(s == sorted(s) for hop in hop1 for s in hop.values())
-    # The holder's sets hold M records per category (three and "other"; M = 256, the
-    # largest district's 90 or so, doubled and rounded up), half of them per value bit.
-    assert {n: len(s) for n, s in hop0[1].items() if n in ("all", "cat.2", "bit.5")} == \
-        {"all": 4 * 256, "cat.2": 256, "bit.5": 2 * 256}
-    assert unpack(pack(hop2[1])) == hop2[1]
-    cards = cardinalities(SPEC, [hop2[0], hop2[2]], hop2[1])
+    assert all(s == sorted(s) for hop in hops[1:] for sets in hop for s in sets.values())
+    # The holder's groups are each padded to its 200 identifiers; a non-holder's set keeps
+    # its size in every per-group version the holder made of it.
+    assert {len(s) for s in hops[0][1].values()} == {200}
+    assert set(hops[2][0]) == set(SPEC.groups()) == set(hops[0][1])
+    assert {len(s) for s in hops[2][0].values()} == {len(hops[1][0]["ids"])}
+    assert unpack(pack(hops[2][1])) == hops[2][1]
+    cards = cardinalities(SPEC, [hops[2][0], hops[2][2]], hops[2][1])
     assert cards["all"] == len(plain(frames, holder=1))
+
+
+def test_the_counter_cannot_link_the_holders_groups() -> None:
+    """What the counter receives from the holder, one fully blinded set per group: no point
+    is in two groups (each group has its own key), so which groups hold a record's point,
+    i.e. its category and value bits, cannot be read; the non-holders' per-group versions
+    are unlinkable alike. Under one key for all groups, a holder record's point would be in
+    each of its groups."""
+    spec = PSISpec("credit_code", "district", DISTRICTS[:2], "employees", 2)
+    frames = registers(3, seed=5)
+    frames[1] = frames[1].assign(employees=frames[1]["employees"] % 4)
+    final = ring_hops(spec, frames, holder=1)[-1]
+    for sets in final:
+        for a, b in itertools.combinations(spec.groups(), 2):
+            assert not set(sets[a]) & set(sets[b]), (a, b)
+    # ...while within a group the counter still finds the intersection.
+    cards = cardinalities(spec, [final[0], final[2]], final[1])
+    assert cards["all"] == len(plain(frames, holder=1)) > 0
 
 
 def test_malformed_messages_are_refused() -> None:
@@ -126,56 +166,6 @@ def test_malformed_messages_are_refused() -> None:
                 pack({"../x": [b"\x02" + bytes(32)]}), pack({"ids": [b"\x05" + bytes(32)]})):
         with pytest.raises(InvalidInput):
             unpack(bad)
-
-
-def counter_view(spec: PSISpec, holder_frame: pd.DataFrame) -> dict[tuple[str, ...], int]:
-    """What the counter can compute from the holder's fully blinded groups alone: the size
-    of every group and of every pairwise and triple intersection among them."""
-    keys = [new_key() for _ in range(3)]
-    sets = blind_own(keys[1], own_sets(spec, holder_frame, holder=True))
-    for h in (2, 0):
-        sets = reblind(keys[h], sets, min_size=1)
-    groups = {name: set(points) for name, points in sets.items()}
-    view = {}
-    for r in (1, 2, 3):
-        for combo in itertools.combinations(sorted(groups), r):
-            view[combo] = len(set.intersection(*(groups[g] for g in combo)))
-    return view
-
-
-def holder(sizes: dict[str, int], values: tuple[int, int], seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    district = [d for d, k in sizes.items() for _ in range(k)]
-    return pd.DataFrame({"credit_code": [f"91310{x:013d}" for x in rng.choice(
-                             10**12, len(district), replace=False)],
-                         "district": district,
-                         "employees": rng.integers(*values, len(district))})
-
-
-def test_the_holders_sets_tell_the_counter_nothing_beyond_a_power_of_two() -> None:
-    """Two holders whose largest district falls in the same power-of-two bucket but whose
-    histograms and employee counts differ look alike to the counter: every group's size and
-    every intersection of a category with at most one value bit (which is what the counter
-    needs) is the same, so neither the category histogram nor any sum over the holder's
-    whole set can be read from them."""
-    spec = PSISpec("credit_code", "district", DISTRICTS, "employees", 3)
-    a = holder({"Huangpu": 20, "Xuhui": 10, "Other": 5}, (0, 8), seed=1)
-    b = holder({"Huangpu": 3, "Pudong": 17}, (6, 8), seed=2)
-    view_a, view_b = counter_view(spec, a), counter_view(spec, b)
-    onebit = [c for c in view_a if sum(g.startswith("bit.") for g in c) <= 1]
-    assert {c: view_a[c] for c in onebit} == {c: view_b[c] for c in onebit}
-    assert view_a[("all",)] == 4 * 64 and view_a[("cat.0",)] == 64  # M = 64 (2 * 20 -> 64)
-    assert view_a[("bit.0", "cat.1")] == 32 and view_a[("all", "bit.2")] == 4 * 32
-    # Without a value column every category holds M = the largest one rounded up.
-    no_value = PSISpec("credit_code", "district", DISTRICTS)
-    assert counter_view(no_value, a) == counter_view(no_value, b.iloc[3:])
-    assert counter_view(no_value, a)[("cat.2",)] == 32
-    # M is never below the minimum count, so no hop refuses a category's set.
-    assert len(holder_sets(no_value, a, min_size=40)["cat.0"]) == 64
-    for sp, frame in ((spec, a), (no_value, b), (PSISpec("credit_code", value_column="employees",
-                                                            value_bits=3), a)):
-        assert is_dummy_layout({n: len(s) for n, s in holder_sets(sp, frame).items()})
-    assert not is_dummy_layout({"all": 35, "cat.0": 35, "cat.1": 35, "cat.2": 35})
 
 
 def test_a_message_over_the_relay_limit_is_refused_with_its_reason() -> None:
