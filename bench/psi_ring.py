@@ -8,7 +8,8 @@ the work; in production each hop's providers work in parallel):
 
 * cardinality only: the ring over the three registers, and the two-party protocol over the
   first two (the same M x M);
-* with 4 categories and a 10-bit value (counts and sums per category) at M / 5.
+* with 4 categories and a 10-bit value (counts and sums per category) at M / 5: 55 groups,
+  each under its own key of the holder's.
 
 Bytes exchanged: every message the controller relays (hop 0 and every later hop).
 
@@ -77,7 +78,8 @@ def main() -> None:
     sets = " + ".join(f"{len(f):,}" for f in small)
     print(f"PSI among 3 providers, 4 categories and 10-bit sums: {sets} identifiers, "
           f"intersection {out['intersection']:,}: {t_sums:.2f} s, "
-          f"{sizes['hop0'] + sizes['relayed']:,} bytes relayed (the holder sends 15 sets)")
+          f"{sizes['hop0'] + sizes['relayed']:,} bytes relayed (the holder sends "
+          f"{len(spec.groups())} sets, and one version of each non-holder's per set)")
     print(f"ratio={t_ring / t_two:.3f}")
 
 
