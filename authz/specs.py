@@ -181,8 +181,15 @@ JOINT_SUBMIT_SPEC = [
 ]
 PSI_SUBMIT_SPEC = [
     v.Field("permit_id", v.text(40)),
-    v.Field("client_dataset_id", v.text(40)),
-    v.Field("server_dataset_id", v.text(40)),
+    # Two providers: the client's and the server's dataset (the server holds the columns).
+    v.Field("client_dataset_id", v.text(40), required=False),
+    v.Field("server_dataset_id", v.text(40), required=False),
+    # Two or more providers: every dataset of the permit, one per provider, in ring order;
+    # the holder's has the category and value columns; the counter's (a non-holder; the
+    # first one when absent) intersects and releases.
+    v.Field("dataset_ids", v.list_of(v.text(40), 2, 16, unique=True), required=False),
+    v.Field("holder_dataset_id", v.text(40), required=False),
+    v.Field("counter_dataset_id", v.text(40), required=False),
     v.Field("spec", lambda path, x: x),  # parsed by compute.psi against the schema
 ]
 

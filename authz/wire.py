@@ -26,6 +26,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from authz.states import (
@@ -136,12 +137,32 @@ class JointPart(_Part):
     context_fingerprint: HEX64
 
 
+class PsiRing(_Part):
+    """Where a part stands in a PSI ring of three or more providers (compute/psi_ring.py):
+    ring positions of this part, of the holder and of the counter."""
+
+    position: Annotated[StrictInt, Field(ge=0)]
+    size: Annotated[StrictInt, Field(ge=3, le=16)]
+    holder: Annotated[StrictInt, Field(ge=0)]
+    counter: Annotated[StrictInt, Field(ge=0)]
+
+    @model_validator(mode="after")
+    def _positions_in_ring(self) -> PsiRing:
+        # Fail closed: a counter that is the holder would release the holder's own groups.
+        if max(self.position, self.holder, self.counter) >= self.size or \
+                self.holder == self.counter:
+            raise ValueError("ring positions outside the ring, or the holder counting")
+        return self
+
+
 class PsiPart(_Part):
-    """One provider's role in a private set intersection (compute/psi.py)."""
+    """One provider's role in a private set intersection: client or server of the
+    two-party protocol (compute/psi.py), or a member of a ring (``ring`` set)."""
 
     joint_id: Id
-    role: Literal["client", "server"]
+    role: Literal["client", "server", "ring"]
     spec: dict[str, Any]
+    ring: PsiRing | None = None
 
 
 class RunTask(_Message):

@@ -32,7 +32,14 @@ from compute.layout import Sums
 from compute.local_aggregate import local_aggregate
 from compute.masking import local_sessions
 from compute.protocol import combine, decrypt_aggregate, provider_submit, requester_keygen
-from compute.psi import PSISpec, client_cardinalities, client_request, server_respond, server_setup
+from compute.psi import (
+    PSISpec,
+    client_cardinalities,
+    client_request,
+    run_psi,
+    server_respond,
+    server_setup,
+)
 from compute.spec import JointSpec, parse_spec
 
 
@@ -114,26 +121,42 @@ def bench_psi(args: argparse.Namespace) -> None:
     server_frame = pd.DataFrame({"id": b})
     spec = PSISpec("id")
     t0 = time.perf_counter()
-    skey, setups = server_setup(spec, server_frame, len(a))
+    skeys, setups = server_setup(spec, server_frame, len(a))
     t_setup = time.perf_counter() - t0
     t0 = time.perf_counter()
     ckey, request = client_request(a)
     t_request = time.perf_counter() - t0
     t0 = time.perf_counter()
-    response = server_respond(skey, request, min_request=10)
+    responses = server_respond(skeys, request, min_request=10)
     t_response = time.perf_counter() - t0
     t0 = time.perf_counter()
-    cards = client_cardinalities(ckey, setups, response)
+    cards = client_cardinalities(ckey, setups, responses)
     t_count = time.perf_counter() - t0
     assert cards["all"] == m - m // 2
     total = t_setup + t_request + t_response + t_count
-    sent = sum(len(s) for s in setups.values()) + len(request) + len(response)
+    response = sum(len(r) for r in responses.values())
+    sent = sum(len(s) for s in setups.values()) + len(request) + response
     print(f"PSI cardinality: {m:,} x {m:,} identifiers, intersection {cards['all']:,}")
     print(f"  server setup {t_setup:.2f} s, client request {t_request:.2f} s, server "
           f"response {t_response:.2f} s, client count {t_count:.2f} s; total {total:.2f} s")
     print(f"  bytes exchanged {sent:,} (setup {sum(len(s) for s in setups.values()):,}, "
-          f"request {len(request):,}, response {len(response):,})")
+          f"request {len(request):,}, response {response:,})")
     print(f"  per identifier pair: {total / m * 1e6:.0f} us, {sent / m:.1f} bytes")
+    # Counts and sums: one setup and one response per group (each under its own key).
+    small = m // 5
+    rng = np.random.default_rng(1)
+    grouped = PSISpec("id", "cat", ("A", "B", "C", "D"), "value", 10)
+    frame = pd.DataFrame({"id": b[:small], "cat": rng.choice(["A", "B", "C", "D"], small),
+                          "value": rng.integers(0, 1024, small)})
+    t0 = time.perf_counter()
+    # The client's slice overlaps the server's by half.
+    client_ids = a[m // 2 - small // 2:m // 2 + small - small // 2]
+    out, sizes = run_psi(grouped, pd.DataFrame({"id": client_ids}), frame)
+    assert out["intersection"] == small // 2
+    t_grouped = time.perf_counter() - t0
+    print(f"PSI, 4 categories and 10-bit sums ({len(grouped.groups())} groups): {small:,} x "
+          f"{small:,} identifiers, intersection {out['intersection']:,}: {t_grouped:.2f} s, "
+          f"{sum(sizes.values()):,} bytes exchanged (response {sizes['response']:,})")
 
 
 def main() -> None:

@@ -9,18 +9,30 @@ Franklin & Hogg 1999; the compressed-set variant of Angelou et al. 2020). One pr
 agent is the *client* (it holds the identifier set A), the other's the *server* (identifiers
 B with a category and an integer value per identifier):
 
-1. The server draws a key ``b`` and publishes setup messages: for every group of its
-   identifiers that the spec needs, ``{H(id)^b}`` in a Golomb-compressed set (GCS).
+1. The server draws one fresh key ``b_g`` per group g of its identifiers that the spec
+   needs and publishes a setup message per group: ``{H(id)^b_g}`` in a Golomb-compressed
+   set (GCS).
 2. The client draws ``a`` and sends ``{H(id)^a}`` for its set (the *request*).
-3. The server answers ``{H(id)^(ab)}``, shuffled (the *response*).
-4. The client strips ``a`` and counts how many of the response's points fall in each setup
-   set: ``|A ∩ B_g|`` for each group g. The shuffle hides which of its identifiers matched.
+3. The server answers the request once per group: ``{H(id)^(a b_g)}``, sorted by the
+   library (the *responses*).
+4. The client strips ``a`` from each response and counts how many of its points fall in
+   that group's setup set: ``|A ∩ B_g|``. The sorting hides which of its identifiers
+   matched.
 
-The groups: ``all`` (the cardinality), ``cat.i`` (server identifiers of category i) and,
-for sums, ``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of
-the values over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, exact for non-negative
-integers below ``2^bits``. The controller relays the messages only (blinded points and
-compressed sets); the server learns ``|A|``; the client learns the group cardinalities and
+One key per group, not one for all: a GCS hashes an element to ``SHA-256(point) mod R``
+with ``R = max(|A|, |B_g|) / FPR``, and every group is padded to the same size, so under
+one key the same identifier would be the same hash in every setup set; the client, which
+decodes the sets to test membership, could then list each server record's groups, i.e.
+its category and value bits. Under ``b_g`` the groups' points, hashes and responses are
+unrelated. The cost: the server answers the request once per group (time and response
+bytes grow with the number of groups).
+
+The groups: ``all``, ``cat.i`` (server identifiers of category i) and, for sums,
+``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of the values
+over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, exact for non-negative integers
+below ``2^bits``. The controller relays the messages only (blinded points and compressed
+sets); the server learns ``|A|``; the client learns, per group, ``|A ∩ B_g|`` and the
+padded group size (``|B|`` for all), and nothing that links one group to another. It
 releases only the cardinality, the per-category counts and the sums, each suppressed below
 the minimum count. Each cardinality is exact except with probability ``FPR`` (the GCS's
 false-positive rate over the request).
@@ -96,7 +108,8 @@ def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
                 isinstance(v, bool) or not isinstance(v, str | int | float) for v in values):
             raise InvalidInput("psi.categories.values", "type",
                                f"psi.categories.values: 1-{MAX_CATEGORIES} strings or numbers")
-        if len({str(v) for v in values}) != len(values):
+        # Normalized as the column's values are: 1 and 1.0, or "a" and " a", are one category.
+        if len({normalize(v) for v in values}) != len(values):
             raise InvalidInput("psi.categories.values", "duplicate", "categories repeat")
         spec = PSISpec(spec.id_column, column(cats.get("column"), "psi.categories.column"),
                        tuple(values))
@@ -115,7 +128,7 @@ def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
     return spec
 
 
-def _norm(v: object) -> str:
+def normalize(v: object) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v).strip()
@@ -123,56 +136,71 @@ def _norm(v: object) -> str:
 
 def identifiers(frame: pd.DataFrame, column: str) -> list[str]:
     """Distinct, normalized identifiers (missing ones dropped): PSI is over sets."""
-    ids = frame[column].dropna().map(_norm)
+    ids = frame[column].dropna().map(normalize)
     return list(dict.fromkeys(i for i in ids if i))
 
 
 # ---- server (the provider holding categories and values) -------------------------------
 
-def _server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
+def server_rows(spec: PSISpec, frame: pd.DataFrame
+                ) -> tuple[list[str], pd.Series | None, np.ndarray | None]:
+    """The server's distinct identifiers (one row each), their normalized categories and
+    their values as checked integers (None for a column the spec does not name)."""
     rows = frame.dropna(subset=[spec.id_column])
-    rows = rows.assign(_id=rows[spec.id_column].map(_norm))
+    rows = rows.assign(_id=rows[spec.id_column].map(normalize))
     rows = rows[rows["_id"] != ""].drop_duplicates("_id")  # one row per identifier
-    groups = {"all": rows["_id"].tolist()}
-    cat_masks: list[tuple[str, Any]] = [("", np.ones(len(rows), dtype=bool))]
-    if spec.category_column is not None:
-        keys = rows[spec.category_column].map(_norm)
+    keys = None if spec.category_column is None else \
+        rows[spec.category_column].map(normalize).reset_index(drop=True)
+    if spec.value_column is None:
+        return rows["_id"].tolist(), keys, None
+    vals = pd.to_numeric(rows[spec.value_column], errors="coerce").to_numpy(dtype=float)
+    vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
+    if np.any(vals < 0) or np.any(vals != np.round(vals)) or np.any(
+            vals >= 2.0 ** spec.value_bits):
+        # Never the value itself: it is derived from the provider's data.
+        raise MagnitudeOverflow("psi.value.column", "psi.value.column: sums over the "
+                                "intersection need non-negative integers below "
+                                f"2^{spec.value_bits}")
+    return rows["_id"].tolist(), keys, vals.astype(np.int64)
+
+
+def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The server's identifiers per group, padded."""
+    ids, keys, ints = server_rows(spec, frame)
+    id_arr = np.array(ids, dtype=object)
+    groups = {"all": list(ids)}
+    cat_masks: list[tuple[str, Any]] = [("", np.ones(len(ids), dtype=bool))]
+    if keys is not None:
         for i, c in enumerate(spec.categories):
-            mask = (keys == _norm(c)).to_numpy()
-            groups[f"cat.{i}"] = rows["_id"][mask].tolist()
+            mask = (keys == normalize(c)).to_numpy()
+            groups[f"cat.{i}"] = id_arr[mask].tolist()
             cat_masks.append((f"cat.{i}.", mask))
-    if spec.value_column is not None:
-        vals = pd.to_numeric(rows[spec.value_column], errors="coerce").to_numpy(dtype=float)
-        vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
-        if np.any(vals < 0) or np.any(vals != np.round(vals)) or np.any(
-                vals >= 2.0 ** spec.value_bits):
-            # Never the value itself: it is derived from the provider's data.
-            raise MagnitudeOverflow("psi.value.column", "psi.value.column: sums over the "
-                                    "intersection need non-negative integers below "
-                                    f"2^{spec.value_bits}")
-        ints = vals.astype(np.int64)
+    if ints is not None:
         for prefix, mask in cat_masks:
             for j in range(spec.value_bits):
                 hit = mask & ((ints >> j) & 1).astype(bool)
-                groups[f"{prefix}bit.{j}"] = rows["_id"][hit].tolist()
+                groups[f"{prefix}bit.{j}"] = id_arr[hit].tolist()
     # Every group is padded with random identifiers (128 bits: they match nothing) to the
     # size of the whole set, so no message's size tells the controller or the client how
     # many of the server's identifiers fall in a category or have a value bit set.
     size = len(groups["all"])
-    for ids in groups.values():
-        ids.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(ids)))
+    for members in groups.values():
+        members.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(members)))
     return groups
 
 
 def server_setup(spec: PSISpec, frame: pd.DataFrame, client_size: int
-                 ) -> tuple[bytes, dict[str, bytes]]:
-    """A fresh key (kept by the server's agent) and one setup message per group."""
-    psi_server = server.CreateWithNewKey(False)
-    groups = _server_groups(spec, frame)
-    setups = {g: psi_server.CreateSetupMessage(FPR, max(client_size, 1), ids,
-                                               DataStructure.GCS).SerializeToString()
-              for g, ids in groups.items()}
-    return bytes(psi_server.GetPrivateKeyBytes()), setups
+                 ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """A fresh key per group (kept by the server's agent) and one setup message per group,
+    each under its own key, so that no element can be linked across groups."""
+    keys: dict[str, bytes] = {}
+    setups: dict[str, bytes] = {}
+    for g, ids in server_groups(spec, frame).items():
+        psi_server = server.CreateWithNewKey(False)
+        keys[g] = bytes(psi_server.GetPrivateKeyBytes())
+        setups[g] = psi_server.CreateSetupMessage(FPR, max(client_size, 1), ids,
+                                                  DataStructure.GCS).SerializeToString()
+    return keys, setups
 
 
 def request_size(request: bytes) -> int:
@@ -182,15 +210,17 @@ def request_size(request: bytes) -> int:
     return len(req.encrypted_elements)
 
 
-def server_respond(key: bytes, request: bytes, *, min_request: int) -> bytes:
-    """Answer one request, only for a set of at least ``min_request`` identifiers."""
+def server_respond(keys: Mapping[str, bytes], request: bytes, *, min_request: int
+                   ) -> dict[str, bytes]:
+    """Answer one request once per group, each under that group's key (the library sorts
+    each answer), only for a set of at least ``min_request`` identifiers."""
     req = Request()
     req.ParseFromString(request)
     if len(req.encrypted_elements) < min_request:
         raise PolicyViolation("the other provider's identifier set is smaller than the "
                               "minimum count: no intersection is computed")
-    psi_server = server.CreateFromKey(key, False)
-    return bytes(psi_server.ProcessRequest(req).SerializeToString())
+    return {g: bytes(server.CreateFromKey(key, False).ProcessRequest(req)
+                     .SerializeToString()) for g, key in keys.items()}
 
 
 # ---- client (the provider holding the identifier set it intersects) ---------------------
@@ -201,15 +231,18 @@ def client_request(ids: list[str]) -> tuple[bytes, bytes]:
         bytes(psi_client.CreateRequest(ids).SerializeToString())
 
 
-def client_cardinalities(key: bytes, setups: Mapping[str, bytes], response: bytes
-                         ) -> dict[str, int]:
+def client_cardinalities(key: bytes, setups: Mapping[str, bytes],
+                         responses: Mapping[str, bytes]) -> dict[str, int]:
+    """``|A ∩ B_g|`` from each group's setup and its own response to the request."""
+    if set(setups) != set(responses):
+        raise InvalidInput("psi", "psi_groups", "the setup and response messages name "
+                           "different groups")
     psi_client = client.CreateFromKey(key, False)
-    resp = Response()
-    resp.ParseFromString(response)
     out = {}
     for g, raw in setups.items():
-        setup = ServerSetup()
+        setup, resp = ServerSetup(), Response()
         setup.ParseFromString(raw)
+        resp.ParseFromString(responses[g])
         out[g] = int(psi_client.GetIntersectionSize(setup, resp))
     return out
 
@@ -247,10 +280,10 @@ def run_psi(spec: PSISpec, client_frame: pd.DataFrame, server_frame: pd.DataFram
             min_count: int = 10) -> tuple[dict[str, Any], dict[str, int]]:
     """Both roles in one process (tests, benchmarks): the release and the bytes exchanged."""
     ids = identifiers(client_frame, spec.id_column)
-    skey, setups = server_setup(spec, server_frame, len(ids))
+    skeys, setups = server_setup(spec, server_frame, len(ids))
     ckey, request = client_request(ids)
-    response = server_respond(skey, request, min_request=min_count)
-    cards = client_cardinalities(ckey, setups, response)
+    responses = server_respond(skeys, request, min_request=min_count)
+    cards = client_cardinalities(ckey, setups, responses)
     sizes = {"setup": sum(len(s) for s in setups.values()), "request": len(request),
-             "response": len(response)}
+             "response": sum(len(r) for r in responses.values())}
     return release(spec, cards, min_count), sizes

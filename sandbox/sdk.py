@@ -131,7 +131,8 @@ class JointStatistics:
 
 
 class PrivateSetIntersection:
-    """Record linkage between two providers keyed by an identifier (compute/psi.py)."""
+    """Record linkage between two or more providers keyed by an identifier (compute/psi.py
+    for two, compute/psi_ring.py for more)."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -141,6 +142,16 @@ class PrivateSetIntersection:
         joint: dict[str, Any] = self.client.call("psi.submit", {
             "permit_id": permit_id, "client_dataset_id": client_dataset_id,
             "server_dataset_id": server_dataset_id, "spec": spec})
+        return str(joint["id"])
+
+    def submit_among(self, permit_id: str, dataset_ids: list[str], holder_dataset_id: str,
+                     spec: dict[str, Any], counter_dataset_id: str | None = None) -> str:
+        """Every dataset of the permit (one per provider); the holder's has the category and
+        value columns; the counter's (default: the first other) intersects and releases."""
+        joint: dict[str, Any] = self.client.call("psi.submit", {
+            "permit_id": permit_id, "dataset_ids": dataset_ids,
+            "holder_dataset_id": holder_dataset_id, "counter_dataset_id": counter_dataset_id,
+            "spec": spec})
         return str(joint["id"])
 
     def wait(self, psi_id: str, timeout_s: float = 300) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from authz import agent_health, catalog, joint_masks, psi_jobs, runs, wire
+from authz import agent_health, catalog, joint_masks, psi_relay, runs, wire
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
@@ -150,8 +150,8 @@ def mask_keys(job_id: str) -> dict[str, Any]:
 @bp.post("/jobs/<job_id>/psi/<name>")
 @auth.agent_only
 def psi_message(job_id: str, name: str) -> dict[str, Any]:
-    """A PSI part's blinded message for the other part (authz/psi_jobs.py)."""
-    psi_jobs.post_message(db.ctx(), auth.agent(), job_id, name, auth.body())
+    """A PSI part's blinded message for the other part (authz/psi_relay.py)."""
+    psi_relay.post_message(db.ctx(), auth.agent(), job_id, name, auth.body())
     db.commit()
     return {"sent": name}
 
@@ -159,4 +159,4 @@ def psi_message(job_id: str, name: str) -> dict[str, Any]:
 @bp.get("/jobs/<job_id>/psi/<name>")
 @auth.agent_only
 def psi_peer_message(job_id: str, name: str) -> dict[str, Any]:
-    return psi_jobs.get_message(db.ctx(), auth.agent(), job_id, name)
+    return psi_relay.get_message(db.ctx(), auth.agent(), job_id, name)

@@ -189,7 +189,7 @@ OPERATIONS: dict[str, Operation] = {
                               ref("JointJob"), 201, CHANGE),
     "joint.get": Operation("One joint job (long poll while it runs)", "requester", None,
                            ref("JointJob"), 200, READ, query=("wait",)),
-    "psi.submit": Operation("Submit a private set intersection between two providers",
+    "psi.submit": Operation("Submit a private set intersection among two or more providers",
                             "requester (analyst)", specs.PSI_SUBMIT_SPEC,
                             ref("JointJob"), 201, CHANGE),
     # -- release review ---------------------------------------------------------------------
@@ -257,7 +257,7 @@ OPERATIONS: dict[str, Operation] = {
     "agents.psi_message": Operation("Relay one blinded PSI message", "agent",
                                     obj({"data_b64": STR}), obj({"sent": STR}), 200,
                                     CHANGE),
-    "agents.psi_peer_message": Operation("The other part's blinded PSI message", "agent",
+    "agents.psi_peer_message": Operation("Another part's blinded PSI message", "agent",
                                          None, ANY, 200, CHANGE),
     # -- ledger -----------------------------------------------------------------------------
     "ledger.public_key": Operation("The log's verifier key (note format)", "anyone", None,

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from authz.wire import RunReport, RunTask
+from compute.psi import parse_psi_spec
 from containers import psi_part
 from tests.api.helpers import approval, dataset_body
 from tests.conftest import Actor
@@ -146,7 +147,9 @@ def test_psi_through_the_api_matches_a_plain_intersection(make_party: Any, admin
     page = make_party("regulator").get("/ledger/entries?start=0&end=1000").json
     entries = [json.loads(base64.b64decode(e["data"])) for e in page["entries"]]
     msgs = [e for e in entries if e["kind"] == "psi.message"]
-    assert sorted(e["body"]["message"] for e in msgs) == ["request", "response", "setup"]
+    groups = parse_psi_spec(SPEC, {f["name"]: f["type"] for f in SOCIAL}).groups()
+    assert sorted(e["body"]["message"] for e in msgs) == sorted(
+        ["request", "setup", *(f"response.{g}" for g in groups)])  # one response per group
     blob = json.dumps(entries)
     assert not any(code in blob for code in tax["credit_code"].head(100))
 
@@ -166,7 +169,10 @@ def test_psi_refusals(make_party: Any, admin: Actor, tmp_path: Path) -> None:
     # A part sends only its own role's messages, and reads only the other's.
     tax_agent = w["sides"]["tax"]["agent"]
     task = tax_agent.post("/agent/tasks/next").json["task"]
-    r = tax_agent.post(f"/agent/jobs/{task['job_id']}/psi/response", {"data_b64": ""})
+    r = tax_agent.post(f"/agent/jobs/{task['job_id']}/psi/response.all", {"data_b64": ""})
     assert r.status_code == 403
+    for name in ("response", "response.cat.9", "response.bit.99"):  # not a group of the spec
+        r = tax_agent.get(f"/agent/jobs/{task['job_id']}/psi/{name}")
+        assert r.status_code == 404, name
     assert tax_agent.get(f"/agent/jobs/{task['job_id']}/psi/request").status_code == 403
     assert tax_agent.get(f"/agent/jobs/{task['job_id']}/psi/setup").json["ready"] is False

@@ -3,12 +3,13 @@ party's messages hold."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from private_set_intersection.python import Request, Response
+from private_set_intersection.python import Request, Response, ServerSetup
 
 from compute.errors import InvalidInput, MagnitudeOverflow, PolicyViolation
 from compute.psi import (
@@ -74,19 +75,21 @@ def test_no_identifier_crosses_and_matches_stay_hidden(
     tax, social = registers
     spec = PSISpec("credit_code")
     ids = identifiers(tax, "credit_code")
-    skey, setups = server_setup(spec, social, len(ids))
+    skeys, setups = server_setup(spec, social, len(ids))
     ckey, request = client_request(ids)
-    response = server_respond(skey, request, min_request=10)
+    responses = server_respond(skeys, request, min_request=10)
     # What the controller relays: blinded points and compressed sets, no identifier (nor
     # any 8-character piece of one) in the clear.
-    relayed = request + response + b"".join(setups.values())
+    relayed = request + responses["all"] + b"".join(setups.values())
     for code in [*ids[:50], *social["credit_code"].head(50)]:
         assert code.encode() not in relayed and code[-8:].encode() not in relayed
-    assert client_cardinalities(ckey, setups, response) == {"all": 400}
+    assert client_cardinalities(ckey, setups, responses) == {"all": 400}
+    with pytest.raises(InvalidInput):  # a response missing for a group
+        client_cardinalities(ckey, setups, {})
     # The response comes back sorted, not in the request's order: which point answers which
     # request item, and so which of the client's identifiers matched, is not in it.
     resp = Response()
-    resp.ParseFromString(response)
+    resp.ParseFromString(responses["all"])
     points = list(resp.encrypted_elements)
     assert points == sorted(points)
     req = Request()
@@ -109,7 +112,9 @@ def test_refusals(registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
                       ({"id": "credit_code", "value": {"column": "district"}}, "not_numeric"),
                       ({"id": "credit_code", "value": {"column": "employees", "bits": 64}},
                        "range"),
-                      ({"id": "credit_code", "join": 1}, "unknown_field")):
+                      ({"id": "credit_code", "join": 1}, "unknown_field"),
+                      ({"id": "credit_code", "categories": {"column": "district",
+                                                            "values": [1, 1.0]}}, "duplicate")):
         with pytest.raises(InvalidInput) as e:
             parse_psi_spec(raw, SERVER_SCHEMA)
         assert e.value.rule == rule
@@ -131,3 +136,49 @@ def test_setup_sizes_do_not_reveal_group_sizes(
     # Minhang holds about 7 % of the server's identifiers and "all" 100 %: padded, every
     # compressed set has (within Golomb coding's variation) the same size.
     assert max(sizes) / min(sizes) < 1.05
+
+
+def gcs_hashes(setup: bytes) -> set[int]:
+    """What the client reads from a setup message, as it must to test membership: the
+    element hashes (``SHA-256(point) mod hash_range``) its Golomb-Rice code holds (the
+    library's golomb.cpp: LSB-first bits, a unary quotient ended by a 1, then ``div``
+    remainder bits; each value the delta from the previous)."""
+    msg = ServerSetup()
+    msg.ParseFromString(setup)
+    bits = [(byte >> i) & 1 for byte in msg.gcs.bits for i in range(8)]
+    out, pos, value = set(), 0, 0
+    while 1 in bits[pos:]:
+        one = bits.index(1, pos)
+        remainder = sum(bits[one + 1 + i] << i for i in range(msg.gcs.div))
+        value += ((one - pos) << msg.gcs.div) | remainder
+        out.add(value)
+        pos = one + 1 + msg.gcs.div
+    return out
+
+
+def test_the_client_cannot_link_the_servers_groups(
+        registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """Each group's setup and response are under their own key: no decoded hash of one
+    group's set is in another's, and no response point either. Under one key for all
+    groups (equal padded sizes give equal hash ranges), a server record's hash would be in
+    each of its groups, telling the client every record's category and value bits."""
+    tax, social = registers
+    spec = PSISpec("credit_code", "district", tuple(DISTRICTS[:2]), "employees", 3)
+    server_frame = social.head(120).fillna({"employees": 0}).assign(
+        employees=lambda f: f["employees"] % 8)
+    ids = identifiers(tax.head(80), "credit_code")
+    skeys, setups = server_setup(spec, server_frame, len(ids))
+    _, request = client_request(ids)
+    responses = server_respond(skeys, request, min_request=10)
+    assert set(setups) == set(responses) == set(spec.groups()) and len(setups) == 12
+    hashes = {g: gcs_hashes(s) for g, s in setups.items()}
+    assert all(len(h) == 120 for h in hashes.values())  # the decoding reads every element
+    points = {}
+    for g, raw in responses.items():
+        resp = Response()
+        resp.ParseFromString(raw)
+        points[g] = set(resp.encrypted_elements)
+        assert len(points[g]) == len(ids)
+    for a, b in itertools.combinations(spec.groups(), 2):
+        assert not hashes[a] & hashes[b], (a, b)
+        assert not points[a] & points[b], (a, b)
