@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from authz import catalog, lifecycle, people
 from authz import validate as v
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import (
     AccessRequest,
     Dataset,
@@ -110,7 +110,7 @@ def _item_for_provider(ctx: Ctx, provider: Party, request_id: str, dataset_id: s
                        ) -> tuple[AccessRequest, RequestItem]:
     # Locked: two providers approving the last two items at once must not both see the
     # other's item pending (READ COMMITTED), or no permit would ever be issued.
-    req = ctx.session.get(AccessRequest, request_id, with_for_update=True,
+    req = ctx.session.get(AccessRequest, request_id, with_for_update=ROW_LOCK,
                           populate_existing=True)
     if req is None:
         raise NotFound("no such request")
@@ -239,7 +239,7 @@ def _smallest(budgets: list[float | None]) -> float | None:
 
 
 def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
-    permit = ctx.session.get(Permit, permit_id, with_for_update=True, populate_existing=True)
+    permit = ctx.session.get(Permit, permit_id, with_for_update=ROW_LOCK, populate_existing=True)
     if permit is None or provider.id not in permit_providers(ctx, permit):
         raise NotFound("no such permit")
     if permit.status == PermitStatus.REVOKED:
@@ -252,7 +252,7 @@ def revoke(ctx: Ctx, provider: Party, permit_id: str, body: object) -> Permit:
 def permits_of(ctx: Ctx, party: Party) -> list[Permit]:
     """Active permits a party holds (requester) or that cover its data (provider)."""
     active = list(ctx.session.scalars(select(Permit).where(Permit.status == PermitStatus.ACTIVE)
-                                      .with_for_update()))
+                                      .with_for_update(key_share=True)))
     if party.role == "requester":
         return [p for p in active if p.requester_id == party.id]
     if party.role == "provider":
@@ -275,7 +275,7 @@ def revoke_permit(ctx: Ctx, actor: str, permit: Permit, reason: str) -> None:
         Job.permit_id == permit.id,
         Job.state.in_({JobState.AWAITING_APPROVAL, JobState.QUEUED, JobState.AWAITING_REVIEW,
                        *ACTIVE}))
-        .with_for_update(skip_locked=True))
+        .with_for_update(skip_locked=True, key_share=True))
     for job in open_jobs:
         lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, "permit revoked")
 

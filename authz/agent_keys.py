@@ -13,14 +13,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, AgentRetiredKey
 from authz.tokens import Issued, issue
 from compute.errors import Conflict, NotFound
 
 
 def _agent(ctx: Ctx, agent_id: str) -> Agent:
-    agent = ctx.session.get(Agent, agent_id, with_for_update=True)
+    agent = ctx.session.get(Agent, agent_id, with_for_update=ROW_LOCK)
     if agent is None:
         raise NotFound("no such agent")
     return agent

@@ -27,6 +27,17 @@ class EventLog(Protocol):
     ) -> AppendResultLike: ...
 
 
+#: How services lock a row they are about to change (PostgreSQL ``FOR NO KEY UPDATE``;
+#: SQLite locks the whole database instead). Plain ``FOR UPDATE`` also conflicts with the
+#: ``FOR KEY SHARE`` lock PostgreSQL's foreign-key checks take on the referenced row, and
+#: such a check runs on any update of a row inserted or updated earlier in the same
+#: transaction, even when no key changes. A dispatch holding its permit ``FOR UPDATE`` and
+#: waiting for the ledger head, against a report holding the ledger head and checking its
+#: job's key to that permit, deadlocked. No service changes a locked row's key or deletes
+#: it, so the weaker lock serializes every update the stronger one did.
+ROW_LOCK: dict[str, Any] = {"key_share": True}
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

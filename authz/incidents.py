@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from authz import lifecycle, people
 from authz import validate as v
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Dataset, Job, Party, Person
 from authz.states import ACTIVE, DatasetStatus, JobState
 from compute.errors import Conflict, NotFound
@@ -31,7 +31,7 @@ def _cancel_open(ctx: Ctx, actor: str, where: Callable[[Job], bool], reason: str
     # and the dispatcher then finds the person or dataset out of service.
     stopped = 0
     for job in ctx.session.scalars(select(Job).where(Job.state.in_(OPEN))
-                                   .with_for_update(skip_locked=True)):
+                                   .with_for_update(skip_locked=True, key_share=True)):
         if where(job):
             lifecycle.end_job(ctx, actor, job, JobState.CANCELLED, reason)
             stopped += 1
@@ -46,7 +46,7 @@ def deactivate_person(ctx: Ctx, actor: Party, person: Person) -> int:
 
 
 def _dataset(ctx: Ctx, party: Party, dataset_id: str) -> Dataset:
-    ds = ctx.session.get(Dataset, dataset_id, with_for_update=True, populate_existing=True)
+    ds = ctx.session.get(Dataset, dataset_id, with_for_update=ROW_LOCK, populate_existing=True)
     if ds is None or (party.role != "admin" and ds.provider_id != party.id):
         raise NotFound("no such dataset")
     return ds

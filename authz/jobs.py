@@ -16,7 +16,7 @@ from sqlalchemy.orm import defer, joinedload
 
 from authz import lifecycle, people, permits, review
 from authz import validate as v
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import (
     Job,
     JobOutput,
@@ -112,7 +112,7 @@ def _charge_epsilon(ctx: Ctx, permit: Permit, dp: dict[str, Any] | None) -> Perm
                               "spec must ask for dp")
     if dp is None:
         return permit
-    permit = ctx.session.get(Permit, permit.id, with_for_update=True,
+    permit = ctx.session.get(Permit, permit.id, with_for_update=ROW_LOCK,
                              populate_existing=True) or permit
     left = (permit.epsilon_budget or 0.0) - permit.epsilon_spent
     if permit.epsilon_budget is None or dp["epsilon"] > left + 1e-12:
@@ -167,7 +167,7 @@ def stop(ctx: Ctx, party: Party, job_id: str, body: object) -> Job:
     lease end, kills the container and discards its outputs. Nothing of it is released.
     """
     data = v.parse(body, v.REASON_SPEC)
-    job = ctx.session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    job = ctx.session.get(Job, job_id, with_for_update=ROW_LOCK, populate_existing=True)
     if job is None or not (party.role == "admin" or job.provider_id == party.id):
         raise NotFound("no such job")
     if job.state in TERMINAL:

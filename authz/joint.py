@@ -21,7 +21,7 @@ from sqlalchemy import select
 import compute.local_aggregate
 from authz import agent_keys, people, permits, psi_jobs
 from authz import validate as v
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
 from authz.specs import JOINT_SUBMIT_SPEC as SUBMIT_SPEC
 from authz.specs import MAX_CONTEXT_BYTES as MAX_CONTEXT_BYTES
@@ -77,7 +77,7 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
     if spec.dp_epsilon is not None:
         # Reserved now, under the permit's row lock, so two joint jobs submitted at once
         # cannot both count on the same budget; refunded if the job fails before release.
-        permit = ctx.session.get(Permit, permit.id, with_for_update=True,
+        permit = ctx.session.get(Permit, permit.id, with_for_update=ROW_LOCK,
                                  populate_existing=True) or permit
         left = (permit.epsilon_budget or 0.0) - permit.epsilon_spent
         if permit.epsilon_budget is None or spec.dp_epsilon > left + 1e-12:
@@ -185,7 +185,7 @@ def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str,
 
     The controller adds it, not the requester, who holds the key and could remove it.
     """
-    permit = ctx.session.get(Permit, joint.permit_id, with_for_update=True,
+    permit = ctx.session.get(Permit, joint.permit_id, with_for_update=ROW_LOCK,
                              populate_existing=True)
     assert permit is not None
     schema = permits.permitted_schema(ctx, permit, [p.dataset_ids[0] for p in parts])
@@ -205,7 +205,7 @@ def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:
     # Nothing was released, so the ε reserved at submission is given back.
     refund = float((joint.spec.get("dp") or {}).get("epsilon") or 0.0)
     if refund:
-        permit = ctx.session.get(Permit, joint.permit_id, with_for_update=True,
+        permit = ctx.session.get(Permit, joint.permit_id, with_for_update=ROW_LOCK,
                                  populate_existing=True)
         assert permit is not None
         permit.epsilon_spent = max(0.0, permit.epsilon_spent - refund)

@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, Job, JointJob
 from authz.states import ACTIVE, JointJobState
 from compute.errors import BadSignature, Conflict, Forbidden, InvalidInput, NotFound
@@ -27,7 +27,7 @@ def _part(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> tuple[J
     if job is None or job.agent_id != agent.id or job.joint_id is None:
         raise NotFound("no such joint part")
     # Locked while a key is added: two agents announcing at once must not lose one.
-    joint = ctx.session.get(JointJob, job.joint_id, with_for_update=lock,
+    joint = ctx.session.get(JointJob, job.joint_id, with_for_update=ROW_LOCK if lock else None,
                             populate_existing=lock)
     assert joint is not None
     if joint.state != JointJobState.RUNNING:

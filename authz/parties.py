@@ -113,7 +113,7 @@ def deactivate(ctx: Ctx, actor: str, party_id: str) -> Party | Agent:
         # Its work in flight stops too: a compromised agent gets no result through.
         for job in ctx.session.scalars(select(Job).where(
                 Job.agent_id == agent.id, Job.state.in_(ACTIVE))
-                .with_for_update(skip_locked=True)):
+                .with_for_update(skip_locked=True, key_share=True)):
             lifecycle.end_job(ctx, actor, job, JobState.CANCELLED,
                               f"agent {agent.id} deactivated")
         return agent

@@ -168,7 +168,7 @@ def check_credentials(ctx: Ctx, email: str, password: str, totp: str | None) -> 
     by API sign-in (a token) and web sign-in (a server-side session) alike.
     """
     person = ctx.session.scalar(select(Person).where(
-        func.lower(Person.email) == normal_email(email)).with_for_update())
+        func.lower(Person.email) == normal_email(email)).with_for_update(key_share=True))
     stored = person.password_hash if person is not None and person.password_hash else None
     ok = _verify(stored or _DUMMY_HASH, password) and stored is not None
     if person is None or not ok or not person.active or not party_active(ctx, person):

@@ -22,7 +22,7 @@ import hashlib
 import re
 from typing import Any
 
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, Job, JointJob
 from authz.psi_jobs import is_psi, is_ring
 from authz.states import ACTIVE, JointJobState
@@ -38,7 +38,7 @@ def _part(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> tuple[J
     job = ctx.session.get(Job, job_id)
     if job is None or job.agent_id != agent.id or job.joint_id is None:
         raise NotFound("no such PSI part")
-    joint = ctx.session.get(JointJob, job.joint_id, with_for_update=lock,
+    joint = ctx.session.get(JointJob, job.joint_id, with_for_update=ROW_LOCK if lock else None,
                             populate_existing=lock)
     assert joint is not None
     if not is_psi(joint):

@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from authz import lifecycle, people
 from authz import validate as v
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
 from authz.people import PersonRole
 from authz.specs import DECIDE_SPEC as DECIDE_SPEC
@@ -59,7 +59,8 @@ def queue(ctx: Ctx, provider: Party) -> list[Job]:
 
 
 def job_for_checker(ctx: Ctx, provider: Party, job_id: str, lock: bool = False) -> Job:
-    job = ctx.session.get(Job, job_id, with_for_update=lock, populate_existing=lock)
+    job = ctx.session.get(Job, job_id, with_for_update=ROW_LOCK if lock else None,
+                          populate_existing=lock)
     if job is None or provider.id not in review_providers(job):
         raise NotFound("no such job")
     return job
@@ -137,7 +138,7 @@ def _settle_output(ctx: Ctx, out: JobOutput, decision: OutputDecision) -> None:
 def justify(ctx: Ctx, requester: Party, job_id: str, name: str, body: object) -> JobOutput:
     """The requester's case for releasing a held output, while it waits."""
     text = v.parse(body, JUSTIFY_SPEC)["justification"]
-    job = ctx.session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    job = ctx.session.get(Job, job_id, with_for_update=ROW_LOCK, populate_existing=True)
     if job is None or job.requester_id != requester.id:
         raise NotFound("no such job")
     out = _output(job, name)

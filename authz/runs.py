@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from authz import catalog, joint, joint_masks, lifecycle, permits, psi_jobs, review
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, AgentProvider, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
 from authz.states import (
@@ -75,7 +75,7 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
                               Dataset.provider_id.in_(providers),
                               or_(Dataset.check_leased_until.is_(None),
                                   Dataset.check_leased_until < now))
-        .order_by(Dataset.created_at).limit(1).with_for_update(skip_locked=True)
+        .order_by(Dataset.created_at).limit(1).with_for_update(skip_locked=True, key_share=True)
     ).first()
     if ds is not None:
         # Leased, so that several agents (or slots) never check the same file twice.
@@ -87,7 +87,8 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
     # for (PostgreSQL; SQLite serializes whole transactions instead).
     candidates = list(ctx.session.scalars(
         select(Job).where(Job.state == JobState.QUEUED, Job.provider_id.in_(providers))
-        .order_by(Job.submitted_at, Job.id).limit(CANDIDATES).with_for_update(skip_locked=True)
+        .order_by(Job.submitted_at, Job.id).limit(CANDIDATES)
+        .with_for_update(skip_locked=True, key_share=True)
     ))
     if not candidates:
         return None
@@ -100,7 +101,7 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
     for job in candidates:
         # Row lock: the check and the increment of runs_used below must not interleave
         # with another agent's dispatch (a lost update would let a permit overrun).
-        permit = ctx.session.get(Permit, job.permit_id, with_for_update=True,
+        permit = ctx.session.get(Permit, job.permit_id, with_for_update=ROW_LOCK,
                                  populate_existing=True)
         assert permit is not None
         try:
@@ -204,7 +205,7 @@ def _return_run(ctx: Ctx, agent: Agent, job: Job, permit: Permit, reason: str | 
     counted for at dispatch is given back (a script error must not use up a permit)."""
     if job.kind != "script" or job.joint_id is not None:
         raise InvalidInput("mock_failed", "only a script job runs on mock data first")
-    locked = ctx.session.get(Permit, permit.id, with_for_update=True, populate_existing=True)
+    locked = ctx.session.get(Permit, permit.id, with_for_update=ROW_LOCK, populate_existing=True)
     assert locked is not None
     permit = locked
     if permit.mock_returns >= MOCK_RETURNS_PER_RUN * permit.max_runs:
@@ -224,7 +225,8 @@ def _return_run(ctx: Ctx, agent: Agent, job: Job, permit: Permit, reason: str | 
 def _leased(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> Job:
     # Locked for a report: a concurrent dispatch of the requeued job to another agent must
     # not be overwritten by this agent's late report (it reloads and is then refused).
-    job = ctx.session.get(Job, job_id, with_for_update=lock, populate_existing=lock)
+    job = ctx.session.get(Job, job_id, with_for_update=ROW_LOCK if lock else None,
+                          populate_existing=lock)
     if job is None or job.agent_id != agent.id:
         raise NotFound("no such task")
     return job

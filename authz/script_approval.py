@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from authz import lifecycle
 from authz import validate as v
-from authz.context import Ctx
+from authz.context import ROW_LOCK, Ctx
 from authz.jobs import approved_script, can_see
 from authz.models import Job, Party, Permit, ScriptApproval
 from authz.states import JobState, PermitStatus
@@ -41,7 +41,7 @@ def script_of(ctx: Ctx, party: Party, job_id: str) -> dict[str, Any]:
 
 
 def _awaiting(ctx: Ctx, provider: Party, job_id: str) -> tuple[Job, Permit]:
-    job = ctx.session.get(Job, job_id, with_for_update=True, populate_existing=True)
+    job = ctx.session.get(Job, job_id, with_for_update=ROW_LOCK, populate_existing=True)
     if job is None or provider.id not in providers_of(job):
         raise NotFound("no such job")
     if job.state != JobState.AWAITING_APPROVAL:
@@ -67,7 +67,7 @@ def approve(ctx: Ctx, provider: Party, job_id: str) -> Job:
             "permit_id": permit.id, "script_sha256": job.script_sha256, "job_id": job.id})
     waiting = ctx.session.scalars(select(Job).where(
         Job.permit_id == permit.id, Job.script_sha256 == job.script_sha256,
-        Job.state == JobState.AWAITING_APPROVAL).with_for_update())
+        Job.state == JobState.AWAITING_APPROVAL).with_for_update(key_share=True))
     for each in waiting:
         if approved_script(ctx, permit.id, each.script_sha256, providers_of(each)):
             each.state = JobState.QUEUED

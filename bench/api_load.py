@@ -289,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-chaos", dest="chaos", action="store_false")
     ap.add_argument("--workers", type=int, help="sandbox serve --workers (its default)")
     ap.add_argument("--threads", type=int, help="sandbox serve --threads (its default)")
+    ap.add_argument("--keep-logs", action="store_true",
+                    help="keep the processes' logs even when every check passed")
     args = ap.parse_args(argv)
     args.seconds = args.seconds or (15.0 if args.quick else 60.0)
     args.warmup = 3.0 if args.quick else 5.0
@@ -326,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                                  first[0].acknowledged + second[0].acknowledged)
         finally:
             procs.stop_all()
-            if not ok:  # keep the processes' logs to find out why
+            if not ok or args.keep_logs:  # keep the processes' logs to find out why
                 kept = Path(tempfile.mkdtemp(prefix="api-load-logs-"))
                 for log in work.glob("*.log"):
                     shutil.copy(log, kept / log.name)
