@@ -28,7 +28,10 @@ for the chaos phase what the checks found: every job acknowledged (and every job
 submitting requester has) ends released, none has more than one ``run.finished`` entry,
 the permit counts as many runs as jobs ran, and no answer was a 5xx other than a 503
 while PostgreSQL was down (or within GRACE_S after). Last ``ratio=<gunicorn reads/s
-over dev reads/s>``. Exit status 1 when a chaos check failed.
+over dev reads/s>``. Also ``server_5xx=``: the 5xx answers other than 503 the controller
+logged in the first two phases, to anyone (the agents' calls too). Exit status 1 when a
+chaos check failed or ``server_5xx`` is not 0; ``--keep-logs`` keeps the processes' logs
+either way.
 
 Needs the Docker engine (the agents check it at start): run it under
 ``flock /tmp/sandbox-docker-tests.lock``. Usage:
@@ -44,6 +47,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -192,6 +196,19 @@ def phase(procs: Processes, w: World, args: argparse.Namespace, chaos: Any = Non
     return run, start, end
 
 
+STATUS_RX = re.compile(r'"status": (5\d\d)\b')
+
+
+def server_errors(work: Path) -> int:
+    """5xx answers other than 503 the controller has logged so far (its JSON access
+    lines): the agents' calls included, which the readers and submitters do not see."""
+    path = work / "controller.log"
+    if not path.exists():
+        return 0
+    return sum(1 for m in STATUS_RX.finditer(path.read_text(errors="replace"))
+               if m.group(1) != "503")
+
+
 def report(name: str, run: Run, start: float, end: float, loadavg: float) -> float:
     lat = sorted(x for t0, x in run.reads if start <= t0 < end)
     rate = len(lat) / (end - start)
@@ -315,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"seconds={args.seconds:g} database=postgresql agents=2x2 slots "
                   f"jobs=statistics serve_args={' '.join(serve_args) or 'defaults'}",
                   flush=True)
+            before = server_errors(work)
             first = phase(procs, w, args)
             prod = report("gunicorn", *first, os.getloadavg()[0])
             procs.stop("controller")
@@ -322,10 +340,14 @@ def main(argv: list[str] | None = None) -> int:
             second = phase(procs, w, args)
             dev = report("dev", *second, os.getloadavg()[0])
             procs.stop("controller")
+            # Any 5xx to anyone (an agent's call too) outside the chaos phase is a defect.
+            steady = server_errors(work) - before
+            print(f"server_5xx={steady}", flush=True)
+            ok = steady == 0
             if args.chaos:
                 procs.start_server("gunicorn")
                 ok = chaos_phase(procs, w, args, url,
-                                 first[0].acknowledged + second[0].acknowledged)
+                                 first[0].acknowledged + second[0].acknowledged) and ok
         finally:
             procs.stop_all()
             if not ok or args.keep_logs:  # keep the processes' logs to find out why
