@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import psycopg
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import (
     DBAPIError,
@@ -34,6 +37,11 @@ _PG_UNAVAILABLE_CLASSES = ("08", "53", "57")
 _SQLITE_UNAVAILABLE_CODES = (5, 6, 14)  # SQLITE_BUSY, SQLITE_LOCKED, SQLITE_CANTOPEN
 
 
+#: The drivers' errors that may mean an outage (PEP 249 classes), raised unwrapped.
+DRIVER_UNAVAILABLE = (psycopg.OperationalError, psycopg.InterfaceError,
+                      sqlite3.OperationalError)
+
+
 def database_unavailable(e: BaseException) -> bool:
     """Whether ``e`` means the database cannot be reached now (retrying may succeed).
 
@@ -42,13 +50,19 @@ def database_unavailable(e: BaseException) -> bool:
     """
     if isinstance(e, PoolTimeoutError | DisconnectionError):
         return True
-    if not isinstance(e, DBAPIError):
+    orig: BaseException | None
+    if isinstance(e, DBAPIError):
+        if e.connection_invalidated:
+            return True
+        if not isinstance(e, OperationalError | InterfaceError):
+            return False
+        orig = e.orig
+    elif isinstance(e, DRIVER_UNAVAILABLE):
+        # The driver's own error, not wrapped by SQLAlchemy: the ledger appends through
+        # the connection's raw cursor (ledger/log.py), so a restart mid-append lands here.
+        orig = e
+    else:
         return False
-    if e.connection_invalidated:
-        return True
-    if not isinstance(e, OperationalError | InterfaceError):
-        return False
-    orig = e.orig
     if hasattr(orig, "sqlstate"):
         # psycopg: no SQLSTATE when the client itself failed (refused, closed, broken).
         state = getattr(orig, "sqlstate", None)
@@ -71,7 +85,9 @@ def register(app: Flask) -> None:
         return _json(503, {"error": "ledger_unavailable", "message": str(e)})
 
     @app.errorhandler(SQLAlchemyError)
-    def _database(e: SQLAlchemyError) -> tuple[Response, int]:
+    @app.errorhandler(psycopg.Error)
+    @app.errorhandler(sqlite3.Error)
+    def _database(e: Exception) -> tuple[Response, int]:
         if not database_unavailable(e):
             return _unexpected(e)
         # The request's transaction did not commit (or its outcome is unknown to the

@@ -114,6 +114,11 @@ def test_sqlite_file_that_cannot_be_opened_is_503(tmp_path: Path) -> None:
     (IntegrityError("insert", {}, errors.lookup("23505")("duplicate key")), False),
     (DataError("insert", {}, errors.lookup("22021")("invalid byte sequence")), False),
     (OperationalError("selec 1", {}, sqlite3.OperationalError("syntax error")), False),
+    # Unwrapped, as the ledger's raw cursor raises them.
+    (psycopg.OperationalError("consuming input failed: server closed the connection"), True),
+    (errors.lookup("57P01")("terminating connection due to administrator command"), True),
+    (errors.lookup("23505")("duplicate key"), False),
+    (sqlite3.OperationalError("syntax error"), False),
     (ValueError("not a database error"), False),
 ])
 def test_which_database_errors_mean_unavailable(error: Exception, unavailable: bool) -> None:
@@ -187,3 +192,27 @@ def test_a_connection_lost_before_the_request_ends_keeps_its_answer(
         assert r.status_code == 200 and r.get_data(as_text=True) == "answered"
     assert client.get("/api/v1/me", headers=TOKEN).status_code == 401
     db.dispose(app)
+
+
+@pytest.mark.postgres
+def test_a_connection_lost_during_a_ledger_append_is_503(own_cluster: str,
+                                                         tmp_path: Path) -> None:
+    """The ledger appends through the connection's raw cursor, so the driver's own error
+    reaches the app unwrapped (found by bench.api_load's chaos phase: a 500 on POST /jobs
+    while PostgreSQL restarted). It is an outage like any other: 503 with Retry-After."""
+    app = _app(own_cluster, tmp_path)
+
+    def cut_then_record() -> str:
+        session = db.session()
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        with psycopg.connect(own_cluster.replace("postgresql+psycopg", "postgresql"),
+                             autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        db.ctx().record("test.cut", "system", {})
+        return "recorded?"
+
+    app.add_url_rule("/test-cut-append", view_func=cut_then_record, methods=["POST"])
+    try:
+        _assert_unavailable(app.test_client().post("/test-cut-append"))
+    finally:
+        db.dispose(app)

@@ -60,10 +60,11 @@ def test_services_lock_rows_only_with_the_shared_row_lock() -> None:
             if not isinstance(node, ast.Call):
                 continue
             func = node.func
-            if isinstance(func, ast.Attribute) and func.attr == "with_for_update":
-                if not any(k.arg == "key_share" and isinstance(k.value, ast.Constant)
-                           and k.value.value is True for k in node.keywords):
-                    wrong.append(f"{path.name}:{node.lineno}")
+            shared = any(k.arg == "key_share" and isinstance(k.value, ast.Constant)
+                         and k.value.value is True for k in node.keywords)
+            if isinstance(func, ast.Attribute) and func.attr == "with_for_update" \
+                    and not shared:
+                wrong.append(f"{path.name}:{node.lineno}")
             for k in node.keywords:
                 if k.arg == "with_for_update" and "ROW_LOCK" not in ast.unparse(k.value):
                     wrong.append(f"{path.name}:{node.lineno}")
