@@ -51,6 +51,7 @@ from containers import (
 from containers.agent_config import AgentConfig, banner
 from containers.agent_metrics import AgentMetrics
 from containers.audit_store import AuditStore
+from containers.claims import ClaimBook
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
@@ -77,6 +78,7 @@ class Agent:
         self._outbox_lock = threading.Lock()
         self._next_flush = 0.0
         self.mock_passes = mockrun.MockPasses(config.work_root)
+        self.claims = ClaimBook(config.work_root)
         self._announced = False
 
     @functools.cached_property
@@ -187,8 +189,11 @@ class Agent:
             return None
 
     def run_once(self, wait_s: float = 0.0, slot: WarmSlot | None = None) -> bool:
-        task = self.controller.next_task(wait_s, self.status())
+        # Kept in the work root until handled: a restart takes the claim back (claims.py).
+        key = self.claims.take()
+        task = self.controller.next_task(wait_s, self.status(), claim_key=key)
         if task is None:
+            self.claims.settle(key)
             return False
         with self.metrics.busy("schema_check" if isinstance(task, SchemaCheckTask) else "run"):
             if isinstance(task, SchemaCheckTask):
@@ -197,6 +202,7 @@ class Agent:
                 # Statistics, joint and PSI parts need no container: the slot keeps its
                 # warm one.
                 self.run_job(task, slot if _needs_container(task) else None)
+        self.claims.settle(key)
         return True
 
     def check_schema(self, ds: DatasetTask) -> None:

@@ -95,13 +95,14 @@ class ControllerClient:
     def me(self) -> AgentIdentity:
         return parse(AgentIdentity, self._call("GET", "/me"))
 
-    def next_task(self, wait_s: float, status: AgentStatus | None = None
-                  ) -> SchemaCheckTask | RunTask | None:
-        # One key per claim, the same for its retries (see the module's docstring).
+    def next_task(self, wait_s: float, status: AgentStatus | None = None,
+                  claim_key: str | None = None) -> SchemaCheckTask | RunTask | None:
+        # One key per claim, the same for its retries (see the module's docstring); the
+        # agent passes one it keeps across restarts (containers/claims.py).
         data = self._call("POST", "/tasks/next", params={"wait": wait_s},
                           json=None if status is None else dump(status),
                           timeout=wait_s + self.timeout_s,
-                          headers={"Idempotency-Key": secrets.token_hex(16)})
+                          headers={"Idempotency-Key": claim_key or secrets.token_hex(16)})
         task = data.get("task")
         return None if task is None else parse_task(task)
 
