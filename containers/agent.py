@@ -22,6 +22,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -248,6 +249,7 @@ class Agent:
                 task.statistics is None and not self._passes_on_mock(task):
             return
         notices = Notices(job_id)
+        acked: Future[datetime] | None = None
         prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits,
                                     self.audit)
@@ -274,13 +276,14 @@ class Agent:
                 log.warning("mask key of %s not announced yet: %s", job_id, e)
                 notices.send(self.controller.started, job_id)
         else:
-            notices.send(self.controller.started, job_id)  # acknowledged before the result
+            # Acknowledged before the result; when, for the timing grain (_complete).
+            acked = notices.send(self._started, job_id)
         if task.psi is not None:
             self._complete_psi(task, notices)
         elif task.joint is not None:
             self._complete_joint(task, notices)
         elif task.statistics is None:
-            self._complete(task, notices, started=datetime.now(UTC))
+            self._complete(task, notices, started=datetime.now(UTC), acked=acked)
         else:
             self._complete_statistics(task, notices)
 
@@ -341,8 +344,15 @@ class Agent:
             raise
         self._report_run(task.job_id, report, notices)
 
+    def _started(self, job_id: str) -> datetime:
+        """Tell the controller the run started; when it acknowledged (after its clock
+        stamped the start)."""
+        self.controller.started(job_id)
+        return datetime.now(UTC)
+
     def _complete(self, task: RunTask, notices: Notices | None = None,
-                  started: datetime | None = None) -> None:
+                  started: datetime | None = None,
+                  acked: Future[datetime] | None = None) -> None:
         """Wait for the container, check, report; clean up once the controller has it."""
         job_id = task.job_id
         notices = notices or Notices(job_id)
@@ -369,6 +379,12 @@ class Agent:
                                    masking=masking, audit=self.audit)
             # Nothing downstream (states, ledger times, receipts) can then time the script
             # more finely than the grain; the checks above ran inside it.
+            # Counted from the controller's acknowledgement of the start, not from the
+            # agent's own clock: the start the controller stamps (and shows) is later by the
+            # notice's way there, and the run must not be seen ending before a grain.
+            if acked is not None and started is not None:
+                with contextlib.suppress(Exception):  # a refused notice fails at flush
+                    started = max(started, acked.result(timeout=self.config.http_timeout_s))
             self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,
                                                     since=started))
             notices.send(self.controller.checking, job_id)

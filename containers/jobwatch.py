@@ -52,10 +52,11 @@ class Notices:
                 failed = e if notice else failed
                 fut.set_exception(e)
 
-    def send(self, fn: Callable[..., Any], *args: Any) -> None:
+    def send(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         fut: Future[Any] = Future()
         self._sent.append(fut)
         self._q.put((fn, args, fut, True))
+        return fut
 
     def side(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         fut: Future[Any] = Future()
