@@ -502,8 +502,6 @@ class JointJob(AuthzBase):
     # Each provider's signed X25519 mask-key announcement for this job (compute/masking.py):
     # public keys only; combined only when the submissions are exactly these providers.
     mask_keys: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
-    # A PSI job's blinded messages in flight (authz/psi_jobs.py), dropped once it ends.
-    psi_messages: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     state: Mapped[JointJobState] = mapped_column(StateText(JointJobState),
                                                  default=JointJobState.RUNNING)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
@@ -512,6 +510,22 @@ class JointJob(AuthzBase):
     ledger_index: Mapped[int | None] = mapped_column(Integer, default=None)
     submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class PsiChunk(AuthzBase):
+    """One chunk of a PSI job's blinded message in flight (authz/psi_relay.py).
+
+    A message of millions of points travels in chunks, each one request; it counts as sent
+    once every chunk is in. Every chunk of a job is deleted when the job ends.
+    """
+
+    __tablename__ = "psi_chunks"
+
+    joint_id: Mapped[str] = mapped_column(ForeignKey("joint_jobs.id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunks: Mapped[int] = mapped_column(Integer)  # how many the whole message has
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class OidcIdentity(AuthzBase):

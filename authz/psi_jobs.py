@@ -16,12 +16,12 @@ import hashlib
 import json
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from authz import permits
 from authz import validate as v
 from authz.context import Ctx
-from authz.models import Job, JointJob, Party, new_id
+from authz.models import Job, JointJob, Party, PsiChunk, new_id
 from authz.specs import PSI_SUBMIT_SPEC as SUBMIT_SPEC
 from authz.states import TERMINAL, JobState, JointJobState
 from compute.errors import InvalidInput, PolicyViolation
@@ -151,20 +151,26 @@ def on_part_finished(ctx: Ctx, joint: JointJob, fail: Any) -> None:
     parts = list(ctx.session.scalars(select(Job).where(Job.joint_id == joint.id)))
     failed = [p for p in parts if p.state in TERMINAL and p.state != JobState.RELEASED]
     if failed:
-        joint.psi_messages = {}
+        drop_messages(ctx, joint)
         fail(ctx, joint, f"part {failed[0].id} {failed[0].state}: {failed[0].reason}")
         return
     if any(p.state != JobState.RELEASED for p in parts):
         return
     client = next(p for p in parts if p.provider_id == releasing_provider(joint))
     out = next((o for o in client.outputs if o.name == RELEASE), None)
+    drop_messages(ctx, joint)
     if out is None or out.content is None:
         fail(ctx, joint, f"part {client.id} carries no {RELEASE}")
         return
     joint.aggregate = out.content
     joint.aggregate_sha256 = hashlib.sha256(out.content).hexdigest()
-    joint.psi_messages = {}  # blinded sets are of no further use; nothing keeps them
     joint.state = JointJobState.COMBINED
     joint.finished_at = ctx.now()
     joint.ledger_index = ctx.record("joint.combined", "system", {
         "joint_id": joint.id, "kind": "psi", "release_sha256": joint.aggregate_sha256})
+
+
+def drop_messages(ctx: Ctx, joint: JointJob) -> None:
+    """The job ended: its blinded sets (authz/psi_relay.py) are of no further use, and
+    nothing keeps them."""
+    ctx.session.execute(delete(PsiChunk).where(PsiChunk.joint_id == joint.id))

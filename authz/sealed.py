@@ -193,8 +193,13 @@ def _tag_for_flush(mapper: Mapper[Any], target: Any, only_changed: bool) -> None
 
 
 def _check_loaded(target: Any, attrs: Any = None) -> None:
-    mapper = inspect(target).mapper
-    for attr, column in _targets(mapper):
+    # Every row of every model loaded passes here: the class's mapper, not inspect() of
+    # the instance, and nothing more for a model without sealed columns.
+    mapper = type(target).__mapper__
+    targets = _targets(mapper)
+    if not targets:
+        return
+    for attr, column in targets:
         if attrs is not None and attr not in attrs:
             continue
         value = target.__dict__.get(attr)

@@ -13,6 +13,7 @@ from typing import Any
 
 from authz import validate as v
 from authz.states import ReviewDecision, ScriptRelease
+from authz.wire import PSI_CHUNK_BYTES, PSI_MAX_CHUNKS
 from compute.statspec import statistics_shape
 
 # -- parties and people ---------------------------------------------------------------------
@@ -199,3 +200,10 @@ DECIDE_SPEC = [
     v.Field("comment", v.text(4000, min_len=3)),
 ]
 JUSTIFY_SPEC = [v.Field("justification", v.text(4000, min_len=10))]
+
+# One chunk of a PSI part's blinded message (authz/psi_relay.py).
+PSI_CHUNK_SPEC = [
+    v.Field("data_b64", v.text(max_len=PSI_CHUNK_BYTES * 4 // 3 + 4)),
+    v.Field("chunk", v.integer(0, PSI_MAX_CHUNKS - 1), required=False, default=0),
+    v.Field("chunks", v.integer(1, PSI_MAX_CHUNKS), required=False, default=1),
+]

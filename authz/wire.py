@@ -54,6 +54,11 @@ __all__ = [
 ]
 
 WIRE_VERSION = 1
+# A PSI part's blinded message travels to the controller and back in chunks of at most this
+# many bytes, one request each: well under the controller's default body limit once in
+# base64 (authz/psi_relay.py).
+PSI_CHUNK_BYTES = 4 * 1024 * 1024
+PSI_MAX_CHUNKS = 64  # a message holds at most compute.psi_ring.MAX_MESSAGE_BYTES
 
 # Strict where a JSON type mix-up would be a bug on the other side (no "5" for 5).
 HEX64 = Annotated[str, StringConstraints(strict=True, pattern=rf"^{HEX64_RX}$")]

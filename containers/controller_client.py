@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 import requests
 
+from authz.wire import PSI_CHUNK_BYTES as CHUNK_BYTES
 from authz.wire import (
     AgentIdentity,
     AgentStatus,
@@ -141,13 +142,26 @@ class ControllerClient:
                           params={"wait": wait_s}, timeout=wait_s + self.timeout_s)
 
     def psi_post(self, job_id: str, name: str, data: bytes) -> None:
-        self._call("POST", f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}",
-                   json={"data_b64": base64.b64encode(data).decode()})
+        """Send message ``name`` in chunks of at most CHUNK_BYTES, one request each; a
+        retried chunk is answered as sent (the controller keeps each chunk once)."""
+        path = f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}"
+        chunks = max(1, -(-len(data) // CHUNK_BYTES))
+        for seq in range(chunks):
+            part = data[seq * CHUNK_BYTES:(seq + 1) * CHUNK_BYTES]
+            self._call("POST", path, json={"data_b64": base64.b64encode(part).decode(),
+                                           "chunk": seq, "chunks": chunks})
 
     def psi_get(self, job_id: str, name: str) -> bytes | None:
-        got = self._call("GET", f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}")
-        data = got.get("data_b64")
-        return base64.b64decode(data) if got.get("ready") and isinstance(data, str) else None
+        """Message ``name`` whole once the other part sent all of it, else None."""
+        path = f"/jobs/{quote(job_id, safe='')}/psi/{quote(name, safe='')}"
+        got = self._call("GET", path)
+        if not got.get("ready") or not isinstance(got.get("data_b64"), str):
+            return None
+        parts, chunks = [base64.b64decode(got["data_b64"])], int(got.get("chunks") or 1)
+        for seq in range(1, chunks):
+            more = self._call("GET", path, params={"chunk": seq})
+            parts.append(base64.b64decode(more["data_b64"]))
+        return b"".join(parts)
 
     def result(self, job_id: str, report: RunReport) -> dict[str, Any]:
         return self._call("POST", f"/jobs/{quote(job_id, safe='')}/result", json=dump(report))

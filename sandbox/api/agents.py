@@ -13,6 +13,7 @@ from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
 from sandbox import auth, db
+from sandbox.api.args import int_arg
 from sandbox.waiting import wait_seconds
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
@@ -150,7 +151,7 @@ def mask_keys(job_id: str) -> dict[str, Any]:
 @bp.post("/jobs/<job_id>/psi/<name>")
 @auth.agent_only
 def psi_message(job_id: str, name: str) -> dict[str, Any]:
-    """A PSI part's blinded message for the other part (authz/psi_relay.py)."""
+    """A chunk of a PSI part's blinded message for another part (authz/psi_relay.py)."""
     psi_relay.post_message(db.ctx(), auth.agent(), job_id, name, auth.body())
     db.commit()
     return {"sent": name}
@@ -159,4 +160,5 @@ def psi_message(job_id: str, name: str) -> dict[str, Any]:
 @bp.get("/jobs/<job_id>/psi/<name>")
 @auth.agent_only
 def psi_peer_message(job_id: str, name: str) -> dict[str, Any]:
-    return psi_relay.get_message(db.ctx(), auth.agent(), job_id, name)
+    return psi_relay.get_message(db.ctx(), auth.agent(), job_id, name,
+                                 int_arg("chunk", 0, 0, wire.PSI_MAX_CHUNKS - 1))

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from authz import catalog, incidents
 from authz.models import Dataset
 from authz.people import PersonRole
 from authz.states import DatasetStatus
 from compute import mockdata
-from compute.errors import InvalidInput
 from sandbox import auth, db
+from sandbox.api.args import int_arg
 from sandbox.waiting import wait_until
 
 bp = Blueprint("catalog", __name__, url_prefix="/api/v1/datasets")
@@ -60,26 +60,13 @@ def mock_data(dataset_id: str) -> Response:
     """Mock data made from the dataset's declared fields only (never from its file), for
     developing a script: CSV, deterministic by ``seed``; ``rows`` rows (default 200)."""
     ds = catalog.get_visible(db.ctx(), auth.party(), dataset_id)
-    rows = _int_arg("rows", mockdata.DEFAULT_ROWS, 1, mockdata.MAX_ROWS)
-    seed = _int_arg("seed", 0, 0, 2**32 - 1)
+    rows = int_arg("rows", mockdata.DEFAULT_ROWS, 1, mockdata.MAX_ROWS)
+    seed = int_arg("seed", 0, 0, 2**32 - 1)
     body = mockdata.to_csv(mockdata.generate(ds.fields, rows, seed))
     name = f"{ds.code}-v{ds.version}-mock-seed{seed}.csv"
     return Response(body, mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"',
                              "X-Content-Type-Options": "nosniff"})
-
-
-def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidInput(name, f"must be an integer between {lo} and {hi}") from None
-    if not lo <= value <= hi:
-        raise InvalidInput(name, f"must be an integer between {lo} and {hi}")
-    return value
 
 
 @bp.post("/<dataset_id>/suspend")

@@ -254,11 +254,12 @@ OPERATIONS: dict[str, Operation] = {
     "agents.mask_keys": Operation("Every provider's mask key of the joint job, once all are "
                                   "announced (long poll)", "agent", None, ANY, 200, CHANGE,
                                   query=("wait",)),
-    "agents.psi_message": Operation("Relay one blinded PSI message", "agent",
-                                    obj({"data_b64": STR}), obj({"sent": STR}), 200,
+    "agents.psi_message": Operation("Relay one chunk of a blinded PSI message", "agent",
+                                    specs.PSI_CHUNK_SPEC, obj({"sent": STR}), 200,
                                     CHANGE),
-    "agents.psi_peer_message": Operation("Another part's blinded PSI message", "agent",
-                                         None, ANY, 200, CHANGE),
+    "agents.psi_peer_message": Operation("A chunk of another part's blinded PSI message",
+                                         "agent", None, ANY, 200, CHANGE,
+                                         query=("chunk",)),
     # -- ledger -----------------------------------------------------------------------------
     "ledger.public_key": Operation("The log's verifier key (note format)", "anyone", None,
                                    {}, 200, (), TEXT),

@@ -29,22 +29,36 @@ SPEC = {"id": "credit_code", "categories": {"column": "district", "values": DIST
 
 
 class Relay:
-    """The agent's two PSI calls over the test client (the real controller app)."""
+    """The agent's two PSI calls over the test client (the real controller app), chunked
+    as the agent's client chunks (containers/controller_client.py), in small chunks so that
+    every message of these tests travels in several."""
+
+    CHUNK = 16 * 1024
 
     def __init__(self, agent: Actor) -> None:
         self.agent = agent
 
     def psi_post(self, job_id: str, name: str, data: bytes) -> None:
-        r = self.agent.post(f"/agent/jobs/{job_id}/psi/{name}",
-                            {"data_b64": base64.b64encode(data).decode()})
-        if r.status_code >= 400:
-            raise RuntimeError(r.json["message"])
+        chunks = max(1, -(-len(data) // self.CHUNK))
+        for seq in range(chunks):
+            part = data[seq * self.CHUNK:(seq + 1) * self.CHUNK]
+            r = self.agent.post(f"/agent/jobs/{job_id}/psi/{name}", {
+                "data_b64": base64.b64encode(part).decode(), "chunk": seq,
+                "chunks": chunks})
+            if r.status_code >= 400:
+                raise RuntimeError(r.json["message"])
 
     def psi_get(self, job_id: str, name: str) -> bytes | None:
-        r = self.agent.get(f"/agent/jobs/{job_id}/psi/{name}")
-        if r.status_code >= 400:
-            raise RuntimeError(r.json["message"])
-        return base64.b64decode(r.json["data_b64"]) if r.json["ready"] else None
+        parts: list[bytes] = []
+        while True:
+            r = self.agent.get(f"/agent/jobs/{job_id}/psi/{name}?chunk={len(parts)}")
+            if r.status_code >= 400:
+                raise RuntimeError(r.json["message"])
+            if not r.json["ready"]:
+                return None
+            parts.append(base64.b64decode(r.json["data_b64"]))
+            if len(parts) == r.json["chunks"]:
+                return b"".join(parts)
 
 
 def registers() -> tuple[pd.DataFrame, pd.DataFrame]:

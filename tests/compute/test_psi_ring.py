@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 from private_set_intersection.python import client, server
 
+from authz.wire import PSI_CHUNK_BYTES, PSI_MAX_CHUNKS
+from compute import psi_ring
 from compute.errors import InvalidInput, PolicyViolation
 from compute.psi import PSISpec, identifiers
 from compute.psi_ring import (
@@ -19,6 +21,7 @@ from compute.psi_ring import (
     blind_own,
     cardinalities,
     holder_keys,
+    layout_sizes,
     message,
     new_key,
     own_sets,
@@ -168,9 +171,24 @@ def test_malformed_messages_are_refused() -> None:
             unpack(bad)
 
 
-def test_a_message_over_the_relay_limit_is_refused_with_its_reason() -> None:
+def test_a_message_over_the_relay_limit_is_refused_with_its_reason(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     point = b"\x02" + bytes(32)
     assert len(message({"ids": [point] * 1000})) == len(pack({"ids": [point] * 1000}))
-    with pytest.raises(InvalidInput, match="exceed the 12 MiB") as e:
-        message({"all": [point] * (MAX_MESSAGE_BYTES // 33)})
+    assert MAX_MESSAGE_BYTES == PSI_CHUNK_BYTES * PSI_MAX_CHUNKS  # the relay's limit
+    # The limit as the relay's, scaled down: 256 MiB of points would take seconds to build.
+    monkeypatch.setattr(psi_ring, "MAX_MESSAGE_BYTES", 33 * 1000)
+    assert message({"ids": [point] * 990})
+    with pytest.raises(InvalidInput, match="exceed the 256 MiB") as e:
+        message({"all": [point] * 1000})
     assert e.value.rule == "message_size"
+
+
+def test_the_layout_reads_a_message_of_millions_of_points_without_copying_them() -> None:
+    point = b"\x03" + bytes(32)
+    data = pack({"all": [point] * 2_000_000, "cat.0": [point] * 3})
+    assert layout_sizes(data) == {"all": 2_000_000, "cat.0": 3}
+    bad = bytearray(data)
+    bad[6 + 1 + 3 + 4 + 33 * 1_999_999] = 4  # the last point of "all" is not compressed
+    with pytest.raises(InvalidInput, match="not compressed"):
+        layout_sizes(bytes(bad))
