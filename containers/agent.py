@@ -38,10 +38,10 @@ from authz.wire import (
 from compute.errors import InvalidInput, SandboxError
 from containers import (
     datasets,
+    jobdir,
     joint_masks,
     mockrun,
     review_audit,
-    runjob,
 )
 from containers.agent_config import AgentConfig, banner
 from containers.agent_metrics import AgentMetrics
@@ -220,7 +220,7 @@ class Agent(AgentRecovery):
         projected permitted columns) needs no container: the agent computes it itself."""
         job_id = task.job_id
         try:
-            job_dir = runjob.check_task(task, self.config.work_root)
+            job_dir = jobdir.check_task(task, self.config.work_root)
         except InvalidInput as e:
             # Nothing was written; report without touching the disk under this job id.
             log.error("refusing task %r: %s", job_id, e)
@@ -231,7 +231,7 @@ class Agent(AgentRecovery):
             return
         notices = Notices(job_id)
         acked: Future[datetime] | None = None
-        prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
+        prepare = functools.partial(jobdir.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits,
                                     self.audit)
         try:

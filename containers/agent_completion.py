@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 from authz.wire import JobState, RunReport, RunTask
 from compute.errors import SandboxError
-from containers import joint_masks, joint_part, psi_part, runjob
+from containers import joint_masks, joint_part, psi_part, runjob, statistics_job
 from containers.agent_delivery import AgentDelivery
 from containers.audit_store import AuditStore
 from containers.jobwatch import LeaseWatch, Notices
@@ -39,7 +39,7 @@ class AgentCompletion(AgentDelivery):
             self.controller.stop.wait(seconds)
 
     def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
-        self._complete_in_agent(task, notices, lambda: runjob.statistics_report(
+        self._complete_in_agent(task, notices, lambda: statistics_job.statistics_report(
             task, self._job_dir(task.job_id), self.config.image, self.audit))
 
     def _complete_joint(self, task: RunTask, notices: Notices | None = None) -> None:

@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 from authz.wire import RunReport
-from containers import runjob
+from containers import jobdir
 from containers.agent_config import AgentConfig
 from containers.agent_metrics import AgentMetrics
 from containers.controller_client import ControllerClient, ControllerRefused
@@ -50,7 +50,7 @@ class AgentDelivery:
         try:
             # In the outbox before anything else can fail: the run finished, and from now on
             # it is only ever reported, never run again (a restart or the flusher sends it).
-            runjob.save_report(job_dir, report)
+            jobdir.save_report(job_dir, report)
             self.metrics.observe_run(report)
             try:
                 notices.flush()  # running and checking are on the ledger before the result
@@ -113,7 +113,7 @@ class AgentDelivery:
             with self._outbox_lock:
                 if job_dir.name in self._delivering:
                     continue
-                report = runjob.load_report(job_dir)
+                report = jobdir.load_report(job_dir)
                 if report is None:
                     continue
                 self._delivering.add(job_dir.name)

@@ -14,7 +14,7 @@ import threading
 
 from authz.wire import RunReport
 from compute.errors import SandboxError
-from containers import runjob
+from containers import jobdir
 from containers.agent_completion import AgentCompletion
 from containers.executor import RunState
 
@@ -47,7 +47,7 @@ class AgentRecovery(AgentCompletion):
         return resumed
 
     def _reconcile_one(self, job_id: str, state: RunState) -> bool:
-        pending = runjob.load_report(self._job_dir(job_id))
+        pending = jobdir.load_report(self._job_dir(job_id))
         if pending is not None:
             # The run finished before the restart: report it, never run it again.
             self._deliver(job_id, pending)
@@ -63,7 +63,7 @@ class AgentRecovery(AgentCompletion):
             self._deliver(job_id, RunReport.failed("agent restarted before the run was "
                                                    "prepared"))
             return False
-        task = runjob.load_task(self._job_dir(job_id))
+        task = jobdir.load_task(self._job_dir(job_id))
         if task.psi is not None:  # run here, never in a container
             threading.Thread(target=self._complete_psi, args=(task,), daemon=True,
                              name=f"resume-{job_id}").start()
@@ -81,7 +81,7 @@ class AgentRecovery(AgentCompletion):
         if state == RunState.ABSENT:
             # Prepared but never started (or started and already collected): start is
             # idempotent, and the deadline is set afresh only for a new container.
-            self.executor.start(runjob.run_spec(task, self._job_dir(job_id),
+            self.executor.start(jobdir.run_spec(task, self._job_dir(job_id),
                                                 self.config.image, self.config.limits))
             self.controller.started(job_id)
         threading.Thread(target=self._complete, args=(task,), daemon=True,
