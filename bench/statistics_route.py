@@ -16,16 +16,16 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.fixtures import statistics_permit
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
-from sandbox.demo_data import FIELDS, write_hospital
+from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
 
@@ -53,21 +53,11 @@ def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
     provider = Client(stack.url, p["token"])
     r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
     requester = Client(stack.url, r["token"])
-    ds = provider.post("/datasets", {
-        "code": "H-STATS-IPE", "name": "Episodes", "category": "health", "summary": "bench",
-        "format": "csv", "openness": "conditional", "update_cycle": "monthly",
-        "publish_date": "2026-10-01", "fields": FIELDS,
-        "location": "inpatient_episodes.csv"})
-    assert ds["status"] == "active", ds
-    req = requester.post("/requests", {
-        "purpose": "Benchmark of the statistics route.", "use_kind": "statistics",
-        "business_system": "bench", "items": [
-            {"dataset_id": ds["id"], "columns": ["age", "sex", "diagnosis", "cost"]}]})
-    approved = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
-        "expires_at": (datetime.now().astimezone() + timedelta(days=1)).isoformat(),
-        "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench",
-            "script_release": "automatic"})
-    return requester, approved["permit_id"], ds["id"]
+    permit_id, dataset_id = statistics_permit(
+        provider, requester, code="H-STATS-IPE", location="inpatient_episodes.csv",
+        purpose="Benchmark of the statistics route.",
+        columns=["age", "sex", "diagnosis", "cost"])
+    return requester, permit_id, dataset_id
 
 
 def one(requester: Client, permit_id: str, dataset_id: str, body: dict[str, Any]) -> float:
