@@ -1,5 +1,6 @@
-"""What several benchmarks set up the same way: the first admin of a database another
-process serves, and a hospital's episodes table with a statistics permit on it.
+"""What several benchmarks set up the same way: a controller in the benchmark's own
+process, the first admin of a database another process serves, and a hospital's
+episodes table with a statistics permit on it.
 
 Kept in one place so the benchmarks measure the same setup; each benchmark keeps what
 it varies (rows, slots, runtimes) in its own module.
@@ -10,11 +11,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sandbox import create_app, db
 from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.demo_data import FIELDS
+from sandbox.embedded import EmbeddedStack
+from sandbox.migrate import upgrade
+
+
+def embedded_controller(work: Path, **config: Any) -> tuple[EmbeddedStack, str]:
+    """A controller on a new SQLite database in ``work``, serving from this process:
+    (the started stack, the first admin's token). ``config``: settings beyond the
+    database and the log key (e.g. ``AGENT_POLL_WAIT_S``)."""
+    url = f"sqlite:///{work / 'sandbox.db'}"
+    upgrade(url)
+    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"), **config})
+    token = create_first_admin(app, "operator").token
+    return EmbeddedStack(app).start(), token
 
 
 def admin_token_for_server(url: str, work: Path) -> str:

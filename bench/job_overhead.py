@@ -33,15 +33,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.fixtures import statistics_permit
+from bench.fixtures import embedded_controller, statistics_permit
 from containers.engine import choose_runtime, docker_client, engine_facts
 from containers.image import ensure_runner_image
-from sandbox import create_app
-from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
-from sandbox.migrate import upgrade
 
 # The trivial job: count the rows, write a one-row aggregate.
 SCRIPT = ("n = sum(1 for _ in open('/in/data.csv')) - 1\n"
@@ -206,11 +203,7 @@ def measure(n: int, m: int, runtime: str) -> float:
     """One runtime's figures, printed; returns its trivial-script ratio."""
     TIMINGS.clear()
     work = Path(tempfile.mkdtemp(prefix=f"bench-overhead-{runtime}-"))
-    url = f"sqlite:///{work / 'sandbox.db'}"
-    upgrade(url)
-    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key")})
-    token = create_first_admin(app, "operator").token
-    stack = EmbeddedStack(app).start()
+    stack, token = embedded_controller(work)
     admin = Client(stack.url, token)
     docker = docker_client()
     image = ensure_runner_image(docker).tag

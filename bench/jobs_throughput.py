@@ -25,16 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from authz.wire import TERMINAL
-from bench.fixtures import statistics_permit
+from bench.fixtures import embedded_controller, statistics_permit
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits
 from containers.image import ensure_runner_image
-from sandbox import create_app
-from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
-from sandbox.migrate import upgrade
 
 SCRIPT = ("n = sum(1 for _ in open('/in/data.csv')) - 1\n"
           "open('/out/total.csv', 'w').write(f'n\\n{n}\\n')\n")
@@ -114,12 +111,7 @@ class Config:
 def main(batch: int = 16, slot_counts: tuple[int, ...] = (1, 2, 4)) -> int:
     remove_ours()
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    url = f"sqlite:///{work / 'sandbox.db'}"
-    upgrade(url)
-    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                      "AGENT_POLL_WAIT_S": 1.0})
-    token = create_first_admin(app, "operator").token
-    stack = EmbeddedStack(app).start()
+    stack, token = embedded_controller(work, AGENT_POLL_WAIT_S=1.0)
     admin = Client(stack.url, token)
     results: list[tuple[int, float, tuple[float, float, float], tuple[float, float, float]]]
     results = []

@@ -19,15 +19,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.fixtures import statistics_permit
+from bench.fixtures import embedded_controller, statistics_permit
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
-from sandbox import create_app
-from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
 from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
-from sandbox.migrate import upgrade
 
 ROWS = 10_000
 POLL_S = 0.02
@@ -74,13 +71,8 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        url = f"sqlite:///{work / 'sandbox.db'}"
-        upgrade(url)
-        app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                          "AGENT_POLL_WAIT_S": 0.5})
-        admin_token = create_first_admin(app, "operator").token
         image = ensure_runner_image(docker_client()).tag
-        stack = EmbeddedStack(app).start()
+        stack, admin_token = embedded_controller(work, AGENT_POLL_WAIT_S=0.5)
         try:
             requester, permit_id, ds_id = setup(stack, Client(stack.url, admin_token),
                                                 image, work)
