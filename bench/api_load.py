@@ -61,8 +61,7 @@ from typing import Any
 
 from authz.wire import TERMINAL
 from bench.api_load_world import SPEC, Processes, World, make_world
-from sandbox import create_app, db
-from sandbox.bootstrap import create_first_admin
+from bench.fixtures import admin_token_for_server
 from sandbox.client import Client
 from sandbox.migrate import upgrade
 from tests import pgcluster
@@ -316,12 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     with pgcluster.cluster("sandbox") as url, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         upgrade(url)
-        app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                          "START_CHECKPOINTER": False})
-        try:
-            admin_token = create_first_admin(app, "operator").token
-        finally:
-            db.dispose(app)
+        admin_token = admin_token_for_server(url, work)
         serve_args = [*(["--workers", str(args.workers)] if args.workers else []),
                       *(["--threads", str(args.threads)] if args.threads else [])]
         procs = Processes(work, url, serve_args)

@@ -29,18 +29,16 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.fixtures import embedded_controller, statistics_permit
 from containers.engine import choose_runtime, docker_client, engine_facts
 from containers.image import ensure_runner_image
-from sandbox import create_app
-from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
-from sandbox.demo_data import FIELDS, write_hospital
+from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
-from sandbox.migrate import upgrade
 
 # The trivial job: count the rows, write a one-row aggregate.
 SCRIPT = ("n = sum(1 for _ in open('/in/data.csv')) - 1\n"
@@ -145,21 +143,11 @@ def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path, runtime: 
     out = []
     for code, location in (("H-BENCH-IPE", "inpatient_episodes.csv"),
                            ("H-BENCH-BIG", "big/inpatient_episodes.csv")):
-        ds = provider.post("/datasets", {
-            "code": code, "name": "Episodes", "category": "health",
-            "summary": "bench", "format": "csv", "openness": "conditional",
-            "update_cycle": "monthly", "publish_date": "2026-10-01", "fields": FIELDS,
-            "location": location})
-        assert ds["status"] == "active", ds
-        req = requester.post("/requests", {
-            "purpose": "Benchmark of the job overhead.", "use_kind": "statistics",
-            "business_system": "bench", "items": [
-                {"dataset_id": ds["id"], "columns": ["age", "sex", "diagnosis", "cost"]}]})
-        approved = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
-            "expires_at": (datetime.now().astimezone() + timedelta(days=1)).isoformat(),
-            "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench",
-            "script_release": "automatic"})
-        out.append((approved["permit_id"], ds["id"],
+        permit_id, dataset_id = statistics_permit(
+            provider, requester, code=code, location=location,
+            purpose="Benchmark of the job overhead.",
+            columns=["age", "sex", "diagnosis", "cost"])
+        out.append((permit_id, dataset_id,
                     bare_input(root / location, work / f"bare-in-{code}")))
     return requester, out
 
@@ -215,11 +203,7 @@ def measure(n: int, m: int, runtime: str) -> float:
     """One runtime's figures, printed; returns its trivial-script ratio."""
     TIMINGS.clear()
     work = Path(tempfile.mkdtemp(prefix=f"bench-overhead-{runtime}-"))
-    url = f"sqlite:///{work / 'sandbox.db'}"
-    upgrade(url)
-    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key")})
-    token = create_first_admin(app, "operator").token
-    stack = EmbeddedStack(app).start()
+    stack, token = embedded_controller(work)
     admin = Client(stack.url, token)
     docker = docker_client()
     image = ensure_runner_image(docker).tag

@@ -21,20 +21,17 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from authz.wire import TERMINAL
+from bench.fixtures import embedded_controller, statistics_permit
 from containers.engine import docker_client
 from containers.executor import DockerExecutor, Limits
 from containers.image import ensure_runner_image
-from sandbox import create_app
-from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
-from sandbox.demo_data import FIELDS, write_hospital
+from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
-from sandbox.migrate import upgrade
 
 SCRIPT = ("n = sum(1 for _ in open('/in/data.csv')) - 1\n"
           "open('/out/total.csv', 'w').write(f'n\\n{n}\\n')\n")
@@ -74,22 +71,10 @@ class Config:
                           Limits(timeout_s=120), poll_wait_s=1.0, labels=LABELS, slots=slots,
                           timing_grain_s=0.0)  # a privacy delay, not throughput
         self.provider = Client(stack.url, p["token"])
-        ds = self.provider.post("/datasets", {
-            "code": f"{code}-IPE", "name": "Episodes", "category": "health",
-            "summary": "bench", "format": "csv", "openness": "conditional",
-            "update_cycle": "monthly", "publish_date": "2026-10-01", "fields": FIELDS,
-            "location": "inpatient_episodes.csv"})
-        assert ds["status"] == "active", ds
-        self.dataset_id: str = ds["id"]
-        req = requester.post("/requests", {
-            "purpose": "Benchmark of job throughput.", "use_kind": "statistics",
-            "business_system": "bench", "items": [{"dataset_id": ds["id"],
-                                                  "columns": ["age", "diagnosis"]}]})
-        approved = self.provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
-            "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-            "max_runs": 10_000, "min_cell_count": 10, "risk_assessment": "bench",
-            "script_release": "automatic"})
-        self.permit_id: str = approved["permit_id"]
+        self.permit_id, self.dataset_id = statistics_permit(
+            self.provider, requester, code=f"{code}-IPE", location="inpatient_episodes.csv",
+            purpose="Benchmark of job throughput.", columns=["age", "diagnosis"],
+            max_runs=10_000)
         self.requester = requester
 
     def submit(self) -> str:
@@ -126,12 +111,7 @@ class Config:
 def main(batch: int = 16, slot_counts: tuple[int, ...] = (1, 2, 4)) -> int:
     remove_ours()
     work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
-    url = f"sqlite:///{work / 'sandbox.db'}"
-    upgrade(url)
-    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                      "AGENT_POLL_WAIT_S": 1.0})
-    token = create_first_admin(app, "operator").token
-    stack = EmbeddedStack(app).start()
+    stack, token = embedded_controller(work, AGENT_POLL_WAIT_S=1.0)
     admin = Client(stack.url, token)
     results: list[tuple[int, float, tuple[float, float, float], tuple[float, float, float]]]
     results = []

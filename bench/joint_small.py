@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine, event
 
 from bench.api_load_world import Processes
+from bench.fixtures import admin_token_for_server
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app, db
@@ -186,12 +187,7 @@ def process_stack(work: Path, serve_args: list[str]) -> Iterator[Stack]:
     (``sandbox agent``) in its own process; the requester in this one."""
     url = f"sqlite:///{work / 'sandbox.db'}"
     upgrade(url)
-    app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                      "START_CHECKPOINTER": False})
-    try:
-        admin_token = create_first_admin(app, "operator").token
-    finally:
-        db.dispose(app)
+    admin_token = admin_token_for_server(url, work)
     procs = Processes(work, url, serve_args)
 
     def start_agent(code: str, token: str, root: Path, key: Ed25519PrivateKey) -> None:

@@ -16,18 +16,15 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.fixtures import embedded_controller, statistics_permit
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
-from sandbox import create_app
-from sandbox.bootstrap import create_first_admin
 from sandbox.client import Client
-from sandbox.demo_data import FIELDS, write_hospital
+from sandbox.demo_data import write_hospital
 from sandbox.embedded import EmbeddedStack
-from sandbox.migrate import upgrade
 
 ROWS = 10_000
 POLL_S = 0.02
@@ -53,21 +50,11 @@ def setup(stack: EmbeddedStack, admin: Client, image: str, work: Path
     provider = Client(stack.url, p["token"])
     r = admin.post("/parties", {"name": "Bench Requester", "role": "requester"})
     requester = Client(stack.url, r["token"])
-    ds = provider.post("/datasets", {
-        "code": "H-STATS-IPE", "name": "Episodes", "category": "health", "summary": "bench",
-        "format": "csv", "openness": "conditional", "update_cycle": "monthly",
-        "publish_date": "2026-10-01", "fields": FIELDS,
-        "location": "inpatient_episodes.csv"})
-    assert ds["status"] == "active", ds
-    req = requester.post("/requests", {
-        "purpose": "Benchmark of the statistics route.", "use_kind": "statistics",
-        "business_system": "bench", "items": [
-            {"dataset_id": ds["id"], "columns": ["age", "sex", "diagnosis", "cost"]}]})
-    approved = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve", {
-        "expires_at": (datetime.now().astimezone() + timedelta(days=1)).isoformat(),
-        "max_runs": 1000, "min_cell_count": 10, "risk_assessment": "bench",
-            "script_release": "automatic"})
-    return requester, approved["permit_id"], ds["id"]
+    permit_id, dataset_id = statistics_permit(
+        provider, requester, code="H-STATS-IPE", location="inpatient_episodes.csv",
+        purpose="Benchmark of the statistics route.",
+        columns=["age", "sex", "diagnosis", "cost"])
+    return requester, permit_id, dataset_id
 
 
 def one(requester: Client, permit_id: str, dataset_id: str, body: dict[str, Any]) -> float:
@@ -84,13 +71,8 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
-        url = f"sqlite:///{work / 'sandbox.db'}"
-        upgrade(url)
-        app = create_app({"DATABASE_URL": url, "LOG_KEY_FILE": str(work / "log.key"),
-                          "AGENT_POLL_WAIT_S": 0.5})
-        admin_token = create_first_admin(app, "operator").token
         image = ensure_runner_image(docker_client()).tag
-        stack = EmbeddedStack(app).start()
+        stack, admin_token = embedded_controller(work, AGENT_POLL_WAIT_S=0.5)
         try:
             requester, permit_id, ds_id = setup(stack, Client(stack.url, admin_token),
                                                 image, work)

@@ -6,22 +6,19 @@ sends back only what passed (blocked outputs leave as a hash and a reason, never
 content). Several slots run jobs side by side; the controller decides which job goes
 next (fair across requesters).
 
-Crash safety: a job's directory holds everything needed to finish it, the container's
-deadline is a label, and the job directory and container are removed only after the
-controller acknowledged the result. On start, :meth:`Agent.reconcile` finishes the runs
-whose job directories it finds in its own work root (each agent needs its own), and
-removes what the controller no longer leases to it.
+This module holds the loop (start-up checks, the slots, taking a task and starting its
+run). How a started run is completed, how its report is delivered, and how a restarted
+agent finishes what it finds in its work root live in :mod:`containers.agent_completion`,
+:mod:`containers.agent_delivery` and :mod:`containers.agent_recovery`, which
+:class:`Agent` inherits from.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import shutil
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +29,6 @@ from authz.wire import (
     AgentIdentity,
     AgentStatus,
     DatasetTask,
-    JobState,
     RunReport,
     RunTask,
     SchemaCheckTask,
@@ -42,28 +38,26 @@ from authz.wire import (
 from compute.errors import InvalidInput, SandboxError
 from containers import (
     datasets,
+    jobdir,
     joint_masks,
-    joint_part,
     mockrun,
-    psi_part,
     review_audit,
-    runjob,
 )
 from containers.agent_config import AgentConfig, banner
 from containers.agent_metrics import AgentMetrics
-from containers.audit_store import AuditStore
+from containers.agent_recovery import AgentRecovery
 from containers.claims import ClaimBook
 from containers.controller_client import (
     ControllerClient,
     ControllerRefused,
 )
-from containers.executor import DockerExecutor, RunState, WarmSlot
-from containers.jobwatch import LeaseWatch, Notices
+from containers.executor import DockerExecutor, WarmSlot
+from containers.jobwatch import Notices
 
 log = logging.getLogger("data-sandbox.agent")
 
 
-class Agent:
+class Agent(AgentRecovery):
     def __init__(self, config: AgentConfig, executor: DockerExecutor,
                  metrics: AgentMetrics | None = None) -> None:
         self.config = config
@@ -73,19 +67,13 @@ class Agent:
         self.controller = ControllerClient(config.controller_url, config.token,
                                            config.http_timeout_s,
                                            retry_for_s=config.controller_retry_s)
-        # Finished runs whose reports are being sent; guarded by the lock (the flusher and
-        # the slots must not send the same report side by side).
+        # The outbox's (containers.agent_delivery).
         self._delivering: set[str] = set()
         self._outbox_lock = threading.Lock()
         self._next_flush = 0.0
         self.mock_passes = mockrun.MockPasses(config.work_root)
         self.claims = ClaimBook(config.work_root)
         self._announced = False
-
-    @functools.cached_property
-    def audit(self) -> AuditStore:
-        """The provider's release audit store, opened on the first job."""
-        return AuditStore(self.config.audit_file)
 
     def check_config(self, me: AgentIdentity | None = None) -> None:
         """Fail closed on roots that would let one provider reach another's files."""
@@ -157,10 +145,6 @@ class Agent:
                 stop.wait(1.0)
         self.executor.warm.empty(slot)
 
-    def _stop_wait(self, seconds: float) -> None:
-        if seconds > 0:
-            self.controller.stop.wait(seconds)
-
     def _flush_outbox_now_and_then(self) -> None:
         with self._outbox_lock:
             if time.monotonic() < self._next_flush:
@@ -222,9 +206,6 @@ class Agent:
         self.metrics.observe_schema_check(verdict.ok)
         self.controller.schema_verdict(ds.id, verdict)
 
-    def _job_dir(self, job_id: str) -> Path:
-        return self.config.work_root / job_id
-
     def roots(self, provider_id: str) -> list[Path]:
         if self.config.provider_roots:
             if provider_id not in self.config.provider_roots:
@@ -239,7 +220,7 @@ class Agent:
         projected permitted columns) needs no container: the agent computes it itself."""
         job_id = task.job_id
         try:
-            job_dir = runjob.check_task(task, self.config.work_root)
+            job_dir = jobdir.check_task(task, self.config.work_root)
         except InvalidInput as e:
             # Nothing was written; report without touching the disk under this job id.
             log.error("refusing task %r: %s", job_id, e)
@@ -250,7 +231,7 @@ class Agent:
             return
         notices = Notices(job_id)
         acked: Future[datetime] | None = None
-        prepare = functools.partial(runjob.prepare, task, job_dir, self.roots,
+        prepare = functools.partial(jobdir.prepare, task, job_dir, self.roots,
                                     self.config.image, self.config.limits,
                                     self.audit)
         try:
@@ -304,250 +285,6 @@ class Agent:
             return False
         return True
 
-    def _complete_statistics(self, task: RunTask, notices: Notices | None = None) -> None:
-        self._complete_in_agent(task, notices, lambda: runjob.statistics_report(
-            task, self._job_dir(task.job_id), self.config.image, self.audit))
-
-    def _complete_joint(self, task: RunTask, notices: Notices | None = None) -> None:
-        job_dir = self._job_dir(task.job_id)
-        masking = functools.partial(
-            joint_masks.wait_for_session, self.controller, task, job_dir,
-            self.config.signing_key, task.timeout_s, self.controller.stop)
-        self._complete_in_agent(task, notices, lambda: joint_part.run_part(
-            task, job_dir, self.config.signing_key, masking))
-
-    def _complete_in_agent(self, task: RunTask, notices: Notices | None,
-                           compute: Callable[[], RunReport]) -> None:
-        """Run work the agent computes itself (no container) and report its outcome."""
-        notices = notices or Notices(task.job_id)
-        try:
-            report = compute()
-            if report.state != JobState.FAILED:
-                # Checked just now, in this call: the controller records the checking step
-                # with the result (one transaction) rather than on a notice of its own.
-                report = report.model_copy(update={"checked": True})
-        except SandboxError as e:
-            report = RunReport.failed(f"{type(e).__name__}: {e}")
-        except BaseException:
-            notices.close()
-            raise
-        self._report_run(task.job_id, report, notices)
-
-    def _complete_psi(self, task: RunTask, notices: Notices | None = None) -> None:
-        notices = notices or Notices(task.job_id)
-        try:
-            report = psi_part.run_part(self.controller, task, self._job_dir(task.job_id),
-                                       task.timeout_s, self.controller.stop)
-            notices.send(self.controller.checking, task.job_id)
-        except BaseException:
-            notices.close()
-            raise
-        self._report_run(task.job_id, report, notices)
-
-    def _started(self, job_id: str) -> datetime:
-        """Tell the controller the run started; when it acknowledged (after its clock
-        stamped the start)."""
-        self.controller.started(job_id)
-        return datetime.now(UTC)
-
-    def _complete(self, task: RunTask, notices: Notices | None = None,
-                  started: datetime | None = None,
-                  acked: Future[datetime] | None = None) -> None:
-        """Wait for the container, check, report; clean up once the controller has it."""
-        job_id = task.job_id
-        notices = notices or Notices(job_id)
-        job_dir = self._job_dir(job_id)
-        # Read while the job runs: the input's rare values, for the output checks.
-        rare = notices.side(runjob.rare_values, task, job_dir)
-        watch = LeaseWatch(self.controller, self.executor, job_id,
-                           self.config.watch_interval_s)
-        try:
-            result = self.executor.wait(job_id)
-            if watch.end():
-                # Stopped or revoked while it ran: nothing of it is checked or reported
-                # (the controller already ended the job); its outputs go with the cleanup.
-                notices.close()
-                log.warning("job %s was stopped while it ran; outputs discarded", job_id)
-                self._cleanup(job_id)
-                return
-            masking = functools.partial(
-                joint_masks.wait_for_session, self.controller, task, job_dir,
-                self.config.signing_key, task.timeout_s, self.controller.stop)
-            report = runjob.report(task, job_dir, result, self.config.image,
-                                   self.config.signing_key,
-                                   rare_values=None if rare.exception() else rare.result(),
-                                   masking=masking, audit=self.audit)
-            # Nothing downstream (states, ledger times, receipts) can then time the script
-            # more finely than the grain; the checks above ran inside it.
-            # Counted from the controller's acknowledgement of the start, not from the
-            # agent's own clock: the start the controller stamps (and shows) is later by the
-            # notice's way there, and the run must not be seen ending before a grain.
-            if acked is not None and started is not None:
-                with contextlib.suppress(Exception):  # a refused notice fails at flush
-                    started = max(started, acked.result(timeout=self.config.http_timeout_s))
-            self._stop_wait(runjob.seconds_to_grain(result, self.config.timing_grain_s,
-                                                    since=started))
-            notices.send(self.controller.checking, job_id)
-        except SandboxError as e:
-            report = RunReport.failed(f"{type(e).__name__}: {e}")
-        except BaseException:
-            notices.close()
-            raise
-        finally:
-            watch.end()
-        self._report_run(job_id, report, notices)
-
-    def _report_run(self, job_id: str, report: RunReport, notices: Notices) -> None:
-        """Outbox first, then the notices, then the report (see _deliver)."""
-        job_dir = self._job_dir(job_id)
-        with self._outbox_lock:
-            self._delivering.add(job_id)
-        try:
-            # In the outbox before anything else can fail: the run finished, and from now on
-            # it is only ever reported, never run again (a restart or the flusher sends it).
-            runjob.save_report(job_dir, report)
-            self.metrics.observe_run(report)
-            try:
-                notices.flush()  # running and checking are on the ledger before the result
-            except ControllerRefused as e:
-                if e.status != 409:
-                    raise
-                # Requeued meanwhile (the lease ran out while the controller was away): the
-                # report is still accepted unless another agent took the job.
-                log.warning("notice for %s refused (%s); reporting the run anyway", job_id, e)
-            self._deliver(job_id, report)
-        finally:
-            with self._outbox_lock:
-                self._delivering.discard(job_id)
-
-    def _deliver(self, job_id: str, report: RunReport) -> None:
-        """Send the report; once the controller has it (or never will), clean up.
-
-        A controller that stays unreachable raises ControllerUnreachable: the job's files,
-        its report among them, stay for :meth:`flush_outbox` or the next start.
-        """
-        try:
-            self.controller.result(job_id, report)
-        except ControllerRefused as e:
-            if e.status >= 500:
-                raise  # keep the job's files: the outbox sends the report again
-            if e.status == 400 and report.checked:
-                # A controller of an earlier release refuses the field: the checking
-                # notice on its own, then the same report without it.
-                with contextlib.suppress(ControllerRefused):
-                    self.controller.checking(job_id)
-                self._deliver(job_id, report.model_copy(update={"checked": False}))
-                return
-            log.error("result for %s refused: %s", job_id, e)
-            if e.status not in (404, 409):
-                # Refused as malformed: the job must not stay leased until it is requeued
-                # and run again, so report a plain failure, which carries no output.
-                self._send_failure(job_id, RunReport.failed(
-                    f"agent report refused by the controller: {e}",
-                    report.rows_read, report.bytes_read))
-            # 409: already finished (a repeated report); 404: no longer this agent's job.
-        self._cleanup(job_id)
-
-    def _send_failure(self, job_id: str, report: RunReport) -> None:
-        try:
-            self.controller.result(job_id, report)
-        except ControllerRefused as e:
-            if e.status >= 500:
-                raise
-            log.error("failure report for %s refused: %s", job_id, e)
-
-    def flush_outbox(self) -> int:
-        """Send every finished run's report still waiting in the work root; how many went."""
-        root = self.config.work_root
-        if not root.exists():
-            return 0
-        sent = 0
-        for job_dir in sorted(root.iterdir()):
-            if not job_dir.is_dir():  # the mock passes' file (containers.mockrun)
-                continue
-            with self._outbox_lock:
-                if job_dir.name in self._delivering:
-                    continue
-                report = runjob.load_report(job_dir)
-                if report is None:
-                    continue
-                self._delivering.add(job_dir.name)
-            try:
-                self._deliver(job_dir.name, report)
-                sent += 1
-            finally:
-                with self._outbox_lock:
-                    self._delivering.discard(job_dir.name)
-        return sent
-
-    def _cleanup(self, job_id: str) -> None:
-        # The work dir too: the executor finds there what a container already gone left.
-        self.executor.cleanup(job_id, work_dir=self._job_dir(job_id) / "work")
-        shutil.rmtree(self._job_dir(job_id), ignore_errors=True)
-
-    def reconcile(self) -> list[str]:
-        """Finish, or remove, what a previous life of this agent left behind."""
-        # Ownership is the job directory in this agent's own work root: other agents on the
-        # same engine label their containers alike, and theirs must never be touched.
-        root = self.config.work_root
-        self.executor.warm.reset(root)  # unbound warm containers: never a job's
-        states = {job_id: state for job_id, state, _ in self.executor.list_jobs()}
-        # Job ids start alphanumeric: a name starting with "." (the executor's warm
-        # directories) is no job's.
-        mine = sorted(d.name for d in root.iterdir()
-                      if d.is_dir() and not d.name.startswith(".")
-                      ) if root.exists() else []
-        seen = {job_id: states.get(job_id, RunState.ABSENT) for job_id in mine}
-        resumed = []
-        for job_id, state in sorted(seen.items()):
-            try:
-                if self._reconcile_one(job_id, state):
-                    resumed.append(job_id)
-            except SandboxError:
-                log.exception("could not reconcile %s; its lease will expire", job_id)
-        return resumed
-
-    def _reconcile_one(self, job_id: str, state: RunState) -> bool:
-        pending = runjob.load_report(self._job_dir(job_id))
-        if pending is not None:
-            # The run finished before the restart: report it, never run it again.
-            self._deliver(job_id, pending)
-            return False
-        lease = self.controller.leased(job_id)
-        task_file = self._job_dir(job_id) / "task.json"
-        prepared = task_file.exists() and (self._job_dir(job_id) / "input.json").exists()
-        if lease is None or not lease.active:
-            self._cleanup(job_id)  # not ours any more, or already finished
-            return False
-        if not prepared:
-            self._cleanup(job_id)
-            self._deliver(job_id, RunReport.failed("agent restarted before the run was "
-                                                   "prepared"))
-            return False
-        task = runjob.load_task(self._job_dir(job_id))
-        if task.psi is not None:  # run here, never in a container
-            threading.Thread(target=self._complete_psi, args=(task,), daemon=True,
-                             name=f"resume-{job_id}").start()
-            return True
-        if task.statistics is not None:  # computed here, never in a container
-            threading.Thread(target=self._complete_statistics, args=(task,), daemon=True,
-                             name=f"resume-{job_id}").start()
-            return True
-        if task.joint is not None and state == RunState.ABSENT:
-            # Computed here (a container left by an older agent is finished below); the
-            # part's mask key is on disk, so it masks with the key it announced.
-            threading.Thread(target=self._complete_joint, args=(task,), daemon=True,
-                             name=f"resume-{job_id}").start()
-            return True
-        if state == RunState.ABSENT:
-            # Prepared but never started (or started and already collected): start is
-            # idempotent, and the deadline is set afresh only for a new container.
-            self.executor.start(runjob.run_spec(task, self._job_dir(job_id),
-                                                self.config.image, self.config.limits))
-            self.controller.started(job_id)
-        threading.Thread(target=self._complete, args=(task,), daemon=True,
-                         name=f"resume-{job_id}").start()
-        return True
 
 
 def _needs_container(task: RunTask) -> bool:

@@ -66,8 +66,8 @@ import docker.errors
 import requests.exceptions
 
 from compute.errors import InvalidInput
-from containers import hardening, mounts, stage
-from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time, read_log
+from containers import hardening, job_outcome, mounts, stage
+from containers.engine import EngineFacts, engine_call, engine_facts, parse_engine_time
 from containers.hardening import read_outputs
 from containers.records import ContainerRecord, Names
 from containers.runspec import (
@@ -87,14 +87,6 @@ SANDBOXING_RUNTIMES = frozenset({"runsc"})
 __all__ = [
     "DockerExecutor", "Limits", "RunResult", "RunSpec", "RunState", "WarmSlot", "read_outputs",
 ]
-
-
-OVERDUE = datetime.min.replace(tzinfo=UTC)
-_STATUS = {
-    "created": RunState.CREATED,
-    "running": RunState.RUNNING, "paused": RunState.RUNNING, "restarting": RunState.RUNNING,
-    "exited": RunState.EXITED, "dead": RunState.EXITED, "removing": RunState.EXITED,
-}
 
 
 class _Found(NamedTuple):
@@ -305,7 +297,7 @@ class DockerExecutor:
         found = self._find(job_id)
         if found is None:
             return RunState.ABSENT
-        return _STATUS.get(found.container.status, RunState.EXITED)
+        return job_outcome.state_of(found.container.status)
 
     def deadline(self, job_id: str) -> datetime:
         return self._get(job_id).record.require_deadline()
@@ -317,7 +309,7 @@ class DockerExecutor:
             raise ExecutorError(f"job {job_id} was created but not started; call start() again")
         deadline = record.require_deadline()
         killed = False
-        while _STATUS.get(c.status, RunState.EXITED) != RunState.EXITED:
+        while job_outcome.state_of(c.status) != RunState.EXITED:
             remaining = (deadline - datetime.now(UTC)).total_seconds()
             if remaining <= 0:
                 with (engine_call(f"kill job {job_id}"),
@@ -334,38 +326,7 @@ class DockerExecutor:
                     raise RetryableExecutorError(f"wait job {job_id}: {e}") from e
             with engine_call(f"inspect job {job_id}"):
                 c.reload()
-        return self._result(c, record, deadline, killed)
-
-    def _result(self, c: Any, record: ContainerRecord, deadline: datetime, killed: bool
-                ) -> RunResult:
-        st = c.attrs["State"]
-        exit_code = st.get("ExitCode")
-        finished = parse_engine_time(st.get("FinishedAt"))
-        # After a restart we did not see the kill; a 137 at or after the deadline is ours.
-        timed_out = killed or (exit_code == 137 and finished is not None and finished >= deadline)
-        oom = bool(st.get("OOMKilled")) or (exit_code == 137 and not timed_out)
-        if record.job_id is None or record.out_dir is None:
-            raise ExecutorError(f"container {c.name} does not say where its /out is")
-        with engine_call(f"logs of {c.name}"):
-            out, out_trunc = read_log(self.client.api, c.id, stderr=False,
-                                      limit=record.log_bytes)
-            err, err_trunc = read_log(self.client.api, c.id, stderr=True,
-                                      limit=record.log_bytes)
-        if timed_out:
-            error: str | None = "timed out: killed at the deadline"
-        elif oom:
-            error = "out of memory: killed by the memory limit"
-        elif exit_code != 0:
-            error = f"exit code {exit_code}"
-        else:
-            error = None
-        return RunResult(
-            job_id=record.job_id, exit_code=exit_code, timed_out=timed_out,
-            oom_killed=oom, stdout=out, stderr=err, stdout_truncated=out_trunc,
-            stderr_truncated=err_trunc, out_dir=record.out_dir,
-            started_at=parse_engine_time(st.get("StartedAt")), finished_at=finished,
-            error=error,
-        )
+        return job_outcome.run_result(self.client.api, c, record, deadline, killed)
 
     def kill(self, job_id: str) -> None:
         """Stop the job's container now (its use was stopped or revoked); ``wait`` then
@@ -416,14 +377,14 @@ class DockerExecutor:
             record = ContainerRecord.read(self.names, c.id, c.name, c.labels)
             if record.job_id is None:
                 continue  # warm, not bound to a job yet
-            jobs.append((record.job_id, _STATUS.get(c.status, RunState.EXITED),
-                         record.deadline or OVERDUE))  # unreadable: treat as passed
+            jobs.append((record.job_id, job_outcome.state_of(c.status),
+                         record.deadline or job_outcome.OVERDUE))  # unreadable: treat as passed
         seen = {j for j, _, _ in jobs}
         # A stage owned by a job names it; its /out tmpfs (if still mounted) is found by it.
         left = {o["job"] for st in stage.stages(self.stage_root)
                 if (o := st.owner()).get("prefix") == self.prefix and o.get("job")}
         for job_id in sorted(left - seen):
-            jobs.append((job_id, RunState.ABSENT, OVERDUE))
+            jobs.append((job_id, RunState.ABSENT, job_outcome.OVERDUE))
         return sorted(jobs, key=lambda j: j[0])
 
     def run(self, spec: RunSpec) -> RunResult:

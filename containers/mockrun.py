@@ -5,7 +5,7 @@ The mock table of each dataset is made from its declared fields only
 of a provider's data is in it, and its whole console output may be shown.
 
 The run itself is the real one on other input: the task's datasets point at the mock
-tables, :func:`containers.runjob.prepare` projects them as it projects real data, the
+tables, :func:`containers.jobdir.prepare` projects them as it projects real data, the
 same executor runs the script in the same runner image under the same limits, and
 :func:`containers.runjob.report` applies the same output checks. A dev-run therefore
 finds what the agent's checks would find on the same outputs.
@@ -24,7 +24,7 @@ from pathlib import Path
 from authz.wire import JobState, RunReport, RunTask
 from compute import mockdata
 from compute.errors import SandboxError
-from containers import runjob
+from containers import jobdir, runjob
 from containers.agent_config import AgentConfig
 from containers.executor import DockerExecutor, Limits, RunResult, read_outputs
 from containers.runspec import ExecutorError
@@ -113,11 +113,11 @@ def run(executor: DockerExecutor, task: RunTask, work_root: Path, image: str,
         seed: int = MOCK_SEED) -> MockRun:
     """Run ``task``'s script on mock data in a job directory of its own; clean up after."""
     mtask = mock_task(task, work_root / (task.job_id + SUFFIX) / "mockdata", rows, seed)
-    job_dir = runjob.check_task(mtask, work_root)
+    job_dir = jobdir.check_task(mtask, work_root)
     data_root = job_dir / "mockdata"
     mtask = mtask.model_copy(update={"timeout_s": min(mtask.timeout_s, timeout_s)})
     try:
-        spec = runjob.prepare(mtask, job_dir, lambda _provider: [data_root], image,
+        spec = jobdir.prepare(mtask, job_dir, lambda _provider: [data_root], image,
                               replace(limits, timeout_s=min(limits.timeout_s, timeout_s)))
         result = executor.run(spec)
         outputs = _read_all(result) if result.ok else {}

@@ -33,13 +33,8 @@ def out_mount_source(label_prefix: str, token: str) -> str:
 def mount_out(out_dir: Path, source: str, options: str) -> None:
     """Mount a tmpfs named ``source`` with ``options`` (as ``mount -t tmpfs -o``) on
     ``out_dir`` (idempotent). Fails closed: no mount, no container."""
-    if out_dir.is_symlink():
-        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if mounted_source(out_dir) == source:
+    if not _ready_to_mount(out_dir, source):
         return
-    if os.path.ismount(out_dir):
-        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
     words = options.split(",")
     flags = 0
     for w in words:
@@ -47,10 +42,30 @@ def mount_out(out_dir: Path, source: str, options: str) -> None:
     data = ",".join(w for w in words if w not in _FLAGS)
     # The same mount(2) call that `mount -t tmpfs -o <options>` makes, without spawning it
     # (~7 ms at load); the program only where libc cannot be loaded.
-    err = _sys_mount(source, out_dir, data, flags)
+    _check_mounted(_sys_mount(source, out_dir, data, flags),
+                   ["mount", "-t", "tmpfs", "-o", options, source, str(out_dir)],
+                   out_dir, source)
+
+
+def _ready_to_mount(out_dir: Path, source: str) -> bool:
+    """Make ``out_dir`` a mount point for the tmpfs named ``source``; False if that tmpfs
+    is already mounted there. Fails closed on a symlink or another mount in its place."""
+    if out_dir.is_symlink():
+        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
+    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if mounted_source(out_dir) == source:
+        return False
+    if os.path.ismount(out_dir):
+        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
+    return True
+
+
+def _check_mounted(err: str | None, program: list[str], out_dir: Path, source: str) -> None:
+    """Finish a mount made by a direct call that returned ``err`` (None: the call could
+    not be made, so ``program`` makes it), and fail closed unless ``source`` is now the
+    mount on ``out_dir``."""
     if err is None:
-        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, source, str(out_dir)],
-                              capture_output=True, text=True, check=False)
+        proc = subprocess.run(program, capture_output=True, text=True, check=False)
         err = (proc.stderr.strip() or "mount failed") if proc.returncode != 0 else ""
     if err or mounted_source(out_dir) != source:
         raise ExecutorError(f"cannot mount the /out tmpfs on {out_dir}: {err}")
@@ -101,20 +116,10 @@ def bind_out(source_point: Path, out_dir: Path) -> None:
     source = mounted_source(source_point)
     if source is None:
         raise ExecutorError(f"nothing is mounted on {source_point}")
-    if out_dir.is_symlink():
-        raise ExecutorError(f"refusing to mount /out: {out_dir} is a symlink")
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if mounted_source(out_dir) == source:
+    if not _ready_to_mount(out_dir, source):
         return
-    if os.path.ismount(out_dir):
-        raise ExecutorError(f"refusing to mount /out: something else is mounted on {out_dir}")
-    err = _sys_bind(source_point, out_dir)
-    if err is None:
-        proc = subprocess.run(["mount", "--bind", str(source_point), str(out_dir)],
-                              capture_output=True, text=True, check=False)
-        err = (proc.stderr.strip() or "mount failed") if proc.returncode != 0 else ""
-    if err or mounted_source(out_dir) != source:
-        raise ExecutorError(f"cannot mount the /out tmpfs on {out_dir}: {err}")
+    _check_mounted(_sys_bind(source_point, out_dir),
+                   ["mount", "--bind", str(source_point), str(out_dir)], out_dir, source)
 
 
 def detach(point: str) -> None:

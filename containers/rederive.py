@@ -27,7 +27,7 @@ position, never a value, a count or a column name (all of which the script chose
 reviewer can read it and it can be stored beside the output. Outputs with findings are
 never released automatically; they wait for a human decision. The groups of a verified
 table go through the differencing audit like the statistics route's cells
-(:func:`containers.runjob.script_findings`). Not done: medians' individual-value
+(:func:`containers.script_audit.script_findings`). Not done: medians' individual-value
 rule (medians are always flagged), filters the script applied before grouping (a table
 over a subset of the input does not re-derive and is flagged).
 """

@@ -105,19 +105,26 @@ def generate_signer(name: str, alg: int = ALG_ED25519) -> NoteSigner:
     return NoteSigner(name, alg, seed)
 
 
-def parse_vkey(text: str) -> NoteVerifier:
-    parts = text.strip().split("+", 2)
-    if len(parts) != 3:
-        raise KeyConfigError("verifier key must be name+keyid+base64")
-    name, hexid, blob = parts
+def _key_material(kind: str, name: str, blob: str) -> tuple[int, bytes]:
+    """A ``kind`` (verifier or signer) key's algorithm byte and 32 key bytes, from the
+    name and base64 parts of its text form."""
     _check_name(name)
     try:
         raw = b64decode(blob)
     except MalformedNoteError as exc:
         raise KeyConfigError(str(exc)) from exc
     if len(raw) != 33 or raw[0] not in (ALG_ED25519, ALG_COSIGNATURE_V1):
-        raise KeyConfigError("verifier key is not an Ed25519 (0x01/0x04) key")
-    v = NoteVerifier(name, raw[0], raw[1:])
+        raise KeyConfigError(f"{kind} key is not an Ed25519 (0x01/0x04) key")
+    return raw[0], raw[1:]
+
+
+def parse_vkey(text: str) -> NoteVerifier:
+    parts = text.strip().split("+", 2)
+    if len(parts) != 3:
+        raise KeyConfigError("verifier key must be name+keyid+base64")
+    name, hexid, blob = parts
+    alg, key = _key_material("verifier", name, blob)
+    v = NoteVerifier(name, alg, key)
     if v.key_id.hex() != hexid.lower():
         raise KeyConfigError("verifier key id does not match its name and key")
     return v
@@ -129,14 +136,8 @@ def parse_skey(text: str) -> NoteSigner:
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise KeyConfigError("signer key must be PRIVATE+KEY+name+keyid+base64")
     name, hexid, blob = parts[2:]
-    _check_name(name)
-    try:
-        raw = b64decode(blob)
-    except MalformedNoteError as exc:
-        raise KeyConfigError(str(exc)) from exc
-    if len(raw) != 33 or raw[0] not in (ALG_ED25519, ALG_COSIGNATURE_V1):
-        raise KeyConfigError("signer key is not an Ed25519 (0x01/0x04) key")
-    s = NoteSigner(name, raw[0], raw[1:])
+    alg, key = _key_material("signer", name, blob)
+    s = NoteSigner(name, alg, key)
     if s.verifier.key_id.hex() != hexid.lower():
         raise KeyConfigError("signer key id does not match its name and key")
     return s

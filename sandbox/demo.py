@@ -15,12 +15,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from authz.wire import DatasetStatus, JobState, JointJobState
-from compute.derive import format_result
-from compute.errors import SandboxError
+from authz.wire import DatasetStatus, JobState
 from containers.engine import docker_client
 from containers.image import ensure_runner_image
 from sandbox import create_app
@@ -34,10 +31,10 @@ from sandbox.demo_data import (
     RAW_ROW_DUMP,
     write_hospital,
 )
+from sandbox.demo_joint import joint_model, joint_statistics
 from sandbox.demo_psi import bank_verification
 from sandbox.embedded import EmbeddedStack
 from sandbox.migrate import upgrade
-from sandbox.sdk import JointStatistics
 
 # What each hospital publishes about its columns' values: mock data is made from it.
 DECLARED: dict[str, dict[str, Any]] = {
@@ -217,9 +214,9 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
             "expires_at": expires, "max_runs": 30, "min_cell_count": 10,
             "risk_assessment": "encrypted aggregates over three hospitals only"})
     say(f"joint-statistics permit {r['permit_id']}: approved by all three hospitals")
-    if not joint_statistics(insurer, r["permit_id"], hospitals):
+    if not joint_statistics(insurer, r["permit_id"], hospitals, say):
         return 1
-    if not joint_model(insurer, r["permit_id"], hospitals):
+    if not joint_model(insurer, r["permit_id"], hospitals, say):
         return 1
 
     step(11, "Scenario 3: a bank verifies a firm register against social-insurance filings "
@@ -318,63 +315,6 @@ def release_review(stack: EmbeddedStack, admin: Client, insurer: Client, insurer
     say(f"job {job['state']} after {job['outputs'][0]['review_s']} s of review; "
         f"the insurer now downloads {name}")
     return bool(job["state"] == JobState.RELEASED)
-
-
-JOINT_SPEC = {
-    "version": 1, "columns": ["age", "cost"],
-    "statistics": ["count", "mean", "std", "correlation", "ols", "histogram", "grouped"],
-    "ols": {"y": "cost", "x": ["age"]}, "bins": {"age": [0, 18, 40, 65, 120]},
-    "groups": {"by": "diagnosis", "categories": ["I21", "J18", "E11", "K35", "S72"],
-               "values": ["cost"]},
-}
-
-
-def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]]
-                     ) -> bool:
-    sdk = JointStatistics(insurer)
-    run = sdk.submit(permit_id, [h["dataset"] for h in hospitals], JOINT_SPEC)
-    say(f"joint job {run.joint_id}: the insurer keeps the CKKS secret key; only the public "
-        f"context (fingerprint {run.keys.fingerprint[:12]}) was uploaded")
-    joint = sdk.wait(run)
-    names = {h["id"]: h["code"] for h in hospitals}
-    for part in joint["parts"]:
-        say(f"part {part['job_id']} at {names[part['provider_id']]}: {part['state']}, "
-            f"{part['rows_read']} rows aggregated and encrypted inside the hospital's domain")
-    if joint["state"] != JointJobState.COMBINED:
-        say(f"joint job {joint['state']}: {joint['reason']}")
-        return False
-    say(f"the controller added {len(joint['parts'])} encrypted submissions without a key; "
-        f"aggregate sha256 {joint['aggregate']['aggregate_sha256'][:16]}")
-    say("what each hospital could see: its own rows only, inside its own domain")
-    for h in hospitals:
-        own = pd.read_csv(h["root"] / "inpatient_episodes.csv")
-        say(f"    {h['code']:<8} n={len(own):>5}  mean age={own['age'].mean():7.2f}  "
-            f"mean cost={own['cost'].mean():10,.2f}   (others' figures: none)")
-    say("what the insurer decrypts, rounded before use (no single hospital's figures):")
-    for line in format_result(sdk.result(run, joint)).splitlines():
-        say(f"    {line}")
-    return True
-
-
-def joint_model(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]]) -> bool:
-    """A Poisson model of length of stay on age and cost, fitted across the hospitals by
-    IRLS: one masked joint job per round, the insurer updating the coefficients."""
-    sdk = JointStatistics(insurer)
-    say("joint Poisson model of length of stay ~ age + cost, one encrypted round per "
-        "iteration (each hospital's part masked so no single part decrypts):")
-    try:
-        fit = sdk.glm(permit_id, [h["dataset"] for h in hospitals],
-                      {"family": "poisson", "y": "los", "x": ["age", "cost"]})
-    except (SandboxError, ApiError, RuntimeError) as e:
-        say(f"model not fitted: {e}")
-        return False
-    say(f"    converged in {fit['rounds']} rounds over n={fit['n']:,}; deviance "
-        f"{fit['deviance']:,.2f}, AIC {fit['aic']:,.2f}")
-    say(f"    {'term':<10}{'coef':>12}{'std err':>12}{'z':>9}{'p':>10}   95 % CI")
-    for term, c in fit["coefficients"].items():
-        say(f"    {term:<10}{c['coef']:>12.6g}{c['std_err']:>12.4g}{c['z']:>9.2f}"
-            f"{c['p_value']:>10.3g}   [{c['ci_low']:.4g}, {c['ci_high']:.4g}]")
-    return True
 
 
 def fetch_output(client: Client, job_id: str, name: str, timeout_s: float = 30) -> str:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 
 from authz.wire import JobState, RunReport
-from containers import runjob
+from containers import jobdir, runjob
 from containers.agent import Agent
 from containers.agent_config import AgentConfig
 from containers.controller_client import (
@@ -83,10 +83,10 @@ def test_a_report_survives_an_outage_and_is_sent_by_the_flusher(tmp_path: Path) 
     agent, executor = _agent(tmp_path, controller)
     job_dir = tmp_path / "work" / "job_1"
     job_dir.mkdir(parents=True)
-    runjob.save_report(job_dir, REPORT)
+    jobdir.save_report(job_dir, REPORT)
     with pytest.raises(ControllerUnreachable):
         agent.flush_outbox()
-    assert runjob.load_report(job_dir) == REPORT and job_dir.exists()  # kept
+    assert jobdir.load_report(job_dir) == REPORT and job_dir.exists()  # kept
     assert agent.flush_outbox() == 1
     assert controller.reports == [("job_1", REPORT)]
     assert not job_dir.exists() and executor.cleaned == ["job_1"]
@@ -101,7 +101,7 @@ def test_a_restarted_agent_reports_a_finished_run_and_never_runs_it_again(
     (job_dir / "work").mkdir(parents=True)
     (job_dir / "task.json").write_text("{}")
     (job_dir / "input.json").write_text(json.dumps({"rows": 3, "bytes": 30, "sha256": "a"}))
-    runjob.save_report(job_dir, REPORT)
+    jobdir.save_report(job_dir, REPORT)
     assert agent.reconcile() == []
     assert controller.reports == [("job_2", REPORT)]
     assert executor.started == [] and controller.leased_asked == []
@@ -189,7 +189,7 @@ def test_the_flusher_passes_by_the_mock_passes_file(tmp_path: Path) -> None:
     agent.mock_passes.add("a" * 64)  # a file in the work root, beside the job directories
     job_dir = tmp_path / "work" / "job_1"
     job_dir.mkdir(parents=True)
-    runjob.save_report(job_dir, REPORT)
+    jobdir.save_report(job_dir, REPORT)
     assert agent.flush_outbox() == 1
     assert "a" * 64 in agent.mock_passes and not job_dir.exists()
 
@@ -220,7 +220,7 @@ def test_a_checked_report_refused_by_an_earlier_controller_goes_the_old_way(
                         input_sha256="a" * 64, runner_image="img", outputs=(), checked=True)
     job_dir = tmp_path / "work" / "job_3"
     job_dir.mkdir(parents=True)
-    runjob.save_report(job_dir, checked)
+    jobdir.save_report(job_dir, checked)
     assert agent.flush_outbox() == 1
     assert controller.notices == ["checking job_3"]
     assert controller.reports == [("job_3", checked.model_copy(update={"checked": False}))]

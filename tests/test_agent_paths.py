@@ -11,7 +11,7 @@ from authz.wire import AgentIdentity, DatasetTask, RunTask, SchemaVerdict
 from compute.errors import InvalidInput
 from containers.agent import Agent
 from containers.agent_config import AgentConfig
-from containers.runjob import check_task
+from containers.jobdir import check_task
 
 
 def task(job_id: str = "job_ok", code: str = "DS-1") -> RunTask:

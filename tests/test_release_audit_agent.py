@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from authz.wire import RunTask
-from containers import runjob
+from containers import jobdir, statistics_job
 from containers.audit_store import AuditStore
 from containers.executor import Limits
 from containers.runspec import ExecutorError
@@ -35,9 +35,9 @@ def _run(tmp_path: Path, store: AuditStore, job_id: str, permit_id: str = "pmt_1
          ) -> dict[str, object]:
     task = _task(job_id, permit_id)
     job_dir = tmp_path / "work" / job_id
-    runjob.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits(), store)
-    assert not (job_dir / "in" / runjob.ROW_IDS).exists()  # never beside the input
-    report = runjob.statistics_report(task, job_dir, "img", store)
+    jobdir.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits(), store)
+    assert not (job_dir / "in" / jobdir.ROW_IDS).exists()  # never beside the input
+    report = statistics_job.statistics_report(task, job_dir, "img", store)
     doc: dict[str, object] = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
     return doc
 
@@ -62,6 +62,6 @@ def test_without_row_identities_the_job_fails_closed(tmp_path: Path) -> None:
     hospital_table(3, 200, "P").to_csv(tmp_path / "data" / "episodes.csv", index=False)
     task = _task("job_1")
     job_dir = tmp_path / "work" / "job_1"
-    runjob.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits())
+    jobdir.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits())
     with pytest.raises(ExecutorError):
-        runjob.statistics_report(task, job_dir, "img", AuditStore(tmp_path / "a.sqlite"))
+        statistics_job.statistics_report(task, job_dir, "img", AuditStore(tmp_path / "a.sqlite"))

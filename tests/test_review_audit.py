@@ -14,7 +14,7 @@ import pandas as pd
 
 from authz.wire import LeaseState, RunTask, parse
 from compute.sdc.audit import sketch_cells, slots_for
-from containers import review_audit, runjob
+from containers import jobdir, review_audit, runjob, statistics_job
 from containers.audit_store import AuditStore
 from containers.executor import Limits
 from containers.runspec import RunResult
@@ -49,7 +49,7 @@ class Provider:
 
     def _prepare(self, task: RunTask) -> Path:
         job_dir = self.tmp / "work" / task.job_id
-        runjob.prepare(task, job_dir, lambda _: [self.tmp / "data"], "img", Limits(),
+        jobdir.prepare(task, job_dir, lambda _: [self.tmp / "data"], "img", Limits(),
                        self.store)
         return job_dir
 
@@ -68,7 +68,7 @@ class Provider:
     def counts(self, job_id: str) -> dict[str, Any]:
         """The statistics route's count per diagnosis: {diagnosis: cell}."""
         task = _task(job_id, COUNTS)
-        report = runjob.statistics_report(task, self._prepare(task), "img", self.store)
+        report = statistics_job.statistics_report(task, self._prepare(task), "img", self.store)
         doc = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
         return {c["cell"]["diagnosis"]: c for c in doc["analyses"][0]["cells"]}
 

@@ -42,6 +42,19 @@ def _gamma_p_series(a: float, x: float) -> float:
     raise ConvergenceError("incomplete gamma series")
 
 
+def _lentz_step(an: float, bn: float, c: float, d: float) -> tuple[float, float]:
+    """One term ``an / (bn + ...)`` of a continued fraction by the modified Lentz method
+    (NR 5.2): the next (C, D), each kept off zero; the fraction's value is multiplied by
+    C D."""
+    d = an * d + bn
+    if abs(d) < _TINY:
+        d = _TINY
+    c = bn + an / c
+    if abs(c) < _TINY:
+        c = _TINY
+    return c, 1.0 / d
+
+
 def _gamma_q_fraction(a: float, x: float) -> float:
     """Q(a, x) by the modified Lentz continued fraction; for x >= a + 1 (NR eq. 6.2.7)."""
     b = x + 1.0 - a
@@ -51,13 +64,7 @@ def _gamma_q_fraction(a: float, x: float) -> float:
     for i in range(1, _MAX_ITER):
         an = -i * (i - a)
         b += 2.0
-        d = an * d + b
-        if abs(d) < _TINY:
-            d = _TINY
-        c = b + an / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz_step(an, b, c, d)
         delta = d * c
         h *= delta
         if abs(delta - 1.0) < _EPS:
@@ -91,22 +98,10 @@ def _beta_fraction(x: float, a: float, b: float) -> float:
     for m in range(1, _MAX_ITER):
         m2 = 2 * m
         aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _TINY:
-            d = _TINY
-        c = 1.0 + aa / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz_step(aa, 1.0, c, d)
         h *= d * c
         aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        if abs(d) < _TINY:
-            d = _TINY
-        c = 1.0 + aa / c
-        if abs(c) < _TINY:
-            c = _TINY
-        d = 1.0 / d
+        c, d = _lentz_step(aa, 1.0, c, d)
         delta = d * c
         h *= delta
         if abs(delta - 1.0) < _EPS:

@@ -60,7 +60,7 @@ class Adversary:
         return self.stack.runtime
 
     def job_dir(self, agent: str, job_id: str) -> Path:
-        """Host path of a job's directory in an agent's work root (see containers/agent)."""
+        """Host path of a job's directory in an agent's work root (see containers/jobdir)."""
         return self.stack.work / "jobs" / agent / job_id
 
 

@@ -1,0 +1,151 @@
+"""Per-cell aggregates of a magnitude table, computed once over the full margined grid.
+
+Counts of records and contributors, totals, sums of squares, the largest contributions
+(for the nk and p% rules), minima, maxima and checked quantiles (never one record's
+exact value), all vectorised over the cells. Kept apart from the rules and the table
+(:mod:`compute.sdc.magnitude`): this is the numerical kernel the rules read from, and the
+one part whose correctness is about sorting and ranks rather than disclosure policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from compute.sdc.grid import IntArray
+from compute.sdc.result import Mask
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+# Quantile positions (n - 1) q within this of an integer are taken as that integer: a
+# probability like 0.1 is not exact in binary and must not tip a rank to its neighbour.
+_RANK_SNAP = 1e-9
+
+
+@dataclass
+class CellAggregates:
+    """Per-cell aggregates over the full (margined) grid, filled one sub-table at a time
+    (sub-tables own disjoint cells). Internal scratch, hence mutable."""
+
+    size: int
+    n_rec: IntArray = field(init=False)
+    n_contrib: IntArray = field(init=False)
+    total: FloatArray = field(init=False)
+    abs_total: FloatArray = field(init=False)
+    ss: FloatArray = field(init=False)
+    vmin: FloatArray = field(init=False)
+    vmax: FloatArray = field(init=False)
+    top: dict[int, FloatArray] = field(default_factory=dict)
+    quantile: dict[float, FloatArray] = field(default_factory=dict)
+    extreme: dict[float, Mask] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.n_rec = np.zeros(self.size, dtype=np.int64)
+        self.n_contrib = np.zeros(self.size, dtype=np.int64)
+        for name in ("total", "abs_total", "ss"):
+            setattr(self, name, np.zeros(self.size))
+        self.vmin = np.full(self.size, np.nan)
+        self.vmax = np.full(self.size, np.nan)
+
+
+def _contributions(c: IntArray, v: FloatArray, u: IntArray | None
+                   ) -> tuple[IntArray, FloatArray]:
+    """Each contributor's cell and absolute total (records summed per unit first)."""
+    if u is None:
+        return c, np.abs(v)
+    order = np.lexsort((u, c))
+    cs, us, vs = c[order], u[order], v[order]
+    first = np.ones(len(cs), dtype=bool)
+    first[1:] = (cs[1:] != cs[:-1]) | (us[1:] != us[:-1])
+    starts = np.flatnonzero(first)
+    sums = np.add.reduceat(vs, starts) if len(starts) else np.zeros(0)
+    return cs[starts], np.abs(sums)
+
+
+def _top_sums(cc: IntArray, a: FloatArray, size: int, ns: set[int]
+              ) -> tuple[IntArray, dict[int, FloatArray]]:
+    """Contributors per cell, and the sum of the n largest contributions per cell."""
+    order = np.lexsort((-a, cc))
+    sc, sa = cc[order], a[order]
+    n_per = np.bincount(cc, minlength=size)
+    rank = np.arange(len(sc)) - (np.cumsum(n_per) - n_per)[sc]
+    return n_per, {n: np.asarray(np.bincount(sc[rank < n], sa[rank < n], minlength=size),
+                                 dtype=np.float64) for n in ns}
+
+
+def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Sequence[float],
+                      common: float) -> None:
+    """Min, max and checked quantiles per cell (one sort per sub-table).
+
+    A quantile is released as a value no record holds: the type-7 position (Hyndman &
+    Fan 1996) is bracketed by two adjacent distinct values and their midpoint released.
+    If the position lands on a value held by ``common`` records or more, that value is
+    released (it describes a group, not a record); if it lands on a rarer value, the pair
+    is that value and its nearer distinct neighbour. ``extreme``: the pair includes the
+    cell's minimum or maximum held by fewer than ``common`` records.
+    """
+    size = cells.size
+    order = np.lexsort((v, c))
+    sc, sv = c[order], v[order]
+    m = len(sv)
+    n = np.bincount(c, minlength=size)
+    start = np.cumsum(n) - n
+    at = np.flatnonzero(n > 0)
+    if not len(at):
+        return
+    nc, st = n[at], start[at]
+    end = st + nc
+    cells.vmin[at], cells.vmax[at] = sv[st], sv[end - 1]
+    new_run = np.ones(m, dtype=bool)
+    new_run[1:] = (sc[1:] != sc[:-1]) | (sv[1:] != sv[:-1])
+    run_id = np.cumsum(new_run) - 1
+    run_start = np.flatnonzero(new_run)
+    run_end = np.append(run_start[1:], m)
+    run_len = run_end - run_start
+    min_rare = run_len[run_id[st]] < common
+    max_rare = run_len[run_id[end - 1]] < common
+    for q in qs:
+        h = (nc - 1) * q
+        j = np.floor(h).astype(np.int64)
+        g = h - j
+        j = np.where(g > 1 - _RANK_SNAP, j + 1, j)
+        g = np.where((g < _RANK_SNAP) | (g > 1 - _RANK_SNAP), 0.0, g)
+        j = np.minimum(j, nc - 1)
+        lo, hi = sv[st + j], sv[st + np.minimum(j + 1, nc - 1)]
+        between = (g > 0) & (lo < hi)
+        rid = run_id[st + j]
+        rs, re = run_start[rid], run_end[rid]
+        below_ok, above_ok = rs > st, re < end
+        below, above = sv[np.maximum(rs - 1, 0)], sv[np.minimum(re, m - 1)]
+        use_below = below_ok & (~above_ok | (lo - below <= above - lo))
+        exact = ~between & ((run_len[rid] >= common) | (~below_ok & ~above_ok))
+        pair_lo = np.where(between, lo, np.where(use_below, below, lo))
+        pair_hi = np.where(between, hi, np.where(use_below, lo, above))
+        value = np.where(exact, lo, pair_lo + (pair_hi - pair_lo) / 2)
+        extreme = ~exact & (((pair_lo == sv[st]) & min_rare)
+                            | ((pair_hi == sv[end - 1]) & max_rare))
+        cells.quantile.setdefault(q, np.full(size, np.nan))[at] = value
+        cells.extreme.setdefault(q, np.zeros(size, dtype=bool))[at] = extreme
+
+
+def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | None,
+               ns: set[int], qs: Sequence[float], common: float) -> None:
+    """Add one sub-table's records (cells ``c``, values ``v``, units ``u``) to ``cells``:
+    counts, totals, sums of squares, the ``ns`` largest contributions, the quantiles
+    ``qs`` (values held by ``common`` records or more are released as such)."""
+    size = cells.size
+    n_rec = np.bincount(c, minlength=size)
+    total = np.bincount(c, v, minlength=size)
+    mean = np.divide(total, n_rec, out=np.zeros(size), where=n_rec > 0)
+    cells.n_rec += n_rec
+    cells.total += total
+    cells.ss += np.bincount(c, (v - mean[c]) ** 2, minlength=size)
+    cc, a = _contributions(c, v, u)
+    n_contrib, top = _top_sums(cc, a, size, ns)
+    cells.n_contrib += n_contrib
+    cells.abs_total += np.bincount(cc, a, minlength=size)
+    for k, arr in top.items():
+        cells.top[k] = cells.top.get(k, np.zeros(size)) + arr
+    _order_statistics(cells, c, v, qs, common)

@@ -1,0 +1,104 @@
+"""Re-deriving a script's released tables from the permitted input, and auditing them.
+
+A script's tables are recomputed by the platform (:mod:`containers.rederive`); with the
+provider's audit store, the groups of verified tables are also checked against the
+populations already released to the requester from the dataset (rule ``differencing``)
+and against the permit's cap of released cells, then recorded as released or held for
+review. Kept apart from the file-level output checks (:mod:`containers.runjob`): this is
+the one step that reads the input again and writes the audit store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from authz.states import (
+    OutputDecision,
+    ScriptRelease,
+)
+from authz.wire import RunTask
+from compute import statistics
+from compute.sdc import SDCPolicy
+from compute.sdc.audit import Sketches, sketch_cells, slots_for
+from compute.sdc.combinations import differenced
+from containers import checks, jobdir, rederive
+from containers.audit_store import AuditStore
+
+
+def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
+                    audit: AuditStore | None = None) -> list[list[rederive.Finding]]:
+    """Per output: what re-deriving it from the permitted input found (empty: verified).
+    Files the checks withheld (images) are never released anyway: no findings."""
+    return [d.findings if d is not None else []
+            for d in script_rederived(task, job_dir, verdicts, audit)]
+
+
+def script_rederived(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
+                     audit: AuditStore | None = None) -> list[rederive.Rederived | None]:
+    """Per output: its re-derivation (None for files the checks withheld).
+
+    With ``audit``, the groups of verified tables are also checked against the
+    populations already released to the requester from this dataset (rule
+    ``differencing``) and against the permit's cap; when every output verifies and the
+    permit releases automatically, they are recorded as released."""
+    frame = None
+    if len(task.datasets) == 1:
+        frame = pd.read_csv(job_dir / "in" / "data.csv", dtype=str, keep_default_na=False)
+    types = {f.name: f.type for ds in task.datasets for f in ds.fields}
+    policy = statistics.policy_for(task.min_cell_count, task.disclosure)
+    tables = [(v.name, v.content) for v in verdicts
+              if v.decision == OutputDecision.RELEASED and v.content is not None]
+    done = rederive.rederive_outputs(tables, frame, types, policy)
+    if audit is not None and (job_dir / jobdir.ROW_IDS).exists() and frame is not None:
+        _audit_script(task, job_dir, [name for name, _ in tables], done, policy, audit)
+    found = iter(done)
+    return [next(found) if v.decision == OutputDecision.RELEASED
+            and v.content is not None else None for v in verdicts]
+
+
+def _audit_script(task: RunTask, job_dir: Path, names: list[str],
+                  done: list[rederive.Rederived], policy: SDCPolicy, audit: AuditStore
+                  ) -> None:
+    """Check the rows of every re-derived table against the populations released (or
+    held) before; record them as released when the run is released automatically, else
+    as held for review (released only if a person approves: containers.review_audit)."""
+    ids = np.load(job_dir / jobdir.ROW_IDS)
+    slots = slots_for(policy.min_count)
+    requester = task.requester_id or f"permit:{task.permit_id}"
+    dataset = task.datasets[0].id
+    with audit.session() as store:
+        seen = store.populations(requester, dataset, slots)
+        before = count = store.released(task.permit_id, task.job_id)
+        mine = []
+        for out in done:
+            pops = Sketches.empty(slots)
+            if out.groups:
+                member = np.full(len(ids), -1, dtype=np.int64)
+                for r, mask in enumerate(out.groups):
+                    member[mask] = r
+                inside = member >= 0
+                pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
+                # Held outputs are checked too: the finding tells their reviewer.
+                for r in np.flatnonzero(differenced(pops, seen, policy.min_count)):
+                    out.findings.append(rederive.Finding(
+                        "differencing", "the records of this row differ from a population "
+                        f"already released by fewer than {policy.min_count}", row=int(r) + 1))
+            count += out.cells
+            if count > policy.max_released_cells:
+                out.findings.append(rederive.Finding(
+                    "release_cap", f"the permit's cap of {policy.max_released_cells} "
+                    "released cells would be exceeded"))
+            mine.append(pops)
+            seen = Sketches.concat([seen, pops], slots)
+        if task.script_release == ScriptRelease.AUTOMATIC and not any(
+                o.findings for o in done):
+            store.record(requester, dataset, task.permit_id, task.job_id,
+                         Sketches.concat(mine, slots), count - before)
+        elif done:
+            store.hold(requester, dataset, task.permit_id, task.job_id,
+                       [(name, pops, out.cells)
+                        for name, pops, out in zip(names, mine, done, strict=True)])
+

@@ -1,0 +1,84 @@
+"""A statistics job: the platform's own analyses, computed and checked by the agent.
+
+No container runs: the agent computes the requested analyses on the projected permitted
+columns, checks them under the disclosure policy and the differencing audit, and reports
+one document. Kept apart from a script's run (:mod:`containers.runjob`), which it shares
+nothing with but the job directory (:mod:`containers.jobdir`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from authz.states import (
+    JobState,
+    OutputDecision,
+)
+from authz.wire import OutputReport, RunReport, RunTask
+from compute import release_audit, statistics
+from compute.sdc import SDCPolicy
+from compute.sdc.audit import slots_for
+from compute.statspec import StatisticsSpec, parse_statistics_spec
+from containers import jobdir
+from containers.audit_store import AuditStore
+from containers.runspec import ExecutorError
+
+STATISTICS_OUTPUT = "statistics.json"
+
+
+def statistics_report(task: RunTask, job_dir: Path, image: str,
+                      audit: AuditStore | None = None) -> RunReport:
+    """Compute and check a statistics job's analyses from the projected input.
+
+    The spec is parsed again here: the agent does not take the controller's word for which
+    columns an analysis reads (only the task's permitted columns were projected anyway).
+    With ``audit`` (the agent always gives it), the result is also checked against the
+    populations already released to the requester from this dataset, and what it
+    releases is recorded there, under the store's lock throughout.
+    """
+    assert task.statistics is not None
+    stats = json.loads((job_dir / "input.json").read_text())
+    fields = {f.name: f.type for ds in task.datasets for f in ds.fields}
+    spec = parse_statistics_spec(task.statistics, fields)
+    frame = statistics.load_frame(job_dir / "in" / "data.csv", fields)
+    policy = statistics.policy_for(task.min_cell_count, task.disclosure)
+    if audit is None:
+        document = statistics.compute(frame, spec, policy)
+    else:
+        document = _audited(task, job_dir, frame, spec, policy, audit)
+    raw = json.dumps(document, sort_keys=True, allow_nan=False).encode()
+    out = OutputReport(name=STATISTICS_OUTPUT, sha256=hashlib.sha256(raw).hexdigest(),
+                       bytes=len(raw), decision=OutputDecision.RELEASED,
+                       reasons=("computed and checked by the platform",),
+                       content_b64=base64.b64encode(raw).decode())
+    return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],
+                     bytes_read=stats["bytes"], input_sha256=stats["sha256"],
+                     runner_image=statistics.ENGINE, log="")
+
+
+def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: StatisticsSpec,
+             policy: SDCPolicy, audit: AuditStore) -> dict[str, object]:
+    if not (job_dir / jobdir.ROW_IDS).exists():
+        # Prepared without the audit (an older agent): fail closed, never unaudited.
+        raise ExecutorError("the job was prepared without row identities for the audit")
+    ids = np.load(job_dir / jobdir.ROW_IDS)
+    if len(ids) != len(frame):
+        raise ExecutorError("row identities do not match the projected input")
+    requester = task.requester_id or f"permit:{task.permit_id}"
+    dataset = task.datasets[0].id
+    slots = slots_for(policy.min_count)
+    with audit.session() as store:
+        history = release_audit.History(
+            ids=ids, prior=store.populations(requester, dataset, slots),
+            released_before=store.released(task.permit_id, task.job_id))
+        done = release_audit.compute_audited(frame, spec, policy, history)
+        store.record(requester, dataset, task.permit_id, task.job_id, done.released,
+                     done.cells_released)
+    return done.document
+
