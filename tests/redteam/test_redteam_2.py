@@ -1,0 +1,181 @@
+"""Red team, second pass: leaks through what the statistics route releases automatically.
+
+Each test is an attack by a requester holding an ordinary permit (minimum cell count 10,
+default provider settings, automatic release). The attack computes what it learns
+(``recovered``) and the test ends by asserting the defence, that this is not the secret.
+While the leak is open that assertion fails, and the test is marked
+``xfail(strict=True, raises=AssertionError)``: the expected failure *is* the attack
+recovering the secret (run with ``--runxfail`` to see each recovery). The day a fix
+closes a leak the test passes, strict xfail reports it, and the marker goes: the test
+stays as the regression test of the fix.
+
+The attacks run the agent's own code for a statistics job, without Docker:
+``containers.runjob.prepare`` (projection of the permitted columns, keyed row
+identities) then ``containers.runjob.statistics_report`` (parse, compute, disclosure
+rules, the differencing audit against the provider's ``AuditStore``, the cap), exactly
+what ``containers.agent.Agent._complete_statistics`` calls. The document it returns is
+the ``statistics.json`` output the controller stores and the requester fetches
+unchanged. Findings and fixes: REDTEAM.md at the repository root.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from authz.wire import RunTask
+from containers import runjob
+from containers.audit_store import AuditStore
+from containers.executor import Limits
+from sandbox.demo_data import FIELDS, hospital_table
+
+PERMITTED = ["age", "sex", "diagnosis", "los", "cost"]  # never patient_id
+MIN_CELL = 10
+
+
+def leak(reason: str) -> pytest.MarkDecorator:
+    """An open leak: the test's final assertion (the defence) fails because the attack
+    recovers the secret."""
+    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+
+
+class Agent:
+    """The provider's agent computing statistics jobs of one requester (one audit store)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        self.store = AuditStore(root / "audit.sqlite")
+        self.jobs = 0
+
+    def publish(self, frame: pd.DataFrame, file: str = "episodes.csv") -> str:
+        frame.to_csv(self.root / "data" / file, index=False)
+        return file
+
+    def run(self, spec: dict[str, Any], *, dataset_id: str = "ds_1",
+            file: str = "episodes.csv", permit_id: str = "pmt_1") -> dict[str, Any]:
+        self.jobs += 1
+        job_id = f"job_{self.jobs}"
+        task = RunTask.model_validate({
+            "job_id": job_id, "kind": "statistics", "permit_id": permit_id,
+            "requester_id": "req_1", "script_b64": base64.b64encode(b"{}").decode(),
+            "script_sha256": "0" * 64, "min_cell_count": MIN_CELL, "timeout_s": 60,
+            "statistics": spec,
+            "datasets": [{"id": dataset_id, "code": "episodes", "provider_id": "prov_1",
+                          "format": "csv", "location": file,
+                          "fields": [f for f in FIELDS if f["name"] in PERMITTED]}]})
+        job_dir = self.root / "work" / job_id
+        runjob.prepare(task, job_dir, lambda _: [self.root / "data"], "img", Limits(),
+                       self.store)
+        report = runjob.statistics_report(task, job_dir, "img", self.store)
+        assert report.outputs[0].decision == "released"
+        doc: dict[str, Any] = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
+        return doc
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    return Agent(tmp_path)
+
+
+def cells(doc: dict[str, Any], analysis: int = 0, table: int = 0) -> list[dict[str, Any]]:
+    a = doc["analyses"][analysis]
+    return list((a["tables"][table] if "tables" in a else a)["cells"])
+
+
+# ---- F1: the rules listed on a suppressed cell tell an empty cell from a small one -------
+
+def hidden_but_not_empty(table: list[dict[str, Any]], fixed: dict[str, Any], dim: str
+                         ) -> list[Any]:
+    """Along one line of a table, the hidden cells whose rules do not say ``zeros``."""
+    line = [c for c in table if all(c["cell"][k] == v for k, v in fixed.items())
+            and c["cell"][dim] != "All"]
+    return [c["cell"][dim] for c in line if c["value"] is None and "zeros" not in c["rules"]]
+
+
+@leak("F1: per-cell rules of suppressed cells ('zeros' vs 'threshold') tell which hidden "
+      "cells hold records: a person unique on age has their diagnosis, sex and length of "
+      "stay disclosed")
+def test_rule_tags_of_hidden_cells_give_a_unique_persons_attributes(agent: Agent) -> None:
+    frame = hospital_table(7, 2000, "R")
+    agent.publish(frame)
+    counts = frame.age.value_counts()
+    age = int(counts[counts == 1].index[0])  # the neighbour's age: one patient has it
+    secret = frame[frame.age == age].iloc[0]
+    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["age", dim]}
+                                  for dim in ("diagnosis", "sex", "los")]})
+    recovered = {}
+    for i, dim in enumerate(("diagnosis", "sex", "los")):
+        row = [c for c in cells(doc, i) if c["cell"]["age"] == age]
+        assert all(c["value"] is None for c in row)  # every cell of the row is hidden
+        holding = hidden_but_not_empty(cells(doc, i), {"age": age}, dim)
+        recovered[dim] = holding[0] if len(holding) == 1 else None
+    truth = {"diagnosis": secret.diagnosis, "sex": secret.sex, "los": secret.los}
+    assert recovered != truth, f"disclosed: {recovered}"
+
+
+@leak("F1b: the 'zeros' and 'class_disclosure' tags undo the class-disclosure "
+      "suppression: every K35 patient is a woman, and how many")
+def test_rule_tags_undo_the_class_disclosure_suppression(agent: Agent) -> None:
+    frame = hospital_table(15, 2000, "R")
+    frame.loc[frame.diagnosis == "K35", "sex"] = "F"  # the group attribute to protect
+    agent.publish(frame)
+    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["sex", "diagnosis"]}]})
+    by = {(c["cell"]["sex"], c["cell"]["diagnosis"]): c for c in cells(doc)}
+    assert by[("M", "K35")]["value"] is None and by[("F", "K35")]["value"] is None
+    women = hidden_but_not_empty(cells(doc), {"diagnosis": "K35"}, "sex")
+    # The line's total is released, and it is the hidden (F, K35) cell.
+    recovered = by[("All", "K35")]["value"] if women == ["F"] else None
+    assert recovered != int((frame.diagnosis == "K35").sum()), "disclosed: all K35 are F"
+
+
+# ---- F2: a continuous column as a dimension publishes every value as a label ------------
+
+@leak("F2: a numeric column as a dimension releases every distinct value as a category "
+      "label: the maximum cost (refused as a statistic) comes out exact, and with the "
+      "F1 tags the top patient's sex")
+def test_a_numeric_dimension_publishes_the_maximum(agent: Agent) -> None:
+    frame = hospital_table(7, 2000, "R")
+    agent.publish(frame)
+    top = frame.loc[frame.cost.idxmax()]
+    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["sex", "cost"]}]})
+    most = max({c["cell"]["cost"] for c in cells(doc)} - {"All"})
+    sexes = hidden_but_not_empty(cells(doc), {"cost": most}, "sex")
+    assert (most, sexes) != (top.cost, [top.sex]), f"disclosed: {most} {sexes}"
+
+
+@leak("F2b: the same label leak on the differentially private route: every cost value, "
+      "unnoised, whatever epsilon")
+def test_a_numeric_dimension_publishes_every_value_under_dp(agent: Agent) -> None:
+    frame = hospital_table(8, 500, "R")
+    agent.publish(frame)
+    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["cost"]}],
+                     "dp": {"epsilon": 0.1}})
+    assert doc["dp"]["epsilon"] == 0.1
+    recovered = {c["cell"]["cost"] for c in cells(doc)} - {"All"}
+    assert recovered != set(frame.cost), "disclosed: the whole cost column"
+
+
+# ---- F3: a new version of a dataset is a new audit key --------------------------------------
+
+@leak("F3: the differencing audit is keyed by dataset id; a new version of the dataset "
+      "(same code, next version, new id) is not compared with the populations released "
+      "from the previous one")
+def test_a_new_version_escapes_the_differencing_audit(agent: Agent) -> None:
+    v1 = hospital_table(7, 2000, "R")
+    newcomer = v1.iloc[[0]].assign(patient_id="R-NEW", diagnosis="K35", cost=23456.78)
+    v2 = pd.concat([v1, newcomer], ignore_index=True)  # next month's edition: one admission
+    spec = {"analyses": [{"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+                          "statistics": ["sum"]}]}
+    before = agent.run(spec, dataset_id="ds_v1", file=agent.publish(v1, "v1.csv"))
+    after = agent.run(spec, dataset_id="ds_v2", file=agent.publish(v2, "v2.csv"),
+                      permit_id="pmt_2")
+    b = {c["cell"]["diagnosis"]: c["value"] for c in cells(before)}
+    a = {c["cell"]["diagnosis"]: c["value"] for c in cells(after)}
+    recovered = None if None in (a["K35"], b["K35"]) else round(a["K35"] - b["K35"], 2)
+    assert recovered != 23456.78, "disclosed: the newcomer's cost"
