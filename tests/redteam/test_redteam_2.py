@@ -179,3 +179,30 @@ def test_a_new_version_escapes_the_differencing_audit(agent: Agent) -> None:
     a = {c["cell"]["diagnosis"]: c["value"] for c in cells(after)}
     recovered = None if None in (a["K35"], b["K35"]) else round(a["K35"] - b["K35"], 2)
     assert recovered != 23456.78, "disclosed: the newcomer's cost"
+
+
+# ---- F4: joint statistics: a column total is the margin of a grouping ----------------------
+
+@leak("F4: joint statistics: a provider zeroes a small group but not the column total it "
+      "belongs to, so total - sum of groups is the withdrawn records' sum; with one record "
+      "withdrawn (its count is released the same way) that is one patient's cost")
+def test_joint_column_total_less_its_groups_gives_the_suppressed_record() -> None:
+    from compute.spec import parse_spec
+    from tests.compute.conftest import SCHEMA, hospital_frame
+    from tests.compute.harness import run_joint
+
+    frames = {f"h{i}": hospital_frame(40 + i, 400).assign(age=lambda d: d.age.clip(upper=98))
+              for i in range(3)}
+    frames["h0"].loc[7, ["age", "cost"]] = [99, 31337.25]  # the oldest patient anywhere
+    spec = parse_spec({"statistics": ["sum", "grouped"], "columns": ["cost"],
+                       "groups": {"by": [{"column": "age", "edges": [0, 99, 200]}],
+                                  "values": ["cost"]}}, SCHEMA)
+    res = run_joint(spec, frames, min_cell_count=MIN_CELL)
+    assert res.grouped is not None
+    groups = res.grouped["cells"]
+    withdrawn = res.columns["cost"]["n"] - sum(g["cost"]["n"] for g in groups)
+    total = res.columns["cost"]["sum"]
+    assert isinstance(total, float) and isinstance(withdrawn, int)
+    recovered = round(total - sum(g["cost"]["sum"] for g in groups), 2) if withdrawn == 1 \
+        else None
+    assert recovered != 31337.25, "disclosed: the 99-year-old's cost"
