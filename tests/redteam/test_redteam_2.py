@@ -58,7 +58,8 @@ class Agent:
         return file
 
     def run(self, spec: dict[str, Any], *, dataset_id: str = "ds_1",
-            file: str = "episodes.csv", permit_id: str = "pmt_1") -> dict[str, Any]:
+            file: str = "episodes.csv", permit_id: str = "pmt_1",
+            extra_fields: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
         self.jobs += 1
         job_id = f"job_{self.jobs}"
         task = RunTask.model_validate({
@@ -68,7 +69,8 @@ class Agent:
             "statistics": spec,
             "datasets": [{"id": dataset_id, "code": "episodes", "provider_id": "prov_1",
                           "format": "csv", "location": file,
-                          "fields": [f for f in FIELDS if f["name"] in PERMITTED]}]})
+                          "fields": [f for f in FIELDS if f["name"] in PERMITTED]
+                          + list(extra_fields)}]})
         job_dir = self.root / "work" / job_id
         runjob.prepare(task, job_dir, lambda _: [self.root / "data"], "img", Limits(),
                        self.store)
@@ -179,6 +181,50 @@ def test_a_new_version_escapes_the_differencing_audit(agent: Agent) -> None:
     a = {c["cell"]["diagnosis"]: c["value"] for c in cells(after)}
     recovered = None if None in (a["K35"], b["K35"]) else round(a["K35"] - b["K35"], 2)
     assert recovered != 23456.78, "disclosed: the newcomer's cost"
+
+
+# ---- F5: an exact median says k records share it; the mean gives the one left over ----
+
+@leak("F5: a median is released exactly when at least k records hold it; in a cell of "
+      "k + 1 records (count released) the mean then gives the one other record's value")
+def test_exact_median_and_mean_of_a_k_plus_one_cell_give_the_odd_record(agent: Agent) -> None:
+    frame = hospital_table(21, 2000, "R")
+    rare = frame.index[:MIN_CELL + 1]
+    frame.loc[rare, ["diagnosis", "los"]] = ["Z00", 1]  # day cases of a rare diagnosis...
+    frame.loc[rare[4], "los"] = 9  # ...and one patient who stayed nine days
+    agent.publish(frame)
+    doc = agent.run({"analyses": [
+        {"kind": "frequency", "dims": ["diagnosis"]},
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "los",
+         "statistics": ["mean", "median"]}]})
+
+    def z00(table: list[dict[str, Any]]) -> Any:
+        return next(c["value"] for c in table if c["cell"]["diagnosis"] == "Z00")
+
+    n, mean, median = z00(cells(doc, 0)), z00(cells(doc, 1, 0)), z00(cells(doc, 1, 1))
+    recovered = None
+    if n == MIN_CELL + 1 and median is not None and float(median).is_integer():
+        # An exact (not midpoint) median is a value >= k records hold; not all do (class
+        # disclosure would hide the cell), so exactly k do, and one record is left.
+        recovered = round(n * mean - MIN_CELL * median, 6)
+    assert recovered != 9, "disclosed: the nine-day stay"
+
+
+# ---- F6: a regression on a rare binary column -------------------------------------------
+
+@leak("F6: OLS on a binary column that one record holds: const + coef is that record's "
+      "outcome, released with 1,998 residual degrees of freedom (documented as not checked)")
+def test_ols_on_a_rare_flag_gives_the_flagged_records_cost(agent: Agent) -> None:
+    frame = hospital_table(22, 2000, "R").assign(hiv="false")
+    frame.loc[123, "hiv"] = "true"  # one HIV-positive patient
+    agent.publish(frame)
+    doc = agent.run({"analyses": [{"kind": "ols", "y": "cost", "x": ["hiv"]}]},
+                    extra_fields=({"name": "hiv", "type": "boolean",
+                                   "sensitivity": "sensitive"},))
+    model = doc["analyses"][0]
+    coef = {c["term"]: c["coef"] for c in model["coefficients"] or []}
+    recovered = round(coef["const"] + coef["hiv"], 2) if coef else None
+    assert recovered != frame.loc[123, "cost"], "disclosed: the HIV patient's cost"
 
 
 # ---- F4: joint statistics: a column total is the margin of a grouping ----------------------
