@@ -210,6 +210,29 @@ def test_exact_median_and_mean_of_a_k_plus_one_cell_give_the_odd_record(agent: A
     assert recovered != 9, "disclosed: the nine-day stay"
 
 
+# ---- F7: a flagged magnitude cell is held back but not protected ------------------------
+
+@leak("F7: a magnitude cell flagged for class disclosure has its value held back, but "
+      "secondary suppression does not protect it: the margin less the released cells "
+      "gives it, and with its count every patient's value")
+def test_a_flagged_magnitude_cell_comes_back_from_its_margin(agent: Agent) -> None:
+    frame = hospital_table(23, 2000, "R")
+    group = frame.index[:12]
+    frame.loc[group, ["diagnosis", "los"]] = ["Z00", 3]  # every Z00 patient stayed 3 days
+    agent.publish(frame)
+    doc = agent.run({"analyses": [
+        {"kind": "frequency", "dims": ["diagnosis"]},
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "los", "statistics": ["sum"]}]})
+    counts = {c["cell"]["diagnosis"]: c["value"] for c in cells(doc, 0)}
+    sums = {c["cell"]["diagnosis"]: c for c in cells(doc, 1)}
+    assert sums["Z00"]["value"] is None and sums["Z00"]["status"] == "flagged"
+    released = [c["value"] for k, c in sums.items() if k not in ("Z00", "All")]
+    recovered = None
+    if None not in released and sums["All"]["value"] is not None:
+        recovered = (sums["All"]["value"] - sum(released)) / counts["Z00"]
+    assert recovered != 3, "disclosed: the Z00 patients' length of stay"
+
+
 # ---- F6: a regression on a rare binary column -------------------------------------------
 
 @leak("F6: OLS on a binary column that one record holds: const + coef is that record's "
