@@ -33,6 +33,7 @@ from containers import runjob
 from containers.audit_store import AuditStore
 from containers.executor import Limits
 from sandbox.demo_data import FIELDS, hospital_table
+from tests.redteam.conftest import Red
 
 PERMITTED = ["age", "sex", "diagnosis", "los", "cost"]  # never patient_id
 MIN_CELL = 10
@@ -275,3 +276,76 @@ def test_joint_column_total_less_its_groups_gives_the_suppressed_record() -> Non
     recovered = round(total - sum(g["cost"]["sum"] for g in groups), 2) if withdrawn == 1 \
         else None
     assert recovered != 31337.25, "disclosed: the 99-year-old's cost"
+
+
+# ---- end to end: F1 and F2 through the controller and a real agent --------------------------
+
+@pytest.mark.docker
+@pytest.mark.slow
+@leak("F1+F2 end to end: the requester's own statistics.json, fetched from the controller, "
+      "gives a unique-age patient's diagnosis and the exact maximum cost")
+def test_rule_tags_and_numeric_labels_end_to_end(red: Red) -> None:
+    data = red.dataset(seed=31)
+    frame = data.frame
+    counts = frame.age.value_counts()
+    age = int(counts[counts == 1].index[0])
+    job, doc = red.statistics(data, {"analyses": [
+        {"kind": "frequency", "dims": ["age", "diagnosis"]},
+        {"kind": "frequency", "dims": ["sex", "cost"]}]})
+    assert job["state"] == "released" and doc is not None
+    holding = hidden_but_not_empty(cells(doc, 0), {"age": age}, "diagnosis")
+    most = max({c["cell"]["cost"] for c in cells(doc, 1)} - {"All"})
+    recovered = (holding, most)
+    truth = ([frame[frame.age == age].diagnosis.iloc[0]], frame.cost.max())
+    assert recovered != truth, f"disclosed: {recovered}"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+@leak("F3 end to end: next month's edition of the dataset (same code, version 2) gives the "
+      "one new admission's cost by subtraction; the audit compares nothing across versions")
+def test_a_new_version_escapes_the_audit_end_to_end(red: Red) -> None:
+    import time
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    from tests.docker.helpers import dataset_body
+    from tests.redteam.conftest import Data
+
+    v1 = hospital_table(32, 2000, "R")
+    first = red.dataset(v1)
+    spec = {"analyses": [{"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+                          "statistics": ["sum"]}]}
+    job1, doc1 = red.statistics(first, spec)
+    assert doc1 is not None, job1
+    provider = red.provider
+    code = provider.client.get(f"/datasets/{first.dataset_id}")["code"]
+    newcomer = v1.iloc[[0]].assign(patient_id="R-NEW", diagnosis="K35", cost=23456.78)
+    v2 = pd.concat([v1, newcomer], ignore_index=True)
+    file = f"red-{uuid.uuid4().hex[:8]}.csv"
+    v2.to_csv(provider.root / file, index=False)
+    body = {**dataset_body(provider.code, file), "code": code}  # the provider's next edition
+    r = provider.client.http.post(f"{provider.client.url}/api/v1/datasets", json=body,
+                                  timeout=60)
+    assert r.status_code == 201, r.text
+    ds2 = r.json()
+    assert ds2["version"] == 2
+    for _ in range(60):  # the agent's schema check activates it
+        if provider.client.get(f"/datasets/{ds2['id']}")["status"] == "active":
+            break
+        time.sleep(1)
+    req = red.stack.requester.post("/requests", {
+        "purpose": "Cost of inpatient care by diagnosis, for pricing review.",
+        "use_kind": "statistics", "business_system": "harbor-pricing-2026",
+        "items": [{"dataset_id": ds2["id"], "columns": ["age", "sex", "diagnosis", "los",
+                                                       "cost"]}]})
+    permit = provider.client.post(f"/requests/{req['id']}/items/{ds2['id']}/approve", {
+        "expires_at": (datetime.now(UTC) + timedelta(days=30)).isoformat(), "max_runs": 50,
+        "min_cell_count": MIN_CELL, "risk_assessment": "aggregates only",
+        "script_release": "automatic"})["permit_id"]
+    job2, doc2 = red.statistics(Data(v2, file, ds2["id"], permit), spec)
+    assert doc2 is not None, job2
+    b = {c["cell"]["diagnosis"]: c["value"] for c in cells(doc1)}
+    a = {c["cell"]["diagnosis"]: c["value"] for c in cells(doc2)}
+    recovered = None if None in (a["K35"], b["K35"]) else round(a["K35"] - b["K35"], 2)
+    assert recovered != 23456.78, "disclosed: the newcomer's cost"
