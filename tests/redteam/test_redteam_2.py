@@ -187,28 +187,41 @@ def test_a_new_version_escapes_the_differencing_audit(agent: Agent) -> None:
 # ---- F5: an exact median says k records share it; the mean gives the one left over ----
 
 @leak("F5: a median is released exactly when at least k records hold it; in a cell of "
-      "k + 1 records (count released) the mean then gives the one other record's value")
-def test_exact_median_and_mean_of_a_k_plus_one_cell_give_the_odd_record(agent: Agent) -> None:
+      "k + 1 records (count released) the mean then gives the one other record's value, "
+      "and in a cell of k + 2 the mean and std give the two others")
+def test_exact_median_mean_and_std_of_a_small_cell_give_the_odd_records(agent: Agent) -> None:
     frame = hospital_table(21, 2000, "R")
-    rare = frame.index[:MIN_CELL + 1]
-    frame.loc[rare, ["diagnosis", "los"]] = ["Z00", 1]  # day cases of a rare diagnosis...
-    frame.loc[rare[4], "los"] = 9  # ...and one patient who stayed nine days
+    one = frame.index[:MIN_CELL + 1]
+    frame.loc[one, ["diagnosis", "los"]] = ["Z00", 1]  # day cases of a rare diagnosis...
+    frame.loc[one[4], "los"] = 9  # ...and one patient who stayed nine days
+    two = frame.index[MIN_CELL + 1:2 * MIN_CELL + 3]
+    frame.loc[two, ["diagnosis", "los"]] = ["Z01", 2]
+    frame.loc[two[:2], "los"] = [5, 7]  # two patients who stayed longer
     agent.publish(frame)
     doc = agent.run({"analyses": [
         {"kind": "frequency", "dims": ["diagnosis"]},
         {"kind": "magnitude", "dims": ["diagnosis"], "value": "los",
-         "statistics": ["mean", "median"]}]})
+         "statistics": ["mean", "median", "std"]}]})
 
-    def z00(table: list[dict[str, Any]]) -> Any:
-        return next(c["value"] for c in table if c["cell"]["diagnosis"] == "Z00")
+    def cell(code: str) -> tuple[Any, ...]:
+        return tuple(next(c["value"] for c in cells(doc, *at) if c["cell"]["diagnosis"] == code)
+                     for at in ((0, 0), (1, 0), (1, 1), (1, 2)))
 
-    n, mean, median = z00(cells(doc, 0)), z00(cells(doc, 1, 0)), z00(cells(doc, 1, 1))
-    recovered = None
-    if n == MIN_CELL + 1 and median is not None and float(median).is_integer():
-        # An exact (not midpoint) median is a value >= k records hold; not all do (class
-        # disclosure would hide the cell), so exactly k do, and one record is left.
-        recovered = round(n * mean - MIN_CELL * median, 6)
-    assert recovered != 9, "disclosed: the nine-day stay"
+    recovered: dict[str, list[float]] = {}
+    for code in ("Z00", "Z01"):
+        n, mean, median, std = cell(code)
+        if None in (n, mean, median, std) or not float(median).is_integer():
+            continue
+        # An exact (not midpoint) median is a value >= k records hold; not all of the cell
+        # (class disclosure would hide it): take exactly k, the rest are n - k records.
+        rest, total = n - MIN_CELL, n * mean - MIN_CELL * median
+        squares = (n - 1) * std ** 2 + n * mean ** 2 - MIN_CELL * median ** 2
+        if rest == 1:
+            recovered[code] = [round(total, 6)]
+        elif rest == 2:  # x + y = total, x^2 + y^2 = squares
+            gap = (2 * squares - total ** 2) ** 0.5
+            recovered[code] = [round((total - gap) / 2, 6), round((total + gap) / 2, 6)]
+    assert recovered != {"Z00": [9], "Z01": [5, 7]}, f"disclosed: {recovered}"
 
 
 # ---- F7: a flagged magnitude cell is held back but not protected ------------------------
