@@ -291,6 +291,27 @@ def test_joint_column_total_less_its_groups_gives_the_suppressed_record() -> Non
     assert recovered != 31337.25, "disclosed: the 99-year-old's cost"
 
 
+@leak("F8: joint statistics: min_providers is checked per job, not per cell; a group only "
+      "one hospital has records in is that hospital's exact figures")
+def test_joint_group_held_by_one_provider_is_that_providers_figure() -> None:
+    from compute.spec import parse_spec
+    from tests.compute.conftest import DIAGNOSES, SCHEMA, hospital_frame
+    from tests.compute.harness import run_joint
+
+    frames = {f"h{i}": hospital_frame(50 + i, 400).assign(cost=lambda d: d.cost.fillna(5000.0))
+              for i in range(3)}
+    for other in ("h1", "h2"):  # lung cancer (C34) is treated at h0 only
+        frames[other].loc[frames[other].diagnosis == "C34", "diagnosis"] = "J18"
+    spec = parse_spec({"statistics": ["grouped"], "groups": {
+        "by": "diagnosis", "categories": DIAGNOSES, "values": ["cost"]}}, SCHEMA)
+    res = run_joint(spec, frames, min_cell_count=MIN_CELL)
+    assert res.grouped is not None
+    c34 = next(c for c in res.grouped["cells"] if c["key"] == ["C34"])
+    h0 = frames["h0"][frames["h0"].diagnosis == "C34"].cost
+    recovered = (c34["cost"]["n"], round(c34["cost"]["sum"], 4))
+    assert recovered != (len(h0), round(h0.sum(), 4)), "disclosed: h0's own C34 figures"
+
+
 # ---- end to end: F1 and F2 through the controller and a real agent --------------------------
 
 @pytest.mark.docker
