@@ -30,8 +30,8 @@ ROWS = 10_000
 POLL_S = 0.02
 SCRIPT = """import pandas as pd
 df = pd.read_csv("/in/data.csv")
-t = df.groupby(["sex", "diagnosis"])["cost"].agg(n="count", mean="mean").reset_index()
-t["mean"] = t["mean"].round(2)
+t = df.groupby(["sex", "diagnosis"])["cost"].agg(n="count", mean_cost="mean").reset_index()
+t["mean_cost"] = t["mean_cost"].round(2)
 t.to_csv("/out/cost_by_sex_and_diagnosis.csv", index=False)
 """
 SPEC = {"analyses": [{"kind": "magnitude", "dims": ["sex", "diagnosis"], "value": "cost",
