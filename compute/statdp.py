@@ -50,9 +50,9 @@ def _interior_codes(grid: Any, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, An
 
 def _cells(labels: list[dict[str, Any]], values: list[Any], shown: list[bool]
            ) -> list[dict[str, Any]]:
+    # A hidden cell looks like the checked route's (statistics.HIDDEN): no per-cell rules.
     return [{"cell": lab, "value": v if ok else None,
-             "status": NOISED if ok else sdc.CellStatus.SUPPRESSED_PRIMARY.value,
-             "rules": [] if ok else [sdc.Rule.THRESHOLD.value]}
+             "status": NOISED if ok else statistics.HIDDEN, "rules": []}
             for lab, v, ok in zip(labels, values, shown, strict=True)]
 
 

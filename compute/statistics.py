@@ -89,13 +89,21 @@ def _outcome(kind: str, checked: Any) -> dict[str, Any]:
             "rules": [r.value for r in checked.rules], "reasons": list(checked.reasons)}
 
 
+HIDDEN = "suppressed"
+
+
 def _cells(table: sdc.CheckedTable) -> list[dict[str, Any]]:
-    """A table's cells; a flagged cell's value is held back: a flag asks for a human
-    output check, and until one has looked, nothing flagged leaves automatically."""
+    """A table's cells as the requester sees them. Every cell not released is alike:
+    status ``suppressed``, no value and no rules. Which rule hid a cell is a fact about
+    its records (``zeros`` says it is empty, ``threshold`` that it is not, a flag that one
+    category holds its whole line, primary or secondary how small it is), so it stays in
+    the provider's domain; the analysis's own ``rules`` and ``reasons`` say which rules
+    hid something in the table. A flagged cell is held back like the others: a flag asks
+    for a human output check, and until one has looked, nothing flagged leaves."""
     cells = table.records()
     for c in cells:
-        if c["status"] == sdc.CellStatus.FLAGGED.value:
-            c["value"] = None
+        if c["status"] != sdc.CellStatus.OK.value:
+            c["status"], c["value"], c["rules"] = HIDDEN, None, []
     return cells
 
 

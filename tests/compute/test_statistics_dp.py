@@ -73,7 +73,8 @@ def test_a_small_noised_count_is_not_shown() -> None:
     doc = statistics.compute(frame, spec, statistics.policy_for(50, None))
     z = [c for c in doc["analyses"][0]["cells"] if c["cell"]["ward"] == "Z"
          and c["cell"]["sex"] == "F"]
-    assert z[0]["value"] is None and z[0]["rules"] == ["threshold"]
+    assert z[0]["value"] is None and z[0]["status"] == "suppressed" and z[0]["rules"] == []
+    assert doc["analyses"][0]["rules"] == ["threshold"]
 
 
 def test_opendp_maps_the_scale_to_epsilon() -> None:

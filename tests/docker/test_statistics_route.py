@@ -77,5 +77,6 @@ def test_a_cell_of_one_record_is_suppressed_with_its_rule(stack: Stack,
     cells = doc["analyses"][0]["cells"]
     small = [c for c in cells if c["status"] != "ok"]
     assert small, "ages are fine-grained: some cells must hold fewer than k records"
-    for c in small:
-        assert c["value"] is None and c["rules"], c
+    for c in small:  # alike: which rule hid a cell would tell about its records
+        assert c["value"] is None and c["status"] == "suppressed" and c["rules"] == [], c
+    assert "threshold" in doc["analyses"][0]["rules"]  # the table says why

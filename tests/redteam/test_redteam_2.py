@@ -10,8 +10,8 @@ closes a leak the test passes, strict xfail reports it, and the marker goes: the
 stays as the regression test of the fix.
 
 The attacks run the agent's own code for a statistics job, without Docker:
-``containers.runjob.prepare`` (projection of the permitted columns, keyed row
-identities) then ``containers.runjob.statistics_report`` (parse, compute, disclosure
+``containers.jobdir.prepare`` (projection of the permitted columns, keyed row
+identities) then ``containers.statistics_job.statistics_report`` (parse, compute, disclosure
 rules, the differencing audit against the provider's ``AuditStore``, the cap), exactly
 what ``containers.agent.Agent._complete_statistics`` calls. The document it returns is
 the ``statistics.json`` output the controller stores and the requester fetches
@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 
 from authz.wire import RunTask
-from containers import runjob
+from containers import jobdir, statistics_job
 from containers.audit_store import AuditStore
 from containers.executor import Limits
 from sandbox.demo_data import FIELDS, hospital_table
@@ -73,9 +73,9 @@ class Agent:
                           "fields": [f for f in FIELDS if f["name"] in PERMITTED]
                           + list(extra_fields)}]})
         job_dir = self.root / "work" / job_id
-        runjob.prepare(task, job_dir, lambda _: [self.root / "data"], "img", Limits(),
+        jobdir.prepare(task, job_dir, lambda _: [self.root / "data"], "img", Limits(),
                        self.store)
-        report = runjob.statistics_report(task, job_dir, "img", self.store)
+        report = statistics_job.statistics_report(task, job_dir, "img", self.store)
         assert report.outputs[0].decision == "released"
         doc: dict[str, Any] = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
         return doc
@@ -101,9 +101,9 @@ def hidden_but_not_empty(table: list[dict[str, Any]], fixed: dict[str, Any], dim
     return [c["cell"][dim] for c in line if c["value"] is None and "zeros" not in c["rules"]]
 
 
-@leak("F1: per-cell rules of suppressed cells ('zeros' vs 'threshold') tell which hidden "
-      "cells hold records: a person unique on age has their diagnosis, sex and length of "
-      "stay disclosed")
+# F1: per-cell rules of suppressed cells ('zeros' vs 'threshold') told which hidden cells
+# hold records: a person unique on age had their diagnosis, sex and length of stay
+# disclosed. Hidden cells are now alike (status "suppressed", no rules).
 def test_rule_tags_of_hidden_cells_give_a_unique_persons_attributes(agent: Agent) -> None:
     frame = hospital_table(7, 2000, "R")
     agent.publish(frame)
@@ -122,8 +122,7 @@ def test_rule_tags_of_hidden_cells_give_a_unique_persons_attributes(agent: Agent
     assert recovered != truth, f"disclosed: {recovered}"
 
 
-@leak("F1b: the 'zeros' and 'class_disclosure' tags undo the class-disclosure "
-      "suppression: every K35 patient is a woman, and how many")
+# F1b: the 'zeros' and 'class_disclosure' tags undid the class-disclosure suppression.
 def test_rule_tags_undo_the_class_disclosure_suppression(agent: Agent) -> None:
     frame = hospital_table(15, 2000, "R")
     frame.loc[frame.diagnosis == "K35", "sex"] = "F"  # the group attribute to protect
@@ -147,9 +146,10 @@ def test_a_numeric_dimension_publishes_the_maximum(agent: Agent) -> None:
     agent.publish(frame)
     top = frame.loc[frame.cost.idxmax()]
     doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["sex", "cost"]}]})
-    most = max({c["cell"]["cost"] for c in cells(doc)} - {"All"})
-    sexes = hidden_but_not_empty(cells(doc), {"cost": most}, "sex")
-    assert (most, sexes) != (top.cost, [top.sex]), f"disclosed: {most} {sexes}"
+    labels = {c["cell"]["cost"] for c in cells(doc)} - {"All"}
+    assert all(not c["rules"] for c in cells(doc) if c["value"] is None)  # F1 holds
+    most = max(labels, key=lambda x: x if isinstance(x, float | int) else -1.0)
+    assert most != top.cost, f"disclosed: {most}"
 
 
 @leak("F2b: the same label leak on the differentially private route: every cost value, "
@@ -312,26 +312,26 @@ def test_joint_group_held_by_one_provider_is_that_providers_figure() -> None:
     assert recovered != (len(h0), round(h0.sum(), 4)), "disclosed: h0's own C34 figures"
 
 
-# ---- end to end: F1 and F2 through the controller and a real agent --------------------------
+# ---- end to end: F1 and F3 through the controller and a real agent --------------------------
 
 @pytest.mark.docker
 @pytest.mark.slow
-@leak("F1+F2 end to end: the requester's own statistics.json, fetched from the controller, "
-      "gives a unique-age patient's diagnosis and the exact maximum cost")
-def test_rule_tags_and_numeric_labels_end_to_end(red: Red) -> None:
+def test_rule_tags_end_to_end(red: Red) -> None:
+    """F1 through the controller: the requester's own statistics.json, fetched from the
+    controller, no longer tells a unique-age patient's diagnosis by the rules of the
+    hidden cells of their row."""
     data = red.dataset(seed=31)
     frame = data.frame
     counts = frame.age.value_counts()
     age = int(counts[counts == 1].index[0])
     job, doc = red.statistics(data, {"analyses": [
-        {"kind": "frequency", "dims": ["age", "diagnosis"]},
-        {"kind": "frequency", "dims": ["sex", "cost"]}]})
+        {"kind": "frequency", "dims": ["age", "diagnosis"]}]})
     assert job["state"] == "released" and doc is not None
+    hidden = [c for c in cells(doc, 0) if c["value"] is None]
+    assert hidden and {c["status"] for c in hidden} == {"suppressed"}
+    assert all(c["rules"] == [] for c in hidden)
     holding = hidden_but_not_empty(cells(doc, 0), {"age": age}, "diagnosis")
-    most = max({c["cell"]["cost"] for c in cells(doc, 1)} - {"All"})
-    recovered = (holding, most)
-    truth = ([frame[frame.age == age].diagnosis.iloc[0]], frame.cost.max())
-    assert recovered != truth, f"disclosed: {recovered}"
+    assert holding != [frame[frame.age == age].diagnosis.iloc[0]], f"disclosed: {holding}"
 
 
 @pytest.mark.docker
