@@ -3,7 +3,8 @@
 One SQLite file per provider domain (every agent serving the provider's data must be
 given the same file). It holds the keyed-hash key for row identities (generated on first
 use, never sent anywhere), one population sketch per released cell, keyed by requester
-and dataset, and the count of cell values each permit has released. A statistics job
+and dataset lineage (:func:`lineage`: every version of a dataset under one key), and the
+count of cell values each permit has released. A statistics job
 holds the store's write lock from reading the earlier populations to recording its own,
 so two jobs of one requester never both pass the check against a store that lacks the
 other's cells.
@@ -31,6 +32,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from authz.wire import DatasetTask
 from compute.sdc.audit import KEY_CHARS, Sketches
 
 _SCHEMA = """
@@ -82,6 +84,22 @@ class AuditStore:
             db.close()
 
 
+def lineage(ds: DatasetTask) -> str:
+    """The key a dataset's released populations are kept under: its provider and code.
+
+    Every version of a dataset (same code, a new id: next month's edition) shares it, so
+    a cell of version 2 that differs from one of version 1 by a new record is caught like
+    one of the same version. Row identities are keyed hashes of the records' content, so
+    the records both versions hold are the same identities."""
+    return f"{ds.provider_id}/{ds.code}"
+
+
+def audit_keys(ds: DatasetTask) -> tuple[str, str]:
+    """The keys to read earlier populations under: the lineage, and the dataset's id,
+    under which they were kept before lineages (nothing released then is forgotten)."""
+    return lineage(ds), ds.id
+
+
 class AuditSession:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -95,13 +113,17 @@ class AuditSession:
         self.db.execute("INSERT INTO meta VALUES ('row_key', ?)", (key,))
         return key
 
-    def populations(self, requester: str, dataset: str, slots: int) -> Sketches:
-        """Populations released, and held for review (they may yet be released)."""
-        rows = self.db.execute(
-            "SELECT records, sketch FROM populations WHERE requester = ? AND dataset = ? "
-            "AND slots = ? UNION ALL SELECT records, sketch FROM held_populations "
-            "WHERE requester = ? AND dataset = ? AND slots = ?",
-            (requester, dataset, slots) * 2).fetchall()
+    def populations(self, requester: str, datasets: tuple[str, ...], slots: int
+                    ) -> Sketches:
+        """Populations released, and held for review (they may yet be released), under
+        any of the keys ``datasets`` (:func:`audit_keys`)."""
+        rows = []
+        for dataset in dict.fromkeys(datasets):
+            rows += self.db.execute(
+                "SELECT records, sketch FROM populations WHERE requester = ? AND "
+                "dataset = ? AND slots = ? UNION ALL SELECT records, sketch FROM "
+                "held_populations WHERE requester = ? AND dataset = ? AND slots = ?",
+                (requester, dataset, slots) * 2).fetchall()
         return Sketches.from_rows([(int(n), bytes(b)) for n, b in rows], slots)
 
     def released(self, permit: str, job: str) -> int:

@@ -25,7 +25,7 @@ from compute.sdc import SDCPolicy
 from compute.sdc.audit import Sketches, sketch_cells, slots_for
 from compute.sdc.combinations import differenced
 from containers import checks, jobdir, rederive
-from containers.audit_store import AuditStore
+from containers.audit_store import AuditStore, audit_keys, lineage
 
 
 def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
@@ -68,9 +68,10 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
     ids = np.load(job_dir / jobdir.ROW_IDS)
     slots = slots_for(policy.min_count)
     requester = task.requester_id or f"permit:{task.permit_id}"
-    dataset = task.datasets[0].id
+    ds = task.datasets[0]
+    dataset = lineage(ds)
     with audit.session() as store:
-        seen = store.populations(requester, dataset, slots)
+        seen = store.populations(requester, audit_keys(ds), slots)
         before = count = store.released(task.permit_id, task.job_id)
         mine = []
         for out in done:

@@ -26,7 +26,7 @@ from compute.sdc import SDCPolicy
 from compute.sdc.audit import slots_for
 from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import jobdir
-from containers.audit_store import AuditStore
+from containers.audit_store import AuditStore, audit_keys, lineage
 from containers.runspec import ExecutorError
 
 STATISTICS_OUTPUT = "statistics.json"
@@ -71,14 +71,14 @@ def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: Statistics
     if len(ids) != len(frame):
         raise ExecutorError("row identities do not match the projected input")
     requester = task.requester_id or f"permit:{task.permit_id}"
-    dataset = task.datasets[0].id
+    ds = task.datasets[0]
     slots = slots_for(policy.min_count)
     with audit.session() as store:
         history = release_audit.History(
-            ids=ids, prior=store.populations(requester, dataset, slots),
+            ids=ids, prior=store.populations(requester, audit_keys(ds), slots),
             released_before=store.released(task.permit_id, task.job_id))
         done = release_audit.compute_audited(frame, spec, policy, history)
-        store.record(requester, dataset, task.permit_id, task.job_id, done.released,
+        store.record(requester, lineage(ds), task.permit_id, task.job_id, done.released,
                      done.cells_released)
     return done.document
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from authz.wire import DatasetTask
 from compute import statistics
 from compute.release_audit import History, compute_audited
 from compute.sdc.audit import (
@@ -19,7 +20,7 @@ from compute.sdc.audit import (
     table_sketches,
 )
 from compute.statspec import parse_statistics_spec
-from containers.audit_store import AuditStore
+from containers.audit_store import AuditStore, audit_keys, lineage
 
 KEY = "k3y-f0r-th3-t3st"
 SCHEMA = {"ward": "string", "sex": "string", "cost": "number", "age": "integer"}
@@ -151,17 +152,17 @@ def test_the_store_keeps_populations_across_permits_of_a_requester(tmp_path: Pat
         key = s.row_key()
         done = compute_audited(full, parse_statistics_spec(SPEC, SCHEMA), POLICY,
                                History(row_identities(full, key), s.populations(
-                                   "req_1", "ds_1", slots), s.released("pmt_1", "job_1")))
+                                   "req_1", ("ds_1",), slots), s.released("pmt_1", "job_1")))
         s.record("req_1", "ds_1", "pmt_1", "job_1", done.released, done.cells_released)
     with store.session() as s:
         assert s.row_key() == key  # made once, kept
-        prior = s.populations("req_1", "ds_1", slots)
+        prior = s.populations("req_1", ("ds_1",), slots)
         # Identical populations (a ward's count and its sum of costs) are kept once.
         distinct = {done.released.to_bytes(i) for i in range(len(done.released))}
         assert len(prior) == len(distinct) < len(done.released)
         assert s.released("pmt_1", "job_2") == done.cells_released
         assert s.released("pmt_1", "job_1") == 0  # a job is never counted against itself
-        assert len(s.populations("req_2", "ds_1", slots)) == 0  # per requester
+        assert len(s.populations("req_2", ("ds_1",), slots)) == 0  # per requester
     without = full.drop(index=3)
     # A second permit of the same requester: compared with the first permit's releases.
     second = _run_with_key(without, key, prior)
@@ -181,4 +182,26 @@ def test_a_failed_job_records_nothing(tmp_path: Path) -> None:
                                 slots_for(10)), 5)
         raise RuntimeError("the computation failed")
     with store.session() as s:
-        assert len(s.populations("req_1", "ds_1", slots_for(10))) == 0
+        assert len(s.populations("req_1", ("ds_1",), slots_for(10))) == 0
+
+
+def test_versions_of_a_dataset_share_one_history_and_older_records_still_count(
+        tmp_path: Path) -> None:
+    """Populations are kept by lineage (provider and code): version 2 (a new id) reads what
+    version 1 released; what was kept under a dataset id before lineages is read too."""
+    def task(ds_id: str, code: str = "H-IPE") -> DatasetTask:
+        return DatasetTask(id=ds_id, code=code, provider_id="pty_h", format="csv",
+                           location="a.csv", fields=())
+
+    store = AuditStore(tmp_path / "audit.sqlite")
+    slots = slots_for(10)
+    pops = table_sketches(_frame(), ("ward",), row_identities(_frame(), KEY), slots)
+    v1, v2, other = task("ds_v1"), task("ds_v2"), task("ds_x", code="OTHER")
+    assert lineage(v1) == lineage(v2) != lineage(other)
+    with store.session() as s:
+        s.record("req_1", lineage(v1), "pmt_1", "job_1", pops, 5)
+        s.record("req_1", "ds_old", "pmt_0", "job_0", pops, 5)  # kept by id, before
+    with store.session() as s:
+        assert len(s.populations("req_1", audit_keys(v2), slots)) == len(pops)
+        assert len(s.populations("req_1", audit_keys(other), slots)) == 0
+        assert len(s.populations("req_1", audit_keys(task("ds_old")), slots)) == 2 * len(pops)
