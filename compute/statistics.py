@@ -31,12 +31,16 @@ FALSE = frozenset({"false", "0", "no", "f"})
 
 
 def load_frame(path: Path, types: Mapping[str, str]) -> pd.DataFrame:
-    """The projected CSV with its declared types: numbers as floats (missing: NaN),
-    booleans as 0/1, everything else as text (missing: empty)."""
+    """The projected CSV with its declared types: numbers as floats, booleans as 0/1,
+    everything else as text; a missing value is missing (NaN) in every type, so a record
+    without a dimension's value is left out of that dimension's tables rather than
+    counted under an empty label."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     for col in frame.columns:
         kind = types.get(col, "string")
-        if kind in ("integer", "number"):
+        if kind not in ("integer", "number", "boolean"):
+            frame[col] = frame[col].where(frame[col] != "")
+        elif kind in ("integer", "number"):
             frame[col] = pd.to_numeric(frame[col].where(frame[col] != ""), errors="coerce")
         elif kind == "boolean":
             low = frame[col].str.lower()

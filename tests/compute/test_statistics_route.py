@@ -52,3 +52,16 @@ def test_the_projected_file_is_read_with_its_declared_types(tmp_path: Path) -> N
     frame = statistics.load_frame(path, SCHEMA)
     assert frame["cost"].dtype.kind == "f" and frame["insured"].tolist()[:1] == [1.0]
     assert frame["ward"].dtype == object
+
+
+def test_a_record_without_a_dimension_value_is_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    rows = [*(f"A,{w}" for w in ("F", "M") * 15), "A,", *(f"B,{w}" for w in ("F", "M") * 15)]
+    path.write_text("ward,sex\n" + "\n".join(rows) + "\n")
+    frame = statistics.load_frame(path, {"ward": "string", "sex": "string"})
+    assert frame["sex"].isna().sum() == 1
+    spec = parse_statistics_spec({"analyses": [{"kind": "frequency", "dims": ["sex"]}]},
+                                 {"ward": "string", "sex": "string"})
+    doc = statistics.compute(frame, spec, statistics.policy_for(10, None))
+    labels = {c["cell"]["sex"] for c in doc["analyses"][0]["cells"]}
+    assert labels == {"F", "M", "All"}  # no category of its own for the missing value
