@@ -61,6 +61,12 @@ def check_disclosure(aggregates: Mapping[str, Any], layout: Layout,
         for i in range(e.length):
             if gov[i if e.elementwise else 0] == 0:
                 sums[i] = 0.0
-    total = sum(by_entry.values())
+    # Cells the local aggregation already withdrew records from (local_aggregate with the
+    # minimum count) come in as this entry; a malformed value is refused, not trusted.
+    prior = counts.get("disclosure.suppressed", [0])
+    if not isinstance(prior, list) or len(prior) != 1 or isinstance(prior[0], bool) \
+            or not isinstance(prior[0], int) or prior[0] < 0:
+        raise LayoutMismatch("entry disclosure.suppressed must be a list of 1 count")
+    total = prior[0] + sum(by_entry.values())
     counts["disclosure.suppressed"] = [total]
     return out, DisclosureReport(min_cell_count, total, by_entry)
