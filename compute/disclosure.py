@@ -1,14 +1,20 @@
 """Minimum-cell-count disclosure check on a provider's local aggregates (agent side).
 
+The primary rule runs before this one, on the records: ``local_aggregate`` with the permit's
+minimum count withdraws the records of every cell of 1..k-1 (explicit or implied by
+differencing two released record sets) from the whole job, so the aggregates reaching this
+check hold no small cell and it suppresses nothing (docs/joint-statistics.md, "Disclosure
+check"). This check is the second line, for aggregates computed without that step (a DP
+job, whose sensitivities assume no cascade of withdrawals).
+
 Rule: every count cell c with 0 < c < min_cell_count is set to 0, and every real sum that
-depends on that cell is set to 0 with it -- the provider withdraws that cell's records from
-the statistic rather than publishing a count or a sum about fewer than k people. Dependency
-is the layout's ``governor``: ``col.X.n`` governs ``col.X.s1/s2``, ``mom.n`` and ``ols.n``
-govern their whole blocks, ``grp.V.n[i]`` governs ``grp.V.s1[i]``. So within one statistic
-counts and sums stay consistent (a mean never divides a sum by a count it was not taken
-over), while totals may differ across statistics (a suppressed histogram cell lowers the
-histogram total, not ``col.X.n``). The number of suppressed cells -- cells, not records --
-travels encrypted in ``disclosure.suppressed`` so the requester learns the release is partial.
+depends on that cell is set to 0 with it. Dependency is the layout's ``governor``:
+``col.X.n`` governs ``col.X.s1/s2``, ``mom.n`` and ``ols.n`` govern their whole blocks,
+``grp.V.n[i]`` governs ``grp.V.s1[i]``. So within one statistic counts and sums stay
+consistent, but a margin in another statistic still holds the cell's records: on its own
+this check does not stop differencing. The number of suppressed cells -- cells, not
+records, the record step's included -- travels encrypted in ``disclosure.suppressed`` so the
+requester learns the release is partial.
 """
 
 from __future__ import annotations
@@ -61,6 +67,12 @@ def check_disclosure(aggregates: Mapping[str, Any], layout: Layout,
         for i in range(e.length):
             if gov[i if e.elementwise else 0] == 0:
                 sums[i] = 0.0
-    total = sum(by_entry.values())
+    # Cells the local aggregation already withdrew records from (local_aggregate with the
+    # minimum count) come in as this entry; a malformed value is refused, not trusted.
+    prior = counts.get("disclosure.suppressed", [0])
+    if not isinstance(prior, list) or len(prior) != 1 or isinstance(prior[0], bool) \
+            or not isinstance(prior[0], int) or prior[0] < 0:
+        raise LayoutMismatch("entry disclosure.suppressed must be a list of 1 count")
+    total = prior[0] + sum(by_entry.values())
     counts["disclosure.suppressed"] = [total]
     return out, DisclosureReport(min_cell_count, total, by_entry)

@@ -81,8 +81,14 @@ def _floats(a: Any) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=float).ravel()]
 
 
-def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
-    """Sufficient statistics of one provider's table for a normalized spec."""
+def local_aggregate(spec: dict[str, Any], df: Any,
+                    min_cell_count: int | None = None) -> dict[str, Any]:
+    """Sufficient statistics of one provider's table for a normalized spec.
+
+    With ``min_cell_count`` k (the provider's permit; not under DP, whose sensitivity
+    analysis assumes no cascade), records in any cell of fewer than k are first withdrawn
+    from the whole job (``withdraw_small_cells``): every statistic is then computed, exactly,
+    over the records kept, so no released figure less others isolates a withdrawn record."""
     stats = set(spec["statistics"])
     shift: dict[str, float] = spec.get("shift") or {}
     dp = spec.get("dp") or {}
@@ -97,6 +103,14 @@ def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
             cache[c] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         return cache[c]
 
+    suppressed = 0
+    if min_cell_count is not None and not dp:
+        kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count)
+        if not kept.all():
+            df = df[kept].reset_index(drop=True)
+            for c in list(cache):  # the columns already converted, reduced to the kept records
+                cache[c] = cache[c][kept]
+
     def clipped(c: str) -> FloatArray:
         """Values clipped to the public DP bounds (a DP model round: every column has them)."""
         x = col(c)
@@ -109,7 +123,7 @@ def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
             x = np.clip(x, bounds[c][0], bounds[c][1])
         return x - shift.get(c, 0.0)
 
-    counts: dict[str, list[int]] = {"rows": [len(df)], "disclosure.suppressed": [0]}
+    counts: dict[str, list[int]] = {"rows": [len(df)], "disclosure.suppressed": [suppressed]}
     reals: dict[str, list[float]] = {}
 
     if stats & (NUMERIC_UNIVARIATE | {"count"}):
@@ -163,10 +177,10 @@ def local_aggregate(spec: dict[str, Any], df: Any) -> dict[str, Any]:
     return {"version": AGGREGATES_VERSION, "counts": counts, "reals": reals}
 
 
-def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
-             summed: Callable[[str], FloatArray], counts: dict[str, list[int]],
-             reals: dict[str, list[float]], second: bool) -> None:
-    """Cells are the Cartesian product of the keys, plus one 'other' cell (any key unlisted)."""
+def _group_cells(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
+                 keys: dict[str, FloatArray] | None = None) -> tuple[FloatArray, int]:
+    """Each record's group cell: 0..g-1 the Cartesian product of the keys, g 'other' (any key
+    unlisted), -1 a key missing; and g. ``keys`` receives each key column's own code."""
     cell = np.zeros(len(df), dtype=np.int64)
     other = np.zeros(len(df), dtype=bool)
     missing = np.zeros(len(df), dtype=bool)
@@ -182,12 +196,22 @@ def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
             code = _codes(df[key["column"]], key["categories"])
             missing |= code == -1
             other |= code == size
+        if keys is not None:
+            keys[key["column"]] = code
         cell = cell * size + np.clip(code, 0, size - 1)
         g *= size
     cell[other] = g
     cell[missing] = -1
+    return cell, g
+
+
+def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
+             summed: Callable[[str], FloatArray], counts: dict[str, list[int]],
+             reals: dict[str, list[float]], second: bool) -> None:
+    """Cells are the Cartesian product of the keys, plus one 'other' cell (any key unlisted)."""
+    cell, g = _group_cells(groups, df, col)
     counts["grp.rows"] = _counts(cell, g + 1)
-    counts["grp.missing"] = [int(missing.sum())]
+    counts["grp.missing"] = [int((cell < 0).sum())]
     for v in groups["values"]:
         z = summed(v)
         ok = (cell >= 0) & ~np.isnan(z)
@@ -196,6 +220,113 @@ def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
         if second:
             reals[f"grp.{v}.s2"] = _floats(np.bincount(cell[ok], weights=z[ok] ** 2,
                                                        minlength=g + 1))
+
+
+def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray]
+                  ) -> tuple[list[FloatArray], list[FloatArray]]:
+    """Every set of records the job releases a count (and maybe sums) over: partitions (an
+    int array each, a record's cell or -1 outside it) and record sets (boolean masks).
+
+    Explicit cells: histogram, quantile and contingency cells (missing included), group rows
+    and each group value's cells (split by the value's presence: ``grp.rows[i] - grp.V.n[i]``
+    is a count too). Implicit cells: for every two record sets a statistic is taken over
+    (all rows, a column's present values, a block's complete cases, a histogram's or the
+    groups' keyed records), the records of one outside the other -- ``col.X.n`` less the sum
+    of the groups' ``n``, or ``rows`` less ``mom.n``, is such a difference; and for two
+    partitions keyed on a common column, the cells of their common refinement there."""
+    stats = set(spec["statistics"])
+    n = len(df)
+    parts: list[FloatArray] = []
+    sets: list[FloatArray] = [np.ones(n, dtype=bool)]
+
+    def present(cols: list[str]) -> FloatArray:
+        return ~np.isnan(np.column_stack([col(c) for c in cols])).any(axis=1)
+
+    keyed: list[dict[str, FloatArray]] = []  # per partition: its key columns' codes
+
+    def partition(idx: FloatArray, missing: FloatArray, keys: dict[str, FloatArray]) -> None:
+        cells = idx.astype(np.int64)
+        cells[missing] = int(cells.max(initial=0)) + 1  # the missing records are a cell too
+        parts.append(cells)
+        sets.append(~missing)
+        keyed.append(keys)
+
+    if stats & (NUMERIC_UNIVARIATE | {"count"}):
+        for c in spec["columns"]:
+            sets.append(present([c]) if stats & NUMERIC_UNIVARIATE
+                        else ~df[c].isna().to_numpy())
+    if stats & {"covariance", "correlation"}:
+        sets.append(present(list(spec["columns"])))
+    if "ols" in stats:
+        sets.append(present([spec["ols"]["y"], *spec["ols"]["x"]]))
+    if glm := spec.get("glm"):
+        sets.append(present([glm["y"], *glm["x"]]))
+    hists = {**(spec.get("bins") or {}),
+             **{f"q:{c}": q["edges"] for c, q in (spec.get("quantiles") or {}).items()}}
+    for c, edges in hists.items():
+        idx = _bin_index(col(c.removeprefix("q:")), edges)
+        partition(idx, idx < 0, {c.removeprefix("q:"): idx})
+    if ct := spec.get("contingency"):
+        r = _codes(df[ct["rows"]], ct["row_categories"])
+        k = _codes(df[ct["cols"]], ct["col_categories"])
+        partition(r * (len(ct["col_categories"]) + 1) + k, (r < 0) | (k < 0),
+                  {ct["rows"]: r, ct["cols"]: k})
+    if groups := spec.get("groups"):
+        codes: dict[str, FloatArray] = {}
+        cell, g = _group_cells(groups, df, col, codes)
+        partition(cell, cell < 0, codes)
+        key_cell = np.where(cell < 0, g + 1, cell)
+        for v in groups["values"]:
+            absent = np.isnan(col(v))
+            parts.append(key_cell * 2 + absent)
+            sets.append((cell >= 0) & ~absent)
+    # Two partitions keyed on a common column (an age histogram and age groups with other
+    # edges) difference to the common refinement of their cuts of that column: its cells
+    # are counts released implicitly.
+    for i, a in enumerate(keyed):
+        for b in keyed[i + 1:]:
+            if shared := sorted(a.keys() & b.keys()):
+                joint = np.zeros(len(df), dtype=np.int64)
+                for code in [*(a[c] for c in shared), *(b[c] for c in shared)]:
+                    if int(joint.max(initial=0)) > 1 << 40:  # renumber before int64 overflows
+                        joint = np.unique(joint, return_inverse=True)[1].ravel()
+                    joint = joint * (int(code.max(initial=0)) + 3) + code + 2  # codes >= -2
+                parts.append(np.unique(joint, return_inverse=True)[1].ravel())
+    return parts, list({s.tobytes(): s for s in sets}.values())
+
+
+def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
+                         min_cell_count: int) -> tuple[FloatArray, int]:
+    """The records the provider keeps, and how many cells it withdrew.
+
+    Records in a cell of 1..k-1 (``_record_cells``) are withdrawn from the whole job, and the
+    check repeats on the rest until every cell is empty or holds at least k: withdrawing
+    records can leave another cell short."""
+    parts, sets = _record_cells(spec, df, col)
+    kept = np.ones(len(df), dtype=bool)
+    seen: set[tuple[int, ...]] = set()
+
+    def short(mask: FloatArray) -> bool:
+        return 0 < int(np.count_nonzero(mask)) < min_cell_count
+
+    while True:
+        out = np.zeros(len(df), dtype=bool)
+        for p, cells in enumerate(parts):
+            live = kept & (cells >= 0)
+            sizes = np.bincount(cells[live], minlength=1)
+            small = np.flatnonzero((sizes > 0) & (sizes < min_cell_count))
+            if small.size:
+                seen.update((p, int(i)) for i in small)
+                out |= live & np.isin(cells, small)
+        for i, a in enumerate(sets):  # each set, and each set less another (pairs are few)
+            for j, b in enumerate(sets):
+                cell = kept & a if i == j else kept & a & ~b
+                if short(cell):
+                    seen.add((-1, i, j))
+                    out |= cell
+        if not out.any():
+            return kept, len(seen)
+        kept &= ~out
 
 
 def _lgamma(a: FloatArray) -> FloatArray:

@@ -37,7 +37,7 @@ def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None
     stats = json.loads((job_dir / "input.json").read_text())
     # Read as the container script reads it (compute/local_aggregate.py main).
     frame = pd.read_csv(job_dir / "in" / "data.csv")
-    aggregates = local_aggregate(joint.spec, frame)
+    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count)
     del frame
     out = masked_submission(task, aggregates, signing_key, masking)
     return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],

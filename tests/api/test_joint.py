@@ -92,7 +92,7 @@ def finish(h: dict[str, Any], part: dict[str, Any], key: Ed25519PrivateKey | Non
     schema = {f["name"]: f["type"] for f in task["datasets"][0]["fields"]}
     spec = spec_from_json(joint["spec"], schema)
     frame = h["frame"][[f["name"] for f in task["datasets"][0]["fields"]]]
-    sub, _ = provider_submit(spec, local_aggregate(joint["spec"], frame),
+    sub, _ = provider_submit(spec, local_aggregate(joint["spec"], frame, task["min_cell_count"]),
                              base64.b64decode(joint["public_context_b64"]),
                              joint["context_fingerprint"], job_id=joint["joint_id"],
                              provider_id=pid, signing_key=key or h["key"], masking=masking,
@@ -326,10 +326,12 @@ def test_agent_computes_its_part_itself(make_party: Any, admin: Actor, keys: Any
     tasks = [RunTask.model_validate(h["agent"].post("/agent/tasks/next").json["task"])
              for h in hs]
     dirs = [tmp_path / f"job{i}" for i in range(3)]
-    for h, t, d in zip(hs, tasks, dirs, strict=True):
+    for i, (h, t, d) in enumerate(zip(hs, tasks, dirs, strict=True)):
         (d / "in").mkdir(parents=True)
-        h["frame"][[f.name for f in t.datasets[0].fields]].to_csv(d / "in" / "data.csv",
-                                                                   index=False)
+        frame = h["frame"][[f.name for f in t.datasets[0].fields]].copy()
+        if i == 0:  # one missing cost is a cell of one record: it leaves the whole part
+            frame.loc[frame.index[0], "cost"] = None
+        frame.to_csv(d / "in" / "data.csv", index=False)
         (d / "input.json").write_text(json.dumps({"rows": len(h["frame"]), "bytes": 1,
                                                   "sha256": "a" * 64}))
         agent_masks.announce_key(AgentChannel(h["agent"]), t, d, h["key"])
@@ -344,8 +346,9 @@ def test_agent_computes_its_part_itself(make_party: Any, admin: Actor, keys: Any
     assert joint["state"] == "combined", joint["reason"]
     spec = spec_from_json(joint["spec"], {"age": "integer", "cost": "number"})
     result = derive(spec, decrypt_aggregate(joint["aggregate"], keys, spec))
-    pooled = np.concatenate([h["frame"]["cost"].to_numpy() for h in hs])
-    assert result.columns["cost"]["n"] == len(pooled)
+    pooled = np.concatenate([h["frame"]["cost"].to_numpy() for h in hs])[1:]
+    assert result.columns["cost"]["n"] == result.columns["age"]["n"] == len(pooled)
+    assert result.columns["cost"]["missing"] == 0
     assert abs(result.columns["cost"]["mean"] - pooled.mean()) <= 1e-9 * pooled.mean()
     with pytest.raises(ExecutorError, match="signing key"):
         joint_part.run_part(tasks[0], dirs[0], None, masking)

@@ -52,7 +52,7 @@ def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_cou
     masks, announcements = mask_sessions(job_id, agent_keys)
     subs = []
     for pid, frame in provider_frames.items():
-        agg = local_aggregate(normalized, frame)
+        agg = local_aggregate(normalized, frame, min_cell_count)
         sub, _ = provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id=job_id,
                                  provider_id=pid, signing_key=agent_keys[pid],
                                  masking=masks[pid], min_cell_count=min_cell_count, backend=be)
