@@ -54,7 +54,8 @@ def test_a_record_removed_between_runs_is_not_differenced(tmp_path: Path) -> Non
     doc = _run(tmp_path, store, "job_2", permit_id="pmt_2")
     cells = doc["analyses"][0]["tables"][0]["cells"]  # type: ignore[index]
     hit = next(c for c in cells if c["cell"]["diagnosis"] == frame.loc[t, "diagnosis"])
-    assert hit["value"] is None and "differencing" in doc["analyses"][0]["tables"][0]["rules"]
+    rules = doc["analyses"][0]["tables"][0]["rules"]  # type: ignore[index]
+    assert hit["value"] is None and "differencing" in rules
 
 
 def test_without_row_identities_the_job_fails_closed(tmp_path: Path) -> None:
