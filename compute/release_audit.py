@@ -109,8 +109,10 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
     results = []
     for a in spec.analyses:
         kind = a.kind
-        result = statistics.analysis(frame, a, policy)
-        pops = _population(frame, a, history.ids, slots)
+        # One recoded frame for the analysis and its populations: same cells, same order.
+        source = statistics.tabulated(frame, a, policy)
+        result = statistics.analysis(source, a, policy)
+        pops = _population(source, a, history.ids, slots)
         table = isinstance(a, FrequencyTable | MagnitudeTable)
         shown = _released_cells(result) if table else np.array(
             [_count_values(result) > 0], dtype=bool)
@@ -118,7 +120,7 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
         if shown.any():
             hit[shown] = differenced(pops.take(shown), seen, k)
         if hit.any():
-            result = statistics.analysis(frame, a, policy, hit if table else True)
+            result = statistics.analysis(source, a, policy, hit if table else True)
             shown = _released_cells(result) if table else np.zeros(1, dtype=bool)
         values = _count_values(result)
         if count + values > policy.max_released_cells:

@@ -11,9 +11,13 @@ which costs no privacy. A cell whose noised count is below the minimum cell coun
 shown (post-processing too). Samplers: :mod:`compute.noise` (OpenDP).
 
 What it does not do: noised figures are released without the differencing audit or the
-SDC rules (the guarantee covers differencing and dominance up to ``epsilon``); the
-category labels are the observed ones, as for the rule-based route, so a rare category's
-existence is disclosed unless ``categories`` are fixed (not offered in the spec yet).
+SDC rules (the guarantee covers differencing and dominance up to ``epsilon``). The
+category labels are not noised: as on the rule-based route, a dimension's categories held
+by fewer than the minimum cell count are pooled under one fixed label
+(:mod:`compute.sdc.pooling`), and number columns are never dimensions
+(:mod:`compute.statspec`). Which categories are pooled depends on exact counts, so the
+label set is outside the ``epsilon`` guarantee; it is a k-threshold release, as on the
+rule-based route.
 """
 
 from __future__ import annotations
@@ -128,11 +132,14 @@ def compute_dp(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
     share = spec.dp.epsilon / len(spec.analyses)
     analyses = []
     for a in spec.analyses:
+        # Labels are published unnoised: categories held by fewer than the minimum cell
+        # count are pooled first, as on the rule-based route.
+        source = statistics.tabulated(frame, a, policy)
         if isinstance(a, FrequencyTable):
-            analyses.append(_frequency(frame, a, share, policy))
+            analyses.append(_frequency(source, a, share, policy))
         else:
             assert isinstance(a, MagnitudeTable)
-            analyses.append(_magnitude(frame, a, share, spec.dp.bounds[a.value], policy))
+            analyses.append(_magnitude(source, a, share, spec.dp.bounds[a.value], policy))
     return {"version": 1, "engine": statistics.ENGINE,
             "dp": {"epsilon": spec.dp.epsilon, "delta": 0.0, "unit": "record",
                    "composition": "sequential: epsilon split evenly over the analyses",

@@ -85,7 +85,17 @@ def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
 
         return statdp.compute_dp(frame, spec, policy)
     return {"version": 1, "engine": ENGINE,
-            "analyses": [_analysis(frame, a, policy) for a in spec.analyses]}
+            "analyses": [_analysis(tabulated(frame, a, policy), a, policy)
+                         for a in spec.analyses]}
+
+
+def tabulated(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> pd.DataFrame:
+    """The frame a table analysis is computed from: its dimensions' categories held by
+    fewer than the minimum cell count pooled under one fixed label, since every label
+    of a table is published. Tests and models publish no labels: ``frame`` as is."""
+    if isinstance(a, FrequencyTable | MagnitudeTable):
+        return sdc.pool_rare_categories(frame, a.dims, policy.min_count)
+    return frame
 
 
 def _outcome(kind: str, checked: Any) -> dict[str, Any]:
@@ -124,8 +134,9 @@ def withheld(kind: str, rule: sdc.Rule, policy: sdc.SDCPolicy, **fields: Any
 
 def analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy,
              forced: Any = None) -> dict[str, Any]:
-    """One analysis, checked. ``forced``: for a table, the cells the differencing audit
-    suppresses (flat, full margined order); for a test or model, True withholds it."""
+    """One analysis, checked, from ``frame`` as :func:`tabulated` gives it. ``forced``:
+    for a table, the cells the differencing audit suppresses (flat, full margined order);
+    for a test or model, True withholds it."""
     return _analysis(frame, a, policy, forced)
 
 

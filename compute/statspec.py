@@ -23,6 +23,10 @@ from compute.errors import InvalidInput
 
 SPEC_VERSION = 1
 NUMERIC_TYPES = frozenset({"integer", "number", "boolean"})
+#: Never a dimension: a table publishes its dimensions' categories as labels, and the
+#: distinct values of a continuous column are records' exact values (the maximum among
+#: them). Integer, boolean, string and date columns are, with rare categories pooled.
+CONTINUOUS_TYPES = frozenset({"number"})
 MAX_ANALYSES = 20
 Column = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
@@ -195,6 +199,10 @@ def _check_columns(a: Any, where: str, schema: Mapping[str, str]) -> None:
         raise InvalidInput(f"{where}.dims", "columns repeat")
     for j, d in enumerate(dims):
         known(d, f"dims[{j}]")
+        if schema[d] in CONTINUOUS_TYPES:
+            raise InvalidInput(f"{where}.dims[{j}]", f"must not be a number column: {d} is "
+                                                     f"{schema[d]}, and a dimension's values "
+                                                     "are published as category labels")
     if isinstance(a, MagnitudeTable):
         known(a.value, "value", numeric=True)
         if a.value in dims:

@@ -11,6 +11,7 @@ from compute.sdc.frequency import chi_square_test, frequency_table
 from compute.sdc.magnitude import magnitude_table, within_group_variance
 from compute.sdc.models import INTERCEPT, ols
 from compute.sdc.policy import DEFAULT_POLICY, Action, NKRule, SDCPolicy, strictest
+from compute.sdc.pooling import POOLED, pool_rare_categories
 from compute.sdc.result import MARGIN, CheckedModel, CheckedStatistic, CheckedTable
 from compute.sdc.rules import CellStatus, Measure, Outcome, Rule, Statistic, describe
 
@@ -18,6 +19,7 @@ __all__ = [
     "DEFAULT_POLICY",
     "INTERCEPT",
     "MARGIN",
+    "POOLED",
     "Action",
     "CellStatus",
     "CheckedModel",
@@ -34,6 +36,7 @@ __all__ = [
     "frequency_table",
     "magnitude_table",
     "ols",
+    "pool_rare_categories",
     "strictest",
     "within_group_variance",
 ]

@@ -32,13 +32,14 @@ from compute.sdc.result import (
     Bits,
     CheckedStatistic,
     CheckedTable,
+    Mask,
     action_bits,
     build_table,
     rules_of_bits,
     scalar_result,
 )
 from compute.sdc.rules import Measure, Rule, Statistic
-from compute.sdc.secondary import protect
+from compute.sdc.secondary import protect_held
 from compute.sdc.special import chi2_sf
 
 # Cochran (1954): the chi-square approximation wants expected counts of at least five.
@@ -116,6 +117,17 @@ def frequency_hits(counts: IntArray, contributors: IntArray, policy: SDCPolicy) 
     return hits
 
 
+def withheld_cells(hits: Bits, policy: SDCPolicy) -> tuple[Mask, Mask]:
+    """Cells a rule suppresses, and cells held back for review (flagged, not suppressed).
+
+    Both are protected by secondary suppression (:func:`protect_held`): a flagged value
+    is not released until a person has looked, and it must not come back meanwhile as
+    its margin less its released siblings."""
+    primary = (hits & action_bits(policy, Action.SUPPRESS)) != 0
+    held = ((hits & action_bits(policy, Action.FLAG)) != 0) & ~primary
+    return primary, held
+
+
 def force(hits: Bits, forced: np.ndarray[Any, Any] | None) -> None:
     """Mark the audit's cells (flat, full margined order) with the differencing rule."""
     if forced is None:
@@ -153,8 +165,9 @@ def frequency_table(frame: pd.DataFrame, dims: Sequence[str],
         grid, rows, units, counts.size).reshape(counts.shape)
     hits = frequency_hits(counts, contributors, policy)
     force(hits, forced)
-    primary = (hits & action_bits(policy, Action.SUPPRESS)) != 0
-    hidden = protect(primary, counts, counts == 0, policy.zeros is not Action.SUPPRESS)
+    primary, held = withheld_cells(hits, policy)
+    hidden = protect_held(primary, held, counts, counts == 0,
+                          policy.zeros is not Action.SUPPRESS)
     if not margins:
         counts, hits, hidden = interior(counts), interior(hits), interior(hidden)
     return build_table(dims_t, Measure(Statistic.COUNT), grid.index(margins),

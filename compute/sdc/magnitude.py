@@ -31,6 +31,7 @@ from compute.sdc.frequency import (
     force,
     frequency_hits,
     unit_codes,
+    withheld_cells,
 )
 from compute.sdc.grid import (
     Grid,
@@ -54,7 +55,7 @@ from compute.sdc.result import (
     scalar_result,
 )
 from compute.sdc.rules import Measure, Rule, Statistic
-from compute.sdc.secondary import protect
+from compute.sdc.secondary import protect_held
 from compute.sdc.special import f_sf
 
 _ADDITIVE = (Statistic.SUM, Statistic.MEAN, Statistic.STD)
@@ -86,9 +87,9 @@ def count_pattern(grid: Grid, units: IntArray | None, policy: SDCPolicy,
     counts = count_cells(grid, rows)
     contributors = counts if units is None else distinct_per_cell(
         grid, rows, units, counts.size).reshape(counts.shape)
-    hits = frequency_hits(counts, contributors, policy)
-    return protect((hits & action_bits(policy, Action.SUPPRESS)) != 0, counts, counts == 0,
-                   zeros_public)
+    primary, held = withheld_cells(frequency_hits(counts, contributors, policy), policy)
+    # Held (flagged) counts included: the frequency table does not release them either.
+    return protect_held(primary, held, counts, counts == 0, zeros_public) | held
 
 
 def _measures(statistics: Sequence[Statistic | str | Measure], quantiles: Sequence[float],
@@ -201,11 +202,14 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     suppress = action_bits(policy, Action.SUPPRESS)
     shape = grid.full_shape
     zeros_public = policy.zeros is not Action.SUPPRESS
-    add_hidden = protect(((additive & suppress) != 0).reshape(shape)
-                         | count_pattern(grid, units, policy, zeros_public),
-                         cells.n_rec.reshape(shape),
-                         ((cells.n_contrib == 0) | (cells.abs_total == 0)).reshape(shape),
-                         zeros_public)
+    primary, held = withheld_cells(additive, policy)
+    held = held.reshape(shape)
+    # A cell flagged here keeps its flag even where the count table withholds its count.
+    add_hidden = protect_held(primary.reshape(shape)
+                              | (count_pattern(grid, units, policy, zeros_public) & ~held),
+                              held, cells.n_rec.reshape(shape),
+                              ((cells.n_contrib == 0) | (cells.abs_total == 0)).reshape(shape),
+                              zeros_public)
 
     out: dict[str, CheckedTable] = {}
     for m in measures:

@@ -222,3 +222,20 @@ def protect(primary: Mask, cost: np.ndarray[Any, Any], zero: Mask,
         if closing is None:
             return hidden
         hidden[closing] = True
+
+
+def protect_held(primary: Mask, held: Mask, cost: np.ndarray[Any, Any], zero: Mask,
+                 zeros_public: bool) -> Mask:
+    """Like :func:`protect`, with ``held`` cells (flagged: not released until a person
+    has looked) protected too, so none comes back as its margin less its siblings.
+
+    Returns the hidden cells: a held cell is among them only where the suppressed cells
+    alone need it as a complement (as :func:`protect` would choose it); otherwise it
+    keeps its own status, and its value is withheld by whoever releases the table.
+    Secondary suppression runs twice only when some held cell is not already hidden.
+    """
+    hidden = protect(primary, cost, zero, zeros_public)
+    extra = held & ~hidden
+    if not extra.any():
+        return hidden
+    return protect(hidden | extra, cost, zero, zeros_public) & ~extra

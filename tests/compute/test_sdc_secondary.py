@@ -28,6 +28,7 @@ from compute.sdc import (
 from compute.sdc.secondary import protect
 
 HIDDEN = (CellStatus.SUPPRESSED_PRIMARY, CellStatus.SUPPRESSED_SECONDARY)
+WITHHELD = (*HIDDEN, CellStatus.FLAGGED)
 Array = np.ndarray[Any, Any]
 
 
@@ -40,12 +41,14 @@ def lines(shape: tuple[int, ...]) -> Iterator[list[tuple[int, ...]]]:
 
 
 def full(t: CheckedTable) -> tuple[Array, Array]:
-    """(hidden mask, released values) on the table's margined grid."""
+    """(withheld mask, released values) on the table's margined grid. Withheld: what the
+    statistics route does not release, suppressed or flagged (held for a person to look
+    at); no withheld value may come back from the released ones."""
     shape = tuple(len(level) for level in (
         t.cells.index.levels if isinstance(t.cells.index, pd.MultiIndex) else [t.cells.index]))
-    hidden = np.array([s in HIDDEN for s in t.status]).reshape(shape)
+    hidden = np.array([s in WITHHELD for s in t.status]).reshape(shape)
     values = t.values.to_numpy(dtype=float, na_value=np.nan).reshape(shape)
-    return hidden, values
+    return hidden, np.where(hidden, np.nan, values)
 
 
 def recoverable(hidden: Array, released: Array, truth: Array, zeros_public: bool

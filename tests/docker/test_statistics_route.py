@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from compute.sdc import MARGIN
+from compute.sdc import MARGIN, POOLED
 from tests.docker.helpers import (
     MIN_CELL,
     Stack,
@@ -73,10 +73,17 @@ def test_a_statistics_job_is_released_checked_cell_by_cell(stack: Stack,
 
 def test_a_cell_of_one_record_is_suppressed_with_its_rule(stack: Stack,
                                                           target: Target) -> None:
-    _, doc = _run(stack, target, {"analyses": [{"kind": "frequency", "dims": ["age"]}]})
+    _, doc = _run(stack, target, {"analyses": [{"kind": "frequency",
+                                                "dims": ["age", "diagnosis"]}]})
     cells = doc["analyses"][0]["cells"]
+    # An age fewer than k patients have is not a label: it is pooled with the other rare
+    # ages, and the bucket's cells are checked like any.
+    held = pd.read_csv(target.source).age.value_counts()
+    labels = {c["cell"]["age"] for c in cells}
+    assert POOLED in labels and held.min() < MIN_CELL
+    assert all(held[a] >= MIN_CELL for a in labels - {MARGIN, POOLED})
     small = [c for c in cells if c["status"] != "ok"]
-    assert small, "ages are fine-grained: some cells must hold fewer than k records"
+    assert small, "ages by diagnosis are fine-grained: some cells hold fewer than k records"
     for c in small:  # alike: which rule hid a cell would tell about its records
         assert c["value"] is None and c["status"] == "suppressed" and c["rules"] == [], c
     assert "threshold" in doc["analyses"][0]["rules"]  # the table says why

@@ -29,9 +29,12 @@ import pandas as pd
 import pytest
 
 from authz.wire import RunTask
+from compute import sdc
+from compute.errors import InvalidInput
 from containers import jobdir, statistics_job
 from containers.audit_store import AuditStore
 from containers.executor import Limits
+from sandbox.client import ApiError
 from sandbox.demo_data import FIELDS, hospital_table
 from tests.redteam.conftest import Red
 
@@ -106,15 +109,24 @@ def hidden_but_not_empty(table: list[dict[str, Any]], fixed: dict[str, Any], dim
 # disclosed. Hidden cells are now alike (status "suppressed", no rules).
 def test_rule_tags_of_hidden_cells_give_a_unique_persons_attributes(agent: Agent) -> None:
     frame = hospital_table(7, 2000, "R")
-    agent.publish(frame)
     counts = frame.age.value_counts()
-    age = int(counts[counts == 1].index[0])  # the neighbour's age: one patient has it
-    secret = frame[frame.age == age].iloc[0]
+    common_los = frame.los.value_counts().loc[lambda n: n >= MIN_CELL].index
+    # The neighbour: the one patient of their age (and of a common length of stay).
+    target = frame.index[frame.age.isin(counts[counts == 1].index)
+                         & frame.los.isin(common_los)][0]
+    # Ages held by fewer than k patients are pooled under one label; here the neighbour
+    # is the only patient of a rare age, so the pooled row is theirs alone.
+    others = frame.age.isin(counts[counts < MIN_CELL].index) & (frame.index != target)
+    frame.loc[others, "age"] = counts.idxmax()
+    agent.publish(frame)
+    secret = frame.loc[target]
     doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["age", dim]}
                                   for dim in ("diagnosis", "sex", "los")]})
+    age = sdc.POOLED
     recovered = {}
     for i, dim in enumerate(("diagnosis", "sex", "los")):
         row = [c for c in cells(doc, i) if c["cell"]["age"] == age]
+        assert row
         assert all(c["value"] is None for c in row)  # every cell of the row is hidden
         holding = hidden_but_not_empty(cells(doc, i), {"age": age}, dim)
         recovered[dim] = holding[0] if len(holding) == 1 else None
@@ -138,30 +150,47 @@ def test_rule_tags_undo_the_class_disclosure_suppression(agent: Agent) -> None:
 
 # ---- F2: a continuous column as a dimension publishes every value as a label ------------
 
-@leak("F2: a numeric column as a dimension releases every distinct value as a category "
-      "label: the maximum cost (refused as a statistic) comes out exact, and with the "
-      "F1 tags the top patient's sex")
+def labels(doc: dict[str, Any], dim: str, analysis: int = 0) -> set[Any]:
+    """The category labels a table publishes along ``dim`` (totals and the pooled bucket
+    aside: neither is a data value)."""
+    return {c["cell"][dim] for c in cells(doc, analysis)} - {"All", sdc.POOLED}
+
+
 def test_a_numeric_dimension_publishes_the_maximum(agent: Agent) -> None:
+    """F2 (fixed): a number column is never a dimension, and an integer dimension
+    publishes no label fewer than k records hold (its rare values are pooled)."""
     frame = hospital_table(7, 2000, "R")
+    frame.loc[0, "age"] = 104  # the oldest patient, the only one of their age
     agent.publish(frame)
-    top = frame.loc[frame.cost.idxmax()]
-    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["sex", "cost"]}]})
-    labels = {c["cell"]["cost"] for c in cells(doc)} - {"All"}
-    assert all(not c["rules"] for c in cells(doc) if c["value"] is None)  # F1 holds
-    most = max(labels, key=lambda x: x if isinstance(x, float | int) else -1.0)
-    assert most != top.cost, f"disclosed: {most}"
+    with pytest.raises(InvalidInput) as refused:
+        agent.run({"analyses": [{"kind": "frequency", "dims": ["sex", "cost"]}]})
+    assert refused.value.field == "statistics.analyses[0].dims[1]"
+    assert "label" in refused.value.rule
+    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["sex", "age"]}]})
+    held = frame.age.value_counts()
+    most = max(labels(doc, "age"))
+    recovered = most if held[most] < MIN_CELL else None
+    assert recovered is None and most != frame.age.max(), f"disclosed: {most}"
+    assert all(held[a] >= MIN_CELL for a in labels(doc, "age"))
 
 
-@leak("F2b: the same label leak on the differentially private route: every cost value, "
-      "unnoised, whatever epsilon")
 def test_a_numeric_dimension_publishes_every_value_under_dp(agent: Agent) -> None:
+    """F2b (fixed): the same on the differentially private route, whose labels are not
+    noised."""
     frame = hospital_table(8, 500, "R")
     agent.publish(frame)
-    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["cost"]}],
+    with pytest.raises(InvalidInput) as refused:
+        agent.run({"analyses": [{"kind": "frequency", "dims": ["cost"]}],
+                   "dp": {"epsilon": 0.1}})
+    assert refused.value.field == "statistics.analyses[0].dims[0]"
+    doc = agent.run({"analyses": [{"kind": "frequency", "dims": ["los"]}],
                      "dp": {"epsilon": 0.1}})
     assert doc["dp"]["epsilon"] == 0.1
-    recovered = {c["cell"]["cost"] for c in cells(doc)} - {"All"}
-    assert recovered != set(frame.cost), "disclosed: the whole cost column"
+    held = frame.los.value_counts()
+    recovered = labels(doc, "los")
+    assert recovered != set(frame.los), "disclosed: the whole length-of-stay column"
+    assert recovered == set(held[held >= MIN_CELL].index)
+    assert sdc.POOLED in {c["cell"]["los"] for c in cells(doc)}
 
 
 # ---- F3: a new version of a dataset is a new audit key --------------------------------------
@@ -226,10 +255,9 @@ def test_exact_median_mean_and_std_of_a_small_cell_give_the_odd_records(agent: A
 
 # ---- F7: a flagged magnitude cell is held back but not protected ------------------------
 
-@leak("F7: a magnitude cell flagged for class disclosure has its value held back, but "
-      "secondary suppression does not protect it: the margin less the released cells "
-      "gives it, and with its count every patient's value")
 def test_a_flagged_magnitude_cell_comes_back_from_its_margin(agent: Agent) -> None:
+    """F7 (fixed): a cell flagged for class disclosure has its value held back, and
+    secondary suppression protects it like a suppressed one."""
     frame = hospital_table(23, 2000, "R")
     group = frame.index[:12]
     frame.loc[group, ["diagnosis", "los"]] = ["Z00", 3]  # every Z00 patient stayed 3 days
@@ -239,7 +267,8 @@ def test_a_flagged_magnitude_cell_comes_back_from_its_margin(agent: Agent) -> No
         {"kind": "magnitude", "dims": ["diagnosis"], "value": "los", "statistics": ["sum"]}]})
     counts = {c["cell"]["diagnosis"]: c["value"] for c in cells(doc, 0)}
     sums = {c["cell"]["diagnosis"]: c for c in cells(doc, 1)}
-    assert sums["Z00"]["value"] is None and sums["Z00"]["status"] == "flagged"
+    # Flagged (class disclosure), so hidden, and alike to any hidden cell to the requester.
+    assert sums["Z00"]["value"] is None and sums["Z00"]["status"] == "suppressed"
     released = [c["value"] for k, c in sums.items() if k not in ("Z00", "All")]
     recovered = None
     if None not in released and sums["All"]["value"] is not None:
@@ -315,20 +344,35 @@ def test_joint_group_held_by_one_provider_is_that_providers_figure() -> None:
 @pytest.mark.slow
 def test_rule_tags_end_to_end(red: Red) -> None:
     """F1 through the controller: the requester's own statistics.json, fetched from the
-    controller, no longer tells a unique-age patient's diagnosis by the rules of the
-    hidden cells of their row."""
-    data = red.dataset(seed=31)
-    frame = data.frame
+    controller, no longer tells a rare-age patient's diagnosis by the rules of the
+    hidden cells of their row (the pooled row of rare ages is theirs alone here)."""
+    frame = hospital_table(31, 2000, "R")
     counts = frame.age.value_counts()
-    age = int(counts[counts == 1].index[0])
+    target = frame.index[frame.age.isin(counts[counts == 1].index)][0]
+    # The neighbour is the only patient of a rare age: the pooled row of ages is theirs.
+    others = frame.age.isin(counts[counts < MIN_CELL].index) & (frame.index != target)
+    frame.loc[others, "age"] = counts.idxmax()
+    data = red.dataset(frame)
     job, doc = red.statistics(data, {"analyses": [
         {"kind": "frequency", "dims": ["age", "diagnosis"]}]})
     assert job["state"] == "released" and doc is not None
     hidden = [c for c in cells(doc, 0) if c["value"] is None]
     assert hidden and {c["status"] for c in hidden} == {"suppressed"}
     assert all(c["rules"] == [] for c in hidden)
-    holding = hidden_but_not_empty(cells(doc, 0), {"age": age}, "diagnosis")
-    assert holding != [frame[frame.age == age].diagnosis.iloc[0]], f"disclosed: {holding}"
+    recovered = hidden_but_not_empty(cells(doc, 0), {"age": sdc.POOLED}, "diagnosis")
+    assert recovered != [frame.diagnosis[target]], f"disclosed: {recovered}"
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_numeric_dimension_is_refused_end_to_end(red: Red) -> None:
+    """F2 (fixed) end to end: the controller refuses a number column as a dimension
+    before any job is queued, naming the field."""
+    data = red.dataset(seed=31)
+    with pytest.raises(ApiError) as refused:
+        red.statistics(data, {"analyses": [{"kind": "frequency", "dims": ["sex", "cost"]}]})
+    assert refused.value.status == 400
+    assert refused.value.body["field"] == "statistics.analyses[0].dims[1]"
 
 
 @pytest.mark.docker
