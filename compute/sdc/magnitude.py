@@ -228,6 +228,8 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
             if m.statistic is Statistic.QUANTILE:
                 assert m.q is not None
                 values = cells.quantile.get(m.q, np.full(size, np.nan))
+                hits = hits | _bits(cells.remainder.get(m.q, np.zeros(size, dtype=bool)),
+                                    Rule.QUANTILE_REMAINDER)
                 if not policy.allow_extremes:
                     hits = hits | _bits(cells.extreme.get(m.q, np.zeros(size, dtype=bool)),
                                         Rule.QUANTILE_EXTREME)

@@ -40,6 +40,7 @@ class CellAggregates:
     top: dict[int, FloatArray] = field(default_factory=dict)
     quantile: dict[float, FloatArray] = field(default_factory=dict)
     extreme: dict[float, Mask] = field(default_factory=dict)
+    remainder: dict[float, Mask] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.n_rec = np.zeros(self.size, dtype=np.int64)
@@ -85,6 +86,13 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
     released (it describes a group, not a record); if it lands on a rarer value, the pair
     is that value and its nearer distinct neighbour. ``extreme``: the pair includes the
     cell's minimum or maximum held by fewer than ``common`` records.
+
+    ``remainder``: the value released, or either value of the pair, is a common value whose
+    records leave between 1 and ``common`` - 1 others in the cell. A released common value
+    says that at least ``common`` records hold it; when fewer than ``common`` remain, the
+    cell's count pins how many hold it, and its mean (and std) give the sum (and squares)
+    of the few others: one record's value when one is left. The midpoint of that value and
+    a neighbour is one more equation in the same unknowns, so it is held too.
     """
     size = cells.size
     order = np.lexsort((v, c))
@@ -104,6 +112,9 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
     run_start = np.flatnonzero(new_run)
     run_end = np.append(run_start[1:], m)
     run_len = run_end - run_start
+    # Per run: a common value whose records leave 1..common-1 others in their cell.
+    run_n = n[sc[run_start]]
+    few_left = (run_len >= common) & (run_n - run_len > 0) & (run_n - run_len < common)
     min_rare = run_len[run_id[st]] < common
     max_rare = run_len[run_id[end - 1]] < common
     for q in qs:
@@ -124,10 +135,16 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
         pair_lo = np.where(between, lo, np.where(use_below, below, lo))
         pair_hi = np.where(between, hi, np.where(use_below, lo, above))
         value = np.where(exact, lo, pair_lo + (pair_hi - pair_lo) / 2)
+        # The runs of the pair's two values (``rid`` is one of them unless ``between``).
+        rid_lo = np.where(~between & use_below, run_id[np.maximum(rs - 1, 0)], rid)
+        rid_hi = np.where(between, run_id[st + np.minimum(j + 1, nc - 1)],
+                          np.where(use_below, rid, run_id[np.minimum(re, m - 1)]))
+        remainder = np.where(exact, few_left[rid], few_left[rid_lo] | few_left[rid_hi])
         extreme = ~exact & (((pair_lo == sv[st]) & min_rare)
                             | ((pair_hi == sv[end - 1]) & max_rare))
         cells.quantile.setdefault(q, np.full(size, np.nan))[at] = value
         cells.extreme.setdefault(q, np.zeros(size, dtype=bool))[at] = extreme
+        cells.remainder.setdefault(q, np.zeros(size, dtype=bool))[at] = remainder
 
 
 def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | None,

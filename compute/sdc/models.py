@@ -5,6 +5,18 @@ remain (Ritchie 2008, *Disclosure detection in research environments in practice
 ``safe_dof_threshold`` 10; ESSnet guidelines, Bond et al. 2015): with few, the fit
 approaches the data. A model that fits every record exactly reproduces each outcome from
 its explanatory values, which is treated as class disclosure.
+
+Enough degrees of freedom do not stop a regressor that few records determine: with a flag
+one record holds, ``const + coef`` is that record's outcome; with a dummy m records hold,
+their mean (ESSnet guidelines: a regression on dummies is a table of means). The
+leverage h_i (the diagonal of the hat matrix X (X'X)^-1 X') measures this for any design:
+over every linear combination of the coefficients, the largest share of one record in the
+combination, (w_i)^2 / |w|^2, is h_i (Cauchy-Schwarz on the projection of that record's
+indicator onto the columns of X). A mean of m records gives each 1/m, and the dummy's
+stratum has h = 1/m exactly; so a model is released only if no record has h above
+1/``min_count``, which allows what a table cell of ``min_count`` records allows. As the
+leverages sum to the number of coefficients p, this needs at least p * ``min_count``
+records.
 """
 
 from __future__ import annotations
@@ -27,10 +39,37 @@ INTERCEPT = "const"
 # Residual sum of squares below this share of the outcome's sum of squares is an exact
 # fit: far below any rounding a real model leaves, far above float noise.
 _EXACT_FIT = 1e-20
+# Leverage above 1/min_count by this relative margin: a stratum of exactly min_count
+# records (h = 1/min_count up to rounding) is a released cell's worth, not a leak.
+_LEVERAGE_TOL = 1e-9
 
 
 def _withheld(hits: tuple[Rule, ...], policy: SDCPolicy) -> CheckedModel:
     return CheckedModel(None, None, Outcome.WITHHELD, hits, reasons(hits, policy))
+
+
+def _strata_hits(design: np.ndarray, q: np.ndarray, regressors: int,
+                 policy: SDCPolicy) -> tuple[Rule, ...]:
+    """Rules hit by records that determine their own fit.
+
+    ``threshold``: a two-valued regressor (a flag, a dummy) with a level held by fewer
+    than ``min_count`` records. ``leverage``: a record's hat value above 1/``min_count``,
+    from the thin Q of X = QR (h_i = |Q_i|^2: O(n p) on top of the O(n p^2) QR, never
+    the n x n hat matrix).
+    """
+    hits: list[Rule] = []
+    for col in design[:, design.shape[1] - regressors:].T:
+        # Two-valued: every record at the minimum or the maximum (O(n), no sort).
+        low, high = col.min(), col.max()
+        at_low, at_high = int((col == low).sum()), int((col == high).sum())
+        if low < high and at_low + at_high == len(col) \
+                and min(at_low, at_high) < policy.min_count:
+            hits.append(Rule.THRESHOLD)
+            break
+    leverage = np.einsum("ij,ij->i", q, q)
+    if float(leverage.max()) * policy.min_count > 1.0 + _LEVERAGE_TOL:
+        hits.append(Rule.LEVERAGE)
+    return tuple(hits)
 
 
 def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFAULT_POLICY,
@@ -41,7 +80,9 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
     ``std_err``, ``t``, ``p_value`` (two-sided), ``ci_low``, ``ci_high`` (95 %).
     ``fit``: ``n``, ``df_model``, ``df_resid``, ``r2``, ``adj_r2``, ``f``, ``f_p_value``,
     ``sigma``. Without an intercept R² is uncentred, as statsmodels reports it.
-    Withheld when ``df_resid < min_dof`` or the columns are linearly dependent.
+    Withheld when ``df_resid < min_dof``, when the columns are linearly dependent, when
+    a two-valued regressor has a level held by fewer than ``min_count`` records, or when
+    a record's leverage exceeds 1/``min_count`` (see the module docstring).
     """
     policy = check_policy(policy)
     if isinstance(xs, str) or not isinstance(xs, Sequence) or not xs:
@@ -66,6 +107,9 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
         return _withheld((Rule.RANK_DEFICIENT,), policy)
 
     q, r = np.linalg.qr(design)
+    strata = _strata_hits(design, q, len(xs), policy)
+    if strata:
+        return _withheld(strata, policy)
     beta = np.linalg.solve(r, q.T @ yv)
     resid = yv - design @ beta
     rss = float(resid @ resid)

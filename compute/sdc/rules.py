@@ -23,10 +23,12 @@ class Rule(Enum):
     P_PERCENT = "p_percent"
     CLASS_DISCLOSURE = "class_disclosure"
     QUANTILE_EXTREME = "quantile_extreme"
+    QUANTILE_REMAINDER = "quantile_remainder"
     SECONDARY = "secondary"
     RESIDUAL_DOF = "residual_dof"
     RANK_DEFICIENT = "rank_deficient"
     EXACT_FIT = "exact_fit"
+    LEVERAGE = "leverage"
     SUPPRESSED_INPUT = "suppressed_input"
     SPARSE_EXPECTED = "sparse_expected"
     DIFFERENCING = "differencing"
@@ -107,6 +109,9 @@ def describe(rule: Rule, policy: SDCPolicy) -> str:
                 "or every contributor of a cell holds the same value")
     if rule is Rule.QUANTILE_EXTREME:
         return "extremes: the quantile lies next to the smallest or largest value"
+    if rule is Rule.QUANTILE_REMAINDER:
+        return ("quantile remainder: the values many records share leave fewer than "
+                f"{policy.min_count} other records in the cell")
     if rule is Rule.SECONDARY:
         return ("secondary suppression: hidden so that no suppressed cell can be "
                 "recomputed from one line of the table and its total")
@@ -116,6 +121,9 @@ def describe(rule: Rule, policy: SDCPolicy) -> str:
         return "rank: the explanatory columns are linearly dependent"
     if rule is Rule.EXACT_FIT:
         return "exact fit: the model reproduces every record's outcome"
+    if rule is Rule.LEVERAGE:
+        return ("leverage: some record weighs more in its own fitted value than in a mean "
+                f"of {policy.min_count} records")
     if rule is Rule.SUPPRESSED_INPUT:
         return ("suppressed input: the statistic depends on cells the same table "
                 "would suppress")

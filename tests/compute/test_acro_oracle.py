@@ -125,7 +125,9 @@ def test_residual_degrees_of_freedom(acro: Any, rows: int, safe: bool) -> None:
     y = x.sum(axis=1) + rng.normal(size=rows)
     acro.ols(y, x.assign(const=1.0))
     theirs = acro.results.get_index(-1).status == "pass"
-    ours = sdc.ols(x.assign(y=y), "y", list(x.columns))
+    # ACRO has no leverage rule, and seven coefficients over forty records leave some
+    # record above 1/10: a threshold of one compares the dof rule alone.
+    ours = sdc.ols(x.assign(y=y), "y", list(x.columns), sdc.SDCPolicy(min_count=1))
     assert theirs == safe
     assert (ours.outcome == sdc.Outcome.RELEASED) == safe
     if not safe:

@@ -30,7 +30,9 @@ def test_ols_reproduces_the_textbook_anscombe_fit() -> None:
     # R: summary(lm(y1 ~ x1, anscombe)): 3.0001 (1.1247), 0.5001 (0.1179), t 2.667 and
     # 4.241, p 0.02573 and 0.00217, sigma 1.237 on 9 df, R² 0.6665, adj 0.6295, F 17.99.
     df = pd.DataFrame({"x": ANSCOMBE_X, "y": ANSCOMBE_Y})
-    m = ols(df, "y", ["x"], SDCPolicy(min_dof=9))
+    # Eleven records for two coefficients: the extreme x (4 and 14) have leverage 0.32,
+    # more than a mean of ten records gives one record; a threshold of three allows it.
+    m = ols(df, "y", ["x"], SDCPolicy(min_dof=9, min_count=3))
     assert m.outcome is Outcome.RELEASED and m.coefficients is not None and m.fit is not None
     c = m.coefficients
     assert c.loc[INTERCEPT, "coef"] == pytest.approx(3.0001, abs=5e-5)
@@ -100,7 +102,12 @@ def test_a_low_dof_regression_is_refused() -> None:
     assert m.outcome is Outcome.WITHHELD and m.coefficients is None and m.fit is None
     assert m.rules == (Rule.RESIDUAL_DOF,)
     assert m.reasons == ("residual degrees of freedom: fewer than 10",)
-    assert ols(_frame(14, 3), "y", ["a", "b", "c"]).outcome is Outcome.RELEASED
+    # Fourteen records pass the dof rule; but four coefficients over fourteen records
+    # leave a mean leverage of 4/14, above 1/min_count, so only a policy with a lower
+    # threshold releases them.
+    assert ols(_frame(14, 3), "y", ["a", "b", "c"]).rules == (Rule.LEVERAGE,)
+    assert ols(_frame(14, 3), "y", ["a", "b", "c"], SDCPolicy(min_count=1)).outcome \
+        is Outcome.RELEASED
 
 
 def test_missing_values_drop_their_rows() -> None:
@@ -116,13 +123,63 @@ def test_collinear_columns_are_refused() -> None:
 
 
 def test_an_exact_fit_is_class_disclosure() -> None:
-    df = _frame(50, 5).assign(y=lambda f: 1.0 + 2.0 * f.a)
+    # Enough records that no one of them has leverage above 1/min_count.
+    df = _frame(200, 5).assign(y=lambda f: 1.0 + 2.0 * f.a)
     flagged = ols(df, "y", ["a", "b"])
     assert flagged.outcome is Outcome.REVIEW and flagged.rules == (Rule.EXACT_FIT,)
     hidden = ols(df, "y", ["a", "b"], SDCPolicy(class_disclosure=Action.SUPPRESS))
     assert hidden.outcome is Outcome.WITHHELD and hidden.coefficients is None
     assert ols(df, "y", ["a", "b"], SDCPolicy(class_disclosure=Action.ALLOW)).outcome \
         is Outcome.RELEASED
+
+
+def _flagged(n: int, held: int, seed: int, level: float = 1.0) -> pd.DataFrame:
+    """``n`` records with a cost; ``flag`` is ``level`` for the first ``held``, else 0."""
+    rng = np.random.default_rng(seed)
+    flag = np.where(np.arange(n) < held, level, 0.0)
+    return pd.DataFrame({"y": rng.lognormal(8, 0.5, n), "flag": flag,
+                         "a": rng.normal(size=n)})
+
+
+def test_a_flag_one_record_holds_withholds_the_model() -> None:
+    # const + coef would be that record's own outcome, whatever the residual dof.
+    df = _flagged(2000, 1, 11)
+    m = ols(df, "y", ["flag"])
+    assert m.outcome is Outcome.WITHHELD and m.coefficients is None and m.fit is None
+    assert m.rules == (Rule.THRESHOLD, Rule.LEVERAGE)
+    assert ols(df, "y", ["flag", "a"]).rules == (Rule.THRESHOLD, Rule.LEVERAGE)
+    # Coded 1/2 instead of 0/1 it is the same stratum.
+    assert ols(df.assign(flag=df.flag + 1), "y", ["flag"]).outcome is Outcome.WITHHELD
+
+
+def test_a_dummy_needs_min_count_records_at_each_level() -> None:
+    # Nine records: const + coef is their mean, a cell below the threshold. Ten are a
+    # cell the threshold releases (h = 1/10 exactly), and so is the model.
+    assert ols(_flagged(500, 9, 12), "y", ["flag"]).outcome is Outcome.WITHHELD
+    m = ols(_flagged(500, 10, 12), "y", ["flag"])
+    assert m.outcome is Outcome.RELEASED and m.coefficients is not None
+    df = _flagged(500, 10, 12)
+    assert m.coefficients["coef"].sum() == pytest.approx(df.y[:10].mean(), rel=1e-9)
+    # The other level counts as much: a flag every record but nine holds.
+    assert ols(_flagged(500, 491, 13), "y", ["flag"]).rules == (Rule.THRESHOLD, Rule.LEVERAGE)
+    assert ols(_flagged(500, 9, 12), "y", ["flag"], SDCPolicy(min_count=9)).outcome \
+        is Outcome.RELEASED
+
+
+def test_a_record_far_out_on_a_continuous_regressor_has_leverage() -> None:
+    # The fit passes (nearly) through a record alone at the far end of x.
+    df = _flagged(1000, 0, 14).assign(a=lambda f: f.a.where(f.index != 5, 400.0))
+    assert ols(df, "y", ["a"]).rules == (Rule.LEVERAGE,)
+
+
+def test_leverage_catches_strata_no_single_column_shows() -> None:
+    # A three-level code as x and x²: each column has three values, but the two records
+    # at level 2 get their own fitted value, their mean.
+    rng = np.random.default_rng(15)
+    code = np.array([2.0, 2.0] + [0.0, 1.0] * 499)
+    df = pd.DataFrame({"y": rng.normal(size=1000), "x": code, "x2": code ** 2})
+    assert ols(df, "y", ["x", "x2"]).rules == (Rule.LEVERAGE,)
+    assert ols(df, "y", ["x"]).outcome is Outcome.RELEASED  # a slope: no stratum of its own
 
 
 def test_ols_input_checks() -> None:

@@ -215,9 +215,10 @@ def test_a_new_version_escapes_the_differencing_audit(agent: Agent) -> None:
 
 # ---- F5: an exact median says k records share it; the mean gives the one left over ----
 
-@leak("F5: a median is released exactly when at least k records hold it; in a cell of "
-      "k + 1 records (count released) the mean then gives the one other record's value, "
-      "and in a cell of k + 2 the mean and std give the two others")
+# F5: a median released exactly said at least k records hold it; in a cell of k + 1 the
+# mean then gave the one other record's value, in a cell of k + 2 the mean and std the two
+# others. A quantile at (or a midpoint with) a common value whose records leave 1..k-1
+# others is now suppressed (quantile_remainder).
 def test_exact_median_mean_and_std_of_a_small_cell_give_the_odd_records(agent: Agent) -> None:
     frame = hospital_table(21, 2000, "R")
     one = frame.index[:MIN_CELL + 1]
@@ -278,8 +279,9 @@ def test_a_flagged_magnitude_cell_comes_back_from_its_margin(agent: Agent) -> No
 
 # ---- F6: a regression on a rare binary column -------------------------------------------
 
-@leak("F6: OLS on a binary column that one record holds: const + coef is that record's "
-      "outcome, released with 1,998 residual degrees of freedom (documented as not checked)")
+# F6: OLS on a flag one record holds gave const + coef = that record's outcome, with
+# 1,998 residual dof. A two-valued regressor now needs min_count records at each level
+# (threshold), and no record may have leverage above 1/min_count (leverage).
 def test_ols_on_a_rare_flag_gives_the_flagged_records_cost(agent: Agent) -> None:
     frame = hospital_table(22, 2000, "R").assign(hiv="false")
     frame.loc[123, "hiv"] = "true"  # one HIV-positive patient
