@@ -247,11 +247,12 @@ def format_result(res: JointResult) -> str:
         out.append(f"OLS {o['y']} ~ {' + '.join(o['x'])}: n={o['n']} R2={_f(o['r2'])} "
                    f"adj R2={_f(o.get('adj_r2'))}")
         if o.get("coefficients"):
-            out.append(f"  {'term':<14}{'coef':>14}{'std err':>12}{'t':>9}{'p':>11}")
+            out.append(f"  {'term':<14}{'coef':>14} {'std err':>12} {'t':>9} {'p':>12}")
         for k, b in (o["beta"] or {}).items():
             inf = (o.get("coefficients") or {}).get(k)
             out.append(f"  {k:<14}{_f(b):>14}" + (
-                f"{_f(inf['std_err']):>12}{inf['t']:>9.2f}{_f(inf['p_value']):>11}"
+                # A space between columns: a p-value such as 9.57275e-292 fills its width.
+                f" {_f(inf['std_err']):>12} {inf['t']:>9.2f} {_f(inf['p_value']):>12}"
                 if inf else ""))
     for c, h in res.histograms.items():
         out.append(f"histogram {c}: below={h['underflow']} above={h['overflow']} "
