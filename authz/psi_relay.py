@@ -193,7 +193,7 @@ def get_message(ctx: Ctx, agent: Agent, job_id: str, name: str, chunk: int = 0
     if held[0] == 0 or held[0] != held[1]:
         return {"ready": False, "chunks": None, "data_b64": None}
     if not 0 <= chunk < held[1]:
-        raise InvalidInput("chunk", f"must be below the message's {held[1]} chunks")
+        raise InvalidInput("chunk", "must be below the message's number of chunks")
     data = ctx.session.scalar(select(PsiChunk.data).where(
         PsiChunk.joint_id == joint.id, PsiChunk.name == name, PsiChunk.seq == chunk))
     assert data is not None
