@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, Job, JointJob
+from authz.psi_jobs import is_psi
 from authz.states import ACTIVE, JointJobState
 from compute.errors import BadSignature, Conflict, Forbidden, InvalidInput, NotFound
 from compute.masking import ANNOUNCEMENT_TYPE, verify_announcement
@@ -22,22 +23,28 @@ from compute.masking import ANNOUNCEMENT_TYPE, verify_announcement
 FIELDS = ("type", "job_id", "provider_id", "public_key", "signature")
 
 
-def _part(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> tuple[Job, JointJob]:
+def leased_part(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False,
+                psi: bool = False) -> tuple[Job, JointJob]:
+    """A part of a running joint job (a PSI job's with ``psi``) leased to ``agent``, and
+    its joint job, locked with ``lock`` (two agents adding a key or a message at once
+    must not lose one). 404 for anything else, 409 once the joint job has ended."""
+    noun = "PSI" if psi else "joint"
     job = ctx.session.get(Job, job_id)
     if job is None or job.agent_id != agent.id or job.joint_id is None:
-        raise NotFound("no such joint part")
-    # Locked while a key is added: two agents announcing at once must not lose one.
+        raise NotFound(f"no such {noun} part")
     joint = ctx.session.get(JointJob, job.joint_id, with_for_update=ROW_LOCK if lock else None,
                             populate_existing=lock)
     assert joint is not None
+    if psi and not is_psi(joint):
+        raise NotFound(f"no such {noun} part")
     if joint.state != JointJobState.RUNNING:
-        raise Conflict(f"the joint job is {joint.state}")
+        raise Conflict(f"the {noun} job is {joint.state}")
     return job, joint
 
 
 def announce(ctx: Ctx, agent: Agent, job_id: str, body: object) -> JointJob:
     """Record a part's mask-key announcement (idempotent for the same key)."""
-    job, joint = _part(ctx, agent, job_id, lock=True)
+    job, joint = leased_part(ctx, agent, job_id, lock=True)
     if job.state not in ACTIVE:
         raise Conflict(f"job is {job.state}")
     if not isinstance(body, Mapping) or body.get("type") != ANNOUNCEMENT_TYPE:
@@ -64,7 +71,7 @@ def announce(ctx: Ctx, agent: Agent, job_id: str, body: object) -> JointJob:
 
 def key_set(ctx: Ctx, agent: Agent, job_id: str) -> dict[str, Any]:
     """Every provider's announcement once all are in, with the agents' verifying keys."""
-    _, joint = _part(ctx, agent, job_id)
+    _, joint = leased_part(ctx, agent, job_id)
     parts = list(ctx.session.scalars(select(Job).where(Job.joint_id == joint.id)))
     providers = {p.provider_id for p in parts}
     announced = {a["provider_id"] for a in joint.mask_keys}

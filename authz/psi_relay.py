@@ -28,11 +28,12 @@ from typing import Any
 from sqlalchemy import func, select
 
 from authz import validate as v
-from authz.context import ROW_LOCK, Ctx
-from authz.models import Agent, Job, JointJob, PsiChunk
-from authz.psi_jobs import is_psi, is_ring
+from authz.context import Ctx
+from authz.joint_masks import leased_part
+from authz.models import Agent, JointJob, PsiChunk
+from authz.psi_jobs import is_ring
 from authz.specs import PSI_CHUNK_SPEC as CHUNK_SPEC
-from authz.states import ACTIVE, JointJobState
+from authz.states import ACTIVE
 from authz.wire import PSI_CHUNK_BYTES as CHUNK_BYTES
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
 from compute.psi_ring import OWN_SET, layout_sizes, route
@@ -40,20 +41,6 @@ from compute.psi_ring import OWN_SET, layout_sizes, route
 MESSAGES = {"request": "client", "setup": "server"}
 RESPONSE = "response."  # + a group of the spec: the server's answer under that group's key
 RING_RX = re.compile(r"ring\.(0|[1-9][0-9]?)\.(0|[1-9][0-9]?)")
-
-
-def _part(ctx: Ctx, agent: Agent, job_id: str, *, lock: bool = False) -> tuple[Job, JointJob]:
-    job = ctx.session.get(Job, job_id)
-    if job is None or job.agent_id != agent.id or job.joint_id is None:
-        raise NotFound("no such PSI part")
-    joint = ctx.session.get(JointJob, job.joint_id, with_for_update=ROW_LOCK if lock else None,
-                            populate_existing=lock)
-    assert joint is not None
-    if not is_psi(joint):
-        raise NotFound("no such PSI part")
-    if joint.state != JointJobState.RUNNING:
-        raise Conflict(f"the PSI job is {joint.state}")
-    return job, joint
 
 
 def _ring_hop(joint: JointJob, name: str) -> tuple[int, int]:
@@ -140,7 +127,7 @@ def message(ctx: Ctx, joint: JointJob, name: str) -> bytes | None:
 def post_message(ctx: Ctx, agent: Agent, job_id: str, name: str, body: object) -> None:
     """Store one chunk of a blinded protocol message from the part whose role sends it
     (each chunk once); with its last chunk the message is checked whole and recorded."""
-    job, joint = _part(ctx, agent, job_id, lock=True)
+    job, joint = leased_part(ctx, agent, job_id, lock=True, psi=True)
     sender = _sender(joint, name)
     if job.state not in ACTIVE:
         raise Conflict(f"job is {job.state}")
@@ -185,7 +172,7 @@ def get_message(ctx: Ctx, agent: Agent, job_id: str, name: str, chunk: int = 0
                 ) -> dict[str, Any]:
     """Chunk ``chunk`` of another part's message for this part, once the whole message was
     sent (``ready`` false until then), and how many chunks it has."""
-    job, joint = _part(ctx, agent, job_id)
+    job, joint = leased_part(ctx, agent, job_id, psi=True)
     if _reader(joint, name) != job.provider_id:
         raise Forbidden("a part reads only the messages addressed to it")
     held = ctx.session.execute(select(func.count(), func.max(PsiChunk.chunks)).where(
