@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -10,10 +9,10 @@ from flask import Blueprint, Response, request
 from compute.errors import InvalidInput
 from ledger import api_payloads as payloads
 from sandbox import auth, db
+from sandbox.api.args import DIGITS
 
 bp = Blueprint("ledger", __name__, url_prefix="/api/v1/ledger")
 AUDITORS = ("regulator", "admin")
-DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII only: str.isdigit() accepts "²"
 
 
 def _int_arg(name: str, required: bool = True) -> int | None:

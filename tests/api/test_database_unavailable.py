@@ -168,6 +168,13 @@ def test_database_errors_are_logged_without_their_parameters(
     finally:
         db.dispose(app)
 
+def _terminate_own_backend(url: str) -> None:
+    """Have the server end the request's own connection, as a restart or an operator would."""
+    pid = db.session().execute(text("SELECT pg_backend_pid()")).scalar_one()
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"),
+                         autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
 
 @pytest.mark.postgres
 def test_a_connection_lost_before_the_request_ends_keeps_its_answer(
@@ -178,11 +185,7 @@ def test_a_connection_lost_before_the_request_ends_keeps_its_answer(
     app = _app(own_cluster, tmp_path)
 
     def answered_then_cut() -> str:
-        session = db.session()
-        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        with psycopg.connect(own_cluster.replace("postgresql+psycopg", "postgresql"),
-                             autocommit=True) as other:
-            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _terminate_own_backend(own_cluster)
         return "answered"
 
     app.add_url_rule("/test-cut", view_func=answered_then_cut)
@@ -203,11 +206,7 @@ def test_a_connection_lost_during_a_ledger_append_is_503(own_cluster: str,
     app = _app(own_cluster, tmp_path)
 
     def cut_then_record() -> str:
-        session = db.session()
-        pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()
-        with psycopg.connect(own_cluster.replace("postgresql+psycopg", "postgresql"),
-                             autocommit=True) as other:
-            other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        _terminate_own_backend(own_cluster)
         db.ctx().record("test.cut", "system", {})
         return "recorded?"
 
