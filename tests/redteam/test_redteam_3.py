@@ -1,0 +1,155 @@
+"""Red team, third pass: leaks through the script route's verified tables and joint GLM
+rounds, found by a requester holding an ordinary permit (minimum cell count 10, default
+provider settings, automatic release of script outputs accepted).
+
+Same convention as ``test_redteam_2.py``: each test is an attack that computes what it
+learns (``recovered``) and ends by asserting the defence, that this is not the secret.
+While the leak is open that assertion fails and the test is marked
+``xfail(strict=True, raises=AssertionError)``; the day a fix closes the leak strict xfail
+reports it and the marker goes, leaving the test as the regression test of the fix (run
+with ``--runxfail`` to see each recovery).
+
+No Docker: script attacks run the agent's own post-run code, ``containers.runjob.report``
+(file-level checks, re-derivation from the permitted input, the differencing audit
+against the provider's ``AuditStore``, the cap, the platform's rendering of verified
+tables), on the files a script would have written to ``/out``, after
+``containers.jobdir.prepare`` has projected the permitted columns and written the keyed
+row identities, exactly as ``containers.agent`` runs a script job around its container.
+The container only produces those files, and the attacker controls them anyway. Joint
+attacks play every party in one process (``tests.compute.harness``).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from authz.wire import RunTask
+from containers import jobdir, runjob
+from containers.audit_store import AuditStore
+from containers.executor import Limits
+from containers.runspec import RunResult
+from sandbox.demo_data import FIELDS, hospital_table
+
+PERMITTED = ["age", "sex", "diagnosis", "los", "cost"]  # never patient_id
+MIN_CELL = 10
+
+
+def leak(reason: str) -> pytest.MarkDecorator:
+    """An open leak: the test's final assertion (the defence) fails because the attack
+    recovers the secret."""
+    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+
+
+class ScriptAgent:
+    """The provider's agent finishing script jobs of one requester (one audit store): what
+    happens after the container exits, on the files the script left in ``/out``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "data").mkdir(parents=True, exist_ok=True)
+        self.store = AuditStore(root / "audit.sqlite")
+        self.jobs = 0
+
+    def publish(self, frame: pd.DataFrame, file: str = "episodes.csv") -> str:
+        frame.to_csv(self.root / "data" / file, index=False)
+        return file
+
+    def run(self, outputs: dict[str, pd.DataFrame], *, file: str = "episodes.csv"
+            ) -> dict[str, pd.DataFrame]:
+        """One run whose script wrote ``outputs`` (name: table): the tables the requester
+        can fetch, by their released names. A run held for review releases nothing."""
+        self.jobs += 1
+        job_id = f"job_{self.jobs}"
+        task = RunTask.model_validate({
+            "job_id": job_id, "kind": "script", "permit_id": "pmt_1",
+            "requester_id": "req_1", "script_b64": base64.b64encode(b"pass\n").decode(),
+            "script_sha256": "0" * 64, "min_cell_count": MIN_CELL, "timeout_s": 60,
+            "script_release": "automatic",
+            "datasets": [{"id": "ds_1", "code": "episodes", "provider_id": "prov_1",
+                          "format": "csv", "location": file,
+                          "fields": [f for f in FIELDS if f["name"] in PERMITTED]}]})
+        job_dir = self.root / "work" / job_id
+        jobdir.prepare(task, job_dir, lambda _: [self.root / "data"], "img", Limits(),
+                       self.store)
+        out = job_dir / "out"
+        out.mkdir()
+        for name, table in outputs.items():
+            table.to_csv(out / name, index=False)
+        result = RunResult(job_id, 0, False, False, b"", b"", False, False, out, None, None,
+                           None)
+        report = runjob.report(task, job_dir, result, "img", None, audit=self.store)
+        if report.state != "released":
+            return {}
+        return {o.name: pd.read_csv(io.BytesIO(base64.b64decode(o.content_b64)))
+                for o in report.outputs if o.decision == "released" and o.content_b64}
+
+
+@pytest.fixture
+def script_agent(tmp_path: Path) -> ScriptAgent:
+    return ScriptAgent(tmp_path)
+
+
+# ---- F9: a verified table's left-out rows come back as the overall total less its rows --
+
+@leak("F9: script route: a verified table leaves out groups of 1..k-1 records with no "
+      "secondary suppression, and an overall (key-less) table is verified too; the total "
+      "less the rows gives the left-out group's count and sums")
+def test_script_table_left_out_group_is_the_total_less_its_rows(
+        script_agent: ScriptAgent) -> None:
+    frame = hospital_table(7, 600, "R")
+    frame.loc[5, ["diagnosis", "los", "cost"]] = ["C91", 17, 12345.67]  # the one leukaemia
+    script_agent.publish(frame)
+    df = frame[PERMITTED]  # what the script reads at /in/data.csv
+    # What the script writes: an ordinary table by diagnosis (small groups may be left
+    # out, and the checks drop them anyway) and the overall figures.
+    by = df.groupby("diagnosis").agg(n=("los", "size"), sum_los=("los", "sum"),
+                                     mean_cost=("cost", "mean")).reset_index()
+    overall = pd.DataFrame({"n": [len(df)], "sum_los": [df.los.sum()],
+                            "mean_cost": [df.cost.mean()]})
+    got = script_agent.run({"a_by_diagnosis.csv": by[by.n >= MIN_CELL].round(6),
+                            "b_overall.csv": overall.round(6)})
+    assert set(got) == {"table-1.csv", "table-2.csv"}  # both verified, released automatically
+    rows, total = got["table-1.csv"], got["table-2.csv"].iloc[0]
+    count = int(total.n - rows.n.sum())
+    los = int(total.sum_los - rows.sum_los.sum())
+    # Means are rendered to 7 significant digits: the cost to within a few CNY.
+    cost = float(total.mean_cost * total.n - (rows.mean_cost * rows.n).sum())
+    recovered = (count, los, abs(cost - 12345.67) < 5)
+    assert recovered != (1, 17, True), \
+        "disclosed: the only C91 patient exists, their length of stay and cost"
+
+
+# ---- F10: a joint GLM round at crafted coefficients is the most extreme record ----------
+
+@leak("F10: joint GLM: the requester chooses each round's coefficients; at a steep "
+      "coefficient on one regressor W = exp(eta) puts all the weight of X'WX on the "
+      "record with the largest value, whose regressors are then X'WX[0, j] / X'WX[0, 0]")
+def test_glm_round_at_crafted_coefficients_isolates_the_most_expensive_patient() -> None:
+    from compute.spec import parse_spec
+    from tests.compute.conftest import SCHEMA, hospital_frame
+    from tests.compute.harness import joint_sums
+
+    frames = {f"h{i}": hospital_frame(60 + i, 400) for i in range(3)}
+    frames["h1"].loc[11, ["cost", "los"]] = [61234.56, 2.75]  # the most expensive patient
+
+    def xwx_first_row(beta: list[float]) -> list[float]:
+        """One round (a joint job of the permit) at ``beta``: X'WX[0, :] / X'WX[0, 0]."""
+        spec = parse_spec({"statistics": ["glm"], "glm": {
+            "family": "poisson", "y": "age", "x": ["cost", "los"], "beta": beta}}, SCHEMA)
+        sums, _ = joint_sums(spec, frames, min_cell_count=MIN_CELL)
+        assert not sums.counts["disclosure.suppressed"][0]  # every provider's part released
+        tri = [float(v) for v in sums.reals["glm.xwx"]]
+        return [tri[j] / tri[0] for j in range(3)]
+
+    # Round 1: a public guess of where costs end, a gentle slope (no overflow); the
+    # weighted mean of cost is already the top record's. Round 2: centred on it, steep.
+    guess = xwx_first_row([-0.0005 * 20000, 0.0005, 0.0])[1]
+    _, cost, los = xwx_first_row([-0.01 * guess, 0.01, 0.0])
+    recovered = (round(cost, 2), round(los, 4))
+    assert recovered != (61234.56, 2.75), "disclosed: the most expensive patient's cost and stay"
