@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
@@ -153,3 +152,34 @@ def test_glm_round_at_crafted_coefficients_isolates_the_most_expensive_patient()
     _, cost, los = xwx_first_row([-0.01 * guess, 0.01, 0.0])
     recovered = (round(cost, 2), round(los, 4))
     assert recovered != (61234.56, 2.75), "disclosed: the most expensive patient's cost and stay"
+
+
+# ---- F11: PSI: a category's suppressed count and sum are the intersection's less the rest --
+
+@leak("F11: PSI: release() suppresses a category below k but releases the intersection "
+      "and its sum beside every other category: no secondary suppression, so the hidden "
+      "category is the total less the released ones")
+def test_psi_suppressed_category_is_the_intersection_less_the_others() -> None:
+    import numpy as np
+
+    from compute.psi import parse_psi_spec, run_psi
+
+    rng = np.random.default_rng(3)
+    firms = 120
+    # The social-insurance register (server): firms by district, declared employees.
+    server = pd.DataFrame({"code": [f"91{i:08d}" for i in range(firms)],
+                           "district": rng.choice(["D1", "D2", "D3"], firms),
+                           "employees": rng.integers(5, 200, firms)})
+    server.loc[17, ["district", "employees"]] = ["D4", 1234]  # the one firm in district D4
+    # The tax register (client): most of those firms and some others.
+    client = pd.DataFrame({"code": [*server.code[:90], *(f"92{i:08d}" for i in range(20))]})
+    spec = parse_psi_spec({"id": "code", "categories": {
+        "column": "district", "values": ["D1", "D2", "D3", "D4"]},
+        "value": {"column": "employees", "bits": 11}},
+        {"code": "string", "district": "string", "employees": "integer"})
+    released, _ = run_psi(spec, client, server, MIN_CELL)
+    shown = [c for c in released["categories"] if c["count"] is not None]
+    assert [c["category"] for c in shown] == ["D1", "D2", "D3"]  # D4 is suppressed...
+    recovered = (released["intersection"] - sum(c["count"] for c in shown),
+                 released["sum"] - sum(c["sum"] for c in shown))
+    assert recovered != (1, 1234), "disclosed: one D4 firm matched, and its employees"
