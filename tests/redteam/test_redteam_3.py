@@ -183,3 +183,34 @@ def test_psi_suppressed_category_is_the_intersection_less_the_others() -> None:
     recovered = (released["intersection"] - sum(c["count"] for c in shown),
                  released["sum"] - sum(c["sum"] for c in shown))
     assert recovered != (1, 1234), "disclosed: one D4 firm matched, and its employees"
+
+
+# ---- F12: the script route's threshold counts records, not a statistic's contributors ----
+
+@leak("F12: script route: rederive applies the threshold to the records with the keys, "
+      "not to the records holding the statistic's value; a group of k records of which "
+      "three have a cost releases the mean and std of three costs")
+def test_script_statistic_over_few_non_missing_values_is_released(
+        script_agent: ScriptAgent) -> None:
+    import numpy as np
+
+    frame = hospital_table(7, 600, "R")
+    z99 = frame.index[:12]  # twelve episodes of a rare diagnosis, nine not yet costed
+    frame.loc[z99, "diagnosis"] = "Z99"
+    frame.loc[z99[3:], "cost"] = np.nan
+    frame.loc[z99[:3], "cost"] = [4800.0, 5150.0, 5425.5]  # the first is the attacker's own
+    script_agent.publish(frame)
+    df = frame[PERMITTED]
+    table = df.groupby("diagnosis").agg(n=("los", "size"), mean_cost=("cost", "mean"),
+                                        std_cost=("cost", "std")).reset_index()
+    got = script_agent.run({"cost_by_diagnosis.csv": table[table.n >= MIN_CELL].round(6)})
+    row = got["table-1.csv"].set_index("diagnosis").loc["Z99"]  # released automatically
+    # Three contributors (the count of values is not the row's n): with one of them known,
+    # mean and std give the other two (x + y = s, x^2 + y^2 = q).
+    own, three = 4800.0, 3
+    s = three * row.mean_cost - own
+    q = (three - 1) * row.std_cost ** 2 + three * row.mean_cost ** 2 - own ** 2
+    gap = (2 * q - s * s) ** 0.5
+    # To within a cent or so (the platform renders 7 significant digits).
+    recovered = [abs((s + d) / 2 - v) < 0.05 for d, v in ((-gap, 5150.0), (gap, 5425.5))]
+    assert recovered != [True, True], "disclosed: two other patients' costs"
