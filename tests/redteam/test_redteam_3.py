@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 
 from authz.wire import RunTask
-from containers import jobdir, runjob
+from compute import sdc
+from containers import jobdir, runjob, statistics_job
 from containers.audit_store import AuditStore
 from containers.executor import Limits
 from containers.runspec import RunResult
@@ -59,23 +62,38 @@ class ScriptAgent:
         frame.to_csv(self.root / "data" / file, index=False)
         return file
 
-    def run(self, outputs: dict[str, pd.DataFrame], *, file: str = "episodes.csv"
-            ) -> dict[str, pd.DataFrame]:
-        """One run whose script wrote ``outputs`` (name: table): the tables the requester
-        can fetch, by their released names. A run held for review releases nothing."""
+    def _prepare(self, kind: str, file: str, **extra: Any) -> tuple[RunTask, Path]:
         self.jobs += 1
         job_id = f"job_{self.jobs}"
         task = RunTask.model_validate({
-            "job_id": job_id, "kind": "script", "permit_id": "pmt_1",
+            "job_id": job_id, "kind": kind, "permit_id": "pmt_1",
             "requester_id": "req_1", "script_b64": base64.b64encode(b"pass\n").decode(),
             "script_sha256": "0" * 64, "min_cell_count": MIN_CELL, "timeout_s": 60,
             "script_release": "automatic",
             "datasets": [{"id": "ds_1", "code": "episodes", "provider_id": "prov_1",
                           "format": "csv", "location": file,
-                          "fields": [f for f in FIELDS if f["name"] in PERMITTED]}]})
+                          "fields": [f for f in FIELDS if f["name"] in PERMITTED]}],
+            **extra})
         job_dir = self.root / "work" / job_id
         jobdir.prepare(task, job_dir, lambda _: [self.root / "data"], "img", Limits(),
                        self.store)
+        return task, job_dir
+
+    def statistics(self, spec: dict[str, Any], *, file: str = "episodes.csv"
+                   ) -> dict[str, Any]:
+        """A statistics job of the same requester on the same dataset (same audit store):
+        the ``statistics.json`` document it releases."""
+        task, job_dir = self._prepare("statistics", file, statistics=spec)
+        report = statistics_job.statistics_report(task, job_dir, "img", self.store)
+        doc: dict[str, Any] = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
+        return doc
+
+    def run(self, outputs: dict[str, pd.DataFrame], *, file: str = "episodes.csv"
+            ) -> dict[str, pd.DataFrame]:
+        """One run whose script wrote ``outputs`` (name: table): the tables the requester
+        can fetch, by their released names. A run held for review releases nothing."""
+        task, job_dir = self._prepare("script", file)
+        job_id = task.job_id
         out = job_dir / "out"
         out.mkdir()
         for name, table in outputs.items():
@@ -123,6 +141,27 @@ def test_script_table_left_out_group_is_the_total_less_its_rows(
     assert recovered != (1, 17, True), \
         "disclosed: the only C91 patient exists, their length of stay and cost"
 
+
+
+@leak("F9b: the same across routes: a statistics job's frequency table hides a rare "
+      "category and one complement, the script route then releases the complement as a "
+      "verified row; the statistics table's margin less the script rows is the rare one")
+def test_script_rows_undo_the_statistics_routes_secondary_suppression(
+        script_agent: ScriptAgent) -> None:
+    frame = hospital_table(7, 600, "R")
+    frame.loc[5, ["diagnosis", "los"]] = ["C91", 17]  # the one leukaemia patient
+    script_agent.publish(frame)
+    doc = script_agent.statistics({"analyses": [
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "los", "statistics": ["sum"]}]})
+    cells = {c["cell"]["diagnosis"]: c["value"]
+             for c in doc["analyses"][0]["tables"][0]["cells"]}
+    assert cells[sdc.POOLED] is None  # the rare bucket and a complement are hidden
+    assert sum(v is None for v in cells.values()) == 2 and cells["All"] is not None
+    df = frame[PERMITTED]
+    by = df.groupby("diagnosis").agg(n=("los", "size"), sum_los=("los", "sum")).reset_index()
+    rows = script_agent.run({"by_diagnosis.csv": by[by.n >= MIN_CELL]})["table-1.csv"]
+    recovered = cells["All"] - int(rows.sum_los.sum())
+    assert recovered != 17, "disclosed: the C91 patient's length of stay"
 
 # ---- F10: a joint GLM round at crafted coefficients is the most extreme record ----------
 
