@@ -167,30 +167,45 @@ def test_script_rows_undo_the_statistics_routes_secondary_suppression(
 
 @leak("F10: joint GLM: the requester chooses each round's coefficients; at a steep "
       "coefficient on one regressor W = exp(eta) puts all the weight of X'WX on the "
-      "record with the largest value, whose regressors are then X'WX[0, j] / X'WX[0, 0]")
-def test_glm_round_at_crafted_coefficients_isolates_the_most_expensive_patient() -> None:
+      "record with the largest value (its regressors: X'WX[0, j] / X'WX[0, 0]), and a "
+      "negative binomial round centred on it leaves its outcome alone in X'Wz")
+def test_glm_rounds_at_crafted_coefficients_give_the_most_expensive_patient() -> None:
     from compute.spec import parse_spec
     from tests.compute.conftest import SCHEMA, hospital_frame
     from tests.compute.harness import joint_sums
 
     frames = {f"h{i}": hospital_frame(60 + i, 400) for i in range(3)}
-    frames["h1"].loc[11, ["cost", "los"]] = [61234.56, 2.75]  # the most expensive patient
+    frames["h1"].loc[11, ["cost", "los", "age"]] = [61234.56, 2.75, 47]  # the costliest
 
-    def xwx_first_row(beta: list[float]) -> list[float]:
-        """One round (a joint job of the permit) at ``beta``: X'WX[0, :] / X'WX[0, 0]."""
+    def glm_round(beta: list[float], **model: Any) -> tuple[list[float], list[float]]:
+        """One round (a joint job of the permit) at ``beta``: the pooled X'WX (upper
+        triangle) and X'Wz, as the requester decrypts them."""
         spec = parse_spec({"statistics": ["glm"], "glm": {
-            "family": "poisson", "y": "age", "x": ["cost", "los"], "beta": beta}}, SCHEMA)
+            "family": "poisson", "y": "age", "x": ["cost", "los"], "beta": beta, **model}},
+            SCHEMA)
         sums, _ = joint_sums(spec, frames, min_cell_count=MIN_CELL)
         assert not sums.counts["disclosure.suppressed"][0]  # every provider's part released
-        tri = [float(v) for v in sums.reals["glm.xwx"]]
-        return [tri[j] / tri[0] for j in range(3)]
+        return ([float(v) for v in sums.reals["glm.xwx"]],
+                [float(v) for v in sums.reals["glm.xwz"]])
 
-    # Round 1: a public guess of where costs end, a gentle slope (no overflow); the
-    # weighted mean of cost is already the top record's. Round 2: centred on it, steep.
-    guess = xwx_first_row([-0.0005 * 20000, 0.0005, 0.0])[1]
-    _, cost, los = xwx_first_row([-0.01 * guess, 0.01, 0.0])
-    recovered = (round(cost, 2), round(los, 4))
-    assert recovered != (61234.56, 2.75), "disclosed: the most expensive patient's cost and stay"
+    # Rounds 1-2 (Poisson, W = mu = exp(eta)): a public guess of where costs end and a
+    # gentle slope (no overflow), then centred on the estimate and steep: X'WX is the
+    # top record's x x' times its weight.
+    xwx, _ = glm_round([-0.0005 * 20000, 0.0005, 0.0])
+    guess = xwx[1] / xwx[0]
+    xwx, _ = glm_round([-0.01 * guess, 0.01, 0.0])
+    cost, los = xwx[1] / xwx[0], xwx[2] / xwx[0]
+    # Round 3 (negative binomial, alpha 1): eta = s (cost_top - cost) is 0 for the top
+    # record and large for every other, whose W z is then eta - 1 and W 1, so X'Wz[0] less
+    # what X'WX says of the others is the top record's (y - mu + mu eta) / (1 + mu), mu = 1.
+    slope = 0.0045  # keeps mu^2 of the cheapest record encodable
+    b0, b1 = slope * cost, -slope
+    xwx, xwz = glm_round([b0, b1, 0.0], family="negative_binomial", alpha=1.0)
+    others_n, others_cost = xwx[0] - 0.5, xwx[1] - 0.5 * cost
+    age = 2 * (xwz[0] - (b0 * others_n + b1 * others_cost - others_n)) + 1
+    recovered = (round(cost, 2), round(los, 4), round(age))
+    assert recovered != (61234.56, 2.75, 47), \
+        "disclosed: the most expensive patient's cost, stay and age"
 
 
 # ---- F11: PSI: a category's suppressed count and sum are the intersection's less the rest --
