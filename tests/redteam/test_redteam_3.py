@@ -268,3 +268,30 @@ def test_script_statistic_over_few_non_missing_values_is_released(
     # To within a cent or so (the platform renders 7 significant digits).
     recovered = [abs((s + d) / 2 - v) < 0.05 for d, v in ((-gap, 5150.0), (gap, 5425.5))]
     assert recovered != [True, True], "disclosed: two other patients' costs"
+
+
+# ---- F13: contributors are records, never persons -----------------------------------------
+
+@leak("F13: statistics route: contributors are records (the route never passes the "
+      "engine's unit), so twelve episodes of one patient make a cell of twelve; the "
+      "provider's identifier column is known to the agent but not used")
+def test_a_cell_of_one_patients_episodes_is_that_patients_total(
+        script_agent: ScriptAgent) -> None:
+    import numpy as np
+
+    frame = hospital_table(7, 600, "R")
+    patient = frame.loc[5]
+    # One dialysis patient: twelve episodes (one record each) of the only N18 diagnosis.
+    visits = pd.DataFrame([patient] * 11).assign(los=1, cost=np.round(
+        np.random.default_rng(5).normal(3000, 150, 11), 2))
+    frame = pd.concat([frame, visits], ignore_index=True)
+    frame.loc[frame.patient_id == patient.patient_id, "diagnosis"] = "N18"
+    script_agent.publish(frame)
+    doc = script_agent.statistics({"analyses": [
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+         "statistics": ["sum"]}]})
+    cells = {c["cell"]["diagnosis"]: c["value"]
+             for c in doc["analyses"][0]["tables"][0]["cells"]}
+    secret = frame.cost[frame.patient_id == patient.patient_id].sum()
+    recovered = None if cells.get("N18") is None else round(cells["N18"], 2)
+    assert recovered != round(secret, 2), "disclosed: one patient's total cost of care"
