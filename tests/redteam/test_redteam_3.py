@@ -295,3 +295,29 @@ def test_a_cell_of_one_patients_episodes_is_that_patients_total(
     secret = frame.cost[frame.patient_id == patient.patient_id].sum()
     recovered = None if cells.get("N18") is None else round(cells["N18"], 2)
     assert recovered != round(secret, 2), "disclosed: one patient's total cost of care"
+
+
+# ---- F14: a std dominated by one record's squared deviation gives that record ----------
+
+@leak("F14: statistics route: nk and p% are applied to |x| for a std, not to its "
+      "contributions (squared deviations, as within-group variance does); one outlier "
+      "among many alike passes both, and mean and std then give its value")
+def test_a_std_dominated_by_one_outlier_gives_the_outlier(script_agent: ScriptAgent) -> None:
+    import numpy as np
+
+    frame = hospital_table(7, 600, "R")
+    z99 = frame.index[:20]  # twenty day cases of a routine procedure, one complicated
+    frame.loc[z99, "diagnosis"] = "Z99"
+    frame.loc[z99, "cost"] = np.round(np.random.default_rng(2).normal(3000, 30, 20), 2)
+    frame.loc[z99[7], "cost"] = 60000.0
+    script_agent.publish(frame)
+    doc = script_agent.statistics({"analyses": [
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+         "statistics": ["mean", "std"]}]})
+    mean, std = ({c["cell"]["diagnosis"]: c["value"] for c in t["cells"]}["Z99"]
+                 for t in doc["analyses"][0]["tables"])
+    n = 20  # a frequency table gives it; sum / mean too
+    # One value x among n - 1 alike: x = mean + (n - 1) std / sqrt(n).
+    estimate = mean + (n - 1) * std / n ** 0.5
+    recovered = round(estimate, -1)  # to within a few CNY here; the p% rule promises 10 %
+    assert recovered != 60000.0, "disclosed: the complicated case's cost"
