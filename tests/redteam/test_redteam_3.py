@@ -321,3 +321,21 @@ def test_a_std_dominated_by_one_outlier_gives_the_outlier(script_agent: ScriptAg
     estimate = mean + (n - 1) * std / n ** 0.5
     recovered = round(estimate, -1)  # to within a few CNY here; the p% rule promises 10 %
     assert recovered != 60000.0, "disclosed: the complicated case's cost"
+
+
+@leak("F14b: joint statistics apply no dominance or p% rule at all (only the threshold): "
+      "a column's mean and std over three hospitals give one outlier's value")
+def test_joint_mean_and_std_give_one_hospitals_outlier() -> None:
+    from compute.spec import parse_spec
+    from tests.compute.conftest import SCHEMA, hospital_frame
+    from tests.compute.harness import run_joint
+
+    frames = {f"h{i}": hospital_frame(70 + i, 400) for i in range(3)}
+    frames["h2"].loc[9, "cost"] = 2_345_678.9  # one transplant patient at h2
+    spec = parse_spec({"statistics": ["count", "mean", "std"], "columns": ["cost"]}, SCHEMA)
+    cost = run_joint(spec, frames, min_cell_count=MIN_CELL).columns["cost"]
+    n, mean, std = cost["n"], cost["mean"], cost["std"]
+    assert isinstance(n, int) and isinstance(mean, float) and isinstance(std, float)
+    estimate = mean + (n - 1) * std / n ** 0.5  # one value far out among many
+    recovered = round(estimate, -4)  # to 10,000 CNY (0.4 %); the p% rule promises 10 %
+    assert recovered != round(2_345_678.9, -4), "disclosed: the transplant patient's cost"
