@@ -339,3 +339,22 @@ def test_joint_mean_and_std_give_one_hospitals_outlier() -> None:
     estimate = mean + (n - 1) * std / n ** 0.5  # one value far out among many
     recovered = round(estimate, -4)  # to 10,000 CNY (0.4 %); the p% rule promises 10 %
     assert recovered != round(2_345_678.9, -4), "disclosed: the transplant patient's cost"
+
+
+# ---- F15: joint OLS on a flag one record holds (F6, fixed on the statistics route) -------
+
+@leak("F15: joint OLS has neither the statistics route's two-valued regressor threshold "
+      "nor its leverage bound: on a flag one patient holds, the intercept is that "
+      "patient's outcome")
+def test_joint_ols_on_a_rare_flag_gives_the_flagged_patients_cost() -> None:
+    from compute.spec import parse_spec
+    from tests.compute.conftest import SCHEMA, hospital_frame
+    from tests.compute.harness import run_joint
+
+    frames = {f"h{i}": hospital_frame(80 + i, 400).assign(insured=True) for i in range(3)}
+    frames["h1"].loc[4, ["insured", "cost"]] = [False, 27182.82]  # the one uninsured patient
+    spec = parse_spec({"statistics": ["ols"], "ols": {"y": "cost", "x": ["insured"]}}, SCHEMA)
+    ols = run_joint(spec, frames, min_cell_count=MIN_CELL).ols
+    assert ols is not None
+    recovered = round(ols["beta"]["intercept"], 2)  # insured = 0: that one record's mean
+    assert recovered != 27182.82, "disclosed: the uninsured patient's cost"
