@@ -358,3 +358,38 @@ def test_joint_ols_on_a_rare_flag_gives_the_flagged_patients_cost() -> None:
     assert ols is not None
     recovered = round(ols["beta"]["intercept"], 2)  # insured = 0: that one record's mean
     assert recovered != 27182.82, "disclosed: the uninsured patient's cost"
+
+
+# ---- F16: PSI: the value width refusal is an oracle on the server's maximum -------------
+
+@leak("F16 (low): PSI: the server refuses a spec whose value bits are too narrow for any of "
+      "its values, before intersecting, and the part fails with that rule: five jobs of "
+      "chosen widths give the magnitude of the largest value in the server's register")
+def test_psi_value_width_refusal_gives_the_servers_largest_value() -> None:
+    import numpy as np
+
+    from compute.errors import MagnitudeOverflow
+    from compute.psi import parse_psi_spec, server_rows
+
+    rng = np.random.default_rng(4)
+    server = pd.DataFrame({"code": [f"91{i:08d}" for i in range(200)],
+                           "employees": rng.integers(5, 200, 200)})
+    server.loc[42, "employees"] = 1234  # the one large employer
+    schema = {"code": "string", "employees": "integer"}
+
+    def refused(bits: int) -> bool:
+        """One PSI job (its server part) asking for sums of ``bits`` bits: does it fail?"""
+        spec = parse_psi_spec({"id": "code", "value": {"column": "employees", "bits": bits}},
+                              schema)
+        try:
+            server_rows(spec, server)
+        except MagnitudeOverflow:
+            return True
+        return False
+
+    low, high = 1, 32  # binary search: the smallest width that is not refused
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if refused(mid) else (low, mid)
+    recovered = (2 ** (low - 1), 2 ** low)  # the largest value lies in [2^(b-1), 2^b)
+    assert recovered != (1024, 2048), "disclosed: the largest employer's size to a factor 2"
