@@ -393,3 +393,35 @@ def test_psi_value_width_refusal_gives_the_servers_largest_value() -> None:
         low, high = (mid + 1, high) if refused(mid) else (low, mid)
     recovered = (2 ** (low - 1), 2 ** low)  # the largest value lies in [2^(b-1), 2^b)
     assert recovered != (1024, 2048), "disclosed: the largest employer's size to a factor 2"
+
+
+# ---- F17: a joint job shows the requester every provider's exact row count --------------
+
+@leak("F17: the joint (and PSI) job view gives the requester each part's exact rows_read "
+      "(authz/joint.py to_json), which ordinary jobs round to 10 for everyone but the "
+      "provider; with the released row count after withdrawal it is the withdrawn count")
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_joint_job_view_gives_exact_provider_row_counts(make_party: Any, admin: Any) -> None:
+    from compute.derive import derive
+    from compute.protocol import decrypt_aggregate, requester_keygen
+    from compute.spec import spec_from_json
+    from tests.api.test_joint import play_agents, submit, world
+
+    keys = requester_keygen()
+    w = world(make_party, admin, 3)
+    for i, h in enumerate(w["hospitals"]):
+        h["frame"] = h["frame"].iloc[:293 + i].assign(age=lambda d: d.age.clip(upper=98))
+    w["hospitals"][0]["frame"].iloc[7, w["hospitals"][0]["frame"].columns.get_loc("age")] = 99
+    spec = {"version": 1, "columns": ["cost"], "statistics": ["count", "grouped"],
+            "groups": {"by": [{"column": "age", "edges": [0, 99, 200]}], "values": ["cost"]}}
+    r = submit(w, keys, spec)
+    assert r.status_code == 201, r.json
+    assert all(a.status_code == 200 for a in play_agents(w["hospitals"]))
+    joint = w["requester"].get(f"/joint-jobs/{r.json['id']}").json
+    assert joint["state"] == "combined", joint["reason"]
+    rows_read = [p["rows_read"] for p in joint["parts"]]
+    parsed = spec_from_json(joint["spec"], {"age": "integer", "cost": "number"})
+    released = derive(parsed, decrypt_aggregate(joint["aggregate"], keys, parsed))
+    # Each provider's own size, and how many records the check withdrew (the 99-year-old).
+    recovered = (sorted(rows_read), sum(rows_read) - released.rows)
+    assert recovered != ([293, 294, 295], 1), "disclosed: exact provider sizes, a small count"
