@@ -1,6 +1,7 @@
-"""Red team, third pass: leaks through the script route's verified tables and joint GLM
-rounds, found by a requester holding an ordinary permit (minimum cell count 10, default
-provider settings, automatic release of script outputs accepted).
+"""Red team, third pass: leaks through the script route's verified tables, the statistics
+route's magnitude rules, joint statistics (GLM rounds, OLS, moments, the job view) and PSI,
+found by a requester holding an ordinary permit (minimum cell count 10, default provider
+settings, automatic release of script outputs accepted).
 
 Same convention as ``test_redteam_2.py``: each test is an attack that computes what it
 learns (``recovered``) and ends by asserting the defence, that this is not the secret.
