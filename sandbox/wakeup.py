@@ -201,6 +201,8 @@ class HostSockets(_Listener):
             if self._path is not None:
                 with contextlib.suppress(OSError):
                     self._path.unlink()
+                with contextlib.suppress(OSError):  # the last process out removes it
+                    self.directory.rmdir()
         self._sender.close()
 
 
