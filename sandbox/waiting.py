@@ -72,6 +72,11 @@ class Signals:
     def listen(self) -> None:
         self._wakeup.listen(self._woken)
 
+    def listening(self, timeout_s: float) -> bool:
+        """Start listening; whether other processes' wake-ups now reach this one."""
+        self.listen()
+        return self._wakeup.listening(timeout_s)
+
     def _woken(self, channel: Channel) -> None:
         self._by_channel[channel].wake_local()
 

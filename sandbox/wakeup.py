@@ -60,12 +60,19 @@ class Wakeup(Protocol):
     def publish(self, channel: Channel) -> None:
         """Wake the other processes' waiters on ``channel``; never raises."""
 
+    def listening(self, timeout_s: float) -> bool:
+        """Whether other processes' wake-ups reach this one now (waits up to ``timeout_s``
+        for a listener being set up)."""
+
     def close(self) -> None: ...
 
 
 class ThisProcessOnly:
     def listen(self, wake: Wake) -> None:
         pass
+
+    def listening(self, timeout_s: float) -> bool:
+        return False
 
     def publish(self, channel: Channel) -> None:
         pass
@@ -98,6 +105,7 @@ class PostgresNotify(_Listener):
         # psycopg's own URL form: SQLAlchemy's driver suffix dropped, password kept.
         self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
             hide_password=False)
+        self._listening = threading.Event()  # LISTEN is in effect on the connection
 
     def listen(self, wake: Wake) -> None:
         self._start(lambda: self._run(wake), "data-sandbox-listen")
@@ -110,6 +118,7 @@ class PostgresNotify(_Listener):
                                      connect_timeout=5) as conn:
                     for name in PG_CHANNELS.values():
                         conn.execute(f"LISTEN {name}")
+                    self._listening.set()
                     if not first:  # what was sent while we were away is lost: look again
                         for channel in Channel:
                             wake(channel)
@@ -120,10 +129,14 @@ class PostgresNotify(_Listener):
                             if (woken := by_name.get(note.channel)) is not None:
                                 wake(woken)
             except psycopg.Error as e:
+                self._listening.clear()
                 if self._closed.is_set():
                     return
                 log.warning("wake-up listener lost its connection: %s", type(e).__name__)
             self._closed.wait(RECONNECT_S)
+
+    def listening(self, timeout_s: float) -> bool:
+        return self._listening.wait(timeout_s)
 
     def publish(self, channel: Channel) -> None:
         try:
@@ -163,6 +176,9 @@ class HostSockets(_Listener):
             sock.settimeout(LISTEN_TICK_S)
             self._sock, self._path = sock, path
         self._start(lambda: self._run(sock, wake), "data-sandbox-listen")
+
+    def listening(self, timeout_s: float) -> bool:
+        return self._sock is not None and not self._closed.is_set()  # bound in listen()
 
     def _run(self, sock: socket.socket, wake: Wake) -> None:
         names = {c.value.encode(): c for c in Channel}
