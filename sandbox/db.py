@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, current_app, g, request
@@ -14,8 +14,9 @@ from authz.context import Ctx
 from ledger.checkpoint import CheckpointSigner
 from ledger.checkpointer import Checkpointer, Leadership
 from ledger.log import TransparencyLog
+from sandbox import wakeup
 from sandbox.sealing_keys import load_signer
-from sandbox.waiting import WorkSignal
+from sandbox.waiting import Signals, WorkSignal
 
 
 @dataclass(frozen=True)
@@ -28,10 +29,18 @@ class Services:
     log: TransparencyLog
     signer: CheckpointSigner
     checkpointer: Checkpointer
-    work_signal: WorkSignal
-    # Joint jobs' progress (a mask key announced, a part reported): wakes the long polls
-    # of agents waiting for their peers' keys and of requesters waiting for the aggregate.
-    joint_signal: WorkSignal = field(default_factory=WorkSignal)
+    # Queued work wakes the agents' claims (signals.work); a joint job's progress (a mask
+    # key announced, a part reported) wakes the long polls of agents waiting for their
+    # peers' keys and of requesters waiting for the aggregate (signals.joint).
+    signals: Signals
+
+    @property
+    def work_signal(self) -> WorkSignal:
+        return self.signals.work
+
+    @property
+    def joint_signal(self) -> WorkSignal:
+        return self.signals.joint
 
 
 def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
@@ -46,7 +55,8 @@ def init_app(app: Flask, engine: Engine, factory: sessionmaker[Session],
                                 leadership=leadership, readers=readers or factory)
     app.extensions["sandbox"] = Services(engine=engine, sessions=factory, log=log,
                                          readers=readers or factory, signer=signer,
-                                         checkpointer=checkpointer, work_signal=WorkSignal())
+                                         checkpointer=checkpointer,
+                                         signals=Signals(wakeup.for_engine(engine)))
     if app.config["START_CHECKPOINTER"]:
         checkpointer.start()
 
@@ -112,6 +122,7 @@ def dispose(app: Flask) -> None:
     """Close every pooled connection of the app's engines (tests, embedded shutdown)."""
     svc = services(app)
     svc.checkpointer.stop()
+    svc.signals.close()
     for factory in {svc.sessions, svc.readers}:
         bind = factory.kw.get("bind")
         if bind is not None:

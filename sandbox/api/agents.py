@@ -23,6 +23,8 @@ CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: waits on it, and a probe reads two columns and a count; it lasts only while keys are
 #: missing, one poll per running part.
 MASK_KEYS_PROBE_S = 0.05
+TASK_PROBE_S = 0.25
+
 
 @bp.get("/me")
 @auth.agent_only
@@ -52,6 +54,8 @@ def next_task() -> tuple[dict[str, Any], int]:
     deadline = time.monotonic() + max(wait, 0.0)
     agent_id = auth.agent().id
     probe = True  # the first probe always writes: a retried claim, expired leases
+    signal = db.work_signal()
+    seen = signal.generation()  # before the probe: a commit after it is not missed
     while True:
         if probe:
             task = runs.next_task(db.ctx(), auth.agent(), claim_key)
@@ -61,8 +65,10 @@ def next_task() -> tuple[dict[str, Any], int]:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return {"task": None}, 200
-        # Woken at once by a commit in this process; otherwise probe again shortly.
-        db.work_signal().wait(min(0.25, remaining))
+        # Woken at once by a commit in any controller process (sandbox.wakeup); the probe
+        # every TASK_PROBE_S only finds work whose wake-up was lost.
+        signal.wait(min(TASK_PROBE_S, remaining), seen)
+        seen = signal.generation()
         with db.services().readers() as readers:
             probe = runs.may_have_task(readers, agent_id, db.ctx().now())
 
