@@ -135,3 +135,10 @@ def test_no_round_without_explicit_cells_under_dp_or_below_two_providers() -> No
         "col_categories": DIAGNOSES}}
     assert cell_holders.layout_size(ct) == 3 * 5 + 1
     assert cell_holders.layout(SPEC) == [("hist.age", 5), ("grp", 4), ("grp.cost", 8)]
+
+
+def test_the_wire_bounds_are_the_protocols() -> None:
+    from authz import wire
+
+    assert (wire.CELL_HOLDER_ROUNDS, wire.CELL_HOLDER_CELLS) == \
+        (cell_holders.MAX_ROUNDS, cell_holders.MAX_CELLS)
