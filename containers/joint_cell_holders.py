@@ -21,7 +21,7 @@ from compute.cell_holders import CellHolderRounds
 from compute.errors import SandboxError
 from compute.local_aggregate import kept_records
 from compute.masking import MaskSession
-from containers.joint_masks import LONG_POLL_S
+from containers.joint_masks import LONG_POLL_S, POLL_FIRST_S, POLL_S
 from containers.runspec import ExecutorError
 
 
@@ -46,14 +46,21 @@ def withdrawn_records(channel: CellHoldersChannel, task: RunTask, frame: Any,
     try:
         while True:
             channel.cell_holders(task.job_id, rounds.publish(signing_key))
+            pause = POLL_FIRST_S
             while True:
                 wait_s = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
+                asked = time.monotonic()
                 got = channel.cell_holders_round(task.job_id, rounds.round, wait_s)
                 if got.get("complete"):
                     break
                 if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                     raise ExecutorError("the other providers' cell-holders vectors did not "
                                         "arrive in time: nothing was submitted")
+                if time.monotonic() - asked < wait_s / 2:
+                    # Answered early yet incomplete (a controller holding polls for less
+                    # than asked): back off rather than ask again at once.
+                    time.sleep(pause)
+                    pause = min(pause * 1.5, POLL_S)
             vectors = got.get("vectors")
             assert isinstance(vectors, list)
             # Checked against the keys the mask keys were verified with, not the keys that

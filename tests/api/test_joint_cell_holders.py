@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from authz.wire import RunTask
 from compute import cell_holders
@@ -21,6 +22,8 @@ from compute.spec import spec_from_json
 from containers.agent import Agent
 from containers.agent_config import AgentConfig
 from containers.controller_client import ControllerRefused
+from containers.joint_cell_holders import withdrawn_records
+from containers.runspec import ExecutorError
 from tests.api.test_joint import keys, submit, world
 from tests.api.test_joint_agent_writes import AgentCalls, _Executor
 from tests.conftest import Actor
@@ -152,3 +155,8 @@ def test_the_round_routes_check_what_they_relay(make_party: Any, admin: Actor, k
                                 {p: bytes.fromhex(k) for p, k in got["agent_keys"].items()})
     assert (held == 3).all()
     assert h1["agent"].get(f"/agent/jobs/{t1['job_id']}/cell-holders/4").status_code == 400
+    # An agent whose vector the controller refuses (here: not the one it already holds for
+    # the round) fails its part: nothing is submitted.
+    with pytest.raises(ExecutorError, match="cell-holders round failed"):
+        withdrawn_records(RoundCalls(h1["agent"]), RunTask.model_validate(t1), hs[1]["frame"],
+                          sessions[1], h1["key"], timeout_s=1.0)
