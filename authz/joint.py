@@ -26,6 +26,7 @@ from authz.models import Agent, Job, JointJob, Party, Permit, new_id
 from authz.specs import JOINT_SUBMIT_SPEC as SUBMIT_SPEC
 from authz.specs import MAX_CONTEXT_BYTES as MAX_CONTEXT_BYTES
 from authz.states import TERMINAL, JobState, JointJobState
+from compute import cell_holders
 from compute.backend import fingerprint
 from compute.dp import PrivacyBudget, add_dp_noise
 from compute.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
@@ -60,6 +61,12 @@ def submit(ctx: Ctx, requester: Party, body: object, min_providers: int) -> Join
         # With two providers each could subtract its own share from the released sum.
         raise InvalidInput("dataset_ids", f"at least {min_providers} providers are needed")
     spec = parse_spec(data["spec"], permits.permitted_schema(ctx, permit, data["dataset_ids"]))
+    if cell_holders.needed(spec.to_json(), min_providers) and \
+            cell_holders.layout_size(spec.to_json()) > cell_holders.MAX_CELLS:
+        # The cell-holders round carries one word per explicit cell: bounded.
+        raise InvalidInput("spec", "too_many_cells",
+                           f"more than {cell_holders.MAX_CELLS} explicit cells (bins, "
+                           "contingency and group cells) in one joint job")
     try:
         context = base64.b64decode(data["public_context_b64"], validate=True)
     except ValueError:
@@ -126,7 +133,8 @@ def task_fields(ctx: Ctx, job: Job) -> dict[str, Any]:
     assert joint is not None
     return {"joint_id": joint.id, "spec": joint.spec,
             "public_context_b64": base64.b64encode(joint.public_context).decode(),
-            "context_fingerprint": joint.context_fingerprint}
+            "context_fingerprint": joint.context_fingerprint,
+            "min_providers": joint.min_providers}
 
 
 def on_part_finished(ctx: Ctx, job: Job) -> None:

@@ -502,6 +502,9 @@ class JointJob(AuthzBase):
     # Each provider's signed X25519 mask-key announcement for this job (compute/masking.py):
     # public keys only; combined only when the submissions are exactly these providers.
     mask_keys: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    # Each provider's signed, masked vector of each cell-holders round
+    # (compute/cell_holders.py): uniform words, no provider's indicators in the clear.
+    cell_holders: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
     state: Mapped[JointJobState] = mapped_column(StateText(JointJobState),
                                                  default=JointJobState.RUNNING)
     reason: Mapped[str | None] = mapped_column(Text, default=None)

@@ -44,13 +44,32 @@ from authz.validate import HEX64_RX
 from compute.errors import InvalidInput
 
 __all__ = [
-    "ACTIVE", "RUN_OVER", "TERMINAL", "WIRE_VERSION", "AgentIdentity", "AgentStatus",
+    "ACTIVE",
+    "RUN_OVER",
+    "TERMINAL",
+    "WIRE_VERSION",
+    "AgentIdentity",
+    "AgentStatus",
+    "CellHoldersVector",
     "DatasetStatus",
     "DatasetTask",
     "JobState",
-    "JointJobState", "JointPart", "LeaseState", "MaskKeyAnnouncement", "OutputDecision",
-    "OutputReport", "RunReport", "RunStarted", "RunTask", "SchemaCheckTask", "SchemaVerdict",
-    "Task", "VerdictError", "dump", "parse", "parse_task",
+    "JointJobState",
+    "JointPart",
+    "LeaseState",
+    "MaskKeyAnnouncement",
+    "OutputDecision",
+    "OutputReport",
+    "RunReport",
+    "RunStarted",
+    "RunTask",
+    "SchemaCheckTask",
+    "SchemaVerdict",
+    "Task",
+    "VerdictError",
+    "dump",
+    "parse",
+    "parse_task",
 ]
 
 WIRE_VERSION = 1
@@ -58,6 +77,9 @@ WIRE_VERSION = 1
 # many bytes, one request each: well under the controller's default body limit once in
 # base64 (authz/psi_relay.py).
 PSI_CHUNK_BYTES = 4 * 1024 * 1024
+# The cell-holders rounds' bounds (compute/cell_holders.py MAX_ROUNDS and MAX_CELLS).
+CELL_HOLDER_ROUNDS = 4
+CELL_HOLDER_CELLS = 1 << 18
 PSI_MAX_CHUNKS = 64  # a message holds at most compute.psi_ring.MAX_MESSAGE_BYTES
 
 # Strict where a JSON type mix-up would be a bug on the other side (no "5" for 5).
@@ -140,6 +162,9 @@ class JointPart(_Part):
     spec: dict[str, Any]
     public_context_b64: Base64
     context_fingerprint: HEX64
+    # The job's per-cell provider minimum (compute/cell_holders.py). Absent from an earlier
+    # controller, which serves no cell-holders round.
+    min_providers: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None
 
 
 class PsiRing(_Part):
@@ -252,6 +277,20 @@ class MaskKeyAnnouncement(_Part):
     job_id: Id
     provider_id: Id
     public_key: HEX64
+    signature: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
+
+
+class CellHoldersVector(_Part):
+    """A joint part's masked indicator vector of one cell-holders round, signed by its agent
+    (compute/cell_holders.py ``publish``; the controller and every agent verify it)."""
+
+    type: Literal["joint-cell-holders"]
+    job_id: Id
+    provider_id: Id
+    round: Annotated[StrictInt, Field(ge=0, lt=CELL_HOLDER_ROUNDS)]
+    cells: Annotated[StrictInt, Field(ge=1, le=CELL_HOLDER_CELLS)]
+    masked_b64: Annotated[str, StringConstraints(strict=True, min_length=4,
+                                                 max_length=4 * (2 * CELL_HOLDER_CELLS + 1))]
     signature: Annotated[str, StringConstraints(strict=True, min_length=1, max_length=200)]
 
 

@@ -81,20 +81,8 @@ def _floats(a: Any) -> list[float]:
     return [float(v) for v in np.asarray(a, dtype=float).ravel()]
 
 
-def local_aggregate(spec: dict[str, Any], df: Any,
-                    min_cell_count: int | None = None) -> dict[str, Any]:
-    """Sufficient statistics of one provider's table for a normalized spec.
-
-    With ``min_cell_count`` k (the provider's permit; not under DP, whose sensitivity
-    analysis assumes no cascade), records in any cell of fewer than k are first withdrawn
-    from the whole job (``withdraw_small_cells``): every statistic is then computed, exactly,
-    over the records kept, so no released figure less others isolates a withdrawn record."""
-    stats = set(spec["statistics"])
-    shift: dict[str, float] = spec.get("shift") or {}
-    dp = spec.get("dp") or {}
-    bounds: dict[str, list[float]] = dp.get("bounds") or {}
-    cache: dict[str, FloatArray] = {}
-
+def numeric_columns(df: Any, cache: dict[str, FloatArray]) -> Callable[[str], FloatArray]:
+    """A column as floats (NaN for missing or non-numeric text), converted once."""
     def col(c: str) -> FloatArray:
         if c not in cache:
             s = df[c]
@@ -102,10 +90,29 @@ def local_aggregate(spec: dict[str, Any], df: Any,
                 s = s.astype(float)
             cache[c] = pd.to_numeric(s, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         return cache[c]
+    return col
+
+
+def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = None,
+                    withdrawn: FloatArray | None = None) -> dict[str, Any]:
+    """Sufficient statistics of one provider's table for a normalized spec.
+
+    With ``min_cell_count`` k (the provider's permit; not under DP, whose sensitivity
+    analysis assumes no cascade), records in any cell of fewer than k are first withdrawn
+    from the whole job (``withdraw_small_cells``): every statistic is then computed, exactly,
+    over the records kept, so no released figure less others isolates a withdrawn record.
+    ``withdrawn`` (a boolean per record): records already withdrawn before that check, the
+    cells too few providers hold (compute/cell_holders.py)."""
+    stats = set(spec["statistics"])
+    shift: dict[str, float] = spec.get("shift") or {}
+    dp = spec.get("dp") or {}
+    bounds: dict[str, list[float]] = dp.get("bounds") or {}
+    cache: dict[str, FloatArray] = {}
+    col = numeric_columns(df, cache)
 
     suppressed = 0
     if min_cell_count is not None and not dp:
-        kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count)
+        kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count, withdrawn)
         if not kept.all():
             df = df[kept].reset_index(drop=True)
             for c in list(cache):  # the columns already converted, reduced to the kept records
@@ -296,14 +303,15 @@ def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray
 
 
 def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
-                         min_cell_count: int) -> tuple[FloatArray, int]:
+                         min_cell_count: int, withdrawn: FloatArray | None = None
+                         ) -> tuple[FloatArray, int]:
     """The records the provider keeps, and how many cells it withdrew.
 
     Records in a cell of 1..k-1 (``_record_cells``) are withdrawn from the whole job, and the
     check repeats on the rest until every cell is empty or holds at least k: withdrawing
-    records can leave another cell short."""
+    records can leave another cell short. ``withdrawn`` records are out from the start."""
     parts, sets = _record_cells(spec, df, col)
-    kept = np.ones(len(df), dtype=bool)
+    kept = np.ones(len(df), dtype=bool) if withdrawn is None else ~np.asarray(withdrawn, bool)
     seen: set[tuple[int, ...]] = set()
 
     def short(mask: FloatArray) -> bool:
@@ -327,6 +335,15 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
         if not out.any():
             return kept, len(seen)
         kept &= ~out
+
+
+def kept_records(spec: dict[str, Any], df: Any, min_cell_count: int | None,
+                 withdrawn: FloatArray) -> FloatArray:
+    """The records ``local_aggregate`` computes over, given those ``withdrawn`` first."""
+    if min_cell_count is None or spec.get("dp"):
+        return ~np.asarray(withdrawn, dtype=bool)
+    col = numeric_columns(df, {})
+    return withdraw_small_cells(spec, df, col, min_cell_count, withdrawn)[0]
 
 
 def _lgamma(a: FloatArray) -> FloatArray:

@@ -33,7 +33,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,10 @@ class MaskSession:
     provider_id: str
     key: MaskKey
     announcements: tuple[Mapping[str, Any], ...]
+    # The agents' verifying keys the announcements were checked against: later signed
+    # messages of the job (compute/cell_holders.py) are checked against the same keys.
+    agent_keys: Mapping[str, Ed25519PublicKey | bytes] = field(
+        default_factory=dict, compare=False, hash=False)
 
     @property
     def digest(self) -> str:
@@ -159,7 +163,7 @@ def session(key: MaskKey, announcements: Sequence[Mapping[str, Any]], *, job_id:
     mine = {a["provider_id"]: a["public_key"] for a in announcements}.get(provider_id)
     if mine != key.public_hex:
         raise Conflict("the announced key set does not hold this provider's own mask key")
-    return MaskSession(job_id, provider_id, key, tuple(announcements))
+    return MaskSession(job_id, provider_id, key, tuple(announcements), dict(agent_keys))
 
 
 def _pair_seed(s: MaskSession, peer: str, peer_key: str, layout_digest: str) -> bytes:

@@ -18,7 +18,14 @@ from datetime import UTC, datetime
 
 from authz.wire import JobState, RunReport, RunTask
 from compute.errors import SandboxError
-from containers import joint_masks, joint_part, psi_part, runjob, statistics_job
+from containers import (
+    joint_cell_holders,
+    joint_masks,
+    joint_part,
+    psi_part,
+    runjob,
+    statistics_job,
+)
 from containers.agent_delivery import AgentDelivery
 from containers.audit_store import AuditStore
 from containers.jobwatch import LeaseWatch, Notices
@@ -47,8 +54,12 @@ class AgentCompletion(AgentDelivery):
         masking = functools.partial(
             joint_masks.wait_for_session, self.controller, task, job_dir,
             self.config.signing_key, task.timeout_s, self.controller.stop)
+        rounds = functools.partial(
+            joint_cell_holders.withdrawn_records, self.controller, task,
+            signing_key=self.config.signing_key, timeout_s=task.timeout_s,
+            stop=self.controller.stop)
         self._complete_in_agent(task, notices, lambda: joint_part.run_part(
-            task, job_dir, self.config.signing_key, masking))
+            task, job_dir, self.config.signing_key, masking, rounds))
 
     def _complete_in_agent(self, task: RunTask, notices: Notices | None,
                            compute: Callable[[], RunReport]) -> None:

@@ -141,6 +141,17 @@ class ControllerClient:
         return self._call("GET", f"/jobs/{quote(job_id, safe='')}/mask-keys",
                           params={"wait": wait_s}, timeout=wait_s + self.timeout_s)
 
+    def cell_holders(self, job_id: str, vector: dict[str, object]) -> None:
+        """Publish this part's signed, masked vector of one cell-holders round (a retry of
+        the same vector is answered as published)."""
+        self._call("POST", f"/jobs/{quote(job_id, safe='')}/cell-holders", json=vector)
+
+    def cell_holders_round(self, job_id: str, rnd: int, wait_s: float = 0.0
+                           ) -> dict[str, object]:
+        """Every provider's vector of round ``rnd``; held until the last arrives (long poll)."""
+        return self._call("GET", f"/jobs/{quote(job_id, safe='')}/cell-holders/{rnd}",
+                          params={"wait": wait_s}, timeout=wait_s + self.timeout_s)
+
     def psi_post(self, job_id: str, name: str, data: bytes) -> None:
         """Send message ``name`` in chunks of at most CHUNK_BYTES, one request each; a
         retried chunk is answered as sent (the controller keeps each chunk once)."""

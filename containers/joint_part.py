@@ -18,6 +18,7 @@ import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from authz.wire import JobState, RunReport, RunTask
+from compute import cell_holders
 from compute.local_aggregate import local_aggregate
 from compute.masking import MaskSession
 from containers.runjob import masked_submission
@@ -26,10 +27,16 @@ from containers.runspec import ExecutorError
 ENGINE = "data-sandbox-joint/1"
 
 
+CellRounds = Callable[[pd.DataFrame, MaskSession], object]
+
+
 def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None,
-             masking: Callable[[], MaskSession]) -> RunReport:
+             masking: Callable[[], MaskSession], cell_rounds: CellRounds | None = None
+             ) -> RunReport:
     """Aggregate the projected input, then mask, encrypt and sign; failures raise
-    (SandboxError: the part fails and nothing is submitted)."""
+    (SandboxError: the part fails and nothing is submitted). A job with explicit cells
+    first runs its cell-holders rounds (``cell_rounds``, containers.joint_cell_holders):
+    the records of cells too few providers hold are withdrawn before aggregating."""
     joint = task.joint
     assert joint is not None
     if signing_key is None:
@@ -37,7 +44,15 @@ def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None
     stats = json.loads((job_dir / "input.json").read_text())
     # Read as the container script reads it (compute/local_aggregate.py main).
     frame = pd.read_csv(job_dir / "in" / "data.csv")
-    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count)
+    withdrawn = None
+    if cell_holders.needed(joint.spec, joint.min_providers):
+        if cell_rounds is None:
+            raise ExecutorError("a joint part with explicit cells needs its cell-holders "
+                                "rounds")
+        mask_session = masking()  # the rounds mask under the job's pairwise keys too
+        withdrawn = cell_rounds(frame, mask_session)
+        masking = lambda: mask_session  # noqa: E731  (waited for once)
+    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count, withdrawn)
     del frame
     out = masked_submission(task, aggregates, signing_key, masking)
     return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],

@@ -28,6 +28,7 @@ from authz.states import (
     ScriptRelease,
 )
 from authz.wire import OutputReport, RunReport, RunTask
+from compute import cell_holders
 from compute.masking import MaskSession
 from compute.protocol import provider_submit
 from compute.spec import spec_from_json
@@ -150,6 +151,12 @@ def joint_submission(task: RunTask, out_dir: Path, signing_key: Ed25519PrivateKe
     domain, and the requester's key alone does not open the ciphertexts (masks)."""
     if signing_key is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
+    assert task.joint is not None
+    if cell_holders.needed(task.joint.spec, task.joint.min_providers):
+        # A container's aggregates (an older agent's run) skipped the cell-holders rounds:
+        # never submitted (containers.joint_part runs them).
+        raise ExecutorError("a joint part with explicit cells is computed by the agent, "
+                            "after its cell-holders rounds")
     files = read_outputs(out_dir, max_files=4, max_bytes=64 * 1024 * 1024)
     if set(files) != {"aggregates.json"}:
         raise ExecutorError("the local aggregation must write exactly aggregates.json")

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from authz import agent_health, catalog, joint_masks, psi_relay, runs, wire
+from authz import agent_health, catalog, joint_cell_holders, joint_masks, psi_relay, runs, wire
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
 from compute.errors import InvalidInput, NotFound
@@ -152,6 +152,40 @@ def mask_keys(job_id: str) -> dict[str, Any]:
             seen = signal.generation()
             db.session().rollback()  # the next probe reads a fresh snapshot
             may_be_complete = joint_masks.may_be_complete(db.ctx(), job_id)
+
+
+@bp.post("/jobs/<job_id>/cell-holders")
+@auth.agent_only
+def cell_holders(job_id: str) -> dict[str, Any]:
+    """A joint part's signed, masked vector of one cell-holders round
+    (compute/cell_holders.py)."""
+    joint, rnd = joint_cell_holders.publish(db.ctx(), auth.agent(), job_id, auth.body())
+    db.commit()
+    db.joint_signal().notify()  # peers waiting for the round look again
+    return {"joint_id": joint.id, "round": rnd}
+
+
+@bp.get("/jobs/<job_id>/cell-holders/<int:rnd>")
+@auth.agent_only
+def cell_holders_round(job_id: str, rnd: int) -> dict[str, Any]:
+    """Every provider's vector of round ``rnd``, once all are in. ``?wait=<s>``: a long
+    poll, like ``mask-keys``."""
+    if rnd >= wire.CELL_HOLDER_ROUNDS:
+        raise InvalidInput("round", "range",
+                           f"round: at most {wire.CELL_HOLDER_ROUNDS - 1}")
+    deadline = time.monotonic() + _wait_s()
+    signal = db.joint_signal()
+    while True:
+        seen = signal.generation()  # before the read: a commit after it is not missed
+        got = joint_cell_holders.round_set(db.ctx(), auth.agent(), job_id, rnd)
+        if got["complete"] or deadline - time.monotonic() <= 0:
+            return got
+        may_be_complete = False
+        while not may_be_complete and (remaining := deadline - time.monotonic()) > 0:
+            signal.wait(min(MASK_KEYS_PROBE_S, remaining), seen)
+            seen = signal.generation()
+            db.session().rollback()  # the next probe reads a fresh snapshot
+            may_be_complete = joint_cell_holders.may_be_complete(db.ctx(), job_id, rnd)
 
 
 @bp.post("/jobs/<job_id>/psi/<name>")

@@ -254,6 +254,13 @@ OPERATIONS: dict[str, Operation] = {
     "agents.mask_keys": Operation("Every provider's mask key of the joint job, once all are "
                                   "announced (long poll)", "agent", None, ANY, 200, CHANGE,
                                   query=("wait",)),
+    "agents.cell_holders": Operation("Publish a joint part's signed, masked vector of one "
+                                     "cell-holders round", "agent",
+                                     _model(wire.CellHoldersVector),
+                                     obj({"joint_id": STR, "round": INT}), 200, CHANGE),
+    "agents.cell_holders_round": Operation("Every provider's vector of a cell-holders round, "
+                                           "once all are in (long poll)", "agent", None,
+                                           ANY, 200, CHANGE, query=("wait",)),
     "agents.psi_message": Operation("Relay one chunk of a blinded PSI message", "agent",
                                     specs.PSI_CHUNK_SPEC, obj({"sent": STR}), 200,
                                     CHANGE),

@@ -73,6 +73,8 @@ ROUTES: dict[str, tuple[str, ...]] = {
     "agent_admin.signing_keys": ("GET /api/v1/agents/<agent_id>/signing-keys",),
     "agents.mask_key": ("POST /api/v1/agent/jobs/<job_id>/mask-key",),
     "agents.mask_keys": ("GET /api/v1/agent/jobs/<job_id>/mask-keys",),
+    "agents.cell_holders": ("POST /api/v1/agent/jobs/<job_id>/cell-holders",),
+    "agents.cell_holders_round": ("GET /api/v1/agent/jobs/<job_id>/cell-holders/<int:rnd>",),
     "agents.psi_message": ("POST /api/v1/agent/jobs/<job_id>/psi/<name>",),
     "agents.psi_peer_message": ("GET /api/v1/agent/jobs/<job_id>/psi/<name>",),
     "ledger.public_key": ("GET /api/v1/ledger/public-key",),

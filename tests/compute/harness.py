@@ -14,10 +14,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from compute import cell_holders
 from compute.derive import JointResult, derive
 from compute.dp import PrivacyBudget, add_dp_noise
 from compute.layout import Sums
-from compute.local_aggregate import local_aggregate
+from compute.local_aggregate import kept_records, local_aggregate
 from compute.masking import MaskSession, local_sessions
 from compute.protocol import (
     Backend,
@@ -38,6 +39,31 @@ def mask_sessions(job_id: str, agents: Mapping[str, Ed25519PrivateKey]
     return local_sessions(job_id, agents)
 
 
+def cell_holder_rounds(spec: dict[str, Any], provider_frames: Mapping[str, Any],
+                       min_cell_count: int, min_providers: int,
+                       masks: Mapping[str, MaskSession],
+                       agent_keys: Mapping[str, Ed25519PrivateKey],
+                       published: list[list[dict[str, Any]]] | None = None
+                       ) -> dict[str, Any]:
+    """The cell-holders rounds, every provider in this process: each provider's withdrawn
+    records (None when the job has no round). ``published`` receives each round's vectors."""
+    if not cell_holders.needed(spec, min_providers):
+        return dict.fromkeys(provider_frames)
+    pubs = {p: k.public_key() for p, k in agent_keys.items()}
+    parties = {pid: cell_holders.CellHolderRounds(
+        spec, frame, min_providers, masks[pid],
+        lambda w, frame=frame: kept_records(spec, frame, min_cell_count, w))
+        for pid, frame in provider_frames.items()}
+    while True:
+        vectors = [parties[p].publish(agent_keys[p]) for p in parties]
+        if published is not None:
+            published.append(vectors)
+        settled = [party.settle(vectors, pubs) for party in parties.values()]
+        assert len(set(settled)) == 1  # every provider computes the same holders
+        if settled[0]:
+            return {p: party.withdrawn for p, party in parties.items()}
+
+
 def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_count: int = 10,
                min_providers: int = DEFAULT_MIN_PROVIDERS, *, job_id: str = "job-local",
                budgets: Sequence[PrivacyBudget] = (), backend: Backend | None = None,
@@ -50,9 +76,11 @@ def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_cou
     agent_keys = {pid: Ed25519PrivateKey.generate() for pid in provider_frames}
     normalized = spec.to_json()
     masks, announcements = mask_sessions(job_id, agent_keys)
+    withdrawn = cell_holder_rounds(normalized, provider_frames, min_cell_count, min_providers,
+                                   masks, agent_keys)
     subs = []
     for pid, frame in provider_frames.items():
-        agg = local_aggregate(normalized, frame, min_cell_count)
+        agg = local_aggregate(normalized, frame, min_cell_count, withdrawn[pid])
         sub, _ = provider_submit(spec, agg, keys.public_bytes, keys.fingerprint, job_id=job_id,
                                  provider_id=pid, signing_key=agent_keys[pid],
                                  masking=masks[pid], min_cell_count=min_cell_count, backend=be)

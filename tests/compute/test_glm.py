@@ -132,7 +132,7 @@ def test_glm_spec_rules(randhie: pd.DataFrame) -> None:
 
 def test_ols_inference_matches_statsmodels(hospitals: dict[str, pd.DataFrame]) -> None:
     spec = parse_spec(FULL_SPEC, SCHEMA)
-    res = run_joint(spec, hospitals, min_cell_count=1)
+    res = run_joint(spec, hospitals, min_cell_count=1, min_providers=1)
     pooled = pd.concat(hospitals.values())
     cc = pooled[["cost", "age", "los"]].dropna()
     ref = sm.OLS(cc["cost"], sm.add_constant(cc[["age", "los"]])).fit()
@@ -148,7 +148,7 @@ def test_ols_inference_matches_statsmodels(hospitals: dict[str, pd.DataFrame]) -
 
 def test_within_group_variance(hospitals: dict[str, pd.DataFrame]) -> None:
     spec = parse_spec(FULL_SPEC, SCHEMA)
-    res = run_joint(spec, hospitals, min_cell_count=1)
+    res = run_joint(spec, hospitals, min_cell_count=1, min_providers=1)
     pooled = pd.concat(hospitals.values())
     assert res.grouped is not None
     age_bin = pd.cut(pooled["age"], [0, 18, 40, 65, 120], right=False)

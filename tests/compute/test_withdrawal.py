@@ -14,13 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compute import local_aggregate as la
 from compute.disclosure import check_disclosure
 from compute.layout import build_layout
+from compute.masking import local_sessions
 from compute.spec import parse_spec
 from tests.compute.conftest import DIAGNOSES, FULL_SPEC, SCHEMA, hospital_frame
-from tests.compute.harness import run_joint
+from tests.compute.harness import cell_holder_rounds, run_joint
 
 K = 10
 # FULL_SPEC with a quantile grid sized to a few hundred records (a 50-wide grid would
@@ -149,7 +151,13 @@ def test_joint_release_is_exact_on_the_kept_records() -> None:
     spec = parse_spec({**SPEC, "bins": {"age": [0, 18, 40, 65, 99, 120]}}, SCHEMA)
     normalized = spec.to_json()
     res = run_joint(spec, frames, min_cell_count=K)
-    pooled = pd.concat([f[kept_mask(normalized, f, K)] for f in frames.values()])
+    # Kept: after the cells too few hospitals hold are withdrawn (a round of their own,
+    # deterministic) and each hospital's own small cells.
+    agents = {p: Ed25519PrivateKey.generate() for p in frames}
+    withdrawn = cell_holder_rounds(normalized, frames, K, 3, local_sessions("j", agents)[0],
+                                   agents)
+    pooled = pd.concat([f[la.kept_records(normalized, f, K, withdrawn[p])]
+                        for p, f in frames.items()])
     assert 31337.25 not in pooled.cost.to_numpy() and res.suppressed_cells > 0
     assert res.rows == len(pooled)
     for c in ("age", "cost", "los"):

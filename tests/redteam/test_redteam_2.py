@@ -319,9 +319,11 @@ def test_joint_column_total_less_its_groups_gives_the_suppressed_record() -> Non
     assert recovered != 31337.25, "disclosed: the 99-year-old's cost"
 
 
-@leak("F8: joint statistics: min_providers is checked per job, not per cell; a group only "
-      "one hospital has records in is that hospital's exact figures")
 def test_joint_group_held_by_one_provider_is_that_providers_figure() -> None:
+    """F8 (fixed): min_providers was checked per job, not per cell, so a group only one
+    hospital has records in was that hospital's exact figures. A masked cell-holders round
+    now tells every provider how many hold each explicit cell; a cell fewer than
+    min_providers hold is withdrawn from every statistic (compute/cell_holders.py)."""
     from compute.spec import parse_spec
     from tests.compute.conftest import DIAGNOSES, SCHEMA, hospital_frame
     from tests.compute.harness import run_joint
