@@ -53,7 +53,12 @@ import pandas as pd
 from compute.sdc import SDCPolicy
 from containers.datasets import canonical
 from containers.findings import Finding as Finding
-from containers.rederive_margins import MAX_KEYS, complement_findings, margin_labels
+from containers.rederive_margins import (
+    MAX_KEYS,
+    class_disclosure,
+    complement_findings,
+    margin_labels,
+)
 
 COUNT_COLUMNS = ("n", "count")
 #: What a value column may hold, and how it is recomputed from a group's values.
@@ -304,27 +309,9 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
             findings += complement_findings(
                 [canon[col].to_numpy() for _, col in keys],
                 {i: ~np.isnan(number[col]) for i, _, col in values}, policy.min_count)
-        findings += _class_disclosure(sizes, [col for _, col in keys], canon)
+        findings += class_disclosure(sizes, [col for _, col in keys], canon)
     return findings, groups, margin_labels([canon[col].to_numpy() for _, col in keys],
                                            groups)
-
-
-def _class_disclosure(sizes: pd.Series, keys: list[str], canon: Mapping[str, pd.Series]
-                      ) -> list[Finding]:
-    """A line of the table (all keys fixed but one) whose records all share one value of
-    the free key, where the input has others: everyone in that group has the attribute
-    (Hundepool et al. 2012, ch. 5). Flagged for a person, as on the statistics route."""
-    if len(keys) < 2:
-        return []
-    for j, free in enumerate(keys):
-        if canon[free].nunique() < 2:
-            continue
-        others = [lvl for lvl in range(len(keys)) if lvl != j]
-        per_line = sizes[sizes > 0].groupby(level=others).size()
-        if (per_line == 1).any():
-            return [Finding("class_disclosure", "every record of a group falls in one "
-                                                "category of a key column")]
-    return []
 
 
 @dataclass

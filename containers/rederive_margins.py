@@ -1,4 +1,4 @@
-"""What a script table gives away beside its rows: the totals its rows add up to.
+"""What a script table gives away beside its rows: its lines and the totals they add up to.
 
 Rows add up. The sum of a line's rows (all keys fixed but some; with none fixed, the
 whole table) is that line's total over the records in its rows, and the line's total
@@ -9,7 +9,8 @@ for secondary suppression). The re-derivation lets a table leave out groups belo
 threshold, as the checks would suppress them, so such a table is flagged (rule
 ``complement``) for a person, not released automatically; and the union of the rows of
 each line is a population the requester holds, so the differencing audit records it
-beside the rows (:mod:`containers.script_audit`).
+beside the rows (:mod:`containers.script_audit`). A line whose records all fall in one
+category of the free key is class disclosure, as on the statistics route.
 """
 
 from __future__ import annotations
@@ -69,6 +70,24 @@ def _finding(line: bool, column: int | None, k: int) -> Finding:
                    "no row: its total less its rows gives them", column=column)
 
 
+def class_disclosure(sizes: pd.Series, keys: list[str], canon: Mapping[str, pd.Series]
+                     ) -> list[Finding]:
+    """A line of the table (all keys fixed but one) whose records all share one value of
+    the free key, where the input has others: everyone in that group has the attribute
+    (Hundepool et al. 2012, ch. 5). Flagged for a person, as on the statistics route."""
+    if len(keys) < 2:
+        return []
+    for j, free in enumerate(keys):
+        if canon[free].nunique() < 2:
+            continue
+        others = [lvl for lvl in range(len(keys)) if lvl != j]
+        per_line = sizes[sizes > 0].groupby(level=others).size()
+        if (per_line == 1).any():
+            return [Finding("class_disclosure", "every record of a group falls in one "
+                                                "category of a key column")]
+    return []
+
+
 def margin_labels(keys: Sequence[np.ndarray[Any, Any]], groups: Sequence[Bools]
                   ) -> list[Labels]:
     """Per margin of the table (its total; with two keys or more, each line: all keys
@@ -94,8 +113,10 @@ def margin_labels(keys: Sequence[np.ndarray[Any, Any]], groups: Sequence[Bools]
         else:
             cell = np.zeros(len(row), dtype=np.int64)
         # Every record of a row shares its keys, so a row lies in one cell of a margin.
-        pairs = np.unique(np.stack([cell[inside], row[inside]]), axis=1)
-        rows_per_cell = np.bincount(pairs[0], minlength=int(cell.max(initial=0)) + 1)
+        row_cell = np.full(len(groups), -1, dtype=np.int64)
+        row_cell[row[inside]] = cell[inside]
+        rows_per_cell = np.bincount(row_cell[row_cell >= 0],
+                                    minlength=int(cell.max(initial=0)) + 1)
         kept = rows_per_cell >= 2
         if not kept.any():
             continue

@@ -169,3 +169,30 @@ def test_a_total_is_audited_against_the_union_of_a_tables_rows(tmp_path: Path) -
     findings = report.outputs[0].findings
     assert any(f.startswith("complement: the table leaves out") for f in findings)
     assert any(f.startswith("differencing: the records of a total") for f in findings)
+
+
+def test_a_later_total_is_compared_with_an_approved_tables_rows(tmp_path: Path) -> None:
+    """A person released a table leaving out one record despite its ``complement``
+    finding; a later run's overall table is that record's difference from the table's
+    rows: held (``differencing``), across jobs."""
+    agent = ScriptAgent(tmp_path)
+    frame = hospital_table(7, 600, "R")
+    frame.loc[5, "diagnosis"] = "C91"
+    agent.publish(frame)
+    df = frame[PERMITTED]
+    by = df.groupby("diagnosis").agg(n=("los", "size")).reset_index()
+    first = _report(agent, {"by.csv": by[by.n >= MIN_CELL]})
+    assert first.state == "awaiting_review"
+    with agent.store.session() as store:
+        store.settle(f"job_{agent.jobs}", {"by.csv"})  # approved by the output checkers
+    later = _report(agent, {"total.csv": pd.DataFrame({"n": [len(df)]})})
+    assert later.state == "awaiting_review"
+    assert any(f.startswith("differencing: the records of this row")
+               for f in later.outputs[0].findings)
+
+
+def test_a_table_of_many_keys_is_left_to_a_person() -> None:
+    frame = pd.DataFrame({f"k{i}": ["a"] * 20 for i in range(7)})
+    header = [*frame.columns, "n"]
+    found = rederive(header, [["a"] * 7 + ["20"]], frame, {}, POLICY)
+    assert _rules(found) == {"too_many_keys"}
