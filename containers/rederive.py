@@ -10,15 +10,19 @@ when every row and every cell is explained:
   that column in the input (a table of overall figures, one row without keys, is keyed
   by the whole input);
 * the count column equals the true number of records with those keys, and that number
-  is at least the minimum cell count (threshold on the true count); every group of the
+  is at least the minimum cell count (threshold on the true count), and so is the number
+  of the group's records holding a value of each statistic's column; every group of the
   input with at least that many records is a row (the shape is the input's, so leaving
-  rows out carries nothing);
+  rows out carries nothing), and the groups left out hold, in the whole table and in
+  each of its margins, none or at least that many records (a total less the rows would
+  give them: :mod:`containers.rederive_margins`);
 * every other column is ``<statistic>_<column>`` or ``<column>_<statistic>`` of a
   numeric input column, for a statistic of :data:`STATISTICS`, each cell a plain number
   of at most :data:`MAX_DECIMALS` decimals, equal to that statistic of the group's
   records rounded to the column's finest precision (so neither a tiny offset nor the
   choice of precision can carry a message), and sums, means and
-  standard deviations pass the nk and p% rules on the group's contributions;
+  standard deviations pass the nk and p% rules on the group's contributions (values;
+  for a standard deviation, squared deviations from the group's mean);
 * no line of the table (all keys fixed but one) holds every record of its group in one
   category (class disclosure).
 
@@ -26,10 +30,11 @@ Anything else is a finding. A finding names the rule, the column and the row by
 position, never a value, a count or a column name (all of which the script chose), so a
 reviewer can read it and it can be stored beside the output. Outputs with findings are
 never released automatically; they wait for a human decision. The groups of a verified
-table go through the differencing audit like the statistics route's cells
-(:func:`containers.script_audit.script_findings`). Not done: medians' individual-value
-rule (medians are always flagged), filters the script applied before grouping (a table
-over a subset of the input does not re-derive and is flagged).
+table, and the unions of its rows per margin, go through the differencing audit like
+the statistics route's cells (:func:`containers.script_audit.script_findings`). Not
+done: medians' individual-value rule (medians are always flagged), filters the script
+applied before grouping (a table over a subset of the input does not re-derive and is
+flagged).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import io
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +52,13 @@ import pandas as pd
 
 from compute.sdc import SDCPolicy
 from containers.datasets import canonical
+from containers.findings import Finding as Finding
+from containers.rederive_margins import (
+    MAX_KEYS,
+    class_disclosure,
+    complement_findings,
+    margin_labels,
+)
 
 COUNT_COLUMNS = ("n", "count")
 #: What a value column may hold, and how it is recomputed from a group's values.
@@ -67,21 +79,6 @@ MAX_OUTPUTS = 10
 MAX_DECIMALS = 6
 #: Room for float summation order on top of the rounding half-unit.
 REL_TOL = 1e-9
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One reason an output cannot be released without a human: no data in it."""
-
-    rule: str
-    message: str
-    column: int | None = None  # 1-based position in the output's header
-    row: int | None = None  # 1-based position among the output's data rows
-
-    def text(self) -> str:
-        where = " ".join(p for p in (f"column {self.column}" if self.column else "",
-                                     f"row {self.row}" if self.row else "") if p)
-        return f"{self.rule}: {self.message}" + (f" ({where})" if where else "")
 
 
 def parse_table(name: str, content: bytes) -> tuple[list[str], list[list[str]]]:
@@ -145,8 +142,17 @@ def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-def _dominated(values: np.ndarray, policy: SDCPolicy) -> str | None:
-    a = np.sort(np.abs(values))[::-1]
+#: Statistics whose contributions are squared deviations from the cell mean, not values.
+SPREAD = frozenset({"std", "sd"})
+
+
+def _dominated(values: np.ndarray, stat: str, policy: SDCPolicy) -> str | None:
+    """nk and p% on a cell's contributions: |x| for sums and means; for a standard
+    deviation the squared deviations from the cell mean (as the statistics route's
+    within-group variance), since one record far from many alike dominates the spread
+    and the mean and std then give its value, though it is small beside the sum."""
+    contributions = (values - values.mean()) ** 2 if stat in SPREAD else np.abs(values)
+    a = np.sort(contributions)[::-1]
     total = float(a.sum())
     if total <= 0:
         return None
@@ -166,13 +172,19 @@ def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.Dat
     return rederive_groups(header, rows, frame, types, policy)[0]
 
 
+Groups = list[np.ndarray[Any, np.dtype[np.bool_]]]
+Margins = list[np.ndarray[Any, np.dtype[np.int64]]]
+
+
 def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                     frame: pd.DataFrame, types: Mapping[str, str], policy: SDCPolicy
-                    ) -> tuple[list[Finding], list[np.ndarray[Any, np.dtype[np.bool_]]]]:
-    """Findings, and per row the input records it describes (for the differencing
-    audit; empty when the table's groups could not be re-derived)."""
+                    ) -> tuple[list[Finding], Groups, Margins]:
+    """Findings; per row the input records it describes; per margin of the table (its
+    total, its lines) each record's margin cell (:func:`margin_labels`). The last two for
+    the differencing audit, empty when the table's groups could not be re-derived."""
     if len(rows) * max(1, len(header)) > MAX_CELLS:
-        return [Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")], []
+        return ([Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")],
+                [], [])
     by_name = {c.lower(): c for c in frame.columns}
     lowered = [h.strip().lower() for h in header]
     count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
@@ -209,8 +221,11 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
     if not keys and len(rows) > 1:
         findings.append(Finding("keys_unexplained", "several rows but no key column: "
                                                     "the groups cannot be re-derived"))
+    if len(keys) > MAX_KEYS:
+        findings.append(Finding("too_many_keys", f"more than {MAX_KEYS} key columns: the "
+                                "table's margins are not checked"))
     if findings:
-        return findings, []
+        return findings, [], []
     groups = []
     # Positions of the input's records per key combination: one grouping, not a scan
     # of the input per row.
@@ -250,6 +265,14 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
         for i, stat, col in values:
             group = number[col][mask]
             group = group[~np.isnan(group)]
+            if 0 < len(group) < policy.min_count:
+                # The statistic's contributors are the records holding a value, not the
+                # records with the keys: twelve records with three costs give a mean
+                # and std of three costs.
+                findings.append(Finding("threshold", f"fewer than {policy.min_count} "
+                                        "records with these keys hold a value of the "
+                                        "column", column=i + 1, row=r_i))
+                continue
             got = _number(row[i]) if row[i].strip() else None
             places = _decimals(row[i])
             if got is None or places is None or places > MAX_DECIMALS:
@@ -268,45 +291,36 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                                         "declares of the records with these keys",
                                         column=i + 1, row=r_i))
                 continue
-            rule = _dominated(group, policy)
+            rule = _dominated(group, stat, policy)
             if rule is not None:
                 findings.append(Finding(rule, "a few records dominate the cell",
                                         column=i + 1, row=r_i))
     if keys and not findings:
         # The shape must be the input's, not the script's choice: every group with at
-        # least k records is a row (smaller ones may be left out, as suppressed).
+        # least k records is a row (smaller ones may be left out, as suppressed, when
+        # what they leave out is not a total less the rows: rederive_margins).
         sizes = frame.groupby([canon[col] for _, col in keys]).size()
         if int((sizes >= policy.min_count).sum()) != len(rows):
             findings.append(Finding("shape", "rows are missing that the input has: which "
                                              "rows a table holds is not the script's choice"))
-        findings += _class_disclosure(sizes, [col for _, col in keys], canon)
-    return findings, groups
-
-
-def _class_disclosure(sizes: pd.Series, keys: list[str], canon: Mapping[str, pd.Series]
-                      ) -> list[Finding]:
-    """A line of the table (all keys fixed but one) whose records all share one value of
-    the free key, where the input has others: everyone in that group has the attribute
-    (Hundepool et al. 2012, ch. 5). Flagged for a person, as on the statistics route."""
-    if len(keys) < 2:
-        return []
-    for j, free in enumerate(keys):
-        if canon[free].nunique() < 2:
-            continue
-        others = [lvl for lvl in range(len(keys)) if lvl != j]
-        per_line = sizes[sizes > 0].groupby(level=others).size()
-        if (per_line == 1).any():
-            return [Finding("class_disclosure", "every record of a group falls in one "
-                                                "category of a key column")]
-    return []
+        else:
+            # The rows are exactly the groups of k or more: what they leave out is the
+            # groups below, and a total less its rows gives those.
+            findings += complement_findings(
+                [canon[col].to_numpy() for _, col in keys],
+                {i: ~np.isnan(number[col]) for i, _, col in values}, policy.min_count)
+        findings += class_disclosure(sizes, [col for _, col in keys], canon)
+    return findings, groups, margin_labels([canon[col].to_numpy() for _, col in keys],
+                                           groups)
 
 
 @dataclass
 class Rederived:
     findings: list[Finding]
-    groups: list[np.ndarray[Any, np.dtype[np.bool_]]]  # per row: its input records
+    groups: Groups  # per row: its input records
     cells: int  # values the output holds (for the permit's cap)
     rendered: bytes | None = None  # a verified table as the platform writes it
+    margins: Margins = field(default_factory=list)  # the table's totals (margin_labels)
 
 
 #: Spellings of one statistic; a released header uses the first.
@@ -374,9 +388,9 @@ def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame |
             out.append(Rederived([Finding("unverifiable", "the output could not be read "
                                                           "back")], [], 0))
             continue
-        found, groups = rederive_groups(header, rows, frame, types, policy)
+        found, groups, margins = rederive_groups(header, rows, frame, types, policy)
         numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
         out.append(Rederived(found, groups, len(rows) * len(header),
                              None if found else render(name, header, rows, frame, numeric,
-                                                       groups)))
+                                                       groups), margins))
     return out

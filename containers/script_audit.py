@@ -80,13 +80,25 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
                 member = np.full(len(ids), -1, dtype=np.int64)
                 for r, mask in enumerate(out.groups):
                     member[mask] = r
-                inside = member >= 0
-                pops = sketch_cells(member[inside], ids[inside], len(out.groups), slots)
+                # The rows, then what adding rows up gives: the union of the rows of the
+                # table and of each of its lines, a population the requester holds too
+                # (a later total, the statistics route's or a script's, is compared with
+                # it: a total less a table's rows is what the table left out).
+                pops = Sketches.concat(
+                    [_sketches(member, ids, len(out.groups), slots),
+                     *(_sketches(cell, ids, int(cell.max()) + 1, slots)
+                       for cell in out.margins)], slots)
                 # Held outputs are checked too: the finding tells their reviewer.
-                for r in np.flatnonzero(differenced(pops, seen, policy.min_count)):
+                near = differenced(pops, seen, policy.min_count)
+                for r in np.flatnonzero(near[:len(out.groups)]):
                     out.findings.append(rederive.Finding(
                         "differencing", "the records of this row differ from a population "
                         f"already released by fewer than {policy.min_count}", row=int(r) + 1))
+                if near[len(out.groups):].any():
+                    out.findings.append(rederive.Finding(
+                        "differencing", "the records of a total of this table's rows "
+                        "differ from a population already released by fewer than "
+                        f"{policy.min_count}"))
             count += out.cells
             if count > policy.max_released_cells:
                 out.findings.append(rederive.Finding(
@@ -103,3 +115,8 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
                        [(name, pops, out.cells)
                         for name, pops, out in zip(names, mine, done, strict=True)])
 
+
+def _sketches(cell: np.ndarray, ids: np.ndarray, size: int, slots: int) -> Sketches:
+    """Sketches of ``size`` populations, record ``i`` in population ``cell[i]`` (-1: none)."""
+    inside = cell >= 0
+    return sketch_cells(cell[inside], ids[inside], size, slots)

@@ -115,11 +115,13 @@ def script_agent(tmp_path: Path) -> ScriptAgent:
 
 # ---- F9: a verified table's left-out rows come back as the overall total less its rows --
 
-@leak("F9: script route: a verified table leaves out groups of 1..k-1 records with no "
-      "secondary suppression, and an overall (key-less) table is verified too; the total "
-      "less the rows gives the left-out group's count and sums")
 def test_script_table_left_out_group_is_the_total_less_its_rows(
         script_agent: ScriptAgent) -> None:
+    """F9 (fixed): a verified table left out groups of 1..k-1 records with no secondary
+    suppression, and an overall (key-less) table verified too; the total less the rows
+    gave the left-out group's count and sums. Now a table whose left-out groups hold 1 to
+    k-1 records (in all, or in a line) is held (``complement``), and the union of its
+    rows is audited against the total (``differencing``)."""
     frame = hospital_table(7, 600, "R")
     frame.loc[5, ["diagnosis", "los", "cost"]] = ["C91", 17, 12345.67]  # the one leukaemia
     script_agent.publish(frame)
@@ -132,23 +134,27 @@ def test_script_table_left_out_group_is_the_total_less_its_rows(
                             "mean_cost": [df.cost.mean()]})
     got = script_agent.run({"a_by_diagnosis.csv": by[by.n >= MIN_CELL].round(6),
                             "b_overall.csv": overall.round(6)})
-    assert set(got) == {"table-1.csv", "table-2.csv"}  # both verified, released automatically
-    rows, total = got["table-1.csv"], got["table-2.csv"].iloc[0]
-    count = int(total.n - rows.n.sum())
-    los = int(total.sum_los - rows.sum_los.sum())
-    # Means are rendered to 7 significant digits: the cost to within a few CNY.
-    cost = float(total.mean_cost * total.n - (rows.mean_cost * rows.n).sum())
-    recovered = (count, los, abs(cost - 12345.67) < 5)
+    recovered = None
+    if set(got) == {"table-1.csv", "table-2.csv"}:  # both verified, released automatically
+        rows, total = got["table-1.csv"], got["table-2.csv"].iloc[0]
+        count = int(total.n - rows.n.sum())
+        los = int(total.sum_los - rows.sum_los.sum())
+        # Means are rendered to 7 significant digits: the cost to within a few CNY.
+        cost = float(total.mean_cost * total.n - (rows.mean_cost * rows.n).sum())
+        recovered = (count, los, abs(cost - 12345.67) < 5)
     assert recovered != (1, 17, True), \
         "disclosed: the only C91 patient exists, their length of stay and cost"
 
 
 
-@leak("F9b: the same across routes: a statistics job's frequency table hides a rare "
-      "category and one complement, the script route then releases the complement as a "
-      "verified row; the statistics table's margin less the script rows is the rare one")
 def test_script_rows_undo_the_statistics_routes_secondary_suppression(
         script_agent: ScriptAgent) -> None:
+    """F9b (fixed): the same across routes: a statistics job's table hid a rare category
+    and one complement, the script route then released the complement as a verified row;
+    the statistics table's margin less the script rows was the rare one. Now the script
+    table is held twice over: it leaves out 1 to k-1 records (``complement``), and the
+    union of its rows is within k-1 records of the statistics route's released margin
+    (``differencing``, the shared audit store)."""
     frame = hospital_table(7, 600, "R")
     frame.loc[5, ["diagnosis", "los"]] = ["C91", 17]  # the one leukaemia patient
     script_agent.publish(frame)
@@ -160,8 +166,8 @@ def test_script_rows_undo_the_statistics_routes_secondary_suppression(
     assert sum(v is None for v in cells.values()) == 2 and cells["All"] is not None
     df = frame[PERMITTED]
     by = df.groupby("diagnosis").agg(n=("los", "size"), sum_los=("los", "sum")).reset_index()
-    rows = script_agent.run({"by_diagnosis.csv": by[by.n >= MIN_CELL]})["table-1.csv"]
-    recovered = cells["All"] - int(rows.sum_los.sum())
+    rows = script_agent.run({"by_diagnosis.csv": by[by.n >= MIN_CELL]}).get("table-1.csv")
+    recovered = None if rows is None else cells["All"] - int(rows.sum_los.sum())
     assert recovered != 17, "disclosed: the C91 patient's length of stay"
 
 # ---- F10: a joint GLM round at crafted coefficients is the most extreme record ----------
@@ -242,11 +248,12 @@ def test_psi_suppressed_category_is_the_intersection_less_the_others() -> None:
 
 # ---- F12: the script route's threshold counts records, not a statistic's contributors ----
 
-@leak("F12: script route: rederive applies the threshold to the records with the keys, "
-      "not to the records holding the statistic's value; a group of k records of which "
-      "three have a cost releases the mean and std of three costs")
 def test_script_statistic_over_few_non_missing_values_is_released(
         script_agent: ScriptAgent) -> None:
+    """F12 (fixed): rederive applied the threshold to the records with the keys, not to
+    the records holding the statistic's value; a group of k records of which three have a
+    cost released the mean and std of three costs. Now a row whose column holds 1 to k-1
+    values is a ``threshold`` finding: the run is held."""
     import numpy as np
 
     frame = hospital_table(7, 600, "R")
@@ -259,15 +266,17 @@ def test_script_statistic_over_few_non_missing_values_is_released(
     table = df.groupby("diagnosis").agg(n=("los", "size"), mean_cost=("cost", "mean"),
                                         std_cost=("cost", "std")).reset_index()
     got = script_agent.run({"cost_by_diagnosis.csv": table[table.n >= MIN_CELL].round(6)})
-    row = got["table-1.csv"].set_index("diagnosis").loc["Z99"]  # released automatically
-    # Three contributors (the count of values is not the row's n): with one of them known,
-    # mean and std give the other two (x + y = s, x^2 + y^2 = q).
-    own, three = 4800.0, 3
-    s = three * row.mean_cost - own
-    q = (three - 1) * row.std_cost ** 2 + three * row.mean_cost ** 2 - own ** 2
-    gap = (2 * q - s * s) ** 0.5
-    # To within a cent or so (the platform renders 7 significant digits).
-    recovered = [abs((s + d) / 2 - v) < 0.05 for d, v in ((-gap, 5150.0), (gap, 5425.5))]
+    recovered = None
+    if "table-1.csv" in got:  # released automatically
+        row = got["table-1.csv"].set_index("diagnosis").loc["Z99"]
+        # Three contributors (the count of values is not the row's n): with one of them
+        # known, mean and std give the other two (x + y = s, x^2 + y^2 = q).
+        own, three = 4800.0, 3
+        s = three * row.mean_cost - own
+        q = (three - 1) * row.std_cost ** 2 + three * row.mean_cost ** 2 - own ** 2
+        gap = (2 * q - s * s) ** 0.5
+        # To within a cent or so (the platform renders 7 significant digits).
+        recovered = [abs((s + d) / 2 - v) < 0.05 for d, v in ((-gap, 5150.0), (gap, 5425.5))]
     assert recovered != [True, True], "disclosed: two other patients' costs"
 
 

@@ -1,0 +1,125 @@
+"""What a script table gives away beside its rows: its lines and the totals they add up to.
+
+Rows add up. The sum of a line's rows (all keys fixed but some; with none fixed, the
+whole table) is that line's total over the records in its rows, and the line's total
+over all its records is obtainable too: from a table of overall figures, a table over
+fewer keys, or another route. Where the two differ by 1 to k-1 records, the difference
+is those left-out records' count and sums (Hundepool et al. 2012, ch. 4.2: the reason
+for secondary suppression). The re-derivation lets a table leave out groups below the
+threshold, as the checks would suppress them, so such a table is flagged (rule
+``complement``) for a person, not released automatically; and the union of the rows of
+each line is a population the requester holds, so the differencing audit records it
+beside the rows (:mod:`containers.script_audit`). A line whose records all fall in one
+category of the free key is class disclosure, as on the statistics route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from containers.findings import Finding
+
+#: Key columns beyond which a table's margins (2^keys of them) are not enumerated: such
+#: a table is left to a person.
+MAX_KEYS = 6
+
+Bools = np.ndarray[Any, np.dtype[np.bool_]]
+Labels = np.ndarray[Any, np.dtype[np.int64]]
+
+
+def complement_findings(keys: Sequence[np.ndarray[Any, Any]], valued: Mapping[int, Bools],
+                        k: int) -> list[Finding]:
+    """``complement`` findings of a table whose rows are exactly the input's groups (over
+    the key arrays ``keys``, one value per record) of ``k`` records or more. For every
+    margin of the table (the total, and each combination of fixed keys short of all) whose
+    total holds ``k`` or more records, the records in no row must number 0 or ``k`` or
+    more; likewise the records holding a value of a statistic's column (``valued``: per
+    0-based header position, which records hold a value)."""
+    names = [f"k{j}" for j in range(len(keys))]
+    weights = {"records": np.ones(len(keys[0]), dtype=np.int64)} | {
+        f"v{pos}": held.astype(np.int64) for pos, held in valued.items()}
+    frame = pd.DataFrame(dict(zip(names, keys, strict=True)) | weights)
+    cells = frame.groupby(names, sort=False)[list(weights)].sum()
+    left = cells.mul((cells["records"] < k).astype(np.int64), axis=0)
+    found: dict[tuple[bool, int | None], Finding] = {}
+    for size in range(len(keys)):
+        for fixed in combinations(range(len(keys)), size):
+            if fixed:
+                total = cells.groupby(level=list(fixed)).sum()
+                out = left.groupby(level=list(fixed)).sum()
+            else:
+                total, out = cells.sum().to_frame().T, left.sum().to_frame().T
+            short = ((total >= k) & (out >= 1) & (out < k)).any()
+            for weight in short.index[short.to_numpy()]:
+                column = None if weight == "records" else int(weight[1:]) + 1
+                found.setdefault((bool(fixed), column), _finding(bool(fixed), column, k))
+    # A value column's finding says nothing more where the records' own finding applies.
+    return [f for (line, column), f in found.items()
+            if column is None or (line, None) not in found]
+
+
+def _finding(line: bool, column: int | None, k: int) -> Finding:
+    where = "a line of the table (some keys fixed)" if line else "the table"
+    which = "records holding this column's value" if column else "records"
+    return Finding("complement", f"{where} leaves out between one and {k - 1} {which}, in "
+                   "no row: its total less its rows gives them", column=column)
+
+
+def class_disclosure(sizes: pd.Series, keys: list[str], canon: Mapping[str, pd.Series]
+                     ) -> list[Finding]:
+    """A line of the table (all keys fixed but one) whose records all share one value of
+    the free key, where the input has others: everyone in that group has the attribute
+    (Hundepool et al. 2012, ch. 5). Flagged for a person, as on the statistics route."""
+    if len(keys) < 2:
+        return []
+    for j, free in enumerate(keys):
+        if canon[free].nunique() < 2:
+            continue
+        others = [lvl for lvl in range(len(keys)) if lvl != j]
+        per_line = sizes[sizes > 0].groupby(level=others).size()
+        if (per_line == 1).any():
+            return [Finding("class_disclosure", "every record of a group falls in one "
+                                                "category of a key column")]
+    return []
+
+
+def margin_labels(keys: Sequence[np.ndarray[Any, Any]], groups: Sequence[Bools]
+                  ) -> list[Labels]:
+    """Per margin of the table (its total; with two keys or more, each line: all keys
+    fixed but one), each record's margin cell (-1: in no row, or in a cell of fewer than
+    two rows, whose union is a row already). The populations a requester holds by adding
+    rows up, for the differencing audit."""
+    if not groups or not keys:
+        return []
+    row = np.full(len(groups[0]), -1, dtype=np.int64)
+    for r, mask in enumerate(groups):
+        row[mask] = r
+    inside = row >= 0
+    codes = [pd.factorize(a)[0] for a in keys]
+    margins: list[tuple[int, ...]] = [()]
+    if len(keys) >= 2:
+        margins += [tuple(j for j in range(len(keys)) if j != free)
+                    for free in range(len(keys))]
+    out = []
+    for fixed in margins:
+        if fixed:
+            cell = pd.DataFrame({j: codes[j] for j in fixed}).groupby(
+                list(fixed), sort=False).ngroup().to_numpy(np.int64)
+        else:
+            cell = np.zeros(len(row), dtype=np.int64)
+        # Every record of a row shares its keys, so a row lies in one cell of a margin.
+        row_cell = np.full(len(groups), -1, dtype=np.int64)
+        row_cell[row[inside]] = cell[inside]
+        rows_per_cell = np.bincount(row_cell[row_cell >= 0],
+                                    minlength=int(cell.max(initial=0)) + 1)
+        kept = rows_per_cell >= 2
+        if not kept.any():
+            continue
+        number = np.cumsum(kept) - 1
+        out.append(np.where(inside & kept[cell], number[cell], -1).astype(np.int64))
+    return out
