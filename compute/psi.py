@@ -29,13 +29,15 @@ bytes grow with the number of groups).
 
 The groups: ``all``, ``cat.i`` (server identifiers of category i) and, for sums,
 ``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of the values
-over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, exact for non-negative integers
-below ``2^bits``. The controller relays the messages only (blinded points and compressed
-sets); the server learns ``|A|``; the client learns, per group, ``|A ∩ B_g|`` and the
-padded group size (``|B|`` for all), and nothing that links one group to another. It
-releases only the cardinality, the per-category counts and the sums, each suppressed below
-the minimum count. Each cardinality is exact except with probability ``FPR`` (the GCS's
-false-positive rate over the request).
+over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, of the values rounded to integers and
+clipped to ``[0, 2^bits - 1]`` (never refused: see ``server_rows``). The controller relays
+the messages only (blinded points and compressed sets); the server learns ``|A|``; the
+client learns, per group, ``|A ∩ B_g|`` and the padded group size (``|B|`` for all), and
+nothing that links one group to another. It releases only the cardinality, the
+per-category counts and the sums, each suppressed below the minimum count, and more where
+a hidden count would be the cardinality less the shown ones (``shown_cells``). Each
+cardinality is exact except with probability ``FPR`` (the GCS's false-positive rate over
+the request).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from private_set_intersection.python import (
     server,
 )
 
-from compute.errors import InvalidInput, MagnitudeOverflow, PolicyViolation
+from compute.errors import InvalidInput, PolicyViolation
 
 FPR = 1e-9
 MAX_VALUE_BITS = 32
@@ -155,13 +157,17 @@ def server_rows(spec: PSISpec, frame: pd.DataFrame
         return rows["_id"].tolist(), keys, None
     vals = pd.to_numeric(rows[spec.value_column], errors="coerce").to_numpy(dtype=float)
     vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
-    if np.any(vals < 0) or np.any(vals != np.round(vals)) or np.any(
-            vals >= 2.0 ** spec.value_bits):
-        # Never the value itself: it is derived from the provider's data.
-        raise MagnitudeOverflow("psi.value.column", "psi.value.column: sums over the "
-                                "intersection need non-negative integers below "
-                                f"2^{spec.value_bits}")
+    # Every value is taken as an integer in [0, 2^bits - 1]: rounded, then clipped. Never a
+    # refusal: which widths the server refused would tell the requester, job by job, the
+    # magnitude of the register's largest value (a binary search over ``bits``). The
+    # release says that sums are of clipped values, always, whatever the data holds.
+    vals = np.clip(np.rint(vals), 0, value_ceiling(spec))
     return rows["_id"].tolist(), keys, vals.astype(np.int64)
+
+
+def value_ceiling(spec: PSISpec) -> int:
+    """The largest value a sum over the intersection counts: values are clipped to it."""
+    return (1 << spec.value_bits) - 1
 
 
 def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
@@ -247,32 +253,61 @@ def client_cardinalities(key: bytes, setups: Mapping[str, bytes],
     return out
 
 
+def shown_cells(total: int, counts: list[int], min_count: int) -> tuple[bool, list[bool]]:
+    """Which counts a release shows: the intersection, and each category's.
+
+    Primary suppression hides a count below ``min_count``. The categories and the *rest*
+    (the intersection less the listed categories: records of unlisted categories) form
+    one line whose margin is the intersection, and the rest is never shown, so what is
+    hidden in the line always sums to the intersection less the shown categories. When
+    that remainder is 1 to k-1 records (a hidden category alone, the rest alone, or hidden
+    cells together too few), it would be a small cell by subtraction: secondary
+    suppression hides the smallest shown category, then the next, until the hidden part
+    holds at least k records; if no category is left to hide, the intersection goes
+    instead. A remainder of 0 (nothing hidden, or only empty categories) changes nothing.
+    """
+    if total < min_count:
+        return False, [False] * len(counts)
+    shown = [c >= min_count for c in counts]
+    if not counts:
+        return True, shown
+    remainder = total - sum(c for c, ok in zip(counts, shown, strict=True) if ok)
+    while 0 < remainder < min_count:
+        candidates = [i for i, ok in enumerate(shown) if ok]
+        if not candidates:
+            return False, shown
+        smallest = min(candidates, key=lambda i: (counts[i], i))
+        shown[smallest] = False
+        remainder += counts[smallest]
+    return True, shown
+
+
 def release(spec: PSISpec, cards: Mapping[str, int], min_count: int) -> dict[str, Any]:
-    """What leaves the client's agent: counts and sums, each suppressed below ``min_count``
-    (a suppressed count takes its sum with it). Per-bit counts never leave."""
+    """What leaves the client's agent: counts and sums, suppressed as :func:`shown_cells`
+    says (a hidden count takes its sum with it, so no hidden sum is the total sum less the
+    shown ones either). Per-bit counts never leave. Every hidden cell is alike (``null``),
+    whichever rule hid it."""
     def total(prefix: str) -> int:
         return sum(cards[f"{prefix}bit.{j}"] << j for j in range(spec.value_bits))
 
-    suppressed = 0
     n = cards["all"]
-    out: dict[str, Any] = {"intersection": n if n >= min_count else None,
+    counts = [cards[f"cat.{i}"] for i in range(len(spec.categories))]
+    total_shown, cats_shown = shown_cells(n, counts, min_count)
+    out: dict[str, Any] = {"intersection": n if total_shown else None,
                            "min_count": min_count}
-    if n < min_count:
-        suppressed += 1
     if spec.value_column is not None:
-        out["sum"] = total("") if n >= min_count else None
+        out["sum"] = total("") if total_shown else None
+        # Data-independent: the spec's width, whether or not any value was clipped.
+        out["values_clipped_to"] = [0, value_ceiling(spec)]
     if spec.category_column is not None:
         cells = []
-        for i, c in enumerate(spec.categories):
-            cnt = cards[f"cat.{i}"]
-            ok = cnt >= min_count and n >= min_count
-            suppressed += 0 if ok else 1
-            cell: dict[str, Any] = {"category": c, "count": cnt if ok else None}
+        for i, (c, ok) in enumerate(zip(spec.categories, cats_shown, strict=True)):
+            cell: dict[str, Any] = {"category": c, "count": counts[i] if ok else None}
             if spec.value_column is not None:
                 cell["sum"] = total(f"cat.{i}.") if ok else None
             cells.append(cell)
         out["categories"] = cells
-    out["suppressed_cells"] = suppressed
+    out["suppressed_cells"] = (not total_shown) + sum(not ok for ok in cats_shown)
     return out
 
 

@@ -26,7 +26,8 @@ group g of ``spec.groups()`` (``all``, ``cat.i``, ``bit.j``, ``cat.i.bit.j``).
 3. The *counter* (one designated non-holder) receives every fully blinded set and computes,
    per group g, ``|(∩ of the non-holders' version-g sets) ∩ G_g|``. It releases what the
    two-party protocol releases (compute/psi.py ``release``): the cardinality, per-category
-   counts and sums, each suppressed below the minimum count.
+   counts and sums, each suppressed below the minimum count, with secondary suppression
+   so that no hidden count is the cardinality less the shown ones.
 
 What each party learns (honest-but-curious, no collusion): the controller relays blinded
 points only and holds no key; every party that blinds a set learns its size. The counter

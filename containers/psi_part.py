@@ -3,8 +3,9 @@
 The platform's own code (compute/psi.py, compute/psi_ring.py) reads the projected
 permitted columns, like a statistics job; the blinded messages go through the controller
 (authz/psi_relay.py). The client (the ring's counter) releases the counts and sums, each
-suppressed below the permit's minimum count; every other part releases nothing. Waiting
-on the other parts is bounded by the task's timeout.
+suppressed below the permit's minimum count (and more, so that no hidden count is the
+intersection less the shown ones: compute/psi.py ``shown_cells``); every other part
+releases nothing. Waiting on the other parts is bounded by the task's timeout.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _release(result: dict[str, object]) -> OutputReport:
     return OutputReport(
         name=RELEASE, sha256=hashlib.sha256(body).hexdigest(), bytes=len(body),
         decision=OutputDecision.RELEASED,
-        reasons=("computed by the platform; counts below the minimum suppressed",),
+        reasons=("computed by the platform; counts below the minimum suppressed, and "
+                 "others so that none is the total less the rest",),
         content_b64=base64.b64encode(body).decode())
 
 

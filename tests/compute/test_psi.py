@@ -11,16 +11,18 @@ import pandas as pd
 import pytest
 from private_set_intersection.python import Request, Response, ServerSetup
 
-from compute.errors import InvalidInput, MagnitudeOverflow, PolicyViolation
+from compute.errors import InvalidInput, PolicyViolation
 from compute.psi import (
     PSISpec,
     client_cardinalities,
     client_request,
     identifiers,
     parse_psi_spec,
+    release,
     run_psi,
     server_respond,
     server_setup,
+    shown_cells,
 )
 
 DISTRICTS = ["Huangpu", "Xuhui", "Pudong", "Minhang"]
@@ -104,10 +106,14 @@ def test_refusals(registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assert out["intersection"] is None and out["suppressed_cells"] == 1
     with pytest.raises(PolicyViolation, match="minimum count"):
         run_psi(spec, tax.head(5), social, min_count=10)  # a probe of a few identifiers
-    bad = social.assign(employees=social["employees"].fillna(0) - 1000)
-    with pytest.raises(MagnitudeOverflow) as err:
-        run_psi(PSISpec("credit_code", value_column="employees", value_bits=10), tax, bad)
-    assert "-" not in err.value.args[0].split(":", 1)[1].replace("non-negative", "")
+    # Values outside [0, 2^bits - 1] are clipped, never refused (a refusal would tell
+    # the requester the largest value's width), and the release says so whatever the data.
+    wide = social.assign(employees=social["employees"].fillna(0) * 3 - 900)
+    out, _ = run_psi(PSISpec("credit_code", value_column="employees", value_bits=4),
+                     tax.tail(150), wide)
+    want = plain(tax.tail(150), wide)["employees"].clip(0, 15)
+    assert out["sum"] == int(want.sum()) and (want == 0).any() and (want == 15).any()
+    assert out["values_clipped_to"] == [0, 15]
     for raw, rule in (({"id": "nope"}, "unknown_column"),
                       ({"id": "credit_code", "value": {"column": "district"}}, "not_numeric"),
                       ({"id": "credit_code", "value": {"column": "employees", "bits": 64}},
@@ -182,3 +188,42 @@ def test_the_client_cannot_link_the_servers_groups(
     for a, b in itertools.combinations(spec.groups(), 2):
         assert not hashes[a] & hashes[b], (a, b)
         assert not points[a] & points[b], (a, b)
+
+
+@pytest.mark.parametrize(("total", "counts", "shown"), [
+    # Nothing hidden, or only empty categories (the remainder is 0): all shown.
+    (60, [20, 30, 10], [True, True, True]),
+    (60, [20, 40, 0], [True, True, False]),
+    # One small category and no rest: the smallest other category goes with it.
+    (63, [20, 30, 10, 3], [True, True, False, False]),
+    # The rest (unlisted categories) is small on its own: the same.
+    (63, [20, 30, 10], [True, True, False]),
+    # Two small categories together still below k: one more goes.
+    (66, [20, 30, 10, 3, 3], [True, True, False, False, False]),
+    # Hidden cells, with the rest, of at least k records together: nothing more goes.
+    (75, [20, 30, 10, 3], [True, True, True, False]),
+    (70, [20, 30, 10, 3, 4], [True, True, True, False, False]),
+    (67, [20, 30, 10, 3, 4], [True, True, False, False, False]),
+])
+def test_secondary_suppression_over_the_category_line(total: int, counts: list[int],
+                                                      shown: list[bool]) -> None:
+    assert shown_cells(total, counts, 10) == (True, shown)
+    if not all(shown):  # what is hidden is at least k records, or none at all
+        rest = total - sum(c for c, ok in zip(counts, shown, strict=True) if ok)
+        assert rest == 0 or rest >= 10
+    assert shown_cells(9, counts, 10) == (False, [False] * len(counts))
+
+
+def test_a_hidden_count_takes_its_sum_and_the_total_sum_keeps_nothing_apart() -> None:
+    spec = PSISpec("credit_code", "district", ("A", "B", "C"), "employees", 2)
+    # cat.0 = 20 records of value 1, cat.1 = 30 of 3, cat.2 = 12 of 2; 1 more of 3 unlisted.
+    cards = {"all": 63, "cat.0": 20, "cat.1": 30, "cat.2": 12,
+             "bit.0": 51, "bit.1": 43, "cat.0.bit.0": 20, "cat.0.bit.1": 0,
+             "cat.1.bit.0": 30, "cat.1.bit.1": 30, "cat.2.bit.0": 0, "cat.2.bit.1": 12}
+    out = release(spec, cards, 10)
+    assert [c["count"] for c in out["categories"]] == [20, 30, None]
+    assert [c["sum"] for c in out["categories"]] == [20, 90, None]
+    assert (out["intersection"], out["sum"]) == (63, 137)
+    # The rest (one record, value 3) is hidden with C: 137 - 20 - 90 = 27 is 13 records.
+    assert out["sum"] - 20 - 90 == 27 and out["suppressed_cells"] == 1
+    assert out["values_clipped_to"] == [0, 3]

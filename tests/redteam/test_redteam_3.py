@@ -217,9 +217,6 @@ def test_glm_rounds_at_crafted_coefficients_give_the_most_expensive_patient() ->
 
 # ---- F11: PSI: a category's suppressed count and sum are the intersection's less the rest --
 
-@leak("F11: PSI: release() suppresses a category below k but releases the intersection "
-      "and its sum beside every other category: no secondary suppression, so the hidden "
-      "category is the total less the released ones")
 def test_psi_suppressed_category_is_the_intersection_less_the_others() -> None:
     import numpy as np
 
@@ -240,7 +237,7 @@ def test_psi_suppressed_category_is_the_intersection_less_the_others() -> None:
         {"code": "string", "district": "string", "employees": "integer"})
     released, _ = run_psi(spec, client, server, MIN_CELL)
     shown = [c for c in released["categories"] if c["count"] is not None]
-    assert [c["category"] for c in shown] == ["D1", "D2", "D3"]  # D4 is suppressed...
+    assert "D4" not in [c["category"] for c in shown]  # D4 is suppressed...
     recovered = (released["intersection"] - sum(c["count"] for c in shown),
                  released["sum"] - sum(c["sum"] for c in shown))
     assert recovered != (1, 1234), "disclosed: one D4 firm matched, and its employees"
@@ -372,9 +369,6 @@ def test_joint_ols_on_a_rare_flag_gives_the_flagged_patients_cost() -> None:
 
 # ---- F16: PSI: the value width refusal is an oracle on the server's maximum -------------
 
-@leak("F16 (low): PSI: the server refuses a spec whose value bits are too narrow for any of "
-      "its values, before intersecting, and the part fails with that rule: five jobs of "
-      "chosen widths give the magnitude of the largest value in the server's register")
 def test_psi_value_width_refusal_gives_the_servers_largest_value() -> None:
     import numpy as np
 
