@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 
 import compute.local_aggregate
-from authz import agent_keys, people, permits, psi_jobs
+from authz import agent_keys, lifecycle, people, permits, psi_jobs
 from authz import validate as v
 from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, Job, JointJob, Party, Permit, new_id
@@ -250,8 +250,13 @@ def to_json(ctx: Ctx, joint: JointJob) -> dict[str, Any]:
         "id": joint.id, "permit_id": joint.permit_id, "state": joint.state,
         "reason": joint.reason, "spec": joint.spec,
         "context_fingerprint": joint.context_fingerprint,
+        # Rounded as a job's own view rounds it for anyone but its provider (authz/jobs.py;
+        # the requester is the one who sees this): a provider's exact size less the
+        # released count of records would be the number its check withdrew.
         "parts": [{"job_id": p.id, "provider_id": p.provider_id, "dataset_ids": p.dataset_ids,
-                   "state": p.state, "rows_read": p.rows_read} for p in parts],
+                   "state": p.state,
+                   "rows_read": None if p.rows_read is None
+                   else lifecycle.rounded(p.rows_read, lifecycle.ROW_BASE)} for p in parts],
         "aggregate": json.loads(joint.aggregate) if joint.aggregate else None,
         "ledger_index": joint.ledger_index,
         "submitted_at": joint.submitted_at.isoformat(),

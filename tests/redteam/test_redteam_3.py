@@ -401,9 +401,6 @@ def test_psi_value_width_refusal_gives_the_servers_largest_value() -> None:
 
 # ---- F17: a joint job shows the requester every provider's exact row count --------------
 
-@leak("F17: the joint (and PSI) job view gives the requester each part's exact rows_read "
-      "(authz/joint.py to_json), which ordinary jobs round to 10 for everyone but the "
-      "provider; with the released row count after withdrawal it is the withdrawn count")
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_joint_job_view_gives_exact_provider_row_counts(make_party: Any, admin: Any) -> None:
     from compute.derive import derive
