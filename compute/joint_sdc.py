@@ -112,6 +112,8 @@ def _dominated(contrib: Array, cells: Array, ncell: int) -> tuple[Array, Array]:
     the dominated cells, and the index of each one's largest contributor."""
     inside = np.flatnonzero(cells >= 0)
     c, v = cells[inside], contrib[inside]
+    if ncell == 1:  # one cell (most statistics): the top few by partition, O(n), no sort
+        return _dominated_one(v, inside)
     order = np.lexsort((-v, c))
     c, v, rec = c[order], v[order], inside[order]
     start = np.searchsorted(c, np.arange(ncell))
@@ -127,6 +129,24 @@ def _dominated(contrib: Array, cells: Array, ncell: int) -> tuple[Array, Array]:
         hit |= (total > 0) & (top(n) >= k * total)
     cells_hit = np.flatnonzero(hit)
     return cells_hit, rec[(rank == 0) & hit[c]]
+
+
+def _hit(total: float, tops: Array) -> bool:
+    """nk or p% on a cell's total and its largest contributions, largest first."""
+    top1, top2 = float(tops[:1].sum()), float(tops[:2].sum())
+    if top1 > 0 and total - top2 < P_PERCENT * top1:
+        return True
+    return total > 0 and any(float(tops[:n].sum()) >= k * total for n, k in NK_RULES)
+
+
+def _dominated_one(v: Array, records: Array) -> tuple[Array, Array]:
+    if not len(v):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    most = min(len(v), max(2, *(n for n, _ in NK_RULES)))
+    tops = -np.sort(np.partition(-v, most - 1)[:most])
+    if not _hit(float(v.sum()), tops):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.zeros(1, dtype=np.int64), records[[int(np.argmax(v))]]
 
 
 def _cell_means(x: Array, cells: Array, ncell: int) -> Array:
