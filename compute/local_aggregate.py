@@ -180,7 +180,8 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
     if groups := spec.get("groups"):
         _grouped(groups, df, col, summed, counts, reals, second=not dp)
     if glm := spec.get("glm"):
-        _glm_round(glm, clipped if bounds else col, counts, reals)
+        _glm_round(glm, clipped if bounds else col, counts, reals,
+                   None if dp else min_cell_count)
     return {"version": AGGREGATES_VERSION, "counts": counts, "reals": reals}
 
 
@@ -287,6 +288,9 @@ def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray
             absent = np.isnan(col(v))
             parts.append(key_cell * 2 + absent)
             sets.append((cell >= 0) & ~absent)
+    from compute import joint_sdc  # the agent's rules (never reached run as a script)
+    for levels, outside, level_keys in joint_sdc.level_cells(spec, df, col):
+        partition(levels, outside, level_keys)
     # Two partitions keyed on a common column (an age histogram and age groups with other
     # edges) difference to the common refinement of their cuts of that column: its cells
     # are counts released implicitly.
@@ -332,6 +336,10 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
                 if short(cell):
                     seen.add((-1, i, j))
                     out |= cell
+        if not out.any():  # then dominance, on counts that hold
+            from compute import joint_sdc  # the agent's rules (never reached as a script)
+            out, dominated = joint_sdc.dominant_records(spec, df, col, kept)
+            seen |= dominated
         if not out.any():
             return kept, len(seen)
         kept &= ~out
@@ -357,10 +365,12 @@ def _xlogy(x: FloatArray, y: FloatArray) -> FloatArray:
 
 
 def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
-               counts: dict[str, list[int]], reals: dict[str, list[float]]) -> None:
+               counts: dict[str, list[int]], reals: dict[str, list[float]],
+               min_cell_count: int | None = None) -> None:
     """One IRLS round on the complete cases: X'WX, X'Wz, deviance and log-likelihood at the
     round's coefficients (canonical links: log for count families, logit for binomial).
-    With DP, ``col`` clips to the public bounds: the noise is scaled to clipped records."""
+    With DP, ``col`` clips to the public bounds: the noise is scaled to clipped records.
+    With ``min_cell_count``, a round whose weights concentrate on few records fails."""
     data = np.column_stack([col(c) for c in [g["y"], *g["x"]]])
     ok = ~np.isnan(data).any(axis=1)
     counts["glm.missing"] = [int((~ok).sum())]
@@ -391,6 +401,11 @@ def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
             dev = 2 * (_xlogy(y, y / mu) - (y + ia) * np.log((1 + alpha * y) / (1 + alpha * mu)))
             ll = (y * np.log(alpha * mu / (1 + alpha * mu)) - ia * np.log(1 + alpha * mu)
                   + _lgamma(y + ia) - _lgamma(y + 1) - math.lgamma(ia))
+    if min_cell_count is not None:
+        from compute import joint_sdc  # the agent's rules (never reached run as a script)
+        # d(W z)/dy: 1 for the logit link, mu / var for the log link.
+        joint_sdc.check_glm_round(x, y, w, z, np.ones(len(y)) if family == "binomial"
+                                  else mu / var, min_cell_count)
     xw = x * w[:, None]
     counts["glm.n"] = [len(y)]
     reals["glm.xwx"] = _floats((xw.T @ x)[np.triu_indices(x.shape[1])])

@@ -172,11 +172,10 @@ def test_script_rows_undo_the_statistics_routes_secondary_suppression(
 
 # ---- F10: a joint GLM round at crafted coefficients is the most extreme record ----------
 
-@leak("F10: joint GLM: the requester chooses each round's coefficients; at a steep "
-      "coefficient on one regressor W = exp(eta) puts all the weight of X'WX on the "
-      "record with the largest value (its regressors: X'WX[0, j] / X'WX[0, 0]), and a "
-      "negative binomial round centred on it leaves its outcome alone in X'Wz")
 def test_glm_rounds_at_crafted_coefficients_give_the_most_expensive_patient() -> None:
+    """Fixed (F10): a provider fails a round whose weights one record dominates (rule
+    ``glm_weight_dominance``): the part, so the round, releases nothing."""
+    from compute.errors import InvalidInput
     from compute.spec import parse_spec
     from tests.compute.conftest import SCHEMA, hospital_frame
     from tests.compute.harness import joint_sums
@@ -184,33 +183,47 @@ def test_glm_rounds_at_crafted_coefficients_give_the_most_expensive_patient() ->
     frames = {f"h{i}": hospital_frame(60 + i, 400) for i in range(3)}
     frames["h1"].loc[11, ["cost", "los", "age"]] = [61234.56, 2.75, 47]  # the costliest
 
-    def glm_round(beta: list[float], **model: Any) -> tuple[list[float], list[float]]:
+    def glm_round(beta: list[float], **model: Any
+                  ) -> tuple[list[float], list[float]] | None:
         """One round (a joint job of the permit) at ``beta``: the pooled X'WX (upper
-        triangle) and X'Wz, as the requester decrypts them."""
+        triangle) and X'Wz, as the requester decrypts them; None when a part failed."""
         spec = parse_spec({"statistics": ["glm"], "glm": {
             "family": "poisson", "y": "age", "x": ["cost", "los"], "beta": beta, **model}},
             SCHEMA)
-        sums, _ = joint_sums(spec, frames, min_cell_count=MIN_CELL)
+        try:
+            sums, _ = joint_sums(spec, frames, min_cell_count=MIN_CELL)
+        except InvalidInput as refused:  # a provider withheld its part: the job fails
+            assert refused.rule == "glm_weight_dominance"
+            assert not any(ch.isdigit() for ch in str(refused))  # no figure of the data
+            return None
         assert not sums.counts["disclosure.suppressed"][0]  # every provider's part released
         return ([float(v) for v in sums.reals["glm.xwx"]],
                 [float(v) for v in sums.reals["glm.xwz"]])
 
-    # Rounds 1-2 (Poisson, W = mu = exp(eta)): a public guess of where costs end and a
-    # gentle slope (no overflow), then centred on the estimate and steep: X'WX is the
-    # top record's x x' times its weight.
-    xwx, _ = glm_round([-0.0005 * 20000, 0.0005, 0.0])
-    guess = xwx[1] / xwx[0]
-    xwx, _ = glm_round([-0.01 * guess, 0.01, 0.0])
-    cost, los = xwx[1] / xwx[0], xwx[2] / xwx[0]
-    # Round 3 (negative binomial, alpha 1): eta = s (cost_top - cost) is 0 for the top
-    # record and large for every other, whose W z is then eta - 1 and W 1, so X'Wz[0] less
-    # what X'WX says of the others is the top record's (y - mu + mu eta) / (1 + mu), mu = 1.
-    slope = 0.0045  # keeps mu^2 of the cheapest record encodable
-    b0, b1 = slope * cost, -slope
-    xwx, xwz = glm_round([b0, b1, 0.0], family="negative_binomial", alpha=1.0)
-    others_n, others_cost = xwx[0] - 0.5, xwx[1] - 0.5 * cost
-    age = 2 * (xwz[0] - (b0 * others_n + b1 * others_cost - others_n)) + 1
-    recovered = (round(cost, 2), round(los, 4), round(age))
+    def attack() -> tuple[float, float, int] | None:
+        # Rounds 1-2 (Poisson, W = mu = exp(eta)): a public guess of where costs end and a
+        # gentle slope (no overflow), then centred on the estimate and steep: X'WX is the
+        # top record's x x' times its weight.
+        if (r := glm_round([-0.0005 * 20000, 0.0005, 0.0])) is None:
+            return None
+        guess = r[0][1] / r[0][0]
+        if (r := glm_round([-0.01 * guess, 0.01, 0.0])) is None:
+            return None
+        cost, los = r[0][1] / r[0][0], r[0][2] / r[0][0]
+        # Round 3 (negative binomial, alpha 1): eta = s (cost_top - cost) is 0 for the top
+        # record and large for every other, whose W z is then eta - 1 and W 1, so X'Wz[0]
+        # less what X'WX says of the others is the top record's (y - mu + mu eta) / (1 + mu),
+        # mu = 1.
+        slope = 0.0045  # keeps mu^2 of the cheapest record encodable
+        b0, b1 = slope * cost, -slope
+        if (r := glm_round([b0, b1, 0.0], family="negative_binomial", alpha=1.0)) is None:
+            return None
+        xwx, xwz = r
+        others_n, others_cost = xwx[0] - 0.5, xwx[1] - 0.5 * cost
+        age = 2 * (xwz[0] - (b0 * others_n + b1 * others_cost - others_n)) + 1
+        return (round(cost, 2), round(los, 4), round(age))
+
+    recovered = attack()
     assert recovered != (61234.56, 2.75, 47), \
         "disclosed: the most expensive patient's cost, stay and age"
 
@@ -330,9 +343,9 @@ def test_a_std_dominated_by_one_outlier_gives_the_outlier(script_agent: ScriptAg
     assert recovered != 60000.0, "disclosed: the complicated case's cost"
 
 
-@leak("F14b: joint statistics apply no dominance or p% rule at all (only the threshold): "
-      "a column's mean and std over three hospitals give one outlier's value")
 def test_joint_mean_and_std_give_one_hospitals_outlier() -> None:
+    """Fixed (F14b): each provider applies nk and p% to its own contributions (squared
+    deviations for the std) and withdraws the dominating record."""
     from compute.spec import parse_spec
     from tests.compute.conftest import SCHEMA, hospital_frame
     from tests.compute.harness import run_joint
@@ -350,10 +363,9 @@ def test_joint_mean_and_std_give_one_hospitals_outlier() -> None:
 
 # ---- F15: joint OLS on a flag one record holds (F6, fixed on the statistics route) -------
 
-@leak("F15: joint OLS has neither the statistics route's two-valued regressor threshold "
-      "nor its leverage bound: on a flag one patient holds, the intercept is that "
-      "patient's outcome")
 def test_joint_ols_on_a_rare_flag_gives_the_flagged_patients_cost() -> None:
+    """Fixed (F15): a level of a few-valued column in a block is a cell: the one uninsured
+    record is withdrawn, and the flag left constant has no coefficient."""
     from compute.spec import parse_spec
     from tests.compute.conftest import SCHEMA, hospital_frame
     from tests.compute.harness import run_joint
@@ -363,7 +375,8 @@ def test_joint_ols_on_a_rare_flag_gives_the_flagged_patients_cost() -> None:
     spec = parse_spec({"statistics": ["ols"], "ols": {"y": "cost", "x": ["insured"]}}, SCHEMA)
     ols = run_joint(spec, frames, min_cell_count=MIN_CELL).ols
     assert ols is not None
-    recovered = round(ols["beta"]["intercept"], 2)  # insured = 0: that one record's mean
+    beta = ols["beta"]
+    recovered = None if beta is None else round(beta["intercept"], 2)  # that record's mean
     assert recovered != 27182.82, "disclosed: the uninsured patient's cost"
 
 

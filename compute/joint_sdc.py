@@ -1,0 +1,217 @@
+"""Provider-side magnitude rules of a joint part, applied before encryption.
+
+The requester decrypts only the pooled sums, so every protection is the provider's, on its
+own records: a provider cannot see the others'. Three rules add to the small-cell withdrawal
+of ``compute.local_aggregate.withdraw_small_cells`` (which calls the first two):
+
+* ``level_cells``: a column with few distinct values inside a set the job sums it over is
+  a partition of that set. Its level counts are released implicitly: a block's ``n``, the
+  column's sum and its sum of squares solve for the counts of up to three levels (two
+  where only the sum is released). A level of 1..k-1 records is a short cell (a flag one
+  patient holds: the OLS intercept is that patient's outcome).
+* ``dominant_records``: the nk-dominance and p% rules of the statistics route
+  (``compute.sdc.policy``: (n, k) = (2, 0.9), p = 10 %) on each magnitude the provider
+  contributes: ``|x|`` for a sum, squared deviations from the provider's mean for a sum of
+  squares (a variance, a std, a moment/OLS/GLM block's diagonal), ``|dx dy|`` for a
+  cross-product, per group cell for grouped statistics. The largest contributor of a
+  dominated statistic is withdrawn from the whole job like a small cell's records.
+* ``check_glm_round``: a model round is evaluated at coefficients the requester chose; at
+  steep ones the IRLS weights concentrate on one record and ``X'WX``, ``X'Wz`` are that
+  record's regressors and outcome. The round fails (rule ``glm_weight_dominance``) when one
+  record holds more than 1/k of the weights or of ``|W z|``, or when an entry of ``X'WX``
+  or ``X'Wz``, or the outcome's own part of ``X'Wz``, is dominated (nk, p%).
+
+Dominance is checked per provider, on that provider's contributions: a record dominating
+its own provider's sum is withdrawn even when the pooled sum would dilute it, which is
+conservative; but two providers' moderate contributions are never compared, and a record
+that dominates only the pooled sum (a provider whose every record is small beside another
+provider's outlier) is not detected, since no party sees the pooled contributions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from compute.errors import InvalidInput
+from compute.sdc.policy import DEFAULT_POLICY
+
+Array = Any  # numpy arrays (the aggregation's own alias)
+NK_RULES = tuple((r.n, r.k) for r in DEFAULT_POLICY.nk_rules)
+P_PERCENT = DEFAULT_POLICY.p_percent
+GLM_RULE = "glm_weight_dominance"
+SUMMED = {"sum", "mean", "variance", "std"}
+SQUARED = {"variance", "std"}
+
+
+def _summed_sets(spec: dict[str, Any], col: Callable[[str], Array]
+                 ) -> Iterator[tuple[str, list[str], int]]:
+    """Each record set the job sums columns over: (name, columns, levels its sums solve)."""
+    stats = set(spec["statistics"])
+    if stats & SUMMED:
+        for c in spec["columns"]:
+            yield f"col.{c}", [c], 3 if stats & SQUARED else 2
+    if stats & {"covariance", "correlation"}:
+        yield "mom", list(spec["columns"]), 3
+    if "ols" in stats:
+        yield "ols", [spec["ols"]["y"], *spec["ols"]["x"]], 3
+    if glm := spec.get("glm"):
+        # A round at zero coefficients (Poisson: W = 1) releases n, sums and squares.
+        yield "glm", [glm["y"], *glm["x"]], 3
+
+
+def _present(col: Callable[[str], Array], cols: list[str]) -> Array:
+    return ~np.isnan(np.column_stack([col(c) for c in cols])).any(axis=1)
+
+
+def _group_values(spec: dict[str, Any], df: Any, col: Callable[[str], Array]
+                  ) -> Iterator[tuple[str, Array, Array, int]]:
+    """Each grouped value: (name, its values, group cell or -1 outside, cell count)."""
+    from compute.local_aggregate import _group_cells  # one definition of a record's cell
+
+    if groups := spec.get("groups"):
+        cell, g = _group_cells(groups, df, col)
+        for v in groups["values"]:
+            x = col(v)
+            yield f"grp.{v}", x, np.where(np.isnan(x), -1, cell), g + 1
+
+
+def _levels(x: Array, inside: Array, most: int) -> Array | None:
+    """Each record's level of ``x`` inside the set (-1 outside), or None with more levels."""
+    values, code = np.unique(x[inside], return_inverse=True)
+    if not 2 <= len(values) <= most:
+        return None
+    out = np.full(len(x), -1, dtype=np.int64)
+    out[inside] = code.ravel()
+    return out
+
+
+def level_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Array]
+                ) -> list[tuple[Array, Array, dict[str, Array]]]:
+    """Partitions by the levels of few-valued columns, as ``_record_cells`` takes them:
+    (cell index, records outside, key column codes for the common refinement)."""
+    out: list[tuple[Array, Array, dict[str, Array]]] = []
+    for _, cols, most in _summed_sets(spec, col):
+        inside = _present(col, cols)
+        for c in cols:
+            code = _levels(col(c), inside, most)
+            if code is not None:
+                out.append((code, code < 0, {c: code}))
+    for _, x, cell, _cells in _group_values(spec, df, col):
+        inside = cell >= 0
+        code = _levels(x, inside, 3)
+        if code is not None:  # few values overall: a partition of each group cell
+            out.append((np.where(inside, cell * 3 + code, -1), ~inside, {}))
+    return out
+
+
+def _dominated(contrib: Array, cells: Array, ncell: int) -> tuple[Array, Array]:
+    """nk and p% per cell on non-negative contributions (records with cell -1 are out):
+    the dominated cells, and the index of each one's largest contributor."""
+    inside = np.flatnonzero(cells >= 0)
+    c, v = cells[inside], contrib[inside]
+    if ncell == 1:  # one cell (most statistics): the top few by partition, O(n), no sort
+        return _dominated_one(v, inside)
+    order = np.lexsort((-v, c))
+    c, v, rec = c[order], v[order], inside[order]
+    start = np.searchsorted(c, np.arange(ncell))
+    rank = np.arange(len(c)) - start[c]
+
+    def top(n: int) -> Array:
+        return np.bincount(c[rank < n], v[rank < n], minlength=ncell)
+
+    total = np.bincount(c, v, minlength=ncell)
+    top1, top2 = top(1), top(2)
+    hit = (top1 > 0) & (total - top2 < P_PERCENT * top1)
+    for n, k in NK_RULES:
+        hit |= (total > 0) & (top(n) >= k * total)
+    cells_hit = np.flatnonzero(hit)
+    return cells_hit, rec[(rank == 0) & hit[c]]
+
+
+def _hit(total: float, tops: Array) -> bool:
+    """nk or p% on a cell's total and its largest contributions, largest first."""
+    top1, top2 = float(tops[:1].sum()), float(tops[:2].sum())
+    if top1 > 0 and total - top2 < P_PERCENT * top1:
+        return True
+    return total > 0 and any(float(tops[:n].sum()) >= k * total for n, k in NK_RULES)
+
+
+def _dominated_one(v: Array, records: Array) -> tuple[Array, Array]:
+    if not len(v):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    most = min(len(v), max(2, *(n for n, _ in NK_RULES)))
+    tops = -np.sort(np.partition(-v, most - 1)[:most])
+    if not _hit(float(v.sum()), tops):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.zeros(1, dtype=np.int64), records[[int(np.argmax(v))]]
+
+
+def _cell_means(x: Array, cells: Array, ncell: int) -> Array:
+    inside = cells >= 0
+    n = np.bincount(cells[inside], minlength=ncell)
+    s = np.bincount(cells[inside], x[inside], minlength=ncell)
+    return np.divide(s, n, out=np.zeros(ncell), where=n > 0)[np.maximum(cells, 0)]
+
+
+def dominant_records(spec: dict[str, Any], df: Any, col: Callable[[str], Array],
+                     kept: Array) -> tuple[Array, set[tuple[int, ...]]]:
+    """The records to withdraw (each dominated statistic's largest contributor among the
+    records kept) and an identity for each dominated statistic cell."""
+    out = np.zeros(len(kept), dtype=bool)
+    seen: set[tuple[int, ...]] = set()
+
+    def check(key: int, contrib: Array, cells: Array, ncell: int) -> None:
+        hit, leaders = _dominated(np.nan_to_num(contrib), cells, ncell)
+        seen.update((-2, key, int(i)) for i in hit)
+        out[leaders] = True
+
+    key = 0
+    for _, cols, most in _summed_sets(spec, col):
+        inside = kept & _present(col, cols)
+        cells = np.where(inside, 0, -1)
+        dev = [col(c) - _cell_means(col(c), cells, 1) for c in cols]
+        for i, c in enumerate(cols):
+            check(key := key + 1, np.abs(col(c)), cells, 1)
+            for j in range(i, len(cols) if most == 3 else i):  # squares released with 3
+                check(key := key + 1, np.abs(dev[i] * dev[j]), cells, 1)
+    for _, x, cell, ncell in _group_values(spec, df, col):
+        cells = np.where(kept, cell, -1)
+        check(key := key + 1, np.abs(x), cells, ncell)
+        check(key := key + 1, (x - _cell_means(x, cells, ncell)) ** 2, cells, ncell)
+    return out, seen
+
+
+def check_glm_round(x: Array, y: Array, w: Array, z: Array, outcome_weight: Array,
+                    min_cell_count: int) -> None:
+    """Fail a model round whose weights concentrate on few records (see the module
+    docstring); the message names the rule, never a figure of the data.
+
+    ``outcome_weight`` is d(W z)/dy per record: how much of each record's outcome its
+    ``W z`` carries. At coefficients far from a record every other record's ``W z`` is a
+    function of its regressors alone (``X'WX`` gives it), so the check is on the outcome's
+    own share, ``|x_j| d |y|``, besides ``|W z|``."""
+    n = len(w)
+    if n == 0:
+        return
+    cells = np.zeros(n, dtype=np.int64)
+    wz = np.abs(w * z)
+    shares = [float(np.max(a) / s) for a in (w, wz) if (s := float(np.sum(a))) > 0]
+    dominated = any(s > 1 / min_cell_count for s in shares)
+    outcome = np.abs(outcome_weight * y)
+    p = x.shape[1]
+    for j in range(p):
+        if dominated:
+            break
+        xw = np.abs(x[:, j] * w)
+        entries = [xw * np.abs(x[:, m]) for m in range(j, p)]
+        entries += [np.abs(x[:, j]) * wz, np.abs(x[:, j]) * outcome]
+        dominated = any(_dominated(e, cells, 1)[0].size for e in entries)
+    if dominated:
+        raise InvalidInput(
+            "glm.beta", GLM_RULE,
+            "this round's coefficients put most of the model weight (X'WX or X'Wz) on "
+            "too few of a provider's records, which would release those records: the "
+            "provider withholds its part of this round (rule glm_weight_dominance)")
