@@ -38,6 +38,9 @@ class CellAggregates:
     vmin: FloatArray = field(init=False)
     vmax: FloatArray = field(init=False)
     top: dict[int, FloatArray] = field(default_factory=dict)
+    # The same per contributor's squared deviations from its cell's mean (what a std or
+    # variance is made of), filled only when a std is asked for.
+    ss_top: dict[int, FloatArray] = field(default_factory=dict)
     quantile: dict[float, FloatArray] = field(default_factory=dict)
     extreme: dict[float, Mask] = field(default_factory=dict)
     remainder: dict[float, Mask] = field(default_factory=dict)
@@ -148,17 +151,26 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
 
 
 def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | None,
-               ns: set[int], qs: Sequence[float], common: float) -> None:
+               ns: set[int], qs: Sequence[float], common: float, spread: bool = False
+               ) -> None:
     """Add one sub-table's records (cells ``c``, values ``v``, units ``u``) to ``cells``:
     counts, totals, sums of squares, the ``ns`` largest contributions, the quantiles
-    ``qs`` (values held by ``common`` records or more are released as such)."""
+    ``qs`` (values held by ``common`` records or more are released as such). ``spread``:
+    also the ``ns`` largest contributions to the sums of squares (a unit's records'
+    squared deviations summed), for the std's own nk and p% rules."""
     size = cells.size
     n_rec = np.bincount(c, minlength=size)
     total = np.bincount(c, v, minlength=size)
     mean = np.divide(total, n_rec, out=np.zeros(size), where=n_rec > 0)
     cells.n_rec += n_rec
     cells.total += total
-    cells.ss += np.bincount(c, (v - mean[c]) ** 2, minlength=size)
+    dev2 = (v - mean[c]) ** 2
+    cells.ss += np.bincount(c, dev2, minlength=size)
+    if spread:
+        dc, d = _contributions(c, dev2, u)
+        _, dtop = _top_sums(dc, d, size, ns)
+        for k, arr in dtop.items():
+            cells.ss_top[k] = cells.ss_top.get(k, np.zeros(size)) + arr
     cc, a = _contributions(c, v, u)
     n_contrib, top = _top_sums(cc, a, size, ns)
     cells.n_contrib += n_contrib
