@@ -54,18 +54,22 @@ class CellAggregates:
         self.vmax = np.full(self.size, np.nan)
 
 
-def _contributions(c: IntArray, v: FloatArray, u: IntArray | None
-                   ) -> tuple[IntArray, FloatArray]:
-    """Each contributor's cell and absolute total (records summed per unit first)."""
-    if u is None:
-        return c, np.abs(v)
+def _unit_groups(c: IntArray, u: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Records ordered by (cell, unit), where each (cell, unit) group starts in that
+    order, and each group's cell: one sort shared by every per-unit sum of a cell."""
     order = np.lexsort((u, c))
-    cs, us, vs = c[order], u[order], v[order]
+    cs, us = c[order], u[order]
     first = np.ones(len(cs), dtype=bool)
     first[1:] = (cs[1:] != cs[:-1]) | (us[1:] != us[:-1])
     starts = np.flatnonzero(first)
-    sums = np.add.reduceat(vs, starts) if len(starts) else np.zeros(0)
-    return cs[starts], np.abs(sums)
+    return order, starts, cs[starts]
+
+
+def _per_unit(values: FloatArray, order: IntArray, starts: IntArray) -> FloatArray:
+    """Each (cell, unit) group's sum of ``values``."""
+    if not len(starts):
+        return np.zeros(0)
+    return np.asarray(np.add.reduceat(values[order], starts), dtype=np.float64)
 
 
 def _top_sums(cc: IntArray, a: FloatArray, size: int, ns: set[int]
@@ -166,12 +170,18 @@ def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | 
     cells.total += total
     dev2 = (v - mean[c]) ** 2
     cells.ss += np.bincount(c, dev2, minlength=size)
+    # Each contributor's cell and absolute total (a unit's records summed first), and
+    # with ``spread`` its squared deviations summed the same way.
+    if u is None:
+        cc, a, d = c, np.abs(v), dev2
+    else:
+        order, starts, cc = _unit_groups(c, u)
+        a = np.abs(_per_unit(v, order, starts))
+        d = _per_unit(dev2, order, starts) if spread else dev2
     if spread:
-        dc, d = _contributions(c, dev2, u)
-        _, dtop = _top_sums(dc, d, size, ns)
+        _, dtop = _top_sums(cc, d, size, ns)
         for k, arr in dtop.items():
             cells.ss_top[k] = cells.ss_top.get(k, np.zeros(size)) + arr
-    cc, a = _contributions(c, v, u)
     n_contrib, top = _top_sums(cc, a, size, ns)
     cells.n_contrib += n_contrib
     cells.abs_total += np.bincount(cc, a, minlength=size)
