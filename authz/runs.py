@@ -156,7 +156,8 @@ def _dataset_task(ds: Dataset, columns: list[str]) -> DatasetTask:
     fm = catalog.field_map(ds)
     return DatasetTask.model_validate({
         "id": ds.id, "code": ds.code, "provider_id": ds.provider_id, "format": ds.format,
-        "location": ds.location, "fields": [fm[c] for c in columns]})
+        "location": ds.location, "fields": [fm[c] for c in columns],
+        "identifiers": [f["name"] for f in ds.fields if f["sensitivity"] == "identifier"]})
 
 
 def _dispatch(ctx: Ctx, agent: Agent, job: Job, permit: Permit, claim_key: str | None

@@ -148,6 +148,10 @@ class DatasetTask(_Part):
     format: Word
     location: Location
     fields: tuple[FieldDecl, ...]
+    # The dataset's declared identifier fields (sensitivity ``identifier``), whatever the
+    # permit: the statistics route counts contributors as the persons they identify, not
+    # as records. Read by the agent in the provider's domain, never projected.
+    identifiers: tuple[Name, ...] = Field(default=(), max_length=1000)
 
 
 class SchemaCheckTask(_Message):

@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from compute import sdc
+from compute.errors import InvalidInput
 from compute.statspec import (
     ChiSquareTest,
     FrequencyTable,
@@ -76,10 +77,31 @@ def strictest_settings(min_cell_count: int, approvals: list[Mapping[str, Any] | 
     return settings_of(sdc.strictest(policy_for(min_cell_count, a) for a in approvals))
 
 
+#: The column of contributor numbers the agent adds to the frame (:func:`with_units`). Not
+#: a valid field name (fields match ``[A-Za-z_][A-Za-z0-9_]*``), so no spec can name it.
+UNIT = "unit:contributor"
+
+
+def with_units(frame: pd.DataFrame, units: Any) -> pd.DataFrame:
+    """``frame`` with its records' contributor numbers (one per record, from the dataset's
+    identifier fields: :func:`compute.sdc.units.contributor_codes`), or as it is when the
+    dataset declares none (records are then the contributors)."""
+    if units is None:
+        return frame
+    if len(units) != len(frame):
+        raise InvalidInput("units", "length", "one contributor number per record is needed")
+    return frame.assign(**{UNIT: units})
+
+
+def _unit(frame: pd.DataFrame) -> str | None:
+    return UNIT if UNIT in frame.columns else None
+
+
 def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
             ) -> dict[str, Any]:
     """Every analysis of ``spec``, checked (or, with ``dp``, noised), as one JSON-ready
-    document."""
+    document. Contributors are the :data:`UNIT` numbers where ``frame`` has them
+    (:func:`with_units`), else the records."""
     if spec.dp is not None:
         from compute import statdp  # statdp builds on this module
 
@@ -91,10 +113,11 @@ def compute(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy
 
 def tabulated(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> pd.DataFrame:
     """The frame a table analysis is computed from: its dimensions' categories held by
-    fewer than the minimum cell count pooled under one fixed label, since every label
-    of a table is published. Tests and models publish no labels: ``frame`` as is."""
+    fewer than the minimum cell count (of contributors) pooled under one fixed label,
+    since every label of a table is published. Tests and models publish no labels:
+    ``frame`` as is."""
     if isinstance(a, FrequencyTable | MagnitudeTable):
-        return sdc.pool_rare_categories(frame, a.dims, policy.min_count)
+        return sdc.pool_rare_categories(frame, a.dims, policy.min_count, unit=_unit(frame))
     return frame
 
 
@@ -142,8 +165,9 @@ def analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy,
 
 def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = None
               ) -> dict[str, Any]:
+    unit = _unit(frame)
     if isinstance(a, FrequencyTable):
-        table = sdc.frequency_table(frame, a.dims, policy, forced=forced)
+        table = sdc.frequency_table(frame, a.dims, policy, forced=forced, unit=unit)
         return {**_outcome("frequency", table), "dims": list(a.dims),
                 "cells": _cells(table)}
     if isinstance(a, MagnitudeTable):
@@ -151,7 +175,7 @@ def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = 
         # count would otherwise give away a suppressed sum).
         tables = sdc.magnitude_table(frame, a.dims, a.value,
                                      [stat.value for stat in a.statistics], policy,
-                                     forced=forced)
+                                     forced=forced, unit=unit)
         return {"kind": "magnitude", "dims": list(a.dims), "value": a.value,
                 "tables": [{**_outcome(name, t), "statistic": name, "cells": _cells(t)}
                            for name, t in tables.items()]}
@@ -159,7 +183,7 @@ def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = 
         if forced is True:
             return withheld("ols", sdc.Rule.DIFFERENCING, policy, y=a.y, x=list(a.x),
                             coefficients=None, fit=None)
-        model = sdc.ols(frame, a.y, a.x, policy)
+        model = sdc.ols(frame, a.y, a.x, policy, unit=unit)
         coefficients = (None if model.coefficients is None or _held(model) else
                         model.coefficients.reset_index().to_dict(orient="records"))
         return {**_outcome("ols", model), "y": a.y, "x": list(a.x),
@@ -168,6 +192,6 @@ def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = 
     if forced is True:
         return withheld("chi_square", sdc.Rule.DIFFERENCING, policy, dims=list(a.dims),
                         values=None)
-    test = sdc.chi_square_test(frame, a.dims, policy)
+    test = sdc.chi_square_test(frame, a.dims, policy, unit=unit)
     return {**_outcome("chi_square", test), "dims": list(a.dims),
             "values": None if _held(test) else test.values}

@@ -18,6 +18,7 @@ import pandas as pd
 
 from compute.errors import InvalidInput
 from compute.sdc import audit
+from compute.sdc.units import contributor_codes
 
 TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
 
@@ -155,3 +156,11 @@ def project(src: Path, fmt: str, columns: Sequence[str], dest: Path) -> Projecte
     frame.to_csv(dest, index=False)
     data = dest.read_bytes()
     return ProjectedInput(dest, len(frame), len(data), hashlib.sha256(data).hexdigest())
+
+
+def contributors(src: Path, fmt: str, identifiers: Sequence[str], key: str) -> Any:
+    """One contributor number per record of the source, in the order :func:`project`
+    writes the records, from the dataset's declared identifier columns (whatever the
+    permit: they are read here, in the provider's domain, and never projected). The
+    identifier values are hashed under ``key`` and only the numbers come out."""
+    return contributor_codes(_read(src, fmt, list(identifiers)), key)

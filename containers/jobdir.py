@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +31,8 @@ from containers.hardening import check_job_id
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ROW_IDS = "rowids.npy"
+# A statistics job's contributor number per record, from the dataset's identifier fields.
+UNIT_IDS = "unitids.npy"
 
 
 def check_task(task: RunTask, work_root: Path) -> Path:
@@ -58,7 +61,10 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     ``roots`` gives the data roots of one provider: a location resolves only under the
     roots of the provider that owns the dataset. With ``audit``, the keyed row identities
     of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
-    never mounted into a container) for the differencing audit.
+    never mounted into a container) for the differencing audit. A statistics job on a
+    dataset declaring identifier fields gets, there too, each record's contributor
+    number (``unitids.npy``): the identifiers are read from the source whatever the
+    permit, hashed under a key drawn for the job and dropped with it.
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -79,6 +85,9 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         rows += projected.rows
         size += projected.size
         digests.append(projected.sha256)
+        if single and task.statistics is not None and ds.identifiers:
+            np.save(job_dir / UNIT_IDS, datasets.contributors(
+                src, ds.format, ds.identifiers, secrets.token_urlsafe(12)[:16]))
         if audit is not None and single and task.joint is None:
             with audit.session() as store:
                 key = store.row_key()

@@ -46,7 +46,8 @@ def statistics_report(task: RunTask, job_dir: Path, image: str,
     stats = json.loads((job_dir / "input.json").read_text())
     fields = {f.name: f.type for ds in task.datasets for f in ds.fields}
     spec = parse_statistics_spec(task.statistics, fields)
-    frame = statistics.load_frame(job_dir / "in" / "data.csv", fields)
+    frame = statistics.with_units(statistics.load_frame(job_dir / "in" / "data.csv", fields),
+                                  _units(task, job_dir))
     policy = statistics.policy_for(task.min_cell_count, task.disclosure)
     if audit is None:
         document = statistics.compute(frame, spec, policy)
@@ -60,6 +61,21 @@ def statistics_report(task: RunTask, job_dir: Path, image: str,
     return RunReport(state=JobState.RELEASED, outputs=(out,), rows_read=stats["rows"],
                      bytes_read=stats["bytes"], input_sha256=stats["sha256"],
                      runner_image=statistics.ENGINE, log="")
+
+
+def _units(task: RunTask, job_dir: Path) -> np.ndarray | None:
+    """The records' contributor numbers where the dataset declares identifier fields:
+    persons, not records, are then the contributors of every cell."""
+    if not task.datasets[0].identifiers:
+        return None  # nothing says which records are one person's: each is its own
+    if not (job_dir / jobdir.UNIT_IDS).exists():
+        # Prepared without them (an older agent): fail closed, never count records.
+        raise ExecutorError("the job was prepared without its contributors")
+    units: np.ndarray = np.load(job_dir / jobdir.UNIT_IDS)
+    rows = json.loads((job_dir / "input.json").read_text())["rows"]
+    if len(units) != rows:
+        raise ExecutorError("contributors do not match the projected input")
+    return units
 
 
 def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: StatisticsSpec,

@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from authz.wire import RunTask
@@ -66,3 +67,22 @@ def test_without_row_identities_the_job_fails_closed(tmp_path: Path) -> None:
     jobdir.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits())
     with pytest.raises(ExecutorError):
         statistics_job.statistics_report(task, job_dir, "img", AuditStore(tmp_path / "a.sqlite"))
+
+
+def test_contributors_are_read_from_the_identifier_never_projected(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    frame = hospital_table(3, 200, "P")
+    frame.to_csv(tmp_path / "data" / "episodes.csv", index=False)
+    data = _task("job_1").model_dump()
+    data["datasets"][0]["identifiers"] = ["patient_id"]
+    task = RunTask.model_validate(data)
+    job_dir = tmp_path / "work" / "job_1"
+    jobdir.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits())
+    projected = (job_dir / "in" / "data.csv").read_text()
+    assert "patient_id" not in projected and frame.patient_id[0] not in projected
+    units = np.load(job_dir / jobdir.UNIT_IDS)
+    assert len(units) == len(frame) and units.dtype == np.int64  # numbers, not identifiers
+    # A job prepared without them (an older agent) fails closed: never counts records.
+    (job_dir / jobdir.UNIT_IDS).unlink()
+    with pytest.raises(ExecutorError):
+        statistics_job.statistics_report(task, job_dir, "img")

@@ -177,15 +177,16 @@ def frequency_table(frame: pd.DataFrame, dims: Sequence[str],
 
 def chi_square_test(frame: pd.DataFrame, dims: Sequence[str],
                     policy: SDCPolicy = DEFAULT_POLICY, *,
-                    categories: Mapping[str, Sequence[Hashable]] | None = None
-                    ) -> CheckedStatistic:
+                    categories: Mapping[str, Sequence[Hashable]] | None = None,
+                    unit: str | None = None) -> CheckedStatistic:
     """Pearson's chi-square test of independence of two dimensions.
 
     Released only when the frequency table of the same two dimensions would be released
     without suppression: the statistic is a function of every cell, so computing it over
     cells the table hides would add an equation about them. Expected counts below five
     (Cochran 1954) flag the result for review; empty rows and columns are left out.
-    Values: ``statistic``, ``dof``, ``p_value``.
+    Values: ``statistic``, ``dof``, ``p_value``. ``unit``: as for
+    :func:`frequency_table` (the table's threshold counts distinct units).
     """
     policy = check_policy(policy)
     dims_t = check_dims(frame, dims, 2)
@@ -193,8 +194,12 @@ def chi_square_test(frame: pd.DataFrame, dims: Sequence[str],
         raise InvalidInput("dims", "count", "the chi-square test takes exactly two dimensions")
     grid = encode(frame, dims_t, categories)
     check_size(grid, True, policy)
-    counts = count_cells(grid, grid.present())
-    hits = frequency_hits(counts, counts, policy)
+    units = unit_codes(frame, unit, dims_t)
+    rows = grid.present()
+    counts = count_cells(grid, rows)
+    contributors = counts if units is None else distinct_per_cell(
+        grid, rows, units, counts.size).reshape(counts.shape)
+    hits = frequency_hits(counts, contributors, policy)
     applied = rules_of_bits(int(np.bitwise_or.reduce(hits.ravel())))
     if (hits & action_bits(policy, Action.SUPPRESS)).any():
         return scalar_result("chi_square", {}, (*applied, Rule.SUPPRESSED_INPUT), policy)

@@ -145,15 +145,30 @@ def _base_hits(cells: CellAggregates, policy: SDCPolicy) -> Bits:
     return hits
 
 
-def _sensitivity_hits(cells: CellAggregates, policy: SDCPolicy) -> Bits:
-    """nk dominance and p% on absolute contributions (sums, means, std)."""
-    dominated = np.zeros(cells.size, dtype=bool)
+def _dominance_bits(total: FloatArray, top: dict[int, FloatArray], policy: SDCPolicy
+                    ) -> Bits:
+    """nk dominance and p% on non-negative contributions summing to ``total`` per cell,
+    ``top[n]`` the sum of each cell's n largest."""
+    dominated = np.zeros(total.shape, dtype=bool)
     for r in policy.nk_rules:
-        dominated |= (cells.abs_total > 0) & (cells.top[r.n] >= r.k * cells.abs_total)
-    top1, top2 = cells.top[1], cells.top[2]
-    rest = cells.abs_total - top2
+        dominated |= (total > 0) & (top[r.n] >= r.k * total)
+    top1, top2 = top[1], top[2]
+    rest = total - top2
     p_hit = (policy.p_percent > 0) & (top1 > 0) & (rest < policy.p_percent * top1)
     return _bits(dominated, Rule.DOMINANCE) | _bits(p_hit, Rule.P_PERCENT)
+
+
+def _sensitivity_hits(cells: CellAggregates, policy: SDCPolicy) -> Bits:
+    """nk dominance and p% on absolute contributions (sums, means, std)."""
+    return _dominance_bits(cells.abs_total, cells.top, policy)
+
+
+def _spread_hits(cells: CellAggregates, policy: SDCPolicy) -> Bits:
+    """nk dominance and p% on the contributions to the sum of squares, the squared
+    deviations from the cell's mean (per unit with units), as for within-group variance:
+    one value far from many alike passes both rules on |x|, yet its squared deviation
+    is nearly all of the std, and mean and std then give it."""
+    return _dominance_bits(cells.ss, cells.ss_top, policy)
 
 
 def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
@@ -193,8 +208,9 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     # With units, a value shared by many records may still belong to one contributor.
     common = float(policy.min_count) if units is None else np.inf
     u = None if units is None else units[rows]
+    spread = any(m.statistic is Statistic.STD for m in measures)
     for subset in subsets(len(dims_t), True):
-        accumulate(cells, grid.cell_codes(subset, rows), x[rows], u, ns, qs, common)
+        accumulate(cells, grid.cell_codes(subset, rows), x[rows], u, ns, qs, common, spread)
 
     base = _base_hits(cells, policy)
     force(base, forced)
@@ -204,17 +220,29 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     zeros_public = policy.zeros is not Action.SUPPRESS
     primary, held = withheld_cells(additive, policy)
     held = held.reshape(shape)
+    empty = ((cells.n_contrib == 0) | (cells.abs_total == 0)).reshape(shape)
     # A cell flagged here keeps its flag even where the count table withholds its count.
     add_hidden = protect_held(primary.reshape(shape)
                               | (count_pattern(grid, units, policy, zeros_public) & ~held),
-                              held, cells.n_rec.reshape(shape),
-                              ((cells.n_contrib == 0) | (cells.abs_total == 0)).reshape(shape),
-                              zeros_public)
+                              held, cells.n_rec.reshape(shape), empty, zeros_public)
+    std_hits, std_hidden = additive, add_hidden
+    if spread:
+        # The std hides every cell the sum and mean hide (a std beside a hidden mean is
+        # an equation in it), and the cells its own rules hit, closed by secondary
+        # suppression: a margin's sum of squares is its cells' plus n (mean - margin
+        # mean)^2 each, all released, so a lone hidden std would be the rest.
+        std_hits = additive | _spread_hits(cells, policy)
+        std_primary, _ = withheld_cells(std_hits, policy)
+        std_primary = std_primary.reshape(shape)
+        if (std_primary & ~add_hidden).any():
+            std_hidden = protect_held(add_hidden | std_primary, held,
+                                      cells.n_rec.reshape(shape), empty, zeros_public)
 
     out: dict[str, CheckedTable] = {}
     for m in measures:
         if m.statistic in _ADDITIVE:
-            hits, hidden = additive, add_hidden.ravel()
+            hits, hidden = ((std_hits, std_hidden.ravel()) if m.statistic is Statistic.STD
+                            else (additive, add_hidden.ravel()))
             with np.errstate(divide="ignore", invalid="ignore"):
                 if m.statistic is Statistic.SUM:
                     values = cells.total

@@ -38,6 +38,9 @@ class CellAggregates:
     vmin: FloatArray = field(init=False)
     vmax: FloatArray = field(init=False)
     top: dict[int, FloatArray] = field(default_factory=dict)
+    # The same per contributor's squared deviations from its cell's mean (what a std or
+    # variance is made of), filled only when a std is asked for.
+    ss_top: dict[int, FloatArray] = field(default_factory=dict)
     quantile: dict[float, FloatArray] = field(default_factory=dict)
     extreme: dict[float, Mask] = field(default_factory=dict)
     remainder: dict[float, Mask] = field(default_factory=dict)
@@ -51,18 +54,22 @@ class CellAggregates:
         self.vmax = np.full(self.size, np.nan)
 
 
-def _contributions(c: IntArray, v: FloatArray, u: IntArray | None
-                   ) -> tuple[IntArray, FloatArray]:
-    """Each contributor's cell and absolute total (records summed per unit first)."""
-    if u is None:
-        return c, np.abs(v)
+def _unit_groups(c: IntArray, u: IntArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Records ordered by (cell, unit), where each (cell, unit) group starts in that
+    order, and each group's cell: one sort shared by every per-unit sum of a cell."""
     order = np.lexsort((u, c))
-    cs, us, vs = c[order], u[order], v[order]
+    cs, us = c[order], u[order]
     first = np.ones(len(cs), dtype=bool)
     first[1:] = (cs[1:] != cs[:-1]) | (us[1:] != us[:-1])
     starts = np.flatnonzero(first)
-    sums = np.add.reduceat(vs, starts) if len(starts) else np.zeros(0)
-    return cs[starts], np.abs(sums)
+    return order, starts, cs[starts]
+
+
+def _per_unit(values: FloatArray, order: IntArray, starts: IntArray) -> FloatArray:
+    """Each (cell, unit) group's sum of ``values``."""
+    if not len(starts):
+        return np.zeros(0)
+    return np.asarray(np.add.reduceat(values[order], starts), dtype=np.float64)
 
 
 def _top_sums(cc: IntArray, a: FloatArray, size: int, ns: set[int]
@@ -148,18 +155,33 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
 
 
 def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | None,
-               ns: set[int], qs: Sequence[float], common: float) -> None:
+               ns: set[int], qs: Sequence[float], common: float, spread: bool = False
+               ) -> None:
     """Add one sub-table's records (cells ``c``, values ``v``, units ``u``) to ``cells``:
     counts, totals, sums of squares, the ``ns`` largest contributions, the quantiles
-    ``qs`` (values held by ``common`` records or more are released as such)."""
+    ``qs`` (values held by ``common`` records or more are released as such). ``spread``:
+    also the ``ns`` largest contributions to the sums of squares (a unit's records'
+    squared deviations summed), for the std's own nk and p% rules."""
     size = cells.size
     n_rec = np.bincount(c, minlength=size)
     total = np.bincount(c, v, minlength=size)
     mean = np.divide(total, n_rec, out=np.zeros(size), where=n_rec > 0)
     cells.n_rec += n_rec
     cells.total += total
-    cells.ss += np.bincount(c, (v - mean[c]) ** 2, minlength=size)
-    cc, a = _contributions(c, v, u)
+    dev2 = (v - mean[c]) ** 2
+    cells.ss += np.bincount(c, dev2, minlength=size)
+    # Each contributor's cell and absolute total (a unit's records summed first), and
+    # with ``spread`` its squared deviations summed the same way.
+    if u is None:
+        cc, a, d = c, np.abs(v), dev2
+    else:
+        order, starts, cc = _unit_groups(c, u)
+        a = np.abs(_per_unit(v, order, starts))
+        d = _per_unit(dev2, order, starts) if spread else dev2
+    if spread:
+        _, dtop = _top_sums(cc, d, size, ns)
+        for k, arr in dtop.items():
+            cells.ss_top[k] = cells.ss_top.get(k, np.zeros(size)) + arr
     n_contrib, top = _top_sums(cc, a, size, ns)
     cells.n_contrib += n_contrib
     cells.abs_total += np.bincount(cc, a, minlength=size)

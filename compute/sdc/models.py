@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from compute.errors import InvalidInput
-from compute.sdc.frequency import check_policy
+from compute.sdc.frequency import check_policy, unit_codes
 from compute.sdc.magnitude import numeric_column
 from compute.sdc.policy import DEFAULT_POLICY, Action, SDCPolicy
 from compute.sdc.result import CheckedModel
@@ -48,32 +48,41 @@ def _withheld(hits: tuple[Rule, ...], policy: SDCPolicy) -> CheckedModel:
     return CheckedModel(None, None, Outcome.WITHHELD, hits, reasons(hits, policy))
 
 
+def _holders(at: np.ndarray, units: np.ndarray | None) -> int:
+    """Records (or distinct units) among those ``at`` a level."""
+    return int(at.sum()) if units is None else len(np.unique(units[at]))
+
+
 def _strata_hits(design: np.ndarray, q: np.ndarray, regressors: int,
-                 policy: SDCPolicy) -> tuple[Rule, ...]:
+                 policy: SDCPolicy, units: np.ndarray | None = None) -> tuple[Rule, ...]:
     """Rules hit by records that determine their own fit.
 
     ``threshold``: a two-valued regressor (a flag, a dummy) with a level held by fewer
-    than ``min_count`` records. ``leverage``: a record's hat value above 1/``min_count``,
-    from the thin Q of X = QR (h_i = |Q_i|^2: O(n p) on top of the O(n p^2) QR, never
-    the n x n hat matrix).
+    than ``min_count`` records (distinct units with ``units``). ``leverage``: a record's
+    hat value above 1/``min_count``, from the thin Q of X = QR (h_i = |Q_i|^2: O(n p) on
+    top of the O(n p^2) QR, never the n x n hat matrix); with ``units``, a unit's hat
+    values summed (the trace of its block of the hat matrix: m of a stratum's M records
+    weigh m/M together, as one person's twelve episodes of a flag weigh 1).
     """
     hits: list[Rule] = []
     for col in design[:, design.shape[1] - regressors:].T:
         # Two-valued: every record at the minimum or the maximum (O(n), no sort).
         low, high = col.min(), col.max()
-        at_low, at_high = int((col == low).sum()), int((col == high).sum())
-        if low < high and at_low + at_high == len(col) \
-                and min(at_low, at_high) < policy.min_count:
+        at_low, at_high = col == low, col == high
+        if low < high and int(at_low.sum() + at_high.sum()) == len(col) \
+                and min(_holders(at_low, units), _holders(at_high, units)) < policy.min_count:
             hits.append(Rule.THRESHOLD)
             break
     leverage = np.einsum("ij,ij->i", q, q)
+    if units is not None:
+        leverage = np.bincount(units, leverage)
     if float(leverage.max()) * policy.min_count > 1.0 + _LEVERAGE_TOL:
         hits.append(Rule.LEVERAGE)
     return tuple(hits)
 
 
 def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFAULT_POLICY,
-        *, intercept: bool = True) -> CheckedModel:
+        *, intercept: bool = True, unit: str | None = None) -> CheckedModel:
     """Least-squares fit of ``y`` on ``xs`` (rows with a missing value are dropped).
 
     ``coefficients``: index ``const`` (with ``intercept``) then ``xs``; columns ``coef``,
@@ -82,7 +91,9 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
     ``sigma``. Without an intercept R² is uncentred, as statsmodels reports it.
     Withheld when ``df_resid < min_dof``, when the columns are linearly dependent, when
     a two-valued regressor has a level held by fewer than ``min_count`` records, or when
-    a record's leverage exceeds 1/``min_count`` (see the module docstring).
+    a record's leverage exceeds 1/``min_count`` (see the module docstring). ``unit``: the
+    contributor column; levels are then held by distinct units, and a unit's records'
+    leverages count together.
     """
     policy = check_policy(policy)
     if isinstance(xs, str) or not isinstance(xs, Sequence) or not xs:
@@ -94,7 +105,11 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
         raise InvalidInput("xs", "reserved", f"{INTERCEPT!r} names the intercept")
     data = np.column_stack([numeric_column(frame, y, "y"),
                             *(numeric_column(frame, x, "xs") for x in xs)])
-    data = data[~np.isnan(data).any(axis=1)]
+    units = unit_codes(frame, unit, tuple(names))
+    complete = ~np.isnan(data).any(axis=1)
+    data = data[complete]
+    if units is not None:
+        units = units[complete]
     yv = data[:, 0]
     design = data[:, 1:]
     if intercept:
@@ -107,7 +122,7 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
         return _withheld((Rule.RANK_DEFICIENT,), policy)
 
     q, r = np.linalg.qr(design)
-    strata = _strata_hits(design, q, len(xs), policy)
+    strata = _strata_hits(design, q, len(xs), policy, units)
     if strata:
         return _withheld(strata, policy)
     beta = np.linalg.solve(r, q.T @ yv)

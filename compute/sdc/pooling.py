@@ -36,10 +36,22 @@ def _factorize(series: pd.Series) -> tuple[np.ndarray[Any, np.dtype[np.int64]], 
     return np.asarray(codes, dtype=np.int64), list(uniques.tolist())
 
 
-def pool_rare_categories(frame: pd.DataFrame, dims: Sequence[str], min_count: int
-                         ) -> pd.DataFrame:
+def _holders(codes: np.ndarray[Any, np.dtype[np.int64]], present: np.ndarray[Any, Any],
+             units: np.ndarray[Any, np.dtype[np.int64]] | None, size: int
+             ) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """Per category, the records (or distinct units) of the population holding it."""
+    if units is None:
+        return np.bincount(codes[present], minlength=size)
+    pairs = np.unique(np.stack([codes[present], units[present]]), axis=1)
+    return np.bincount(pairs[0], minlength=size)
+
+
+def pool_rare_categories(frame: pd.DataFrame, dims: Sequence[str], min_count: int, *,
+                         unit: str | None = None) -> pd.DataFrame:
     """``frame`` with each of ``dims`` recoded: categories held by fewer than
     ``min_count`` records that have every dimension present become :data:`POOLED`.
+    With ``unit`` (the contributor column), by fewer than ``min_count`` distinct units:
+    twelve records of one patient are one holder of their category.
 
     Categories seen only on records outside that population (another dimension missing)
     are set missing: those records are left out of the table anyway, and an empty bucket
@@ -52,6 +64,7 @@ def pool_rare_categories(frame: pd.DataFrame, dims: Sequence[str], min_count: in
     for d in dims:
         present &= frame[d].notna().to_numpy()
     out = frame.copy(deep=False)
+    units = None if unit is None else np.asarray(pd.factorize(frame[unit])[0], dtype=np.int64)
     for d in dims:
         series = frame[d]
         if not pd.api.types.is_numeric_dtype(series) and bool((series == POOLED).any()):
@@ -59,7 +72,7 @@ def pool_rare_categories(frame: pd.DataFrame, dims: Sequence[str], min_count: in
                                f"{d!r} holds the category {POOLED!r}, which labels pooled "
                                "rare categories")
         codes, uniques = _factorize(series)
-        held = np.bincount(codes[present], minlength=len(uniques))
+        held = _holders(codes, present, units, len(uniques))
         kept = held >= min_count
         pooled = (held > 0) & ~kept
         remap = np.full(len(uniques) + 1, -1, dtype=np.int64)  # last slot: missing (-1)

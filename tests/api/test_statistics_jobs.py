@@ -116,6 +116,17 @@ def test_the_task_names_the_requester_for_the_providers_audit(
     assert task["requester_id"] == requester.id
 
 
+def test_the_task_names_the_datasets_identifier_fields_without_permitting_them(
+        make_party: Any, make_agent: Any) -> None:
+    # Contributors are persons: the agent reads the identifier to count them, whatever
+    # the permit, and never projects it.
+    requester, agent, ds_id, permit_id = _world(make_party, make_agent)
+    _submit(requester, permit_id, ds_id, SPEC)
+    ds = agent.post("/agent/tasks/next").json["task"]["datasets"][0]
+    assert ds["identifiers"] == ["patient_id"]
+    assert "patient_id" not in [f["name"] for f in ds["fields"]]
+
+
 DP_SPEC = {"analyses": [{"kind": "frequency", "dims": ["sex", "diagnosis"]}],
            "dp": {"epsilon": 0.4}}
 
