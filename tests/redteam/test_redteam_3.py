@@ -318,6 +318,61 @@ def test_a_cell_of_one_patients_episodes_is_that_patients_total(
     assert recovered != round(secret, 2), "disclosed: one patient's total cost of care"
 
 
+def _dialysis_patient() -> tuple[pd.DataFrame, float]:
+    """Episodes with one dialysis patient: twelve episodes (one record each) of the only
+    N18 diagnosis; and that patient's total cost."""
+    import numpy as np
+
+    frame = hospital_table(7, 600, "R")
+    patient = frame.loc[5]
+    visits = pd.DataFrame([patient] * 11).assign(los=1, cost=np.round(
+        np.random.default_rng(5).normal(3000, 150, 11), 2))
+    frame = pd.concat([frame, visits], ignore_index=True)
+    frame.loc[frame.patient_id == patient.patient_id, "diagnosis"] = "N18"
+    return frame, float(frame.cost[frame.patient_id == patient.patient_id].sum())
+
+
+@leak("F13 on the script route: rederive counts records, so one patient's twelve "
+      "episodes make a verified row of twelve whose sum is that patient's total")
+def test_script_cell_of_one_patients_episodes_is_that_patients_total(
+        script_agent: ScriptAgent) -> None:
+    """F13 on the script route (fixed): rederive counted records, so a script's row of
+    one patient's twelve episodes verified and its sum was that patient's total. Now the
+    threshold counts the persons the dataset's identifier says the records are of: the
+    row is a ``threshold`` finding and the run is held."""
+    frame, secret = _dialysis_patient()
+    script_agent.publish(frame)
+    df = frame[PERMITTED]  # what the script reads at /in/data.csv: no patient_id
+    table = df.groupby("diagnosis").agg(n=("cost", "size"),
+                                        sum_cost=("cost", "sum")).reset_index()
+    got = script_agent.run({"cost_by_diagnosis.csv": table.round(2)})
+    recovered = None
+    if "table-1.csv" in got:  # released automatically
+        rows = got["table-1.csv"].set_index("diagnosis")
+        recovered = round(float(rows.loc["N18", "sum_cost"]), 2)
+    assert recovered != round(secret, 2), "disclosed: one patient's total cost of care"
+
+
+def test_script_table_whose_groups_hold_k_persons_each_is_released(
+        script_agent: ScriptAgent) -> None:
+    """Counting persons suppresses only what it must: a table where some patients have
+    several episodes but every diagnosis holds at least k patients verifies and is
+    released automatically, its rows the records' figures."""
+    frame = hospital_table(7, 600, "R")
+    repeat = frame.groupby("diagnosis").head(3)  # three patients per diagnosis come back
+    frame = pd.concat([frame, repeat.assign(los=1)], ignore_index=True)
+    script_agent.publish(frame)
+    df = frame[PERMITTED]
+    table = df.groupby("diagnosis").agg(n=("cost", "size"), sum_los=("los", "sum"),
+                                        mean_cost=("cost", "mean"),
+                                        std_cost=("cost", "std")).reset_index()
+    got = script_agent.run({"by_diagnosis.csv": table.round(6)})
+    assert set(got) == {"table-1.csv"}
+    rows = got["table-1.csv"].set_index("diagnosis")
+    assert rows.n.to_dict() == df.diagnosis.value_counts().to_dict()
+    assert rows.sum_los.to_dict() == df.groupby("diagnosis").los.sum().to_dict()
+
+
 # ---- F14: a std dominated by one record's squared deviation gives that record ----------
 
 def test_a_std_dominated_by_one_outlier_gives_the_outlier(script_agent: ScriptAgent) -> None:
