@@ -31,7 +31,8 @@ from containers.hardening import check_job_id
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 ROW_IDS = "rowids.npy"
-# A statistics job's contributor number per record, from the dataset's identifier fields.
+# A job's contributor number per record, from the dataset's identifier fields (statistics
+# and script jobs: the threshold and dominance rules count persons, not records).
 UNIT_IDS = "unitids.npy"
 
 
@@ -61,10 +62,10 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     ``roots`` gives the data roots of one provider: a location resolves only under the
     roots of the provider that owns the dataset. With ``audit``, the keyed row identities
     of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
-    never mounted into a container) for the differencing audit. A statistics job on a
-    dataset declaring identifier fields gets, there too, each record's contributor
-    number (``unitids.npy``): the identifiers are read from the source whatever the
-    permit, hashed under a key drawn for the job and dropped with it.
+    never mounted into a container) for the differencing audit. A one-dataset job (not a
+    joint part) on a dataset declaring identifier fields gets, there too, each record's
+    contributor number (``unitids.npy``): the identifiers are read from the source
+    whatever the permit, hashed under a key drawn for the job and dropped with it.
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         rows += projected.rows
         size += projected.size
         digests.append(projected.sha256)
-        if single and task.statistics is not None and ds.identifiers:
+        if single and task.joint is None and ds.identifiers:
             np.save(job_dir / UNIT_IDS, datasets.contributors(
                 src, ds.format, ds.identifiers, secrets.token_urlsafe(12)[:16]))
         if audit is not None and single and task.joint is None:

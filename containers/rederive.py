@@ -9,20 +9,22 @@ when every row and every cell is explained:
 * key columns are columns named after an input column whose every value is a value of
   that column in the input (a table of overall figures, one row without keys, is keyed
   by the whole input);
-* the count column equals the true number of records with those keys, and that number
-  is at least the minimum cell count (threshold on the true count), and so is the number
-  of the group's records holding a value of each statistic's column; every group of the
-  input with at least that many records is a row (the shape is the input's, so leaving
+* the count column equals the true number of records with those keys; the group's
+  contributors (its records, or the persons they are of where the dataset declares an
+  identifier: :mod:`containers.rederive_units`) number at least the minimum cell count,
+  and so do those holding a value of each statistic's column; every group of the input
+  with at least that many contributors is a row (the shape is the input's, so leaving
   rows out carries nothing), and the groups left out hold, in the whole table and in
-  each of its margins, none or at least that many records (a total less the rows would
-  give them: :mod:`containers.rederive_margins`);
+  each of its margins, none or at least that many contributors (a total less the rows
+  would give them: :mod:`containers.rederive_margins`);
 * every other column is ``<statistic>_<column>`` or ``<column>_<statistic>`` of a
   numeric input column, for a statistic of :data:`STATISTICS`, each cell a plain number
   of at most :data:`MAX_DECIMALS` decimals, equal to that statistic of the group's
   records rounded to the column's finest precision (so neither a tiny offset nor the
   choice of precision can carry a message), and sums, means and
   standard deviations pass the nk and p% rules on the group's contributions (values;
-  for a standard deviation, squared deviations from the group's mean);
+  for a standard deviation, squared deviations from the group's mean; a person's
+  records summed);
 * no line of the table (all keys fixed but one) holds every record of its group in one
   category (class disclosure).
 
@@ -59,6 +61,7 @@ from containers.rederive_margins import (
     complement_findings,
     margin_labels,
 )
+from containers.rederive_units import Units, dominated, group_holders, holders
 
 COUNT_COLUMNS = ("n", "count")
 #: What a value column may hold, and how it is recomputed from a group's values.
@@ -74,6 +77,8 @@ STATISTICS = {
 MAGNITUDE = frozenset(STATISTICS)
 #: Statistics recognised but never released automatically.
 FLAGGED_STATISTICS = frozenset({"median", "min", "max", "p50", "q50"})
+#: Statistics whose contributions are squared deviations from the cell mean, not values.
+SPREAD = frozenset({"std", "sd"})
 MAX_CELLS = 5000
 MAX_OUTPUTS = 10
 MAX_DECIMALS = 6
@@ -142,34 +147,11 @@ def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-#: Statistics whose contributions are squared deviations from the cell mean, not values.
-SPREAD = frozenset({"std", "sd"})
-
-
-def _dominated(values: np.ndarray, stat: str, policy: SDCPolicy) -> str | None:
-    """nk and p% on a cell's contributions: |x| for sums and means; for a standard
-    deviation the squared deviations from the cell mean (as the statistics route's
-    within-group variance), since one record far from many alike dominates the spread
-    and the mean and std then give its value, though it is small beside the sum."""
-    contributions = (values - values.mean()) ** 2 if stat in SPREAD else np.abs(values)
-    a = np.sort(contributions)[::-1]
-    total = float(a.sum())
-    if total <= 0:
-        return None
-    for r in policy.nk_rules:
-        if float(a[:r.n].sum()) >= r.k * total:
-            return "dominance"
-    if policy.p_percent > 0 and len(a) >= 1:
-        second = float(a[1]) if len(a) > 1 else 0.0
-        if total - float(a[0]) - second < policy.p_percent * float(a[0]):
-            return "p_percent"
-    return None
-
-
 def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.DataFrame,
-             types: Mapping[str, str], policy: SDCPolicy) -> list[Finding]:
+             types: Mapping[str, str], policy: SDCPolicy, units: Units = None
+             ) -> list[Finding]:
     """Findings for one output table against the permitted input ``frame`` (text)."""
-    return rederive_groups(header, rows, frame, types, policy)[0]
+    return rederive_groups(header, rows, frame, types, policy, units)[0]
 
 
 Groups = list[np.ndarray[Any, np.dtype[np.bool_]]]
@@ -177,11 +159,12 @@ Margins = list[np.ndarray[Any, np.dtype[np.int64]]]
 
 
 def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
-                    frame: pd.DataFrame, types: Mapping[str, str], policy: SDCPolicy
-                    ) -> tuple[list[Finding], Groups, Margins]:
+                    frame: pd.DataFrame, types: Mapping[str, str], policy: SDCPolicy,
+                    units: Units = None) -> tuple[list[Finding], Groups, Margins]:
     """Findings; per row the input records it describes; per margin of the table (its
     total, its lines) each record's margin cell (:func:`margin_labels`). The last two for
-    the differencing audit, empty when the table's groups could not be re-derived."""
+    the differencing audit, empty when the table's groups could not be re-derived.
+    ``units``: each record's person (:mod:`containers.rederive_units`); None: records."""
     if len(rows) * max(1, len(header)) > MAX_CELLS:
         return ([Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")],
                 [], [])
@@ -259,13 +242,13 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
             findings.append(Finding("count_mismatch", "the count is not the number of "
                                     "input records with these keys", column=count_at + 1,
                                     row=r_i))
-        if 0 < true_n < policy.min_count:
-            findings.append(Finding("threshold", f"fewer than {policy.min_count} records "
-                                    "with these keys", row=r_i))
+        if 0 < holders(units, mask) < policy.min_count:
+            findings.append(Finding("threshold", f"fewer than {policy.min_count} "
+                                    "contributors with these keys", row=r_i))
         for i, stat, col in values:
-            group = number[col][mask]
-            group = group[~np.isnan(group)]
-            if 0 < len(group) < policy.min_count:
+            held = mask & ~np.isnan(number[col])
+            group = number[col][held]
+            if 0 < holders(units, held) < policy.min_count:
                 # The statistic's contributors are the records holding a value, not the
                 # records with the keys: twelve records with three costs give a mean
                 # and std of three costs.
@@ -291,7 +274,8 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                                         "declares of the records with these keys",
                                         column=i + 1, row=r_i))
                 continue
-            rule = _dominated(group, stat, policy)
+            rule = dominated(group, stat in SPREAD, policy,
+                             None if units is None else units[held])
             if rule is not None:
                 findings.append(Finding(rule, "a few records dominate the cell",
                                         column=i + 1, row=r_i))
@@ -300,7 +284,8 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
         # least k records is a row (smaller ones may be left out, as suppressed, when
         # what they leave out is not a total less the rows: rederive_margins).
         sizes = frame.groupby([canon[col] for _, col in keys]).size()
-        if int((sizes >= policy.min_count).sum()) != len(rows):
+        contributors = group_holders([canon[col] for _, col in keys], units, sizes)
+        if int((contributors >= policy.min_count).sum()) != len(rows):
             findings.append(Finding("shape", "rows are missing that the input has: which "
                                              "rows a table holds is not the script's choice"))
         else:
@@ -308,7 +293,8 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
             # groups below, and a total less its rows gives those.
             findings += complement_findings(
                 [canon[col].to_numpy() for _, col in keys],
-                {i: ~np.isnan(number[col]) for i, _, col in values}, policy.min_count)
+                {i: ~np.isnan(number[col]) for i, _, col in values}, policy.min_count,
+                units)
         findings += class_disclosure(sizes, [col for _, col in keys], canon)
     return findings, groups, margin_labels([canon[col].to_numpy() for _, col in keys],
                                            groups)
@@ -364,14 +350,16 @@ def render(name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
 
 
 def output_findings(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
-                    types: Mapping[str, str], policy: SDCPolicy) -> list[list[Finding]]:
+                    types: Mapping[str, str], policy: SDCPolicy, units: Units = None
+                    ) -> list[list[Finding]]:
     """Per output (name, released content): its findings. ``frame`` None: the input
     cannot be re-read (several datasets), so nothing is verifiable."""
-    return [r.findings for r in rederive_outputs(outputs, frame, types, policy)]
+    return [r.findings for r in rederive_outputs(outputs, frame, types, policy, units)]
 
 
 def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame | None,
-                     types: Mapping[str, str], policy: SDCPolicy) -> list[Rederived]:
+                     types: Mapping[str, str], policy: SDCPolicy, units: Units = None
+                     ) -> list[Rederived]:
     if len(outputs) > MAX_OUTPUTS:
         return [Rederived([Finding("too_many_outputs",
                                    f"more than {MAX_OUTPUTS} outputs in one run")], [], 0)
@@ -388,7 +376,7 @@ def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame |
             out.append(Rederived([Finding("unverifiable", "the output could not be read "
                                                           "back")], [], 0))
             continue
-        found, groups, margins = rederive_groups(header, rows, frame, types, policy)
+        found, groups, margins = rederive_groups(header, rows, frame, types, policy, units)
         numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
         out.append(Rederived(found, groups, len(rows) * len(header),
                              None if found else render(name, header, rows, frame, numeric,

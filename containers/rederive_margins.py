@@ -15,7 +15,7 @@ category of the free key is class disclosure, as on the statistics route.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -23,44 +23,77 @@ import numpy as np
 import pandas as pd
 
 from containers.findings import Finding
+from containers.rederive_units import Bools, Units, distinct
 
 #: Key columns beyond which a table's margins (2^keys of them) are not enumerated: such
 #: a table is left to a person.
 MAX_KEYS = 6
 
-Bools = np.ndarray[Any, np.dtype[np.bool_]]
 Labels = np.ndarray[Any, np.dtype[np.int64]]
 
 
 def complement_findings(keys: Sequence[np.ndarray[Any, Any]], valued: Mapping[int, Bools],
-                        k: int) -> list[Finding]:
+                        k: int, units: Units = None) -> list[Finding]:
     """``complement`` findings of a table whose rows are exactly the input's groups (over
-    the key arrays ``keys``, one value per record) of ``k`` records or more. For every
-    margin of the table (the total, and each combination of fixed keys short of all) whose
-    total holds ``k`` or more records, the records in no row must number 0 or ``k`` or
-    more; likewise the records holding a value of a statistic's column (``valued``: per
-    0-based header position, which records hold a value)."""
+    the key arrays ``keys``, one value per record) of ``k`` contributors or more. For
+    every margin of the table (the total, and each combination of fixed keys short of
+    all) whose total holds ``k`` or more contributors, the contributors in no row must
+    number 0 or ``k`` or more; likewise those holding a value of a statistic's column
+    (``valued``: per 0-based header position, which records hold a value). Contributors
+    are records, or with ``units`` the distinct persons (:mod:`containers.rederive_units`)."""
+    found: dict[tuple[bool, int | None], Finding] = {}
+    short = _short_by_records if units is None else _short_by_persons
+    for fixed, weight in short(keys, valued, k, units):
+        column = None if weight == "records" else int(weight[1:]) + 1
+        found.setdefault((bool(fixed), column), _finding(bool(fixed), column, k))
+    # A value column's finding says nothing more where the records' own finding applies.
+    return [f for (line, column), f in found.items()
+            if column is None or (line, None) not in found]
+
+
+def _margins(width: int) -> Iterator[tuple[int, ...]]:
+    for size in range(width):
+        yield from combinations(range(width), size)
+
+
+def _short_by_records(keys: Sequence[np.ndarray[Any, Any]], valued: Mapping[int, Bools],
+                      k: int, units: Units) -> Iterator[tuple[tuple[int, ...], str]]:
+    """(margin, weight) pairs leaving out 1..k-1 records: from the cells' sums."""
     names = [f"k{j}" for j in range(len(keys))]
     weights = {"records": np.ones(len(keys[0]), dtype=np.int64)} | {
         f"v{pos}": held.astype(np.int64) for pos, held in valued.items()}
     frame = pd.DataFrame(dict(zip(names, keys, strict=True)) | weights)
     cells = frame.groupby(names, sort=False)[list(weights)].sum()
     left = cells.mul((cells["records"] < k).astype(np.int64), axis=0)
-    found: dict[tuple[bool, int | None], Finding] = {}
-    for size in range(len(keys)):
-        for fixed in combinations(range(len(keys)), size):
-            if fixed:
-                total = cells.groupby(level=list(fixed)).sum()
-                out = left.groupby(level=list(fixed)).sum()
-            else:
-                total, out = cells.sum().to_frame().T, left.sum().to_frame().T
-            short = ((total >= k) & (out >= 1) & (out < k)).any()
-            for weight in short.index[short.to_numpy()]:
-                column = None if weight == "records" else int(weight[1:]) + 1
-                found.setdefault((bool(fixed), column), _finding(bool(fixed), column, k))
-    # A value column's finding says nothing more where the records' own finding applies.
-    return [f for (line, column), f in found.items()
-            if column is None or (line, None) not in found]
+    for fixed in _margins(len(keys)):
+        if fixed:
+            total = cells.groupby(level=list(fixed)).sum()
+            out = left.groupby(level=list(fixed)).sum()
+        else:
+            total, out = cells.sum().to_frame().T, left.sum().to_frame().T
+        short = ((total >= k) & (out >= 1) & (out < k)).any()
+        for weight in short.index[short.to_numpy()]:
+            yield fixed, str(weight)
+
+
+def _short_by_persons(keys: Sequence[np.ndarray[Any, Any]], valued: Mapping[int, Bools],
+                      k: int, units: Units) -> Iterator[tuple[tuple[int, ...], str]]:
+    """The same counting distinct persons: a person's records in several cells of a
+    margin are one contributor of it, so counts are taken per margin from the records."""
+    codes = pd.DataFrame({j: pd.factorize(a)[0] for j, a in enumerate(keys)})
+    cell = codes.groupby(list(codes.columns), sort=False).ngroup().to_numpy(np.int64)
+    everyone = np.ones(len(cell), dtype=bool)
+    left = (distinct(cell, units, everyone, int(cell.max()) + 1) < k)[cell]
+    weights = {"records": everyone} | {f"v{pos}": held for pos, held in valued.items()}
+    for fixed in _margins(len(keys)):
+        margin = (codes.groupby(list(fixed), sort=False).ngroup().to_numpy(np.int64)
+                  if fixed else np.zeros(len(cell), dtype=np.int64))
+        size = int(margin.max()) + 1
+        for weight, held in weights.items():
+            total = distinct(margin, units, held, size)
+            out = distinct(margin, units, held & left, size)
+            if ((total >= k) & (out >= 1) & (out < k)).any():
+                yield fixed, weight
 
 
 def _finding(line: bool, column: int | None, k: int) -> Finding:

@@ -10,6 +10,7 @@ the one step that reads the input again and writes the audit store.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +52,35 @@ def script_rederived(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict
     policy = statistics.policy_for(task.min_cell_count, task.disclosure)
     tables = [(v.name, v.content) for v in verdicts
               if v.decision == OutputDecision.RELEASED and v.content is not None]
-    done = rederive.rederive_outputs(tables, frame, types, policy)
+    try:
+        units = _units(task, job_dir)
+    except ValueError:
+        # Prepared without the persons' numbers (an older agent), or numbers that are not
+        # the input's: never counted by records, a person decides.
+        done = [rederive.Rederived([rederive.Finding(
+            "unverifiable", "the job was prepared without its contributors: persons "
+                            "cannot be counted")], [], 0) for _ in tables]
+    else:
+        done = rederive.rederive_outputs(tables, frame, types, policy, units)
     if audit is not None and (job_dir / jobdir.ROW_IDS).exists() and frame is not None:
         _audit_script(task, job_dir, [name for name, _ in tables], done, policy, audit)
     found = iter(done)
     return [next(found) if v.decision == OutputDecision.RELEASED
             and v.content is not None else None for v in verdicts]
+
+
+def _units(task: RunTask, job_dir: Path) -> np.ndarray | None:
+    """Each projected record's person where the one dataset declares identifier fields
+    (``unitids.npy``, written by :func:`containers.jobdir.prepare`); None: records are
+    the contributors. ValueError: declared, but the numbers are missing or do not match."""
+    if len(task.datasets) != 1 or not task.datasets[0].identifiers:
+        return None
+    if not (job_dir / jobdir.UNIT_IDS).exists():
+        raise ValueError("no contributors")
+    units: np.ndarray = np.load(job_dir / jobdir.UNIT_IDS)
+    if len(units) != json.loads((job_dir / "input.json").read_text())["rows"]:
+        raise ValueError("contributors do not match the input")
+    return units
 
 
 def _audit_script(task: RunTask, job_dir: Path, names: list[str],

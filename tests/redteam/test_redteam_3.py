@@ -332,8 +332,6 @@ def _dialysis_patient() -> tuple[pd.DataFrame, float]:
     return frame, float(frame.cost[frame.patient_id == patient.patient_id].sum())
 
 
-@leak("F13 on the script route: rederive counts records, so one patient's twelve "
-      "episodes make a verified row of twelve whose sum is that patient's total")
 def test_script_cell_of_one_patients_episodes_is_that_patients_total(
         script_agent: ScriptAgent) -> None:
     """F13 on the script route (fixed): rederive counted records, so a script's row of
