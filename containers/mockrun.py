@@ -96,7 +96,10 @@ def mock_task(task: RunTask, data_root: Path, rows: int = MOCK_ROWS, seed: int =
     for ds in task.datasets:
         frame = mockdata.generate([f.model_dump() for f in ds.fields], rows, seed)
         (data_root / f"{ds.code}.csv").write_bytes(mockdata.to_csv(frame))
-        datasets.append(ds.model_copy(update={"location": f"{ds.code}.csv", "format": "csv"}))
+        # Mock tables hold the permitted fields only, one synthetic record per person:
+        # no identifier to read, each record its own contributor.
+        datasets.append(ds.model_copy(update={"location": f"{ds.code}.csv", "format": "csv",
+                                              "identifiers": ()}))
     return task.model_copy(update={"job_id": task.job_id + SUFFIX,
                                    "datasets": tuple(datasets)})
 

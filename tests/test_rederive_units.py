@@ -13,7 +13,7 @@ import pandas as pd
 from authz.states import JobState
 from authz.wire import RunTask
 from compute import statistics
-from containers import jobdir, runjob
+from containers import jobdir, mockrun, runjob
 from containers.audit_store import AuditStore
 from containers.executor import Limits
 from containers.rederive import Finding, rederive
@@ -150,3 +150,12 @@ def test_a_script_job_prepared_without_its_persons_is_held(tmp_path: Path) -> No
                            audit=AuditStore(tmp_path / "a.sqlite"))
     assert report.state == JobState.AWAITING_REVIEW
     assert any("unverifiable" in f for f in report.outputs[0].findings)
+
+
+def test_a_mock_run_has_no_persons_to_read(tmp_path: Path) -> None:
+    # Mock tables hold the permitted fields only: the identifier is not there to read.
+    task, _ = _script_task(tmp_path)
+    mock = mockrun.mock_task(task, tmp_path / "mock", rows=50)
+    job_dir = tmp_path / "work" / mock.job_id
+    jobdir.prepare(mock, job_dir, lambda _: [tmp_path / "mock"], "img", Limits())
+    assert not (job_dir / jobdir.UNIT_IDS).exists()
