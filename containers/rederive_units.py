@@ -29,8 +29,11 @@ def distinct(cell: np.ndarray[Any, np.dtype[np.int64]], units: Units, chosen: Bo
     ``chosen`` records: records, or with ``units`` distinct persons."""
     if units is None:
         return np.bincount(cell[chosen], minlength=size)
-    pairs = pd.DataFrame({"c": cell[chosen], "u": units[chosen]}).drop_duplicates()
-    return np.bincount(pairs["c"].to_numpy(np.int64), minlength=size)
+    # One int64 per (cell, person) (both below the record count: no overflow short of
+    # three billion records), deduplicated by hashing, not by sorting.
+    span = int(units.max(initial=0)) + 1
+    pairs = pd.unique(cell[chosen] * span + units[chosen])
+    return np.bincount(pairs // span, minlength=size)
 
 
 def holders(units: Units, mask: Bools) -> int:
