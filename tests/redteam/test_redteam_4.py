@@ -101,11 +101,11 @@ def test_psi_sums_at_two_widths_give_the_largest_employer() -> None:
     from compute.psi import parse_psi_spec, run_psi
 
     rng = np.random.default_rng(4)
-    firms = 120
+    firms = 40
     server = pd.DataFrame({"code": [f"91{i:08d}" for i in range(firms)],
                            "employees": rng.integers(5, 200, firms)})
     server.loc[17, "employees"] = 1234  # the one large employer, matched below
-    client = pd.DataFrame({"code": [*server.code[:90], *(f"92{i:08d}" for i in range(20))]})
+    client = pd.DataFrame({"code": [*server.code[:30], *(f"92{i:08d}" for i in range(5))]})
     schema = {"code": "string", "employees": "integer"}
 
     def intersection_sum(bits: int) -> Any:
@@ -182,3 +182,38 @@ def test_script_left_out_groups_dominated_by_one_record(script_agent: ScriptAgen
         estimate = left_sum - (left_n - 1) * typical
         recovered = (left_n, abs(estimate - secret) < 0.02 * secret)
     assert recovered != (10, True), "disclosed: the C91 patient's cost to within 2 %"
+
+
+# ---- R4-6: PSI sums: no dominance rule at all --------------------------------------------
+
+@leak("compute/psi.py release/shown_cells checks counts only (threshold, secondary); no "
+      "nk or p% rule applies to a released sum")
+def test_psi_category_sum_dominated_by_one_employer() -> None:
+    """A PSI release shows a category's count and sum once the count is k or more; the
+    sum goes out whatever its contributions. District D4 has ten matched firms: nine
+    small ones and the district's one large employer (6,000 staff). D4's sum less nine
+    typical firms (district D1's shown mean) is that employer's head count to within
+    2 %; the statistics route (and the joint route, per provider) would hide such a cell
+    by nk dominance and p% (10 %)."""
+    from compute.psi import parse_psi_spec, run_psi
+
+    rng = np.random.default_rng(3)
+    firms = 40
+    server = pd.DataFrame({"code": [f"91{i:08d}" for i in range(firms)],
+                           "district": "D1",
+                           "employees": rng.integers(5, 200, firms)})
+    server.loc[:9, "district"] = "D4"  # ten firms in D4, all matched below
+    secret = 6_000
+    server.loc[4, "employees"] = secret  # the district's one large employer
+    client = pd.DataFrame({"code": [*server.code[:30], *(f"92{i:08d}" for i in range(5))]})
+    spec = parse_psi_spec({"id": "code", "categories": {
+        "column": "district", "values": ["D1", "D4"]},
+        "value": {"column": "employees", "bits": 13}},
+        {"code": "string", "district": "string", "employees": "integer"})
+    released, _ = run_psi(spec, client, server, MIN_CELL)
+    d1, d4 = ({c["category"]: c for c in released["categories"]}[d] for d in ("D1", "D4"))
+    recovered = None
+    if d4["sum"] is not None and d1["sum"] is not None:
+        estimate = d4["sum"] - (d4["count"] - 1) * d1["sum"] / d1["count"]
+        recovered = abs(estimate - secret) < 0.02 * secret
+    assert recovered is not True, "disclosed: the large employer's head count to 2 %"
