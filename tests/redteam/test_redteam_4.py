@@ -35,8 +35,6 @@ def _dialysis_patient(frame: pd.DataFrame) -> tuple[pd.DataFrame, float]:
 
 # ---- R4-1: the script route counts records, not persons (F13 fixed on one route only) ---
 
-@leak("rederive's threshold and dominance count records; units are prepared for "
-      "statistics jobs only (containers/jobdir.py)")
 def test_script_row_of_one_patients_episodes_is_that_patients_total(
         script_agent: ScriptAgent) -> None:
     """The statistics route now counts a cell's persons (F13); the script route, on the
