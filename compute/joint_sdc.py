@@ -44,6 +44,7 @@ P_PERCENT = DEFAULT_POLICY.p_percent
 GLM_RULE = "glm_weight_dominance"
 SUMMED = {"sum", "mean", "variance", "std"}
 SQUARED = {"variance", "std"}
+MOMENTS = {"covariance", "correlation"}
 
 
 def _summed_sets(spec: dict[str, Any], col: Callable[[str], Array]
@@ -53,6 +54,12 @@ def _summed_sets(spec: dict[str, Any], col: Callable[[str], Array]
     if stats & SUMMED:
         for c in spec["columns"]:
             yield f"col.{c}", [c], 3 if stats & SQUARED else 2
+    yield from _blocks(spec)
+
+
+def _blocks(spec: dict[str, Any]) -> Iterator[tuple[str, list[str], int]]:
+    """Each block (complete cases of several columns, squares and cross-products summed)."""
+    stats = set(spec["statistics"])
     if stats & {"covariance", "correlation"}:
         yield "mom", list(spec["columns"]), 3
     if "ols" in stats:
@@ -60,6 +67,19 @@ def _summed_sets(spec: dict[str, Any], col: Callable[[str], Array]
     if glm := spec.get("glm"):
         # A round at zero coefficients (Poisson: W = 1) releases n, sums and squares.
         yield "glm", [glm["y"], *glm["x"]], 3
+
+
+def summed_columns(spec: dict[str, Any]) -> list[str]:
+    """Every numeric column whose values some statistic of the job sums (a univariate sum,
+    mean or moment, a block's column, a grouped value): the columns the job-independent
+    dominance rule covers."""
+    stats = set(spec["statistics"])
+    out: list[str] = list(spec["columns"]) if stats & (SUMMED | MOMENTS) else []
+    for _, cols, _ in _blocks(spec):
+        out += cols
+    if groups := spec.get("groups"):
+        out += list(groups["values"])
+    return list(dict.fromkeys(out))
 
 
 def _present(col: Callable[[str], Array], cols: list[str]) -> Array:
@@ -156,12 +176,32 @@ def _cell_means(x: Array, cells: Array, ncell: int) -> Array:
     return np.divide(s, n, out=np.zeros(ncell), where=n > 0)[np.maximum(cells, 0)]
 
 
+def column_dominants(spec: dict[str, Any], col: Callable[[str], Array], kept: Array
+                     ) -> tuple[Array, set[tuple[int, ...]]]:
+    """The column rule: for every column the job sums, on its present values among the
+    records kept, both ``|x|`` and the squared deviations from its mean, whatever the job
+    releases of it. A job asking only a sum therefore withdraws the record a job asking the
+    std withdraws; a job's withdrawal does not tell which statistics it asked for."""
+    out = np.zeros(len(kept), dtype=bool)
+    seen: set[tuple[int, ...]] = set()
+    for key, c in enumerate(summed_columns(spec)):
+        x = col(c)
+        cells = np.where(kept & ~np.isnan(x), 0, -1)
+        dev = x - _cell_means(x, cells, 1)
+        for rule, contrib in enumerate((np.abs(x), dev * dev)):
+            hit, leaders = _dominated(np.nan_to_num(contrib), cells, 1)
+            seen.update((-3, key, rule, int(i)) for i in hit)
+            out[leaders] = True
+    return out, seen
+
+
 def dominant_records(spec: dict[str, Any], df: Any, col: Callable[[str], Array],
                      kept: Array) -> tuple[Array, set[tuple[int, ...]]]:
     """The records to withdraw (each dominated statistic's largest contributor among the
-    records kept) and an identity for each dominated statistic cell."""
-    out = np.zeros(len(kept), dtype=bool)
-    seen: set[tuple[int, ...]] = set()
+    records kept) and an identity for each dominated statistic cell: the column rule
+    (``column_dominants``), then each block's complete cases (its sums, squares and
+    cross-products) and each grouped value's cells (``|x|`` and squared deviations)."""
+    out, seen = column_dominants(spec, col, kept)
 
     def check(key: int, contrib: Array, cells: Array, ncell: int) -> None:
         hit, leaders = _dominated(np.nan_to_num(contrib), cells, ncell)
@@ -169,13 +209,13 @@ def dominant_records(spec: dict[str, Any], df: Any, col: Callable[[str], Array],
         out[leaders] = True
 
     key = 0
-    for _, cols, most in _summed_sets(spec, col):
+    for _, cols, _most in _blocks(spec):
         inside = kept & _present(col, cols)
         cells = np.where(inside, 0, -1)
         dev = [col(c) - _cell_means(col(c), cells, 1) for c in cols]
         for i, c in enumerate(cols):
             check(key := key + 1, np.abs(col(c)), cells, 1)
-            for j in range(i, len(cols) if most == 3 else i):  # squares released with 3
+            for j in range(i, len(cols)):
                 check(key := key + 1, np.abs(dev[i] * dev[j]), cells, 1)
     for _, x, cell, ncell in _group_values(spec, df, col):
         cells = np.where(kept, cell, -1)

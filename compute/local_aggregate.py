@@ -317,6 +317,13 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
     parts, sets = _record_cells(spec, df, col)
     kept = np.ones(len(df), dtype=bool) if withdrawn is None else ~np.asarray(withdrawn, bool)
     seen: set[tuple[int, ...]] = set()
+    from compute import joint_sdc  # the agent's rules (never reached as a script)
+    # The column rule first, to its fixed point on the records not withdrawn beforehand:
+    # which records it withdraws then depends on each column's values alone, not on the
+    # job's other statistics (whose small cells could otherwise change the set it sees).
+    while (dominant := joint_sdc.column_dominants(spec, col, kept))[0].any():
+        seen |= dominant[1]
+        kept &= ~dominant[0]
 
     def short(mask: FloatArray) -> bool:
         return 0 < int(np.count_nonzero(mask)) < min_cell_count
@@ -337,7 +344,6 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
                     seen.add((-1, i, j))
                     out |= cell
         if not out.any():  # then dominance, on counts that hold
-            from compute import joint_sdc  # the agent's rules (never reached as a script)
             out, dominated = joint_sdc.dominant_records(spec, df, col, kept)
             seen |= dominated
         if not out.any():

@@ -294,7 +294,8 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
             findings += complement_findings(
                 [canon[col].to_numpy() for _, col in keys],
                 {i: ~np.isnan(number[col]) for i, _, col in values}, policy.min_count,
-                units)
+                units, {i: (number[col], stat in SPREAD) for i, stat, col in values},
+                policy)
         findings += class_disclosure(sizes, [col for _, col in keys], canon)
     return findings, groups, margin_labels([canon[col].to_numpy() for _, col in keys],
                                            groups)

@@ -22,33 +22,82 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from compute.sdc import SDCPolicy
 from containers.findings import Finding
-from containers.rederive_units import Bools, Units, distinct
+from containers.rederive_units import Bools, Units, distinct, dominated
 
 #: Key columns beyond which a table's margins (2^keys of them) are not enumerated: such
 #: a table is left to a person.
 MAX_KEYS = 6
 
 Labels = np.ndarray[Any, np.dtype[np.int64]]
+#: Per 0-based header position of a value column: its input values (NaN: none) and
+#: whether the statistic is a spread (a std: squared deviations dominate, not |x|).
+Magnitudes = Mapping[int, tuple[np.ndarray[Any, np.dtype[np.float64]], bool]]
 
 
 def complement_findings(keys: Sequence[np.ndarray[Any, Any]], valued: Mapping[int, Bools],
-                        k: int, units: Units = None) -> list[Finding]:
+                        k: int, units: Units = None, magnitudes: Magnitudes | None = None,
+                        policy: SDCPolicy | None = None) -> list[Finding]:
     """``complement`` findings of a table whose rows are exactly the input's groups (over
     the key arrays ``keys``, one value per record) of ``k`` contributors or more. For
     every margin of the table (the total, and each combination of fixed keys short of
     all) whose total holds ``k`` or more contributors, the contributors in no row must
     number 0 or ``k`` or more; likewise those holding a value of a statistic's column
     (``valued``: per 0-based header position, which records hold a value). Contributors
-    are records, or with ``units`` the distinct persons (:mod:`containers.rederive_units`)."""
+    are records, or with ``units`` the distinct persons (:mod:`containers.rederive_units`).
+    With ``magnitudes`` and ``policy``, the left-out records of every margin cell must
+    also pass nk and p% on each value column, as a row does (``_dominated_left_out``)."""
     found: dict[tuple[bool, int | None], Finding] = {}
     short = _short_by_records if units is None else _short_by_persons
     for fixed, weight in short(keys, valued, k, units):
         column = None if weight == "records" else int(weight[1:]) + 1
         found.setdefault((bool(fixed), column), _finding(bool(fixed), column, k))
+    if magnitudes and policy is not None:
+        for fixed, pos in _dominated_left_out(keys, magnitudes, policy, units):
+            found.setdefault((bool(fixed), pos + 1), _dominance_finding(bool(fixed), pos + 1))
     # A value column's finding says nothing more where the records' own finding applies.
     return [f for (line, column), f in found.items()
             if column is None or (line, None) not in found]
+
+
+def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnitudes,
+                        policy: SDCPolicy, units: Units
+                        ) -> Iterator[tuple[tuple[int, ...], int]]:
+    """(margin, value position) pairs where the records a margin cell leaves out (those in
+    groups of fewer than k contributors) have a value sum the nk or p% rule finds
+    dominated, as a row's would be: its total less its rows is that sum, a cell released
+    implicitly, and counting its records (``_short_by_records``) says nothing of one
+    record's share. Persons' records are summed first where ``units`` are known."""
+    codes = pd.DataFrame({j: pd.factorize(a)[0] for j, a in enumerate(keys)})
+    cell = codes.groupby(list(codes.columns), sort=False).ngroup().to_numpy(np.int64)
+    everyone = np.ones(len(cell), dtype=bool)
+    left = (distinct(cell, units, everyone, int(cell.max(initial=0)) + 1)
+            < policy.min_count)[cell]
+    if not left.any():
+        return
+    for fixed in _margins(len(keys)):
+        margin = (codes.groupby(list(fixed), sort=False).ngroup().to_numpy(np.int64)
+                  if fixed else np.zeros(len(cell), dtype=np.int64))
+        # A margin cell without rows is no total less rows: its own table is checked.
+        has_rows = np.zeros(int(margin.max(initial=0)) + 1, dtype=bool)
+        has_rows[margin[~left]] = True
+        for pos, (values, spread) in magnitudes.items():
+            held = np.flatnonzero(left & ~np.isnan(values) & has_rows[margin])
+            by_cell = pd.Series(held).groupby(margin[held], sort=False).indices
+            for where in by_cell.values():
+                records = held[where]
+                if dominated(values[records], spread, policy,
+                             None if units is None else units[records]) is not None:
+                    yield fixed, pos
+                    break
+
+
+def _dominance_finding(line: bool, column: int) -> Finding:
+    where = "a line of the table (some keys fixed)" if line else "the table"
+    return Finding("complement", f"the records {where} leaves out, in no row, are dominated "
+                   "by a few of them in this column: its total less its rows gives a "
+                   "value close to theirs", column=column)
 
 
 def _margins(width: int) -> Iterator[tuple[int, ...]]:

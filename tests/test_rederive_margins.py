@@ -79,6 +79,24 @@ def test_left_out_values_of_one_to_k_minus_one_are_a_complement() -> None:
     assert {(f.rule, f.column) for f in found} == {("complement", 3), ("complement", 4)}
 
 
+def test_left_out_records_dominated_by_one_are_a_complement() -> None:
+    """Twelve records left out (k or more: their count passes), one of them far above the
+    rest: the total less the rows is mostly that record's cost. Without it the same
+    table, a std included, is released."""
+    big = {("A", "F"): 40, ("B", "M"): 25}
+    frame = _wards(big | {("Y", "F"): 6, ("Z", "M"): 6})
+    assert _check(frame, ["ward"], ("mean", "sum", "std")) == []
+    left = frame.index[frame.ward == "Y"]
+    frame.loc[left[0], "cost"] = "800000.00"
+    found = _check(frame, ["ward"], ("mean", "sum"))
+    assert {(f.rule, f.column) for f in found} == {("complement", 3), ("complement", 4)}
+    # Far from the rest in squared deviations only: the std's complement is dominated.
+    frame.loc[left[0], "cost"] = "40000.00"
+    assert _check(frame, ["ward"], ("mean",)) == []
+    found = _check(frame, ["ward"], ("mean", "std"))
+    assert {(f.rule, f.column) for f in found} == {("complement", 4)}
+
+
 def test_a_row_whose_column_holds_fewer_than_k_values_is_a_threshold() -> None:
     sizes = {("A", "F"): 40, ("B", "M"): 12}
     frame = _wards(sizes)

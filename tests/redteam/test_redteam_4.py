@@ -119,8 +119,6 @@ def test_psi_sums_at_two_widths_give_the_largest_employer() -> None:
 
 # ---- R4-4: joint: a dominance withdrawal is a record set less one, by subtraction --------
 
-@leak("compute/joint_sdc.dominant_records withdraws the dominating record from the whole "
-      "job; a job without that statistic keeps it, and nothing compares the two")
 def test_joint_std_withdrawal_differenced_against_a_job_without_std() -> None:
     """F14b fixed the joint std by having the provider withdraw the record dominating its
     squared deviations from the whole job. Which records a job withdraws depends on what
@@ -148,8 +146,6 @@ def test_joint_std_withdrawal_differenced_against_a_job_without_std() -> None:
 
 # ---- R4-5: the script route's left-out groups: k records, one of them dominating ---------
 
-@leak("containers/rederive_margins.complement_findings counts the left-out records (0 or "
-      ">= k) but applies no nk/p% rule to their sum, the implicit cell total - rows")
 def test_script_left_out_groups_dominated_by_one_record(script_agent: ScriptAgent) -> None:
     """F9's complement rule lets a table leave out groups below k when they hold none or
     at least k records together: then ``total - rows`` is a cell of k records, released
