@@ -14,7 +14,11 @@ of ``compute.local_aggregate.withdraw_small_cells`` (which calls the first two):
   contributes: ``|x|`` for a sum, squared deviations from the provider's mean for a sum of
   squares (a variance, a std, a moment/OLS/GLM block's diagonal), ``|dx dy|`` for a
   cross-product, per group cell for grouped statistics. The largest contributor of a
-  dominated statistic is withdrawn from the whole job like a small cell's records.
+  dominated statistic is withdrawn from the whole job like a small cell's records. Every
+  column the job sums gets both the ``|x|`` and the squared-deviation rule on its present
+  values (``column_dominants``), whatever the job releases of it: withdrawal must not
+  depend on the statistics asked, or a job without the std, keeping the record a job
+  with it withdrew, would difference to that record.
 * ``check_glm_round``: a model round is evaluated at coefficients the requester chose; at
   steep ones the IRLS weights concentrate on one record and ``X'WX``, ``X'Wz`` are that
   record's regressors and outcome. The round fails (rule ``glm_weight_dominance``) when one
