@@ -17,6 +17,11 @@ from compute.sdc.units import contributor_codes, person_identities
 from compute.statspec import parse_statistics_spec
 from containers.audit_store import PERSONS, RECORDS, AuditStore, refuse_records_after_persons
 from containers.runspec import ExecutorError
+from sandbox.demo_data import hospital_table
+from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
+from tests.redteam.test_redteam_4 import _dialysis_patient
+
+__all__ = ["script_agent"]  # the fixture, imported for pytest
 
 KEY = "k3y-f0r-th3-t3st"
 SCHEMA = {"ward": "string", "cost": "number"}
@@ -158,3 +163,24 @@ def test_a_store_made_before_persons_stays_readable_and_fails_safe(tmp_path: Pat
         assert len(s.populations("req_1", ("pty/H",), slots_for(10), RECORDS)) == len(pops)
         with pytest.raises(ExecutorError):  # identifiers no longer declared
             refuse_records_after_persons(s, "req_1", ("pty/H",))
+
+
+def test_script_route_rows_before_and_after_one_patients_erasure(
+        script_agent: ScriptAgent) -> None:
+    """The script route: a table of n and sum of cost by sex, verified and released,
+    then the same table after one patient's twelve episodes were erased: its row differs
+    from the released one by one person, and the run is held for a person."""
+    frame, _ = _dialysis_patient(hospital_table(7, 600, "R"))
+
+    def by_sex(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        table = df[PERMITTED].groupby("sex").agg(n=("cost", "size"),
+                                                 sum_cost=("cost", "sum")).reset_index()
+        return {"cost_by_sex.csv": table.round(2)}
+
+    script_agent.publish(frame)
+    assert script_agent.run(by_sex(frame))  # released
+    erased = frame[frame.diagnosis != "N18"]
+    script_agent.publish(erased)
+    assert script_agent.run(by_sex(erased)) == {}  # held: a person decides
+    with script_agent.store.session() as s:
+        assert s.held_jobs()
