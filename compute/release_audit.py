@@ -9,6 +9,18 @@ again with it suppressed (secondary suppression closes the margins around it), a
 test or model over such a population is withheld. An analysis that would take the
 permit past its cap on released cells is withheld whole (``release_cap``).
 
+Where the dataset declares identifier fields the unit is the person: a population is
+the set of distinct persons behind a cell (each once, however many of its records the
+cell holds), so a difference is counted in persons and a total asked before and after
+one person's records left the data is caught however many records they were. Where none
+is declared every record is its own unit, as before. Record populations released before
+identifiers were declared (another identity space: a person set is never subtracted
+from a record set) are still compared with the records of a job that counts persons,
+failing closed: a difference of fewer than ``min_count`` persons can span up to
+``min_count`` times the most records one person holds, so any difference smaller than
+that (or too large to decode while the counts are that close) suppresses the cell
+(:func:`record_tolerance`).
+
 Pure: the caller (the provider's agent) supplies the keyed row identities, the earlier
 populations and the count released so far, and records what this returns.
 """
@@ -37,9 +49,22 @@ from compute.statspec import (
 class History:
     """What the provider's audit store holds for this requester and dataset."""
 
-    ids: U64  # keyed identity of each record of the frame, in order
-    prior: Sketches  # populations released before
+    ids: U64  # keyed identity of each record's unit (its own, or its person's), in order
+    prior: Sketches  # populations of that unit released before
     released_before: int  # cell values released so far under the job's permit
+    persons: bool = False  # ``ids`` name persons: several records may share one
+    # With persons: each record's own identity, and the lineage's record populations.
+    records: U64 | None = None
+    record_prior: Sketches | None = None
+
+
+def record_tolerance(persons: U64, k: int) -> int:
+    """The record difference below which a population of records may differ from another
+    by fewer than ``k`` persons: ``k`` times the most records one person holds."""
+    if not len(persons):
+        return k
+    _, counts = np.unique(persons, return_counts=True)
+    return k * int(counts.max())
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,17 +91,35 @@ def _count_values(result: dict[str, Any]) -> int:
     return 1 if result.get("values") is not None else 0
 
 
-def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int) -> Sketches:
-    """Per released unit of the analysis, the records behind it."""
+def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int,
+                distinct: bool = False) -> Sketches:
+    """Per released unit of the analysis, the records (``distinct``: persons) behind it."""
     if isinstance(a, FrequencyTable):
-        return table_sketches(frame, a.dims, ids, slots)
+        return table_sketches(frame, a.dims, ids, slots, distinct=distinct)
     if isinstance(a, MagnitudeTable):
-        return table_sketches(frame, a.dims, ids, slots, value=a.value)
+        return table_sketches(frame, a.dims, ids, slots, value=a.value, distinct=distinct)
     if isinstance(a, LinearModel):
-        return table_sketches(frame, (), ids, slots, complete=[a.y, *a.x])
+        return table_sketches(frame, (), ids, slots, complete=[a.y, *a.x],
+                              distinct=distinct)
     assert isinstance(a, ChiSquareTest)
-    whole = table_sketches(frame, a.dims, ids, slots)  # its grand total: every record used
+    # Its grand total: every record used.
+    whole = table_sketches(frame, a.dims, ids, slots, distinct=distinct)
     return whole.take(np.array([len(whole) - 1]))
+
+
+def _near(source: pd.DataFrame, a: Any, pops: Sketches, shown: Any, seen: Sketches,
+          k: int, history: History) -> Any:
+    """Per cell of ``pops``: shown and near a population released before."""
+    hit = np.zeros(len(pops), dtype=bool)
+    if not shown.any():
+        return hit
+    hit[shown] = differenced(pops.take(shown), seen, k)
+    if history.persons and history.record_prior is not None and len(history.record_prior):
+        assert history.records is not None
+        records = _population(source, a, history.records, pops.slots)
+        hit[shown] |= differenced(records.take(shown), history.record_prior,
+                                  record_tolerance(history.ids, k))
+    return hit
 
 
 def _noised(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
@@ -112,13 +155,11 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
         # One recoded frame for the analysis and its populations: same cells, same order.
         source = statistics.tabulated(frame, a, policy)
         result = statistics.analysis(source, a, policy)
-        pops = _population(source, a, history.ids, slots)
+        pops = _population(source, a, history.ids, slots, history.persons)
         table = isinstance(a, FrequencyTable | MagnitudeTable)
         shown = _released_cells(result) if table else np.array(
             [_count_values(result) > 0], dtype=bool)
-        hit = np.zeros(len(pops), dtype=bool)
-        if shown.any():
-            hit[shown] = differenced(pops.take(shown), seen, k)
+        hit = _near(source, a, pops, shown, seen, k, history)
         if hit.any():
             result = statistics.analysis(source, a, policy, hit if table else True)
             shown = _released_cells(result) if table else np.zeros(1, dtype=bool)

@@ -16,6 +16,14 @@ approval can never release a population that a run released meanwhile difference
 the review settles, :meth:`AuditSession.settle` promotes the approved outputs to released
 and discards the rest (:mod:`containers.review_audit` asks the controller).
 
+Every population is stored with its unit (``unit``): ``record`` (identities of records,
+all that was kept before persons were known) or ``person`` (identities of persons, where
+the dataset declares identifier fields: a person's records count once). The two kinds
+are different identity spaces and are never subtracted from each other; a lineage's
+populations switch from records to persons when identifiers are declared, and the
+records a job counts by persons are still compared with the lineage's record
+populations, with a tolerance that fails closed (:mod:`compute.release_audit`).
+
 Why here and not at the controller: a sketch is a function of which records a cell
 holds. Kept beside the data, the controller learns neither identities nor overlaps, and
 nothing about populations crosses the boundary; the price is that the agents of one
@@ -32,8 +40,11 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from authz.wire import DatasetTask
-from compute.sdc.audit import KEY_CHARS, Sketches
+import numpy as np
+
+from authz.wire import DatasetTask, RunTask
+from compute.sdc.audit import KEY_CHARS, U64, Sketches
+from containers.runspec import ExecutorError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -54,6 +65,23 @@ CREATE TABLE IF NOT EXISTS held_cells (
     PRIMARY KEY (job, output));
 """
 _KEY_ALPHABET = string.ascii_letters + string.digits + "+/"  # 6 bits a character
+#: Units of a stored population (see the module's docstring).
+RECORDS = "record"
+PERSONS = "person"
+_UNITS = (RECORDS, PERSONS)
+# A job's persons as the audit names them (containers.jobdir writes it; kept here, beside
+# the key it is hashed under, so that the job directory's layout module can import it).
+PERSON_IDS = "personids.npy"
+
+
+def _add_units(db: sqlite3.Connection) -> None:
+    """Give a store made before persons were known its ``unit`` column: everything it
+    holds was a population of records, and stays readable as one."""
+    for table in ("populations", "held_populations"):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "unit" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN unit TEXT NOT NULL "
+                       f"DEFAULT '{RECORDS}'")
 
 
 class AuditStore:
@@ -62,6 +90,7 @@ class AuditStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+            _add_units(db)
 
     def _connect(self) -> sqlite3.Connection:
         # isolation_level=None: transactions are begun explicitly (BEGIN IMMEDIATE).
@@ -100,6 +129,32 @@ def audit_keys(ds: DatasetTask) -> tuple[str, str]:
     return lineage(ds), ds.id
 
 
+def audit_persons(task: RunTask, job_dir: Path, rows: int) -> U64 | None:
+    """The audit's persons of a job's records (``personids.npy``, written by
+    :func:`containers.jobdir.prepare` under the store's key) where its one dataset
+    declares identifier fields; None where none is declared (records are the unit).
+    Declared but missing or not the input's: fail closed, never audit by records."""
+    if len(task.datasets) != 1 or not task.datasets[0].identifiers:
+        return None
+    path = job_dir / PERSON_IDS
+    if not path.exists():
+        raise ExecutorError("the job was prepared without its persons for the audit")
+    persons: U64 = np.load(path)
+    if len(persons) != rows:
+        raise ExecutorError("the audit's persons do not match the projected input")
+    return persons
+
+
+def refuse_records_after_persons(store: AuditSession, requester: str,
+                                 keys: tuple[str, ...]) -> None:
+    """A job auditing records where persons were audited before (the dataset declared
+    identifier fields then, no longer): its records cannot be compared with those person
+    populations, so it fails closed rather than pass them unchecked."""
+    if store.holds(requester, keys, PERSONS):
+        raise ExecutorError("earlier releases from this dataset were counted in persons; "
+                            "it no longer declares its identifier fields")
+
+
 class AuditSession:
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
@@ -113,18 +168,28 @@ class AuditSession:
         self.db.execute("INSERT INTO meta VALUES ('row_key', ?)", (key,))
         return key
 
-    def populations(self, requester: str, datasets: tuple[str, ...], slots: int
-                    ) -> Sketches:
-        """Populations released, and held for review (they may yet be released), under
-        any of the keys ``datasets`` (:func:`audit_keys`)."""
+    def populations(self, requester: str, datasets: tuple[str, ...], slots: int,
+                    unit: str = RECORDS) -> Sketches:
+        """Populations of ``unit`` released, and held for review (they may yet be
+        released), under any of the keys ``datasets`` (:func:`audit_keys`)."""
+        assert unit in _UNITS
         rows = []
         for dataset in dict.fromkeys(datasets):
             rows += self.db.execute(
                 "SELECT records, sketch FROM populations WHERE requester = ? AND "
-                "dataset = ? AND slots = ? UNION ALL SELECT records, sketch FROM "
-                "held_populations WHERE requester = ? AND dataset = ? AND slots = ?",
-                (requester, dataset, slots) * 2).fetchall()
+                "dataset = ? AND slots = ? AND unit = ? UNION ALL SELECT records, sketch "
+                "FROM held_populations WHERE requester = ? AND dataset = ? AND slots = ? "
+                "AND unit = ?", (requester, dataset, slots, unit) * 2).fetchall()
         return Sketches.from_rows([(int(n), bytes(b)) for n, b in rows], slots)
+
+    def holds(self, requester: str, datasets: tuple[str, ...], unit: str) -> bool:
+        """Does anything of ``unit`` stand released or held under the keys ``datasets``?"""
+        assert unit in _UNITS
+        return any(self.db.execute(
+            "SELECT 1 FROM populations WHERE requester = ? AND dataset = ? AND unit = ? "
+            "UNION ALL SELECT 1 FROM held_populations WHERE requester = ? AND dataset = ? "
+            "AND unit = ? LIMIT 1", (requester, dataset, unit) * 2).fetchone() is not None
+            for dataset in dict.fromkeys(datasets))
 
     def released(self, permit: str, job: str) -> int:
         """Cell values the permit released or holds for review, not counting ``job`` (a
@@ -136,32 +201,37 @@ class AuditSession:
         return int(row[0])
 
     def record(self, requester: str, dataset: str, permit: str, job: str,
-               released: Sketches, cells: int) -> None:
-        """Add a job's released populations (an identical one is kept once)."""
+               released: Sketches, cells: int, unit: str = RECORDS) -> None:
+        """Add a job's released populations of ``unit`` (an identical one is kept once)."""
+        assert unit in _UNITS
         for i in range(len(released)):
             blob = released.to_bytes(i)
             self.db.execute(
-                "INSERT OR IGNORE INTO populations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO populations (requester, dataset, slots, digest, "
+                "records, sketch, job, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (requester, dataset, released.slots, hashlib.sha256(blob).hexdigest(),
-                 int(released.n[i]), blob, job))
+                 int(released.n[i]), blob, job, unit))
         self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
                         (permit, job, cells))
 
     def hold(self, requester: str, dataset: str, permit: str, job: str,
-             outputs: list[tuple[str, Sketches, int]]) -> None:
+             outputs: list[tuple[str, Sketches, int]], unit: str = RECORDS) -> None:
         """Record a job's outputs held for review: per output (name as the controller
-        knows it), the populations of its rows (empty when they could not be
-        re-derived) and its cell values. Replaces what an earlier attempt of the job
+        knows it), the populations of its rows (of ``unit``; empty when they could not
+        be re-derived) and its cell values. Replaces what an earlier attempt of the job
         held (a run repeated after an agent restart)."""
+        assert unit in _UNITS
         self.db.execute("DELETE FROM held_populations WHERE job = ?", (job,))
         self.db.execute("DELETE FROM held_cells WHERE job = ?", (job,))
         for name, pops, cells in outputs:
             for i in range(len(pops)):
                 blob = pops.to_bytes(i)
                 self.db.execute(
-                    "INSERT OR IGNORE INTO held_populations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO held_populations (requester, dataset, slots, "
+                    "digest, records, sketch, job, output, unit) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (requester, dataset, pops.slots, hashlib.sha256(blob).hexdigest(),
-                     int(pops.n[i]), blob, job, name))
+                     int(pops.n[i]), blob, job, name, unit))
             self.db.execute("INSERT OR REPLACE INTO held_cells VALUES (?, ?, ?, ?)",
                             (permit, job, name, cells))
 
@@ -175,8 +245,9 @@ class AuditSession:
         released populations and cells; every other held output of the job is dropped."""
         for name in sorted(set(released)):
             self.db.execute(
-                "INSERT OR IGNORE INTO populations SELECT requester, dataset, slots, "
-                "digest, records, sketch, job FROM held_populations WHERE job = ? AND "
+                "INSERT OR IGNORE INTO populations (requester, dataset, slots, digest, "
+                "records, sketch, job, unit) SELECT requester, dataset, slots, digest, "
+                "records, sketch, job, unit FROM held_populations WHERE job = ? AND "
                 "output = ?", (job, name))
             row = self.db.execute("SELECT permit, cells FROM held_cells WHERE job = ? AND "
                                   "output = ?", (job, name)).fetchone()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from compute.errors import InvalidInput
 from compute.sdc import audit
-from compute.sdc.units import contributor_codes
+from compute.sdc.units import contributor_codes, person_identities
 
 TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
 
@@ -164,3 +164,11 @@ def contributors(src: Path, fmt: str, identifiers: Sequence[str], key: str) -> A
     permit: they are read here, in the provider's domain, and never projected). The
     identifier values are hashed under ``key`` and only the numbers come out."""
     return contributor_codes(_read(src, fmt, list(identifiers)), key)
+
+
+def persons(src: Path, fmt: str, identifiers: Sequence[str], key: str, rows: Any) -> Any:
+    """Per record of the source (in :func:`project`'s order), a keyed identity of its
+    person, the same in every job (:func:`compute.sdc.units.person_identities`): the
+    differencing audit's unit where the dataset declares identifier fields. ``key`` is
+    the audit store's row key, ``rows`` the records' :func:`row_identities`."""
+    return person_identities(_read(src, fmt, list(identifiers)), key, rows)

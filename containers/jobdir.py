@@ -24,7 +24,7 @@ import numpy as np
 
 from authz.wire import RunReport, RunTask
 from compute.errors import InvalidInput
-from containers import datasets
+from containers import audit_store, datasets
 from containers.audit_store import AuditStore
 from containers.executor import Limits, RunSpec
 from containers.hardening import check_job_id
@@ -34,6 +34,9 @@ ROW_IDS = "rowids.npy"
 # A job's contributor number per record, from the dataset's identifier fields (statistics
 # and script jobs: the threshold and dominance rules count persons, not records).
 UNIT_IDS = "unitids.npy"
+# Each record's person as the differencing audit names it across jobs (identifiers hashed
+# under the audit store's persistent key), where the dataset declares identifier fields.
+PERSON_IDS = audit_store.PERSON_IDS
 
 
 def check_task(task: RunTask, work_root: Path) -> Path:
@@ -62,7 +65,9 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     ``roots`` gives the data roots of one provider: a location resolves only under the
     roots of the provider that owns the dataset. With ``audit``, the keyed row identities
     of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
-    never mounted into a container) for the differencing audit. A one-dataset job (not a
+    never mounted into a container) for the differencing audit, and where the dataset
+    declares identifier fields each record's person under the same key
+    (``personids.npy``: the audit's unit is then persons). A one-dataset job (not a
     joint part) on a dataset declaring identifier fields gets, there too, each record's
     contributor number (``unitids.npy``): the identifiers are read from the source
     whatever the permit, hashed under a key drawn for the job and dropped with it.
@@ -92,7 +97,11 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         if audit is not None and single and task.joint is None:
             with audit.session() as store:
                 key = store.row_key()
-            np.save(job_dir / ROW_IDS, datasets.row_identities(src, ds.format, key))
+            rowids = datasets.row_identities(src, ds.format, key)
+            np.save(job_dir / ROW_IDS, rowids)
+            if ds.identifiers:
+                np.save(job_dir / PERSON_IDS, datasets.persons(
+                    src, ds.format, ds.identifiers, key, rowids))
     sha = digests[0] if single else hashlib.sha256("\n".join(digests).encode()).hexdigest()
     (job_dir / "input.json").write_text(json.dumps({"rows": rows, "bytes": size,
                                                     "sha256": sha}))

@@ -22,11 +22,20 @@ from authz.states import (
 )
 from authz.wire import RunTask
 from compute import statistics
+from compute.release_audit import record_tolerance
 from compute.sdc import SDCPolicy
 from compute.sdc.audit import Sketches, sketch_cells, slots_for
 from compute.sdc.combinations import differenced
 from containers import checks, jobdir, rederive
-from containers.audit_store import AuditStore, audit_keys, lineage
+from containers.audit_store import (
+    PERSONS,
+    RECORDS,
+    AuditStore,
+    audit_keys,
+    audit_persons,
+    lineage,
+)
+from containers.runspec import ExecutorError
 
 
 def script_findings(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict],
@@ -89,31 +98,45 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
     """Check the rows of every re-derived table against the populations released (or
     held) before; record them as released when the run is released automatically, else
     as held for review (released only if a person approves: containers.review_audit)."""
-    ids = np.load(job_dir / jobdir.ROW_IDS)
+    records = np.load(job_dir / jobdir.ROW_IDS)
     slots = slots_for(policy.min_count)
     requester = task.requester_id or f"permit:{task.permit_id}"
     ds = task.datasets[0]
     dataset = lineage(ds)
+    keys = audit_keys(ds)
+    try:
+        persons = audit_persons(task, job_dir, len(records))
+    except ExecutorError:
+        persons = None  # prepared without them: every output already has a finding
+    ids = records if persons is None else persons
+    unit = RECORDS if persons is None else PERSONS
     with audit.session() as store:
-        seen = store.populations(requester, audit_keys(ds), slots)
+        seen = store.populations(requester, keys, slots, unit)
+        record_prior = (store.populations(requester, keys, slots, RECORDS)
+                        if persons is not None else Sketches.empty(slots))
+        after_persons = persons is None and store.holds(requester, keys, PERSONS)
         before = count = store.released(task.permit_id, task.job_id)
         mine = []
         for out in done:
             pops = Sketches.empty(slots)
+            if out.groups and after_persons:
+                out.findings.append(rederive.Finding(
+                    "differencing", "earlier releases from this dataset were counted in "
+                    "persons; it no longer declares its identifier fields"))
             if out.groups:
-                member = np.full(len(ids), -1, dtype=np.int64)
-                for r, mask in enumerate(out.groups):
-                    member[mask] = r
                 # The rows, then what adding rows up gives: the union of the rows of the
                 # table and of each of its lines, a population the requester holds too
                 # (a later total, the statistics route's or a script's, is compared with
                 # it: a total less a table's rows is what the table left out).
-                pops = Sketches.concat(
-                    [_sketches(member, ids, len(out.groups), slots),
-                     *(_sketches(cell, ids, int(cell.max()) + 1, slots)
-                       for cell in out.margins)], slots)
+                pops = _populations(out, ids, slots, persons is not None)
                 # Held outputs are checked too: the finding tells their reviewer.
                 near = differenced(pops, seen, policy.min_count)
+                if len(record_prior) and persons is not None:
+                    # Record populations released before identifiers were declared:
+                    # compared by records, failing closed (compute.release_audit).
+                    near |= differenced(_populations(out, records, slots, False),
+                                        record_prior,
+                                        record_tolerance(persons, policy.min_count))
                 for r in np.flatnonzero(near[:len(out.groups)]):
                     out.findings.append(rederive.Finding(
                         "differencing", "the records of this row differ from a population "
@@ -133,14 +156,28 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
         if task.script_release == ScriptRelease.AUTOMATIC and not any(
                 o.findings for o in done):
             store.record(requester, dataset, task.permit_id, task.job_id,
-                         Sketches.concat(mine, slots), count - before)
+                         Sketches.concat(mine, slots), count - before, unit)
         elif done:
             store.hold(requester, dataset, task.permit_id, task.job_id,
                        [(name, pops, out.cells)
-                        for name, pops, out in zip(names, mine, done, strict=True)])
+                        for name, pops, out in zip(names, mine, done, strict=True)], unit)
 
 
-def _sketches(cell: np.ndarray, ids: np.ndarray, size: int, slots: int) -> Sketches:
+def _populations(out: rederive.Rederived, ids: np.ndarray, slots: int,
+                 distinct: bool) -> Sketches:
+    """An output's populations: its rows', then its totals' (``distinct``: ``ids`` are
+    persons, each counted once per population)."""
+    member = np.full(len(ids), -1, dtype=np.int64)
+    for r, mask in enumerate(out.groups):
+        member[mask] = r
+    return Sketches.concat(
+        [_sketches(member, ids, len(out.groups), slots, distinct),
+         *(_sketches(cell, ids, int(cell.max()) + 1, slots, distinct)
+           for cell in out.margins)], slots)
+
+
+def _sketches(cell: np.ndarray, ids: np.ndarray, size: int, slots: int,
+              distinct: bool) -> Sketches:
     """Sketches of ``size`` populations, record ``i`` in population ``cell[i]`` (-1: none)."""
     inside = cell >= 0
-    return sketch_cells(cell[inside], ids[inside], size, slots)
+    return sketch_cells(cell[inside], ids[inside], size, slots, distinct)

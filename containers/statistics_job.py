@@ -26,7 +26,15 @@ from compute.sdc import SDCPolicy
 from compute.sdc.audit import slots_for
 from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import jobdir
-from containers.audit_store import AuditStore, audit_keys, lineage
+from containers.audit_store import (
+    PERSONS,
+    RECORDS,
+    AuditStore,
+    audit_keys,
+    audit_persons,
+    lineage,
+    refuse_records_after_persons,
+)
 from containers.runspec import ExecutorError
 
 STATISTICS_OUTPUT = "statistics.json"
@@ -89,12 +97,22 @@ def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: Statistics
     requester = task.requester_id or f"permit:{task.permit_id}"
     ds = task.datasets[0]
     slots = slots_for(policy.min_count)
+    persons = audit_persons(task, job_dir, len(frame))
+    keys = audit_keys(ds)
     with audit.session() as store:
-        history = release_audit.History(
-            ids=ids, prior=store.populations(requester, audit_keys(ds), slots),
-            released_before=store.released(task.permit_id, task.job_id))
+        released_before = store.released(task.permit_id, task.job_id)
+        if persons is None:
+            refuse_records_after_persons(store, requester, keys)
+            history = release_audit.History(
+                ids=ids, prior=store.populations(requester, keys, slots),
+                released_before=released_before)
+        else:
+            history = release_audit.History(
+                ids=persons, prior=store.populations(requester, keys, slots, PERSONS),
+                released_before=released_before, persons=True, records=ids,
+                record_prior=store.populations(requester, keys, slots, RECORDS))
         done = release_audit.compute_audited(frame, spec, policy, history)
         store.record(requester, lineage(ds), task.permit_id, task.job_id, done.released,
-                     done.cells_released)
+                     done.cells_released, PERSONS if persons is not None else RECORDS)
     return done.document
 

@@ -55,7 +55,7 @@ def slots_for(k: int) -> int:
     return n + (-n) % HASHES
 
 
-def _mix(x: U64) -> U64:
+def mix(x: U64) -> U64:
     """splitmix64's finalizer: a bijection on 64-bit words that spreads every bit."""
     with np.errstate(over="ignore"):
         z = x.astype(np.uint64, copy=True)
@@ -76,19 +76,19 @@ def row_identities(frame: pd.DataFrame, key: str) -> U64:
     h = pd.util.hash_pandas_object(text, index=False, hash_key=key).to_numpy(np.uint64)
     occurrence = pd.Series(h).groupby(h).cumcount().to_numpy(np.uint64)
     with np.errstate(over="ignore"):
-        return _mix(h ^ _mix(occurrence + _SALTS[0]))
+        return mix(h ^ mix(occurrence + _SALTS[0]))
 
 
 def _buckets(ids: U64, slots: int) -> I64:
     """(records, 3) bucket of each record, one per third."""
     third = np.uint64(slots // HASHES)
     with np.errstate(over="ignore"):
-        return np.stack([(_mix(ids ^ s) % third + np.uint64(j) * third).astype(np.int64)
+        return np.stack([(mix(ids ^ s) % third + np.uint64(j) * third).astype(np.int64)
                          for j, s in enumerate(_SALTS)], axis=1)
 
 
 def _check(ids: U64) -> np.ndarray[Any, np.dtype[np.uint32]]:
-    return (_mix(ids ^ _CHECK_SALT) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+    return (mix(ids ^ _CHECK_SALT) & np.uint64(0xFFFFFFFF)).astype(np.uint32)
 
 
 def _wrapping_sum(index: I64, values: U64, length: int) -> U64:
@@ -155,8 +155,21 @@ class Sketches:
                         raw[:, 12 * slots:].copy().view("<u4").astype(np.uint32))
 
 
-def sketch_cells(cells: I64, ids: U64, size: int, slots: int) -> Sketches:
-    """Sketches of ``size`` cells, each record (``ids[i]``) in cell ``cells[i]``."""
+def _distinct(cells: I64, ids: U64) -> tuple[I64, U64]:
+    """Each (cell, identity) pair once: a person's records count once per population."""
+    if not len(ids):
+        return cells, ids
+    pairs = np.unique(np.stack([cells.astype(np.uint64), ids], axis=1), axis=0)
+    return pairs[:, 0].astype(np.int64), np.ascontiguousarray(pairs[:, 1])
+
+
+def sketch_cells(cells: I64, ids: U64, size: int, slots: int,
+                 distinct: bool = False) -> Sketches:
+    """Sketches of ``size`` cells, each record (``ids[i]``) in cell ``cells[i]``.
+    ``distinct``: the identities are persons' (several records may share one), and each
+    is added to a cell once however many of its records the cell holds."""
+    if distinct:
+        cells, ids = _distinct(cells, ids)
     buckets = _buckets(ids, slots)
     flat = (cells[:, None] * slots + buckets).ravel()
     count = np.bincount(flat, minlength=size * slots).astype(np.int64)
@@ -179,18 +192,44 @@ def _with_margins(a: np.ndarray[Any, Any], ndim: int) -> np.ndarray[Any, Any]:
     return a
 
 
+def _margined_sketches(codes: list[I64], shape: tuple[int, ...], ids: U64,
+                       slots: int) -> Sketches:
+    """Every cell of the margined table sketched directly from distinct persons: a
+    margin's population is the union of its interior cells', and a person in two of
+    them must count once (adding their sketches would count it twice)."""
+    d = len(shape)
+    full = tuple(s + 1 for s in shape)
+    parts_cells, parts_ids = [], []
+    for pattern in range(1 << d):  # which axes are totalled (their index is the last)
+        cell = np.zeros(len(ids), dtype=np.int64)
+        for axis in range(d):
+            code = (np.full(len(ids), shape[axis], dtype=np.int64) if pattern >> axis & 1
+                    else codes[axis])
+            cell += code * int(np.prod(full[axis + 1:], dtype=np.int64))
+        parts_cells.append(cell)
+        parts_ids.append(ids)
+    return sketch_cells(np.concatenate(parts_cells), np.concatenate(parts_ids),
+                        int(np.prod(full, dtype=np.int64)), slots, distinct=True)
+
+
 def table_sketches(frame: pd.DataFrame, dims: Sequence[str], ids: U64, slots: int,
-                   value: str | None = None, complete: Sequence[str] = ()) -> Sketches:
+                   value: str | None = None, complete: Sequence[str] = (),
+                   distinct: bool = False) -> Sketches:
     """Per cell of the full (margined) table over ``dims``, in the engine's cell order
     (C order of the margined array, as :class:`~compute.sdc.CheckedTable` lists them):
     the records it counts. ``value``: only records where it is present (a magnitude
     table); ``complete``: only records with every listed column present (a model).
-    The interior is sketched from the records, the margins by adding sketches."""
+    The interior is sketched from the records, the margins by adding sketches.
+    ``distinct``: ``ids`` are persons' identities, each counted once per cell (margins
+    included: they are sketched from the persons, not added)."""
     grid = encode(frame, tuple(dims), None)
     rows = grid.present() if dims else np.ones(len(frame), dtype=bool)
     for col in ([value] if value is not None else []) + list(complete):
         rows &= frame[col].notna().to_numpy()
     shape = grid.shape
+    if distinct:
+        return _margined_sketches([c[rows].astype(np.int64) for c in grid.codes],
+                                  tuple(int(s) for s in shape), ids[rows], slots)
     cells = np.zeros(int(rows.sum()), dtype=np.int64)
     for axis, codes in enumerate(grid.codes):
         cells += codes[rows] * int(np.prod(shape[axis + 1:], dtype=np.int64))

@@ -130,7 +130,7 @@ def describe(rule: Rule, policy: SDCPolicy) -> str:
     if rule is Rule.DIFFERENCING:
         return ("differencing: the cell's population differs from a population already "
                 f"released to this requester from this data by fewer than {policy.min_count}"
-                " records")
+                " contributors (persons where the data declares identifiers, else records)")
     if rule is Rule.RELEASE_CAP:
         return (f"release cap: the permit's cap of {policy.max_released_cells} released "
                 "cells would be exceeded")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from compute.errors import InvalidInput
+from compute.sdc.audit import U64, mix
 from compute.sdc.grid import IntArray
 
 KEY_CHARS = 16
@@ -65,3 +66,35 @@ def contributor_codes(identifiers: pd.DataFrame, key: str) -> IntArray:
                 break
     out, _ = pd.factorize(labels)
     return np.asarray(out, dtype=np.int64)
+
+
+_PERSON_SALT = np.uint64(0x5851F42D4C957F2D)
+_NONE = np.iinfo(np.uint64).max
+
+
+def person_identities(identifiers: pd.DataFrame, key: str, rows: U64) -> U64:
+    """Per record, a keyed 64-bit identity of its person that is the same in every job
+    (the differencing audit compares persons across jobs; the contributor numbers of
+    :func:`contributor_codes` are drawn per job and do not compare).
+
+    A person is a contributor of :func:`contributor_codes` (records linked by a value of
+    any identifier column), named by the smallest keyed hash of the identifier values
+    its records hold (each value hashed with its column's name: the same text in two
+    columns is not one person). ``key`` is the audit store's persistent row key, so
+    nobody without it can link an identity to a person. A record with no identifier
+    value is a person of its own, named by its row identity (``rows``)."""
+    labels = contributor_codes(identifiers, key)
+    smallest = np.full(len(identifiers), _NONE, dtype=np.uint64)
+    for name in identifiers.columns:
+        column = identifiers[name]
+        text = column.astype(str).str.strip()
+        missing = (column.isna().to_numpy()
+                   | text.str.lower().isin(["", "nan", "none"]).to_numpy())
+        hashed = pd.util.hash_pandas_object(f"{name}\x1f" + text, index=False,
+                                            hash_key=key).to_numpy(np.uint64)
+        hashed[missing] = _NONE
+        smallest = np.minimum(smallest, hashed)
+    person = pd.Series(smallest).groupby(labels).transform("min").to_numpy(np.uint64)
+    named = person != _NONE
+    with np.errstate(over="ignore"):
+        return np.where(named, mix(person ^ _PERSON_SALT), rows).astype(np.uint64)

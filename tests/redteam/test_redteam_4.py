@@ -56,8 +56,6 @@ def test_script_row_of_one_patients_episodes_is_that_patients_total(
 
 # ---- R4-2: the differencing audit counts records, not persons ---------------------------
 
-@leak("the differencing audit (compute/sdc/audit.py, compute/release_audit.py) compares "
-      "populations of records; a difference of one person's k or more records passes")
 def test_statistics_total_before_and_after_one_patients_erasure(
         script_agent: ScriptAgent) -> None:
     """One patient's twelve episodes are erased from the provider's file (an erasure
