@@ -87,7 +87,7 @@ def bank_verification(stack: EmbeddedStack, admin: Client, image: str, work: Pat
                             {"id": "credit_code",
                              "categories": {"column": "district",
                                             "values": [*DISTRICTS, "Jinshan"]},
-                             "value": {"column": "employees", "bits": 8}})
+                             "value": {"column": "employees"}})
         # Minutes on a busy two-core machine: every group's response is a pass over the
         # register's points.
         out = sdk.wait(psi_id, timeout_s=900)

@@ -25,7 +25,7 @@ SOCIAL = [{"name": "credit_code", "type": "string", "sensitivity": "identifier"}
           {"name": "employees", "type": "integer", "sensitivity": "sensitive"}]
 DISTRICTS = ["Huangpu", "Xuhui", "Pudong", "Minhang"]
 SPEC = {"id": "credit_code", "categories": {"column": "district", "values": DISTRICTS},
-        "value": {"column": "employees", "bits": 10}}
+        "value": {"column": "employees"}}
 
 
 class Relay:

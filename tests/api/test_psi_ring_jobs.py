@@ -31,7 +31,7 @@ from tests.conftest import Actor
 BANK = [{"name": "credit_code", "type": "string", "sensitivity": "identifier"},
         {"name": "segment", "type": "string", "sensitivity": "internal"}]
 SPEC = {"id": "credit_code", "categories": {"column": "district", "values": DISTRICTS},
-        "value": {"column": "employees", "bits": 8}}
+        "value": {"column": "employees"}}
 ORDER = ("tax", "social", "bank")  # ring order; the social insurance fund holds the columns
 
 

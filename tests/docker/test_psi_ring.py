@@ -76,7 +76,7 @@ def test_three_providers_psi_with_real_agents(stack: Stack) -> None:
     psi_id = sdk.submit_among(
         r["permit_id"], [sides[n][1] for n in REGISTERS], sides["social"][1],
         {"id": "credit_code", "categories": {"column": "district", "values": DISTRICTS},
-         "value": {"column": "employees", "bits": 7}}, counter_dataset_id=sides["fund"][1])
+         "value": {"column": "employees"}}, counter_dataset_id=sides["fund"][1])
     out = sdk.wait(psi_id, timeout_s=120)
     common = set(data["tax"]["credit_code"]) & set(data["fund"]["credit_code"])
     want = data["social"][data["social"]["credit_code"].isin(common)]
