@@ -212,24 +212,28 @@ def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
 def withheld_markers(cat_masks: list[tuple[str, Any]], ints: np.ndarray
                      ) -> dict[str, np.ndarray]:
     """Per sum (prefix ``""`` for the whole intersection, ``cat.i.`` per category), the
-    identifiers its withheld marker holds: the whole register group when its sum is
-    withheld, none otherwise. A category's sum is withheld when its register group is
-    dominated; the total's when the whole register, the rest (records of no listed
-    category: the total less the shown categories would be its sum) or any listed
-    category is, since the total less the shown categories would then expose it."""
+    identifiers its withheld marker holds, none when the sum may be shown. A category's
+    marker holds its register group when that group is dominated. The total's holds every
+    identifier when the whole register is dominated; otherwise the identifiers of the part
+    the total less the shown categories would at least be (the dominated categories and
+    the rest, i.e. no listed category) when that part is dominated: the client withholds
+    the total only if its set meets that part, which it learns from the counts anyway.
+    Hiding more (count-suppressed categories, each undominated) cannot make that part
+    dominated: nk and p% are closed under union of undominated groups."""
     none = np.zeros(len(ints), dtype=bool)
     out: dict[str, np.ndarray] = {}
     listed = none.copy()
-    hidden_total = False
+    exposed = none.copy()
     for prefix, mask in cat_masks[1:]:
         listed |= mask
         hit = dominated(ints[mask])
-        hidden_total |= hit
+        exposed |= mask if hit else none
         out[prefix] = mask if hit else none
-    if len(cat_masks) > 1:
-        hidden_total |= dominated(ints[~listed])
-    hidden_total |= dominated(ints)
-    out[""] = np.ones(len(ints), dtype=bool) if hidden_total else none
+    exposed |= ~listed
+    if dominated(ints):
+        out[""] = np.ones(len(ints), dtype=bool)
+    else:
+        out[""] = exposed if dominated(ints[exposed]) else none
     return out
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compute.psi import PSI_VALUE_BITS
 from sandbox.client import Client
 from sandbox.sdk import PrivateSetIntersection
 from tests.docker.helpers import TEST_LABELS, Stack
@@ -91,4 +92,4 @@ def test_three_providers_psi_with_real_agents(stack: Stack) -> None:
         ok = cell["category"] == "Huangpu"
         assert cell["count"] == (len(sub) if ok else None)
         assert cell["sum"] == (int(sub["employees"].sum()) if ok else None)
-    assert out["suppressed_cells"] == 2 and out["values_clipped_to"] == [0, 127]
+    assert out["suppressed_cells"] == 2 and out["values_clipped_to"] == [0, 2 ** PSI_VALUE_BITS - 1]
