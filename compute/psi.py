@@ -214,11 +214,10 @@ def withheld_markers(cat_masks: list[tuple[str, Any]], ints: np.ndarray
     """Per sum (prefix ``""`` for the whole intersection, ``cat.i.`` per category), the
     identifiers its withheld marker holds, none when the sum may be shown. A category's
     marker holds its register group when that group is dominated. The total's holds every
-    identifier when the whole register is dominated; otherwise the identifiers of the part
-    the total less the shown categories would at least be (the dominated categories and
-    the rest, i.e. no listed category) when that part is dominated: the client withholds
-    the total only if its set meets that part, which it learns from the counts anyway.
-    Hiding more (count-suppressed categories, each undominated) cannot make that part
+    identifier (so the outcome is the rule's alone, whichever identifiers matched) when the
+    whole register is dominated, or the part the total less the shown categories would at
+    least be (the dominated categories and the rest, i.e. no listed category) is. Hiding
+    more (count-suppressed categories, each undominated) cannot make that part
     dominated: nk and p% are closed under union of undominated groups."""
     none = np.zeros(len(ints), dtype=bool)
     out: dict[str, np.ndarray] = {}
@@ -230,10 +229,8 @@ def withheld_markers(cat_masks: list[tuple[str, Any]], ints: np.ndarray
         exposed |= mask if hit else none
         out[prefix] = mask if hit else none
     exposed |= ~listed
-    if dominated(ints):
-        out[""] = np.ones(len(ints), dtype=bool)
-    else:
-        out[""] = exposed if dominated(ints[exposed]) else none
+    hit = dominated(ints) or dominated(ints[exposed])
+    out[""] = np.ones(len(ints), dtype=bool) if hit else none
     return out
 
 

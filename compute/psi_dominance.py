@@ -11,8 +11,8 @@ is withheld whatever the intersection: the outcome is the rule's, per register g
 and carries no other data.
 
 The outcome travels to the client inside the protocol, as one more group per sum: the
-*withheld marker* of a sum holds the identifiers of the dominated register group its
-sum would expose (``compute.psi.withheld_markers``), and none otherwise (padded like every
+*withheld marker* of a sum holds the identifiers of its dominated register group (every
+identifier for the total: ``compute.psi.withheld_markers``), and none otherwise (padded like every
 group, so its size says nothing).
 The client reads ``|A ∩ marker| > 0``: a group with any match is flagged exactly when its
 register group is dominated (a set has no false negatives; a false positive, probability
