@@ -30,7 +30,9 @@ bytes grow with the number of groups).
 The groups: ``all``, ``cat.i`` (server identifiers of category i) and, for sums,
 ``bit.j`` / ``cat.i.bit.j`` (identifiers whose value has bit j set): the sum of the values
 over the intersection is ``sum_j 2^j |A ∩ B_bit j|``, of the values rounded to integers and
-clipped to ``[0, 2^bits - 1]`` (never refused: see ``server_rows``). The controller relays
+clipped to ``[0, 2^PSI_VALUE_BITS - 1]`` (never refused: see ``server_rows``; the width
+is the platform's, never the requester's). A sum whose register group is dominated (nk,
+p%) is withheld: compute/psi_dominance.py. The controller relays
 the messages only (blinded points and compressed sets); the server learns ``|A|``; the
 client learns, per group, ``|A ∩ B_g|`` and the padded group size (``|B|`` for all), and
 nothing that links one group to another. It releases only the cardinality, the
@@ -59,9 +61,15 @@ from private_set_intersection.python import (
 )
 
 from compute.errors import InvalidInput, PolicyViolation
+from compute.psi_dominance import WITHHELD, dominated
 
 FPR = 1e-9
-MAX_VALUE_BITS = 32
+# Every PSI sum takes its values as integers of this many bits, whatever the job: a width
+# the requester chose would let two releases of one intersection at two widths differ by
+# the excess of the values clipped at the narrower one (a large value, exactly). With one
+# width a value at or above 2^16 is clipped alike in every release. 16 bits cover head
+# counts and most per-firm counts; each bit costs one group per category (see groups()).
+PSI_VALUE_BITS = 16
 MAX_CATEGORIES = 64
 Category = str | int | float
 
@@ -72,22 +80,24 @@ class PSISpec:
     category_column: str | None = None
     categories: tuple[Category, ...] = ()
     value_column: str | None = None
-    value_bits: int = 20
+    value_bits: int = PSI_VALUE_BITS
 
     def groups(self) -> list[str]:
-        """Every server-side group whose intersection size the client learns."""
+        """Every server-side group whose intersection size the client learns: with sums,
+        each sum's value bits and its withheld marker (compute/psi_dominance.py)."""
         out = ["all"]
         cats = [f"cat.{i}" for i in range(len(self.categories))]
         out += cats
         if self.value_column is not None:
             for prefix in ["", *(f"{c}." for c in cats)]:
                 out += [f"{prefix}bit.{j}" for j in range(self.value_bits)]
+                out.append(f"{prefix}{WITHHELD}")
         return out
 
 
 def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
     """``{"id": col, "categories": {"column": c, "values": [...]}, "value": {"column": v,
-    "bits": 20}}``: columns of the server's dataset except ``id``, which both share."""
+    "bits": 16}}``: columns of the server's dataset except ``id``, which both share."""
     if not isinstance(raw, Mapping):
         raise InvalidInput("psi", "type", "psi: must be an object")
     for key in raw:
@@ -118,10 +128,11 @@ def parse_psi_spec(raw: object, schema: Mapping[str, str]) -> PSISpec:
     if (val := raw.get("value")) is not None:
         if not isinstance(val, Mapping):
             raise InvalidInput("psi.value", "type", "psi.value: must be an object")
-        bits = val.get("bits", 20)
-        if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= \
-                MAX_VALUE_BITS:
-            raise InvalidInput("psi.value.bits", "range", f"psi.value.bits: 1-{MAX_VALUE_BITS}")
+        # Decided on the spec alone: the width is the platform's, never the requester's.
+        bits = val.get("bits", PSI_VALUE_BITS)
+        if isinstance(bits, bool) or bits != PSI_VALUE_BITS:
+            raise InvalidInput("psi.value.bits", "fixed_width", "psi.value.bits: every PSI "
+                               f"sum uses {PSI_VALUE_BITS} bits (omit it or give that)")
         spec = PSISpec(spec.id_column, spec.category_column, spec.categories,
                        column(val.get("column"), "psi.value.column", numeric=True), bits)
     if spec.id_column in (spec.category_column, spec.value_column):
@@ -159,8 +170,9 @@ def server_rows(spec: PSISpec, frame: pd.DataFrame
     vals = np.nan_to_num(vals, nan=0.0)  # a missing value adds nothing to a sum
     # Every value is taken as an integer in [0, 2^bits - 1]: rounded, then clipped. Never a
     # refusal: which widths the server refused would tell the requester, job by job, the
-    # magnitude of the register's largest value (a binary search over ``bits``). The
-    # release says that sums are of clipped values, always, whatever the data holds.
+    # magnitude of the register's largest value. The width is fixed (``PSI_VALUE_BITS``),
+    # so every release clips alike. The release says that sums are of clipped values,
+    # always, whatever the data holds.
     vals = np.clip(np.rint(vals), 0, value_ceiling(spec))
     return rows["_id"].tolist(), keys, vals.astype(np.int64)
 
@@ -186,6 +198,8 @@ def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
             for j in range(spec.value_bits):
                 hit = mask & ((ints >> j) & 1).astype(bool)
                 groups[f"{prefix}bit.{j}"] = id_arr[hit].tolist()
+        for prefix, ids_marked in withheld_markers(cat_masks, ints).items():
+            groups[f"{prefix}{WITHHELD}"] = id_arr[ids_marked].tolist()
     # Every group is padded with random identifiers (128 bits: they match nothing) to the
     # size of the whole set, so no message's size tells the controller or the client how
     # many of the server's identifiers fall in a category or have a value bit set.
@@ -193,6 +207,31 @@ def server_groups(spec: PSISpec, frame: pd.DataFrame) -> dict[str, list[str]]:
     for members in groups.values():
         members.extend(f"pad:{secrets.token_hex(16)}" for _ in range(size - len(members)))
     return groups
+
+
+def withheld_markers(cat_masks: list[tuple[str, Any]], ints: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+    """Per sum (prefix ``""`` for the whole intersection, ``cat.i.`` per category), the
+    identifiers its withheld marker holds, none when the sum may be shown. A category's
+    marker holds its register group when that group is dominated. The total's holds every
+    identifier (so the outcome is the rule's alone, whichever identifiers matched) when the
+    whole register is dominated, or the part the total less the shown categories would at
+    least be (the dominated categories and the rest, i.e. no listed category) is. Hiding
+    more (count-suppressed categories, each undominated) cannot make that part
+    dominated: nk and p% are closed under union of undominated groups."""
+    none = np.zeros(len(ints), dtype=bool)
+    out: dict[str, np.ndarray] = {}
+    listed = none.copy()
+    exposed = none.copy()
+    for prefix, mask in cat_masks[1:]:
+        listed |= mask
+        hit = dominated(ints[mask])
+        exposed |= mask if hit else none
+        out[prefix] = mask if hit else none
+    exposed |= ~listed
+    hit = dominated(ints) or dominated(ints[exposed])
+    out[""] = np.ones(len(ints), dtype=bool) if hit else none
+    return out
 
 
 def server_setup(spec: PSISpec, frame: pd.DataFrame, client_size: int
@@ -285,9 +324,12 @@ def shown_cells(total: int, counts: list[int], min_count: int) -> tuple[bool, li
 def release(spec: PSISpec, cards: Mapping[str, int], min_count: int) -> dict[str, Any]:
     """What leaves the client's agent: counts and sums, suppressed as :func:`shown_cells`
     says (a hidden count takes its sum with it, so no hidden sum is the total sum less the
-    shown ones either). Per-bit counts never leave. Every hidden cell is alike (``null``),
-    whichever rule hid it."""
-    def total(prefix: str) -> int:
+    shown ones either), and each sum its server withheld (dominance, with its secondary:
+    ``withheld_markers``) ``null``. Per-bit counts never leave. Every hidden cell is alike
+    (``null``), whichever rule hid it."""
+    def total(prefix: str) -> int | None:
+        if cards[f"{prefix}{WITHHELD}"] > 0:
+            return None
         return sum(cards[f"{prefix}bit.{j}"] << j for j in range(spec.value_bits))
 
     n = cards["all"]
@@ -297,7 +339,7 @@ def release(spec: PSISpec, cards: Mapping[str, int], min_count: int) -> dict[str
                            "min_count": min_count}
     if spec.value_column is not None:
         out["sum"] = total("") if total_shown else None
-        # Data-independent: the spec's width, whether or not any value was clipped.
+        # Data-independent: the platform's width, whether or not any value was clipped.
         out["values_clipped_to"] = [0, value_ceiling(spec)]
     if spec.category_column is not None:
         cells = []

@@ -59,7 +59,7 @@ POINT_BYTES = 33  # a compressed P-256 point, as the library encodes it
 MAGIC = b"PSR1"
 MAX_PARTIES = 16
 OWN_SET = "ids"
-SET_NAME_RX = re.compile(r"ids|all|cat\.\d{1,2}|(cat\.\d{1,2}\.)?bit\.\d{1,2}")
+SET_NAME_RX = re.compile(r"ids|all|cat\.\d{1,2}|(cat\.\d{1,2}\.)?(bit\.\d{1,2}|withheld)")
 Sets = dict[str, list[bytes]]
 # The controller's limit on a relayed message (authz/psi_relay.py), which travels in
 # chunks: about 8 million points.
@@ -150,8 +150,8 @@ def message(sets: Mapping[str, Sequence[bytes]]) -> bytes:
     data = pack(sets)
     if len(data) > MAX_MESSAGE_BYTES:
         raise InvalidInput("psi", "message_size", "the PSI ring's blinded sets exceed the "
-                           "256 MiB a relayed message may hold: fewer categories or value "
-                           "bits, or smaller datasets, would fit")
+                           "256 MiB a relayed message may hold: fewer categories, no "
+                           "sums, or smaller datasets, would fit")
     return data
 
 

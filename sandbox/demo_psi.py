@@ -87,7 +87,7 @@ def bank_verification(stack: EmbeddedStack, admin: Client, image: str, work: Pat
                             {"id": "credit_code",
                              "categories": {"column": "district",
                                             "values": [*DISTRICTS, "Jinshan"]},
-                             "value": {"column": "employees", "bits": 8}})
+                             "value": {"column": "employees"}})
         # Minutes on a busy two-core machine: every group's response is a pass over the
         # register's points.
         out = sdk.wait(psi_id, timeout_s=900)
@@ -95,10 +95,13 @@ def bank_verification(stack: EmbeddedStack, admin: Client, image: str, work: Pat
         say(f"PSI job refused or failed: {e}")
         return False
     say(f"PSI job {psi_id}: the agents exchanged blinded points through the controller")
-    say(f"registered firms that file social insurance: {out['intersection']:,} "
-        f"({out['sum']:,} insured employees)")
+    total = "employees withheld" if out["sum"] is None else \
+        f"{out['sum']:,} insured employees"
+    say(f"registered firms that file social insurance: {out['intersection']:,} ({total})")
     for cell in out["categories"]:
+        employees = "employees withheld (dominance)" if cell["sum"] is None else \
+            f"{cell['sum']:>7,} employees"
         shown = "suppressed (< minimum count)" if cell["count"] is None else \
-            f"{cell['count']:>5} firms, {cell['sum']:>7,} employees"
+            f"{cell['count']:>5} firms, {employees}"
         say(f"    {cell['category']:<10}{shown}")
     return True

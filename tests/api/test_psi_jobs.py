@@ -11,7 +11,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
+import compute.psi
 from authz.wire import RunReport, RunTask
 from compute.psi import parse_psi_spec
 from containers import psi_part
@@ -25,7 +27,7 @@ SOCIAL = [{"name": "credit_code", "type": "string", "sensitivity": "identifier"}
           {"name": "employees", "type": "integer", "sensitivity": "sensitive"}]
 DISTRICTS = ["Huangpu", "Xuhui", "Pudong", "Minhang"]
 SPEC = {"id": "credit_code", "categories": {"column": "district", "values": DISTRICTS},
-        "value": {"column": "employees", "bits": 10}}
+        "value": {"column": "employees"}}
 
 
 class Relay:
@@ -60,6 +62,14 @@ class Relay:
             if len(parts) == r.json["chunks"]:
                 return b"".join(parts)
 
+
+
+@pytest.fixture(autouse=True)
+def narrow_platform_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform's value width, set to 10 bits here (controller and agents run in this
+    process): every value of these registers fits, and each bit less is one group less
+    per sum to compute under a shared CI machine's load."""
+    monkeypatch.setattr(compute.psi, "PSI_VALUE_BITS", 10)
 
 def registers() -> tuple[pd.DataFrame, pd.DataFrame]:
     rng = np.random.default_rng(5)
@@ -175,6 +185,10 @@ def test_psi_refusals(make_party: Any, admin: Actor, tmp_path: Path) -> None:
     w = world(make_party, admin)
     r = submit(w, spec={"id": "credit_code", "value": {"column": "district"}})
     assert r.status_code == 400 and r.json["field"] == "psi.value.column"
+    # The width is the platform's: another is refused on the spec, before any data.
+    r = submit(w, spec={"id": "credit_code", "value": {"column": "employees", "bits": 9}})
+    assert r.status_code == 400 and (r.json["field"], r.json["rule"]) == (
+        "psi.value.bits", "fixed_width")
     r = w["requester"].post("/psi-jobs", {
         "permit_id": w["permit"], "client_dataset_id": w["sides"]["tax"]["ds"]["id"],
         "server_dataset_id": w["sides"]["tax"]["ds"]["id"], "spec": SPEC})

@@ -18,6 +18,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
+import compute.psi
 from authz.models import PsiChunk
 from authz.wire import RunReport, RunTask
 from compute.psi import parse_psi_spec, shown_cells
@@ -31,9 +32,17 @@ from tests.conftest import Actor
 BANK = [{"name": "credit_code", "type": "string", "sensitivity": "identifier"},
         {"name": "segment", "type": "string", "sensitivity": "internal"}]
 SPEC = {"id": "credit_code", "categories": {"column": "district", "values": DISTRICTS},
-        "value": {"column": "employees", "bits": 8}}
+        "value": {"column": "employees"}}
 ORDER = ("tax", "social", "bank")  # ring order; the social insurance fund holds the columns
 
+
+
+@pytest.fixture(autouse=True)
+def narrow_platform_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The platform's value width, set to 8 bits here (controller and agents run in this
+    process): every value of these registers fits, and each bit less is one group less
+    per sum to compute under a shared CI machine's load."""
+    monkeypatch.setattr(compute.psi, "PSI_VALUE_BITS", 8)
 
 def registers() -> dict[str, pd.DataFrame]:
     rng = np.random.default_rng(11)

@@ -23,7 +23,9 @@ from compute.psi import (
     server_respond,
     server_setup,
     shown_cells,
+    withheld_markers,
 )
+from compute.psi_dominance import dominated
 
 DISTRICTS = ["Huangpu", "Xuhui", "Pudong", "Minhang"]
 SERVER_SCHEMA = {"credit_code": "string", "district": "string", "employees": "integer"}
@@ -55,7 +57,7 @@ def test_matches_a_plain_intersection(registers: tuple[pd.DataFrame, pd.DataFram
     tax, social = registers
     spec = parse_psi_spec({"id": "credit_code",
                            "categories": {"column": "district", "values": DISTRICTS},
-                           "value": {"column": "employees", "bits": 10}}, SERVER_SCHEMA)
+                           "value": {"column": "employees"}}, SERVER_SCHEMA)
     out, sizes = run_psi(spec, tax, social, min_count=10)
     want = plain(tax, social)
     assert out["intersection"] == len(want) == 400
@@ -116,8 +118,8 @@ def test_refusals(registers: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     assert out["values_clipped_to"] == [0, 15]
     for raw, rule in (({"id": "nope"}, "unknown_column"),
                       ({"id": "credit_code", "value": {"column": "district"}}, "not_numeric"),
-                      ({"id": "credit_code", "value": {"column": "employees", "bits": 64}},
-                       "range"),
+                      ({"id": "credit_code", "value": {"column": "employees", "bits": 20}},
+                       "fixed_width"),
                       ({"id": "credit_code", "join": 1}, "unknown_field"),
                       ({"id": "credit_code", "categories": {"column": "district",
                                                             "values": [1, 1.0]}}, "duplicate")):
@@ -176,7 +178,7 @@ def test_the_client_cannot_link_the_servers_groups(
     skeys, setups = server_setup(spec, server_frame, len(ids))
     _, request = client_request(ids)
     responses = server_respond(skeys, request, min_request=10)
-    assert set(setups) == set(responses) == set(spec.groups()) and len(setups) == 12
+    assert set(setups) == set(responses) == set(spec.groups()) and len(setups) == 15
     hashes = {g: gcs_hashes(s) for g, s in setups.items()}
     assert all(len(h) == 120 for h in hashes.values())  # the decoding reads every element
     points = {}
@@ -219,7 +221,8 @@ def test_a_hidden_count_takes_its_sum_and_the_total_sum_keeps_nothing_apart() ->
     # cat.0 = 20 records of value 1, cat.1 = 30 of 3, cat.2 = 12 of 2; 1 more of 3 unlisted.
     cards = {"all": 63, "cat.0": 20, "cat.1": 30, "cat.2": 12,
              "bit.0": 51, "bit.1": 43, "cat.0.bit.0": 20, "cat.0.bit.1": 0,
-             "cat.1.bit.0": 30, "cat.1.bit.1": 30, "cat.2.bit.0": 0, "cat.2.bit.1": 12}
+             "cat.1.bit.0": 30, "cat.1.bit.1": 30, "cat.2.bit.0": 0, "cat.2.bit.1": 12,
+             "withheld": 0, "cat.0.withheld": 0, "cat.1.withheld": 0, "cat.2.withheld": 0}
     out = release(spec, cards, 10)
     assert [c["count"] for c in out["categories"]] == [20, 30, None]
     assert [c["sum"] for c in out["categories"]] == [20, 90, None]
@@ -227,3 +230,33 @@ def test_a_hidden_count_takes_its_sum_and_the_total_sum_keeps_nothing_apart() ->
     # The rest (one record, value 3) is hidden with C: 137 - 20 - 90 = 27 is 13 records.
     assert out["sum"] - 20 - 90 == 27 and out["suppressed_cells"] == 1
     assert out["values_clipped_to"] == [0, 3]
+
+
+def test_a_dominated_groups_sum_is_withheld_and_the_total_with_it() -> None:
+    """nk and p% on each register group (server side, before the protocol): a dominated
+    category's marker holds its identifiers; the total's holds all of them when the part
+    the total less the shown categories would be (dominated categories and the rest) is
+    dominated, or the whole register is; an undominated group's marker is empty."""
+    ints = np.array([6000, 120, 80, 90, 110, 100, 95, 85, 105, 115, 70, 60, 75, 65])
+    d4 = np.arange(len(ints)) < 5
+    whole = np.ones(len(ints), dtype=bool)
+    markers = withheld_markers([("", whole), ("cat.0.", ~d4), ("cat.1.", d4)], ints)
+    assert not markers["cat.0."].any() and markers["cat.1."].tolist() == d4.tolist()
+    assert markers[""].all()
+    # D4 unlisted: it is the rest, dominated, so the total goes; D1's sum stays.
+    markers = withheld_markers([("", whole), ("cat.0.", ~d4)], ints)
+    assert not markers["cat.0."].any() and markers[""].all()
+    # The whole register dominated: every identifier.
+    markers = withheld_markers([("", whole)], np.where(d4, ints, 1))
+    assert markers[""].all()
+    # No large value: nothing withheld.
+    markers = withheld_markers([("", whole), ("cat.0.", ~d4)], np.where(d4, 100, ints))
+    assert not markers["cat.0."].any() and not markers[""].any()
+    assert not dominated(np.array([], dtype=np.int64))
+
+    spec = PSISpec("credit_code", "district", ("D1", "D4"), "employees", 1)
+    cards = {"all": 30, "cat.0": 20, "cat.1": 10, "bit.0": 9, "cat.0.bit.0": 5,
+             "cat.1.bit.0": 4, "withheld": 30, "cat.0.withheld": 0, "cat.1.withheld": 10}
+    out = release(spec, cards, 10)
+    assert (out["intersection"], out["sum"]) == (30, None)
+    assert [(c["count"], c["sum"]) for c in out["categories"]] == [(20, 5), (10, None)]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from compute.psi import PSI_VALUE_BITS
 from sandbox.client import Client
 from sandbox.sdk import PrivateSetIntersection
 from tests.docker.helpers import TEST_LABELS, Stack
@@ -76,7 +77,7 @@ def test_three_providers_psi_with_real_agents(stack: Stack) -> None:
     psi_id = sdk.submit_among(
         r["permit_id"], [sides[n][1] for n in REGISTERS], sides["social"][1],
         {"id": "credit_code", "categories": {"column": "district", "values": DISTRICTS},
-         "value": {"column": "employees", "bits": 7}}, counter_dataset_id=sides["fund"][1])
+         "value": {"column": "employees"}}, counter_dataset_id=sides["fund"][1])
     out = sdk.wait(psi_id, timeout_s=120)
     common = set(data["tax"]["credit_code"]) & set(data["fund"]["credit_code"])
     want = data["social"][data["social"]["credit_code"].isin(common)]
@@ -91,4 +92,4 @@ def test_three_providers_psi_with_real_agents(stack: Stack) -> None:
         ok = cell["category"] == "Huangpu"
         assert cell["count"] == (len(sub) if ok else None)
         assert cell["sum"] == (int(sub["employees"].sum()) if ok else None)
-    assert out["suppressed_cells"] == 2 and out["values_clipped_to"] == [0, 127]
+    assert out["suppressed_cells"] == 2 and out["values_clipped_to"] == [0, 2 ** PSI_VALUE_BITS - 1]
