@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from sandbox.demo_data import hospital_table
-from tests.redteam.test_redteam_3 import MIN_CELL, PERMITTED, ScriptAgent, leak, script_agent
+from tests.redteam.test_redteam_3 import MIN_CELL, PERMITTED, ScriptAgent, script_agent
 
 __all__ = ["script_agent"]  # the fixture, imported for pytest
 
