@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, current_app, request
@@ -18,10 +19,10 @@ from sandbox.waiting import wait_seconds
 
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
 CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: How often a held mask-key wait looks again when no commit in this process woke it (the
-#: last key may be committed by another controller process). Short: every part of the job
-#: waits on it, and a probe reads two columns and a count; it lasts only while keys are
-#: missing, one poll per running part.
+#: How often a held joint wait (mask keys, a cell-holders round) looks again when no
+#: wake-up came (sandbox.wakeup: one may be lost). Short: every part of the job waits on
+#: it, and a probe reads two columns and a count; it lasts only while the set is
+#: incomplete, one poll per running part.
 MASK_KEYS_PROBE_S = 0.05
 TASK_PROBE_S = 0.25
 
@@ -37,6 +38,26 @@ def me() -> dict[str, Any]:
 
 def _wait_s() -> float:
     return wait_seconds(float(current_app.config["AGENT_POLL_WAIT_S"]))
+
+
+def _held_until_complete(load: Callable[[], dict[str, Any]],
+                         may_be_complete: Callable[[], bool]) -> dict[str, Any]:
+    """A joint long poll (``?wait=<s>``): ``load()`` once it says ``complete``, or when the
+    wait is over. Woken by a commit in any controller process (sandbox.wakeup); between
+    wake-ups it probes the cheap ``may_be_complete`` every MASK_KEYS_PROBE_S."""
+    deadline = time.monotonic() + _wait_s()
+    signal = db.joint_signal()
+    while True:
+        seen = signal.generation()  # before the read: a commit after it is not missed
+        got = load()
+        if got["complete"] or deadline - time.monotonic() <= 0:
+            return got
+        complete = False
+        while not complete and (remaining := deadline - time.monotonic()) > 0:
+            signal.wait(min(MASK_KEYS_PROBE_S, remaining), seen)
+            seen = signal.generation()
+            db.session().rollback()  # the next probe reads a fresh snapshot
+            complete = may_be_complete()
 
 
 @bp.post("/tasks/next")
@@ -136,22 +157,10 @@ def mask_key(job_id: str) -> dict[str, Any]:
 @auth.agent_only
 def mask_keys(job_id: str) -> dict[str, Any]:
     """All providers' mask keys of the part's joint job, once every one is announced.
-    ``?wait=<s>``: a long poll, answered as soon as the last key is committed (woken by
-    the commit in this process; another process's commit is seen at the next probe, every
-    MASK_KEYS_PROBE_S)."""
-    deadline = time.monotonic() + _wait_s()
-    signal = db.joint_signal()
-    while True:
-        seen = signal.generation()  # before the read: a commit after it is not missed
-        keys = joint_masks.key_set(db.ctx(), auth.agent(), job_id)
-        if keys["complete"] or deadline - time.monotonic() <= 0:
-            return keys
-        may_be_complete = False
-        while not may_be_complete and (remaining := deadline - time.monotonic()) > 0:
-            signal.wait(min(MASK_KEYS_PROBE_S, remaining), seen)
-            seen = signal.generation()
-            db.session().rollback()  # the next probe reads a fresh snapshot
-            may_be_complete = joint_masks.may_be_complete(db.ctx(), job_id)
+    ``?wait=<s>``: a long poll, answered as soon as the last key is committed."""
+    return _held_until_complete(
+        lambda: joint_masks.key_set(db.ctx(), auth.agent(), job_id),
+        lambda: joint_masks.may_be_complete(db.ctx(), job_id))
 
 
 @bp.post("/jobs/<job_id>/cell-holders")
@@ -173,19 +182,9 @@ def cell_holders_round(job_id: str, rnd: int) -> dict[str, Any]:
     if rnd >= wire.CELL_HOLDER_ROUNDS:
         raise InvalidInput("round", "range",
                            f"round: at most {wire.CELL_HOLDER_ROUNDS - 1}")
-    deadline = time.monotonic() + _wait_s()
-    signal = db.joint_signal()
-    while True:
-        seen = signal.generation()  # before the read: a commit after it is not missed
-        got = joint_cell_holders.round_set(db.ctx(), auth.agent(), job_id, rnd)
-        if got["complete"] or deadline - time.monotonic() <= 0:
-            return got
-        may_be_complete = False
-        while not may_be_complete and (remaining := deadline - time.monotonic()) > 0:
-            signal.wait(min(MASK_KEYS_PROBE_S, remaining), seen)
-            seen = signal.generation()
-            db.session().rollback()  # the next probe reads a fresh snapshot
-            may_be_complete = joint_cell_holders.may_be_complete(db.ctx(), job_id, rnd)
+    return _held_until_complete(
+        lambda: joint_cell_holders.round_set(db.ctx(), auth.agent(), job_id, rnd),
+        lambda: joint_cell_holders.may_be_complete(db.ctx(), job_id, rnd))
 
 
 @bp.post("/jobs/<job_id>/psi/<name>")
