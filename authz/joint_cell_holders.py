@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from authz import wire
+from authz import joint_masks, wire
 from authz.context import Ctx
 from authz.joint_masks import leased_part
 from authz.models import Agent, Job, JointJob
@@ -75,13 +75,8 @@ def round_set(ctx: Ctx, agent: Agent, job_id: str, rnd: int) -> dict[str, Any]:
     vectors = _round_of(joint, rnd)
     if len(vectors) < len(parts):
         return {"complete": False, "vectors": [], "agent_keys": {}}
-    keys: dict[str, str] = {}
-    for p in parts:
-        peer = ctx.session.get(Agent, p.agent_id) if p.agent_id else None
-        if peer is None or peer.public_key is None:
-            raise Conflict("a part's agent has no registered signing key")
-        keys[p.provider_id] = peer.public_key
-    return {"complete": True, "vectors": vectors, "agent_keys": keys}
+    return {"complete": True, "vectors": vectors,
+            "agent_keys": joint_masks.agent_keys_of(ctx, parts)}
 
 
 def may_be_complete(ctx: Ctx, job_id: str, rnd: int) -> bool:

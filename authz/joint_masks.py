@@ -8,7 +8,7 @@ under is public and auditable. The agents check the signatures again before mask
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select
@@ -77,13 +77,20 @@ def key_set(ctx: Ctx, agent: Agent, job_id: str) -> dict[str, Any]:
     announced = {a["provider_id"] for a in joint.mask_keys}
     if announced != providers:
         return {"complete": False, "announcements": [], "agent_keys": {}}
+    return {"complete": True, "announcements": list(joint.mask_keys),
+            "agent_keys": agent_keys_of(ctx, parts)}
+
+
+def agent_keys_of(ctx: Ctx, parts: Sequence[Job]) -> dict[str, str]:
+    """Each part's provider and the signing key of the agent holding the part: what the
+    peers verify every signed announcement and vector of the job against."""
     keys: dict[str, str] = {}
     for p in parts:
         peer = ctx.session.get(Agent, p.agent_id) if p.agent_id else None
         if peer is None or peer.public_key is None:
             raise Conflict("a part's agent has no registered signing key")
         keys[p.provider_id] = peer.public_key
-    return {"complete": True, "announcements": list(joint.mask_keys), "agent_keys": keys}
+    return keys
 
 
 def may_be_complete(ctx: Ctx, job_id: str) -> bool:
