@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, exc, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -25,6 +27,63 @@ def _create_private(path: str | None) -> None:
     # created is SQLite's to report, when the engine first connects.
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+#: A pooled PostgreSQL connection idle longer than this is checked with a round trip
+#: before it is handed out again (see :func:`_check_on_checkout`).
+PING_AFTER_IDLE_S = 5.0
+
+
+def _server_spoke(dbapi_conn: Any) -> bool:
+    """Whether an idle connection's socket has something to read (or is closed).
+
+    An idle connection in the pool is owed nothing by the server: bytes waiting, an end of
+    file or an error on its socket mean the server ended it (a restart, a terminated
+    backend, an idle timeout) or has something to say that a round trip will show. One
+    ``poll`` with no wait, no traffic: go-sql-driver/mysql checks pooled connections the
+    same way (its ``connCheck``). A connection whose socket cannot be looked at counts as
+    suspect.
+    """
+    try:
+        fd = dbapi_conn.pgconn.socket
+    except Exception:  # not psycopg, or already closed: check it the slow way
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
+
+
+def _check_on_checkout(engine: Engine, idle_s: float) -> None:
+    """Check a pooled connection is alive before handing it out, without a round trip
+    when nothing suggests otherwise.
+
+    SQLAlchemy's ``pool_pre_ping`` pings on every checkout: one more round trip for every
+    request, a tenth of a short read's cost. Instead a connection is pinged (the dialect's
+    own ping) only when its socket shows the server spoke or hung up
+    (:func:`_server_spoke`), or when it sat idle longer than ``idle_s``; a dead one is
+    replaced before anyone sees it. A connection that dies while in use fails its
+    statement (503, retry later), as it did with a ping, and SQLAlchemy then invalidates
+    every connection the pool held from before.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _handed_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        returned = record.info.get("returned_at")
+        if returned is None:
+            return  # just connected
+        if time.monotonic() - returned < idle_s and not _server_spoke(dbapi_conn):
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as e:
+            if engine.dialect.is_disconnect(e, dbapi_conn, None):
+                # The pool discards this connection and tries another (or a new one).
+                raise exc.DisconnectionError("a pooled connection was found closed") from e
+            raise
 
 
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
@@ -81,14 +140,16 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
                 dbapi_conn.execute("ROLLBACK")
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
     if read_only:
         kwargs["isolation_level"] = "AUTOCOMMIT"
         kwargs.setdefault("connect_args", {})
         options = kwargs["connect_args"].get("options", "")
         kwargs["connect_args"]["options"] = \
             f"{options} -c default_transaction_read_only=on".strip()
-    return create_engine(url, **kwargs)
+    engine = create_engine(url, **kwargs)
+    if not kwargs.get("pool_pre_ping"):
+        _check_on_checkout(engine, PING_AFTER_IDLE_S)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def test_postgres_outage_is_503_and_the_app_recovers(own_cluster: str, tmp_path:
             _assert_unavailable(client.post("/api/v1/parties", headers=admin,
                                             json={"name": "lost?", "role": "requester"}))
             _assert_unavailable(client.get("/api/v1/datasets", headers=admin))
-        # Back: the pool's dead connections are replaced (pre-ping), nothing was written.
+        # Back: the pool's dead connections are replaced (checked on checkout), nothing was written.
         assert client.get("/api/v1/me", headers=admin).status_code == 200
         r = client.post("/api/v1/parties", headers=admin,
                         json={"name": "after", "role": "requester"})
@@ -174,6 +175,12 @@ def _terminate_own_backend(url: str) -> None:
     with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"),
                          autocommit=True) as other:
         other.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # It only signals the backend: wait until it has exited, as after a restart.
+        deadline = time.monotonic() + 30
+        while other.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                            (pid,)).fetchone() != (0,):
+            assert time.monotonic() < deadline, "the backend did not exit"
+            time.sleep(0.01)
 
 
 @pytest.mark.postgres
