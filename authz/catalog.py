@@ -116,6 +116,12 @@ def field_map(ds: Dataset) -> dict[str, dict[str, Any]]:
     return {f["name"]: f for f in ds.fields}
 
 
+def identifier_fields(ds: Dataset) -> list[str]:
+    """The fields that say which records are one person's (persons are then the unit of
+    the disclosure rules and of differential privacy)."""
+    return [f["name"] for f in ds.fields if f["sensitivity"] == "identifier"]
+
+
 def to_json(ds: Dataset, party: Party) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": ds.id, "code": ds.code, "version": ds.version, "name": ds.name,

@@ -12,12 +12,13 @@ import json
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import defer, joinedload
+from sqlalchemy.orm import defer, joinedload, object_session
 
-from authz import lifecycle, people, permits, review
+from authz import catalog, lifecycle, people, permits, review
 from authz import validate as v
 from authz.context import ROW_LOCK, Ctx
 from authz.models import (
+    Dataset,
     Job,
     JobOutput,
     Party,
@@ -29,7 +30,12 @@ from authz.specs import JOB_SUBMIT_SPEC as SUBMIT_SPEC
 from authz.specs import MAX_SCRIPT_BYTES as MAX_SCRIPT_BYTES
 from authz.states import TERMINAL, JobState, OutputDecision
 from compute.errors import Conflict, InvalidInput, NotFound, PolicyViolation
-from compute.statspec import parse_statistics_spec
+from compute.statspec import (
+    PERSON,
+    DifferentialPrivacy,
+    parse_statistics_spec,
+    privacy_unit,
+)
 
 
 def submit(ctx: Ctx, requester: Party, body: object) -> Job:
@@ -38,22 +44,20 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
         raise InvalidInput("script", "give exactly one of script and statistics")
     permit, request = permits.requester_permit(ctx, requester, data["permit_id"])
     people.require_named(ctx, permit.id, permit.people)
-    dp: dict[str, Any] | None = None
+    dp_spec: DifferentialPrivacy | None = None
     if data["statistics"] is not None:
         if len(data["dataset_ids"]) != 1:
             raise InvalidInput("dataset_ids", "a statistics job reads exactly one dataset")
         spec = parse_statistics_spec(data["statistics"], permits.permitted_schema(
             ctx, permit, [d for d in data["dataset_ids"] if d in permit.columns]))
-        kind, script = "statistics", spec.canonical()
-        if spec.dp is not None:
-            dp = {"epsilon": spec.dp.epsilon, "delta": 0.0,
-                  "mechanism": "discrete_laplace (counts), laplace (sums)"}
+        kind, script, dp_spec = "statistics", spec.canonical(), spec.dp
     else:
         kind, script = "script", data["script"].encode()
         if len(script) > MAX_SCRIPT_BYTES:
             raise InvalidInput("script", f"must be at most {MAX_SCRIPT_BYTES} bytes")
         check_syntax(data["script"])
     covered = permits.covered_datasets(ctx, permit, data["dataset_ids"])
+    dp = None if dp_spec is None else _dp_record(dp_spec, covered[0])
     if len({ds.code for ds in covered}) != len(covered):
         # Each input file is named after its code (/in/<code>.csv).
         raise InvalidInput("dataset_ids", "names two versions of one dataset code: keep one")
@@ -249,14 +253,37 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
     return out
 
 
+def _dp_record(dp: DifferentialPrivacy, dataset: Dataset | None) -> dict[str, Any]:
+    """A noised job's privacy terms as the job and the ledger show them: epsilon, delta,
+    mechanism and the privacy unit (a person where the dataset declares identifier
+    fields, as the agent then bounds each person's records; else a record)."""
+    persons = dataset is not None and bool(catalog.identifier_fields(dataset))
+    return {"epsilon": dp.epsilon, "delta": 0.0,
+            "mechanism": "discrete_laplace (counts), laplace (sums)",
+            **privacy_unit(dp, persons)}
+
+
 def statistics_dp(job: Job) -> dict[str, Any] | None:
-    """The ``dp`` part of a statistics job's stored spec (its epsilon and bounds)."""
+    """The ``dp`` part of a statistics job's stored spec (its epsilon and bounds), with
+    its privacy unit."""
     try:
         spec = json.loads(job.script)
     except ValueError:
         return None
-    dp = spec.get("dp") if isinstance(spec, dict) else None
-    return {**dp, "mechanism": "discrete_laplace (counts), laplace (sums)"} if dp else None
+    raw = spec.get("dp") if isinstance(spec, dict) else None
+    if not raw:
+        return None
+    try:
+        dp = DifferentialPrivacy.model_validate(raw)
+    except ValueError:
+        return None  # stored specs were validated at submission; nothing to describe
+    # The job's own session (a list of jobs reads each dataset once: identity map).
+    session = object_session(job)
+    dataset = session.get(Dataset, job.dataset_ids[0]) if session and job.dataset_ids else None
+    record = _dp_record(dp, dataset)
+    if record["unit"] != PERSON:  # the limit is the spec's, unused without persons
+        raw = {k: x for k, x in raw.items() if k != "max_records_per_person"}
+    return {**raw, **record}
 
 
 def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes:

@@ -157,7 +157,7 @@ def _dataset_task(ds: Dataset, columns: list[str]) -> DatasetTask:
     return DatasetTask.model_validate({
         "id": ds.id, "code": ds.code, "provider_id": ds.provider_id, "format": ds.format,
         "location": ds.location, "fields": [fm[c] for c in columns],
-        "identifiers": [f["name"] for f in ds.fields if f["sensitivity"] == "identifier"]})
+        "identifiers": catalog.identifier_fields(ds)})
 
 
 def _dispatch(ctx: Ctx, agent: Agent, job: Job, permit: Permit, claim_key: str | None

@@ -79,13 +79,38 @@ Analysis = Annotated[FrequencyTable | MagnitudeTable | LinearModel | ChiSquareTe
                      Field(discriminator="kind")]
 
 
+#: Records one person contributes to a noised job where the dataset says which records
+#: are one person's: one, so a noised count is of persons by default.
+DEFAULT_MAX_RECORDS_PER_PERSON = 1
+
+
 class DifferentialPrivacy(_Part):
     """Noise instead of suppression: ``epsilon`` for the whole job (split evenly over its
     analyses), clipping ``bounds`` for every summed column. Frequency tables and sums and
-    means only (:mod:`compute.statdp`)."""
+    means only (:mod:`compute.statdp`). ``max_records_per_person``: where the dataset
+    declares identifier fields, each person's records beyond it are dropped before
+    anything is computed, and the noise is scaled to it (the privacy unit is a person)."""
 
     epsilon: float = Field(gt=0, le=10)
     bounds: dict[Column, tuple[float, float]] = Field(default_factory=dict)
+    # Strict: a JSON true or 2.5 is not a number of records.
+    max_records_per_person: int = Field(default=DEFAULT_MAX_RECORDS_PER_PERSON, ge=1,
+                                        le=1000, strict=True)
+
+
+PERSON = "person"
+RECORD = "record"
+
+
+def privacy_unit(dp: DifferentialPrivacy, persons: bool) -> dict[str, Any]:
+    """What one unit of ``epsilon`` protects, as every record of a noised job states it:
+    a person contributing at most ``max_records_per_person`` records where the dataset
+    declares identifier fields (``persons``), else a record."""
+    if persons:
+        return {"unit": PERSON, "max_records_per_person": dp.max_records_per_person}
+    return {"unit": RECORD, "unit_basis": "the dataset declares no identifier fields: a "
+                                          "person with several records spends epsilon "
+                                          "once per record"}
 
 
 #: What a differentially private job may compute (medians, models and tests have no

@@ -35,6 +35,12 @@ class StatisticsResult:
         return self.job.get("dp")
 
     @property
+    def privacy_unit(self) -> str | None:
+        """What epsilon protects in a noised job: ``"person"`` (each contributing at most
+        ``dp["max_records_per_person"]`` records) or ``"record"``; None if not noised."""
+        return None if self.dp is None else self.dp.get("unit")
+
+    @property
     def analyses(self) -> list[dict[str, Any]]:
         return list(self.document["analyses"]) if self.document else []
 
@@ -55,5 +61,8 @@ def describe(result: StatisticsResult) -> str:
     """One line for a console: noised (mechanism, epsilon) or checked."""
     if result.dp is None:
         return "exact figures, checked by the disclosure rules"
-    return (f"differentially private: epsilon={result.dp.get('epsilon')} "
+    unit = result.privacy_unit
+    per = (f"per person of at most {result.dp.get('max_records_per_person')} records"
+           if unit == "person" else f"per {unit}")
+    return (f"differentially private: epsilon={result.dp.get('epsilon')} {per} "
             f"({result.dp.get('samplers') or result.dp.get('mechanism')}); figures are noised")

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from tests.api.helpers import approval, permit_for, register, request_access
+from tests.api.helpers import (
+    PATIENT_FIELDS,
+    approval,
+    permit_for,
+    register,
+    request_access,
+)
 from tests.conftest import Actor
 
 SPEC = {"analyses": [
@@ -157,3 +163,39 @@ def test_a_spec_without_dp_on_a_permit_without_budget_is_refused_dp(
     requester, _, ds_id, permit_id = _world(make_party, make_agent)
     r = _submit(requester, permit_id, ds_id, DP_SPEC)
     assert r.status_code == 409 and "budget" in r.json["message"], r.json
+
+
+def _submitted(regulator: Actor, job_id: str) -> dict[str, Any]:
+    page = regulator.get("/ledger/entries?start=0&end=1000").json
+    entries = [json.loads(base64.b64decode(e["data"])) for e in page["entries"]]
+    body: dict[str, Any] = next(e["body"] for e in entries
+                                if e["kind"] == "job.submitted" and e["body"]["job_id"] == job_id)
+    return body
+
+
+@pytest.mark.parametrize("identified", [True, False])
+def test_a_noised_jobs_privacy_unit_is_on_the_job_and_the_ledger(
+        make_party: Any, make_agent: Any, identified: bool) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    fields = [{**f, "sensitivity": "internal"} if f["name"] == "patient_id" else f
+              for f in PATIENT_FIELDS]
+    ds = register(provider, agent, **({} if identified else {"fields": fields}))
+    req = request_access(requester, ds)
+    permit_id = provider.post(f"/requests/{req['id']}/items/{ds['id']}/approve",
+                              approval(epsilon_budget=1.0)).json["permit_id"]
+    spec = {**DP_SPEC, "dp": {"epsilon": 0.4, "max_records_per_person": 3}}
+    r = _submit(requester, permit_id, ds["id"], spec)
+    assert r.status_code == 201, r.json
+    logged = _submitted(make_party("regulator"), r.json["id"])["dp"]
+    shown = requester.get(f"/jobs/{r.json['id']}").json["dp"]
+    for dp in (r.json["dp"], shown, logged):
+        if identified:
+            assert dp["unit"] == "person" and dp["max_records_per_person"] == 3, dp
+        else:
+            assert dp["unit"] == "record" and "max_records_per_person" not in dp, dp
+    assert logged["epsilon"] == 0.4
+    bad = _submit(requester, permit_id, ds["id"],
+                  {**DP_SPEC, "dp": {"epsilon": 0.4, "max_records_per_person": 0}})
+    assert bad.status_code == 400, bad.json
+    assert bad.json["field"] == "statistics.dp.max_records_per_person" and bad.json["rule"]
