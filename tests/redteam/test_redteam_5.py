@@ -1,0 +1,88 @@
+"""Red team, fifth pass: attacks on the fixes of the fourth (persons as contributors, the
+audit counting persons) and on what they left out.
+
+Same convention as ``test_redteam_4.py`` (whose harness, ``ScriptAgent`` of
+``test_redteam_3.py``, these tests reuse): each test is an attack that computes what it
+learns (``recovered``) and ends by asserting the defence, that this is not the secret.
+While the leak is open that assertion fails and the test is marked
+``xfail(strict=True, raises=AssertionError)`` (``leak``); the day a fix closes it strict
+xfail reports it and the marker goes (run with ``--runxfail`` to see each recovery).
+
+Findings:
+
+* R5-1 (high, statistics route, differencing audit): where the dataset declares an
+  identifier the audit compares *person* populations only (and record populations only
+  with those released before identifiers were declared). Two cells over the same persons
+  but different records are identical to it (a difference of zero persons passes), so a
+  total before and after one more episode of a patient already in the data, or a total
+  over everyone beside a margin that leaves out one record with a missing dimension,
+  differ by exactly one record's value, released automatically.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sandbox.demo_data import hospital_table
+from tests.redteam.test_redteam_3 import ScriptAgent, leak, script_agent
+
+__all__ = ["script_agent"]  # the fixture, imported for pytest
+
+
+def _sum_cells(doc: dict[str, Any], analysis: int, dim: str | None) -> dict[Any, Any]:
+    cells = doc["analyses"][analysis]["tables"][0]["cells"]
+    return {c["cell"][dim] if dim else "All": c["value"] for c in cells}
+
+
+# ---- R5-1: the audit counts persons: the same persons over other records is no difference
+
+@leak("R5-1: a person population unchanged by one more record is no difference to the audit")
+def test_total_before_and_after_one_more_episode_of_a_known_patient(
+        script_agent: ScriptAgent) -> None:
+    """R4-2's mirror image. The audit now names persons, so a total asked before and
+    after one patient's twelve episodes were erased differs by one person and is caught.
+    But a patient already in the data who comes back for one more episode (next month's
+    file, or the same file after a late record is loaded) changes no person population:
+    every cell's persons are the same, the audit sees a difference of zero persons (not a
+    difference), and the two totals, released automatically, differ by exactly that one
+    episode's cost. Record mode caught this (a difference of one record); the record
+    comparison the person audit keeps runs only against populations released before the
+    dataset declared its identifiers."""
+    frame = hospital_table(7, 600, "R")
+    secret = 7654.32
+    spec = {"analyses": [{"kind": "magnitude", "dims": ["sex"], "value": "cost",
+                          "statistics": ["sum"]}]}
+    script_agent.publish(frame)
+    before = _sum_cells(script_agent.statistics(spec), 0, "sex")["All"]
+    episode = frame.loc[[5]].assign(los=3, cost=secret)  # patient R-000005 comes back
+    script_agent.publish(pd.concat([frame, episode], ignore_index=True))
+    after = _sum_cells(script_agent.statistics(spec), 0, "sex")["All"]
+    recovered = None if before is None or after is None else round(after - before, 2)
+    assert recovered != secret, "disclosed: the returning patient's new episode's cost"
+
+
+@leak("R5-1: a margin short of one record of a person it still holds passes the audit")
+def test_total_less_a_margin_without_one_record_of_missing_diagnosis(
+        script_agent: ScriptAgent) -> None:
+    """The same in one job on one file: one of a patient's two episodes has no diagnosis
+    coded yet. A magnitude table without dimensions sums every episode's cost; the same
+    sum by diagnosis leaves out records whose diagnosis is missing, so its ``All`` margin
+    lacks that one episode. The two populations hold the same persons (the patient's
+    other episode is in both), so the audit, comparing the job's second analysis with its
+    first, finds no difference; the two totals differ by that episode's cost."""
+    frame = hospital_table(7, 600, "R")
+    secret = 4321.09
+    uncoded = frame.loc[[5]].assign(los=2, cost=secret, diagnosis=np.nan)
+    script_agent.publish(pd.concat([frame, uncoded], ignore_index=True))
+    doc = script_agent.statistics({"analyses": [
+        {"kind": "magnitude", "value": "cost", "statistics": ["sum"]},
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+         "statistics": ["sum"]}]})
+    everyone = _sum_cells(doc, 0, None)["All"]
+    coded = _sum_cells(doc, 1, "diagnosis")["All"]
+    recovered = None if everyone is None or coded is None else round(everyone - coded, 2)
+    assert recovered != secret, "disclosed: the uncoded episode's cost"
