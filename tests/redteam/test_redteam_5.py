@@ -17,6 +17,14 @@ Findings:
   total before and after one more episode of a patient already in the data, or a total
   over everyone beside a margin that leaves out one record with a missing dimension,
   differ by exactly one record's value, released automatically.
+* R5-2 (high, statistics route, differencing audit): the audit checks the cells the
+  first computation of a table shows, then computes the table again with the cells it
+  hit suppressed; secondary suppression then picks other complements, and a cell that
+  was hidden the first time (a complement) can be shown the second time, released
+  without ever being compared with what was released before. Next month's edition
+  with one new patient in a category, beside a newly dominated category and a total
+  that the audit hides: that category's sum comes out, and less last month's is the
+  new patient's cost.
 """
 
 from __future__ import annotations
@@ -86,3 +94,37 @@ def test_total_less_a_margin_without_one_record_of_missing_diagnosis(
     coded = _sum_cells(doc, 1, "diagnosis")["All"]
     recovered = None if everyone is None or coded is None else round(everyone - coded, 2)
     assert recovered != secret, "disclosed: the uncoded episode's cost"
+
+
+# ---- R5-2: the audit's second pass releases a complement of the first, never audited ----
+
+@leak("R5-2: a cell hidden only in the audit's first pass is released unaudited in its second")
+def test_complement_released_by_the_audits_second_pass_gives_a_newcomer(
+        script_agent: ScriptAgent) -> None:
+    """Last month's edition: the sum of cost by diagnosis, every cell released. This
+    month's has two new patients: a hip fracture (S72, the smallest diagnosis) and a
+    heart attack whose 20 M CNY of intensive care dominates I21 (nk). The first
+    computation hides I21 (dominance) and, as its complement, the smallest cell, S72;
+    the audit compares what that computation shows (E11, J18, K35 unchanged; ``All``
+    within two persons of last month's: hit) and computes the table again with ``All``
+    suppressed. I21 and ``All`` now cover each other in the line, so S72 is no longer
+    needed as a complement and is released, though the audit never looked at it: it is
+    last month's S72 and one person. The difference of the two S72 sums is the new hip
+    fracture patient's cost."""
+    frame = hospital_table(7, 600, "R")
+    secret = 31415.92
+    spec = {"analyses": [{"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+                          "statistics": ["sum"]}]}
+    script_agent.publish(frame)
+    before = _sum_cells(script_agent.statistics(spec), 0, "diagnosis")
+    newcomers = pd.DataFrame([
+        {"patient_id": "R-900001", "age": 58, "sex": "M", "diagnosis": "I21", "los": 60,
+         "cost": 20_000_000.0},
+        {"patient_id": "R-900002", "age": 81, "sex": "F", "diagnosis": "S72", "los": 12,
+         "cost": secret}])
+    script_agent.publish(pd.concat([frame, newcomers], ignore_index=True))
+    after = _sum_cells(script_agent.statistics(spec), 0, "diagnosis")
+    assert after["I21"] is None and after["All"] is None  # dominance, differencing
+    recovered = None if None in (before["S72"], after["S72"]) else round(
+        after["S72"] - before["S72"], 2)
+    assert recovered != secret, "disclosed: the new hip fracture patient's cost"
