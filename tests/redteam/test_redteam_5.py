@@ -25,6 +25,14 @@ Findings:
   with one new patient in a category, beside a newly dominated category and a total
   that the audit hides: that category's sum comes out, and less last month's is the
   new patient's cost.
+* R5-3 (high, script route against the statistics route, differencing audit): the
+  audit sketches a script row as the records with its keys, though its sums are over
+  the records that hold a value of the column; the statistics route sketches a
+  magnitude cell as the records holding the value. With k or more records lacking a
+  cost, a script's overall ``sum_cost`` (over every costed record) and the statistics
+  route's ``All`` by diagnosis (every costed record with a diagnosis) are far apart to
+  the audit and one record apart in what they sum: the one costed episode without a
+  diagnosis.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import pandas as pd
 import pytest
 
 from sandbox.demo_data import hospital_table
-from tests.redteam.test_redteam_3 import ScriptAgent, leak, script_agent
+from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, leak, script_agent
 
 __all__ = ["script_agent"]  # the fixture, imported for pytest
 
@@ -128,3 +136,34 @@ def test_complement_released_by_the_audits_second_pass_gives_a_newcomer(
     recovered = None if None in (before["S72"], after["S72"]) else round(
         after["S72"] - before["S72"], 2)
     assert recovered != secret, "disclosed: the new hip fracture patient's cost"
+
+
+# ---- R5-3: a script row is audited as its keys' records, not the records it sums --------
+
+@leak("R5-3: the script route audits a row's keyed records, not the records its sums cover")
+def test_script_overall_sum_less_the_statistics_margin_gives_an_uncoded_episode(
+        script_agent: ScriptAgent) -> None:
+    """Twelve episodes are not costed yet and one costed episode has no diagnosis coded
+    yet (a different patient: persons differ too, so this is not R5-1). A script's
+    overall table (``n``, ``sum_cost``) verifies and is released automatically; the
+    audit records its population as all 600 records. The statistics route's sum of cost
+    by diagnosis then releases its ``All``: the 587 costed, coded records, thirteen away
+    from the script's population (>= k: no difference), but one record away from what
+    the script's ``sum_cost`` summed. The difference is the uncoded episode's cost, to
+    the script table's seven significant digits (within 1 CNY here)."""
+    frame = hospital_table(7, 600, "R")
+    secret = 27182.82
+    frame.loc[20:31, "cost"] = np.nan  # twelve episodes not costed yet
+    frame.loc[5, ["diagnosis", "cost"]] = [np.nan, secret]  # one episode not coded yet
+    script_agent.publish(frame)
+    df = frame[PERMITTED]  # what the script reads at /in/data.csv
+    overall = pd.DataFrame({"n": [len(df)], "sum_cost": [round(df.cost.sum(), 2)]})
+    got = script_agent.run({"overall.csv": overall})
+    coded = _sum_cells(script_agent.statistics({"analyses": [
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+         "statistics": ["sum"]}]}), 0, "diagnosis")["All"]
+    recovered = None
+    if "table-1.csv" in got and coded is not None:
+        estimate = float(got["table-1.csv"].sum_cost.iloc[0]) - coded
+        recovered = abs(estimate - secret) < 1.0
+    assert recovered is not True, "disclosed: the uncoded episode's cost to 1 CNY"
