@@ -33,6 +33,13 @@ Findings:
   route's ``All`` by diagnosis (every costed record with a diagnosis) are far apart to
   the audit and one record apart in what they sum: the one costed episode without a
   diagnosis.
+* R5-4 (high, script route, job view and ledger): an output held for review (every
+  output of a permit that reviews, and every unverified one of a permit that releases
+  automatically) is listed to the requester, before anyone has looked at it, with the
+  name the script gave its file, its SHA-256 and its size (job view; the
+  ``output.pending_review`` ledger entries too). The name is up to 200 characters the
+  script chooses after reading the data: values leave in it, twenty files a run.
+  The threat model says a requester learns of a held run only that it was held.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from containers import runjob
+from containers.runspec import RunResult
 from sandbox.demo_data import hospital_table
 from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, leak, script_agent
 
@@ -167,3 +176,61 @@ def test_script_overall_sum_less_the_statistics_margin_gives_an_uncoded_episode(
         estimate = float(got["table-1.csv"].sum_cost.iloc[0]) - coded
         recovered = abs(estimate - secret) < 1.0
     assert recovered is not True, "disclosed: the uncoded episode's cost to 1 CNY"
+
+
+# ---- R5-4: a held output's name, digest and size reach the requester ---------------------
+
+def _held_run(script_agent: ScriptAgent, outputs: dict[str, bytes]) -> Any:
+    """The agent's report on a run whose script left ``outputs`` (name: bytes) in /out,
+    as ``ScriptAgent.run`` makes it, but the report itself (a held run releases nothing)."""
+    task, job_dir = script_agent._prepare("script", "episodes.csv")
+    out = job_dir / "out"
+    out.mkdir()
+    for name, content in outputs.items():
+        (out / name).write_bytes(content)
+    result = RunResult(task.job_id, 0, False, False, b"", b"", False, False, out, None,
+                       None, None)
+    return runjob.report(task, job_dir, result, "img", None, audit=script_agent.store)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@leak("R5-4: held outputs are listed to the requester by the script's file names")
+def test_held_output_names_carry_a_value_to_the_requester(
+        script_agent: ScriptAgent, make_party: Any, make_agent: Any,
+        make_person: Any) -> None:
+    """The one leukaemia patient's cost is written into the name of an ordinary-looking
+    table (``by_diagnosis_v1234567.csv``). The table does not verify (it leaves out the
+    C91 row), so the agent holds it for review, as it must; but the controller lists the
+    held output in the requester's job view by the name the script gave it (and its
+    digest and size, which a script can also modulate). No person has looked; none needs
+    to, the value has left."""
+    from tests.api.test_release_review import Review
+
+    frame = hospital_table(7, 600, "R")
+    frame.loc[5, ["diagnosis", "cost"]] = ["C91", 12345.67]
+    script_agent.publish(frame)
+    df = frame[PERMITTED]  # what the script reads at /in/data.csv
+    cents = round(float(df.cost[df.diagnosis == "C91"].iloc[0]) * 100)
+    by = df.groupby("diagnosis").agg(n=("cost", "size")).reset_index()
+    table = by[by.n >= 10].to_csv(index=False).encode()
+    report = _held_run(script_agent, {f"by_diagnosis_v{cents}.csv": table})
+    assert report.state == "awaiting_review"  # held, as it must be
+
+    # The controller receives that report for a job of the requester's permit.
+    review = Review(make_party, make_agent, make_person)
+    job = review.analyst.post("/jobs", {"permit_id": review.permit_id,
+                                        "dataset_ids": [review.ds["id"]],
+                                        "script": "print('x')\n"}).json
+    assert review.agent.post("/agent/tasks/next").json["task"]["job_id"] == job["id"]
+    r = review.agent.post(f"/agent/jobs/{job['id']}/result",
+                          report.model_dump(mode="json", exclude_none=True))
+    assert r.status_code == 200, r.json
+    seen = review.analyst.get(f"/jobs/{job['id']}").json
+    assert seen["state"] == "awaiting_review"
+    assert all(o["decision"] == "pending_review" for o in seen["outputs"])
+    recovered = None
+    for o in seen["outputs"]:
+        digits = o["name"].removeprefix("by_diagnosis_v").removesuffix(".csv")
+        if digits.isdigit():
+            recovered = int(digits) / 100
+    assert recovered != 12345.67, "disclosed: the C91 patient's cost, in a file name"
