@@ -40,6 +40,10 @@ Findings:
   ``output.pending_review`` ledger entries too). The name is up to 200 characters the
   script chooses after reading the data: values leave in it, twenty files a run.
   The threat model says a requester learns of a held run only that it was held.
+* R5-5 (medium, statistics route, magnitude tables): a boolean column is a permitted
+  magnitude value; its sum is the count of records holding ``true``. Every contribution
+  is 1, so nk dominance and p% hide only sums of one or two; three to k-1 holders of a
+  sensitive flag come out as a sum, where the frequency route pools and hides that count.
 """
 
 from __future__ import annotations
@@ -53,9 +57,10 @@ import pytest
 from containers import runjob
 from containers.runspec import RunResult
 from sandbox.demo_data import hospital_table
+from tests.redteam.test_redteam_2 import Agent, agent, cells
 from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, leak, script_agent
 
-__all__ = ["script_agent"]  # the fixture, imported for pytest
+__all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
 
 def _sum_cells(doc: dict[str, Any], analysis: int, dim: str | None) -> dict[Any, Any]:
@@ -234,3 +239,28 @@ def test_held_output_names_carry_a_value_to_the_requester(
         if digits.isdigit():
             recovered = int(digits) / 100
     assert recovered != 12345.67, "disclosed: the C91 patient's cost, in a file name"
+
+
+# ---- R5-5: the sum of a boolean is a count, below k, that dominance does not stop --------
+
+@leak("R5-5: a magnitude sum of a boolean releases a count of 3..k-1 holders of the flag")
+def test_sum_of_a_sensitive_flag_is_a_small_count(agent: Agent) -> None:
+    """Three of 2,000 patients are HIV positive. The frequency table by HIV status pools
+    ``true`` (three holders) with nothing and hides it; the requester asks instead for the
+    sum of ``hiv`` (a permitted boolean, so a numeric magnitude value). Each record
+    contributes 0 or 1: a sum of three ones passes nk (the two largest are 2/3 of it) and
+    p% (the third is the whole rest, above 10 % of the largest), so the ``All`` cell is
+    released: three, a count the threshold exists to hide (and by diagnosis, each cell is
+    a count of positives, hidden only when it holds one or two)."""
+    frame = hospital_table(22, 2000, "R").assign(hiv="false")
+    frame.loc[frame.index[frame.diagnosis == "K35"][:3], "hiv"] = "true"
+    agent.publish(frame)
+    hiv = ({"name": "hiv", "type": "boolean", "sensitivity": "sensitive"},)
+    doc = agent.run({"analyses": [
+        {"kind": "frequency", "dims": ["hiv"]},
+        {"kind": "magnitude", "value": "hiv", "statistics": ["sum"]}]}, extra_fields=hiv)
+    shown = {c["cell"]["hiv"]: c["value"] for c in cells(doc, 0)}
+    assert 1.0 not in shown and all(v is None for k, v in shown.items() if k != "All")
+    total = cells(doc, 1)[0]["value"]
+    recovered = None if total is None else round(total)
+    assert recovered != 3, "disclosed: three HIV-positive patients, a count below k"
