@@ -37,8 +37,8 @@ Findings:
   output of a permit that reviews, and every unverified one of a permit that releases
   automatically) is listed to the requester, before anyone has looked at it, with the
   name the script gave its file, its SHA-256 and its size (job view; the
-  ``output.pending_review`` ledger entries too). The name is up to 200 characters the
-  script chooses after reading the data: values leave in it, twenty files a run.
+  ``output.pending_review`` ledger entries too). The name is up to about a hundred characters
+  the script chooses after reading the data: values leave in it, twenty files a run.
   The threat model says a requester learns of a held run only that it was held.
 * R5-5 (medium, statistics route, magnitude tables): a boolean column is a permitted
   magnitude value; its sum is the count of records holding ``true``. Every contribution
@@ -64,8 +64,8 @@ __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
 
 def _sum_cells(doc: dict[str, Any], analysis: int, dim: str | None) -> dict[Any, Any]:
-    cells = doc["analyses"][analysis]["tables"][0]["cells"]
-    return {c["cell"][dim] if dim else "All": c["value"] for c in cells}
+    table = doc["analyses"][analysis]["tables"][0]["cells"]
+    return {c["cell"][dim] if dim else "All": c["value"] for c in table}
 
 
 # ---- R5-1: the audit counts persons: the same persons over other records is no difference
