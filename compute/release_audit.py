@@ -34,7 +34,15 @@ import numpy as np
 import pandas as pd
 
 from compute import sdc, statdp, statistics
-from compute.sdc.audit import U64, Sketches, slots_for, table_sketches
+from compute.errors import InvalidInput
+from compute.sdc.audit import (
+    U64,
+    Sketches,
+    holding_limit,
+    holding_slots,
+    slots_for,
+    table_sketches,
+)
 from compute.sdc.combinations import differenced
 from compute.statspec import (
     ChiSquareTest,
@@ -56,6 +64,8 @@ class History:
     # With persons: each record's own identity, and the lineage's record populations.
     records: U64 | None = None
     record_prior: Sketches | None = None
+    # With persons: the holdings released before (compute.sdc.audit.holding_sketches).
+    holdings: Sketches | None = None
 
 
 def record_tolerance(persons: U64, k: int) -> int:
@@ -72,6 +82,8 @@ class Audited:
     document: dict[str, Any]
     released: Sketches  # populations this job releases (to record)
     cells_released: int  # cell values this job releases (to count against the cap)
+    # With persons: the holdings of the same cells (to record beside them).
+    holdings: Sketches | None = None
 
 
 def _released_cells(result: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -92,28 +104,36 @@ def _count_values(result: dict[str, Any]) -> int:
 
 
 def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int,
-                distinct: bool = False) -> Sketches:
-    """Per released unit of the analysis, the records (``distinct``: persons) behind it."""
+                distinct: bool = False, records: U64 | None = None) -> Sketches:
+    """Per released unit of the analysis, the records (``distinct``: persons; with
+    ``records`` too: the persons' holdings) behind it."""
     if isinstance(a, FrequencyTable):
-        return table_sketches(frame, a.dims, ids, slots, distinct=distinct)
+        return table_sketches(frame, a.dims, ids, slots, distinct=distinct, records=records)
     if isinstance(a, MagnitudeTable):
-        return table_sketches(frame, a.dims, ids, slots, value=a.value, distinct=distinct)
+        return table_sketches(frame, a.dims, ids, slots, value=a.value, distinct=distinct,
+                              records=records)
     if isinstance(a, LinearModel):
         return table_sketches(frame, (), ids, slots, complete=[a.y, *a.x],
-                              distinct=distinct)
+                              distinct=distinct, records=records)
     assert isinstance(a, ChiSquareTest)
     # Its grand total: every record used.
-    whole = table_sketches(frame, a.dims, ids, slots, distinct=distinct)
+    whole = table_sketches(frame, a.dims, ids, slots, distinct=distinct, records=records)
     return whole.take(np.array([len(whole) - 1]))
 
 
-def _near(source: pd.DataFrame, a: Any, pops: Sketches, shown: Any, seen: Sketches,
-          k: int, history: History) -> Any:
-    """Per cell of ``pops``: shown and near a population released before."""
+def _near(source: pd.DataFrame, a: Any, pops: Sketches, holdings: Sketches | None,
+          shown: Any, seen: Sketches, seen_holdings: Sketches, k: int,
+          history: History) -> Any:
+    """Per cell of ``pops``: shown and near a population released before (with persons:
+    or its holdings near holdings released before)."""
     hit = np.zeros(len(pops), dtype=bool)
     if not shown.any():
         return hit
     hit[shown] = differenced(pops.take(shown), seen, k)
+    if holdings is not None:
+        # The same persons over other records: a difference of none in persons, of
+        # two identities per person whose records differ in holdings.
+        hit[shown] |= differenced(holdings.take(shown), seen_holdings, holding_limit(k))
     if history.persons and history.record_prior is not None and len(history.record_prior):
         assert history.records is not None
         records = _population(source, a, history.records, pops.slots)
@@ -140,6 +160,24 @@ def _noised(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
                    count - history.released_before)
 
 
+def _recomputed(source: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, hit: Any,
+                shown: Any) -> tuple[dict[str, Any], Any]:
+    """A table computed again with the audit's hits suppressed, and what it shows.
+
+    Every cell the first computation hid is suppressed too, so the second can only hide
+    more: secondary suppression around the hits may choose other complements, and a
+    complement of the first computation shown now would leave never compared with what
+    was released before. Should the engine still show a cell outside the audited ones,
+    the analysis is withheld (fail closed)."""
+    result = statistics.analysis(source, a, policy, hit | ~shown)
+    again = _released_cells(result)
+    if (again & ~(shown & ~hit)).any():
+        fields = {k: v for k, v in a.model_dump(mode="json").items() if k != "kind"}
+        return (statistics.withheld(a.kind, sdc.Rule.DIFFERENCING, policy, **fields),
+                np.zeros(len(shown), dtype=bool))
+    return result, again
+
+
 def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPolicy,
                     history: History) -> Audited:
     if spec.dp is not None:
@@ -147,7 +185,14 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
     k = policy.min_count
     slots = slots_for(k)
     seen = history.prior
+    by_holdings = history.persons
+    if by_holdings and history.records is None:
+        raise InvalidInput("history", "records", "an audit by persons needs each "
+                                                 "record's identity")
+    h_slots = holding_slots(k)
+    seen_h = history.holdings if history.holdings is not None else Sketches.empty(h_slots)
     released_now: list[Sketches] = []
+    holdings_now: list[Sketches] = []
     count = history.released_before
     results = []
     for a in spec.analyses:
@@ -156,13 +201,18 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
         source = statistics.tabulated(frame, a, policy)
         result = statistics.analysis(source, a, policy)
         pops = _population(source, a, history.ids, slots, history.persons)
+        holdings = (_population(source, a, history.ids, h_slots, True, history.records)
+                    if by_holdings else None)
         table = isinstance(a, FrequencyTable | MagnitudeTable)
         shown = _released_cells(result) if table else np.array(
             [_count_values(result) > 0], dtype=bool)
-        hit = _near(source, a, pops, shown, seen, k, history)
+        hit = _near(source, a, pops, holdings, shown, seen, seen_h, k, history)
         if hit.any():
-            result = statistics.analysis(source, a, policy, hit if table else True)
-            shown = _released_cells(result) if table else np.zeros(1, dtype=bool)
+            if table:
+                result, shown = _recomputed(source, a, policy, hit, shown)
+            else:
+                result = statistics.analysis(source, a, policy, True)
+                shown = np.zeros(1, dtype=bool)
         values = _count_values(result)
         if count + values > policy.max_released_cells:
             fields = {k: v for k, v in a.model_dump(mode="json").items() if k != "kind"}
@@ -170,10 +220,14 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
             values, shown = 0, np.zeros(len(pops), dtype=bool)
         count += values
         results.append(result)
-        mine = pops.take(shown & (pops.n > 0))
-        released_now.append(mine)
+        mine = shown & (pops.n > 0)
+        released_now.append(pops.take(mine))
         # Later analyses of the job are compared with this one's populations too.
-        seen = Sketches.concat([seen, mine], slots)
+        seen = Sketches.concat([seen, pops.take(mine)], slots)
+        if holdings is not None:
+            holdings_now.append(holdings.take(mine))
+            seen_h = Sketches.concat([seen_h, holdings.take(mine)], h_slots)
     document = {"version": 1, "engine": statistics.ENGINE, "analyses": results}
     return Audited(document, Sketches.concat(released_now, slots),
-                   count - history.released_before)
+                   count - history.released_before,
+                   Sketches.concat(holdings_now, h_slots) if by_holdings else None)

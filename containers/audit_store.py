@@ -22,7 +22,11 @@ the dataset declares identifier fields: a person's records count once). The two 
 are different identity spaces and are never subtracted from each other; a lineage's
 populations switch from records to persons when identifiers are declared, and the
 records a job counts by persons are still compared with the lineage's record
-populations, with a tolerance that fails closed (:mod:`compute.release_audit`).
+populations, with a tolerance that fails closed (:mod:`compute.release_audit`). Beside
+every person population a job also keeps its ``holding`` population (each person with
+the set of its records the cell holds: :func:`compute.sdc.audit.holding_sketches`), so
+that the same persons over other records (one more episode of a patient already in the
+data) are a difference too.
 
 Why here and not at the controller: a sketch is a function of which records a cell
 holds. Kept beside the data, the controller learns neither identities nor overlaps, and
@@ -68,7 +72,8 @@ _KEY_ALPHABET = string.ascii_letters + string.digits + "+/"  # 6 bits a characte
 #: Units of a stored population (see the module's docstring).
 RECORDS = "record"
 PERSONS = "person"
-_UNITS = (RECORDS, PERSONS)
+HOLDINGS = "holding"
+_UNITS = (RECORDS, PERSONS, HOLDINGS)
 # A job's persons as the audit names them (containers.jobdir writes it; kept here, beside
 # the key it is hashed under, so that the job directory's layout module can import it).
 PERSON_IDS = "personids.npy"
@@ -201,9 +206,19 @@ class AuditSession:
         return int(row[0])
 
     def record(self, requester: str, dataset: str, permit: str, job: str,
-               released: Sketches, cells: int, unit: str = RECORDS) -> None:
-        """Add a job's released populations of ``unit`` (an identical one is kept once)."""
+               released: Sketches, cells: int, unit: str = RECORDS,
+               holdings: Sketches | None = None) -> None:
+        """Add a job's released populations of ``unit`` (an identical one is kept once),
+        and with persons their ``holdings``."""
         assert unit in _UNITS
+        if holdings is not None:
+            self._add(requester, dataset, job, holdings, HOLDINGS)
+        self._add(requester, dataset, job, released, unit)
+        self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
+                        (permit, job, cells))
+
+    def _add(self, requester: str, dataset: str, job: str, released: Sketches,
+             unit: str) -> None:
         for i in range(len(released)):
             blob = released.to_bytes(i)
             self.db.execute(
@@ -211,27 +226,32 @@ class AuditSession:
                 "records, sketch, job, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (requester, dataset, released.slots, hashlib.sha256(blob).hexdigest(),
                  int(released.n[i]), blob, job, unit))
-        self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
-                        (permit, job, cells))
 
     def hold(self, requester: str, dataset: str, permit: str, job: str,
-             outputs: list[tuple[str, Sketches, int]], unit: str = RECORDS) -> None:
+             outputs: list[tuple[str, Sketches, int]], unit: str = RECORDS,
+             holdings: list[Sketches] | None = None) -> None:
         """Record a job's outputs held for review: per output (name as the controller
         knows it), the populations of its rows (of ``unit``; empty when they could not
-        be re-derived) and its cell values. Replaces what an earlier attempt of the job
-        held (a run repeated after an agent restart)."""
+        be re-derived) and its cell values; with persons, per output its ``holdings``.
+        Replaces what an earlier attempt of the job held (a run repeated after an agent
+        restart)."""
         assert unit in _UNITS
         self.db.execute("DELETE FROM held_populations WHERE job = ?", (job,))
         self.db.execute("DELETE FROM held_cells WHERE job = ?", (job,))
-        for name, pops, cells in outputs:
-            for i in range(len(pops)):
-                blob = pops.to_bytes(i)
-                self.db.execute(
-                    "INSERT OR IGNORE INTO held_populations (requester, dataset, slots, "
-                    "digest, records, sketch, job, output, unit) VALUES "
-                    "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (requester, dataset, pops.slots, hashlib.sha256(blob).hexdigest(),
-                     int(pops.n[i]), blob, job, name, unit))
+        for at, (name, pops, cells) in enumerate(outputs):
+            kinds = [(pops, unit)]
+            if holdings is not None:
+                kinds.append((holdings[at], HOLDINGS))
+            for sketches, kind in kinds:
+                for i in range(len(sketches)):
+                    blob = sketches.to_bytes(i)
+                    self.db.execute(
+                        "INSERT OR IGNORE INTO held_populations (requester, dataset, "
+                        "slots, digest, records, sketch, job, output, unit) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (requester, dataset, sketches.slots,
+                         hashlib.sha256(blob).hexdigest(), int(sketches.n[i]), blob, job,
+                         name, kind))
             self.db.execute("INSERT OR REPLACE INTO held_cells VALUES (?, ?, ?, ?)",
                             (permit, job, name, cells))
 

@@ -160,14 +160,16 @@ Margins = list[np.ndarray[Any, np.dtype[np.int64]]]
 
 def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                     frame: pd.DataFrame, types: Mapping[str, str], policy: SDCPolicy,
-                    units: Units = None) -> tuple[list[Finding], Groups, Margins]:
+                    units: Units = None) -> tuple[list[Finding], Groups, Margins, Groups]:
     """Findings; per row the input records it describes; per margin of the table (its
-    total, its lines) each record's margin cell (:func:`margin_labels`). The last two for
-    the differencing audit, empty when the table's groups could not be re-derived.
+    total, its lines) each record's margin cell (:func:`margin_labels`); per input column
+    a statistic of the table is of, the records holding a value of it (a row's sum of
+    that column covers only those). The last three for the differencing audit, empty
+    when the table's groups could not be re-derived.
     ``units``: each record's person (:mod:`containers.rederive_units`); None: records."""
     if len(rows) * max(1, len(header)) > MAX_CELLS:
         return ([Finding("too_many_cells", f"more than {MAX_CELLS} cells: not verifiable")],
-                [], [])
+                [], [], [])
     by_name = {c.lower(): c for c in frame.columns}
     lowered = [h.strip().lower() for h in header]
     count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
@@ -208,7 +210,7 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
         findings.append(Finding("too_many_keys", f"more than {MAX_KEYS} key columns: the "
                                 "table's margins are not checked"))
     if findings:
-        return findings, [], []
+        return findings, [], [], []
     groups = []
     # Positions of the input's records per key combination: one grouping, not a scan
     # of the input per row.
@@ -297,8 +299,9 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                 units, {i: (number[col], stat in SPREAD) for i, stat, col in values},
                 policy)
         findings += class_disclosure(sizes, [col for _, col in keys], canon)
-    return findings, groups, margin_labels([canon[col].to_numpy() for _, col in keys],
-                                           groups)
+    valued = [~np.isnan(number[col]) for col in dict.fromkeys(col for _, _, col in values)]
+    return (findings, groups, margin_labels([canon[col].to_numpy() for _, col in keys],
+                                            groups), valued)
 
 
 @dataclass
@@ -308,6 +311,8 @@ class Rederived:
     cells: int  # values the output holds (for the permit's cap)
     rendered: bytes | None = None  # a verified table as the platform writes it
     margins: Margins = field(default_factory=list)  # the table's totals (margin_labels)
+    # Per input column of a statistic: the records holding a value (what its sums cover).
+    valued: Groups = field(default_factory=list)
 
 
 #: Spellings of one statistic; a released header uses the first.
@@ -377,9 +382,10 @@ def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame |
             out.append(Rederived([Finding("unverifiable", "the output could not be read "
                                                           "back")], [], 0))
             continue
-        found, groups, margins = rederive_groups(header, rows, frame, types, policy, units)
+        found, groups, margins, valued = rederive_groups(header, rows, frame, types,
+                                                         policy, units)
         numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
         out.append(Rederived(found, groups, len(rows) * len(header),
                              None if found else render(name, header, rows, frame, numeric,
-                                                       groups), margins))
+                                                       groups), margins, valued))
     return out

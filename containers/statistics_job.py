@@ -23,10 +23,11 @@ from authz.states import (
 from authz.wire import OutputReport, RunReport, RunTask
 from compute import release_audit, statistics
 from compute.sdc import SDCPolicy
-from compute.sdc.audit import slots_for
+from compute.sdc.audit import holding_slots, slots_for
 from compute.statspec import StatisticsSpec, parse_statistics_spec
 from containers import jobdir
 from containers.audit_store import (
+    HOLDINGS,
     PERSONS,
     RECORDS,
     AuditStore,
@@ -110,9 +111,12 @@ def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: Statistics
             history = release_audit.History(
                 ids=persons, prior=store.populations(requester, keys, slots, PERSONS),
                 released_before=released_before, persons=True, records=ids,
-                record_prior=store.populations(requester, keys, slots, RECORDS))
+                record_prior=store.populations(requester, keys, slots, RECORDS),
+                holdings=store.populations(requester, keys,
+                                           holding_slots(policy.min_count), HOLDINGS))
         done = release_audit.compute_audited(frame, spec, policy, history)
         store.record(requester, lineage(ds), task.permit_id, task.job_id, done.released,
-                     done.cells_released, PERSONS if persons is not None else RECORDS)
+                     done.cells_released, PERSONS if persons is not None else RECORDS,
+                     done.holdings)
     return done.document
 

@@ -44,6 +44,9 @@ HASHES = 3
 _SALTS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F),
           np.uint64(0x165667B19E3779F9))
 _CHECK_SALT = np.uint64(0x27D4EB2F165667C5)
+# Holdings: a person's own identity, and that of a set of its records (apart from rows').
+_PERSON_SALT = np.uint64(0x85EBCA77C2B2AE63)
+_SET_SALT = np.uint64(0xFF51AFD7ED558CCD)
 KEY_CHARS = 16  # pandas' SipHash key: 16 bytes once UTF-8 encoded
 
 
@@ -192,44 +195,93 @@ def _with_margins(a: np.ndarray[Any, Any], ndim: int) -> np.ndarray[Any, Any]:
     return a
 
 
-def _margined_sketches(codes: list[I64], shape: tuple[int, ...], ids: U64,
-                       slots: int) -> Sketches:
-    """Every cell of the margined table sketched directly from distinct persons: a
-    margin's population is the union of its interior cells', and a person in two of
-    them must count once (adding their sketches would count it twice)."""
+def holding_slots(k: int) -> int:
+    """Buckets per holdings sketch (:func:`holding_sketches`) for threshold ``k``: room
+    to decode a difference of ``2k - 2`` identities, shared by thresholds up to 16."""
+    return slots_for(holding_limit(max(k, 16)))
+
+
+def holding_limit(k: int) -> int:
+    """The differencing threshold on holdings sketches: two identities per person, so
+    fewer than ``k`` persons whose records differ is a difference below ``2k - 1``."""
+    return 2 * k - 1
+
+
+def holding_sketches(cells: I64, persons: U64, records: U64, size: int,
+                     slots: int) -> Sketches:
+    """Sketches of ``size`` cells' holdings, record ``i`` (``records[i]``, of person
+    ``persons[i]``) in cell ``cells[i]``: per person of a cell two identities, the
+    person's own and that of the set of its records the cell holds. Two cells' holdings
+    therefore differ by exactly two identities per person whose records in them differ
+    (a person added or removed, or one of its records added, removed or edited) and by
+    none for everyone else: where a person population stays the same while one record
+    changes, the holdings still count that person."""
+    if not len(persons):
+        return sketch_cells(cells, persons, size, slots)
+    pairs, inverse = np.unique(np.stack([cells.astype(np.uint64), persons], axis=1),
+                               axis=0, return_inverse=True)
+    # A set's identity: the wrapping sum of its members' mixed identities (a record is
+    # in a cell once), mixed again with the person's, so no two persons' sets coincide.
+    held = _wrapping_sum(inverse.ravel().astype(np.int64), mix(records ^ _SET_SALT),
+                         len(pairs))
+    person = np.ascontiguousarray(pairs[:, 1])
+    with np.errstate(over="ignore"):
+        sets = mix(person ^ mix(held + _SET_SALT))
+    cell = pairs[:, 0].astype(np.int64)
+    return sketch_cells(np.concatenate([cell, cell]),
+                        np.concatenate([mix(person ^ _PERSON_SALT), sets]), size, slots)
+
+
+def _margined_cells(codes: list[I64], shape: tuple[int, ...], rows: int
+                    ) -> tuple[I64, I64]:
+    """Each record's cell in every pattern of margins (its interior cell, and each
+    total it is in): the cells, and which record each entry is."""
     d = len(shape)
     full = tuple(s + 1 for s in shape)
-    parts_cells, parts_ids = [], []
+    parts = []
     for pattern in range(1 << d):  # which axes are totalled (their index is the last)
-        cell = np.zeros(len(ids), dtype=np.int64)
+        cell = np.zeros(rows, dtype=np.int64)
         for axis in range(d):
-            code = (np.full(len(ids), shape[axis], dtype=np.int64) if pattern >> axis & 1
+            code = (np.full(rows, shape[axis], dtype=np.int64) if pattern >> axis & 1
                     else codes[axis])
             cell += code * int(np.prod(full[axis + 1:], dtype=np.int64))
-        parts_cells.append(cell)
-        parts_ids.append(ids)
-    return sketch_cells(np.concatenate(parts_cells), np.concatenate(parts_ids),
-                        int(np.prod(full, dtype=np.int64)), slots, distinct=True)
+        parts.append(cell)
+    return np.concatenate(parts), np.tile(np.arange(rows, dtype=np.int64), 1 << d)
+
+
+def _margined_sketches(codes: list[I64], shape: tuple[int, ...], ids: U64,
+                       slots: int, records: U64 | None = None) -> Sketches:
+    """Every cell of the margined table sketched directly from distinct persons: a
+    margin's population is the union of its interior cells', and a person in two of
+    them must count once (adding their sketches would count it twice). ``records``:
+    the persons' holdings instead (:func:`holding_sketches`)."""
+    cells, which = _margined_cells(codes, shape, len(ids))
+    size = int(np.prod([s + 1 for s in shape], dtype=np.int64))
+    if records is not None:
+        return holding_sketches(cells, ids[which], records[which], size, slots)
+    return sketch_cells(cells, ids[which], size, slots, distinct=True)
 
 
 def table_sketches(frame: pd.DataFrame, dims: Sequence[str], ids: U64, slots: int,
                    value: str | None = None, complete: Sequence[str] = (),
-                   distinct: bool = False) -> Sketches:
+                   distinct: bool = False, records: U64 | None = None) -> Sketches:
     """Per cell of the full (margined) table over ``dims``, in the engine's cell order
     (C order of the margined array, as :class:`~compute.sdc.CheckedTable` lists them):
     the records it counts. ``value``: only records where it is present (a magnitude
     table); ``complete``: only records with every listed column present (a model).
     The interior is sketched from the records, the margins by adding sketches.
     ``distinct``: ``ids`` are persons' identities, each counted once per cell (margins
-    included: they are sketched from the persons, not added)."""
+    included: they are sketched from the persons, not added); with ``records`` (each
+    record's own identity) too, the persons' holdings (:func:`holding_sketches`)."""
     grid = encode(frame, tuple(dims), None)
     rows = grid.present() if dims else np.ones(len(frame), dtype=bool)
     for col in ([value] if value is not None else []) + list(complete):
         rows &= frame[col].notna().to_numpy()
     shape = grid.shape
-    if distinct:
+    if distinct or records is not None:
         return _margined_sketches([c[rows].astype(np.int64) for c in grid.codes],
-                                  tuple(int(s) for s in shape), ids[rows], slots)
+                                  tuple(int(s) for s in shape), ids[rows], slots,
+                                  None if records is None else records[rows])
     cells = np.zeros(int(rows.sum()), dtype=np.int64)
     for axis, codes in enumerate(grid.codes):
         cells += codes[rows] * int(np.prod(shape[axis + 1:], dtype=np.int64))

@@ -70,7 +70,6 @@ def _sum_cells(doc: dict[str, Any], analysis: int, dim: str | None) -> dict[Any,
 
 # ---- R5-1: the audit counts persons: the same persons over other records is no difference
 
-@leak("R5-1: a person population unchanged by one more record is no difference to the audit")
 def test_total_before_and_after_one_more_episode_of_a_known_patient(
         script_agent: ScriptAgent) -> None:
     """R4-2's mirror image. The audit now names persons, so a total asked before and
@@ -95,7 +94,6 @@ def test_total_before_and_after_one_more_episode_of_a_known_patient(
     assert recovered != secret, "disclosed: the returning patient's new episode's cost"
 
 
-@leak("R5-1: a margin short of one record of a person it still holds passes the audit")
 def test_total_less_a_margin_without_one_record_of_missing_diagnosis(
         script_agent: ScriptAgent) -> None:
     """The same in one job on one file: one of a patient's two episodes has no diagnosis
@@ -120,7 +118,6 @@ def test_total_less_a_margin_without_one_record_of_missing_diagnosis(
 
 # ---- R5-2: the audit's second pass releases a complement of the first, never audited ----
 
-@leak("R5-2: a cell hidden only in the audit's first pass is released unaudited in its second")
 def test_complement_released_by_the_audits_second_pass_gives_a_newcomer(
         script_agent: ScriptAgent) -> None:
     """Last month's edition: the sum of cost by diagnosis, every cell released. This
@@ -154,7 +151,6 @@ def test_complement_released_by_the_audits_second_pass_gives_a_newcomer(
 
 # ---- R5-3: a script row is audited as its keys' records, not the records it sums --------
 
-@leak("R5-3: the script route audits a row's keyed records, not the records its sums cover")
 def test_script_overall_sum_less_the_statistics_margin_gives_an_uncoded_episode(
         script_agent: ScriptAgent) -> None:
     """Twelve episodes are not costed yet and one costed episode has no diagnosis coded
