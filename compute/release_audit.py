@@ -5,15 +5,21 @@ compares the population of every cell it would release with the populations rele
 before to the same requester from the same data (and with those of the job's earlier
 analyses): a cell whose population differs from one of them by at least one but fewer
 than ``min_count`` records is suppressed (rule ``differencing``), the table is checked
-again with it suppressed (secondary suppression closes the margins around it), and a
-test or model over such a population is withheld. An analysis that would take the
+again with it suppressed (secondary suppression closes the margins around it, and
+every cell the first computation hid stays hidden: only audited cells are ever shown),
+and a test or model over such a population is withheld. An analysis that would take the
 permit past its cap on released cells is withheld whole (``release_cap``).
 
 Where the dataset declares identifier fields the unit is the person: a population is
 the set of distinct persons behind a cell (each once, however many of its records the
 cell holds), so a difference is counted in persons and a total asked before and after
 one person's records left the data is caught however many records they were. Where none
-is declared every record is its own unit, as before. Record populations released before
+is declared every record is its own unit, as before. The same persons over other
+records (one more episode of a patient already in the data) are no difference in
+persons, so each cell is also compared as its persons' holdings (each person with the
+set of its records in the cell: :func:`compute.sdc.audit.holding_sketches`), which
+differ by two identities per person whose records differ: a difference in the records
+of fewer than ``min_count`` persons suppresses the cell. Record populations released before
 identifiers were declared (another identity space: a person set is never subtracted
 from a record set) are still compared with the records of a job that counts persons,
 failing closed: a difference of fewer than ``min_count`` persons can span up to
