@@ -158,12 +158,23 @@ class Sketches:
                         raw[:, 12 * slots:].copy().view("<u4").astype(np.uint32))
 
 
+def _pairs(cells: I64, ids: U64) -> tuple[I64, I64, U64]:
+    """Each (cell, identity) pair once, by hashing (no sort of the pairs): each entry's
+    pair, and each pair's cell and identity."""
+    codes, uniques = pd.factorize(ids)
+    span = max(1, len(uniques))
+    which, keys = pd.factorize(cells.astype(np.int64) * span + codes)
+    keys = np.asarray(keys, dtype=np.int64)
+    return (np.asarray(which, dtype=np.int64), keys // span,
+            np.ascontiguousarray(np.asarray(uniques, dtype=np.uint64)[keys % span]))
+
+
 def _distinct(cells: I64, ids: U64) -> tuple[I64, U64]:
     """Each (cell, identity) pair once: a person's records count once per population."""
     if not len(ids):
         return cells, ids
-    pairs = np.unique(np.stack([cells.astype(np.uint64), ids], axis=1), axis=0)
-    return pairs[:, 0].astype(np.int64), np.ascontiguousarray(pairs[:, 1])
+    _, cell, ident = _pairs(cells, ids)
+    return cell, ident
 
 
 def sketch_cells(cells: I64, ids: U64, size: int, slots: int,
@@ -218,16 +229,12 @@ def holding_sketches(cells: I64, persons: U64, records: U64, size: int,
     changes, the holdings still count that person."""
     if not len(persons):
         return sketch_cells(cells, persons, size, slots)
-    pairs, inverse = np.unique(np.stack([cells.astype(np.uint64), persons], axis=1),
-                               axis=0, return_inverse=True)
+    which, cell, person = _pairs(cells, persons)
     # A set's identity: the wrapping sum of its members' mixed identities (a record is
     # in a cell once), mixed again with the person's, so no two persons' sets coincide.
-    held = _wrapping_sum(inverse.ravel().astype(np.int64), mix(records ^ _SET_SALT),
-                         len(pairs))
-    person = np.ascontiguousarray(pairs[:, 1])
+    held = _wrapping_sum(which, mix(records ^ _SET_SALT), len(cell))
     with np.errstate(over="ignore"):
         sets = mix(person ^ mix(held + _SET_SALT))
-    cell = pairs[:, 0].astype(np.int64)
     return sketch_cells(np.concatenate([cell, cell]),
                         np.concatenate([mix(person ^ _PERSON_SALT), sets]), size, slots)
 
