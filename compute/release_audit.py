@@ -70,8 +70,10 @@ class History:
     # With persons: each record's own identity, and the lineage's record populations.
     records: U64 | None = None
     record_prior: Sketches | None = None
-    # With persons: the holdings released before (compute.sdc.audit.holding_sketches).
+    # With persons: the holdings released before (compute.sdc.audit.holding_sketches),
+    # and the digests of person populations released before holdings were kept.
     holdings: Sketches | None = None
+    bare: frozenset[str] = frozenset()
 
 
 def record_tolerance(persons: U64, k: int) -> int:
@@ -127,6 +129,16 @@ def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int,
     return whole.take(np.array([len(whole) - 1]))
 
 
+def bare_hits(pops: Sketches, shown: Any, bare: frozenset[str]) -> Any:
+    """Per cell of ``pops``: shown and over exactly the persons of a person population
+    released before holdings were kept (``bare``: their digests)."""
+    hit = np.zeros(len(pops), dtype=bool)
+    if bare:
+        for i in np.flatnonzero(shown & (pops.n > 0)):
+            hit[i] = pops.digest(int(i)) in bare
+    return hit
+
+
 def _near(source: pd.DataFrame, a: Any, pops: Sketches, holdings: Sketches | None,
           shown: Any, seen: Sketches, seen_holdings: Sketches, k: int,
           history: History) -> Any:
@@ -140,6 +152,9 @@ def _near(source: pd.DataFrame, a: Any, pops: Sketches, holdings: Sketches | Non
         # The same persons over other records: a difference of none in persons, of
         # two identities per person whose records differ in holdings.
         hit[shown] |= differenced(holdings.take(shown), seen_holdings, holding_limit(k))
+    # Exactly the persons of a population kept without its holdings: its records cannot
+    # be compared, so fail closed.
+    hit |= bare_hits(pops, shown, history.bare)
     if history.persons and history.record_prior is not None and len(history.record_prior):
         assert history.records is not None
         records = _population(source, a, history.records, pops.slots)

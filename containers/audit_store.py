@@ -196,6 +196,25 @@ class AuditSession:
             "AND unit = ? LIMIT 1", (requester, dataset, unit) * 2).fetchone() is not None
             for dataset in dict.fromkeys(datasets))
 
+    def bare_persons(self, requester: str, datasets: tuple[str, ...], slots: int
+                     ) -> frozenset[str]:
+        """Digests of person populations released or held under the keys ``datasets``
+        by a job that kept no holdings (recorded before holdings were): a cell over
+        exactly their persons cannot have its records compared."""
+        digests: set[str] = set()
+        for dataset in dict.fromkeys(datasets):
+            rows = self.db.execute(
+                "SELECT digest FROM populations AS p WHERE requester = ? AND dataset = ? "
+                "AND slots = ? AND unit = ? AND NOT EXISTS (SELECT 1 FROM populations "
+                "WHERE job = p.job AND unit = ? UNION ALL SELECT 1 FROM held_populations "
+                "WHERE job = p.job AND unit = ?) UNION ALL SELECT digest FROM "
+                "held_populations AS p WHERE requester = ? AND dataset = ? AND slots = ? "
+                "AND unit = ? AND NOT EXISTS (SELECT 1 FROM populations WHERE job = p.job "
+                "AND unit = ? UNION ALL SELECT 1 FROM held_populations WHERE job = p.job "
+                "AND unit = ?)", (requester, dataset, slots, PERSONS, HOLDINGS, HOLDINGS) * 2)
+            digests |= {str(d) for (d,) in rows.fetchall()}
+        return frozenset(digests)
+
     def released(self, permit: str, job: str) -> int:
         """Cell values the permit released or holds for review, not counting ``job`` (a
         job run again after an agent restart is not counted twice)."""

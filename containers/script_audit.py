@@ -22,7 +22,7 @@ from authz.states import (
 )
 from authz.wire import RunTask
 from compute import statistics
-from compute.release_audit import record_tolerance
+from compute.release_audit import bare_hits, record_tolerance
 from compute.sdc import SDCPolicy
 from compute.sdc.audit import (
     Sketches,
@@ -125,6 +125,8 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
                         if persons is not None else Sketches.empty(slots))
         seen_h = (store.populations(requester, keys, h_slots, HOLDINGS)
                   if persons is not None else Sketches.empty(h_slots))
+        bare = (store.bare_persons(requester, keys, slots) if persons is not None
+                else frozenset[str]())
         after_persons = persons is None and store.holds(requester, keys, PERSONS)
         before = count = store.released(task.permit_id, task.job_id)
         mine, mine_h = [], []
@@ -148,6 +150,7 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
                     # The same persons over other records (compute.release_audit).
                     holdings, _ = _populations(out, persons, h_slots, True, records)
                     near |= differenced(holdings, seen_h, holding_limit(k))
+                    near |= bare_hits(pops, np.ones(len(pops), dtype=bool), bare)
                 if len(record_prior) and persons is not None:
                     # Record populations released before identifiers were declared:
                     # compared by records, failing closed (compute.release_audit).

@@ -113,7 +113,8 @@ def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: Statistics
                 released_before=released_before, persons=True, records=ids,
                 record_prior=store.populations(requester, keys, slots, RECORDS),
                 holdings=store.populations(requester, keys,
-                                           holding_slots(policy.min_count), HOLDINGS))
+                                           holding_slots(policy.min_count), HOLDINGS),
+                bare=store.bare_persons(requester, keys, slots))
         done = release_audit.compute_audited(frame, spec, policy, history)
         store.record(requester, lineage(ds), task.permit_id, task.job_id, done.released,
                      done.cells_released, PERSONS if persons is not None else RECORDS,

@@ -25,6 +25,7 @@ Pure numpy; no I/O. Sizes: ``16 × slots`` bytes per cell (1,056 bytes up to k =
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -145,6 +146,10 @@ class Sketches:
         return b"".join([self.count[i].astype("<i4").tobytes(),
                          self.ids[i].astype("<u8").tobytes(),
                          self.check[i].astype("<u4").tobytes()])
+
+    def digest(self, i: int) -> str:
+        """Cell ``i``'s digest as the store keys it (equal digests: equal populations)."""
+        return hashlib.sha256(self.to_bytes(i)).hexdigest()
 
     @staticmethod
     def from_rows(rows: Sequence[tuple[int, bytes]], slots: int) -> Sketches:

@@ -3,6 +3,7 @@ records are a difference; and its second pass shows only cells it audited."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from compute.sdc.audit import (
 from compute.sdc.combinations import differenced
 from compute.sdc.units import contributor_codes, person_identities
 from compute.statspec import parse_statistics_spec
+from containers.audit_store import PERSONS, AuditStore
 from sandbox.demo_data import hospital_table
 from tests.compute.test_release_audit_persons import KEY, POLICY, _episodes, _run, _total
 
@@ -129,3 +131,24 @@ def test_the_second_pass_shows_no_cell_the_first_hid() -> None:
     for mine, theirs in zip(audited, unaudited, strict=True):
         assert theirs["value"] is not None or mine["value"] is None, mine["cell"]
     assert next(c["value"] for c in audited if c["cell"]["diagnosis"] == "All") is None
+
+
+def test_persons_kept_without_holdings_fail_closed(tmp_path: Path) -> None:
+    """Person populations recorded before holdings were kept: a cell over exactly their
+    persons cannot have its records compared, and is suppressed; a release that kept
+    its holdings is compared by them instead."""
+    frame = _episodes()
+    store = AuditStore(tmp_path / "audit.sqlite")
+    old = _run(frame, _history(frame))
+    with store.session() as s:  # as an agent before holdings recorded it
+        s.record("req_1", "pty/H", "pmt_1", "job_0", old.released, 8, PERSONS)
+        bare = s.bare_persons("req_1", ("pty/H",), SLOTS)
+    assert bare == {old.released.digest(i) for i in range(len(old.released))}
+    rows = row_identities(frame, KEY)
+    history = History(person_identities(frame[["patient_id"]], KEY, rows), old.released,
+                      0, persons=True, records=rows, bare=bare)
+    assert _total(_run(frame, history)) is None
+    with store.session() as s:
+        s.record("req_2", "pty/H", "pmt_2", "job_1", old.released, 8, PERSONS,
+                 old.holdings)
+        assert not s.bare_persons("req_2", ("pty/H",), SLOTS)
