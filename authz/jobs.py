@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import defer, joinedload, object_session
 
-from authz import catalog, lifecycle, people, permits, review
+from authz import catalog, lifecycle, output_names, people, permits, review
 from authz import validate as v
 from authz.context import ROW_LOCK, Ctx
 from authz.models import (
@@ -234,8 +234,8 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
         "bytes_read": job.bytes_read if party.id == job.provider_id else None,
         "input_sha256": job.input_sha256, "runner_image": job.runner_image,
         "ledger_index": job.ledger_index,
-        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
-                     "decision": o.decision, "reasons": o.reasons,
+        # An output not released: by position, no digest or size (authz/output_names.py).
+        "outputs": [{**output_names.shown(o), "reasons": o.reasons,
                      "justification": o.justification,
                      # The checkers' decisions and comments, and how long review took.
                      "reviews": review.review_json(o),

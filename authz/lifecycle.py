@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from authz import joint
+from authz import joint, output_names
 from authz.context import Ctx
 from authz.models import AccessRequest, Job, Party, Permit, RequestItem
 from authz.states import RUN_OVER, JobState, OutputDecision, check_job_move
@@ -39,8 +39,7 @@ def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None)
         assert job.finished_at is not None
         job.ledger_index = ctx.record("review.completed", actor, {
             "job_id": job.id, "permit_id": job.permit_id, "state": state, "reason": reason,
-            "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
-                         "decision": o.decision} for o in job.outputs],
+            "outputs": [output_names.shown(o) for o in job.outputs],
             # Whole seconds from the end of the run: how long the review took.
             "review_s": int((ctx.now() - job.finished_at).total_seconds()),
         })
@@ -51,9 +50,10 @@ def end_job(ctx: Ctx, actor: str, job: Job, state: JobState, reason: str | None)
     else:
         job.ledger_index = ctx.record("run.finished", actor, _run_body(ctx, job))
         for o in job.outputs:
+            shown = output_names.shown(o)
             ctx.record(f"output.{o.decision}", actor, {
-                "job_id": job.id, "name": o.name, "sha256": o.sha256, "bytes": o.size,
-                "reasons": o.reasons,
+                "job_id": job.id, "name": shown["name"], "sha256": shown["sha256"],
+                "bytes": shown["bytes"], "reasons": o.reasons,
             })
     if job.joint_id is not None:
         joint.on_part_finished(ctx, job)
@@ -117,7 +117,7 @@ def _run_body(ctx: Ctx, job: Job) -> dict[str, Any]:
         "script_sha256": job.script_sha256,
         "runner_image": job.runner_image or "",
         "input_sha256": job.input_sha256,
-        "outputs": [{"name": o.name, "sha256": o.sha256, "bytes": o.size,
-                     "decision": o.decision} for o in job.outputs],
+        # An output not released: by position, no digest or size (authz/output_names.py).
+        "outputs": [output_names.shown(o) for o in job.outputs],
         "reasons": [job.reason] if job.reason else [],
     }

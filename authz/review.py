@@ -31,7 +31,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import lifecycle, people
+from authz import lifecycle, output_names, people
 from authz import validate as v
 from authz.context import ROW_LOCK, Ctx
 from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
@@ -100,8 +100,9 @@ def decide(ctx: Ctx, provider: Party, person: Person | None, job_id: str, name: 
     out.reviews.append(OutputReview(provider_id=provider.id, reviewer_id=person.id,
                                     decision=decision, comment=data["comment"],
                                     decided_at=ctx.now()))
+    # The output by its positional name, without its digest: it is not released yet.
     ctx.record("review.decided", provider.id, {
-        "job_id": job.id, "name": out.name, "sha256": out.sha256, "decision": decision,
+        "job_id": job.id, "name": out.name, "decision": decision,
         "comment_sha256": hashlib.sha256(data["comment"].encode()).hexdigest(),
     })
     if decision in _SETTLES:
@@ -121,7 +122,9 @@ def released_names(job: Job) -> tuple[str, ...]:
     populations in the provider's differencing audit); nothing while the job is open."""
     if job.state not in TERMINAL:
         return ()
-    return tuple(sorted(o.name for o in job.outputs if o.decision == OutputDecision.RELEASED))
+    # By the names the agent reported (its audit's keys), not the positional ones.
+    return tuple(sorted(output_names.agents_name(o) for o in job.outputs
+                        if o.decision == OutputDecision.RELEASED))
 
 
 def _approvals(out: JobOutput, provider_id: str) -> int:
@@ -157,15 +160,15 @@ def earlier_releases(ctx: Ctx, job: Job) -> list[dict[str, Any]]:
     """What the requester already has from the same permit: the context a checker needs
     to judge differencing across outputs."""
     rows = ctx.session.execute(
-        select(Job.id, JobOutput.name, JobOutput.sha256, JobOutput.decided_at,
-               Job.finished_at)
+        select(Job.id, JobOutput.name, JobOutput.script_name, JobOutput.sha256,
+               JobOutput.decided_at, Job.finished_at)
         .join(JobOutput, JobOutput.job_id == Job.id)
         .where(Job.permit_id == job.permit_id, Job.id != job.id,
                JobOutput.decision == OutputDecision.RELEASED)
         .order_by(Job.finished_at, Job.id, JobOutput.name))
-    return [{"job_id": j, "name": n, "sha256": s,
+    return [{"job_id": j, "name": n, "script_name": sn or n, "sha256": s,
              "released_at": (d or f).isoformat() if (d or f) else None}
-            for j, n, s, d, f in rows]
+            for j, n, sn, s, d, f in rows]
 
 
 def review_json(out: JobOutput) -> list[dict[str, Any]]:
@@ -192,7 +195,10 @@ def material(ctx: Ctx, job: Job) -> dict[str, Any]:
         "review_quorum": permit.review_quorum,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "outputs": [{
-            "name": o.name, "sha256": o.sha256, "bytes": o.size, "decision": o.decision,
+            # ``name`` is the key (positional unless released automatically); the
+            # checkers judge the file as the script named it.
+            "name": o.name, "script_name": output_names.agents_name(o),
+            "sha256": o.sha256, "bytes": o.size, "decision": o.decision,
             # The automatic checks' notes, then what re-derivation found.
             "findings": [*o.reasons, *o.findings], "justification": o.justification,
             **_content(o.content), "reviews": review_json(o),

@@ -15,7 +15,16 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from authz import catalog, joint, joint_masks, lifecycle, permits, psi_jobs, review
+from authz import (
+    catalog,
+    joint,
+    joint_masks,
+    lifecycle,
+    output_names,
+    permits,
+    psi_jobs,
+    review,
+)
 from authz.context import ROW_LOCK, Ctx
 from authz.models import Agent, AgentProvider, Dataset, Job, JobOutput, Party, Permit
 from authz.parties import agent_provider_ids
@@ -338,6 +347,8 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         for out in outputs:
             out.decision, out.content = OutputDecision.BLOCKED, None
             out.reasons = [*out.reasons, held[1]]
+    # What the requester sees of an output not released is its position (R5-4).
+    output_names.name_by_position(outputs)
     if report.mock_failed:
         reason = _return_run(ctx, agent, job, permit, reason)
     job.exit_code = report.exit_code

@@ -148,8 +148,11 @@ def test_the_agent_settles_held_populations_from_the_review_decision(
 
     # Nothing decided yet: everything stays held.
     assert review_audit.settle_reviews(store, leased) == 0
-    assert review.decide(review.checkers[0], approved, "t.csv").status_code == 200
-    assert review.decide(review.checkers[0], rejected, "t.csv", "reject").status_code == 200
+    # The checkers decide on the output by its positional name; the agent is told of it
+    # by the name it reported (its store's key).
+    assert review.decide(review.checkers[0], approved, "output-1.csv").status_code == 200
+    assert review.decide(review.checkers[0], rejected, "output-1.csv",
+                         "reject").status_code == 200
     lease = leased(approved)
     assert lease is not None and lease.released_outputs == ("t.csv",)
     assert review_audit.settle_reviews(store, leased) == 2

@@ -389,24 +389,26 @@ df.groupby("sex").size().rename("n").reset_index().to_csv("/out/by_sex.csv", ind
 open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
 """))
     assert job["state"] == "awaiting_review" and "held for review" in job["reason"], job
+    # Held outputs by position: the script's names are for the checkers only.
     assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
-        ("by_sex.csv", "pending_review"), ("chart.png", "pending_review")]
-    assert fetch_output(analyst, job["id"], "by_sex.csv")[0] == 404
+        ("output-1.csv", "pending_review"), ("output-2.png", "pending_review")]
+    assert fetch_output(analyst, job["id"], "output-1.csv")[0] == 404
     seen = checkers[0].get(f"/reviews/{job['id']}")
     table = seen["outputs"][0]["content"]
+    assert [o["script_name"] for o in seen["outputs"]] == ["by_sex.csv", "chart.png"]
     assert table.splitlines()[0] == "sex,n" and "df.groupby" in seen["script"]
     # An image reaches the checkers only through review, as it is.
     png = base64.b64decode(seen["outputs"][1]["content_b64"])
     assert png == b"\x89PNG\r\n\x1a\n" + bytes(24)
     for checker in checkers:
-        for name in ("by_sex.csv", "chart.png"):
+        for name in ("output-1.csv", "output-2.png"):
             checker.post(f"/reviews/{job['id']}/outputs/{name}",
                          {"decision": "approve", "comment": "two groups, both above k"})
     job = analyst.get(f"/jobs/{job['id']}")
     assert job["state"] == "released", job
-    status, body = fetch_output(analyst, job["id"], "by_sex.csv")
+    status, body = fetch_output(analyst, job["id"], "output-1.csv")
     assert status == 200 and body.decode() == table
     decided = [e for e in ledger_entries(stack.regulator) if e["kind"] == "review.decided"
                and e["body"]["job_id"] == job["id"]]
     assert sorted(e["actor"] for e in decided) == sorted(2 * [c.person_id for c in checkers])
-    assert fetch_output(analyst, job["id"], "chart.png") == (200, png)
+    assert fetch_output(analyst, job["id"], "output-2.png") == (200, png)

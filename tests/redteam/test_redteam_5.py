@@ -195,7 +195,6 @@ def _held_run(script_agent: ScriptAgent, outputs: dict[str, bytes]) -> Any:
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-@leak("R5-4: held outputs are listed to the requester by the script's file names")
 def test_held_output_names_carry_a_value_to_the_requester(
         script_agent: ScriptAgent, make_party: Any, make_agent: Any,
         make_person: Any) -> None:

@@ -1,0 +1,69 @@
+"""What the requester, and the ledger everyone audits, may see of a run's outputs.
+
+A script chooses its outputs' file names, contents and so digests and sizes after reading
+the data: about a hundred characters a name, twenty files a run, and a digest of a short
+secret can be brute-forced offline. Only what was released says any of that. So:
+
+- every output that is not released when its run is recorded (held for review, blocked,
+  withheld) is named by its position in the run's report: ``output-<i>.<ext>`` for one
+  held for review (the extension tells a reader what it is: a table or an image), and
+  ``output-<i>`` / ``withheld-<i>`` for one blocked or withheld (the agent's own names);
+  the name the agent reported is kept beside it for the output checkers (who judge the
+  file as the script wrote it) and for the agent's differencing audit;
+- it keeps that positional name for good, released by review or not: a name is the key
+  the requester, the checkers and the ledger use for the output, and its sealed content
+  is bound to it;
+- its digest and size are shown as those of empty content (the convention for what was
+  never read) until it is released, in the job view and in every ledger body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+from authz.models import JobOutput
+from authz.states import OutputDecision
+
+#: The digest shown for an output whose content is not the requester's to know of (the
+#: agent's digest of a file never read, containers/checks.py ``NOTHING_READ_SHA256``).
+NOT_SHOWN_SHA256 = hashlib.sha256(b"").hexdigest()
+# The extensions an output can have (containers/checks.py NAME_RX and IMAGE_RX).
+_EXTENSION = re.compile(r"\.(csv|json|png|jpe?g|svg|pdf)\Z")
+
+
+def positional(i: int, out: JobOutput) -> str:
+    """The name of the ``i``-th output (from 1) of a report, when it is not released."""
+    if out.decision == OutputDecision.WITHHELD:
+        return f"withheld-{i}"
+    if out.decision != OutputDecision.PENDING_REVIEW:
+        return f"output-{i}"
+    ext = _EXTENSION.search(out.name)
+    return f"output-{i}{ext.group(0) if ext else ''}"
+
+
+def name_by_position(outputs: list[JobOutput]) -> None:
+    """Rename the outputs of a report that were not released, in place; keep what the agent
+    called them in ``script_name``. A blocked or withheld output's content never reached
+    the controller: its digest and size are dropped too."""
+    for i, out in enumerate(outputs, 1):
+        if out.decision == OutputDecision.RELEASED:
+            continue
+        name = positional(i, out)
+        if out.name != name:
+            out.script_name, out.name = out.name, name
+        if out.decision != OutputDecision.PENDING_REVIEW:
+            out.sha256, out.size = NOT_SHOWN_SHA256, 0
+
+
+def agents_name(out: JobOutput) -> str:
+    """The name the agent reported the output under (its differencing audit's key)."""
+    return out.script_name or out.name
+
+
+def shown(out: JobOutput) -> dict[str, Any]:
+    """An output as the requester and the ledger see it: name, digest, size, decision."""
+    released = out.decision == OutputDecision.RELEASED
+    return {"name": out.name, "sha256": out.sha256 if released else NOT_SHOWN_SHA256,
+            "bytes": out.size if released else 0, "decision": out.decision}
