@@ -243,7 +243,6 @@ def test_held_output_names_carry_a_value_to_the_requester(
 
 # ---- R5-5: the sum of a boolean is a count, below k, that dominance does not stop --------
 
-@leak("R5-5: a magnitude sum of a boolean releases a count of 3..k-1 holders of the flag")
 def test_sum_of_a_sensitive_flag_is_a_small_count(agent: Agent) -> None:
     """Three of 2,000 patients are HIV positive. The frequency table by HIV status pools
     ``true`` (three holders) with nothing and hides it; the requester asks instead for the
