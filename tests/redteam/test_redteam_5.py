@@ -263,3 +263,21 @@ def test_sum_of_a_sensitive_flag_is_a_small_count(agent: Agent) -> None:
     total = cells(doc, 1)[0]["value"]
     recovered = None if total is None else round(total)
     assert recovered != 3, "disclosed: three HIV-positive patients, a count below k"
+
+
+@leak("R5-5b: a script's sum of a two-valued column releases a count of 3..k-1 holders")
+def test_script_sum_of_a_two_valued_column_is_a_small_count(
+        script_agent: ScriptAgent) -> None:
+    """The script route's twin of R5-5. A day-surgery unit's episodes: length of stay is
+    0 (same-day discharge) for all but three patients kept overnight (1). A script's
+    overall table (``n``, ``sum_los``) re-derives exactly (the count is the input's,
+    the sum is the sum), passes the threshold (600 records hold a value) and nk / p% (a
+    sum of three ones), and is released automatically: three, a count below k."""
+    frame = hospital_table(9, 600, "R").assign(los=0)
+    frame.loc[[11, 222, 433], "los"] = 1
+    script_agent.publish(frame)
+    df = frame[PERMITTED]
+    overall = pd.DataFrame({"n": [len(df)], "sum_los": [int(df.los.sum())]})
+    got = script_agent.run({"overall.csv": overall})
+    recovered = int(got["table-1.csv"].sum_los.iloc[0]) if "table-1.csv" in got else None
+    assert recovered != 3, "disclosed: three overnight stays, a count below k"
