@@ -265,7 +265,6 @@ def test_sum_of_a_sensitive_flag_is_a_small_count(agent: Agent) -> None:
     assert recovered != 3, "disclosed: three HIV-positive patients, a count below k"
 
 
-@leak("R5-5b: a script's sum of a two-valued column releases a count of 3..k-1 holders")
 def test_script_sum_of_a_two_valued_column_is_a_small_count(
         script_agent: ScriptAgent) -> None:
     """The script route's twin of R5-5. A day-surgery unit's episodes: length of stay is
