@@ -44,6 +44,7 @@ Findings:
   magnitude value; its sum is the count of records holding ``true``. Every contribution
   is 1, so nk dominance and p% hide only sums of one or two; three to k-1 holders of a
   sensitive flag come out as a sum, where the frequency route pools and hides that count.
+  R5-5b: the same on the script route, a verified table's sum of a 0/1 column.
 """
 
 from __future__ import annotations
