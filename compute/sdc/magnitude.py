@@ -220,7 +220,7 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     for subset in subsets(len(dims_t), True):
         codes = grid.cell_codes(subset, rows)
         accumulate(cells, codes, x[rows], u, ns, qs, common, spread)
-        short |= short_levels(codes, x[rows], u, size, policy.min_count)
+        short |= short_levels(codes, x[rows], u, size, policy.min_count, cells.n_values)
 
     base = _base_hits(cells, policy)
     force(base, forced)

@@ -42,6 +42,8 @@ class CellAggregates:
     # The same per contributor's squared deviations from its cell's mean (what a std or
     # variance is made of), filled only when a std is asked for.
     ss_top: dict[int, FloatArray] = field(default_factory=dict)
+    # Distinct values per cell (from the sort the order statistics make anyway).
+    n_values: IntArray = field(init=False)
     quantile: dict[float, FloatArray] = field(default_factory=dict)
     extreme: dict[float, Mask] = field(default_factory=dict)
     remainder: dict[float, Mask] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class CellAggregates:
     def __post_init__(self) -> None:
         self.n_rec = np.zeros(self.size, dtype=np.int64)
         self.n_contrib = np.zeros(self.size, dtype=np.int64)
+        self.n_values = np.zeros(self.size, dtype=np.int64)
         for name in ("total", "abs_total", "ss"):
             setattr(self, name, np.zeros(self.size))
         self.vmin = np.full(self.size, np.nan)
@@ -120,6 +123,7 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
     run_start = np.flatnonzero(new_run)
     run_end = np.append(run_start[1:], m)
     run_len = run_end - run_start
+    cells.n_values += np.bincount(sc[run_start], minlength=size)
     # Per run: a common value whose records leave 1..common-1 others in their cell.
     run_n = n[sc[run_start]]
     few_left = (run_len >= common) & (run_n - run_len > 0) & (run_n - run_len < common)
@@ -200,13 +204,18 @@ def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | 
 FEW_LEVELS = 3
 
 
-def short_levels(c: IntArray, v: FloatArray, u: IntArray | None, size: int, k: int
-                 ) -> Mask:
+def short_levels(c: IntArray, v: FloatArray, u: IntArray | None, size: int, k: int,
+                 n_values: IntArray | None = None) -> Mask:
     """Per cell (``c``: each record's, ``v`` its value, ``u`` its person or None), whether
     its value takes 2..:data:`FEW_LEVELS` distinct values and one of them is held by 1..k-1
     contributors (records, or distinct persons with ``u``): a short cell of the partition,
-    as the joint route's ``level_cells`` (a boolean's sum is the count of its holders)."""
+    as the joint route's ``level_cells`` (a boolean's sum is the count of its holders).
+    ``n_values``: each cell's distinct values if known (:class:`CellAggregates`), to look
+    only at the few-valued cells' records (a continuous column has almost none)."""
     out = np.zeros(size, dtype=bool)
+    if n_values is not None:
+        few = (n_values[c] >= 2) & (n_values[c] <= FEW_LEVELS)
+        c, v, u = c[few], v[few], (None if u is None else u[few])
     if not len(c):
         return out
     _, level = np.unique(v, return_inverse=True)

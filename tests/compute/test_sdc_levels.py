@@ -101,3 +101,17 @@ def test_a_one_group_variance_of_a_boolean_is_withheld() -> None:
     df = _flags(3).assign(g="a")
     r = within_group_variance(df, ["g"], "flag")
     assert r.outcome is Outcome.WITHHELD and Rule.THRESHOLD in r.rules and r.values is None
+
+
+def test_knowing_each_cells_distinct_values_changes_nothing() -> None:
+    # The table passes each cell's distinct values (from its sort) to skip many-valued
+    # cells; the answer must be the one computed from the records alone.
+    rng = np.random.default_rng(3)
+    c = rng.integers(0, 30, 3000).astype(np.int64)
+    v = np.where(c % 3 == 0, rng.normal(0, 1, 3000), rng.integers(0, 1 + c % 5, 3000) * 1.0)
+    u = rng.integers(0, 400, 3000).astype(np.int64)
+    n_values = np.array([len(np.unique(v[c == i])) for i in range(30)], dtype=np.int64)
+    for persons in (None, u):
+        assert (short_levels(c, v, persons, 30, 40, n_values)
+                == short_levels(c, v, persons, 30, 40)).all()
+        assert short_levels(c, v, persons, 30, 40).any()
