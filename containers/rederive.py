@@ -12,7 +12,9 @@ when every row and every cell is explained:
 * the count column equals the true number of records with those keys; the group's
   contributors (its records, or the persons they are of where the dataset declares an
   identifier: :mod:`containers.rederive_units`) number at least the minimum cell count,
-  and so do those holding a value of each statistic's column; every group of the input
+  and so do those holding a value of each statistic's column and, where that column takes
+  two or three values in the group, those holding each value (the sum of a 0/1 column is
+  its holders' count); every group of the input
   with at least that many contributors is a row (the shape is the input's, so leaving
   rows out carries nothing), and the groups left out hold, in the whole table and in
   each of its margins, none or at least that many contributors (a total less the rows
@@ -61,7 +63,7 @@ from containers.rederive_margins import (
     complement_findings,
     margin_labels,
 )
-from containers.rederive_units import Units, dominated, group_holders, holders
+from containers.rederive_units import Units, dominated, group_holders, holders, short_level
 
 COUNT_COLUMNS = ("n", "count")
 #: What a value column may hold, and how it is recomputed from a group's values.
@@ -276,6 +278,11 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                                         "declares of the records with these keys",
                                         column=i + 1, row=r_i))
                 continue
+            if short_level(group, policy.min_count, None if units is None else units[held]):
+                findings.append(Finding("threshold", f"fewer than {policy.min_count} "
+                                        "contributors hold one of the few values the "
+                                        "column takes with these keys", column=i + 1,
+                                        row=r_i))
             rule = dominated(group, stat in SPREAD, policy,
                              None if units is None else units[held])
             if rule is not None:

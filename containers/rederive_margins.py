@@ -24,7 +24,7 @@ import pandas as pd
 
 from compute.sdc import SDCPolicy
 from containers.findings import Finding
-from containers.rederive_units import Bools, Units, distinct, dominated
+from containers.rederive_units import Bools, Units, distinct, dominated, short_level
 
 #: Key columns beyond which a table's margins (2^keys of them) are not enumerated: such
 #: a table is left to a person.
@@ -66,9 +66,11 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
                         ) -> Iterator[tuple[tuple[int, ...], int]]:
     """(margin, value position) pairs where the records a margin cell leaves out (those in
     groups of fewer than k contributors) have a value sum the nk or p% rule finds
-    dominated, as a row's would be: its total less its rows is that sum, a cell released
-    implicitly, and counting its records (``_short_by_records``) says nothing of one
-    record's share. Persons' records are summed first where ``units`` are known."""
+    dominated, as a row's would be, or whose values take two or three values one of which
+    fewer than k hold (``short_level``): its total less its rows is that sum, a cell
+    released implicitly, and counting its records (``_short_by_records``) says nothing of
+    one record's share nor of how many hold each value. Persons' records are summed first
+    where ``units`` are known."""
     codes = pd.DataFrame({j: pd.factorize(a)[0] for j, a in enumerate(keys)})
     cell = codes.groupby(list(codes.columns), sort=False).ngroup().to_numpy(np.int64)
     everyone = np.ones(len(cell), dtype=bool)
@@ -87,8 +89,9 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
             by_cell = pd.Series(held).groupby(margin[held], sort=False).indices
             for where in by_cell.values():
                 records = held[where]
-                if dominated(values[records], spread, policy,
-                             None if units is None else units[records]) is not None:
+                persons = None if units is None else units[records]
+                if (dominated(values[records], spread, policy, persons) is not None
+                        or short_level(values[records], policy.min_count, persons)):
                     yield fixed, pos
                     break
 
@@ -96,8 +99,9 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
 def _dominance_finding(line: bool, column: int) -> Finding:
     where = "a line of the table (some keys fixed)" if line else "the table"
     return Finding("complement", f"the records {where} leaves out, in no row, are dominated "
-                   "by a few of them in this column: its total less its rows gives a "
-                   "value close to theirs", column=column)
+                   "by a few of them in this column, or a few of them hold one of the few "
+                   "values it takes there: its total less its rows gives a value close to "
+                   "theirs, or how many hold it", column=column)
 
 
 def _margins(width: int) -> Iterator[tuple[int, ...]]:

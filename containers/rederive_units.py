@@ -5,9 +5,10 @@ patient are a group of twelve records but one contributor, and the group's sum i
 patient's total. Where the provider declared identifier fields, the agent numbers each
 record's person (``unitids.npy``, :mod:`containers.jobdir`; never in a container) and
 the re-derivation (:mod:`containers.rederive`) counts distinct persons for every
-threshold (a row, a statistic's values, the groups a table must hold and those its
-margins leave out), and sums each person's records before nk and p%. ``units`` None:
-each record is its own contributor, as on a dataset without an identifier.
+threshold (a row, a statistic's values and each of its few values, the groups a table
+must hold and those its margins leave out), and sums each person's records before nk and
+p%. ``units`` None: each record is its own contributor, as on a dataset without an
+identifier.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute.sdc import SDCPolicy
+from compute.sdc import SDCPolicy, short_levels
 
 Units = np.ndarray[Any, np.dtype[np.int64]] | None
 Bools = np.ndarray[Any, np.dtype[np.bool_]]
@@ -61,6 +62,16 @@ def group_holders(keys: list[pd.Series], units: Units, sizes: pd.Series) -> pd.S
         return sizes
     persons = pd.Series(units, index=keys[0].index).groupby(keys).nunique()
     return persons.reindex(sizes.index, fill_value=0)
+
+
+def short_level(values: np.ndarray[Any, np.dtype[np.float64]], k: int, units: Units
+                ) -> bool:
+    """Whether a cell's values take two or three distinct values, one held by 1..k-1
+    contributors: a partition of the cell whose part is a short cell (the sum of a 0/1
+    column is its holders' count). The statistics route's rule
+    (:func:`compute.sdc.short_levels`), whatever statistic the script released."""
+    cell = np.zeros(len(values), dtype=np.int64)
+    return bool(short_levels(cell, values, units, 1, k)[0])
 
 
 def dominated(values: np.ndarray[Any, np.dtype[np.float64]], spread: bool,

@@ -9,6 +9,7 @@ secondary suppression. Pure (pandas/numpy), no I/O. Rules, defaults, sources and
 
 from compute.sdc.frequency import chi_square_test, frequency_table
 from compute.sdc.magnitude import magnitude_table, within_group_variance
+from compute.sdc.magnitude_cells import FEW_LEVELS, short_levels
 from compute.sdc.models import INTERCEPT, ols
 from compute.sdc.policy import DEFAULT_POLICY, Action, NKRule, SDCPolicy, strictest
 from compute.sdc.pooling import POOLED, pool_rare_categories
@@ -17,6 +18,7 @@ from compute.sdc.rules import CellStatus, Measure, Outcome, Rule, Statistic, des
 
 __all__ = [
     "DEFAULT_POLICY",
+    "FEW_LEVELS",
     "INTERCEPT",
     "MARGIN",
     "POOLED",
@@ -37,6 +39,7 @@ __all__ = [
     "magnitude_table",
     "ols",
     "pool_rare_categories",
+    "short_levels",
     "strictest",
     "within_group_variance",
 ]

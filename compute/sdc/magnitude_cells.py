@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from compute.sdc.grid import IntArray
 from compute.sdc.result import Mask
@@ -41,6 +42,8 @@ class CellAggregates:
     # The same per contributor's squared deviations from its cell's mean (what a std or
     # variance is made of), filled only when a std is asked for.
     ss_top: dict[int, FloatArray] = field(default_factory=dict)
+    # Distinct values per cell (from the sort the order statistics make anyway).
+    n_values: IntArray = field(init=False)
     quantile: dict[float, FloatArray] = field(default_factory=dict)
     extreme: dict[float, Mask] = field(default_factory=dict)
     remainder: dict[float, Mask] = field(default_factory=dict)
@@ -48,6 +51,7 @@ class CellAggregates:
     def __post_init__(self) -> None:
         self.n_rec = np.zeros(self.size, dtype=np.int64)
         self.n_contrib = np.zeros(self.size, dtype=np.int64)
+        self.n_values = np.zeros(self.size, dtype=np.int64)
         for name in ("total", "abs_total", "ss"):
             setattr(self, name, np.zeros(self.size))
         self.vmin = np.full(self.size, np.nan)
@@ -119,6 +123,7 @@ def _order_statistics(cells: CellAggregates, c: IntArray, v: FloatArray, qs: Seq
     run_start = np.flatnonzero(new_run)
     run_end = np.append(run_start[1:], m)
     run_len = run_end - run_start
+    cells.n_values += np.bincount(sc[run_start], minlength=size)
     # Per run: a common value whose records leave 1..common-1 others in their cell.
     run_n = n[sc[run_start]]
     few_left = (run_len >= common) & (run_n - run_len > 0) & (run_n - run_len < common)
@@ -188,3 +193,43 @@ def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | 
     for k, arr in top.items():
         cells.top[k] = cells.top.get(k, np.zeros(size)) + arr
     _order_statistics(cells, c, v, qs, common)
+
+
+#: A cell whose value takes at most this many distinct values is a partition of the cell
+#: by value, and its released figures solve for the size of each part: the count and the
+#: sum give two levels' counts, the sum of squares a third's. The bound is the same
+#: whatever statistics are asked, so that a table with the std and one without never
+#: suppress differently on the same data (the difference would say how many values a
+#: cell takes and that one is rare).
+FEW_LEVELS = 3
+
+
+def short_levels(c: IntArray, v: FloatArray, u: IntArray | None, size: int, k: int,
+                 n_values: IntArray | None = None) -> Mask:
+    """Per cell (``c``: each record's, ``v`` its value, ``u`` its person or None), whether
+    its value takes 2..:data:`FEW_LEVELS` distinct values and one of them is held by 1..k-1
+    contributors (records, or distinct persons with ``u``): a short cell of the partition,
+    as the joint route's ``level_cells`` (a boolean's sum is the count of its holders).
+    ``n_values``: each cell's distinct values if known (:class:`CellAggregates`), to look
+    only at the few-valued cells' records (a continuous column has almost none)."""
+    out = np.zeros(size, dtype=bool)
+    if n_values is not None:
+        few = (n_values[c] >= 2) & (n_values[c] <= FEW_LEVELS)
+        c, v, u = c[few], v[few], (None if u is None else u[few])
+    if not len(c):
+        return out
+    _, level = np.unique(v, return_inverse=True)
+    n_levels = int(level.max()) + 1
+    # (cell, level) in one int64: the grid's cells times the record count stays far
+    # below 2^63 for any table check_size admits.
+    pair, pairs = pd.factorize(c.astype(np.int64) * n_levels + level.ravel())
+    pair_cell = np.asarray(pairs, dtype=np.int64) // n_levels
+    if u is None:
+        holders = np.bincount(pair, minlength=len(pairs))
+    else:
+        span = int(u.max()) + 1
+        held = pd.unique(pair.astype(np.int64) * span + u)
+        holders = np.bincount(held // span, minlength=len(pairs))
+    levels = np.bincount(pair_cell, minlength=size)
+    short = np.bincount(pair_cell, holders < k, minlength=size) > 0
+    return short & (levels >= 2) & (levels <= FEW_LEVELS)

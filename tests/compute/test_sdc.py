@@ -47,6 +47,13 @@ def cell(t: CheckedTable, *key: object) -> pd.Series:
     return t.cells.loc[key if len(key) > 1 else key[0]]
 
 
+def alike(value: float, n: int) -> list[float]:
+    """``n`` distinct values close to ``value``, summing to ``n * value``: ordinary
+    contributors that do not make the cell a partition by value (a level of fewer than
+    ``min_count`` holders is a short cell: ``test_sdc_levels``)."""
+    return [value * (1 + (i - (n - 1) / 2) * 1e-3) for i in range(n)]
+
+
 def contributors(values: list[float], big: int = 40) -> pd.DataFrame:
     """Cell g=x holds ``values``; cell g=y holds ``big`` ordinary contributors."""
     rng = np.random.default_rng(0)
@@ -113,7 +120,7 @@ def test_strictest_keeps_incomparable_nk_rules_and_drops_implied_ones() -> None:
     assert strictest([two, SDCPolicy(dominance_n=3, dominance_k=0.8)]).nk_rules == \
         (NKRule(3, 0.8),)
     # A cell only (1, 0.5) catches: one contributor at 60 %, the next two far below.
-    df = contributors([60.0] + [40.0 / 11] * 11)
+    df = contributors([60.0, *alike(40.0 / 11, 11)])
     quiet = SDCPolicy(p_percent=0.0)
     assert magnitude_table(df, ["g"], "v", ["sum"], two)["sum"].cells.loc["x", "status"] is OK
     loud = strictest([SDCPolicy(dominance_n=1, dominance_k=0.5, p_percent=0.0), quiet])
@@ -328,7 +335,7 @@ def test_magnitude_values_match_pandas() -> None:
 
 def test_dominance_one_contributor_at_ninety_percent_is_unsafe() -> None:
     nk_only = SDCPolicy(p_percent=0.0)
-    df = contributors([900.0] + [100.0 / 11] * 11)
+    df = contributors([900.0, *alike(100.0 / 11, 11)])
     t = magnitude_table(df, ["g"], "v", ["sum", "mean"], nk_only)
     for name in ("sum", "mean"):
         assert t[name].cells.loc["x", "status"] is PRIMARY
@@ -336,7 +343,7 @@ def test_dominance_one_contributor_at_ninety_percent_is_unsafe() -> None:
 
 
 def test_dominance_two_contributors_at_ninety_nine_percent_are_unsafe() -> None:
-    df = contributors([500.0, 490.0] + [1.0] * 10)
+    df = contributors([500.0, 490.0, *alike(1.0, 10)])
     t = magnitude_table(df, ["g"], "v", ["sum"], SDCPolicy(p_percent=0.0))["sum"]
     assert t.cells.loc["x", "status"] is PRIMARY
     assert t.cells.loc["x", "rules"] == (Rule.DOMINANCE,)
@@ -357,7 +364,7 @@ def test_p_percent_rule() -> None:
     # estimate the largest within 10 %. With 11 the estimate is too loose.
     no_nk = SDCPolicy(dominance_k=1.0)
     for rest, status in ((9.0, PRIMARY), (11.0, OK)):
-        df = contributors([100.0, 60.0] + [rest / 10] * 10)
+        df = contributors([100.0, 60.0, *alike(rest / 10, 10)])
         c = magnitude_table(df, ["g"], "v", ["sum"], no_nk)["sum"].cells.loc["x"]
         assert c["status"] is status
         assert (Rule.P_PERCENT in c["rules"]) == (status is PRIMARY)
@@ -373,7 +380,7 @@ def test_negative_contributions_count_by_magnitude() -> None:
 
 def test_dominance_counts_units_when_given() -> None:
     # Twelve records, but one person holds six of them and most of the total.
-    df = contributors([150.0] * 6 + [10.0] * 6)
+    df = contributors(alike(150.0, 6) + alike(10.0, 6))
     df["person"] = ["p0"] * 6 + [f"q{i}" for i in range(len(df) - 6)]
     assert magnitude_table(df, ["g"], "v", ["sum"])["sum"].cells.loc["x", "status"] is OK
     c = magnitude_table(df, ["g"], "v", ["sum"], unit="person")["sum"].cells.loc["x"]

@@ -44,6 +44,7 @@ Findings:
   magnitude value; its sum is the count of records holding ``true``. Every contribution
   is 1, so nk dominance and p% hide only sums of one or two; three to k-1 holders of a
   sensitive flag come out as a sum, where the frequency route pools and hides that count.
+  R5-5b: the same on the script route, a verified table's sum of a 0/1 column.
 """
 
 from __future__ import annotations
@@ -238,7 +239,6 @@ def test_held_output_names_carry_a_value_to_the_requester(
 
 # ---- R5-5: the sum of a boolean is a count, below k, that dominance does not stop --------
 
-@leak("R5-5: a magnitude sum of a boolean releases a count of 3..k-1 holders of the flag")
 def test_sum_of_a_sensitive_flag_is_a_small_count(agent: Agent) -> None:
     """Three of 2,000 patients are HIV positive. The frequency table by HIV status pools
     ``true`` (three holders) with nothing and hides it; the requester asks instead for the
@@ -259,3 +259,20 @@ def test_sum_of_a_sensitive_flag_is_a_small_count(agent: Agent) -> None:
     total = cells(doc, 1)[0]["value"]
     recovered = None if total is None else round(total)
     assert recovered != 3, "disclosed: three HIV-positive patients, a count below k"
+
+
+def test_script_sum_of_a_two_valued_column_is_a_small_count(
+        script_agent: ScriptAgent) -> None:
+    """The script route's twin of R5-5. A day-surgery unit's episodes: length of stay is
+    0 (same-day discharge) for all but three patients kept overnight (1). A script's
+    overall table (``n``, ``sum_los``) re-derives exactly (the count is the input's,
+    the sum is the sum), passes the threshold (600 records hold a value) and nk / p% (a
+    sum of three ones), and is released automatically: three, a count below k."""
+    frame = hospital_table(9, 600, "R").assign(los=0)
+    frame.loc[[11, 222, 433], "los"] = 1
+    script_agent.publish(frame)
+    df = frame[PERMITTED]
+    overall = pd.DataFrame({"n": [len(df)], "sum_los": [int(df.los.sum())]})
+    got = script_agent.run({"overall.csv": overall})
+    recovered = int(got["table-1.csv"].sum_los.iloc[0]) if "table-1.csv" in got else None
+    assert recovered != 3, "disclosed: three overnight stays, a count below k"
