@@ -59,7 +59,7 @@ from containers import runjob
 from containers.runspec import RunResult
 from sandbox.demo_data import hospital_table
 from tests.redteam.test_redteam_2 import Agent, agent, cells
-from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, leak, script_agent
+from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
 
 __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
