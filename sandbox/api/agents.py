@@ -9,10 +9,19 @@ from typing import Any
 
 from flask import Blueprint, current_app, request
 
-from authz import agent_health, catalog, joint_cell_holders, joint_masks, psi_relay, runs, wire
+from authz import (
+    agent_health,
+    catalog,
+    joint,
+    joint_cell_holders,
+    joint_masks,
+    psi_relay,
+    runs,
+    wire,
+)
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
-from compute.errors import InvalidInput, NotFound
+from compute.errors import InvalidInput, NotFound, Unauthenticated
 from sandbox import auth, db
 from sandbox.api.args import int_arg
 from sandbox.waiting import wait_seconds
@@ -136,10 +145,22 @@ def checking(job_id: str) -> dict[str, Any]:
 @bp.post("/jobs/<job_id>/result")
 @auth.agent_only
 def result(job_id: str) -> dict[str, Any]:
-    job = runs.finish(db.ctx(), auth.agent(), job_id, auth.body())
+    agent = auth.agent()
+    token_hash = agent.token_hash
+    # The authentication's transaction (read-only so far) ends before the report is read:
+    # on SQLite every transaction holds the write lock from its first statement, and the
+    # parts of a joint job report at once, each with ~1.2 MB of base64 to parse, decode
+    # and hash. The job's transaction starts afterwards and checks the agent again.
+    db.session().rollback()
+    read = runs.read_report(auth.body())
+    if not agent.active or agent.token_hash != token_hash:  # reloaded: a fresh snapshot
+        raise Unauthenticated("invalid token")
+    job = runs.finish(db.ctx(), agent, job_id, read)
     db.commit()
     if job.joint_id is not None:
         db.joint_signal().notify()  # combined or failed: the long polls look again
+        # Not the last part: the combination may come to this process.
+        joint.load_context_ahead(db.ctx(), job.joint_id)
     return {"state": job.state, "ledger_index": job.ledger_index}
 
 
