@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import Blueprint, current_app, request
 
@@ -21,11 +22,12 @@ from authz import (
 )
 from authz.models import Dataset
 from authz.parties import agent_provider_ids
-from compute.errors import InvalidInput, NotFound, Unauthenticated
+from compute.errors import InvalidInput, NotFound
 from sandbox import auth, db
 from sandbox.api.args import int_arg
 from sandbox.waiting import wait_seconds
 
+R = TypeVar("R")
 bp = Blueprint("agents", __name__, url_prefix="/api/v1/agent")
 CLAIM_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 #: How often a held joint wait (mask keys, a cell-holders round) looks again when no
@@ -142,20 +144,27 @@ def checking(job_id: str) -> dict[str, Any]:
     return {"state": job.state}
 
 
+def _reading_first(view: Callable[..., R]) -> Callable[..., R]:
+    """Authenticate through the read-only engine (the view then calls db.use_writer)."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> R:
+        db.use_reader()
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
 @bp.post("/jobs/<job_id>/result")
+@_reading_first
 @auth.agent_only
 def result(job_id: str) -> dict[str, Any]:
-    agent = auth.agent()
-    token_hash = agent.token_hash
-    # The authentication's transaction (read-only so far) ends before the report is read:
-    # on SQLite every transaction holds the write lock from its first statement, and the
-    # parts of a joint job report at once, each with ~1.2 MB of base64 to parse, decode
-    # and hash. The job's transaction starts afterwards and checks the agent again.
-    db.session().rollback()
+    # The report is read before the job's transaction starts: on SQLite a writing
+    # transaction holds the write lock from its first statement, and the parts of a joint
+    # job report at once, each with ~1.2 MB of base64 to parse, decode and hash.
     read = runs.read_report(auth.body())
-    if not agent.active or agent.token_hash != token_hash:  # reloaded: a fresh snapshot
-        raise Unauthenticated("invalid token")
-    job = runs.finish(db.ctx(), agent, job_id, read)
+    ctx = db.use_writer()
+    job = runs.finish(ctx, auth.agent_again(), job_id, read)
     db.commit()
     if job.joint_id is not None:
         db.joint_signal().notify()  # combined or failed: the long polls look again
