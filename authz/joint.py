@@ -11,6 +11,7 @@ figures.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -185,6 +186,20 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     joint.finished_at = ctx.now()
     joint.ledger_index = ctx.record("joint.combined", "system",
                                     {"joint_id": joint.id, **ledger_record(aggregate)})
+
+
+def load_context_ahead(ctx: Ctx, joint_id: str) -> None:
+    """After a part's report, while parts are still to come: have this controller process
+    load the job's public context, so that the last report's combination (the one step on
+    the way to the requester that waits for it) finds it in the per-process cache, in
+    whichever process takes that report. Only a warm-up: a context that does not load is
+    refused by the combination as before."""
+    row = ctx.session.execute(select(JointJob.state, JointJob.public_context)
+                              .where(JointJob.id == joint_id)).one_or_none()
+    if row is None or row.state != JointJobState.RUNNING or not row.public_context:
+        return
+    with contextlib.suppress(SandboxError):
+        default_backend().load_public(row.public_context)
 
 
 def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str, Any]

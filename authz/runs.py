@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
@@ -275,26 +276,21 @@ CARRIED = {OutputDecision.RELEASED: JobState.RELEASED,
            OutputDecision.PENDING_REVIEW: JobState.AWAITING_REVIEW}
 
 
-def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
-    """Record the agent's report of a run and end the job.
+@dataclass(frozen=True)
+class ReadReport:
+    """An agent's report of a run, parsed, its carried outputs decoded and checked against
+    their hashes (:func:`read_report`)."""
 
-    Also accepted late: from the agent the job was last leased to, after its lease expired
-    and the job was requeued, as long as no other agent took it meanwhile. The run
-    finished once and must not run again (an outage of the controller longer than the
-    lease must not cost a second run on the provider's data).
-    """
-    job = _leased(ctx, agent, job_id, lock=True)
-    if job.state in TERMINAL:
-        raise Conflict(f"job already {job.state}")
-    if job.state not in ACTIVE and job.state != JobState.QUEUED:
-        raise Conflict(f"job is {job.state}")
+    report: RunReport
+    outputs: list[JobOutput]
+
+
+def read_report(body: object) -> ReadReport:
+    """Parse a run's report and decode its outputs. Reads no database, so the view does it
+    between transactions: a joint part's report carries ~1.2 MB of base64 ciphertexts, and
+    the parts of a job report at once, each in a transaction holding the write lock."""
     report = parse(RunReport, body)
-    if report.checked and job.state in ACTIVE:
-        # The checking step the agent did not announce separately: on the ledger before
-        # the result, in the same transaction (a requeued job's late report records no
-        # step of a lease it no longer holds).
-        mark_checking(ctx, agent, job_id)
-    state, reason = report.state, report.reason
+    state = report.state
     outputs = []
     for i, o in enumerate(report.outputs):
         where = f"outputs[{i}]"
@@ -317,6 +313,29 @@ def finish(ctx: Ctx, agent: Agent, job_id: str, body: object) -> Job:
         if hashlib.sha256(raw).hexdigest() != o.sha256 or len(raw) != o.bytes:
             raise InvalidInput(f"{where}.sha256", "must match the content")
         outputs.append(JobOutput(**fields, content=raw))
+    return ReadReport(report, outputs)
+
+
+def finish(ctx: Ctx, agent: Agent, job_id: str, read: ReadReport) -> Job:
+    """Record the agent's report of a run (:func:`read_report`) and end the job.
+
+    Also accepted late: from the agent the job was last leased to, after its lease expired
+    and the job was requeued, as long as no other agent took it meanwhile. The run
+    finished once and must not run again (an outage of the controller longer than the
+    lease must not cost a second run on the provider's data).
+    """
+    job = _leased(ctx, agent, job_id, lock=True)
+    if job.state in TERMINAL:
+        raise Conflict(f"job already {job.state}")
+    if job.state not in ACTIVE and job.state != JobState.QUEUED:
+        raise Conflict(f"job is {job.state}")
+    report, outputs = read.report, read.outputs
+    if report.checked and job.state in ACTIVE:
+        # The checking step the agent did not announce separately: on the ledger before
+        # the result, in the same transaction (a requeued job's late report records no
+        # step of a lease it no longer holds).
+        mark_checking(ctx, agent, job_id)
+    state, reason = report.state, report.reason
     if state != JobState.FAILED or outputs:
         # A run that produced anything must be fully on the record (run.finished).
         for name in ("input_sha256", "runner_image"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import sqlite3
 import time
 from typing import Any
 
@@ -86,6 +87,45 @@ def _check_on_checkout(engine: Engine, idle_s: float) -> None:
             raise
 
 
+#: SQLite's busy timeout (ms): how long a statement waits for a lock another connection
+#: holds before failing.
+BUSY_TIMEOUT_MS = 30000
+#: How often ``BEGIN IMMEDIATE`` is tried again while another transaction holds the write
+#: lock: from the first value, growing to the last.
+BEGIN_RETRY_S = (0.0005, 0.002)
+
+
+def _take_write_lock(dbapi_conn: sqlite3.Connection) -> None:
+    """``BEGIN IMMEDIATE``, tried again every millisecond or two while the write lock is
+    held, for up to the connection's busy timeout; on any other error, or after it, it
+    returns without a transaction and the caller's own ``BEGIN IMMEDIATE`` waits or fails
+    as before.
+
+    SQLite's own busy handler sleeps longer and longer between tries (1, 2, 5, 10, 15, 20,
+    25, 25, 25, 50, 50, 100 ms), so a transaction that has waited a while keeps missing the
+    moments the lock is free while newer ones take it: with a few writers at once (a joint
+    job's parts claimed, started and reported together) one of them waited 75-120 ms, and
+    longer under load, for a lock free most of that time.
+    """
+    timeout_ms = int(dbapi_conn.execute("PRAGMA busy_timeout").fetchone()[0])
+    deadline = time.monotonic() + timeout_ms / 1000
+    pause = BEGIN_RETRY_S[0]
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    return  # the caller's BEGIN IMMEDIATE raises it as SQLAlchemy's error
+            time.sleep(pause)
+            pause = min(pause * 1.5, BEGIN_RETRY_S[1])
+    finally:
+        # Every other wait (a COMMIT behind a checkpoint, say) keeps SQLite's handler.
+        dbapi_conn.execute(f"PRAGMA busy_timeout={timeout_ms}")
+
+
 def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
     """Create an engine with the settings the ledger's guarantees rely on.
 
@@ -122,14 +162,19 @@ def make_engine(url: str, *, read_only: bool = False, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             if read_only:
                 cur.execute("PRAGMA query_only=ON")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+            if read_only:
+                conn.exec_driver_sql("BEGIN")
+                return
+            _take_write_lock(conn.connection.dbapi_connection)
+            if not conn.connection.dbapi_connection.in_transaction:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # SQLite's own wait, or its error
 
         @event.listens_for(engine, "checkin")
         def _sqlite_end_failed_commit(dbapi_conn: Any, _record: Any) -> None:

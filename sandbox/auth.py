@@ -222,6 +222,18 @@ def roles(*allowed: str, need: PersonRole | tuple[PersonRole, ...] = ()
     return deco
 
 
+def agent_again() -> Agent:
+    """The authenticated agent, checked again through the request's current session (after
+    :func:`sandbox.db.use_writer`): still active, its token unchanged since it was checked
+    through the read-only session. Bound to the request from now on."""
+    checked = agent()
+    row = db.session().get(Agent, checked.id)
+    if row is None or not row.active or row.token_hash != checked.token_hash:
+        raise Unauthenticated("invalid token")
+    g.caller = row
+    return row
+
+
 def agent_only(view: Callable[P, R]) -> Callable[P, R]:
     @wraps(view)
     def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -129,6 +129,14 @@ def dispose(app: Flask) -> None:
             bind.dispose()
 
 
+def use_reader() -> None:
+    """A read-only session for a request that changes something only after work that needs
+    no lock (call before anything reads; then :func:`use_writer`). On SQLite a writing
+    transaction holds the write lock from its first statement, the authentication's."""
+    g.pop("ctx", None)
+    g.session = services().readers()
+
+
 def use_writer() -> Ctx:
     """A writing session for a GET that must write (a redirect back from an identity
     provider is always a GET); call before anything reads."""

@@ -9,9 +9,9 @@ from typing import Any
 
 from flask import Flask
 
-from authz import lifecycle
+from authz import lifecycle, runs
 from authz.context import Ctx
-from authz.models import Job
+from authz.models import Agent, Job
 from tests.api.helpers import SCRIPT, permit_for
 from tests.conftest import Actor
 
@@ -144,3 +144,26 @@ def test_long_poll_probes_with_a_write_only_when_work_may_be_there(
     assert may()
     assert not may_have_task(app.extensions["sandbox"].readers(), "agt_nobody",
                              datetime.now(UTC))
+
+
+def test_a_report_is_refused_if_its_agent_is_deactivated_while_it_is_read(
+        app: Flask, make_party: Any, make_agent: Any, monkeypatch: Any) -> None:
+    """The report is authenticated through the read-only engine and read before the job's
+    transaction starts; that transaction checks the agent again."""
+    requester, agent, [job_id], _ = _world(make_party, make_agent)
+    assert _claim(agent).json["task"]["job_id"] == job_id
+    agent.post(f"/agent/jobs/{job_id}/started")
+    read_report = runs.read_report
+
+    def deactivated_meanwhile(body: object) -> runs.ReadReport:
+        with app.extensions["sandbox"].sessions() as s:
+            row = s.get(Agent, agent.id)
+            assert row is not None
+            row.active = False
+            s.commit()
+        return read_report(body)
+
+    monkeypatch.setattr(runs, "read_report", deactivated_meanwhile)
+    r = agent.post(f"/agent/jobs/{job_id}/result", _released())
+    assert r.status_code == 401, r.json
+    assert requester.get(f"/jobs/{job_id}").json["state"] == "running"
