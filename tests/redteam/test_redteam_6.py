@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from sandbox.demo_data import hospital_table
 from tests.redteam.test_redteam_2 import Agent, agent, cells, leak
-from tests.redteam.test_redteam_3 import ScriptAgent, script_agent
+from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
 
 __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
@@ -39,6 +40,23 @@ __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
 STAGE = ({"name": "stage", "type": "integer", "sensitivity": "sensitive",
           "description": "disease stage, 0 (none) to 3"},)
+
+
+def rarest_count(counts: dict[str, Any], total: float | None, rare: int) -> int | None:
+    """The number of records holding ``rare`` from a frequency table of a column taking
+    the values 0..3 (``counts``: value text to count or None, with ``All``) and the sum of
+    the column over the same records: when the table hides ``rare`` and one complement
+    ``c``, their count H is the margin less the shown counts, their sum S the sum less
+    the shown values' products, and S = c H + (rare - c) n."""
+    if total is None or counts.get("All") is None:
+        return None
+    hidden = [v for v in range(4) if counts.get(str(v)) is None]
+    if len(hidden) != 2 or rare not in hidden:
+        return None
+    (c,) = (v for v in hidden if v != rare)
+    h = counts["All"] - sum(counts[str(v)] for v in range(4) if v not in hidden)
+    s = total - sum(v * counts[str(v)] for v in range(4) if v not in hidden)
+    return round((s - c * h) / (rare - c))
 
 
 @leak("R6-1: a four-valued column's sum and its frequency table give a count below k")
@@ -60,8 +78,29 @@ def test_sum_of_a_four_valued_column_beside_its_frequency_table(agent: Agent) ->
         extra_fields=STAGE)
     counts = {str(c["cell"]["stage"]): c["value"] for c in cells(doc, 0)}
     total = cells(doc, 1)[0]["value"]
-    recovered = None
-    if total is not None and None not in (counts["0"], counts["1"], counts["All"]):
-        hidden = counts["All"] - counts["0"] - counts["1"]  # n2 + n3
-        recovered = round(total - counts["1"] - 2 * hidden)
+    recovered = rarest_count(counts, total, 3)
     assert recovered != 3, "disclosed: three stage-3 patients, a count below k"
+
+
+@leak("R6-1: a script's sum of a four-valued column beside the frequency table")
+def test_script_sum_of_a_four_valued_column_beside_its_frequency_table(
+        script_agent: ScriptAgent) -> None:
+    """The script route's twin of R6-1 (R5-5b with a fourth value). A day-surgery unit:
+    length of stay 0 for most episodes, 1 or 2 nights for a hundred, 3 nights for three
+    patients. A script's overall table (``n``, ``sum_los``) re-derives exactly and is
+    released automatically (four values: the few-valued rule does not look); the
+    statistics route's frequency table by ``los`` shows the counts at 0 and 2 and the
+    total, hiding 3 and, as its complement, 1: n1 + n3 and n1 + 3 n3 give n3."""
+    frame = hospital_table(9, 600, "R").assign(los=0)
+    frame.loc[frame.index[100:140], "los"] = 1
+    frame.loc[frame.index[200:260], "los"] = 2
+    frame.loc[[11, 222, 433], "los"] = 3
+    script_agent.publish(frame)
+    df = frame[PERMITTED]
+    overall = pd.DataFrame({"n": [len(df)], "sum_los": [int(df.los.sum())]})
+    got = script_agent.run({"overall.csv": overall})
+    doc = script_agent.statistics({"analyses": [{"kind": "frequency", "dims": ["los"]}]})
+    counts = {str(c["cell"]["los"]): c["value"] for c in cells(doc, 0)}
+    total = float(got["table-1.csv"].sum_los.iloc[0]) if "table-1.csv" in got else None
+    recovered = rarest_count(counts, total, 3)
+    assert recovered != 3, "disclosed: three patients kept three nights, a count below k"
