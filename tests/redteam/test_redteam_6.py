@@ -19,13 +19,23 @@ Findings:
   (a permitted, ordinary table): it releases the common values' counts and hides the
   rare value with one complement, and the hidden pair's count (the margin less the
   shown) and their sum (the magnitude sum less the shown values' known products) are two
-  equations in two unknowns. Three stage-3 patients among 2,000 come out as 3.
+  equations in two unknowns. Three stage-3 patients among 2,000 come out as 3. The
+  script route's verified sum of such a column is the same (R6-1b).
+* R6-2 (high, statistics and script routes, differencing audit): a record's identity is
+  a keyed hash of every column of the source record as text, so a change to every row
+  that no cell reads (a column the file gains, an extract date, an integer column
+  written as ``3.0`` once one of its values is missing) makes every record a new
+  record. Two editions' cells then differ by every record (record mode) or by the
+  holdings of every person (persons mode): far apart to the audit, though what they sum
+  differs by one episode. R5-1's returning patient, whose new episode has no length of
+  stay yet, and R4-2's erased record, beside a monthly extract date, are released again.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -82,7 +92,7 @@ def test_sum_of_a_four_valued_column_beside_its_frequency_table(agent: Agent) ->
     assert recovered != 3, "disclosed: three stage-3 patients, a count below k"
 
 
-@leak("R6-1: a script's sum of a four-valued column beside the frequency table")
+@leak("R6-1b: a script's sum of a four-valued column beside the frequency table")
 def test_script_sum_of_a_four_valued_column_beside_its_frequency_table(
         script_agent: ScriptAgent) -> None:
     """The script route's twin of R6-1 (R5-5b with a fourth value). A day-surgery unit:
@@ -104,3 +114,48 @@ def test_script_sum_of_a_four_valued_column_beside_its_frequency_table(
     total = float(got["table-1.csv"].sum_los.iloc[0]) if "table-1.csv" in got else None
     recovered = rarest_count(counts, total, 3)
     assert recovered != 3, "disclosed: three patients kept three nights, a count below k"
+
+
+# ---- R6-2: a change to every row that no cell reads makes every record new ---------------
+
+def _sums(doc: dict[str, Any], dim: str | None = None) -> dict[Any, Any]:
+    return {c["cell"][dim] if dim else "All": c["value"] for c in cells(doc, 0)}
+
+
+@leak("R6-2: a column that changes on every row hides a one-episode difference")
+def test_returning_patient_whose_stay_is_still_open(script_agent: ScriptAgent) -> None:
+    """R5-1's attack, closed by holdings, reopened by the file's formatting. Patient
+    R-000005 comes back; the new episode is costed so far but still open, so its length
+    of stay is missing. The provider's export writes ``los`` as a float column from then
+    on (``3`` becomes ``3.0`` on every row, as pandas does for an integer column with a
+    missing value). Every record's identity changes, so every person's holdings change:
+    the totals by sex before and after differ by 600 persons' holdings to the audit, by
+    one episode in what they sum."""
+    frame = hospital_table(7, 600, "R")
+    secret = 7654.32
+    spec = {"analyses": [{"kind": "magnitude", "dims": ["sex"], "value": "cost",
+                          "statistics": ["sum"]}]}
+    script_agent.publish(frame)
+    before = _sums(script_agent.statistics(spec), "sex")["All"]
+    episode = frame.loc[[5]].assign(los=np.nan, cost=secret)  # still in hospital
+    script_agent.publish(pd.concat([frame, episode], ignore_index=True))
+    after = _sums(script_agent.statistics(spec), "sex")["All"]
+    recovered = None if before is None or after is None else round(after - before, 2)
+    assert recovered != secret, "disclosed: the returning patient's open episode's cost"
+
+
+@leak("R6-2: a monthly extract date on every row hides a one-record difference")
+def test_erased_record_beside_a_monthly_extract_date(agent: Agent) -> None:
+    """R4-2 in record mode (no identifier declared). The provider's monthly file carries
+    the extract date on every row (not permitted, never read by a cell). Between two
+    editions one episode is erased: the two totals of cost differ by that record, but
+    every record's identity has changed with the date, so to the audit the populations
+    share nothing and both totals are released."""
+    frame = hospital_table(7, 2000, "R")
+    spec = {"analyses": [{"kind": "magnitude", "value": "cost", "statistics": ["sum"]}]}
+    agent.publish(frame.assign(extracted="2026-10-31"))
+    before = _sums(agent.run(spec))["All"]
+    agent.publish(frame.drop(index=5).assign(extracted="2026-11-30"))
+    after = _sums(agent.run(spec))["All"]
+    recovered = None if before is None or after is None else round(before - after, 2)
+    assert recovered != round(float(frame.cost[5]), 2), "disclosed: the erased episode's cost"
