@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from sandbox.demo_data import hospital_table
 from tests.redteam.test_redteam_2 import Agent, agent, cells, leak
@@ -66,7 +65,7 @@ def rarest_count(counts: dict[str, Any], total: float | None, rare: int) -> int 
     (c,) = (v for v in hidden if v != rare)
     h = counts["All"] - sum(counts[str(v)] for v in range(4) if v not in hidden)
     s = total - sum(v * counts[str(v)] for v in range(4) if v not in hidden)
-    return round((s - c * h) / (rare - c))
+    return round(float(s - c * h) / (rare - c))
 
 
 @leak("R6-1: a four-valued column's sum and its frequency table give a count below k")
@@ -159,3 +158,29 @@ def test_erased_record_beside_a_monthly_extract_date(agent: Agent) -> None:
     after = _sums(agent.run(spec))["All"]
     recovered = None if before is None or after is None else round(before - after, 2)
     assert recovered != round(float(frame.cost[5]), 2), "disclosed: the erased episode's cost"
+
+
+@leak("R6-2b: a script's overall sum before and after, beside a monthly extract date")
+def test_script_totals_of_two_editions_with_an_extract_date(
+        script_agent: ScriptAgent) -> None:
+    """R6-2 on the script route. Two monthly editions, each with its extract date on every
+    row; between them patient R-000005 has one more episode. A script's overall table
+    (``n``, ``sum_cost``) verifies both months and is released automatically: the same
+    persons, each with records the audit has never seen. The two sums (seven significant
+    digits) differ by the new episode's cost, to 1 CNY."""
+    frame = hospital_table(7, 600, "R")
+    secret = 7654.32
+
+    def overall(edition: pd.DataFrame) -> float | None:
+        script_agent.publish(edition)
+        df = edition[PERMITTED]  # what the script reads at /in/data.csv
+        got = script_agent.run({"overall.csv": pd.DataFrame(
+            {"n": [len(df)], "sum_cost": [round(df.cost.sum(), 2)]})})
+        return float(got["table-1.csv"].sum_cost.iloc[0]) if "table-1.csv" in got else None
+
+    before = overall(frame.assign(extracted="2026-10-31"))
+    episode = frame.loc[[5]].assign(los=3, cost=secret)
+    after = overall(pd.concat([frame, episode], ignore_index=True)
+                    .assign(extracted="2026-11-30"))
+    recovered = None if before is None or after is None else abs(after - before - secret) < 1
+    assert recovered is not True, "disclosed: the returning patient's new episode's cost"
