@@ -37,10 +37,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from sandbox.demo_data import hospital_table
 from tests.redteam.test_redteam_2 import Agent, agent, cells, leak
 from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
+from tests.redteam.test_redteam_5 import _held_run
 
 __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
@@ -184,3 +186,59 @@ def test_script_totals_of_two_editions_with_an_extract_date(
                     .assign(extracted="2026-11-30"))
     recovered = None if before is None or after is None else abs(after - before - secret) < 1
     assert recovered is not True, "disclosed: the returning patient's new episode's cost"
+
+
+# ---- R6-3: a held run's outputs, by position and kind, spell a value ---------------------
+
+KINDS = (".csv", ".json", ".svg")  # held table, held document, withheld image
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@leak("R6-3: the sequence of a held run's output kinds spells a value")
+def test_kinds_of_held_outputs_spell_a_value(
+        script_agent: ScriptAgent, make_party: Any, make_agent: Any,
+        make_person: Any) -> None:
+    """R5-4's fix names a held output by position and keeps its extension, and names a
+    withheld one ``withheld-<i>``; files are taken in the order of the names the script
+    chose. So the script picks, for each of up to twenty files, one of seven kinds (csv,
+    json, png, jpg, jpeg, pdf, or an svg that is always withheld): about 56 bits a run,
+    shown in the job view and on the ledger before anyone has looked. Here thirteen
+    files in base 3 (csv, json, svg: no image policy needed) carry the one leukaemia
+    patient's cost in cents. The run is held, as it must be; the value has left."""
+    from tests.api.test_release_review import Review
+
+    frame = hospital_table(7, 600, "R")
+    frame.loc[5, ["diagnosis", "cost"]] = ["C91", 12345.67]
+    script_agent.publish(frame)
+    df = frame[PERMITTED]  # what the script reads at /in/data.csv
+    cents = round(float(df.cost[df.diagnosis == "C91"].iloc[0]) * 100)
+    # An ordinary count by diagnosis (it leaves out C91, so it is held), as a table or
+    # a document; or an image, which is withheld.
+    by = df.groupby("diagnosis").agg(n=("cost", "size")).reset_index()
+    by = by[by.n >= 10]
+    content = {".csv": by.to_csv(index=False).encode(),
+               ".json": by.to_json(orient="records").encode(), ".svg": b"<svg/>"}
+    files = {}
+    for position in range(13):  # least significant digit first
+        kind = KINDS[cents // 3 ** position % 3]
+        files[f"f{position:02d}{kind}"] = content[kind]
+    report = _held_run(script_agent, files)
+    assert report.state == "awaiting_review"  # held, as it must be
+
+    review = Review(make_party, make_agent, make_person)
+    job = review.analyst.post("/jobs", {"permit_id": review.permit_id,
+                                        "dataset_ids": [review.ds["id"]],
+                                        "script": "print('x')\n"}).json
+    assert review.agent.post("/agent/tasks/next").json["task"]["job_id"] == job["id"]
+    r = review.agent.post(f"/agent/jobs/{job['id']}/result",
+                          report.model_dump(mode="json", exclude_none=True))
+    assert r.status_code == 200, r.json
+    seen = review.analyst.get(f"/jobs/{job['id']}").json
+    assert seen["state"] == "awaiting_review"
+    digits = {}
+    for o in seen["outputs"]:  # output-<i>.<ext> or withheld-<i>
+        stem, _, ext = o["name"].partition(".")
+        position = int(stem.rpartition("-")[2]) - 1
+        digits[position] = 2 if stem.startswith("withheld-") else 1 if ext == "json" else 0
+    recovered = sum(d * 3 ** i for i, d in digits.items()) / 100
+    assert recovered != 12345.67, "disclosed: the C91 patient's cost, in the output kinds"
