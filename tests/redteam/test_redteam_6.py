@@ -28,7 +28,15 @@ Findings:
   record. Two editions' cells then differ by every record (record mode) or by the
   holdings of every person (persons mode): far apart to the audit, though what they sum
   differs by one episode. R5-1's returning patient, whose new episode has no length of
-  stay yet, and R4-2's erased record, beside a monthly extract date, are released again.
+  stay yet, and R4-2's erased record, beside a monthly extract date, are released again;
+  the script route's overall sums likewise (R6-2b). A person's identity is a keyed hash
+  of the identifier as written, so pseudonyms issued afresh for each extract make every
+  person new, and R4-2's erased patient comes back in persons mode too (R6-2c).
+* R6-3 (medium, script route, job view and ledger): R5-4 names a held output by
+  position but keeps its extension, and a withheld one is ``withheld-<i>``; the agent
+  takes the files in the order of the names the script chose. Each of up to twenty
+  files is one of seven kinds (csv, json, png, jpg, jpeg, pdf, withheld): about 56 bits
+  a held run, shown to the requester and on the ledger before anyone has looked.
 """
 
 from __future__ import annotations
@@ -186,6 +194,24 @@ def test_script_totals_of_two_editions_with_an_extract_date(
                     .assign(extracted="2026-11-30"))
     recovered = None if before is None or after is None else abs(after - before - secret) < 1
     assert recovered is not True, "disclosed: the returning patient's new episode's cost"
+
+
+@leak("R6-2c: pseudonyms rotated between editions make every person new")
+def test_erased_patient_across_a_pseudonym_rotation(script_agent: ScriptAgent) -> None:
+    """R4-2 in persons mode, reopened by the provider's pseudonymisation. Many providers
+    issue each extract under fresh pseudonyms (here ``R-`` becomes ``P-``): every person
+    identity changes, so two editions' totals share no person to the audit. Between them
+    patient R-000005 (one episode) asked to be erased; the two overall totals of cost,
+    both released, differ by that patient's cost."""
+    frame = hospital_table(7, 600, "R")
+    spec = {"analyses": [{"kind": "magnitude", "value": "cost", "statistics": ["sum"]}]}
+    script_agent.publish(frame)
+    before = _sums(script_agent.statistics(spec))["All"]
+    rotated = frame.drop(index=5).assign(patient_id=frame.patient_id.str.replace("R-", "P-"))
+    script_agent.publish(rotated)
+    after = _sums(script_agent.statistics(spec))["All"]
+    recovered = None if before is None or after is None else round(before - after, 2)
+    assert recovered != round(float(frame.cost[5]), 2), "disclosed: the erased patient's cost"
 
 
 # ---- R6-3: a held run's outputs, by position and kind, spell a value ---------------------
