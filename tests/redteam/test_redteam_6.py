@@ -36,7 +36,10 @@ Findings:
   position but keeps its extension, and a withheld one is ``withheld-<i>``; the agent
   takes the files in the order of the names the script chose. Each of up to twenty
   files is one of seven kinds (csv, json, png, jpg, jpeg, pdf, withheld): about 56 bits
-  a held run, shown to the requester and on the ledger before anyone has looked.
+  a held run (base 3 with csv, json and svg, which is always withheld, without any
+  image policy), shown to the requester and on the ledger before anyone has looked.
+  threat-model.md lists "how many files it left and of which kind" beside "only that it
+  was held", without the bandwidth: a patient's cost in cents is thirteen files.
 """
 
 from __future__ import annotations
