@@ -40,6 +40,11 @@ Findings:
   image policy), shown to the requester and on the ledger before anyone has looked.
   threat-model.md lists "how many files it left and of which kind" beside "only that it
   was held", without the bandwidth: a patient's cost in cents is thirteen files.
+* R6-4 (low, statistics route, rules of a table): a table without dimensions has one
+  cell, so the table's ``rules`` (kept by F1) are that cell's. Beside R5-5's threshold
+  suppression of a flag's sum, ``dominance`` and ``p_percent`` are listed only when one
+  or two records hold the flag: the count the threshold hides is bounded to 1-2 (or
+  3-9), finer than the frequency route's 1-9.
 """
 
 from __future__ import annotations
@@ -271,3 +276,28 @@ def test_kinds_of_held_outputs_spell_a_value(
         digits[position] = 2 if stem.startswith("withheld-") else 1 if ext == "json" else 0
     recovered = sum(d * 3 ** i for i, d in digits.items()) / 100
     assert recovered != 12345.67, "disclosed: the C91 patient's cost, in the output kinds"
+
+
+# ---- R6-4: a one-cell table's rules are its cell's rules ---------------------------------
+
+HIV = ({"name": "hiv", "type": "boolean", "sensitivity": "sensitive"},)
+
+
+@leak("R6-4: a one-cell table's rules tell one or two holders from three to nine")
+def test_rules_of_a_one_cell_sum_bound_a_small_count(agent: Agent) -> None:
+    """F1 withheld each hidden cell's rules and kept the table's (which rules hid
+    something somewhere in it); R5-5 made the sum of a flag with 1 to k-1 holders a
+    ``threshold`` suppression. A table without dimensions has one cell, so its rules are
+    that cell's: the sum of ``hiv`` is hidden under ``threshold`` alone when three to nine
+    patients are positive, and under ``threshold``, ``dominance`` and ``p_percent`` when
+    one or two are (a sum of ones is dominated by its two largest only then). The
+    frequency table says 1 to 9; the rules say 1 or 2. Here one patient is positive."""
+    frame = hospital_table(22, 2000, "R").assign(hiv="false")
+    frame.loc[frame.index[frame.diagnosis == "K35"][:1], "hiv"] = "true"
+    agent.publish(frame)
+    doc = agent.run({"analyses": [
+        {"kind": "magnitude", "value": "hiv", "statistics": ["sum"]}]}, extra_fields=HIV)
+    table = doc["analyses"][0]["tables"][0]
+    assert cells(doc, 0)[0]["value"] is None  # hidden, as it must be
+    recovered = {1, 2} if "dominance" in table["rules"] else None
+    assert recovered != {1, 2}, "disclosed: one or two HIV-positive patients, not 3 to 9"
