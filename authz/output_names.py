@@ -5,9 +5,10 @@ the data: about a hundred characters a name, twenty files a run, and a digest of
 secret can be brute-forced offline. Only what was released says any of that. So:
 
 - every output that is not released when its run is recorded (held for review, blocked,
-  withheld) is named by its position in the run's report: ``output-<i>.<ext>`` for one
-  held for review (the extension tells a reader what it is: a table or an image), and
-  ``output-<i>`` / ``withheld-<i>`` for one blocked or withheld (the agent's own names);
+  withheld) is named by its position in the run's report, ``output-<i>``, with no
+  extension and no mark of its decision: the script chooses each file's kind and the
+  order of its files, so a kind a position (csv, json, an image, one always withheld)
+  would let it spell a value in the names of a held run before anyone reviewed it;
   the name the agent reported is kept beside it for the output checkers (who judge the
   file as the script wrote it) and for the agent's differencing audit;
 - it keeps that positional name for good, released by review or not: a name is the key
@@ -20,7 +21,6 @@ secret can be brute-forced offline. Only what was released says any of that. So:
 from __future__ import annotations
 
 import hashlib
-import re
 from typing import Any
 
 from authz.models import JobOutput
@@ -29,18 +29,13 @@ from authz.states import OutputDecision
 #: The digest shown for an output whose content is not the requester's to know of (the
 #: agent's digest of a file never read, containers/checks.py ``NOTHING_READ_SHA256``).
 NOT_SHOWN_SHA256 = hashlib.sha256(b"").hexdigest()
-# The extensions an output can have (containers/checks.py NAME_RX and IMAGE_RX).
-_EXTENSION = re.compile(r"\.(csv|json|png|jpe?g|svg|pdf)\Z")
 
 
-def positional(i: int, out: JobOutput) -> str:
-    """The name of the ``i``-th output (from 1) of a report, when it is not released."""
-    if out.decision == OutputDecision.WITHHELD:
-        return f"withheld-{i}"
-    if out.decision != OutputDecision.PENDING_REVIEW:
-        return f"output-{i}"
-    ext = _EXTENSION.search(out.name)
-    return f"output-{i}{ext.group(0) if ext else ''}"
+def positional(i: int) -> str:
+    """The name of the ``i``-th output (from 1) of a report, when it is not released: the
+    same form whatever the output's kind or decision, so the sequence of names says
+    nothing but how many files the run left."""
+    return f"output-{i}"
 
 
 def name_by_position(outputs: list[JobOutput]) -> None:
@@ -50,7 +45,7 @@ def name_by_position(outputs: list[JobOutput]) -> None:
     for i, out in enumerate(outputs, 1):
         if out.decision == OutputDecision.RELEASED:
             continue
-        name = positional(i, out)
+        name = positional(i)
         if out.name != name:
             out.script_name, out.name = out.name, name
         if out.decision != OutputDecision.PENDING_REVIEW:

@@ -237,13 +237,13 @@ def test_cli_people_and_release_review(app: Flask, admin: Actor, make_party: Any
         checker = ["--url", stack.url, "--token", review.checkers[0].token]
         r = runner.invoke(main, [*checker, "review", job_id])
         assert json.loads(r.output)["outputs"][0]["content"] == TABLE.decode()
-        r = runner.invoke(main, [*checker, "review-decide", job_id, "output-1.csv", "--decision",
+        r = runner.invoke(main, [*checker, "review-decide", job_id, "output-1", "--decision",
                                  "approve", "--comment", "two bands, both above k"])
         assert r.exit_code == 0, r.output
         # A person of another provider gets the API's refusal, and exit status 1.
         other = ["--url", stack.url, "--token", signed["token"], "--json"]
         r = CliRunner(mix_stderr=False).invoke(main, [
-            *other, "review-decide", job_id, "output-1.csv", "--decision", "approve", "--comment",
+            *other, "review-decide", job_id, "output-1", "--decision", "approve", "--comment",
             "not mine to decide"])
         assert r.exit_code == 1 and json.loads(r.stdout)["error"] == "not_found"
         assert "What to do: check the id" in r.stderr

@@ -150,8 +150,8 @@ def test_the_agent_settles_held_populations_from_the_review_decision(
     assert review_audit.settle_reviews(store, leased) == 0
     # The checkers decide on the output by its positional name; the agent is told of it
     # by the name it reported (its store's key).
-    assert review.decide(review.checkers[0], approved, "output-1.csv").status_code == 200
-    assert review.decide(review.checkers[0], rejected, "output-1.csv",
+    assert review.decide(review.checkers[0], approved, "output-1").status_code == 200
+    assert review.decide(review.checkers[0], rejected, "output-1",
                          "reject").status_code == 200
     lease = leased(approved)
     assert lease is not None and lease.released_outputs == ("t.csv",)

@@ -15,7 +15,7 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from authz import review
+from authz import output_names, review
 from authz.models import Person
 from authz.people import PersonRole
 from authz.states import OutputDecision, ReviewDecision
@@ -60,8 +60,9 @@ def _review_page(job_id: str, error: dict[str, Any] | None = None,
     me = auth.person()
     for o in material["outputs"]:
         text = o.get("content")
-        o["shown"] = (text[:MAX_SHOWN] if text is not None and _kind(o["name"]) in TEXT_KINDS
-                      else None)
+        # The kind is the script's file name's (an unreleased output's name has none).
+        o["shown"] = (text[:MAX_SHOWN] if text is not None
+                      and _kind(o["script_name"]) in TEXT_KINDS else None)
         o["cut"] = text is not None and len(text) > MAX_SHOWN
         o["held"] = o["decision"] == OutputDecision.PENDING_REVIEW and (
             text is not None or o.get("content_b64") is not None)
@@ -105,7 +106,9 @@ def download(job_id: str, name: str) -> Response:
     found = [o for o in job.outputs if o.name == name and o.content is not None]
     if not found:
         raise NotFound("no such output, or its content was discarded")
-    mimetype = MIMETYPES.get(_kind(name), "application/octet-stream")
+    # Its type from the name the script gave it, which its checkers may see.
+    mimetype = MIMETYPES.get(_kind(output_names.agents_name(found[0])),
+                             "application/octet-stream")
     return Response(found[0].content, mimetype=mimetype, headers={
         "Content-Disposition": f'attachment; filename="{name}"',
         "X-Content-Type-Options": "nosniff"})

@@ -43,7 +43,7 @@ def test_a_held_output_is_shown_by_position_to_the_requester_and_the_ledger(
     job_id = review.held_job((NAMES[0], TABLE), (NAMES[1], PNG))
     seen = review.analyst.get(f"/jobs/{job_id}").json
     assert [(o["name"], o["sha256"], o["bytes"]) for o in seen["outputs"]] == [
-        ("output-1.csv", EMPTY, 0), ("output-2.png", EMPTY, 0)]
+        ("output-1", EMPTY, 0), ("output-2", EMPTY, 0)]
     listed = review.analyst.get("/jobs").json["jobs"]
     entries = _job_entries(review, job_id)
     assert {e["kind"] for e in entries} >= {"run.finished", "output.pending_review"}
@@ -55,14 +55,14 @@ def test_a_held_output_is_shown_by_position_to_the_requester_and_the_ledger(
     # The checkers see the file as the script wrote it, under both names.
     material = review.checkers[0].get(f"/reviews/{job_id}").json["outputs"]
     assert [(o["name"], o["script_name"], o["sha256"]) for o in material] == [
-        ("output-1.csv", NAMES[0], hashlib.sha256(TABLE).hexdigest()),
-        ("output-2.png", NAMES[1], hashlib.sha256(PNG).hexdigest())]
+        ("output-1", NAMES[0], hashlib.sha256(TABLE).hexdigest()),
+        ("output-2", NAMES[1], hashlib.sha256(PNG).hexdigest())]
     # The requester's justification names the output by position; its own name is no
     # key (else a 404 or a 200 would say which name the script chose).
     why = {"justification": "Counts by diagnosis, ten or more each."}
     assert review.analyst.post(f"/jobs/{job_id}/outputs/{NAMES[0]}/justification",
                                why).status_code == 404
-    assert review.analyst.post(f"/jobs/{job_id}/outputs/output-1.csv/justification",
+    assert review.analyst.post(f"/jobs/{job_id}/outputs/output-1/justification",
                                why).status_code == 200
 
 
@@ -70,15 +70,15 @@ def test_a_held_output_is_shown_by_position_to_the_requester_and_the_ledger(
 def test_released_by_review_it_keeps_its_position_and_shows_its_digest(
         review: Review) -> None:
     job_id = review.held_job((NAMES[0], TABLE), (NAMES[1], PNG))
-    assert review.decide(review.checkers[0], job_id, "output-1.csv").status_code == 200
-    assert review.decide(review.checkers[0], job_id, "output-2.png",
+    assert review.decide(review.checkers[0], job_id, "output-1").status_code == 200
+    assert review.decide(review.checkers[0], job_id, "output-2",
                          "reject").status_code == 200
     seen = review.analyst.get(f"/jobs/{job_id}").json
     assert seen["state"] == "released"
     assert [(o["name"], o["sha256"], o["bytes"], o["decision"]) for o in seen["outputs"]] == [
-        ("output-1.csv", hashlib.sha256(TABLE).hexdigest(), len(TABLE), "released"),
-        ("output-2.png", EMPTY, 0, "rejected")]
-    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1.csv").data == TABLE
+        ("output-1", hashlib.sha256(TABLE).hexdigest(), len(TABLE), "released"),
+        ("output-2", EMPTY, 0, "rejected")]
+    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1").data == TABLE
     entries = _job_entries(review, job_id)
     completed = next(e for e in entries if e["kind"] == "review.completed")["body"]
     assert completed["outputs"][0]["sha256"] == hashlib.sha256(TABLE).hexdigest()
@@ -98,15 +98,28 @@ def test_positional_names_by_decision() -> None:
             _output("chart.png", OutputDecision.WITHHELD),
             _output("x_7.csv", OutputDecision.BLOCKED),
             # A script naming its file after another position changes nothing.
-            _output("output-9.csv", OutputDecision.PENDING_REVIEW)]
+            _output("output-9", OutputDecision.PENDING_REVIEW)]
     output_names.name_by_position(outs)
     assert [(o.name, o.script_name) for o in outs] == [
-        ("table-1.csv", None), ("output-2.json", "v_42.json"), ("output-3", "odd-name"),
-        ("withheld-4", "chart.png"), ("output-5", "x_7.csv"),
-        ("output-6.csv", "output-9.csv")]
+        ("table-1.csv", None), ("output-2", "v_42.json"), ("output-3", "odd-name"),
+        ("output-4", "chart.png"), ("output-5", "x_7.csv"), ("output-6", "output-9")]
     # Held content stays (the checkers' digest); what never reached the controller goes.
     assert [(o.sha256, o.size) for o in outs] == [
         ("b" * 64, 99), ("b" * 64, 99), ("b" * 64, 99), (EMPTY, 0), (EMPTY, 0),
         ("b" * 64, 99)]
     assert [output_names.shown(o)["sha256"] for o in outs] == ["b" * 64] + [EMPTY] * 5
     assert [output_names.agents_name(o) for o in outs][:2] == ["table-1.csv", "v_42.json"]
+
+
+def test_unreleased_names_carry_no_kind() -> None:
+    """A script chooses each file's kind and their order: a held table, a held document
+    and an always-withheld image must look the same in the names, or the sequence of
+    kinds spells a value before anyone has reviewed the run."""
+    kinds = {".csv": OutputDecision.PENDING_REVIEW, ".json": OutputDecision.PENDING_REVIEW,
+             ".png": OutputDecision.PENDING_REVIEW, ".svg": OutputDecision.WITHHELD}
+    for a, b in [(".csv", ".json"), (".csv", ".svg"), (".png", ".json")]:
+        one = [_output(f"f{a}", kinds[a]), _output(f"g{b}", kinds[b])]
+        two = [_output(f"f{b}", kinds[b]), _output(f"g{a}", kinds[a])]
+        output_names.name_by_position(one)
+        output_names.name_by_position(two)
+        assert [o.name for o in one] == [o.name for o in two] == ["output-1", "output-2"]

@@ -216,7 +216,7 @@ def test_script_outputs_are_held_unless_every_provider_accepted_automatic_releas
     job = requester.get(f"/jobs/{job_id}").json
     assert "held for review" in job["reason"]
     assert [o["decision"] for o in job["outputs"]] == ["pending_review"]
-    assert requester.get(f"/jobs/{job_id}/outputs/output-1.csv").status_code == 404
+    assert requester.get(f"/jobs/{job_id}/outputs/output-1").status_code == 404
 
 
 def test_automatic_release_is_the_strictest_of_the_providers_choices(

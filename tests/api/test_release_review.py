@@ -63,7 +63,7 @@ def test_held_outputs_reach_the_checkers_not_the_requester(review: Review) -> No
     job_id = review.held_job(("t.csv", TABLE))
     job = review.analyst.get(f"/jobs/{job_id}").json
     assert job["state"] == "awaiting_review"
-    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1.csv").status_code == 404
+    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1").status_code == 404
     queue = review.checkers[0].get("/reviews").json["reviews"]
     assert [(q["job_id"], q["outputs_pending"]) for q in queue] == [(job_id, 1)]
     seen = review.checkers[0].get(f"/reviews/{job_id}").json
@@ -76,19 +76,19 @@ def test_held_outputs_reach_the_checkers_not_the_requester(review: Review) -> No
 
 def test_one_approval_releases_and_the_ledger_names_the_checker(review: Review) -> None:
     job_id = review.held_job(("t.csv", TABLE))
-    r = review.analyst.post(f"/jobs/{job_id}/outputs/output-1.csv/justification",
+    r = review.analyst.post(f"/jobs/{job_id}/outputs/output-1/justification",
                             {"justification": "Age bands of at least ten people each."})
     assert r.status_code == 200, r.json
     checker = review.checkers[0]
     assert checker.get(f"/reviews/{job_id}").json["outputs"][0]["justification"]
-    r = review.decide(checker, job_id, "output-1.csv")
+    r = review.decide(checker, job_id, "output-1")
     assert r.status_code == 200, r.json
     job = review.analyst.get(f"/jobs/{job_id}").json
     assert job["state"] == "released"
     out = job["outputs"][0]
     assert out["decision"] == "released" and out["review_s"] is not None
     assert out["reviews"][0]["reviewer_id"] == checker.id
-    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1.csv").data == TABLE
+    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1").data == TABLE
     entries = ledger(review.regulator)
     decided = [e for e in entries if e["kind"] == "review.decided"]
     assert [(e["actor"], e["body"]["acting_for"], e["body"]["decision"]) for e in decided] == [
@@ -103,9 +103,9 @@ def test_one_approval_releases_and_the_ledger_names_the_checker(review: Review) 
 
 def test_a_rejection_discards_and_a_return_says_why(review: Review) -> None:
     job_id = review.held_job(("a.csv", TABLE), ("b.csv", OTHER))
-    assert review.decide(review.checkers[0], job_id, "output-1.csv", "reject").status_code == 200
+    assert review.decide(review.checkers[0], job_id, "output-1", "reject").status_code == 200
     assert review.analyst.get(f"/jobs/{job_id}").json["state"] == "awaiting_review"
-    r = review.decide(review.checkers[1], job_id, "output-2.csv", "return",
+    r = review.decide(review.checkers[1], job_id, "output-2", "return",
                       "please band ages more coarsely")
     assert r.status_code == 200
     job = review.analyst.get(f"/jobs/{job_id}").json
@@ -120,25 +120,25 @@ def test_the_two_person_rule(make_party: Any, make_agent: Any, make_person: Any)
     review = Review(make_party, make_agent, make_person, quorum=2)
     job_id = review.held_job(("t.csv", TABLE))
     first, second = review.checkers
-    assert review.decide(first, job_id, "output-1.csv").status_code == 200
+    assert review.decide(first, job_id, "output-1").status_code == 200
     assert review.analyst.get(f"/jobs/{job_id}").json["state"] == "awaiting_review"
     # The same person twice does not make two.
-    r = review.decide(first, job_id, "output-1.csv")
+    r = review.decide(first, job_id, "output-1")
     assert r.status_code == 409 and "different people" in r.json["message"]
     # The provider's service account never decides; the requester's people cannot.
-    assert review.decide(review.provider, job_id, "output-1.csv").status_code == 403
-    assert review.decide(review.analyst, job_id, "output-1.csv").status_code == 403
+    assert review.decide(review.provider, job_id, "output-1").status_code == 403
+    assert review.decide(review.analyst, job_id, "output-1").status_code == 403
     # A checker of another provider does not see the job.
     other = make_party("provider")
     outsider = make_person(other, "output_checker")
-    assert review.decide(outsider, job_id, "output-1.csv").status_code == 404
+    assert review.decide(outsider, job_id, "output-1").status_code == 404
     assert outsider.get("/reviews").json["reviews"] == []
     # A deactivated checker is out at once.
     review_admin = review.provider
     assert review_admin.post(f"/people/{second.id}/deactivate").status_code == 200
-    assert review.decide(second, job_id, "output-1.csv").status_code == 401
+    assert review.decide(second, job_id, "output-1").status_code == 401
     third = make_person(review.provider, "output_checker")
-    assert review.decide(third, job_id, "output-1.csv").status_code == 200
+    assert review.decide(third, job_id, "output-1").status_code == 200
     assert review.analyst.get(f"/jobs/{job_id}").json["state"] == "released"
 
 
@@ -150,10 +150,10 @@ def test_revocation_during_review_discards_what_was_held(review: Review) -> None
     job = review.analyst.get(f"/jobs/{job_id}").json
     assert job["state"] == "cancelled"
     assert job["outputs"][0]["decision"] == "blocked"
-    r = review.decide(review.checkers[0], job_id, "output-1.csv")
+    r = review.decide(review.checkers[0], job_id, "output-1")
     assert r.status_code == 409
     assert review.checkers[0].get(f"/reviews/{job_id}").json["outputs"][0]["content"] is None
-    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1.csv").status_code == 404
+    assert review.analyst.get(f"/jobs/{job_id}/outputs/output-1").status_code == 404
 
 
 def test_the_requester_may_withdraw_a_job_under_review(review: Review) -> None:
@@ -165,10 +165,10 @@ def test_the_requester_may_withdraw_a_job_under_review(review: Review) -> None:
 
 def test_review_input_is_checked(review: Review) -> None:
     job_id = review.held_job(("t.csv", TABLE))
-    r = review.checkers[0].post(f"/reviews/{job_id}/outputs/output-1.csv",
+    r = review.checkers[0].post(f"/reviews/{job_id}/outputs/output-1",
                                 {"decision": "maybe", "comment": "hmm hmm"})
     assert r.status_code == 400 and r.json["field"] == "decision"
-    r = review.checkers[0].post(f"/reviews/{job_id}/outputs/output-1.csv", {"decision": "approve"})
+    r = review.checkers[0].post(f"/reviews/{job_id}/outputs/output-1", {"decision": "approve"})
     assert r.status_code == 400 and r.json["field"] == "comment"
     assert review.decide(review.checkers[0], job_id, "nope.csv").status_code == 404
 

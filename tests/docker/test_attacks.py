@@ -337,8 +337,8 @@ def test_a_chart_beside_a_checked_table_withholds_only_the_chart(stack: Stack,
     assert job["state"] == "released", job["reason"]
     # The table leaves as the platform renders it, named by position among the tables.
     assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
-        ("table-1.csv", "released"), ("withheld-1", "withheld")]
-    assert fetch_output(stack.requester, job["id"], "withheld-1")[0] == 404
+        ("table-1.csv", "released"), ("output-1", "withheld")]
+    assert fetch_output(stack.requester, job["id"], "output-1")[0] == 404
     assert fetch_output(stack.requester, job["id"], "chart.png")[0] == 404
 
 
@@ -391,8 +391,8 @@ open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
     assert job["state"] == "awaiting_review" and "held for review" in job["reason"], job
     # Held outputs by position: the script's names are for the checkers only.
     assert [(o["name"], o["decision"]) for o in job["outputs"]] == [
-        ("output-1.csv", "pending_review"), ("output-2.png", "pending_review")]
-    assert fetch_output(analyst, job["id"], "output-1.csv")[0] == 404
+        ("output-1", "pending_review"), ("output-2", "pending_review")]
+    assert fetch_output(analyst, job["id"], "output-1")[0] == 404
     seen = checkers[0].get(f"/reviews/{job['id']}")
     table = seen["outputs"][0]["content"]
     assert [o["script_name"] for o in seen["outputs"]] == ["by_sex.csv", "chart.png"]
@@ -401,14 +401,14 @@ open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
     png = base64.b64decode(seen["outputs"][1]["content_b64"])
     assert png == b"\x89PNG\r\n\x1a\n" + bytes(24)
     for checker in checkers:
-        for name in ("output-1.csv", "output-2.png"):
+        for name in ("output-1", "output-2"):
             checker.post(f"/reviews/{job['id']}/outputs/{name}",
                          {"decision": "approve", "comment": "two groups, both above k"})
     job = analyst.get(f"/jobs/{job['id']}")
     assert job["state"] == "released", job
-    status, body = fetch_output(analyst, job["id"], "output-1.csv")
+    status, body = fetch_output(analyst, job["id"], "output-1")
     assert status == 200 and body.decode() == table
     decided = [e for e in ledger_entries(stack.regulator) if e["kind"] == "review.decided"
                and e["body"]["job_id"] == job["id"]]
     assert sorted(e["actor"] for e in decided) == sorted(2 * [c.person_id for c in checkers])
-    assert fetch_output(analyst, job["id"], "output-2.png") == (200, png)
+    assert fetch_output(analyst, job["id"], "output-2") == (200, png)

@@ -228,7 +228,6 @@ KINDS = (".csv", ".json", ".svg")  # held table, held document, withheld image
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-@leak("R6-3: the sequence of a held run's output kinds spells a value")
 def test_kinds_of_held_outputs_spell_a_value(
         script_agent: ScriptAgent, make_party: Any, make_agent: Any,
         make_person: Any) -> None:

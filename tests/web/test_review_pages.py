@@ -42,7 +42,7 @@ def test_the_review_page_shows_outputs_escaped_beside_findings_code_and_justific
         world: World, person: Any) -> None:
     ds, permit_id = review_permit(world, 1)
     job_id = held_job(world, permit_id, ds["id"], ("t.csv", TABLE), ("chart.png", PNG))
-    r = world.requester.post(f"/jobs/{job_id}/outputs/output-1.csv/justification",
+    r = world.requester.post(f"/jobs/{job_id}/outputs/output-1/justification",
                              {"justification": "Counts by <i>diagnosis</i>, ten or more."})
     assert r.status_code == 200, r.json
     checker: Browser = person(world.provider, "output_checker")
@@ -59,7 +59,7 @@ def test_the_review_page_shows_outputs_escaped_beside_findings_code_and_justific
     assert "<code class=\"script-name\">chart.png</code>" in page
     # The image is never in the page: a download, as an attachment of its own type.
     assert "<img" not in page and "data:image" not in page
-    img = checker.client.get(f"/provider/review/{job_id}/outputs/output-2.png")
+    img = checker.client.get(f"/provider/review/{job_id}/outputs/output-2")
     assert img.status_code == 200 and img.data == PNG and img.mimetype == "image/png"
     assert img.headers["Content-Disposition"].startswith("attachment")
     assert img.headers["X-Content-Type-Options"] == "nosniff"
@@ -67,8 +67,8 @@ def test_the_review_page_shows_outputs_escaped_beside_findings_code_and_justific
     outsider: Browser = person(world.other_provider, "output_checker")
     assert job_id not in outsider.get("/provider/review/").get_data(as_text=True)
     assert outsider.get(f"/provider/review/{job_id}").status_code == 404
-    assert outsider.get(f"/provider/review/{job_id}/outputs/output-1.csv").status_code == 404
-    r = outsider.post(f"/provider/review/{job_id}/outputs/output-1.csv",
+    assert outsider.get(f"/provider/review/{job_id}/outputs/output-1").status_code == 404
+    r = outsider.post(f"/provider/review/{job_id}/outputs/output-1",
                       {"decision": "approve", "comment": "looks fine to me"})
     assert r.status_code == 404
     approver: Browser = person(world.provider, "approver")
@@ -84,7 +84,7 @@ def test_two_checkers_release_through_the_page_and_the_quorum_is_shown(
     job_id = held_job(world, permit_id, ds["id"], ("t.csv", TABLE))
     first: Browser = person(world.provider, "output_checker")
     second: Browser = person(world.provider, "output_checker")
-    path = f"/provider/review/{job_id}/outputs/output-1.csv"
+    path = f"/provider/review/{job_id}/outputs/output-1"
     first.get(f"/provider/review/{job_id}")
     approve = {"decision": "approve", "comment": "bands of ten or more"}
     for bad in ({"csrf_token": ""}, {"csrf_token": "forged"}):
@@ -115,10 +115,10 @@ def test_a_return_discards_the_output_and_the_requester_sees_why(
     job_id = held_job(world, permit_id, ds["id"], ("chart.png", PNG))
     checker: Browser = person(world.provider, "output_checker")
     checker.get(f"/provider/review/{job_id}")
-    r = checker.post(f"/provider/review/{job_id}/outputs/output-1.png",
+    r = checker.post(f"/provider/review/{job_id}/outputs/output-1",
                      {"decision": "return", "comment": "label the axes, band ages"})
     assert r.status_code == 302
-    assert checker.client.get(f"/provider/review/{job_id}/outputs/output-1.png").status_code == 404
+    assert checker.client.get(f"/provider/review/{job_id}/outputs/output-1").status_code == 404
     job = world.requester.get(f"/jobs/{job_id}").json
     assert job["state"] == "blocked" and job["outputs"][0]["decision"] == "returned"
 
