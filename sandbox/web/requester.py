@@ -11,7 +11,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from sqlalchemy import bindparam, select
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from authz import access, catalog, jobs
+from authz import access, catalog, jobs, output_names
 from authz.models import Party, Permit
 from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus
 from compute import mockdata
@@ -189,7 +189,9 @@ def job(job_id: str) -> str:
         else:
             for o in j.outputs:
                 if o.decision == OutputDecision.RELEASED and o.content is not None:
-                    tables[o.name] = _table(o.name, o.content)
+                    # Shown by the kind of the script's file: released, it is no secret
+                    # (an output released by review keeps its positional name).
+                    tables[o.name] = _table(output_names.agents_name(o), o.content)
     return render_template("web/requester/job.html", job=data, steps=STEPS,
                            terminal=j.state in TERMINAL, tables=tables, withheld=withheld,
                            code=j.script.decode("utf-8", "replace"), kind=j.kind)
