@@ -121,9 +121,27 @@ def tabulated(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> pd.DataFram
     return frame
 
 
+def _reported(checked: Any) -> tuple[sdc.Rule, ...]:
+    """The rules a table reports: the union over its cells, where a cell under the
+    threshold counts as ``threshold`` alone. Which further rules hit a small cell
+    (dominance, p%: a sum of ones is dominated only with one or two holders) bounds its
+    count more finely than the threshold does, and a table with one cell reports its
+    cell's rules."""
+    if not isinstance(checked, sdc.CheckedTable):
+        return tuple(checked.rules)
+    seen: set[sdc.Rule] = set()
+    for rules in checked.cells["rules"]:
+        seen.update((sdc.Rule.THRESHOLD,) if sdc.Rule.THRESHOLD in rules else rules)
+    return tuple(r for r in checked.rules if r in seen)
+
+
 def _outcome(kind: str, checked: Any) -> dict[str, Any]:
+    reported = _reported(checked)
+    # ``reasons`` has one text per rule of ``rules``, in the same order.
+    reasons = [text for rule, text in zip(checked.rules, checked.reasons, strict=True)
+               if rule in reported]
     return {"kind": kind, "outcome": checked.outcome.value,
-            "rules": [r.value for r in checked.rules], "reasons": list(checked.reasons)}
+            "rules": [r.value for r in reported], "reasons": reasons}
 
 
 HIDDEN = "suppressed"

@@ -282,7 +282,6 @@ def test_kinds_of_held_outputs_spell_a_value(
 HIV = ({"name": "hiv", "type": "boolean", "sensitivity": "sensitive"},)
 
 
-@leak("R6-4: a one-cell table's rules tell one or two holders from three to nine")
 def test_rules_of_a_one_cell_sum_bound_a_small_count(agent: Agent) -> None:
     """F1 withheld each hidden cell's rules and kept the table's (which rules hid
     something somewhere in it); R5-5 made the sum of a flag with 1 to k-1 holders a
