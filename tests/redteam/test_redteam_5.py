@@ -195,6 +195,24 @@ def _held_run(script_agent: ScriptAgent, outputs: dict[str, bytes]) -> Any:
     return runjob.report(task, job_dir, result, "img", None, audit=script_agent.store)
 
 
+def _requesters_view(make_party: Any, make_agent: Any, make_person: Any, report: Any
+                     ) -> dict[str, Any]:
+    """The agent's ``report`` posted for a job of an ordinary permit, and that job as the
+    requester's ``GET /jobs/<id>`` shows it."""
+    from tests.api.test_release_review import Review
+
+    review = Review(make_party, make_agent, make_person)
+    job = review.analyst.post("/jobs", {"permit_id": review.permit_id,
+                                        "dataset_ids": [review.ds["id"]],
+                                        "script": "print('x')\n"}).json
+    assert review.agent.post("/agent/tasks/next").json["task"]["job_id"] == job["id"]
+    r = review.agent.post(f"/agent/jobs/{job['id']}/result",
+                          report.model_dump(mode="json", exclude_none=True))
+    assert r.status_code == 200, r.json
+    seen: dict[str, Any] = review.analyst.get(f"/jobs/{job['id']}").json
+    return seen
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_held_output_names_carry_a_value_to_the_requester(
         script_agent: ScriptAgent, make_party: Any, make_agent: Any,
@@ -205,8 +223,6 @@ def test_held_output_names_carry_a_value_to_the_requester(
     held output in the requester's job view by the name the script gave it (and its
     digest and size, which a script can also modulate). No person has looked; none needs
     to, the value has left."""
-    from tests.api.test_release_review import Review
-
     frame = hospital_table(7, 600, "R")
     frame.loc[5, ["diagnosis", "cost"]] = ["C91", 12345.67]
     script_agent.publish(frame)
@@ -218,15 +234,7 @@ def test_held_output_names_carry_a_value_to_the_requester(
     assert report.state == "awaiting_review"  # held, as it must be
 
     # The controller receives that report for a job of the requester's permit.
-    review = Review(make_party, make_agent, make_person)
-    job = review.analyst.post("/jobs", {"permit_id": review.permit_id,
-                                        "dataset_ids": [review.ds["id"]],
-                                        "script": "print('x')\n"}).json
-    assert review.agent.post("/agent/tasks/next").json["task"]["job_id"] == job["id"]
-    r = review.agent.post(f"/agent/jobs/{job['id']}/result",
-                          report.model_dump(mode="json", exclude_none=True))
-    assert r.status_code == 200, r.json
-    seen = review.analyst.get(f"/jobs/{job['id']}").json
+    seen = _requesters_view(make_party, make_agent, make_person, report)
     assert seen["state"] == "awaiting_review"
     assert all(o["decision"] == "pending_review" for o in seen["outputs"])
     recovered = None

@@ -58,7 +58,7 @@ import pytest
 from sandbox.demo_data import hospital_table
 from tests.redteam.test_redteam_2 import Agent, agent, cells, leak
 from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
-from tests.redteam.test_redteam_5 import _held_run
+from tests.redteam.test_redteam_5 import _held_run, _requesters_view
 
 __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
 
@@ -238,8 +238,6 @@ def test_kinds_of_held_outputs_spell_a_value(
     shown in the job view and on the ledger before anyone has looked. Here thirteen
     files in base 3 (csv, json, svg: no image policy needed) carry the one leukaemia
     patient's cost in cents. The run is held, as it must be; the value has left."""
-    from tests.api.test_release_review import Review
-
     frame = hospital_table(7, 600, "R")
     frame.loc[5, ["diagnosis", "cost"]] = ["C91", 12345.67]
     script_agent.publish(frame)
@@ -258,15 +256,7 @@ def test_kinds_of_held_outputs_spell_a_value(
     report = _held_run(script_agent, files)
     assert report.state == "awaiting_review"  # held, as it must be
 
-    review = Review(make_party, make_agent, make_person)
-    job = review.analyst.post("/jobs", {"permit_id": review.permit_id,
-                                        "dataset_ids": [review.ds["id"]],
-                                        "script": "print('x')\n"}).json
-    assert review.agent.post("/agent/tasks/next").json["task"]["job_id"] == job["id"]
-    r = review.agent.post(f"/agent/jobs/{job['id']}/result",
-                          report.model_dump(mode="json", exclude_none=True))
-    assert r.status_code == 200, r.json
-    seen = review.analyst.get(f"/jobs/{job['id']}").json
+    seen = _requesters_view(make_party, make_agent, make_person, report)
     assert seen["state"] == "awaiting_review"
     digits = {}
     for o in seen["outputs"]:  # output-<i>.<ext> or withheld-<i>
