@@ -124,6 +124,10 @@ class Recipe:
     def tarball(self, cache_dir: Path) -> Path:
         return cache_dir / f"{self.name}-{self.rootfs_digest()[:12]}.tar"
 
+    def base_tarball(self, cache_dir: Path) -> Path:
+        """The tree before its payload (kept only for recipes with one)."""
+        return cache_dir / f"{self.name}-base-{self.base_digest()[:12]}.tar"
+
 
 RUNNER = Recipe("runner", REPOSITORY, PACKAGES, CHANGES, STRIP_SCRIPT)
 
@@ -249,7 +253,7 @@ def _base_tree(cache_dir: Path, recipe: Recipe, root: Path, mirror: str,
     """debootstrap and the security updates into ``root``. A recipe with a payload (the
     project, which changes with every commit) keeps this tree as a tarball of its own, so
     a new commit costs the payload, not a new debootstrap."""
-    base = cache_dir / f"{recipe.name}-base-{recipe.base_digest()[:12]}.tar"
+    base = recipe.base_tarball(cache_dir)
     if recipe.payload is not None and base.is_file() and not refresh:
         root.mkdir()
         run_step(["tar", "--numeric-owner", "-C", str(root), "-xf", str(base)], "untar base")

@@ -13,7 +13,9 @@ updates, a strip script, ``docker import``), nothing pulled from a registry:
 - ``data-sandbox-postgres``: Debian's PostgreSQL 15; creates its cluster on first start
   (``containers/service/postgres-entrypoint.sh``).
 
-``python -m containers.service_images ensure|refresh|tags`` (``make images``).
+``python -m containers.service_images ensure|refresh|tags|prune`` (``make images``).
+Each source change is a new tag (about 1 GB each in the engine, and its tree in the build
+cache); ``prune`` removes the service images and trees the current sources do not name.
 """
 
 from __future__ import annotations
@@ -146,15 +148,62 @@ def ensure_service_images(client: docker.DockerClient, *, refresh: bool = False,
     return out
 
 
+def prune_images(client: docker.DockerClient, keep: set[str], repositories: tuple[str, ...]
+                 ) -> list[str]:
+    """Remove every image of ``repositories`` whose tags are none of ``keep`` and that no
+    container (running or stopped) was created from; returns the tags removed. An image
+    still in use stays: removing it under a running controller or agent would not stop
+    it, but its container could no longer be re-created after a crash."""
+    used = {c.image.id for c in client.containers.list(all=True) if c.image is not None}
+    removed: list[str] = []
+    for repo in repositories:
+        for img in client.images.list(name=repo):
+            tags = [t for t in img.tags if t.split(":", 1)[0] == repo]
+            if not tags or set(img.tags) & keep or img.id in used:
+                continue
+            for tag in tags:
+                try:
+                    client.images.remove(tag, noprune=False)
+                except docker.errors.ImageNotFound:
+                    continue  # another prune removed it meanwhile
+                removed.append(tag)
+    return removed
+
+
+def prune_trees(cache_dir: Path, recipes: tuple[Recipe, ...]) -> list[Path]:
+    """Remove the cached trees (tarballs) of ``recipes``' names that none of them is built
+    from: neither its tree nor its base (the debootstrap every source change reuses)."""
+    keep = {r.tarball(cache_dir) for r in recipes}
+    keep |= {r.base_tarball(cache_dir) for r in recipes}
+    gone = sorted({t for r in recipes for t in cache_dir.glob(f"{r.name}-*.tar")} - keep)
+    for t in gone:
+        t.unlink(missing_ok=True)
+    return gone
+
+
+def prune(client: docker.DockerClient, cache_dir: Path = CACHE_DIR) -> list[str]:
+    """What the current sources do not name: older service images and trees."""
+    project = project_digest()
+    recipes = (controller_recipe(project), agent_recipe(project), postgres_recipe())
+    removed = prune_images(client, {r.tag() for r in recipes},
+                           tuple(r.repository for r in recipes))
+    return removed + [str(t) for t in prune_trees(cache_dir, recipes)]
+
+
 def main(argv: list[str]) -> int:
     args = argv[1:]
+    if args == ["prune"]:
+        for what in prune(docker_client(timeout_s=900)):
+            print(f"removed {what}")
+        return 0
     if args == ["tags"]:
         for name, recipe in (("controller", controller_recipe()), ("agent", agent_recipe()),
                              ("postgres", postgres_recipe())):
             print(f"{name} {recipe.tag()}")
         return 0
     if args not in (["ensure"], ["refresh"]):
-        print("usage: python -m containers.service_images ensure|refresh|tags", file=sys.stderr)
+        print("usage: python -m containers.service_images ensure|refresh|tags|prune",
+              file=sys.stderr)
         return 2
     images = ensure_service_images(docker_client(timeout_s=900), refresh=args == ["refresh"])
     for name, img in images.items():
