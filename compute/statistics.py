@@ -123,25 +123,26 @@ def tabulated(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy) -> pd.DataFram
 
 def _reported(checked: Any) -> tuple[sdc.Rule, ...]:
     """The rules a table reports: the union over its cells, where a cell under the
-    threshold counts as ``threshold`` alone. Which further rules hit a small cell
-    (dominance, p%: a sum of ones is dominated only with one or two holders) bounds its
-    count more finely than the threshold does, and a table with one cell reports its
-    cell's rules."""
+    threshold, or empty, counts as ``threshold`` alone. Which further rules hit a small
+    cell (dominance, p%: a sum of ones is dominated only with one or two holders) bounds
+    its count more finely than the threshold does; ``zeros`` would say a hidden cell is
+    empty (with the margins, a suppressed rectangle's one unknown is then one of its four
+    corners at 0); and a table with one cell reports its cell's rules."""
     if not isinstance(checked, sdc.CheckedTable):
         return tuple(checked.rules)
+    small = (sdc.Rule.THRESHOLD, sdc.Rule.ZEROS)
     seen: set[sdc.Rule] = set()
     for rules in checked.cells["rules"]:
-        seen.update((sdc.Rule.THRESHOLD,) if sdc.Rule.THRESHOLD in rules else rules)
-    return tuple(r for r in checked.rules if r in seen)
+        seen.update((sdc.Rule.THRESHOLD,) if any(r in rules for r in small) else rules)
+    return tuple(r for r in sdc.Rule if r in seen and r is not sdc.Rule.ZEROS)
 
 
-def _outcome(kind: str, checked: Any) -> dict[str, Any]:
+def _outcome(kind: str, checked: Any, policy: sdc.SDCPolicy) -> dict[str, Any]:
     reported = _reported(checked)
-    # ``reasons`` has one text per rule of ``rules``, in the same order.
-    reasons = [text for rule, text in zip(checked.rules, checked.reasons, strict=True)
-               if rule in reported]
+    # One text per reported rule, in the same order (the policy's wording, no data).
     return {"kind": kind, "outcome": checked.outcome.value,
-            "rules": [r.value for r in reported], "reasons": reasons}
+            "rules": [r.value for r in reported],
+            "reasons": [sdc.describe(r, policy) for r in reported]}
 
 
 HIDDEN = "suppressed"
@@ -186,7 +187,7 @@ def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = 
     unit = _unit(frame)
     if isinstance(a, FrequencyTable):
         table = sdc.frequency_table(frame, a.dims, policy, forced=forced, unit=unit)
-        return {**_outcome("frequency", table), "dims": list(a.dims),
+        return {**_outcome("frequency", table, policy), "dims": list(a.dims),
                 "cells": _cells(table)}
     if isinstance(a, MagnitudeTable):
         # One call for all statistics: they share one suppression pattern (a mean and a
@@ -195,7 +196,7 @@ def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = 
                                      [stat.value for stat in a.statistics], policy,
                                      forced=forced, unit=unit)
         return {"kind": "magnitude", "dims": list(a.dims), "value": a.value,
-                "tables": [{**_outcome(name, t), "statistic": name, "cells": _cells(t)}
+                "tables": [{**_outcome(name, t, policy), "statistic": name, "cells": _cells(t)}
                            for name, t in tables.items()]}
     if isinstance(a, LinearModel):
         if forced is True:
@@ -204,12 +205,12 @@ def _analysis(frame: pd.DataFrame, a: Any, policy: sdc.SDCPolicy, forced: Any = 
         model = sdc.ols(frame, a.y, a.x, policy, unit=unit)
         coefficients = (None if model.coefficients is None or _held(model) else
                         model.coefficients.reset_index().to_dict(orient="records"))
-        return {**_outcome("ols", model), "y": a.y, "x": list(a.x),
+        return {**_outcome("ols", model, policy), "y": a.y, "x": list(a.x),
                 "coefficients": coefficients, "fit": None if _held(model) else model.fit}
     assert isinstance(a, ChiSquareTest)
     if forced is True:
         return withheld("chi_square", sdc.Rule.DIFFERENCING, policy, dims=list(a.dims),
                         values=None)
     test = sdc.chi_square_test(frame, a.dims, policy, unit=unit)
-    return {**_outcome("chi_square", test), "dims": list(a.dims),
+    return {**_outcome("chi_square", test, policy), "dims": list(a.dims),
             "values": None if _held(test) else test.values}
