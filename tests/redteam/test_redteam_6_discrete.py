@@ -216,8 +216,8 @@ def test_a_released_cells_sum_undoes_the_frequency_tables_complements(agent: Age
     X (the smaller sum): M's sum was released, M's two hidden counts came out of its sum
     and its line, and the stage-3 margin less M and X was F's three. Closed on the
     statistics route: a discrete column's cell is released only where its line of that
-    frequency table hides nothing (``value_lines``); the script route's rows are left
-    to the per-value rule (docs/threat-model.md)."""
+    frequency table hides nothing (``value_lines``). The script route's table by group
+    must hold F's row (every group of k or more is a row), whose rare stage holds it."""
     parts = {"F": {0: 900, 1: 40, 2: 30, 3: 3}, "M": {0: 900, 1: 200, 2: 200, 3: 12},
              "X": {0: 900, 1: 10, 2: 10, 3: 15}}
     size = sum(sum(p.values()) for p in parts.values())
