@@ -7,7 +7,10 @@ of ``compute.local_aggregate.withdraw_small_cells`` (which calls the first two):
 * ``level_cells``: a column with few distinct values inside a set the job sums it over is
   a partition of that set. Its level counts are released implicitly: a block's ``n``, the
   column's sum and its sum of squares solve for the counts of up to three levels (two
-  where only the sum is released). A level of 1..k-1 records is a short cell (a flag one
+  where only the sum is released); for a column's own sums and a grouped value, of any
+  number of levels where the column is discrete (its values repeat: beside a histogram
+  of it the sums solve for the counts the histogram lacks, R6-1). A level of 1..k-1
+  records is a short cell (a flag one
   patient holds: the OLS intercept is that patient's outcome).
 * ``dominant_records``: the nk-dominance and p% rules of the statistics route
   (``compute.sdc.policy``: (n, k) = (2, 0.9), p = 10 %) on each magnitude the provider
@@ -40,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from compute.errors import InvalidInput
+from compute.sdc.magnitude_cells import partition_bound
 from compute.sdc.policy import DEFAULT_POLICY
 
 Array = Any  # numpy arrays (the aggregation's own alias)
@@ -102,32 +106,43 @@ def _group_values(spec: dict[str, Any], df: Any, col: Callable[[str], Array]
             yield f"grp.{v}", x, np.where(np.isnan(x), -1, cell), g + 1
 
 
-def _levels(x: Array, inside: Array, most: int) -> Array | None:
-    """Each record's level of ``x`` inside the set (-1 outside), or None with more levels."""
+def _levels(x: Array, inside: Array, most: int | None) -> Array | None:
+    """Each record's level of ``x`` inside the set (-1 outside), or None with more levels
+    than ``most`` (None: any number) or fewer than two."""
     values, code = np.unique(x[inside], return_inverse=True)
-    if not 2 <= len(values) <= most:
+    if len(values) < 2 or (most is not None and len(values) > most):
         return None
     out = np.full(len(x), -1, dtype=np.int64)
     out[inside] = code.ravel()
     return out
 
 
-def level_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Array]
+def level_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Array], k: int
                 ) -> list[tuple[Array, Array, dict[str, Array]]]:
     """Partitions by the levels of few-valued columns, as ``_record_cells`` takes them:
-    (cell index, records outside, key column codes for the common refinement)."""
+    (cell index, records outside, key column codes for the common refinement). A column's
+    own sums (``col.X``) and a grouped value are those of the statistics route's magnitude
+    table, and take its rule: a discrete column (``partition_bound`` with threshold ``k``)
+    is a partition whatever its number of values. A block's columns (moments, OLS, GLM)
+    keep the bound of three: withdrawing the records of a regressor's or outcome's rare
+    values from a model would bias the fit without a word (docs/joint-statistics.md)."""
     out: list[tuple[Array, Array, dict[str, Array]]] = []
-    for _, cols, most in _summed_sets(spec, col):
+    for name, cols, most in _summed_sets(spec, col):
         inside = _present(col, cols)
         for c in cols:
-            code = _levels(col(c), inside, most)
+            x = col(c)
+            bound: int | None = most
+            if name.startswith("col.") and partition_bound(x) is None:
+                bound = None
+            code = _levels(x, inside, bound)
             if code is not None:
                 out.append((code, code < 0, {c: code}))
     for _, x, cell, _cells in _group_values(spec, df, col):
         inside = cell >= 0
-        code = _levels(x, inside, 3)
-        if code is not None:  # few values overall: a partition of each group cell
-            out.append((np.where(inside, cell * 3 + code, -1), ~inside, {}))
+        code = _levels(x, inside, None if partition_bound(x) is None else 3)
+        if code is not None:  # a partition of each group cell
+            width = int(code.max()) + 1
+            out.append((np.where(inside, cell * width + code, -1), ~inside, {}))
     return out
 
 

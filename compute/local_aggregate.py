@@ -230,8 +230,8 @@ def _grouped(groups: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
                                                        minlength=g + 1))
 
 
-def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray]
-                  ) -> tuple[list[FloatArray], list[FloatArray]]:
+def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
+                  min_count: int) -> tuple[list[FloatArray], list[FloatArray]]:
     """Every set of records the job releases a count (and maybe sums) over: partitions (an
     int array each, a record's cell or -1 outside it) and record sets (boolean masks).
 
@@ -289,7 +289,7 @@ def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray
             parts.append(key_cell * 2 + absent)
             sets.append((cell >= 0) & ~absent)
     from compute import joint_sdc  # the agent's rules (never reached run as a script)
-    for levels, outside, level_keys in joint_sdc.level_cells(spec, df, col):
+    for levels, outside, level_keys in joint_sdc.level_cells(spec, df, col, min_count):
         partition(levels, outside, level_keys)
     # Two partitions keyed on a common column (an age histogram and age groups with other
     # edges) difference to the common refinement of their cuts of that column: its cells
@@ -314,7 +314,7 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
     Records in a cell of 1..k-1 (``_record_cells``) are withdrawn from the whole job, and the
     check repeats on the rest until every cell is empty or holds at least k: withdrawing
     records can leave another cell short. ``withdrawn`` records are out from the start."""
-    parts, sets = _record_cells(spec, df, col)
+    parts, sets = _record_cells(spec, df, col, min_cell_count)
     kept = np.ones(len(df), dtype=bool) if withdrawn is None else ~np.asarray(withdrawn, bool)
     seen: set[tuple[int, ...]] = set()
     from compute import joint_sdc  # the agent's rules (never reached as a script)

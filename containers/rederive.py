@@ -13,8 +13,10 @@ when every row and every cell is explained:
   contributors (its records, or the persons they are of where the dataset declares an
   identifier: :mod:`containers.rederive_units`) number at least the minimum cell count,
   and so do those holding a value of each statistic's column and, where that column takes
-  two or three values in the group, those holding each value (the sum of a 0/1 column is
-  its holders' count); every group of the input
+  two or three values in the group or is discrete (its values repeat:
+  :func:`compute.sdc.partition_bound`), those holding each value (the sum of a 0/1 column
+  is its holders' count; beside the column's frequency table the sums solve for the
+  counts it hides); every group of the input
   with at least that many contributors is a row (the shape is the input's, so leaving
   rows out carries nothing), and the groups left out hold, in the whole table and in
   each of its margins, none or at least that many contributors (a total less the rows
@@ -54,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute.sdc import SDCPolicy
+from compute.sdc import SDCPolicy, partition_bound
 from containers.datasets import canonical
 from containers.findings import Finding as Finding
 from containers.rederive_margins import (
@@ -214,6 +216,9 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
     if findings:
         return findings, [], [], []
     groups = []
+    # Whether each value column is discrete, judged on the whole input column as the
+    # statistics route judges it (not on a row's records): every table agrees.
+    bounds = {col: partition_bound(number[col]) for _, _, col in values}
     # Positions of the input's records per key combination: one grouping, not a scan
     # of the input per row.
     members: dict[tuple[str, ...], Any] = {}
@@ -278,10 +283,12 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                                         "declares of the records with these keys",
                                         column=i + 1, row=r_i))
                 continue
-            if short_level(group, policy.min_count, None if units is None else units[held]):
+            if short_level(group, policy.min_count, None if units is None else units[held],
+                           bounds[col]):
                 findings.append(Finding("threshold", f"fewer than {policy.min_count} "
-                                        "contributors hold one of the few values the "
-                                        "column takes with these keys", column=i + 1,
+                                        "contributors hold one of the values the column "
+                                        "takes with these keys (few or discrete values "
+                                        "partition the row)", column=i + 1,
                                         row=r_i))
             rule = dominated(group, stat in SPREAD, policy,
                              None if units is None else units[held])

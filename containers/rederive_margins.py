@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute.sdc import SDCPolicy
+from compute.sdc import SDCPolicy, partition_bound
 from containers.findings import Finding
 from containers.rederive_units import Bools, Units, distinct, dominated, short_level
 
@@ -66,11 +66,11 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
                         ) -> Iterator[tuple[tuple[int, ...], int]]:
     """(margin, value position) pairs where the records a margin cell leaves out (those in
     groups of fewer than k contributors) have a value sum the nk or p% rule finds
-    dominated, as a row's would be, or whose values take two or three values one of which
-    fewer than k hold (``short_level``): its total less its rows is that sum, a cell
-    released implicitly, and counting its records (``_short_by_records``) says nothing of
-    one record's share nor of how many hold each value. Persons' records are summed first
-    where ``units`` are known."""
+    dominated, as a row's would be, or whose values take two or three values (any number in
+    a discrete column) one of which fewer than k hold (``short_level``): its total less
+    its rows is that sum, a cell released implicitly, and counting its records
+    (``_short_by_records``) says nothing of one record's share nor of how many hold each
+    value. Persons' records are summed first where ``units`` are known."""
     codes = pd.DataFrame({j: pd.factorize(a)[0] for j, a in enumerate(keys)})
     cell = codes.groupby(list(codes.columns), sort=False).ngroup().to_numpy(np.int64)
     everyone = np.ones(len(cell), dtype=bool)
@@ -78,6 +78,7 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
             < policy.min_count)[cell]
     if not left.any():
         return
+    bounds = {pos: partition_bound(values) for pos, (values, _) in magnitudes.items()}
     for fixed in _margins(len(keys)):
         margin = (codes.groupby(list(fixed), sort=False).ngroup().to_numpy(np.int64)
                   if fixed else np.zeros(len(cell), dtype=np.int64))
@@ -91,7 +92,8 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
                 records = held[where]
                 persons = None if units is None else units[records]
                 if (dominated(values[records], spread, policy, persons) is not None
-                        or short_level(values[records], policy.min_count, persons)):
+                        or short_level(values[records], policy.min_count, persons,
+                                       bounds[pos])):
                     yield fixed, pos
                     break
 

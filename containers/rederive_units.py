@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from compute.sdc import SDCPolicy, short_levels
+from compute.sdc import FEW_LEVELS, SDCPolicy, short_levels
 
 Units = np.ndarray[Any, np.dtype[np.int64]] | None
 Bools = np.ndarray[Any, np.dtype[np.bool_]]
@@ -64,14 +64,17 @@ def group_holders(keys: list[pd.Series], units: Units, sizes: pd.Series) -> pd.S
     return persons.reindex(sizes.index, fill_value=0)
 
 
-def short_level(values: np.ndarray[Any, np.dtype[np.float64]], k: int, units: Units
-                ) -> bool:
-    """Whether a cell's values take two or three distinct values, one held by 1..k-1
-    contributors: a partition of the cell whose part is a short cell (the sum of a 0/1
-    column is its holders' count). The statistics route's rule
-    (:func:`compute.sdc.short_levels`), whatever statistic the script released."""
+def short_level(values: np.ndarray[Any, np.dtype[np.float64]], k: int, units: Units,
+                most: int | None = FEW_LEVELS) -> bool:
+    """Whether a cell's values take two to ``most`` distinct values (any number from two
+    with ``most`` None: a discrete column, :func:`compute.sdc.partition_bound` of the
+    input's whole column), one held by 1..k-1 contributors: a partition of the cell whose
+    part is a short cell (the sum of a 0/1 column is its holders' count; beside the
+    column's frequency table the sums solve for the counts it hides). The statistics
+    route's rule (:func:`compute.sdc.short_levels`), whatever statistic the script
+    released."""
     cell = np.zeros(len(values), dtype=np.int64)
-    return bool(short_levels(cell, values, units, 1, k)[0])
+    return bool(short_levels(cell, values, units, 1, k, most=most)[0])
 
 
 def dominated(values: np.ndarray[Any, np.dtype[np.float64]], spread: bool,

@@ -1,5 +1,6 @@
-"""Script route: a statistic of a column taking two or three values in a group is a count
-of each value's holders, held to the threshold like a row (``rederive_units.short_level``)."""
+"""Script route: a statistic of a column taking two or three values in a group, or of a
+discrete column, is a count of each value's holders, held to the threshold like a row
+(``rederive_units.short_level``)."""
 
 from __future__ import annotations
 
@@ -40,12 +41,16 @@ def test_a_sum_of_a_flag_held_by_fewer_than_k_is_a_threshold() -> None:
             found = _check(frame, {"a", "b"}, stat=stat)
             assert ((3, 1) in _where(found, "threshold")) == short, (ones, stat)
             assert (3, 2) not in _where(found, "threshold")
-    # Three values are a partition too (count, sum and squares give each count); four
-    # are not.
+    # Three values are a partition too (count, sum and squares give each count); so are
+    # four or more of a discrete column (its values repeat: beside the column's frequency
+    # table the sums give the counts it hides, R6-1b), not of a continuous one.
     three = _frame({"a": [0] * 30 + [1] * 20 + [2] * 3, "b": [1] * 20 + [0] * 20})
     assert (3, 1) in _where(_check(three, {"a", "b"}), "threshold")
     four = _frame({"a": [0] * 30 + [1] * 20 + [2] * 3 + [5] * 2, "b": [1] * 20 + [0] * 20})
-    assert not _where(_check(four, {"a", "b"}), "threshold")
+    assert (3, 1) in _where(_check(four, {"a", "b"}), "threshold")
+    continuous = _frame({"a": [0] * 30 + [1] * 20 + [2] * 3 + [5] * 2,
+                         "b": list(range(100, 160))})
+    assert not _where(_check(continuous, {"a", "b"}), "threshold")
 
 
 def test_each_values_holders_are_persons_where_declared() -> None:

@@ -9,7 +9,7 @@ secondary suppression. Pure (pandas/numpy), no I/O. Rules, defaults, sources and
 
 from compute.sdc.frequency import chi_square_test, frequency_table
 from compute.sdc.magnitude import magnitude_table, within_group_variance
-from compute.sdc.magnitude_cells import FEW_LEVELS, short_levels
+from compute.sdc.magnitude_cells import FEW_LEVELS, partition_bound, short_levels
 from compute.sdc.models import INTERCEPT, ols
 from compute.sdc.policy import DEFAULT_POLICY, Action, NKRule, SDCPolicy, strictest
 from compute.sdc.pooling import POOLED, pool_rare_categories
@@ -38,6 +38,7 @@ __all__ = [
     "frequency_table",
     "magnitude_table",
     "ols",
+    "partition_bound",
     "pool_rare_categories",
     "short_levels",
     "strictest",

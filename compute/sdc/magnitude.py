@@ -8,11 +8,12 @@ at *absolute* contributions: ACRO fails every cell holding a negative value (its
 contributions; a large negative contribution dominates a cell just as a large positive
 one does, so magnitudes are what count. A value that takes two or three values in a cell
 partitions it (the count, sum and sum of squares solve for each value's count: the sum
-of a boolean is its holders' count), so the threshold also applies to each value's
-contributors there. Medians and quantiles follow the output-checking
-guidance for percentiles (SDAP, *Handbook on Statistical Disclosure Control for Outputs*,
-2019; ESSnet guidelines, Bond et al. 2015): enough records, and never one record's exact
-value.
+of a boolean is its holders' count), and so does any value of a discrete column (one
+whose values repeat: beside its frequency table, the sums solve for the counts that
+table hides), so the threshold also applies to each value's contributors there. Medians
+and quantiles follow the output-checking guidance for percentiles (SDAP, *Handbook on
+Statistical Disclosure Control for Outputs*, 2019; ESSnet guidelines, Bond et al. 2015):
+enough records, and never one record's exact value.
 
 The per-cell aggregates these rules read (contributions, totals, order statistics) are
 computed in :mod:`compute.sdc.magnitude_cells`.
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from compute.errors import InvalidInput
+from compute.sdc.discrete import value_lines
 from compute.sdc.frequency import (
     check_policy,
     count_cells,
@@ -46,7 +48,13 @@ from compute.sdc.grid import (
     interior,
     subsets,
 )
-from compute.sdc.magnitude_cells import CellAggregates, FloatArray, accumulate, short_levels
+from compute.sdc.magnitude_cells import (
+    CellAggregates,
+    FloatArray,
+    accumulate,
+    partition_bound,
+    short_levels,
+)
 from compute.sdc.policy import DEFAULT_POLICY, Action, SDCPolicy
 from compute.sdc.result import (
     Bits,
@@ -188,8 +196,9 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     Sum, mean and std share one suppression pattern (each is recoverable from the others
     and the counts), with secondary suppression, which also covers every cell the
     frequency table of the same dimensions hides (sum / mean is a count) and every cell
-    whose value takes at most three values one of which fewer than ``min_count``
-    contributors hold (the sums give each value's count: ``short_levels``); medians,
+    whose value takes at most three values (any number for a discrete column:
+    ``partition_bound``) one of which fewer than ``min_count`` contributors hold (the
+    sums give each value's count: ``short_levels``); medians,
     quantiles, min and max are not additive and carry their primary suppressions only.
     Records with a missing value are left out. Returns ``{measure name: table}``
     (``sum``, ``mean``, ``std``, ``q0.5``...). ``forced``: as for
@@ -214,14 +223,21 @@ def magnitude_table(frame: pd.DataFrame, dims: Sequence[str], value: str,
     common = float(policy.min_count) if units is None else np.inf
     u = None if units is None else units[rows]
     spread = any(m.statistic is Statistic.STD for m in measures)
-    # A cell whose value takes few values is a partition by value (a boolean's sum is
-    # the count of its holders): each part is held to the threshold, as a cell is.
+    # A cell whose value takes few values, or any cell of a discrete column, is a
+    # partition by value (a boolean's sum is the count of its holders; beside the
+    # column's frequency table the sums solve for the counts it hides): each part is
+    # held to the threshold, as a cell is. Judged on all the column's present values,
+    # so that every table of the column agrees.
+    most = partition_bound(x)
     short = np.zeros(size, dtype=bool)
     for subset in subsets(len(dims_t), True):
         codes = grid.cell_codes(subset, rows)
         accumulate(cells, codes, x[rows], u, ns, qs, common, spread)
-        short |= short_levels(codes, x[rows], u, size, policy.min_count, cells.n_values)
+        short |= short_levels(codes, x[rows], u, size, policy.min_count, cells.n_values,
+                              most)
 
+    if most is None:
+        short |= value_lines(grid, x, units, policy)
     base = _base_hits(cells, policy)
     force(base, forced)
     additive = base | _sensitivity_hits(cells, policy) | _bits(short, Rule.THRESHOLD)
@@ -288,12 +304,13 @@ def within_group_variance(frame: pd.DataFrame, groups: Sequence[str], value: str
 
     Values: ``within_variance`` (SS_within / (N - G)), ``dof_within``; with two groups or
     more also ``between_variance``, ``dof_between``, ``f`` and ``p_value``. Withheld when a
-    group has fewer than ``min_count`` records (or, its value taking at most three values,
-    fewer than ``min_count`` records hold one of them), when ``N - G < min_dof``, or when one
-    record dominates the within sum of squares: nk and p% rules applied to the squared
-    deviations, by analogy with magnitude cells (Hundepool et al. 2012, ch. 4), since the
-    variance of a group dominated by one record reveals that record's deviation. Every
-    record equal to its group mean is class disclosure.
+    group has fewer than ``min_count`` records (or, its value taking at most three
+    values or the column being discrete, fewer than ``min_count`` records hold one of
+    them), when ``N - G < min_dof``, or when one record dominates the within sum of
+    squares: nk and p% rules applied to the squared deviations, by analogy with
+    magnitude cells (Hundepool et al. 2012, ch. 4), since the variance of a group
+    dominated by one record reveals that record's deviation. Every record equal to its
+    group mean is class disclosure.
     """
     policy = check_policy(policy)
     dims_t = check_dims(frame, groups, 1, "groups")
@@ -316,7 +333,8 @@ def within_group_variance(frame: pd.DataFrame, groups: Sequence[str], value: str
     # A group whose value takes few values, one held by fewer than min_count records, is
     # a short cell too: a one-group variance of a boolean gives its holders' count.
     if (((n > 0) & (n < policy.min_count)).any()
-            or short_levels(c, v, None, size, policy.min_count).any()):
+            or short_levels(c, v, None, size, policy.min_count,
+                            most=partition_bound(x)).any()):
         hits.append(Rule.THRESHOLD)
     if n_all - g < policy.min_dof:
         hits.append(Rule.RESIDUAL_DOF)

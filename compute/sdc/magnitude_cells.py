@@ -200,21 +200,51 @@ def accumulate(cells: CellAggregates, c: IntArray, v: FloatArray, u: IntArray | 
 #: sum give two levels' counts, the sum of squares a third's. The bound is the same
 #: whatever statistics are asked, so that a table with the std and one without never
 #: suppress differently on the same data (the difference would say how many values a
-#: cell takes and that one is rare).
+#: cell takes and that one is rare). A discrete column (:func:`partition_bound`) has no
+#: bound.
 FEW_LEVELS = 3
 
 
+#: A column with at most one distinct value per this many present values is discrete. A
+#: fixed number, not the policy's ``min_count``: a stricter policy must never judge fewer
+#: columns discrete (and so suppress less) than a weaker one.
+DISCRETE_RECORDS = 10
+
+
+def partition_bound(values: FloatArray) -> int | None:
+    """The most distinct values a cell of this value column may take and still be judged
+    a partition by value: None (any number) for a discrete column, else
+    :data:`FEW_LEVELS`.
+
+    A column is discrete when its values (all of its present values, not a cell's: every
+    table of the column is judged alike) repeat: at most one distinct value per
+    :data:`DISCRETE_RECORDS` records, so that on average each value is held by that many
+    records and a frequency table of the column labels most of them. Its released count margin, sum
+    and sum of squares are then up to three equations in the few counts the frequency
+    table hides (the rare values and their complements), and integrality and
+    non-negativity pin more (R6-1): four stage codes, an age with one 99-year-old. A
+    continuous column (a cost in cents, a measurement) has mostly distinct values: a
+    frequency table pools them (or cannot take the column at all), so no count of a
+    value is released for the sums to complete, and only a cell taking two or three
+    values is judged a partition (a cell's count and sum alone then solve for them)."""
+    present = values[~np.isnan(values)]
+    distinct = len(pd.unique(present))
+    return None if distinct * DISCRETE_RECORDS <= len(present) else FEW_LEVELS
+
+
 def short_levels(c: IntArray, v: FloatArray, u: IntArray | None, size: int, k: int,
-                 n_values: IntArray | None = None) -> Mask:
+                 n_values: IntArray | None = None, most: int | None = FEW_LEVELS) -> Mask:
     """Per cell (``c``: each record's, ``v`` its value, ``u`` its person or None), whether
-    its value takes 2..:data:`FEW_LEVELS` distinct values and one of them is held by 1..k-1
+    its value takes 2..``most`` distinct values (any number from 2 with ``most`` None: a
+    discrete column, :func:`partition_bound`) and one of them is held by 1..k-1
     contributors (records, or distinct persons with ``u``): a short cell of the partition,
     as the joint route's ``level_cells`` (a boolean's sum is the count of its holders).
     ``n_values``: each cell's distinct values if known (:class:`CellAggregates`), to look
     only at the few-valued cells' records (a continuous column has almost none)."""
     out = np.zeros(size, dtype=bool)
+    top = np.iinfo(np.int64).max if most is None else most
     if n_values is not None:
-        few = (n_values[c] >= 2) & (n_values[c] <= FEW_LEVELS)
+        few = (n_values[c] >= 2) & (n_values[c] <= top)
         c, v, u = c[few], v[few], (None if u is None else u[few])
     if not len(c):
         return out
@@ -232,4 +262,4 @@ def short_levels(c: IntArray, v: FloatArray, u: IntArray | None, size: int, k: i
         holders = np.bincount(held // span, minlength=len(pairs))
     levels = np.bincount(pair_cell, minlength=size)
     short = np.bincount(pair_cell, holders < k, minlength=size) > 0
-    return short & (levels >= 2) & (levels <= FEW_LEVELS)
+    return short & (levels >= 2) & (levels <= top)

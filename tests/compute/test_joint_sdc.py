@@ -37,13 +37,30 @@ def test_a_flag_one_record_holds_leaves_every_block() -> None:
 
 
 def test_a_third_level_counts_only_where_squares_are_released() -> None:
-    frame = hospital_frame(81, 300).dropna(subset=["cost"])
+    # 29 records of three values are not a discrete column (more than one value per ten
+    # records): the bound of two or three levels applies.
+    frame = hospital_frame(81, 300).dropna(subset=["cost"]).iloc[:29].copy()
     frame["los"] = np.where(np.arange(len(frame)) % 2 == 0, 1.0, 2.0)
     frame.loc[frame.index[7], "los"] = 3.0  # n, sum and sum of squares solve three counts
     mean_only = aggregate({"statistics": ["mean"], "columns": ["los"]}, frame)
     assert mean_only["counts"]["rows"] == [len(frame)]
     with_std = aggregate({"statistics": ["mean", "std"], "columns": ["los"]}, frame)
     assert with_std["counts"]["rows"] == [len(frame) - 1]
+
+
+def test_a_discrete_columns_rare_values_leave_its_sums_whatever_their_number() -> None:
+    """R6-1 on the joint route: a stage coded 0-3 (four values, three patients at 3).
+    Beside a histogram of it, the column's n and sum solve for the counts the histogram
+    lacks, so the rare stage's records leave the job even with the mean alone."""
+    frame = hospital_frame(84, 400).dropna(subset=["cost"]).reset_index(drop=True)
+    stage = np.zeros(len(frame))
+    stage[100:140], stage[200:225], stage[[300, 301, 302]] = 1.0, 2.0, 3.0
+    frame["los"] = stage
+    agg = aggregate({"statistics": ["mean"], "columns": ["los"]}, frame)
+    assert agg["counts"]["rows"] == [len(frame) - 3]
+    # A model keeps the bound of three levels: its regressor's rare values stay.
+    ols = aggregate({"statistics": ["ols"], "ols": {"y": "cost", "x": ["los"]}}, frame)
+    assert ols["counts"]["rows"] == [len(frame)]
 
 
 def test_a_dominating_outlier_is_withdrawn_from_every_statistic() -> None:

@@ -11,10 +11,11 @@ from compute.sdc import (
     CellStatus,
     Outcome,
     Rule,
+    frequency_table,
     magnitude_table,
     within_group_variance,
 )
-from compute.sdc.magnitude_cells import short_levels
+from compute.sdc.magnitude_cells import FEW_LEVELS, partition_bound, short_levels
 from compute.sdc.policy import DEFAULT_POLICY
 from compute.sdc.rules import describe
 
@@ -62,17 +63,35 @@ def test_a_short_level_in_one_group_brings_secondary_suppression() -> None:
         PRIMARY, SECONDARY)
 
 
-def test_three_values_are_a_partition_four_are_not_and_the_bound_ignores_the_statistics(
-        ) -> None:
+def test_three_values_are_a_partition_and_the_bound_ignores_the_statistics() -> None:
+    """Three values are a partition of any column; four or more are of a discrete one
+    (its values repeat: R6-1), not of a continuous one whose cell happens to take four."""
     rng = np.random.default_rng(1)
     base = rng.choice([0.0, 1.0], 300)
     three = pd.DataFrame({"v": np.r_[base, [2.0, 2.0]]})
     four = pd.DataFrame({"v": np.r_[base, [2.0, 2.0, 3.0, 3.0]]})
+    # Cell a takes the four values; cell b a continuous spread: the column is continuous.
+    mixed = pd.DataFrame({"g": ["a"] * 304 + ["b"] * 300,
+                          "v": np.r_[four.v, rng.normal(50, 10, 300)]})
     for stats in (["sum"], ["sum", "mean"], ["sum", "std"]):
-        t = magnitude_table(three, [], "v", stats)["sum"].cells.loc[MARGIN]
-        assert t["status"] is PRIMARY and Rule.THRESHOLD in t["rules"], stats
-        assert magnitude_table(four, [], "v", stats)["sum"].cells.loc[
-            MARGIN, "status"] is CellStatus.OK, stats
+        for frame in (three, four):
+            t = magnitude_table(frame, [], "v", stats)["sum"].cells.loc[MARGIN]
+            assert t["status"] is PRIMARY and Rule.THRESHOLD in t["rules"], stats
+        assert magnitude_table(mixed, ["g"], "v", stats)["sum"].cells.loc[
+            "a", "status"] is CellStatus.OK, stats
+
+
+def test_discrete_is_judged_on_the_whole_column() -> None:
+    # One distinct value per ten records at most: a stage code, an age in a large table.
+    stage = np.repeat([0.0, 1.0, 2.0, 3.0], [500, 40, 25, 3])
+    assert partition_bound(stage) is None
+    assert partition_bound(np.r_[stage, np.nan, np.nan]) is None
+    ages = np.clip(np.random.default_rng(2).normal(55, 18, 2000).round(), 0, 99)
+    assert partition_bound(ages) is None
+    # A cost in cents, a measurement: mostly distinct values.
+    cents = np.random.default_rng(3).integers(10_000, 900_000, 2000).astype(float)
+    assert partition_bound(cents) == FEW_LEVELS
+    assert partition_bound(np.array([1.0, 2.0, 3.0])) == FEW_LEVELS
 
 
 def test_levels_count_persons_where_the_data_declares_them() -> None:
@@ -115,3 +134,30 @@ def test_knowing_each_cells_distinct_values_changes_nothing() -> None:
         assert (short_levels(c, v, persons, 30, 40, n_values)
                 == short_levels(c, v, persons, 30, 40)).all()
         assert short_levels(c, v, persons, 30, 40).any()
+
+
+def test_a_discrete_cell_is_released_only_where_its_frequency_line_is() -> None:
+    """R6-1d: every value of M is held by k or more, but the frequency table by group and
+    stage hides two of M's counts as complements of F's three stage-3 patients: M's sum
+    would solve for them, and F's three is the stage-3 margin less M and X."""
+    def frame(parts: dict[str, dict[int, int]]) -> pd.DataFrame:
+        return pd.DataFrame([(g, v) for g, p in parts.items() for v, c in p.items()
+                             for _ in range(c)], columns=["g", "stage"])
+
+    linked = frame({"F": {0: 900, 1: 40, 2: 30, 3: 3},
+                    "M": {0: 900, 1: 200, 2: 200, 3: 12},
+                    "X": {0: 900, 1: 10, 2: 10, 3: 15}})
+    counts = frequency_table(linked, ["g", "stage"]).cells["status"]
+    assert counts[("M", 1)] is not CellStatus.OK and counts[("M", 3)] is not CellStatus.OK
+    status = magnitude_table(linked, ["g"], "stage", ["sum"])["sum"].cells["status"]
+    assert status["F"] is PRIMARY and status["M"] is PRIMARY
+    assert status[MARGIN] is CellStatus.OK  # its line is released: the sum adds nothing
+    # M's line released in full: M's sum follows from its counts and is released. X has
+    # no stage 3: the empty cell is hidden (zeros) and X's stage 2 as its complement, so
+    # X's sum would give both (and F's three as the margin less them).
+    shown = frame({"F": {0: 900, 1: 40, 2: 30, 3: 3},
+                   "M": {0: 900, 1: 200, 2: 200, 3: 12},
+                   "X": {0: 900, 1: 60, 2: 50}})
+    status = magnitude_table(shown, ["g"], "stage", ["sum"])["sum"].cells["status"]
+    assert status["M"] is CellStatus.OK
+    assert status["F"] is PRIMARY and status["X"] is PRIMARY

@@ -128,9 +128,11 @@ def test_the_audited_route_and_dp_pool_too() -> None:
 
 
 def test_a_flagged_magnitude_cell_does_not_come_back_from_its_margin() -> None:
-    # Twelve Z records all worth 3: class disclosure flags the Z cell (held back).
+    # Twelve Z records all worth 3: class disclosure flags the Z cell (held back). The
+    # others' values are spread (a continuous column: a discrete one's rare values would
+    # make A and B short cells, R6-1).
     frame = pd.DataFrame({"ward": ["A"] * 30 + ["B"] * 30 + ["Z"] * 12,
-                          "los": [float(i % 7 + 1) for i in range(60)] + [3.0] * 12})
+                          "los": [i % 7 + 1 + i / 100 for i in range(60)] + [3.0] * 12})
     policy = sdc.SDCPolicy(min_count=K, class_disclosure=sdc.Action.FLAG)
     t = sdc.magnitude_table(frame, ["ward"], "los", ["sum"], policy)["sum"]
     status = dict(zip(t.cells.index, t.status, strict=True))

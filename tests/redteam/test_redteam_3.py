@@ -159,20 +159,23 @@ def test_script_rows_undo_the_statistics_routes_secondary_suppression(
     table is held twice over: it leaves out 1 to k-1 records (``complement``), and the
     union of its rows is within k-1 records of the statistics route's released margin
     (``differencing``, the shared audit store)."""
+    # A cost, not a length of stay: a discrete column's sums are held wherever a rare
+    # value is (R6-1), which would stop this attack before the defence it tests.
     frame = hospital_table(7, 600, "R")
-    frame.loc[5, ["diagnosis", "los"]] = ["C91", 17]  # the one leukaemia patient
+    frame.loc[5, ["diagnosis", "cost"]] = ["C91", 17017.17]  # the one leukaemia patient
     script_agent.publish(frame)
     doc = script_agent.statistics({"analyses": [
-        {"kind": "magnitude", "dims": ["diagnosis"], "value": "los", "statistics": ["sum"]}]})
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost", "statistics": ["sum"]}]})
     cells = {c["cell"]["diagnosis"]: c["value"]
              for c in doc["analyses"][0]["tables"][0]["cells"]}
     assert cells[sdc.POOLED] is None  # the rare bucket and a complement are hidden
     assert sum(v is None for v in cells.values()) == 2 and cells["All"] is not None
     df = frame[PERMITTED]
-    by = df.groupby("diagnosis").agg(n=("los", "size"), sum_los=("los", "sum")).reset_index()
+    by = df.groupby("diagnosis").agg(n=("cost", "size"),
+                                     sum_cost=("cost", "sum")).reset_index().round(2)
     rows = script_agent.run({"by_diagnosis.csv": by[by.n >= MIN_CELL]}).get("table-1.csv")
-    recovered = None if rows is None else cells["All"] - int(rows.sum_los.sum())
-    assert recovered != 17, "disclosed: the C91 patient's length of stay"
+    recovered = None if rows is None else round(cells["All"] - rows.sum_cost.sum(), 2)
+    assert recovered != 17017.17, "disclosed: the C91 patient's cost"
 
 # ---- F10: a joint GLM round at crafted coefficients is the most extreme record ----------
 
@@ -362,14 +365,16 @@ def test_script_table_whose_groups_hold_k_persons_each_is_released(
     frame = pd.concat([frame, repeat.assign(los=1)], ignore_index=True)
     script_agent.publish(frame)
     df = frame[PERMITTED]
-    table = df.groupby("diagnosis").agg(n=("cost", "size"), sum_los=("los", "sum"),
+    # Sums of a cost: a length of stay is discrete, and its rare stays hold a row (R6-1).
+    table = df.groupby("diagnosis").agg(n=("cost", "size"), sum_cost=("cost", "sum"),
                                         mean_cost=("cost", "mean"),
                                         std_cost=("cost", "std")).reset_index()
     got = script_agent.run({"by_diagnosis.csv": table.round(6)})
     assert set(got) == {"table-1.csv"}
     rows = got["table-1.csv"].set_index("diagnosis")
     assert rows.n.to_dict() == df.diagnosis.value_counts().to_dict()
-    assert rows.sum_los.to_dict() == df.groupby("diagnosis").los.sum().to_dict()
+    want = df.groupby("diagnosis").cost.sum()
+    assert rows.sum_cost.to_dict() == pytest.approx(want.to_dict(), rel=1e-6)
 
 
 # ---- F14: a std dominated by one record's squared deviation gives that record ----------

@@ -86,7 +86,6 @@ def rarest_count(counts: dict[str, Any], total: float | None, rare: int) -> int 
     return round(float(s - c * h) / (rare - c))
 
 
-@leak("R6-1: a four-valued column's sum and its frequency table give a count below k")
 def test_sum_of_a_four_valued_column_beside_its_frequency_table(agent: Agent) -> None:
     """A disease stage coded 0 to 3: most patients 0, a few dozen at 1 and at 2, three at
     stage 3 (the count the threshold hides). The frequency table by stage hides stage 3
@@ -109,7 +108,6 @@ def test_sum_of_a_four_valued_column_beside_its_frequency_table(agent: Agent) ->
     assert recovered != 3, "disclosed: three stage-3 patients, a count below k"
 
 
-@leak("R6-1b: a script's sum of a four-valued column beside the frequency table")
 def test_script_sum_of_a_four_valued_column_beside_its_frequency_table(
         script_agent: ScriptAgent) -> None:
     """The script route's twin of R6-1 (R5-5b with a fourth value). A day-surgery unit:
