@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.states import OutputDecision
+from containers import image_canon
 from containers.datasets import canonical
 
 RELEASED, BLOCKED, WITHHELD = (OutputDecision.RELEASED, OutputDecision.BLOCKED,
@@ -166,7 +167,8 @@ IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff", "jpeg": b"\x
 
 def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPolicy
                       ) -> Verdict:
-    """An image carried to the output checkers as it is (they see what would be released)."""
+    """An image carried to the output checkers (they see what would be released): a PNG
+    as rebuilt by :func:`containers.image_canon.canonical_png`, others as written."""
     path = os.path.join(root, name)
     if st.st_size > policy.max_file_bytes:
         return Verdict(name, BLOCKED, [f"larger than the {policy.max_file_bytes}-byte cap"])
@@ -174,11 +176,21 @@ def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPo
         raw = _read_nofollow(path, st, policy.max_file_bytes)
     except _Blocked as e:
         return Verdict(name, BLOCKED, [str(e)])
-    if not raw.startswith(IMAGE_MAGIC[name.rsplit(".", 1)[1]]):
+    kind = name.rsplit(".", 1)[1]
+    if not raw.startswith(IMAGE_MAGIC[kind]):
         return Verdict(name, BLOCKED, ["not the image type its name says"])
-    return Verdict(name, RELEASED, ["an image: the automatic checks cannot vouch for it; "
-                                    "released only if the output checkers approve"],
-                   raw, hashlib.sha256(raw).hexdigest(), len(raw))
+    notes = ["an image: the automatic checks cannot vouch for it; released only if the "
+             "output checkers approve"]
+    if kind == "png":
+        # What the checkers look at is all that leaves: no chunk or byte a viewer never
+        # draws (R7-3). JPEG and PDF are carried as written (docs/threat-model.md).
+        try:
+            raw = image_canon.canonical_png(raw)
+        except image_canon.NotCanonical as e:
+            return Verdict(name, BLOCKED, [str(e)])
+        notes.append("rebuilt from the chunks that draw it: metadata and trailing data "
+                     "dropped")
+    return Verdict(name, RELEASED, notes, raw, hashlib.sha256(raw).hexdigest(), len(raw))
 
 
 def _read_nofollow(path: str, st: os.stat_result, cap: int) -> bytes:
