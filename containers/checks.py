@@ -163,6 +163,8 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
 #: among them: it is text (it can carry values, and script when rendered).
 IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff", "jpeg": b"\xff\xd8\xff",
                "pdf": b"%PDF-"}
+PNG_REFUSED = ("not a PNG the agent can read exactly: well-formed, not interlaced, its "
+               "image data exactly the rows its header declares")
 
 
 def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPolicy
@@ -186,8 +188,10 @@ def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPo
         # draws (R7-3). JPEG and PDF are carried as written (docs/threat-model.md).
         try:
             raw = image_canon.canonical_png(raw)
-        except image_canon.NotCanonical as e:
-            return Verdict(name, BLOCKED, [str(e)])
+        except image_canon.NotCanonical:
+            # One reason for every way a PNG can be unreadable: which way is the script's
+            # choice, so naming it would widen a blocked run's channel.
+            return Verdict(name, BLOCKED, [PNG_REFUSED])
         notes.append("rebuilt from the chunks that draw it: metadata and trailing data "
                      "dropped")
     return Verdict(name, RELEASED, notes, raw, hashlib.sha256(raw).hexdigest(), len(raw))

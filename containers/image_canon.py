@@ -30,7 +30,8 @@ MAX_RAW_BYTES = 64 * 1024 * 1024
 
 
 class NotCanonical(ValueError):
-    """The file is not a PNG the agent can read exactly (the message names no value)."""
+    """The file is not a PNG the agent can read exactly (the message names no value; the
+    output checks report one reason for all, containers.checks.PNG_REFUSED)."""
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

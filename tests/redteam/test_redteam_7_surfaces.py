@@ -303,9 +303,10 @@ def test_chart_with_rows_after_its_compressed_pixels_is_refused(tmp_path: Path) 
     hostile = chart[:start] + idat + chart[start + 12 + length:]
     assert _pixels(hostile) == _pixels(chart)  # a viewer draws the bars alone
     [verdict] = _held(tmp_path, {"chart.png": hostile})
+    from containers.checks import PNG_REFUSED
+
     recovered = verdict.content if verdict.decision == "released" else None
-    assert recovered is None and verdict.reasons == [
-        "a PNG whose image data is not exactly the rows its header declares"]
+    assert recovered is None and verdict.reasons == [PNG_REFUSED]
 
 
 @leak("R7-3b: a held JPEG or PDF carries bytes no viewer shows (after its end)")
