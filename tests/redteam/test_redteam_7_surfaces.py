@@ -56,6 +56,12 @@ Findings:
   see; 2,000 bytes of rows ride in a 240x120 chart. Mitigation, not a fix: quantize held
   images to a small palette in the sandbox; the guidance (docs/release-review.md) is to
   ask for the figures as a table.
+* R7-4 (high, permits with an epsilon budget; fixed): the docs say such a permit "takes
+  noised statistics jobs only", and a statistics spec without ``dp`` was refused, but a
+  script job was accepted, dispatched uncharged and its verified tables released exact
+  (automatically where the provider, trusting the noise, allowed it). ``authz.jobs.submit``
+  now refuses scripts under a permit with a budget, and ``authz.psi_jobs.submit`` PSI
+  jobs (a verification permit's intersection figures are exact too).
 
 Also attacked and found sound (no test needed beyond the existing suites): the two-person
 rule (the submitter's person id, one decision per person, a service account never
@@ -352,3 +358,50 @@ def test_chart_carries_the_rows_in_its_pixels_low_bits(tmp_path: Path) -> None:
     recovered = bytes(sum((rgb[8 * j + i] & 1) << i for i in range(8))
                       for j in range(len(payload))) if rgb else b""
     assert recovered != payload, "disclosed: 2,000 bytes of rows in a chart's low bits"
+
+
+# ---- R7-4: a permit granted an epsilon budget ran scripts, un-noised ---------------------
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_script_job_under_a_permit_granted_only_noised_statistics(
+        make_party: Any, make_agent: Any) -> None:
+    """The provider grants an epsilon budget (docs: "a permit with a budget takes noised
+    statistics jobs only") and, trusting the noise, lets outputs out automatically. A
+    statistics spec without ``dp`` is refused; a *script* was not: it was queued and
+    dispatched as an ordinary script task, with no noise and no charge, and its verified
+    tables come out exact (the routes six red teams found leaky, where the provider chose
+    DP instead). Fixed: a permit with a budget refuses script jobs (409)."""
+    from tests.api.helpers import permit_for
+
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    ds, permit_id = permit_for(requester, provider, agent, epsilon_budget=1.0,
+                               script_release="automatic")
+    script = ("import pandas as pd\ndf = pd.read_csv('/in/data.csv')\n"
+              "df.groupby('diagnosis').size().rename('n').reset_index()"
+              ".to_csv('/out/exact.csv', index=False)\n")
+    r = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
+                                 "script": script})
+    task = agent.post("/agent/tasks/next").json.get("task") if r.status_code == 201 else None
+    recovered = (task["kind"], task.get("statistics")) if task else None
+    assert recovered != ("script", None), "an exact script run under an epsilon-only permit"
+    assert r.status_code == 409 and r.json["error"] == "policy_violation", r.json
+    assert requester.get(f"/permits/{permit_id}").json["epsilon_spent"] == 0.0
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_psi_job_under_a_permit_granted_only_noised_statistics(
+        make_party: Any, admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R7-4's twin on private set intersection: a verification permit whose providers
+    granted an epsilon budget took PSI jobs, whose intersection figures are exact.
+    Fixed: refused (409) like a script."""
+    from tests.api import test_psi_jobs
+    from tests.api.helpers import approval
+
+    monkeypatch.setattr(test_psi_jobs, "approval",
+                        lambda **kw: approval(epsilon_budget=1.0, **kw))
+    w = test_psi_jobs.world(make_party, admin)
+    r = test_psi_jobs.submit(w)
+    recovered = r.json.get("id") if r.status_code == 201 else None
+    assert recovered is None, "an exact PSI job under an epsilon-only permit"
+    assert r.status_code == 409 and r.json["error"] == "policy_violation", r.json
