@@ -19,6 +19,9 @@ Rules (docs/architecture.md, "Output checks", is the user-facing statement):
   outputs are reported by position only (no names, digests or sizes: those are numbers
   and text the script chose).
 - Rows whose count is 0 are suppressed like small ones: their other cells are free text.
+- Images (PNG, JPEG, PDF; never SVG) are withheld, or under a review permit carried to the
+  output checkers; a PNG then as rebuilt from the chunks that draw it
+  (:mod:`containers.image_canon`), so nothing a viewer never shows goes with it.
 
 stdout/stderr are a leak channel too: the requester only ever receives the structure of the
 last Python traceback on stderr: the line number of its innermost frame (only if the

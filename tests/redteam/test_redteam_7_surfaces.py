@@ -19,8 +19,9 @@ Findings:
   grows with it as fast as the noise does, so the requester can always place a provider's
   sum next to a digit boundary: one release answers "is ``S_p - n_p * shift`` above
   ``(m + 1/2) 2^40``?" exactly, whatever epsilon it was charged. That is a noise-free
-  threshold oracle: a few dozen releases at a small epsilon each find a provider's exact
-  count and sum by bisection on the shift, and two editions give one record. The test
+  threshold oracle: bisection on the shift finds a provider's exact count and sum in a
+  few dozen releases (each at an epsilon of a few tenths for a provider of thousands of
+  records: the noise must stay below half a digit), and two editions give one record. The test
   plays DP's own adversary (who knows every record but the target's presence) and decides
   membership from single epsilon-1 releases: it is right every time, where epsilon 1
   bounds any test at e/(1+e) = 73 %. Fix (open; compute/dp.py, compute/layout.py): the
