@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from authz import lifecycle
 from authz import validate as v
 from authz.context import Ctx
 from authz.models import Dataset, Party, new_id
@@ -92,7 +93,15 @@ def record_schema_check(ctx: Ctx, actor: str, ds: Dataset, verdict: SchemaVerdic
     ds.status_reason = None if ok else error
     ds.checked_at = ctx.now()
     kind = "dataset.activated" if ok else "dataset.rejected"
-    ctx.record(kind, actor, {"dataset_id": ds.id, "rows": rows, "error": error})
+    # Rounded on the record like a run's data volume: the exact size is the provider's.
+    ctx.record(kind, actor, {"dataset_id": ds.id, "rows": shown_rows(rows), "error": error})
+
+
+def shown_rows(rows: int | None) -> int | None:
+    """A dataset's size as anyone but its provider sees it: rounded as the job views round
+    rows read (authz/jobs.py). Exact, it is the pooled total a requester subtracts the
+    released rows from to count the records a check withdrew or a table suppressed (R7-2)."""
+    return None if rows is None else lifecycle.rounded(rows, lifecycle.ROW_BASE)
 
 
 def get_visible(ctx: Ctx, party: Party, dataset_id: str) -> Dataset:
@@ -129,7 +138,8 @@ def to_json(ds: Dataset, party: Party) -> dict[str, Any]:
         "summary": ds.summary, "format": ds.format, "provider_id": ds.provider_id,
         "openness": ds.openness, "sharing": ds.sharing, "update_cycle": ds.update_cycle,
         "publish_date": ds.publish_date, "related_codes": ds.related_codes,
-        "fields": ds.fields, "status": ds.status, "rows": ds.rows,
+        "fields": ds.fields, "status": ds.status,
+        "rows": ds.rows if ds.provider_id == party.id else shown_rows(ds.rows),
         "created_at": ds.created_at.isoformat(),
     }
     if ds.provider_id == party.id:

@@ -73,6 +73,12 @@ def submit(ctx: Ctx, requester: Party, body: object) -> Job:
     permits.check_permit(ctx, permit, data["dataset_ids"], new_run=True)
     if kind == "statistics":
         permit = _charge_epsilon(ctx, permit, dp)
+    elif permit.epsilon_budget is not None:
+        # The providers chose noise as the protection: a script's tables would come out
+        # exact, uncharged (R7-4).
+        raise PolicyViolation("the providers granted a differential-privacy budget: this "
+                              "permit takes noised statistics jobs only (a statistics spec "
+                              "with dp), not scripts")
     queued = _count_open(ctx, permit.id)
     if permit.runs_used + queued >= permit.max_runs:
         raise PolicyViolation(

@@ -81,6 +81,11 @@ def submit(ctx: Ctx, requester: Party, body: object) -> JointJob:
     if request.use_kind != "verification":
         raise PolicyViolation("this permit was not granted for verification (private set "
                               "intersection)")
+    if permit.epsilon_budget is not None:
+        # The providers chose noise as the protection; an intersection's figures are
+        # exact (R7-4, as for scripts in authz/jobs.py).
+        raise PolicyViolation("the providers granted a differential-privacy budget: this "
+                              "permit takes noised jobs only, and PSI is not noised")
     ids, holder_id, counter_id, field = _datasets(data)
     if set(ids) != set(permit.columns) or len(set(ids)) != len(ids):
         raise InvalidInput(field, "the datasets must be exactly the permit's datasets, each "

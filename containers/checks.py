@@ -19,6 +19,9 @@ Rules (docs/architecture.md, "Output checks", is the user-facing statement):
   outputs are reported by position only (no names, digests or sizes: those are numbers
   and text the script chose).
 - Rows whose count is 0 are suppressed like small ones: their other cells are free text.
+- Images (PNG, JPEG, PDF; never SVG) are withheld, or under a review permit carried to the
+  output checkers; a PNG then as rebuilt from the chunks that draw it
+  (:mod:`containers.image_canon`), so nothing a viewer never shows goes with it.
 
 stdout/stderr are a leak channel too: the requester only ever receives the structure of the
 last Python traceback on stderr: the line number of its innermost frame (only if the
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.states import OutputDecision
+from containers import image_canon
 from containers.datasets import canonical
 
 RELEASED, BLOCKED, WITHHELD = (OutputDecision.RELEASED, OutputDecision.BLOCKED,
@@ -162,11 +166,14 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
 #: among them: it is text (it can carry values, and script when rendered).
 IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff", "jpeg": b"\xff\xd8\xff",
                "pdf": b"%PDF-"}
+PNG_REFUSED = ("not a PNG the agent can read exactly: well-formed, not interlaced, its "
+               "image data exactly the rows its header declares")
 
 
 def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPolicy
                       ) -> Verdict:
-    """An image carried to the output checkers as it is (they see what would be released)."""
+    """An image carried to the output checkers (they see what would be released): a PNG
+    as rebuilt by :func:`containers.image_canon.canonical_png`, others as written."""
     path = os.path.join(root, name)
     if st.st_size > policy.max_file_bytes:
         return Verdict(name, BLOCKED, [f"larger than the {policy.max_file_bytes}-byte cap"])
@@ -174,11 +181,23 @@ def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPo
         raw = _read_nofollow(path, st, policy.max_file_bytes)
     except _Blocked as e:
         return Verdict(name, BLOCKED, [str(e)])
-    if not raw.startswith(IMAGE_MAGIC[name.rsplit(".", 1)[1]]):
+    kind = name.rsplit(".", 1)[1]
+    if not raw.startswith(IMAGE_MAGIC[kind]):
         return Verdict(name, BLOCKED, ["not the image type its name says"])
-    return Verdict(name, RELEASED, ["an image: the automatic checks cannot vouch for it; "
-                                    "released only if the output checkers approve"],
-                   raw, hashlib.sha256(raw).hexdigest(), len(raw))
+    notes = ["an image: the automatic checks cannot vouch for it; released only if the "
+             "output checkers approve"]
+    if kind == "png":
+        # What the checkers look at is all that leaves: no chunk or byte a viewer never
+        # draws (R7-3). JPEG and PDF are carried as written (docs/threat-model.md).
+        try:
+            raw = image_canon.canonical_png(raw)
+        except image_canon.NotCanonical:
+            # One reason for every way a PNG can be unreadable: which way is the script's
+            # choice, so naming it would widen a blocked run's channel.
+            return Verdict(name, BLOCKED, [PNG_REFUSED])
+        notes.append("rebuilt from the chunks that draw it: metadata and trailing data "
+                     "dropped")
+    return Verdict(name, RELEASED, notes, raw, hashlib.sha256(raw).hexdigest(), len(raw))
 
 
 def _read_nofollow(path: str, st: os.stat_result, cap: int) -> bytes:

@@ -16,6 +16,7 @@ import socket
 import textwrap
 import threading
 import uuid
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -366,6 +367,15 @@ def test_run_time_is_seen_only_in_whole_grains(stack: Stack) -> None:
     assert "exit_code" not in run_entry(stack.regulator, job["id"])["body"]
 
 
+def _grey_png() -> bytes:
+    """The 2x1 grey PNG the review script writes."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", bytes.fromhex("00000002000000010800000000"))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x10\xf0", 9)) + chunk(b"IEND", b""))
+
+
 def test_release_review_end_to_end_two_checkers(stack: Stack) -> None:
     """A review permit: the agent holds the script's table for the providers' output
     checkers; two different people approve it (the two-person rule); then, and only then,
@@ -386,7 +396,12 @@ def test_release_review_end_to_end_two_checkers(stack: Stack) -> None:
 import pandas as pd
 df = pd.read_csv("/in/data.csv")
 df.groupby("sex").size().rename("n").reset_index().to_csv("/out/by_sex.csv", index=False)
-open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
+import struct, zlib
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", bytes.fromhex(
+    "00000002000000010800000000")) + chunk(b"IDAT", zlib.compress(b"\\x00\\x10\\xf0", 9))
+    + chunk(b"IEND", b""))
 """))
     assert job["state"] == "awaiting_review" and "held for review" in job["reason"], job
     # Held outputs by position: the script's names are for the checkers only.
@@ -397,9 +412,10 @@ open("/out/chart.png", "wb").write(b"\\x89PNG\\r\\n\\x1a\\n" + bytes(24))
     table = seen["outputs"][0]["content"]
     assert [o["script_name"] for o in seen["outputs"]] == ["by_sex.csv", "chart.png"]
     assert table.splitlines()[0] == "sex,n" and "df.groupby" in seen["script"]
-    # An image reaches the checkers only through review, as it is.
+    # An image reaches the checkers only through review, as the chunks that draw it (a
+    # well-formed PNG like this one, byte for byte).
     png = base64.b64decode(seen["outputs"][1]["content_b64"])
-    assert png == b"\x89PNG\r\n\x1a\n" + bytes(24)
+    assert png == _grey_png()
     for checker in checkers:
         for name in ("output-1", "output-2"):
             checker.post(f"/reviews/{job['id']}/outputs/{name}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import zlib
 from pathlib import Path
 
 import pytest
@@ -344,15 +345,29 @@ def test_an_image_is_withheld_without_blocking_the_checked_tables(tmp_path: Path
     assert image.content is None and image.size == 0 and image.sha256 == NOTHING_READ_SHA256
 
 
+def _png(meta: bytes = b"") -> bytes:
+    """A 2x1 grey PNG, optionally with a text chunk (written by hand: no image library)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (len(data).to_bytes(4, "big") + kind + data
+                + zlib.crc32(kind + data).to_bytes(4, "big"))
+    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", bytes.fromhex("0000000200000001"
+                                                                        "0800000000")),
+                     chunk(b"tEXt", meta) if meta else b"",
+                     chunk(b"IDAT", zlib.compress(b"\x00\x10\xf0", 9)), chunk(b"IEND", b"")])
+
+
 def test_under_review_an_image_goes_to_the_checkers_if_it_is_one(tmp_path: Path) -> None:
-    png = b"\x89PNG\r\n\x1a\n" + bytes(range(40))
+    png = _png(b"Comment\x00age,cost")
     policy = OutputPolicy(10, 100, images_for_review=True)
     verdicts = check(tmp_path / "a", {"chart.png": png, "plot.svg": "<svg/>"}, policy)
-    # Carried, with its exact bytes, for the output checkers (the agent marks it pending);
-    # SVG is text, so it is never carried.
+    # Carried for the output checkers (the agent marks it pending) as the chunks that draw
+    # it (tests/redteam/test_redteam_7_surfaces.py, R7-3); SVG is text, never carried.
     assert [(v.name, v.decision) for v in verdicts] == [("chart.png", "released"),
                                                         ("withheld-2", "withheld")]
-    assert verdicts[0].content == png
+    assert verdicts[0].content == _png()
+    # Not a PNG the agent can read exactly (truncated): blocked.
+    [cut] = check(tmp_path / "c", {"cut.png": png[:-20]}, policy)
+    assert cut.decision == "blocked"
     # Blocked when its bytes are not what its name says.
     [fake] = check(tmp_path / "b", {"fake.jpg": "age\n41\n"}, policy)
     assert fake.decision == "blocked" and fake.reasons == ["not the image type its name says"]
