@@ -75,7 +75,7 @@ class OutputPolicy:
     max_log_bytes: int = 4096
     # Lines in the submitted script: a traceback frame must point at one of them.
     script_lines: int = 0
-    # The run's outputs go to human review: an image (PNG, JPEG, PDF) is then carried to
+    # The run's outputs go to human review: a PNG is then carried (rebuilt) to
     # the output checkers instead of being withheld. Never released without them.
     images_for_review: bool = False
 
@@ -139,6 +139,8 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
     if IMAGE_RX.fullmatch(name):
         if policy.images_for_review and name.rsplit(".", 1)[1] in IMAGE_MAGIC:
             return _image_for_review(root, name, st, policy)
+        if policy.images_for_review and name.rsplit(".", 1)[1] in UNCARRIED:
+            return Verdict(safe_name, WITHHELD, [UNCARRIED_REASON])
         return Verdict(safe_name, WITHHELD, ["an image: the automatic checks cannot vouch for "
                                              "it, so it is never released automatically"])
     if not NAME_RX.fullmatch(name):
@@ -162,10 +164,15 @@ def _check_entry(root: str, entry: os.DirEntry[str], policy: OutputPolicy) -> Ve
                    len(content))
 
 
-#: The images review may release, by the signature their bytes must start with. SVG is not
-#: among them: it is text (it can carry values, and script when rendered).
-IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "jpg": b"\xff\xd8\xff", "jpeg": b"\xff\xd8\xff",
-               "pdf": b"%PDF-"}
+#: The images review may release, by the signature their bytes must start with: PNG only,
+#: which the agent rebuilds from the chunks that draw it. SVG is text (it can carry values,
+#: and script when rendered); JPEG and PDF carry what no viewer shows (bytes after the end
+#: marker, metadata segments, attachments, invisible text: R7-3b) and the agent does not
+#: parse them, so neither goes to review.
+IMAGE_MAGIC = {"png": b"\x89PNG\r\n\x1a\n"}
+UNCARRIED = ("jpg", "jpeg", "pdf")
+UNCARRIED_REASON = ("a JPEG or PDF file: never released, as it can carry data no viewer "
+                    "shows; write the chart as PNG")
 PNG_REFUSED = ("not a PNG the agent can read exactly: well-formed, not interlaced, its "
                "image data exactly the rows its header declares")
 
@@ -173,7 +180,7 @@ PNG_REFUSED = ("not a PNG the agent can read exactly: well-formed, not interlace
 def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPolicy
                       ) -> Verdict:
     """An image carried to the output checkers (they see what would be released): a PNG
-    as rebuilt by :func:`containers.image_canon.canonical_png`, others as written."""
+    as rebuilt by :func:`containers.image_canon.canonical_png`."""
     path = os.path.join(root, name)
     if st.st_size > policy.max_file_bytes:
         return Verdict(name, BLOCKED, [f"larger than the {policy.max_file_bytes}-byte cap"])
@@ -188,7 +195,7 @@ def _image_for_review(root: str, name: str, st: os.stat_result, policy: OutputPo
              "output checkers approve"]
     if kind == "png":
         # What the checkers look at is all that leaves: no chunk or byte a viewer never
-        # draws (R7-3). JPEG and PDF are carried as written (docs/threat-model.md).
+        # draws (R7-3).
         try:
             raw = image_canon.canonical_png(raw)
         except image_canon.NotCanonical:

@@ -12,6 +12,7 @@ import pytest
 
 from containers.checks import (
     NOTHING_READ_SHA256,
+    UNCARRIED_REASON,
     OutputPolicy,
     Verdict,
     check_log,
@@ -369,8 +370,12 @@ def test_under_review_an_image_goes_to_the_checkers_if_it_is_one(tmp_path: Path)
     [cut] = check(tmp_path / "c", {"cut.png": png[:-20]}, policy)
     assert cut.decision == "blocked"
     # Blocked when its bytes are not what its name says.
-    [fake] = check(tmp_path / "b", {"fake.jpg": "age\n41\n"}, policy)
+    [fake] = check(tmp_path / "b", {"fake.png": "age\n41\n"}, policy)
     assert fake.decision == "blocked" and fake.reasons == ["not the image type its name says"]
+    # JPEG and PDF never go to review: they carry what no viewer shows (R7-3b).
+    held = check(tmp_path / "d", {"a.jpg": b"\xff\xd8\xff", "b.pdf": b"%PDF-1.4"}, policy)
+    assert [v.decision for v in held] == ["withheld", "withheld"]
+    assert all(v.content is None and v.reasons == [UNCARRIED_REASON] for v in held)
 
 
 def test_an_image_beside_a_blocked_table_is_withheld_by_position(tmp_path: Path) -> None:

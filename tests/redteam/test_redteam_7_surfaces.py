@@ -48,10 +48,9 @@ Findings:
   The agent now rebuilds a held PNG from the chunks that draw it (``IHDR``, ``PLTE``,
   ``tRNS``, the image data decompressed exactly and recompressed;
   ``containers/image_canon.py``) and blocks one it cannot read exactly.
-* R7-3b (high, open): JPEG and PDF are carried as written (bytes after the end marker,
-  metadata segments, PDF attachments or invisible text). Fix: rasterize both inside the
-  job's sandbox (the runner, not the agent, parses hostile files) and carry the PNG, or
-  stop carrying them to review.
+* R7-3b (high, fixed): JPEG and PDF were carried as written (bytes after the end marker,
+  metadata segments, PDF attachments or invisible text). They are no longer carried to
+  review: withheld, with the reason to write the chart as PNG.
 * R7-3c (high, open, inherent to releasing images): the low bits of a PNG's pixels (and
   palette entries no pixel uses, and each row's filter type) carry what no checker can
   see; 2,000 bytes of rows ride in a 240x120 chart. Mitigation, not a fix: quantize held
@@ -316,7 +315,6 @@ def test_chart_with_rows_after_its_compressed_pixels_is_refused(tmp_path: Path) 
     assert recovered is None and verdict.reasons == [PNG_REFUSED]
 
 
-@leak("R7-3b: a held JPEG or PDF carries bytes no viewer shows (after its end)")
 def test_jpeg_and_pdf_carry_the_rows_after_their_end(tmp_path: Path) -> None:
     """JPEG and PDF are carried to the checkers as written: a photo-like chart with the
     rows after its end-of-image marker, a one-page PDF with the rows after ``%%EOF``
