@@ -27,6 +27,12 @@ failing closed: a difference of fewer than ``min_count`` persons can span up to
 that (or too large to decode while the counts are that close) suppresses the cell
 (:func:`record_tolerance`).
 
+Record identities hash the permitted fields (an identity space:
+:mod:`compute.sdc.identity`); populations released in other spaces are compared in
+theirs (``History.others``), those no identity can compare any more by count
+(``blind_*``), and cells of the same label released from an edition that overlaps
+little with this one by count too (``label_prior``): 1 to k-1 apart suppresses.
+
 Pure: the caller (the provider's agent) supplies the keyed row identities, the earlier
 populations and the count released so far, and records what this returns.
 """

@@ -28,6 +28,14 @@ the set of its records the cell holds: :func:`compute.sdc.audit.holding_sketches
 that the same persons over other records (one more episode of a patient already in the
 data) are a difference too.
 
+Every population is also stored with its identity ``space`` (the permitted fields its
+records' identities hash, :mod:`compute.sdc.identity`; ``legacy``: every column as text,
+all a store made earlier holds), so that each is compared in its own space
+(:mod:`containers.audit_ids`). Beside them: the fields of each space (``spaces``), the
+signature of the edition each job read (``editions``) and the label of each released or
+held cell with its counts (``labels``), for the count check between editions whose
+identities overlap little.
+
 Why here and not at the controller: a sketch is a function of which records a cell
 holds. Kept beside the data, the controller learns neither identities nor overlaps, and
 nothing about populations crosses the boundary; the price is that the agents of one

@@ -67,10 +67,12 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
     never mounted into a container) for the differencing audit, and where the dataset
     declares identifier fields each record's person under the same key
-    (``personids.npy``: the audit's unit is then persons). A one-dataset job (not a
-    joint part) on a dataset declaring identifier fields gets, there too, each record's
-    contributor number (``unitids.npy``): the identifiers are read from the source
-    whatever the permit, hashed under a key drawn for the job and dropped with it.
+    (``personids.npy``: the audit's unit is then persons), in the job's identity space
+    and in every other one the audit compares (:mod:`containers.audit_ids`). A
+    one-dataset job (not a joint part) on a dataset declaring identifier fields gets,
+    there too, each record's contributor number (``unitids.npy``): the identifiers are
+    read from the source whatever the permit, hashed under a key drawn for the job and
+    dropped with it.
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ Findings:
   the script route's overall sums likewise (R6-2b). A person's identity is a keyed hash
   of the identifier as written, so pseudonyms issued afresh for each extract make every
   person new, and R4-2's erased patient comes back in persons mode too (R6-2c).
+  Closed: identities from the permitted fields, typed, in every permit's space, and a
+  label check where editions overlap little (variants: ``test_redteam_6_identities.py``).
 * R6-3 (medium, script route, job view and ledger): R5-4 names a held output by
   position but keeps its extension, and a withheld one is ``withheld-<i>``; the agent
   takes the files in the order of the names the script chose. Each of up to twenty
