@@ -169,8 +169,12 @@ def context(store: AuditSession, requester: str, ds: DatasetTask, slots: int, k:
     blind_r: list[I64] = []
     blind_p: list[I64] = []
     # Kept before typed identities: compared by those identities (in ``others``) and,
-    # since a change to every row that no cell reads breaks them, by count too.
-    for space in [*ids.unmatched, *([LEGACY] if LEGACY in ids.others else [])]:
+    # since a change to every row that no cell reads breaks them, by count too. A space
+    # first recorded after this job was prepared (another job, meanwhile) has no
+    # identities here: by count as well, never compared with nothing.
+    late = [s for s in store.spaces(requester, keys)
+            if s != ids.space and s not in ids.others and s not in ids.unmatched]
+    for space in [*ids.unmatched, *late, *([LEGACY] if LEGACY in ids.others else [])]:
         blind_r.append(store.populations(requester, keys, slots, RECORDS, space).n)
         blind_p.append(store.populations(requester, keys, slots, PERSONS, space).n)
     return {"others": others,

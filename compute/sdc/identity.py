@@ -67,25 +67,28 @@ def space_of(fields: Iterable[Field]) -> str:
     return "t1:" + hashlib.sha256(body.encode()).hexdigest()[:32]
 
 
-def _text(series: pd.Series) -> tuple[pd.Series, np.ndarray[Any, np.dtype[np.bool_]]]:
-    text = series.astype(str).str.strip().str.replace(r"\s+", " ", regex=True)
-    missing = series.isna().to_numpy() | text.str.lower().isin(_NA).to_numpy()
-    return text, missing
+def _uniques(series: pd.Series) -> tuple[np.ndarray[Any, Any], list[str], list[bool]]:
+    """Per record the code of its distinct value (-1: missing), and per distinct value its
+    text with stray spaces dropped and whether it spells a missing value. Everything
+    after this works on the distinct values, not the records."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    texts = [" ".join(str(u).split()) for u in uniques]
+    return np.asarray(codes), texts, [t.lower() in _NA for t in texts]
 
 
-def _per_distinct(text: pd.Series, spell: Any) -> pd.Series:
-    """``spell`` of each distinct value, computed once per value."""
-    codes, uniques = pd.factorize(text)
-    spelled = np.array([spell(str(u)) for u in uniques] + [_MISSING], dtype=object)
-    return pd.Series(spelled[codes], index=text.index)
+def _spread(codes: np.ndarray[Any, Any], spelled: list[str], index: pd.Index
+            ) -> pd.Series:
+    return pd.Series(np.array([*spelled, _MISSING], dtype=object)[codes], index=index)
 
 
-def _number(v: str) -> str:
-    try:
-        x = float(v)
-    except ValueError:
-        return "?" + v
-    return repr(x + 0.0) if np.isfinite(x) else "?" + v
+def _numbers(texts: list[str]) -> list[str]:
+    """Numbers in one spelling (numpy's shortest round-trip form: ``3.0``, ``1234.5``),
+    vectorised: a cost column has as many distinct values as records."""
+    text = pd.Series(texts, dtype=object)
+    nums = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64) + 0.0
+    ok = np.isfinite(nums)
+    out = np.where(ok, nums.astype(str), ("?" + text).to_numpy(dtype=str))
+    return [str(v) for v in out]
 
 
 def _boolean(v: str) -> str:
@@ -93,7 +96,8 @@ def _boolean(v: str) -> str:
     return "true" if low in _TRUE else "false" if low in _FALSE else "?" + v
 
 
-def _date(text: pd.Series) -> pd.Series:
+def _dates(texts: list[str]) -> list[str]:
+    text = pd.Series(texts, dtype=object)
     iso = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d")
     odd = iso.isna() & text.ne("")
     if odd.any():
@@ -101,23 +105,22 @@ def _date(text: pd.Series) -> pd.Series:
         # inference, value by value; what it cannot read stays text.
         iso[odd] = pd.to_datetime(text[odd], errors="coerce", format="mixed")
     out = iso.dt.strftime("%Y-%m-%d").astype(object)
-    return out.where(iso.notna(), "?" + text)
+    return [str(v) for v in out.where(iso.notna(), "?" + text)]
 
 
 def canonical_column(series: pd.Series, kind: str) -> pd.Series:
     """One spelling per value of a column of declared type ``kind`` (missing: one mark)."""
-    text, missing = _text(series)
+    codes, texts, missing = _uniques(series)
     if kind in ("integer", "number"):
-        out = _per_distinct(text, _number)
+        spelled = _numbers(texts)
     elif kind == "boolean":
-        out = _per_distinct(text, _boolean)
+        spelled = [_boolean(t) for t in texts]
     elif kind == "date":
-        out = _date(text)
+        spelled = _dates(texts)
     else:
-        out = text.astype(object)
-    out = out.copy()
-    out[missing] = _MISSING
-    return out
+        spelled = texts
+    return _spread(codes, [_MISSING if m else v for v, m in zip(spelled, missing,
+                                                                  strict=True)], series.index)
 
 
 def record_identities(frame: pd.DataFrame, fields: Sequence[Field], key: str) -> U64:
@@ -143,7 +146,7 @@ def record_identities(frame: pd.DataFrame, fields: Sequence[Field], key: str) ->
 def identifier_text(column: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
     """An identifier column's values in one spelling (stray spaces dropped; a number
     written ``7``, ``07`` or ``7.0`` once), and which records have none."""
-    text, missing = _text(column)
+    codes, texts, missing = _uniques(column)
 
     def spell(v: str) -> str:
         try:
@@ -152,7 +155,9 @@ def identifier_text(column: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]
             return v
         return str(int(x)) if np.isfinite(x) and x == int(x) and abs(x) < 2 ** 63 else v
 
-    return _per_distinct(text, spell).astype(str), missing
+    text = _spread(codes, [spell(t) for t in texts], column.index)
+    absent = np.array([*missing, True], dtype=bool)[codes]
+    return text.astype(str), absent
 
 
 # ---- an edition's signature: how much two editions' identities overlap -----------------
