@@ -53,12 +53,19 @@ from compute.sdc.audit import (
     Sketches,
     holding_limit,
     holding_slots,
+    near_duplicates,
     slots_for,
     table_sketches,
 )
 from compute.sdc.combinations import differenced
 from compute.sdc.grid import encode
-from compute.sdc.identity import blind_hits, label_digest, relabelled
+from compute.sdc.identity import (
+    LabelEntry,
+    blind_hits,
+    label_digest,
+    record_identities,
+    relabelled,
+)
 from compute.statspec import (
     ChiSquareTest,
     FrequencyTable,
@@ -99,6 +106,11 @@ class History:
     # compared by count where identities cannot compare them.
     label_key: str | None = None
     label_prior: Mapping[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # Per label, the populations of cells of that label released before, identified by
+    # only the columns the label reads (a sum's dimensions and value: another identity
+    # space per label, the same for every permit and edition), and the fields' types.
+    label_sketches: Mapping[str, Sketches] = field(default_factory=dict)
+    types: Mapping[str, str] = field(default_factory=dict)
 
 
 def record_tolerance(persons: U64, k: int) -> int:
@@ -117,8 +129,9 @@ class Audited:
     cells_released: int  # cell values this job releases (to count against the cap)
     # With persons: the holdings of the same cells (to record beside them).
     holdings: Sketches | None = None
-    # The released cells' labels with their counts (units, records), to record.
-    labels: tuple[tuple[str, int, int], ...] = ()
+    # The released cells' labels with their counts (units, records) and, for a cell of
+    # values, its population over the columns it reads, to record.
+    labels: tuple[LabelEntry, ...] = ()
 
 
 def _released_cells(result: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -179,17 +192,34 @@ def _cell_labels(source: pd.DataFrame, a: Any, key: str | None, cells: Any
     return out
 
 
+def _read_population(source: pd.DataFrame, a: Any, history: History, slots: int
+                     ) -> Sketches | None:
+    """A table of values' or a model's cells over records identified by only the columns
+    the cell reads (its label's: dimensions and value, or the model's variables), typed:
+    a correction to a column it does not read leaves them the same records. None for a
+    frequency table or a test: a count over its dimensions alone tells records apart by
+    nothing but their number."""
+    if history.label_key is None or not isinstance(a, MagnitudeTable | LinearModel):
+        return None
+    columns = [*a.dims, a.value] if isinstance(a, MagnitudeTable) else [a.y, *a.x]
+    fields = [(c, history.types.get(c, "string")) for c in dict.fromkeys(columns)]
+    return _population(source, a, record_identities(source, fields, history.label_key),
+                       slots)
+
+
 def _unmatched(source: pd.DataFrame, a: Any, pops: Sketches, shown: Any, k: int,
-               history: History) -> tuple[Any, Any]:
+               history: History) -> tuple[Any, Any, Sketches | None]:
     """Per cell: shown and 1 to k-1 in count from a population no identity compares
-    (other spaces' are compared by identity here too); and each cell's record count."""
+    (other spaces' are compared by identity here too), or near a population of its label
+    over the columns it reads; each cell's record count; those populations."""
     records_n = pops.n
     if history.persons and history.records is not None:
         records_n = _population(source, a, history.records, pops.slots).n
     hit = np.zeros(len(pops), dtype=bool)
     idx = np.flatnonzero(shown)
+    read = _read_population(source, a, history, pops.slots)
     if not len(idx):
-        return hit, records_n
+        return hit, records_n, read
     for other in history.others:
         o_pops = _population(source, a, other.ids, pops.slots, other.persons)
         o_hold = (_population(source, a, other.ids, holding_slots(k), True, other.records)
@@ -201,11 +231,17 @@ def _unmatched(source: pd.DataFrame, a: Any, pops: Sketches, shown: Any, k: int,
     hit[idx] |= blind_hits(pops.n[idx], units, k)
     if history.persons:
         hit[idx] |= blind_hits(records_n[idx], history.blind_records, k)
+    labels = _cell_labels(source, a, history.label_key, idx)
     if history.label_prior:
-        labels = _cell_labels(source, a, history.label_key, idx)
         hit[idx] |= relabelled(labels, pops.n[idx], records_n[idx],
                                dict(history.label_prior), k)
-    return hit, records_n
+    if read is not None and history.label_sketches:
+        for i, label in zip(idx, labels, strict=True):
+            earlier = history.label_sketches.get(label or "")
+            if earlier is not None and near_duplicates(read.take(np.array([i])),
+                                                       earlier, k)[0]:
+                hit[i] = True
+    return hit, records_n, read
 
 
 def bare_hits(pops: Sketches, shown: Any, bare: frozenset[str]) -> Any:
@@ -293,7 +329,7 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
     seen_h = history.holdings if history.holdings is not None else Sketches.empty(h_slots)
     released_now: list[Sketches] = []
     holdings_now: list[Sketches] = []
-    labels: list[tuple[str, int, int]] = []
+    labels: list[LabelEntry] = []
     count = history.released_before
     results = []
     for a in spec.analyses:
@@ -309,7 +345,7 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
             [_count_values(result) > 0], dtype=bool)
         hit = _near(source, a, pops, holdings, shown, seen, seen_h, k, history)
         # Other identity spaces, populations no identity compares, and labels.
-        blind, records_n = _unmatched(source, a, pops, shown, k, history)
+        blind, records_n, read = _unmatched(source, a, pops, shown, k, history)
         hit |= blind
         if hit.any():
             if table:
@@ -327,7 +363,8 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
         mine = shown & (pops.n > 0)
         released_now.append(pops.take(mine))
         at = np.flatnonzero(mine)
-        labels += [(lab, int(pops.n[i]), int(records_n[i]))
+        labels += [(lab, int(pops.n[i]), int(records_n[i]),
+                    None if read is None else read.to_bytes(int(i)))
                    for lab, i in zip(_cell_labels(source, a, history.label_key, at), at,
                                      strict=True) if lab is not None]
         # Later analyses of the job are compared with this one's populations too.

@@ -24,11 +24,12 @@ import numpy as np
 from authz.wire import DatasetTask, RunTask
 from compute.errors import InvalidInput
 from compute.release_audit import History
-from compute.sdc.audit import U64, holding_slots, row_identities
+from compute.sdc.audit import U64, Sketches, holding_slots, row_identities
 from compute.sdc.identity import (
     LEGACY,
     LOW_OVERLAP,
     Field,
+    LabelEntry,
     overlap,
     record_identities,
     signature,
@@ -177,23 +178,30 @@ def context(store: AuditSession, requester: str, ds: DatasetTask, slots: int, k:
     for space in [*ids.unmatched, *late, *([LEGACY] if LEGACY in ids.others else [])]:
         blind_r.append(store.populations(requester, keys, slots, RECORDS, space).n)
         blind_p.append(store.populations(requester, keys, slots, PERSONS, space).n)
+    entries = store.label_history(requester, keys)
+    read: dict[str, list[tuple[int, bytes]]] = {}
+    for (label, _, records, sketch), _job in entries:
+        if sketch is not None:
+            read.setdefault(label, []).append((records, sketch))
     return {"others": others,
             "blind_records": np.concatenate([np.zeros(0, np.int64), *blind_r]),
             "blind_persons": np.concatenate([np.zeros(0, np.int64), *blind_p]),
             "label_key": store.row_key(),
-            "label_prior": label_prior(store, requester, keys, ids)}
+            "label_prior": label_prior(store, entries, ids),
+            "label_sketches": {label: Sketches.from_rows(rows, slots)
+                               for label, rows in read.items()},
+            "types": {f.name: f.type for f in ds.fields}}
 
 
-def label_prior(store: AuditSession, requester: str, keys: tuple[str, ...],
+def label_prior(store: AuditSession, entries: list[tuple[LabelEntry, str]],
                 ids: Identities) -> dict[str, list[tuple[int, int]]]:
     """Labels released from editions whose identities overlap the job's by less than
     :data:`~compute.sdc.identity.LOW_OVERLAP` (or cannot be compared with them: fail
     closed), with their (units, records)."""
-    entries = store.label_history(requester, keys)
-    editions = store.editions({job for *_, job in entries})
+    editions = store.editions({job for _, job in entries})
     low: dict[str, bool] = {}
     prior: dict[str, list[tuple[int, int]]] = {}
-    for label, units, records, job in entries:
+    for (label, units, records, _), job in entries:
         if job not in low:
             low[job] = _overlap(editions.get(job, []), ids) < LOW_OVERLAP
         if low[job]:

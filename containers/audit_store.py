@@ -57,7 +57,7 @@ import numpy as np
 
 from authz.wire import DatasetTask, RunTask
 from compute.sdc.audit import KEY_CHARS, U64, Sketches
-from compute.sdc.identity import LEGACY, Field
+from compute.sdc.identity import LEGACY, Field, LabelEntry
 from containers.runspec import ExecutorError
 
 _SCHEMA = """
@@ -85,7 +85,7 @@ CREATE TABLE IF NOT EXISTS editions (
 CREATE TABLE IF NOT EXISTS labels (
     requester TEXT NOT NULL, dataset TEXT NOT NULL, job TEXT NOT NULL, output TEXT NOT NULL,
     label TEXT NOT NULL, units INTEGER NOT NULL, records INTEGER NOT NULL,
-    held INTEGER NOT NULL, PRIMARY KEY (job, output, label, units, records));
+    held INTEGER NOT NULL, sketch BLOB, PRIMARY KEY (job, output, label, units, records));
 """
 _KEY_ALPHABET = string.ascii_letters + string.digits + "+/"  # 6 bits a character
 #: Units of a stored population (see the module's docstring).
@@ -235,14 +235,15 @@ class AuditSession:
                         (space, json.dumps(sorted([list(f) for f in fields]))))
 
     def label_history(self, requester: str, datasets: tuple[str, ...]
-                      ) -> list[tuple[str, int, int, str]]:
-        """Labels of cells released or held under the keys ``datasets``: (label, units,
-        records, job)."""
-        rows: list[tuple[str, int, int, str]] = []
+                      ) -> list[tuple[LabelEntry, str]]:
+        """Labels of cells released or held under the keys ``datasets``, each with the
+        job that released or holds it."""
+        rows: list[tuple[LabelEntry, str]] = []
         for dataset in dict.fromkeys(datasets):
-            rows += [(str(a), int(u), int(r), str(j)) for a, u, r, j in self.db.execute(
-                "SELECT label, units, records, job FROM labels WHERE requester = ? AND "
-                "dataset = ?", (requester, dataset)).fetchall()]
+            rows += [((str(a), int(u), int(r), None if b is None else bytes(b)), str(j))
+                     for a, u, r, b, j in self.db.execute(
+                         "SELECT label, units, records, sketch, job FROM labels WHERE "
+                         "requester = ? AND dataset = ?", (requester, dataset)).fetchall()]
         return rows
 
     def editions(self, jobs: Collection[str]) -> dict[str, list[tuple[str, str, int, U64]]]:
@@ -267,11 +268,11 @@ class AuditSession:
                              np.asarray(sample, dtype="<u8").tobytes()))
 
     def _labels(self, requester: str, dataset: str, job: str, output: str,
-                labels: Sequence[tuple[str, int, int]], held: bool) -> None:
-        for label, units, records in labels:
-            self.db.execute("INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                labels: Sequence[LabelEntry], held: bool) -> None:
+        for label, units, records, sketch in labels:
+            self.db.execute("INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (requester, dataset, job, output, label, int(units),
-                             int(records), int(held)))
+                             int(records), int(held), sketch))
 
     def holds(self, requester: str, datasets: tuple[str, ...], unit: str) -> bool:
         """Does anything of ``unit`` stand released or held under the keys ``datasets``?"""
@@ -314,7 +315,7 @@ class AuditSession:
     def record(self, requester: str, dataset: str, permit: str, job: str,
                released: Sketches, cells: int, unit: str = RECORDS,
                holdings: Sketches | None = None, space: str = LEGACY,
-               labels: Sequence[tuple[str, int, int]] = ()) -> None:
+               labels: Sequence[LabelEntry] = ()) -> None:
         """Add a job's released populations of ``unit`` with identities of ``space`` (an
         identical one is kept once), with persons their ``holdings``, and the labels of
         its released cells (label, units, records)."""
@@ -339,7 +340,7 @@ class AuditSession:
     def hold(self, requester: str, dataset: str, permit: str, job: str,
              outputs: list[tuple[str, Sketches, int]], unit: str = RECORDS,
              holdings: list[Sketches] | None = None, space: str = LEGACY,
-             labels: Sequence[Sequence[tuple[str, int, int]]] | None = None) -> None:
+             labels: Sequence[Sequence[LabelEntry]] | None = None) -> None:
         """Record a job's outputs held for review: per output (name as the controller
         knows it), the populations of its rows (of ``unit``; empty when they could not
         be re-derived) and its cell values; with persons, per output its ``holdings``.

@@ -30,11 +30,12 @@ from compute.sdc.audit import (
     holding_limit,
     holding_sketches,
     holding_slots,
+    near_duplicates,
     sketch_cells,
     slots_for,
 )
 from compute.sdc.combinations import differenced
-from compute.sdc.identity import blind_hits, relabelled
+from compute.sdc.identity import LabelEntry, blind_hits, record_identities, relabelled
 from containers import audit_ids, checks, jobdir, rederive, script_labels
 from containers.audit_store import (
     HOLDINGS,
@@ -136,10 +137,10 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
         after_persons = persons is None and store.holds(requester, keys, PERSONS)
         before = count = store.released(task.permit_id, task.job_id)
         mine, mine_h = [], []
-        mine_labels: list[list[tuple[str, int, int]]] = []
+        mine_labels: list[list[LabelEntry]] = []
         for out in done:
             pops, holdings = Sketches.empty(slots), Sketches.empty(h_slots)
-            out_labels: list[tuple[str, int, int]] = []
+            out_labels: list[LabelEntry] = []
             if out.groups and after_persons:
                 out.findings.append(rederive.Finding(
                     "differencing", "earlier releases from this dataset were counted in "
@@ -166,11 +167,14 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
                     near |= differenced(_populations(out, records, slots, False)[0],
                                         record_prior, record_tolerance(persons, k))
                 # Other identity spaces, populations no identity compares, labels.
-                near |= _unmatched(out, pops, labels, records, persons, slots, k, more)
+                hits, read = _unmatched(out, pops, labels, records, persons, slots, k,
+                                        more, frame)
+                near |= hits
                 records_n = (pops.n if persons is None
                              else _populations(out, records, slots, False)[0].n)
-                out_labels = [(lab, int(pops.n[i]), int(records_n[i]))
-                              for i, labs in enumerate(labels) for lab in labs]
+                out_labels = [(lab, int(pops.n[i]), int(records_n[i]),
+                               None if col is None else read[col].to_bytes(i))
+                              for i, labs in enumerate(labels) for lab, col in labs]
                 for r in np.unique(row_of[near & (row_of >= 0)]):
                     out.findings.append(rederive.Finding(
                         "differencing", "the records of this row differ from a population "
@@ -204,13 +208,15 @@ def _audit_script(task: RunTask, job_dir: Path, names: list[str],
         store.edition(requester, dataset, task.job_id, audit_ids.signatures(job_ids))
 
 
-def _unmatched(out: rederive.Rederived, pops: Sketches, labels: list[list[str]],
-               records: np.ndarray, persons: np.ndarray | None, slots: int, k: int,
-               more: dict[str, Any]) -> np.ndarray:
+def _unmatched(out: rederive.Rederived, pops: Sketches,
+               labels: list[list[script_labels.Labelled]], records: np.ndarray,
+               persons: np.ndarray | None, slots: int, k: int, more: dict[str, Any],
+               frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, Sketches]]:
     """Per population of ``out``: near one of another identity space, 1 to k-1 in count
     from one no identity compares, or from one of the same label released from an
-    edition that overlaps little with this one (compute.release_audit, the same checks
-    of a statistics job)."""
+    edition that overlaps little with this one, or near one of the same label over the
+    columns it reads (compute.release_audit, the same checks of a statistics job); and
+    per statistic column, the populations over the keys and that column (to record)."""
     h_slots = holding_slots(k)
     near = np.zeros(len(pops), dtype=bool)
     every = np.ones(len(pops), dtype=bool)
@@ -229,17 +235,31 @@ def _unmatched(out: rederive.Rederived, pops: Sketches, labels: list[list[str]],
                                     else "blind_records"], k)
     if persons is not None:
         near |= blind_hits(records_n, more["blind_records"], k)
-    if more["label_prior"]:
-        at = np.array([i for i, labs in enumerate(labels) for _ in labs], dtype=np.int64)
-        flat = [lab for labs in labels for lab in labs]
-        hit = relabelled(flat, pops.n[at], records_n[at], more["label_prior"], k)
+    at = np.array([i for i, labs in enumerate(labels) for _ in labs], dtype=np.int64)
+    flat = [lab for labs in labels for lab in labs]
+    if more["label_prior"] and len(at):
+        hit = relabelled([lab for lab, _ in flat], pops.n[at], records_n[at],
+                         more["label_prior"], k)
         np.logical_or.at(near, at[hit], True)
-    return near
+    # A statistic's populations over the records' keys and its column alone (typed):
+    # corrections to columns it does not read leave them the same records.
+    read: dict[str, Sketches] = {}
+    for column in dict.fromkeys(c for _, c in flat if c is not None):
+        fields = [(c, more["types"].get(c, "string")) for c in [*out.keys, column]]
+        ids = record_identities(frame, fields, more["label_key"])
+        read[column] = _populations(out, ids, slots, False)[0]
+    for i, (label, of) in zip(at, flat, strict=True):
+        earlier = more["label_sketches"].get(label)
+        if of is not None and earlier is not None and near_duplicates(
+                read[of].take(np.array([i])), earlier, k)[0]:
+            near[i] = True
+    return near, read
 
 
 def _populations(out: rederive.Rederived, ids: np.ndarray, slots: int, distinct: bool,
                  records: np.ndarray | None = None, frame: pd.DataFrame | None = None,
-                 key: str | None = None) -> tuple[Sketches, np.ndarray, list[list[str]]]:
+                 key: str | None = None
+                 ) -> tuple[Sketches, np.ndarray, list[list[script_labels.Labelled]]]:
     """An output's populations (``distinct``: ``ids`` are persons, each counted once per
     population; with ``records`` too, the persons' holdings), per scope
     (:func:`containers.script_labels.scopes`) its rows' then its totals', the empty ones

@@ -22,6 +22,7 @@ from containers import rederive
 from containers.datasets import canonical
 
 Bools = np.ndarray[Any, np.dtype[np.bool_]]
+Labelled = tuple[str, str | None]  # a label, and the statistic column it is of (or None)
 
 
 def scopes(out: rederive.Rederived) -> list[tuple[Bools, list[str]]]:
@@ -59,13 +60,15 @@ def _fixed(cell: np.ndarray[Any, Any], size: int, canon: dict[str, np.ndarray[An
 
 def labels(out: rederive.Rederived, frame: pd.DataFrame, key: str, scope: Bools,
            columns: list[str], counted: bool, cell: np.ndarray[Any, Any], size: int
-           ) -> list[list[str]]:
+           ) -> list[list[Labelled]]:
     """Per population ``0..size-1`` of ``cell`` (records outside ``scope`` in none): its
     labels, one per set of columns its records hold: the keys alone where ``scope`` is
-    the count's (``counted``), the keys and each statistic column of ``columns``."""
+    the count's (``counted``), the keys and each statistic column of ``columns``; each
+    with its statistic column (None: the count's)."""
     canon = {k: frame[k].astype(str).map(canonical).to_numpy()
              for k in out.keys if k in frame.columns}
     fixed = _fixed(np.where(scope, cell, -1), size, canon)
-    presents = ([list(out.keys)] if counted else []) + [
-        [*out.keys, c] for c in columns if c]
-    return [[label_digest(key, f, p) for p in presents] for f in fixed]
+    presents: list[tuple[list[str], str | None]] = (
+        [(list(out.keys), None)] if counted else []) + [
+        ([*out.keys, c], c) for c in columns if c]
+    return [[(label_digest(key, f, p), c) for p, c in presents] for f in fixed]

@@ -59,6 +59,9 @@ _RECORD_SALT = np.uint64(0x3C6EF372FE94F82B)
 _SIGNATURE_SALT = np.uint64(0xA54FF53A5F1D36F1)
 
 Field = tuple[str, str]  # (name, declared type)
+#: A released cell's label as the store keeps it: (label, units, records, and for a cell
+#: of values its population over the columns it reads, as stored bytes, or None).
+LabelEntry = tuple[str, int, int, bytes | None]
 
 
 def space_of(fields: Iterable[Field]) -> str:
@@ -81,14 +84,24 @@ def _spread(codes: np.ndarray[Any, Any], spelled: list[str], index: pd.Index
     return pd.Series(np.array([*spelled, _MISSING], dtype=object)[codes], index=index)
 
 
-def _numbers(texts: list[str]) -> list[str]:
+def _numbers(series: pd.Series) -> pd.Series:
     """Numbers in one spelling (numpy's shortest round-trip form: ``3.0``, ``1234.5``),
-    vectorised: a cost column has as many distinct values as records."""
-    text = pd.Series(texts, dtype=object)
+    parsed by pandas in C: a cost column has about as many distinct values as records.
+    What does not parse stays text, marked."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        nums = series.to_numpy(dtype=np.float64) + 0.0
+        out = np.where(np.isfinite(nums), nums.astype(str), _MISSING).astype(object)
+        return pd.Series(out, index=series.index)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    text = pd.Series(uniques, dtype=object).astype(str).str.strip()
     nums = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64) + 0.0
     ok = np.isfinite(nums)
-    out = np.where(ok, nums.astype(str), ("?" + text).to_numpy(dtype=str))
-    return [str(v) for v in out]
+    spelled = nums.astype(str).astype(object)
+    odd = np.flatnonzero(~ok)
+    for i in odd:
+        t = " ".join(str(text.iloc[i]).split())
+        spelled[i] = _MISSING if t.lower() in _NA else "?" + t
+    return _spread(np.asarray(codes), list(spelled), series.index)
 
 
 def _boolean(v: str) -> str:
@@ -110,10 +123,10 @@ def _dates(texts: list[str]) -> list[str]:
 
 def canonical_column(series: pd.Series, kind: str) -> pd.Series:
     """One spelling per value of a column of declared type ``kind`` (missing: one mark)."""
-    codes, texts, missing = _uniques(series)
     if kind in ("integer", "number"):
-        spelled = _numbers(texts)
-    elif kind == "boolean":
+        return _numbers(series)
+    codes, texts, missing = _uniques(series)
+    if kind == "boolean":
         spelled = [_boolean(t) for t in texts]
     elif kind == "date":
         spelled = _dates(texts)
