@@ -31,7 +31,9 @@ Record identities hash the permitted fields (an identity space:
 :mod:`compute.sdc.identity`); populations released in other spaces are compared in
 theirs (``History.others``), those no identity can compare any more by count
 (``blind_*``), and cells of the same label released from an edition that overlaps
-little with this one by count too (``label_prior``): 1 to k-1 apart suppresses.
+little with this one by count too (``label_prior``): 1 to k-1 apart suppresses. A
+table of values' or a model's cells are also compared with earlier cells of their label
+over only the columns they read (``label_sketches``).
 
 Pure: the caller (the provider's agent) supplies the keyed row identities, the earlier
 populations and the count released so far, and records what this returns.

@@ -26,7 +26,10 @@ column that changes on every row and is permitted) the audit falls back on label
 (its dimensions' values and the columns it needs present) with its counts, and a cell of
 an edition whose identities overlap little with an earlier release's (:func:`overlap` of
 :func:`signature`\\ s) is suppressed when an earlier cell of the same label differs from it
-by 1 to k-1 in count. Pure; no I/O.
+by 1 to k-1 in count. A cell of values is also kept over records identified by only the
+columns its label reads (:func:`record_identities` over those columns: one space per
+label, whatever the permit), so that corrections to a column it does not read leave its
+records the same to the cell of the same label in the next edition. Pure; no I/O.
 """
 
 from __future__ import annotations
