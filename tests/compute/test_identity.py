@@ -90,22 +90,27 @@ def test_labels_and_counts() -> None:
         False, True, True, False]
 
 
-def _task(job_id: str) -> RunTask:
+def _task(job_id: str, permit: str = "pmt_1", extra: tuple[str, ...] = ()) -> RunTask:
+    fields = [f for f in FIELDS if f["name"] in ("age", "sex", "cost")]
+    fields += [{"name": x, "type": "string", "sensitivity": "internal"} for x in extra]
     return RunTask.model_validate({
-        "job_id": job_id, "kind": "statistics", "permit_id": "pmt_1",
+        "job_id": job_id, "kind": "statistics", "permit_id": permit,
         "requester_id": "req_1", "script_b64": base64.b64encode(b"{}").decode(),
         "script_sha256": "0" * 64, "min_cell_count": 10, "timeout_s": 60,
         "statistics": {"analyses": [{"kind": "magnitude", "value": "cost",
                                      "statistics": ["sum"]}]},
         "datasets": [{"id": "ds_1", "code": "episodes", "provider_id": "prov_1",
                       "format": "csv", "location": "episodes.csv",
-                      "fields": [f for f in FIELDS if f["name"] in ("age", "sex", "cost")]}]})
+                      "fields": fields}]})
 
 
-def _total(tmp_path: Path, store: AuditStore, job_id: str) -> Any:
-    task = _task(job_id)
-    job_dir = tmp_path / "work" / job_id
+def _prepared(tmp_path: Path, store: AuditStore, task: RunTask) -> Path:
+    job_dir = tmp_path / "work" / task.job_id
     jobdir.prepare(task, job_dir, lambda _: [tmp_path / "data"], "img", Limits(), store)
+    return job_dir
+
+
+def _report(store: AuditStore, task: RunTask, job_dir: Path) -> Any:
     report = statistics_job.statistics_report(task, job_dir, "img", store)
     doc = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
     return doc["analyses"][0]["tables"][0]["cells"][0]["value"]
@@ -124,6 +129,24 @@ def test_populations_kept_before_typed_identities_fail_closed(tmp_path: Path) ->
         s.record("req_1", "prov_1/episodes", "pmt_1", "job_0", old, 1)  # legacy space
     frame.drop(index=5).assign(extracted="2026-11-30").to_csv(
         tmp_path / "data" / "episodes.csv", index=False)
-    assert _total(tmp_path, store, "job_1") is None
+    assert _report(store, _task("job_1"), _prepared(tmp_path, store, _task("job_1"))) is None
     frame.iloc[:1500].to_csv(tmp_path / "data" / "episodes.csv", index=False)
-    assert _total(tmp_path, store, "job_2") is not None
+    assert _report(store, _task("job_2"), _prepared(tmp_path, store, _task("job_2"))
+                   ) is not None
+
+
+def test_a_space_first_recorded_after_a_job_was_prepared_is_compared(tmp_path: Path
+                                                                    ) -> None:
+    """Job A is prepared (no space but its own in the store); meanwhile job B, under a
+    permit with a ward field, releases a total over one more record. A has no identities
+    in B's space: its total is compared with B's by count, never with nothing."""
+    (tmp_path / "data").mkdir()
+    frame = hospital_table(3, 2000, "P").assign(ward=lambda f: "W" + (f.age % 3).astype(str))
+    store = AuditStore(tmp_path / "audit.sqlite")
+    frame.drop(index=5).to_csv(tmp_path / "data" / "episodes.csv", index=False)
+    a = _task("job_a")
+    a_dir = _prepared(tmp_path, store, a)
+    frame.to_csv(tmp_path / "data" / "episodes.csv", index=False)
+    b = _task("job_b", "pmt_2", ("ward",))
+    assert _report(store, b, _prepared(tmp_path, store, b)) is not None
+    assert _report(store, a, a_dir) is None
