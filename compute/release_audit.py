@@ -27,13 +27,22 @@ failing closed: a difference of fewer than ``min_count`` persons can span up to
 that (or too large to decode while the counts are that close) suppresses the cell
 (:func:`record_tolerance`).
 
+Record identities hash the permitted fields (an identity space:
+:mod:`compute.sdc.identity`); populations released in other spaces are compared in
+theirs (``History.others``), those no identity can compare any more by count
+(``blind_*``), and cells of the same label released from an edition that overlaps
+little with this one by count too (``label_prior``): 1 to k-1 apart suppresses. A
+table of values' or a model's cells are also compared with earlier cells of their label
+over only the columns they read (``label_sketches``).
+
 Pure: the caller (the provider's agent) supplies the keyed row identities, the earlier
 populations and the count released so far, and records what this returns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -46,10 +55,19 @@ from compute.sdc.audit import (
     Sketches,
     holding_limit,
     holding_slots,
+    near_duplicates,
     slots_for,
     table_sketches,
 )
 from compute.sdc.combinations import differenced
+from compute.sdc.grid import encode
+from compute.sdc.identity import (
+    LabelEntry,
+    blind_hits,
+    label_digest,
+    record_identities,
+    relabelled,
+)
 from compute.statspec import (
     ChiSquareTest,
     FrequencyTable,
@@ -74,6 +92,27 @@ class History:
     # and the digests of person populations released before holdings were kept.
     holdings: Sketches | None = None
     bare: frozenset[str] = frozenset()
+    # The same, in each other identity space populations were released in (another
+    # permit's fields, or the identities kept before typed ones): the job's records
+    # under that space's identities and that space's populations.
+    others: tuple[History, ...] = ()
+    # Counts of populations whose identities the job cannot compute (their space's
+    # columns left the data) or cannot trust (kept before typed identities): a cell
+    # whose count is 1 to k-1 from one of them is suppressed (fail closed).
+    blind_records: np.ndarray[Any, np.dtype[np.int64]] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64))
+    blind_persons: np.ndarray[Any, np.dtype[np.int64]] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # Labels (compute.sdc.identity.label_digest, keyed by ``label_key``) of cells released
+    # from editions that overlap little with this one, with their (units, records):
+    # compared by count where identities cannot compare them.
+    label_key: str | None = None
+    label_prior: Mapping[str, list[tuple[int, int]]] = field(default_factory=dict)
+    # Per label, the populations of cells of that label released before, identified by
+    # only the columns the label reads (a sum's dimensions and value: another identity
+    # space per label, the same for every permit and edition), and the fields' types.
+    label_sketches: Mapping[str, Sketches] = field(default_factory=dict)
+    types: Mapping[str, str] = field(default_factory=dict)
 
 
 def record_tolerance(persons: U64, k: int) -> int:
@@ -92,6 +131,9 @@ class Audited:
     cells_released: int  # cell values this job releases (to count against the cap)
     # With persons: the holdings of the same cells (to record beside them).
     holdings: Sketches | None = None
+    # The released cells' labels with their counts (units, records) and, for a cell of
+    # values, its population over the columns it reads, to record.
+    labels: tuple[LabelEntry, ...] = ()
 
 
 def _released_cells(result: dict[str, Any]) -> np.ndarray[Any, np.dtype[np.bool_]]:
@@ -127,6 +169,81 @@ def _population(frame: pd.DataFrame, a: Any, ids: U64, slots: int,
     # Its grand total: every record used.
     whole = table_sketches(frame, a.dims, ids, slots, distinct=distinct, records=records)
     return whole.take(np.array([len(whole) - 1]))
+
+
+def _cell_labels(source: pd.DataFrame, a: Any, key: str | None, cells: Any
+                 ) -> list[str | None]:
+    """The label of each cell in ``cells`` (indices in the margined C order): the value
+    of each dimension it fixes and the columns its records must hold."""
+    if key is None:
+        return [None] * len(cells)
+    if isinstance(a, LinearModel):
+        return [label_digest(key, (), [a.y, *a.x]) for _ in cells]
+    dims = tuple(a.dims)
+    present = [*dims, a.value] if isinstance(a, MagnitudeTable) else list(dims)
+    if isinstance(a, ChiSquareTest):
+        return [label_digest(key, (), present) for _ in cells]
+    grid = encode(source, dims, None)
+    full = grid.full_shape
+    out: list[str | None] = []
+    for i in cells:
+        at = np.unravel_index(int(i), full) if dims else ()
+        fixed = [(d, grid.labels[j][int(at[j])]) for j, d in enumerate(dims)
+                 if int(at[j]) < grid.shape[j]]
+        out.append(label_digest(key, fixed, present))
+    return out
+
+
+def _read_population(source: pd.DataFrame, a: Any, history: History, slots: int
+                     ) -> Sketches | None:
+    """A table of values' or a model's cells over records identified by only the columns
+    the cell reads (its label's: dimensions and value, or the model's variables), typed:
+    a correction to a column it does not read leaves them the same records. None for a
+    frequency table or a test: a count over its dimensions alone tells records apart by
+    nothing but their number."""
+    if history.label_key is None or not isinstance(a, MagnitudeTable | LinearModel):
+        return None
+    columns = [*a.dims, a.value] if isinstance(a, MagnitudeTable) else [a.y, *a.x]
+    fields = [(c, history.types.get(c, "string")) for c in dict.fromkeys(columns)]
+    return _population(source, a, record_identities(source, fields, history.label_key),
+                       slots)
+
+
+def _unmatched(source: pd.DataFrame, a: Any, pops: Sketches, shown: Any, k: int,
+               history: History) -> tuple[Any, Any, Sketches | None]:
+    """Per cell: shown and 1 to k-1 in count from a population no identity compares
+    (other spaces' are compared by identity here too), or near a population of its label
+    over the columns it reads; each cell's record count; those populations."""
+    records_n = pops.n
+    if history.persons and history.records is not None:
+        records_n = _population(source, a, history.records, pops.slots).n
+    hit = np.zeros(len(pops), dtype=bool)
+    idx = np.flatnonzero(shown)
+    read = _read_population(source, a, history, pops.slots)
+    if not len(idx):
+        return hit, records_n, read
+    for other in history.others:
+        o_pops = _population(source, a, other.ids, pops.slots, other.persons)
+        o_hold = (_population(source, a, other.ids, holding_slots(k), True, other.records)
+                  if other.persons else None)
+        hit |= _near(source, a, o_pops, o_hold, shown, other.prior,
+                     other.holdings if other.holdings is not None
+                     else Sketches.empty(holding_slots(k)), k, other)
+    units = history.blind_persons if history.persons else history.blind_records
+    hit[idx] |= blind_hits(pops.n[idx], units, k)
+    if history.persons:
+        hit[idx] |= blind_hits(records_n[idx], history.blind_records, k)
+    labels = _cell_labels(source, a, history.label_key, idx)
+    if history.label_prior:
+        hit[idx] |= relabelled(labels, pops.n[idx], records_n[idx],
+                               dict(history.label_prior), k)
+    if read is not None and history.label_sketches:
+        for i, label in zip(idx, labels, strict=True):
+            earlier = history.label_sketches.get(label or "")
+            if earlier is not None and near_duplicates(read.take(np.array([i])),
+                                                       earlier, k)[0]:
+                hit[i] = True
+    return hit, records_n, read
 
 
 def bare_hits(pops: Sketches, shown: Any, bare: frozenset[str]) -> Any:
@@ -214,6 +331,7 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
     seen_h = history.holdings if history.holdings is not None else Sketches.empty(h_slots)
     released_now: list[Sketches] = []
     holdings_now: list[Sketches] = []
+    labels: list[LabelEntry] = []
     count = history.released_before
     results = []
     for a in spec.analyses:
@@ -228,6 +346,9 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
         shown = _released_cells(result) if table else np.array(
             [_count_values(result) > 0], dtype=bool)
         hit = _near(source, a, pops, holdings, shown, seen, seen_h, k, history)
+        # Other identity spaces, populations no identity compares, and labels.
+        blind, records_n, read = _unmatched(source, a, pops, shown, k, history)
+        hit |= blind
         if hit.any():
             if table:
                 result, shown = _recomputed(source, a, policy, hit, shown)
@@ -243,6 +364,11 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
         results.append(result)
         mine = shown & (pops.n > 0)
         released_now.append(pops.take(mine))
+        at = np.flatnonzero(mine)
+        labels += [(lab, int(pops.n[i]), int(records_n[i]),
+                    None if read is None else read.to_bytes(int(i)))
+                   for lab, i in zip(_cell_labels(source, a, history.label_key, at), at,
+                                     strict=True) if lab is not None]
         # Later analyses of the job are compared with this one's populations too.
         seen = Sketches.concat([seen, pops.take(mine)], slots)
         if holdings is not None:
@@ -251,4 +377,5 @@ def compute_audited(frame: pd.DataFrame, spec: StatisticsSpec, policy: sdc.SDCPo
     document = {"version": 1, "engine": statistics.ENGINE, "analyses": results}
     return Audited(document, Sketches.concat(released_now, slots),
                    count - history.released_before,
-                   Sketches.concat(holdings_now, h_slots) if by_holdings else None)
+                   Sketches.concat(holdings_now, h_slots) if by_holdings else None,
+                   tuple(labels))

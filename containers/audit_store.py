@@ -28,6 +28,14 @@ the set of its records the cell holds: :func:`compute.sdc.audit.holding_sketches
 that the same persons over other records (one more episode of a patient already in the
 data) are a difference too.
 
+Every population is also stored with its identity ``space`` (the permitted fields its
+records' identities hash, :mod:`compute.sdc.identity`; ``legacy``: every column as text,
+all a store made earlier holds), so that each is compared in its own space
+(:mod:`containers.audit_ids`). Beside them: the fields of each space (``spaces``), the
+signature of the edition each job read (``editions``) and the label of each released or
+held cell with its counts (``labels``), for the count check between editions whose
+identities overlap little.
+
 Why here and not at the controller: a sketch is a function of which records a cell
 holds. Kept beside the data, the controller learns neither identities nor overlaps, and
 nothing about populations crosses the boundary; the price is that the agents of one
@@ -37,10 +45,11 @@ provider share this file (docs/disclosure-control.md, "Differencing audit").
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import sqlite3
 import string
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -48,6 +57,7 @@ import numpy as np
 
 from authz.wire import DatasetTask, RunTask
 from compute.sdc.audit import KEY_CHARS, U64, Sketches
+from compute.sdc.identity import LEGACY, Field, LabelEntry
 from containers.runspec import ExecutorError
 
 _SCHEMA = """
@@ -67,6 +77,15 @@ CREATE TABLE IF NOT EXISTS held_populations (
 CREATE TABLE IF NOT EXISTS held_cells (
     permit TEXT NOT NULL, job TEXT NOT NULL, output TEXT NOT NULL, cells INTEGER NOT NULL,
     PRIMARY KEY (job, output));
+CREATE TABLE IF NOT EXISTS spaces (space TEXT PRIMARY KEY, fields TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS editions (
+    requester TEXT NOT NULL, dataset TEXT NOT NULL, job TEXT NOT NULL, space TEXT NOT NULL,
+    unit TEXT NOT NULL, records INTEGER NOT NULL, signature BLOB NOT NULL,
+    PRIMARY KEY (job, space, unit));
+CREATE TABLE IF NOT EXISTS labels (
+    requester TEXT NOT NULL, dataset TEXT NOT NULL, job TEXT NOT NULL, output TEXT NOT NULL,
+    label TEXT NOT NULL, units INTEGER NOT NULL, records INTEGER NOT NULL,
+    held INTEGER NOT NULL, sketch BLOB, PRIMARY KEY (job, output, label, units, records));
 """
 _KEY_ALPHABET = string.ascii_letters + string.digits + "+/"  # 6 bits a character
 #: Units of a stored population (see the module's docstring).
@@ -80,13 +99,18 @@ PERSON_IDS = "personids.npy"
 
 
 def _add_units(db: sqlite3.Connection) -> None:
-    """Give a store made before persons were known its ``unit`` column: everything it
-    holds was a population of records, and stays readable as one."""
+    """Give a store made before persons were known its ``unit`` column (everything it
+    holds was a population of records, and stays readable as one), and a store made
+    before typed identities its ``space`` column (everything it holds was hashed from
+    every column as text: :data:`~compute.sdc.identity.LEGACY`)."""
     for table in ("populations", "held_populations"):
         columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
         if "unit" not in columns:
             db.execute(f"ALTER TABLE {table} ADD COLUMN unit TEXT NOT NULL "
                        f"DEFAULT '{RECORDS}'")
+        if "space" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN space TEXT NOT NULL "
+                       f"DEFAULT '{LEGACY}'")
 
 
 class AuditStore:
@@ -174,18 +198,81 @@ class AuditSession:
         return key
 
     def populations(self, requester: str, datasets: tuple[str, ...], slots: int,
-                    unit: str = RECORDS) -> Sketches:
+                    unit: str = RECORDS, space: str = LEGACY) -> Sketches:
         """Populations of ``unit`` released, and held for review (they may yet be
-        released), under any of the keys ``datasets`` (:func:`audit_keys`)."""
+        released), under any of the keys ``datasets`` (:func:`audit_keys`), whose
+        identities are of ``space``."""
         assert unit in _UNITS
         rows = []
         for dataset in dict.fromkeys(datasets):
             rows += self.db.execute(
                 "SELECT records, sketch FROM populations WHERE requester = ? AND "
-                "dataset = ? AND slots = ? AND unit = ? UNION ALL SELECT records, sketch "
-                "FROM held_populations WHERE requester = ? AND dataset = ? AND slots = ? "
-                "AND unit = ?", (requester, dataset, slots, unit) * 2).fetchall()
+                "dataset = ? AND slots = ? AND unit = ? AND space = ? UNION ALL SELECT "
+                "records, sketch FROM held_populations WHERE requester = ? AND "
+                "dataset = ? AND slots = ? AND unit = ? AND space = ?",
+                (requester, dataset, slots, unit, space) * 2).fetchall()
         return Sketches.from_rows([(int(n), bytes(b)) for n, b in rows], slots)
+
+    def spaces(self, requester: str, datasets: tuple[str, ...]
+               ) -> dict[str, tuple[Field, ...] | None]:
+        """The identity spaces of the populations released or held under the keys
+        ``datasets``, each with its fields (None: :data:`LEGACY`, or fields unknown)."""
+        found: dict[str, tuple[Field, ...] | None] = {}
+        for dataset in dict.fromkeys(datasets):
+            rows = self.db.execute(
+                "SELECT DISTINCT p.space, s.fields FROM (SELECT space FROM populations "
+                "WHERE requester = ? AND dataset = ? UNION SELECT space FROM "
+                "held_populations WHERE requester = ? AND dataset = ?) AS p LEFT JOIN "
+                "spaces AS s ON s.space = p.space", (requester, dataset) * 2).fetchall()
+            for space, fields in rows:
+                found[str(space)] = (None if fields is None else
+                                     tuple((str(n), str(t)) for n, t in json.loads(fields)))
+        return found
+
+    def define_space(self, space: str, fields: Sequence[Field]) -> None:
+        """Keep which fields (names and declared types, no value) ``space`` hashes."""
+        self.db.execute("INSERT OR IGNORE INTO spaces VALUES (?, ?)",
+                        (space, json.dumps(sorted([list(f) for f in fields]))))
+
+    def label_history(self, requester: str, datasets: tuple[str, ...]
+                      ) -> list[tuple[LabelEntry, str]]:
+        """Labels of cells released or held under the keys ``datasets``, each with the
+        job that released or holds it."""
+        rows: list[tuple[LabelEntry, str]] = []
+        for dataset in dict.fromkeys(datasets):
+            rows += [((str(a), int(u), int(r), None if b is None else bytes(b)), str(j))
+                     for a, u, r, b, j in self.db.execute(
+                         "SELECT label, units, records, sketch, job FROM labels WHERE "
+                         "requester = ? AND dataset = ?", (requester, dataset)).fetchall()]
+        return rows
+
+    def editions(self, jobs: Collection[str]) -> dict[str, list[tuple[str, str, int, U64]]]:
+        """Per job, the signatures of the edition it read: (space, unit, records, sample)."""
+        out: dict[str, list[tuple[str, str, int, U64]]] = {}
+        for job in sorted(set(jobs)):
+            for space, unit, n, blob in self.db.execute(
+                    "SELECT space, unit, records, signature FROM editions WHERE job = ?",
+                    (job,)).fetchall():
+                out.setdefault(job, []).append(
+                    (str(space), str(unit), int(n),
+                     np.frombuffer(bytes(blob), dtype="<u8").astype(np.uint64)))
+        return out
+
+    def edition(self, requester: str, dataset: str, job: str,
+                signatures: Sequence[tuple[str, str, int, U64]]) -> None:
+        """Keep the signatures of the edition ``job`` read (a repeated run replaces them)."""
+        self.db.execute("DELETE FROM editions WHERE job = ?", (job,))
+        for space, unit, n, sample in signatures:
+            self.db.execute("INSERT OR REPLACE INTO editions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (requester, dataset, job, space, unit, int(n),
+                             np.asarray(sample, dtype="<u8").tobytes()))
+
+    def _labels(self, requester: str, dataset: str, job: str, output: str,
+                labels: Sequence[LabelEntry], held: bool) -> None:
+        for label, units, records, sketch in labels:
+            self.db.execute("INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (requester, dataset, job, output, label, int(units),
+                             int(records), int(held), sketch))
 
     def holds(self, requester: str, datasets: tuple[str, ...], unit: str) -> bool:
         """Does anything of ``unit`` stand released or held under the keys ``datasets``?"""
@@ -196,8 +283,8 @@ class AuditSession:
             "AND unit = ? LIMIT 1", (requester, dataset, unit) * 2).fetchone() is not None
             for dataset in dict.fromkeys(datasets))
 
-    def bare_persons(self, requester: str, datasets: tuple[str, ...], slots: int
-                     ) -> frozenset[str]:
+    def bare_persons(self, requester: str, datasets: tuple[str, ...], slots: int,
+                     space: str = LEGACY) -> frozenset[str]:
         """Digests of person populations released or held under the keys ``datasets``
         by a job that kept no holdings (recorded before holdings were): a cell over
         exactly their persons cannot have its records compared."""
@@ -205,13 +292,14 @@ class AuditSession:
         for dataset in dict.fromkeys(datasets):
             rows = self.db.execute(
                 "SELECT digest FROM populations AS p WHERE requester = ? AND dataset = ? "
-                "AND slots = ? AND unit = ? AND NOT EXISTS (SELECT 1 FROM populations "
-                "WHERE job = p.job AND unit = ? UNION ALL SELECT 1 FROM held_populations "
-                "WHERE job = p.job AND unit = ?) UNION ALL SELECT digest FROM "
-                "held_populations AS p WHERE requester = ? AND dataset = ? AND slots = ? "
-                "AND unit = ? AND NOT EXISTS (SELECT 1 FROM populations WHERE job = p.job "
-                "AND unit = ? UNION ALL SELECT 1 FROM held_populations WHERE job = p.job "
-                "AND unit = ?)", (requester, dataset, slots, PERSONS, HOLDINGS, HOLDINGS) * 2)
+                "AND slots = ? AND unit = ? AND space = ? AND NOT EXISTS (SELECT 1 FROM "
+                "populations WHERE job = p.job AND unit = ? UNION ALL SELECT 1 FROM "
+                "held_populations WHERE job = p.job AND unit = ?) UNION ALL SELECT digest "
+                "FROM held_populations AS p WHERE requester = ? AND dataset = ? AND "
+                "slots = ? AND unit = ? AND space = ? AND NOT EXISTS (SELECT 1 FROM "
+                "populations WHERE job = p.job AND unit = ? UNION ALL SELECT 1 FROM "
+                "held_populations WHERE job = p.job AND unit = ?)",
+                (requester, dataset, slots, PERSONS, space, HOLDINGS, HOLDINGS) * 2)
             digests |= {str(d) for (d,) in rows.fetchall()}
         return frozenset(digests)
 
@@ -226,29 +314,33 @@ class AuditSession:
 
     def record(self, requester: str, dataset: str, permit: str, job: str,
                released: Sketches, cells: int, unit: str = RECORDS,
-               holdings: Sketches | None = None) -> None:
-        """Add a job's released populations of ``unit`` (an identical one is kept once),
-        and with persons their ``holdings``."""
+               holdings: Sketches | None = None, space: str = LEGACY,
+               labels: Sequence[LabelEntry] = ()) -> None:
+        """Add a job's released populations of ``unit`` with identities of ``space`` (an
+        identical one is kept once), with persons their ``holdings``, and the labels of
+        its released cells (label, units, records)."""
         assert unit in _UNITS
         if holdings is not None:
-            self._add(requester, dataset, job, holdings, HOLDINGS)
-        self._add(requester, dataset, job, released, unit)
+            self._add(requester, dataset, job, holdings, HOLDINGS, space)
+        self._add(requester, dataset, job, released, unit, space)
+        self._labels(requester, dataset, job, "", labels, False)
         self.db.execute("INSERT OR REPLACE INTO released VALUES (?, ?, ?)",
                         (permit, job, cells))
 
     def _add(self, requester: str, dataset: str, job: str, released: Sketches,
-             unit: str) -> None:
+             unit: str, space: str) -> None:
         for i in range(len(released)):
             blob = released.to_bytes(i)
             self.db.execute(
                 "INSERT OR IGNORE INTO populations (requester, dataset, slots, digest, "
-                "records, sketch, job, unit) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "records, sketch, job, unit, space) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (requester, dataset, released.slots, hashlib.sha256(blob).hexdigest(),
-                 int(released.n[i]), blob, job, unit))
+                 int(released.n[i]), blob, job, unit, space))
 
     def hold(self, requester: str, dataset: str, permit: str, job: str,
              outputs: list[tuple[str, Sketches, int]], unit: str = RECORDS,
-             holdings: list[Sketches] | None = None) -> None:
+             holdings: list[Sketches] | None = None, space: str = LEGACY,
+             labels: Sequence[Sequence[LabelEntry]] | None = None) -> None:
         """Record a job's outputs held for review: per output (name as the controller
         knows it), the populations of its rows (of ``unit``; empty when they could not
         be re-derived) and its cell values; with persons, per output its ``holdings``.
@@ -257,7 +349,10 @@ class AuditSession:
         assert unit in _UNITS
         self.db.execute("DELETE FROM held_populations WHERE job = ?", (job,))
         self.db.execute("DELETE FROM held_cells WHERE job = ?", (job,))
+        self.db.execute("DELETE FROM labels WHERE job = ? AND held = 1", (job,))
         for at, (name, pops, cells) in enumerate(outputs):
+            if labels is not None:
+                self._labels(requester, dataset, job, name, labels[at], True)
             kinds = [(pops, unit)]
             if holdings is not None:
                 kinds.append((holdings[at], HOLDINGS))
@@ -266,11 +361,11 @@ class AuditSession:
                     blob = sketches.to_bytes(i)
                     self.db.execute(
                         "INSERT OR IGNORE INTO held_populations (requester, dataset, "
-                        "slots, digest, records, sketch, job, output, unit) VALUES "
-                        "(?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        "slots, digest, records, sketch, job, output, unit, space) VALUES "
+                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (requester, dataset, sketches.slots,
                          hashlib.sha256(blob).hexdigest(), int(sketches.n[i]), blob, job,
-                         name, kind))
+                         name, kind, space))
             self.db.execute("INSERT OR REPLACE INTO held_cells VALUES (?, ?, ?, ?)",
                             (permit, job, name, cells))
 
@@ -285,9 +380,11 @@ class AuditSession:
         for name in sorted(set(released)):
             self.db.execute(
                 "INSERT OR IGNORE INTO populations (requester, dataset, slots, digest, "
-                "records, sketch, job, unit) SELECT requester, dataset, slots, digest, "
-                "records, sketch, job, unit FROM held_populations WHERE job = ? AND "
-                "output = ?", (job, name))
+                "records, sketch, job, unit, space) SELECT requester, dataset, slots, "
+                "digest, records, sketch, job, unit, space FROM held_populations WHERE "
+                "job = ? AND output = ?", (job, name))
+            self.db.execute("UPDATE labels SET held = 0 WHERE job = ? AND output = ?",
+                            (job, name))
             row = self.db.execute("SELECT permit, cells FROM held_cells WHERE job = ? AND "
                                   "output = ?", (job, name)).fetchone()
             if row is None:
@@ -298,3 +395,4 @@ class AuditSession:
                             (row[0], job, int(before[0]) + int(row[1])))
         self.db.execute("DELETE FROM held_populations WHERE job = ?", (job,))
         self.db.execute("DELETE FROM held_cells WHERE job = ?", (job,))
+        self.db.execute("DELETE FROM labels WHERE job = ? AND held = 1", (job,))

@@ -17,8 +17,7 @@ from typing import Any
 import pandas as pd
 
 from compute.errors import InvalidInput
-from compute.sdc import audit
-from compute.sdc.units import contributor_codes, person_identities
+from compute.sdc.units import contributor_codes
 
 TRUE_FALSE = {"true", "false", "1", "0", "yes", "no", "t", "f"}
 
@@ -141,12 +140,10 @@ def rare_values(frame: pd.DataFrame, k: int) -> frozenset[str]:
     return frozenset(rare - common - {"", "nan"})
 
 
-def row_identities(src: Path, fmt: str, key: str) -> Any:
-    """A keyed identity per record of the source, from every column of it (not only the
-    permitted ones: the same record must have the same identity under every permit), in
-    the order :func:`project` writes the records. For the differencing audit; never
-    leaves the provider's domain."""
-    return audit.row_identities(_read(src, fmt, None), key)
+def read_source(src: Path, fmt: str) -> pd.DataFrame:
+    """Every column of the source (the audit's identities: :mod:`containers.audit_ids`),
+    in the order :func:`project` writes the records. Never leaves the provider's domain."""
+    return _read(src, fmt, None)
 
 
 def project(src: Path, fmt: str, columns: Sequence[str], dest: Path) -> ProjectedInput:
@@ -164,11 +161,3 @@ def contributors(src: Path, fmt: str, identifiers: Sequence[str], key: str) -> A
     permit: they are read here, in the provider's domain, and never projected). The
     identifier values are hashed under ``key`` and only the numbers come out."""
     return contributor_codes(_read(src, fmt, list(identifiers)), key)
-
-
-def persons(src: Path, fmt: str, identifiers: Sequence[str], key: str, rows: Any) -> Any:
-    """Per record of the source (in :func:`project`'s order), a keyed identity of its
-    person, the same in every job (:func:`compute.sdc.units.person_identities`): the
-    differencing audit's unit where the dataset declares identifier fields. ``key`` is
-    the audit store's row key, ``rows`` the records' :func:`row_identities`."""
-    return person_identities(_read(src, fmt, list(identifiers)), key, rows)

@@ -24,13 +24,13 @@ import numpy as np
 
 from authz.wire import RunReport, RunTask
 from compute.errors import InvalidInput
-from containers import audit_store, datasets
+from containers import audit_ids, audit_store, datasets
 from containers.audit_store import AuditStore
 from containers.executor import Limits, RunSpec
 from containers.hardening import check_job_id
 
 CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-ROW_IDS = "rowids.npy"
+ROW_IDS = audit_ids.ROW_IDS
 # A job's contributor number per record, from the dataset's identifier fields (statistics
 # and script jobs: the threshold and dominance rules count persons, not records).
 UNIT_IDS = "unitids.npy"
@@ -67,10 +67,12 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     of a one-dataset job are written beside its input (``rowids.npy``, outside ``in/``,
     never mounted into a container) for the differencing audit, and where the dataset
     declares identifier fields each record's person under the same key
-    (``personids.npy``: the audit's unit is then persons). A one-dataset job (not a
-    joint part) on a dataset declaring identifier fields gets, there too, each record's
-    contributor number (``unitids.npy``): the identifiers are read from the source
-    whatever the permit, hashed under a key drawn for the job and dropped with it.
+    (``personids.npy``: the audit's unit is then persons), in the job's identity space
+    and in every other one the audit compares (:mod:`containers.audit_ids`). A
+    one-dataset job (not a joint part) on a dataset declaring identifier fields gets,
+    there too, each record's contributor number (``unitids.npy``): the identifiers are
+    read from the source whatever the permit, hashed under a key drawn for the job and
+    dropped with it.
     """
     in_dir = job_dir / "in"
     in_dir.mkdir(parents=True, exist_ok=True)
@@ -95,13 +97,9 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
             np.save(job_dir / UNIT_IDS, datasets.contributors(
                 src, ds.format, ds.identifiers, secrets.token_urlsafe(12)[:16]))
         if audit is not None and single and task.joint is None:
-            with audit.session() as store:
-                key = store.row_key()
-            rowids = datasets.row_identities(src, ds.format, key)
-            np.save(job_dir / ROW_IDS, rowids)
-            if ds.identifiers:
-                np.save(job_dir / PERSON_IDS, datasets.persons(
-                    src, ds.format, ds.identifiers, key, rowids))
+            # Keyed identities of the records, and persons, in every space the audit
+            # compares them in (containers.audit_ids).
+            audit_ids.write(task, ds, src, job_dir, audit)
     sha = digests[0] if single else hashlib.sha256("\n".join(digests).encode()).hexdigest()
     (job_dir / "input.json").write_text(json.dumps({"rows": rows, "bytes": size,
                                                     "sha256": sha}))

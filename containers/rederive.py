@@ -151,6 +151,25 @@ def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
+def layout(header: Sequence[str], frame: pd.DataFrame, types: Mapping[str, str]
+           ) -> tuple[list[str], list[str]]:
+    """A table's key columns and its statistics' input columns (first use order), as
+    :func:`rederive_groups` reads them from its header."""
+    by_name = {c.lower(): c for c in frame.columns}
+    lowered = [h.strip().lower() for h in header]
+    count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
+    numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
+    keys, values = [], []
+    for i, h in enumerate(lowered):
+        if i == count_at:
+            continue
+        if h in by_name:
+            keys.append(by_name[h])
+        elif (declared := _statistic(h, numeric)) is not None:
+            values.append(declared[1])
+    return keys, list(dict.fromkeys(values))
+
+
 def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.DataFrame,
              types: Mapping[str, str], policy: SDCPolicy, units: Units = None
              ) -> list[Finding]:
@@ -327,6 +346,10 @@ class Rederived:
     margins: Margins = field(default_factory=list)  # the table's totals (margin_labels)
     # Per input column of a statistic: the records holding a value (what its sums cover).
     valued: Groups = field(default_factory=list)
+    # The table's key columns and, in the order of ``valued``, its statistics' columns
+    # (the labels of its populations: containers.script_labels).
+    keys: list[str] = field(default_factory=list)
+    valued_columns: list[str] = field(default_factory=list)
 
 
 #: Spellings of one statistic; a released header uses the first.
@@ -399,7 +422,9 @@ def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame |
         found, groups, margins, valued = rederive_groups(header, rows, frame, types,
                                                          policy, units)
         numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
+        keys, valued_columns = layout(header, frame, types)
         out.append(Rederived(found, groups, len(rows) * len(header),
                              None if found else render(name, header, rows, frame, numeric,
-                                                       groups), margins, valued))
+                                                       groups), margins, valued,
+                             keys, valued_columns))
     return out

@@ -25,7 +25,7 @@ from compute import release_audit, statistics
 from compute.sdc import SDCPolicy
 from compute.sdc.audit import holding_slots, slots_for
 from compute.statspec import StatisticsSpec, parse_statistics_spec
-from containers import jobdir
+from containers import audit_ids, jobdir
 from containers.audit_store import (
     HOLDINGS,
     PERSONS,
@@ -92,32 +92,38 @@ def _audited(task: RunTask, job_dir: Path, frame: pd.DataFrame, spec: Statistics
     if not (job_dir / jobdir.ROW_IDS).exists():
         # Prepared without the audit (an older agent): fail closed, never unaudited.
         raise ExecutorError("the job was prepared without row identities for the audit")
-    ids = np.load(job_dir / jobdir.ROW_IDS)
-    if len(ids) != len(frame):
+    records = np.load(job_dir / jobdir.ROW_IDS)
+    if len(records) != len(frame):
         raise ExecutorError("row identities do not match the projected input")
     requester = task.requester_id or f"permit:{task.permit_id}"
     ds = task.datasets[0]
     slots = slots_for(policy.min_count)
     persons = audit_persons(task, job_dir, len(frame))
+    ids = audit_ids.load(job_dir, records, persons)
     keys = audit_keys(ds)
     with audit.session() as store:
         released_before = store.released(task.permit_id, task.job_id)
+        space = ids.space
+        more = audit_ids.context(store, requester, ds, slots, policy.min_count, ids)
         if persons is None:
             refuse_records_after_persons(store, requester, keys)
             history = release_audit.History(
-                ids=ids, prior=store.populations(requester, keys, slots),
-                released_before=released_before)
+                ids=records, prior=store.populations(requester, keys, slots, RECORDS, space),
+                released_before=released_before, **more)
         else:
             history = release_audit.History(
-                ids=persons, prior=store.populations(requester, keys, slots, PERSONS),
-                released_before=released_before, persons=True, records=ids,
-                record_prior=store.populations(requester, keys, slots, RECORDS),
+                ids=persons, prior=store.populations(requester, keys, slots, PERSONS,
+                                                     space),
+                released_before=released_before, persons=True, records=records,
+                record_prior=store.populations(requester, keys, slots, RECORDS, space),
                 holdings=store.populations(requester, keys,
-                                           holding_slots(policy.min_count), HOLDINGS),
-                bare=store.bare_persons(requester, keys, slots))
+                                           holding_slots(policy.min_count), HOLDINGS,
+                                           space),
+                bare=store.bare_persons(requester, keys, slots, space), **more)
         done = release_audit.compute_audited(frame, spec, policy, history)
         store.record(requester, lineage(ds), task.permit_id, task.job_id, done.released,
                      done.cells_released, PERSONS if persons is not None else RECORDS,
-                     done.holdings)
+                     done.holdings, space, done.labels)
+        store.edition(requester, lineage(ds), task.job_id, audit_ids.signatures(ids))
     return done.document
 

@@ -32,7 +32,7 @@ def test_a_statistics_population_is_the_records_holding_its_value() -> None:
     frame.loc[5, "diagnosis"] = np.nan  # costed, not coded yet
     done = _table(frame)
     ids = row_identities(frame, KEY)
-    pops, row_of = script_audit._populations(done, ids, slots_for(10), False)
+    pops, row_of, _ = script_audit._populations(done, ids, slots_for(10), False)
     # Rows and total by keys, then the same over the costed records (sum and mean
     # share one: the column's).
     assert len(pops) == 2 * (len(done.groups) + 1)
@@ -47,6 +47,6 @@ def test_a_statistics_population_is_the_records_holding_its_value() -> None:
 def test_a_column_every_row_holds_adds_no_population() -> None:
     frame = hospital_table(7, 600, "R")[["sex", "diagnosis", "cost"]]
     done = _table(frame)
-    pops, _ = script_audit._populations(done, row_identities(frame, KEY), slots_for(10),
+    pops, *_ = script_audit._populations(done, row_identities(frame, KEY), slots_for(10),
                                         False)
     assert len(pops) == len(done.groups) + 1

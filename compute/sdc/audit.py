@@ -17,8 +17,8 @@ symmetric difference, which peels (decodes) record by record while it is small: 
 ``slots = 4k`` buckets or more a difference of fewer than ``k`` records decodes unless a rare
 collision pattern occurs, and a difference that does not decode while few buckets are
 non-zero is treated as small (fail closed). Row identities are keyed hashes
-(:func:`row_identities`) computed in the provider's domain; nothing here ever holds a
-value or an identity of the data in the clear.
+(:func:`compute.sdc.identity.record_identities`) computed in the provider's domain;
+nothing here ever holds a value or an identity of the data in the clear.
 
 Pure numpy; no I/O. Sizes: ``16 × slots`` bytes per cell (1,056 bytes up to k = 16).
 """
@@ -69,11 +69,13 @@ def mix(x: U64) -> U64:
 
 
 def row_identities(frame: pd.DataFrame, key: str) -> U64:
-    """A keyed 64-bit identity per record (SipHash via pandas), stable across runs and
-    across permits: computed from every column of the source record as the provider
-    holds it, not from the permitted projection. Identical records get distinct
-    identities by their order of occurrence. Without ``key`` nobody can link an identity
-    to a record, so a leaked audit store says nothing about the data."""
+    """A keyed 64-bit identity per record (SipHash via pandas) from every column of the
+    source as text: the identities of the ``legacy`` space, kept so that populations
+    stored before typed identities can still be compared (new ones are
+    :func:`compute.sdc.identity.record_identities`: a change to every row that no cell
+    reads made every record new here). Identical records get distinct identities by
+    their order of occurrence. Without ``key`` nobody can link an identity to a record,
+    so a leaked audit store says nothing about the data."""
     if not isinstance(key, str) or len(key.encode()) != KEY_CHARS:
         raise InvalidInput("key", "length", "the audit key must be 16 ASCII characters")
     text = frame.astype(str)

@@ -17,14 +17,16 @@ import pandas as pd
 from compute.errors import InvalidInput
 from compute.sdc.audit import U64, mix
 from compute.sdc.grid import IntArray
+from compute.sdc.identity import identifier_text
 
 KEY_CHARS = 16
 
 
 def _codes(column: pd.Series, key: str) -> IntArray:
     """Per record, the number of its keyed identifier value; -1 where it has none."""
-    text = column.astype(str).str.strip()
-    missing = column.isna().to_numpy() | text.str.lower().isin(["", "nan", "none"]).to_numpy()
+    # One spelling per identifier: a patient written `` R-000005`` or ``7.0`` in one
+    # extract and ``R-000005`` or ``7`` in the next is one person (identifier_text).
+    text, missing = identifier_text(column)
     hashed = pd.util.hash_pandas_object(text, index=False, hash_key=key).to_numpy(np.uint64)
     codes, _ = pd.factorize(hashed)
     out = np.asarray(codes, dtype=np.int64)
@@ -86,10 +88,7 @@ def person_identities(identifiers: pd.DataFrame, key: str, rows: U64) -> U64:
     labels = contributor_codes(identifiers, key)
     smallest = np.full(len(identifiers), _NONE, dtype=np.uint64)
     for name in identifiers.columns:
-        column = identifiers[name]
-        text = column.astype(str).str.strip()
-        missing = (column.isna().to_numpy()
-                   | text.str.lower().isin(["", "nan", "none"]).to_numpy())
+        text, missing = identifier_text(identifiers[name])
         hashed = pd.util.hash_pandas_object(f"{name}\x1f" + text, index=False,
                                             hash_key=key).to_numpy(np.uint64)
         hashed[missing] = _NONE

@@ -32,6 +32,8 @@ Findings:
   the script route's overall sums likewise (R6-2b). A person's identity is a keyed hash
   of the identifier as written, so pseudonyms issued afresh for each extract make every
   person new, and R4-2's erased patient comes back in persons mode too (R6-2c).
+  Closed: identities from the permitted fields, typed, in every permit's space, and a
+  label check where editions overlap little (variants: ``test_redteam_6_identities.py``).
 * R6-3 (medium, script route, job view and ledger): R5-4 names a held output by
   position but keeps its extension, and a withheld one is ``withheld-<i>``; the agent
   takes the files in the order of the names the script chose. Each of up to twenty
@@ -137,7 +139,6 @@ def _sums(doc: dict[str, Any], dim: str | None = None) -> dict[Any, Any]:
     return {c["cell"][dim] if dim else "All": c["value"] for c in cells(doc, 0)}
 
 
-@leak("R6-2: a column that changes on every row hides a one-episode difference")
 def test_returning_patient_whose_stay_is_still_open(script_agent: ScriptAgent) -> None:
     """R5-1's attack, closed by holdings, reopened by the file's formatting. Patient
     R-000005 comes back; the new episode is costed so far but still open, so its length
@@ -159,7 +160,6 @@ def test_returning_patient_whose_stay_is_still_open(script_agent: ScriptAgent) -
     assert recovered != secret, "disclosed: the returning patient's open episode's cost"
 
 
-@leak("R6-2: a monthly extract date on every row hides a one-record difference")
 def test_erased_record_beside_a_monthly_extract_date(agent: Agent) -> None:
     """R4-2 in record mode (no identifier declared). The provider's monthly file carries
     the extract date on every row (not permitted, never read by a cell). Between two
@@ -176,7 +176,6 @@ def test_erased_record_beside_a_monthly_extract_date(agent: Agent) -> None:
     assert recovered != round(float(frame.cost[5]), 2), "disclosed: the erased episode's cost"
 
 
-@leak("R6-2b: a script's overall sum before and after, beside a monthly extract date")
 def test_script_totals_of_two_editions_with_an_extract_date(
         script_agent: ScriptAgent) -> None:
     """R6-2 on the script route. Two monthly editions, each with its extract date on every
@@ -202,7 +201,6 @@ def test_script_totals_of_two_editions_with_an_extract_date(
     assert recovered is not True, "disclosed: the returning patient's new episode's cost"
 
 
-@leak("R6-2c: pseudonyms rotated between editions make every person new")
 def test_erased_patient_across_a_pseudonym_rotation(script_agent: ScriptAgent) -> None:
     """R4-2 in persons mode, reopened by the provider's pseudonymisation. Many providers
     issue each extract under fresh pseudonyms (here ``R-`` becomes ``P-``): every person
