@@ -58,7 +58,7 @@ import pandas as pd
 import pytest
 
 from sandbox.demo_data import hospital_table
-from tests.redteam.test_redteam_2 import Agent, agent, cells, leak
+from tests.redteam.test_redteam_2 import Agent, agent, cells
 from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
 from tests.redteam.test_redteam_5 import _held_run, _requesters_view
 
