@@ -14,11 +14,12 @@ active again.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, select
+from sqlalchemy import Select, bindparam, select
 
 from authz.context import Ctx
 from authz.models import Accreditation, Party, Person
@@ -51,6 +52,8 @@ class CheckedPerson:
     identity_verified_at: datetime | None
     created_at: datetime
     party: CheckedParty
+    #: (kind, awarded_at, expires_at), soonest to expire first, when asked for.
+    accreditations: tuple[Any, ...] | None = None
 
 
 _people = Person.__table__
@@ -61,14 +64,29 @@ _SHOWN = ("id", "party_id", "name", "email", "roles", "active", "totp_enabled",
 
 
 @functools.cache
-def _token_check() -> Select[Any]:
-    # Built once: SQLAlchemy keeps a statement's compiled form under its cache key.
-    return (select(*(_people.c[n] for n in _SHOWN), _people.c.token_hash,
+def _token_check(with_accreditations: bool) -> Select[Any]:
+    # Built once each: SQLAlchemy keeps a statement's compiled form under its cache key.
+    stmt = (select(*(_people.c[n] for n in _SHOWN), _people.c.token_hash,
                    _parties.c.name.label("party_name"), _parties.c.role.label("party_role"),
                    _parties.c.code.label("party_code"),
                    _parties.c.active.label("party_active"))
             .join(_parties, _parties.c.id == _people.c.party_id)
             .where(_people.c.id == bindparam("person_id")))
+    if not with_accreditations:
+        return stmt
+    # One row per accreditation (one with NULLs for none), in the ORM relationship's order.
+    a = _accreditations
+    return (stmt.add_columns(a.c.id.label("a_id"), a.c.kind.label("a_kind"),
+                             a.c.awarded_at.label("a_awarded_at"),
+                             a.c.expires_at.label("a_expires_at"))
+            .outerjoin(a, a.c.person_id == _people.c.id).order_by(a.c.expires_at))
+
+
+@dataclass(frozen=True, slots=True)
+class _Accreditation:
+    kind: str
+    awarded_at: datetime
+    expires_at: datetime
 
 
 @functools.cache
@@ -79,11 +97,14 @@ def _accreditations_of() -> Select[Any]:
             .order_by(_accreditations.c.expires_at))
 
 
-def check_person_token(ctx: Ctx, person_id: str, secret: str) -> CheckedPerson:
+def check_person_token(ctx: Ctx, person_id: str, secret: str,
+                       with_accreditations: bool = False) -> CheckedPerson:
     """The person whose token this is and their party, checked as
     :func:`authz.people.authenticate` checks them, in one statement on the request's
-    connection."""
-    row = ctx.session.connection().execute(_token_check(), {"person_id": person_id}).first()
+    connection; with their accreditations too when asked (``GET /me`` shows them)."""
+    rows = ctx.session.connection().execute(_token_check(with_accreditations),
+                                            {"person_id": person_id}).all()
+    row = rows[0] if rows else None
     if row is None:
         refuse_unless_valid(ctx, secret, None, False, False, None)
         raise AssertionError("refused above")
@@ -94,11 +115,17 @@ def check_person_token(ctx: Ctx, person_id: str, secret: str) -> CheckedPerson:
         active=row.active, totp_enabled=row.totp_enabled,
         token_expires_at=row.token_expires_at, identity_verified_at=row.identity_verified_at,
         created_at=row.created_at,
-        party=CheckedParty(row.party_id, row.party_name, row.party_role, row.party_code))
+        party=CheckedParty(row.party_id, row.party_name, row.party_role, row.party_code),
+        accreditations=tuple(_Accreditation(r.a_kind, r.a_awarded_at, r.a_expires_at)
+                             for r in rows if r.a_id is not None)
+        if with_accreditations else None)
 
 
-def accreditations(ctx: Ctx, person_id: str) -> list[Row[Any]]:
-    """A person's accreditations (kind, awarded_at, expires_at), soonest to expire first,
-    as the ORM relationship orders them."""
+def accreditations(ctx: Ctx, checked: CheckedPerson) -> Sequence[Any]:
+    """A checked person's accreditations (kind, awarded_at, expires_at), soonest to expire
+    first, as the ORM relationship orders them: read with the token when it was checked
+    for ``GET /me``, else now."""
+    if checked.accreditations is not None:
+        return checked.accreditations
     return list(ctx.session.connection().execute(_accreditations_of(),
-                                                 {"person_id": person_id}))
+                                                 {"person_id": checked.id}))

@@ -82,13 +82,14 @@ def authenticate(ctx: Ctx, token: str) -> tuple[Party | Agent, Person | None]:
     return row, None
 
 
-def check_for_read(ctx: Ctx, token: str) -> CheckedPerson | None:
+def check_for_read(ctx: Ctx, token: str, with_accreditations: bool = False
+                   ) -> CheckedPerson | None:
     """A person's token checked with plain columns, no ORM row (:mod:`authz.checked`);
     None for a party's or an agent's token (use :func:`authenticate`)."""
     object_id, secret = _split(token)
     if not object_id.startswith("psn_"):
         return None
-    return check_person_token(ctx, object_id, secret)
+    return check_person_token(ctx, object_id, secret, with_accreditations)
 
 
 def get_party(ctx: Ctx, party_id: str) -> Party:

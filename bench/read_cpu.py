@@ -70,16 +70,22 @@ def measure(world: dict[str, Any], reads: int) -> dict[str, Any]:
     environs: dict[str, dict[str, Any]] = {}
     for name, path in ROUTES.items():
         token = world["auditor"] if name == "ledger" else world["reader"]
-        b = EnvironBuilder(path=path, headers={"Authorization": f"Bearer {token}"},
-                           environ_base={"REMOTE_ADDR": "127.0.0.1",
-                                         "SERVER_SOFTWARE": "gunicorn/23.0.0"})
+        base: dict[str, Any] = {"REMOTE_ADDR": "127.0.0.1",
+                                "SERVER_SOFTWARE": "gunicorn/23.0.0"}
+        b = EnvironBuilder(path=path, headers=[("Authorization", f"Bearer {token}")],
+                           environ_base=base)
         environs[name] = b.get_environ()
+
+    status: list[str] = []
+
+    def start_response(s: str, _headers: Any, _exc: Any = None) -> Any:
+        status.append(s)
 
     def call(name: str) -> None:
         env = dict(environs[name])
         env["wsgi.input"] = io.BytesIO(b"")
-        status: list[str] = []
-        body = app.wsgi_app(env, lambda s, h, e=None: status.append(s))  # type: ignore[misc]
+        status.clear()
+        body = app.wsgi_app(env, start_response)
         try:
             for _ in body:
                 pass
@@ -129,7 +135,7 @@ def make_world(work: Path) -> dict[str, Any]:
     """Parties, people and jobs as bench.api_load has them, through the test client."""
     from sandbox import create_app, db
     from sandbox.bootstrap import create_first_admin
-    from tests.api.helpers import SCRIPT, permit_for
+    from tests.api.helpers import permit_for
     from tests.api.test_read_path import released_job
     from tests.conftest import PASSWORD, Actor, accredit
 
@@ -140,29 +146,36 @@ def make_world(work: Path) -> dict[str, Any]:
 
     def party(role: str, name: str) -> Actor:
         body = {"name": name, "role": role} | ({"code": "RC"} if role == "provider" else {})
-        r = admin.post("/parties", body)
-        return Actor(client, r.json["id"], r.json["token"], role)
+        made = admin.post("/parties", body).get_json()
+        return Actor(client, made["id"], made["token"], role)
 
     def person(p: Actor, role: str) -> Actor:
         email = f"{role}.{p.id.lower()}@bench.example"
-        r = admin.post(f"/parties/{p.id}/people", {"name": f"Bench {role}", "email": email,
-                                                   "roles": [role], "password": PASSWORD})
-        accredit(admin, r.json["id"])
-        s = client.post("/api/v1/sign-in", json={"email": email, "password": PASSWORD})
-        return Actor(client, r.json["id"], s.json["token"], p.role)
+        made = admin.post(f"/parties/{p.id}/people", {
+            "name": f"Bench {role}", "email": email, "roles": [role],
+            "password": PASSWORD}).get_json()
+        accredit(admin, made["id"])
+        signed = client.post("/api/v1/sign-in", json={"email": email, "password": PASSWORD})
+        return Actor(client, made["id"], signed.get_json()["token"], p.role)
 
     provider = party("provider", "Bench Hospital")
-    r = admin.post("/agents", {"name": "bench agent", "providers": [provider.id]})
-    agent = Actor(client, r.json["id"], r.json["token"], "agent")
+    made = admin.post("/agents", {"name": "bench agent", "providers": [provider.id]}).get_json()
+    agent = Actor(client, made["id"], made["token"], "agent")
     analyst = person(party("requester", "Bench Readers"), "analyst")
     ds, permit_id = permit_for(analyst, provider, agent, people=(analyst.id,), max_runs=100)
     for n in range(READER_JOBS):
         released_job(analyst, agent, permit_id, ds["id"], n)
     auditor = person(party("regulator", "Bench Bureau"), "auditor")
-    assert client.get("/api/v1/jobs", headers=analyst._h()).json["jobs"][0]["outputs"]
     db.dispose(app)
-    del SCRIPT
     return {"reader": analyst.token, "auditor": auditor.token}
+
+
+def _median(runs: list[dict[str, Any]], name: str, key: str) -> float:
+    """The median over rounds of one route's figure ("mean": of the routes' mean)."""
+    if name == "mean":
+        return float(statistics.median(
+            statistics.fmean(run[n][key] for n in ROUTES) for run in runs))
+    return float(statistics.median(run[name][key] for run in runs))
 
 
 def _postmaster(url: str) -> int:
@@ -201,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         world = make_world(work) | {"postmaster": _postmaster(url)}
         (work / "world.json").write_text(json.dumps(world))
         if args.hold:
-            print(json.dumps(env | {"WORLD": str(work / "world.json")}), flush=True)
+            print(json.dumps({k: v for k, v in env.items() if k.startswith(("SANDBOX_", "PROM"))}
+                             | {"WORLD": str(work / "world.json")}), flush=True)
             while True:
                 time.sleep(3600)
         seen: dict[Path, list[dict[str, Any]]] = {t: [] for t in trees}
@@ -223,14 +237,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(load average {loadavg:.1f}): controller CPU ms / PostgreSQL CPU ms per read")
     print("route   " + "".join(f"{t!s:>34}" for t in trees))
     for name in [*ROUTES, "mean"]:
-        cells = []
-        for tree in trees:
-            def med(key: str, runs: list[dict[str, Any]] = seen[tree]) -> float:
-                if name == "mean":
-                    return statistics.median(
-                        statistics.fmean(run[n][key] for n in ROUTES) for run in runs)
-                return statistics.median(run[name][key] for run in runs)
-            cells.append(f"{med('cpu_ms'):.2f} / {med('pg_ms'):.2f}")
+        cells = [f"{_median(seen[t], name, 'cpu_ms'):.2f} / {_median(seen[t], name, 'pg_ms'):.2f}"
+                 for t in trees]
         print(f"{name:<8}" + "".join(f"{c:>34}" for c in cells))
     return 0
 

@@ -92,12 +92,13 @@ def _caller() -> Party | Agent:
     return caller
 
 
-def read_checked() -> CheckedPerson | None:
+def read_checked(with_accreditations: bool = False) -> CheckedPerson | None:
     """For a read that needs no ORM row: the person whose token was checked with plain
     columns (:mod:`authz.checked`, the same checks, on every request), their party in
     ``.party``. None for a party's or an agent's token, a web session, or a request that
-    is not a read: then use :func:`party` and :func:`person`."""
-    g.setdefault("plain_read", True)
+    is not a read: then use :func:`party` and :func:`person`. ``with_accreditations``:
+    read the person's accreditations in the same statement (``GET /me``)."""
+    g.setdefault("plain_read", "with_accreditations" if with_accreditations else True)
     _authenticated()
     found: CheckedPerson | None = g.get("checked")
     return found
@@ -119,7 +120,8 @@ def _bearer() -> None:
     if not TOKEN_RX.fullmatch(token):
         raise Unauthenticated("malformed token")
     if g.get("plain_read") and request.method in SAFE_METHODS:
-        checked = check_for_read(db.ctx(), token)
+        checked = check_for_read(db.ctx(), token,
+                                 g.plain_read == "with_accreditations")
         if checked is not None:
             g.checked = checked
             act_as_checked(checked.party_id, checked.id)

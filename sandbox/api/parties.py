@@ -38,11 +38,11 @@ def create_agent() -> tuple[dict[str, Any], int]:
 
 @bp.get("/me")
 def me() -> dict[str, Any]:
-    checked = auth.read_checked()
+    checked = auth.read_checked(with_accreditations=True)
     if checked is not None:  # a person's token, checked without loading their rows
         c = checked.party
         return {"id": c.id, "name": c.name, "role": c.role, "code": c.code,
-                "person": people.fields_json(checked, accreditations(db.ctx(), checked.id))}
+                "person": people.fields_json(checked, accreditations(db.ctx(), checked))}
     p = auth.party()
     who = auth.person()
     return {"id": p.id, "name": p.name, "role": p.role, "code": p.code,
