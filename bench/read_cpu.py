@@ -26,6 +26,7 @@ import argparse
 import io
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.hold:
             print(json.dumps({k: v for k, v in env.items() if k.startswith(("SANDBOX_", "PROM"))}
                              | {"WORLD": str(work / "world.json")}), flush=True)
+            # Until SIGTERM (or ^C): then the cluster is stopped and removed as usual.
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
             while True:
                 time.sleep(3600)
         seen: dict[Path, list[dict[str, Any]]] = {t: [] for t in trees}
