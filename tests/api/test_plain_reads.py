@@ -30,6 +30,7 @@ from sandbox import db
 from tests.api.helpers import permit_for
 from tests.api.test_read_path import released_job
 from tests.api.test_release_review import TABLE, Review
+from tests.api.test_statistics_jobs import DP_SPEC, SPEC
 from tests.conftest import Actor, accredit
 
 READS = ("/me", "/jobs", "/ledger/entries?start=0&end=5")
@@ -157,6 +158,23 @@ def test_the_plain_job_list_is_the_orm_lists_json(app: Flask, make_party: Any,
     assert "exit_code" in provider_view[0] and "log" not in provider_view[0]
     # Through the API, as the requester's analyst sees it.
     assert review.analyst.get("/jobs").json["jobs"] == listed
+
+
+def test_statistics_jobs_noised_or_not_list_as_the_orm_shows_them(
+        app: Flask, make_party: Any, make_agent: Any) -> None:
+    provider, requester = make_party("provider"), make_party("requester")
+    agent = make_agent(provider)
+    ds, permit_id = permit_for(requester, provider, agent, epsilon_budget=1.0)
+    r = requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
+                                 "statistics": DP_SPEC})
+    assert r.status_code == 201, r.json
+    other, plain_permit = permit_for(requester, provider, agent)
+    assert requester.post("/jobs", {"permit_id": plain_permit, "dataset_ids": [other["id"]],
+                                    "statistics": SPEC}).status_code == 201
+    listed = _same_as_orm(app, requester.id)
+    assert [j["dp"] is not None for j in listed] == [True, False]
+    assert listed[0]["dp"]["epsilon"] == 0.4
+    assert _same_as_orm(app, provider.id)[0]["dp"] == listed[0]["dp"]
 
 
 def test_a_sealed_value_copied_from_another_row_fails_closed_in_the_plain_list(
