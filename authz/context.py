@@ -42,6 +42,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class PartyRef(Protocol):
+    """A party as visibility rules see it: the ORM row, or a checked copy
+    (authz.checked.CheckedParty)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class SignedIn:
     """The person acting, and the party they act for."""

@@ -12,11 +12,12 @@ import json
 from typing import Any
 
 from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import defer, joinedload, object_session
+from sqlalchemy.orm import Session, defer, joinedload, object_session
 
 from authz import catalog, lifecycle, output_names, people, permits, review
 from authz import validate as v
-from authz.context import ROW_LOCK, Ctx
+from authz.context import ROW_LOCK, Ctx, PartyRef
+from authz.job_fields import JobFields
 from authz.models import (
     Dataset,
     Job,
@@ -187,7 +188,7 @@ def stop(ctx: Ctx, party: Party, job_id: str, body: object) -> Job:
     return job
 
 
-def can_see(party: Party, job: Job) -> bool:
+def can_see(party: PartyRef, job: Job) -> bool:
     if party.role == "requester":
         return job.requester_id == party.id
     if party.role == "provider":
@@ -196,7 +197,7 @@ def can_see(party: Party, job: Job) -> bool:
     return False
 
 
-def get_visible(ctx: Ctx, party: Party, job_id: str) -> Job:
+def get_visible(ctx: Ctx, party: PartyRef, job_id: str) -> Job:
     job = ctx.session.get(Job, job_id)
     if job is None or not can_see(party, job):
         raise NotFound("no such job")
@@ -215,7 +216,7 @@ def _visible_jobs(role: str) -> Select[tuple[Job]]:
             defer(JobOutput.content), joinedload(JobOutput.reviews)))
 
 
-def list_visible(ctx: Ctx, party: Party) -> list[Job]:
+def list_visible(ctx: Ctx, party: PartyRef) -> list[Job]:
     """The jobs ``party`` may see, their outputs and reviews loaded in the same statement
     (for :func:`to_json`), not two more per job. An output's content is left
     in the database (it is opened only when it is downloaded)."""
@@ -225,7 +226,10 @@ def list_visible(ctx: Ctx, party: Party) -> list[Job]:
                                     {"party_id": party.id}).unique())
 
 
-def to_json(job: Job, party: Party) -> dict[str, Any]:
+def to_json(job: JobFields, party: PartyRef, session: Session | None = None
+            ) -> dict[str, Any]:
+    """A job as ``party`` may see it. ``session``: where a statistics job's dataset is
+    read (default: the job row's own session)."""
     out: dict[str, Any] = {
         "id": job.id, "permit_id": job.permit_id, "requester_id": job.requester_id,
         "provider_id": job.provider_id, "dataset_ids": job.dataset_ids,
@@ -249,7 +253,7 @@ def to_json(job: Job, party: Party) -> dict[str, Any]:
     }
     if job.kind == "statistics":
         # Noised results say so wherever the job is shown (None: checked, not noised).
-        out["dp"] = statistics_dp(job)
+        out["dp"] = statistics_dp(job, session)
     if party.id == job.requester_id:
         out["log"] = job.log
     if party.id == job.provider_id:
@@ -269,7 +273,7 @@ def _dp_record(dp: DifferentialPrivacy, dataset: Dataset | None) -> dict[str, An
             **privacy_unit(dp, persons)}
 
 
-def statistics_dp(job: Job) -> dict[str, Any] | None:
+def statistics_dp(job: JobFields, session: Session | None = None) -> dict[str, Any] | None:
     """The ``dp`` part of a statistics job's stored spec (its epsilon and bounds), with
     its privacy unit."""
     try:
@@ -284,7 +288,7 @@ def statistics_dp(job: Job) -> dict[str, Any] | None:
     except ValueError:
         return None  # stored specs were validated at submission; nothing to describe
     # The job's own session (a list of jobs reads each dataset once: identity map).
-    session = object_session(job)
+    session = session or object_session(job)
     dataset = session.get(Dataset, job.dataset_ids[0]) if session and job.dataset_ids else None
     record = _dp_record(dp, dataset)
     if record["unit"] != PERSON:  # the limit is the spec's, unused without persons

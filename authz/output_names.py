@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from authz.job_fields import OutputFields
 from authz.models import JobOutput
 from authz.states import OutputDecision
 
@@ -57,7 +58,7 @@ def agents_name(out: JobOutput) -> str:
     return out.script_name or out.name
 
 
-def shown(out: JobOutput) -> dict[str, Any]:
+def shown(out: OutputFields) -> dict[str, Any]:
     """An output as the requester and the ledger see it: name, digest, size, decision."""
     released = out.decision == OutputDecision.RELEASED
     return {"name": out.name, "sha256": out.sha256 if released else NOT_SHOWN_SHA256,

@@ -12,6 +12,7 @@ import hmac
 from sqlalchemy import select
 
 from authz import access, lifecycle, people
+from authz.checked import CheckedPerson, check_person_token
 from authz.context import Ctx
 from authz.models import Agent, AgentProvider, Job, Party, Person, new_id
 from authz.specs import PARTY_ROLES as ROLES
@@ -79,6 +80,16 @@ def authenticate(ctx: Ctx, token: str) -> tuple[Party | Agent, Person | None]:
     if row is None or not ok or not row.active:
         raise Unauthenticated("invalid token")
     return row, None
+
+
+def check_for_read(ctx: Ctx, token: str, with_accreditations: bool = False
+                   ) -> CheckedPerson | None:
+    """A person's token checked with plain columns, no ORM row (:mod:`authz.checked`);
+    None for a party's or an agent's token (use :func:`authenticate`)."""
+    object_id, secret = _split(token)
+    if not object_id.startswith("psn_"):
+        return None
+    return check_person_token(ctx, object_id, secret, with_accreditations)
 
 
 def get_party(ctx: Ctx, party_id: str) -> Party:

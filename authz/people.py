@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 import pyotp
 from argon2 import PasswordHasher
@@ -229,14 +231,26 @@ def authenticate(ctx: Ctx, person_id: str, secret: str) -> tuple[Person, Party]:
     TOTP secret is not opened: a request with a token never needs it."""
     row = ctx.session.execute(_person_with_party(), {"person_id": person_id}).first()
     person, party = (row[0], row[1]) if row is not None else (None, None)
-    stored = person.token_hash if person is not None and person.token_hash else "0" * 64
-    ok = hmac.compare_digest(stored, digest(secret))
-    if person is None or party is None or not ok or not person.active or not party.active:
-        raise Unauthenticated("invalid token")
-    if person.token_expires_at is not None and person.token_expires_at <= ctx.now():
-        raise Unauthenticated(f"token expired at {person.token_expires_at.isoformat()}; "
-                              "sign in again (sandbox login)")
+    if person is None or party is None:
+        refuse_unless_valid(ctx, secret, None, False, False, None)
+        raise AssertionError("unreachable")
+    refuse_unless_valid(ctx, secret, person.token_hash, person.active, party.active,
+                        person.token_expires_at)
     return person, party
+
+
+def refuse_unless_valid(ctx: Ctx, secret: str, stored: str | None, person_active: bool,
+                        party_active: bool, expires_at: datetime | None) -> None:
+    """The one rule for a personal token (:func:`authenticate` and
+    :func:`authz.checked.check_person_token`): its digest matches, the person and their
+    party are active, and it has not expired. ``stored`` None: no such person, or no
+    token (compared anyway, so timing does not reveal which ids exist)."""
+    ok = hmac.compare_digest(stored or "0" * 64, digest(secret))
+    if stored is None or not ok or not person_active or not party_active:
+        raise Unauthenticated("invalid token")
+    if expires_at is not None and expires_at <= ctx.now():
+        raise Unauthenticated(f"token expired at {expires_at.isoformat()}; "
+                              "sign in again (sandbox login)")
 
 
 def party_active(ctx: Ctx, person: Person) -> bool:
@@ -299,7 +313,47 @@ def require_named(ctx: Ctx, permit_id: str, named: list[str]) -> None:
     require_accredited(ctx)
 
 
+class PersonFields(Protocol):
+    """What :func:`person_json` shows of a person: the ORM row, or a checked copy
+    (authz.checked.CheckedPerson)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def party_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def roles(self) -> list[Any]: ...
+    @property
+    def active(self) -> bool: ...
+    @property
+    def totp_enabled(self) -> bool: ...
+    @property
+    def token_expires_at(self) -> datetime | None: ...
+    @property
+    def identity_verified_at(self) -> datetime | None: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
+class AccreditationFields(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def awarded_at(self) -> datetime: ...
+    @property
+    def expires_at(self) -> datetime: ...
+
+
 def person_json(person: Person) -> dict[str, object]:
+    return fields_json(person, person.accreditations)
+
+
+def fields_json(person: PersonFields, accreditations: Iterable[AccreditationFields]
+                ) -> dict[str, object]:
     return {"id": person.id, "party_id": person.party_id, "name": person.name,
             "email": person.email, "roles": person.roles, "active": person.active,
             "totp_enabled": person.totp_enabled,
@@ -309,5 +363,5 @@ def person_json(person: Person) -> dict[str, object]:
             if person.identity_verified_at else None,
             "accreditations": [{"kind": a.kind, "awarded_at": a.awarded_at.isoformat(),
                                 "expires_at": a.expires_at.isoformat()}
-                               for a in person.accreditations],
+                               for a in accreditations],
             "created_at": person.created_at.isoformat()}

@@ -34,6 +34,7 @@ from sqlalchemy import select
 from authz import lifecycle, output_names, people
 from authz import validate as v
 from authz.context import ROW_LOCK, Ctx
+from authz.job_fields import JobFields, OutputFields
 from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
 from authz.people import PersonRole
 from authz.specs import DECIDE_SPEC as DECIDE_SPEC
@@ -171,13 +172,13 @@ def earlier_releases(ctx: Ctx, job: Job) -> list[dict[str, Any]]:
             for j, n, sn, s, d, f in rows]
 
 
-def review_json(out: JobOutput) -> list[dict[str, Any]]:
+def review_json(out: OutputFields) -> list[dict[str, Any]]:
     return [{"reviewer_id": r.reviewer_id, "provider_id": r.provider_id,
              "decision": r.decision, "comment": r.comment,
              "decided_at": r.decided_at.isoformat()} for r in out.reviews]
 
 
-def review_seconds(job: Job, out: JobOutput) -> int | None:
+def review_seconds(job: JobFields, out: OutputFields) -> int | None:
     if job.finished_at is None:
         return None
     end = out.decided_at

@@ -7,6 +7,8 @@ EntryNotFoundError/CheckpointUnavailableError to 404.
 from __future__ import annotations
 
 import base64
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -40,16 +42,60 @@ def public_key_text(log: TransparencyLog) -> str:
     return log.signer.vkey() + "\n"
 
 
-def entries_page(log: TransparencyLog, session: Session, start: int, end: int) -> dict[str, Any]:
-    """GET /entries?start=S&end=E: at most PAGE_CAP entries of [S, E), clipped to the size."""
+class PageCache:
+    """Pages of entries already served, by their range; least recently used out past
+    ``max_entries`` entries in all.
+
+    Entries are append-only and never change: a range wholly below a tree size read
+    from the database is the same page for every later request and every caller the
+    endpoint admits (its authorization is by role; no entry is any one party's). Only
+    the entries are kept: each request still reads the tree size, so a new entry shows
+    at once and a range past the end is clipped to the size of the moment.
+    """
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries, self.kept = max_entries, 0
+        self._pages: OrderedDict[tuple[int, int], tuple[dict[str, Any], ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, start: int, end: int) -> tuple[dict[str, Any], ...] | None:
+        with self._lock:
+            page = self._pages.get((start, end))
+            if page is not None:
+                self._pages.move_to_end((start, end))
+            return page
+
+    def put(self, start: int, end: int, page: tuple[dict[str, Any], ...]) -> None:
+        if not page or len(page) != end - start or len(page) > self.max_entries:
+            return  # empty, or not a whole page (rows missing under the read): not kept
+        with self._lock:
+            if (start, end) not in self._pages:
+                self._pages[(start, end)] = page
+                self.kept += len(page)
+            while self.kept > self.max_entries:
+                _, old = self._pages.popitem(last=False)
+                self.kept -= len(old)
+
+
+def entries_page(log: TransparencyLog, session: Session, start: int, end: int,
+                 pages: PageCache | None = None) -> dict[str, Any]:
+    """GET /entries?start=S&end=E: at most PAGE_CAP entries of [S, E), clipped to the size.
+
+    ``pages``: served from (and kept in) this cache when the clipped range is below the
+    size just read (:class:`PageCache`)."""
     size = log.size(session)
     if start < 0 or end < start:
         raise ProofRequestError(f"bad range start={start} end={end}")
     end = min(end, start + PAGE_CAP, size)
     start = min(start, end)
-    data = log.entries(session, start, end)
-    return {"start": start, "end": start + len(data), "tree_size": size,
-            "entries": [{"index": start + i, "data": _b64(d)} for i, d in enumerate(data)]}
+    page = pages.get(start, end) if pages is not None else None
+    if page is None:
+        data = log.entries(session, start, end)
+        page = tuple({"index": start + i, "data": _b64(d)} for i, d in enumerate(data))
+        if pages is not None:
+            pages.put(start, end, page)
+    return {"start": start, "end": start + len(page), "tree_size": size,
+            "entries": list(page)}
 
 
 def inclusion_payload(

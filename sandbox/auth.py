@@ -11,9 +11,10 @@ from flask import Flask, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from authz import validate
-from authz.context import SignedIn
+from authz.checked import CheckedPerson
+from authz.context import PartyRef, SignedIn
 from authz.models import Agent, Party, Person
-from authz.parties import authenticate
+from authz.parties import authenticate, check_for_read
 from authz.people import PersonRole
 from compute.errors import Forbidden, InvalidInput, Unauthenticated
 from sandbox import db, edge
@@ -74,16 +75,40 @@ DEFAULT_WRITER: dict[str, PersonRole] = {
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
+def _authenticated() -> None:
+    """Authenticate the request once: a web session checked it already, or its bearer
+    token is checked now."""
+    if "caller" not in g and "checked_caller" not in g:
+        _bearer()
+
+
 def _caller() -> Party | Agent:
     """The party (or agent) whose authority the request uses; for a person, their party."""
     if "caller" not in g:
-        checked = g.get("checked_caller")
-        if checked is not None:
-            g.caller = _still_active(db.session().get(Party, checked[0]))
-        else:
-            _bearer()
+        _authenticated()
+    if "caller" not in g:  # checked without its rows (a web session, or a plain read)
+        g.caller = _still_active(db.session().get(Party, g.checked_caller[0]))
     caller: Party | Agent = g.caller
     return caller
+
+
+def read_checked(with_accreditations: bool = False) -> CheckedPerson | None:
+    """For a read that needs no ORM row: the person whose token was checked with plain
+    columns (:mod:`authz.checked`, the same checks, on every request), their party in
+    ``.party``. None for a party's or an agent's token, a web session, or a request that
+    is not a read: then use :func:`party` and :func:`person`. ``with_accreditations``:
+    read the person's accreditations in the same statement (``GET /me``)."""
+    g.setdefault("plain_read", "with_accreditations" if with_accreditations else True)
+    _authenticated()
+    found: CheckedPerson | None = g.get("checked")
+    return found
+
+
+def viewer() -> PartyRef:
+    """The party a read is made for, as a job's visibility needs it (its id and role):
+    the checked copy when :func:`read_checked` has one, else the row (:func:`party`)."""
+    checked = read_checked()
+    return checked.party if checked is not None else party()
 
 
 def _bearer() -> None:
@@ -94,6 +119,14 @@ def _bearer() -> None:
     token = token.strip()
     if not TOKEN_RX.fullmatch(token):
         raise Unauthenticated("malformed token")
+    if g.get("plain_read") and request.method in SAFE_METHODS:
+        checked = check_for_read(db.ctx(), token,
+                                 g.plain_read == "with_accreditations")
+        if checked is not None:
+            g.checked = checked
+            act_as_checked(checked.party_id, checked.id)
+            edge.admit_caller(checked.id)
+            return
     authority, who = authenticate(db.ctx(), token)
     if isinstance(authority, Party):
         act_as(authority, who)
@@ -205,16 +238,23 @@ def check_roles(p: HasRole, who: HasRoles | None, allowed: tuple[str, ...],
         raise Forbidden(f"requires the person role {' or '.join(wanted)}")
 
 
-def roles(*allowed: str, need: PersonRole | tuple[PersonRole, ...] = ()
+def roles(*allowed: str, need: PersonRole | tuple[PersonRole, ...] = (), plain: bool = False
           ) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Require a party (or one of its people) whose role is one of ``allowed``; a person
-    also needs one of the person roles ``need`` (:func:`check_roles`)."""
+    also needs one of the person roles ``need`` (:func:`check_roles`).
+
+    ``plain``: the view reads through :func:`read_checked` / :func:`viewer`, so a person's
+    token on a read is checked without loading the person's and the party's rows."""
     needed = (need,) if isinstance(need, PersonRole) else need
 
     def deco(view: Callable[P, R]) -> Callable[P, R]:
         @wraps(view)
         def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
-            check_roles(party(), person(), allowed, needed, request.method)
+            checked = read_checked() if plain else None
+            if checked is not None:
+                check_roles(checked.party, checked, allowed, needed, request.method)
+            else:
+                check_roles(party(), person(), allowed, needed, request.method)
             return view(*args, **kwargs)
 
         return wrapped

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response
 
-from authz import jobs
+from authz import job_list, jobs
 from authz.people import PersonRole
 from compute.errors import NotFound
 from sandbox import auth, db, release
@@ -29,16 +29,16 @@ def submit() -> tuple[dict[str, Any], int]:
 
 
 @bp.get("")
-@auth.roles("requester", "provider")
+@auth.roles("requester", "provider", plain=True)
 def list_jobs() -> dict[str, Any]:
-    p = auth.party()
-    return {"jobs": [jobs.to_json(j, p) for j in jobs.list_visible(db.ctx(), p)]}
+    # Plain rows, not ORM objects (authz/job_list.py); the same JSON as jobs.to_json's.
+    return {"jobs": job_list.list_json(db.ctx(), auth.viewer())}
 
 
 @bp.get("/<job_id>")
-@auth.roles("requester", "provider")
+@auth.roles("requester", "provider", plain=True)
 def get_job(job_id: str) -> dict[str, Any]:
-    p = auth.party()
+    p = auth.viewer()
     return jobs.to_json(jobs.get_visible(db.ctx(), p, job_id), p)
 
 

@@ -8,6 +8,7 @@ from flask import Blueprint
 
 from authz import parties, people
 from authz import validate as v
+from authz.checked import accreditations
 from authz.specs import AGENT_SPEC, PARTY_SPEC
 from sandbox import auth, db
 from sandbox.api import people as api_people
@@ -37,6 +38,11 @@ def create_agent() -> tuple[dict[str, Any], int]:
 
 @bp.get("/me")
 def me() -> dict[str, Any]:
+    checked = auth.read_checked(with_accreditations=True)
+    if checked is not None:  # a person's token, checked without loading their rows
+        c = checked.party
+        return {"id": c.id, "name": c.name, "role": c.role, "code": c.code,
+                "person": people.fields_json(checked, accreditations(db.ctx(), checked))}
     p = auth.party()
     who = auth.person()
     return {"id": p.id, "name": p.name, "role": p.role, "code": p.code,
