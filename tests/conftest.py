@@ -26,7 +26,7 @@ from tests.contract_check import check_answer
 # worker when the suite is spread over processes (`make test` runs `pytest -n 2 --dist
 # loadgroup`), because each cleans up its containers by label and they share the engine.
 ENGINE_SUITES = ("adversarial", "containers", "docker", "redteam", "resilience")
-ENGINE_FILES = ("ops/test_compose_stack.py",)
+ENGINE_FILES = ("ops/test_compose_stack.py", "ops/test_service_images.py")
 
 
 # First: pytest-xdist reads the marks in its own hook of this name (tryfirst, so before it).

@@ -76,7 +76,9 @@ def engine() -> Iterator[docker.DockerClient]:
 
 
 PRUNE_REPO = "data-sandbox-prune-test"
-PRUNE_LABEL = "data-sandbox.test=1"
+# Its own label: the engine is shared with other suites' containers, which this file's
+# clean-up must never touch (it once removed a running end-to-end job's container).
+PRUNE_LABEL = "data-sandbox.test-prune=1"
 
 
 def _tiny_image(client: docker.DockerClient, tmp_path: Path, tag: str) -> str:
@@ -99,7 +101,7 @@ def test_prune_images_removes_older_tags_but_not_one_in_use(
     for tag in ("current", "older", "in-use"):
         _tiny_image(engine, tmp_path, tag)
     # A stopped container still holds its image: a crashed service is re-created from it.
-    engine.containers.create(f"{PRUNE_REPO}:in-use", labels={"data-sandbox.test": "1"})
+    engine.containers.create(f"{PRUNE_REPO}:in-use", labels={"data-sandbox.test-prune": "1"})
     removed = si.prune_images(engine, {f"{PRUNE_REPO}:current"}, (PRUNE_REPO,))
     assert removed == [f"{PRUNE_REPO}:older"]
     left = {t for img in engine.images.list(name=PRUNE_REPO) for t in img.tags}
