@@ -98,10 +98,13 @@ def schema_check(path: Path, fmt: str, fields: Sequence[dict[str, Any]]) -> int:
     missing = [c for c in declared if c not in frame.columns]
     if missing:
         raise InvalidInput("fields", f"declared field(s) missing from the file: {missing}")
-    extra = [str(c) for c in frame.columns if c not in declared]
+    extra = [i for i, c in enumerate(frame.columns, 1) if c not in declared]
     if extra:
         # An undeclared column carries no sensitivity level, so it cannot be governed.
-        raise InvalidInput("fields", f"file has undeclared column(s): {extra}")
+        # Named by position, not by its header: a file without a header row has its first
+        # record there, and this text reaches the controller.
+        raise InvalidInput("fields", f"file has {len(extra)} undeclared column(s), the "
+                                     f"first at position {extra[0]}")
     for f in fields:
         _check_declared(f, _check_column(f["name"], f["type"], frame[f["name"]]))
     return len(frame)

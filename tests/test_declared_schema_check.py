@@ -35,3 +35,18 @@ def test_a_value_outside_its_declarations_is_refused_without_the_value(
         schema_check(tmp_path / "d.csv", "csv", FIELDS)
     assert e.value.field == field
     assert not any(v in e.value.rule for v in row.split(","))  # no value of the file
+
+
+def test_a_file_without_a_header_row_is_refused_without_its_first_record(
+        tmp_path: Path) -> None:
+    """Its first record is read as the header: the error counts undeclared columns and
+    names none of them (the controller keeps the text)."""
+    (tmp_path / "d.csv").write_text("F,47,2025-03-01\nM,52,2025-04-01\n")
+    with pytest.raises(InvalidInput) as e:
+        schema_check(tmp_path / "d.csv", "csv", FIELDS)
+    assert e.value.field == "fields"
+    assert not any(v in e.value.rule for v in ("47", "2025-03-01"))
+    (tmp_path / "d.csv").write_text("sex,age,day,nhs_number\nF,47,2025-03-01,123\n")
+    with pytest.raises(InvalidInput) as e:
+        schema_check(tmp_path / "d.csv", "csv", FIELDS)
+    assert e.value.rule == "file has 1 undeclared column(s), the first at position 4"
