@@ -6,20 +6,23 @@ file no viewer shows would be released unseen: text and other ancillary chunks (
 the end of the deflate stream, a palette a truecolour image only suggests. A script can
 put the rows it read there, and a checker approving the chart releases them. The agent
 therefore rebuilds every PNG before it leaves the domain from the chunks that draw it
-(``IHDR``, ``PLTE`` of a palette image, ``tRNS``, the image data recompressed), and refuses
-one it cannot read exactly: the decompressed data must be exactly the rows its header
-declares, with valid filter bytes.
+(``IHDR``, ``PLTE`` of a palette image, ``tRNS``, the image data), and refuses one it
+cannot read exactly: the decompressed data must be exactly the rows its header declares,
+with valid filter bytes. What the decoder reads but the eye cannot tell (the low bits of
+pixels, palette entries no pixel uses, each row's filter type: R7-3c) goes too: the
+pixels are decoded and written again coarsened (:mod:`containers.image_pixels`), as
+8-bit truecolour, unfiltered.
 
-Pure Python and zlib, no image library: the file is hostile, and the agent reads it
-outside the job's sandbox. What this does not remove is what the decoder reads but the eye
-cannot tell (the low bits of pixels, palette entries no pixel uses, each row's filter
-type): a script can hide data there too (docs/threat-model.md, R7-3b).
+Pure Python, numpy and zlib, no image library: the file is hostile, and the agent reads it
+outside the job's sandbox.
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+
+from containers import image_pixels
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Bit depths allowed for each colour type, and its channels (PNG specification, 11.2.2).
@@ -91,6 +94,8 @@ def canonical_png(raw: bytes) -> bytes:
     expected = height * (1 + row)
     if expected > MAX_RAW_BYTES:
         raise NotCanonical(f"an image larger than {MAX_RAW_BYTES} bytes of pixel data")
+    if width * height * 4 > image_pixels.MAX_SAMPLES_BYTES:
+        raise NotCanonical("an image with more pixels than the agent rebuilds")
     if colour == 3 and (palette is None or not 0 < len(palette) <= 768
                         or len(palette) % 3):
         raise NotCanonical("a palette PNG without a valid palette")
@@ -106,9 +111,14 @@ def canonical_png(raw: bytes) -> bytes:
     if len(pixels) != expected or not inflate.eof or inflate.unused_data:
         raise NotCanonical("a PNG whose image data is not exactly the rows its header "
                            "declares")
-    if any(pixels[i * (1 + row)] > 4 for i in range(height)):
-        raise NotCanonical("not a well-formed PNG: a row has an unknown filter type")
+    bpp = max(1, channels * depth // 8)
+    try:
+        rows = image_pixels.unfilter(pixels, height, row, bpp)
+        drawn = image_pixels.rgba(rows, width, colour, depth, channels, palette, alpha)
+    except image_pixels.Unreadable:
+        raise NotCanonical("a PNG whose pixels cannot be decoded as its header declares"
+                           ) from None
+    kind, lines = image_pixels.encode_rows(image_pixels.coarsen(drawn))
+    header = struct.pack(">IIBBBBB", width, height, 8, kind, 0, 0, 0)
     return b"".join([SIGNATURE, _chunk(b"IHDR", header),
-                     _chunk(b"PLTE", palette) if colour == 3 and palette else b"",
-                     _chunk(b"tRNS", alpha) if alpha is not None else b"",
-                     _chunk(b"IDAT", zlib.compress(pixels, 9)), _chunk(b"IEND", b"")])
+                     _chunk(b"IDAT", zlib.compress(lines, 9)), _chunk(b"IEND", b"")])

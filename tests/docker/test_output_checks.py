@@ -346,15 +346,19 @@ def test_an_image_is_withheld_without_blocking_the_checked_tables(tmp_path: Path
     assert image.content is None and image.size == 0 and image.sha256 == NOTHING_READ_SHA256
 
 
-def _png(meta: bytes = b"") -> bytes:
-    """A 2x1 grey PNG, optionally with a text chunk (written by hand: no image library)."""
+def _png(meta: bytes = b"", *, rebuilt: bool = False) -> bytes:
+    """A 2x1 grey PNG (dark, light), optionally with a text chunk (written by hand: no
+    image library); ``rebuilt``: as the agent writes it again, 8-bit RGB, each channel
+    rounded to one of eight levels (black, white), no filter."""
     def chunk(kind: bytes, data: bytes) -> bytes:
         return (len(data).to_bytes(4, "big") + kind + data
                 + zlib.crc32(kind + data).to_bytes(4, "big"))
-    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", bytes.fromhex("0000000200000001"
-                                                                        "0800000000")),
+    header, rows = ("0800000000", b"\x00\x10\xf0") if not rebuilt else (
+        "0802000000", b"\x00" + b"\x00" * 3 + b"\xff" * 3)
+    return b"".join([b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", bytes.fromhex("0000000200000001")
+                                                   + bytes.fromhex(header)),
                      chunk(b"tEXt", meta) if meta else b"",
-                     chunk(b"IDAT", zlib.compress(b"\x00\x10\xf0", 9)), chunk(b"IEND", b"")])
+                     chunk(b"IDAT", zlib.compress(rows, 9)), chunk(b"IEND", b"")])
 
 
 def test_under_review_an_image_goes_to_the_checkers_if_it_is_one(tmp_path: Path) -> None:
@@ -365,7 +369,7 @@ def test_under_review_an_image_goes_to_the_checkers_if_it_is_one(tmp_path: Path)
     # it (tests/redteam/test_redteam_7_surfaces.py, R7-3); SVG is text, never carried.
     assert [(v.name, v.decision) for v in verdicts] == [("chart.png", "released"),
                                                         ("withheld-2", "withheld")]
-    assert verdicts[0].content == _png()
+    assert verdicts[0].content == _png(rebuilt=True)
     # Not a PNG the agent can read exactly (truncated): blocked.
     [cut] = check(tmp_path / "c", {"cut.png": png[:-20]}, policy)
     assert cut.decision == "blocked"

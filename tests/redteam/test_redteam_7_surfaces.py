@@ -51,11 +51,13 @@ Findings:
 * R7-3b (high, fixed): JPEG and PDF were carried as written (bytes after the end marker,
   metadata segments, PDF attachments or invisible text). They are no longer carried to
   review: withheld, with the reason to write the chart as PNG.
-* R7-3c (high, open, inherent to releasing images): the low bits of a PNG's pixels (and
-  palette entries no pixel uses, and each row's filter type) carry what no checker can
-  see; 2,000 bytes of rows ride in a 240x120 chart. Mitigation, not a fix: quantize held
-  images to a small palette in the sandbox; the guidance (docs/release-review.md) is to
-  ask for the figures as a table.
+* R7-3c (high, fixed as far as an image can be): the low bits of a PNG's pixels (and
+  palette entries no pixel uses, and each row's filter type) carried what no checker can
+  see; 2,000 bytes of rows rode in a 240x120 chart. The agent now decodes a held PNG and
+  writes it again as 8-bit truecolour, unfiltered, each channel rounded to one of eight
+  levels and a transparent pixel black (``containers/image_pixels.py``): what is left to
+  carry data is what the checker sees (pixels a seventh of the range apart). The
+  guidance (docs/release-review.md) still prefers the figures as a table.
 * R7-4 (high, permits with an epsilon budget; fixed): the docs say such a permit "takes
   noised statistics jobs only", and a statistics spec without ``dp`` was refused, but a
   script job was accepted, dispatched uncharged and its verified tables released exact
@@ -291,7 +293,9 @@ def test_chart_carries_the_rows_in_chunks_and_after_its_end(tmp_path: Path) -> N
     hostile = _with_chunk(chart, b"tEXt", b"Comment\x00" + payload) + payload
     [verdict] = _held(tmp_path, {"chart.png": hostile})
     assert verdict.decision == "released"  # carried to the checkers, pending their decision
-    assert _pixels(verdict.content) == _pixels(chart)  # what they look at is unchanged
+    # What they look at is the chart: each channel within half a level of eight.
+    drawn = np.frombuffer(_pixels(verdict.content), dtype=np.uint8).astype(int)
+    assert np.abs(drawn - np.frombuffer(_pixels(chart), dtype=np.uint8)).max() <= 19
     recovered = payload if payload[:200] in verdict.content else None
     assert recovered is None, "disclosed: the rows read, in a chart the checker approved"
 
@@ -335,11 +339,12 @@ def test_jpeg_and_pdf_carry_the_rows_after_their_end(tmp_path: Path) -> None:
     assert not recovered, f"disclosed: the rows read, in {recovered}"
 
 
-@leak("R7-3c: the low bits of a held PNG's pixels carry what the checker cannot see")
 def test_chart_carries_the_rows_in_its_pixels_low_bits(tmp_path: Path) -> None:
     """The bars, with the rows written into the lowest bit of each colour channel: no
     eye tells the two charts apart (each channel differs by at most 1 in 255), and the
-    rebuilt PNG keeps every pixel, so approving the chart releases the rows."""
+    rebuilt PNG kept every pixel, so approving the chart released the rows. Fixed: the
+    rebuilt chart's channels are rounded to eight levels, which the low bits never
+    survive."""
     from PIL import Image
 
     payload = _rows_read()[:2000]
