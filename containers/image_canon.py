@@ -94,7 +94,7 @@ def canonical_png(raw: bytes) -> bytes:
     expected = height * (1 + row)
     if expected > MAX_RAW_BYTES:
         raise NotCanonical(f"an image larger than {MAX_RAW_BYTES} bytes of pixel data")
-    if width * height * 4 > image_pixels.MAX_SAMPLES_BYTES:
+    if width * height > image_pixels.MAX_PIXELS or max(width, height) > image_pixels.MAX_SIDE:
         raise NotCanonical("an image with more pixels than the agent rebuilds")
     if colour == 3 and (palette is None or not 0 < len(palette) <= 768
                         or len(palette) % 3):
