@@ -29,7 +29,7 @@ from authz.specs import MAX_CONTEXT_BYTES as MAX_CONTEXT_BYTES
 from authz.states import TERMINAL, JobState, JointJobState
 from compute import cell_holders
 from compute.backend import fingerprint
-from compute.dp import PrivacyBudget, add_dp_noise
+from compute.dp import PrivacyBudget, record_dp_release
 from compute.errors import InvalidInput, NotFound, PolicyViolation, SandboxError
 from compute.protocol import combine, default_backend, ledger_record
 from compute.spec import parse_spec, spec_from_json
@@ -175,7 +175,7 @@ def on_part_finished(ctx: Ctx, job: Job) -> None:
     try:
         aggregate = combine(submissions, joint.public_context, joint.context_fingerprint, keys,
                             joint.min_providers, mask_announcements=joint.mask_keys)
-        aggregate = _add_noise(ctx, joint, parts, aggregate)
+        aggregate = _charge_dp(ctx, joint, parts, aggregate)
     except SandboxError as e:
         _fail(ctx, joint, f"{type(e).__name__}: {e}")
         return
@@ -202,11 +202,12 @@ def load_context_ahead(ctx: Ctx, joint_id: str) -> None:
         default_backend().load_public(row.public_context)
 
 
-def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str, Any]
+def _charge_dp(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str, Any]
                ) -> dict[str, Any]:
-    """Laplace noise added to the encrypted aggregate, charged to the permit's ε budget.
+    """A noised release charged to the permit's ε budget, with its ``dp`` record.
 
-    The controller adds it, not the requester, who holds the key and could remove it.
+    Each provider's agent noised its own aggregates before encrypting them (compute/dp.py,
+    R7-1); the controller draws no noise, it keeps the account and records the release.
     """
     permit = ctx.session.get(Permit, joint.permit_id, with_for_update=ROW_LOCK,
                              populate_existing=True)
@@ -217,8 +218,7 @@ def _add_noise(ctx: Ctx, joint: JointJob, parts: list[Job], aggregate: dict[str,
         return aggregate
     # The permit was charged when the job was submitted: this budget is that reservation.
     budget = PrivacyBudget(permit.id, spec.dp_epsilon)
-    return add_dp_noise(aggregate, spec, joint.public_context, [budget],
-                        min_cell_count=permit.min_cell_count)
+    return record_dp_release(aggregate, spec, [budget], min_cell_count=permit.min_cell_count)
 
 
 def _fail(ctx: Ctx, joint: JointJob, reason: str) -> None:

@@ -1,16 +1,42 @@
-"""Differential privacy: a per-permit epsilon budget and noise added by the controller.
+"""Differential privacy for joint statistics: each provider noises its own aggregates.
 
-Who adds the noise: the CONTROLLER, homomorphically, to the encrypted aggregate before it
-returns it (Laplace mechanism, Dwork et al., TCC 2006). Noise added by the requester after
-decryption would protect nothing from the requester, who holds the key. The controller
-sees only ciphertexts, and it is also the party that holds each permit's budget, so epsilon
-cannot be charged without noise being added or vice versa. Trust assumption: the controller
-does not collude with the requester (it knows the noise it drew; it never logs it). The
-alternative -- each provider adding a share of the noise -- needs every provider honest
-and is left for a later round (docs/joint-statistics.md, "Differential privacy").
+Who adds the noise: EACH PROVIDER'S AGENT, to its own local aggregates, after the
+disclosure check and BEFORE they are split into fixed-point limbs, masked and encrypted
+(:func:`noise_aggregates`, called from ``compute.protocol.provider_submit``). Every entry
+of the layout is noised: counts with OpenDP's discrete Laplace, real sums with OpenDP's
+Laplace (:mod:`compute.noise`), each at scale ``sensitivity / (epsilon / entries)``.
 
-Samplers: OpenDP's (:mod:`compute.noise`), discrete Laplace for counts and its exact
-Laplace for sums, never numpy's floating-point Laplace.
+Why there and not on the encrypted total (red-team finding R7-1): the requester decrypts
+every limb of a sum, and limbs add without carries, so noise added to the total as its own
+limbs leaves every limb above the noise's magnitude an exact sum of the providers' digits
+-- a noise-free threshold oracle on each provider's sum. Noise added to the VALUE before it
+is split cannot be stepped around that way. The argument:
+
+* Provider p's noised vector ``v_p + n_p`` is epsilon-DP with respect to p's records: each
+  entry is an OpenDP Laplace measurement at ``sensitivity / eps_entry`` and the entries
+  compose sequentially (``len(layout.entries) * eps_entry = epsilon``). The sensitivities
+  are per provider already (below: a provider's own check releases or suppresses its own
+  cells), and under DP nothing a provider computes depends on another provider's records
+  (no cell-holders round under ``dp``: ``compute.cell_holders.layout_size``).
+* A record lies at one provider, so adding or removing it changes one provider's input
+  only; the tuple of all noised vectors is then epsilon-DP for it (parallel composition).
+* Everything after the noise is a function of that tuple and of randomness independent
+  of the data: clamping to the encodable range, the limb split, the pairwise masks (they
+  cancel in the sum), encryption, the controller's addition, the requester's decryption
+  of every limb and its recombination. Post-processing: the requester's whole view,
+  limbs included, is epsilon-DP.
+
+Trust: the controller no longer draws noise and need not be trusted not to collude with
+the requester for DP (it sees only ciphertexts). A provider that does not noise, or noises
+less, exposes only its own records. The cost is accuracy: the released total carries the
+sum of P independent draws, sqrt(P) times the standard deviation of one draw at the same
+scale (docs/joint-statistics.md, "Differential privacy").
+
+Budget: the controller still charges every permit's epsilon -- reserved at submission
+under the permit's row lock (``authz.joint.submit``) and recorded with the release by
+:func:`record_dp_release` after the combination, which refuses the release if a budget
+cannot take it; the ``dp`` record of the aggregate names the mechanism, the epsilon split,
+the per-entry scales and sensitivities (all from the spec and the permit, none from data).
 
 Sensitivity: one record changes one cell per entry. Because providers suppress cells below
 the minimum count k, adding one record can release a whole cell of k records, so count
@@ -28,17 +54,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from compute import noise
-from compute.errors import BudgetExceeded, InvalidInput
+from compute.errors import BudgetExceeded, InvalidInput, MagnitudeOverflow
 from compute.glmdp import row_sensitivities
-from compute.layout import COUNT_LIMBS, DATA_SLOTS, LIMBS, Layout, build_layout, int_limbs, to_limbs
-from compute.protocol import (
-    Backend,
-    _b64,
-    aggregate_ciphertexts,
-    ciphertexts_digest,
-    default_backend,
-)
+from compute.layout import MAX_COUNT, MAX_REAL, Layout, build_layout
 from compute.spec import JointSpec
+
+MECHANISM = "discrete_laplace (counts), laplace (sums); OpenDP samplers"
+NOISED_BY = "each provider, before encoding"  # who drew the noise, on every dp record
 
 
 @dataclass
@@ -91,54 +113,69 @@ def sensitivities(spec: JointSpec, layout: Layout, min_cell_count: int) -> dict[
     return out
 
 
-def add_dp_noise(aggregate: Mapping[str, Any], spec: JointSpec, public_context_bytes: bytes,
-                 budgets: Sequence[PrivacyBudget], *, min_cell_count: int,
-                 backend: Backend | None = None) -> dict[str, Any]:
-    """Controller side: charge every permit's budget, then add Laplace noise homomorphically."""
+def dp_plan(spec: JointSpec, layout: Layout, min_cell_count: int
+            ) -> tuple[float, dict[str, float], dict[str, float]]:
+    """The epsilon per entry, each entry's sensitivity and its noise scale: public values
+    only (the spec and the permit's minimum count), the same at every provider."""
+    if spec.dp_epsilon is None:
+        raise InvalidInput("dp", "required", "the spec does not ask for differential privacy")
+    sens = sensitivities(spec, layout, min_cell_count)
+    eps_entry = spec.dp_epsilon / len(layout.entries)
+    return eps_entry, sens, {name: s / eps_entry for name, s in sens.items()}
+
+
+def noise_aggregates(aggregates: Mapping[str, Any], spec: JointSpec, layout: Layout,
+                     min_cell_count: int) -> dict[str, Any]:
+    """Agent side: the provider's checked aggregates with every entry noised.
+
+    The noise goes into the value through OpenDP's measurement (never a draw added to the
+    value afterwards in floating point). Noised counts may be negative; the result is
+    clamped to the range the limbs encode (counts to +-MAX_COUNT, sums to +-MAX_REAL), a
+    post-processing that costs no privacy and, unlike a refusal, says nothing about the
+    data. Returns a new mapping; ``aggregates`` is left as it was."""
+    _, sens, scales = dp_plan(spec, layout, min_cell_count)
+    counts = dict(aggregates["counts"])
+    reals = dict(aggregates["reals"])
+    for e in layout.entries:
+        if e.kind == "count":
+            drawn = noise.integer_noise([int(v) for v in counts[e.name]], scales[e.name],
+                                        max(1, math.ceil(sens[e.name])))
+            counts[e.name] = [max(-MAX_COUNT, min(MAX_COUNT, int(v))) for v in drawn.values]
+        else:
+            values = [float(v) for v in reals[e.name]]
+            for i, v in enumerate(values):
+                if not math.isfinite(v):  # as compute.layout.to_limbs refuses it unnoised
+                    raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: not finite")
+            got = noise.real_noise(values, scales[e.name], sens[e.name])
+            reals[e.name] = [max(-MAX_REAL, min(MAX_REAL, float(v))) for v in got.values]
+    return {**aggregates, "counts": counts, "reals": reals}
+
+
+def record_dp_release(aggregate: Mapping[str, Any], spec: JointSpec,
+                      budgets: Sequence[PrivacyBudget], *, min_cell_count: int
+                      ) -> dict[str, Any]:
+    """Controller side: charge every permit's budget for the release and attach the
+    ``dp`` record; the ciphertexts are left as the providers noised them.
+
+    Every budget is checked before any is charged: a joint release charges every
+    provider's permit or none, and a release no budget can take is refused
+    (BudgetExceeded) and never returned."""
     if spec.dp_epsilon is None:
         raise InvalidInput("dp", "required", "the spec does not ask for differential privacy")
     eps = spec.dp_epsilon
     short = [b for b in budgets if not b.can_charge(eps)]
-    if short:  # check all first: a joint release charges every provider's permit or none
+    if short:
         left = ", ".join(f"{b.permit_id} has {max(0.0, b.remaining):g} left" for b in short)
         raise BudgetExceeded(f"epsilon {eps:g} exceeds the remaining budget ({left})")
     charges = [b.charge(str(aggregate["job_id"]), eps) for b in budgets]
     layout = build_layout(spec)
-    sens = sensitivities(spec, layout, min_cell_count)
-    eps_entry = eps / len(layout.entries)
-    cnoise: list[float] = []
-    rnoise: list[float] = []
-    scales: dict[str, dict[str, object]] = {}
-    for e in layout.entries:
-        scale = sens[e.name] / eps_entry
-        if e.kind == "count":
-            # Integer noise keeps counts integers, exact under CKKS's integer limbs.
-            drawn = noise.integer_noise([0] * e.length, scale, max(1, round(sens[e.name])))
-            for d in drawn.values:
-                cnoise.extend(float(x) for x in int_limbs(round(d), COUNT_LIMBS))
-        else:
-            drawn = noise.real_noise([0.0] * e.length, scale, sens[e.name])
-            for i, d in enumerate(drawn.values):
-                rnoise.extend(float(x) for x in to_limbs(float(d), f"dp.{e.name}[{i}]"))
-        scales[e.name] = {"mechanism": drawn.mechanism, "scale": scale}
-    be = backend or default_backend()
-    public = be.load_public(public_context_bytes)
-    counts, reals = aggregate_ciphertexts(aggregate)
-
-    def noisy(cts: list[bytes], noise: list[float]) -> list[bytes]:
-        return [be.add_plain(public, ct, [0.0, *noise[i * DATA_SLOTS:(i + 1) * DATA_SLOTS]])
-                for i, ct in enumerate(cts)]
-
-    assert len(rnoise) == layout.n_values("real") * LIMBS
-    assert len(cnoise) == layout.n_values("count") * COUNT_LIMBS
-    counts, reals = noisy(counts, cnoise), noisy(reals, rnoise)
+    eps_entry, sens, scales = dp_plan(spec, layout, min_cell_count)
     out = dict(aggregate)
-    out.update(
-        count_ciphertexts=[_b64(c) for c in counts], real_ciphertexts=[_b64(c) for c in reals],
-        pre_noise_sha256=aggregate["aggregate_sha256"],
-        aggregate_sha256=ciphertexts_digest(counts + reals),
-        dp={"mechanism": "discrete_laplace (counts), laplace (sums); OpenDP samplers",
-            "epsilon": eps, "epsilon_per_entry": eps_entry, "sensitivities": sens,
-            "scales": scales, "min_cell_count": min_cell_count, "charges": charges},
-    )
+    out["dp"] = {
+        "mechanism": MECHANISM, "noised_by": NOISED_BY, "epsilon": eps,
+        "epsilon_per_entry": eps_entry, "sensitivities": sens,
+        "scales": {e.name: {"mechanism": noise.DISCRETE_LAPLACE if e.kind == "count"
+                            else noise.LAPLACE, "scale": scales[e.name]}
+                   for e in layout.entries},
+        "min_cell_count": min_cell_count, "charges": charges}
     return out

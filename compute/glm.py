@@ -12,7 +12,7 @@ At convergence the standard errors are ``sqrt(diag((X'WX)^-1))`` with the disper
 at 1 (Poisson, binomial, negative binomial with known alpha), z = coef / se, two-sided
 normal p-values and 95 % Wald intervals, as statsmodels' GLM reports them.
 
-With ``dp`` every round's sums arrive noised (the controller's Laplace noise, scaled by
+With ``dp`` every round's sums arrive noised (each provider's Laplace noise, scaled by
 ``compute/glmdp.py``) and each round is charged its epsilon. The fit then starts from the
 spec's public coefficients (zeros unless given), treats the noised X'WX as what it is: a
 symmetric matrix that may not be positive definite, projected onto the positive-definite

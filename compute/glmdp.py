@@ -7,7 +7,7 @@ each regressor to the spec's public bounds before its local sums
 one clipped record can change each released entry: the L1 norm of its contribution to that
 entry's vector. :func:`compute.dp.sensitivities` multiplies it by the minimum cell count k
 (one added record can release a whole provider's part of k records, as for every joint DP
-entry) and the controller's Laplace noise is scaled to it. Nothing here reads data.
+entry) and each provider's Laplace noise is scaled to it (compute/dp.py). Nothing here reads data.
 
 Notation: ``M_0 = 1`` (the intercept) and ``M_j = max(|lo_j|, |hi_j|)`` for regressor j;
 ``Y = hi_y``; ``E = |b_0| + sum_j |b_j| M_j`` so that ``|eta| = |x'b| <= E`` for every

@@ -184,17 +184,19 @@ def _chunks(values: list[float]) -> list[list[float]]:
     return [[1.0, *values[i:i + DATA_SLOTS]] for i in range(0, len(values), DATA_SLOTS)]
 
 
-def pack(layout: Layout, aggregates: Mapping[str, object]) -> tuple[list[list[float]],
-                                                                     list[list[float]]]:
-    """Flatten checked local aggregates into (count vectors, real-limb vectors)."""
+def pack(layout: Layout, aggregates: Mapping[str, object], *, noised: bool = False
+         ) -> tuple[list[list[float]], list[list[float]]]:
+    """Flatten checked local aggregates into (count vectors, real-limb vectors). ``noised``
+    (a DP job's aggregates, compute/dp.py): counts may be negative, down to -MAX_COUNT."""
     counts = _family(aggregates, "counts")
     reals = _family(aggregates, "reals")
+    low = -MAX_COUNT if noised else 0
     cvals: list[float] = []
     for e in layout.of_kind("count"):
         for i, x in enumerate(_values(counts, e)):
-            if not (isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= MAX_COUNT):
+            if not (isinstance(x, int) and not isinstance(x, bool) and low <= x <= MAX_COUNT):
                 raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: a count that is not "
-                                        f"an integer in [0, {MAX_COUNT}]")
+                                        f"an integer in [{low}, {MAX_COUNT}]")
             cvals.extend(float(d) for d in int_limbs(x, COUNT_LIMBS))
     rvals: list[float] = []
     for e in layout.of_kind("real"):

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from compute.backend import HEBackend, TensealCKKSBackend, fingerprint
 from compute.disclosure import DisclosureReport, check_disclosure
+from compute.dp import noise_aggregates
 from compute.errors import (
     BadSignature,
     Conflict,
@@ -92,7 +93,8 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
                     signing_key: Ed25519PrivateKey, masking: MaskSession,
                     min_cell_count: int = 10, backend: Backend | None = None
                     ) -> tuple[dict[str, Any], DisclosureReport]:
-    """Agent side: disclosure check, pack, mask, encrypt under the public context, sign."""
+    """Agent side: disclosure check, DP noise (a ``dp`` spec), pack, mask, encrypt under the
+    public context, sign."""
     be = backend or default_backend()
     if fingerprint(public_context_bytes) != expected_fingerprint:
         raise KeyMismatch("public context does not match the job's fingerprint")
@@ -102,7 +104,12 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
     if aggregates.get("version") != 1:
         raise LayoutMismatch("local aggregates are not version 1")
     checked, report = check_disclosure(aggregates, layout, min_cell_count)
-    count_vecs, real_vecs = pack(layout, checked)
+    noised = spec.dp_epsilon is not None
+    if noised:
+        # Under DP the provider noises its own values before they become limbs (R7-1:
+        # noise added to the encrypted limbs leaves the limbs above it exact); compute/dp.py.
+        checked = noise_aggregates(checked, spec, layout, min_cell_count)
+    count_vecs, real_vecs = pack(layout, checked, noised=noised)
     n_count = layout.n_slots("count")
     mask = total_mask(masking, n_count + layout.n_slots("real"), layout.digest)
     count_vecs, real_vecs = apply_mask(count_vecs, mask, 0), apply_mask(real_vecs, mask, n_count)
@@ -265,7 +272,7 @@ def ledger_record(aggregate: Mapping[str, Any]) -> dict[str, Any]:
         "mask_keys_sha256": aggregate.get("mask_keys_sha256"),
         "submission_sha256": dict(aggregate["submission_sha256"]),
         "aggregate_sha256": aggregate["aggregate_sha256"],
-        "pre_noise_sha256": aggregate.get("pre_noise_sha256"),
         "epsilon_spent": dp.get("epsilon"),
+        "dp_noised_by": dp.get("noised_by"),
         "budget_charges": dp.get("charges", []),
     }

@@ -2,7 +2,8 @@
 
 ``run_joint`` plays every party in one process -- requester keygen, each provider's local
 aggregation (the same code the container runs), disclosure check, encrypt + sign, the
-controller's combine (and DP noise), then decrypt, round and derive. The product wires the
+controller's combine (and, under DP, its budget charge; each provider noised its own
+aggregates), then decrypt, round and derive. The product wires the
 same step functions across the SDK (``sandbox/sdk.py``), the agent
 (``containers/runjob.py``) and the controller (``authz/joint.py``).
 """
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compute import cell_holders
 from compute.derive import JointResult, derive
-from compute.dp import PrivacyBudget, add_dp_noise
+from compute.dp import PrivacyBudget, record_dp_release
 from compute.layout import Sums
 from compute.local_aggregate import kept_records, local_aggregate
 from compute.masking import MaskSession, local_sessions
@@ -89,8 +90,7 @@ def joint_sums(spec: JointSpec, provider_frames: Mapping[str, Any], min_cell_cou
                         {p: k.public_key() for p, k in agent_keys.items()}, min_providers,
                         mask_announcements=announcements, backend=be)
     if spec.dp_epsilon is not None:
-        aggregate = add_dp_noise(aggregate, spec, keys.public_bytes, budgets,
-                                 min_cell_count=min_cell_count, backend=be)
+        aggregate = record_dp_release(aggregate, spec, budgets, min_cell_count=min_cell_count)
     return decrypt_aggregate(aggregate, keys, spec, be), aggregate
 
 
