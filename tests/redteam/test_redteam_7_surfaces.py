@@ -96,7 +96,6 @@ from compute.protocol import (
 from compute.spec import parse_spec, spec_from_json
 from tests.compute.conftest import SCHEMA, hospital_frame
 from tests.compute.harness import joint_sums
-from tests.redteam.test_redteam_2 import leak
 
 # ---- R7-1: the limbs of a noised joint sum above the noise are exact ----------------------
 
