@@ -17,6 +17,16 @@ stratum has h = 1/m exactly; so a model is released only if no record has h abov
 1/``min_count``, which allows what a table cell of ``min_count`` records allows. As the
 leverages sum to the number of coefficients p, this needs at least p * ``min_count``
 records.
+
+A model also releases, in effect, the sums, sums of squares and cross-products of its
+columns over its sample: the intercept and slope at a released mean give the outcome's
+mean, sigma with the residual dof and R² its total sum of squares, and the standard errors
+(with sigma) the regressors' X'X. For a discrete column (one whose values repeat:
+:func:`compute.sdc.magnitude_cells.partition_bound`) those are the count margin, sum and
+sum of squares that, beside the column's frequency table, solve for the counts it hides
+(R6-1c: a 99-year-old pooled in the table by age came out of ``ols`` of age on cost). So
+every column a model reads is held to the rule a magnitude cell of it meets
+(:func:`_discrete_hits`).
 """
 
 from __future__ import annotations
@@ -28,10 +38,13 @@ import numpy as np
 import pandas as pd
 
 from compute.errors import InvalidInput
+from compute.sdc.discrete import value_lines
 from compute.sdc.frequency import check_policy, unit_codes
+from compute.sdc.grid import Grid
 from compute.sdc.magnitude import numeric_column
+from compute.sdc.magnitude_cells import FloatArray, partition_bound, short_levels
 from compute.sdc.policy import DEFAULT_POLICY, Action, SDCPolicy
-from compute.sdc.result import CheckedModel
+from compute.sdc.result import CheckedModel, Mask
 from compute.sdc.rules import Outcome, Rule, action_of, reasons
 from compute.sdc.special import f_sf, t_ppf, t_sf_two_sided
 
@@ -51,6 +64,35 @@ def _withheld(hits: tuple[Rule, ...], policy: SDCPolicy) -> CheckedModel:
 def _holders(at: np.ndarray, units: np.ndarray | None) -> int:
     """Records (or distinct units) among those ``at`` a level."""
     return int(at.sum()) if units is None else len(np.unique(units[at]))
+
+
+#: The grid of a table without dimensions (one cell, ``All``).
+_NO_DIMS = Grid((), (), ())
+
+
+def _discrete_hits(columns: Sequence[FloatArray], complete: Mask,
+                   units: np.ndarray | None, policy: SDCPolicy) -> tuple[Rule, ...]:
+    """``threshold`` where a column the model reads (whole-frame values, ``complete``
+    the model's sample) fails the rule its magnitude cell without dimensions meets
+    (:func:`compute.sdc.magnitude.magnitude_table`): over the sample, a column taking two
+    or three values, or any number for a discrete column, has each value held by none or
+    by ``min_count`` or more contributors (``short_levels``; ``units`` are the frame's
+    contributor codes or None); and a discrete column's frequency table (no dimensions,
+    as the route would give it over the whole frame) hides no count (``value_lines``):
+    where it hides a rare value and its complement, the model's sums are equations in
+    them. Every column alike, outcome or regressor: the fit gives the outcome's sum and
+    squares, the standard errors a regressor's. A binary outcome (a 0/1 column) passes
+    when both values are held by ``min_count`` or more, as its sum would."""
+    sample_units = None if units is None else units[complete]
+    one_cell = np.zeros(int(complete.sum()), dtype=np.int64)
+    for x in columns:
+        most = partition_bound(x)
+        if short_levels(one_cell, x[complete], sample_units, 1, policy.min_count,
+                        most=most)[0]:
+            return (Rule.THRESHOLD,)
+        if most is None and value_lines(_NO_DIMS, x, units, policy)[0]:
+            return (Rule.THRESHOLD,)
+    return ()
 
 
 def _strata_hits(design: np.ndarray, q: np.ndarray, regressors: int,
@@ -90,7 +132,8 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
     ``fit``: ``n``, ``df_model``, ``df_resid``, ``r2``, ``adj_r2``, ``f``, ``f_p_value``,
     ``sigma``. Without an intercept R² is uncentred, as statsmodels reports it.
     Withheld when ``df_resid < min_dof``, when the columns are linearly dependent, when
-    a two-valued regressor has a level held by fewer than ``min_count`` records, or when
+    a two-valued regressor has a level held by fewer than ``min_count`` records, when a
+    column fails its magnitude cell's value rule (:func:`_discrete_hits`), or when
     a record's leverage exceeds 1/``min_count`` (see the module docstring). ``unit``: the
     contributor column; levels are then held by distinct units, and a unit's records'
     leverages count together.
@@ -103,10 +146,10 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
         raise InvalidInput("xs", "unique", "y and xs must be distinct columns")
     if intercept and INTERCEPT in xs:
         raise InvalidInput("xs", "reserved", f"{INTERCEPT!r} names the intercept")
-    data = np.column_stack([numeric_column(frame, y, "y"),
-                            *(numeric_column(frame, x, "xs") for x in xs)])
-    units = unit_codes(frame, unit, tuple(names))
-    complete = ~np.isnan(data).any(axis=1)
+    columns = [numeric_column(frame, y, "y"), *(numeric_column(frame, x, "xs") for x in xs)]
+    data = np.column_stack(columns)
+    all_units = units = unit_codes(frame, unit, tuple(names))
+    complete: Mask = np.asarray(~np.isnan(data).any(axis=1), dtype=bool)
     data = data[complete]
     if units is not None:
         units = units[complete]
@@ -122,9 +165,10 @@ def ols(frame: pd.DataFrame, y: str, xs: Sequence[str], policy: SDCPolicy = DEFA
         return _withheld((Rule.RANK_DEFICIENT,), policy)
 
     q, r = np.linalg.qr(design)
-    strata = _strata_hits(design, q, len(xs), policy, units)
-    if strata:
-        return _withheld(strata, policy)
+    found = set(_discrete_hits(columns, complete, all_units, policy)) \
+        | set(_strata_hits(design, q, len(xs), policy, units))
+    if found:
+        return _withheld(tuple(rule for rule in Rule if rule in found), policy)
     beta = np.linalg.solve(r, q.T @ yv)
     resid = yv - design @ beta
     rss = float(resid @ resid)

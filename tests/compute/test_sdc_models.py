@@ -173,13 +173,23 @@ def test_a_record_far_out_on_a_continuous_regressor_has_leverage() -> None:
 
 
 def test_leverage_catches_strata_no_single_column_shows() -> None:
-    # A three-level code as x and x²: each column has three values, but the two records
-    # at level 2 get their own fitted value, their mean.
+    # Two continuous regressors that move together, but for one record off their line:
+    # neither column is rare on its own (every value distinct, none far out), yet that
+    # record alone determines the fitted direction across the line.
     rng = np.random.default_rng(15)
+    a = rng.normal(size=1000)
+    b = a + rng.normal(scale=0.01, size=1000)
+    b[5] = a[5] + 1.0
+    df = pd.DataFrame({"y": rng.normal(size=1000), "a": a, "b": b})
+    assert ols(df, "y", ["a", "b"]).rules == (Rule.LEVERAGE,)
+    assert ols(df, "y", ["a"]).outcome is Outcome.RELEASED
+    # A three-level code as x and x²: the two records at level 2 get their own fitted
+    # value, their mean (leverage); the code's level of two is also a short part of its
+    # values (threshold: its sums beside its counts give them, with x alone too).
     code = np.array([2.0, 2.0] + [0.0, 1.0] * 499)
     df = pd.DataFrame({"y": rng.normal(size=1000), "x": code, "x2": code ** 2})
-    assert ols(df, "y", ["x", "x2"]).rules == (Rule.LEVERAGE,)
-    assert ols(df, "y", ["x"]).outcome is Outcome.RELEASED  # a slope: no stratum of its own
+    assert ols(df, "y", ["x", "x2"]).rules == (Rule.THRESHOLD, Rule.LEVERAGE)
+    assert ols(df, "y", ["x"]).rules == (Rule.THRESHOLD,)
 
 
 def test_ols_input_checks() -> None:

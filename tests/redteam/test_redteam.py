@@ -300,7 +300,12 @@ def test_error_texts_carry_no_data(red: Red) -> None:
 # ---- false blocks: safe tables come out ---------------------------------------------------------
 
 def test_safe_tables_are_released_automatically(red: Red) -> None:
-    data = red.dataset(seed=17)
+    # Age and length of stay as a provider publishes them for models: banded, every value
+    # common. A model reads its columns' sums and squares, so a raw age or length of stay
+    # (a rare 99-year-old, a rare long stay) withholds it like their magnitude cells (R6-1c).
+    frame = hospital_table(17, 2000, "R")
+    frame = frame.assign(age=frame.age.clip(20, 89) // 10 * 10, los=frame.los.clip(1, 9) // 3)
+    data = red.dataset(frame)
     job, doc = red.statistics(data, {"analyses": [
         {"kind": "frequency", "dims": ["sex", "diagnosis"]},
         {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",

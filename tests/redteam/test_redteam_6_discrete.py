@@ -21,8 +21,9 @@ every cell by value, each value's holders 0 or at least k):
   have counts hidden in its line of the frequency table by the same dimensions and the
   column (complements of another line's small count); its sum solves for them.
 
-Left open (R6-1c): a linear model's coefficients and fit give a discrete outcome's sum
-and sum of squares, and its standard errors a regressor's (X'X).
+* R6-1c, a model: a linear model's coefficients and fit give a discrete outcome's sum
+  and sum of squares, and its standard errors a regressor's (X'X); every column a model
+  reads now meets the rule its magnitude cell meets.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from sandbox.demo_data import hospital_table
-from tests.redteam.test_redteam_2 import Agent, agent, cells, leak
+from tests.redteam.test_redteam_2 import Agent, agent, cells
 from tests.redteam.test_redteam_3 import PERMITTED, ScriptAgent, script_agent
 
 __all__ = ["agent", "script_agent"]  # the fixtures, imported for pytest
@@ -174,16 +175,17 @@ def test_script_sum_and_std_of_an_age_beside_its_frequency_table(
     assert recovered != (99,), "disclosed: one patient aged 99"
 
 
-# ---- Left open: a linear model's fit gives the outcome's sum and sum of squares ---------
+# ---- R6-1c: a linear model's fit gives the outcome's sum and sum of squares ------------
 
-@leak("R6-1c: a model of a discrete outcome gives its sum and squares beside its "
-      "frequency table")
 def test_a_model_of_an_age_gives_its_sum_and_squares(agent: Agent) -> None:
     """Not a magnitude table: ``ols`` of age on cost. The intercept and slope at the mean
     cost (a released magnitude cell of a continuous column) give the mean age, so the
     sum; sigma, the residual dof and R^2 give the total sum of squares, so the sum of
     squares of age. Beside the frequency table by age, the pooled 99-year-old comes out
-    as in the magnitude table's attack."""
+    as in the magnitude table's attack. Closed: every column a model reads meets its
+    magnitude cell's rule (``compute.sdc.models._discrete_hits``), so the model of age is
+    withheld under ``threshold``; the regressor's twin (``ols`` of cost on age, whose
+    standard errors give age's X'X) likewise."""
     agent.publish(_ages(27, 2000, [99]))
     doc = agent.run({"analyses": [
         {"kind": "frequency", "dims": ["age"]},
@@ -203,6 +205,27 @@ def test_a_model_of_an_age_gives_its_sum_and_squares(agent: Agent) -> None:
         squares = tss + n * mean_age ** 2
     recovered = hidden_part(counts, total, squares, AGES)
     assert recovered != (99,), "disclosed: one patient aged 99"
+    assert model["outcome"] == "withheld" and model["rules"] == ["threshold"]
+    regressor = agent.run({"analyses": [{"kind": "ols", "y": "cost", "x": ["age"]}]})
+    assert regressor["analyses"][0]["coefficients"] is None, "age's X'X released"
+
+
+def test_script_model_fit_of_an_age_is_not_released(script_agent: ScriptAgent) -> None:
+    """The script route's twin of the model: a script fits age on cost and writes the
+    coefficients and fit. Re-derivation explains only key columns, counts and
+    ``<statistic>_<column>`` of sums, means and stds, so a fit's columns are unexplained
+    and the table waits for a person: nothing is released automatically."""
+    frame = _ages(29, 1200, [99])
+    script_agent.publish(frame)
+    df = frame[PERMITTED]
+    slope, const = np.polyfit(df.cost, df.age, 1)
+    resid = df.age - (const + slope * df.cost)
+    fit = pd.DataFrame({"n": [len(df)], "coef_const": [round(float(const), 6)],
+                        "coef_cost": [round(float(slope), 9)],
+                        "sigma": [round(float(np.sqrt((resid ** 2).sum() / (len(df) - 2))),
+                                        6)],
+                        "r2": [round(float(1 - resid.var() / df.age.var()), 9)]})
+    assert script_agent.run({"fit.csv": fit}) == {}, "a model fit released unchecked"
 
 
 # ---- R6-1d: a released cell's sum solves its line's complements -------------------------
