@@ -301,8 +301,10 @@ def test_fork_bomb_is_contained_and_the_next_job_runs(adversary: Adversary) -> N
     t = adversary.tight
     job = run(adversary, t, f"""
         import time
+        # 1.5 s: the pids cgroup refuses within moments, and the job must end well inside
+        # its 5 s limit even where a loaded machine slows the interpreter's start.
         failures, made, t0 = 0, 0, time.monotonic()
-        while failures < 50 and made < 5000 and time.monotonic() - t0 < 3:
+        while failures < 50 and made < 5000 and time.monotonic() - t0 < 1.5:
             try:
                 pid = os.fork()
             except OSError:  # EAGAIN: the pids cgroup is full
@@ -319,7 +321,7 @@ def test_fork_bomb_is_contained_and_the_next_job_runs(adversary: Adversary) -> N
         procs = sum(1 for p in os.listdir("/proc") if p.isdigit())
         if failures and procs <= {TIGHT_LIMITS.pids} + 2:
             refused()  # exiting ends the container: every forked process dies with it
-        succeeded()  # no ceiling met within 3 s
+        succeeded()  # no ceiling met within 1.5 s
     """)
     status = exit_status(t, job)
     if gvisor(adversary.runtime) and status != 3:
