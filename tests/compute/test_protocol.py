@@ -101,6 +101,12 @@ def test_roundtrip_and_check_slot(spec: JointSpec, keys: RequesterKeys,
     assert sums.n_providers == 3 and agg["providers"] == ["h0", "h1", "h2"]
     assert set(agg["submission_sha256"]) == {"h0", "h1", "h2"}
     assert len(agg["aggregate_sha256"]) == 64
+    # The ledger's digest of each submission is over the ciphertexts as sent (the hashes
+    # checked against the signed list are reused, not the signed list itself).
+    for sub in subs[:3]:
+        cts = [base64.b64decode(c) for c in sub["count_ciphertexts"] + sub["real_ciphertexts"]]
+        assert agg["submission_sha256"][sub["provider_id"]] == \
+            protocol.ciphertexts_digest(cts)
 
 
 def test_too_few_providers(keys: RequesterKeys, subs: list[dict[str, Any]]) -> None:
