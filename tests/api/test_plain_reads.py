@@ -4,8 +4,9 @@
   ``/ledger/entries``) is checked with plain columns on every request: deactivating the
   person or the party, rotating the token or its expiry counts at the next request.
 - The job list read as plain rows, and one job (``GET /jobs/<id>``), are the same JSON as
-  the ORM rows give, for requester and provider, with reviews and justifications; a sealed value copied from another row
-  still fails closed; one party never sees another's jobs.
+  the ORM rows give, for requester and provider, with reviews and justifications; a
+  sealed value copied from another row still fails closed; one party never sees
+  another's jobs.
 - Kept ledger pages: a new entry shows at once, a page kept for one auditor is not
   served to a caller the endpoint refuses.
 - Opened sealed values: kept per engine, within a byte budget.
