@@ -3,7 +3,8 @@
 CPU time, not wall time: on a shared, loaded machine a request's latency says more about
 the other sessions than about the controller, while the CPU it burns is its own. For each
 route of ``bench.api_load``'s readers (``GET /me`` and ``GET /jobs`` with an analyst's
-personal token, ``GET /ledger/entries?start=0&end=20`` with an auditor's), N requests
+personal token, ``GET /ledger/entries?start=0&end=20`` with an auditor's), and of its
+submitters' poll of their job (``GET /jobs/<id>``, one of the analyst's), N requests
 are sent straight to the app's WSGI callable (no test client, no HTTP server) and timed
 with ``time.process_time()`` (every thread of the process), and PostgreSQL's backends'
 CPU over the same requests is read from ``/proc``. The process runs as under
@@ -14,7 +15,7 @@ Side by side: one throwaway cluster and one world (made with this tree's code), 
 rounds in which each tree measured (``--against`` another checkout, e.g. ``/work/main``,
 and this one) runs in a fresh process of its own, alternating, so both see the same load.
 Prints, per route, the median over rounds of the controller's CPU ms per read and
-PostgreSQL's, for each tree.
+PostgreSQL's, for each tree; "mean" is the readers' three routes' (the poll apart).
 
 Usage: ``.venv/bin/python -m bench.read_cpu [--against DIR] [--reads N] [--rounds R]``
 (default: this tree only, 600 reads per route, 3 rounds).
@@ -37,7 +38,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = {"me": "/api/v1/me", "jobs": "/api/v1/jobs",
-          "ledger": "/api/v1/ledger/entries?start=0&end=20"}
+          "ledger": "/api/v1/ledger/entries?start=0&end=20", "poll": "/api/v1/jobs/{job}"}
+#: The readers' routes: their mean is comparable with the figures before "poll" was added.
+READER_ROUTES = ("me", "jobs", "ledger")
 READER_JOBS = 10
 
 
@@ -73,8 +76,8 @@ def measure(world: dict[str, Any], reads: int) -> dict[str, Any]:
         token = world["auditor"] if name == "ledger" else world["reader"]
         base: dict[str, Any] = {"REMOTE_ADDR": "127.0.0.1",
                                 "SERVER_SOFTWARE": "gunicorn/23.0.0"}
-        b = EnvironBuilder(path=path, headers=[("Authorization", f"Bearer {token}")],
-                           environ_base=base)
+        b = EnvironBuilder(path=path.format(job=world["job"]),
+                           headers=[("Authorization", f"Bearer {token}")], environ_base=base)
         environs[name] = b.get_environ()
 
     status: list[str] = []
@@ -164,18 +167,17 @@ def make_world(work: Path) -> dict[str, Any]:
     agent = Actor(client, made["id"], made["token"], "agent")
     analyst = person(party("requester", "Bench Readers"), "analyst")
     ds, permit_id = permit_for(analyst, provider, agent, people=(analyst.id,), max_runs=100)
-    for n in range(READER_JOBS):
-        released_job(analyst, agent, permit_id, ds["id"], n)
+    jobs = [released_job(analyst, agent, permit_id, ds["id"], n) for n in range(READER_JOBS)]
     auditor = person(party("regulator", "Bench Bureau"), "auditor")
     db.dispose(app)
-    return {"reader": analyst.token, "auditor": auditor.token}
+    return {"reader": analyst.token, "auditor": auditor.token, "job": jobs[-1]}
 
 
 def _median(runs: list[dict[str, Any]], name: str, key: str) -> float:
-    """The median over rounds of one route's figure ("mean": of the routes' mean)."""
+    """The median over rounds of one route's figure ("mean": of the readers' routes')."""
     if name == "mean":
         return float(statistics.median(
-            statistics.fmean(run[n][key] for n in ROUTES) for run in runs))
+            statistics.fmean(run[n][key] for n in READER_ROUTES) for run in runs))
     return float(statistics.median(run[name][key] for run in runs))
 
 

@@ -38,8 +38,8 @@ def list_jobs() -> dict[str, Any]:
 @bp.get("/<job_id>")
 @auth.roles("requester", "provider", plain=True)
 def get_job(job_id: str) -> dict[str, Any]:
-    p = auth.viewer()
-    return jobs.to_json(jobs.get_visible(db.ctx(), p, job_id), p)
+    # Plain rows, as the list (a requester's client polls this until its job ends).
+    return job_list.job_json(db.ctx(), auth.viewer(), job_id)
 
 
 @bp.post("/<job_id>/cancel")

@@ -11,14 +11,14 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from sqlalchemy import bindparam, select
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from authz import access, catalog, jobs, output_names
+from authz import access, catalog, job_list, jobs, output_names
 from authz.models import Party, Permit
 from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus
 from compute import mockdata
 from compute.errors import InvalidInput, NotFound, SandboxError
 from sandbox import auth, db, release
 from sandbox.web import charts
-from sandbox.web.session import page
+from sandbox.web.session import current, page
 
 bp = Blueprint("requester", __name__, url_prefix="/requester")
 #: The steps a job page shows, in order (a job ends in one of TERMINAL after them).
@@ -167,8 +167,11 @@ def new_job() -> str | tuple[str, int] | BaseResponse:
 @bp.get("/jobs", endpoint="jobs")
 @page("requester")
 def jobs_page() -> str:
-    p = auth.party()
-    rows = [jobs.to_json(j, p) for j in reversed(jobs.list_visible(db.ctx(), p))]
+    # The session's checked party (live, active: checked on this request) and the API's
+    # plain rows (authz/job_list.py): the same JSON as GET /api/v1/jobs, newest first.
+    signed = current()
+    assert signed is not None  # page() redirected a request without a session
+    rows = list(reversed(job_list.list_json(db.ctx(), signed.party)))
     return render_template("web/requester/jobs.html", rows=rows)
 
 

@@ -3,9 +3,10 @@
 - A person's token on a plain read (``GET /me``, ``/jobs``, ``/jobs/<id>``,
   ``/ledger/entries``) is checked with plain columns on every request: deactivating the
   person or the party, rotating the token or its expiry counts at the next request.
-- The job list read as plain rows is the same JSON as the ORM rows give, for requester
-  and provider, with reviews and justifications; a sealed value copied from another row
-  still fails closed; one party never sees another's jobs.
+- The job list read as plain rows, and one job (``GET /jobs/<id>``), are the same JSON as
+  the ORM rows give, for requester and provider, with reviews and justifications; a
+  sealed value copied from another row still fails closed; one party never sees
+  another's jobs.
 - Kept ledger pages: a new entry shows at once, a page kept for one auditor is not
   served to a caller the endpoint refuses.
 - Opened sealed values: kept per engine, within a byte budget.
@@ -128,6 +129,8 @@ def test_one_requester_never_lists_or_reads_anothers_jobs(
     assert [j["id"] for j in a.get("/jobs").json["jobs"]] == [job_a]
     assert [j["id"] for j in b.get("/jobs").json["jobs"]] == [job_b]
     assert a.get(f"/jobs/{job_b}").status_code == 404
+    assert a.get("/jobs/no-such-job").status_code == 404
+    assert b.get(f"/jobs/{job_b}").json["id"] == job_b
 
 
 def _same_as_orm(app: Flask, party_id: str) -> list[dict[str, Any]]:
@@ -138,6 +141,10 @@ def _same_as_orm(app: Flask, party_id: str) -> list[dict[str, Any]]:
         plain = job_list.list_json(ctx, party)
         orm = [jobs.to_json(j, party) for j in jobs.list_visible(ctx, party)]
         assert plain == orm
+        # One job (GET /jobs/<id>) read the same way is the ORM row's JSON too.
+        for j in orm:
+            assert job_list.job_json(ctx, party, j["id"]) == jobs.to_json(
+                jobs.get_visible(ctx, party, j["id"]), party)
         return plain
 
 
@@ -194,6 +201,9 @@ def test_a_sealed_value_copied_from_another_row_fails_closed_in_the_plain_list(
         assert party is not None
         with pytest.raises(SealingError, match="another row"):
             job_list.listed_jobs(ctx, party)
+        with pytest.raises(SealingError, match="another row"):
+            job_list.job_json(ctx, party, second)
+        assert job_list.job_json(ctx, party, first)["id"] == first
 
 
 def test_a_new_ledger_entry_shows_at_once_through_kept_pages(

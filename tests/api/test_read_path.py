@@ -76,6 +76,13 @@ def test_a_job_list_costs_the_same_statements_however_long(app: Flask, make_part
     # The caller's token (a party's: one lookup) and the list with its outputs and
     # reviews: one round trip each.
     assert len(four) == 2, four
+    # One job, polled by a requester's client until it ends: the same two.
+    with selects(app) as single:
+        assert requester.get(f"/jobs/{first}").json["outputs"] == listed[0]["outputs"]
+    assert len(single) == 2, single
+    # Its provider sees it too; another provider does not.
+    assert provider.get(f"/jobs/{first}").json["id"] == first
+    assert make_party("provider").get(f"/jobs/{first}").status_code == 404
     # Still the whole answer: every output with its hash, and the content to download.
     assert [o["name"] for o in listed[0]["outputs"]] == ["a.csv", "b.csv"]
     content = b"x,n\na.csv,0\n"

@@ -23,6 +23,7 @@ from compute.errors import Unauthenticated
 from ledger.receipt import verify_receipt
 from sandbox import auth, db
 from tests.api.helpers import permit_for, request_access
+from tests.api.test_read_path import selects
 from tests.conftest import PASSWORD, Actor
 from tests.web.conftest import World
 from tests.web.helpers import Browser
@@ -220,6 +221,25 @@ def test_a_page_never_shows_another_party_s_objects(
     mine: Browser = person(world.requester, "analyst")
     assert job["id"] in mine.get("/requester/jobs").get_data(as_text=True)
     assert mine.get(f"/requester/jobs/{job['id']}").status_code == 200
+
+
+def test_the_job_list_page_shows_the_api_s_plain_rows_newest_first(
+        app: Flask, world: World, person: Any) -> None:
+    ds, permit_id = permit_for(world.requester, world.provider, world.agent)
+    ids = [world.requester.post("/jobs", {"permit_id": permit_id, "dataset_ids": [ds["id"]],
+                                          "script": "print('hi')\n"}).json["id"]
+           for _ in range(3)]
+    mine: Browser = person(world.requester, "analyst")
+    assert mine.get("/requester/jobs").status_code == 200
+    with selects(app) as seen:
+        text = mine.get("/requester/jobs").get_data(as_text=True)
+    assert sorted(ids, key=text.index) == ids[::-1]
+    # The list is the API's one statement (authz/job_list.py), not the ORM's rows read
+    # again per job for its outputs; the party comes from the checked session.
+    on_jobs = [st for st in seen if " jobs" in st.split("WHERE")[0]]
+    assert len(on_jobs) == 1, seen
+    assert not [st for st in seen if "FROM parties" in st.split("JOIN")[0]
+                and "web_sessions" not in st], seen
 
 
 def test_approval_with_conditions_and_revocation_through_pages(
