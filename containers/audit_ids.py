@@ -201,27 +201,34 @@ def label_prior(store: AuditSession, entries: list[tuple[LabelEntry, str]],
     editions = store.editions({job for _, job in entries})
     low: dict[str, bool] = {}
     prior: dict[str, list[tuple[int, int]]] = {}
+    mine: dict[tuple[str, str], tuple[U64, int] | None] = {}  # the job's, once per unit
     for (label, units, records, _), job in entries:
         if job not in low:
-            low[job] = _overlap(editions.get(job, []), ids) < LOW_OVERLAP
+            low[job] = _overlap(editions.get(job, []), ids, mine) < LOW_OVERLAP
         if low[job]:
             prior.setdefault(label, []).append((units, records))
     return prior
 
 
-def _overlap(prior: list[tuple[str, str, int, U64]], ids: Identities) -> float:
+def _overlap(prior: list[tuple[str, str, int, U64]], ids: Identities,
+             mine: dict[tuple[str, str], tuple[U64, int] | None]) -> float:
     """The least overlap, over the units both editions were signed in, of an earlier
-    edition with the job's (0 when none can be compared)."""
+    edition with the job's (0 when none can be compared). ``mine`` keeps the job's own
+    signatures between calls: one per unit, however many editions came before."""
     found = []
     for space, unit, n, sample in prior:
-        mine = ids.of(space)
-        if mine is None:
-            continue
-        current = mine[0] if unit == RECORDS else mine[1]
-        if current is None:
-            continue
-        found.append(overlap(signature(current), len(np.unique(current)), sample, n))
+        if (space, unit) not in mine:
+            mine[space, unit] = _signed(ids, space, unit)
+        if (signed := mine[space, unit]) is not None:
+            found.append(overlap(signed[0], signed[1], sample, n))
     return min(found) if found else 0.0
+
+
+def _signed(ids: Identities, space: str, unit: str) -> tuple[U64, int] | None:
+    """The job's signature and distinct count of ``unit`` in ``space`` (None: not there)."""
+    both = ids.of(space)
+    current = None if both is None else both[0] if unit == RECORDS else both[1]
+    return None if current is None else (signature(current), len(np.unique(current)))
 
 
 def signatures(ids: Identities) -> list[tuple[str, str, int, U64]]:

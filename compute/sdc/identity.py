@@ -159,12 +159,19 @@ def record_identities(frame: pd.DataFrame, fields: Sequence[Field], key: str) ->
         return mix(h ^ mix(occurrence + _RECORD_SALT))
 
 
+#: Besides a decimal digit (of any script), the first characters of a text ``float()``
+#: reads: a sign, a point, "inf", "nan" (the texts have no leading space).
+_FLOAT_SIGNS = frozenset("+-.iInN")
+
+
 def identifier_text(column: pd.Series) -> tuple[pd.Series, np.ndarray[Any, Any]]:
     """An identifier column's values in one spelling (stray spaces dropped; a number
     written ``7``, ``07`` or ``7.0`` once), and which records have none."""
     codes, texts, missing = _uniques(column)
 
     def spell(v: str) -> str:
+        if not v or not (v[0] in _FLOAT_SIGNS or v[0].isdecimal()):
+            return v  # what float() refuses anyway, without the cost of its exception
         try:
             x = float(v)
         except ValueError:
