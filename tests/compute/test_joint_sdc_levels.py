@@ -117,6 +117,6 @@ def test_a_joint_ols_on_a_discrete_regressor_stays_exact() -> None:
     x = pooled[["cost", "age"]].to_numpy(dtype=float)
     assert sums.counts["ols.n"] == [len(pooled)]
     assert sums.counts["disclosure.suppressed"] == [0]
-    assert np.allclose([float(v) for v in sums.reals["ols.s1"]], x.sum(axis=0), rtol=1e-9, atol=1e-3)
-    gram = (x.T @ x)[np.triu_indices(2)]
-    assert np.allclose([float(v) for v in sums.reals["ols.s2"]], gram, rtol=1e-9, atol=1e-3)
+    s1, s2 = ([float(v) for v in sums.reals[e]] for e in ("ols.s1", "ols.s2"))
+    assert np.allclose(s1, x.sum(axis=0), rtol=1e-9, atol=1e-3)
+    assert np.allclose(s2, (x.T @ x)[np.triu_indices(2)], rtol=1e-9, atol=1e-3)
