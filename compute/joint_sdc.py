@@ -27,6 +27,12 @@ of ``compute.local_aggregate.withdraw_small_cells`` (which calls the first two):
   record's regressors and outcome. The round fails (rule ``glm_weight_dominance``) when one
   record holds more than 1/k of the weights or of ``|W z|``, or when an entry of ``X'WX``
   or ``X'Wz``, or the outcome's own part of ``X'Wz``, is dominated (nk, p%).
+* ``check_block_levels``: a block's (moments, OLS, GLM) discrete column (its values
+  repeat, ``partition_bound`` None) with a value that 1..k-1 of the records kept hold
+  fails the provider's part (rule ``discrete_rare_value``, naming the column): the
+  block's ``n``, sums and squares beside a histogram of the column give the rare value
+  (R6-1e, the joint twin of the statistics route's R6-1c). Withdrawing those records
+  instead would bias the fit without a word; the requester bands or top-codes the column.
 
 Dominance is checked per provider, on that provider's contributions: a record dominating
 its own provider's sum is withdrawn even when the pooled sum would dilute it, which is
@@ -50,6 +56,7 @@ Array = Any  # numpy arrays (the aggregation's own alias)
 NK_RULES = tuple((r.n, r.k) for r in DEFAULT_POLICY.nk_rules)
 P_PERCENT = DEFAULT_POLICY.p_percent
 GLM_RULE = "glm_weight_dominance"
+RARE_VALUE_RULE = "discrete_rare_value"
 SUMMED = {"sum", "mean", "variance", "std"}
 SQUARED = {"variance", "std"}
 MOMENTS = {"covariance", "correlation"}
@@ -125,7 +132,8 @@ def level_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Array], k: i
     table, and take its rule: a discrete column (``partition_bound`` with threshold ``k``)
     is a partition whatever its number of values. A block's columns (moments, OLS, GLM)
     keep the bound of three: withdrawing the records of a regressor's or outcome's rare
-    values from a model would bias the fit without a word (docs/joint-statistics.md)."""
+    values from a model would bias the fit without a word (docs/joint-statistics.md); a
+    discrete block column with more values is refused instead (``check_block_levels``)."""
     out: list[tuple[Array, Array, dict[str, Array]]] = []
     for name, cols, most in _summed_sets(spec, col):
         inside = _present(col, cols)
@@ -144,6 +152,47 @@ def level_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Array], k: i
             width = int(code.max()) + 1
             out.append((np.where(inside, cell * width + code, -1), ~inside, {}))
     return out
+
+
+_BLOCK_NAMES = {"mom": "covariance/correlation", "ols": "ols", "glm": "glm"}
+
+
+def check_block_levels(spec: dict[str, Any], col: Callable[[str], Array], kept: Array,
+                       k: int) -> None:
+    """Fail the provider's part where a block (moments, OLS, GLM) reads a discrete column
+    (``partition_bound`` of the provider's column None: its values repeat) in which some
+    value is held by 1..k-1 of the block's complete cases among the records ``kept``.
+
+    The block releases its ``n``, each column's sum and sum of squares (and X'X); beside a
+    histogram or table of the column (another job's, whose cells are exact over the
+    records each provider keeps there) they solve for the values the table lacks: a
+    histogram withdraws one 99-year-old's bin, the OLS block keeps the record, and the
+    block's count and sum of ages less the histogram's are that record and its age
+    (R6-1e). Withdrawing the rare values' records from the block would bias the fit
+    without a word, so the part fails, naming the column (a schema name, no figure of the
+    data) and advising to band or top-code it. A column of two or three values (a flag)
+    keeps ``level_cells``' withdrawal, which runs before and leaves no short value here.
+
+    Provider-local, like every rule here: a value rare at one provider fails that
+    provider's part even where the pooled count would reach k (conservative; no party
+    sees the pooled counts). Counts are of records: a joint part has no person codes."""
+    for name, cols, _most in _blocks(spec):
+        inside = kept & _present(col, cols)
+        for c in cols:
+            x = col(c)
+            if partition_bound(x) is not None:
+                continue
+            _, holders = np.unique(x[inside], return_counts=True)
+            if ((holders > 0) & (holders < k)).any():
+                raise InvalidInput(
+                    f"{name}.{c}", RARE_VALUE_RULE,
+                    f"the {_BLOCK_NAMES[name]} block reads column {c!r}, whose values "
+                    "repeat (a discrete column), and some value of it is held by fewer "
+                    "of this provider's records than the permit's minimum cell count: "
+                    "beside a histogram or table of the column the block's sums would "
+                    "give those records' values, so the provider withholds its part "
+                    f"(rule {RARE_VALUE_RULE}). Band or top-code the column (age groups, "
+                    "a top category) before modelling it")
 
 
 def _dominated(contrib: Array, cells: Array, ncell: int) -> tuple[Array, Array]:

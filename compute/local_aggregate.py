@@ -113,6 +113,9 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
     suppressed = 0
     if min_cell_count is not None and not dp:
         kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count, withdrawn)
+        from compute import joint_sdc  # the agent's rules (never reached run as a script)
+        # On the provider's whole columns (before the cache is cut to the records kept).
+        joint_sdc.check_block_levels(spec, col, kept, min_cell_count)
         if not kept.all():
             df = df[kept].reset_index(drop=True)
             for c in list(cache):  # the columns already converted, reduced to the kept records

@@ -27,7 +27,27 @@ REL = 1e-6
 def randhie() -> pd.DataFrame:
     data: pd.DataFrame = sm.datasets.randhie.load_pandas().data
     data["visited"] = (data["mdvis"] > 0).astype(float)
-    return data
+    return banded(data, ["mdvis", *REGRESSORS])
+
+
+def banded(data: pd.DataFrame, columns: list[str], k: int = 10) -> pd.DataFrame:
+    """The data as its providers would publish it for joint models (R6-1e): a model
+    column whose values repeat (``partition_bound``) may hold no value that 1..k-1 of a
+    provider's records hold. Each such value (the long tail of ``mdvis``, the rare
+    levels of ``physlm``, ``disea``, ``fmde``, ``lpi``) becomes the nearest value every
+    provider holds k times or more: a top-code for a tail, a merge into a neighbouring
+    band inside. The reference fits run on the same banded data."""
+    parts = providers(data)
+    out = data.copy()
+    for c in columns:
+        counts = pd.concat([f[c].value_counts() for f in parts.values()], axis=1).fillna(0)
+        safe = np.sort(counts.index[(counts >= k).all(axis=1)].to_numpy(dtype=float))
+        x = out[c].to_numpy(dtype=float)
+        at = np.clip(np.searchsorted(safe, x), 1, len(safe) - 1)
+        below, above = safe[at - 1], safe[at]
+        out[c] = np.where(np.isin(x, safe), x,
+                          np.where(x - below <= above - x, below, above))
+    return out
 
 
 def providers(data: pd.DataFrame) -> dict[str, pd.DataFrame]:

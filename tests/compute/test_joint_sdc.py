@@ -58,9 +58,11 @@ def test_a_discrete_columns_rare_values_leave_its_sums_whatever_their_number() -
     frame["los"] = stage
     agg = aggregate({"statistics": ["mean"], "columns": ["los"]}, frame)
     assert agg["counts"]["rows"] == [len(frame) - 3]
-    # A model keeps the bound of three levels: its regressor's rare values stay.
-    ols = aggregate({"statistics": ["ols"], "ols": {"y": "cost", "x": ["los"]}}, frame)
-    assert ols["counts"]["rows"] == [len(frame)]
+    # A model does not withdraw its discrete regressor's rare values (that would bias the
+    # fit): the provider's part fails (R6-1e, tests/compute/test_joint_sdc_levels.py).
+    with pytest.raises(InvalidInput) as refused:
+        aggregate({"statistics": ["ols"], "ols": {"y": "cost", "x": ["los"]}}, frame)
+    assert refused.value.rule == "discrete_rare_value"
 
 
 def test_a_dominating_outlier_is_withdrawn_from_every_statistic() -> None:
