@@ -13,12 +13,13 @@ BASE_COST = {"I21": 9000.0, "J18": 4000.0, "E11": 2500.0, "K35": 5500.0, "S72": 
 FIELDS = [
     {"name": "patient_id", "type": "string", "sensitivity": "identifier",
      "description": "hospital-internal patient number"},
-    {"name": "age", "type": "integer", "sensitivity": "internal"},
+    {"name": "age", "type": "integer", "sensitivity": "internal",
+     "description": "age in five-year bands (lower bound; 18: under 20, 85: 85 and over)"},
     {"name": "sex", "type": "string", "sensitivity": "internal"},
     {"name": "diagnosis", "type": "string", "sensitivity": "sensitive",
      "description": "ICD-10 three-character category"},
     {"name": "los", "type": "integer", "sensitivity": "sensitive",
-     "description": "length of stay in days"},
+     "description": "length of stay in days, top-coded at 10"},
     {"name": "cost", "type": "number", "sensitivity": "sensitive",
      "description": "treatment cost in CNY"},
 ]
@@ -38,10 +39,25 @@ def hospital_table(seed: int, rows: int, prefix: str) -> pd.DataFrame:
     })
 
 
+def published_extract(table: pd.DataFrame) -> pd.DataFrame:
+    """The extract a hospital registers: age in five-year bands (each band's lower bound;
+    18 for under-20s, 85 for 85 and over) and length of stay top-coded at 10 days.
+
+    Raw ages and stays have values few patients hold (a 99-year-old, a 40-day stay): a
+    table suppresses their cells, and a model reading the column is withheld on the
+    statistics route and refused by the provider on the joint route, since its sums
+    would give those patients away beside a frequency table (docs/disclosure-control.md,
+    docs/joint-statistics.md). Coded, every value is held by at least 15 episodes at
+    each demo hospital, so its models and tables come out."""
+    age = table["age"].to_numpy()
+    return table.assign(age=np.where(age < 20, 18, np.minimum(5 * (age // 5), 85)),
+                        los=np.minimum(table["los"].to_numpy(), 10))
+
+
 def write_hospital(root: Path, seed: int, rows: int, prefix: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     path = root / "inpatient_episodes.csv"
-    hospital_table(seed, rows, prefix).to_csv(path, index=False)
+    published_extract(hospital_table(seed, rows, prefix)).to_csv(path, index=False)
     return path
 
 
