@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from compute import joint_units
 from compute.errors import InvalidInput
 from compute.sdc.magnitude_cells import partition_bound
 from compute.sdc.policy import DEFAULT_POLICY
@@ -158,7 +159,7 @@ _BLOCK_NAMES = {"mom": "covariance/correlation", "ols": "ols", "glm": "glm"}
 
 
 def check_block_levels(spec: dict[str, Any], col: Callable[[str], Array], kept: Array,
-                       k: int) -> None:
+                       k: int, units: Array | None = None) -> None:
     """Fail the provider's part where a block (moments, OLS, GLM) reads a discrete column
     (``partition_bound`` of the provider's column None: its values repeat) in which some
     value is held by 1..k-1 of the block's complete cases among the records ``kept``.
@@ -175,14 +176,15 @@ def check_block_levels(spec: dict[str, Any], col: Callable[[str], Array], kept: 
 
     Provider-local, like every rule here: a value rare at one provider fails that
     provider's part even where the pooled count would reach k (conservative; no party
-    sees the pooled counts). Counts are of records: a joint part has no person codes."""
+    sees the pooled counts). Holders are persons where ``units`` numbers them
+    (:mod:`compute.joint_units`), records otherwise."""
     for name, cols, _most in _blocks(spec):
         inside = kept & _present(col, cols)
         for c in cols:
             x = col(c)
             if partition_bound(x) is not None:
                 continue
-            _, holders = np.unique(x[inside], return_counts=True)
+            holders = joint_units.value_holders(x, inside, units)
             if ((holders > 0) & (holders < k)).any():
                 raise InvalidInput(
                     f"{name}.{c}", RARE_VALUE_RULE,
@@ -219,6 +221,18 @@ def _dominated(contrib: Array, cells: Array, ncell: int) -> tuple[Array, Array]:
     return cells_hit, rec[(rank == 0) & hit[c]]
 
 
+def _dominated_records(contrib: Array, cells: Array, ncell: int, units: Array | None
+                       ) -> tuple[Array, Array]:
+    """``_dominated`` on each person's summed contributions where ``units`` numbers the
+    records' persons: the dominated cells, and every record of each one's largest
+    contributor in it."""
+    if units is None:
+        return _dominated(contrib, cells, ncell)
+    summed, person_cells, index = joint_units.per_person(contrib, cells, units)
+    hit, leaders = _dominated(summed, person_cells, ncell)
+    return hit, np.flatnonzero(np.isin(index, leaders))
+
+
 def _hit(total: float, tops: Array) -> bool:
     """nk or p% on a cell's total and its largest contributions, largest first."""
     top1, top2 = float(tops[:1].sum()), float(tops[:2].sum())
@@ -244,8 +258,8 @@ def _cell_means(x: Array, cells: Array, ncell: int) -> Array:
     return np.divide(s, n, out=np.zeros(ncell), where=n > 0)[np.maximum(cells, 0)]
 
 
-def column_dominants(spec: dict[str, Any], col: Callable[[str], Array], kept: Array
-                     ) -> tuple[Array, set[tuple[int, ...]]]:
+def column_dominants(spec: dict[str, Any], col: Callable[[str], Array], kept: Array,
+                     units: Array | None = None) -> tuple[Array, set[tuple[int, ...]]]:
     """The column rule: for every column the job sums, on its present values among the
     records kept, both ``|x|`` and the squared deviations from its mean, whatever the job
     releases of it. A job asking only a sum therefore withdraws the record a job asking the
@@ -257,22 +271,24 @@ def column_dominants(spec: dict[str, Any], col: Callable[[str], Array], kept: Ar
         cells = np.where(kept & ~np.isnan(x), 0, -1)
         dev = x - _cell_means(x, cells, 1)
         for rule, contrib in enumerate((np.abs(x), dev * dev)):
-            hit, leaders = _dominated(np.nan_to_num(contrib), cells, 1)
+            hit, leaders = _dominated_records(np.nan_to_num(contrib), cells, 1, units)
             seen.update((-3, key, rule, int(i)) for i in hit)
             out[leaders] = True
     return out, seen
 
 
 def dominant_records(spec: dict[str, Any], df: Any, col: Callable[[str], Array],
-                     kept: Array) -> tuple[Array, set[tuple[int, ...]]]:
+                     kept: Array, units: Array | None = None
+                     ) -> tuple[Array, set[tuple[int, ...]]]:
     """The records to withdraw (each dominated statistic's largest contributor among the
     records kept) and an identity for each dominated statistic cell: the column rule
     (``column_dominants``), then each block's complete cases (its sums, squares and
-    cross-products) and each grouped value's cells (``|x|`` and squared deviations)."""
-    out, seen = column_dominants(spec, col, kept)
+    cross-products) and each grouped value's cells (``|x|`` and squared deviations). With
+    ``units``, a person's records are summed and withdrawn together."""
+    out, seen = column_dominants(spec, col, kept, units)
 
     def check(key: int, contrib: Array, cells: Array, ncell: int) -> None:
-        hit, leaders = _dominated(np.nan_to_num(contrib), cells, ncell)
+        hit, leaders = _dominated_records(np.nan_to_num(contrib), cells, ncell, units)
         seen.update((-2, key, int(i)) for i in hit)
         out[leaders] = True
 
@@ -293,20 +309,26 @@ def dominant_records(spec: dict[str, Any], df: Any, col: Callable[[str], Array],
 
 
 def check_glm_round(x: Array, y: Array, w: Array, z: Array, outcome_weight: Array,
-                    min_cell_count: int) -> None:
+                    min_cell_count: int, units: Array | None = None) -> None:
     """Fail a model round whose weights concentrate on few records (see the module
     docstring); the message names the rule, never a figure of the data.
 
     ``outcome_weight`` is d(W z)/dy per record: how much of each record's outcome its
     ``W z`` carries. At coefficients far from a record every other record's ``W z`` is a
     function of its regressors alone (``X'WX`` gives it), so the check is on the outcome's
-    own share, ``|x_j| d |y|``, besides ``|W z|``."""
+    own share, ``|x_j| d |y|``, besides ``|W z|``. With ``units`` (one per record) the
+    shares and contributions are each person's records summed."""
     n = len(w)
     if n == 0:
         return
-    cells = np.zeros(n, dtype=np.int64)
+
+    def persons(a: Array) -> Array:
+        return joint_units.person_totals(a, units)
+
+    cells = np.zeros(n if units is None else int(units.max()) + 1, dtype=np.int64)
     wz = np.abs(w * z)
-    shares = [float(np.max(a) / s) for a in (w, wz) if (s := float(np.sum(a))) > 0]
+    shares = [float(np.max(a) / s) for a in (persons(w), persons(wz))
+              if (s := float(np.sum(a))) > 0]
     dominated = any(s > 1 / min_cell_count for s in shares)
     outcome = np.abs(outcome_weight * y)
     p = x.shape[1]
@@ -316,7 +338,7 @@ def check_glm_round(x: Array, y: Array, w: Array, z: Array, outcome_weight: Arra
         xw = np.abs(x[:, j] * w)
         entries = [xw * np.abs(x[:, m]) for m in range(j, p)]
         entries += [np.abs(x[:, j]) * wz, np.abs(x[:, j]) * outcome]
-        dominated = any(_dominated(e, cells, 1)[0].size for e in entries)
+        dominated = any(_dominated(persons(e), cells, 1)[0].size for e in entries)
     if dominated:
         raise InvalidInput(
             "glm.beta", GLM_RULE,

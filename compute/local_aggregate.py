@@ -94,7 +94,8 @@ def numeric_columns(df: Any, cache: dict[str, FloatArray]) -> Callable[[str], Fl
 
 
 def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = None,
-                    withdrawn: FloatArray | None = None) -> dict[str, Any]:
+                    withdrawn: FloatArray | None = None, units: FloatArray | None = None
+                    ) -> dict[str, Any]:
     """Sufficient statistics of one provider's table for a normalized spec.
 
     With ``min_cell_count`` k (the provider's permit; not under DP, whose sensitivity
@@ -102,7 +103,9 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
     from the whole job (``withdraw_small_cells``): every statistic is then computed, exactly,
     over the records kept, so no released figure less others isolates a withdrawn record.
     ``withdrawn`` (a boolean per record): records already withdrawn before that check, the
-    cells too few providers hold (compute/cell_holders.py)."""
+    cells too few providers hold (compute/cell_holders.py). ``units``: each record's person
+    (compute/joint_units.py) where the dataset declares identifier fields: the rules then
+    count and sum persons."""
     stats = set(spec["statistics"])
     shift: dict[str, float] = spec.get("shift") or {}
     dp = spec.get("dp") or {}
@@ -112,12 +115,14 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
 
     suppressed = 0
     if min_cell_count is not None and not dp:
-        kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count, withdrawn)
+        kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count, withdrawn,
+                                                units)
         from compute import joint_sdc  # the agent's rules (never reached run as a script)
         # On the provider's whole columns (before the cache is cut to the records kept).
-        joint_sdc.check_block_levels(spec, col, kept, min_cell_count)
+        joint_sdc.check_block_levels(spec, col, kept, min_cell_count, units)
         if not kept.all():
             df = df[kept].reset_index(drop=True)
+            units = None if units is None else units[kept]
             for c in list(cache):  # the columns already converted, reduced to the kept records
                 cache[c] = cache[c][kept]
 
@@ -184,7 +189,7 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
         _grouped(groups, df, col, summed, counts, reals, second=not dp)
     if glm := spec.get("glm"):
         _glm_round(glm, clipped if bounds else col, counts, reals,
-                   None if dp else min_cell_count)
+                   None if dp else min_cell_count, units)
     return {"version": AGGREGATES_VERSION, "counts": counts, "reals": reals}
 
 
@@ -310,32 +315,33 @@ def _record_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray
 
 
 def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], FloatArray],
-                         min_cell_count: int, withdrawn: FloatArray | None = None
-                         ) -> tuple[FloatArray, int]:
+                         min_cell_count: int, withdrawn: FloatArray | None = None,
+                         units: FloatArray | None = None) -> tuple[FloatArray, int]:
     """The records the provider keeps, and how many cells it withdrew.
 
     Records in a cell of 1..k-1 (``_record_cells``) are withdrawn from the whole job, and the
     check repeats on the rest until every cell is empty or holds at least k: withdrawing
-    records can leave another cell short. ``withdrawn`` records are out from the start."""
+    records can leave another cell short. ``withdrawn`` records are out from the start.
+    With ``units`` a cell's size is its distinct persons (compute/joint_units.py)."""
     parts, sets = _record_cells(spec, df, col, min_cell_count)
     kept = np.ones(len(df), dtype=bool) if withdrawn is None else ~np.asarray(withdrawn, bool)
     seen: set[tuple[int, ...]] = set()
-    from compute import joint_sdc  # the agent's rules (never reached as a script)
+    from compute import joint_sdc, joint_units  # the agent's rules (never reached as a script)
     # The column rule first, to its fixed point on the records not withdrawn beforehand:
     # which records it withdraws then depends on each column's values alone, not on the
     # job's other statistics (whose small cells could otherwise change the set it sees).
-    while (dominant := joint_sdc.column_dominants(spec, col, kept))[0].any():
+    while (dominant := joint_sdc.column_dominants(spec, col, kept, units))[0].any():
         seen |= dominant[1]
         kept &= ~dominant[0]
 
     def short(mask: FloatArray) -> bool:
-        return 0 < int(np.count_nonzero(mask)) < min_cell_count
+        return 0 < joint_units.contributors(mask, units) < min_cell_count
 
     while True:
         out = np.zeros(len(df), dtype=bool)
         for p, cells in enumerate(parts):
             live = kept & (cells >= 0)
-            sizes = np.bincount(cells[live], minlength=1)
+            sizes = joint_units.cell_sizes(cells, live, units)
             small = np.flatnonzero((sizes > 0) & (sizes < min_cell_count))
             if small.size:
                 seen.update((p, int(i)) for i in small)
@@ -347,7 +353,7 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
                     seen.add((-1, i, j))
                     out |= cell
         if not out.any():  # then dominance, on counts that hold
-            out, dominated = joint_sdc.dominant_records(spec, df, col, kept)
+            out, dominated = joint_sdc.dominant_records(spec, df, col, kept, units)
             seen |= dominated
         if not out.any():
             return kept, len(seen)
@@ -355,12 +361,12 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
 
 
 def kept_records(spec: dict[str, Any], df: Any, min_cell_count: int | None,
-                 withdrawn: FloatArray) -> FloatArray:
+                 withdrawn: FloatArray, units: FloatArray | None = None) -> FloatArray:
     """The records ``local_aggregate`` computes over, given those ``withdrawn`` first."""
     if min_cell_count is None or spec.get("dp"):
         return ~np.asarray(withdrawn, dtype=bool)
     col = numeric_columns(df, {})
-    return withdraw_small_cells(spec, df, col, min_cell_count, withdrawn)[0]
+    return withdraw_small_cells(spec, df, col, min_cell_count, withdrawn, units)[0]
 
 
 def _lgamma(a: FloatArray) -> FloatArray:
@@ -375,11 +381,12 @@ def _xlogy(x: FloatArray, y: FloatArray) -> FloatArray:
 
 def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
                counts: dict[str, list[int]], reals: dict[str, list[float]],
-               min_cell_count: int | None = None) -> None:
+               min_cell_count: int | None = None, units: FloatArray | None = None) -> None:
     """One IRLS round on the complete cases: X'WX, X'Wz, deviance and log-likelihood at the
     round's coefficients (canonical links: log for count families, logit for binomial).
     With DP, ``col`` clips to the public bounds: the noise is scaled to clipped records.
-    With ``min_cell_count``, a round whose weights concentrate on few records fails."""
+    With ``min_cell_count``, a round whose weights concentrate on few records (persons,
+    with ``units``) fails."""
     data = np.column_stack([col(c) for c in [g["y"], *g["x"]]])
     ok = ~np.isnan(data).any(axis=1)
     counts["glm.missing"] = [int((~ok).sum())]
@@ -414,7 +421,8 @@ def _glm_round(g: dict[str, Any], col: Callable[[str], FloatArray],
         from compute import joint_sdc  # the agent's rules (never reached run as a script)
         # d(W z)/dy: 1 for the logit link, mu / var for the log link.
         joint_sdc.check_glm_round(x, y, w, z, np.ones(len(y)) if family == "binomial"
-                                  else mu / var, min_cell_count)
+                                  else mu / var, min_cell_count,
+                                  None if units is None else units[ok])
     xw = x * w[:, None]
     counts["glm.n"] = [len(y)]
     reals["glm.xwx"] = _floats((xw.T @ x)[np.triu_indices(x.shape[1])])

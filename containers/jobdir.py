@@ -69,8 +69,8 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
     declares identifier fields each record's person under the same key
     (``personids.npy``: the audit's unit is then persons), in the job's identity space
     and in every other one the audit compares (:mod:`containers.audit_ids`). A
-    one-dataset job (not a joint part) on a dataset declaring identifier fields gets,
-    there too, each record's contributor number (``unitids.npy``): the identifiers are
+    one-dataset job or joint part on a dataset declaring identifier fields gets, there
+    too, each record's contributor number (``unitids.npy``): the identifiers are
     read from the source whatever the permit, hashed under a key drawn for the job and
     dropped with it.
     """
@@ -93,7 +93,7 @@ def prepare(task: RunTask, job_dir: Path, roots: Callable[[str], list[Path]],
         rows += projected.rows
         size += projected.size
         digests.append(projected.sha256)
-        if single and task.joint is None and ds.identifiers:
+        if single and task.psi is None and ds.identifiers:
             np.save(job_dir / UNIT_IDS, datasets.contributors(
                 src, ds.format, ds.identifiers, secrets.token_urlsafe(12)[:16]))
         if audit is not None and single and task.joint is None:

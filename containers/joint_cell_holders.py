@@ -33,15 +33,18 @@ class CellHoldersChannel(Protocol):
 
 def withdrawn_records(channel: CellHoldersChannel, task: RunTask, frame: Any,
                       session: MaskSession, signing_key: Ed25519PrivateKey | None,
-                      timeout_s: float, stop: threading.Event | None = None) -> Any:
-    """The records to withdraw before aggregating (a boolean per record of ``frame``)."""
+                      timeout_s: float, stop: threading.Event | None = None,
+                      units: Any = None) -> Any:
+    """The records to withdraw before aggregating (a boolean per record of ``frame``).
+    ``units``: each record's person, as the part's aggregation counts them."""
     joint = task.joint
     assert joint is not None and joint.min_providers is not None
     if signing_key is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
     spec, k = joint.spec, task.min_cell_count
     rounds = CellHolderRounds(spec, frame, joint.min_providers, session,
-                              lambda withdrawn: kept_records(spec, frame, k, withdrawn))
+                              lambda withdrawn: kept_records(spec, frame, k, withdrawn,
+                                                               units))
     deadline = time.monotonic() + timeout_s
     try:
         while True:

@@ -16,7 +16,9 @@ import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -26,13 +28,16 @@ from compute.errors import SandboxError
 from compute.local_aggregate import local_aggregate
 from compute.masking import MaskSession
 from compute.protocol import default_backend
+from containers.jobdir import UNIT_IDS
 from containers.runjob import masked_submission
 from containers.runspec import ExecutorError
 
 ENGINE = "data-sandbox-joint/1"
 
 
-CellRounds = Callable[[pd.DataFrame, MaskSession], object]
+class CellRounds(Protocol):
+    def __call__(self, frame: pd.DataFrame, session: MaskSession, *, units: Any = None
+                 ) -> object: ...
 
 
 def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None,
@@ -41,7 +46,9 @@ def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None
     """Aggregate the projected input, then mask, encrypt and sign; failures raise
     (SandboxError: the part fails and nothing is submitted). A job with explicit cells
     first runs its cell-holders rounds (``cell_rounds``, containers.joint_cell_holders):
-    the records of cells too few providers hold are withdrawn before aggregating."""
+    the records of cells too few providers hold are withdrawn before aggregating. Where the
+    dataset declares identifier fields, the rules count its persons (``unitids.npy``,
+    written by containers.jobdir.prepare), not its records."""
     joint = task.joint
     assert joint is not None
     if signing_key is None:
@@ -50,15 +57,16 @@ def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None
     stats = json.loads((job_dir / "input.json").read_text())
     # Read as the container script reads it (compute/local_aggregate.py main).
     frame = pd.read_csv(job_dir / "in" / "data.csv")
+    units = np.load(job_dir / UNIT_IDS) if (job_dir / UNIT_IDS).exists() else None
     withdrawn = None
     if cell_holders.needed(joint.spec, joint.min_providers):
         if cell_rounds is None:
             raise ExecutorError("a joint part with explicit cells needs its cell-holders "
                                 "rounds")
         mask_session = masking()  # the rounds mask under the job's pairwise keys too
-        withdrawn = cell_rounds(frame, mask_session)
+        withdrawn = cell_rounds(frame, mask_session, units=units)
         masking = lambda: mask_session  # noqa: E731  (waited for once)
-    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count, withdrawn)
+    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count, withdrawn, units)
     del frame
     context_loaded.join()  # provider_submit finds it loaded (compute/backend.py's cache)
     out = masked_submission(task, aggregates, signing_key, masking)
