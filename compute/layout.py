@@ -19,9 +19,8 @@ quantization.
 Limbs add without carries, so the limb sums alone would show how the total splits among
 the providers (whose own digits wrapped). Each provider therefore offsets every value by
 its share of pairwise zero-sum offsets (compute.masking.total_offset) before the split: it
-encodes
-W = V + O modulo M, as balanced digits whose carry out of the top limb is dropped. The
-requester's limb sums then depend on the total alone, not on how it splits among the
+encodes W = V + O modulo M, as balanced digits whose carry out of the top limb is dropped.
+The requester's limb sums then depend on the total alone, not on how it splits among the
 providers, and the recombined sum reduced modulo M into [-M/2, M/2) is the total exactly,
 which the bound below (MAX_PROVIDERS) keeps inside.
 
