@@ -7,7 +7,7 @@ statistics on the pooled frame already in memory. ``kernel_ratio`` compares with
 aggregation kernel (the container script) run once on the pooled frame: what encryption,
 masking and the protocol add. Last line: ratio=<HE seconds / pandas>.
 
-    .venv/bin/python bench/he_joint_stats.py [--rows N] [--providers P]
+    .venv/bin/python bench/he_joint_stats.py [--rows N] [--providers P] [--combine-n C]
 """
 
 from __future__ import annotations
@@ -23,7 +23,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compute.derive import derive
 from compute.local_aggregate import local_aggregate
-from compute.masking import announce, local_sessions, mask_keys_digest, new_mask_key
+from compute.masking import (
+    MAX_PROVIDERS,
+    announce,
+    local_sessions,
+    mask_keys_digest,
+    new_mask_key,
+)
 from compute.protocol import (
     _b64,
     _signed_body,
@@ -85,8 +91,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--providers", type=int, default=5)
-    ap.add_argument("--combine-n", type=int, default=1000)
+    # combine() refuses more providers than decode exactly (compute/masking.py).
+    ap.add_argument("--combine-n", type=int, default=MAX_PROVIDERS)
     args = ap.parse_args()
+    if not 1 <= args.combine_n <= MAX_PROVIDERS:
+        ap.error(f"--combine-n must be 1 to {MAX_PROVIDERS}")
     spec = parse_spec(SPEC, {c: "number" for c in COLS})
     frames = {f"p{i}": frame(i, args.rows) for i in range(args.providers)}
     agents = {p: Ed25519PrivateKey.generate() for p in frames}

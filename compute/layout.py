@@ -12,8 +12,17 @@ Every data slot thus holds a digit below 2^19 in magnitude, which the pairwise m
 (compute/masking.py) shift uniformly modulo 2^30. After decryption each slot is rounded to
 the nearest integer (CKKS noise is ~1e-6 absolute at 2^29, far below 0.5) and reduced
 modulo 2^30, which recovers the exact integer sum of the providers' digits, and
-``sum(d_i * 2^(20 i))`` recombines the exact sum of the providers' values: the homomorphic
-path adds no error beyond each provider's 2^-41 quantization.
+``sum(d_i * 2^(20 i))`` recombines, modulo M = 2^(20 * limbs), the exact sum of the
+providers' values: the homomorphic path adds no error beyond each provider's 2^-41
+quantization.
+
+Limbs add without carries, so the limb sums alone would show how the total splits among
+the providers (whose own digits wrapped). Each provider therefore offsets every value by
+its share of pairwise zero-sum offsets (compute.masking.total_offset) before the split: it
+encodes W = V + O modulo M, as balanced digits whose carry out of the top limb is dropped.
+The requester's limb sums then depend on the total alone, not on how it splits among the
+providers, and the recombined sum reduced modulo M into [-M/2, M/2) is the total exactly,
+which the bound below (MAX_PROVIDERS) keeps inside.
 
 Slot 0 of every ciphertext is a check slot holding 1.0: the aggregate's check slot must
 decrypt to the number of providers, which catches ciphertexts under another key.
@@ -27,12 +36,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
+
+import numpy as np
 
 from compute.errors import InvalidInput, KeyMismatch, LayoutMismatch, MagnitudeOverflow
-from compute.masking import MASK_BITS, reduce
+from compute.masking import MASK_BITS, MAX_PROVIDERS, reduce
 from compute.spec import MAX_CIPHERTEXTS, MOMENT_STATS, NUMERIC_UNIVARIATE, JointSpec
 
-LAYOUT_VERSION = 2  # 2: counts as limbs, slots masked modulo 2^30
+LAYOUT_VERSION = 3  # 2: counts as limbs, slots masked modulo 2^30; 3: carry offsets
 SLOTS = 4096  # N/2 for N = 8192
 DATA_SLOTS = SLOTS - 1  # slot 0 is the check slot
 FRAC_BITS = 40  # fixed-point resolution 2^-40 ~ 9.1e-13 per sum
@@ -41,6 +53,12 @@ LIMBS = 6  # 120 bits of signed fixed point
 COUNT_LIMBS = 2  # counts <= 2^30 need 31 bits; two balanced digits hold 40
 MAX_REAL = 2.0**70  # |sum| bound; 2^110 fixed-point fits 6 balanced limbs with room
 MAX_COUNT = 2**30  # per submission; keeps encoding error < 1e-5 (docs: magnitude guard)
+COUNT_MODULUS = 1 << (LIMB_BITS * COUNT_LIMBS)  # a count's limbs hold its residue mod 2^40
+REAL_MODULUS = 1 << (LIMB_BITS * LIMBS)  # a real's limbs hold its residue mod 2^120
+# The requester recovers each total from its residue, exact while -M/2 <= total < M/2:
+# MAX_PROVIDERS submissions at the per-submission bounds must fit (arithmetic in masking.py).
+assert MAX_PROVIDERS * MAX_COUNT < COUNT_MODULUS // 2
+assert MAX_PROVIDERS * (int(MAX_REAL) << FRAC_BITS) < REAL_MODULUS // 2
 CHECK_TOLERANCE = 0.01
 INTEGRAL_TOLERANCE = 0.05
 
@@ -79,7 +97,7 @@ class Layout:
         body = {
             "version": LAYOUT_VERSION, "slots": SLOTS, "frac_bits": FRAC_BITS,
             "limb_bits": LIMB_BITS, "limbs": LIMBS, "count_limbs": COUNT_LIMBS,
-            "mask_bits": MASK_BITS,
+            "mask_bits": MASK_BITS, "carry_offsets": True,
             "entries": [[e.name, e.kind, e.length] for e in self.entries],
         }
         return hashlib.sha256(canonical_json(body)).hexdigest()
@@ -184,29 +202,62 @@ def _chunks(values: list[float]) -> list[list[float]]:
     return [[1.0, *values[i:i + DATA_SLOTS]] for i in range(0, len(values), DATA_SLOTS)]
 
 
-def pack(layout: Layout, aggregates: Mapping[str, object], *, noised: bool = False
-         ) -> tuple[list[list[float]], list[list[float]]]:
+Digits = np.ndarray[Any, np.dtype[np.int64]]
+
+
+def carry(digits: Digits, width: int) -> Digits:
+    """Balanced base-2^20 digits of each value's ``sum_k digits[v, k] * 2^(20 k)`` modulo
+    2^(20 * width) (``digits`` flat, ``width`` digits a value): carries move up and the one
+    out of the top limb, a multiple of the modulus, is dropped. Any integer digits go in
+    (a value's limbs plus its offset digits); each digit out lies in [-2^19, 2^19)."""
+    half, base = 1 << (LIMB_BITS - 1), 1 << LIMB_BITS
+    grid = digits.reshape(-1, width)
+    out = np.empty_like(grid)
+    up = np.zeros(len(grid), dtype=np.int64)
+    for k in range(width):
+        x = grid[:, k] + up
+        d = ((x + half) & (base - 1)) - half  # two's complement: & is the residue mod 2^20
+        out[:, k] = d
+        up = (x - d) >> LIMB_BITS  # exact: x - d is a multiple of 2^20
+    return out.reshape(-1)
+
+
+def pack(layout: Layout, aggregates: Mapping[str, object], *, noised: bool = False,
+         offsets: Digits | None = None) -> tuple[list[list[float]], list[list[float]]]:
     """Flatten checked local aggregates into (count vectors, real-limb vectors). ``noised``
-    (a DP job's aggregates, compute/dp.py): counts may be negative, down to -MAX_COUNT."""
+    (a DP job's aggregates, compute/dp.py): counts may be negative, down to -MAX_COUNT.
+
+    ``offsets`` (compute.masking.total_offset over the count slots then the real slots,
+    what every submission carries): each value V is encoded as W = V + O modulo M, O its
+    offset digits read as one integer; the limbs are those of W's residue (:func:`carry`),
+    exactly what splitting ``(V + O) mod M`` gives, so no digit of V's own split (nor its
+    carries) survives. Without offsets, a value's plain limbs (the providers' truth, for
+    tests)."""
     counts = _family(aggregates, "counts")
     reals = _family(aggregates, "reals")
     low = -MAX_COUNT if noised else 0
-    cvals: list[float] = []
+    cvals: list[int] = []
     for e in layout.of_kind("count"):
         for i, x in enumerate(_values(counts, e)):
             if not (isinstance(x, int) and not isinstance(x, bool) and low <= x <= MAX_COUNT):
                 raise MagnitudeOverflow(f"{e.name}[{i}]", f"{e.name}[{i}]: a count that is not "
                                         f"an integer in [{low}, {MAX_COUNT}]")
-            cvals.extend(float(d) for d in int_limbs(x, COUNT_LIMBS))
-    rvals: list[float] = []
+            cvals.extend(int_limbs(x, COUNT_LIMBS))
+    rvals: list[int] = []
     for e in layout.of_kind("real"):
         for i, x in enumerate(_values(reals, e)):
             if isinstance(x, bool) or not isinstance(x, int | float):
                 raise LayoutMismatch(f"{e.name}[{i}] is not a number")
-            rvals.extend(float(d) for d in to_limbs(float(x), f"{e.name}[{i}]"))
+            rvals.extend(to_limbs(float(x), f"{e.name}[{i}]"))
     if extra := (set(counts) | set(reals)) - {e.name for e in layout.entries}:
         raise LayoutMismatch(f"aggregates carry entries outside the layout: {sorted(extra)}")
-    return _chunks(cvals), _chunks(rvals)
+    if offsets is None:
+        return _chunks([float(d) for d in cvals]), _chunks([float(d) for d in rvals])
+    if len(offsets) != len(cvals) + len(rvals):
+        raise LayoutMismatch("carry offsets do not match the layout's slot counts")
+    cw = carry(np.asarray(cvals, dtype=np.int64) + offsets[:len(cvals)], COUNT_LIMBS)
+    rw = carry(np.asarray(rvals, dtype=np.int64) + offsets[len(cvals):], LIMBS)
+    return (_chunks(cw.astype(np.float64).tolist()), _chunks(rw.astype(np.float64).tolist()))
 
 
 def _family(aggregates: Mapping[str, object], key: str) -> Mapping[str, Sequence[object]]:
@@ -246,10 +297,20 @@ def _integral(slots: Sequence[float], n_providers: int, where: str) -> list[int]
     return out
 
 
+def centred(value: int, modulus: int) -> int:
+    """The representative of ``value`` modulo ``modulus`` in [-modulus/2, modulus/2)."""
+    return (value + modulus // 2) % modulus - modulus // 2
+
+
 def unpack(layout: Layout, count_slots: Sequence[Sequence[float]],
            real_slots: Sequence[Sequence[float]], n_providers: int) -> Sums:
     """Round decrypted slots to integers (this is the release precision), remove the sum of
-    the pairwise masks (a multiple of 2^30) and recombine limbs."""
+    the pairwise masks (a multiple of 2^30), recombine limbs and remove the sum of the carry
+    offsets (a multiple of the limbs' modulus)."""
+    if n_providers > MAX_PROVIDERS:
+        # Beyond it a total may leave [-M/2, M/2) and its residue would not be the total.
+        raise InvalidInput("aggregate.n_providers", "too_many",
+                           f"at most {MAX_PROVIDERS} providers decode exactly")
     if [len(s) for s in count_slots] != layout.slot_lengths("count") or \
             [len(s) for s in real_slots] != layout.slot_lengths("real"):
         raise LayoutMismatch("decrypted vectors do not match the layout's slot counts")
@@ -258,13 +319,16 @@ def unpack(layout: Layout, count_slots: Sequence[Sequence[float]],
     counts: dict[str, list[int]] = {}
     pos = 0
     for e in layout.of_kind("count"):
-        counts[e.name] = [from_int_limbs(cint[pos + i * COUNT_LIMBS:pos + (i + 1) * COUNT_LIMBS])
-                          for i in range(e.length)]
+        counts[e.name] = [centred(from_int_limbs(cint[pos + i * COUNT_LIMBS:
+                                                      pos + (i + 1) * COUNT_LIMBS]),
+                                  COUNT_MODULUS) for i in range(e.length)]
         pos += e.length * COUNT_LIMBS
     reals: dict[str, list[Fraction]] = {}
     pos = 0
     for e in layout.of_kind("real"):
-        reals[e.name] = [from_limbs(rint[pos + i * LIMBS:pos + (i + 1) * LIMBS])
+        reals[e.name] = [Fraction(centred(from_int_limbs(rint[pos + i * LIMBS:
+                                                              pos + (i + 1) * LIMBS]),
+                                          REAL_MODULUS), 1 << FRAC_BITS)
                          for i in range(e.length)]
         pos += e.length * LIMBS
     return Sums(n_providers, counts, reals)

@@ -19,7 +19,17 @@ How (see docs/joint-statistics.md, "Pairwise masking"):
 4. In the sum of all providers the masks cancel exactly (integer arithmetic; CKKS adds the
    encoded integers and the decryptor rounds). Reducing each rounded slot modulo 2^30 into
    [-2^29, 2^29) gives the exact sum of limbs as long as it is below 2^29 in magnitude,
-   which holds for up to ``MAX_PROVIDERS`` providers (plus a limb of DP noise).
+   which holds for up to ``MAX_PROVIDERS`` providers.
+
+The slot masks hide each submission, but the sum of limbs is exact: limbs add without
+carries, so every limb sum ``L_k = sum_p limb_k(V_p)`` would show how the total splits
+among the providers (whose digits wrapped). So each pair also draws *carry offsets* from
+the same agreement (a second HKDF output, domain-separated by ``OFFSET_INFO``): one
+uniform base-2^20 digit per slot, hence per value a uniform integer R_ij modulo M (the
+limbs' modulus, compute/layout.py). Provider i encodes ``V_i + sum_{j>i} R_ij -
+sum_{j<i} R_ji`` modulo M before the limb split (:func:`total_offset`); the offsets sum to
+zero over the providers, so the limb sums recombine to V modulo M, and the tuple of
+offset values is uniform given V whatever the split: the limb sums depend on V alone.
 
 A provider that never submits leaves its masks in the sum: the rest decrypts to noise, so
 the controller refuses to combine anything but the full announced set (the job fails; no
@@ -49,10 +59,20 @@ from compute.errors import BadSignature, Conflict, InvalidInput
 ANNOUNCEMENT_TYPE = "joint-mask-key"
 ANNOUNCE_DOMAIN = b"data-sandbox/joint-mask-key/v1\x00"  # no signature reuse across formats
 SEED_INFO = b"data-sandbox/joint-mask-seed/v1\x00"
+# The carry offsets' seed: another HKDF output of the same agreement, so neither stream says
+# anything about the other and the slot masks are the ones they always were.
+OFFSET_INFO = b"data-sandbox/joint-carry-offset/v1\x00"
 MASK_BITS = 30
 MASK_MODULUS = 1 << MASK_BITS
-# Limb sums (|limb| < 2^19 each) plus one limb of DP noise stay below 2^29 in magnitude.
-MAX_PROVIDERS = 1000
+# Why 500 (the requester recovers a total from its residue modulo M, compute/layout.py):
+# * a total of counts (each in [-2^30, 2^30], DP-noised ones down to -2^30) is at most
+#   500 * 2^30 < 2^39 = M/2 in magnitude for M = 2^40 (two limbs); 512 providers would not fit;
+# * a total of reals (each |V_p| <= 2^70 * 2^40 = 2^110 fixed point) is at most
+#   500 * 2^110 < 2^119 = M/2 for M = 2^120 (six limbs);
+# * a slot's limb sum (each digit in [-2^19, 2^19)) is below 500 * 2^19 < 2^28, inside the
+#   [-2^29, 2^29) that unmasking modulo 2^30 recovers exactly.
+# compute/layout.py asserts the first two against its constants.
+MAX_PROVIDERS = 500
 
 
 def canonical(obj: object) -> bytes:
@@ -166,19 +186,20 @@ def session(key: MaskKey, announcements: Sequence[Mapping[str, Any]], *, job_id:
     return MaskSession(job_id, provider_id, key, tuple(announcements), dict(agent_keys))
 
 
-def _pair_seed(s: MaskSession, peer: str, peer_key: str, layout_digest: str) -> bytes:
+def _pair_seed(s: MaskSession, peer: str, peer_key: str, layout_digest: str,
+               domain: bytes = SEED_INFO) -> bytes:
     shared = s.key.private.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(peer_key)))
-    info = SEED_INFO + canonical({"pair": sorted([s.provider_id, peer]), "keys": s.digest,
+    info = domain + canonical({"pair": sorted([s.provider_id, peer]), "keys": s.digest,
                                   "layout": layout_digest})
     return HKDF(algorithm=hashes.SHA256(), length=32,
                 salt=hashlib.sha256(s.job_id.encode()).digest(), info=info).derive(shared)
 
 
-def _stream(seed: bytes, n: int) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """n masks uniform in [0, 2^30): ChaCha20 as the PRG (a fresh key per pair and job)."""
+def _stream(seed: bytes, n: int, bits: int = MASK_BITS) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """n values uniform in [0, 2^bits): ChaCha20 as the PRG (a fresh key per pair and job)."""
     enc = Cipher(algorithms.ChaCha20(seed, b"\x00" * 16), mode=None).encryptor()
     words = np.frombuffer(enc.update(b"\x00" * (4 * n)), dtype="<u4").astype(np.int64)
-    return words & (MASK_MODULUS - 1)
+    return words & ((1 << bits) - 1)
 
 
 def total_mask(s: MaskSession, n_slots: int, layout_digest: str
@@ -191,6 +212,22 @@ def total_mask(s: MaskSession, n_slots: int, layout_digest: str
         m = _stream(_pair_seed(s, peer, pub, layout_digest), n_slots)
         acc = acc + m if s.provider_id < peer else acc - m
     return acc % MASK_MODULUS
+
+
+def total_offset(s: MaskSession, n_slots: int, layout_digest: str, bits: int
+                 ) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """This provider's carry offsets, one base-2^bits digit per slot: the sum of ± its
+    pairwise digits, not reduced (|sum| < MAX_PROVIDERS * 2^bits), so that summed over all
+    the job's providers every slot is exactly 0. The digits of one value's limbs read as one
+    integer are that value's ``sum_{j>i} R_ij - sum_{j<i} R_ji``, each R uniform modulo
+    2^(bits * limbs); compute.layout.pack adds it before the limb split."""
+    acc = np.zeros(n_slots, dtype=np.int64)
+    for peer, pub in sorted(s.peers.items()):
+        if peer == s.provider_id:
+            continue
+        r = _stream(_pair_seed(s, peer, pub, layout_digest, OFFSET_INFO), n_slots, bits)
+        acc = acc + r if s.provider_id < peer else acc - r
+    return acc
 
 
 def apply_mask(vectors: Sequence[Sequence[float]], mask: np.ndarray[Any, np.dtype[np.int64]],

@@ -5,7 +5,9 @@ provider agent: :func:`provider_submit` (disclosure check, pack, mask, encrypt, 
 controller: :func:`combine` (verify, add ciphertexts; never holds a secret key)
 
 Every submission is masked with pairwise masks (compute/masking.py) that cancel only in the
-sum of all the job's providers, so the requester's key opens no single provider's part.
+sum of all the job's providers, so the requester's key opens no single provider's part, and
+its values are offset by pairwise zero-sum carry offsets before the limb split, so the limb
+sums of the total do not show how it splits among the providers.
 """
 
 from __future__ import annotations
@@ -31,8 +33,23 @@ from compute.errors import (
     LayoutMismatch,
     TooFewProviders,
 )
-from compute.layout import LAYOUT_VERSION, Layout, Sums, build_layout, canonical_json, pack, unpack
-from compute.masking import MaskSession, apply_mask, total_mask, verify_announcements
+from compute.layout import (
+    LAYOUT_VERSION,
+    LIMB_BITS,
+    Layout,
+    Sums,
+    build_layout,
+    canonical_json,
+    pack,
+    unpack,
+)
+from compute.masking import (
+    MaskSession,
+    apply_mask,
+    total_mask,
+    total_offset,
+    verify_announcements,
+)
 from compute.spec import DEFAULT_MIN_PROVIDERS, JointSpec
 
 SUBMISSION_TYPE = "joint-submission"
@@ -96,8 +113,8 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
                     signing_key: Ed25519PrivateKey, masking: MaskSession,
                     min_cell_count: int = 10, backend: Backend | None = None
                     ) -> tuple[dict[str, Any], DisclosureReport]:
-    """Agent side: disclosure check, DP noise (a ``dp`` spec), pack, mask, encrypt under the
-    public context, sign."""
+    """Agent side: disclosure check, DP noise (a ``dp`` spec), carry offsets and pack, mask,
+    encrypt under the public context, sign."""
     be = backend or default_backend()
     if fingerprint(public_context_bytes) != expected_fingerprint:
         raise KeyMismatch("public context does not match the job's fingerprint")
@@ -112,9 +129,13 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
         # Under DP the provider noises its own values before they become limbs (R7-1:
         # noise added to the encrypted limbs leaves the limbs above it exact); compute/dp.py.
         checked = noise_aggregates(checked, spec, layout, min_cell_count)
-    count_vecs, real_vecs = pack(layout, checked, noised=noised)
     n_count = layout.n_slots("count")
-    mask = total_mask(masking, n_count + layout.n_slots("real"), layout.digest)
+    n_slots = n_count + layout.n_slots("real")
+    # Carry offsets go in before the limb split (what the limb sums would otherwise show of
+    # how the total splits among providers, compute/layout.py), the slot masks after it.
+    offsets = total_offset(masking, n_slots, layout.digest, LIMB_BITS)
+    count_vecs, real_vecs = pack(layout, checked, noised=noised, offsets=offsets)
+    mask = total_mask(masking, n_slots, layout.digest)
     count_vecs, real_vecs = apply_mask(count_vecs, mask, 0), apply_mask(real_vecs, mask, n_count)
     public = be.load_public(public_context_bytes)
     cts = [be.encrypt(public, v) for v in count_vecs], [be.encrypt(public, v) for v in real_vecs]

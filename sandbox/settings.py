@@ -22,6 +22,7 @@ from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError
 
 from compute.errors import SandboxError, SealingError
+from compute.masking import MAX_PROVIDERS
 from compute.sealing import parse_keyring
 from compute.spec import DEFAULT_MIN_PROVIDERS
 
@@ -137,7 +138,8 @@ class Settings(BaseSettings):
     leader_retry_s: float = Field(default=5.0, ge=0.1, le=300)
     witnesses: Annotated[list[WitnessSetting], NoDecode] = Field(default_factory=list)
     witness_quorum: int = Field(default=0, ge=0)
-    joint_min_providers: int = Field(default=DEFAULT_MIN_PROVIDERS, ge=2, le=1000)
+    # No joint job has more providers than the masking decodes exactly (compute/masking.py).
+    joint_min_providers: int = Field(default=DEFAULT_MIN_PROVIDERS, ge=2, le=MAX_PROVIDERS)
 
     # -- people --------------------------------------------------------------------------
     # People must be identified and hold a current accreditation to request, submit and

@@ -28,9 +28,10 @@ Findings:
   (``compute.dp.noise_aggregates`` in ``compute.protocol.provider_submit``); each
   provider's noised vector is epsilon-DP for its records and everything the requester
   decrypts, limbs included, is a function of those vectors. The controller only charges
-  the budget. Without DP the per-limb sums still show how a pooled sum splits between
-  providers (each provider's rounding at each limb), a lesser leak left open: not a DP
-  claim, and docs/threat-model.md lists it.
+  the budget. The per-limb sums also showed, with or without DP, how a pooled sum splits
+  between providers (whose digits wrapped at each limb), a lesser leak: closed by the
+  carry offsets of issue 15 (each provider encodes its values plus pairwise zero-sum
+  offsets before the limb split; tests/compute/test_masking.py and test_carry_offsets.py).
 * R7-2 (medium, catalog; fixed): ``GET /datasets/<id>`` showed every party a dataset's
   exact ``rows`` (the agent's count of the file's records), and the ``dataset.activated``
   ledger entry carried it, though F17 rounded the same figure in the job views: a joint
