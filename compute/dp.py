@@ -94,13 +94,17 @@ class PrivacyBudget:
 
 
 def sensitivities(spec: JointSpec, layout: Layout, min_cell_count: int) -> dict[str, float]:
-    k = max(1, min_cell_count)
+    # A person changes at most ``dp_max_records_per_person`` records of a provider's aggregate
+    # (the agent keeps no more of any person's where the dataset declares identifier
+    # fields; without them every record is a person): every sensitivity scales by it.
+    k = max(1, min_cell_count) * spec.dp_max_records_per_person
     out: dict[str, float] = {}
     n_counts = len(layout.of_kind("count")) - 1
     glm_rows = {} if spec.glm is None else row_sensitivities(spec.glm, spec.dp_bounds)
     for e in layout.entries:
         if e.name == "disclosure.suppressed":
-            out[e.name] = float(n_counts)  # one record flips at most one cell per entry
+            # one record flips at most one cell per entry
+            out[e.name] = float(n_counts * spec.dp_max_records_per_person)
         elif e.name in glm_rows:
             out[e.name] = k * glm_rows[e.name]
         elif e.kind == "count":

@@ -146,7 +146,8 @@ def round_spec(base: JointSpec, beta: tuple[float, ...] | None) -> JointSpec:
     rounds carry its per-round epsilon and clipping bounds."""
     assert base.glm is not None
     return JointSpec(statistics=base.statistics, dp_epsilon=base.dp_epsilon,
-                     dp_bounds=base.dp_bounds, glm=GLMSpec(
+                     dp_bounds=base.dp_bounds,
+                     dp_max_records_per_person=base.dp_max_records_per_person, glm=GLMSpec(
                          base.glm.family, base.glm.y, base.glm.x, beta, base.glm.alpha))
 
 
@@ -157,6 +158,8 @@ def round_request(spec: JointSpec) -> dict[str, Any]:
     if spec.dp_epsilon is not None:
         out["dp"] = {"epsilon": spec.dp_epsilon,
                      "bounds": {c: list(b) for c, b in spec.dp_bounds.items()}}
+        if spec.dp_max_records_per_person != 1:
+            out["dp"]["max_records_per_person"] = spec.dp_max_records_per_person
     return out
 
 

@@ -67,6 +67,21 @@ def per_person(contrib: Array, cells: Array, units: Array
     return summed, keys // width, index
 
 
+def at_most_per_person(units: Array, per_person: int, rng: Any = None) -> Array:
+    """A mask keeping at most ``per_person`` records of each person, chosen uniformly at
+    random (contribution bounding: a DP aggregate's sensitivity is then per person; the
+    choice is independent of the values, so it costs no privacy of its own)."""
+    rng = np.random.default_rng() if rng is None else rng
+    n = len(units)
+    order = np.lexsort((rng.random(n), units))
+    grouped = units[order]
+    first = np.r_[0, np.flatnonzero(grouped[1:] != grouped[:-1]) + 1]
+    starts = np.repeat(first, np.diff(np.r_[first, n]))
+    keep = np.zeros(n, dtype=bool)
+    keep[order[np.arange(n) - starts < per_person]] = True
+    return keep
+
+
 def person_totals(contrib: Array, units: Array | None) -> Array:
     """Contributions summed per person (one cell); records as they are without units."""
     if units is None:

@@ -114,6 +114,13 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
     col = numeric_columns(df, cache)
 
     suppressed = 0
+    if dp and units is not None:
+        from compute import joint_units  # the agent's rules (never reached run as a script)
+        # Contribution bounding: at most L records of a person (dp.max_records_per_person), so
+        # the noise, scaled by L (compute/dp.py), protects persons, not records.
+        bounded = joint_units.at_most_per_person(units, int(dp.get("max_records_per_person", 1)))
+        if not bounded.all():
+            df, units = df[bounded].reset_index(drop=True), units[bounded]
     if min_cell_count is not None and not dp:
         kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count, withdrawn,
                                                 units)

@@ -36,6 +36,9 @@ MOMENT_STATS = frozenset({"covariance", "correlation"})
 # and a GLM round's weighted sums at public coefficients over clipped values, bounded in
 # compute/glmdp.py); second moments would need squared bounds and noise that swamps them at
 # useful epsilons.
+# A person's records a DP aggregate takes at most (dp.max_records_per_person): the noise grows
+# with it, so a larger bound buys nothing past a few records.
+MAX_RECORDS_PER_PERSON = 1000
 DP_STATISTICS = frozenset({"count", "sum", "mean", "histogram", "contingency", "grouped",
                            "quantiles", "glm"})
 COLUMN_TYPES = frozenset({"integer", "number", "string", "date", "boolean"})
@@ -97,6 +100,10 @@ class JointSpec:
     )  # column -> (probs, edges)
     dp_epsilon: float | None = None
     dp_bounds: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    # At most this many records of one person enter a provider's DP aggregate (where the
+    # dataset declares identifier fields): the sensitivities scale by it, so epsilon is per
+    # person at each provider (compute/joint_units.py, compute/dp.py).
+    dp_max_records_per_person: int = 1
     glm: GLMSpec | None = None
     version: int = SPEC_VERSION
 
@@ -132,6 +139,9 @@ class JointSpec:
             "dp": None if self.dp_epsilon is None else {
                 "epsilon": self.dp_epsilon,
                 "bounds": {c: list(b) for c, b in self.dp_bounds.items()},
+                # Written only when not the default: earlier specs keep their digest.
+                **({"max_records_per_person": self.dp_max_records_per_person}
+                   if self.dp_max_records_per_person != 1 else {}),
             },
         }
 
@@ -307,9 +317,17 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
         p.column(col, f"shift.{col}", numeric=True)
         shift[col] = _num(val, f"shift.{col}")
 
-    dp_epsilon, dp_bounds = None, {}
+    dp_epsilon, dp_bounds, per_person = None, {}, 1
     if top.get("dp") is not None:
         dp = _obj(top["dp"], "dp")
+        for key in sorted(set(dp) - {"epsilon", "bounds", "max_records_per_person"}):
+            raise _fail(f"dp.{key}", "unknown_field", "not a dp field")
+        if (raw_l := dp.get("max_records_per_person", 1)) is not None:
+            if isinstance(raw_l, bool) or not isinstance(raw_l, int) or \
+                    not 1 <= raw_l <= MAX_RECORDS_PER_PERSON:
+                raise _fail("dp.max_records_per_person", "range",
+                            f"an integer in [1, {MAX_RECORDS_PER_PERSON}]")
+            per_person = raw_l
         dp_epsilon = _num(dp.get("epsilon"), "dp.epsilon")
         if not 0.0 < dp_epsilon <= 10.0:
             raise _fail("dp.epsilon", "range", "epsilon must lie in (0, 10]")
@@ -338,7 +356,8 @@ def parse_spec(raw: object, schema: Mapping[str, str]) -> JointSpec:
         ols_x=ols_x, bins=dict(sorted(bins.items())), contingency=contingency,
         group_keys=group_keys, group_values=group_values,
         quantiles=dict(sorted(quantiles.items())), dp_epsilon=dp_epsilon,
-        dp_bounds=dict(sorted(dp_bounds.items())), glm=glm,
+        dp_bounds=dict(sorted(dp_bounds.items())), dp_max_records_per_person=per_person,
+        glm=glm,
     )
     from compute.layout import build_layout  # layout depends on JointSpec, not the reverse
 
