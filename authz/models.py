@@ -431,9 +431,9 @@ class JobOutput(AuthzBase):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
-    # An output not released when its run ended is named by position (output-<i>.<ext>,
-    # authz/output_names.py), released by review or not: the script's file name is text
-    # it chose after reading the data.
+    # An output not released when its run ended is named by position (output-<i>, no
+    # extension: authz/output_names.py), released by review or not: the script's file
+    # name is text it chose after reading the data.
     name: Mapped[str] = mapped_column(String(200))
     # The name the agent reported (the script's own) when ``name`` is positional: for the
     # output checkers and the agent's differencing audit, never for the requester.

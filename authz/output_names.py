@@ -15,11 +15,15 @@ secret can be brute-forced offline. Only what was released says any of that. So:
   the requester, the checkers and the ledger use for the output, and its sealed content
   is bound to it;
 - its digest and size are shown as those of empty content (the convention for what was
-  never read) until it is released, in the job view and in every ledger body.
+  never read) until it is released, in the job view and in every ledger body;
+- its kind (:class:`OutputKind`) is what the agent's checks verified its file to be, read
+  from the name the agent reported: once it is released its content is the requester's,
+  and it is served as that kind, never by the positional name's lack of an extension.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from typing import Any
 
@@ -56,6 +60,28 @@ def name_by_position(outputs: list[JobOutput]) -> None:
 def agents_name(out: JobOutput) -> str:
     """The name the agent reported the output under (its differencing audit's key)."""
     return out.script_name or out.name
+
+
+class OutputKind(enum.StrEnum):
+    """What the agent's checks (containers/checks.py) verified an output's file to be, by the
+    extension of the name it had in /out: a CSV or JSON table the agent parsed and wrote out
+    again, or a PNG it rebuilt from the chunks that draw it. Nothing else is ever released
+    (JPEG, PDF and SVG are withheld), so anything else has no kind."""
+
+    CSV = "csv"
+    JSON = "json"
+    PNG = "png"
+
+
+def checked_kind(out: JobOutput) -> OutputKind | None:
+    """The kind the checks verified ``out`` to be, or None for a name no check accepts (the
+    agent's patterns are lower-case: ``x.PNG`` was never checked as an image)."""
+    name = agents_name(out)
+    ext = name.rsplit(".", 1)[1] if "." in name else ""
+    try:
+        return OutputKind(ext)
+    except ValueError:
+        return None
 
 
 def shown(out: OutputFields) -> dict[str, Any]:
