@@ -43,17 +43,22 @@ def positional(i: int) -> str:
     return f"output-{i}"
 
 
+def shown_name(i: int, name: str, decision: OutputDecision) -> str:
+    """What the requester and the ledger call the ``i``-th output (from 1) of a report that
+    the agent named ``name``: its name if released, else its position. ``sandbox dev-run``
+    shows a mock run's outputs by it too, so a dry run names them as the real one will."""
+    return name if decision == OutputDecision.RELEASED else positional(i)
+
+
 def name_by_position(outputs: list[JobOutput]) -> None:
     """Rename the outputs of a report that were not released, in place; keep what the agent
     called them in ``script_name``. A blocked or withheld output's content never reached
     the controller: its digest and size are dropped too."""
     for i, out in enumerate(outputs, 1):
-        if out.decision == OutputDecision.RELEASED:
-            continue
-        name = positional(i)
+        name = shown_name(i, out.name, out.decision)
         if out.name != name:
             out.script_name, out.name = out.name, name
-        if out.decision != OutputDecision.PENDING_REVIEW:
+        if out.decision not in (OutputDecision.RELEASED, OutputDecision.PENDING_REVIEW):
             out.sha256, out.size = NOT_SHOWN_SHA256, 0
 
 
