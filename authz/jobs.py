@@ -296,7 +296,8 @@ def statistics_dp(job: JobFields, session: Session | None = None) -> dict[str, A
     return {**raw, **record}
 
 
-def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes:
+def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> JobOutput:
+    """The requester's released output ``name`` of its job, with its content."""
     job = get_visible(ctx, requester, job_id)
     if job.requester_id != requester.id or job.kind == "joint":
         # A joint part's output is one provider's encrypted figures: the requester holds
@@ -304,5 +305,5 @@ def released_output(ctx: Ctx, requester: Party, job_id: str, name: str) -> bytes
         raise NotFound("no such output")
     for o in job.outputs:
         if o.name == name and o.decision == OutputDecision.RELEASED and o.content is not None:
-            return o.content
+            return o
     raise NotFound("no such output")

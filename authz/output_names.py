@@ -15,11 +15,15 @@ secret can be brute-forced offline. Only what was released says any of that. So:
   the requester, the checkers and the ledger use for the output, and its sealed content
   is bound to it;
 - its digest and size are shown as those of empty content (the convention for what was
-  never read) until it is released, in the job view and in every ledger body.
+  never read) until it is released, in the job view and in every ledger body;
+- its kind (:class:`OutputKind`) is what the agent's checks verified its file to be, read
+  from the name the agent reported: once it is released its content is the requester's,
+  and it is served as that kind, never by the positional name's lack of an extension.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 from typing import Any
 
@@ -39,23 +43,50 @@ def positional(i: int) -> str:
     return f"output-{i}"
 
 
+def shown_name(i: int, name: str, decision: OutputDecision) -> str:
+    """What the requester and the ledger call the ``i``-th output (from 1) of a report that
+    the agent named ``name``: its name if released, else its position. ``sandbox dev-run``
+    shows a mock run's outputs by it too, so a dry run names them as the real one will."""
+    return name if decision == OutputDecision.RELEASED else positional(i)
+
+
 def name_by_position(outputs: list[JobOutput]) -> None:
     """Rename the outputs of a report that were not released, in place; keep what the agent
     called them in ``script_name``. A blocked or withheld output's content never reached
     the controller: its digest and size are dropped too."""
     for i, out in enumerate(outputs, 1):
-        if out.decision == OutputDecision.RELEASED:
-            continue
-        name = positional(i)
+        name = shown_name(i, out.name, out.decision)
         if out.name != name:
             out.script_name, out.name = out.name, name
-        if out.decision != OutputDecision.PENDING_REVIEW:
+        if out.decision not in (OutputDecision.RELEASED, OutputDecision.PENDING_REVIEW):
             out.sha256, out.size = NOT_SHOWN_SHA256, 0
 
 
 def agents_name(out: JobOutput) -> str:
     """The name the agent reported the output under (its differencing audit's key)."""
     return out.script_name or out.name
+
+
+class OutputKind(enum.StrEnum):
+    """What the agent's checks (containers/checks.py) verified an output's file to be, by the
+    extension of the name it had in /out: a CSV or JSON table the agent parsed and wrote out
+    again, or a PNG it rebuilt from the chunks that draw it. Nothing else is ever released
+    (JPEG, PDF and SVG are withheld), so anything else has no kind."""
+
+    CSV = "csv"
+    JSON = "json"
+    PNG = "png"
+
+
+def checked_kind(out: JobOutput) -> OutputKind | None:
+    """The kind the checks verified ``out`` to be, or None for a name no check accepts (the
+    agent's patterns are lower-case: ``x.PNG`` was never checked as an image)."""
+    name = agents_name(out)
+    ext = name.rsplit(".", 1)[1] if "." in name else ""
+    try:
+        return OutputKind(ext)
+    except ValueError:
+        return None
 
 
 def shown(out: OutputFields) -> dict[str, Any]:

@@ -147,7 +147,7 @@ def rollup_version(ctx: Ctx, provider_id: str) -> int:
 
 def rebuild_rollup(session: Session) -> None:
     """Count ``usage_days`` again from the jobs: for jobs written without the ORM (bulk
-    loads). The ORM keeps the rollup itself (authz.models._count_in_usage)."""
+    loads). The ORM keeps the rollup itself (authz.models_usage._count_in_usage)."""
     before = set(session.scalars(select(UsageDay.provider_id).distinct()))
     session.execute(delete(UsageDay))
     counts: dict[tuple[str, str, str], int] = {}

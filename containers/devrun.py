@@ -79,11 +79,14 @@ def dataset_task(dataset: dict[str, Any], columns: Sequence[str] | None = None
 def run(executor: DockerExecutor, script: bytes, datasets: Sequence[DatasetTask], image: str,
         *, min_cell_count: int, blocked_columns: Sequence[str], limits: Limits | None = None,
         rows: int = mockrun.MOCK_ROWS, seed: int = mockrun.MOCK_SEED,
-        work_root: Path | None = None) -> mockrun.MockRun:
+        work_root: Path | None = None,
+        script_release: ScriptRelease = ScriptRelease.AUTOMATIC) -> mockrun.MockRun:
     """Run ``script`` on the datasets' mock data as the agent runs a job, checks included.
 
-    The checks are applied as for a permit with automatic release, so that every finding
-    shows; under a permit that holds script outputs for review they would wait for one.
+    The checks are applied as under a permit with ``script_release``: under review, the
+    outputs that pass wait for the output checkers and a PNG is carried to them (rebuilt,
+    or blocking the run if the agent cannot read it exactly), as on the agent; with
+    automatic release an image is withheld.
     """
     limits = limits or Limits()
     task = RunTask(job_id=f"dev-{secrets.token_hex(6)}", kind="script", permit_id="dev-run",
@@ -91,7 +94,7 @@ def run(executor: DockerExecutor, script: bytes, datasets: Sequence[DatasetTask]
                    script_sha256=hashlib.sha256(script).hexdigest(),
                    datasets=tuple(datasets), min_cell_count=min_cell_count,
                    blocked_columns=tuple(sorted(set(blocked_columns))),
-                   timeout_s=limits.timeout_s, script_release=ScriptRelease.AUTOMATIC)
+                   timeout_s=limits.timeout_s, script_release=script_release)
     root = work_root or Path(tempfile.mkdtemp(prefix="sandbox-dev-run-"))
     return mockrun.run(executor, task, root, image, limits, timeout_s=limits.timeout_s,
                        rows=rows, seed=seed)

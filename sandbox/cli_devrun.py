@@ -36,6 +36,10 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
     """Run SCRIPT on the datasets' mock data in the runner image, with the agent's limits
     and output checks; show the whole console output and what the checks found.
 
+    Outputs are named as the requester sees them after a real run: by position
+    (``output-<i>``) unless released. The checks apply the permit's release (automatic
+    without --permit). Exit status 0 released, 2 held for the output checkers, 1 otherwise.
+
     Needs a local Docker engine (and root, for the /out tmpfs) like an agent. Nothing here
     touches a provider's data: the mock data is made from the declared fields only.
     """
@@ -43,6 +47,7 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
 
     # imported here: CLI start-up time (the engine client only for a dev-run)
     from authz.catalog import HIGH_SENSITIVITY
+    from authz.states import ScriptRelease
     from compute.errors import SandboxError
     from containers import devrun
     from containers.engine import choose_runtime, docker_client, engine_facts
@@ -53,10 +58,11 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
     api = client(ctx)
     k = min_cell_count or DEFAULT_MIN_CELL
     columns: dict[str, Any] = {}
-    release = None
+    release = ScriptRelease.AUTOMATIC
     if permit is not None:
         got = api.call("access.get_permit", permit_id=permit)
-        columns, k, release = got["columns"], got["min_cell_count"], got["script_release"]
+        columns, k = got["columns"], got["min_cell_count"]
+        release = ScriptRelease(got["script_release"])
         if min_cell_count is not None:
             raise click.UsageError("--min-cell-count comes from the permit: drop it")
     tasks, blocked = [], []
@@ -75,17 +81,24 @@ def dev_run(ctx: click.Context, script: IO[bytes], dataset_ids: tuple[str, ...],
         _versions(engine, image, chosen)
         click.echo(f"dev-run: {getattr(script, 'name', 'script')} on mock data of "
                    f"{', '.join(dataset_ids)} ({rows} rows each, seed {seed}), image {image},"
-                   f" runtime {chosen}, minimum cell count {k}", err=True)
+                   f" runtime {chosen}, minimum cell count {k}, {release} release", err=True)
         run = devrun.run(DockerExecutor(engine, label_prefix="data-sandbox-dev",
                                         runtime=chosen),
                          source, tasks, image, min_cell_count=k, blocked_columns=blocked,
-                         rows=rows, seed=seed)
+                         rows=rows, seed=seed, script_release=release)
     except (SandboxError, DockerException) as e:
         raise click.ClickException(f"{e}: the dev-run needs the local Docker engine and the "
                                    "runner image, as an agent does (see README, "
                                    "Requirements)") from e
-    _report(run, Path(out_dir), release)
-    sys.exit(0 if run.ok and run.report.state == JobState.RELEASED else 1)
+    _report(run, Path(out_dir))
+    sys.exit(exit_status(run))
+
+
+def exit_status(run: Any) -> int:
+    """As ``sandbox submit --wait``'s: 0 released, 2 waiting for people, 1 otherwise."""
+    if not run.ok:
+        return 1
+    return {JobState.RELEASED: 0, JobState.AWAITING_REVIEW: 2}.get(run.report.state, 1)
 
 
 def _versions(engine: Any, image: str, runtime: str | None) -> None:
@@ -101,7 +114,7 @@ def _versions(engine: Any, image: str, runtime: str | None) -> None:
                    "virtualenv", err=True)
 
 
-def _report(run: Any, out_dir: Path, release: str | None) -> None:
+def _report(run: Any, out_dir: Path) -> None:
     click.echo("--- console output (mock data: shown whole) ---")
     click.echo(run.console.rstrip() or "(none)")
     click.echo("--- outcome ---")
@@ -118,16 +131,19 @@ def _report(run: Any, out_dir: Path, release: str | None) -> None:
         click.echo(f"files the script wrote to /out: {', '.join(run.outputs)} (copied to "
                    f"{out_dir}/)")
     click.echo("--- output checks (the agent's, on these outputs) ---")
+    from authz.output_names import shown_name  # imported here: CLI start-up time
+
     report = run.report
-    # The agent names a blocked run's outputs by position (in name order); here, on mock
-    # data, the file each position stands for can be said.
+    # Named as the controller names them for the requester and the ledger: an output not
+    # released by its position (a held one too: its name is text the script chose), so
+    # the dry run shows no name the real one hides. The files are checked in name order:
+    # here, on mock data, the file each position stands for can be said.
     files = sorted(run.outputs) if len(run.outputs) == len(report.outputs) else []
-    for i, o in enumerate(report.outputs):
+    for i, o in enumerate(report.outputs, 1):
+        name = shown_name(i, o.name, o.decision)
         why = f": {'; '.join(o.reasons)}" if o.reasons else ""
-        known = f"  [{files[i]}]" if files and files[i] != o.name else ""
-        click.echo(f"  {o.name}: {o.decision}{why}{known}")
+        known = f"  [{files[i - 1]}]" if files and files[i - 1] != name else ""
+        click.echo(f"  {name}: {o.decision}{why}{known}")
     click.echo(f"run: {report.state}" + (f" ({report.reason})" if report.reason else ""))
-    if release == "review":
-        click.echo("under this permit, script outputs the checks pass wait for a reviewer")
     click.echo("--- console output the requester would get from a run on real data ---")
     click.echo(report.log or "(none)")

@@ -9,11 +9,7 @@ from flask import Blueprint, Response
 from authz import job_list, jobs
 from authz.people import PersonRole
 from compute.errors import NotFound
-from sandbox import auth, db, release
-
-#: What a released output is served as (an image only ever after release review).
-MIMETYPES = {"json": "application/json", "csv": "text/csv", "png": "image/png",
-             "jpg": "image/jpeg", "jpeg": "image/jpeg", "pdf": "application/pdf"}
+from sandbox import auth, db, downloads, release
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
@@ -74,13 +70,10 @@ def receipt(job_id: str) -> dict[str, Any]:
 @bp.get("/<job_id>/outputs/<name>")
 @auth.roles("requester")
 def output(job_id: str, name: str) -> Response:
-    content = jobs.released_output(db.ctx(), auth.party(), job_id, name)
+    out = jobs.released_output(db.ctx(), auth.party(), job_id, name)
     job = jobs.get_visible(db.ctx(), auth.party(), job_id)
     if job.ledger_index is None:
         raise NotFound("no such output")
     release.require_witnessed(job.ledger_index)
-    mimetype = MIMETYPES.get(name.rsplit(".", 1)[-1], "application/octet-stream")
-    # Served as an attachment so a browser never renders job-produced content inline.
-    return Response(content, mimetype=mimetype,
-                    headers={"Content-Disposition": f'attachment; filename="{name}"',
-                             "X-Content-Type-Options": "nosniff"})
+    # As the web page's download: the checked kind's media type, as an attachment.
+    return downloads.output_file(out)

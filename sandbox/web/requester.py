@@ -16,7 +16,7 @@ from authz.models import Party, Permit
 from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus
 from compute import mockdata
 from compute.errors import InvalidInput, NotFound, SandboxError
-from sandbox import auth, db, release
+from sandbox import auth, db, downloads, release
 from sandbox.web import charts
 from sandbox.web.session import current, page
 
@@ -192,18 +192,21 @@ def job(job_id: str) -> str:
         else:
             for o in j.outputs:
                 if o.decision == OutputDecision.RELEASED and o.content is not None:
-                    # Shown by the kind of the script's file: released, it is no secret
+                    # Shown by the kind the checks verified: released, it is no secret
                     # (an output released by review keeps its positional name).
-                    tables[o.name] = _table(output_names.agents_name(o), o.content)
+                    tables[o.name] = _table(output_names.checked_kind(o), o.content)
     return render_template("web/requester/job.html", job=data, steps=STEPS,
                            terminal=j.state in TERMINAL, tables=tables, withheld=withheld,
                            code=j.script.decode("utf-8", "replace"), kind=j.kind)
 
 
-def _table(name: str, content: bytes) -> dict[str, Any]:
-    """A released output as rows to show: CSV as a table, JSON as indented text."""
+def _table(kind: output_names.OutputKind | None, content: bytes) -> dict[str, Any]:
+    """A released output as rows to show: CSV as a table, JSON as indented text; anything
+    else (a PNG chart) only as its download, never in the page."""
+    if kind not in (output_names.OutputKind.CSV, output_names.OutputKind.JSON):
+        return {}
     text = content.decode("utf-8", errors="replace")
-    if name.endswith(".csv"):
+    if kind == output_names.OutputKind.CSV:
         rows = list(csv.reader(io.StringIO(text)))
         header, body = (rows[0] if rows else []), rows[1:MAX_TABLE_ROWS + 1]
         return {"header": header, "rows": body, "chart": charts.table_chart(header, body),
@@ -239,11 +242,10 @@ def receipt(job_id: str) -> Response:
 @page("requester")
 def output(job_id: str, name: str) -> Response:
     p = auth.party()
-    content = jobs.released_output(db.ctx(), p, job_id, name)
+    out = jobs.released_output(db.ctx(), p, job_id, name)
     j = jobs.get_visible(db.ctx(), p, job_id)
     if j.ledger_index is None:
         abort(404)
     release.require_witnessed(j.ledger_index)
-    mimetype = "application/json" if name.endswith(".json") else "text/csv"
-    return Response(content, mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="{name}"'})
+    # The API's response (GET /api/v1/jobs/<id>/outputs/<name>): the same file.
+    return downloads.output_file(out)

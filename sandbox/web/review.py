@@ -15,13 +15,12 @@ from flask import Blueprint, Response, redirect, render_template, request, url_f
 from sqlalchemy import select
 from werkzeug.wrappers.response import Response as BaseResponse
 
-from authz import output_names, review
+from authz import review
 from authz.models import Person
 from authz.people import PersonRole
 from authz.states import OutputDecision, ReviewDecision
 from compute.errors import NotFound, SandboxError
-from sandbox import auth, db
-from sandbox.api.jobs import MIMETYPES
+from sandbox import auth, db, downloads
 from sandbox.web.requester import party_names
 from sandbox.web.session import page
 
@@ -106,9 +105,5 @@ def download(job_id: str, name: str) -> Response:
     found = [o for o in job.outputs if o.name == name and o.content is not None]
     if not found:
         raise NotFound("no such output, or its content was discarded")
-    # Its type from the name the script gave it, which its checkers may see.
-    mimetype = MIMETYPES.get(_kind(output_names.agents_name(found[0])),
-                             "application/octet-stream")
-    return Response(found[0].content, mimetype=mimetype, headers={
-        "Content-Disposition": f'attachment; filename="{name}"',
-        "X-Content-Type-Options": "nosniff"})
+    # The same file the requester gets if it is released (sandbox/downloads.py).
+    return downloads.output_file(found[0])

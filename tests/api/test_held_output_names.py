@@ -123,3 +123,39 @@ def test_unreleased_names_carry_no_kind() -> None:
         output_names.name_by_position(one)
         output_names.name_by_position(two)
         assert [o.name for o in one] == [o.name for o in two] == ["output-1", "output-2"]
+
+
+@SQLITE
+def test_released_by_review_it_is_served_as_the_kind_the_checks_verified(
+        review: Review) -> None:
+    """``output-<i>`` has no extension: the download's type and file name are its checked
+    kind's (the agent's name of the file), not a guess from the positional name."""
+    job_id = review.held_job((NAMES[0], TABLE), (NAMES[1], PNG), ("v_1.json", b"{}"))
+    for name in ("output-1", "output-2", "output-3"):
+        assert review.decide(review.checkers[0], job_id, name).status_code == 200
+    served = {name: review.analyst.get(f"/jobs/{job_id}/outputs/{name}")
+              for name in ("output-1", "output-2", "output-3")}
+    assert [(r.mimetype, r.headers["Content-Disposition"], r.headers["X-Content-Type-Options"])
+            for r in served.values()] == [
+        ("text/csv", 'attachment; filename="output-1.csv"', "nosniff"),
+        ("image/png", 'attachment; filename="output-2.png"', "nosniff"),
+        ("application/json", 'attachment; filename="output-3.json"', "nosniff")]
+    assert served["output-2"].data == PNG
+
+
+def test_a_download_has_its_checked_kind_or_none() -> None:
+    from sandbox import downloads
+
+    def kind(name: str, script_name: str | None = None) -> str | None:
+        out = _output(name, OutputDecision.RELEASED)
+        out.script_name = script_name
+        return output_names.checked_kind(out)
+
+    assert [kind("table-1.csv"), kind("output-2", "chart.png"), kind("output-3", "v.json"),
+            kind("output-4", "report.pdf"), kind("output-5", "chart.PNG"),
+            kind("notes")] == ["csv", "png", "json", None, None, None]
+    assert downloads.media_type(None) == "application/octet-stream"
+    assert [downloads.file_name(n, k) for n, k in [
+        ("output-2", output_names.OutputKind.PNG), ("table-1.csv", output_names.OutputKind.CSV),
+        ("output-4", None), ('..a"b;c/d.csv', output_names.OutputKind.CSV), ("...", None)]] \
+        == ["output-2.png", "table-1.csv", "output-4", "a_b_c_d.csv", "output"]

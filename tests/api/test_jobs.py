@@ -282,3 +282,27 @@ def test_one_job_reads_one_version_of_a_code(make_party: Any, make_agent: Any) -
                                  "dataset_ids": [first["id"], second["id"]]})
     assert r.status_code == 400 and "two versions of one dataset code" in r.json["rule"]
     assert submit(requester, permit_id, second["id"]).status_code == 201
+
+
+def test_a_released_output_no_check_vouches_for_is_served_as_opaque_bytes(
+        make_party: Any, make_agent: Any) -> None:
+    """A name no agent check accepts (an older agent's, or a forged report's) has no kind:
+    opaque bytes, an attachment, never sniffed; a checked table keeps its type."""
+    _, requester, agent, ds, permit_id = setup(make_party, make_agent)
+    job_id = submit(requester, permit_id, ds["id"]).json["id"]
+    assert agent.post("/agent/tasks/next").json["task"]["job_id"] == job_id
+    files = {"notes.html": b"<script>alert(1)</script>", "table.csv": b"age_band,n\n0-17,12\n"}
+    r = agent.post(f"/agent/jobs/{job_id}/result", {
+        "state": "released", "exit_code": 0, "rows_read": 500, "bytes_read": 9000,
+        "input_sha256": "a" * 64, "runner_image": "img", "log": "", "outputs": [{
+            "name": name, "sha256": hashlib.sha256(c).hexdigest(), "bytes": len(c),
+            "decision": "released", "reasons": [],
+            "content_b64": base64.b64encode(c).decode()} for name, c in files.items()]})
+    assert r.status_code == 200, r.json
+    html = requester.get(f"/jobs/{job_id}/outputs/notes.html")
+    assert html.mimetype == "application/octet-stream" and html.data == files["notes.html"]
+    assert html.headers["Content-Disposition"] == 'attachment; filename="notes.html"'
+    assert html.headers["X-Content-Type-Options"] == "nosniff"
+    table = requester.get(f"/jobs/{job_id}/outputs/table.csv")
+    assert table.mimetype == "text/csv"
+    assert table.headers["Content-Disposition"] == 'attachment; filename="table.csv"'

@@ -174,3 +174,28 @@ def test_mock_data_download_and_the_job_s_code_for_the_requester(
                                          "script": SCRIPT}).json
     page = analyst.get(f"/requester/jobs/{job['id']}").get_data(as_text=True)
     assert "print(&#39;&lt;b&gt;bold&lt;/b&gt;&#39;)" in page and "<b>bold" not in page
+
+
+def test_a_released_chart_downloads_as_the_api_serves_it(world: World, person: Any) -> None:
+    """The requester's page download and the API's are one response: the checked kind's
+    type (not text/csv for everything not JSON), nosniff, a file name with its extension."""
+    ds, permit_id = review_permit(world, 1)
+    job_id = held_job(world, permit_id, ds["id"], ("t.csv", TABLE), ("chart.png", PNG))
+    checker: Browser = person(world.provider, "output_checker")
+    checker.get(f"/provider/review/{job_id}")
+    for name in ("output-1", "output-2"):
+        assert checker.post(f"/provider/review/{job_id}/outputs/{name}", {
+            "decision": "approve", "comment": "bands of ten or more"}).status_code == 302
+    analyst: Browser = person(world.requester, "analyst")
+    page = analyst.get(f"/requester/jobs/{job_id}").get_data(as_text=True)
+    assert "PNG" not in page  # the chart's bytes are never shown as text in the page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page  # the table is, escaped
+    for name, ext, mimetype in [("output-1", "csv", "text/csv"),
+                                ("output-2", "png", "image/png")]:
+        web = analyst.client.get(f"/requester/jobs/{job_id}/outputs/{name}")
+        api = world.requester.get(f"/jobs/{job_id}/outputs/{name}")
+        for r in (web, api):
+            assert r.status_code == 200 and r.mimetype == mimetype
+            assert r.headers["Content-Disposition"] == f'attachment; filename="{name}.{ext}"'
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+        assert web.data == api.data
