@@ -1,0 +1,141 @@
+"""Red team, ninth pass: differencing across routes (a joint job against single-provider
+statistics jobs) and the joint route's new person units.
+
+Same convention as ``test_redteam_3.py``: each test is an attack that computes what it
+learns (``recovered``) and ends by asserting the defence, that this is not the secret.
+While the leak is open that assertion fails and the test is marked ``leak`` (strict
+xfail); the day a fix closes it strict xfail reports it and the marker goes (run with
+``--runxfail`` to see each recovery).
+
+Findings:
+
+* R9-1 (medium-high, joint statistics against the statistics route; open): the joint
+  route's promise beyond single records is that no party learns one provider's own
+  aggregate (docs/joint-statistics.md: at least ``min_providers`` providers, "only the
+  sum over all the job's providers is meaningful"; collusion with all providers but one
+  is the stated limit). No collusion is needed. A requester holding a
+  ``joint_statistics`` permit on hospitals A+B+C and ordinary ``statistics`` permits on
+  B's and C's datasets (each granted by its own provider, for its own purpose) runs the
+  joint job, then the same figure on B and on C through the statistics route, which
+  releases a total over 800 episodes exactly (well above every threshold, no dominance).
+  The pooled sum less the two is A's own exact total cost and count, to the cent; the
+  same for every joint cell the statistics route releases at B and C (grouped sums,
+  histograms, a model's sufficient statistics). ``authz.jobs.submit`` refuses plain jobs
+  under the joint permit, and ``authz.joint.submit`` checks providers per job, but
+  nothing looks at the requester's other permits: A, approving the joint item, cannot
+  see them. Smallest fix: in ``authz.joint.submit``, refuse (``PolicyViolation``) a
+  joint job when the requester holds a live permit of another ``use_kind`` (statistics,
+  script) on datasets of ``n - 1`` or more of the job's ``n`` providers (and, in
+  ``authz.access`` approval, refuse the converse grant while such a joint permit lives);
+  docs/threat-model.md should then say the cross-permit case is covered. The in-process
+  test below models the data flow; once the controller refuses, it is to be rewritten to
+  submit through the API and assert the 409.
+
+Also attacked and found stopped (one line each):
+
+* joint persons: k episodes of one patient as a joint cell, and one patient's moderate
+  episodes dominating a joint sum, are withdrawn per person (``compute.joint_units``;
+  tests/containers/test_joint_persons.py); ``per_person``, ``cell_sizes``,
+  ``value_holders`` and the GLM round's per-person totals were read for index and
+  alignment errors (kept records, ``units[kept]``, ``units[ok]``): none found, and each
+  rule is at least as strict by persons as by records (merging contributions only
+  raises nk and p% concentration);
+* joint vs statistics rule on signed values: the statistics and script routes take
+  ``|sum|`` of a person's records, the joint route ``sum |x|``; a patient whose +A and
+  -A records cancel is not dominant in a cell holding both, but a dimension that splits
+  the two makes each cell dominated, and the margin only gives their sum (no recovery);
+* three jobs across tables (A = B + C + one record with a missing dimension): every
+  statistics-route table releases its ``All`` margin, so some pair of released
+  populations differs by the record and the pairwise audit hits it (R5-1's family);
+* the table-level ``differencing`` rule as a membership oracle: it says 1..k-1 records
+  changed, which the withheld value's change would say anyway;
+* the joint ``disclosure.suppressed`` count under a bisection of histogram edges: it
+  answers "is some provider's tail bin 1..k-1 records", what the documented across-jobs
+  count difference (docs/joint-statistics.md, *Limits*) already answers;
+* a colluding operator registering two empty Sybil providers to pool with A alone: the
+  operator controls parties and permits, which threat-model.md already lists as not
+  defended (collusion on the permit itself).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from authz.wire import RunTask
+from compute.spec import parse_spec
+from containers import jobdir, statistics_job
+from containers.audit_store import AuditStore
+from containers.executor import Limits
+from sandbox.demo_data import FIELDS, hospital_table
+from tests.compute.harness import run_joint
+
+MIN_CELL = 10
+ROWS = 800
+PERMITTED = ["age", "sex", "diagnosis", "los", "cost"]  # never patient_id
+SCHEMA = {"age": "integer", "cost": "number", "los": "integer", "sex": "string",
+          "diagnosis": "string"}
+
+
+def leak(reason: str) -> pytest.MarkDecorator:
+    """An open leak: the test's final assertion (the defence) fails because the attack
+    recovers the secret."""
+    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+
+
+def statistics_job_on(root: Path, frame: pd.DataFrame, spec: dict[str, Any]
+                      ) -> dict[str, Any]:
+    """One statistics job on one provider's dataset, run as its agent runs it (projection,
+    checks, the differencing audit): the ``statistics.json`` the requester fetches."""
+    (root / "data").mkdir(parents=True)
+    frame.to_csv(root / "data" / "episodes.csv", index=False)
+    task = RunTask.model_validate({
+        "job_id": "job_1", "kind": "statistics", "permit_id": "pmt_1",
+        "requester_id": "req_1", "script_b64": base64.b64encode(b"{}").decode(),
+        "script_sha256": "0" * 64, "min_cell_count": MIN_CELL, "timeout_s": 60,
+        "statistics": spec,
+        "datasets": [{"id": "ds_1", "code": "episodes", "provider_id": "prov_1",
+                      "format": "csv", "location": "episodes.csv",
+                      "fields": [f for f in FIELDS if f["name"] in PERMITTED]}]})
+    store = AuditStore(root / "audit.sqlite")
+    job_dir = root / "work" / "job_1"
+    jobdir.prepare(task, job_dir, lambda _: [root / "data"], "img", Limits(), store)
+    report = statistics_job.statistics_report(task, job_dir, "img", store)
+    assert report.outputs[0].decision == "released"
+    doc: dict[str, Any] = json.loads(base64.b64decode(report.outputs[0].content_b64 or ""))
+    return doc
+
+
+def _released(doc: dict[str, Any], analysis: int) -> float | None:
+    a = doc["analyses"][analysis]
+    cells = a["tables"][0]["cells"] if "tables" in a else a["cells"]
+    total = cells[-1]  # the overall cell (the margin)
+    return None if total["status"] != "ok" else float(total["value"])
+
+
+@leak("R9-1: a joint total less the other providers' statistics-route totals")
+def test_joint_total_less_two_statistics_jobs_is_one_providers_own(tmp_path: Path) -> None:
+    tables = {f"h{i}": hospital_table(90 + i, ROWS, f"H{i}") for i in range(3)}
+    frames = {h: t.drop(columns="patient_id") for h, t in tables.items()}
+    # The joint permit on A+B+C: the pooled total cost and count.
+    joint = run_joint(parse_spec({"statistics": ["sum", "count"], "columns": ["cost"]},
+                                 SCHEMA), frames, min_cell_count=MIN_CELL)
+    pooled_sum, pooled_n = joint.columns["cost"]["sum"], joint.columns["cost"]["n"]
+    # Ordinary statistics permits on B and C: the same figures, through their own agents.
+    spec = {"analyses": [{"kind": "magnitude", "value": "cost", "statistics": ["sum"]},
+                         {"kind": "frequency", "dims": ["sex"]}]}
+    others_sum, others_n = 0.0, 0
+    for h in ("h1", "h2"):
+        doc = statistics_job_on(tmp_path / h, tables[h], spec)
+        s, n = _released(doc, 0), _released(doc, 1)
+        assert s is not None and n is not None
+        others_sum, others_n = others_sum + s, others_n + int(n)
+    assert isinstance(pooled_sum, float) and isinstance(pooled_n, int)
+    recovered = (pooled_n - others_n, round(pooled_sum - others_sum, 2))
+    secret = (len(tables["h0"]), round(float(tables["h0"].cost.sum()), 2))
+    assert recovered != secret, "disclosed: hospital A's own total cost and episode count"
