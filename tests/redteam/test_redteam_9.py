@@ -30,6 +30,25 @@ Findings:
   docs/threat-model.md should then say the cross-permit case is covered. The in-process
   test below models the data flow; once the controller refuses, it is to be rewritten to
   submit through the API and assert the 409.
+* R9-2 (high, PSI against the statistics route; open): a PSI release's per-category
+  count and sum are over the server register's records that the client's set matches;
+  the statistics route releases the same register's counts and sums per category over
+  every record. Scenario 3 (tax register as client, social insurance as server): one
+  Xuhui firm files social insurance but is missing from the tax register. The PSI
+  release (every count 188-213, nothing suppressed or dominated) and an ordinary
+  statistics job on the social insurance register (district, employees; no identifier)
+  differ in Xuhui by one firm, and the two sums by its employee count, 4,321, exactly.
+  Nothing compares the two: the PSI rules look at one release (primary, secondary and
+  register-level dominance), the statistics route's differencing audit sketches only
+  statistics and script populations, and no party could compare them in the protocol
+  (only the client learns the cardinalities, only the server the register groups).
+  The same works per category with 1..k-1 unmatched firms (their summed employees),
+  and against a script's verified table of the register. Smallest fix: in
+  ``authz.psi_jobs.submit``, refuse a PSI job when the requester holds a live permit of
+  another ``use_kind`` on the holder's dataset (and refuse the converse at approval,
+  ``authz.access``), since the register's own figures are the other side of every
+  intersection figure; docs/joint-statistics.md (*Private set intersection*) should list
+  the cross-route difference with the within-PSI ones it already lists.
 
 Also attacked and found stopped (one line each):
 
@@ -64,10 +83,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from authz.wire import RunTask
+from compute.psi import parse_psi_spec, run_psi
 from compute.spec import parse_spec
 from containers import jobdir, statistics_job
 from containers.audit_store import AuditStore
@@ -88,10 +109,11 @@ def leak(reason: str) -> pytest.MarkDecorator:
     return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
 
 
-def statistics_job_on(root: Path, frame: pd.DataFrame, spec: dict[str, Any]
-                      ) -> dict[str, Any]:
+def statistics_job_on(root: Path, frame: pd.DataFrame, spec: dict[str, Any],
+                      fields: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One statistics job on one provider's dataset, run as its agent runs it (projection,
-    checks, the differencing audit): the ``statistics.json`` the requester fetches."""
+    checks, the differencing audit): the ``statistics.json`` the requester fetches.
+    ``fields``: the permitted fields (default: the demo hospitals' but ``patient_id``)."""
     (root / "data").mkdir(parents=True)
     frame.to_csv(root / "data" / "episodes.csv", index=False)
     task = RunTask.model_validate({
@@ -101,7 +123,7 @@ def statistics_job_on(root: Path, frame: pd.DataFrame, spec: dict[str, Any]
         "statistics": spec,
         "datasets": [{"id": "ds_1", "code": "episodes", "provider_id": "prov_1",
                       "format": "csv", "location": "episodes.csv",
-                      "fields": [f for f in FIELDS if f["name"] in PERMITTED]}]})
+                      "fields": fields or [f for f in FIELDS if f["name"] in PERMITTED]}]})
     store = AuditStore(root / "audit.sqlite")
     job_dir = root / "work" / "job_1"
     jobdir.prepare(task, job_dir, lambda _: [root / "data"], "img", Limits(), store)
@@ -139,3 +161,42 @@ def test_joint_total_less_two_statistics_jobs_is_one_providers_own(tmp_path: Pat
     recovered = (pooled_n - others_n, round(pooled_sum - others_sum, 2))
     secret = (len(tables["h0"]), round(float(tables["h0"].cost.sum()), 2))
     assert recovered != secret, "disclosed: hospital A's own total cost and episode count"
+
+
+DISTRICTS = ["Huangpu", "Xuhui", "Pudong", "Minhang"]
+REGISTER_FIELDS = [{"name": "district", "type": "string", "sensitivity": "internal"},
+                   {"name": "employees", "type": "integer", "sensitivity": "sensitive"}]
+SECRET_EMPLOYEES = 4321
+
+
+@leak("R9-2: a PSI release beside the server register's statistics-route table")
+def test_psi_beside_the_registers_own_table_gives_the_unmatched_firm(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    codes = [f"91310{x:013d}" for x in rng.choice(10**12, size=800, replace=False)]
+    social = pd.DataFrame({  # the server: social insurance filings (scenario 3)
+        "credit_code": codes, "district": rng.choice(DISTRICTS, 800),
+        "employees": np.clip(rng.lognormal(5, 1, 800).round(), 1, 60000).astype(int)})
+    # One Xuhui firm files social insurance but is not in the tax register (the client).
+    target = int(np.flatnonzero(social["district"] == "Xuhui")[0])
+    social.loc[target, "employees"] = SECRET_EMPLOYEES
+    tax = pd.DataFrame({"credit_code": [c for i, c in enumerate(codes) if i != target]})
+    spec = parse_psi_spec({"id": "credit_code",
+                           "categories": {"column": "district", "values": DISTRICTS},
+                           "value": {"column": "employees"}},
+                          {"credit_code": "string", "district": "string",
+                           "employees": "integer"})
+    psi, _ = run_psi(spec, tax, social, MIN_CELL)  # a verification permit on both
+    # An ordinary statistics permit on the social insurance register (no identifier).
+    doc = statistics_job_on(tmp_path, social, {"analyses": [
+        {"kind": "magnitude", "dims": ["district"], "value": "employees",
+         "statistics": ["sum"]},
+        {"kind": "frequency", "dims": ["district"]}]}, REGISTER_FIELDS)
+    sums = {c["cell"]["district"]: c["value"] for c in doc["analyses"][0]["tables"][0]["cells"]}
+    counts = {c["cell"]["district"]: c["value"] for c in doc["analyses"][1]["cells"]}
+    matched = {c["category"]: c for c in psi["categories"]}
+    recovered = None
+    for d in DISTRICTS:
+        n, s = matched[d]["count"], matched[d]["sum"]
+        if None not in (n, s, counts[d], sums[d]) and counts[d] - n == 1:
+            recovered = round(sums[d] - s)  # the one unmatched firm of the district
+    assert recovered != SECRET_EMPLOYEES, "disclosed: the unmatched firm's employees"
