@@ -30,6 +30,15 @@ Findings:
   docs/threat-model.md should then say the cross-permit case is covered. The in-process
   test below models the data flow; once the controller refuses, it is to be rewritten to
   submit through the API and assert the 409.
+  R9-1b, the joint route alone: docs/joint-statistics.md requires a job's datasets to be
+  exactly its permit's because "two joint jobs over different provider subsets (A+B+C
+  and A+B+C+D) could otherwise be subtracted to give D's sums alone"; the check is per
+  permit, so the same requester with two ``joint_statistics`` permits, one on A+B+C and
+  one on A+B+C+D (two requests, each approved by its providers), subtracts them: D's
+  exact total and count. The same holds for PSI (``authz.psi_jobs.submit`` checks the
+  permit's datasets only): an intersection of T, S and one of T, C, S differ by the firms
+  in T and S but not C. The same fix covers all three: compare with the requester's other
+  live permits over the same providers, not only the job's own permit.
 * R9-2 (high, PSI against the statistics route; open): a PSI release's per-category
   count and sum are over the server register's records that the client's set matches;
   the statistics route releases the same register's counts and sums per category over
@@ -200,3 +209,21 @@ def test_psi_beside_the_registers_own_table_gives_the_unmatched_firm(tmp_path: P
         if None not in (n, s, counts[d], sums[d]) and counts[d] - n == 1:
             recovered = round(sums[d] - s)  # the one unmatched firm of the district
     assert recovered != SECRET_EMPLOYEES, "disclosed: the unmatched firm's employees"
+
+
+@leak("R9-1b: two joint permits over A+B+C and A+B+C+D")
+def test_two_joint_permits_over_nested_provider_sets_give_the_fourth_providers_own() -> None:
+    frames = {f"h{i}": hospital_table(70 + i, ROWS, f"H{i}").drop(columns="patient_id")
+              for i in range(4)}
+    spec = parse_spec({"statistics": ["sum", "count"], "columns": ["cost"]}, SCHEMA)
+    # Permit 1 (A+B+C) and permit 2 (A+B+C+D): each job is exactly its permit's datasets.
+    three = run_joint(spec, {h: frames[h] for h in ("h0", "h1", "h2")},
+                      min_cell_count=MIN_CELL)
+    four = run_joint(spec, frames, min_cell_count=MIN_CELL)
+    s3, n3 = three.columns["cost"]["sum"], three.columns["cost"]["n"]
+    s4, n4 = four.columns["cost"]["sum"], four.columns["cost"]["n"]
+    assert isinstance(s3, float) and isinstance(s4, float)
+    assert isinstance(n3, int) and isinstance(n4, int)
+    recovered = (n4 - n3, round(s4 - s3, 2))
+    secret = (len(frames["h3"]), round(float(frames["h3"].cost.sum()), 2))
+    assert recovered != secret, "disclosed: hospital D's own total cost and episode count"
