@@ -58,6 +58,25 @@ Findings:
   ``authz.access``), since the register's own figures are the other side of every
   intersection figure; docs/joint-statistics.md (*Private set intersection*) should list
   the cross-route difference with the within-PSI ones it already lists.
+* R9-3 (high, joint statistics against the statistics route's differencing audit; open):
+  the audit compares a statistics or script cell with every population released to the
+  requester from the same data, but a joint part's populations are never recorded in the
+  provider's ``AuditStore``, so a joint release is an unaudited second release of the
+  same records. The demo's own setup (a ``statistics`` request on each hospital and a
+  ``joint_statistics`` one on all three): a joint job's total cost (no cell, no rule,
+  every episode kept), less hospital A's cost-by-diagnosis margin and B's and C's
+  totals (statistics route, each released: A's agent has released nothing before) is
+  the one episode at A without a diagnosis: 31,337.25 exactly. Through the statistics
+  route alone (A's total, then A's margin) R5-1's audit hits it. Smallest fix: in
+  ``containers.joint_part.run_part``, after ``local_aggregate``, record in the provider's
+  audit store, under the requester, the population of every statistic the part
+  contributes (each summed column's kept present records, each explicit cell), in the
+  spaces ``containers.audit_ids`` gives a statistics job, so later statistics and script
+  cells are compared with them; and check the part's populations against those already
+  released (a hit withdraws the records or fails the part, naming the rule), for the
+  other order. Conservative (a pooled sum is compared as if it were the provider's own),
+  which R9-1 shows it effectively is for a requester holding the other providers'
+  figures.
 
 Also attacked and found stopped (one line each):
 
@@ -227,3 +246,33 @@ def test_two_joint_permits_over_nested_provider_sets_give_the_fourth_providers_o
     recovered = (n4 - n3, round(s4 - s3, 2))
     secret = (len(frames["h3"]), round(float(frames["h3"].cost.sum()), 2))
     assert recovered != secret, "disclosed: hospital D's own total cost and episode count"
+
+
+SECRET_COST = 31337.25
+
+
+@leak("R9-3: a joint total beside the statistics route's audited margins")
+def test_joint_total_beside_statistics_margins_gives_the_undiagnosed_episode(
+        tmp_path: Path) -> None:
+    tables = {f"h{i}": hospital_table(60 + i, ROWS, f"H{i}") for i in range(3)}
+    # At hospital A one episode has no diagnosis yet: the only one anywhere.
+    tables["h0"].loc[0, ["diagnosis", "cost"]] = [None, SECRET_COST]
+    frames = {h: t.drop(columns="patient_id") for h, t in tables.items()}
+    # The joint permit (A+B+C): the pooled total cost, every episode (no cell, no rule).
+    joint = run_joint(parse_spec({"statistics": ["sum"], "columns": ["cost"]}, SCHEMA),
+                      frames, min_cell_count=MIN_CELL)
+    pooled = joint.columns["cost"]["sum"]
+    assert isinstance(pooled, float)
+    # Statistics permits on each hospital (the demo's two requests): A's cost by diagnosis
+    # (its margin: the diagnosed episodes), B's and C's totals. Each agent's audit sees
+    # only its own statistics releases: nothing before at A, so the margin is released.
+    a = statistics_job_on(tmp_path / "h0", tables["h0"], {"analyses": [
+        {"kind": "magnitude", "dims": ["diagnosis"], "value": "cost",
+         "statistics": ["sum"]}]})
+    released = [_released(a, 0)]
+    for h in ("h1", "h2"):
+        released.append(_released(statistics_job_on(tmp_path / h, tables[h], {
+            "analyses": [{"kind": "magnitude", "value": "cost", "statistics": ["sum"]}]}), 0))
+    recovered = None if None in released else round(
+        pooled - sum(r for r in released if r is not None), 2)
+    assert recovered != SECRET_COST, "disclosed: the undiagnosed episode's cost"
