@@ -9,7 +9,7 @@ xfail); the day a fix closes it strict xfail reports it and the marker goes (run
 
 Findings:
 
-* R9-1 (medium-high, joint statistics against the statistics route; open): the joint
+* R9-1 (medium-high, joint statistics against the statistics route; fixed): the joint
   route's promise beyond single records is that no party learns one provider's own
   aggregate (docs/joint-statistics.md: at least ``min_providers`` providers, "only the
   sum over all the job's providers is meaningful"; collusion with all providers but one
@@ -39,7 +39,7 @@ Findings:
   permit's datasets only): an intersection of T, S and one of T, C, S differ by the firms
   in T and S but not C. The same fix covers all three: compare with the requester's other
   live permits over the same providers, not only the job's own permit.
-* R9-2 (high, PSI against the statistics route; open): a PSI release's per-category
+* R9-2 (high, PSI against the statistics route; fixed): a PSI release's per-category
   count and sum are over the server register's records that the client's set matches;
   the statistics route releases the same register's counts and sums per category over
   every record. Scenario 3 (tax register as client, social insurance as server): one
@@ -58,7 +58,7 @@ Findings:
   ``authz.access``), since the register's own figures are the other side of every
   intersection figure; docs/joint-statistics.md (*Private set intersection*) should list
   the cross-route difference with the within-PSI ones it already lists.
-* R9-3 (high, joint statistics against the statistics route's differencing audit; open):
+* R9-3 (high, joint statistics against the statistics route's differencing audit; fixed):
   the audit compares a statistics or script cell with every population released to the
   requester from the same data, but a joint part's populations are never recorded in the
   provider's ``AuditStore``, so a joint release is an unaudited second release of the
@@ -77,6 +77,15 @@ Findings:
   other order. Conservative (a pooled sum is compared as if it were the provider's own),
   which R9-1 shows it effectively is for a requester holding the other providers'
   figures.
+
+Fixed, all four, by one rule at the controller (``authz/exclusive.py``): a requester's
+pooled permit (joint statistics, PSI) shares no dataset with any other permit of the same
+requester, unless both are the same pool asked for twice. A request that would is
+refused at ``POST /requests`` (409 ``policy_violation``), as is a job under permits that
+clash (issued before the rule). Each test below now first asks the controller for the
+permits its attack needs, through the API, and is refused; the data flow after that is
+kept to show what the permits would have given. Left open: two requester parties
+colluding (docs/threat-model.md).
 
 Also attacked and found stopped (one line each):
 
@@ -113,7 +122,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from authz.wire import RunTask
 from compute.psi import parse_psi_spec, run_psi
@@ -131,10 +139,35 @@ SCHEMA = {"age": "integer", "cost": "number", "los": "integer", "sex": "string",
           "diagnosis": "string"}
 
 
-def leak(reason: str) -> pytest.MarkDecorator:
-    """An open leak: the test's final assertion (the defence) fails because the attack
-    recovers the secret."""
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+def controller_grants(make_party: Any, admin: Any, uses: list[tuple[str, list[int]]],
+                      providers: int) -> bool:
+    """Whether one requester gets every permit the attack needs, through the API: ``uses``
+    are (use kind, provider numbers) requested in turn, each approved by its providers.
+    Since R9's fix (authz/exclusive.py) a pooled permit sharing a dataset with another of
+    the same requester's is refused at the request (409)."""
+    from tests.api.helpers import approval, register
+    from tests.conftest import Actor
+
+    hs = []
+    for i in range(providers):
+        p = make_party("provider")
+        r = admin.post("/agents", {"name": f"r9-{i}", "providers": [p.id]})
+        hs.append((p, register(p, Actor(admin.client, r.json["id"], r.json["token"], "agent"))))
+    requester = make_party("requester")
+    for kind, which in uses:
+        r = requester.post("/requests", {
+            "purpose": "Figures for a review.", "use_kind": kind, "business_system": "r9",
+            "items": [{"dataset_id": hs[i][1]["id"], "columns": ["age", "cost"]}
+                      for i in which]})
+        if r.status_code == 409:
+            assert r.json["error"] == "policy_violation"
+            return False
+        assert r.status_code == 201, r.json
+        for i in which:
+            got = hs[i][0].post(f"/requests/{r.json['id']}/items/{hs[i][1]['id']}/approve",
+                                approval())
+            assert got.status_code == 200, got.json
+    return True
 
 
 def statistics_job_on(root: Path, frame: pd.DataFrame, spec: dict[str, Any],
@@ -168,8 +201,11 @@ def _released(doc: dict[str, Any], analysis: int) -> float | None:
     return None if total["status"] != "ok" else float(total["value"])
 
 
-@leak("R9-1: a joint total less the other providers' statistics-route totals")
-def test_joint_total_less_two_statistics_jobs_is_one_providers_own(tmp_path: Path) -> None:
+def test_joint_total_less_two_statistics_jobs_is_one_providers_own(
+        tmp_path: Path, make_party: Any, admin: Any) -> None:
+    if not controller_grants(make_party, admin, [
+            ("joint_statistics", [0, 1, 2]), ("statistics", [1]), ("statistics", [2])], 3):
+        return  # refused: the attack never gets B's and C's own figures
     tables = {f"h{i}": hospital_table(90 + i, ROWS, f"H{i}") for i in range(3)}
     frames = {h: t.drop(columns="patient_id") for h, t in tables.items()}
     # The joint permit on A+B+C: the pooled total cost and count.
@@ -197,8 +233,11 @@ REGISTER_FIELDS = [{"name": "district", "type": "string", "sensitivity": "intern
 SECRET_EMPLOYEES = 4321
 
 
-@leak("R9-2: a PSI release beside the server register's statistics-route table")
-def test_psi_beside_the_registers_own_table_gives_the_unmatched_firm(tmp_path: Path) -> None:
+def test_psi_beside_the_registers_own_table_gives_the_unmatched_firm(
+        tmp_path: Path, make_party: Any, admin: Any) -> None:
+    if not controller_grants(make_party, admin, [
+            ("verification", [0, 1]), ("statistics", [1])], 2):
+        return  # refused: no statistics permit on the register beside the PSI one
     rng = np.random.default_rng(9)
     codes = [f"91310{x:013d}" for x in rng.choice(10**12, size=800, replace=False)]
     social = pd.DataFrame({  # the server: social insurance filings (scenario 3)
@@ -230,8 +269,11 @@ def test_psi_beside_the_registers_own_table_gives_the_unmatched_firm(tmp_path: P
     assert recovered != SECRET_EMPLOYEES, "disclosed: the unmatched firm's employees"
 
 
-@leak("R9-1b: two joint permits over A+B+C and A+B+C+D")
-def test_two_joint_permits_over_nested_provider_sets_give_the_fourth_providers_own() -> None:
+def test_two_joint_permits_over_nested_provider_sets_give_the_fourth_providers_own(
+        make_party: Any, admin: Any) -> None:
+    if not controller_grants(make_party, admin, [
+            ("joint_statistics", [0, 1, 2]), ("joint_statistics", [0, 1, 2, 3])], 4):
+        return  # refused: one requester, one pool per dataset
     frames = {f"h{i}": hospital_table(70 + i, ROWS, f"H{i}").drop(columns="patient_id")
               for i in range(4)}
     spec = parse_spec({"statistics": ["sum", "count"], "columns": ["cost"]}, SCHEMA)
@@ -251,9 +293,12 @@ def test_two_joint_permits_over_nested_provider_sets_give_the_fourth_providers_o
 SECRET_COST = 31337.25
 
 
-@leak("R9-3: a joint total beside the statistics route's audited margins")
 def test_joint_total_beside_statistics_margins_gives_the_undiagnosed_episode(
-        tmp_path: Path) -> None:
+        tmp_path: Path, make_party: Any, admin: Any) -> None:
+    if not controller_grants(make_party, admin, [
+            ("statistics", [0]), ("statistics", [1]), ("statistics", [2]),
+            ("joint_statistics", [0, 1, 2])], 3):
+        return  # refused: the demo's two requests now go to two requesters
     tables = {f"h{i}": hospital_table(60 + i, ROWS, f"H{i}") for i in range(3)}
     # At hospital A one episode has no diagnosis yet: the only one anywhere.
     tables["h0"].loc[0, ["diagnosis", "cost"]] = [None, SECRET_COST]
