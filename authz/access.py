@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from authz import catalog, lifecycle, people
+from authz import catalog, exclusive, lifecycle, people
 from authz import validate as v
 from authz.context import ROW_LOCK, Ctx
 from authz.models import (
@@ -69,6 +69,7 @@ def create_request(ctx: Ctx, requester: Party, body: object) -> AccessRequest:
                                    f"its fields are: {', '.join(known)}")
         req.items.append(RequestItem(position=i, dataset_id=ds.id, provider_id=ds.provider_id,
                                      columns=item["columns"]))
+    exclusive.check_request(ctx, req)  # before it is added: a refusal leaves nothing behind
     ctx.session.add(req)
     ctx.session.flush()
     ctx.record("request.created", requester.id, {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from authz import catalog
+from authz import catalog, exclusive
 from authz.context import Ctx
 from authz.models import AccessRequest, Dataset, Party, Permit
 from authz.states import DatasetStatus, PermitStatus
@@ -84,6 +84,10 @@ def check_permit(ctx: Ctx, permit: Permit, dataset_ids: list[str], *, new_run: b
     if new_run and permit.runs_used >= permit.max_runs:
         raise PolicyViolation(f"permit has no runs left ({permit.runs_used}/{permit.max_runs}):"
                               " apply again with a new access request (POST /requests)")
+    if new_run:
+        request = ctx.session.get(AccessRequest, permit.request_id)
+        assert request is not None
+        exclusive.check_job(ctx, permit, request.use_kind)
     for ds_id in dataset_ids:
         if ds_id not in permit.columns:
             raise PolicyViolation(f"dataset {ds_id} is not covered by the permit")

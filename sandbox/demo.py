@@ -202,21 +202,33 @@ def run(stack: EmbeddedStack, admin: Client, image: str, work: Path) -> int:
         return 1
 
     step(10, "Joint statistics over all three hospitals, combined under homomorphic encryption")
-    jreq = insurer.post("/requests", {
+    joint_request = {
         "purpose": "Joint cost statistics across hospitals, encrypted; no hospital's own "
                    "figures to be revealed.", "use_kind": "joint_statistics",
-        "business_system": "harbor-pricing-2026",
+        "business_system": "health-economics-2026",
         "items": [{"dataset_id": h["dataset"], "columns": ["age", "diagnosis", "cost", "los"]}
-                  for h in hospitals]})
+                  for h in hospitals]}
+    try:
+        insurer.post("/requests", joint_request)
+        say("the insurer's joint request was accepted: it must not be")
+        return 1
+    except ApiError as e:
+        say(f"the insurer asks too: HTTP {e.status} {e.body['error']}: it holds each "
+            "hospital's own figures, which would subtract from a pooled one")
+    institute_p = admin.post("/parties", {"name": "Harbor Health Economics Institute",
+                                          "role": "requester"})
+    institute = Client(stack.url, institute_p["token"])
+    jreq = institute.post("/requests", joint_request)
     for h in hospitals:
         # One run per hospital for the statistics, one per hospital per model round.
         r = h["client"].post(f"/requests/{jreq['id']}/items/{h['dataset']}/approve", {
             "expires_at": expires, "max_runs": 30, "min_cell_count": 10,
             "risk_assessment": "encrypted aggregates over three hospitals only"})
-    say(f"joint-statistics permit {r['permit_id']}: approved by all three hospitals")
-    if not joint_statistics(insurer, r["permit_id"], hospitals, say):
+    say(f"joint-statistics permit {r['permit_id']} for Harbor Health Economics Institute: "
+        "approved by all three hospitals")
+    if not joint_statistics(institute, r["permit_id"], hospitals, say):
         return 1
-    if not joint_model(insurer, r["permit_id"], hospitals, say):
+    if not joint_model(institute, r["permit_id"], hospitals, say):
         return 1
 
     step(11, "Scenario 3: a bank verifies a firm register against social-insurance filings "
