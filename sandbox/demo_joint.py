@@ -1,6 +1,6 @@
 """Demo scenario 1, its joint steps: statistics and a model pooled across the hospitals.
 
-The insurer keeps the CKKS secret key; each hospital's part is aggregated, masked and
+The requester (a health economics institute) keeps the CKKS secret key; each hospital's part is aggregated, masked and
 encrypted inside its own domain, and the controller adds the ciphertexts without a key.
 Kept apart from the rest of the scenario (:mod:`sandbox.demo`), which reaches these
 steps once the joint permit is granted; like :mod:`sandbox.demo_psi`, it is given the
@@ -29,13 +29,13 @@ JOINT_SPEC = {
 }
 
 
-def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]],
+def joint_statistics(requester: Client, permit_id: str, hospitals: list[dict[str, Any]],
                      say: Callable[[str], None]) -> bool:
     """Count, means, spread, correlation, a linear model, a histogram and grouped means,
     pooled across the hospitals under CKKS: each part is encrypted in its own domain."""
-    sdk = JointStatistics(insurer)
+    sdk = JointStatistics(requester)
     run = sdk.submit(permit_id, [h["dataset"] for h in hospitals], JOINT_SPEC)
-    say(f"joint job {run.joint_id}: the insurer keeps the CKKS secret key; only the public "
+    say(f"joint job {run.joint_id}: the institute keeps the CKKS secret key; only the public "
         f"context (fingerprint {run.keys.fingerprint[:12]}) was uploaded")
     joint = sdk.wait(run)
     names = {h["id"]: h["code"] for h in hospitals}
@@ -52,17 +52,17 @@ def joint_statistics(insurer: Client, permit_id: str, hospitals: list[dict[str, 
         own = pd.read_csv(h["root"] / "inpatient_episodes.csv")
         say(f"    {h['code']:<8} n={len(own):>5}  mean age={own['age'].mean():7.2f}  "
             f"mean cost={own['cost'].mean():10,.2f}   (others' figures: none)")
-    say("what the insurer decrypts, rounded before use (no single hospital's figures):")
+    say("what the institute decrypts, rounded before use (no single hospital's figures):")
     for line in format_result(sdk.result(run, joint)).splitlines():
         say(f"    {line}")
     return True
 
 
-def joint_model(insurer: Client, permit_id: str, hospitals: list[dict[str, Any]],
+def joint_model(requester: Client, permit_id: str, hospitals: list[dict[str, Any]],
                 say: Callable[[str], None]) -> bool:
     """A Poisson model of length of stay on age and cost, fitted across the hospitals by
-    IRLS: one masked joint job per round, the insurer updating the coefficients."""
-    sdk = JointStatistics(insurer)
+    IRLS: one masked joint job per round, the institute updating the coefficients."""
+    sdk = JointStatistics(requester)
     say("joint Poisson model of length of stay ~ age + cost, one encrypted round per "
         "iteration (each hospital's part masked so no single part decrypts):")
     try:
