@@ -1,7 +1,8 @@
 """Demo scenario 1, its joint steps: statistics and a model pooled across the hospitals.
 
-The requester (a health economics institute) keeps the CKKS secret key; each hospital's part is aggregated, masked and
-encrypted inside its own domain, and the controller adds the ciphertexts without a key.
+The requester (a health economics institute) keeps the CKKS secret key; each hospital's
+part is aggregated, masked and encrypted inside its own domain, and the controller adds
+the ciphertexts without a key.
 Kept apart from the rest of the scenario (:mod:`sandbox.demo`), which reaches these
 steps once the joint permit is granted; like :mod:`sandbox.demo_psi`, it is given the
 demo's ``say``.
