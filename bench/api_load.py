@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.wire import TERMINAL
+from bench import api_load_cpu
 from bench.api_load_world import SPEC, Processes, World, make_world
 from bench.fixtures import admin_token_for_server
 from sandbox.client import Client
@@ -102,6 +103,8 @@ class Run:
     errors: list[tuple[float, str]] = field(default_factory=list)  # (time, what)
     acknowledged: list[str] = field(default_factory=list)
     finished: list[tuple[float, str]] = field(default_factory=list)  # (time, state)
+    cpu: str = ""  # where the CPU went in the measured window (bench.api_load_cpu)
+    routes: str = ""  # the controller's requests per route in that window
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def note(self, status: int | str, path: str) -> None:
@@ -183,15 +186,21 @@ def phase(procs: Processes, w: World, args: argparse.Namespace, chaos: Any = Non
     for t in threads:
         t.start()
     time.sleep(args.warmup)
+    groups = {name: p.pid for name, p in procs.procs.items()}
+    db_url = procs.env["SANDBOX_DATABASE_URL"]
+    cpu0, wall0 = api_load_cpu.snapshot(groups, db_url), time.time()
     start = time.monotonic()
     if chaos is not None:
         chaos(start)
     time.sleep(max(0.0, start + args.seconds - time.monotonic()))
     end = time.monotonic()
+    wall1 = time.time()
+    run.cpu = api_load_cpu.usage(cpu0, api_load_cpu.snapshot(groups, db_url), end - start)
     drain[0] = end + args.drain
     stop.set()
     for t in threads:
         t.join()
+    run.routes = api_load_cpu.routes(procs.work / "controller.log", wall0, wall1)
     return run, start, end
 
 
@@ -222,6 +231,7 @@ def report(name: str, run: Run, start: float, end: float, loadavg: float) -> flo
           f"jobs_per_min={jobs * 60 / (end - start):.0f} "
           f"errors={len([e for t, e in run.errors if start <= t < end])} "
           f"load_avg_1m={loadavg:.1f}", flush=True)
+    print(f"{name} {run.cpu}\n{name} {run.routes}", flush=True)
     return rate
 
 
