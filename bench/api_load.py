@@ -23,7 +23,10 @@ container) as the submitting analyst, polls it every 0.2 s until it is terminal,
 submits the next. Statistics jobs keep the submitters' cost in the controller and the
 queue, not in container start-up (bench.jobs_throughput measures that).
 
-Prints reads/s and p50/p95/p99 latency of the readers and jobs per minute per phase;
+Prints reads/s and p50/p95/p99 latency of the readers and jobs per minute per phase,
+then where the CPU went in the phase's window (cores per controller worker, agent,
+PostgreSQL, the bench, everything else) and the controller's requests per second per
+route (bench.api_load_cpu);
 for the chaos phase what the checks found: every job acknowledged (and every job the
 submitting requester has) ends released, none has more than one ``run.finished`` entry,
 the permit counts as many runs as jobs ran, and no answer was a 5xx other than a 503
