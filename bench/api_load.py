@@ -198,7 +198,10 @@ def phase(procs: Processes, w: World, args: argparse.Namespace, chaos: Any = Non
     time.sleep(max(0.0, start + args.seconds - time.monotonic()))
     end = time.monotonic()
     wall1 = time.time()
-    run.cpu = api_load_cpu.usage(cpu0, api_load_cpu.snapshot(groups, db_url), end - start)
+    # Chaos restarts the controller, an agent and PostgreSQL: their new processes were not
+    # in the first snapshot, so a breakdown would leave them out.
+    run.cpu = ("cpu_cores not measured (processes restarted)" if chaos is not None else
+               api_load_cpu.usage(cpu0, api_load_cpu.snapshot(groups, db_url), end - start))
     drain[0] = end + args.drain
     stop.set()
     for t in threads:
