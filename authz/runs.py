@@ -93,13 +93,14 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
         columns = [f["name"] for f in ds.fields]
         return SchemaCheckTask(dataset=_dataset_task(ds, columns))
     _requeue_expired(ctx, providers)
-    # SKIP LOCKED: rows another agent is dispatching right now are passed over, not waited
-    # for (PostgreSQL; SQLite serializes whole transactions instead).
-    candidates = list(ctx.session.scalars(
-        select(Job).where(Job.state == JobState.QUEUED, Job.provider_id.in_(providers))
-        .order_by(Job.submitted_at, Job.id).limit(CANDIDATES)
-        .with_for_update(skip_locked=True, key_share=True)
-    ))
+    # The candidates are ordered from plain columns, unlocked: neither locking every queued
+    # row of the provider (another agent's claim would then skip them all and find
+    # nothing) nor loading each as an ORM object with its sealed script opened, for the
+    # one job a claim takes.
+    candidates = ctx.session.execute(
+        select(Job.id, Job.requester_id, Job.submitted_at)
+        .where(Job.state == JobState.QUEUED, Job.provider_id.in_(providers))
+        .order_by(Job.submitted_at, Job.id).limit(CANDIDATES)).all()
     if not candidates:
         return None
     busy: dict[str, int] = {str(r): int(n) for r, n in ctx.session.execute(
@@ -107,8 +108,19 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
             Job.state.in_(ACTIVE), Job.provider_id.in_(providers)).group_by(Job.requester_id))}
     # Fair across requesters: the one with the fewest runs in flight goes first, so a burst
     # from one requester does not starve another; within a requester, oldest first.
-    candidates.sort(key=lambda j: (busy.get(j.requester_id, 0), j.submitted_at, j.id))
-    for job in candidates:
+    order = sorted(candidates, key=lambda r: (busy.get(r.requester_id, 0), r.submitted_at,
+                                              r.id))
+    for row in order:
+        # Locked one at a time, and only while still queued. SKIP LOCKED: a job another
+        # agent is dispatching right now is passed over, not waited for; one dispatched
+        # and committed since the read above no longer matches (PostgreSQL re-reads a row
+        # it locks; SQLite serializes whole transactions instead).
+        job = ctx.session.scalars(
+            select(Job).where(Job.id == row.id, Job.state == JobState.QUEUED)
+            .with_for_update(skip_locked=True, key_share=True)
+            .execution_options(populate_existing=True)).first()
+        if job is None:
+            continue
         # Row lock: the check and the increment of runs_used below must not interleave
         # with another agent's dispatch (a lost update would let a permit overrun).
         permit = ctx.session.get(Permit, job.permit_id, with_for_update=ROW_LOCK,

@@ -23,7 +23,10 @@ container) as the submitting analyst, polls it every 0.2 s until it is terminal,
 submits the next. Statistics jobs keep the submitters' cost in the controller and the
 queue, not in container start-up (bench.jobs_throughput measures that).
 
-Prints reads/s and p50/p95/p99 latency of the readers and jobs per minute per phase;
+Prints reads/s and p50/p95/p99 latency of the readers and jobs per minute per phase,
+then where the CPU went in the phase's window (cores per controller worker, agent,
+PostgreSQL, the bench, everything else) and the controller's requests per second per
+route (bench.api_load_cpu);
 for the chaos phase what the checks found: every job acknowledged (and every job the
 submitting requester has) ends released, none has more than one ``run.finished`` entry,
 the permit counts as many runs as jobs ran, and no answer was a 5xx other than a 503
@@ -60,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from authz.wire import TERMINAL
+from bench import api_load_cpu
 from bench.api_load_world import SPEC, Processes, World, make_world
 from bench.fixtures import admin_token_for_server
 from sandbox.client import Client
@@ -102,6 +106,8 @@ class Run:
     errors: list[tuple[float, str]] = field(default_factory=list)  # (time, what)
     acknowledged: list[str] = field(default_factory=list)
     finished: list[tuple[float, str]] = field(default_factory=list)  # (time, state)
+    cpu: str = ""  # where the CPU went in the measured window (bench.api_load_cpu)
+    routes: str = ""  # the controller's requests per route in that window
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def note(self, status: int | str, path: str) -> None:
@@ -183,15 +189,24 @@ def phase(procs: Processes, w: World, args: argparse.Namespace, chaos: Any = Non
     for t in threads:
         t.start()
     time.sleep(args.warmup)
+    groups = {name: p.pid for name, p in procs.procs.items()}
+    db_url = procs.env["SANDBOX_DATABASE_URL"]
+    cpu0, wall0 = api_load_cpu.snapshot(groups, db_url), time.time()
     start = time.monotonic()
     if chaos is not None:
         chaos(start)
     time.sleep(max(0.0, start + args.seconds - time.monotonic()))
     end = time.monotonic()
+    wall1 = time.time()
+    # Chaos restarts the controller, an agent and PostgreSQL: their new processes were not
+    # in the first snapshot, so a breakdown would leave them out.
+    run.cpu = ("cpu_cores not measured (processes restarted)" if chaos is not None else
+               api_load_cpu.usage(cpu0, api_load_cpu.snapshot(groups, db_url), end - start))
     drain[0] = end + args.drain
     stop.set()
     for t in threads:
         t.join()
+    run.routes = api_load_cpu.routes(procs.work / "controller.log", wall0, wall1)
     return run, start, end
 
 
@@ -222,6 +237,7 @@ def report(name: str, run: Run, start: float, end: float, loadavg: float) -> flo
           f"jobs_per_min={jobs * 60 / (end - start):.0f} "
           f"errors={len([e for t, e in run.errors if start <= t < end])} "
           f"load_avg_1m={loadavg:.1f}", flush=True)
+    print(f"{name} {run.cpu}\n{name} {run.routes}", flush=True)
     return rate
 
 
