@@ -202,16 +202,23 @@ def _stream(seed: bytes, n: int, bits: int = MASK_BITS) -> np.ndarray[Any, np.dt
     return words & ((1 << bits) - 1)
 
 
-def total_mask(s: MaskSession, n_slots: int, layout_digest: str
-               ) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """This provider's mask: the sum of ± its pairwise masks, modulo 2^30."""
+def _pairwise_sum(s: MaskSession, n_slots: int, layout_digest: str, domain: bytes,
+                  bits: int) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """The sum of ± this provider's pairwise streams (+ where it sorts first): summed over
+    all the job's providers every slot is exactly 0."""
     acc = np.zeros(n_slots, dtype=np.int64)
     for peer, pub in sorted(s.peers.items()):
         if peer == s.provider_id:
             continue
-        m = _stream(_pair_seed(s, peer, pub, layout_digest), n_slots)
-        acc = acc + m if s.provider_id < peer else acc - m
-    return acc % MASK_MODULUS
+        r = _stream(_pair_seed(s, peer, pub, layout_digest, domain), n_slots, bits)
+        acc = acc + r if s.provider_id < peer else acc - r
+    return acc
+
+
+def total_mask(s: MaskSession, n_slots: int, layout_digest: str
+               ) -> np.ndarray[Any, np.dtype[np.int64]]:
+    """This provider's mask: the sum of ± its pairwise masks, modulo 2^30."""
+    return _pairwise_sum(s, n_slots, layout_digest, SEED_INFO, MASK_BITS) % MASK_MODULUS
 
 
 def total_offset(s: MaskSession, n_slots: int, layout_digest: str, bits: int
@@ -221,13 +228,7 @@ def total_offset(s: MaskSession, n_slots: int, layout_digest: str, bits: int
     the job's providers every slot is exactly 0. The digits of one value's limbs read as one
     integer are that value's ``sum_{j>i} R_ij - sum_{j<i} R_ji``, each R uniform modulo
     2^(bits * limbs); compute.layout.pack adds it before the limb split."""
-    acc = np.zeros(n_slots, dtype=np.int64)
-    for peer, pub in sorted(s.peers.items()):
-        if peer == s.provider_id:
-            continue
-        r = _stream(_pair_seed(s, peer, pub, layout_digest, OFFSET_INFO), n_slots, bits)
-        acc = acc + r if s.provider_id < peer else acc - r
-    return acc
+    return _pairwise_sum(s, n_slots, layout_digest, OFFSET_INFO, bits)
 
 
 def apply_mask(vectors: Sequence[Sequence[float]], mask: np.ndarray[Any, np.dtype[np.int64]],
