@@ -113,10 +113,22 @@ def receipt(ctx: click.Context, job_id: str, path: str | None) -> None:
 @click.command("output")
 @click.argument("job_id")
 @click.argument("name")
+@click.option("-o", "--output", "target", type=click.Path(),
+              help="write to this file, or into this directory under the name the "
+                   "controller serves it as (its checked kind's extension: `-o .` writes "
+                   "output-0.csv); default: standard output")
 @click.pass_context
-def output(ctx: click.Context, job_id: str, name: str) -> None:
-    """A released output's content, to standard output."""
-    sys.stdout.buffer.write(client(ctx).call("jobs.output", job_id=job_id, name=name))
+def output(ctx: click.Context, job_id: str, name: str, target: str | None) -> None:
+    """A released output's content."""
+    content, served = client(ctx).output_file(job_id, name)
+    if target is None:
+        sys.stdout.buffer.write(content)
+        return
+    path = Path(target)
+    if path.is_dir():
+        path = path / served
+    path.write_bytes(content)
+    click.echo(f"{len(content)} bytes written to {path}", err=True)
 
 
 @click.command("submit")
@@ -190,7 +202,7 @@ def summarize(job: dict[str, Any]) -> None:
         why = f" ({'; '.join(o['reasons'])})" if o["reasons"] else ""
         click.echo(f"  {o['name']}: {o['decision']}{why}")
         if o["decision"] == OutputDecision.RELEASED:
-            click.echo(f"    fetch: sandbox output {job['id']} {o['name']} > {o['name']}")
+            click.echo(f"    fetch: sandbox output {job['id']} {o['name']} -o .")
     if job.get("log"):
         click.echo("console output:")
         click.echo(job["log"])

@@ -8,6 +8,7 @@ the operation's route, and checks the answer against the operation's response sc
 from __future__ import annotations
 
 import functools
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -98,6 +99,21 @@ def _validator(operation: str, part: str) -> Draft202012Validator:
     return Draft202012Validator({"allOf": [schema], "components": _components()})
 
 
+_FILENAME = re.compile(r'filename="([A-Za-z0-9._-]{1,255})"')
+
+
+def served_file_name(disposition: str, name: str) -> str:
+    """The file name in a Content-Disposition, kept only if it is a plain name (no path, no
+    leading dot), else the output's own name made so: a controller never chooses where a
+    file lands outside the directory asked for."""
+    m = _FILENAME.search(disposition)
+    for candidate in ((m.group(1),) if m else ()) + (name,):
+        plain = re.sub(r"[^A-Za-z0-9._-]", "_", candidate).lstrip(".")
+        if plain and plain not in (".", ".."):
+            return plain
+    return "output"
+
+
 def _path(rule: str, params: dict[str, Any]) -> str:
     out, rest = "", rule
     while "<" in rest:
@@ -172,6 +188,14 @@ class Client:
             raise ContractError(operation, "$", "not JSON") from None
         check_answer(operation, answer)
         return answer
+
+    def output_file(self, job_id: str, name: str) -> tuple[bytes, str]:
+        """A released output's content and the file name the controller serves it under
+        (the output's name with its checked kind's extension, e.g. ``output-0.csv``)."""
+        path = _path(ROUTES["jobs.output"][0].split(" ", 1)[1],
+                     {"job_id": job_id, "name": name})
+        r = self._send("GET", path)
+        return r.content, served_file_name(r.headers.get("Content-Disposition", ""), name)
 
     def get(self, path: str, **params: Any) -> Any:
         return self._do("GET", path, params=params).json()

@@ -16,7 +16,7 @@ from flask import Flask
 from authz.models import Permit
 from ledger.checkpointer import sign_checkpoint
 from sandbox.cli import main
-from sandbox.client import Client
+from sandbox.client import Client, served_file_name
 from sandbox.embedded import EmbeddedStack
 from tests.api.helpers import PATIENT_FIELDS, approval, dataset_body
 from tests.api.test_release_review import TABLE, Review
@@ -162,6 +162,18 @@ def test_requester_commands(app: Flask, stack: EmbeddedStack, make_party: Any, m
     assert r.exit_code == 0, r.stderr
     assert " queued" in r.stderr and " released" in r.stderr
     assert "total.csv: released" in r.stdout and "fetch: sandbox output" in r.stdout
+    released_id = json.loads(run(stack, token, "jobs", "--json").stdout)["jobs"][1]["id"]
+    # The output: to standard output, to a file, or into a directory under its served name.
+    r = run(stack, token, "output", released_id, "total.csv")
+    assert r.exit_code == 0 and r.stdout == "n\n300\n"
+    into = tmp_path / "fetched"
+    into.mkdir()
+    r = run(stack, token, "output", released_id, "total.csv", "-o", str(into))
+    assert r.exit_code == 0 and (into / "total.csv").read_bytes() == b"n\n300\n", r.stderr
+    r = run(stack, token, "output", released_id, "total.csv", "-o", str(tmp_path / "t.csv"))
+    assert r.exit_code == 0 and (tmp_path / "t.csv").read_bytes() == b"n\n300\n"
+    r = run(stack, token, "output", released_id, "nothing.csv", "-o", str(into))
+    assert r.exit_code == 1 and not (into / "nothing.csv").exists()
     done = run(stack, token, "jobs", "--json")
     jobs = json.loads(done.stdout)["jobs"]
     assert [j["state"] for j in jobs] == ["cancelled", "released"]
@@ -250,3 +262,12 @@ def test_cli_people_and_release_review(app: Flask, admin: Actor, make_party: Any
         assert review.analyst.get(f"/jobs/{job_id}").json["state"] == "released"
     finally:
         stack.stop()
+
+
+def test_served_file_name_stays_a_plain_name() -> None:
+    """Where ``sandbox output -o DIR`` writes is never the controller's choice."""
+    assert served_file_name('attachment; filename="output-0.csv"', "output-0") == "output-0.csv"
+    assert served_file_name('attachment; filename="../../etc/x"', "output-1") == "output-1"
+    assert served_file_name('attachment; filename=".bashrc"', "output-2") == "bashrc"
+    assert served_file_name("", "a/b") == "a_b"
+    assert served_file_name("", "..") == "output"
