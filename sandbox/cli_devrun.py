@@ -144,6 +144,10 @@ def _report(run: Any, out_dir: Path) -> None:
         why = f": {'; '.join(o.reasons)}" if o.reasons else ""
         known = f"  [{files[i - 1]}]" if files and files[i - 1] != name else ""
         click.echo(f"  {name}: {o.decision}{why}{known}")
+        # What re-deriving the table from the (mock) input found: what the output checkers
+        # would read beside a held table, here on mock data so shown whole.
+        for finding in o.findings:
+            click.echo(f"    finding: {finding}")
     click.echo(f"run: {report.state}" + (f" ({report.reason})" if report.reason else ""))
     click.echo("--- console output the requester would get from a run on real data ---")
     click.echo(report.log or "(none)")

@@ -92,6 +92,11 @@ def test_dev_run_names_held_outputs_as_the_real_run_does(
     for (name, decision), file in zip(real, sorted(files), strict=True):
         assert f"  {name}: {decision}" in printed and printed.count(f"[{file}]") == 1
     assert "run: awaiting_review" in printed
+    # The table's re-derivation findings, as the checkers would read them, are shown.
+    held_table = run.report.outputs[sorted(files).index(TABLE_NAME)]
+    assert held_table.findings
+    for finding in held_table.findings:
+        assert f"    finding: {finding}" in printed
     assert cli_devrun.exit_status(run) == 2  # as `sandbox submit --wait`: waiting for people
 
 
