@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     # -- serving (`sandbox serve`) -----------------------------------------------------
     host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:_-]{1,253}$")
     port: int = Field(default=8080, ge=1, le=65535)
-    workers: int = Field(default=2, ge=1, le=64)
-    threads: int = Field(default=8, ge=1, le=256)
+    # Unset: fitted to the CPUs this process may use (serving_shape).
+    workers: int | None = Field(default=None, ge=1, le=64)
+    threads: int | None = Field(default=None, ge=1, le=256)
     keepalive_s: int = Field(default=5, ge=1, le=300)
     worker_timeout_s: int = Field(default=30, ge=5, le=3600)
     graceful_timeout_s: int = Field(default=30, ge=1, le=3600)
@@ -265,6 +266,54 @@ class Settings(BaseSettings):
     def tls(self) -> bool:
         return self.tls_cert_file is not None
 
+    def serving_shape(self, workers: int | None = None, threads: int | None = None
+                      ) -> tuple[int, int]:
+        """The workers and threads ``sandbox serve`` runs: the arguments, else the
+        settings, else fitted to the machine (:func:`default_workers`,
+        :func:`default_threads`)."""
+        w = workers or self.workers or default_workers()
+        return w, threads or self.threads or default_threads(w)
+
+
+# One process runs Python on one core at a time (the GIL): two workers per usable CPU keep
+# every core busy while the other worker of the pair waits on the database, and spread the
+# kept-alive connections over more processes. Bounded: each worker holds its own pools,
+# caches and database connections.
+WORKERS_PER_CPU = 2
+MAX_DEFAULT_WORKERS = 8
+# Threads a machine's workers hold together by default, for the agents' long polls and the
+# callers served side by side (the former default, 2 workers x 8 threads).
+DEFAULT_TOTAL_THREADS = 16
+MIN_DEFAULT_THREADS, MAX_DEFAULT_THREADS = 4, 8
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, narrowed by a cgroup v2 CPU quota
+    (a container's limit), rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """``SANDBOX_WORKERS`` when unset: two per usable CPU, 2 to 8."""
+    n = usable_cpus() if cpus is None else cpus
+    return max(2, min(MAX_DEFAULT_WORKERS, WORKERS_PER_CPU * n))
+
+
+def default_threads(workers: int) -> int:
+    """``SANDBOX_THREADS`` when unset: about 16 threads over the workers, 4 to 8 each."""
+    return max(MIN_DEFAULT_THREADS,
+               min(MAX_DEFAULT_THREADS, -(-DEFAULT_TOTAL_THREADS // workers)))
+
 
 def _variable(loc: tuple[int | str, ...]) -> str:
     return PREFIX + str(loc[0]).upper() if loc else PREFIX + "*"
@@ -396,6 +445,7 @@ def masked(s: Settings) -> dict[str, Any]:
         hide_password=True)
     out["SANDBOX_LOG_KEY_FILE"] = str(s.effective_log_key_file)
     out["SANDBOX_METRICS_DIR"] = str(s.effective_metrics_dir)
+    out["SANDBOX_WORKERS"], out["SANDBOX_THREADS"] = s.serving_shape()
     return out
 
 
