@@ -83,7 +83,7 @@ def create_admin(name: str) -> None:
 @click.option("--workers", default=None, type=click.IntRange(1, 64),
               help="worker processes  [SANDBOX_WORKERS: 2 per CPU, 2-8]")
 @click.option("--threads", default=None, type=click.IntRange(1, 256),
-              help="threads per worker  [SANDBOX_THREADS: 16 / workers, 4-8]")
+              help="threads per worker  [SANDBOX_THREADS: 8]")
 def serve(host: str | None, port: int | None, workers: int | None,
           threads: int | None) -> None:
     """Run the controller under gunicorn; settings from SANDBOX_* (`sandbox config`)."""

@@ -88,9 +88,12 @@ class Settings(BaseSettings):
     # -- serving (`sandbox serve`) -----------------------------------------------------
     host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:_-]{1,253}$")
     port: int = Field(default=8080, ge=1, le=65535)
-    # Unset: fitted to the CPUs this process may use (serving_shape).
+    # Unset: fitted to the CPUs this process may use (default_workers).
     workers: int | None = Field(default=None, ge=1, le=64)
-    threads: int | None = Field(default=None, ge=1, le=256)
+    # 8, however many workers: an agent's long poll holds a thread for up to
+    # agent_poll_wait_s, and kept-alive connections stay with the worker that accepted
+    # them; 4 workers x 4 threads served fewer reads than 4 x 8 (docs/performance.md).
+    threads: int = Field(default=8, ge=1, le=256)
     keepalive_s: int = Field(default=5, ge=1, le=300)
     worker_timeout_s: int = Field(default=30, ge=5, le=3600)
     graceful_timeout_s: int = Field(default=30, ge=1, le=3600)
@@ -269,10 +272,8 @@ class Settings(BaseSettings):
     def serving_shape(self, workers: int | None = None, threads: int | None = None
                       ) -> tuple[int, int]:
         """The workers and threads ``sandbox serve`` runs: the arguments, else the
-        settings, else fitted to the machine (:func:`default_workers`,
-        :func:`default_threads`)."""
-        w = workers or self.workers or default_workers()
-        return w, threads or self.threads or default_threads(w)
+        settings; workers unset are fitted to the machine (:func:`default_workers`)."""
+        return workers or self.workers or default_workers(), threads or self.threads
 
 
 # One process runs Python on one core at a time (the GIL): two workers per usable CPU keep
@@ -281,10 +282,6 @@ class Settings(BaseSettings):
 # caches and database connections.
 WORKERS_PER_CPU = 2
 MAX_DEFAULT_WORKERS = 8
-# Threads a machine's workers hold together by default, for the agents' long polls and the
-# callers served side by side (the former default, 2 workers x 8 threads).
-DEFAULT_TOTAL_THREADS = 16
-MIN_DEFAULT_THREADS, MAX_DEFAULT_THREADS = 4, 8
 
 
 def usable_cpus() -> int:
@@ -307,12 +304,6 @@ def default_workers(cpus: int | None = None) -> int:
     """``SANDBOX_WORKERS`` when unset: two per usable CPU, 2 to 8."""
     n = usable_cpus() if cpus is None else cpus
     return max(2, min(MAX_DEFAULT_WORKERS, WORKERS_PER_CPU * n))
-
-
-def default_threads(workers: int) -> int:
-    """``SANDBOX_THREADS`` when unset: about 16 threads over the workers, 4 to 8 each."""
-    return max(MIN_DEFAULT_THREADS,
-               min(MAX_DEFAULT_THREADS, -(-DEFAULT_TOTAL_THREADS // workers)))
 
 
 def _variable(loc: tuple[int | str, ...]) -> str:

@@ -16,7 +16,6 @@ from sandbox.cli import main
 from sandbox.settings import (
     Settings,
     SettingsError,
-    default_threads,
     default_workers,
     flask_config,
     load_settings,
@@ -36,8 +35,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_fill_every_setting(tmp_path: Path) -> None:
     s = load_settings()
-    assert (s.workers, s.threads, s.port, s.host) == (None, None, 8080, "127.0.0.1")
-    assert s.serving_shape() == (default_workers(), default_threads(default_workers()))
+    assert (s.workers, s.threads, s.port, s.host) == (None, 8, 8080, "127.0.0.1")
+    assert s.serving_shape() == (default_workers(), 8)
     assert s.effective_database_url == f"sqlite:///{tmp_path / 'instance' / 'sandbox.db'}"
     cfg = flask_config(s)
     assert cfg["MAX_CONTENT_LENGTH"] == 32 * 1024 * 1024
@@ -49,23 +48,20 @@ def test_defaults_fill_every_setting(tmp_path: Path) -> None:
     assert not missing, missing
 
 
-def test_workers_and_threads_fit_the_machine_unless_set(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_fit_the_machine_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert usable_cpus() >= 1
-    # Two workers per CPU, 2 to 8; about 16 threads over them, 4 to 8 per worker.
+    # Two workers per CPU, 2 to 8.
     assert [default_workers(n) for n in (1, 2, 3, 4, 64)] == [2, 4, 6, 8, 8]
-    assert [default_threads(w) for w in (1, 2, 3, 4, 6, 8, 64)] == [8, 8, 6, 4, 4, 4, 4]
     monkeypatch.setattr("sandbox.settings.usable_cpus", lambda: 2)
     s = load_settings()
-    assert s.serving_shape() == (4, 4)
-    # An explicit worker count keeps the threads fitted to it; `serve`'s options win.
+    assert s.serving_shape() == (4, 8)
+    # `serve`'s options win over the settings, the settings over the machine.
     assert s.serving_shape(workers=2) == (2, 8)
     assert s.serving_shape(threads=16) == (4, 16)
-    monkeypatch.setenv("SANDBOX_WORKERS", "2")
-    assert load_settings().serving_shape() == (2, 8)
-    assert load_settings().serving_shape(3, 5) == (3, 5)
-    monkeypatch.setenv("SANDBOX_THREADS", "3")
-    assert load_settings().serving_shape() == (2, 3)
+    monkeypatch.setenv("SANDBOX_WORKERS", "3")
+    monkeypatch.setenv("SANDBOX_THREADS", "5")
+    assert load_settings().serving_shape() == (3, 5)
+    assert load_settings().serving_shape(2, 4) == (2, 4)
 
 
 def test_values_are_parsed_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,7 +167,7 @@ def test_sandbox_config_prints_settings_with_secrets_masked(
     assert shown["ignored_variables"] == ["SANDBOX_WORKRES"]
     # What `serve` would run, not "unset".
     assert shown["SANDBOX_WORKERS"] == default_workers()
-    assert shown["SANDBOX_THREADS"] == default_threads(default_workers())
+    assert shown["SANDBOX_THREADS"] == 8
     assert set(shown) - {"ignored_variables"} == {f"SANDBOX_{n.upper()}"
                                                   for n in Settings.model_fields}
 
