@@ -81,7 +81,7 @@ def create_admin(name: str) -> None:
 @click.option("--port", default=None, type=click.IntRange(1, 65535),
               help="port  [SANDBOX_PORT: 8080]")
 @click.option("--workers", default=None, type=click.IntRange(1, 64),
-              help="worker processes  [SANDBOX_WORKERS: 2 per CPU, 2-8]")
+              help="worker processes  [SANDBOX_WORKERS: 1 per CPU, 2-8]")
 @click.option("--threads", default=None, type=click.IntRange(1, 256),
               help="threads per worker  [SANDBOX_THREADS: 8]")
 def serve(host: str | None, port: int | None, workers: int | None,

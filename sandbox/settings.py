@@ -276,11 +276,12 @@ class Settings(BaseSettings):
         return workers or self.workers or default_workers(), threads or self.threads
 
 
-# One process runs Python on one core at a time (the GIL): two workers per usable CPU keep
-# every core busy while the other worker of the pair waits on the database, and spread the
-# kept-alive connections over more processes. Bounded: each worker holds its own pools,
-# caches and database connections.
-WORKERS_PER_CPU = 2
+# One process runs Python on one core at a time (the GIL): one worker per usable CPU, at
+# least 2 (a worker restarting leaves another serving), at most 8 (each holds its own
+# pools, caches and database connections). Two per CPU was measured and not kept: on 2 CPUs,
+# 4 workers served fewer reads than 2 beside the agents and PostgreSQL
+# (docs/performance.md, "Workers per CPU").
+WORKERS_PER_CPU = 1
 MAX_DEFAULT_WORKERS = 8
 
 
@@ -301,7 +302,7 @@ def usable_cpus() -> int:
 
 
 def default_workers(cpus: int | None = None) -> int:
-    """``SANDBOX_WORKERS`` when unset: two per usable CPU, 2 to 8."""
+    """``SANDBOX_WORKERS`` when unset: one per usable CPU, 2 to 8."""
     n = usable_cpus() if cpus is None else cpus
     return max(2, min(MAX_DEFAULT_WORKERS, WORKERS_PER_CPU * n))
 

@@ -50,9 +50,9 @@ def test_defaults_fill_every_setting(tmp_path: Path) -> None:
 
 def test_workers_fit_the_machine_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
     assert usable_cpus() >= 1
-    # Two workers per CPU, 2 to 8.
-    assert [default_workers(n) for n in (1, 2, 3, 4, 64)] == [2, 4, 6, 8, 8]
-    monkeypatch.setattr("sandbox.settings.usable_cpus", lambda: 2)
+    # One worker per CPU, 2 to 8.
+    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [2, 2, 3, 4, 8, 8]
+    monkeypatch.setattr("sandbox.settings.usable_cpus", lambda: 4)
     s = load_settings()
     assert s.serving_shape() == (4, 8)
     # `serve`'s options win over the settings, the settings over the machine.
