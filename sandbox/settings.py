@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     workers: int | None = Field(default=None, ge=1, le=64)
     # 8, however many workers: an agent's long poll holds a thread for up to
     # agent_poll_wait_s, and kept-alive connections stay with the worker that accepted
-    # them; 4 workers x 4 threads served fewer reads than 4 x 8 (docs/performance.md).
+    # them, so a worker's other callers need threads beside its polls.
     threads: int = Field(default=8, ge=1, le=256)
     keepalive_s: int = Field(default=5, ge=1, le=300)
     worker_timeout_s: int = Field(default=30, ge=5, le=3600)
@@ -279,8 +279,8 @@ class Settings(BaseSettings):
 # One process runs Python on one core at a time (the GIL): one worker per usable CPU, at
 # least 2 (a worker restarting leaves another serving), at most 8 (each holds its own
 # pools, caches and database connections). Two per CPU was measured and not kept: on 2 CPUs,
-# 4 workers served fewer reads than 2 beside the agents and PostgreSQL
-# (docs/performance.md, "Workers per CPU").
+# 4 workers served no more reads than 2 beside the agents and PostgreSQL, for more CPU
+# per request (docs/performance.md, "Workers per CPU").
 WORKERS_PER_CPU = 1
 MAX_DEFAULT_WORKERS = 8
 
