@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import BindParameter, bindparam, func, or_, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from authz import (
     catalog,
@@ -137,23 +138,32 @@ def next_task(ctx: Ctx, agent: Agent, claim_key: str | None = None
     return None
 
 
+def _may_have_task_query() -> Select[tuple[bool]]:
+    mine = select(AgentProvider.provider_id).where(
+        AgentProvider.agent_id == bindparam("agent_id"))
+    now: BindParameter[datetime] = bindparam("now")
+    return select(or_(
+        select(Job.id).where(Job.state == JobState.QUEUED, Job.provider_id.in_(mine))
+        .exists(),
+        select(Job.id).where(Job.state.in_(sorted(ACTIVE)), Job.provider_id.in_(mine),
+                             Job.lease_expires_at < now).exists(),
+        select(Dataset.id).where(
+            Dataset.status == DatasetStatus.CHECKING, Dataset.provider_id.in_(mine),
+            or_(Dataset.check_leased_until.is_(None), Dataset.check_leased_until < now))
+        .exists()))
+
+
+# Built once: building this statement and its cache key cost more CPU than running it.
+_MAY_HAVE_TASK = _may_have_task_query()
+
+
 def may_have_task(session: Session, agent_id: str, now: datetime) -> bool:
     """Whether :func:`next_task` could find anything for the agent, read without a write
     lock: a long poll re-probes with a write transaction only then, so idle agents do not
     hold SQLite's single writer lock (every probe's ``BEGIN IMMEDIATE``) against the
     writes of the jobs that are running. One statement, no ORM objects: every idle agent
     runs it several times a second, on the CPU the running jobs need."""
-    mine = select(AgentProvider.provider_id).where(AgentProvider.agent_id == agent_id)
-    query = select(or_(
-        select(Job.id).where(Job.state == JobState.QUEUED, Job.provider_id.in_(mine))
-        .exists(),
-        select(Job.id).where(Job.state.in_(ACTIVE), Job.provider_id.in_(mine),
-                             Job.lease_expires_at < now).exists(),
-        select(Dataset.id).where(
-            Dataset.status == DatasetStatus.CHECKING, Dataset.provider_id.in_(mine),
-            or_(Dataset.check_leased_until.is_(None), Dataset.check_leased_until < now))
-        .exists()))
-    return bool(session.execute(query).scalar())
+    return bool(session.execute(_MAY_HAVE_TASK, {"agent_id": agent_id, "now": now}).scalar())
 
 
 def leased_state(ctx: Ctx, agent: Agent, job_id: str) -> LeaseState:

@@ -81,7 +81,7 @@ def create_admin(name: str) -> None:
 @click.option("--port", default=None, type=click.IntRange(1, 65535),
               help="port  [SANDBOX_PORT: 8080]")
 @click.option("--workers", default=None, type=click.IntRange(1, 64),
-              help="worker processes  [SANDBOX_WORKERS: 2]")
+              help="worker processes  [SANDBOX_WORKERS: 1 per CPU, 2-8]")
 @click.option("--threads", default=None, type=click.IntRange(1, 256),
               help="threads per worker  [SANDBOX_THREADS: 8]")
 def serve(host: str | None, port: int | None, workers: int | None,
@@ -91,8 +91,9 @@ def serve(host: str | None, port: int | None, workers: int | None,
     from sandbox import server
 
     s = _settings()
-    server.serve(s, host=host or s.host, port=port or s.port, workers=workers or s.workers,
-                 threads=threads or s.threads)
+    workers, threads = s.serving_shape(workers, threads)
+    server.serve(s, host=host or s.host, port=port or s.port, workers=workers,
+                 threads=threads)
 
 
 @main.command("config")

@@ -17,6 +17,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import gunicorn.glogging
 import gunicorn.http.wsgi
 from flask import Flask
 from gunicorn.app.base import BaseApplication
@@ -42,6 +43,14 @@ class ControllerServer(BaseApplication):  # type: ignore[misc]  # gunicorn is un
 
     def load(self) -> Flask:
         return create_app()
+
+
+class _Logger(gunicorn.glogging.Logger):  # type: ignore[misc]  # gunicorn is untyped
+    # The app writes its own access line (sandbox.observability). gunicorn's counts as on
+    # whenever a logging configuration is given, and would then be built for every
+    # request (its fields, every request and response header) only to be dropped by the
+    # gunicorn.access logger's level.
+    access_log_enabled = False
 
 
 def _bind(host: str, port: int) -> str:
@@ -94,6 +103,7 @@ def options(s: Settings, *, host: str, port: int, workers: int, threads: int
         "proc_name": "data-sandbox",
         # The app writes one JSON line per request; gunicorn's own lines are JSON too.
         "accesslog": None,
+        "logger_class": _Logger,
         "errorlog": "-",
         "loglevel": s.log_level.lower(),
         "logconfig_dict": logging_setup.dict_config(s.log_level),

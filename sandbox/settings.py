@@ -88,7 +88,11 @@ class Settings(BaseSettings):
     # -- serving (`sandbox serve`) -----------------------------------------------------
     host: str = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:_-]{1,253}$")
     port: int = Field(default=8080, ge=1, le=65535)
-    workers: int = Field(default=2, ge=1, le=64)
+    # Unset: fitted to the CPUs this process may use (default_workers).
+    workers: int | None = Field(default=None, ge=1, le=64)
+    # 8, however many workers: an agent's long poll holds a thread for up to
+    # agent_poll_wait_s, and kept-alive connections stay with the worker that accepted
+    # them, so a worker's other callers need threads beside its polls.
     threads: int = Field(default=8, ge=1, le=256)
     keepalive_s: int = Field(default=5, ge=1, le=300)
     worker_timeout_s: int = Field(default=30, ge=5, le=3600)
@@ -265,6 +269,43 @@ class Settings(BaseSettings):
     def tls(self) -> bool:
         return self.tls_cert_file is not None
 
+    def serving_shape(self, workers: int | None = None, threads: int | None = None
+                      ) -> tuple[int, int]:
+        """The workers and threads ``sandbox serve`` runs: the arguments, else the
+        settings; workers unset are fitted to the machine (:func:`default_workers`)."""
+        return workers or self.workers or default_workers(), threads or self.threads
+
+
+# One process runs Python on one core at a time (the GIL): one worker per usable CPU, at
+# least 2 (a worker restarting leaves another serving), at most 8 (each holds its own
+# pools, caches and database connections). Two per CPU was measured and not kept: on 2 CPUs,
+# 4 workers served no more reads than 2 beside the agents and PostgreSQL, for more CPU
+# per request (docs/performance.md, "Workers per CPU").
+WORKERS_PER_CPU = 1
+MAX_DEFAULT_WORKERS = 8
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, narrowed by a cgroup v2 CPU quota
+    (a container's limit), rounded up."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """``SANDBOX_WORKERS`` when unset: one per usable CPU, 2 to 8."""
+    n = usable_cpus() if cpus is None else cpus
+    return max(2, min(MAX_DEFAULT_WORKERS, WORKERS_PER_CPU * n))
+
 
 def _variable(loc: tuple[int | str, ...]) -> str:
     return PREFIX + str(loc[0]).upper() if loc else PREFIX + "*"
@@ -396,6 +437,7 @@ def masked(s: Settings) -> dict[str, Any]:
         hide_password=True)
     out["SANDBOX_LOG_KEY_FILE"] = str(s.effective_log_key_file)
     out["SANDBOX_METRICS_DIR"] = str(s.effective_metrics_dir)
+    out["SANDBOX_WORKERS"], out["SANDBOX_THREADS"] = s.serving_shape()
     return out
 
 

@@ -13,7 +13,15 @@ from click.testing import CliRunner
 
 from sandbox import create_app, db
 from sandbox.cli import main
-from sandbox.settings import Settings, SettingsError, flask_config, load_settings, masked
+from sandbox.settings import (
+    Settings,
+    SettingsError,
+    default_workers,
+    flask_config,
+    load_settings,
+    masked,
+    usable_cpus,
+)
 from tests.ops.harness import ROOT
 
 
@@ -27,7 +35,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 def test_defaults_fill_every_setting(tmp_path: Path) -> None:
     s = load_settings()
-    assert (s.workers, s.threads, s.port, s.host) == (2, 8, 8080, "127.0.0.1")
+    assert (s.workers, s.threads, s.port, s.host) == (None, 8, 8080, "127.0.0.1")
+    assert s.serving_shape() == (default_workers(), 8)
     assert s.effective_database_url == f"sqlite:///{tmp_path / 'instance' / 'sandbox.db'}"
     cfg = flask_config(s)
     assert cfg["MAX_CONTENT_LENGTH"] == 32 * 1024 * 1024
@@ -37,6 +46,22 @@ def test_defaults_fill_every_setting(tmp_path: Path) -> None:
     doc = (ROOT / "docs" / "operations.md").read_text()
     missing = [n for n in masked(s) if f"`{n}`" not in doc]
     assert not missing, missing
+
+
+def test_workers_fit_the_machine_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert usable_cpus() >= 1
+    # One worker per CPU, 2 to 8.
+    assert [default_workers(n) for n in (1, 2, 3, 4, 8, 64)] == [2, 2, 3, 4, 8, 8]
+    monkeypatch.setattr("sandbox.settings.usable_cpus", lambda: 4)
+    s = load_settings()
+    assert s.serving_shape() == (4, 8)
+    # `serve`'s options win over the settings, the settings over the machine.
+    assert s.serving_shape(workers=2) == (2, 8)
+    assert s.serving_shape(threads=16) == (4, 16)
+    monkeypatch.setenv("SANDBOX_WORKERS", "3")
+    monkeypatch.setenv("SANDBOX_THREADS", "5")
+    assert load_settings().serving_shape() == (3, 5)
+    assert load_settings().serving_shape(2, 4) == (2, 4)
 
 
 def test_values_are_parsed_and_typed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,7 +164,10 @@ def test_sandbox_config_prints_settings_with_secrets_masked(
     assert shown["SANDBOX_DATABASE_URL"] == "postgresql+psycopg://ops:***@db:5432/sb"
     assert shown["SANDBOX_METRICS_TOKEN"] == "***" and shown["SANDBOX_LOG_KEY"] == "***"
     assert "hunter2" not in r.output and "hunter3" not in r.output and "m" * 40 not in r.output
-    assert shown["SANDBOX_WORKERS"] == 2 and shown["ignored_variables"] == ["SANDBOX_WORKRES"]
+    assert shown["ignored_variables"] == ["SANDBOX_WORKRES"]
+    # What `serve` would run, not "unset".
+    assert shown["SANDBOX_WORKERS"] == default_workers()
+    assert shown["SANDBOX_THREADS"] == 8
     assert set(shown) - {"ignored_variables"} == {f"SANDBOX_{n.upper()}"
                                                   for n in Settings.model_fields}
 

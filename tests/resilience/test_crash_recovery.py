@@ -76,7 +76,9 @@ class Cluster:
                                             start_new_session=True)
 
     def start_controller(self) -> None:
-        self._spawn("controller", ["serve", "--port", str(self.port)])
+        # Two workers whatever the machine: the restarts' time and memory stay those of
+        # the test, not of the CPUs it runs on (serve's default is 2 per CPU).
+        self._spawn("controller", ["serve", "--port", str(self.port), "--workers", "2"])
         # Serving, not only listening: a listening socket accepts before any worker booted.
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
