@@ -245,13 +245,18 @@ class Agent(AgentRecovery):
                 raise
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
-        key_set: Future[dict[str, object] | None] | None = None
+        key_set: dict[str, object] | None = None
         if task.joint is not None:
             # The part's mask key rides with its start notice (one request and one
-            # transaction), before the aggregation, so peers rarely wait. The notice is
-            # sent while the part reads its input (its answer is needed when the part
-            # masks, which waits for it); a refused one stops the part's report as before.
-            key_set = notices.send(self._start_joint_part, task, job_dir)
+            # transaction), before the aggregation, so peers rarely wait. If it did not get
+            # through, the plain notice follows and the key is announced again
+            # (idempotently) before masking.
+            try:
+                key_set = joint_masks.start_and_announce(self.controller, task, job_dir,
+                                                         self.config.signing_key)
+            except (SandboxError, RuntimeError) as e:
+                log.warning("mask key of %s not announced yet: %s", job_id, e)
+                notices.send(self.controller.started, job_id)
         else:
             # Acknowledged before the result; when, for the timing grain (_complete).
             acked = notices.send(self._started, job_id)
@@ -263,18 +268,6 @@ class Agent(AgentRecovery):
             self._complete(task, notices, started=datetime.now(UTC), acked=acked)
         else:
             self._complete_statistics(task, notices)
-
-    def _start_joint_part(self, task: RunTask, job_dir: Path) -> dict[str, object] | None:
-        """The start notice with the part's mask key; the job's complete key set if the
-        answer carried it. If the key did not get through, the plain notice follows and
-        the key is announced again (idempotently) before masking."""
-        try:
-            return joint_masks.start_and_announce(self.controller, task, job_dir,
-                                                  self.config.signing_key)
-        except (SandboxError, RuntimeError) as e:
-            log.warning("mask key of %s not announced yet: %s", task.job_id, e)
-            self.controller.started(task.job_id)
-            return None
 
     def _passes_on_mock(self, task: RunTask) -> bool:
         """Whether the script may run on the provider's data: it passed on mock data (now,

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 
 from authz.wire import JobState, RunReport, RunTask
 from compute.errors import SandboxError
-from compute.masking import MaskSession
 from containers import (
     joint_cell_holders,
     joint_masks,
@@ -51,22 +50,12 @@ class AgentCompletion(AgentDelivery):
             task, self._job_dir(task.job_id), self.config.image, self.audit))
 
     def _complete_joint(self, task: RunTask, notices: Notices | None = None,
-                        started: Future[dict[str, object] | None] | None = None) -> None:
-        """``started``: the start notice on its way, and the complete key set its answer
-        carried, if it did."""
+                        key_set: dict[str, object] | None = None) -> None:
+        """``key_set``: the complete key set the start notice's answer carried, if it did."""
         job_dir = self._job_dir(task.job_id)
-
-        def masking() -> MaskSession:
-            # After the start notice, whose key announcement (or its failure, then the key
-            # is announced on its own) wait_for_session must see.
-            key_set = None
-            if started is not None:
-                with contextlib.suppress(Exception):  # a refused notice fails at flush
-                    key_set = started.result()
-            return joint_masks.wait_for_session(
-                self.controller, task, job_dir, self.config.signing_key, task.timeout_s,
-                self.controller.stop, known=key_set)
-
+        masking = functools.partial(
+            joint_masks.wait_for_session, self.controller, task, job_dir,
+            self.config.signing_key, task.timeout_s, self.controller.stop, known=key_set)
         rounds = functools.partial(
             joint_cell_holders.withdrawn_records, self.controller, task,
             signing_key=self.config.signing_key, timeout_s=task.timeout_s,

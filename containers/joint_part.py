@@ -66,10 +66,6 @@ def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None
         if cell_rounds is None:
             raise ExecutorError("a joint part with explicit cells needs its cell-holders "
                                 "rounds")
-        if small_cells is not None:
-            # The first round's withdrawal needs no keys: computed while they may be on
-            # their way (the start notice's answer, the peers' announcements).
-            small_cells(np.zeros(len(frame), dtype=bool))
         mask_session = masking()  # the rounds mask under the job's pairwise keys too
         withdrawn = cell_rounds(frame, mask_session, units=units, small_cells=small_cells)
         masking = lambda: mask_session  # noqa: E731  (waited for once)
