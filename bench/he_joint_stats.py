@@ -138,9 +138,8 @@ def main() -> None:
 
     mean_err = max(abs(result.columns[c]["mean"] - ref["mean"][c])
                    for c in COLS)
-    n_ct = len(subs[0]["count_ciphertexts"]) + len(subs[0]["real_ciphertexts"])
-    ct_bytes = sum(len(c) * 3 // 4 for k in ("count_ciphertexts", "real_ciphertexts")
-                   for c in subs[0][k])
+    n_ct = len(subs[0]["ciphertexts"])
+    ct_bytes = sum(len(c) * 3 // 4 for c in subs[0]["ciphertexts"])
 
     many = []
     many_keys = {f"x{i}": Ed25519PrivateKey.generate() for i in range(args.combine_n)}

@@ -1,7 +1,9 @@
 """Slot layout: which sufficient statistic lives in which CKKS slot, and exact fixed-point limbs.
 
-Two ciphertext families keep magnitudes apart (CKKS encoding error grows with the largest
-slot of a ciphertext, measured in docs/joint-statistics.md):
+Two slot families (CKKS encoding error grows with the largest slot of a ciphertext,
+measured in docs/joint-statistics.md; since the masks, every data slot of either family holds
+a digit masked into [-2^29, 2^29), so the families share ciphertexts: the count slots then
+the real slots, one stream, compute.protocol._one_stream):
 
 * **count** ciphertexts hold integer counts (<= 2^30 per submission) as ``COUNT_LIMBS``
   balanced base-2^20 digits;
@@ -44,7 +46,9 @@ from compute.errors import InvalidInput, KeyMismatch, LayoutMismatch, MagnitudeO
 from compute.masking import MASK_BITS, MAX_PROVIDERS, reduce
 from compute.spec import MAX_CIPHERTEXTS, MOMENT_STATS, NUMERIC_UNIVARIATE, JointSpec
 
-LAYOUT_VERSION = 3  # 2: counts as limbs, slots masked modulo 2^30; 3: carry offsets
+# 2: counts as limbs, slots masked modulo 2^30; 3: carry offsets; 4: count and real slots
+# share ciphertexts (compute.protocol._one_stream)
+LAYOUT_VERSION = 4
 SLOTS = 4096  # N/2 for N = 8192
 DATA_SLOTS = SLOTS - 1  # slot 0 is the check slot
 FRAC_BITS = 40  # fixed-point resolution 2^-40 ~ 9.1e-13 per sum

@@ -94,8 +94,8 @@ def numeric_columns(df: Any, cache: dict[str, FloatArray]) -> Callable[[str], Fl
 
 
 def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = None,
-                    withdrawn: FloatArray | None = None, units: FloatArray | None = None
-                    ) -> dict[str, Any]:
+                    withdrawn: FloatArray | None = None, units: FloatArray | None = None,
+                    small_cells: SmallCells | None = None) -> dict[str, Any]:
     """Sufficient statistics of one provider's table for a normalized spec.
 
     With ``min_cell_count`` k (the provider's permit; not under DP, whose sensitivity
@@ -105,7 +105,8 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
     ``withdrawn`` (a boolean per record): records already withdrawn before that check, the
     cells too few providers hold (compute/cell_holders.py). ``units``: each record's person
     (compute/joint_units.py) where the dataset declares identifier fields: the rules then
-    count and sum persons."""
+    count and sum persons. ``small_cells``: the same withdrawal for this ``df``, ``units``
+    and ``min_cell_count``, already computed (the cell-holders rounds' last round)."""
     stats = set(spec["statistics"])
     shift: dict[str, float] = spec.get("shift") or {}
     dp = spec.get("dp") or {}
@@ -122,8 +123,8 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
         if not bounded.all():
             df, units = df[bounded].reset_index(drop=True), units[bounded]
     if min_cell_count is not None and not dp:
-        kept, suppressed = withdraw_small_cells(spec, df, col, min_cell_count, withdrawn,
-                                                units)
+        kept, suppressed = small_cells(withdrawn) if small_cells is not None else \
+            withdraw_small_cells(spec, df, col, min_cell_count, withdrawn, units)
         from compute import joint_sdc  # the agent's rules (never reached run as a script)
         # On the provider's whole columns (before the cache is cut to the records kept).
         joint_sdc.check_block_levels(spec, col, kept, min_cell_count, units)
@@ -132,6 +133,9 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
             units = None if units is None else units[kept]
             for c in list(cache):  # the columns already converted, reduced to the kept records
                 cache[c] = cache[c][kept]
+            # Any column not converted yet is converted from the kept records (``col`` reads
+            # the table it was made for).
+            col = numeric_columns(df, cache)
 
     def clipped(c: str) -> FloatArray:
         """Values clipped to the public DP bounds (a DP model round: every column has them)."""
@@ -365,6 +369,26 @@ def withdraw_small_cells(spec: dict[str, Any], df: Any, col: Callable[[str], Flo
         if not out.any():
             return kept, len(seen)
         kept &= ~out
+
+
+class SmallCells:
+    """:func:`withdraw_small_cells` of one table for a given ``withdrawn`` set, remembered:
+    a joint part's cell-holders rounds compute it for each round's vector and the
+    aggregation needs the last round's again (the same arguments, the same outcome)."""
+
+    def __init__(self, spec: dict[str, Any], df: Any, min_cell_count: int,
+                 units: FloatArray | None = None) -> None:
+        self.spec, self.df, self.k, self.units = spec, df, min_cell_count, units
+        self._last: tuple[bytes, tuple[FloatArray, int]] | None = None
+
+    def __call__(self, withdrawn: FloatArray | None) -> tuple[FloatArray, int]:
+        key = b"" if withdrawn is None else np.asarray(withdrawn, dtype=bool).tobytes()
+        if self._last is None or self._last[0] != key:
+            col = numeric_columns(self.df, {})
+            self._last = key, withdraw_small_cells(self.spec, self.df, col, self.k, withdrawn,
+                                                   self.units)
+        kept, suppressed = self._last[1]
+        return kept.copy(), suppressed  # callers narrow their copy in place
 
 
 def kept_records(spec: dict[str, Any], df: Any, min_cell_count: int | None,

@@ -34,6 +34,8 @@ from compute.errors import (
     TooFewProviders,
 )
 from compute.layout import (
+    CHECK_TOLERANCE,
+    DATA_SLOTS,
     LAYOUT_VERSION,
     LIMB_BITS,
     Layout,
@@ -103,8 +105,7 @@ def _unb64(text: object, where: str) -> bytes:
 
 
 def _signed_body(sub: Mapping[str, Any]) -> bytes:
-    header = {k: v for k, v in sub.items()
-              if k not in ("signature", "count_ciphertexts", "real_ciphertexts")}
+    header = {k: v for k, v in sub.items() if k not in ("signature", "ciphertexts")}
     return SIGNING_DOMAIN + canonical_json(header)
 
 
@@ -138,7 +139,7 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
     mask = total_mask(masking, n_slots, layout.digest)
     count_vecs, real_vecs = apply_mask(count_vecs, mask, 0), apply_mask(real_vecs, mask, n_count)
     public = be.load_public(public_context_bytes)
-    cts = [be.encrypt(public, v) for v in count_vecs], [be.encrypt(public, v) for v in real_vecs]
+    cts = [be.encrypt(public, v) for v in _one_stream(count_vecs, real_vecs)]
     sub: dict[str, Any] = {
         "type": SUBMISSION_TYPE,
         "layout_version": LAYOUT_VERSION,
@@ -147,12 +148,49 @@ def provider_submit(spec: JointSpec, aggregates: Mapping[str, Any], public_conte
         "job_id": job_id,
         "provider_id": provider_id,
         "mask_keys_sha256": masking.digest,
-        "ciphertext_sha256": [hashlib.sha256(c).hexdigest() for c in cts[0] + cts[1]],
-        "count_ciphertexts": [_b64(c) for c in cts[0]],
-        "real_ciphertexts": [_b64(c) for c in cts[1]],
+        "ciphertext_sha256": [hashlib.sha256(c).hexdigest() for c in cts],
+        "ciphertexts": [_b64(c) for c in cts],
     }
     sub["signature"] = _b64(signing_key.sign(_signed_body(sub)))
     return sub, report
+
+
+def _one_stream(count_vecs: Sequence[Sequence[float]], real_vecs: Sequence[Sequence[float]]
+                ) -> list[list[float]]:
+    """The count slots then the real slots as one stream, DATA_SLOTS of them a ciphertext
+    after its check slot (layout version 4). Every data slot holds a masked digit in
+    [-2^29, 2^29) whichever family it belongs to, so sharing a ciphertext changes no slot's
+    encoding error; a small job's slots (e.g. 38 count and 96 real) then take one
+    ciphertext instead of two: half the encryption, transfer and combination."""
+    data = [x for v in count_vecs for x in v[1:]] + [x for v in real_vecs for x in v[1:]]
+    return [[1.0, *data[i:i + DATA_SLOTS]] for i in range(0, len(data), DATA_SLOTS)]
+
+
+def _families(layout: Layout, slots: Sequence[Sequence[float]], n_providers: int
+              ) -> tuple[list[list[float]], list[list[float]]]:
+    """Decrypted ciphertexts (:func:`_one_stream`) back into the layout's count and real
+    vectors for :func:`compute.layout.unpack`; every ciphertext's check slot is checked here
+    (each rebuilt vector's check slot is then the number of providers)."""
+    total = layout.n_slots("count") + layout.n_slots("real")
+    if [len(s) for s in slots] != [1 + min(DATA_SLOTS, total - i)
+                                   for i in range(0, total, DATA_SLOTS)]:
+        raise LayoutMismatch("decrypted vectors do not match the layout's slot counts")
+    for i, s in enumerate(slots):
+        if abs(s[0] - n_providers) > CHECK_TOLERANCE:
+            raise KeyMismatch(f"ciphertext[{i}]: the check slot does not decrypt to the number "
+                              "of providers: a ciphertext is under another key or corrupted")
+    data = [x for s in slots for x in s[1:]]
+    n_count = layout.n_slots("count")
+    counts, reals = data[:n_count], data[n_count:]
+
+    def split(values: list[float], lengths: list[int]) -> list[list[float]]:
+        out, pos = [], 0
+        for n in lengths:
+            out.append([float(n_providers), *values[pos:pos + n - 1]])
+            pos += n - 1
+        return out
+
+    return split(counts, layout.slot_lengths("count")), split(reals, layout.slot_lengths("real"))
 
 
 def _public_key(raw: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
@@ -162,9 +200,8 @@ def _public_key(raw: Ed25519PublicKey | bytes) -> Ed25519PublicKey:
 @dataclass(frozen=True)
 class _Checked:
     provider_id: str
-    counts: list[bytes]
-    reals: list[bytes]
-    # The SHA-256 of each ciphertext, counts then reals, as checked against the signed list:
+    ciphertexts: list[bytes]
+    # The SHA-256 of each ciphertext, as checked against the signed list:
     # the submission's ledger digest is taken over these rather than hashing ~0.9 MB again.
     hashes: list[str]
 
@@ -181,9 +218,8 @@ def _verify(sub: Mapping[str, Any], expected_fingerprint: str,
         raise KeyMismatch(f"{pid}: encrypted under another context")
     if not isinstance(pid, str) or pid not in keys:
         raise BadSignature(f"no registered agent key for provider {pid!r}")
-    counts = [_unb64(c, f"{pid}.count_ciphertexts") for c in sub.get("count_ciphertexts", [])]
-    reals = [_unb64(c, f"{pid}.real_ciphertexts") for c in sub.get("real_ciphertexts", [])]
-    hashes = [hashlib.sha256(c).hexdigest() for c in counts + reals]
+    cts = [_unb64(c, f"{pid}.ciphertexts") for c in sub.get("ciphertexts", [])]
+    hashes = [hashlib.sha256(c).hexdigest() for c in cts]
     if hashes != sub.get("ciphertext_sha256"):
         raise BadSignature(f"{pid}: ciphertexts do not match their signed hashes")
     try:
@@ -191,7 +227,7 @@ def _verify(sub: Mapping[str, Any], expected_fingerprint: str,
                                       _signed_body(sub))
     except InvalidSignature as exc:
         raise BadSignature(f"{pid}: signature does not verify") from exc
-    return _Checked(pid, counts, reals, hashes)
+    return _Checked(pid, cts, hashes)
 
 
 def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: bytes,
@@ -223,7 +259,7 @@ def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: byte
     digests = {s.get("layout_digest") for s in submissions}
     if len(digests) != 1 or (expected_layout_digest and digests != {expected_layout_digest}):
         raise LayoutMismatch("submissions disagree on the slot layout")
-    shapes = {(len(c.counts), len(c.reals)) for c in checked}
+    shapes = {len(c.ciphertexts) for c in checked}
     if len(shapes) != 1:
         raise LayoutMismatch("submissions carry different numbers of ciphertexts")
     job_id = str(submissions[0].get("job_id"))
@@ -234,9 +270,7 @@ def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: byte
     if {s.get("mask_keys_sha256") for s in submissions} != {masks}:
         raise Conflict("submissions were masked under another set of mask keys")
     public = be.load_public(public_context_bytes)
-    n_counts, n_reals = shapes.pop()
-    counts = [be.add(public, [c.counts[i] for c in checked]) for i in range(n_counts)]
-    reals = [be.add(public, [c.reals[i] for c in checked]) for i in range(n_reals)]
+    cts = [be.add(public, [c.ciphertexts[i] for c in checked]) for i in range(shapes.pop())]
     return {
         "type": AGGREGATE_TYPE,
         "layout_version": LAYOUT_VERSION,
@@ -247,19 +281,17 @@ def combine(submissions: Sequence[Mapping[str, Any]], public_context_bytes: byte
         "n_providers": len(ids),
         "submission_sha256": {c.provider_id: hashes_digest(c.hashes) for c in checked},
         "mask_keys_sha256": masks,
-        "count_ciphertexts": [_b64(c) for c in counts],
-        "real_ciphertexts": [_b64(c) for c in reals],
-        "aggregate_sha256": ciphertexts_digest(counts + reals),
+        "ciphertexts": [_b64(c) for c in cts],
+        "aggregate_sha256": ciphertexts_digest(cts),
         "dp": None,
     }
 
 
-def aggregate_ciphertexts(aggregate: Mapping[str, Any]) -> tuple[list[bytes], list[bytes]]:
-    counts = [_unb64(c, "aggregate.count_ciphertexts") for c in aggregate["count_ciphertexts"]]
-    reals = [_unb64(c, "aggregate.real_ciphertexts") for c in aggregate["real_ciphertexts"]]
-    if ciphertexts_digest(counts + reals) != aggregate.get("aggregate_sha256"):
+def aggregate_ciphertexts(aggregate: Mapping[str, Any]) -> list[bytes]:
+    cts = [_unb64(c, "aggregate.ciphertexts") for c in aggregate["ciphertexts"]]
+    if ciphertexts_digest(cts) != aggregate.get("aggregate_sha256"):
         raise KeyMismatch("aggregate ciphertexts do not match aggregate_sha256")
-    return counts, reals
+    return cts
 
 
 def check_aggregate(aggregate: Mapping[str, Any], layout: Layout, fp: str) -> None:
@@ -281,12 +313,12 @@ def decrypt_aggregate(aggregate: Mapping[str, Any], keys: RequesterKeys, spec: J
     be = backend or default_backend()
     layout = build_layout(spec)
     check_aggregate(aggregate, layout, keys.fingerprint)
-    counts, reals = aggregate_ciphertexts(aggregate)
+    cts = aggregate_ciphertexts(aggregate)
     n = aggregate.get("n_providers")
     if not isinstance(n, int) or n < 1:
         raise InvalidInput("aggregate.n_providers", "type", "must be a positive integer")
-    return unpack(layout, [be.decrypt(keys.secret, c) for c in counts],
-                  [be.decrypt(keys.secret, c) for c in reals], n)
+    counts, reals = _families(layout, [be.decrypt(keys.secret, c) for c in cts], n)
+    return unpack(layout, counts, reals, n)
 
 
 def ledger_record(aggregate: Mapping[str, Any]) -> dict[str, Any]:

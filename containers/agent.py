@@ -245,14 +245,15 @@ class Agent(AgentRecovery):
                 raise
             self._deliver(job_id, RunReport.failed(f"{type(e).__name__}: {e}"))
             return
+        key_set: dict[str, object] | None = None
         if task.joint is not None:
             # The part's mask key rides with its start notice (one request and one
             # transaction), before the aggregation, so peers rarely wait. If it did not get
             # through, the plain notice follows and the key is announced again
             # (idempotently) before masking.
             try:
-                joint_masks.start_and_announce(self.controller, task, job_dir,
-                                               self.config.signing_key)
+                key_set = joint_masks.start_and_announce(self.controller, task, job_dir,
+                                                         self.config.signing_key)
             except (SandboxError, RuntimeError) as e:
                 log.warning("mask key of %s not announced yet: %s", job_id, e)
                 notices.send(self.controller.started, job_id)
@@ -262,7 +263,7 @@ class Agent(AgentRecovery):
         if task.psi is not None:
             self._complete_psi(task, notices)
         elif task.joint is not None:
-            self._complete_joint(task, notices)
+            self._complete_joint(task, notices, key_set)
         elif task.statistics is None:
             self._complete(task, notices, started=datetime.now(UTC), acked=acked)
         else:

@@ -49,11 +49,13 @@ class AgentCompletion(AgentDelivery):
         self._complete_in_agent(task, notices, lambda: statistics_job.statistics_report(
             task, self._job_dir(task.job_id), self.config.image, self.audit))
 
-    def _complete_joint(self, task: RunTask, notices: Notices | None = None) -> None:
+    def _complete_joint(self, task: RunTask, notices: Notices | None = None,
+                        key_set: dict[str, object] | None = None) -> None:
+        """``key_set``: the complete key set the start notice's answer carried, if it did."""
         job_dir = self._job_dir(task.job_id)
         masking = functools.partial(
             joint_masks.wait_for_session, self.controller, task, job_dir,
-            self.config.signing_key, task.timeout_s, self.controller.stop)
+            self.config.signing_key, task.timeout_s, self.controller.stop, known=key_set)
         rounds = functools.partial(
             joint_cell_holders.withdrawn_records, self.controller, task,
             signing_key=self.config.signing_key, timeout_s=task.timeout_s,

@@ -141,10 +141,12 @@ class ControllerClient:
         return self._call("GET", f"/jobs/{quote(job_id, safe='')}/mask-keys",
                           params={"wait": wait_s}, timeout=wait_s + self.timeout_s)
 
-    def cell_holders(self, job_id: str, vector: dict[str, object]) -> None:
+    def cell_holders(self, job_id: str, vector: dict[str, object]) -> dict[str, object]:
         """Publish this part's signed, masked vector of one cell-holders round (a retry of
-        the same vector is answered as published)."""
-        self._call("POST", f"/jobs/{quote(job_id, safe='')}/cell-holders", json=vector)
+        the same vector is answered as published); the last vector's answer carries the
+        complete round (``round_set``)."""
+        return self._call("POST", f"/jobs/{quote(job_id, safe='')}/cell-holders",
+                          json=vector)
 
     def cell_holders_round(self, job_id: str, rnd: int, wait_s: float = 0.0
                            ) -> dict[str, object]:

@@ -78,17 +78,19 @@ def announce_key(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
 
 
 def start_and_announce(channel: StartChannel, task: RunTask, job_dir: Path,
-                       signing_key: Ed25519PrivateKey | None) -> None:
+                       signing_key: Ed25519PrivateKey | None) -> dict[str, object] | None:
     """Tell the controller the part started, with its mask key in the same request (one
     transaction, ``job.running`` then ``joint.mask_key``); the key is then marked announced
-    so :func:`wait_for_session` does not announce it again."""
+    so :func:`wait_for_session` does not announce it again. The job's complete key set
+    when the answer carries it (this part's key was the last), for
+    :func:`wait_for_session`, which verifies it as it verifies a polled one."""
     if signing_key is None or task.joint is None:
         raise ExecutorError("this agent has no signing key for joint submissions")
     key = mask_key(job_dir)
     marker = job_dir / ANNOUNCED_FILE
     if marker.exists():
         channel.started(task.job_id)
-        return
+        return None
     answer = channel.started(task.job_id, announce(key, job_id=task.joint.joint_id,
                                                    provider_id=task.datasets[0].provider_id,
                                                    signing_key=signing_key))
@@ -96,12 +98,17 @@ def start_and_announce(channel: StartChannel, task: RunTask, job_dir: Path,
         marker.touch()
     # else a controller that took the notice without the key (an earlier release): the key
     # is announced on its own before masking.
+    keys = answer.get("key_set")
+    return keys if isinstance(keys, dict) and keys.get("complete") else None
 
 
 def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
                      signing_key: Ed25519PrivateKey | None, timeout_s: float,
-                     stop: threading.Event | None = None) -> MaskSession:
-    """Announce (idempotent), then wait for every provider's key and verify them all."""
+                     stop: threading.Event | None = None,
+                     known: dict[str, object] | None = None) -> MaskSession:
+    """Announce (idempotent), then wait for every provider's key and verify them all.
+    ``known``: the complete key set the start notice's answer carried (not asked again;
+    verified all the same)."""
     try:
         key = announce_key(channel, task, job_dir, signing_key)
         assert task.joint is not None
@@ -111,7 +118,7 @@ def wait_for_session(channel: MaskKeyChannel, task: RunTask, job_dir: Path,
             # A long poll: the controller answers as soon as the last key is committed.
             wait_s = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
             asked = time.monotonic()
-            got = channel.mask_keys(task.job_id, wait_s)
+            got, known = known or channel.mask_keys(task.job_id, wait_s), None
             if got.get("complete"):
                 anns = got.get("announcements")
                 agents = got.get("agent_keys")

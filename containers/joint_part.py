@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from authz.wire import JobState, RunReport, RunTask
 from compute import cell_holders
 from compute.errors import SandboxError
-from compute.local_aggregate import local_aggregate
+from compute.local_aggregate import SmallCells, local_aggregate
 from compute.masking import MaskSession
 from compute.protocol import default_backend
 from containers.jobdir import UNIT_IDS
@@ -36,8 +36,8 @@ ENGINE = "data-sandbox-joint/1"
 
 
 class CellRounds(Protocol):
-    def __call__(self, frame: pd.DataFrame, session: MaskSession, *, units: Any = None
-                 ) -> object: ...
+    def __call__(self, frame: pd.DataFrame, session: MaskSession, *, units: Any = None,
+                 small_cells: SmallCells | None = None) -> object: ...
 
 
 def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None,
@@ -59,14 +59,18 @@ def run_part(task: RunTask, job_dir: Path, signing_key: Ed25519PrivateKey | None
     frame = pd.read_csv(job_dir / "in" / "data.csv")
     units = np.load(job_dir / UNIT_IDS) if (job_dir / UNIT_IDS).exists() else None
     withdrawn = None
+    # The rounds' last vector and the aggregation withdraw the same small cells: once.
+    small_cells = None if task.min_cell_count is None or joint.spec.get("dp") else \
+        SmallCells(joint.spec, frame, task.min_cell_count, units)
     if cell_holders.needed(joint.spec, joint.min_providers):
         if cell_rounds is None:
             raise ExecutorError("a joint part with explicit cells needs its cell-holders "
                                 "rounds")
         mask_session = masking()  # the rounds mask under the job's pairwise keys too
-        withdrawn = cell_rounds(frame, mask_session, units=units)
+        withdrawn = cell_rounds(frame, mask_session, units=units, small_cells=small_cells)
         masking = lambda: mask_session  # noqa: E731  (waited for once)
-    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count, withdrawn, units)
+    aggregates = local_aggregate(joint.spec, frame, task.min_cell_count, withdrawn, units,
+                                 small_cells=small_cells)
     del frame
     context_loaded.join()  # provider_submit finds it loaded (compute/backend.py's cache)
     out = masked_submission(task, aggregates, signing_key, masking)

@@ -129,11 +129,19 @@ def leased(job_id: str) -> dict[str, Any]:
 def started(job_id: str) -> dict[str, Any]:
     notice = wire.parse(wire.RunStarted, auth.body())
     job = runs.mark_started(db.ctx(), auth.agent(), job_id, notice)
-    db.commit()
     if notice.mask_key is None:
+        db.commit()
         return {"state": job.state}
+    # The last part to start completes the key set: it gets the set with its answer (read
+    # in this transaction, what a GET of mask-keys would answer after it) rather than
+    # asking again, one round trip less for the part every other part waits for.
+    keys = joint_masks.key_set(db.ctx(), auth.agent(), job_id)
+    db.commit()
     db.joint_signal().notify()  # peers waiting for the key set look again
-    return {"state": job.state, "announced": True}
+    answer: dict[str, Any] = {"state": job.state, "announced": True}
+    if keys["complete"]:
+        answer["key_set"] = keys
+    return answer
 
 
 @bp.post("/jobs/<job_id>/checking")
@@ -199,9 +207,15 @@ def cell_holders(job_id: str) -> dict[str, Any]:
     """A joint part's signed, masked vector of one cell-holders round
     (compute/cell_holders.py)."""
     joint, rnd = joint_cell_holders.publish(db.ctx(), auth.agent(), job_id, auth.body())
+    # The last vector of a round completes it: the round comes with the answer (as
+    # mask-keys does for the last start notice), one round trip less for that part.
+    got = joint_cell_holders.round_set(db.ctx(), auth.agent(), job_id, rnd)
     db.commit()
     db.joint_signal().notify()  # peers waiting for the round look again
-    return {"joint_id": joint.id, "round": rnd}
+    answer: dict[str, Any] = {"joint_id": joint.id, "round": rnd}
+    if got["complete"]:
+        answer["round_set"] = got
+    return answer
 
 
 @bp.get("/jobs/<job_id>/cell-holders/<int:rnd>")

@@ -36,13 +36,33 @@ SPEC = {"version": 1, "statistics": ["grouped"], "groups": {
 
 
 class RoundCalls(AgentCalls):
-    """The agent's controller calls over the test client, with the cell-holders routes."""
+    """The agent's controller calls over the test client, with the cell-holders routes;
+    ``asked`` notes which answers came complete and which sets the agent asked for."""
 
-    def cell_holders(self, job_id: str, vector: dict[str, object]) -> None:
-        self._post(f"/jobs/{job_id}/cell-holders", vector)
+    def __init__(self, agent: Actor) -> None:
+        super().__init__(agent)
+        self.asked: list[tuple[str, int | None]] = []
+
+    def started(self, job_id: str, mask_key: dict[str, object] | None = None
+                ) -> dict[str, Any]:
+        answer = super().started(job_id, mask_key)
+        if "key_set" in answer:
+            self.asked.append(("key set with the start", None))
+        return answer
+
+    def mask_keys(self, job_id: str, wait_s: float = 0.0) -> dict[str, object]:
+        self.asked.append(("key set", None))
+        return super().mask_keys(job_id, wait_s)
+
+    def cell_holders(self, job_id: str, vector: dict[str, object]) -> dict[str, object]:
+        answer: dict[str, object] = self._post(f"/jobs/{job_id}/cell-holders", vector)
+        if "round_set" in answer:
+            self.asked.append(("round with the vector", int(str(answer["round"]))))
+        return answer
 
     def cell_holders_round(self, job_id: str, rnd: int, wait_s: float = 0.0
                            ) -> dict[str, object]:
+        self.asked.append(("round", rnd))
         r = self.agent.get(f"/agent/jobs/{job_id}/cell-holders/{rnd}?wait={wait_s}")
         if r.status_code >= 400:
             raise ControllerRefused(r.status_code, str(r.json))
@@ -94,6 +114,14 @@ def test_agents_withdraw_a_group_one_hospital_holds(make_party: Any, admin: Acto
     rounds = [e["body"] for e in entries if e["kind"] == "joint.cell_holders"]
     assert [b["round"] for b in rounds] == [0, 1]
     assert all(set(b) == {"joint_id", "round", "providers", "vectors_sha256"} for b in rounds)
+    # The part whose start notice completed the key set, and the part whose vector completed
+    # each round, had the set in the answer and did not ask for it (one round trip less).
+    calls = [a.controller.asked for a in agents]  # type: ignore[attr-defined]
+    with_start = [c for c in calls if ("key set with the start", None) in c]
+    assert len(with_start) == 1 and ("key set", None) not in with_start[0]
+    for rnd in (0, 1):
+        last = [c for c in calls if ("round with the vector", rnd) in c]
+        assert len(last) == 1 and ("round", rnd) not in last[0]
 
 
 def test_the_round_routes_check_what_they_relay(make_party: Any, admin: Actor, keys: Any
@@ -146,11 +174,15 @@ def test_the_round_routes_check_what_they_relay(make_party: Any, admin: Actor, k
     refused(other, 409)  # a second, different vector for the same round
     pending = h1["agent"].get(f"/agent/jobs/{t1['job_id']}/cell-holders/0").json
     assert pending == {"complete": False, "vectors": [], "agent_keys": {}}
+    answers = []
     for (h, task, _, _), vec in zip(parts[1:], vectors[1:], strict=True):
         r = h["agent"].post(f"/agent/jobs/{task['job_id']}/cell-holders", vec)
         assert r.status_code == 200, r.json
+        answers.append(r.json)
     got = h1["agent"].get(f"/agent/jobs/{t1['job_id']}/cell-holders/0?wait=1").json
     assert got["complete"]
+    # The vector that completed the round is answered with the round, as the GET gives it.
+    assert "round_set" not in answers[0] and answers[1]["round_set"] == got
     held = cell_holders.holders(got["vectors"], t1["joint"]["joint_id"], 0, size,
                                 {p: bytes.fromhex(k) for p, k in got["agent_keys"].items()})
     assert (held == 3).all()

@@ -70,10 +70,9 @@ def _decrypt_sum(keys: RequesterKeys, subs: list[dict[str, Any]]) -> np.ndarray[
     be = TensealCKKSBackend()
     public = be.load_public(keys.public_bytes)
     out: list[int] = []
-    for fam in ("count_ciphertexts", "real_ciphertexts"):
-        for i in range(len(subs[0][fam])):
-            ct = be.add(public, [base64.b64decode(s[fam][i]) for s in subs])
-            out.extend(reduce(round(x)) for x in be.decrypt(keys.secret, ct)[1:])
+    for i in range(len(subs[0]["ciphertexts"])):  # the count slots, then the real slots
+        ct = be.add(public, [base64.b64decode(s["ciphertexts"][i]) for s in subs])
+        out.extend(reduce(round(x)) for x in be.decrypt(keys.secret, ct)[1:])
     return np.array(out)
 
 

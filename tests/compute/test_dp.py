@@ -83,7 +83,7 @@ def test_the_controller_charges_but_draws_no_noise(hospitals: dict[str, pd.DataF
     budget = PrivacyBudget("permit", 1.0)
     released = record_dp_release(combined, spec, [budget], min_cell_count=10)
     assert released["aggregate_sha256"] == combined["aggregate_sha256"]
-    assert released["count_ciphertexts"] == combined["count_ciphertexts"]
+    assert released["ciphertexts"] == combined["ciphertexts"]
     dp = released["dp"]
     assert dp["noised_by"] == NOISED_BY and budget.spent == 1.0
     for name, s in dp["scales"].items():

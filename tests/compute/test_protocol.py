@@ -23,7 +23,7 @@ from compute.errors import (
     MagnitudeOverflow,
     TooFewProviders,
 )
-from compute.layout import build_layout
+from compute.layout import DATA_SLOTS, build_layout
 from compute.local_aggregate import local_aggregate
 from compute.protocol import (
     RequesterKeys,
@@ -104,7 +104,7 @@ def test_roundtrip_and_check_slot(spec: JointSpec, keys: RequesterKeys,
     # The ledger's digest of each submission is over the ciphertexts as sent (the hashes
     # checked against the signed list are reused, not the signed list itself).
     for sub in subs[:3]:
-        cts = [base64.b64decode(c) for c in sub["count_ciphertexts"] + sub["real_ciphertexts"]]
+        cts = [base64.b64decode(c) for c in sub["ciphertexts"]]
         assert agg["submission_sha256"][sub["provider_id"]] == \
             protocol.ciphertexts_digest(cts)
 
@@ -141,7 +141,7 @@ def test_signature_and_tampering(keys: RequesterKeys, subs: list[dict[str, Any]]
     with pytest.raises(BadSignature):
         combine(forged, keys.public_bytes, keys.fingerprint, PUBS)
     swapped = copy.deepcopy(subs)
-    swapped[0]["count_ciphertexts"] = swapped[1]["count_ciphertexts"]
+    swapped[0]["ciphertexts"] = swapped[1]["ciphertexts"]
     with pytest.raises(BadSignature, match="hashes"):
         combine(swapped, keys.public_bytes, keys.fingerprint, PUBS)
     with pytest.raises(BadSignature, match="no registered"):
@@ -222,3 +222,30 @@ def test_public_context_loaded_once_and_shared_safely(keys: RequesterKeys) -> No
         t.join()
     total = be.decrypt(keys.secret, be.add(public, [out[i] for i in range(6)]))
     assert all(abs(x - 21.0) < 1e-3 for x in total[:8])
+
+
+def test_count_and_real_slots_share_ciphertexts(spec: JointSpec, keys: RequesterKeys,
+                                                subs: list[dict[str, Any]],
+                                                hospitals: dict[str, pd.DataFrame]) -> None:
+    """Layout 4: the count slots then the real slots, one stream. A small job's slots take
+    one ciphertext; a larger job's cross ciphertext boundaries (a ciphertext holding both
+    families' slots) and still decode exactly."""
+    layout = build_layout(spec)
+    assert layout.n_slots("count") + layout.n_slots("real") <= DATA_SLOTS
+    assert all(len(s["ciphertexts"]) == 1 for s in subs)
+    big = parse_spec({**SPEC, "statistics": [*SPEC["statistics"], "histogram"],
+                      "bins": {"age": list(range(2101))}}, SCHEMA)
+    big_layout = build_layout(big)
+    assert DATA_SLOTS < big_layout.n_slots("count") < 2 * DATA_SLOTS < \
+        big_layout.n_slots("count") + big_layout.n_slots("real") + DATA_SLOTS
+    frames = list(hospitals.values())
+    big_subs = [submit(big, keys, f, f"h{i}", min_cell_count=1) for i, f in enumerate(frames)]
+    assert all(len(s["ciphertexts"]) == 2 for s in big_subs)
+    sums = decrypt_aggregate(combine(big_subs, keys.public_bytes, keys.fingerprint, PUBS),
+                             keys, big)
+    plain = [local_aggregate(big.to_json(), f) for f in frames]
+    for name in ("hist.age", "hist.age.missing", "col.cost.n", "rows"):
+        assert sums.counts[name] == [sum(v) for v in
+                                     zip(*(p["counts"][name] for p in plain), strict=True)]
+    total = sum(p["reals"]["col.cost.s1"][0] for p in plain)
+    assert float(sums.reals["col.cost.s1"][0]) == pytest.approx(total, rel=1e-12)

@@ -147,7 +147,8 @@ def test_a_joint_part_on_a_dataset_with_an_identifier_counts_its_persons(
 
     seen: dict[str, Any] = {}
 
-    def aggregated(spec: Any, frame: Any, k: Any, withdrawn: Any, units: Any) -> Any:
+    def aggregated(spec: Any, frame: Any, k: Any, withdrawn: Any, units: Any,
+                   small_cells: Any = None) -> Any:
         seen["units"] = units
         raise _Aggregated
 

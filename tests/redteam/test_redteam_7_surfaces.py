@@ -111,10 +111,12 @@ def _released_limbs(spec: Any, frames: dict[str, pd.DataFrame], keys: RequesterK
     be = default_backend()
     _, aggregate = joint_sums(spec, frames, min_cell_count=10, keys=keys, backend=be,
                               budgets=[PrivacyBudget("permit", 100.0)])
-    _, reals = aggregate_ciphertexts(aggregate)
-    slots = [reduce(round(x)) for c in reals for x in be.decrypt(keys.secret, c)[1:]]
-    first = [e.name for e in build_layout(spec).of_kind("real")].index("col.cost.s1")
-    return slots[first * LIMBS:(first + 1) * LIMBS]
+    slots = [reduce(round(x)) for c in aggregate_ciphertexts(aggregate)
+             for x in be.decrypt(keys.secret, c)[1:]]
+    layout = build_layout(spec)
+    reals = slots[layout.n_slots("count"):]  # the count slots, then the real slots
+    first = [e.name for e in layout.of_kind("real")].index("col.cost.s1")
+    return reals[first * LIMBS:(first + 1) * LIMBS]
 
 
 def _provider_digit(frame: pd.DataFrame, shift: float) -> int:
