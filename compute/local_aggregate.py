@@ -122,6 +122,10 @@ def local_aggregate(spec: dict[str, Any], df: Any, min_cell_count: int | None = 
         bounded = joint_units.at_most_per_person(units, int(dp.get("max_records_per_person", 1)))
         if not bounded.all():
             df, units = df[bounded].reset_index(drop=True), units[bounded]
+            # ``col`` reads the table it was made for: every figure below, sums included,
+            # must come from the bounded records only.
+            cache.clear()
+            col = numeric_columns(df, cache)
     if min_cell_count is not None and not dp:
         kept, suppressed = small_cells(withdrawn) if small_cells is not None else \
             withdraw_small_cells(spec, df, col, min_cell_count, withdrawn, units)

@@ -79,3 +79,18 @@ def test_a_dp_part_counts_each_patient_at_most_l_times() -> None:
         assert agg["counts"]["rows"] == [rows]
     # Without identifier fields each record is a person: nothing is dropped.
     assert la.local_aggregate(spec_with().to_json(), frame, 10)["counts"]["rows"] == [len(frame)]
+
+
+def test_a_dp_part_sums_only_the_records_it_keeps() -> None:
+    """The sums, not only the counts, hold at most L records of a person: a patient's
+    twelve episodes add one episode's cost, not twelve (the noise is scaled for L)."""
+    frame = hospital_frame(95, 400).dropna(subset=["cost"]).reset_index(drop=True)
+    units = np.arange(len(frame), dtype=np.int64)
+    units[:12] = 0
+    shifted = frame["cost"].to_numpy(dtype=float) - DP["shift"]["cost"]
+    others = float(shifted[12:].sum())
+    for _ in range(3):  # the record kept of the patient's twelve is drawn at random
+        agg = la.local_aggregate(spec_with().to_json(), frame, 10, None, units)
+        s1 = agg["reals"]["col.cost.s1"][0]
+        assert agg["counts"]["col.cost.n"] == [len(frame) - 11]
+        assert any(s1 == pytest.approx(others + v) for v in shifted[:12]), s1
