@@ -39,8 +39,12 @@ either way.
 Needs the Docker engine (the agents check it at start): run it under
 ``flock /tmp/sandbox-docker-tests.lock``. Usage:
 ``.venv/bin/python -m bench.api_load [--quick] [--readers R] [--submitters S]
-[--seconds T] [--no-chaos] [--workers W] [--threads N]`` (default 20 readers, 20
-submitters, 60 s per phase, ``sandbox serve``'s own defaults; ``--quick``: 15 s).
+[--seconds T] [--no-chaos] [--workers W] [--threads N] [--controller-cpus LIST]``
+(default 20 readers, 20 submitters, 60 s per phase, ``sandbox serve``'s own defaults;
+``--quick``: 15 s). ``--controller-cpus 0-1`` gives the controller (either server) those
+CPUs and runs PostgreSQL, the agents and the clients on the others, as a deployment
+would where the agents sit in the providers' domains: the goal's "2 cores" are then the
+controller's own. Without it everything shares every CPU of the machine.
 """
 
 from __future__ import annotations
@@ -312,6 +316,24 @@ def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: st
     return ok
 
 
+def cpu_list(text: str) -> frozenset[int]:
+    """``0``, ``0-1``, ``0,2-3``: as taskset(1) and cpuset lists write them."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            cpus.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r} (e.g. 0-1)") from None
+    if not cpus:
+        raise argparse.ArgumentTypeError(f"not a CPU list: {text!r} (e.g. 0-1)")
+    return frozenset(cpus)
+
+
+def cpu_text(cpus: frozenset[int] | set[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench.api_load")
     ap.add_argument("--quick", action="store_true", help="15 s phases")
@@ -321,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-chaos", dest="chaos", action="store_false")
     ap.add_argument("--workers", type=int, help="sandbox serve --workers (its default)")
     ap.add_argument("--threads", type=int, help="sandbox serve --threads (its default)")
+    ap.add_argument("--controller-cpus", type=cpu_list, metavar="LIST",
+                    help="run the controller on these CPUs (e.g. 0-1) and everything else "
+                         "(PostgreSQL, the agents, the clients) on the others")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the processes' logs even when every check passed")
     args = ap.parse_args(argv)
@@ -328,19 +353,29 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = 3.0 if args.quick else 5.0
     args.drain = 90.0 if args.quick else 180.0
     ok = True
+    split = ""
+    if args.controller_cpus is not None:
+        rest = os.sched_getaffinity(0) - args.controller_cpus
+        if not args.controller_cpus < os.sched_getaffinity(0) or not rest:
+            ap.error(f"--controller-cpus: must name some, not all, of this process's CPUs "
+                     f"{sorted(os.sched_getaffinity(0))}")
+        # Before PostgreSQL and the agents start: they inherit it, as do the clients.
+        os.sched_setaffinity(0, rest)
+        split = (f" controller_cpus={cpu_text(args.controller_cpus)} "
+                 f"other_cpus={cpu_text(rest)}")
     with pgcluster.cluster("sandbox") as url, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         upgrade(url)
         admin_token = admin_token_for_server(url, work)
         serve_args = [*(["--workers", str(args.workers)] if args.workers else []),
                       *(["--threads", str(args.threads)] if args.threads else [])]
-        procs = Processes(work, url, serve_args)
+        procs = Processes(work, url, serve_args, args.controller_cpus)
         try:
             procs.start_server("gunicorn")
             w = make_world(procs, admin_token)
             print(f"readers={args.readers} submitters={args.submitters} "
                   f"seconds={args.seconds:g} database=postgresql agents=2x2 slots "
-                  f"jobs=statistics serve_args={' '.join(serve_args) or 'defaults'}",
+                  f"jobs=statistics serve_args={' '.join(serve_args) or 'defaults'}{split}",
                   flush=True)
             before = server_errors(work)
             first = phase(procs, w, args)

@@ -47,8 +47,12 @@ def free_port() -> int:
 class Processes:
     """The controller (``sandbox serve`` or the development server) and the agents."""
 
-    def __init__(self, work: Path, db_url: str, serve_args: list[str]) -> None:
+    def __init__(self, work: Path, db_url: str, serve_args: list[str],
+                 controller_cpus: frozenset[int] | None = None) -> None:
         self.work, self.port, self.serve_args = work, free_port(), serve_args
+        # The controller's processes (either server) run on these CPUs only; None: as
+        # this process (see bench.api_load --controller-cpus).
+        self.controller_cpus = controller_cpus
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SANDBOX_")}
         self.env.update({"PYTHONPATH": str(ROOT), "SANDBOX_DATABASE_URL": db_url,
@@ -59,8 +63,13 @@ class Processes:
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.work / f"{name}.log", "ab")  # noqa: SIM115 - lives with the process
-        self.procs[name] = subprocess.Popen([sys.executable, *args], env=self.env,
-                                            stdout=log, stderr=log, start_new_session=True)
+        cpus = self.controller_cpus if name == "controller" else None
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, *args], env=self.env, stdout=log, stderr=log,
+            start_new_session=True,
+            # Set in the child before it runs Python: its workers inherit it, and serve
+            # sizes its default workers from it.
+            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus))
 
     def start_server(self, kind: str) -> None:
         if kind == "dev":
