@@ -44,7 +44,8 @@ Needs the Docker engine (the agents check it at start): run it under
 ``--quick``: 15 s). ``--controller-cpus 0-1`` gives the controller (either server) those
 CPUs and runs PostgreSQL, the agents and the clients on the others, as a deployment
 would where the agents sit in the providers' domains: the goal's "2 cores" are then the
-controller's own. Without it everything shares every CPU of the machine.
+controller's own. That is the default on a machine with 4 CPUs or more (the first 2 the
+bench may use); with fewer, or ``--controller-cpus all``, everything shares every CPU.
 """
 
 from __future__ import annotations
@@ -316,8 +317,16 @@ def chaos_phase(procs: Processes, w: World, args: argparse.Namespace, db_url: st
     return ok
 
 
-def cpu_list(text: str) -> frozenset[int]:
-    """``0``, ``0-1``, ``0,2-3``: as taskset(1) and cpuset lists write them."""
+#: The read goal's "2 cores": on a machine with at least twice as many, the controller gets
+#: this many of its own unless --controller-cpus says otherwise.
+GOAL_CPUS = 2
+
+
+def cpu_list(text: str) -> frozenset[int] | None:
+    """``0``, ``0-1``, ``0,2-3``: as taskset(1) and cpuset lists write them; ``all``: none
+    set apart (None)."""
+    if text == "all":
+        return None
     cpus: set[int] = set()
     try:
         for part in text.split(","):
@@ -328,6 +337,11 @@ def cpu_list(text: str) -> frozenset[int]:
     if not cpus:
         raise argparse.ArgumentTypeError(f"not a CPU list: {text!r} (e.g. 0-1)")
     return frozenset(cpus)
+
+
+def goal_cpus() -> frozenset[int] | None:
+    usable = sorted(os.sched_getaffinity(0))
+    return frozenset(usable[:GOAL_CPUS]) if len(usable) >= 2 * GOAL_CPUS else None
 
 
 def cpu_text(cpus: frozenset[int] | set[int]) -> str:
@@ -344,8 +358,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, help="sandbox serve --workers (its default)")
     ap.add_argument("--threads", type=int, help="sandbox serve --threads (its default)")
     ap.add_argument("--controller-cpus", type=cpu_list, metavar="LIST",
+                    default=goal_cpus(),
                     help="run the controller on these CPUs (e.g. 0-1) and everything else "
-                         "(PostgreSQL, the agents, the clients) on the others")
+                         "(PostgreSQL, the agents, the clients) on the others; 'all': "
+                         f"share every CPU (default: {GOAL_CPUS} of the controller's own "
+                         f"on a machine with {2 * GOAL_CPUS} or more, else all)")
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the processes' logs even when every check passed")
     args = ap.parse_args(argv)
