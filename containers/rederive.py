@@ -151,23 +151,34 @@ def _statistic(column: str, numeric: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-def layout(header: Sequence[str], frame: pd.DataFrame, types: Mapping[str, str]
-           ) -> tuple[list[str], list[str]]:
-    """A table's key columns and its statistics' input columns (first use order), as
-    :func:`rederive_groups` reads them from its header."""
+def _header(header: Sequence[str], frame: pd.DataFrame, types: Mapping[str, str]
+            ) -> tuple[list[str], list[tuple[str, str]]]:
+    """A table's key columns and its (statistic, input column) pairs, in header order,
+    read as :func:`rederive_groups` reads them: the count column is neither, and a name
+    is a key before it is a statistic. The renderer writes only these, so nothing leaves
+    that was not verified."""
     by_name = {c.lower(): c for c in frame.columns}
     lowered = [h.strip().lower() for h in header]
     count_at = next((i for i, h in enumerate(lowered) if h in COUNT_COLUMNS), None)
     numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
-    keys, values = [], []
+    keys: list[str] = []
+    stats: list[tuple[str, str]] = []
     for i, h in enumerate(lowered):
         if i == count_at:
             continue
         if h in by_name:
             keys.append(by_name[h])
         elif (declared := _statistic(h, numeric)) is not None:
-            values.append(declared[1])
-    return keys, list(dict.fromkeys(values))
+            stats.append(declared)
+    return keys, stats
+
+
+def layout(header: Sequence[str], frame: pd.DataFrame, types: Mapping[str, str]
+           ) -> tuple[list[str], list[str]]:
+    """A table's key columns and its statistics' input columns (first use order), as
+    :func:`rederive_groups` reads them from its header."""
+    keys, stats = _header(header, frame, types)
+    return keys, list(dict.fromkeys(col for _, col in stats))
 
 
 def rederive(header: Sequence[str], rows: Sequence[Sequence[str]], frame: pd.DataFrame,
@@ -363,16 +374,17 @@ def _figure(v: float) -> str:
 
 
 def render(name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
-           frame: pd.DataFrame, numeric: Sequence[str], groups: Sequence[Any]) -> bytes:
+           frame: pd.DataFrame, types: Mapping[str, str], groups: Sequence[Any]) -> bytes:
     """A verified table written by the platform, not the script: keys in the input's own
     spelling and column order, the count, then each declared statistic (normalised name,
     sorted) recomputed to 7 significant digits; rows sorted by key. Whatever the script
-    chose beyond which keys and which statistics (spelling, precision, order) is gone."""
-    lowered = [h.strip().lower() for h in header]
-    by_name = {c.lower(): c for c in frame.columns}
-    keys = [c for c in frame.columns if c.lower() in lowered and c.lower() in by_name]
-    values = sorted({(SYNONYMS.get(d[0], d[0]), d[1]) for h in lowered
-                     if (d := _statistic(h, numeric)) is not None})
+    chose beyond which keys and which statistics (spelling, precision, order) is gone.
+    Keys and statistics are the ones the re-derivation verified (:func:`_header`): an
+    input column named ``count``, or one whose name differs from a key's only in case,
+    is not a key (R10-1: it once left as its first record's raw value per row)."""
+    read_keys, stats = _header(header, frame, types)
+    keys = [c for c in frame.columns if c in read_keys]
+    values = sorted({(SYNONYMS.get(stat, stat), col) for stat, col in stats})
     out_header = [*keys, "n", *(f"{stat}_{col}" for stat, col in values)]
     records = []
     for mask in groups:
@@ -421,10 +433,9 @@ def rederive_outputs(outputs: Sequence[tuple[str, bytes]], frame: pd.DataFrame |
             continue
         found, groups, margins, valued = rederive_groups(header, rows, frame, types,
                                                          policy, units)
-        numeric = [c for c in frame.columns if types.get(c) in ("integer", "number")]
         keys, valued_columns = layout(header, frame, types)
         out.append(Rederived(found, groups, len(rows) * len(header),
-                             None if found else render(name, header, rows, frame, numeric,
+                             None if found else render(name, header, rows, frame, types,
                                                        groups), margins, valued,
                              keys, valued_columns))
     return out

@@ -1,0 +1,104 @@
+"""Red team, tenth pass: what the script route's release trusts after the checks.
+
+Same convention as ``test_redteam_9.py``: each test is an attack that computes what it
+learns (``recovered``) and ends by asserting the defence. A test without a ``leak``
+marker asserts a defence that holds (fixed here, or found sound). These run at the unit
+level: the checks attacked are pure functions of the script's table and the input.
+
+Findings:
+
+* R10-1 (high, script route, automatic release; fixed): a verified table leaves as the
+  platform renders it (``containers.rederive.render``), but the renderer read the
+  table's header again by its own rule: every input column whose name is in the header
+  was a key. The re-derivation skips the count column and resolves one input column per
+  lower-cased name. So where the dataset has a field named ``count`` or ``n`` (any case:
+  field names are ``[A-Za-z_][A-Za-z0-9_]*``), a table ``sex,count`` verified (the count
+  column holds true counts) and was released as ``sex,count,n`` with, per row, the
+  *first record's raw value* of the input's ``count`` field; no threshold, rare-value or
+  dominance rule saw it. The same with two fields whose names differ only in case
+  (``Age`` and ``age``: the re-derivation groups by one, the renderer printed the other's
+  first value per group), and with a field named like a statistic (``sum_cost`` beside
+  ``cost``: a key for the re-derivation, and also ``sum`` of ``cost`` for the renderer,
+  released without the nk, p% or partition rules). Fixed: the renderer takes its keys
+  and statistics from the re-derivation's own reading of the header
+  (:func:`containers.rederive.layout`), so nothing leaves that was not verified.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from compute import statistics
+from containers.rederive import rederive_outputs
+
+POLICY = statistics.policy_for(10, None)
+
+
+def _episodes(n: int = 200, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "sex": rng.choice(["F", "M"], n),
+        "cost": np.round(rng.gamma(4.0, 900.0, n), 2),
+        # A per-person figure the provider named "count" (prescriptions, visits): every
+        # value distinct, each one person's.
+        "count": rng.permutation(np.arange(1000, 1000 + n)),
+    }).astype(str)
+
+
+def _released(header: list[str], rows: list[list[str]], frame: pd.DataFrame,
+              types: dict[str, str]) -> pd.DataFrame | None:
+    content = "\n".join(",".join(r) for r in [header, *rows]).encode()
+    done = rederive_outputs([("t.csv", content)], frame, types, POLICY)[0]
+    if done.findings or done.rendered is None:
+        return None
+    import io
+    return pd.read_csv(io.BytesIO(done.rendered), dtype=str)
+
+
+def test_an_input_field_named_count_is_not_rendered_as_a_key() -> None:
+    """R10-1: ``sex,count`` with true counts re-derives; the rendered table must not carry
+    the input's ``count`` field (a person's own figure)."""
+    frame = _episodes()
+    types = {"sex": "string", "cost": "number", "count": "integer"}
+    sizes = frame.groupby("sex").size()
+    released = _released(["sex", "count"], [[s, str(c)] for s, c in sizes.items()], frame,
+                          types)
+    assert released is not None  # an honest table of counts: it verifies
+    secrets = set(frame["count"])
+    recovered = {v for col in released.columns for v in released[col]} & secrets
+    assert recovered == set()
+    assert list(released.columns) == ["sex", "n"]
+
+
+def test_fields_differing_only_in_case_render_only_the_verified_key() -> None:
+    """R10-1: with fields ``Age`` and ``age``, a table keyed ``age`` must not carry the
+    first record's ``Age`` per group."""
+    frame = _episodes()
+    rng = np.random.default_rng(3)
+    # ``Age`` first: the re-derivation resolves a lower-cased name to the last field.
+    frame["Age"] = [str(v) for v in rng.permutation(np.arange(5000, 5000 + len(frame)))]
+    frame["age"] = rng.choice(["30", "40"], len(frame))
+    frame = frame.drop(columns=["count"])
+    types = {"sex": "string", "cost": "number", "age": "integer", "Age": "integer"}
+    sizes = frame.groupby("age").size()
+    released = _released(["age", "n"], [[a, str(c)] for a, c in sizes.items()], frame, types)
+    assert released is not None
+    recovered = {v for col in released.columns for v in released[col]} & set(frame["Age"])
+    assert recovered == set()
+
+
+def test_a_field_named_like_a_statistic_releases_no_unchecked_sum() -> None:
+    """R10-1: a field ``sum_cost`` beside ``cost`` is a key to the re-derivation; the
+    rendered table must not add a sum of ``cost`` that no rule checked."""
+    frame = _episodes().drop(columns=["count"])
+    rng = np.random.default_rng(4)
+    frame["sum_cost"] = rng.choice(["1", "2"], len(frame))
+    # One record dominates group 1's costs: a released sum would fail nk.
+    frame.loc[frame.index[frame.sum_cost == "1"][0], "cost"] = "90000000"
+    types = {"sex": "string", "cost": "number", "sum_cost": "integer"}
+    sizes = frame.groupby("sum_cost").size()
+    released = _released(["sum_cost", "n"], [[s, str(c)] for s, c in sizes.items()], frame,
+                         types)
+    assert released is not None
+    assert list(released.columns) == ["sum_cost", "n"]
