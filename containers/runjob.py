@@ -129,7 +129,10 @@ def report(task: RunTask, job_dir: Path, result: RunResult, image: str,
 def _rendered(outputs: list[OutputReport], done: list[rederive.Rederived | None]
               ) -> list[OutputReport]:
     """Verified tables leave as the platform wrote them, named by position: the script's
-    file name, spelling, precision and row order are text it chose."""
+    file name, spelling, precision and row order are text it chose. So do the file-level
+    checks' notes on it (R10-2): whether the script's file held rows of counts below k
+    (suppressed) was one bit a table of the script's choosing, and the rendered table
+    holds exactly the groups of k or more whatever the file held."""
     out = []
     tables = 0
     for o, d in zip(outputs, done, strict=True):
@@ -139,7 +142,8 @@ def _rendered(outputs: list[OutputReport], done: list[rederive.Rederived | None]
         tables += 1
         ext = o.name.rsplit(".", 1)[-1]
         out.append(o.model_copy(update={
-            "name": f"table-{tables}.{ext}", "sha256": hashlib.sha256(d.rendered).hexdigest(),
+            "name": f"table-{tables}.{ext}", "reasons": (),
+            "sha256": hashlib.sha256(d.rendered).hexdigest(),
             "bytes": len(d.rendered),
             "content_b64": base64.b64encode(d.rendered).decode()}))
     return out

@@ -26,11 +26,21 @@ Findings:
 
 from __future__ import annotations
 
+import base64
+import io
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
+from authz.states import JobState
+from authz.wire import RunReport, RunTask
 from compute import statistics
+from containers import jobdir, runjob
+from containers.executor import Limits
 from containers.rederive import rederive_outputs
+from containers.runspec import RunResult
+from sandbox.demo_data import FIELDS, hospital_table
 
 POLICY = statistics.policy_for(10, None)
 
@@ -52,7 +62,6 @@ def _released(header: list[str], rows: list[list[str]], frame: pd.DataFrame,
     done = rederive_outputs([("t.csv", content)], frame, types, POLICY)[0]
     if done.findings or done.rendered is None:
         return None
-    import io
     return pd.read_csv(io.BytesIO(done.rendered), dtype=str)
 
 
@@ -102,3 +111,40 @@ def test_a_field_named_like_a_statistic_releases_no_unchecked_sum() -> None:
                          types)
     assert released is not None
     assert list(released.columns) == ["sum_cost", "n"]
+
+
+def _script_run(root: Path, table: pd.DataFrame) -> RunReport:
+    """A script job under a permit of automatic release whose script wrote ``table``."""
+    (root / "data").mkdir()
+    hospital_table(3, 600, "P").to_csv(root / "data" / "episodes.csv", index=False)
+    task = RunTask.model_validate({
+        "job_id": "job_1", "kind": "script", "permit_id": "pmt_1", "requester_id": "req_1",
+        "script_b64": base64.b64encode(b"pass\n").decode(), "script_sha256": "0" * 64,
+        "min_cell_count": 10, "timeout_s": 60, "script_release": "automatic",
+        "datasets": [{"id": "ds_1", "code": "episodes", "provider_id": "prov_1",
+                      "format": "csv", "location": "episodes.csv",
+                      "fields": [f for f in FIELDS if f["name"] in ("sex", "cost")]}]})
+    job_dir = root / "work" / "job_1"
+    jobdir.prepare(task, job_dir, lambda _: [root / "data"], "img", Limits())
+    out = job_dir / "out"
+    out.mkdir()
+    table.to_csv(out / "t.csv", index=False)
+    result = RunResult("job_1", 0, False, False, b"", b"", False, False, out, None, None,
+                       None)
+    return runjob.report(task, job_dir, result, "img", None)
+
+
+def test_a_released_tables_notes_are_not_the_scripts_choice(tmp_path: Path) -> None:
+    """R10-2: whether the script's file held a row with a count below k is the script's
+    choice (it can make it depend on the data); it must not show on a released table."""
+    frame = hospital_table(3, 600, "P")
+    honest = frame.groupby("sex").size().rename("n").reset_index()
+    marked = pd.concat([honest, pd.DataFrame({"sex": ["X"], "n": [0]})])  # a count 0
+    seen = []
+    for i, table in enumerate((honest, marked)):
+        (tmp_path / str(i)).mkdir()
+        report = _script_run(tmp_path / str(i), table)
+        assert report.state == JobState.RELEASED
+        seen.append([(o.name, o.reasons) for o in report.outputs])
+    recovered = seen[0] != seen[1]  # one bit a table, chosen by the script
+    assert not recovered
