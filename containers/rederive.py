@@ -373,6 +373,15 @@ def _figure(v: float) -> str:
                                           fractional=False, trim="-"))
 
 
+def _spelling(values: pd.Series) -> str:
+    """A group's key as the input spells it, where its records spell it one way; else its
+    canonical spelling (R10-3: records are grouped by :func:`canonical`, and 19-digit
+    numbers differing past the 17th digit are one float: the first record's spelling was
+    its own exact number)."""
+    spellings = values.unique()
+    return str(spellings[0]) if len(spellings) == 1 else canonical(str(spellings[0]))
+
+
 def render(name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
            frame: pd.DataFrame, types: Mapping[str, str], groups: Sequence[Any]) -> bytes:
     """A verified table written by the platform, not the script: keys in the input's own
@@ -389,7 +398,7 @@ def render(name: str, header: Sequence[str], rows: Sequence[Sequence[str]],
     records = []
     for mask in groups:
         sub = frame[mask]
-        row = [str(sub[k].iloc[0]) for k in keys] + [str(int(mask.sum()))]
+        row = [_spelling(sub[k]) for k in keys] + [str(int(mask.sum()))]
         for stat, col in values:
             group = pd.to_numeric(sub[col], errors="coerce").dropna().to_numpy()
             row.append(_figure(STATISTICS[stat](group)))

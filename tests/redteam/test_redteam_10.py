@@ -37,6 +37,7 @@ from authz.states import JobState
 from authz.wire import RunReport, RunTask
 from compute import statistics
 from containers import jobdir, runjob
+from containers.datasets import canonical
 from containers.executor import Limits
 from containers.rederive import rederive_outputs
 from containers.runspec import RunResult
@@ -148,3 +149,25 @@ def test_a_released_tables_notes_are_not_the_scripts_choice(tmp_path: Path) -> N
         seen.append([(o.name, o.reasons) for o in report.outputs])
     recovered = seen[0] != seen[1]  # one bit a table, chosen by the script
     assert not recovered
+
+
+def test_a_key_of_long_numbers_does_not_render_one_records_spelling() -> None:
+    """R10-3: keys are matched and grouped by their canonical spelling (a float's repr,
+    so ``12.50`` in a table is ``12.5`` in the input); 19-digit numbers (a card number
+    not declared an identifier) that differ past the 17th digit are one group of k or
+    more, and the row was rendered with its first record's raw spelling: one person's
+    exact number."""
+    rng = np.random.default_rng(1)
+    n = 200
+    cards = [str(6222000000000000000 + int(v)) for v in rng.integers(10**9, 10**12, n)]
+    for i in range(12):  # twelve cards one float apart at most
+        cards[i] = str(6222000012345678100 + int(rng.integers(0, 64)))
+    frame = pd.DataFrame({"sex": rng.choice(["F", "M"], n), "card": cards}).astype(str)
+    types = {"sex": "string", "card": "string"}
+    sizes = frame.groupby(frame.card.map(canonical)).size()
+    big = sizes[sizes >= 10]
+    assert len(big) == 1  # the twelve are one group to the re-derivation
+    released = _released(["card", "n"], [[c, str(s)] for c, s in big.items()], frame, types)
+    assert released is not None
+    recovered = set(released["card"]) & set(cards)
+    assert recovered == set()
