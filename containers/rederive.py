@@ -313,6 +313,15 @@ def rederive_groups(header: Sequence[str], rows: Sequence[Sequence[str]],
                                         "declares of the records with these keys",
                                         column=i + 1, row=r_i))
                 continue
+            if len(group) >= 2 and group.min() == group.max():
+                # Every contributor holds the one value (a mean of a 0/1 column of 1, a
+                # std of 0): the cell says it of each of them, as a line of a frequency
+                # table all in one category would (R10-4; the statistics route's
+                # magnitude rule).
+                findings.append(Finding("class_disclosure", "every record of the cell "
+                                        "holds the same value of the column",
+                                        column=i + 1, row=r_i))
+                continue
             if short_level(group, policy.min_count, None if units is None else units[held],
                            bounds[col]):
                 findings.append(Finding("threshold", f"fewer than {policy.min_count} "

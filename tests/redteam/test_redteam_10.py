@@ -171,3 +171,23 @@ def test_a_key_of_long_numbers_does_not_render_one_records_spelling() -> None:
     assert released is not None
     recovered = set(released["card"]) & set(cards)
     assert recovered == set()
+
+
+def test_a_statistic_every_contributor_shares_is_class_disclosure() -> None:
+    """R10-4: by ward and a 0/1 column as two keys, a ward all of whose patients are
+    positive is class disclosure; the same fact as a mean of 1 (or a std of 0, or a sum
+    equal to the count) was released automatically. The statistics route flags a
+    magnitude cell whose contributors all hold one value."""
+    rng = np.random.default_rng(1)
+    n = 300
+    ward = rng.choice(["A", "B", "C"], n)
+    positive = np.where(ward == "A", 1, rng.integers(0, 2, n))
+    frame = pd.DataFrame({"ward": ward, "hiv": positive}).astype(str)
+    types = {"ward": "string", "hiv": "integer"}
+    typed = frame.assign(hiv=frame.hiv.astype(int))
+    for stat in ("mean", "sum", "std"):
+        t = typed.groupby("ward").hiv.agg(n="size", value=stat).reset_index()
+        rows = [[w, str(c), f"{v:.6f}"] for w, c, v in t.itertuples(index=False)]
+        released = _released(["ward", "n", f"{stat}_hiv"], rows, frame, types)
+        recovered = released is not None  # every patient of ward A is positive
+        assert not recovered, stat
