@@ -30,7 +30,8 @@ when every row and every cell is explained:
   for a standard deviation, squared deviations from the group's mean; a person's
   records summed);
 * no line of the table (all keys fixed but one) holds every record of its group in one
-  category (class disclosure).
+  category, and no statistic's cell has two or more records all holding one value
+  (class disclosure).
 
 Anything else is a finding. A finding names the rule, the column and the row by
 position, never a value, a count or a column name (all of which the script chose), so a

@@ -22,6 +22,31 @@ Findings:
   released without the nk, p% or partition rules). Fixed: the renderer takes its keys
   and statistics from the re-derivation's own reading of the header
   (:func:`containers.rederive.layout`), so nothing leaves that was not verified.
+* R10-2 (low, covert channel; fixed): a rendered table kept the file-level checks' note
+  that rows below k were suppressed. The script chooses whether its file holds such a
+  row (a count of 0 adds nothing to the sum the checks bound), so the note was one bit
+  a table, after reading the data. A rendered table now carries no such note.
+* R10-3 (medium, script route; fixed): keys are grouped by their canonical spelling (a
+  float's repr), and the renderer wrote the first record's spelling. 19-digit numbers
+  (card or account numbers not declared identifiers) one float apart are one group of
+  k or more, and the row carried one person's exact number. A key spelled several ways
+  in its group is now written canonically.
+* R10-4 (medium, script route; fixed): class disclosure was checked on key columns only.
+  ``ward,n,mean_hiv`` with a mean of 1 (or a std of 0, or a sum equal to the count)
+  says every patient of the ward is positive; the same as a frequency table by ward and
+  flag is class disclosure, and the statistics route flags a magnitude cell whose
+  contributors all hold one value. Now a finding (``class_disclosure``), held for a
+  person.
+
+Tried and found sound (no test kept beyond the ones below): a count column that lies,
+counts summing past the rows read, a zero or small row carrying text, a BOM or padded
+header, embedded newlines and quoting in keys (the table is rendered again), numbers
+written with 15 digits or as text (the value leaves recomputed to 7 significant digits),
+keys not in the input, statistics of a group of fewer than k holders, rows left out
+whose total less the rows gives them (``complement``), more than ten outputs, file
+names (released tables are ``table-<i>``, others by position), the exit status (the
+provider's only), numbers the input spells so that the re-derivation and the renderer
+parse them differently (the agent's schema check parses numbers as the renderer does).
 """
 
 from __future__ import annotations
