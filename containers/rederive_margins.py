@@ -67,7 +67,8 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
     """(margin, value position) pairs where the records a margin cell leaves out (those in
     groups of fewer than k contributors) have a value sum the nk or p% rule finds
     dominated, as a row's would be, or whose values take two or three values (any number in
-    a discrete column) one of which fewer than k hold (``short_level``): its total less
+    a discrete column) one of which fewer than k hold (``short_level``), or who all hold
+    one value (class disclosure): its total less
     its rows is that sum, a cell released implicitly, and counting its records
     (``_short_by_records``) says nothing of one record's share nor of how many hold each
     value. Persons' records are summed first where ``units`` are known."""
@@ -91,9 +92,12 @@ def _dominated_left_out(keys: Sequence[np.ndarray[Any, Any]], magnitudes: Magnit
             for where in by_cell.values():
                 records = held[where]
                 persons = None if units is None else units[records]
-                if (dominated(values[records], spread, policy, persons) is not None
-                        or short_level(values[records], policy.min_count, persons,
-                                       bounds[pos])):
+                got = values[records]
+                if (dominated(got, spread, policy, persons) is not None
+                        or short_level(got, policy.min_count, persons, bounds[pos])
+                        # All of them hold one value: the total less the rows says it of
+                        # each (class disclosure, as of a row: R10-5).
+                        or (len(got) >= 2 and got.min() == got.max())):
                     yield fixed, pos
                     break
 
@@ -102,8 +106,8 @@ def _dominance_finding(line: bool, column: int) -> Finding:
     where = "a line of the table (some keys fixed)" if line else "the table"
     return Finding("complement", f"the records {where} leaves out, in no row, are dominated "
                    "by a few of them in this column, or a few of them hold one of the few "
-                   "values it takes there: its total less its rows gives a value close to "
-                   "theirs, or how many hold it", column=column)
+                   "values it takes there, or all hold one value: its total less its rows "
+                   "gives a value close to theirs, or how many hold it", column=column)
 
 
 def _margins(width: int) -> Iterator[tuple[int, ...]]:

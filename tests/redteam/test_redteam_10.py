@@ -37,6 +37,11 @@ Findings:
   flag is class disclosure, and the statistics route flags a magnitude cell whose
   contributors all hold one value. Now a finding (``class_disclosure``), held for a
   person.
+* R10-5 (medium, script route; fixed): the same through a margin. The records a table
+  leaves out (groups below k) of a line were checked for their count, dominance and
+  the partition rule, not for all holding one value: a line's total (another verified
+  table) less its rows said every rare-diagnosis patient of a ward was positive. Now a
+  ``complement`` finding (``containers.rederive_margins``).
 
 Tried and found sound (no test kept beyond the ones below): a count column that lies,
 counts summing past the rows read, a zero or small row carrying text, a BOM or padded
@@ -216,3 +221,35 @@ def test_a_statistic_every_contributor_shares_is_class_disclosure() -> None:
         released = _released(["ward", "n", f"{stat}_hiv"], rows, frame, types)
         recovered = released is not None  # every patient of ward A is positive
         assert not recovered, stat
+
+
+def test_left_out_records_all_holding_one_value_is_class_disclosure() -> None:
+    """R10-5: ward A's patients with rare diagnoses (groups below k, left out of a table
+    by ward and diagnosis; twelve in all, so no ``complement`` count finding) are all
+    positive. The table's ward-A rows and ward A's total (a table by ward) differ by
+    twelve records and twelve positives: everyone of them has the flag, as a cell of
+    the statistics route's ``Other (rare)`` bucket would have said (class disclosure)."""
+    rng = np.random.default_rng(5)
+    n = 400
+    common = pd.DataFrame({"ward": rng.choice(["A", "B"], n),
+                           "diagnosis": rng.choice(["D1", "D2", "D3"], n),
+                           "hiv": rng.integers(0, 2, n)})
+    rare = pd.DataFrame({"ward": ["A"] * 12 + ["B"] * 12,
+                         "diagnosis": [f"R{i // 2}" for i in range(12)] * 2,
+                         "hiv": [1] * 12 + [0] * 12})
+    frame = pd.concat([common, rare]).astype(str).reset_index(drop=True)
+    types = {"ward": "string", "diagnosis": "string", "hiv": "integer"}
+    typed = frame.assign(hiv=frame.hiv.astype(int))
+    by_both = typed.groupby(["ward", "diagnosis"]).hiv.agg(n="size", sum_hiv="sum")
+    by_both = by_both[by_both.n >= 10].reset_index()
+    by_ward = typed.groupby("ward").hiv.agg(n="size", sum_hiv="sum").reset_index()
+    tables = [_released(list(t.columns), [[str(v) for v in r] for r in t.itertuples(
+        index=False)], frame, types) for t in (by_both, by_ward)]
+    recovered = None
+    if tables[0] is not None and tables[1] is not None:
+        rows = tables[0][tables[0].ward == "A"]
+        total = tables[1][tables[1].ward == "A"].iloc[0]
+        left = int(total.n) - rows.n.astype(int).sum()
+        positive = float(total.sum_hiv) - rows.sum_hiv.astype(float).sum()
+        recovered = (left, positive)
+    assert recovered != (12, 12.0), "disclosed: every rare-diagnosis patient of A is positive"
