@@ -82,9 +82,17 @@ def script_rederived(task: RunTask, job_dir: Path, verdicts: list[checks.Verdict
                             "cannot be counted")], [], 0) for _ in tables]
     else:
         done = rederive.rederive_outputs(tables, frame, types, policy, units)
-    if audit is not None and (job_dir / jobdir.ROW_IDS).exists() and frame is not None:
-        _audit_script(task, job_dir, [name for name, _ in tables], done, policy, audit,
-                      frame)
+    if audit is not None and frame is not None:
+        if (job_dir / jobdir.ROW_IDS).exists():
+            _audit_script(task, job_dir, [name for name, _ in tables], done, policy,
+                          audit, frame)
+        else:
+            # Prepared without the records' identities (an older agent): never released
+            # unaudited, as on the statistics route (R10-6); a person decides.
+            for out in done:
+                out.findings.append(rederive.Finding(
+                    "differencing", "the job was prepared without row identities: its "
+                    "populations cannot be compared with earlier releases"))
     found = iter(done)
     return [next(found) if v.decision == OutputDecision.RELEASED
             and v.content is not None else None for v in verdicts]

@@ -42,6 +42,10 @@ Findings:
   the partition rule, not for all holding one value: a line's total (another verified
   table) less its rows said every rare-diagnosis patient of a ward was positive. Now a
   ``complement`` finding (``containers.rederive_margins``).
+* R10-6 (low, fail-open path; fixed): a script job prepared without its records'
+  identities (``rowids.npy``: an agent upgraded between preparing and completing it)
+  skipped the differencing audit and was released and recorded nowhere; the statistics
+  route fails such a job. Its tables are now a ``differencing`` finding, for a person.
 
 Tried and found sound (no test kept beyond the ones below): a count column that lies,
 counts summing past the rows read, a zero or small row carrying text, a BOM or padded
@@ -67,6 +71,7 @@ from authz.states import JobState
 from authz.wire import RunReport, RunTask
 from compute import statistics
 from containers import jobdir, runjob
+from containers.audit_store import AuditStore
 from containers.datasets import canonical
 from containers.executor import Limits
 from containers.rederive import rederive_outputs
@@ -144,8 +149,11 @@ def test_a_field_named_like_a_statistic_releases_no_unchecked_sum() -> None:
     assert list(released.columns) == ["sum_cost", "n"]
 
 
-def _script_run(root: Path, table: pd.DataFrame) -> RunReport:
-    """A script job under a permit of automatic release whose script wrote ``table``."""
+def _script_run(root: Path, table: pd.DataFrame, audit: AuditStore | None = None,
+                drop_ids: bool = False) -> RunReport:
+    """A script job under a permit of automatic release whose script wrote ``table``
+    (``audit``: the provider's audit store; ``drop_ids``: prepared as by an agent that
+    wrote no record identities)."""
     (root / "data").mkdir()
     hospital_table(3, 600, "P").to_csv(root / "data" / "episodes.csv", index=False)
     task = RunTask.model_validate({
@@ -156,13 +164,15 @@ def _script_run(root: Path, table: pd.DataFrame) -> RunReport:
                       "format": "csv", "location": "episodes.csv",
                       "fields": [f for f in FIELDS if f["name"] in ("sex", "cost")]}]})
     job_dir = root / "work" / "job_1"
-    jobdir.prepare(task, job_dir, lambda _: [root / "data"], "img", Limits())
+    jobdir.prepare(task, job_dir, lambda _: [root / "data"], "img", Limits(), audit)
+    if drop_ids:
+        (job_dir / jobdir.ROW_IDS).unlink()
     out = job_dir / "out"
     out.mkdir()
     table.to_csv(out / "t.csv", index=False)
     result = RunResult("job_1", 0, False, False, b"", b"", False, False, out, None, None,
                        None)
-    return runjob.report(task, job_dir, result, "img", None)
+    return runjob.report(task, job_dir, result, "img", None, audit=audit)
 
 
 def test_a_released_tables_notes_are_not_the_scripts_choice(tmp_path: Path) -> None:
@@ -253,3 +263,17 @@ def test_left_out_records_all_holding_one_value_is_class_disclosure() -> None:
         positive = float(total.sum_hiv) - rows.sum_hiv.astype(float).sum()
         recovered = (left, positive)
     assert recovered != (12, 12.0), "disclosed: every rare-diagnosis patient of A is positive"
+
+
+def test_a_script_job_without_record_identities_is_not_released_unaudited(
+        tmp_path: Path) -> None:
+    """R10-6: the statistics route refuses a job prepared without the records' identities
+    (an agent upgraded between preparing and completing it): never unaudited. The script
+    route skipped the differencing audit and released its tables automatically, recorded
+    nowhere, so a later total could be differenced against them unseen."""
+    frame = hospital_table(3, 600, "P")
+    table = frame.groupby("sex").size().rename("n").reset_index()
+    report = _script_run(tmp_path, table, AuditStore(tmp_path / "a.sqlite"), drop_ids=True)
+    recovered = report.state == JobState.RELEASED  # released, audited by no one
+    assert not recovered
+    assert any("differencing" in f for f in report.outputs[0].findings)
