@@ -26,10 +26,9 @@ NEW_PASSWORD = "a new and longer passphrase 2026"
 
 
 def _sessions_of(app: Flask, person_id: str) -> int:
-    with app.app_context():
-        return int(db.services().sessions().scalar(
-            select(func.count()).select_from(WebSession)
-            .where(WebSession.person_id == person_id)) or 0)
+    with app.app_context(), db.services().sessions() as s:
+        return int(s.scalar(select(func.count()).select_from(WebSession)
+                            .where(WebSession.person_id == person_id)) or 0)
 
 
 def test_a_password_change_ends_every_web_session_of_the_person(
@@ -42,8 +41,9 @@ def test_a_password_change_ends_every_web_session_of_the_person(
     assert second.sign_in().status_code == 302
     assert analyst.get("/requester/jobs").status_code == 200
     api = app.test_client()
-    token = api.post("/api/v1/sign-in", json={"email": analyst.email,
-                                              "password": PASSWORD}).json["token"]
+    signed = api.post("/api/v1/sign-in", json={"email": analyst.email,
+                                               "password": PASSWORD})
+    token = signed.get_json()["token"]
     r = api.post("/api/v1/me/password", json={"current": PASSWORD, "new": NEW_PASSWORD},
                  headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.json
@@ -133,3 +133,49 @@ def test_the_report_csv_never_starts_a_cell_a_spreadsheet_would_run(
             assert not value[:1] or value[0] not in "=+-@\t\r\n", r
     # An empty cell stays empty (not a lone quote).
     assert row["authorizing_operator"] != "'"
+
+
+def test_sign_in_never_keeps_a_session_id_it_was_given(
+        app: Flask, world: World, person: Any) -> None:
+    analyst: Browser = person(world.requester, "analyst")
+    before = analyst.client.get_cookie("sandbox_web")
+    assert before is not None
+    # Signing in again in the same browser ends the session it had (one per sign-in).
+    analyst.get("/requester/jobs")  # the session's form token
+    again = analyst.post("/sign-in", {"email": analyst.email, "password": PASSWORD})
+    assert again.status_code == 302
+    after = analyst.client.get_cookie("sandbox_web")
+    assert after is not None and after.value != before.value
+    stale = app.test_client()
+    stale.set_cookie("sandbox_web", before.value)
+    assert stale.get("/requester/jobs").status_code == 302
+    # A cookie planted before sign-in (session fixation) is replaced, never adopted.
+    planted = Browser(app.test_client(), analyst.email)
+    planted.client.set_cookie("sandbox_web", "planted-by-someone-else")
+    assert planted.sign_in().status_code == 302
+    got = planted.client.get_cookie("sandbox_web")
+    assert got is not None and got.value != "planted-by-someone-else"
+
+
+MARKUP = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>"
+
+
+def test_an_analyst_s_texts_are_escaped_on_the_provider_s_and_auditor_s_pages(
+        world: World, person: Any) -> None:
+    job_id = _finished_run(world, "Counts by age. " + MARKUP, "sys " + MARKUP)
+    approver: Browser = person(world.provider, "approver")
+    auditor: Browser = person(world.regulator, "auditor")
+    now = datetime.now(UTC)
+    quarter = f"{now.year}Q{(now.month - 1) // 3 + 1}"
+    pages = [approver.get("/provider/usage"), approver.get("/provider/permits"),
+             auditor.get("/regulator/ledger"),
+             auditor.get(f"/regulator/report?quarter={quarter}")]
+    entries = auditor.get("/regulator/ledger?kind=request.created").get_data(as_text=True)
+    index = entries.split('href="/regulator/ledger/', 1)[1].split('"', 1)[0]
+    pages.append(auditor.get(f"/regulator/ledger/{index}"))
+    for r in pages:
+        html = r.get_data(as_text=True)
+        assert r.status_code == 200
+        assert "<script>alert" not in html and "<img src=x" not in html, r.request.path
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[-1].get_data(as_text=True)
+    assert job_id in pages[3].get_data(as_text=True)
