@@ -179,3 +179,15 @@ def test_an_analyst_s_texts_are_escaped_on_the_provider_s_and_auditor_s_pages(
         assert "<script>alert" not in html and "<img src=x" not in html, r.request.path
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages[-1].get_data(as_text=True)
     assert job_id in pages[3].get_data(as_text=True)
+
+
+def test_an_output_checker_reads_only_jobs_put_to_review(
+        world: World, person: Any) -> None:
+    # A job released automatically never went to review: its outputs are the requester's
+    # results, and a provider sees only their digests (as GET /api/v1/jobs/<id> shows),
+    # not their content through the review page, its download or the review API.
+    job_id = _finished_run(world, "Counts by age band, for pricing.", "pricing-v2")
+    checker: Browser = person(world.provider, "output_checker")
+    assert checker.get(f"/provider/review/{job_id}").status_code == 404
+    assert checker.get(f"/provider/review/{job_id}/outputs/table.csv").status_code == 404
+    assert world.provider.get(f"/jobs/{job_id}").json["outputs"][0].get("content") is None
