@@ -191,3 +191,8 @@ def test_an_output_checker_reads_only_jobs_put_to_review(
     assert checker.get(f"/provider/review/{job_id}").status_code == 404
     assert checker.get(f"/provider/review/{job_id}/outputs/table.csv").status_code == 404
     assert world.provider.get(f"/jobs/{job_id}").json["outputs"][0].get("content") is None
+    signed = checker.client.post("/api/v1/sign-in", json={"email": checker.email,
+                                                          "password": PASSWORD})
+    api = checker.client.get(f"/api/v1/reviews/{job_id}", headers={
+        "Authorization": f"Bearer {signed.get_json()['token']}"})
+    assert api.status_code == 404
