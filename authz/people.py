@@ -27,6 +27,7 @@ from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import defer
 
 from authz import validate as v
+from authz import web_sessions
 from authz.context import Ctx
 from authz.models import Accreditation, Party, Person, new_id
 from authz.specs import ACCREDITATION_SPEC as ACCREDITATION_SPEC
@@ -127,6 +128,9 @@ def deactivate_person(ctx: Ctx, actor: Party, person: Person) -> None:
         raise Conflict("person already deactivated")
     person.active = False
     person.token_hash = None
+    # Refused at once by the live check (web_sessions.resolve); the rows go too, so no
+    # later change to the person's row can bring a session back.
+    web_sessions.end_all(ctx.session, person.id)
     ctx.record("person.deactivated", actor.id, {"person_id": person.id,
                                                 "party_id": person.party_id})
 
@@ -137,6 +141,9 @@ def set_password(ctx: Ctx, person: Person, current: str | None, new: str) -> Non
         raise Unauthenticated("the current password is wrong")
     v.parse({"password": new}, [PERSON_SPEC[3]])
     person.password_hash = _hasher.hash(new)
+    # A browser signed in with the old password (perhaps the reason for the change) is
+    # signed out: every web session of the person ends.
+    web_sessions.end_all(ctx.session, person.id)
     ctx.record("person.password_changed", person.id, {"person_id": person.id})
 
 

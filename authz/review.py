@@ -39,7 +39,14 @@ from authz.models import Job, JobOutput, OutputReview, Party, Permit, Person
 from authz.people import PersonRole
 from authz.specs import DECIDE_SPEC as DECIDE_SPEC
 from authz.specs import JUSTIFY_SPEC as JUSTIFY_SPEC
-from authz.states import TERMINAL, JobState, OutputDecision, PermitStatus, ReviewDecision
+from authz.states import (
+    TERMINAL,
+    JobState,
+    OutputDecision,
+    PermitStatus,
+    ReviewDecision,
+    ScriptRelease,
+)
 from compute.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 _SETTLES = {ReviewDecision.REJECT: OutputDecision.REJECTED,
@@ -64,7 +71,20 @@ def job_for_checker(ctx: Ctx, provider: Party, job_id: str, lock: bool = False) 
                           populate_existing=lock)
     if job is None or provider.id not in review_providers(job):
         raise NotFound("no such job")
+    if not _for_review(ctx, job):
+        # Released automatically: its outputs are the requester's, and a provider sees
+        # their digests only (GET /jobs/<id>), never their content.
+        raise NotFound("no such job under review")
     return job
+
+
+def _for_review(ctx: Ctx, job: Job) -> bool:
+    """Whether the job's outputs are (or were) the checkers' to judge: held now, decided
+    on, or under a permit whose outputs all go to review."""
+    if job.state == JobState.AWAITING_REVIEW or any(o.reviews for o in job.outputs):
+        return True
+    permit = ctx.session.get(Permit, job.permit_id)
+    return permit is not None and permit.script_release != ScriptRelease.AUTOMATIC
 
 
 def _output(job: Job, name: str) -> JobOutput:
